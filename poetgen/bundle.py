@@ -1,0 +1,119 @@
+"""A model bundle: one directory with model.keras, tokenizer.json and config.json.
+
+It carries everything needed to rebuild and check its model; loading refuses what does not fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zipfile
+from pathlib import Path
+
+from poetgen.atomic import atomic_save, write_text
+from poetgen.errors import BadModel
+from poetgen.model import ModelConfig
+from poetgen.tokenizer import Tokenizer
+
+FORMAT_VERSION = 1
+MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE = "model.keras", "tokenizer.json", "config.json"
+
+
+@dataclasses.dataclass
+class Bundle:
+    path: Path
+    model: object            # the Keras training-form model (logits over the vocabulary)
+    tokenizer: Tokenizer
+    config: dict             # config.json as saved
+    model_config: ModelConfig
+
+
+def default_model_dir() -> Path:
+    from poetgen.resources import shipped_path
+
+    return shipped_path("checkpoints/default")
+
+
+def save_model_file(model, path: Path) -> None:
+    atomic_save(path, model.save)   # the temporary name keeps the .keras suffix Keras insists on
+
+
+def write_config(directory: Path, config: dict) -> None:
+    write_text(directory / CONFIG_FILE, json.dumps(config, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+
+
+def save_bundle(directory: Path, model, tokenizer: Tokenizer, config: dict) -> None:
+    """Write or update a bundle; each file is replaced atomically, the model last but one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer_path = directory / TOKENIZER_FILE
+    if not tokenizer_path.exists() or Tokenizer.load(tokenizer_path).hash != tokenizer.hash:
+        tokenizer.save(tokenizer_path)
+    save_model_file(model, directory / MODEL_FILE)
+    write_config(directory, {**config, "format_version": FORMAT_VERSION, "tokenizer_hash": tokenizer.hash})
+
+
+def read_config(directory: Path) -> dict:
+    path = directory / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadModel(f"{directory}: not a poetgen model bundle (no {CONFIG_FILE})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise BadModel(f"{path}: corrupt config (not valid JSON)") from None
+    version = config.get("format_version")
+    if not isinstance(version, int):
+        raise BadModel(f"{path}: no format_version: not a poetgen bundle")
+    if version > FORMAT_VERSION:
+        raise BadModel(f"{directory}: bundle format {version} is newer than this poetgen supports "
+                       f"({FORMAT_VERSION}); upgrade poetgen")
+    return config
+
+
+def model_config_of(config: dict, path: Path) -> ModelConfig:
+    try:
+        model_config = ModelConfig(**config["model"])
+        model_config.validate()
+    except (KeyError, TypeError, ValueError) as error:
+        raise BadModel(f"{path}: model options in {CONFIG_FILE} are invalid ({error})") from None
+    return model_config
+
+
+def load_keras_model(path: Path):
+    """Load a .keras file with safe mode on: a file with Lambda layers or foreign code is refused."""
+    if not path.exists():
+        raise BadModel(f"{path}: model file is missing")
+    if not zipfile.is_zipfile(path):
+        raise BadModel(f"{path}: model file is truncated or corrupt (not a .keras archive)")
+    import keras
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except ValueError as error:
+        if "safe_mode" in str(error) or "Lambda" in str(error):
+            raise BadModel(f"{path}: refused by safe mode (it contains a Lambda layer or custom code)") from None
+        raise BadModel(f"{path}: cannot load model ({_first_line(error)})") from None
+    except Exception as error:  # Keras raises many types for damaged archives
+        raise BadModel(f"{path}: model file is corrupt ({_first_line(error)})") from None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
+
+
+def load_bundle(directory: str | os.PathLike | None = None) -> Bundle:
+    directory = Path(directory) if directory is not None else default_model_dir()
+    if not directory.is_dir():
+        raise BadModel(f"{directory}: model bundle not found")
+    config = read_config(directory)
+    model_config = model_config_of(config, directory)
+    tokenizer = Tokenizer.load(directory / TOKENIZER_FILE, expected_hash=config.get("tokenizer_hash"))
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise BadModel(f"{directory}: tokenizer has {tokenizer.vocab_size} ids but the model expects "
+                       f"{model_config.vocab_size}")
+    model = load_keras_model(directory / MODEL_FILE)
+    output_size = model.outputs[0].shape[-1]
+    if output_size != tokenizer.vocab_size:
+        raise BadModel(f"{directory}: model predicts {output_size} ids but the tokenizer has {tokenizer.vocab_size}")
+    return Bundle(directory, model, tokenizer, config, model_config)

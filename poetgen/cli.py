@@ -1,0 +1,75 @@
+"""The `poetgen` command: one click command per user task, errors as one line on stderr.
+
+Heavy imports (TensorFlow, jieba) happen inside the commands that need them, so --help is instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from poetgen import __version__
+from poetgen.errors import PoetgenError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+class PoetgenGroup(click.Group):
+    """Turns every failure into one line on stderr and a documented exit code."""
+
+    def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
+        args = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in args or os.environ.get("POETGEN_DEBUG") == "1"
+        try:
+            super().main(args=args, prog_name=prog_name or "poetgen", standalone_mode=False, **extra)
+        except click.exceptions.Exit as done:
+            sys.exit(done.exit_code)
+        except click.ClickException as error:
+            click.echo(f"poetgen: error: {_one_line(error.format_message())}", err=True)
+            sys.exit(EXIT_USAGE if isinstance(error, click.UsageError) else error.exit_code)
+        except PoetgenError as error:
+            click.echo(f"poetgen: error: {_one_line(error)}", err=True)
+            sys.exit(error.exit_code)
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            click.echo("poetgen: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            sys.exit(EXIT_OK)
+        except Exception as error:  # a bug: one line, the traceback only on request
+            if debug:
+                traceback.print_exc()
+            click.echo(f"poetgen: internal error: {type(error).__name__}: {_one_line(error)[:300]} "
+                       f"(run with --debug for the traceback)", err=True)
+            sys.exit(EXIT_INTERNAL)
+        sys.exit(EXIT_OK)
+
+
+@click.group(cls=PoetgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="poetgen")
+@click.option("--debug", is_flag=True, help="Show the full traceback of internal errors (or set POETGEN_DEBUG=1).")
+def cli(debug: bool) -> None:
+    """Generate classical Chinese poems; train, export and evaluate the models behind them."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> None:
+    cli.main()
+
+
+def _register() -> None:
+    from poetgen.cli_corpus import corpus
+    from poetgen.cli_model import COMMANDS
+
+    cli.add_command(corpus)
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_register()

@@ -1,0 +1,86 @@
+"""`poetgen train | generate | export | evaluate | serve`: the commands that need a model.
+
+Each imports TensorFlow and the stage it drives only when it runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from poetgen.model import CELLS
+from poetgen.quiet import import_tensorflow
+
+COMMANDS: list[click.Command] = []
+
+
+def command(function):
+    COMMANDS.append(function)
+    return function
+
+
+@command
+@click.command()
+@click.option("--corpus", type=click.Path(path_type=Path), default=None,
+              help="Corpus file or directory (what `poetgen corpus import` writes, or a raw format). "
+                   "Default: the shipped Tang corpus.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
+@click.option("--cell", type=click.Choice(CELLS), default="lstm", show_default=True, help="Recurrent cell.")
+@click.option("--layers", type=click.IntRange(1, 8), default=1, show_default=True, help="Recurrent layers.")
+@click.option("--units", type=click.IntRange(1, 4096), default=256, show_default=True, help="Units per layer.")
+@click.option("--embedding-dim", type=click.IntRange(1, 4096), default=256, show_default=True,
+              help="Character embedding size.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Dropout on recurrent inputs and the output layer.")
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True, help="Epochs to reach.")
+@click.option("--steps-per-epoch", type=click.IntRange(0), default=0, show_default=True,
+              help="Steps per epoch; 0 means one pass over the training characters.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Windows per step.")
+@click.option("--seq-len", type=click.IntRange(2), default=128, show_default=True, help="Characters per window.")
+@click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True,
+              help="Peak Adam learning rate (warm-up, then cosine decay to 5%).")
+@click.option("--warmup-steps", type=click.IntRange(0), default=200, show_default=True, help="Warm-up steps.")
+@click.option("--clipnorm", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Clip gradients to this global norm; 0 means no clipping.")
+@click.option("--min-count", type=click.IntRange(1), default=2, show_default=True,
+              help="Characters seen fewer times in the training split become <unk>.")
+@click.option("--val-split", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.02,
+              show_default=True, help="Held-out share, chosen by a hash of each poem (0.02 is the fixed split).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
+              show_default=True, help="Distribution strategy (multiworker is refused: broken in Keras 3).")
+@click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16"]), default="float32",
+              show_default=True, help="mixed_bfloat16 computes in bf16 with float32 weights (fast on CPUs with bf16).")
+@click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
+@click.option("--force", is_flag=True, help="Start over even if --out holds a model.")
+@click.option("--sample/--no-sample", default=True, show_default=True, help="Print a sample poem after each epoch.")
+def train(sample: bool, **options) -> None:
+    """Train a next-character model into a bundle directory."""
+    import_tensorflow()
+    from poetgen.train import TrainConfig, train as run_training
+
+    config = TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
+    config.validate()
+    extra = [_sample_callback(config)] if sample else []
+    run = run_training(config, extra)
+    metrics = run.metrics()
+    if metrics["best_val_perplexity"] is not None:
+        click.echo(f"best held-out perplexity {metrics['best_val_perplexity']:.1f} at epoch "
+                   f"{metrics['best_epoch']}; bundle in {config.out}")
+
+
+def _sample_callback(config):
+    import keras
+
+    from poetgen.corpus import log
+
+    class SamplePoem(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            try:
+                from poetgen.generate import sample_from_model
+            except ImportError:
+                return
+            log("sample: " + sample_from_model(self.model, config.out, seed=epoch))
+
+    return SamplePoem()

@@ -1,0 +1,212 @@
+"""The poem record, the text cleaner, form tags, the fixed held-out split and corpus files.
+
+It knows one file format (JSON lines, optionally gzipped); reading users' raw formats is importers.py.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from poetgen.errors import BadCorpus
+from poetgen.atomic import atomic_write
+
+FORMS = ("wujue", "qijue", "wulv", "qilv")
+FORM_ALIASES = {"五绝": "wujue", "七绝": "qijue", "五律": "wulv", "七律": "qilv"}
+# form -> (characters per line, lines)
+FORM_SHAPES = {"wujue": (5, 4), "qijue": (7, 4), "wulv": (5, 8), "qilv": (7, 8)}
+
+PUNCTUATION = "，。？！；："
+LINE_END = "。？！"
+HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+_HALF_TO_FULL = str.maketrans({",": "，", ".": "。", "．": "。", "?": "？", "!": "！", ";": "；",
+                               ":": "：", "、": "，", "︰": "："})
+_DECORATION = re.compile("[《》「」『』“”‘’\"'〝〞]")
+_SPACE = re.compile(r"\s+")
+_PLACEHOLDER = re.compile("[□○●■◎]")
+_NOTE = re.compile(r"[()（）\[\]【】〖〗{}〈〉<>⿰-⿻／/|=＝]")
+_LATIN_DIGIT = re.compile("[A-Za-z0-9０-９Ａ-Ｚａ-ｚ]")
+_ALLOWED = re.compile(f"[{HAN}{PUNCTUATION}]*")
+_CLAUSE = re.compile(f"[^{PUNCTUATION}]+[{PUNCTUATION}]")
+_HAN_CHAR = re.compile(f"[{HAN}]")
+
+MIN_CHARS = 5        # fewer Han characters than this is a fragment, not a poem
+MAX_CHARS = 2000     # longer "poems" are whole books pasted as one line
+HELD_OUT_FRACTION = 0.02   # share of poems held out, chosen by a hash of the text
+
+
+@dataclasses.dataclass(frozen=True)
+class Poem:
+    text: str          # cleaned, simplified, full-width punctuation, no whitespace
+    title: str = ""
+    author: str = ""
+    form: str = "other"   # one of FORMS, or "other"
+
+
+@functools.lru_cache(maxsize=2)
+def _converter(config: str):
+    import opencc  # a C extension: cheap, but only needed when text is converted
+
+    return opencc.OpenCC(config)
+
+
+def to_simplified(text: str) -> str:
+    return _converter("t2s").convert(text)
+
+
+def to_traditional(text: str) -> str:
+    return _converter("s2t").convert(text)
+
+
+def normalize_text(text: str, simplify: bool = True) -> str:
+    """Traditional to simplified, full-width punctuation, no whitespace or quote marks."""
+    if simplify:
+        text = to_simplified(text)
+    text = _SPACE.sub("", text.translate(_HALF_TO_FULL))
+    return _DECORATION.sub("", text)
+
+
+def drop_reason(text: str) -> str | None:
+    """Why a normalised text is not a usable poem, or None when it is."""
+    if _PLACEHOLDER.search(text):
+        return "missing characters (□)"
+    if _NOTE.search(text):
+        return "brackets or notes"
+    if _LATIN_DIGIT.search(text):
+        return "Latin letters or digits"
+    if not _ALLOWED.fullmatch(text):
+        return "characters other than Han and punctuation"
+    han = len(_HAN_CHAR.findall(text))
+    if han < MIN_CHARS:
+        return "too short" if han else "no Han characters"
+    if han > MAX_CHARS:
+        return "too long"
+    return None
+
+
+def clean_text(text: str, simplify: bool = True) -> tuple[str | None, str | None]:
+    """Return (clean text, None) for a usable poem, (None, reason) otherwise."""
+    text = normalize_text(text, simplify)
+    reason = drop_reason(text)
+    if reason:
+        return None, reason
+    if text[-1] not in PUNCTUATION:
+        text += "。"
+    return text, None
+
+
+def clauses(text: str) -> list[str]:
+    """The lines of a poem, each with its closing punctuation."""
+    return _CLAUSE.findall(text)
+
+
+def form_of(text: str) -> str:
+    lines = clauses(text)
+    if "".join(lines) != text:
+        return "other"
+    lengths = {len(line) - 1 for line in lines}
+    for form, (length, count) in FORM_SHAPES.items():
+        if lengths == {length} and len(lines) == count:
+            return form
+    return "other"
+
+
+def make_poem(text: str, title: str = "", author: str = "", simplify: bool = True) -> tuple[Poem | None, str | None]:
+    clean, reason = clean_text(text, simplify)
+    if clean is None:
+        return None, reason
+    convert = to_simplified if simplify else (lambda s: s)
+    return Poem(clean, _SPACE.sub("", convert(title)), _SPACE.sub("", convert(author)), form_of(clean)), None
+
+
+def is_held_out(text: str, fraction: float = HELD_OUT_FRACTION) -> bool:
+    """The fixed held-out split: the same poem is held out in every run, on every machine."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % 10000 < round(fraction * 10000)
+
+
+def split(poems: Iterable[Poem]) -> tuple[list[Poem], list[Poem]]:
+    train, held_out = [], []
+    for poem in poems:
+        (held_out if is_held_out(poem.text) else train).append(poem)
+    return train, held_out
+
+
+class Deduplicator:
+    """Remembers 8-byte digests of texts seen, so memory stays small on large inputs."""
+
+    def __init__(self):
+        self._seen: set[bytes] = set()
+
+    def is_new(self, text: str) -> bool:
+        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+        if digest in self._seen:
+            return False
+        self._seen.add(digest)
+        return True
+
+
+def poem_to_json(poem: Poem) -> str:
+    record = {"title": poem.title, "author": poem.author, "form": poem.form, "text": poem.text}
+    return json.dumps(record, ensure_ascii=False)
+
+
+def write_corpus(poems: Iterable[Poem], path: str | os.PathLike) -> int:
+    """Write JSON lines (gzipped when the name ends in .gz), atomically and byte-reproducibly."""
+    path = Path(path)
+    count = 0
+    with atomic_write(path) as raw:
+        stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) \
+            if path.suffix == ".gz" else None
+        out = io.TextIOWrapper(stream or raw, encoding="utf-8", newline="\n")
+        for poem in poems:
+            out.write(poem_to_json(poem) + "\n")
+            count += 1
+        out.flush()
+        out.detach()
+        if stream:
+            stream.close()
+    return count
+
+
+def form_counts(poems: Iterable[Poem]) -> dict[str, int]:
+    counts = collections.Counter(poem.form for poem in poems)
+    return {form: counts.get(form, 0) for form in FORMS + ("other",)}
+
+
+def shipped_corpus_path() -> Path:
+    from poetgen.resources import shipped_path
+
+    return shipped_path("corpus/tang.jsonl.gz")
+
+
+def load_corpus(path: str | os.PathLike | None = None, **import_options) -> list[Poem]:
+    """Poems of a corpus file or any raw format the importers read; None means the shipped corpus."""
+    from poetgen.importers import import_poems
+
+    path = Path(path) if path is not None else shipped_corpus_path()
+    result = import_poems([path], **import_options)
+    if not result.poems:
+        raise BadCorpus(f"{path}: no usable poem in it")
+    return result.poems
+
+
+def corpus_hash(poems: Iterable[Poem]) -> str:
+    digest = hashlib.sha256()
+    for poem in poems:
+        digest.update(poem.text.encode("utf-8") + b"\n")
+    return digest.hexdigest()[:16]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,26 @@
+"""The exceptions poetgen raises for problems a user can fix.
+
+The CLI turns each into one line on stderr and the exit code below; anything else is a bug.
+"""
+
+
+class PoetgenError(Exception):
+    """A problem with the user's input, files or options."""
+
+    exit_code = 2
+
+
+class BadInput(PoetgenError, ValueError):
+    """A prompt, option or input file that cannot be used."""
+
+
+class BadCorpus(PoetgenError):
+    """A corpus file that cannot be read or holds no usable poem."""
+
+
+class BadModel(PoetgenError):
+    """A model bundle that is missing, corrupt, or not compatible with this version."""
+
+
+class OutputExists(PoetgenError):
+    """An output path that exists and would be overwritten without --force."""

@@ -1,0 +1,231 @@
+"""Reads users' corpora (plain text, JSON lines, chinese-poetry JSON, directories, .gz) into poems.
+
+Files are streamed line by line, so memory stays bounded on large inputs; cleaning is corpus.py's.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import dataclasses
+import gzip
+import io
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from poetgen.corpus import MAX_CHARS, Deduplicator, Poem, make_poem
+from poetgen.errors import BadCorpus
+
+SUFFIXES = (".txt", ".json", ".jsonl", ".gz")
+_SNIFF_BYTES = 8192
+# A line longer than this is not read whole: it is skipped and counted as "too long".
+MAX_LINE_CHARS = 8 * MAX_CHARS
+
+
+@dataclasses.dataclass
+class ImportResult:
+    poems: list[Poem]                                  # kept, in input order, deduplicated
+    dropped: collections.Counter                       # reason -> count
+    files: int = 0                                     # files read
+
+
+@dataclasses.dataclass(frozen=True)
+class RawPoem:
+    text: str
+    title: str = ""
+    author: str = ""
+
+
+def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    files = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise BadCorpus(f"{path}: no such file or directory")
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.name.endswith(SUFFIXES) and not p.name.startswith("."))
+            if not found:
+                raise BadCorpus(f"{path}: directory holds no .txt, .json, .jsonl or .gz file")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+def _open_binary(path: Path):
+    raw = open(path, "rb")
+    head = raw.read(2)
+    raw.seek(0)
+    return gzip.open(raw) if head == b"\x1f\x8b" else raw
+
+
+def _check_text(path: Path, encoding: str) -> None:
+    try:
+        with _open_binary(path) as raw:
+            head = raw.read(_SNIFF_BYTES)
+    except (OSError, EOFError) as error:
+        raise BadCorpus(f"{path}: cannot read it ({error})") from None
+    if b"\x00" in head and not encoding.lower().startswith("utf-16"):
+        raise BadCorpus(f"{path}: binary data, not a text corpus")
+
+
+def _text_stream(path: Path, encoding: str, on_bytes: Callable[[int], None] | None) -> Iterator[str]:
+    """Lines of a file, decoded strictly; a decoding error names the file and the fix."""
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    offset = 0
+    pending = ""
+    skipping = False   # inside a line already reported as too long
+    with _open_binary(path) as raw:
+        while True:
+            chunk = raw.read(1 << 20)
+            try:
+                pending += decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as error:
+                raise BadCorpus(_decode_error(path, encoding, offset + error.start)) from None
+            offset += len(chunk)
+            if on_bytes:
+                on_bytes(len(chunk))
+            if skipping:
+                end = pending.find("\n")
+                pending, skipping = ("", True) if end < 0 else (pending[end + 1:], False)
+            lines = pending.split("\n")
+            pending = lines.pop()
+            yield from lines
+            if len(pending) > MAX_LINE_CHARS:
+                yield pending[:MAX_LINE_CHARS + 1]   # the cleaner reports it as too long
+                pending, skipping = "", True
+            if not chunk:
+                break
+    if pending and not skipping:
+        yield pending
+
+
+def _decode_error(path: Path, encoding: str, where: int) -> str:
+    hint = "pass --encoding gbk if it is GBK" if codecs.lookup(encoding).name == "utf-8" \
+        else "pass the right --encoding"
+    return f"{path}: not valid {encoding} text at byte {where}; {hint}"
+
+
+def _sniff_format(path: Path, encoding: str) -> str:
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(".jsonl"):
+        return "jsonl"
+    with _open_binary(path) as raw:
+        head = raw.read(_SNIFF_BYTES).decode(encoding, errors="ignore").lstrip("\ufeff \t\r\n")
+    if head.startswith("["):
+        return "json"
+    if head.startswith("{"):
+        return "jsonl"
+    return "text"
+
+
+def _record_to_raw(record) -> RawPoem | None:
+    if not isinstance(record, dict):
+        return None
+    text = record.get("text", record.get("paragraphs"))
+    if isinstance(text, list):
+        text = "".join(str(part) for part in text)
+    if not isinstance(text, str):
+        return None
+    return RawPoem(text, str(record.get("title") or ""), str(record.get("author") or ""))
+
+
+def _read_jsonl(lines: Iterator[str]) -> Iterator[RawPoem | str]:
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            yield "not valid JSON"
+            continue
+        raw = _record_to_raw(record)
+        yield raw if raw else "no text or paragraphs field"
+
+
+def _read_json(path: Path, encoding: str) -> Iterator[RawPoem | str]:
+    try:
+        with _open_binary(path) as raw:
+            records = json.load(io.TextIOWrapper(raw, encoding=encoding, errors="strict"))
+    except UnicodeDecodeError:
+        raise BadCorpus(f"{path}: not valid {encoding} text; pass the right --encoding") from None
+    except ValueError as error:
+        raise BadCorpus(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(records, list):
+        raise BadCorpus(f"{path}: expected a JSON list of poems with title, author and paragraphs")
+    for record in records:
+        raw = _record_to_raw(record)
+        yield raw if raw else "no text or paragraphs field"
+
+
+def _read_text(lines: Iterable[str], blank_separated: bool) -> Iterator[RawPoem]:
+    if not blank_separated:
+        yield from (RawPoem(line) for line in lines if line.strip())
+        return
+    block: list[str] = []
+    for line in lines:
+        if line.strip():
+            block.append(line)
+        elif block:
+            yield RawPoem("".join(block))
+            block = []
+    if block:
+        yield RawPoem("".join(block))
+
+
+def _has_blank_separators(lines: Iterable[str]) -> bool:
+    """True when blank lines separate poems of several lines each (else: one poem per line)."""
+    seen_text = False
+    for line in lines:
+        if line.strip():
+            seen_text = True
+        elif seen_text:
+            return True
+    return False
+
+
+def read_raw(path: Path, encoding: str = "utf-8",
+             on_bytes: Callable[[int], None] | None = None) -> Iterator[RawPoem | str]:
+    """Raw poems of one file; a string in the stream is the reason an entry was unusable."""
+    _check_text(path, encoding)
+    kind = _sniff_format(path, encoding)
+    if kind == "json":
+        yield from _read_json(path, encoding)
+    elif kind == "jsonl":
+        yield from _read_jsonl(_text_stream(path, encoding, on_bytes))
+    else:
+        blank = _has_blank_separators(_text_stream(path, encoding, None))
+        yield from _read_text(_text_stream(path, encoding, on_bytes), blank)
+
+
+def import_poems(paths: Iterable[str | os.PathLike], encoding: str = "utf-8", simplify: bool = True,
+                 on_bytes: Callable[[int], None] | None = None) -> ImportResult:
+    files = expand_paths(paths)
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise BadCorpus(f"unknown encoding {encoding!r}") from None
+    raws = (raw for path in files for raw in read_raw(path, encoding, on_bytes))
+    result = clean_all(raws, simplify)
+    result.files = len(files)
+    return result
+
+
+def clean_all(raws: Iterable[RawPoem | str], simplify: bool = True) -> ImportResult:
+    """Clean and deduplicate raw poems; a string in the stream is counted as a drop reason."""
+    result = ImportResult([], collections.Counter())
+    seen = Deduplicator()
+    for raw in raws:
+        if isinstance(raw, str):
+            result.dropped[raw] += 1
+            continue
+        poem, reason = make_poem(raw.text, raw.title, raw.author, simplify)
+        if poem is None:
+            result.dropped[reason] += 1
+        elif not seen.is_new(poem.text):
+            result.dropped["duplicate"] += 1
+        else:
+            result.poems.append(poem)
+    return result

@@ -1,0 +1,187 @@
+"""The next-character network (Embedding → RNN layers → Dense logits), its step form, and its loss.
+
+The step form reuses the trained weights: a Keras model with explicit state, and a NumPy stepper
+that generation uses because it starts instantly and needs no graph tracing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+CELLS = ("lstm", "gru", "simplernn")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int               # tokenizer.vocab_size, specials included
+    cell: str = "lstm"            # lstm | gru | simplernn
+    layers: int = 1               # stacked recurrent layers
+    units: int = 256              # width of each recurrent layer
+    embedding_dim: int = 256      # size of the character embedding
+    dropout: float = 0.0          # dropout on each recurrent layer's input and on the output
+
+    def validate(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        if self.layers < 1 or self.units < 1 or self.embedding_dim < 1 or self.vocab_size < 4:
+            raise ValueError("layers, units, embedding dim and vocabulary size must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+
+
+def _rnn_class(cell: str):
+    import keras
+
+    return {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "simplernn": keras.layers.SimpleRNN}[cell]
+
+
+def build_model(config: ModelConfig, dtype: str | None = None):
+    """The training model: int ids (batch, time) → logits (batch, time, vocab).
+
+    dtype None follows Keras' global policy (mixed precision in training); logits are always float32.
+    """
+    import keras
+
+    config.validate()
+    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding", dtype=dtype)(ids)
+    for i in range(config.layers):
+        x = _rnn_class(config.cell)(config.units, return_sequences=True, dropout=config.dropout,
+                                    name=f"rnn_{i}", dtype=dtype)(x)
+    if config.dropout:
+        x = keras.layers.Dropout(config.dropout, name="output_dropout", dtype=dtype)(x)
+    logits = keras.layers.Dense(config.vocab_size, name="logits", dtype="float32")(x)
+    return keras.Model(ids, logits, name="poetgen")
+
+
+def states_per_layer(cell: str) -> int:
+    return 2 if cell == "lstm" else 1
+
+
+def build_step_model(model, config: ModelConfig):
+    """A Keras model of one step: (ids (batch, 1), *states) → (logits (batch, vocab), *new states).
+
+    Built from the trained model's weights, so it is the same function, one character at a time.
+    """
+    import keras
+
+    ids = keras.Input(shape=(1,), batch_size=None, dtype="int32", name="ids")
+    x = keras.layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding")(ids)
+    state_inputs, state_outputs = [], []
+    for i in range(config.layers):
+        layer_states = [keras.Input(shape=(config.units,), name=f"state_{i}_{k}")
+                        for k in range(states_per_layer(config.cell))]
+        outputs = _rnn_class(config.cell)(config.units, return_state=True, name=f"rnn_{i}")(
+            x, initial_state=layer_states)
+        x, new_states = outputs[0][:, None, :], outputs[1:]
+        state_inputs += layer_states
+        state_outputs += list(new_states)
+    logits = keras.layers.Dense(config.vocab_size, name="logits")(x[:, 0, :])
+    step = keras.Model([ids] + state_inputs, [logits] + state_outputs, name="poetgen_step")
+    for layer in step.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return step
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)   # no overflow warnings for large |x|
+
+
+class NumpyStepper:
+    """One generation step in NumPy, float32, from the model's weights.
+
+    The first layer's input projection is folded into the embedding table (a row lookup replaces a
+    matrix product), and the output layer is skipped where the next character is already decided.
+    """
+
+    def __init__(self, weights: dict[str, list[np.ndarray]], config: ModelConfig):
+        self.config = config
+        self.layers = []
+        embedding = weights["embedding"][0].astype(np.float32)
+        for i in range(config.layers):
+            kernel, recurrent, bias = (w.astype(np.float32) for w in weights[f"rnn_{i}"])
+            if config.cell == "gru":
+                input_bias, recurrent_bias = bias[0], bias[1]
+            else:
+                input_bias, recurrent_bias = bias, np.zeros_like(bias)
+            self.layers.append([kernel, recurrent, input_bias, recurrent_bias])
+        first = self.layers[0]
+        self.input_table = embedding @ first[0] + first[2]   # vocab × gates
+        self.output_kernel, self.output_bias = (w.astype(np.float32) for w in weights["logits"])
+
+    @classmethod
+    def from_model(cls, model, config: ModelConfig) -> "NumpyStepper":
+        names = ["embedding", "logits"] + [f"rnn_{i}" for i in range(config.layers)]
+        return cls({name: model.get_layer(name).get_weights() for name in names}, config)
+
+    def initial_state(self, batch: int) -> list[np.ndarray]:
+        count = states_per_layer(self.config.cell) * self.config.layers
+        return [np.zeros((batch, self.config.units), np.float32) for _ in range(count)]
+
+    def step(self, ids: np.ndarray, state: list[np.ndarray], need_logits: bool = True):
+        """ids (batch,) → (logits (batch, vocab) or None, new state)."""
+        per_layer = states_per_layer(self.config.cell)
+        new_state = []
+        x = None
+        for i, (kernel, recurrent, input_bias, recurrent_bias) in enumerate(self.layers):
+            projected = self.input_table[ids] if i == 0 else x @ kernel + input_bias
+            layer_state = state[i * per_layer:(i + 1) * per_layer]
+            x, layer_new = self._cell(projected, layer_state, recurrent, recurrent_bias)
+            new_state += layer_new
+        if not need_logits:
+            return None, new_state
+        return x @ self.output_kernel + self.output_bias, new_state
+
+    def _cell(self, projected, state, recurrent, recurrent_bias):
+        cell, units = self.config.cell, self.config.units
+        h = state[0]
+        if cell == "lstm":
+            z = projected + h @ recurrent
+            i, f, g, o = (z[:, k * units:(k + 1) * units] for k in range(4))
+            c = _sigmoid(f) * state[1] + _sigmoid(i) * np.tanh(g)
+            h = _sigmoid(o) * np.tanh(c)
+            return h, [h, c]
+        if cell == "gru":
+            r_in = h @ recurrent + recurrent_bias
+            z = _sigmoid(projected[:, :units] + r_in[:, :units])
+            r = _sigmoid(projected[:, units:2 * units] + r_in[:, units:2 * units])
+            candidate = np.tanh(projected[:, 2 * units:] + r * r_in[:, 2 * units:])
+            h = z * h + (1.0 - z) * candidate
+            return h, [h]
+        h = np.tanh(projected + h @ recurrent)
+        return h, [h]
+
+
+def sequence_log_likelihood(model, token_lists: list[list[int]], batch_size: int = 64,
+                            boundary: int = 2) -> tuple[float, int]:
+    """Total natural-log likelihood of each poem (after a boundary token, ending with one), and the
+    number of predicted tokens. Poems are scored whole, each from a fresh state."""
+    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+    total, count = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        batch = [token_lists[i] for i in order[start:start + batch_size]]
+        length = max(len(tokens) for tokens in batch) + 1
+        length = int(math.ceil(length / 16) * 16)   # few distinct shapes, few retraces
+        x = np.zeros((len(batch), length), np.int32)
+        y = np.zeros((len(batch), length), np.int32)
+        mask = np.zeros((len(batch), length), np.float32)
+        for row, tokens in enumerate(batch):
+            sequence = [boundary] + list(tokens) + [boundary]
+            x[row, :len(sequence) - 1] = sequence[:-1]
+            y[row, :len(sequence) - 1] = sequence[1:]
+            mask[row, :len(sequence) - 1] = 1.0
+        logits = np.asarray(model.predict_on_batch(x), np.float32)
+        log_probs = logits - _logsumexp(logits)
+        picked = np.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0]
+        total += float((picked * mask).sum())
+        count += int(mask.sum())
+    return total, count
+
+
+def _logsumexp(logits: np.ndarray) -> np.ndarray:
+    top = logits.max(axis=-1, keepdims=True)
+    return top + np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))

@@ -1,0 +1,30 @@
+"""Imports TensorFlow and Keras without the C++ start-up chatter they print to stderr.
+
+TensorFlow logs oneDNN and CUDA notices before its log level is read; only muting fd 2 hides them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def import_tensorflow():
+    """Import tensorflow and keras once, with stderr muted meanwhile; return tensorflow."""
+    if "tensorflow" in sys.modules and "keras" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+        import keras  # noqa: F401
+
+        tf.config.list_physical_devices()   # the CUDA probe logs here
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return tf

@@ -1,0 +1,381 @@
+"""Trains the next-character model into a bundle, resumably.
+
+The best model (by held-out loss) is written atomically; a resume state after every epoch lets
+--resume continue after Ctrl-C, SIGTERM or kill -9 with the optimizer state intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from poetgen import __version__
+from poetgen.bundle import CONFIG_FILE, MODEL_FILE, save_bundle, save_model_file, write_config
+from poetgen.corpus import corpus_hash, is_held_out, load_corpus, log
+from poetgen.errors import BadInput
+from poetgen.model import ModelConfig, build_model, sequence_log_likelihood
+from poetgen.tokenizer import BOUNDARY, Tokenizer
+
+RESUME_DIR, RESUME_MODEL, RESUME_STATE = "resume", "last.keras", "state.json"
+STRATEGIES = ("default", "mirrored", "multiworker")
+PRECISIONS = ("float32", "mixed_bfloat16")
+MODEL_OPTIONS = ("cell", "layers", "units", "embedding_dim", "dropout", "min_count")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    out: str                           # bundle directory to write
+    corpus: str | None = None          # corpus file or directory; None means the shipped Tang corpus
+    cell: str = "lstm"                 # lstm | gru | simplernn
+    layers: int = 1                    # stacked recurrent layers
+    units: int = 256                   # recurrent width
+    embedding_dim: int = 256           # character embedding size
+    dropout: float = 0.0               # dropout on recurrent inputs and the output layer
+    epochs: int = 10                   # epochs to reach (a resumed run continues up to this)
+    steps_per_epoch: int = 0           # 0 means one pass over the training characters
+    batch_size: int = 64               # windows per step
+    seq_len: int = 128                 # characters per window
+    learning_rate: float = 2e-3        # peak Adam rate; cosine decay to 5 % over all epochs
+    warmup_steps: int = 200            # linear warm-up from 0 to the peak rate
+    clipnorm: float = 1.0              # gradient norm clip; 0 means none
+    min_count: int = 2                 # characters seen fewer times become <unk>
+    val_split: float = 0.02            # held-out share, chosen by a hash of each poem's text
+    seed: int = 0                      # weights, window order and jitter
+    strategy: str = "default"          # default | mirrored (multiworker is refused)
+    precision: str = "float32"         # float32 | mixed_bfloat16 (bf16 maths, float32 weights)
+    resume: bool = False               # continue the run in `out`
+    force: bool = False                # start over even if `out` holds a bundle
+
+    def validate(self) -> None:
+        if self.strategy == "multiworker" or (os.environ.get("TF_CONFIG") and self.strategy != "default"):
+            raise BadInput("multi-worker training is not supported: tf.distribute.MultiWorkerMirroredStrategy "
+                           "does not work with Keras 3; use --strategy mirrored on one machine")
+        if self.precision not in PRECISIONS:
+            raise BadInput(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.strategy not in STRATEGIES:
+            raise BadInput(f"--strategy must be default or mirrored, not {self.strategy!r}")
+        checks = [(self.epochs >= 1, "--epochs must be at least 1"),
+                  (self.batch_size >= 1, "--batch-size must be at least 1"),
+                  (self.seq_len >= 2, "--seq-len must be at least 2"),
+                  (self.learning_rate > 0 and math.isfinite(self.learning_rate), "--learning-rate must be > 0"),
+                  (self.clipnorm >= 0, "--clipnorm must be >= 0"),
+                  (self.min_count >= 1, "--min-count must be at least 1"),
+                  (0 < self.val_split < 0.5, "--val-split must be in (0, 0.5)"),
+                  (self.steps_per_epoch >= 0, "--steps-per-epoch must be >= 0")]
+        for ok, message in checks:
+            if not ok:
+                raise BadInput(message)
+        ModelConfig(vocab_size=4, cell=self.cell, layers=self.layers, units=self.units,
+                    embedding_dim=self.embedding_dim, dropout=self.dropout).validate()
+
+
+def _setup_devices(strategy: str):
+    """TensorFlow's distribution strategy; POETGEN_LOGICAL_CPUS=N splits the CPU for mirrored tests."""
+    import tensorflow as tf
+
+    logical = int(os.environ.get("POETGEN_LOGICAL_CPUS", "0") or 0)
+    if logical > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        with contextlib.suppress(RuntimeError):   # already initialised: keep what is there
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * logical)
+    if strategy == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    return tf.distribute.get_strategy()
+
+
+def token_stream(tokenizer: Tokenizer, texts: Sequence[str]) -> np.ndarray:
+    """All poems as one id array, each preceded by the boundary id, ending with one."""
+    ids = [BOUNDARY]
+    for text in texts:
+        ids += tokenizer.encode(text)
+        ids.append(BOUNDARY)
+    return np.asarray(ids, np.int32)
+
+
+def training_dataset(stream: np.ndarray, batch_size: int, seq_len: int, seed: int):
+    """Infinite shuffled windows: every epoch visits each stride of the stream once, jittered."""
+    import tensorflow as tf
+
+    stream_t = tf.constant(stream)
+    starts = np.arange(0, len(stream) - 2 * seq_len - 1, seq_len, dtype=np.int32)
+    if len(starts) < batch_size:
+        raise BadInput(f"corpus too small for --batch-size {batch_size} x --seq-len {seq_len}: "
+                       f"{len(stream)} characters")
+    offsets = tf.range(seq_len + 1)
+
+    def windows(start_batch):
+        jitter = tf.random.uniform(tf.shape(start_batch), 0, seq_len, dtype=tf.int32, seed=seed)
+        w = tf.gather(stream_t, (start_batch + jitter)[:, None] + offsets)
+        return w[:, :-1], w[:, 1:]
+
+    ds = tf.data.Dataset.from_tensor_slices(starts).shuffle(len(starts), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.repeat().batch(batch_size, drop_remainder=True)
+    return ds.map(windows, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE), len(starts)
+
+
+def compile_model(model, config: TrainConfig, total_steps: int) -> None:
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, total_steps - config.warmup_steps), alpha=0.05,
+        warmup_target=config.learning_rate, warmup_steps=config.warmup_steps)
+    optimizer = keras.optimizers.Adam(schedule, clipnorm=config.clipnorm or None)
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+
+def library_versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {"poetgen": __version__, "keras": keras.__version__, "tensorflow": tf.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+class Run:
+    """What a training run knows: its data, tokenizer, config record and progress."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.out = Path(config.out)
+        self.resume_dir = self.out / RESUME_DIR
+        self.state = {"epochs_done": 0, "tokens_seen": 0, "wall_time_s": 0.0,
+                      "best_val_loss": None, "best_epoch": None}
+
+    def prepare(self) -> None:
+        config = self.config
+        if self.out.exists() and not self.out.is_dir():
+            raise BadInput(f"--out {self.out} exists and is not a directory")
+        if config.resume:
+            self._load_resume_state()
+        elif (self.out / CONFIG_FILE).exists() and not config.force:
+            raise BadInput(f"{self.out} already holds a model; pass --resume to continue it or --force to start over")
+        poems = load_corpus(config.corpus)
+        fraction = config.val_split
+        train = [p.text for p in poems if not is_held_out(p.text, fraction)]
+        held = [p.text for p in poems if is_held_out(p.text, fraction)]
+        if not train or not held:
+            raise BadInput(f"corpus of {len(poems)} poems is too small to hold out {fraction:.0%} for validation")
+        if config.resume:
+            self.tokenizer = Tokenizer.load(self.resume_dir / "tokenizer.json")
+        else:
+            self.tokenizer = Tokenizer.build(train, config.min_count)
+        self.train_stream = token_stream(self.tokenizer, train)
+        self.held_out = [self.tokenizer.encode(text) for text in held]
+        self.corpus_record = {"path": str(config.corpus or "shipped:corpus/tang.jsonl.gz"),
+                              "hash": corpus_hash(poems), "poems": len(poems),
+                              "train_chars": int(len(self.train_stream)),
+                              "held_out_chars": sum(len(t) + 1 for t in self.held_out)}
+        if config.resume and self.state.get("corpus_hash") not in (None, self.corpus_record["hash"]):
+            log("warning: the corpus changed since this run started; continuing on the new one")
+
+    def _load_resume_state(self) -> None:
+        path = self.resume_dir / RESUME_STATE
+        if not (self.resume_dir / RESUME_MODEL).exists() or not path.exists():
+            raise BadInput(f"nothing to resume in {self.out}: no finished epoch was saved there")
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        different = [f"--{name.replace('_', '-')} {saved['train'][name]} (not {getattr(self.config, name)})"
+                     for name in MODEL_OPTIONS if saved["train"].get(name) != getattr(self.config, name)]
+        if different:
+            raise BadInput("cannot resume with different model options; the run used " + ", ".join(different))
+        self.state = saved["state"]
+
+    def model_config(self) -> ModelConfig:
+        c = self.config
+        return ModelConfig(self.tokenizer.vocab_size, c.cell, c.layers, c.units, c.embedding_dim, c.dropout)
+
+    def record(self, versions: dict) -> dict:
+        train_options = {k: v for k, v in dataclasses.asdict(self.config).items()
+                         if k not in ("out", "corpus", "resume", "force")}
+        return {"model": dataclasses.asdict(self.model_config()), "train": train_options,
+                "corpus": self.corpus_record, "versions": versions, "progress": self.state_progress(),
+                "metrics": self.metrics()}
+
+    def state_progress(self) -> dict:
+        return {k: self.state[k] for k in ("epochs_done", "tokens_seen", "wall_time_s")}
+
+    def metrics(self) -> dict:
+        best = self.state["best_val_loss"]
+        return {"best_val_loss": best, "best_val_perplexity": math.exp(best) if best is not None else None,
+                "best_epoch": self.state["best_epoch"]}
+
+    def save_resume(self, model, versions: dict) -> None:
+        self.resume_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer_path = self.resume_dir / "tokenizer.json"
+        if not tokenizer_path.exists():
+            self.tokenizer.save(tokenizer_path)
+        save_model_file(model, self.resume_dir / RESUME_MODEL)
+        record = {"train": dataclasses.asdict(self.config), "state": {**self.state,
+                  "corpus_hash": self.corpus_record["hash"]}, "versions": versions}
+        from poetgen.atomic import write_text
+
+        write_text(self.resume_dir / RESUME_STATE, json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+
+
+def inference_copy(model, model_config: ModelConfig):
+    """The same weights in a fresh, uncompiled model: what a bundle ships (no optimizer state)."""
+    copy = build_model(model_config, dtype="float32")
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def plot_curves(log_csv: Path, png: Path) -> None:
+    """Training and held-out perplexity per epoch, from the CSV log."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_csv, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("loss")]
+    if not rows:
+        return
+    epochs = [int(row["epoch"]) + 1 for row in rows]
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
+    axis.plot(epochs, [math.exp(float(r["loss"])) for r in rows], "o-", label="training")
+    held = [(e, math.exp(float(r["val_loss"]))) for e, r in zip(epochs, rows) if r.get("val_loss")]
+    if held:
+        axis.plot(*zip(*held), "s-", label="held-out")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("perplexity")
+    axis.set_yscale("log")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    from poetgen.atomic import atomic_save
+
+    atomic_save(png, lambda path: figure.savefig(path, format="png"))
+    plt.close(figure)
+
+
+def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper):
+    import keras
+
+    class HeldOutCheckpoint(keras.callbacks.Callback):
+        """Held-out loss per epoch; the best model to the bundle, the last one to the resume state."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started, self.batches = time.time(), 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            total, count = sequence_log_likelihood(self.model, run.held_out)
+            val_loss = -total / count
+            logs["val_loss"], logs["val_perplexity"] = val_loss, math.exp(val_loss)
+            state = run.state
+            state["epochs_done"] = epoch + (0 if stopper.stopped else 1)
+            state["tokens_seen"] += self.batches * run.config.batch_size * run.config.seq_len
+            state["wall_time_s"] = round(state["wall_time_s"] + time.time() - self.started, 1)
+            improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"]
+            if improved:
+                state["best_val_loss"], state["best_epoch"] = val_loss, epoch + 1
+                save_bundle(run.out, inference_copy(self.model, model_config), run.tokenizer, run.record(versions))
+            else:
+                write_config(run.out, {**json.loads((run.out / CONFIG_FILE).read_text(encoding="utf-8")),
+                                       "progress": run.state_progress()})
+            run.save_resume(self.model, versions)
+            log(f"epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, held-out perplexity "
+                f"{math.exp(val_loss):.1f} (best {math.exp(state['best_val_loss']):.1f} at epoch "
+                f"{state['best_epoch']})")
+
+    class Curves(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            plot_curves(run.out / "log.csv", run.out / "curves.png")
+
+    return [HeldOutCheckpoint(),
+            keras.callbacks.CSVLogger(str(run.out / "log.csv"), append=run.config.resume),
+            Curves(), keras.callbacks.TensorBoard(str(run.out / "tensorboard"), write_graph=False), stopper]
+
+
+class StopOnSignal:
+    """SIGINT/SIGTERM ask training to stop after the current batch; a second Ctrl-C aborts."""
+
+    def __init__(self):
+        import keras
+
+        outer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if outer.stopped:
+                    self.model.stop_training = True
+
+        self.callback = Callback()
+        self.stopped = False
+
+    def __enter__(self):
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        if self.stopped and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stopped = True
+        log(f"received {signal.Signals(signum).name}: stopping after this batch and saving")
+
+
+def resume_command(config: TrainConfig) -> str:
+    corpus = f" --corpus {config.corpus}" if config.corpus else ""
+    return f"poetgen train{corpus} --out {config.out} --resume --epochs {config.epochs} (same model options)"
+
+
+def train(config: TrainConfig, extra_callbacks: Sequence = ()) -> Run:
+    config.validate()
+    run = Run(config)
+    run.prepare()
+    start_epoch = run.state["epochs_done"]
+    if start_epoch >= config.epochs:
+        raise BadInput(f"{config.out} has already trained {start_epoch} epochs; raise --epochs to continue")
+    strategy = _setup_devices(config.strategy)
+    import keras
+
+    keras.utils.set_random_seed(config.seed + start_epoch)
+    dataset, windows = training_dataset(run.train_stream, config.batch_size * strategy.num_replicas_in_sync,
+                                        config.seq_len, config.seed + start_epoch)
+    steps = config.steps_per_epoch or max(1, windows // (config.batch_size * strategy.num_replicas_in_sync))
+    model_config = run.model_config()
+    keras.mixed_precision.set_global_policy(config.precision)
+    with strategy.scope():
+        if config.resume:
+            model = keras.saving.load_model(run.resume_dir / RESUME_MODEL, safe_mode=True)
+        else:
+            model = build_model(model_config)
+            compile_model(model, config, steps * config.epochs)
+    run.out.mkdir(parents=True, exist_ok=True)
+    if not config.resume:
+        for stale in ("log.csv", RESUME_DIR + "/" + RESUME_STATE):
+            with contextlib.suppress(FileNotFoundError):
+                (run.out / stale).unlink()
+    versions = library_versions()
+    log(f"training {model.count_params():,} parameters on {run.corpus_record['train_chars']:,} characters "
+        f"(vocabulary {run.tokenizer.vocab_size}), epochs {start_epoch + 1}..{config.epochs} of {steps} steps")
+    with StopOnSignal() as stopper, contextlib.redirect_stdout(sys.stderr):
+        callbacks = make_callbacks(run, model_config, versions, stopper)
+        callbacks[-1] = stopper.callback
+        model.fit(dataset, epochs=config.epochs, initial_epoch=start_epoch, steps_per_epoch=steps, shuffle=False,
+                  callbacks=callbacks + list(extra_callbacks), verbose=1 if sys.stderr.isatty() else 2)
+    if stopper.stopped:
+        log(f"stopped after {run.state['epochs_done']} finished epochs; saved. Continue with: "
+            f"{resume_command(config)}")
+    run.stopped = stopper.stopped
+    return run
