@@ -84,3 +84,46 @@ def _sample_callback(config):
             log("sample: " + sample_from_model(self.model, config.out, seed=epoch))
 
     return SamplePoem()
+
+
+@command
+@click.command()
+@click.argument("prompt", required=False, default="")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help="Bundle directory from `poetgen train` or `poetgen export --format keras` (default: shipped model).")
+@click.option("--form", default=None, help="wujue|qijue|wulv|qilv|free, or 五绝 七绝 五律 七律. [default: wujue]")
+@click.option("--acrostic", default="", help="藏头: line i starts with character i (4 or 8 characters).")
+@click.option("--theme", default="", help="What the poem is about, in free text (e.g. 写一首关于秋天思乡的诗).")
+@click.option("--rhyme/--no-rhyme", default=None, help="Rhyme lines 2, 4, 6, 8 in one 平水韵 group. [default: on for regular forms]")
+@click.option("--tone/--no-tone", default=False, show_default=True, help="Steer toward a standard 平仄 pattern.")
+@click.option("--no-repeat/--allow-repeat", default=True, show_default=True, help="No character twice in a line.")
+@click.option("--temperature", type=float, default=0.8, show_default=True, help="0 is greedy; higher is wilder.")
+@click.option("--top-k", type=int, default=0, show_default=True, help="Sample among the k likeliest (0: off).")
+@click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus mass kept, in (0, 1].")
+@click.option("--seed", type=int, default=None, help="Same seed and options give the same poems.")
+@click.option("-n", "n", type=int, default=1, show_default=True, help="Poems to generate (as one batch).")
+@click.option("--best-of", type=int, default=1, show_default=True, help="Candidates per poem; keep the best-scoring.")
+@click.option("--max-chars", type=int, default=120, show_default=True, help="Length cap for free verse.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: one poem per block; json: poems with scores.")
+@click.option("--traditional", is_flag=True, help="Print traditional characters.")
+def generate(prompt, model_dir, fmt, traditional, temperature, top_k, top_p, seed, **request) -> None:
+    """Write poems, starting with PROMPT if given."""
+    import json
+
+    from poetgen.sampling import SampleOptions
+
+    options = SampleOptions(temperature, top_k, top_p, seed)
+    options.validate()
+    import_tensorflow()
+    from poetgen.generate import Generator, PoemRequest, traditional as to_traditional
+
+    poem_request = PoemRequest(prompt=prompt, sample=options, **request)
+    poem_request.validate()
+    result = Generator.load(model_dir).generate(poem_request)
+    if traditional:
+        result = to_traditional(result)
+    if fmt == "json":
+        click.echo(json.dumps(result, ensure_ascii=False, indent=1))
+        return
+    click.echo("\n\n".join("\n".join(poem["lines"]) for poem in result["poems"]))

@@ -174,7 +174,7 @@ def sequence_log_likelihood(model, token_lists: list[list[int]], batch_size: int
             x[row, :len(sequence) - 1] = sequence[:-1]
             y[row, :len(sequence) - 1] = sequence[1:]
             mask[row, :len(sequence) - 1] = 1.0
-        logits = np.asarray(model.predict_on_batch(x), np.float32)
+        logits = np.asarray(model(x, training=False), np.float32)   # eager: same under any strategy
         log_probs = logits - _logsumexp(logits)
         picked = np.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0]
         total += float((picked * mask).sum())

@@ -367,7 +367,8 @@ def train(config: TrainConfig, extra_callbacks: Sequence = ()) -> Run:
             with contextlib.suppress(FileNotFoundError):
                 (run.out / stale).unlink()
     versions = library_versions()
-    log(f"training {model.count_params():,} parameters on {run.corpus_record['train_chars']:,} characters "
+    replicas = f" on {strategy.num_replicas_in_sync} replicas" if config.strategy == "mirrored" else ""
+    log(f"training {model.count_params():,} parameters{replicas} on {run.corpus_record['train_chars']:,} characters "
         f"(vocabulary {run.tokenizer.vocab_size}), epochs {start_epoch + 1}..{config.epochs} of {steps} steps")
     with StopOnSignal() as stopper, contextlib.redirect_stdout(sys.stderr):
         callbacks = make_callbacks(run, model_config, versions, stopper)

@@ -1,0 +1,3 @@
+from poetgen.cli import main
+
+main()

@@ -1,0 +1,70 @@
+"""Checks a finished poem against its form: layout, acrostic, rhyme and 平仄.
+
+Generation uses it to score candidates; `evaluate` uses it to measure compliance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from poetgen.corpus import FORM_SHAPES, clauses
+from poetgen.prosody import Prosody, strict_positions, tone_fits, tone_patterns
+
+ODD_LINE_END, EVEN_LINE_END = "，；：", "。？！"
+
+
+@dataclasses.dataclass
+class PoemCheck:
+    layout_ok: bool                   # exact line lengths, line count and punctuation
+    rhyme_ok: bool | None             # rhyming lines share a level-tone group (None: not a regular form)
+    rhyme_group: str | None           # that group
+    tone_score: float | None          # share of strict positions that fit the best standard pattern
+    tone_pattern: str | None          # the name of that pattern
+    tone_positions: list[bool] | None # per strict position of the best pattern: fits or not
+    acrostic_ok: bool | None          # line heads spell the acrostic (None: none asked)
+
+
+def layout_ok(text: str, form: str) -> bool:
+    if form not in FORM_SHAPES:
+        return bool(text)
+    length, count = FORM_SHAPES[form]
+    lines = clauses(text)
+    if "".join(lines) != text or len(lines) != count:
+        return False
+    return all(len(line) == length + 1 and line[-1] in (ODD_LINE_END if i % 2 == 0 else EVEN_LINE_END)
+               for i, line in enumerate(lines))
+
+
+def rhyme_of(lines: list[str], prosody: Prosody) -> tuple[bool, str | None]:
+    endings = [line[-2] for line in lines[1::2]]
+    common = None
+    for ch in endings:
+        groups = prosody.rhyme_groups(ch)
+        common = groups if common is None else common & groups
+    if not common or len(set(endings)) != len(endings):
+        return False, None
+    return True, sorted(common)[0]
+
+
+def tone_of(lines: list[str], length: int, prosody: Prosody) -> tuple[float, str, list[bool]]:
+    strict = strict_positions(length)
+    best = (-1.0, "", [])
+    for name, pattern in tone_patterns(length, len(lines)).items():
+        fits = [tone_fits(line[col], pattern[i][col], prosody) for i, line in enumerate(lines) for col in strict]
+        score = sum(fits) / len(fits)
+        if score > best[0]:
+            best = (score, name, fits)
+    return best
+
+
+def check_poem(text: str, form: str, prosody: Prosody, acrostic: str = "") -> PoemCheck:
+    lines = clauses(text)
+    acrostic_ok = None
+    if acrostic:
+        acrostic_ok = [line[0] for line in lines[:len(acrostic)]] == list(acrostic) and len(lines) >= len(acrostic)
+    ok = layout_ok(text, form)
+    if form not in FORM_SHAPES or not ok:
+        return PoemCheck(ok, None if form not in FORM_SHAPES else False, None, None, None, None, acrostic_ok)
+    rhyme_ok, group = rhyme_of(lines, prosody)
+    score, pattern, fits = tone_of(lines, FORM_SHAPES[form][0], prosody)
+    return PoemCheck(ok, rhyme_ok, group, score, pattern, fits, acrostic_ok)

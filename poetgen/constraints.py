@@ -1,0 +1,198 @@
+"""Logit rules: each constraint on a poem is one small class the sampling loop calls at every step.
+
+A rule may force the next character (layout punctuation, acrostic heads, the prompt), forbid some
+(no repeats, off-rhyme endings) or nudge them (theme, tone). Rules never run the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from poetgen.tokenizer import BOUNDARY, PAD, UNK
+
+NEG = np.float32(-np.inf)
+
+
+@dataclasses.dataclass
+class Step:
+    pos: int                  # index of the character being chosen (0 = first character of the poem)
+    line: np.ndarray          # (batch,) line index of that character
+    column: np.ndarray        # (batch,) its column within the line; -1 at a punctuation slot
+    line_length: int | None   # characters per line in a regular form, None for free verse
+    line_count: int | None    # lines in a regular form, None for free verse
+    history: np.ndarray       # (batch, pos) ids chosen so far
+
+
+class Rule:
+    essential = False   # essential rules are kept when the others together forbid every character
+
+    def forced(self, step: Step) -> np.ndarray | None:
+        """Ids every row must take at this step, or None."""
+        return None
+
+    def apply(self, logits: np.ndarray, step: Step) -> None:
+        """Edit (batch, vocab) logits in place for a step where the model chooses."""
+
+    def observe(self, chosen: np.ndarray, step: Step) -> None:
+        """See the ids chosen at this step (forced or sampled)."""
+
+
+class Forced(Rule):
+    """A fixed prefix (the prompt), possibly with layout punctuation already in it."""
+
+    essential = True
+
+    def __init__(self, ids: list[int], batch: int):
+        self.ids = ids
+        self.batch = batch
+
+    def forced(self, step):
+        return np.full(self.batch, self.ids[step.pos], np.int64) if step.pos < len(self.ids) else None
+
+
+class Layout(Rule):
+    """Regular forms: exact line lengths, "，" after odd lines and "。" after even ones, no specials."""
+
+    essential = True
+
+    def __init__(self, comma: int, period: int, punctuation_ids: list[int], batch: int):
+        self.comma, self.period, self.batch = comma, period, batch
+        self.banned = np.array(sorted(set(punctuation_ids) | {PAD, UNK, BOUNDARY}), np.int64)
+
+    def forced(self, step):
+        if step.column[0] == -1:
+            return np.full(self.batch, self.comma if step.line[0] % 2 == 0 else self.period, np.int64)
+        return None
+
+    def apply(self, logits, step):
+        logits[:, self.banned] = NEG
+
+
+class FreeVerse(Rule):
+    """Free verse: never padding or unknown; the boundary ends the poem."""
+
+    essential = True
+
+    def __init__(self, punctuation_ids: list[int], min_chars: int = 5):
+        self.punctuation = np.array(punctuation_ids, np.int64)
+        self.min_chars = min_chars
+
+    def apply(self, logits, step):
+        logits[:, [PAD, UNK]] = NEG
+        if step.pos < self.min_chars:
+            logits[:, BOUNDARY] = NEG
+        starts_line = step.column == 0
+        if starts_line.any():   # no empty lines: punctuation right after punctuation
+            logits[np.ix_(starts_line, self.punctuation)] = NEG
+
+
+class Acrostic(Rule):
+    """藏头诗: line i starts with the i-th given character."""
+
+    essential = True
+
+    def __init__(self, head_ids: list[int], batch: int):
+        self.heads = head_ids
+        self.batch = batch
+
+    def forced(self, step):
+        if step.column[0] == 0 and step.line[0] < len(self.heads):
+            return np.full(self.batch, self.heads[step.line[0]], np.int64)
+        return None
+
+
+class NoRepeat(Rule):
+    """No character twice within a line."""
+
+    def apply(self, logits, step):
+        if step.pos == 0:
+            return
+        rows = np.arange(len(logits))
+        for back in range(1, int(step.column.max()) + 1):
+            if back > step.pos:
+                break
+            same_line = step.column >= back
+            logits[rows[same_line], step.history[same_line, step.pos - back]] = NEG
+
+
+class Rhyme(Rule):
+    """Rhyming lines end in characters of one 平水韵 level-tone group, none used twice.
+
+    Lines 2, 4, 6 and 8 always rhyme; line 1 only in the rows whose `first_line` is set.
+    """
+
+    def __init__(self, membership: np.ndarray, first_line: np.ndarray):
+        self.membership = membership                     # (vocab, groups) bool
+        self.membership_t = membership.T.astype(np.float32)
+        self.first_line = first_line                     # (batch,) bool
+        self.allowed = np.ones((len(first_line), membership.shape[1]), bool)
+        self.used = np.zeros((len(first_line), membership.shape[0]), bool)
+
+    def rows_here(self, step: Step) -> np.ndarray | None:
+        if step.line_length is None or int(step.column[0]) != step.line_length - 1:
+            return None
+        line = int(step.line[0])
+        rows = np.full(len(step.line), line % 2 == 1) if line % 2 == 1 or line > 0 else self.first_line
+        return rows if rows.any() else None
+
+    def apply(self, logits, step):
+        rows = self.rows_here(step)
+        if rows is None:
+            return
+        fits = (self.allowed[rows].astype(np.float32) @ self.membership_t) > 0
+        block = logits[rows]
+        block[~fits | self.used[rows]] = NEG
+        logits[rows] = block
+
+    def observe(self, chosen, step):
+        rows = self.rows_here(step)
+        if rows is None:
+            return
+        narrowed = self.allowed & self.membership[chosen]
+        keep = rows & narrowed.any(axis=1)   # a forced character outside the table keeps the old set
+        self.allowed[keep] = narrowed[keep]
+        self.used[rows, chosen[rows]] = True
+
+
+class Tone(Rule):
+    """Steer each character toward a 平仄 pattern: strict columns are enforced, the others nudged."""
+
+    def __init__(self, can_be: dict[str, np.ndarray], patterns: list[list[str]], strict: tuple[int, ...],
+                 nudge: float = 1.5):
+        self.can_be = can_be            # tone -> (vocab,) bool; unknown characters count as both
+        self.patterns = patterns        # per row: one pattern string per line
+        self.strict = set(strict)
+        self.nudge = np.float32(nudge)
+
+    def apply(self, logits, step):
+        column = int(step.column[0])
+        if column < 0:
+            return
+        for row, pattern in enumerate(self.patterns):
+            wrong = ~self.can_be[pattern[int(step.line[row])][column]]
+            if column in self.strict:
+                logits[row, wrong] = NEG
+            else:
+                logits[row, wrong] -= self.nudge
+
+
+class Theme(Rule):
+    """Nudge each line toward its planned keyword character, and the poem toward all of them."""
+
+    def __init__(self, plan: list[int], keyword_ids: list[int], line_boost: float = 2.5, boost: float = 0.7):
+        self.plan = plan                          # keyword id per line
+        self.keywords = np.array(keyword_ids, np.int64)
+        self.line_boost, self.boost = np.float32(line_boost), np.float32(boost)
+
+    def apply(self, logits, step):
+        logits[:, self.keywords] += self.boost
+        for row in range(len(logits)):
+            line, column = int(step.line[row]), int(step.column[row])
+            if column < 0 or not self.plan:
+                continue
+            target = self.plan[line % len(self.plan)]
+            recent = step.history[row, step.pos - column:step.pos] if column else ()
+            if target not in recent:
+                logits[row, target] += self.line_boost

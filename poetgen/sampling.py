@@ -1,0 +1,148 @@
+"""The one stepping loop: carry the recurrent state, let the rules edit the logits, sample.
+
+Each poem in a batch draws from its own random stream (seeded by the seed and its index), so a
+poem does not depend on the batch it was generated in. Probabilities are computed in float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+
+from poetgen.constraints import NEG, Rule, Step
+from poetgen.errors import BadInput
+from poetgen.tokenizer import BOUNDARY
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleOptions:
+    temperature: float = 0.8   # 0 means greedy; >1 flattens the distribution
+    top_k: int = 0             # 0 means no top-k cut
+    top_p: float = 1.0         # nucleus mass kept, in (0, 1]
+    seed: int | None = None    # same seed, same poems; None draws one
+
+    def validate(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise BadInput(f"temperature must be a number >= 0, not {self.temperature}")
+        if self.top_k < 0:
+            raise BadInput(f"top-k must be >= 0 (0 turns it off), not {self.top_k}")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise BadInput(f"top-p must be in (0, 1], not {self.top_p}")
+
+
+@dataclasses.dataclass
+class Shape:
+    line_length: int | None    # characters per line; None for free verse
+    line_count: int | None     # lines; None for free verse
+    max_chars: int             # hard cap on the poem's length, punctuation included
+    punctuation: frozenset     # ids that end a line
+
+    @property
+    def length(self) -> int:
+        if self.line_length is None:
+            return self.max_chars
+        return (self.line_length + 1) * self.line_count
+
+
+@dataclasses.dataclass
+class Sampled:
+    ids: np.ndarray            # (batch, length) chosen ids; BOUNDARY pads finished free verse
+    log_probs: np.ndarray      # (batch,) sum of the model's log-probabilities of sampled characters
+    sampled: np.ndarray        # (batch,) how many characters were sampled (not forced)
+
+
+def row_generators(seed: int, first_index: int, batch: int) -> list[np.random.Generator]:
+    return [np.random.default_rng([seed, first_index + row]) for row in range(batch)]
+
+
+def choose(logits: np.ndarray, options: SampleOptions, rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """Sample one id per row from (batch, vocab) float32 logits that rules have already edited."""
+    if options.temperature == 0:
+        return logits.argmax(axis=1)
+    scaled = logits / np.float32(options.temperature)
+    if options.top_k and options.top_k < scaled.shape[1]:
+        kth = np.partition(scaled, -options.top_k, axis=1)[:, -options.top_k][:, None]
+        scaled[scaled < kth] = NEG
+    probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    if options.top_p < 1.0:
+        order = np.argsort(-probs, axis=1)
+        sorted_probs = np.take_along_axis(probs, order, axis=1)
+        cumulative = np.cumsum(sorted_probs, axis=1)
+        drop = cumulative - sorted_probs > options.top_p * cumulative[:, -1:]
+        sorted_probs[drop] = 0
+        probs = np.zeros_like(probs)
+        np.put_along_axis(probs, order, sorted_probs, axis=1)
+    cumulative = np.cumsum(probs, axis=1)
+    draws = np.array([rng.random() for rng in rngs], np.float32)[:, None] * cumulative[:, -1:]
+    return np.minimum((cumulative <= draws).sum(axis=1), probs.shape[1] - 1)
+
+
+def _apply_rules(logits: np.ndarray, rules: Sequence[Rule], step: Step) -> None:
+    """Apply every rule; a row that ends with nothing allowed is redone with essential rules only."""
+    original = logits.copy()
+    for rule in rules:
+        rule.apply(logits, step)
+    dead = ~np.isfinite(logits.max(axis=1))
+    if dead.any():
+        redo = original[dead]
+        sub = dataclasses.replace(step, line=step.line[dead], column=step.column[dead], history=step.history[dead])
+        for rule in rules:
+            if rule.essential:
+                rule.apply(redo, sub)
+        logits[dead] = redo
+
+
+def _log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    top = logits.max(axis=1)
+    total = np.log(np.exp(logits - top[:, None]).sum(axis=1)) + top
+    return logits[np.arange(len(ids)), ids] - total
+
+
+def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: SampleOptions,
+           first_index: int = 0) -> Sampled:
+    """Generate `batch` poems: start from the boundary state, then one model step per character."""
+    seed = options.seed if options.seed is not None else int(np.random.SeedSequence().entropy % (2**63))
+    rngs = row_generators(seed, first_index, batch)
+    length = shape.length
+    history = np.full((batch, length), BOUNDARY, np.int64)
+    line = np.zeros(batch, np.int64)
+    column = np.zeros(batch, np.int64)
+    done = np.zeros(batch, bool)
+    log_probs = np.zeros(batch, np.float64)
+    sampled = np.zeros(batch, np.int64)
+    state = stepper.initial_state(batch)
+    previous = np.full(batch, BOUNDARY, np.int64)
+    punctuation = np.array(sorted(shape.punctuation), np.int64)
+    for pos in range(length):
+        if shape.line_length is not None:
+            column[:] = -1 if pos % (shape.line_length + 1) == shape.line_length else pos % (shape.line_length + 1)
+            line[:] = pos // (shape.line_length + 1)
+        step = Step(pos, line, column, shape.line_length, shape.line_count, history[:, :pos])
+        forced = next((ids for ids in (rule.forced(step) for rule in rules) if ids is not None), None)
+        logits, state = stepper.step(previous, state, need_logits=forced is None)
+        if forced is not None:
+            chosen = forced
+        else:
+            raw = logits.astype(np.float32, copy=True)
+            _apply_rules(logits, rules, step)
+            chosen = choose(logits, options, rngs)
+            live = ~done
+            log_probs[live] += _log_softmax_at(raw[live], chosen[live])
+            sampled[live] += 1
+        chosen = np.where(done, BOUNDARY, chosen)
+        for rule in rules:
+            rule.observe(chosen, step)
+        history[:, pos] = chosen
+        previous = chosen
+        if shape.line_length is None:
+            ends_line = np.isin(chosen, punctuation)
+            line += ends_line
+            column = np.where(ends_line, 0, column + 1)
+            done |= chosen == BOUNDARY
+            if done.all():
+                history = history[:, :pos + 1]
+                break
+    return Sampled(history, log_probs, sampled)

@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny corpus cut from the shipped one, and a tiny model trained on it once."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "corpus" / "tang.jsonl.gz"
+
+
+def shipped_records(count: int, forms=("wujue", "qijue", "wulv", "qilv")) -> list[dict]:
+    records = []
+    with gzip.open(SHIPPED, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            if record["form"] in forms:
+                records.append(record)
+                if len(records) == count:
+                    break
+    return records
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "tiny.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in shipped_records(1500)),
+                    encoding="utf-8")
+    return path
+
+
+TINY_TRAIN = dict(units=48, embedding_dim=32, batch_size=16, seq_len=32, epochs=2, steps_per_epoch=60,
+                  learning_rate=1e-2, warmup_steps=10, val_split=0.05)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_corpus, tmp_path_factory) -> Path:
+    from poetgen.quiet import import_tensorflow
+
+    import_tensorflow()
+    from poetgen.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    train(TrainConfig(out=str(out), corpus=str(tiny_corpus), **TINY_TRAIN))
+    return out
+
+
+@pytest.fixture(scope="session")
+def generator(tiny_bundle):
+    from poetgen.generate import Generator
+
+    return Generator.load(tiny_bundle)

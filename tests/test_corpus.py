@@ -1,0 +1,133 @@
+import gzip
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings, strategies as st
+
+from poetgen.cli import cli
+from poetgen.corpus import (Poem, clean_text, form_of, is_held_out, load_corpus, normalize_text, split,
+                            write_corpus)
+from poetgen.importers import import_poems
+
+
+def test_clean_converts_and_normalises():
+    text, reason = clean_text("床前明月光, 疑是地上霜. 舉頭望明月， 低頭思故鄉。")
+    assert reason is None
+    assert text == "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
+    assert form_of(text) == "wujue"
+
+
+@pytest.mark.parametrize("raw, reason", [
+    ("床前□月光，疑是地上霜。", "missing characters (□)"),
+    ("床前明月光（一作看），疑是地上霜。", "brackets or notes"),
+    ("床前明月光abc，疑是地上霜。", "Latin letters or digits"),
+    ("，。！", "no Han characters"),
+    ("明月。", "too short"),
+    ("床前明月光😀，疑是地上霜。", "characters other than Han and punctuation"),
+])
+def test_drop_reasons(raw, reason):
+    assert clean_text(raw) == (None, reason)
+
+
+@pytest.mark.parametrize("text, form", [
+    ("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。", "wujue"),
+    ("朝辞白帝彩云间，千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。", "qijue"),
+    ("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。" * 2, "wulv"),
+    ("朝辞白帝彩云间，千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。" * 2, "qilv"),
+    ("白日依山尽，黄河入海流。欲穷千里目。", "other"),
+])
+def test_form_tags(text, form):
+    assert form_of(text) == form
+
+
+def test_shipped_corpus_counts_and_split():
+    poems = load_corpus()
+    assert len(poems) >= 50_000
+    assert sum(p.form != "other" for p in poems) >= 35_000
+    train, held = split(poems)
+    assert 0.015 < len(held) / len(poems) < 0.025
+    assert all(is_held_out(p.text) for p in held[:50])
+
+
+def test_write_corpus_is_byte_reproducible(tmp_path):
+    poems = [Poem("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。", "登鹳雀楼", "王之涣", "wujue")]
+    write_corpus(poems, tmp_path / "a.jsonl.gz")
+    write_corpus(poems, tmp_path / "b.jsonl.gz")
+    assert (tmp_path / "a.jsonl.gz").read_bytes() == (tmp_path / "b.jsonl.gz").read_bytes()
+    assert json.loads(gzip.open(tmp_path / "a.jsonl.gz", "rt").readline())["title"] == "登鹳雀楼"
+
+
+POEM_A = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"
+POEM_B = "朝辞白帝彩云间，千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。"
+
+
+def test_importers_read_every_format(tmp_path):
+    (tmp_path / "lines.txt").write_text(f"{POEM_A}\n{POEM_B}\n", encoding="utf-8")
+    (tmp_path / "blocks.txt").write_text("床前明月光，\n疑是地上霜。\n\n春眠不觉晓，\n处处闻啼鸟。\n", encoding="utf-8")
+    (tmp_path / "records.jsonl").write_text(json.dumps({"text": "红豆生南国，春来发几枝。"}) + "\n"
+                                            + json.dumps({"paragraphs": ["千山鸟飞绝，", "万径人踪灭。"]}) + "\n",
+                                            encoding="utf-8")
+    (tmp_path / "poet.tang.json").write_text(json.dumps([{"title": "江雪", "author": "柳宗元",
+                                                          "paragraphs": ["孤舟蓑笠翁，", "獨釣寒江雪。"]}],
+                                                        ensure_ascii=False), encoding="utf-8")
+    with gzip.open(tmp_path / "more.jsonl.gz", "wt", encoding="utf-8") as handle:
+        handle.write(json.dumps({"text": "独在异乡为异客，每逢佳节倍思亲。"}, ensure_ascii=False) + "\n")
+    result = import_poems([tmp_path])
+    texts = {p.text for p in result.poems}
+    assert {POEM_A, POEM_B, "床前明月光，疑是地上霜。", "春眠不觉晓，处处闻啼鸟。", "红豆生南国，春来发几枝。",
+            "千山鸟飞绝，万径人踪灭。", "孤舟蓑笠翁，独钓寒江雪。", "独在异乡为异客，每逢佳节倍思亲。"} == texts
+    assert result.files == 5
+
+
+def test_import_keep_script_and_duplicates(tmp_path):
+    (tmp_path / "a.txt").write_text("孤舟蓑笠翁，獨釣寒江雪。\n孤舟蓑笠翁，獨釣寒江雪。\n", encoding="utf-8")
+    result = import_poems([tmp_path / "a.txt"], simplify=False)
+    assert [p.text for p in result.poems] == ["孤舟蓑笠翁，獨釣寒江雪。"]
+    assert result.dropped["duplicate"] == 1
+
+
+def test_gbk_file_needs_encoding(tmp_path):
+    path = tmp_path / "gbk.txt"
+    path.write_bytes((POEM_A + "\n").encode("gbk"))
+    result = CliRunner().invoke(cli, ["corpus", "import", str(path), "--out", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 2
+    assert "gbk" in result.output and "gbk.txt" in result.output
+    ok = CliRunner().invoke(cli, ["corpus", "import", str(path), "--encoding", "gbk", "--out", str(tmp_path / "o.jsonl")])
+    assert ok.exit_code == 0, ok.output
+    assert "kept 1 poems" in ok.output
+
+
+def test_cli_import_reports_drops_and_stats_json(tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_text(f"{POEM_A}\nabc def\n{POEM_A}\n{POEM_B}\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl.gz"
+    result = CliRunner().invoke(cli, ["corpus", "import", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "kept 2 poems, dropped 2" in result.output
+    assert "dropped 1: duplicate" in result.output and "dropped 1: Latin letters or digits" in result.output
+    stats = CliRunner().invoke(cli, ["corpus", "stats", str(out), "--format", "json"])
+    data = json.loads(stats.output)
+    assert data["poems"] == 2 and data["forms"]["wujue"] == 1 and data["forms"]["qijue"] == 1
+    assert data["chars"] == len(POEM_A) + len(POEM_B)
+    assert data["vocab"] == len(set(POEM_A + POEM_B) - set("，。"))
+
+
+def test_corpus_commands_do_not_import_tensorflow():
+    code = ("import sys; from click.testing import CliRunner; from poetgen.cli import cli; "
+            "r = CliRunner().invoke(cli, ['corpus', 'stats', '--format', 'json']); assert r.exit_code == 0, r.output; "
+            "CliRunner().invoke(cli, ['--help']); print('tensorflow' in sys.modules or 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_cleaner_never_crashes_and_output_is_clean(raw):
+    text, reason = clean_text(raw)
+    assert (text is None) != (reason is None)
+    if text is not None:
+        assert normalize_text(text) == text
+        assert clean_text(text) == (text, None)

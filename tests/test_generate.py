@@ -1,0 +1,134 @@
+"""Generation on a tiny trained model: every poem of every form passes the package's checker."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from poetgen.checks import check_poem
+from poetgen.cli import cli
+from poetgen.corpus import FORM_SHAPES, FORMS
+from poetgen.errors import BadInput
+from poetgen.generate import PoemRequest, fit_prompt
+from poetgen.prosody import table
+from poetgen.sampling import SampleOptions
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_fifty_poems_per_form_pass_the_checker(generator, form):
+    result = generator.generate(PoemRequest(form=form, n=50, sample=SampleOptions(seed=7)))
+    assert len(result["poems"]) == 50
+    for poem in result["poems"]:
+        check = check_poem(poem["text"], form, table())
+        assert check.layout_ok, poem["text"]
+        assert check.rhyme_ok, poem["text"]
+        length, count = FORM_SHAPES[form]
+        assert len(poem["lines"]) == count and all(len(line) == length + 1 for line in poem["lines"])
+        for line in poem["lines"]:
+            assert len(set(line[:-1])) == length    # no repeat within a line
+
+
+@pytest.mark.parametrize("acrostic, form", [("春夏秋冬", "qijue"), ("一二三四五六七八", "wulv")])
+def test_acrostic_poems(generator, acrostic, form):
+    result = generator.generate(PoemRequest(acrostic=acrostic, n=50, sample=SampleOptions(seed=1)))
+    assert result["form"] == ("wujue" if len(acrostic) == 4 else "wulv")
+    result = generator.generate(PoemRequest(acrostic=acrostic, form=form if len(acrostic) == FORM_SHAPES[form][1]
+                                            else None, n=50, sample=SampleOptions(seed=1)))
+    for poem in result["poems"]:
+        check = check_poem(poem["text"], result["form"], table(), acrostic)
+        assert check.acrostic_ok and check.layout_ok and check.rhyme_ok, poem["text"]
+
+
+def test_tone_option_meets_strict_positions(generator):
+    result = generator.generate(PoemRequest(form="wulv", tone=True, n=30, sample=SampleOptions(seed=3)))
+    scores = [poem["tone_score"] for poem in result["poems"]]
+    untoned = generator.generate(PoemRequest(form="wulv", n=30, sample=SampleOptions(seed=3)))
+    assert min(scores) >= 0.9
+    assert sum(scores) > sum(p["tone_score"] for p in untoned["poems"])
+
+
+def test_seed_determinism_and_batch_invariance(generator):
+    request = PoemRequest(form="qijue", n=6, sample=SampleOptions(seed=42))
+    a, b = generator.generate(request), generator.generate(request)
+    assert [p["text"] for p in a["poems"]] == [p["text"] for p in b["poems"]]
+    small = generator.generate(PoemRequest(form="qijue", n=6, batch_size=2, sample=SampleOptions(seed=42)))
+    assert [p["text"] for p in small["poems"]] == [p["text"] for p in a["poems"]]
+    other = generator.generate(PoemRequest(form="qijue", n=6, sample=SampleOptions(seed=43)))
+    assert [p["text"] for p in other["poems"]] != [p["text"] for p in a["poems"]]
+
+
+def test_prompt_traditional_and_halfwidth_are_normalised(generator):
+    result = generator.generate(PoemRequest(prompt="白日依山盡,黃河", sample=SampleOptions(seed=0)))
+    assert result["poems"][0]["text"].startswith("白日依山尽，黄河")
+
+
+def test_prompt_layout_is_inserted_or_checked():
+    assert fit_prompt("白日依山尽黄河入海流", "wujue") == "白日依山尽，黄河入海流"
+    with pytest.raises(BadInput, match="line 1 has 3 characters"):
+        fit_prompt("白日依，", "wujue")
+    with pytest.raises(BadInput, match="longer than a wujue"):
+        fit_prompt("白" * 21, "wujue")
+
+
+def test_theme_keywords_steer_the_poem(generator):
+    themed = generator.generate(PoemRequest(theme="写一首关于秋天思乡的诗", n=30, sample=SampleOptions(seed=5)))
+    plain = generator.generate(PoemRequest(n=30, sample=SampleOptions(seed=5)))
+    assert "秋天" in themed["keywords"] and "一首" not in themed["keywords"]
+    wanted = set("秋天思乡")
+
+    def hits(result):
+        return sum(ch in wanted for poem in result["poems"] for ch in poem["text"])
+
+    assert hits(themed) > 2 * hits(plain)
+
+
+def test_best_of_keeps_the_best_candidate(generator):
+    single = generator.generate(PoemRequest(n=4, sample=SampleOptions(seed=9)))
+    best = generator.generate(PoemRequest(n=4, best_of=8, sample=SampleOptions(seed=9)))
+    assert sum(p["score"] for p in best["poems"]) >= sum(p["score"] for p in single["poems"])
+
+
+def test_free_form_ends_and_respects_cap(generator):
+    result = generator.generate(PoemRequest(form="free", n=10, max_chars=30, sample=SampleOptions(seed=2)))
+    for poem in result["poems"]:
+        assert 0 < len(poem["text"]) <= 30
+
+
+@pytest.mark.parametrize("request_kwargs, message", [
+    ({"prompt": "床前😀"}, "not a Chinese character"),
+    ({"prompt": "abc"}, "Latin letter"),
+    ({"prompt": "龘"}, "does not know the character"),
+    ({"acrostic": "春夏秋"}, "3 characters but a wujue poem has 4 lines"),
+    ({"form": "sonnet"}, "unknown form"),
+    ({"n": 0}, "n must be"),
+    ({"n": 10**6}, "n must be"),
+    ({"best_of": 0}, "best-of"),
+])
+def test_request_errors(generator, request_kwargs, message):
+    with pytest.raises(BadInput, match=message):
+        generator.generate(PoemRequest(**request_kwargs))
+
+
+def test_cli_generate_text_and_json(tiny_bundle):
+    runner = CliRunner()
+    text = runner.invoke(cli, ["generate", "--model", str(tiny_bundle), "--seed", "1", "-n", "2", "--form", "七绝"])
+    assert text.exit_code == 0, text.output
+    blocks = text.output.strip().split("\n\n")
+    assert len(blocks) == 2 and all(len(block.splitlines()) == 4 for block in blocks)
+    out = runner.invoke(cli, ["generate", "--model", str(tiny_bundle), "--seed", "1", "--format", "json",
+                              "--traditional", "--theme", "秋天思乡"])
+    data = json.loads(out.output)
+    assert set(data) >= {"poems", "keywords"}
+    assert set(data["poems"][0]) >= {"text", "lines", "form", "logprob", "rhyme_group"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--temperature", "-1"], "temperature"), (["--temperature", "nan"], "temperature"),
+    (["--top-k", "-1"], "top-k"), (["--top-p", "0"], "top-p"), (["--top-p", "1.5"], "top-p"),
+    (["-n", "0"], "n must be"), (["--acrostic", "春夏"], "acrostic"),
+])
+def test_cli_generate_errors_are_one_line(tiny_bundle, args, message):
+    result = CliRunner().invoke(cli, ["generate", "--model", str(tiny_bundle), *args])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output

@@ -1,0 +1,128 @@
+"""Forced-logit tests: a fake model that strongly prefers given ids, so every outcome is exact."""
+
+import numpy as np
+import pytest
+
+from poetgen import constraints as rules
+from poetgen.errors import BadInput
+from poetgen.sampling import SampleOptions, Shape, choose, sample
+from poetgen.tokenizer import BOUNDARY
+
+COMMA, PERIOD = 3, 4
+VOCAB = 40
+
+
+class FakeStepper:
+    """Logits favour `preferred[pos]` (one id per step) by a large margin, then id order."""
+
+    def __init__(self, preferred):
+        self.preferred = preferred
+        self.pos = 0
+
+    def initial_state(self, batch):
+        return [np.zeros((batch, 1), np.float32)]
+
+    def step(self, ids, state, need_logits=True):
+        batch = len(ids)
+        logits = np.tile(-np.arange(VOCAB, dtype=np.float32) / 10, (batch, 1))
+        if self.preferred:
+            logits[:, self.preferred[min(self.pos, len(self.preferred) - 1)]] += 100.0
+        self.pos += 1
+        return (logits if need_logits else None), state
+
+
+def wujue_shape():
+    return Shape(5, 4, 120, frozenset([COMMA, PERIOD]))
+
+
+def layout(batch):
+    return rules.Layout(COMMA, PERIOD, [COMMA, PERIOD], batch)
+
+
+def run(preferred, active, batch=1, shape=None, options=SampleOptions(temperature=0)):
+    return sample(FakeStepper(preferred), active, shape or wujue_shape(), batch, options).ids
+
+
+def test_layout_forces_punctuation_and_bans_specials():
+    ids = run([COMMA] * 30, [layout(2)], batch=2)   # the model wants punctuation everywhere
+    for row in ids:
+        assert list(row[5::6]) == [COMMA, PERIOD, COMMA, PERIOD]
+        chars = np.delete(row, np.s_[5::6])
+        assert not set(chars) & {0, 1, 2, COMMA, PERIOD}
+
+
+def test_no_repeat_within_a_line():
+    ids = run([10] * 30, [layout(1), rules.NoRepeat()])[0]
+    for line in ids.reshape(4, 6)[:, :5]:
+        assert len(set(line)) == 5
+        assert line[0] == 10
+
+
+def test_acrostic_forces_line_heads():
+    ids = run([10] * 30, [layout(1), rules.Acrostic([20, 21, 22, 23], 1)])[0]
+    assert list(ids[0::6]) == [20, 21, 22, 23]
+
+
+def test_prompt_is_forced_first():
+    ids = run([10] * 30, [rules.Forced([30, 31, 32], 1), layout(1)])[0]
+    assert list(ids[:3]) == [30, 31, 32]
+
+
+def test_rhyme_keeps_one_group_and_no_repeated_rhyme():
+    membership = np.zeros((VOCAB, 3), bool)
+    membership[[11, 12, 13, 14], 0] = True      # group 0
+    membership[[12, 15, 16], 1] = True          # group 1 (12 is in both)
+    preferred = [12 if pos in (10, ) else 15 if pos == 22 else 10 for pos in range(24)]
+    ids = run(preferred, [layout(1), rules.Rhyme(membership, np.array([False]))])[0]
+    endings = [ids[10], ids[22]]
+    assert endings[0] == 12
+    assert endings[1] in (11, 13, 14, 15, 16) and endings[1] != 12
+
+
+def test_tone_enforces_strict_positions():
+    level = np.zeros(VOCAB, bool)
+    level[20:] = True
+    masks = {"平": level, "仄": ~level}
+    pattern = ["仄仄平平仄", "平平仄仄平", "平平平仄仄", "仄仄仄平平"]
+    ids = run([10] * 30, [layout(1), rules.Tone(masks, [pattern], (1, 3, 4))])[0]
+    for line, tones in zip(ids.reshape(4, 6)[:, :5], pattern):
+        for column in (1, 3, 4):
+            assert (line[column] >= 20) == (tones[column] == "平")
+
+
+def test_theme_nudges_planned_character():
+    ids = run([], [layout(1), rules.Theme([25, 26, 27, 28], [25, 26, 27, 28])],
+              options=SampleOptions(temperature=0))
+    # With no preference the lowest free id would win; each line's planned keyword wins instead.
+    for line, planned in zip(ids[0].reshape(4, 6), [25, 26, 27, 28]):
+        assert planned in line
+
+
+def test_impossible_rules_fall_back_to_essentials():
+    membership = np.zeros((VOCAB, 1), bool)    # no character rhymes at all
+    ids = run([10] * 30, [layout(1), rules.Rhyme(membership, np.array([False]))])[0]
+    assert list(ids[5::6]) == [COMMA, PERIOD, COMMA, PERIOD]
+
+
+def test_free_verse_stops_at_boundary():
+    preferred = [10, 11, 12, 13, 14, COMMA, 15, BOUNDARY]
+    ids = run(preferred, [rules.FreeVerse([COMMA, PERIOD])], shape=Shape(None, None, 50, frozenset([COMMA, PERIOD])))
+    assert list(ids[0]) == [10, 11, 12, 13, 14, COMMA, 15, BOUNDARY]
+
+
+def test_top_k_and_top_p_restrict_choices():
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], np.float32))
+    rngs = [np.random.default_rng(i) for i in range(1)]
+    picks_k = {int(choose(logits.copy(), SampleOptions(1.0, top_k=2), [np.random.default_rng(i)])[0])
+               for i in range(200)}
+    picks_p = {int(choose(logits.copy(), SampleOptions(1.0, top_p=0.6), [np.random.default_rng(i)])[0])
+               for i in range(200)}
+    assert picks_k == {0, 1} and picks_p == {0, 1}
+    assert choose(logits.copy(), SampleOptions(0.0), rngs)[0] == 0
+
+
+@pytest.mark.parametrize("options", [SampleOptions(-1), SampleOptions(float("nan")), SampleOptions(top_k=-1),
+                                     SampleOptions(top_p=0), SampleOptions(top_p=1.5)])
+def test_bad_sampling_options(options):
+    with pytest.raises(BadInput):
+        options.validate()

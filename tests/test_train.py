@@ -1,0 +1,111 @@
+"""Training: bundle contents, resume after kill -9 and SIGTERM, refusals, MirroredStrategy."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import TINY_TRAIN
+from poetgen.cli import cli
+
+TRAIN_ARGS = ["--units", "48", "--embedding-dim", "32", "--batch-size", "16", "--seq-len", "32",
+              "--learning-rate", "0.01", "--warmup-steps", "10", "--val-split", "0.05", "--no-sample"]
+
+
+def poetgen(*args, env=None, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "poetgen", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, **kwargs)
+
+
+def test_bundle_contents(tiny_bundle):
+    names = {p.name for p in tiny_bundle.iterdir()}
+    assert {"model.keras", "tokenizer.json", "config.json", "log.csv", "curves.png", "tensorboard",
+            "resume"} <= names
+    config = json.loads((tiny_bundle / "config.json").read_text(encoding="utf-8"))
+    assert config["model"]["units"] == TINY_TRAIN["units"]
+    assert config["train"]["epochs"] == 2 and config["train"]["learning_rate"] == TINY_TRAIN["learning_rate"]
+    assert config["corpus"]["hash"] and config["tokenizer_hash"]
+    assert set(config["versions"]) >= {"keras", "tensorflow", "poetgen"}
+    assert config["progress"]["epochs_done"] == 2 and config["progress"]["tokens_seen"] == 2 * 60 * 16 * 32
+    assert config["metrics"]["best_val_perplexity"] > 1
+    assert len((tiny_bundle / "log.csv").read_text().splitlines()) == 3
+    assert (tiny_bundle / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _wait_for(path: Path, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{path} never appeared")
+
+
+def test_kill_9_then_resume_continues(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--corpus", str(tiny_corpus), "--out", str(out), "--epochs", "3", "--steps-per-epoch", "40",
+            *TRAIN_ARGS]
+    process = poetgen(*args)
+    _wait_for(out / "resume" / "state.json")
+    time.sleep(1.0)                       # well inside epoch 2
+    process.kill()
+    process.wait()
+    state = json.loads((out / "resume" / "state.json").read_text())["state"]
+    done = state["epochs_done"]
+    assert done >= 1
+    model_before = (out / "model.keras").read_bytes()
+    assert model_before[:2] == b"PK"       # the best model is whole
+    resumed = subprocess.run([sys.executable, "-m", "poetgen", *args, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"epochs {done + 1}..3" in resumed.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["progress"]["epochs_done"] == 3
+    assert len((out / "log.csv").read_text().splitlines()) == 1 + 3
+
+
+def test_sigterm_stops_cleanly_and_says_how_to_resume(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    process = poetgen("train", "--corpus", str(tiny_corpus), "--out", str(out), "--epochs", "50",
+                      "--steps-per-epoch", "40", *TRAIN_ARGS)
+    _wait_for(out / "resume" / "state.json")
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    assert (out / "model.keras").exists()
+
+
+def test_resume_with_other_model_options_is_refused(tiny_bundle):
+    result = CliRunner().invoke(cli, ["train", "--out", str(tiny_bundle), "--resume", "--units", "64",
+                                      "--epochs", "5", "--embedding-dim", "32"])
+    assert result.exit_code == 2
+    assert "different model options" in result.output and "--units 48" in result.output
+
+
+def test_existing_bundle_needs_resume_or_force(tiny_bundle):
+    before = (tiny_bundle / "model.keras").read_bytes()
+    result = CliRunner().invoke(cli, ["train", "--out", str(tiny_bundle)])
+    assert result.exit_code == 2 and "--resume" in result.output
+    assert (tiny_bundle / "model.keras").read_bytes() == before
+
+
+def test_multiworker_is_refused():
+    result = CliRunner().invoke(cli, ["train", "--out", "x", "--strategy", "multiworker"])
+    assert result.exit_code == 2 and "Keras 3" in result.output
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tiny_corpus, tmp_path):
+    out = tmp_path / "mirrored"
+    result = subprocess.run([sys.executable, "-m", "poetgen", "train", "--corpus", str(tiny_corpus), "--out",
+                             str(out), "--epochs", "1", "--steps-per-epoch", "10", "--strategy", "mirrored",
+                             *TRAIN_ARGS], capture_output=True, text=True, env={**os.environ,
+                                                                              "POETGEN_LOGICAL_CPUS": "2"})
+    assert result.returncode == 0, result.stderr
+    assert "2 replicas" in result.stderr
+    assert (out / "model.keras").exists()
