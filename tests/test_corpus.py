@@ -131,3 +131,33 @@ def test_cleaner_never_crashes_and_output_is_clean(raw):
     if text is not None:
         assert normalize_text(text) == text
         assert clean_text(text) == (text, None)
+
+
+def test_build_tang_from_tarball_is_reproducible(tmp_path):
+    import io
+    import tarfile
+
+    def add(archive, name, records):
+        data = json.dumps(records, ensure_ascii=False).encode("utf-8")
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+
+    tarball = tmp_path / "chinese-poetry.tgz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        add(archive, "package/dist/quantangshi/poet.tang.1000.json",
+            [{"title": "江雪", "author": "柳宗元", "paragraphs": ["千山鳥飛絕，萬徑人蹤滅。", "孤舟蓑笠翁，獨釣寒江雪。"]}])
+        add(archive, "package/dist/quantangshi/poet.tang.0.json",
+            [{"title": "登鸛雀樓", "author": "王之渙", "paragraphs": ["白日依山盡，黃河入海流。", "欲窮千里目，更上一層樓。"]},
+             {"title": "缺", "author": "某", "paragraphs": ["白日□山盡，黃河入海流。"]}])
+        add(archive, "package/dist/quantangshi/poet.song.0.json",
+            [{"title": "宋", "author": "某", "paragraphs": ["春眠不觉晓，处处闻啼鸟。"]}])
+    outs = []
+    for name in ("a.jsonl.gz", "b.jsonl.gz"):
+        result = CliRunner().invoke(cli, ["corpus", "build-tang", str(tarball), "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        outs.append((tmp_path / name).read_bytes())
+    assert outs[0] == outs[1]
+    records = [json.loads(line) for line in gzip.decompress(outs[0]).decode("utf-8").splitlines()]
+    assert [r["title"] for r in records] == ["登鹳雀楼", "江雪"]   # numeric file order, Tang only, □ dropped
+    assert records[0]["form"] == "wujue" and records[0]["text"].startswith("白日依山尽")

@@ -1,0 +1,87 @@
+"""Generation speed on the shipped model (or --model): warm latency vs the naive predict-per-character
+loop, batched throughput, and cold start vs `import tensorflow`. Prints ratios from one run."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def timed(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def naive_poem(model, tokenizer, rng) -> str:
+    """What many repositories do: model.predict on the whole text so far, once per character."""
+    layout = "XXXXX，XXXXX。XXXXX，XXXXX。"
+    ids = [2]
+    for slot in layout:
+        if slot != "X":
+            ids.append(tokenizer.id_of(slot))
+            continue
+        logits = model.predict(np.array([ids], np.int32), verbose=0)[0, -1].astype(np.float64)
+        logits[:3] = -np.inf
+        probs = np.exp((logits - logits.max()) / 0.8)
+        ids.append(int(rng.choice(len(probs), p=probs / probs.sum())))
+    return tokenizer.decode(ids)
+
+
+def cold_start(args) -> tuple[float, float]:
+    model = ["--model", args.model] if args.model else []
+    tf = min(timed(lambda: subprocess.run([sys.executable, "-c", "import tensorflow"], check=True,
+                                          capture_output=True), 3))
+    cli = min(timed(lambda: subprocess.run([sys.executable, "-m", "poetgen", "generate", "--seed", "1", *model],
+                                           check=True, capture_output=True), 3))
+    return tf, cli
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default=None, help="bundle directory (default: the shipped model)")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=256)
+    args = parser.parse_args()
+
+    from poetgen.quiet import import_tensorflow
+
+    import_tensorflow()
+    from poetgen.generate import Generator, PoemRequest
+    from poetgen.sampling import SampleOptions
+
+    generator = Generator.load(args.model)
+    one = PoemRequest(sample=SampleOptions(seed=1))
+    generator.generate(one)   # warm: rule tables, BLAS threads
+    ours = timed(lambda: generator.generate(one), args.repeats)
+    rng = np.random.default_rng(0)
+    model, tokenizer = generator.bundle.model, generator.tokenizer
+    naive_poem(model, tokenizer, rng)
+    naive = timed(lambda: naive_poem(model, tokenizer, rng), max(3, args.repeats // 10))
+    ours_ms, naive_ms = 1000 * statistics.median(ours), 1000 * statistics.median(naive)
+    print(f"warm latency, one wujue at batch 1: {ours_ms:.2f} ms median (goal <= 15 ms)")
+    print(f"naive model.predict per character:  {naive_ms:.1f} ms median")
+    print(f"speed-up over naive: {naive_ms / ours_ms:.1f}x")
+
+    batch = PoemRequest(n=args.batch, batch_size=args.batch, sample=SampleOptions(seed=2))
+    generator.generate(batch)
+    seconds = min(timed(lambda: generator.generate(batch), 3))
+    chars = args.batch * 24
+    print(f"batched throughput at batch {args.batch}: {chars / seconds:,.0f} characters/s "
+          f"({args.batch * 20 / seconds:,.0f} Han characters/s; goal >= 50,000 characters/s)")
+
+    tf, cli = cold_start(args)
+    print(f"cold start: `python -c 'import tensorflow'` {tf:.2f} s; `poetgen generate` {cli:.2f} s; "
+          f"overhead {cli - tf:+.2f} s (goal <= +1.0 s)")
+
+
+if __name__ == "__main__":
+    main()
