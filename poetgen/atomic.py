@@ -19,6 +19,8 @@ def _check_parent(path: Path) -> None:
     parent = path.parent
     if not parent.exists():
         raise BadInput(f"cannot write {path}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise BadInput(f"cannot write {path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK):
         raise BadInput(f"cannot write {path}: directory {parent} is not writable")
 

@@ -42,6 +42,10 @@ class PoetgenGroup(click.Group):
             sys.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:
             sys.exit(EXIT_OK)
+        except OSError as error:   # a file the user named cannot be read or written
+            where = f"{error.filename}: " if error.filename else ""
+            click.echo(f"poetgen: error: {where}{error.strerror or _one_line(error)}", err=True)
+            sys.exit(EXIT_USAGE)
         except Exception as error:  # a bug: one line, the traceback only on request
             if debug:
                 traceback.print_exc()

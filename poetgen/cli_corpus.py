@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from poetgen.corpus import FORMS, Poem, form_counts, load_corpus, shipped_corpus_path, write_corpus
+from poetgen.corpus import (FORMS, EmptyCorpus, Poem, form_counts, load_corpus, shipped_corpus_path,
+                            write_corpus)
 from poetgen.errors import BadCorpus, OutputExists
 
 PROGRESS_BYTES = 8 << 20   # show a progress bar for inputs larger than this
@@ -51,20 +52,21 @@ def _print_import_summary(kept: int, dropped: collections.Counter, out: Path) ->
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def import_command(paths, out: Path, encoding: str, keep_script: bool, force: bool) -> None:
     """Import plain text, JSON lines, chinese-poetry JSON files or directories of them."""
-    from poetgen.importers import import_poems
+    from poetgen.importers import stream_poems
 
     _check_output(out, force)
     total = _input_bytes(paths)
-    if total > PROGRESS_BYTES:
-        with click.progressbar(length=total, label="importing", file=click.get_text_stream("stderr")) as bar:
-            result = import_poems(paths, encoding, not keep_script, bar.update)
-    else:
-        result = import_poems(paths, encoding, not keep_script)
-    if not result.poems:
-        reasons = ", ".join(f"{n} {reason}" for reason, n in result.dropped.most_common()) or "nothing found"
-        raise BadCorpus(f"no usable poem in the input ({reasons}); {out} not written")
-    write_corpus(result.poems, out)
-    _print_import_summary(len(result.poems), result.dropped, out)
+    dropped = collections.Counter()
+    try:
+        if total > PROGRESS_BYTES:
+            with click.progressbar(length=total, label="importing", file=click.get_text_stream("stderr")) as bar:
+                kept = write_corpus(stream_poems(paths, dropped, encoding, not keep_script, bar.update), out)
+        else:
+            kept = write_corpus(stream_poems(paths, dropped, encoding, not keep_script), out)
+    except EmptyCorpus:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.most_common()) or "nothing found"
+        raise BadCorpus(f"no usable poem in the input ({reasons}); {out} not written") from None
+    _print_import_summary(kept, dropped, out)
 
 
 def corpus_stats(poems: list[Poem], top: int = 20) -> dict:

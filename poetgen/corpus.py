@@ -45,6 +45,10 @@ MAX_CHARS = 2000     # longer "poems" are whole books pasted as one line
 HELD_OUT_FRACTION = 0.02   # share of poems held out, chosen by a hash of the text
 
 
+class EmptyCorpus(BadCorpus):
+    """Nothing survived cleaning."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Poem:
     text: str          # cleaned, simplified, full-width punctuation, no whitespace
@@ -176,6 +180,8 @@ def write_corpus(poems: Iterable[Poem], path: str | os.PathLike) -> int:
         out.detach()
         if stream:
             stream.close()
+        if count == 0:   # raised inside the block: the old file, if any, stays as it was
+            raise EmptyCorpus(f"{path}: no usable poem to write")
     return count
 
 

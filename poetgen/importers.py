@@ -26,9 +26,9 @@ MAX_LINE_CHARS = 8 * MAX_CHARS
 
 @dataclasses.dataclass
 class ImportResult:
-    poems: list[Poem]                                  # kept, in input order, deduplicated
-    dropped: collections.Counter                       # reason -> count
-    files: int = 0                                     # files read
+    poems: list[Poem]               # kept, in input order, deduplicated
+    dropped: collections.Counter    # reason -> count
+    files: int = 0                  # files read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,32 +200,41 @@ def read_raw(path: Path, encoding: str = "utf-8",
         yield from _read_text(_text_stream(path, encoding, on_bytes), blank)
 
 
-def import_poems(paths: Iterable[str | os.PathLike], encoding: str = "utf-8", simplify: bool = True,
-                 on_bytes: Callable[[int], None] | None = None) -> ImportResult:
+def stream_poems(paths: Iterable[str | os.PathLike], dropped: collections.Counter, encoding: str = "utf-8",
+                 simplify: bool = True, on_bytes: Callable[[int], None] | None = None) -> Iterator[Poem]:
+    """Clean poems of all files, one at a time; drop reasons are counted into `dropped`."""
     files = expand_paths(paths)
     try:
         codecs.lookup(encoding)
     except LookupError:
         raise BadCorpus(f"unknown encoding {encoding!r}") from None
     raws = (raw for path in files for raw in read_raw(path, encoding, on_bytes))
-    result = clean_all(raws, simplify)
-    result.files = len(files)
-    return result
+    return iter_clean(raws, dropped, simplify)
 
 
-def clean_all(raws: Iterable[RawPoem | str], simplify: bool = True) -> ImportResult:
+def import_poems(paths: Iterable[str | os.PathLike], encoding: str = "utf-8", simplify: bool = True,
+                 on_bytes: Callable[[int], None] | None = None) -> ImportResult:
+    dropped = collections.Counter()
+    files = len(expand_paths(paths))
+    return ImportResult(list(stream_poems(paths, dropped, encoding, simplify, on_bytes)), dropped, files)
+
+
+def iter_clean(raws: Iterable[RawPoem | str], dropped: collections.Counter, simplify: bool = True) -> Iterator[Poem]:
     """Clean and deduplicate raw poems; a string in the stream is counted as a drop reason."""
-    result = ImportResult([], collections.Counter())
     seen = Deduplicator()
     for raw in raws:
         if isinstance(raw, str):
-            result.dropped[raw] += 1
+            dropped[raw] += 1
             continue
         poem, reason = make_poem(raw.text, raw.title, raw.author, simplify)
         if poem is None:
-            result.dropped[reason] += 1
+            dropped[reason] += 1
         elif not seen.is_new(poem.text):
-            result.dropped["duplicate"] += 1
+            dropped["duplicate"] += 1
         else:
-            result.poems.append(poem)
-    return result
+            yield poem
+
+
+def clean_all(raws: Iterable[RawPoem | str], simplify: bool = True) -> ImportResult:
+    dropped = collections.Counter()
+    return ImportResult(list(iter_clean(raws, dropped, simplify)), dropped)

@@ -5,6 +5,7 @@ TensorFlow logs oneDNN and CUDA notices before its log level is read; only mutin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -28,3 +29,19 @@ def import_tensorflow():
         os.close(saved)
         os.close(devnull)
     return tf
+
+
+@contextlib.contextmanager
+def muted_stderr():
+    """Silence fd 2 for a block (TensorFlow's converters log from C++); Python errors still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

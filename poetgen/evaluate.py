@@ -1,0 +1,225 @@
+"""`poetgen evaluate`: held-out perplexity of a bundle, and how well the poems it writes keep their form.
+
+It measures a model; it never trains or changes one. Poems come from the same Generator as `generate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Callable, Iterable
+
+from poetgen.bundle import Bundle
+from poetgen.checks import check_poem
+from poetgen.corpus import FORM_SHAPES, FORMS, HELD_OUT_FRACTION, clauses, corpus_hash, is_held_out, load_corpus, log
+from poetgen.errors import BadCorpus, BadInput
+from poetgen.generate import MAX_POEMS, Generator, PoemRequest
+from poetgen.model import sequence_log_likelihood
+from poetgen.prosody import strict_positions
+from poetgen.sampling import SampleOptions
+
+SHIPPED = "shipped:"        # how train.py records the shipped corpus in config.json
+SCORE_CHUNK = 128           # poems scored between two progress updates
+UNKNOWN_EXAMPLES = 20       # unknown characters listed by name in the report
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    corpus: str | None = None   # a corpus file scored whole; None: the held-out split of the shipped corpus
+    samples: int = 100          # poems generated per regular form
+    seed: int = 0               # sampling seed, fixed so that two runs (and two models) compare
+    batch_size: int = 64        # poems scored together for perplexity
+
+    def validate(self) -> None:
+        if not 1 <= self.samples <= MAX_POEMS:
+            raise BadInput(f"samples must be between 1 and {MAX_POEMS}, not {self.samples}")
+        if self.batch_size < 1:
+            raise BadInput(f"batch size must be at least 1, not {self.batch_size}")
+
+
+def config_hash(config: dict) -> str:
+    """A short hash of the bundle's config.json, without the progress counters that change on resume."""
+    stable = {key: value for key, value in config.items() if key != "progress"}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
+
+def unknown_report(texts: Iterable[str], known: dict) -> dict:
+    """Characters outside the vocabulary: how many, which; they are scored as <unk>, as in training."""
+    counts: dict[str, int] = {}
+    total = 0
+    for text in texts:
+        total += len(text)
+        for ch in text:
+            if ch not in known:
+                counts[ch] = counts.get(ch, 0) + 1
+    count = sum(counts.values())
+    examples = sorted(counts, key=lambda ch: (-counts[ch], ch))[:UNKNOWN_EXAMPLES]
+    return {"count": count, "distinct": len(counts), "share": round(count / total, 6) if total else 0.0,
+            "examples": "".join(examples)}
+
+
+def compiled(model):
+    """The model's forward pass traced once: a whole batch per call, not one eager op per time step."""
+    import tensorflow as tf
+
+    forward = tf.function(lambda ids: model(ids, training=False),
+                          input_signature=[tf.TensorSpec([None, None], tf.int32)])
+    return lambda ids, training=False: forward(ids)
+
+
+def perplexity(model, token_lists: list[list[int]], batch_size: int = 64,
+               advance: Callable[[int], None] = lambda n: None) -> dict:
+    """exp(mean negative log-likelihood) over every predicted id, each poem's end mark included."""
+    order = sorted(token_lists, key=len)   # similar lengths together: less padding per batch
+    total, count = 0.0, 0
+    for start in range(0, len(order), SCORE_CHUNK):
+        chunk = order[start:start + SCORE_CHUNK]
+        chunk_total, chunk_count = sequence_log_likelihood(model, chunk, batch_size)
+        total, count = total + chunk_total, count + chunk_count
+        advance(len(chunk))
+    nll = -total / count
+    return {"perplexity": math.exp(nll), "bits_per_char": nll / math.log(2), "tokens": count}
+
+
+def line_bodies(text: str) -> list[str]:
+    """The lines of a poem without their closing punctuation."""
+    return [line[:-1] for line in clauses(text)]
+
+
+def distinct(lines: list[str], n: int) -> float:
+    """Distinct-n: unique n-grams over all n-grams, counted within lines (never across punctuation)."""
+    grams = [line[i:i + n] for line in lines for i in range(len(line) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def tone_report(checks: list, form_length: int) -> dict:
+    """Share of strict 平仄 positions that fit the poem's best standard pattern, overall and per column."""
+    columns = strict_positions(form_length)
+    fits: dict[int, list[bool]] = {column: [] for column in columns}
+    for check in checks:
+        for i, ok in enumerate(check.tone_positions or []):
+            fits[columns[i % len(columns)]].append(ok)
+    every = [ok for values in fits.values() for ok in values]
+    return {"overall": _share(every), "by_position": {str(c + 1): _share(fits[c]) for c in columns}}
+
+
+def _share(flags: list[bool]) -> float | None:
+    return round(sum(flags) / len(flags), 4) if flags else None
+
+
+class Evaluation:
+    """One evaluation of one bundle.
+
+    The texts to score and the training lines are read up front, so the amount of work is known
+    (for a progress bar) before the slow parts start.
+    """
+
+    def __init__(self, bundle: Bundle, options: EvalOptions):
+        options.validate()
+        self.bundle, self.options = bundle, options
+        self.val_split = float(bundle.config.get("train", {}).get("val_split", HELD_OUT_FRACTION))
+        self._corpora: dict[str, list] = {}
+        if options.corpus is None:
+            self.texts = [p.text for p in self._corpus(None) if is_held_out(p.text, self.val_split)]
+            self.source = {"path": "shipped:corpus/tang.jsonl.gz", "split": f"held-out ({self.val_split:g})"}
+        else:
+            self.texts = [p.text for p in self._corpus(options.corpus)]
+            self.source = {"path": str(options.corpus), "split": "whole file"}
+        if not self.texts:
+            raise BadCorpus(f"{self.source['path']}: no poem to score in its {self.source['split']} split")
+        self.training_lines = self._training_lines()
+
+    @property
+    def work(self) -> int:
+        """Units of progress: one per poem scored, one per poem generated."""
+        return len(self.texts) + len(FORMS) * self.options.samples
+
+    def _corpus(self, path: str | None) -> list:
+        key = str(path)
+        if key not in self._corpora:
+            self._corpora[key] = load_corpus(path)
+        return self._corpora[key]
+
+    def _training_lines(self) -> set[str] | None:
+        """Lines of the training split of the corpus the model was trained on; None when it is gone."""
+        record = self.bundle.config.get("corpus", {})
+        recorded = record.get("path", SHIPPED)
+        path = None if recorded.startswith(SHIPPED) else recorded
+        if path is not None and not Path(path).exists():
+            log(f"warning: training corpus {path} is gone; copied_line_rate is not measured")
+            return None
+        poems = self._corpus(path)
+        if record.get("hash") not in (None, corpus_hash(poems)):
+            log(f"warning: the training corpus {recorded} changed since training; "
+                f"copied_line_rate compares with it as it is now")
+        return {line for p in poems if not is_held_out(p.text, self.val_split) for line in line_bodies(p.text)}
+
+    def run(self, advance: Callable[[int], None] = lambda n: None) -> dict:
+        tokenizer = self.bundle.tokenizer
+        scored = perplexity(compiled(self.bundle.model), [tokenizer.encode(t) for t in self.texts],
+                            self.options.batch_size, advance)
+        report = {"model": str(self.bundle.path), "config_hash": config_hash(self.bundle.config),
+                  "corpus": {**self.source, "poems": len(self.texts), "tokens": scored["tokens"]},
+                  "perplexity": round(scored["perplexity"], 4), "bits_per_char": round(scored["bits_per_char"], 4),
+                  "unknown_chars": unknown_report(self.texts, tokenizer.index),
+                  "samples": self.options.samples, "seed": self.options.seed}
+        per_form = {}
+        generator = Generator(self.bundle)
+        for form in FORMS:
+            per_form[form] = self.poem_report(generator, form)
+            advance(self.options.samples)
+        for key in ("form_compliance", "rhyme_compliance", "tone_compliance", "copied_line_rate",
+                    "distinct_1", "distinct_2", "ms_per_poem"):
+            report[key] = {form: values[key] for form, values in per_form.items()}
+        return report
+
+    def poem_report(self, generator: Generator, form: str) -> dict:
+        request = PoemRequest(form=form, n=self.options.samples, sample=SampleOptions(seed=self.options.seed))
+        result = generator.generate(request)
+        texts = [poem["text"] for poem in result["poems"]]
+        checks = [check_poem(text, form, generator.prosody) for text in texts]
+        lines = [line for text in texts for line in line_bodies(text)]
+        copied = None
+        if self.training_lines is not None:
+            copied = _share([line in self.training_lines for line in lines])
+        return {"form_compliance": _share([c.layout_ok for c in checks]),
+                "rhyme_compliance": _share([bool(c.rhyme_ok) for c in checks]),
+                "tone_compliance": tone_report(checks, FORM_SHAPES[form][0]),
+                "copied_line_rate": copied,
+                "distinct_1": round(distinct(lines, 1), 4), "distinct_2": round(distinct(lines, 2), 4),
+                "ms_per_poem": result["ms_per_poem"]}
+
+
+def format_text(report: dict) -> str:
+    """The report as a short table for a terminal."""
+    unknown = report["unknown_chars"]
+    corpus = report["corpus"]
+    rows = [f"model        {report['model']} (config {report['config_hash']})",
+            f"scored on    {corpus['path']}, {corpus['split']}: {corpus['poems']:,} poems, "
+            f"{corpus['tokens']:,} predicted ids",
+            f"perplexity   {report['perplexity']:.2f}   bits per character {report['bits_per_char']:.3f}",
+            f"unknown      {unknown['count']:,} characters ({unknown['share']:.2%}), {unknown['distinct']} distinct"
+            + (f": {unknown['examples']}" if unknown["examples"] else ""),
+            "",
+            f"{report['samples']} poems per form, seed {report['seed']}",
+            "form    layout  rhyme   tone    copied  dist-1  dist-2  ms/poem"]
+    for form in FORMS:
+        copied = report["copied_line_rate"][form]
+        rows.append(f"{form:<7} {report['form_compliance'][form]:<7.3f} {report['rhyme_compliance'][form]:<7.3f} "
+                    f"{_fmt(report['tone_compliance'][form]['overall'])} {_fmt(copied)} "
+                    f"{report['distinct_1'][form]:<7.3f} {report['distinct_2'][form]:<7.3f} "
+                    f"{report['ms_per_poem'][form]:.2f}")
+    rows.append("")
+    rows.append("平仄 by strict position (share that fits the best standard pattern):")
+    for form in FORMS:
+        positions = report["tone_compliance"][form]["by_position"]
+        cells = [f"{column}: {_fmt(value).strip()}" for column, value in positions.items()]
+        rows.append(f"{form:<7} " + "  ".join(cells))
+    return "\n".join(rows)
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:<7.3f}" if value is not None else "n/a    "

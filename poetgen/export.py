@@ -1,0 +1,149 @@
+"""`poetgen export`: a bundle as a portable Keras bundle, a TensorFlow SavedModel or a TFLite step model.
+
+Each format is written into a temporary directory renamed into place; the graphs live in export_graph.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from poetgen.atomic import atomic_directory, write_text
+from poetgen.bundle import TOKENIZER_FILE, Bundle, save_bundle, write_config
+from poetgen.errors import BadInput, BadModel, OutputExists
+from poetgen.model import build_step_model, states_per_layer
+from poetgen.quiet import import_tensorflow, muted_stderr
+
+FORMATS = ("savedmodel", "keras", "tflite")
+TFLITE_FILE = "model.tflite"
+EXTRA_DIR = "assets.extra"   # TF Serving's place for files beside a SavedModel; loaders ignore it
+# A directory holding one of these is an earlier export (or a bundle) that --force may replace.
+EXPORT_MARKERS = ("saved_model.pb", TFLITE_FILE, "model.keras")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    out: Path                   # directory to create
+    format: str = "savedmodel"  # savedmodel | keras | tflite
+    force: bool = False         # replace `out` if it exists (only once the new export is complete)
+
+    def validate(self) -> None:
+        if self.format not in FORMATS:
+            raise BadInput(f"export format must be one of {', '.join(FORMATS)}, not {self.format!r}")
+
+
+def check_target(bundle: Bundle, options: ExportOptions) -> None:
+    """Refuse early, before any slow conversion, what the final rename would refuse or regret."""
+    out = Path(options.out)
+    if (out.exists() or out.is_symlink()) and not options.force:
+        raise OutputExists(f"{out} already exists; pass --force to replace it")
+    if out.is_dir() and not out.is_symlink() and any(out.iterdir()) \
+            and not any((out / marker).exists() for marker in EXPORT_MARKERS):
+        raise OutputExists(f"{out} is a directory that holds no export; not replacing it, even with --force")
+    if not out.parent.is_dir():
+        raise BadInput(f"cannot write {out}: directory {out.parent} does not exist")
+    if out.resolve() == Path(bundle.path).resolve():
+        raise BadInput(f"{out} is the bundle being exported; choose another --out")
+
+
+def export(bundle: Bundle, options: ExportOptions) -> Path:
+    """Write `bundle` in `options.format` to `options.out`, atomically."""
+    options.validate()
+    check_target(bundle, options)
+    writer = {"keras": write_keras, "savedmodel": write_savedmodel, "tflite": write_tflite}[options.format]
+    try:
+        with atomic_directory(options.out, options.force) as directory:
+            writer(bundle, directory)
+    except FileExistsError:   # created by someone else while we converted
+        raise OutputExists(f"{options.out} already exists; pass --force to replace it") from None
+    return Path(options.out)
+
+
+def write_keras(bundle: Bundle, directory: Path) -> None:
+    """model.keras, tokenizer.json and config.json only: no resume state, logs or curves."""
+    save_bundle(directory, bundle.model, bundle.tokenizer, bundle.config)
+
+
+def _write_sidecars(bundle: Bundle, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    write_text(directory / TOKENIZER_FILE, bundle.tokenizer.to_json())
+    write_config(directory, bundle.config)
+
+
+def write_savedmodel(bundle: Bundle, directory: Path) -> None:
+    """Signatures serving_default and serve (ids → logits) and generate (prompt, form, … → poem)."""
+    tf = import_tensorflow()
+    from poetgen.export_graph import PoemGraph, graph_tables
+    from poetgen.generate import Generator
+
+    step = build_step_model(bundle.model, bundle.model_config)
+    graph = PoemGraph(bundle.model, step, bundle.model_config, graph_tables(Generator(bundle)))
+    signatures = {"serving_default": graph.serve, "serve": graph.serve, "generate": graph.generate}
+    with muted_stderr():
+        tf.saved_model.save(graph, str(directory), signatures=signatures)
+    _write_sidecars(bundle, directory / EXTRA_DIR)
+
+
+def state_names(bundle: Bundle) -> list[str]:
+    """Names of the recurrent state tensors, in the order the step model takes and returns them."""
+    config = bundle.model_config
+    return [f"state_{i}_{k}" for i in range(config.layers) for k in range(states_per_layer(config.cell))]
+
+
+def tflite_step_function(bundle: Bundle):
+    """The step model for one poem at a time, with its weights frozen into constants.
+
+    Frozen because TFLite leaves variables read inside the RNN's loop uninitialised at run time.
+    """
+    tf = import_tensorflow()
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    step = build_step_model(bundle.model, bundle.model_config)
+    names, units = state_names(bundle), bundle.model_config.units
+    specs = [tf.TensorSpec([1, 1], tf.int32, name="ids")] + [tf.TensorSpec([1, units], tf.float32, name=n)
+                                                              for n in names]
+
+    @tf.function(input_signature=specs, autograph=False)
+    def one_step(ids, *states):
+        return step([ids, *states], training=False)
+
+    frozen = convert_variables_to_constants_v2(one_step.get_concrete_function())
+
+    @tf.function(input_signature=specs, autograph=False)
+    def named_step(ids, *states):
+        outputs = frozen(ids, *states)
+        named = {name: tf.ensure_shape(state, [1, units]) for name, state in zip(names, outputs[1:])}
+        return {"logits": outputs[0], **named}
+
+    return named_step.get_concrete_function()
+
+
+def convert_to_tflite(bundle: Bundle) -> bytes:
+    tf = import_tensorflow()
+    try:
+        with muted_stderr():   # freezing and converting log pages of C++ notices
+            function = tflite_step_function(bundle)
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([function], tf.Module())
+            return converter.convert()
+    except Exception as error:  # ConverterError, or whatever the MLIR passes raise
+        raise BadModel(tflite_failure(error, bundle)) from None
+
+
+def tflite_failure(error: Exception, bundle: Bundle) -> str:
+    """One sentence naming the layer and op the converter refused, when its message says."""
+    text = str(error)
+    op = re.search(r"'(tf\.\w+)' op", text)
+    layer = re.search(r"/(embedding|rnn_\d+|logits)[_/]", text)
+    where = f"layer {layer.group(1)}" if layer else f"a layer of this {bundle.model_config.cell} model"
+    what = f" (op {op.group(1)} is not supported)" if op else ""
+    first = next((line.strip() for line in text.splitlines() if "error" in line.lower()), text.strip()[:200])
+    return f"the TFLite converter cannot handle {where}{what}; export as savedmodel or keras instead. " \
+           f"Converter said: {first[:300]}"
+
+
+def write_tflite(bundle: Bundle, directory: Path) -> None:
+    """model.tflite (signature serving_default: ids and states → logits and states) beside the tokenizer."""
+    data = convert_to_tflite(bundle)
+    (directory / TFLITE_FILE).write_bytes(data)
+    _write_sidecars(bundle, directory)

@@ -1,0 +1,282 @@
+"""Every user mistake ends in one clear line on stderr, a documented exit code, no traceback, and
+no existing file changed. Each case runs through click's CliRunner and through a real subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from poetgen.cli import cli
+from poetgen.errors import BadCorpus, BadInput
+from poetgen.generate import PoemRequest
+from poetgen.importers import import_poems
+from poetgen.sampling import SampleOptions
+
+POEM = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"
+
+
+def digest_tree(paths) -> dict:
+    digests = {}
+    for root in paths:
+        root = Path(root)
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            digests[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def assert_one_line_failure(args, message, code=2, watch=()):
+    before = digest_tree(watch)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0] and lines[0].startswith("poetgen: error:")
+    assert "Traceback" not in result.output
+    process = subprocess.run([sys.executable, "-m", "poetgen", *args], capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL)
+    assert process.returncode == code, process.stderr
+    lines = process.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], process.stderr
+    assert digest_tree(watch) == before
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inputs")
+    (root / "empty_dir").mkdir()
+    (root / "no_poems_dir").mkdir()
+    (root / "no_poems_dir" / "notes.txt").write_text("hello world\n12345\n", encoding="utf-8")
+    (root / "empty.txt").write_bytes(b"")
+    (root / "binary.txt").write_bytes(bytes(range(256)) * 64)
+    (root / "gbk.txt").write_bytes((POEM + "\n").encode("gbk"))
+    (root / "punct.txt").write_text("，。！？\n。。。\n", encoding="utf-8")
+    (root / "existing.jsonl").write_text('{"text": "old"}\n', encoding="utf-8")
+    (root / "a_file").write_text("not a directory", encoding="utf-8")
+    (root / "good.txt").write_text(POEM + "\n", encoding="utf-8")
+    return root
+
+
+CORPUS_CASES = [
+    (["missing.txt"], "no such file or directory"),
+    (["empty_dir"], "holds no .txt"),
+    (["no_poems_dir"], "no usable poem"),
+    (["empty.txt"], "no usable poem"),
+    (["binary.txt"], "binary data"),
+    (["gbk.txt"], "--encoding gbk"),
+    (["punct.txt"], "no usable poem"),
+]
+
+
+@pytest.mark.parametrize("paths, message", CORPUS_CASES)
+def test_corpus_import_failures(inputs, paths, message):
+    out = inputs / "out.jsonl"
+    assert_one_line_failure(["corpus", "import", *[str(inputs / p) for p in paths], "--out", str(out)],
+                            message, watch=[inputs])
+    assert not out.exists()
+
+
+def test_corpus_stats_failure(inputs):
+    assert_one_line_failure(["corpus", "stats", str(inputs / "gbk.txt")], "--encoding gbk", watch=[inputs])
+
+
+@pytest.mark.parametrize("out, message", [
+    ("existing.jsonl", "pass --force"),
+    ("a_file/out.jsonl", "is not a directory"),
+    ("missing_dir/out.jsonl", "does not exist"),
+])
+def test_unwritable_or_existing_outputs(inputs, out, message):
+    assert_one_line_failure(["corpus", "import", str(inputs / "good.txt"), "--out", str(inputs / out)],
+                            message, watch=[inputs])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only directories")
+def test_read_only_directory(inputs, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    assert_one_line_failure(["corpus", "import", str(inputs / "good.txt"), "--out", str(locked / "o.jsonl")],
+                            "not writable")
+
+
+def test_mixed_lines_are_counted_and_a_huge_line_is_dropped(tmp_path):
+    path = tmp_path / "mixed.txt"
+    path.write_text(f"{POEM}\nabc\n□□□□□\n{'山' * 3_000_000}\n{POEM.replace('白', '红')}\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["corpus", "import", str(path), "--out", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "kept 2 poems, dropped 3" in result.output and "too long" in result.output
+
+
+def test_hundred_megabyte_file_streams_in_bounded_memory(tmp_path):
+    path = tmp_path / "big.txt"
+    lines = [f"{POEM[:-1]}{chr(0x4e00 + i % 5000)}。\n" for i in range(20_000)]
+    block = "".join(lines).encode("utf-8")
+    with open(path, "wb") as handle:
+        while handle.tell() < 100 * 1024 * 1024:
+            handle.write(block)
+    code = ("import resource, sys; from poetgen.cli import cli; "
+            "from click.testing import CliRunner; "
+            f"r = CliRunner().invoke(cli, ['corpus', 'import', {str(path)!r}, '--out', {str(tmp_path / 'o.jsonl.gz')!r}]); "
+            "print(r.exit_code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    exit_code, peak_mb = map(int, out.stdout.split())
+    assert exit_code == 0
+    assert peak_mb < 300, f"peak memory {peak_mb} MB for a 100 MB input"
+
+
+def test_interrupted_write_keeps_the_old_file(tmp_path):
+    from poetgen.corpus import Poem, write_corpus
+
+    out = tmp_path / "corpus.jsonl"
+    out.write_text("old content\n", encoding="utf-8")
+
+    def poems():
+        yield Poem(POEM)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_corpus(poems(), out)
+    assert out.read_text(encoding="utf-8") == "old content\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus.jsonl"]
+
+
+def test_kill_9_mid_import_keeps_the_old_file(tmp_path):
+    source = tmp_path / "big.txt"
+    source.write_text("".join(f"{POEM[:-1]}{chr(0x4e00 + i % 20000)}{chr(0x4e00 + i // 20000)}。\n"
+                              for i in range(400_000)), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    out.write_text("old content\n", encoding="utf-8")
+    process = subprocess.Popen([sys.executable, "-m", "poetgen", "corpus", "import", str(source), "--out",
+                                str(out), "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(p.name.startswith(".out.jsonl") for p in tmp_path.iterdir()):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert out.read_text(encoding="utf-8") == "old content\n"
+
+
+# ---- prompts and options -------------------------------------------------------------------------
+
+PROMPT_CASES = [
+    (["床前😀"], "not a Chinese character"),
+    (["abc"], "Latin letter"),
+    (["龘"], "does not know the character"),
+    (["白" * 30], "longer than a wujue"),
+    (["--acrostic", "春夏秋"], "3 characters but a wujue poem has 4 lines"),
+    (["--temperature", "-0.5"], "temperature"),
+    (["--temperature", "nan"], "temperature"),
+    (["--top-k", "-3"], "top-k"),
+    (["--top-p", "0"], "top-p"),
+    (["--top-p", "1.01"], "top-p"),
+    (["-n", "0"], "n must be"),
+    (["-n", "100000000"], "n must be"),
+    (["--form", "sonnet"], "unknown form"),
+    (["--temperature", "hot"], "not a valid float"),
+]
+
+
+@pytest.mark.parametrize("args, message", PROMPT_CASES)
+def test_generate_input_failures(tiny_bundle, args, message):
+    assert_one_line_failure(["generate", "--model", str(tiny_bundle), *args], message, watch=[tiny_bundle])
+
+
+def test_empty_and_traditional_prompts_are_fine(tiny_bundle):
+    for prompt in ["", "白日依山盡"]:
+        result = CliRunner().invoke(cli, ["generate", prompt, "--model", str(tiny_bundle), "--seed", "1"])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("白日依山尽" if prompt else "")
+
+
+# ---- models --------------------------------------------------------------------------------------
+
+def broken_bundle(tiny_bundle, tmp_path, damage) -> Path:
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy, ignore=shutil.ignore_patterns("resume", "tensorboard"))
+    damage(copy)
+    return copy
+
+
+def truncate_model(bundle: Path):
+    data = (bundle / "model.keras").read_bytes()
+    (bundle / "model.keras").write_bytes(data[:len(data) // 2])
+
+
+def foreign_tokenizer(bundle: Path):
+    from poetgen.tokenizer import Tokenizer
+
+    Tokenizer.build(["春眠不觉晓，处处闻啼鸟。"]).save(bundle / "tokenizer.json")
+
+
+def newer_format(bundle: Path):
+    config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
+    config["format_version"] = 99
+    (bundle / "config.json").write_text(json.dumps(config), encoding="utf-8")
+
+
+def lambda_model(bundle: Path):
+    import keras
+
+    from poetgen.model import ModelConfig
+
+    config = ModelConfig(**json.loads((bundle / "config.json").read_text(encoding="utf-8"))["model"])
+    ids = keras.Input(shape=(None,), dtype="int32")
+    x = keras.layers.Embedding(config.vocab_size, 4)(ids)
+    x = keras.layers.Lambda(lambda t: t * 2.0)(x)
+    keras.Model(ids, keras.layers.Dense(config.vocab_size, name="logits")(x)).save(bundle / "model.keras")
+
+
+def corrupt_config(bundle: Path):
+    (bundle / "config.json").write_text("{not json", encoding="utf-8")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (truncate_model, "truncated or corrupt"),
+    (foreign_tokenizer, "belongs to another model"),
+    (newer_format, "newer than this poetgen"),
+    (lambda_model, "safe mode"),
+    (corrupt_config, "corrupt config"),
+    (lambda bundle: (bundle / "model.keras").unlink(), "model file is missing"),
+])
+def test_broken_models(tiny_bundle, tmp_path, damage, message):
+    bundle = broken_bundle(tiny_bundle, tmp_path, damage)
+    assert_one_line_failure(["generate", "--model", str(bundle)], message, watch=[bundle])
+
+
+def test_missing_bundle(tmp_path):
+    assert_one_line_failure(["generate", "--model", str(tmp_path / "nowhere")], "model bundle not found")
+
+
+# ---- fuzzing -------------------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=400) | st.text(max_size=200).map(lambda s: s.encode("utf-8")))
+def test_importer_fuzz_never_crashes(tmp_path, data):
+    path = tmp_path / "fuzz.txt"
+    path.write_bytes(data)
+    try:
+        import_poems([path])
+    except BadCorpus as error:
+        assert "\n" not in str(error)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=30), st.text(max_size=6))
+def test_prompt_fuzz_never_crashes(generator, prompt, acrostic):
+    try:
+        result = generator.generate(PoemRequest(prompt=prompt, acrostic=acrostic, sample=SampleOptions(seed=0)))
+    except BadInput as error:
+        assert "\n" not in str(error)
+    else:
+        assert result["poems"][0]["layout_ok"]

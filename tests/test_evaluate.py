@@ -1,0 +1,136 @@
+"""Evaluation: perplexity maths checked against a uniform model and the NumPy stepper, and the
+report of a tiny model (finite numbers, perfect layout) as pure JSON on stdout."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from poetgen.cli import cli
+from poetgen.corpus import FORMS, is_held_out, load_corpus
+from poetgen.evaluate import EvalOptions, Evaluation, compiled, config_hash, distinct, perplexity, unknown_report
+
+KEYS = ("form_compliance", "rhyme_compliance", "tone_compliance", "copied_line_rate", "distinct_1", "distinct_2",
+        "ms_per_poem")
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_bundle):
+    from poetgen.bundle import load_bundle
+
+    return load_bundle(tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def texts(tiny_corpus):
+    return [poem.text for poem in load_corpus(tiny_corpus)][:60]
+
+
+def test_uniform_model_perplexity_is_the_vocabulary_size(tiny_bundle, texts):
+    from poetgen.bundle import load_bundle
+
+    uniform = load_bundle(tiny_bundle)   # a copy of its own: the shared fixture stays trained
+    logits = uniform.model.get_layer("logits")
+    logits.set_weights([np.zeros_like(w) for w in logits.get_weights()])
+    tokens = [uniform.tokenizer.encode(t) for t in texts]
+    scored = perplexity(compiled(uniform.model), tokens, batch_size=16)
+    vocab = uniform.tokenizer.vocab_size
+    assert scored["perplexity"] == pytest.approx(vocab, rel=1e-5)
+    assert scored["bits_per_char"] == pytest.approx(math.log2(vocab), rel=1e-5)
+    assert scored["tokens"] == sum(len(t) + 1 for t in tokens)   # every character and each poem's end mark
+
+
+def test_perplexity_equals_stepping_the_model_one_character_at_a_time(bundle, texts):
+    from poetgen.model import NumpyStepper
+
+    stepper = NumpyStepper.from_model(bundle.model, bundle.model_config)
+    total, count = 0.0, 0
+    for text in texts[:8]:
+        ids = [2] + bundle.tokenizer.encode(text) + [2]
+        state = stepper.initial_state(1)
+        for current, following in zip(ids, ids[1:]):
+            logits, state = stepper.step(np.array([current]), state)
+            logits = logits[0].astype(np.float64)
+            total += logits[following] - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
+            count += 1
+    scored = perplexity(compiled(bundle.model), [bundle.tokenizer.encode(t) for t in texts[:8]], batch_size=3)
+    assert scored["tokens"] == count
+    assert scored["perplexity"] == pytest.approx(math.exp(-total / count), rel=1e-4)
+
+
+def test_unknown_characters_are_counted_not_dropped(bundle):
+    known = bundle.tokenizer.index
+    report = unknown_report(["龘龘春风。", "𪚥月。"], known)
+    expected = sum(ch not in known for ch in "龘龘春风。𪚥月。")
+    assert report["count"] == expected >= 3
+    assert report["distinct"] == len({ch for ch in "龘龘春风。𪚥月。" if ch not in known})
+    assert report["examples"].startswith("龘")   # the most frequent first
+    assert report["share"] == pytest.approx(expected / 8, abs=1e-6)
+
+
+def test_distinct_n_counts_within_lines():
+    assert distinct(["白日依山尽", "白日入海流"], 1) == pytest.approx(8 / 10)
+    assert distinct(["白日依山尽", "白日入海流"], 2) == pytest.approx(7 / 8)   # 白日 twice; no bigram across lines
+    assert distinct([], 2) == 0.0
+
+
+def test_default_scores_the_held_out_split_and_knows_the_training_lines(bundle, tiny_corpus):
+    evaluation = Evaluation(bundle, EvalOptions(samples=1))
+    split = bundle.config["train"]["val_split"]
+    shipped = load_corpus(None)
+    assert evaluation.texts == [p.text for p in shipped if is_held_out(p.text, split)]
+    trained = [p.text for p in load_corpus(tiny_corpus) if not is_held_out(p.text, split)]
+    assert not set(evaluation.texts) & set(trained)
+    first_line = trained[0].split("，")[0]
+    assert first_line in evaluation.training_lines
+    assert evaluation.work == len(evaluation.texts) + 4
+
+
+def test_evaluate_json_is_finite_and_layout_is_perfect(tiny_bundle, tiny_corpus, bundle):
+    done = subprocess.run([sys.executable, "-m", "poetgen", "evaluate", "--model", str(tiny_bundle),
+                           "--corpus", str(tiny_corpus), "--samples", "30", "--format", "json"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)   # the whole of stdout is one JSON object
+    assert "evaluating" in done.stderr
+    assert report["config_hash"] == config_hash(bundle.config)
+    assert math.isfinite(report["perplexity"]) and 1 < report["perplexity"] < bundle.tokenizer.vocab_size
+    assert report["bits_per_char"] == pytest.approx(math.log2(report["perplexity"]), abs=1e-3)
+    texts = [p.text for p in load_corpus(tiny_corpus)]
+    assert report["corpus"]["poems"] == len(texts)
+    assert report["unknown_chars"]["count"] == sum(ch not in bundle.tokenizer.index for t in texts for ch in t)
+    for key in KEYS:
+        assert set(report[key]) == set(FORMS)
+    for form in FORMS:
+        assert report["form_compliance"][form] == 1.0
+        assert report["rhyme_compliance"][form] == 1.0
+        tone = report["tone_compliance"][form]
+        assert 0 <= tone["overall"] <= 1 and all(0 <= v <= 1 for v in tone["by_position"].values())
+        assert 0 <= report["copied_line_rate"][form] <= 1
+        assert 0 < report["distinct_1"][form] <= 1 and 0 < report["distinct_2"][form] <= 1
+        assert math.isfinite(report["ms_per_poem"][form]) and report["ms_per_poem"][form] > 0
+    assert list(report["tone_compliance"]["qijue"]["by_position"]) == ["2", "4", "6", "7"]
+
+
+def test_evaluate_text_report_on_the_default_corpus(tiny_bundle):
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(tiny_bundle), "--samples", "5"])
+    assert result.exit_code == 0, result.output
+    assert "perplexity" in result.stdout and "held-out (0.05)" in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in ([f] for f in FORMS)]
+    assert [row[1] for row in rows[:4]] == ["1.000"] * 4   # layout column of the table
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--samples", "0"], "--samples"),
+    (["--corpus", "/nonexistent/poems.txt"], "no such file"),
+    (["--model", "/nonexistent/model"], "model bundle not found"),
+])
+def test_evaluate_errors_are_one_line(tiny_bundle, args, message):
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(tiny_bundle), *args])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output

@@ -1,0 +1,234 @@
+"""Export: a SavedModel that plain TensorFlow loads and writes poems with, a Keras bundle that
+`generate` loads, a TFLite step model equal to the NumPy stepper, and safe writes."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from poetgen.checks import check_poem
+from poetgen.cli import cli
+from poetgen.corpus import FORM_SHAPES, clauses
+from poetgen.prosody import table
+
+# TF 2.21 still ships tf.lite.Interpreter and warns that ai_edge_litert's (same API) replaces it.
+pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
+
+# Runs in a fresh interpreter where importing poetgen fails: the SavedModel must need TensorFlow only.
+PLAIN_TENSORFLOW = textwrap.dedent("""
+    import json, sys
+
+    class NoPoetgen:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "poetgen":
+                raise ImportError("poetgen must not be needed")
+
+    sys.meta_path.insert(0, NoPoetgen())
+    import tensorflow as tf
+
+    poet = tf.saved_model.load(sys.argv[1])
+    out = {"poems": [], "errors": {}}
+    for form in ["wujue", "qijue", "wulv", "qilv"]:
+        for seed in range(3):
+            poem = poet.generate(prompt="", form=form, temperature=0.8, top_k=0, seed=seed)["poem"]
+            out["poems"].append([form, poem.numpy().decode("utf-8")])
+    again = poet.generate(prompt="", form="qilv", temperature=0.8, top_k=0, seed=2)["poem"]
+    out["again"] = again.numpy().decode("utf-8")
+    out["prompted"] = poet.generate(prompt="白日依山盡，黃河", form="五绝", temperature=1.0, top_k=20,
+                                    seed=5)["poem"].numpy().decode("utf-8")
+    out["greedy"] = poet.generate(prompt="", form="wujue", temperature=0.0, top_k=0, seed=0)["poem"].numpy().decode()
+    generate = poet.signatures["generate"]
+    out["signature"] = generate(prompt=tf.constant("春"), form=tf.constant("qijue"), temperature=tf.constant(0.8),
+                                top_k=tf.constant(5), seed=tf.constant(1, tf.int64))["poem"].numpy().decode()
+    out["logits"] = poet.signatures["serving_default"](ids=tf.constant([[2, 5, 9]]))["logits"].numpy().tolist()
+    for name, bad in {"form": {"form": "sonnet"}, "unknown": {"prompt": "龘"},
+                      "long": {"prompt": "春" * 21}, "temperature": {"temperature": -1.0}}.items():
+        args = dict(prompt="", form="wujue", temperature=0.8, top_k=0, seed=0)
+        args.update(bad)
+        try:
+            poet.generate(**args)
+        except tf.errors.InvalidArgumentError as error:
+            out["errors"][name] = error.message
+    out["poetgen_imported"] = any(m.startswith("poetgen") for m in sys.modules)
+    print(json.dumps(out, ensure_ascii=False))
+""")
+
+
+def run_cli(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def assert_regular(poem: str, form: str) -> None:
+    check = check_poem(poem, form, table())
+    assert check.layout_ok and check.rhyme_ok, (form, poem)
+    length, _ = FORM_SHAPES[form]
+    for line in clauses(poem):
+        assert len(set(line[:-1])) == length, poem   # no character twice within a line
+
+
+@pytest.fixture(scope="module")
+def savedmodel(tiny_bundle, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "poet_savedmodel"
+    result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "savedmodel")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_savedmodel_writes_poems_with_tensorflow_alone(savedmodel, tiny_bundle, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", PLAIN_TENSORFLOW, str(savedmodel)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not out["poetgen_imported"]
+    assert len(out["poems"]) == 12
+    for form, poem in out["poems"]:
+        assert_regular(poem, form)
+    assert out["again"] == out["poems"][-1][1]                        # same seed, same poem
+    assert len({poem for _, poem in out["poems"]}) == 12
+    assert out["prompted"].startswith("白日依山尽，黄河")               # traditional prompt, simplified vocabulary
+    assert_regular(out["prompted"], "wujue")
+    assert_regular(out["greedy"], "wujue")
+    assert out["signature"].startswith("春")
+    assert_regular(out["signature"], "qijue")
+    assert "form must be one of wujue" in out["errors"]["form"]
+    assert "does not know these prompt characters" in out["errors"]["unknown"] and "龘" in out["errors"]["unknown"]
+    assert "form holds only" in out["errors"]["long"]
+    assert "temperature must be" in out["errors"]["temperature"]
+
+    from poetgen.bundle import load_bundle
+
+    expected = np.asarray(load_bundle(tiny_bundle).model(np.array([[2, 5, 9]], np.int32)))[:, -1, :]
+    np.testing.assert_allclose(np.array(out["logits"]), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_savedmodel_carries_the_tokenizer_and_config(savedmodel, tiny_bundle):
+    extra = savedmodel / "assets.extra"
+    assert (extra / "tokenizer.json").read_text(encoding="utf-8") == (tiny_bundle / "tokenizer.json").read_text(
+        encoding="utf-8")
+    assert json.loads((extra / "config.json").read_text(encoding="utf-8"))["model"] == \
+        json.loads((tiny_bundle / "config.json").read_text(encoding="utf-8"))["model"]
+
+
+def test_keras_export_is_a_bundle_that_generate_loads(tiny_bundle, tmp_path):
+    out = tmp_path / "portable"
+    result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.keras", "tokenizer.json"]
+    args = ["generate", "--seed", "3", "-n", "3", "--form", "qijue", "--format", "json"]
+    exported = run_cli(*args, "--model", out)
+    original = run_cli(*args, "--model", tiny_bundle)
+    assert exported.exit_code == 0, exported.output
+    texts = [p["text"] for p in json.loads(exported.stdout)["poems"]]
+    assert texts == [p["text"] for p in json.loads(original.stdout)["poems"]]
+
+
+def test_tflite_step_model_matches_the_numpy_stepper(tiny_bundle, tmp_path):
+    import tensorflow as tf
+
+    from poetgen.bundle import load_bundle
+    from poetgen.model import NumpyStepper
+
+    out = tmp_path / "poet_tflite"
+    result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "tflite")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.tflite", "tokenizer.json"]
+    bundle = load_bundle(tiny_bundle)
+    runner = tf.lite.Interpreter(model_path=str(out / "model.tflite")).get_signature_runner()
+    stepper = NumpyStepper.from_model(bundle.model, bundle.model_config)
+    state = stepper.initial_state(1)
+    names = ["state_0_0", "state_0_1"]
+    lite_state = {name: np.zeros((1, bundle.model_config.units), np.float32) for name in names}
+    for token in [2] + bundle.tokenizer.encode("白日依山尽，黄河入海流。"):
+        expected, state = stepper.step(np.array([token]), state)
+        got = runner(ids=np.array([[token]], np.int32), **lite_state)
+        lite_state = {name: got[name] for name in names}
+        np.testing.assert_allclose(got["logits"], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cell", ["gru", "simplernn"])
+def test_tflite_converts_every_cell_with_stacked_layers(tiny_bundle, tmp_path, cell):
+    import tensorflow as tf
+
+    from poetgen.bundle import Bundle, load_bundle
+    from poetgen.export import ExportOptions, export
+    from poetgen.model import ModelConfig, NumpyStepper, build_model
+
+    tiny = load_bundle(tiny_bundle)
+    config = ModelConfig(tiny.tokenizer.vocab_size, cell=cell, layers=2, units=12, embedding_dim=8)
+    model = build_model(config)
+    bundle = Bundle(tmp_path / "src", model, tiny.tokenizer, {"model": {}}, config)
+    out = export(bundle, ExportOptions(tmp_path / "lite", "tflite"))
+    runner = tf.lite.Interpreter(model_path=str(out / "model.tflite")).get_signature_runner()
+    names = ["state_0_0", "state_1_0"]
+    stepper = NumpyStepper.from_model(model, config)
+    state, lite_state = stepper.initial_state(1), {n: np.zeros((1, 12), np.float32) for n in names}
+    for token in [2, 7, 11, 3]:
+        expected, state = stepper.step(np.array([token]), state)
+        got = runner(ids=np.array([[token]], np.int32), **lite_state)
+        lite_state = {name: got[name] for name in names}
+        np.testing.assert_allclose(got["logits"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_tflite_converter_failure_is_one_clear_line(tiny_bundle, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    refusal = ("<unknown>:0: error: loc(callsite(fused[\"TensorListReserve:\", \"poetgen_step_1/rnn_0_1/"
+               "TensorArrayV2_1@__inference_function_735\"])): 'tf.TensorListReserve' op requires element_shape "
+               "to be static during TF Lite transformation pass\n<unknown>:0: note: called from")
+
+    class Refusing:
+        def convert(self):
+            raise RuntimeError(refusal)
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_concrete_functions", lambda *a, **k: Refusing())
+    out = tmp_path / "lite"
+    result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "tflite")
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert "TFLite converter cannot handle layer rnn_0 (op tf.TensorListReserve is not supported)" in lines[0]
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".lite")]
+
+
+def test_export_refuses_to_overwrite_without_force(tiny_bundle, tmp_path):
+    out = tmp_path / "taken"
+    assert run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "tflite").exit_code == 0
+    before = (out / "model.tflite").read_bytes()
+    result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras")
+    assert result.exit_code == 2
+    assert "already exists; pass --force" in result.output and len(result.output.strip().splitlines()) == 1
+    assert (out / "model.tflite").read_bytes() == before
+    forced = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.keras", "tokenizer.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]   # no temporary left behind
+
+
+def test_force_never_replaces_a_directory_that_is_not_an_export(tiny_bundle, tmp_path):
+    out = tmp_path / "documents"
+    out.mkdir()
+    (out / "thesis.txt").write_text("mine")
+    result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras", "--force")
+    assert result.exit_code == 2 and "holds no export" in result.output
+    assert (out / "thesis.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "onnx"], "'onnx' is not one of"),
+    (["--model", "/nonexistent/model"], "model bundle not found"),
+    (["--out", "/nonexistent/dir/out"], "does not exist"),
+])
+def test_export_errors_are_one_line(tiny_bundle, tmp_path, args, message):
+    base = {"--model": str(tiny_bundle), "--out": str(tmp_path / "out"), "--format": "keras"}
+    base.update(dict(zip(args[::2], args[1::2])))
+    result = run_cli("export", *[x for pair in base.items() for x in pair])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output
