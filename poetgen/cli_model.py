@@ -127,3 +127,94 @@ def generate(prompt, model_dir, fmt, traditional, temperature, top_k, top_p, see
         click.echo(json.dumps(result, ensure_ascii=False, indent=1))
         return
     click.echo("\n\n".join("\n".join(poem["lines"]) for poem in result["poems"]))
+
+
+@command
+@click.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help="Bundle directory from `poetgen train` or `poetgen export --format keras` (default: shipped model).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port.")
+@click.option("--max-batch", type=click.IntRange(1, 1024), default=64, show_default=True,
+              help="Poems stepped together at most (dynamic batching); 1 serves one request at a time.")
+@click.option("--batch-wait-ms", type=click.FloatRange(0, 1000), default=5.0, show_default=True,
+              help="How long a batch waits for more requests to join it.")
+@click.option("--max-queue", type=click.IntRange(1), default=256, show_default=True,
+              help="Requests waiting at most; more are answered 503.")
+@click.option("--blas-threads", type=click.IntRange(0, 256), default=1, show_default=True,
+              help="Threads for the model's matrix products; batching supplies the parallelism, and more "
+                   "threads stall on busy cores. 0 keeps the BLAS library's default.")
+def serve(model_dir, host, port, max_batch, batch_wait_ms, max_queue, blas_threads) -> None:
+    """Serve the poem page at / and the JSON API at /api/generate."""
+    try:
+        import threadpoolctl
+        import uvicorn
+
+        from poetgen.serve import create_app
+    except ImportError as error:
+        raise click.ClickException(f"`poetgen serve` needs the serve extra ({error.name} is missing): "
+                                   f"pip install 'poetgen[serve]'") from None
+    from poetgen.batching import BatchOptions
+
+    options = BatchOptions(max_rows=max_batch, max_wait_ms=batch_wait_ms, max_queue=max_queue)
+    options.validate()
+    if blas_threads:
+        threadpoolctl.threadpool_limits(blas_threads, user_api="blas")
+    import_tensorflow()
+    from poetgen.corpus import log
+    from poetgen.generate import Generator
+
+    app = create_app(Generator.load(model_dir), options)
+    log(f"serving poems on http://{host}:{port}/ (Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@command
+@click.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help="Bundle directory to export (default: shipped model).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Directory to write.")
+@click.option("--format", "fmt", type=click.Choice(["savedmodel", "keras", "tflite"]), default="savedmodel",
+              show_default=True, help="savedmodel: TensorFlow-only, with serve and generate endpoints; "
+                                      "keras: a portable bundle for `poetgen generate --model`; "
+                                      "tflite: the one-step model for the TFLite interpreter.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists (once the new export is complete).")
+def export(model_dir, out, fmt, force) -> None:
+    """Export a model for use outside poetgen."""
+    import_tensorflow()
+    from poetgen.bundle import load_bundle
+    from poetgen.export import ExportOptions, export as run_export
+
+    path = run_export(load_bundle(model_dir), ExportOptions(out, fmt, force))
+    click.echo(f"exported {fmt} to {path}")
+
+
+@command
+@click.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help="Bundle directory to evaluate (default: shipped model).")
+@click.option("--corpus", type=click.Path(path_type=Path), default=None,
+              help="Score this corpus file whole. Default: the held-out split of the shipped corpus.")
+@click.option("--samples", type=click.IntRange(1, 1000), default=100, show_default=True,
+              help="Poems generated per regular form.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (fixed, so runs compare).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: a table; json: one object on stdout (progress stays on stderr).")
+def evaluate(model_dir, corpus, samples, seed, fmt) -> None:
+    """Held-out perplexity, and form, rhyme, 平仄, novelty and diversity of generated poems."""
+    import contextlib
+    import json
+    import sys
+
+    import_tensorflow()
+    from poetgen.bundle import load_bundle
+    from poetgen.evaluate import EvalOptions, Evaluation, format_text
+
+    options = EvalOptions(str(corpus) if corpus is not None else None, samples, seed)
+    options.validate()
+    bundle = load_bundle(model_dir)
+    with contextlib.redirect_stdout(sys.stderr):   # stray prints must not spoil --format json
+        evaluation = Evaluation(bundle, options)
+        with click.progressbar(length=evaluation.work, label="evaluating", file=sys.stderr) as bar:
+            report = evaluation.run(bar.update)
+    click.echo(json.dumps(report, ensure_ascii=False, indent=1) if fmt == "json" else format_text(report))

@@ -1,7 +1,7 @@
 """From a request (prompt, form, acrostic, theme, rhyme, tone, sampling) to finished, checked poems.
 
 It validates and normalises the request, assembles the logit rules, runs the sampling loop in
-batches and keeps the best of K candidates. The model is loaded once per Generator.
+batches and keeps the best of K candidates. The model is loaded once per Generator; it serves no HTTP.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from poetgen.corpus import FORM_ALIASES, FORM_SHAPES, FORMS, HAN, PUNCTUATION, c
 from poetgen.errors import BadInput
 from poetgen.model import NumpyStepper
 from poetgen.prosody import PING, ZE, strict_positions, table, tone_patterns
-from poetgen.sampling import SampleOptions, Shape, sample
+from poetgen.sampling import SampleOptions, Shape, row_streams, sample
 from poetgen.tokenizer import Tokenizer
 
 MAX_POEMS = 1000          # poems per request
@@ -67,6 +67,28 @@ class PoemRequest:
         if len(self.prompt) > MAX_PROMPT:
             raise BadInput(f"prompt is longer than {MAX_PROMPT} characters")
         self.resolved_form()
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedRequest:
+    request: PoemRequest          # the request as given (validated)
+    form: str                     # the resolved form: wujue|qijue|wulv|qilv|free
+    prompt: str                   # normalised and laid onto the form's lines
+    acrostic: str                 # normalised; "" for none
+    keywords: tuple               # theme words found in the request's theme
+    theme_ids: tuple              # ids of their characters, the Theme rule's plan
+    options: SampleOptions        # the request's sampling options, seed filled in when it had none
+    shape: Shape                  # what the sampling loop needs to know about the form
+
+    @property
+    def seed(self) -> int:
+        return self.options.seed
+
+    def batch_key(self) -> tuple:
+        """Everything the rules and the loop read except the seed: equal keys may share one batch."""
+        request, options = self.request, self.options
+        return (self.form, self.prompt, self.acrostic, self.theme_ids, request.rhyme, request.tone,
+                request.no_repeat, request.max_chars, options.temperature, options.top_k, options.top_p)
 
 
 def _check_chars(text: str, what: str, allow_punctuation: bool) -> None:
@@ -152,8 +174,9 @@ class Generator:
         chars = [ch for ch in dict.fromkeys("".join(words)) if ch in self.tokenizer.index]
         return words, [self.tokenizer.id_of(ch) for ch in chars]
 
-    def _rules(self, request: PoemRequest, form: str, prompt: str, acrostic: str, batch: int,
-               first_index: int, seed: int, theme_ids: list[int]):
+    def _rules(self, request: PoemRequest, form: str, prompt: str, acrostic: str,
+               streams: list[tuple[int, int]], theme_ids):
+        batch = len(streams)
         shape = FORM_SHAPES.get(form)
         active = [rules.Forced(self.encode_known(prompt, "prompt"), batch)] if prompt else []
         if shape:
@@ -168,7 +191,7 @@ class Generator:
         patterns = None
         if shape and request.tone:
             names = list(tone_patterns(*shape))
-            picks = [np.random.default_rng([seed, first_index + row, 1]).integers(len(names)) for row in range(batch)]
+            picks = [np.random.default_rng([seed, index, 1]).integers(len(names)) for seed, index in streams]
             patterns = [names[i] for i in picks]
             table_ = tone_patterns(*shape)
             active.append(rules.Tone(self.tone_masks, [table_[p] for p in patterns], strict_positions(shape[0])))
@@ -181,9 +204,9 @@ class Generator:
             active.append(rules.Theme([theme_ids[i % len(theme_ids)] for i in range(lines)], theme_ids))
         return active, patterns
 
-    def generate(self, request: PoemRequest) -> dict:
+    def prepare(self, request: PoemRequest) -> PreparedRequest:
+        """Validate and normalise a request; raise BadInput with a sentence for what cannot be used."""
         request.validate()
-        started = time.perf_counter()
         form = request.resolved_form()
         prompt = normalize_text(request.prompt)
         _check_chars(prompt, "prompt", allow_punctuation=True)
@@ -191,26 +214,44 @@ class Generator:
         acrostic = normalize_text(request.acrostic)
         _check_chars(acrostic, "acrostic", allow_punctuation=False)
         self._check_acrostic(acrostic, prompt, form)
+        if prompt:
+            self.encode_known(prompt, "prompt")
+        if acrostic:
+            self.encode_known(acrostic, "acrostic")
         words, theme_ids = self.theme_keywords(request.theme) if request.theme.strip() else ([], [])
         options = request.sample
         seed = options.seed if options.seed is not None else int(np.random.SeedSequence().entropy % (2**31))
-        options = dataclasses.replace(options, seed=seed)
         shape = FORM_SHAPES.get(form)
         loop_shape = Shape(shape[0] if shape else None, shape[1] if shape else None, request.max_chars,
                            frozenset(self.punctuation_ids))
+        return PreparedRequest(request, form, prompt, acrostic, tuple(words), tuple(theme_ids),
+                               dataclasses.replace(options, seed=seed), loop_shape)
+
+    def sample_rows(self, job: PreparedRequest, streams: list[tuple[int, int]]) -> list[dict]:
+        """One candidate poem per (seed, index) stream, stepped as one batch under `job`'s rules.
+
+        Any request with the same batch_key() may contribute streams: its poems come out the same.
+        """
+        active, patterns = self._rules(job.request, job.form, job.prompt, job.acrostic, streams, job.theme_ids)
+        result = sample(self.stepper, active, job.shape, len(streams), job.options, streams=streams)
+        return [self._poem(result, row, job.form, job.acrostic, patterns) for row in range(len(streams))]
+
+    def finish(self, job: PreparedRequest, candidates: list[dict], elapsed: float) -> dict:
+        """The result for `job` from its n × best_of candidates, in stream order."""
+        n, best_of = job.request.n, job.request.best_of
+        poems = [max(candidates[i * best_of:(i + 1) * best_of], key=lambda p: p["score"]) for i in range(n)]
+        return {"poems": poems, "keywords": list(job.keywords), "seed": job.seed, "form": job.form,
+                "ms_per_poem": round(1000 * elapsed / n, 3)}
+
+    def generate(self, request: PoemRequest) -> dict:
+        started = time.perf_counter()
+        job = self.prepare(request)
         total = request.n * request.best_of
         candidates = []
         for first in range(0, total, request.batch_size):
-            batch = min(request.batch_size, total - first)
-            active, patterns = self._rules(request, form, prompt, acrostic, batch, first, seed, theme_ids)
-            result = sample(self.stepper, active, loop_shape, batch, options, first_index=first)
-            for row in range(batch):
-                candidates.append(self._poem(result, row, form, acrostic, patterns))
-        poems = [max(candidates[i * request.best_of:(i + 1) * request.best_of], key=lambda p: p["score"])
-                 for i in range(request.n)]
-        elapsed = time.perf_counter() - started
-        return {"poems": poems, "keywords": words, "seed": seed, "form": form,
-                "ms_per_poem": round(1000 * elapsed / request.n, 3)}
+            streams = row_streams(job.seed, first, min(request.batch_size, total - first))
+            candidates += self.sample_rows(job, streams)
+        return self.finish(job, candidates, time.perf_counter() - started)
 
     def _check_acrostic(self, acrostic: str, prompt: str, form: str) -> None:
         if not acrostic:

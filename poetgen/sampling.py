@@ -1,7 +1,7 @@
 """The one stepping loop: carry the recurrent state, let the rules edit the logits, sample.
 
-Each poem in a batch draws from its own random stream (seeded by the seed and its index), so a
-poem does not depend on the batch it was generated in. Probabilities are computed in float32.
+Each poem draws from its own random stream, seeded by a (seed, index) pair, so it does not depend
+on its batch nor on other requests batched with it. Probabilities are computed in float32.
 """
 
 from __future__ import annotations
@@ -54,8 +54,13 @@ class Sampled:
     sampled: np.ndarray        # (batch,) how many characters were sampled (not forced)
 
 
+def row_streams(seed: int, first_index: int, batch: int) -> list[tuple[int, int]]:
+    """The (seed, index) of each row when one request fills the batch from `first_index` on."""
+    return [(seed, first_index + row) for row in range(batch)]
+
+
 def row_generators(seed: int, first_index: int, batch: int) -> list[np.random.Generator]:
-    return [np.random.default_rng([seed, first_index + row]) for row in range(batch)]
+    return [np.random.default_rng(list(stream)) for stream in row_streams(seed, first_index, batch)]
 
 
 def choose(logits: np.ndarray, options: SampleOptions, rngs: Sequence[np.random.Generator]) -> np.ndarray:
@@ -102,10 +107,19 @@ def _log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: SampleOptions,
-           first_index: int = 0) -> Sampled:
-    """Generate `batch` poems: start from the boundary state, then one model step per character."""
-    seed = options.seed if options.seed is not None else int(np.random.SeedSequence().entropy % (2**63))
-    rngs = row_generators(seed, first_index, batch)
+           first_index: int = 0, streams: Sequence[tuple[int, int]] | None = None) -> Sampled:
+    """Generate `batch` poems: start from the boundary state, then one model step per character.
+
+    `streams` gives each row its own (seed, index), so poems of several requests share one batch;
+    without it the rows are (options.seed, first_index + row).
+    """
+    if streams is not None:
+        if len(streams) != batch:
+            raise ValueError(f"{len(streams)} random streams for a batch of {batch}")
+        rngs = [np.random.default_rng([seed, index]) for seed, index in streams]
+    else:
+        seed = options.seed if options.seed is not None else int(np.random.SeedSequence().entropy % (2**63))
+        rngs = row_generators(seed, first_index, batch)
     length = shape.length
     history = np.full((batch, length), BOUNDARY, np.int64)
     line = np.zeros(batch, np.int64)

@@ -1,0 +1,166 @@
+"""Load test of `poetgen serve`: N concurrent clients on loopback for a bounded time, batched vs one-at-a-time.
+
+It starts its own server per mode on 127.0.0.1 and stops it afterwards; it changes no model.
+
+    python benchmarks/serve_load.py --model /tmp/x --clients 32 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+
+MODES = {"batched": None, "one-at-a-time": 1}   # --max-batch per mode; None keeps the option given
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def health(url: str) -> dict:
+    with urllib.request.urlopen(url + "/healthz", timeout=5) as answer:
+        return json.load(answer)
+
+
+def start_server(model: str | None, max_batch: int, args, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "-m", "poetgen", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--max-batch", str(max_batch), "--batch-wait-ms", str(args.batch_wait_ms), "--max-queue", "1024",
+               "--blas-threads", str(args.blas_threads)]
+    if model:
+        command += ["--model", model]
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if health(url)["status"] == "ok":
+                return process, url
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise SystemExit(f"server did not start; its log:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def cpu_seconds(process: subprocess.Popen) -> float:
+    """User + system CPU time of the server so far (Linux); contention on the machine barely moves it."""
+    try:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(30)
+
+
+async def one_client(client: httpx.AsyncClient, body: dict, deadline: float, cap: int,
+                     latencies: list[float], errors: list[str]) -> None:
+    while time.monotonic() < deadline and len(latencies) + len(errors) < cap:
+        started = time.perf_counter()
+        try:
+            response = await client.post("/api/generate", json=body)
+            poems = response.json().get("poems") if response.status_code == 200 else None
+            if not poems or not all(p["layout_ok"] for p in poems):
+                errors.append(f"{response.status_code}: {response.text[:200]}")
+                continue
+        except (httpx.HTTPError, ValueError) as error:
+            errors.append(f"{type(error).__name__}: {error}")
+            continue
+        latencies.append(time.perf_counter() - started)
+
+
+async def load(url: str, clients: int, seconds: float, body: dict, cap: int) -> dict:
+    latencies: list[float] = []
+    errors: list[str] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+        started = time.monotonic()
+        await asyncio.gather(*(one_client(client, body, started + seconds, cap, latencies, errors)
+                               for _ in range(clients)))
+        elapsed = time.monotonic() - started
+    ordered = sorted(latencies)
+
+    def percentile(share: float) -> float:
+        return 1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+
+    return {"requests": len(latencies), "errors": len(errors), "seconds": elapsed,
+            "rps": len(latencies) / elapsed, "p50_ms": percentile(0.5), "p95_ms": percentile(0.95),
+            "mean_ms": 1000 * statistics.fmean(latencies) if latencies else float("nan"),
+            "first_errors": errors[:3]}
+
+
+def run_mode(name: str, args, body: dict) -> dict:
+    max_batch = MODES[name] or args.max_batch
+    log = Path(args.log_dir) / f"serve-{name}.log"
+    process, url = start_server(args.model, max_batch, args, log)
+    try:
+        asyncio.run(load(url, args.clients, args.warmup, body, args.max_requests))   # first calls, caches
+        before, cpu_before = health(url)["batching"], cpu_seconds(process)
+        result = asyncio.run(load(url, args.clients, args.seconds, body, args.max_requests))
+        after, cpu_after = health(url)["batching"], cpu_seconds(process)
+    finally:
+        stop_server(process)
+    batches = after["batches"] - before["batches"]
+    result["mean_batch"] = (after["rows"] - before["rows"]) / batches if batches else 0.0
+    result["server_cpu_ms"] = 1000 * (cpu_after - cpu_before) / max(result["requests"], 1)
+    return {"mode": name, "max_batch": max_batch, **result}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="bundle directory (default: the shipped model)")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per mode")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
+    parser.add_argument("--max-requests", type=int, default=100_000, help="hard cap on requests per phase")
+    parser.add_argument("--max-batch", type=int, default=64, help="--max-batch of the batched server")
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="--batch-wait-ms of the servers")
+    parser.add_argument("--blas-threads", type=int, default=1, help="--blas-threads of the servers")
+    parser.add_argument("--form", default="wujue", help="form of every request")
+    parser.add_argument("--modes", default="batched,one-at-a-time", help="comma-separated: " + ", ".join(MODES))
+    parser.add_argument("--log-dir", default="/tmp", help="where the servers' logs go")
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    args = parser.parse_args()
+    if not 1 <= args.clients <= 1024 or not 0 < args.seconds <= 600 or not 0 <= args.warmup <= 60:
+        parser.error("clients must be 1..1024, seconds in (0, 600], warmup in [0, 60]")
+    body = {"form": args.form}   # no seed: every request draws its own, as page visitors' do
+    rows = [run_mode(name, args, body) for name in args.modes.split(",")]
+    print(f"{'mode':<14} {'clients':>7} {'max batch':>9} {'requests':>8} {'req/s':>8} {'p50 ms':>8} "
+          f"{'p95 ms':>8} {'errors':>6} {'mean batch':>10} {'server CPU ms/req':>17}")
+    for row in rows:
+        print(f"{row['mode']:<14} {args.clients:>7} {row['max_batch']:>9} {row['requests']:>8} {row['rps']:>8.1f} "
+              f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['errors']:>6} {row['mean_batch']:>10.1f} "
+              f"{row['server_cpu_ms']:>17.2f}")
+        for error in row["first_errors"]:
+            print(f"  error: {error}")
+    by_mode = {row["mode"]: row for row in rows}
+    if {"batched", "one-at-a-time"} <= set(by_mode) and by_mode["one-at-a-time"]["rps"] > 0:
+        print(f"batching speed-up: {by_mode['batched']['rps'] / by_mode['one-at-a-time']['rps']:.2f}x requests/s")
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    return 1 if any(row["errors"] for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

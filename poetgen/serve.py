@@ -1,0 +1,162 @@
+"""`poetgen serve`'s web app: the page at /, the JSON API, and health checks over one loaded model.
+
+Requests are checked here and prepared in a worker thread; the model runs only in poetgen.batching's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from importlib import resources
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route
+
+from poetgen.batching import Batcher, BatchOptions, Busy
+from poetgen.errors import BadInput
+from poetgen.generate import Generator, PoemRequest, traditional
+from poetgen.sampling import SampleOptions
+
+MAX_PROMPT = 64            # characters: a whole qilv with its punctuation
+MAX_THEME = 200            # characters of free text
+MAX_POEMS = 10             # poems per request
+MAX_BODY = 16 * 1024       # bytes of JSON
+MAX_SEED = 2**63 - 1
+FORM_NAMES = ("wujue", "qijue", "wulv", "qilv", "free", "五绝", "七绝", "五律", "七律")
+log = logging.getLogger("poetgen.serve")
+
+
+class GenerateBody(BaseModel):
+    """POST /api/generate: the options of `poetgen generate`, with server limits."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    prompt: str = Field("", max_length=MAX_PROMPT)           # the poem starts with this text
+    form: Literal[FORM_NAMES] | None = None                  # None: wujue, or by acrostic length
+    acrostic: str = Field("", max_length=8)                  # 藏头: line i starts with character i
+    theme: str = Field("", max_length=MAX_THEME)             # free text; keywords steer the lines
+    rhyme: bool | None = None                                # None: on for the regular forms
+    tone: bool = False                                       # steer toward a standard 平仄 pattern
+    temperature: float = Field(0.8, ge=0, le=10, allow_inf_nan=False)   # 0 is greedy
+    top_k: int = Field(0, ge=0)                              # 0 turns the top-k cut off
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)          # nucleus mass kept
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)        # None draws one; it is in the answer
+    n: int = Field(1, ge=1, le=MAX_POEMS)                    # poems to return
+    traditional: bool = False                                # answer in traditional characters
+
+    def poem_request(self) -> PoemRequest:
+        options = SampleOptions(self.temperature, self.top_k, self.top_p, self.seed)
+        return PoemRequest(prompt=self.prompt, form=self.form, acrostic=self.acrostic, theme=self.theme,
+                           rhyme=self.rhyme, tone=self.tone, n=self.n, sample=options)
+
+
+def refusal(status: int, problems: list[tuple[str, str]], headers: dict | None = None) -> JSONResponse:
+    """The one error shape: {"detail": [{"field": ..., "message": ...}]}."""
+    detail = [{"field": field, "message": message} for field, message in problems]
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _validation_problem(error: dict) -> tuple[str, str]:
+    loc = [part for part in error.get("loc", ()) if isinstance(part, str)]
+    field = loc[0] if loc else "body"
+    kind, ctx = error.get("type", ""), error.get("ctx") or {}
+    messages = {
+        "json_invalid": "the request body is not valid JSON",
+        "model_type": "the request body must be a JSON object",
+        "extra_forbidden": f"unknown field {field!r}",
+        "string_too_long": f"{field} is longer than {ctx.get('max_length')} characters",
+        "greater_than_equal": f"{field} must be at least {ctx.get('ge')}",
+        "greater_than": f"{field} must be greater than {ctx.get('gt')}",
+        "less_than_equal": f"{field} must be at most {ctx.get('le')}",
+        "finite_number": f"{field} must be a finite number",
+        "literal_error": f"{field} must be one of {', '.join(FORM_NAMES)}",
+    }
+    if kind.endswith("_type") and kind not in messages:
+        wanted = {"int_type": "a whole number", "float_type": "a number", "bool_type": "true or false",
+                  "string_type": "a string"}.get(kind, "of another type")
+        messages[kind] = f"{field} must be {wanted}" + (" or null" if field in ("rhyme", "seed", "form") else "")
+    return field, messages.get(kind, f"{field}: {error.get('msg', 'invalid value')}")
+
+
+_FIELD_WORDS = (("acrostic", "acrostic"), ("prompt", "prompt"), ("form", "form"), ("temperature", "temperature"),
+                ("top-k", "top_k"), ("top-p", "top_p"), ("n must", "n"))
+
+
+def field_of(error: BadInput) -> str:
+    """The request field a generator refusal is about (its sentences name it), or "request"."""
+    message = str(error)
+    return next((field for word, field in _FIELD_WORDS if word in message), "request")
+
+
+async def _read_body(request: Request) -> bytes | None:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return None
+    return body
+
+
+def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> Starlette:
+    """The ASGI app; the batching thread runs from startup to shutdown."""
+    batcher = Batcher(generator, options)
+    page = resources.files("poetgen").joinpath("static/index.html").read_text(encoding="utf-8")
+    bundle = generator.bundle
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await run_in_threadpool(generator.prepare, PoemRequest(theme="秋"))   # loads jieba's dictionary now
+        batcher.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(batcher.stop)
+
+    async def index(request: Request) -> HTMLResponse:
+        return HTMLResponse(page)
+
+    async def healthz(request: Request) -> JSONResponse:
+        status = "ok" if batcher.alive else "down"
+        return JSONResponse({"status": status, "batching": {**batcher.stats.as_dict(),
+                                                            "max_rows": options.max_rows}},
+                            status_code=200 if batcher.alive else 503)
+
+    async def model_info(request: Request) -> JSONResponse:
+        return JSONResponse({"name": bundle.path.name, "config": bundle.config,
+                             "metrics": bundle.config.get("metrics", {})})
+
+    async def generate(request: Request) -> JSONResponse:
+        raw = await _read_body(request)
+        if raw is None:
+            return refusal(413, [("body", f"the request body is larger than {MAX_BODY} bytes")])
+        try:
+            body = GenerateBody.model_validate_json(raw or b"{}")
+        except ValidationError as error:
+            return refusal(422, [_validation_problem(e) for e in error.errors(include_url=False)])
+        try:
+            with batcher.arriving():
+                prepared = await run_in_threadpool(generator.prepare, body.poem_request())
+                future = batcher.submit(prepared)
+            result = await asyncio.wrap_future(future)
+        except BadInput as error:
+            return refusal(422, [(field_of(error), str(error))])
+        except Busy as error:
+            return refusal(503, [("request", str(error))], headers={"Retry-After": "1"})
+        if body.traditional:
+            result = await run_in_threadpool(traditional, result)
+        return JSONResponse(result)
+
+    async def internal_error(request: Request, error: Exception) -> JSONResponse:
+        log.exception("internal error on %s", request.url.path, exc_info=error)
+        return refusal(500, [("request", f"internal error ({type(error).__name__}); the server logged it")])
+
+    routes = [Route("/", index), Route("/healthz", healthz), Route("/api/model", model_info),
+              Route("/api/generate", generate, methods=["POST"])]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: internal_error})
+    app.state.batcher = batcher
+    return app

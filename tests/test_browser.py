@@ -1,0 +1,141 @@
+"""The page in a real browser: headless Debian Chromium, driven by Playwright, against `poetgen serve`.
+
+Skipped only where /usr/bin/chromium is missing outside CI; under CI=true it must run.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from poetgen.corpus import to_traditional
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("POETGEN_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+if not CHROMIUM.exists() and not IN_CI:
+    pytest.skip("no /usr/bin/chromium (apt-get install chromium); CI installs it and runs this test",
+                allow_module_level=True)
+if not IN_CI:
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install '.[test]')")
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle, tmp_path_factory):
+    """`poetgen serve` on a free loopback port, stopped after the module."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "poetgen", "serve", "--model", str(tiny_bundle),
+                                    "--host", "127.0.0.1", "--port", str(port)],
+                                   stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=2) as answer:
+                    if json.load(answer)["status"] == "ok":
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"poetgen serve did not start: {log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(20)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1100, "height": 800}, locale="zh-CN")
+            context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server)
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(server + "/")
+            yield page
+        finally:
+            browser.close()
+
+
+def poem_lines(page) -> list[str]:
+    return page.locator("#poem p").all_inner_texts()
+
+
+def generate(page, **fields) -> None:
+    before = page.locator("#meta").inner_text()
+    for name, value in fields.items():
+        if name == "form":
+            page.select_option("#form", value)
+        else:
+            page.fill(f"#{name}", value)
+    page.click("#generate")
+    page.wait_for_function("(before) => document.querySelector('#meta').textContent !== before"
+                           " || !document.querySelector('#banner').hidden", arg=before)
+
+
+def test_page_writes_an_acrostic_qijue(page):
+    generate(page, form="七绝", acrostic="春夏秋冬", prompt="", theme="")
+    expect(page.locator("#banner")).to_be_hidden()
+    lines = poem_lines(page)
+    assert len(lines) == 4, lines
+    for i, line in enumerate(lines):
+        assert len(line) == 8 and line[-1] == ("，" if i % 2 == 0 else "。"), lines
+        assert line[0] == "春夏秋冬"[i]
+    assert "qijue" in page.locator("#meta").inner_text()
+    page.click("#copy")
+    expect(page.locator("#copy")).to_contain_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == "\n".join(lines)
+
+
+def test_page_shows_the_servers_refusal_and_recovers(page):
+    generate(page, form="五绝", acrostic="春夏秋", prompt="")
+    banner = page.locator("#banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("acrostic has 3 characters")
+    expect(page.locator("#acrostic-error")).to_contain_text("wujue poem has 4 lines")
+    expect(page.locator("#acrostic")).to_have_attribute("aria-invalid", "true")
+    generate(page, acrostic="", prompt="白日依山尽")
+    expect(banner).to_be_hidden()
+    lines = poem_lines(page)
+    assert len(lines) == 4 and lines[0] == "白日依山尽，" and all(len(line) == 6 for line in lines)
+
+
+def test_traditional_and_vertical_display_then_screenshot(page):
+    generate(page, form="五律", prompt="", theme="写一首关于秋天思乡的诗")
+    simplified = poem_lines(page)
+    assert len(simplified) == 8
+    page.check("#traditional")   # the same seed again, in traditional characters
+    page.wait_for_function("(text) => [...document.querySelectorAll('#poem p')].map(p => p.textContent).join('')"
+                           " === text", arg="".join(to_traditional(line) for line in simplified))
+    page.check("#vertical")
+    assert page.locator("#poem").evaluate("el => getComputedStyle(el).writingMode") == "vertical-rl"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "serve-page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000

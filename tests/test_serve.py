@@ -1,0 +1,278 @@
+"""`poetgen serve`'s API through Starlette's test client, and dynamic batching against lone generation."""
+
+import json
+import re
+import threading
+import time
+import warnings
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+with warnings.catch_warnings():   # newer Starlette asks for the httpx2 fork; httpx still works
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient  # noqa: E402
+
+from poetgen.batching import Batcher, BatchOptions  # noqa: E402
+from poetgen.checks import check_poem  # noqa: E402
+from poetgen.cli import cli  # noqa: E402
+from poetgen.corpus import FORM_SHAPES  # noqa: E402
+from poetgen.generate import PoemRequest  # noqa: E402
+from poetgen.prosody import table  # noqa: E402
+from poetgen.sampling import SampleOptions  # noqa: E402
+from poetgen.serve import MAX_BODY, create_app  # noqa: E402
+
+
+def without_timing(result: dict) -> dict:
+    return {key: value for key, value in result.items() if key != "ms_per_poem"}
+
+
+@pytest.fixture(scope="module")
+def client(generator):
+    with TestClient(create_app(generator, BatchOptions(max_wait_ms=2))) as test_client:
+        yield test_client
+
+
+class Held:
+    """The real generator, except that sampling waits until the test releases it."""
+
+    def __init__(self, generator, fail_first: bool = False):
+        self.generator = generator
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.fail_next = fail_first
+
+    def __getattr__(self, name):
+        return getattr(self.generator, name)
+
+    def sample_rows(self, job, streams):
+        self.entered.set()
+        assert self.release.wait(60), "the test never released the model"
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("model exploded")
+        return self.generator.sample_rows(job, streams)
+
+
+def test_generate_answers_what_the_cli_prints(client, tiny_bundle):
+    body = {"form": "七绝", "theme": "秋天思乡", "seed": 11, "n": 2, "temperature": 0.9, "top_k": 50}
+    response = client.post("/api/generate", json=body)
+    assert response.status_code == 200, response.text
+    printed = CliRunner().invoke(cli, ["generate", "--model", str(tiny_bundle), "--format", "json", "--form", "七绝",
+                                       "--theme", "秋天思乡", "--seed", "11", "-n", "2", "--temperature", "0.9",
+                                       "--top-k", "50"])
+    assert printed.exit_code == 0, printed.output
+    assert without_timing(response.json()) == without_timing(json.loads(printed.output))
+
+
+@pytest.mark.parametrize("form", ["wujue", "七律"])
+def test_generated_poems_are_well_formed(client, form):
+    response = client.post("/api/generate", json={"form": form, "n": 3, "acrostic": ""})
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert len(data["poems"]) == 3 and isinstance(data["seed"], int)
+    for poem in data["poems"]:
+        check = check_poem(poem["text"], data["form"], table())
+        assert check.layout_ok and check.rhyme_ok, poem["text"]
+        assert len(poem["lines"]) == FORM_SHAPES[data["form"]][1]
+
+
+def test_acrostic_and_traditional(client):
+    plain = client.post("/api/generate", json={"acrostic": "春夏秋冬", "form": "qijue", "seed": 4}).json()
+    poem = plain["poems"][0]
+    assert [line[0] for line in poem["lines"]] == list("春夏秋冬") and poem["acrostic_ok"]
+    from poetgen.corpus import to_traditional
+
+    shown = client.post("/api/generate", json={"acrostic": "春夏秋冬", "form": "qijue", "seed": 4,
+                                               "traditional": True}).json()
+    assert shown["poems"][0]["text"] == to_traditional(poem["text"])
+
+
+@pytest.mark.parametrize("body, field, message", [
+    ({"temperature": -1}, "temperature", "at least 0"),
+    ({"temperature": "hot"}, "temperature", "must be a number"),
+    ({"temperature": 11}, "temperature", "at most 10"),
+    ({"top_k": -1}, "top_k", "at least 0"),
+    ({"top_p": 0}, "top_p", "greater than 0"),
+    ({"top_p": 1.5}, "top_p", "at most 1"),
+    ({"seed": -3}, "seed", "at least 0"),
+    ({"seed": 1.5}, "seed", "whole number"),
+    ({"n": 0}, "n", "at least 1"),
+    ({"n": 11}, "n", "at most 10"),
+    ({"form": "sonnet"}, "form", "must be one of"),
+    ({"rhyme": "yes"}, "rhyme", "true or false"),
+    ({"prompt": "白" * 65}, "prompt", "longer than 64"),
+    ({"theme": "秋" * 201}, "theme", "longer than 200"),
+    ({"prompt": "abc"}, "prompt", "Latin letter"),
+    ({"prompt": "床前😀"}, "prompt", "not a Chinese character"),
+    ({"prompt": "龘"}, "prompt", "does not know the character"),
+    ({"prompt": "白日依，"}, "prompt", "line 1 has 3 characters"),
+    ({"acrostic": "春夏秋"}, "acrostic", "3 characters but a wujue poem has 4 lines"),
+    ({"acrostic": "春夏秋冬", "form": "free"}, "acrostic", "needs a regular form"),
+    ({"temprature": 1}, "temprature", "unknown field"),
+])
+def test_invalid_fields_are_refused_with_a_message(client, body, field, message):
+    response = client.post("/api/generate", json=body)
+    assert response.status_code == 422, response.text
+    problems = response.json()["detail"]
+    assert [p["field"] for p in problems] == [field]
+    assert message in problems[0]["message"]
+
+
+@pytest.mark.parametrize("content, status", [(b"{not json", 422), (b"[1, 2]", 422),
+                                              (b'{"prompt": "' + b"a" * MAX_BODY + b'"}', 413)])
+def test_malformed_and_oversized_bodies(client, content, status):
+    response = client.post("/api/generate", content=content, headers={"Content-Type": "application/json"})
+    assert response.status_code == status
+    assert response.json()["detail"][0]["field"] == "body"
+
+
+def test_every_problem_of_a_request_is_listed(client):
+    response = client.post("/api/generate", json={"n": 0, "top_p": 2, "seed": "x"})
+    assert response.status_code == 422
+    assert sorted(p["field"] for p in response.json()["detail"]) == ["n", "seed", "top_p"]
+
+
+def test_keeps_serving_after_bad_requests(client):
+    for body in ({"n": -1}, {"prompt": "abc"}, {"form": 3}, {"acrostic": "一二"}, {"temperature": None}):
+        assert client.post("/api/generate", json=body).status_code == 422
+    assert client.get("/api/generate").status_code == 405
+    assert client.get("/no/such/page").status_code == 404
+    response = client.post("/api/generate", json={"seed": 1})
+    assert response.status_code == 200 and response.json()["poems"]
+    assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_keeps_serving_after_an_internal_error(generator):
+    held = Held(generator, fail_first=True)
+    held.release.set()
+    with TestClient(create_app(held), raise_server_exceptions=False) as client:
+        failed = client.post("/api/generate", json={"seed": 1})
+        assert failed.status_code == 500 and "RuntimeError" in failed.json()["detail"][0]["message"]
+        assert client.post("/api/generate", json={"seed": 1}).status_code == 200
+
+
+def test_healthz_and_model(client, tiny_bundle):
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.json()["batching"]["max_rows"] == 64
+    info = client.get("/api/model").json()
+    config = json.loads((tiny_bundle / "config.json").read_text(encoding="utf-8"))
+    assert info["config"] == config and info["name"] == tiny_bundle.name
+    assert info["metrics"] == config["metrics"] and info["metrics"]["best_val_perplexity"] > 1
+
+
+def test_page_is_self_contained(client):
+    response = client.get("/")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert 'id="poem-form"' in page and "/api/generate" in page
+    for form in ("五绝", "七绝", "五律", "七律"):
+        assert f'value="{form}"' in page
+    assert not re.search(r"""(?:src|href|action)\s*=\s*["']?(?:https?:)?//""", page)
+    assert not re.search(r"@import|url\(|<link\b|<script[^>]+src=", page)
+
+
+def test_event_loop_answers_while_the_model_works(generator):
+    held = Held(generator)
+    with TestClient(create_app(held)) as client:
+        answers = {}
+        worker = threading.Thread(target=lambda: answers.update(slow=client.post("/api/generate", json={"seed": 2})))
+        worker.start()
+        assert held.entered.wait(30)
+        started = time.monotonic()
+        assert client.get("/healthz").status_code == 200
+        assert client.post("/api/generate", json={"n": 0}).status_code == 422
+        assert time.monotonic() - started < 5 and worker.is_alive()   # answered while sampling is stuck
+        held.release.set()
+        worker.join(60)
+        assert answers["slow"].status_code == 200
+
+
+def test_full_queue_is_refused_with_503(generator):
+    held = Held(generator)
+    with TestClient(create_app(held, BatchOptions(max_queue=1))) as client:
+        threads = [threading.Thread(target=client.post, args=("/api/generate",), kwargs={"json": {"seed": i}})
+                   for i in range(2)]
+        threads[0].start()
+        assert held.entered.wait(30)          # the first is in the worker
+        threads[1].start()
+        deadline = time.monotonic() + 30
+        while client.app.state.batcher._queue.qsize() < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)                  # the second waits in the queue
+        refused = client.post("/api/generate", json={"seed": 9})
+        assert refused.status_code == 503 and "busy" in refused.json()["detail"][0]["message"]
+        assert refused.headers["retry-after"] == "1"
+        held.release.set()
+        for thread in threads:
+            thread.join(60)
+
+
+MERGED = [PoemRequest(form="qijue", tone=True, theme="秋天思乡", n=n, sample=SampleOptions(seed=seed))
+          for seed, n in [(1, 1), (2, 3), (3, 1), (4, 2)]] + [PoemRequest(form="wujue", sample=SampleOptions(seed=5))]
+
+
+@pytest.mark.parametrize("max_rows, batches", [(64, 2), (3, 4), (1, 5)])
+def test_a_request_gets_the_same_poems_batched_or_alone(generator, max_rows, batches):
+    batcher = Batcher(generator, BatchOptions(max_rows=max_rows, max_wait_ms=0))
+    futures = [batcher.submit(generator.prepare(request)) for request in MERGED]   # queued before the worker runs
+    batcher.start()
+    try:
+        results = [future.result(timeout=120) for future in futures]
+    finally:
+        batcher.stop()
+    assert batcher.stats.batches == batches and batcher.stats.requests == len(MERGED)
+    assert batcher.stats.largest == min(7, max(max_rows, 3))
+    for request, result in zip(MERGED, results):
+        assert without_timing(result) == without_timing(generator.generate(request))
+
+
+def test_concurrent_http_requests_are_batched(generator):
+    held = Held(generator)
+    answers = {}
+
+    def ask(seed):
+        answers[seed] = client.post("/api/generate", json={"form": "wujue", "seed": seed})
+
+    with TestClient(create_app(held, BatchOptions(max_wait_ms=0))) as client:
+        first = threading.Thread(target=ask, args=(100,))
+        first.start()
+        assert held.entered.wait(30)             # the model is busy with the first request...
+        others = [threading.Thread(target=ask, args=(seed,)) for seed in range(101, 112)]
+        for thread in others:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while client.app.state.batcher._queue.qsize() < 11 and time.monotonic() < deadline:
+            time.sleep(0.01)                     # ...while eleven more arrive together
+        held.release.set()
+        for thread in [first, *others]:
+            thread.join(120)
+        stats = client.get("/healthz").json()["batching"]
+    assert stats["requests"] == 12 and stats["batches"] == 2 and stats["largest"] == 11
+    for seed, answer in answers.items():
+        assert answer.status_code == 200, answer.text
+        alone = generator.generate(PoemRequest(form="wujue", sample=SampleOptions(seed=seed)))
+        assert without_timing(answer.json()) == without_timing(alone)
+
+
+def test_a_round_waits_only_for_requests_on_their_way(generator):
+    batcher = Batcher(generator, BatchOptions(max_wait_ms=1000))
+    prepared = generator.prepare(PoemRequest(sample=SampleOptions(seed=1)))
+    batcher.submit(prepared)
+    started = time.monotonic()
+    jobs, _ = batcher._collect()                 # nothing on its way: the round leaves at once
+    assert len(jobs) == 1 and time.monotonic() - started < 0.5
+    batcher.submit(prepared)
+    with batcher.arriving():                     # one on its way that never comes: wait the full second
+        started = time.monotonic()
+        jobs, _ = batcher._collect()
+        assert len(jobs) == 1 and time.monotonic() - started >= 0.9
+
+
+def test_serve_command_options():
+    result = CliRunner().invoke(cli, ["serve", "--help"])
+    assert result.exit_code == 0 and "--max-batch" in result.output and "/api/generate" in result.output
+    result = CliRunner().invoke(cli, ["serve", "--max-batch", "0"])
+    assert result.exit_code == 2 and "max-batch" in result.output
