@@ -64,35 +64,71 @@ def row_generators(seed: int, first_index: int, batch: int) -> list[np.random.Ge
 
 
 def choose(logits: np.ndarray, options: SampleOptions, rngs: Sequence[np.random.Generator]) -> np.ndarray:
-    """Sample one id per row from (batch, vocab) float32 logits that rules have already edited."""
+    """Sample one id per row from (batch, vocab) float32 logits that rules have already edited.
+
+    The array is consumed: it is overwritten in place, which saves a pass over the vocabulary per step.
+    """
     if options.temperature == 0:
         return logits.argmax(axis=1)
-    scaled = logits / np.float32(options.temperature)
-    if options.top_k and options.top_k < scaled.shape[1]:
-        kth = np.partition(scaled, -options.top_k, axis=1)[:, -options.top_k][:, None]
-        scaled[scaled < kth] = NEG
-    probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    x = logits
+    if options.top_k and options.top_k < x.shape[1]:
+        kth = np.partition(x, -options.top_k, axis=1)[:, -options.top_k][:, None]
+        x[x < kth] = NEG
+    x -= x.max(axis=1, keepdims=True)
+    x *= np.float32(1.0 / options.temperature)
     if options.top_p < 1.0:
-        order = np.argsort(-probs, axis=1)
-        sorted_probs = np.take_along_axis(probs, order, axis=1)
-        cumulative = np.cumsum(sorted_probs, axis=1)
-        drop = cumulative - sorted_probs > options.top_p * cumulative[:, -1:]
-        sorted_probs[drop] = 0
-        probs = np.zeros_like(probs)
-        np.put_along_axis(probs, order, sorted_probs, axis=1)
-    cumulative = np.cumsum(probs, axis=1)
-    draws = np.array([rng.random() for rng in rngs], np.float32)[:, None] * cumulative[:, -1:]
-    return np.minimum((cumulative <= draws).sum(axis=1), probs.shape[1] - 1)
+        x = _nucleus(np.exp(x, out=x), options.top_p)
+        return _inverse_cdf(x, rngs)
+    blocks = -(-x.shape[1] // BLOCK)
+    probs = np.zeros((x.shape[0], blocks * BLOCK), np.float32)
+    np.exp(x, out=probs[:, :x.shape[1]])
+    return _inverse_cdf(probs, rngs)
 
 
-def _apply_rules(logits: np.ndarray, rules: Sequence[Rule], step: Step) -> None:
-    """Apply every rule; a row that ends with nothing allowed is redone with essential rules only."""
-    original = logits.copy()
+BLOCK = 64   # ids per block in the two-level inverse-CDF search
+
+
+def _nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
+    """Zero all but the smallest set of most likely ids whose mass reaches top_p."""
+    order = np.argsort(-probs, axis=1)
+    sorted_probs = np.take_along_axis(probs, order, axis=1)
+    cumulative = np.cumsum(sorted_probs, axis=1)
+    sorted_probs[cumulative - sorted_probs > top_p * cumulative[:, -1:]] = 0
+    kept = np.zeros_like(probs)
+    np.put_along_axis(kept, order, sorted_probs, axis=1)
+    return kept
+
+
+def _inverse_cdf(probs: np.ndarray, rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """One id per row with probability proportional to `probs`, one uniform draw per row.
+
+    A cumulative sum over the whole vocabulary is slow (it cannot be vectorised), so the search is
+    two-level: first over block sums, then within the one block that holds the draw.
+    """
+    rows, width = probs.shape
+    if width % BLOCK:
+        probs = np.pad(probs, ((0, 0), (0, BLOCK - width % BLOCK)))
+    blocks = probs.reshape(rows, -1, BLOCK)
+    block_cumulative = np.cumsum(blocks.sum(axis=2), axis=1)
+    draws = np.array([rng.random() for rng in rngs]) * block_cumulative[:, -1]
+    block = np.minimum((block_cumulative <= draws[:, None]).sum(axis=1), blocks.shape[1] - 1)
+    before = np.where(block > 0, block_cumulative[np.arange(rows), block - 1], 0.0)
+    within = np.cumsum(blocks[np.arange(rows), block], axis=1)
+    offset = np.minimum((within <= (draws - before)[:, None]).sum(axis=1), BLOCK - 1)
+    chosen = block * BLOCK + offset
+    zero = probs[np.arange(rows), chosen] == 0        # rounding pushed the draw past the last id
+    if zero.any():
+        chosen[zero] = probs[zero].argmax(axis=1)
+    return chosen
+
+
+def _apply_rules(logits: np.ndarray, raw: np.ndarray, rules: Sequence[Rule], step: Step) -> None:
+    """Apply every rule; a row that ends with nothing allowed is redone from `raw` with essential rules."""
     for rule in rules:
         rule.apply(logits, step)
     dead = ~np.isfinite(logits.max(axis=1))
     if dead.any():
-        redo = original[dead]
+        redo = raw[dead]
         sub = dataclasses.replace(step, line=step.line[dead], column=step.column[dead], history=step.history[dead])
         for rule in rules:
             if rule.essential:
@@ -100,10 +136,11 @@ def _apply_rules(logits: np.ndarray, rules: Sequence[Rule], step: Step) -> None:
         logits[dead] = redo
 
 
-def _log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    top = logits.max(axis=1)
-    total = np.log(np.exp(logits - top[:, None]).sum(axis=1)) + top
-    return logits[np.arange(len(ids)), ids] - total
+def _log_normalizer(logits: np.ndarray) -> np.ndarray:
+    """log(sum(exp(logits))) per row, computed stably in float32."""
+    top = logits.max(axis=1, keepdims=True)
+    shifted = np.subtract(logits, top)
+    return np.log(np.exp(shifted, out=shifted).sum(axis=1)) + top[:, 0]
 
 
 def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: SampleOptions,
@@ -140,11 +177,11 @@ def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: Sa
         if forced is not None:
             chosen = forced
         else:
-            raw = logits.astype(np.float32, copy=True)
-            _apply_rules(logits, rules, step)
+            raw = logits.copy()
+            _apply_rules(logits, raw, rules, step)
             chosen = choose(logits, options, rngs)
             live = ~done
-            log_probs[live] += _log_softmax_at(raw[live], chosen[live])
+            log_probs[live] += raw[live, chosen[live]] - _log_normalizer(raw[live] if not live.all() else raw)
             sampled[live] += 1
         chosen = np.where(done, BOUNDARY, chosen)
         for rule in rules:

@@ -126,3 +126,18 @@ def test_top_k_and_top_p_restrict_choices():
 def test_bad_sampling_options(options):
     with pytest.raises(BadInput):
         options.validate()
+
+
+def test_two_level_sampling_matches_the_distribution():
+    rng = np.random.default_rng(0)
+    probs = rng.random(150).astype(np.float32) ** 4
+    probs[[0, 64, 149]] = 0                       # never drawn
+    batch = np.tile(probs, (4000, 1))
+    rngs = [np.random.default_rng([1, i]) for i in range(4000)]
+    with np.errstate(divide="ignore"):
+        logits = np.log(batch)
+    chosen = choose(logits, SampleOptions(1.0), rngs)
+    counts = np.bincount(chosen, minlength=150)
+    expected = 4000 * probs / probs.sum()
+    assert counts[[0, 64, 149]].sum() == 0
+    assert np.abs(counts - expected).max() < 5 * np.sqrt(expected.max()) + 3
