@@ -31,6 +31,8 @@ class SampleOptions:
             raise BadInput(f"top-k must be >= 0 (0 turns it off), not {self.top_k}")
         if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
             raise BadInput(f"top-p must be in (0, 1], not {self.top_p}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise BadInput(f"seed must be between 0 and 2**63 - 1, not {self.seed}")
 
 
 @dataclasses.dataclass
