@@ -151,6 +151,7 @@ class Run:
         self.config = config
         self.out = Path(config.out)
         self.resume_dir = self.out / RESUME_DIR
+        self.corpus = config.corpus
         self.state = {"epochs_done": 0, "tokens_seen": 0, "wall_time_s": 0.0,
                       "best_val_loss": None, "best_epoch": None}
 
@@ -162,7 +163,7 @@ class Run:
             self._load_resume_state()
         elif (self.out / CONFIG_FILE).exists() and not config.force:
             raise BadInput(f"{self.out} already holds a model; pass --resume to continue it or --force to start over")
-        poems = load_corpus(config.corpus)
+        poems = load_corpus(self.corpus)
         fraction = config.val_split
         train = [p.text for p in poems if not is_held_out(p.text, fraction)]
         held = [p.text for p in poems if is_held_out(p.text, fraction)]
@@ -174,7 +175,7 @@ class Run:
             self.tokenizer = Tokenizer.build(train, config.min_count)
         self.train_stream = token_stream(self.tokenizer, train)
         self.held_out = [self.tokenizer.encode(text) for text in held]
-        self.corpus_record = {"path": str(config.corpus or "shipped:corpus/tang.jsonl.gz"),
+        self.corpus_record = {"path": str(self.corpus or "shipped:corpus/tang.jsonl.gz"),
                               "hash": corpus_hash(poems), "poems": len(poems),
                               "train_chars": int(len(self.train_stream)),
                               "held_out_chars": sum(len(t) + 1 for t in self.held_out)}
@@ -191,6 +192,8 @@ class Run:
         if different:
             raise BadInput("cannot resume with different model options; the run used " + ", ".join(different))
         self.state = saved["state"]
+        if self.corpus is None:   # --resume without --corpus continues on the run's own corpus
+            self.corpus = saved["train"].get("corpus")
 
     def model_config(self) -> ModelConfig:
         c = self.config

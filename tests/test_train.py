@@ -61,11 +61,14 @@ def test_kill_9_then_resume_continues(tiny_corpus, tmp_path):
     assert done >= 1
     model_before = (out / "model.keras").read_bytes()
     assert model_before[:2] == b"PK"       # the best model is whole
-    resumed = subprocess.run([sys.executable, "-m", "poetgen", *args, "--resume"], capture_output=True, text=True)
+    without_corpus = args[:1] + args[3:]            # --resume continues on the run's own corpus
+    resumed = subprocess.run([sys.executable, "-m", "poetgen", *without_corpus, "--resume"], capture_output=True,
+                             text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"epochs {done + 1}..3" in resumed.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["progress"]["epochs_done"] == 3
+    assert config["corpus"]["path"] == str(tiny_corpus)
     assert len((out / "log.csv").read_text().splitlines()) == 1 + 3
 
 
