@@ -190,11 +190,11 @@ class Generator:
             active.append(rules.NoRepeat())
         patterns = None
         if shape and request.tone:
-            names = list(tone_patterns(*shape))
-            picks = [np.random.default_rng([seed, index, 1]).integers(len(names)) for seed, index in streams]
-            patterns = [names[i] for i in picks]
-            table_ = tone_patterns(*shape)
-            active.append(rules.Tone(self.tone_masks, [table_[p] for p in patterns], strict_positions(shape[0])))
+            standard = tone_patterns(*shape)
+            names = list(standard)
+            # Each poem's pattern comes from its own stream, so batching does not change it.
+            patterns = [names[np.random.default_rng([seed, index, 1]).integers(len(names))] for seed, index in streams]
+            active.append(rules.Tone(self.tone_masks, [standard[p] for p in patterns], strict_positions(shape[0])))
         rhyme = request.rhyme if request.rhyme is not None else shape is not None
         if shape and rhyme:
             first_line = np.array([p is not None and p.endswith("入韵") for p in (patterns or [None] * batch)])
