@@ -288,3 +288,23 @@ def test_prompt_fuzz_never_crashes(generator, prompt, acrostic):
         assert "\n" not in str(error)
     else:
         assert result["poems"][0]["layout_ok"]
+
+
+# ---- bugs ----------------------------------------------------------------------------------------
+
+def test_internal_error_is_one_line_unless_debug(monkeypatch):
+    import poetgen.cli_corpus
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug\nsecond line")
+
+    monkeypatch.setattr(poetgen.cli_corpus, "corpus_stats", broken)
+    result = CliRunner().invoke(cli, ["corpus", "stats"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "internal error: RuntimeError: simulated bug second line" in lines[0]
+    assert "run with --debug for the traceback" in lines[0] and "Traceback" not in result.output
+    for args, env in ((["--debug", "corpus", "stats"], {}), (["corpus", "stats"], {"POETGEN_DEBUG": "1"})):
+        monkeypatch.setenv("POETGEN_DEBUG", env.get("POETGEN_DEBUG", "0"))
+        debug = CliRunner().invoke(cli, args)
+        assert debug.exit_code == 1 and "Traceback" in debug.stderr
