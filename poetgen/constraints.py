@@ -161,8 +161,10 @@ class Tone(Rule):
 
     def __init__(self, can_be: dict[str, np.ndarray], patterns: list[list[str]], strict: tuple[int, ...],
                  nudge: float = 1.5):
-        self.can_be = can_be            # tone -> (vocab,) bool; unknown characters count as both
-        self.patterns = patterns        # per row: one pattern string per line
+        tones = sorted(can_be)
+        self.can_be = np.stack([can_be[t] for t in tones])      # (tones, vocab); unknown chars fit both
+        # (batch, lines, columns): the index of the tone each position asks for
+        self.required = np.array([[[tones.index(t) for t in line] for line in pattern] for pattern in patterns])
         self.strict = set(strict)
         self.nudge = np.float32(nudge)
 
@@ -170,29 +172,29 @@ class Tone(Rule):
         column = int(step.column[0])
         if column < 0:
             return
-        for row, pattern in enumerate(self.patterns):
-            wrong = ~self.can_be[pattern[int(step.line[row])][column]]
-            if column in self.strict:
-                logits[row, wrong] = NEG
-            else:
-                logits[row, wrong] -= self.nudge
+        wrong = ~self.can_be[self.required[np.arange(len(logits)), step.line, column]]   # (batch, vocab)
+        if column in self.strict:
+            logits[wrong] = NEG
+        else:
+            np.subtract(logits, self.nudge, out=logits, where=wrong)
 
 
 class Theme(Rule):
     """Nudge each line toward its planned keyword character, and the poem toward all of them."""
 
     def __init__(self, plan: list[int], keyword_ids: list[int], line_boost: float = 2.5, boost: float = 0.7):
-        self.plan = plan                          # keyword id per line
+        self.plan = np.array(plan, np.int64)      # keyword id per line
         self.keywords = np.array(keyword_ids, np.int64)
         self.line_boost, self.boost = np.float32(line_boost), np.float32(boost)
 
     def apply(self, logits, step):
         logits[:, self.keywords] += self.boost
-        for row in range(len(logits)):
-            line, column = int(step.line[row]), int(step.column[row])
-            if column < 0 or not self.plan:
-                continue
-            target = self.plan[line % len(self.plan)]
-            recent = step.history[row, step.pos - column:step.pos] if column else ()
-            if target not in recent:
-                logits[row, target] += self.line_boost
+        rows = np.flatnonzero(step.column >= 0)
+        if not len(self.plan) or not rows.size:
+            return
+        targets = self.plan[step.line[rows] % len(self.plan)]
+        columns = step.column[rows]
+        used = np.zeros(rows.size, bool)
+        for back in range(1, int(columns.max()) + 1):   # earlier characters of the line, not rows
+            used |= (columns >= back) & (step.history[rows, step.pos - back] == targets)
+        logits[rows[~used], targets[~used]] += self.line_boost
