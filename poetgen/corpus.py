@@ -16,7 +16,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from poetgen.errors import BadCorpus
 from poetgen.atomic import atomic_write

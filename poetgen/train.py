@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from poetgen import __version__
-from poetgen.bundle import CONFIG_FILE, MODEL_FILE, save_bundle, save_model_file, write_config
+from poetgen.bundle import CONFIG_FILE, save_bundle, save_model_file, write_config
 from poetgen.corpus import corpus_hash, is_held_out, load_corpus, log
 from poetgen.errors import BadInput
 from poetgen.model import ModelConfig, build_model, sequence_log_likelihood
