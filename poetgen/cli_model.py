@@ -31,19 +31,19 @@ def command(function):
 @click.option("--units", type=click.IntRange(1, 4096), default=256, show_default=True, help="Units per layer.")
 @click.option("--embedding-dim", type=click.IntRange(1, 4096), default=256, show_default=True,
               help="Character embedding size.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
               help="Dropout on recurrent inputs and the output layer.")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True, help="Epochs to reach.")
 @click.option("--steps-per-epoch", type=click.IntRange(0), default=0, show_default=True,
               help="Steps per epoch; 0 means one pass over the training characters.")
-@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Windows per step.")
-@click.option("--seq-len", type=click.IntRange(2), default=128, show_default=True, help="Characters per window.")
-@click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True, help="Windows per step.")
+@click.option("--seq-len", type=click.IntRange(2), default=64, show_default=True, help="Characters per window.")
+@click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=3e-3, show_default=True,
               help="Peak Adam learning rate (warm-up, then cosine decay to 5%).")
 @click.option("--warmup-steps", type=click.IntRange(0), default=200, show_default=True, help="Warm-up steps.")
 @click.option("--clipnorm", type=click.FloatRange(0), default=1.0, show_default=True,
               help="Clip gradients to this global norm; 0 means no clipping.")
-@click.option("--min-count", type=click.IntRange(1), default=2, show_default=True,
+@click.option("--min-count", type=click.IntRange(1), default=3, show_default=True,
               help="Characters seen fewer times in the training split become <unk>.")
 @click.option("--val-split", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.02,
               show_default=True, help="Held-out share, chosen by a hash of each poem (0.02 is the fixed split).")

@@ -35,7 +35,7 @@ def tiny_corpus(tmp_path_factory) -> Path:
 
 
 TINY_TRAIN = dict(units=48, embedding_dim=32, batch_size=16, seq_len=32, epochs=2, steps_per_epoch=60,
-                  learning_rate=1e-2, warmup_steps=10, val_split=0.05)
+                  learning_rate=1e-2, warmup_steps=10, val_split=0.05, min_count=2, dropout=0.0)
 
 
 @pytest.fixture(scope="session")
