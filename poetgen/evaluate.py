@@ -61,15 +61,6 @@ def unknown_report(texts: Iterable[str], known: dict) -> dict:
             "examples": "".join(examples)}
 
 
-def compiled(model):
-    """The model's forward pass traced once: a whole batch per call, not one eager op per time step."""
-    import tensorflow as tf
-
-    forward = tf.function(lambda ids: model(ids, training=False),
-                          input_signature=[tf.TensorSpec([None, None], tf.int32)])
-    return lambda ids, training=False: forward(ids)
-
-
 def perplexity(model, token_lists: list[list[int]], batch_size: int = 64,
                advance: Callable[[int], None] = lambda n: None) -> dict:
     """exp(mean negative log-likelihood) over every predicted id, each poem's end mark included."""
@@ -159,7 +150,7 @@ class Evaluation:
 
     def run(self, advance: Callable[[int], None] = lambda n: None) -> dict:
         tokenizer = self.bundle.tokenizer
-        scored = perplexity(compiled(self.bundle.model), [tokenizer.encode(t) for t in self.texts],
+        scored = perplexity(self.bundle.model, [tokenizer.encode(t) for t in self.texts],
                             self.options.batch_size, advance)
         report = {"model": str(self.bundle.path), "config_hash": config_hash(self.bundle.config),
                   "corpus": {**self.source, "poems": len(self.texts), "tokens": scored["tokens"]},

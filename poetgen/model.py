@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 
 import numpy as np
 
@@ -156,6 +157,19 @@ class NumpyStepper:
         return h, [h]
 
 
+_FORWARD = weakref.WeakKeyDictionary()   # model -> its traced forward pass
+
+
+def traced_forward(model):
+    """The model's forward pass traced once per model: a whole batch per call, not eager op by op."""
+    if model not in _FORWARD:
+        import tensorflow as tf
+
+        _FORWARD[model] = tf.function(lambda ids: model(ids, training=False),
+                                      input_signature=[tf.TensorSpec([None, None], tf.int32)])
+    return _FORWARD[model]
+
+
 def sequence_log_likelihood(model, token_lists: list[list[int]], batch_size: int = 64,
                             boundary: int = 2) -> tuple[float, int]:
     """Total natural-log likelihood of each poem (after a boundary token, ending with one), and the
@@ -174,7 +188,7 @@ def sequence_log_likelihood(model, token_lists: list[list[int]], batch_size: int
             x[row, :len(sequence) - 1] = sequence[:-1]
             y[row, :len(sequence) - 1] = sequence[1:]
             mask[row, :len(sequence) - 1] = 1.0
-        logits = np.asarray(model(x, training=False), np.float32)   # eager: same under any strategy
+        logits = np.asarray(traced_forward(model)(x), np.float32)
         log_probs = logits - _logsumexp(logits)
         picked = np.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0]
         total += float((picked * mask).sum())

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from poetgen import __version__
+from poetgen.atomic import atomic_save, write_text
 from poetgen.bundle import CONFIG_FILE, save_bundle, save_model_file, write_config
 from poetgen.corpus import corpus_hash, is_held_out, load_corpus, log
 from poetgen.errors import BadInput
@@ -222,8 +223,6 @@ class Run:
         save_model_file(model, self.resume_dir / RESUME_MODEL)
         record = {"train": dataclasses.asdict(self.config), "state": {**self.state,
                   "corpus_hash": self.corpus_record["hash"]}, "versions": versions}
-        from poetgen.atomic import write_text
-
         write_text(self.resume_dir / RESUME_STATE, json.dumps(record, ensure_ascii=False, indent=2) + "\n")
 
 
@@ -259,7 +258,6 @@ def plot_curves(log_csv: Path, png: Path) -> None:
     axis.grid(True, which="both", alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    from poetgen.atomic import atomic_save
 
     atomic_save(png, lambda path: figure.savefig(path, format="png"))
     plt.close(figure)

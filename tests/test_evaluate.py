@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from poetgen.cli import cli
 from poetgen.corpus import FORMS, is_held_out, load_corpus
-from poetgen.evaluate import EvalOptions, Evaluation, compiled, config_hash, distinct, perplexity, unknown_report
+from poetgen.evaluate import EvalOptions, Evaluation, config_hash, distinct, perplexity, unknown_report
 
 KEYS = ("form_compliance", "rhyme_compliance", "tone_compliance", "copied_line_rate", "distinct_1", "distinct_2",
         "ms_per_poem")
@@ -37,7 +37,7 @@ def test_uniform_model_perplexity_is_the_vocabulary_size(tiny_bundle, texts):
     logits = uniform.model.get_layer("logits")
     logits.set_weights([np.zeros_like(w) for w in logits.get_weights()])
     tokens = [uniform.tokenizer.encode(t) for t in texts]
-    scored = perplexity(compiled(uniform.model), tokens, batch_size=16)
+    scored = perplexity(uniform.model, tokens, batch_size=16)
     vocab = uniform.tokenizer.vocab_size
     assert scored["perplexity"] == pytest.approx(vocab, rel=1e-5)
     assert scored["bits_per_char"] == pytest.approx(math.log2(vocab), rel=1e-5)
@@ -57,7 +57,7 @@ def test_perplexity_equals_stepping_the_model_one_character_at_a_time(bundle, te
             logits = logits[0].astype(np.float64)
             total += logits[following] - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
             count += 1
-    scored = perplexity(compiled(bundle.model), [bundle.tokenizer.encode(t) for t in texts[:8]], batch_size=3)
+    scored = perplexity(bundle.model, [bundle.tokenizer.encode(t) for t in texts[:8]], batch_size=3)
     assert scored["tokens"] == count
     assert scored["perplexity"] == pytest.approx(math.exp(-total / count), rel=1e-4)
 
