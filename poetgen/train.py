@@ -258,7 +258,6 @@ def plot_curves(log_csv: Path, png: Path) -> None:
     axis.grid(True, which="both", alpha=0.3)
     axis.legend()
     figure.tight_layout()
-
     atomic_save(png, lambda path: figure.savefig(path, format="png"))
     plt.close(figure)
 
