@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import threadpoolctl
 
 from poetgen import constraints as rules
 from poetgen.bundle import TOKENIZER_FILE, Bundle, load_bundle, model_config_of, read_config
@@ -27,6 +30,7 @@ from poetgen.tokenizer import Tokenizer
 MAX_POEMS = 1000          # poems per request
 MAX_CANDIDATES = 64       # --best-of limit
 MAX_PROMPT = 200          # characters
+SHARE_ROWS = 64           # a batch is split across CPU cores only when each core gets this many rows
 _HAN_ONLY = re.compile(f"[{HAN}]")
 # Words of the request itself ("write a poem about …"), not of its theme.
 _REQUEST_WORDS = frozenset("写 作 一首 一篇 首 篇 关于 有关 诗 诗歌 诗词 古诗 请 帮 帮我 我 给 创作 描写 表达 主题 一下 的".split())
@@ -127,6 +131,7 @@ class Generator:
         self.tokenizer = bundle.tokenizer
         self.stepper = NumpyStepper.from_model(bundle.model, bundle.model_config)
         self.punctuation_ids = [self.tokenizer.id_of(p) for p in PUNCTUATION if p in self.tokenizer.index]
+        self._workers = None   # threads for batches split across cores, started on first use
         for mark in "，。":
             if mark not in self.tokenizer.index:
                 raise BadInput(f"the model's vocabulary lacks {mark!r}; it cannot write regular forms")
@@ -231,7 +236,22 @@ class Generator:
         """One candidate poem per (seed, index) stream, stepped as one batch under `job`'s rules.
 
         Any request with the same batch_key() may contribute streams: its poems come out the same.
+        A large batch is cut into one share per core, each stepped by its own thread with a
+        single-threaded BLAS: NumPy's vocabulary-wide passes run on one core otherwise, and idle BLAS
+        threads spin on the other. Rows draw from their own streams, so the poems do not change.
         """
+        shares = min(_cores(), len(streams) // SHARE_ROWS)
+        if shares < 2:
+            return self._sample_share(job, streams)
+        size = -(-len(streams) // shares)
+        parts = [streams[start:start + size] for start in range(0, len(streams), size)]
+        if self._workers is None:
+            self._workers = ThreadPoolExecutor(_cores(), thread_name_prefix="poetgen-share")
+        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+            done = list(self._workers.map(lambda part: self._sample_share(job, part), parts))
+        return [poem for part in done for poem in part]
+
+    def _sample_share(self, job: PreparedRequest, streams: list[tuple[int, int]]) -> list[dict]:
         active, patterns = self._rules(job.request, job.form, job.prompt, job.acrostic, streams, job.theme_ids)
         result = sample(self.stepper, active, job.shape, len(streams), job.options, streams=streams)
         return [self._poem(result, row, job.form, job.acrostic, patterns) for row in range(len(streams))]
@@ -276,6 +296,13 @@ class Generator:
                 "tone_pattern": patterns[row] if patterns else None,
                 "tone_score": None if check.tone_score is None else round(check.tone_score, 4),
                 "layout_ok": check.layout_ok, "rhyme_ok": check.rhyme_ok, "acrostic_ok": check.acrostic_ok}
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        return os.cpu_count() or 1
 
 
 def traditional(result: dict) -> dict:

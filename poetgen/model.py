@@ -96,7 +96,8 @@ class NumpyStepper:
     """One generation step in NumPy, float32, from the model's weights.
 
     The first layer's input projection is folded into the embedding table (a row lookup replaces a
-    matrix product), and the output layer is skipped where the next character is already decided.
+    matrix product) and the output bias into the output kernel (one product, no extra pass). The
+    sampling loop advances the state every step but asks for logits only where the model chooses.
     """
 
     def __init__(self, weights: dict[str, list[np.ndarray]], config: ModelConfig):
@@ -112,7 +113,9 @@ class NumpyStepper:
             self.layers.append([kernel, recurrent, input_bias, recurrent_bias])
         first = self.layers[0]
         self.input_table = embedding @ first[0] + first[2]   # vocab × gates
-        self.output_kernel, self.output_bias = (w.astype(np.float32) for w in weights["logits"])
+        kernel, bias = (w.astype(np.float32) for w in weights["logits"])
+        self.output_kernel = np.vstack([kernel, bias[None, :]])   # (units + 1, vocab): last row is the bias
+        self.output_rows = np.ascontiguousarray(self.output_kernel.T)   # (vocab, units + 1), for single logits
 
     @classmethod
     def from_model(cls, model, config: ModelConfig) -> "NumpyStepper":
@@ -123,8 +126,8 @@ class NumpyStepper:
         count = states_per_layer(self.config.cell) * self.config.layers
         return [np.zeros((batch, self.config.units), np.float32) for _ in range(count)]
 
-    def step(self, ids: np.ndarray, state: list[np.ndarray], need_logits: bool = True):
-        """ids (batch,) → (logits (batch, vocab) or None, new state)."""
+    def advance(self, ids: np.ndarray, state: list[np.ndarray]) -> list[np.ndarray]:
+        """Feed ids (batch,) and return the new state."""
         per_layer = states_per_layer(self.config.cell)
         new_state = []
         x = None
@@ -133,9 +136,25 @@ class NumpyStepper:
             layer_state = state[i * per_layer:(i + 1) * per_layer]
             x, layer_new = self._cell(projected, layer_state, recurrent, recurrent_bias)
             new_state += layer_new
-        if not need_logits:
-            return None, new_state
-        return x @ self.output_kernel + self.output_bias, new_state
+        return new_state
+
+    def _top(self, state: list[np.ndarray]) -> np.ndarray:
+        """The last layer's output with a column of ones appended (it multiplies the bias row)."""
+        h = state[-states_per_layer(self.config.cell)]
+        return np.concatenate([h, np.ones((len(h), 1), np.float32)], axis=1)
+
+    def logits(self, state: list[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
+        """(batch, vocab) next-character logits after `state`, written into `out` when given."""
+        return np.matmul(self._top(state), self.output_kernel, out=out)
+
+    def logit_at(self, state: list[np.ndarray], ids: np.ndarray) -> np.ndarray:
+        """(batch,) the logit of one id per row, without computing the others."""
+        return np.einsum("bu,bu->b", self._top(state), self.output_rows[ids])
+
+    def step(self, ids: np.ndarray, state: list[np.ndarray], need_logits: bool = True):
+        """ids (batch,) → (logits (batch, vocab) or None, new state)."""
+        state = self.advance(ids, state)
+        return (self.logits(state) if need_logits else None), state
 
     def _cell(self, projected, state, recurrent, recurrent_bias):
         cell, units = self.config.cell, self.config.units

@@ -1,6 +1,7 @@
 """Generation on a tiny trained model: every poem of every form passes the package's checker."""
 
 import json
+import threading
 
 import pytest
 from click.testing import CliRunner
@@ -55,6 +56,23 @@ def test_seed_determinism_and_batch_invariance(generator):
     assert [p["text"] for p in small["poems"]] == [p["text"] for p in a["poems"]]
     other = generator.generate(PoemRequest(form="qijue", n=6, sample=SampleOptions(seed=43)))
     assert [p["text"] for p in other["poems"]] != [p["text"] for p in a["poems"]]
+
+
+def test_batch_split_across_cores_gives_the_same_poems(generator, monkeypatch):
+    import poetgen.generate as generate
+
+    request = PoemRequest(form="wulv", n=8, tone=True, theme="秋月", sample=SampleOptions(seed=5, top_k=50))
+    whole = generator.generate(request)
+    threads = []
+    share = generator._sample_share
+    monkeypatch.setattr(generate, "SHARE_ROWS", 2)
+    monkeypatch.setattr(generate, "_cores", lambda: 3)
+    monkeypatch.setattr(generator, "_sample_share",
+                        lambda job, streams: threads.append(threading.current_thread().name) or share(job, streams))
+    split = generator.generate(request)
+    assert len(threads) == 3 and all(name.startswith("poetgen-share") for name in threads)
+    assert [p["text"] for p in split["poems"]] == [p["text"] for p in whole["poems"]]
+    assert [p["tone_pattern"] for p in split["poems"]] == [p["tone_pattern"] for p in whole["poems"]]
 
 
 def test_prompt_traditional_and_halfwidth_are_normalised(generator):

@@ -22,13 +22,18 @@ class FakeStepper:
     def initial_state(self, batch):
         return [np.zeros((batch, 1), np.float32)]
 
-    def step(self, ids, state, need_logits=True):
-        batch = len(ids)
-        logits = np.tile(-np.arange(VOCAB, dtype=np.float32) / 10, (batch, 1))
-        if self.preferred:
-            logits[:, self.preferred[min(self.pos, len(self.preferred) - 1)]] += 100.0
+    def advance(self, ids, state):
         self.pos += 1
-        return (logits if need_logits else None), state
+        return [np.zeros((len(ids), 1), np.float32)]
+
+    def logits(self, state, out=None):
+        logits = np.tile(-np.arange(VOCAB, dtype=np.float32) / 10, (len(state[0]), 1))
+        if self.preferred:
+            logits[:, self.preferred[min(self.pos - 1, len(self.preferred) - 1)]] += 100.0
+        return logits
+
+    def logit_at(self, state, ids):
+        return self.logits(state)[np.arange(len(ids)), ids]
 
 
 def wujue_shape():
