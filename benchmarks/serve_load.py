@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -74,30 +75,81 @@ def stop_server(process: subprocess.Popen) -> None:
         process.wait(30)
 
 
-async def one_client(client: httpx.AsyncClient, body: dict, deadline: float, cap: int,
+class RawConnection:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams.
+
+    The load runs on the same cores as the server, so the client must be cheap: httpx spends about
+    a millisecond of CPU per request, which the server then lacks. This one spends a small fraction.
+    """
+
+    def __init__(self, url: str):
+        self.host, self.port = url.removeprefix("http://").split(":")
+        self.reader = self.writer = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, int(self.port))
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+        if "content-length" not in headers:
+            raise ValueError(f"answer without Content-Length: {lines[0]}")
+        return status, await self.reader.readexactly(int(headers["content-length"]))
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+
+
+class HttpxConnection:
+    def __init__(self, client: httpx.AsyncClient):
+        self.client = client
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        response = await self.client.post(path, content=body, headers={"Content-Type": "application/json"})
+        return response.status_code, response.content
+
+    async def close(self) -> None:
+        pass
+
+
+async def one_client(connection, body: bytes, deadline: float, cap: int,
                      latencies: list[float], errors: list[str]) -> None:
-    while time.monotonic() < deadline and len(latencies) + len(errors) < cap:
-        started = time.perf_counter()
-        try:
-            response = await client.post("/api/generate", json=body)
-            poems = response.json().get("poems") if response.status_code == 200 else None
-            if not poems or not all(p["layout_ok"] for p in poems):
-                errors.append(f"{response.status_code}: {response.text[:200]}")
+    try:
+        while time.monotonic() < deadline and len(latencies) + len(errors) < cap:
+            started = time.perf_counter()
+            try:
+                status, content = await connection.post("/api/generate", body)
+                poems = json.loads(content).get("poems") if status == 200 else None
+                if not poems or not all(p["layout_ok"] for p in poems):
+                    errors.append(f"{status}: {content[:200]!r}")
+                    continue
+            except (httpx.HTTPError, OSError, asyncio.IncompleteReadError, ValueError) as error:
+                errors.append(f"{type(error).__name__}: {error}")
+                await connection.close()
+                if isinstance(connection, RawConnection):
+                    connection.writer = None
                 continue
-        except (httpx.HTTPError, ValueError) as error:
-            errors.append(f"{type(error).__name__}: {error}")
-            continue
-        latencies.append(time.perf_counter() - started)
+            latencies.append(time.perf_counter() - started)
+    finally:
+        await connection.close()
 
 
-async def load(url: str, clients: int, seconds: float, body: dict, cap: int) -> dict:
+async def load(url: str, clients: int, seconds: float, body: dict, cap: int, kind: str) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
+    payload = json.dumps(body).encode()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+        connections = [RawConnection(url) if kind == "raw" else HttpxConnection(client) for _ in range(clients)]
         started = time.monotonic()
-        await asyncio.gather(*(one_client(client, body, started + seconds, cap, latencies, errors)
-                               for _ in range(clients)))
+        await asyncio.gather(*(one_client(connection, payload, started + seconds, cap, latencies, errors)
+                               for connection in connections))
         elapsed = time.monotonic() - started
     ordered = sorted(latencies)
 
@@ -115,9 +167,9 @@ def run_mode(name: str, args, body: dict) -> dict:
     log = Path(args.log_dir) / f"serve-{name}.log"
     process, url = start_server(args.model, max_batch, args, log)
     try:
-        asyncio.run(load(url, args.clients, args.warmup, body, args.max_requests))   # first calls, caches
+        asyncio.run(load(url, args.clients, args.warmup, body, args.max_requests, args.client))   # first calls, caches
         before, cpu_before = health(url)["batching"], cpu_seconds(process)
-        result = asyncio.run(load(url, args.clients, args.seconds, body, args.max_requests))
+        result = asyncio.run(load(url, args.clients, args.seconds, body, args.max_requests, args.client))
         after, cpu_after = health(url)["batching"], cpu_seconds(process)
     finally:
         stop_server(process)
@@ -140,6 +192,8 @@ def main() -> int:
     parser.add_argument("--form", default="wujue", help="form of every request")
     parser.add_argument("--modes", default="batched,one-at-a-time", help="comma-separated: " + ", ".join(MODES))
     parser.add_argument("--log-dir", default="/tmp", help="where the servers' logs go")
+    parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
+                        help="load generator: a minimal keep-alive client (cheap on shared cores) or httpx")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
     if not 1 <= args.clients <= 1024 or not 0 < args.seconds <= 600 or not 0 <= args.warmup <= 60:

@@ -5,6 +5,7 @@ Requests whose batch keys match (all but the seed) share one sampling batch; it 
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -15,6 +16,8 @@ import time
 from poetgen.errors import BadInput, PoetgenError
 from poetgen.generate import Generator, PreparedRequest
 from poetgen.sampling import row_streams
+
+PEAK_WINDOW_S = 1.0   # how far back a round looks for the load it should wait to gather
 
 
 class Busy(PoetgenError):
@@ -83,6 +86,7 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._arriving = 0                 # requests being read or prepared, not yet queued
         self._arriving_lock = threading.Lock()
+        self._rounds: collections.deque[tuple[float, int]] = collections.deque()   # (start, rows) of recent rounds
 
     @property
     def alive(self) -> bool:
@@ -139,18 +143,23 @@ class Batcher:
     def _collect(self) -> tuple[list[Job], bool]:
         """Block for one job, then take what is queued or arrives within max_wait_ms, up to max_rows rows.
 
-        The round waits only while requests are arriving, so a lone request starts at once.
+        A round waits while requests are arriving, or while it is smaller than the largest round of
+        the last second: under steady load, clients whose answers just left send again within a
+        millisecond or two, and without the wait the rounds split into halves that alternate for
+        good. A lone request on an idle server starts at once.
         """
         first = self._queue.get()
         if first is None:
             return [], True
         jobs, rows = [first], first.rows
-        deadline = time.monotonic() + self.options.max_wait_ms / 1000
+        now = time.monotonic()
+        deadline = now + self.options.max_wait_ms / 1000
+        target = min(self.options.max_rows, self._recent_peak(now))
         while rows < self.options.max_rows:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
-                if not self._arriving or time.monotonic() >= deadline:
+                if not (self._arriving or rows < target) or time.monotonic() >= deadline:
                     break
                 try:
                     job = self._queue.get(timeout=min(0.001, max(deadline - time.monotonic(), 0)))
@@ -160,7 +169,13 @@ class Batcher:
                 return jobs, True
             jobs.append(job)
             rows += job.rows
+        self._rounds.append((now, rows))
         return jobs, False
+
+    def _recent_peak(self, now: float) -> int:
+        while self._rounds and now - self._rounds[0][0] > PEAK_WINDOW_S:
+            self._rounds.popleft()
+        return max((rows for _, rows in self._rounds), default=0)
 
     def _serve(self, batch: list[Job]) -> None:
         streams = [stream for job in batch for stream in row_streams(job.prepared.seed, 0, job.rows)]

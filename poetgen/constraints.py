@@ -123,9 +123,10 @@ class Rhyme(Rule):
     Lines 2, 4, 6 and 8 always rhyme; line 1 only in the rows whose `first_line` is set.
     """
 
-    def __init__(self, membership: np.ndarray, first_line: np.ndarray):
+    def __init__(self, membership: np.ndarray, first_line: np.ndarray, membership_t: np.ndarray | None = None):
         self.membership = membership                     # (vocab, groups) bool
-        self.membership_t = membership.T.astype(np.float32)
+        # (groups, vocab) float32 for the product in apply(); pass it when building many Rhyme rules
+        self.membership_t = membership.T.astype(np.float32) if membership_t is None else membership_t
         self.first_line = first_line                     # (batch,) bool
         self.allowed = np.ones((len(first_line), membership.shape[1]), bool)
         self.used = np.zeros((len(first_line), membership.shape[0]), bool)

@@ -30,7 +30,7 @@ from poetgen.tokenizer import Tokenizer
 MAX_POEMS = 1000          # poems per request
 MAX_CANDIDATES = 64       # --best-of limit
 MAX_PROMPT = 200          # characters
-SHARE_ROWS = 64           # a batch is split across CPU cores only when each core gets this many rows
+SHARE_ROWS = 16           # a batch is split across CPU cores only when each core gets this many rows
 _HAN_ONLY = re.compile(f"[{HAN}]")
 # Words of the request itself ("write a poem about …"), not of its theme.
 _REQUEST_WORDS = frozenset("写 作 一首 一篇 首 篇 关于 有关 诗 诗歌 诗词 古诗 请 帮 帮我 我 给 创作 描写 表达 主题 一下 的".split())
@@ -155,6 +155,10 @@ class Generator:
         return membership
 
     @functools.cached_property
+    def rhyme_membership_t(self) -> np.ndarray:
+        return self.rhyme_membership.T.astype(np.float32)
+
+    @functools.cached_property
     def tone_masks(self) -> dict[str, np.ndarray]:
         masks = {PING: np.ones(self.tokenizer.vocab_size, bool), ZE: np.ones(self.tokenizer.vocab_size, bool)}
         for ch, i in self.tokenizer.index.items():
@@ -203,7 +207,7 @@ class Generator:
         rhyme = request.rhyme if request.rhyme is not None else shape is not None
         if shape and rhyme:
             first_line = np.array([p is not None and p.endswith("入韵") for p in (patterns or [None] * batch)])
-            active.append(rules.Rhyme(self.rhyme_membership, first_line))
+            active.append(rules.Rhyme(self.rhyme_membership, first_line, self.rhyme_membership_t))
         if theme_ids:
             lines = shape[1] if shape else 8
             active.append(rules.Theme([theme_ids[i % len(theme_ids)] for i in range(lines)], theme_ids))
@@ -247,7 +251,7 @@ class Generator:
         parts = [streams[start:start + size] for start in range(0, len(streams), size)]
         if self._workers is None:
             self._workers = ThreadPoolExecutor(_cores(), thread_name_prefix="poetgen-share")
-        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        with _blas().limit(limits=1):
             done = list(self._workers.map(lambda part: self._sample_share(job, part), parts))
         return [poem for part in done for poem in part]
 
@@ -296,6 +300,12 @@ class Generator:
                 "tone_pattern": patterns[row] if patterns else None,
                 "tone_score": None if check.tone_score is None else round(check.tone_score, 4),
                 "layout_ok": check.layout_ok, "rhyme_ok": check.rhyme_ok, "acrostic_ok": check.acrostic_ok}
+
+
+@functools.lru_cache(maxsize=None)
+def _blas() -> threadpoolctl.ThreadpoolController:
+    """NumPy's BLAS, found once (a search of the loaded libraries costs milliseconds)."""
+    return threadpoolctl.ThreadpoolController().select(user_api="blas")
 
 
 def _cores() -> int:

@@ -271,6 +271,29 @@ def test_a_round_waits_only_for_requests_on_their_way(generator):
         assert len(jobs) == 1 and time.monotonic() - started >= 0.9
 
 
+def test_a_round_under_load_waits_to_gather_as_many_as_the_last(generator):
+    batcher = Batcher(generator, BatchOptions(max_wait_ms=1000))
+    prepared = generator.prepare(PoemRequest(sample=SampleOptions(seed=1)))
+    for _ in range(3):
+        batcher.submit(prepared)
+    assert len(batcher._collect()[0]) == 3       # a round of three...
+    batcher.submit(prepared)
+    late = threading.Timer(0.2, lambda: [batcher.submit(prepared) for _ in range(2)])
+    late.start()
+    started = time.monotonic()
+    jobs, _ = batcher._collect()                 # ...so the next one waits for three, not the full second
+    assert len(jobs) == 3 and 0.15 <= time.monotonic() - started < 0.9
+    batcher.submit(prepared)
+    started = time.monotonic()
+    jobs, _ = batcher._collect()                 # at most max_wait_ms when they do not come
+    assert len(jobs) == 1 and 0.9 <= time.monotonic() - started < 1.5
+    batcher._rounds.clear()
+    batcher._rounds.append((time.monotonic() - 2, 3))   # a round of three, two seconds ago
+    batcher.submit(prepared)
+    started = time.monotonic()
+    assert len(batcher._collect()[0]) == 1 and time.monotonic() - started < 0.5   # old load is forgotten
+
+
 def test_serve_command_options():
     result = CliRunner().invoke(cli, ["serve", "--help"])
     assert result.exit_code == 0 and "--max-batch" in result.output and "/api/generate" in result.output
