@@ -36,6 +36,17 @@ def naive_poem(model, tokenizer, rng) -> str:
     return tokenizer.decode(ids)
 
 
+def model_products(stepper, batch: int) -> None:
+    """Only the model's arithmetic for one batch of wujue: no rules, no sampling, fixed inputs."""
+    state = stepper.initial_state(batch)
+    ids = np.full(batch, 2)
+    logits = None
+    for pos in range(24):
+        state = stepper.advance(ids, state)
+        if pos % 6 != 5:
+            logits = stepper.logits(state, out=logits)
+
+
 def cold_start(args) -> tuple[float, float]:
     model = ["--model", args.model] if args.model else []
     tf = min(timed(lambda: subprocess.run([sys.executable, "-c", "import tensorflow"], check=True,
@@ -77,6 +88,10 @@ def main() -> None:
     chars = args.batch * 24
     print(f"batched throughput at batch {args.batch}: {chars / seconds:,.0f} characters/s "
           f"({args.batch * 20 / seconds:,.0f} Han characters/s; goal >= 50,000 characters/s)")
+
+    products = min(timed(lambda: model_products(generator.stepper, args.batch), 3))
+    print(f"  the model's float32 products alone (24 state steps, 20 output layers at batch {args.batch}): "
+          f"{1000 * products:.0f} ms, a ceiling of {chars / products:,.0f} characters/s with free sampling")
 
     tf, cli = cold_start(args)
     print(f"cold start: `python -c 'import tensorflow'` {tf:.2f} s; `poetgen generate` {cli:.2f} s; "
