@@ -14,7 +14,8 @@ from typing import Callable, Iterable
 
 from poetgen.bundle import Bundle
 from poetgen.checks import check_poem
-from poetgen.corpus import FORM_SHAPES, FORMS, HELD_OUT_FRACTION, clauses, corpus_hash, is_held_out, load_corpus, log
+from poetgen.corpus import (FORM_SHAPES, FORMS, HELD_OUT_FRACTION, clauses, corpus_hash, form_of, is_held_out,
+                            load_corpus, log)
 from poetgen.errors import BadCorpus, BadInput
 from poetgen.generate import MAX_POEMS, Generator, PoemRequest
 from poetgen.model import sequence_log_likelihood
@@ -97,6 +98,19 @@ def tone_report(checks: list, form_length: int) -> dict:
     return {"overall": _share(every), "by_position": {str(c + 1): _share(fits[c]) for c in columns}}
 
 
+def form_census(texts: list[str], prosody) -> dict:
+    """What unconstrained samples turn out to be: the share in each regular form (exact layout and
+    punctuation), and among those the share that rhyme and the mean 平仄 fit."""
+    found = [(text, form_of(text)) for text in texts]
+    checks = [check_poem(text, form, prosody) for text, form in found if form in FORM_SHAPES]
+    regular = [c for c in checks if c.layout_ok]
+    forms = {form: _share([f == form and check_poem(t, f, prosody).layout_ok for t, f in found]) for form in FORMS}
+    tone = [c.tone_score for c in regular if c.tone_score is not None]
+    return {"regular_share": _share([True] * len(regular) + [False] * (len(texts) - len(regular))),
+            "by_form": forms, "rhyme_given_regular": _share([bool(c.rhyme_ok) for c in regular]),
+            "tone_given_regular": round(sum(tone) / len(tone), 4) if tone else None}
+
+
 def _share(flags: list[bool]) -> float | None:
     return round(sum(flags) / len(flags), 4) if flags else None
 
@@ -126,7 +140,7 @@ class Evaluation:
     @property
     def work(self) -> int:
         """Units of progress: one per poem scored, one per poem generated."""
-        return len(self.texts) + len(FORMS) * self.options.samples
+        return len(self.texts) + (len(FORMS) + 1) * self.options.samples
 
     def _corpus(self, path: str | None) -> list:
         key = str(path)
@@ -165,7 +179,18 @@ class Evaluation:
         for key in ("form_compliance", "rhyme_compliance", "tone_compliance", "copied_line_rate",
                     "distinct_1", "distinct_2", "ms_per_poem"):
             report[key] = {form: values[key] for form, values in per_form.items()}
+        report["unconstrained"] = self.unconstrained_report(generator)
+        advance(self.options.samples)
         return report
+
+    def unconstrained_report(self, generator: Generator) -> dict:
+        """The model alone: free verse with no layout, rhyme or repetition rule (only the special ids
+        are banned), then sorted by form. The constrained figures above hold by construction; these
+        show how much of the form the model itself has learned."""
+        request = PoemRequest(form="free", n=self.options.samples, no_repeat=False, rhyme=False,
+                              sample=SampleOptions(seed=self.options.seed))
+        texts = [poem["text"] for poem in generator.generate(request)["poems"]]
+        return {**form_census(texts, generator.prosody), "temperature": request.sample.temperature}
 
     def poem_report(self, generator: Generator, form: str) -> dict:
         request = PoemRequest(form=form, n=self.options.samples, sample=SampleOptions(seed=self.options.seed))
@@ -203,6 +228,13 @@ def format_text(report: dict) -> str:
                     f"{_fmt(report['tone_compliance'][form]['overall'])} {_fmt(copied)} "
                     f"{report['distinct_1'][form]:<7.3f} {report['distinct_2'][form]:<7.3f} "
                     f"{report['ms_per_poem'][form]:.2f}")
+    free = report["unconstrained"]
+    forms = ", ".join(f"{form} {share:.0%}" for form, share in free["by_form"].items() if share)
+    rows.append("")
+    rows.append(f"model alone (free sampling at temperature {free['temperature']:g}, no rules): "
+                f"{free['regular_share']:.0%} regular forms" + (f" ({forms})" if forms else ""))
+    if free["rhyme_given_regular"] is not None:
+        rows.append(f"             of these {free['rhyme_given_regular']:.0%} rhyme; 平仄 fit {_fmt(free['tone_given_regular']).strip()}")
     rows.append("")
     rows.append("平仄 by strict position (share that fits the best standard pattern):")
     for form in FORMS:

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from poetgen.cli import cli
 from poetgen.corpus import FORMS, is_held_out, load_corpus
-from poetgen.evaluate import EvalOptions, Evaluation, config_hash, distinct, perplexity, unknown_report
+from poetgen.evaluate import EvalOptions, Evaluation, config_hash, distinct, form_census, perplexity, unknown_report
+from poetgen.prosody import table
 
 KEYS = ("form_compliance", "rhyme_compliance", "tone_compliance", "copied_line_rate", "distinct_1", "distinct_2",
         "ms_per_poem")
@@ -87,7 +88,7 @@ def test_default_scores_the_held_out_split_and_knows_the_training_lines(bundle, 
     assert not set(evaluation.texts) & set(trained)
     first_line = trained[0].split("，")[0]
     assert first_line in evaluation.training_lines
-    assert evaluation.work == len(evaluation.texts) + 4
+    assert evaluation.work == len(evaluation.texts) + 5   # four forms and the unconstrained samples
 
 
 def test_evaluate_json_is_finite_and_layout_is_perfect(tiny_bundle, tiny_corpus, bundle):
@@ -114,6 +115,21 @@ def test_evaluate_json_is_finite_and_layout_is_perfect(tiny_bundle, tiny_corpus,
         assert 0 < report["distinct_1"][form] <= 1 and 0 < report["distinct_2"][form] <= 1
         assert math.isfinite(report["ms_per_poem"][form]) and report["ms_per_poem"][form] > 0
     assert list(report["tone_compliance"]["qijue"]["by_position"]) == ["2", "4", "6", "7"]
+    free = report["unconstrained"]
+    assert set(free["by_form"]) == set(FORMS) and 0 <= free["regular_share"] <= 1
+    assert free["regular_share"] == pytest.approx(sum(free["by_form"].values()), abs=1e-3)
+
+
+def test_form_census_sorts_unconstrained_samples():
+    rhyming = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"      # 尤 rhymes
+    unrhymed = "白日依山尽，黄河入海流。欲穷千里目，更上一层山。"     # 流 / 山: no shared group
+    qijue = "朝辞白帝彩云间，千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。"
+    census = form_census([rhyming, unrhymed, qijue, "白日依山尽。", "白日依山尽，黄河入海流，欲穷千里目，更上一层楼。"],
+                         table())
+    assert census["regular_share"] == 0.6                # the last two are not regular (length; punctuation)
+    assert census["by_form"] == {"wujue": 0.4, "qijue": 0.2, "wulv": 0.0, "qilv": 0.0}
+    assert census["rhyme_given_regular"] == round(2 / 3, 4)
+    assert 0 < census["tone_given_regular"] <= 1
 
 
 def test_evaluate_text_report_on_the_default_corpus(tiny_bundle):
