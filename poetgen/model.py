@@ -110,6 +110,8 @@ class NumpyStepper:
                 input_bias, recurrent_bias = bias[0], bias[1]
             else:
                 input_bias, recurrent_bias = bias, np.zeros_like(bias)
+            if config.cell == "lstm":
+                kernel, recurrent, input_bias = (_lstm_gates(w, config.units) for w in (kernel, recurrent, input_bias))
             self.layers.append([kernel, recurrent, input_bias, recurrent_bias])
         first = self.layers[0]
         self.input_table = embedding @ first[0] + first[2]   # vocab × gates
@@ -159,11 +161,15 @@ class NumpyStepper:
     def _cell(self, projected, state, recurrent, recurrent_bias):
         cell, units = self.config.cell, self.config.units
         h = state[0]
-        if cell == "lstm":
-            z = projected + h @ recurrent
-            i, f, g, o = (z[:, k * units:(k + 1) * units] for k in range(4))
-            c = _sigmoid(f) * state[1] + _sigmoid(i) * np.tanh(g)
-            h = _sigmoid(o) * np.tanh(c)
+        if cell == "lstm":   # gates in _lstm_gates' order: one tanh serves all four
+            z = np.tanh(projected + h @ recurrent)
+            gates = z[:, :3 * units]
+            gates *= 0.5
+            gates += 0.5
+            i, f, o, g = (z[:, k * units:(k + 1) * units] for k in range(4))
+            c = f * state[1]
+            c += i * g
+            h = o * np.tanh(c)
             return h, [h, c]
         if cell == "gru":
             r_in = h @ recurrent + recurrent_bias
@@ -174,6 +180,13 @@ class NumpyStepper:
             return h, [h]
         h = np.tanh(projected + h @ recurrent)
         return h, [h]
+
+
+def _lstm_gates(weights: np.ndarray, units: int) -> np.ndarray:
+    """Keras' LSTM gate columns (i, f, c, o) reordered to (i, f, o, c), the sigmoid gates halved:
+    sigmoid(x) = (tanh(x / 2) + 1) / 2, so the step takes one tanh over all four gates."""
+    i, f, c, o = (weights[..., k * units:(k + 1) * units] for k in range(4))
+    return np.concatenate([0.5 * i, 0.5 * f, 0.5 * o, c], axis=-1).astype(np.float32)
 
 
 _FORWARD = weakref.WeakKeyDictionary()   # model -> its traced forward pass
