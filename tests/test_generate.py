@@ -75,6 +75,20 @@ def test_batch_split_across_cores_gives_the_same_poems(generator, monkeypatch):
     assert [p["tone_pattern"] for p in split["poems"]] == [p["tone_pattern"] for p in whole["poems"]]
 
 
+def test_logprob_is_the_models_mean_log_probability_of_the_sampled_characters(generator):
+    import numpy as np
+
+    result = generator.generate(PoemRequest(form="wujue", n=3, sample=SampleOptions(seed=8)))
+    for poem in result["poems"]:
+        ids = [2] + generator.tokenizer.encode(poem["text"])
+        logits = np.asarray(generator.bundle.model(np.array([ids[:-1]], np.int32)), np.float64)[0]
+        top = logits.max(1, keepdims=True)
+        log_probs = logits - top - np.log(np.exp(logits - top).sum(1, keepdims=True))
+        sampled = [t for t in range(len(ids) - 1) if poem["text"][t] not in "，。"]   # punctuation is forced
+        expected = np.mean([log_probs[t, ids[t + 1]] for t in sampled])
+        assert len(sampled) == 20 and poem["logprob"] == pytest.approx(expected, abs=2e-3)
+
+
 def test_prompt_traditional_and_halfwidth_are_normalised(generator):
     result = generator.generate(PoemRequest(prompt="白日依山盡,黃河", sample=SampleOptions(seed=0)))
     assert result["poems"][0]["text"].startswith("白日依山尽，黄河")
