@@ -47,6 +47,45 @@ def model_products(stepper, batch: int) -> None:
             logits = stepper.logits(state, out=logits)
 
 
+def int8_report(args, generator, batch, chars: int, float_seconds: float) -> None:
+    """The int8 output layer (--int8): its batched throughput, and held-out perplexity against float32."""
+    from poetgen.errors import BadInput
+    from poetgen.generate import Generator
+
+    try:
+        quantized = Generator(generator.bundle, int8=True)
+    except BadInput as error:
+        print(f"int8: skipped ({error})")
+        return
+    quantized.generate(batch)
+    seconds = min(timed(lambda: quantized.generate(batch), 3))
+    print(f"batched throughput with --int8: {chars / seconds:,.0f} characters/s "
+          f"({float_seconds / seconds:.2f}x float32; goal >= 50,000 characters/s)")
+    exact, int8 = (held_out_perplexity(g.stepper, g.tokenizer) for g in (generator, quantized))
+    print(f"  held-out perplexity, stepping the model: float32 {exact:.3f}, int8 output layer {int8:.3f} "
+          f"({100 * (int8 / exact - 1):+.3f} %)")
+
+
+def held_out_perplexity(stepper, tokenizer) -> float:
+    """Perplexity of the shipped corpus's held-out split, stepping every poem through `stepper` at once."""
+    from poetgen.corpus import is_held_out, load_corpus
+
+    poems = [tokenizer.encode(p.text) + [2] for p in load_corpus(None) if is_held_out(p.text, 0.02)]
+    rows, total, count = np.arange(len(poems)), 0.0, 0
+    state, previous = stepper.initial_state(len(poems)), np.full(len(poems), 2)
+    for t in range(max(map(len, poems))):
+        state = stepper.advance(previous, state)
+        logits = stepper.logits(state).astype(np.float64)
+        top = logits.max(axis=1, keepdims=True)
+        log_probs = logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+        live = np.array([t < len(p) for p in poems])
+        target = np.array([p[t] if t < len(p) else 0 for p in poems])
+        total += log_probs[rows[live], target[live]].sum()
+        count += int(live.sum())
+        previous = target
+    return float(np.exp(-total / count))
+
+
 def cold_start(args) -> tuple[float, float]:
     model = ["--model", args.model] if args.model else []
     tf = min(timed(lambda: subprocess.run([sys.executable, "-c", "import tensorflow"], check=True,
@@ -92,6 +131,8 @@ def main() -> None:
     products = min(timed(lambda: model_products(generator.stepper, args.batch), 3))
     print(f"  the model's float32 products alone (24 state steps, 20 output layers at batch {args.batch}): "
           f"{1000 * products:.0f} ms, a ceiling of {chars / products:,.0f} characters/s with free sampling")
+
+    int8_report(args, generator, batch, chars, seconds)
 
     tf, cli = cold_start(args)
     print(f"cold start: `python -c 'import tensorflow'` {tf:.2f} s; `poetgen generate` {cli:.2f} s; "

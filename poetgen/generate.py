@@ -126,10 +126,12 @@ def fit_prompt(prompt: str, form: str) -> str:
 class Generator:
     """A loaded model plus everything derived from it that generation needs."""
 
-    def __init__(self, bundle: Bundle):
+    def __init__(self, bundle: Bundle, int8: bool = False):
         self.bundle = bundle
         self.tokenizer = bundle.tokenizer
         self.stepper = NumpyStepper.from_model(bundle.model, bundle.model_config)
+        if int8:
+            self.stepper.quantize_output()
         self.punctuation_ids = [self.tokenizer.id_of(p) for p in PUNCTUATION if p in self.tokenizer.index]
         self._workers = None   # threads for batches split across cores, started on first use
         for mark in "，。":
@@ -137,8 +139,8 @@ class Generator:
                 raise BadInput(f"the model's vocabulary lacks {mark!r}; it cannot write regular forms")
 
     @classmethod
-    def load(cls, path=None) -> "Generator":
-        return cls(load_bundle(path))
+    def load(cls, path=None, int8: bool = False) -> "Generator":
+        return cls(load_bundle(path), int8)
 
     @functools.cached_property
     def prosody(self):

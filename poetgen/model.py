@@ -118,6 +118,13 @@ class NumpyStepper:
         kernel, bias = (w.astype(np.float32) for w in weights["logits"])
         self.output_kernel = np.vstack([kernel, bias[None, :]])   # (units + 1, vocab): last row is the bias
         self.output_rows = np.ascontiguousarray(self.output_kernel.T)   # (vocab, units + 1), for single logits
+        self.int8 = None   # an Int8Output once quantize_output() ran
+
+    def quantize_output(self) -> None:
+        """Run the output layer in int8 from now on (poetgen.quantize); the state steps stay float32."""
+        from poetgen.quantize import Int8Output
+
+        self.int8 = Int8Output(self.output_kernel)
 
     @classmethod
     def from_model(cls, model, config: ModelConfig) -> "NumpyStepper":
@@ -147,10 +154,15 @@ class NumpyStepper:
 
     def logits(self, state: list[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
         """(batch, vocab) next-character logits after `state`, written into `out` when given."""
+        if self.int8 is not None:
+            return self.int8.logits(self._top(state), out)
         return np.matmul(self._top(state), self.output_kernel, out=out)
 
     def logit_at(self, state: list[np.ndarray], ids: np.ndarray) -> np.ndarray:
-        """(batch,) the logit of one id per row, without computing the others."""
+        """(batch,) the logit of one id per row, without computing the others. In int8 it is read
+        from this thread's latest product for a batch this size, so call it after logits()."""
+        if self.int8 is not None:
+            return self.int8.last_logit_at(len(ids), ids)
         return np.einsum("bu,bu->b", self._top(state), self.output_rows[ids])
 
     def step(self, ids: np.ndarray, state: list[np.ndarray], need_logits: bool = True):

@@ -1,0 +1,100 @@
+"""The int8 output layer: close to float32, independent of the batch, and a full generation mode."""
+
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from poetgen.checks import check_poem
+from poetgen.cli import cli
+from poetgen.errors import BadInput
+from poetgen.generate import Generator, PoemRequest
+from poetgen.sampling import SampleOptions
+
+pytest.importorskip("ai_edge_litert.interpreter")
+
+
+@pytest.fixture(scope="module")
+def int8_generator(tiny_bundle):
+    return Generator.load(tiny_bundle, int8=True)
+
+
+def states(stepper, rows: int, steps: int):
+    ids = np.random.default_rng(0).integers(3, stepper.input_table.shape[0], (steps, rows))
+    state = stepper.initial_state(rows)
+    for t in range(steps):
+        state = stepper.advance(ids[t], state)
+    return state
+
+
+def test_int8_logits_are_close_to_float32(generator, int8_generator):
+    state = states(generator.stepper, 64, 6)
+    exact = generator.stepper.logits(state)
+    quantized = int8_generator.stepper.logits(state)
+    scale = np.abs(exact).max()
+    assert np.abs(quantized - exact).max() <= 0.03 * scale
+    assert np.abs(quantized - exact).mean() <= 0.005 * scale
+    assert (quantized.argmax(1) == exact.argmax(1)).mean() >= 0.9
+
+
+def test_int8_rows_do_not_depend_on_their_batch(int8_generator):
+    stepper = int8_generator.stepper
+    state = states(stepper, 8, 4)
+    whole = stepper.logits(state).copy()
+    state[0][3:] *= 5.0                                   # other rows change scale...
+    part = stepper.logits([s[:3] for s in state])
+    np.testing.assert_array_equal(part, whole[:3])        # ...the first three do not move
+    np.testing.assert_array_equal(stepper.logit_at([s[:3] for s in state], np.array([5, 6, 7])),
+                                  whole[np.arange(3), [5, 6, 7]])
+
+
+def test_int8_generation_keeps_forms_seeds_and_batches(int8_generator, monkeypatch):
+    import poetgen.generate as generate
+
+    request = PoemRequest(form="wulv", n=20, sample=SampleOptions(seed=4))
+    result = int8_generator.generate(request)
+    assert all(check_poem(p["text"], "wulv", int8_generator.prosody).layout_ok for p in result["poems"])
+    assert all(p["rhyme_ok"] for p in result["poems"])
+    small = int8_generator.generate(PoemRequest(form="wulv", n=20, batch_size=3, sample=SampleOptions(seed=4)))
+    monkeypatch.setattr(generate, "SHARE_ROWS", 4)
+    split = int8_generator.generate(request)              # shares in threads, one interpreter each
+    texts = [p["text"] for p in result["poems"]]
+    assert [p["text"] for p in small["poems"]] == texts == [p["text"] for p in split["poems"]]
+
+
+def test_int8_logprob_is_its_own_log_probability(int8_generator):
+    result = int8_generator.generate(PoemRequest(form="wujue", n=2, sample=SampleOptions(seed=9)))
+    stepper = int8_generator.stepper
+    for poem in result["poems"]:
+        ids = [2] + int8_generator.tokenizer.encode(poem["text"])
+        state, total = stepper.initial_state(1), 0.0
+        for t in range(len(ids) - 1):
+            state = stepper.advance(np.array([ids[t]]), state)
+            if poem["text"][t] in "，。":
+                continue                                   # forced punctuation is not scored
+            logits = stepper.logits(state)[0].astype(np.float64)
+            total += logits[ids[t + 1]] - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+        assert poem["logprob"] == pytest.approx(total / 20, abs=2e-3)
+
+
+def test_int8_without_the_extra_is_one_line(tiny_bundle, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)   # import fails
+    with pytest.raises(BadInput, match="poetgen\\[int8\\]"):
+        Generator.load(tiny_bundle, int8=True)
+    result = CliRunner().invoke(cli, ["generate", "--int8", "--model", str(tiny_bundle)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == ["poetgen: error: --int8 needs the LiteRT interpreter: "
+                                                  "pip install 'poetgen[int8]'"]
+
+
+def test_serve_with_int8(int8_generator):
+    from starlette.testclient import TestClient
+
+    from poetgen.serve import create_app
+
+    with TestClient(create_app(int8_generator)) as client:
+        answer = client.post("/api/generate", json={"form": "qijue", "seed": 3, "n": 2})
+    assert answer.status_code == 200, answer.text
+    expected = int8_generator.generate(PoemRequest(form="qijue", n=2, sample=SampleOptions(seed=3)))
+    assert [p["text"] for p in answer.json()["poems"]] == [p["text"] for p in expected["poems"]]
