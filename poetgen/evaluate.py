@@ -101,13 +101,17 @@ def tone_report(checks: list, form_length: int) -> dict:
 def form_census(texts: list[str], prosody) -> dict:
     """What unconstrained samples turn out to be: the share in each regular form (exact layout and
     punctuation), and among those the share that rhyme and the mean 平仄 fit."""
-    found = [(text, form_of(text)) for text in texts]
-    checks = [check_poem(text, form, prosody) for text, form in found if form in FORM_SHAPES]
-    regular = [c for c in checks if c.layout_ok]
-    forms = {form: _share([f == form and check_poem(t, f, prosody).layout_ok for t, f in found]) for form in FORMS}
-    tone = [c.tone_score for c in regular if c.tone_score is not None]
+    regular = []   # (form, check) of each sample that is a well-formed regular poem
+    for text in texts:
+        form = form_of(text)
+        check = check_poem(text, form, prosody) if form in FORM_SHAPES else None
+        if check is not None and check.layout_ok:
+            regular.append((form, check))
+    tone = [check.tone_score for _, check in regular if check.tone_score is not None]
     return {"regular_share": _share([True] * len(regular) + [False] * (len(texts) - len(regular))),
-            "by_form": forms, "rhyme_given_regular": _share([bool(c.rhyme_ok) for c in regular]),
+            "by_form": {form: round(sum(f == form for f, _ in regular) / len(texts), 4) if texts else None
+                        for form in FORMS},
+            "rhyme_given_regular": _share([bool(check.rhyme_ok) for _, check in regular]),
             "tone_given_regular": round(sum(tone) / len(tone), 4) if tone else None}
 
 
