@@ -100,10 +100,12 @@ class RawConnection:
         return status, await self.reader.readexactly(int(headers["content-length"]))
 
     async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        """Close the connection, if open; the next post() opens a new one."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.close()
             with contextlib.suppress(OSError):
-                await self.writer.wait_closed()
+                await writer.wait_closed()
 
 
 class HttpxConnection:
@@ -132,8 +134,6 @@ async def one_client(connection, body: bytes, deadline: float, cap: int,
             except (httpx.HTTPError, OSError, asyncio.IncompleteReadError, ValueError) as error:
                 errors.append(f"{type(error).__name__}: {error}")
                 await connection.close()
-                if isinstance(connection, RawConnection):
-                    connection.writer = None
                 continue
             latencies.append(time.perf_counter() - started)
     finally:
