@@ -48,7 +48,7 @@ def model_products(stepper, batch: int) -> None:
 
 
 def int8_report(args, generator, batch, chars: int, float_seconds: float) -> None:
-    """The int8 output layer (--int8): its batched throughput, and held-out perplexity against float32."""
+    """Int8 products (--int8): batched throughput, and held-out perplexity against float32."""
     from poetgen.errors import BadInput
     from poetgen.generate import Generator
 
@@ -62,7 +62,7 @@ def int8_report(args, generator, batch, chars: int, float_seconds: float) -> Non
     print(f"batched throughput with --int8: {chars / seconds:,.0f} characters/s "
           f"({float_seconds / seconds:.2f}x float32; goal >= 50,000 characters/s)")
     exact, int8 = (held_out_perplexity(g.stepper, g.tokenizer) for g in (generator, quantized))
-    print(f"  held-out perplexity, stepping the model: float32 {exact:.3f}, int8 output layer {int8:.3f} "
+    print(f"  held-out perplexity, stepping the model: float32 {exact:.3f}, int8 products {int8:.3f} "
           f"({100 * (int8 / exact - 1):+.3f} %)")
 
 

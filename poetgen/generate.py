@@ -131,7 +131,7 @@ class Generator:
         self.tokenizer = bundle.tokenizer
         self.stepper = NumpyStepper.from_model(bundle.model, bundle.model_config)
         if int8:
-            self.stepper.quantize_output()
+            self.stepper.quantize()
         self.punctuation_ids = [self.tokenizer.id_of(p) for p in PUNCTUATION if p in self.tokenizer.index]
         self._workers = None   # threads for batches split across cores, started on first use
         for mark in "，。":

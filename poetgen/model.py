@@ -93,7 +93,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class NumpyStepper:
-    """One generation step in NumPy, float32, from the model's weights.
+    """One generation step in NumPy, float32, from the model's weights (int8 products after quantize()).
 
     The first layer's input projection is folded into the embedding table (a row lookup replaces a
     matrix product) and the output bias into the output kernel (one product, no extra pass). The
@@ -112,19 +112,25 @@ class NumpyStepper:
                 input_bias, recurrent_bias = bias, np.zeros_like(bias)
             if config.cell == "lstm":
                 kernel, recurrent, input_bias = (_lstm_gates(w, config.units) for w in (kernel, recurrent, input_bias))
-            self.layers.append([kernel, recurrent, input_bias, recurrent_bias])
+            self.layers.append([_Product(kernel), _Product(recurrent), input_bias, recurrent_bias])
         first = self.layers[0]
-        self.input_table = embedding @ first[0] + first[2]   # vocab × gates
+        self.input_table = embedding @ first[0].kernel + first[2]   # vocab × gates
         kernel, bias = (w.astype(np.float32) for w in weights["logits"])
-        self.output_kernel = np.vstack([kernel, bias[None, :]])   # (units + 1, vocab): last row is the bias
-        self.output_rows = np.ascontiguousarray(self.output_kernel.T)   # (vocab, units + 1), for single logits
-        self.int8 = None   # an Int8Output once quantize_output() ran
+        self.output = _Product(np.vstack([kernel, bias[None, :]]))   # (units + 1, vocab): last row is the bias
+        self.output_rows = np.ascontiguousarray(self.output.kernel.T)   # (vocab, units + 1), for single logits
+        self.int8 = False   # products in int8 (quantize())
 
-    def quantize_output(self) -> None:
-        """Run the output layer in int8 from now on (poetgen.quantize); the state steps stay float32."""
-        from poetgen.quantize import Int8Output
+    def quantize(self) -> None:
+        """Run every matrix product in int8 from now on (poetgen.quantize): the output layer, the
+        recurrent steps and deeper layers' inputs. The first layer's input stays a table lookup."""
+        from poetgen.quantize import Int8Product
 
-        self.int8 = Int8Output(self.output_kernel)
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                layer[0] = Int8Product(layer[0].kernel)
+            layer[1] = Int8Product(layer[1].kernel)
+        self.output = Int8Product(self.output.kernel)
+        self.int8 = True
 
     @classmethod
     def from_model(cls, model, config: ModelConfig) -> "NumpyStepper":
@@ -141,7 +147,7 @@ class NumpyStepper:
         new_state = []
         x = None
         for i, (kernel, recurrent, input_bias, recurrent_bias) in enumerate(self.layers):
-            projected = self.input_table[ids] if i == 0 else x @ kernel + input_bias
+            projected = self.input_table[ids] if i == 0 else kernel(x) + input_bias
             layer_state = state[i * per_layer:(i + 1) * per_layer]
             x, layer_new = self._cell(projected, layer_state, recurrent, recurrent_bias)
             new_state += layer_new
@@ -154,15 +160,13 @@ class NumpyStepper:
 
     def logits(self, state: list[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
         """(batch, vocab) next-character logits after `state`, written into `out` when given."""
-        if self.int8 is not None:
-            return self.int8.logits(self._top(state), out)
-        return np.matmul(self._top(state), self.output_kernel, out=out)
+        return self.output(self._top(state), out)
 
     def logit_at(self, state: list[np.ndarray], ids: np.ndarray) -> np.ndarray:
         """(batch,) the logit of one id per row, without computing the others. In int8 it is read
         from this thread's latest product for a batch this size, so call it after logits()."""
-        if self.int8 is not None:
-            return self.int8.last_logit_at(len(ids), ids)
+        if self.int8:
+            return self.output.last_at(len(ids), ids)
         return np.einsum("bu,bu->b", self._top(state), self.output_rows[ids])
 
     def step(self, ids: np.ndarray, state: list[np.ndarray], need_logits: bool = True):
@@ -174,7 +178,7 @@ class NumpyStepper:
         cell, units = self.config.cell, self.config.units
         h = state[0]
         if cell == "lstm":   # gates in _lstm_gates' order: one tanh serves all four
-            z = np.tanh(projected + h @ recurrent)
+            z = np.tanh(projected + recurrent(h))
             gates = z[:, :3 * units]
             gates *= 0.5
             gates += 0.5
@@ -184,14 +188,24 @@ class NumpyStepper:
             h = o * np.tanh(c)
             return h, [h, c]
         if cell == "gru":
-            r_in = h @ recurrent + recurrent_bias
+            r_in = recurrent(h) + recurrent_bias
             z = _sigmoid(projected[:, :units] + r_in[:, :units])
             r = _sigmoid(projected[:, units:2 * units] + r_in[:, units:2 * units])
             candidate = np.tanh(projected[:, 2 * units:] + r * r_in[:, 2 * units:])
             h = z * h + (1.0 - z) * candidate
             return h, [h]
-        h = np.tanh(projected + h @ recurrent)
+        h = np.tanh(projected + recurrent(h))
         return h, [h]
+
+
+class _Product:
+    """x @ kernel in float32 (poetgen.quantize.Int8Product is its int8 counterpart)."""
+
+    def __init__(self, kernel: np.ndarray):
+        self.kernel = kernel
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return np.matmul(x, self.kernel, out=out)
 
 
 def _lstm_gates(weights: np.ndarray, units: int) -> np.ndarray:

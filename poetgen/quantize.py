@@ -1,10 +1,11 @@
-"""An int8 output layer for generation: the one product that bounds batched speed, four times cheaper.
+"""Int8 matrix products for generation: the output layer and the recurrent steps, about four times cheaper.
 
-The output kernel is converted once to a TFLite model with dynamic-range quantization: int8 weights per
-output column, and each input row quantized on the fly with its own scale, so a row's logits do not
-depend on the other rows of its batch. XNNPACK runs it with the CPU's int8 dot-product instructions.
-On the shipped model the held-out perplexity moves from 109.796 to 109.804 (benchmarks/generate_speed.py
-measures it). Needs the `int8` extra (ai-edge-litert, the LiteRT interpreter).
+Each weight matrix is converted once to a TFLite model with dynamic-range quantization: int8 weights per
+output column, and each input row quantized on the fly with its own scale, so a row's result does not
+depend on the other rows of its batch. XNNPACK runs it with the CPU's int8 dot-product instructions;
+the activations, gates and softmax stay float32. On the shipped model the held-out perplexity moves
+from 109.796 to 109.815 (benchmarks/generate_speed.py measures it). Needs the `int8` extra
+(ai-edge-litert, the LiteRT interpreter).
 """
 
 from __future__ import annotations
@@ -18,30 +19,29 @@ from poetgen.errors import BadInput
 from poetgen.quiet import import_tensorflow, muted_stderr
 
 
-class Int8Output:
-    """logits = [h, 1] @ kernel in int8, for one (units + 1, vocab) float32 kernel whose last row is the bias."""
+class Int8Product:
+    """x @ kernel in int8, for one (inputs, outputs) float32 kernel."""
 
     def __init__(self, kernel: np.ndarray):
-        interpreter_class = _interpreter_class()
-        self.vocab_size = kernel.shape[1]
+        self._interpreter_class = _interpreter_class()
+        self.kernel = kernel              # the float32 original
         self.model = _convert(kernel)
-        self._interpreter_class = interpreter_class
         self._local = threading.local()   # interpreters are not thread-safe: one set per thread
         with muted_stderr():              # the first interpreter announces its XNNPACK delegate
             self._interpreter(1)
 
-    def logits(self, top: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """(batch, vocab) logits for (batch, units + 1) inputs, copied into `out` when given."""
-        runner = self._interpreter(len(top))
-        runner.interpreter.set_tensor(runner.input, np.ascontiguousarray(top, np.float32))
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(batch, outputs) for (batch, inputs), copied into `out` when given."""
+        runner = self._interpreter(len(x))
+        runner.interpreter.set_tensor(runner.input, np.ascontiguousarray(x, np.float32))
         runner.interpreter.invoke()
         if out is None:
             return runner.interpreter.get_tensor(runner.output)
         out[...] = runner.interpreter.tensor(runner.output)()   # one copy, and no view kept past invoke()
         return out
 
-    def last_logit_at(self, rows: int, ids: np.ndarray) -> np.ndarray:
-        """One logit per row from this thread's latest product for a batch of `rows`."""
+    def last_at(self, rows: int, ids: np.ndarray) -> np.ndarray:
+        """One output per row, column ids[row], from this thread's latest product for a batch of `rows`."""
         runner = self._interpreter(rows)
         return runner.interpreter.tensor(runner.output)()[np.arange(rows), ids].copy()
 

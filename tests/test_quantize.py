@@ -10,6 +10,7 @@ from poetgen.checks import check_poem
 from poetgen.cli import cli
 from poetgen.errors import BadInput
 from poetgen.generate import Generator, PoemRequest
+from poetgen.model import CELLS, ModelConfig, NumpyStepper, build_model
 from poetgen.sampling import SampleOptions
 
 pytest.importorskip("ai_edge_litert.interpreter")
@@ -36,6 +37,21 @@ def test_int8_logits_are_close_to_float32(generator, int8_generator):
     assert np.abs(quantized - exact).max() <= 0.03 * scale
     assert np.abs(quantized - exact).mean() <= 0.005 * scale
     assert (quantized.argmax(1) == exact.argmax(1)).mean() >= 0.9
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_int8_steps_stay_close_to_float32(cell):
+    config = ModelConfig(vocab_size=40, cell=cell, layers=2, units=32, embedding_dim=16)
+    model = build_model(config)
+    exact, quantized = NumpyStepper.from_model(model, config), NumpyStepper.from_model(model, config)
+    quantized.quantize()
+    ids = np.random.default_rng(1).integers(3, 40, (12, 5))
+    a, b = exact.initial_state(5), quantized.initial_state(5)
+    for t in range(12):                                   # recurrent and second-layer products in int8
+        a, b = exact.advance(ids[t], a), quantized.advance(ids[t], b)
+        assert max(np.abs(x - y).max() for x, y in zip(a, b)) < 0.02
+    assert not all(np.array_equal(x, y) for x, y in zip(a, b))   # it did run in int8
+    np.testing.assert_allclose(quantized.logits(b), exact.logits(a), atol=0.02)
 
 
 def test_int8_rows_do_not_depend_on_their_batch(int8_generator):
