@@ -32,12 +32,16 @@ class Int8Product:
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(batch, outputs) for (batch, inputs), copied into `out` when given."""
-        runner = self._interpreter(len(x))
+        rows = len(x)
+        runner = self._interpreter(rows)
+        if runner.rows != rows:   # zero rows fill the bucket; each row is quantized alone
+            x = np.concatenate([x, np.zeros((runner.rows - rows, x.shape[1]), np.float32)])
         runner.interpreter.set_tensor(runner.input, np.ascontiguousarray(x, np.float32))
         runner.interpreter.invoke()
+        result = runner.interpreter.tensor(runner.output)()[:rows]
         if out is None:
-            return runner.interpreter.get_tensor(runner.output)
-        out[...] = runner.interpreter.tensor(runner.output)()   # one copy, and no view kept past invoke()
+            return result.copy()
+        out[...] = result   # one copy, and no view kept past invoke()
         return out
 
     def last_at(self, rows: int, ids: np.ndarray) -> np.ndarray:
@@ -46,18 +50,22 @@ class Int8Product:
         return runner.interpreter.tensor(runner.output)()[np.arange(rows), ids].copy()
 
     def _interpreter(self, rows: int) -> "_Runner":
+        """This thread's interpreter for batches of `rows`, sized to the next power of two: each holds its
+        own packed copy of the weights (~2 MB for the shipped output layer), so sizes are few."""
+        rows = 1 << max(rows - 1, 0).bit_length()
         runners = self._local.__dict__.setdefault("runners", {})
         if rows not in runners:
             interpreter = self._interpreter_class(model_content=self.model, num_threads=1)
             detail = interpreter.get_input_details()[0]
             interpreter.resize_tensor_input(detail["index"], [rows, detail["shape"][1]])
             interpreter.allocate_tensors()
-            runners[rows] = _Runner(interpreter, detail["index"], interpreter.get_output_details()[0]["index"])
+            runners[rows] = _Runner(interpreter, rows, detail["index"], interpreter.get_output_details()[0]["index"])
         return runners[rows]
 
 
 class _Runner(NamedTuple):
     interpreter: object   # a LiteRT Interpreter sized for one batch
+    rows: int             # that batch size
     input: int            # index of its input tensor
     output: int           # index of its output tensor
 
@@ -77,7 +85,7 @@ def _convert(kernel: np.ndarray) -> bytes:
 
     @tf.function(input_signature=[tf.TensorSpec([None, kernel.shape[0]], tf.float32)])
     def project(x):
-        return {"logits": tf.matmul(x, weights)}
+        return {"product": tf.matmul(x, weights)}
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([project.get_concrete_function()], project)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -114,3 +114,16 @@ def test_serve_with_int8(int8_generator):
     assert answer.status_code == 200, answer.text
     expected = int8_generator.generate(PoemRequest(form="qijue", n=2, sample=SampleOptions(seed=3)))
     assert [p["text"] for p in answer.json()["poems"]] == [p["text"] for p in expected["poems"]]
+
+
+def test_int8_batches_share_power_of_two_interpreters():
+    from poetgen.quantize import Int8Product
+
+    rng = np.random.default_rng(2)
+    product = Int8Product(rng.standard_normal((16, 24)).astype(np.float32))
+    x = rng.standard_normal((8, 16)).astype(np.float32)
+    whole = product(x)
+    for rows in (5, 6, 7):                                # one interpreter of 8 rows, zero-padded
+        np.testing.assert_array_equal(product(x[:rows]), whole[:rows])
+    assert sorted(product._local.runners) == [1, 8]                # 1: made at start-up
+    assert np.abs(whole - x @ product.kernel).max() < 0.05 * np.abs(x @ product.kernel).max()
