@@ -20,6 +20,11 @@ def command(function):
     return function
 
 
+int8_option = click.option(
+    "--int8", is_flag=True,
+    help="Matrix products in int8 (needs poetgen[int8]): ~1.9x the batched speed, perplexity +0.02%.")
+
+
 @command
 @click.command()
 @click.option("--corpus", type=click.Path(path_type=Path), default=None,
@@ -107,8 +112,7 @@ def _sample_callback(config):
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text: one poem per block; json: poems with scores.")
 @click.option("--traditional", is_flag=True, help="Print traditional characters.")
-@click.option("--int8", is_flag=True,
-              help="Matrix products in int8 (needs poetgen[int8]): ~1.9x the batched speed, perplexity +0.02%.")
+@int8_option
 def generate(prompt, model_dir, fmt, traditional, temperature, top_k, top_p, seed, int8, **request) -> None:
     """Write poems, starting with PROMPT if given."""
     import json
@@ -146,8 +150,7 @@ def generate(prompt, model_dir, fmt, traditional, temperature, top_k, top_p, see
 @click.option("--blas-threads", type=click.IntRange(0, 256), default=1, show_default=True,
               help="Threads for the model's matrix products; batching supplies the parallelism, and more "
                    "threads stall on busy cores. 0 keeps the BLAS library's default.")
-@click.option("--int8", is_flag=True,
-              help="Matrix products in int8 (needs poetgen[int8]): ~1.9x the batched speed, perplexity +0.02%.")
+@int8_option
 def serve(model_dir, host, port, max_batch, batch_wait_ms, max_queue, blas_threads, int8) -> None:
     """Serve the poem page at / and the JSON API at /api/generate."""
     try:

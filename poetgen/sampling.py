@@ -137,7 +137,7 @@ def _apply_rules(logits: np.ndarray, rules: Sequence[Rule], step: Step, stepper,
         rule.apply(logits, step)
     dead = ~np.isfinite(logits.max(axis=1))
     if dead.any():
-        redo = stepper.logits([s[dead] for s in state])
+        redo = stepper.logits(state)[dead]   # the whole batch, so the stepper's latest product stays this step's
         sub = dataclasses.replace(step, line=step.line[dead], column=step.column[dead], history=step.history[dead])
         for rule in rules:
             if rule.essential:

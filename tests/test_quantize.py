@@ -127,3 +127,29 @@ def test_int8_batches_share_power_of_two_interpreters():
         np.testing.assert_array_equal(product(x[:rows]), whole[:rows])
     assert sorted(product._local.runners) == [1, 8]                # 1: made at start-up
     assert np.abs(whole - x @ product.kernel).max() < 0.05 * np.abs(x @ product.kernel).max()
+
+
+def test_int8_logprob_survives_rows_that_rules_empty(int8_generator):
+    from poetgen import constraints as rules
+    from poetgen.sampling import Shape, sample
+
+    class EmptyThreeRows(rules.Rule):   # forbids everything in rows 0-2: they fall back to the layout
+        def apply(self, logits, step):
+            logits[:3] = rules.NEG
+
+    generator, batch = int8_generator, 4   # three rows redone share the batch's interpreter size
+    comma, period = generator.tokenizer.id_of("，"), generator.tokenizer.id_of("。")
+    active = [rules.Layout(comma, period, generator.punctuation_ids, batch), EmptyThreeRows()]
+    result = sample(generator.stepper, active, Shape(5, 4, 120, frozenset([comma, period])), batch,
+                    SampleOptions(seed=1))
+    stepper, state, expected = generator.stepper, generator.stepper.initial_state(batch), np.zeros(batch)
+    previous = np.full(batch, 2)
+    for t in range(result.ids.shape[1]):
+        state = stepper.advance(previous, state)
+        if t % 6 != 5:
+            logits = stepper.logits(state).astype(np.float64)
+            top = logits.max(1, keepdims=True)
+            log_probs = logits - top - np.log(np.exp(logits - top).sum(1, keepdims=True))
+            expected += log_probs[np.arange(batch), result.ids[:, t]]
+        previous = result.ids[:, t]
+    np.testing.assert_allclose(result.log_probs, expected, atol=2e-3)
