@@ -1,0 +1,167 @@
+"""The 词谱: ci tunes (词牌) and their variants (格), read from the shipped table poetgen/data/cipu.json.gz.
+
+It finds a tune by any of its names and turns a variant into a Layout; it knows no rhyme table
+(ci_rhyme.py) and no model. scripts/build_cipu.py builds the table from the couyun data (MIT).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import gzip
+import json
+from pathlib import Path
+
+from poetgen.errors import BadInput, PoetgenError
+
+TABLE_PATH = Path(__file__).resolve().parent / "data" / "cipu.json.gz"
+PING, ZE, EITHER = "平", "仄", "中"
+# The table's marks as written by a layout: "、" (读) is a pause inside a sentence, written "，".
+WRITTEN_MARK = {"。": "。", "？": "。", "！": "。", "，": "，", "、": "，", "；": "，", "：": "，"}
+
+
+class TableUnavailable(PoetgenError):
+    """The shipped 词谱 table is missing or corrupt."""
+
+
+class UnknownTune(BadInput):
+    """A tune name, other name or pinyin that no tune in the table has."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RhymeSlot:
+    """One rhyming position of a variant."""
+
+    pos: int        # 0-based index among the poem's Han characters
+    group: int      # which rhyme of the variant it belongs to (0 = the first; a tune may change rhyme)
+    xie: bool       # 叶韵: the group's 部 in the other tone (平 <-> 上去)
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One 格 of a tune: a tone per character, clause lengths and marks, rhyme slots."""
+
+    tune: str                          # the tune's name
+    number: int                        # 1-based, as the 词谱 counts its 格
+    tones: str                         # 平 / 仄 / 中 per character, the whole poem run together
+    line_lengths: tuple[int, ...]      # characters per clause, from the model poem's punctuation
+    marks: str                         # the model poem's mark after each clause
+    rhymes: tuple[RhymeSlot, ...]      # in position order
+
+    @property
+    def length(self) -> int:
+        return len(self.tones)
+
+    @property
+    def group_count(self) -> int:
+        return len({slot.group for slot in self.rhymes})
+
+    def group_tone(self, group: int) -> str:
+        """平 or 仄: the tone the group's own (not 叶) positions ask for; 中 when the pattern leaves it free."""
+        asked = {self.tones[s.pos] for s in self.rhymes if s.group == group and not s.xie} - {EITHER}
+        if len(asked) == 1:
+            return asked.pop()
+        xie = {self.tones[s.pos] for s in self.rhymes if s.group == group and s.xie} - {EITHER}
+        return {PING: ZE, ZE: PING}[xie.pop()] if len(xie) == 1 else EITHER
+
+    @functools.cached_property
+    def layout(self):
+        """The variant as a Layout: its clauses, "。" or "，" after each, any mark accepted but the last."""
+        from poetgen.layout import MARKS, STOP_MARKS, Layout
+
+        ends, pos = [], 0
+        for n in self.line_lengths:
+            pos += n
+            ends.append(pos - 1)
+        rhyme_lines = tuple(i for i, end in enumerate(ends) if end in {s.pos for s in self.rhymes})
+        marks = tuple(WRITTEN_MARK[m] for m in self.marks)
+        marks = marks[:-1] + ("。",)
+        accepted = (MARKS,) * (len(marks) - 1) + (STOP_MARKS,)
+        return Layout(f"{self.tune}#{self.number}", self.line_lengths, marks, accepted, rhyme_lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tune:
+    names: tuple[str, ...]          # the name first, then other names (simplified)
+    names_trad: tuple[str, ...]     # the same in traditional characters
+    pinyin: tuple[str, ...]         # full pinyin and initials
+    sections: str                   # 单调 / 双调 / 三段 / 四段
+    variants: tuple[Variant, ...]
+
+    @property
+    def name(self) -> str:
+        return self.names[0]
+
+    def variant(self, number: int | None) -> Variant:
+        """Variant `number` (1-based); None means the first, the 词谱's main form."""
+        if number is None:
+            return self.variants[0]
+        if not 1 <= number <= len(self.variants):
+            raise field_error(BadInput(f"{self.name} has {len(self.variants)} variant(s); the variant must be "
+                                       f"1 to {len(self.variants)}"), "variant")
+        return self.variants[number - 1]
+
+    def variant_lengths(self) -> str:
+        return "/".join(str(v.length) for v in self.variants)
+
+
+def field_error(error: BadInput, field: str) -> BadInput:
+    """Name the request field at fault (the API answers 422 for that field)."""
+    error.field = field
+    return error
+
+
+def _variant(tune: str, number: int, raw: dict) -> Variant:
+    slots = sorted((RhymeSlot(abs(p), g, p < 0) for g, positions in enumerate(raw["rhymes"]) for p in positions),
+                   key=lambda s: s.pos)
+    return Variant(tune, number, raw["tones"], tuple(raw["lengths"]), raw["marks"], tuple(slots))
+
+
+class TuneTable:
+    """Every tune, found by name, other name, traditional name or pinyin."""
+
+    def __init__(self, raw: dict):
+        self.source: str = raw["source"]
+        self.tunes: list[Tune] = []
+        self._by_key: dict[str, Tune] = {}
+        for entry in raw["tunes"]:
+            name = entry["names"][0]
+            tune = Tune(tuple(entry["names"]), tuple(entry["names_trad"]), tuple(entry["pinyin"]), entry["sections"],
+                        tuple(_variant(name, i + 1, v) for i, v in enumerate(entry["variants"])))
+            self.tunes.append(tune)
+            for key in (*tune.names, *tune.names_trad, *tune.pinyin):
+                self._by_key.setdefault(key.lower(), tune)
+
+    def find(self, name: str) -> Tune | None:
+        return self._by_key.get(name.strip().lower())
+
+    def get(self, name: str) -> Tune:
+        """The tune of `name`; UnknownTune naming the closest names when there is none."""
+        tune = self.find(name)
+        if tune is None:
+            close = difflib.get_close_matches(name.strip().lower(), list(self._by_key), n=3, cutoff=0.4)
+            hint = f"; closest: {', '.join(close)}" if close else ""
+            raise field_error(UnknownTune(f"unknown tune {name!r}{hint} (list them with `poetgen tunes`)"), "tune")
+        return tune
+
+    def search(self, query: str = "") -> list[Tune]:
+        """Tunes any of whose names or pinyin contain `query` (all tunes for an empty query)."""
+        query = query.strip().lower()
+        if not query:
+            return list(self.tunes)
+        return [t for t in self.tunes if any(query in key.lower() for key in (*t.names, *t.names_trad, *t.pinyin))]
+
+
+@functools.lru_cache(maxsize=2)
+def tune_table(path: Path = TABLE_PATH) -> TuneTable:
+    try:
+        raw = json.loads(gzip.decompress(Path(path).read_bytes()).decode("utf-8"))
+        return TuneTable(raw)
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as error:
+        raise TableUnavailable(f"cannot read the 词谱 table {path}: {error}") from None
+
+
+def resolve(name: str, variant: int | None = None) -> Variant:
+    """The variant of a tune named by any of its names; the first variant when `variant` is None."""
+    return tune_table().get(name).variant(variant)

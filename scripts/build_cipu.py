@@ -1,0 +1,102 @@
+"""Build poetgen/data/cipu.json.gz, the shipped 词谱 table, from the couyun tables (钦定词谱, MIT).
+
+Reproducible byte for byte: sorted keys, fixed separators, gzip with mtime 0 and no file name.
+Usage: python scripts/build_cipu.py [SOURCE_DIR] [OUTPUT]   (default ../shared/data/cipu)
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# ../shared/data/cipu beside the repository (or beside the folder holding its worktree)
+DEFAULT_SOURCE = next((p / "shared" / "data" / "cipu" for p in ROOT.parents if (p / "shared" / "data" / "cipu").is_dir()),
+                      ROOT.parent / "shared" / "data" / "cipu")
+DEFAULT_OUTPUT = ROOT / "poetgen" / "data" / "cipu.json.gz"
+# Marks of the model poems; "、" (读, a pause inside a sentence) breaks a clause like "，".
+MARKS = "，。、？！；："
+TONES = set("平仄中")
+ATTRIBUTION = ("钦定词谱 (1715) patterns from the couyun project by hulbji (MIT licence, see CIPU_LICENSE), "
+               "files ci_pu/ci_index.json and ci_pu/ci_list/cipai_N.json at commit 1744e87 (v2.0.0)")
+
+
+def clauses_of(model_poem: str) -> tuple[list[int], str]:
+    """Clause lengths and the mark ending each, from the model poem's punctuation."""
+    lengths, marks, count = [], [], 0
+    for ch in model_poem:
+        if ch in MARKS:
+            if count == 0:
+                raise ValueError(f"two marks in a row in {model_poem!r}")
+            lengths.append(count)
+            marks.append(ch)
+            count = 0
+        else:
+            count += 1
+    if count:
+        raise ValueError(f"model poem does not end with a mark: {model_poem!r}")
+    return lengths, "".join(marks)
+
+
+def variant_of(raw: dict, where: str) -> dict:
+    tones = raw["ge_lyu_str"]
+    if set(tones) - TONES:
+        raise ValueError(f"{where}: unknown tone marks {set(tones) - TONES}")
+    lengths, marks = clauses_of(raw["origin"])
+    if sum(lengths) != len(tones):
+        raise ValueError(f"{where}: the model poem has {sum(lengths)} characters, the pattern {len(tones)}")
+    ends, pos = set(), 0
+    for n in lengths:
+        pos += n
+        ends.add(pos - 1)
+    # Rhyme groups ordered by their first position; a negative position is 叶韵: the group's 部 in the
+    # other tone (平 <-> 上去), as couyun's checker reads it.
+    groups = sorted((sorted(positions, key=abs) for positions in raw["yun_classify"].values()),
+                    key=lambda g: abs(g[0]))
+    flat = sorted(abs(p) for g in groups for p in g)
+    if flat != sorted(raw["rhyme_pos"]) or any(p not in ends for p in flat):
+        raise ValueError(f"{where}: rhyme positions disagree with rhyme_pos or fall inside a clause")
+    return {"tones": tones, "lengths": lengths, "marks": marks, "rhymes": groups}
+
+
+def build(source: Path) -> dict:
+    index = json.loads((source / "ci_index.json").read_text(encoding="utf-8"))
+    tunes = []
+    for entry in sorted(index, key=lambda e: e["idx"]):
+        raw_variants = json.loads((source / "ci_list" / f"cipai_{entry['idx']}.json").read_text(encoding="utf-8"))
+        variants = [variant_of(v, f"{entry['names'][0]} variant {i + 1}") for i, v in enumerate(raw_variants)]
+        tunes.append({
+            "names": entry["names"],              # the tune name first, then its other names (simplified)
+            "names_trad": entry["names_trad"],    # the same in traditional characters
+            "pinyin": entry["pinyins"],           # full pinyin and initials of the names
+            "sections": entry["type"][0],         # 单调 / 双调 / 三段 / 四段
+            "variants": variants,
+        })
+    return {"source": ATTRIBUTION, "tunes": tunes}
+
+
+def write(table: dict, output: Path) -> None:
+    text = json.dumps(table, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    buffer = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=9) as stream:
+        stream.write(text)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(buffer.getvalue())
+
+
+def main(argv: list[str]) -> int:
+    source = Path(argv[1]) if len(argv) > 1 else DEFAULT_SOURCE
+    output = Path(argv[2]) if len(argv) > 2 else DEFAULT_OUTPUT
+    table = build(source)
+    write(table, output)
+    variants = sum(len(t["variants"]) for t in table["tunes"])
+    print(f"{output}: {len(table['tunes'])} tunes, {variants} variants, {output.stat().st_size} bytes",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
