@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import threadpoolctl
 
-from poetgen import constraints as rules
+from poetgen import rules
 from poetgen.bundle import TOKENIZER_FILE, Bundle, load_bundle, model_config_of, read_config
 from poetgen.checks import check_poem
 from poetgen.corpus import FORM_ALIASES, FORM_SHAPES, FORMS, HAN, PUNCTUATION, clauses, normalize_text, to_traditional
@@ -189,7 +189,7 @@ class Generator:
                streams: list[tuple[int, int]], theme_ids):
         batch = len(streams)
         shape = FORM_SHAPES.get(form)
-        active = [rules.Forced(self.encode_known(prompt, "prompt"), batch)] if prompt else []
+        active = [rules.Prompt(self.encode_known(prompt, "prompt"), batch)] if prompt else []
         if shape:
             active.append(rules.Layout(self.tokenizer.id_of("，"), self.tokenizer.id_of("。"),
                                        self.punctuation_ids, batch))

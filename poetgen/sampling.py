@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from poetgen.constraints import NEG, Rule, Step
+from poetgen.rules import NEG, Rule, Step
 from poetgen.errors import BadInput
 from poetgen.tokenizer import BOUNDARY
 

@@ -130,7 +130,7 @@ def test_int8_batches_share_power_of_two_interpreters():
 
 
 def test_int8_logprob_survives_rows_that_rules_empty(int8_generator):
-    from poetgen import constraints as rules
+    from poetgen import rules
     from poetgen.sampling import Shape, sample
 
     class EmptyThreeRows(rules.Rule):   # forbids everything in rows 0-2: they fall back to the layout

@@ -39,7 +39,7 @@ class Rule:
         """See the ids chosen at this step (forced or sampled)."""
 
 
-class Forced(Rule):
+class Prompt(Rule):
     """A fixed prefix (the prompt), possibly with layout punctuation already in it."""
 
     essential = True
