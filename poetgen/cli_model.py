@@ -122,7 +122,8 @@ def generate(prompt, model_dir, fmt, traditional, temperature, top_k, top_p, see
     options = SampleOptions(temperature, top_k, top_p, seed)
     options.validate()
     import_tensorflow()
-    from poetgen.generate import Generator, PoemRequest, traditional as to_traditional
+    from poetgen.generate import Generator, traditional as to_traditional
+    from poetgen.request import PoemRequest
 
     poem_request = PoemRequest(prompt=prompt, sample=options, **request)
     poem_request.validate()

@@ -75,10 +75,10 @@ def write_savedmodel(bundle: Bundle, directory: Path) -> None:
     """Signatures serving_default and serve (ids → logits) and generate (prompt, form, … → poem)."""
     tf = import_tensorflow()
     from poetgen.export_graph import PoemGraph, graph_tables
-    from poetgen.generate import Generator
+    from poetgen.tables import VocabularyTables
 
     step = build_step_model(bundle.model, bundle.model_config)
-    graph = PoemGraph(bundle.model, step, bundle.model_config, graph_tables(Generator(bundle)))
+    graph = PoemGraph(bundle.model, step, bundle.model_config, graph_tables(VocabularyTables(bundle.tokenizer)))
     signatures = {"serving_default": graph.serve, "serve": graph.serve, "generate": graph.generate}
     with muted_stderr():
         tf.saved_model.save(graph, str(directory), signatures=signatures)

@@ -1,16 +1,23 @@
 """Logit rules: each constraint on a poem is one small class the sampling loop calls at every step.
 
 A rule may force the next character (layout punctuation, acrostic heads, the prompt), forbid some
-(no repeats, off-rhyme endings) or nudge them (theme, tone). Rules never run the model.
+(no repeats, off-rhyme endings) or nudge them (theme, tone). Rules never run the model;
+build_rules() turns a prepared request into its rule list.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from poetgen.prosody import strict_positions, tone_patterns
 from poetgen.tokenizer import BOUNDARY, PAD, UNK
+
+if TYPE_CHECKING:
+    from poetgen.request import PreparedRequest
+    from poetgen.tables import VocabularyTables
 
 NEG = np.float32(-np.inf)
 
@@ -39,7 +46,7 @@ class Rule:
         """See the ids chosen at this step (forced or sampled)."""
 
 
-class Forced(Rule):
+class Prompt(Rule):
     """A fixed prefix (the prompt), possibly with layout punctuation already in it."""
 
     essential = True
@@ -199,3 +206,38 @@ class Theme(Rule):
         for back in range(1, int(columns.max()) + 1):   # earlier characters of the line, not rows
             used |= (columns >= back) & (step.history[rows, step.pos - back] == targets)
         logits[rows[~used], targets[~used]] += self.line_boost
+
+
+def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
+                streams: list[tuple[int, int]]) -> tuple[list[Rule], list[str] | None]:
+    """The rules of one batch of rows under `prepared`, and each row's 平仄 pattern name (None: no tone rule).
+
+    Pure: the same request and (seed, index) streams give the same rules, whatever else is batched.
+    """
+    request, shape, batch = prepared.request, prepared.shape, len(streams)
+    regular = shape.line_length is not None
+    active: list[Rule] = [Prompt(list(prepared.prompt_ids), batch)] if prepared.prompt_ids else []
+    if regular:
+        active.append(Layout(tables.comma, tables.period, tables.punctuation_ids, batch))
+    else:
+        active.append(FreeVerse(tables.punctuation_ids))
+    if prepared.acrostic_ids:
+        active.append(Acrostic(list(prepared.acrostic_ids), batch))
+    if request.no_repeat:
+        active.append(NoRepeat())
+    patterns = None
+    if regular and request.tone:
+        standard = tone_patterns(shape.line_length, shape.line_count)
+        names = list(standard)
+        # Each poem's pattern comes from its own stream, so batching does not change it.
+        patterns = [names[np.random.default_rng([seed, index, 1]).integers(len(names))] for seed, index in streams]
+        active.append(Tone(tables.tone_masks, [standard[p] for p in patterns], strict_positions(shape.line_length)))
+    rhyme = request.rhyme if request.rhyme is not None else regular
+    if regular and rhyme:
+        first_line = np.array([p is not None and p.endswith("入韵") for p in (patterns or [None] * batch)])
+        active.append(Rhyme(tables.rhyme_membership, first_line, tables.rhyme_membership_t))
+    theme_ids = prepared.theme_ids
+    if theme_ids:
+        lines = shape.line_count if regular else 8
+        active.append(Theme([theme_ids[i % len(theme_ids)] for i in range(lines)], list(theme_ids)))
+    return active, patterns
