@@ -70,8 +70,10 @@ def main() -> None:
 def _register() -> None:
     from poetgen.cli_corpus import corpus
     from poetgen.cli_model import COMMANDS
+    from poetgen.cli_tunes import tunes_command
 
     cli.add_command(corpus)
+    cli.add_command(tunes_command)
     for command in COMMANDS:
         cli.add_command(command)
 

@@ -1,0 +1,179 @@
+"""The 词谱 table, its build script, tune lookup, ci rhyme (词林正韵) and the ci checker."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from poetgen.ci_checks import check_against_tune, check_ci, han_chars
+from poetgen.ci_rhyme import CODES, ci_rhyme, codes_for_tone, flip
+from poetgen.cli import cli
+from poetgen.prosody import PING, ZE, table
+from poetgen.tunes import EITHER, TABLE_PATH, UnknownTune, resolve, tune_table
+
+REPO = Path(__file__).resolve().parent.parent
+SOURCE = next((p / "shared" / "data" / "cipu" for p in REPO.parents if (p / "shared" / "data" / "cipu").is_dir()), None)
+YAN_SHU = "一曲新词酒一杯，去年天气旧亭台。夕阳西下几时回？无可奈何花落去，似曾相识燕归来。小园香径独徘徊。"
+
+
+def _build_module():
+    spec = importlib.util.spec_from_file_location("build_cipu", REPO / "scripts" / "build_cipu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_source(root: Path) -> Path:
+    (root / "ci_list").mkdir(parents=True)
+    index = [{"idx": 0, "names": ["甲调", "乙名"], "names_trad": ["甲調", "乙名"], "pinyins": ["jiadiao", "jd"],
+              "type": ["单调", 10, ["平"]]}]
+    variants = [{"ge_lyu_str": "平平仄仄平中仄仄平平", "rhyme_pos": [4, 9], "yun_classify": {"0": [4, -9]},
+                 "origin": "春风入画堂，明月照人来。"}]
+    (root / "ci_index.json").write_text(json.dumps(index, ensure_ascii=False), encoding="utf-8")
+    (root / "ci_list" / "cipai_0.json").write_text(json.dumps(variants, ensure_ascii=False), encoding="utf-8")
+    return root
+
+
+def test_build_is_reproducible_and_reads_clauses_and_xie(tmp_path):
+    build = _build_module()
+    source = _fake_source(tmp_path / "src")
+    build.write(build.build(source), tmp_path / "a.json.gz")
+    build.write(build.build(source), tmp_path / "b.json.gz")
+    assert (tmp_path / "a.json.gz").read_bytes() == (tmp_path / "b.json.gz").read_bytes()
+    variant = json.loads(gzip.decompress((tmp_path / "a.json.gz").read_bytes()))["tunes"][0]["variants"][0]
+    assert variant["lengths"] == [5, 5] and variant["marks"] == "，。" and variant["rhymes"] == [[4, -9]]
+
+
+def test_build_refuses_a_rhyme_inside_a_clause(tmp_path):
+    build = _build_module()
+    source = _fake_source(tmp_path / "src")
+    path = source / "ci_list" / "cipai_0.json"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw[0]["rhyme_pos"], raw[0]["yun_classify"] = [3, 9], {"0": [3, 9]}
+    path.write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ValueError, match="inside a clause"):
+        build.build(source)
+
+
+@pytest.mark.skipif(SOURCE is None, reason="the couyun source tables (../shared/data/cipu) are not here")
+def test_shipped_table_is_what_the_script_builds(tmp_path):
+    build = _build_module()
+    build.write(build.build(SOURCE), tmp_path / "cipu.json.gz")
+    assert (tmp_path / "cipu.json.gz").read_bytes() == TABLE_PATH.read_bytes()
+
+
+def test_every_variant_is_a_valid_layout_with_rhymes_at_clause_ends():
+    tunes = tune_table().tunes
+    assert len(tunes) == 817 and sum(len(t.variants) for t in tunes) == 2294
+    for tune in tunes:
+        for variant in tune.variants:
+            layout = variant.layout
+            assert sum(layout.line_lengths) == variant.length == len(variant.tones)
+            ends = {sum(layout.line_lengths[:i + 1]) - 1 for i in range(layout.line_count)}
+            assert {s.pos for s in variant.rhymes} <= ends
+            assert layout.end_marks[-1] == "。"
+            for group in range(variant.group_count):
+                assert variant.group_tone(group) in (PING, ZE, EITHER)
+
+
+@pytest.mark.parametrize("name", ["浣溪沙", "huanxisha", "HXS", "十六字令", "蒼梧謠", " 归字谣 "])
+def test_lookup_by_any_name(name):
+    tune = tune_table().get(name)
+    assert name.strip().lower() in [k.lower() for k in (*tune.names, *tune.names_trad, *tune.pinyin)]
+
+
+def test_unknown_tune_names_the_closest():
+    with pytest.raises(UnknownTune, match="浣溪沙") as error:
+        resolve("浣溪莎")
+    assert error.value.field == "tune" and "\n" not in str(error.value)
+
+
+def test_variant_out_of_range_is_one_line():
+    count = len(tune_table().get("浣溪沙").variants)
+    assert resolve("浣溪沙", count).number == count
+    with pytest.raises(ValueError, match=f"1 to {count}") as error:
+        resolve("浣溪沙", count + 1)
+    assert error.value.field == "variant"
+
+
+def test_cilin_covers_every_pingshui_group():
+    prosody, rhyme = table(), ci_rhyme()
+    seen = {c for codes in rhyme.codes_of.values() for c in codes}
+    assert seen == set(CODES)
+    # every 平水韵 group of a character maps to exactly one code of the matching tone class
+    for ch, groups in list(prosody.numbered_groups_of.items())[:3000]:
+        kinds = {kind for kind, _ in groups}
+        codes = rhyme.codes(ch)
+        assert (PING in kinds) == any(0 < c <= 14 for c in codes)
+        assert ("入" in kinds) == any(c >= 15 for c in codes)
+        assert bool(kinds & {"上", "去"}) == any(c < 0 for c in codes)
+
+
+def test_cilin_merges_and_splits():
+    rhyme = ci_rhyme()
+    # 东 and 冬 share 第一部; 江 joins 阳 in 第二部; 上 and 去 rhyme together (董 and 送)
+    assert rhyme.codes("东") & rhyme.codes("冬") and rhyme.codes("江") & rhyme.codes("阳")
+    assert rhyme.codes("董") & rhyme.codes("送")
+    # 灰 splits: 回 stays with 支 (第三部), 来 goes with 佳 (第五部)
+    assert rhyme.codes("回") & rhyme.codes("支") and not rhyme.codes("来") & rhyme.codes("回") - {-3}
+    assert rhyme.codes("来") & rhyme.codes("街")
+    # 入声 stand apart from 平 and 上去
+    assert all(c >= 15 for c in rhyme.codes("月"))
+    assert flip(3) == -3 and flip(-3) == 3 and flip(17) == 17
+    assert codes_for_tone(PING).isdisjoint(codes_for_tone(ZE))
+
+
+def test_checker_judges_layout_rhyme_and_tone():
+    variant, prosody, rhyme = resolve("浣溪沙"), table(), ci_rhyme()
+    check = check_ci(YAN_SHU, variant, prosody, rhyme)
+    assert check.layout_ok and check.chars_ok and len(check.tone_positions) == variant.tones.count(PING) + \
+        variant.tones.count(ZE)
+    # a clause one character short: the layout fails and rhyme/tone are not judged
+    short = YAN_SHU.replace("一曲新词", "曲新词", 1)
+    assert not check_ci(short, variant, prosody, rhyme).layout_ok
+    assert check_ci(short, variant, prosody, rhyme).rhyme_score is None
+    # a 平 position given a character read only 仄 lowers the tone score
+    chars = han_chars(YAN_SHU)
+    pos = next(i for i, t in enumerate(variant.tones) if t == PING and prosody.tones(chars[i]) == {PING})
+    assert check_ci(_replace_char(YAN_SHU, pos, "去"), variant, prosody, rhyme).tone_score < check.tone_score
+
+
+def _replace_char(text: str, pos: int, new: str) -> str:
+    """`text` with its pos-th Han character replaced."""
+    out, k = [], 0
+    for ch in text:
+        if ch not in "，。？、":
+            ch, k = (new if k == pos else ch), k + 1
+        out.append(ch)
+    return "".join(out)
+
+
+def test_check_against_tune_reads_dou_marks():
+    tune, prosody, rhyme = tune_table().get("满江红"), table(), ci_rhyme()
+    text = ("怒发冲冠，凭栏处、潇潇雨歇。抬望眼、仰天长啸，壮怀激烈。三十功名尘与土，八千里路云和月。莫等闲、白了少年头，空悲切。"
+            "靖康耻，犹未雪。臣子恨，何时灭。驾长车，踏破贺兰山缺。壮志饥餐胡虏肉，笑谈渴饮匈奴血。待从头、收拾旧山河，朝天阙。")
+    check = check_against_tune(text, tune, prosody, rhyme)
+    assert check.layout_ok and check.rhyme_ok and check.rhyme_parts == ["第十八部入"]
+    # a rhyme position given a 平 character of another 部 fails, and only that one
+    variant = tune.variants[check.variant - 1]
+    broken = check_ci(_replace_char(text, variant.rhymes[2].pos, "东"), variant, prosody, rhyme)
+    assert not broken.rhyme_ok and broken.rhyme_score == 1 - 1 / len(variant.rhymes)
+
+
+def test_tunes_command_lists_searches_and_counts(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["tunes", "浣溪"])
+    assert result.exit_code == 0 and "浣溪沙" in result.output
+    corpus = tmp_path / "ci.jsonl"
+    corpus.write_text("".join(json.dumps({"text": "x", "genre": "ci", "tune": t}, ensure_ascii=False) + "\n"
+                              for t in ["浣溪沙", "浣溪沙", "山花子", "无此调"]), encoding="utf-8")
+    result = runner.invoke(cli, ["tunes", "huanxi", "--format", "json", "--corpus", str(corpus)])
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert rows["浣溪沙"]["ci_in_corpus"] == 2 and rows["浣溪沙"]["variants"] == 5
+    result = runner.invoke(cli, ["tunes", "--corpus", str(tmp_path / "missing.jsonl")])
+    assert result.exit_code == 2
