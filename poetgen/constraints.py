@@ -10,6 +10,7 @@ import dataclasses
 
 import numpy as np
 
+from poetgen.layout import Layout as LayoutSpec
 from poetgen.tokenizer import BOUNDARY, PAD, UNK
 
 NEG = np.float32(-np.inf)
@@ -20,8 +21,7 @@ class Step:
     pos: int                  # index of the character being chosen (0 = first character of the poem)
     line: np.ndarray          # (batch,) line index of that character
     column: np.ndarray        # (batch,) its column within the line; -1 at a punctuation slot
-    line_length: int | None   # characters per line in a regular form, None for free verse
-    line_count: int | None    # lines in a regular form, None for free verse
+    layout: LayoutSpec | None   # the fixed layout (poetgen.layout), None for free verse
     history: np.ndarray       # (batch, pos) ids chosen so far
 
 
@@ -53,17 +53,19 @@ class Forced(Rule):
 
 
 class Layout(Rule):
-    """Regular forms: exact line lengths, "，" after odd lines and "。" after even ones, no specials."""
+    """A fixed layout: the mark it writes after each line (end_ids[i] after line i), no mark or
+    special id inside a line (poetgen.layout says which)."""
 
     essential = True
 
-    def __init__(self, comma: int, period: int, punctuation_ids: list[int], batch: int):
-        self.comma, self.period, self.batch = comma, period, batch
-        self.banned = np.array(sorted(set(punctuation_ids) | {PAD, UNK, BOUNDARY}), np.int64)
+    def __init__(self, end_ids, banned_ids, batch: int):
+        self.end_ids = np.array(end_ids, np.int64)
+        self.banned = np.array(sorted(set(banned_ids) | {PAD, UNK, BOUNDARY}), np.int64)
+        self.batch = batch
 
     def forced(self, step):
         if step.column[0] == -1:
-            return np.full(self.batch, self.comma if step.line[0] % 2 == 0 else self.period, np.int64)
+            return np.full(self.batch, self.end_ids[step.line[0]], np.int64)
         return None
 
     def apply(self, logits, step):
@@ -120,7 +122,8 @@ class NoRepeat(Rule):
 class Rhyme(Rule):
     """Rhyming lines end in characters of one 平水韵 level-tone group, none used twice.
 
-    Lines 2, 4, 6 and 8 always rhyme; line 1 only in the rows whose `first_line` is set.
+    The layout's rhyme lines always rhyme (2, 4, 6 and 8 of a shi); line 1 only in the rows whose
+    `first_line` is set.
     """
 
     def __init__(self, membership: np.ndarray, first_line: np.ndarray, membership_t: np.ndarray | None = None):
@@ -132,10 +135,11 @@ class Rhyme(Rule):
         self.used = np.zeros((len(first_line), membership.shape[0]), bool)
 
     def rows_here(self, step: Step) -> np.ndarray | None:
-        if step.line_length is None or int(step.column[0]) != step.line_length - 1:
-            return None
         line = int(step.line[0])
-        rows = np.full(len(step.line), line % 2 == 1) if line % 2 == 1 or line > 0 else self.first_line
+        if step.layout is None or int(step.column[0]) != step.layout.line_lengths[line] - 1:
+            return None
+        rhymes = line in step.layout.rhyme_lines
+        rows = np.full(len(step.line), rhymes) if rhymes or line > 0 else self.first_line
         return rows if rows.any() else None
 
     def apply(self, logits, step):

@@ -22,10 +22,11 @@ from poetgen.bundle import TOKENIZER_FILE, Bundle, load_bundle, model_config_of,
 from poetgen.checks import check_poem
 from poetgen.corpus import FORM_ALIASES, FORM_SHAPES, FORMS, HAN, PUNCTUATION, clauses, normalize_text, to_traditional
 from poetgen.errors import BadInput
+from poetgen.layout import banned_inside, layout_of
 from poetgen.model import NumpyStepper
 from poetgen.prosody import PING, ZE, strict_positions, table, tone_patterns
 from poetgen.sampling import SampleOptions, Shape, row_streams, sample
-from poetgen.tokenizer import Tokenizer
+from poetgen.tokenizer import SPECIALS, Tokenizer
 
 MAX_POEMS = 1000          # poems per request
 MAX_CANDIDATES = 64       # --best-of limit
@@ -104,23 +105,10 @@ def _check_chars(text: str, what: str, allow_punctuation: bool) -> None:
 
 
 def fit_prompt(prompt: str, form: str) -> str:
-    """Lay the prompt onto the form: layout punctuation inserted where it is missing, checked where given."""
-    if form not in FORM_SHAPES:
-        return prompt
-    length, count = FORM_SHAPES[form]
-    total = (length + 1) * count
-    fitted = ""
-    for ch in prompt:
-        if len(fitted) % (length + 1) == length and ch not in PUNCTUATION:
-            fitted += "，" if len(fitted) // (length + 1) % 2 == 0 else "。"
-        if len(fitted) >= total:
-            raise BadInput(f"prompt is longer than a {form} poem ({count} lines of {length} characters)")
-        if ch in PUNCTUATION and len(fitted) % (length + 1) != length:
-            line, column = divmod(len(fitted), length + 1)
-            raise BadInput(f"prompt does not fit {form}: line {line + 1} has {column} characters before "
-                           f"{ch!r}, but a {form} line has {length}")
-        fitted += ch
-    return fitted
+    """Lay the prompt onto the form's layout (poetgen.layout): line-end marks inserted where missing,
+    replaced by the layout's own where it does not accept them, an error inside a line."""
+    layout = layout_of(form)
+    return layout.fit_prompt(prompt) if layout else prompt
 
 
 class Generator:
@@ -188,11 +176,12 @@ class Generator:
     def _rules(self, request: PoemRequest, form: str, prompt: str, acrostic: str,
                streams: list[tuple[int, int]], theme_ids):
         batch = len(streams)
+        layout = layout_of(form)
         shape = FORM_SHAPES.get(form)
         active = [rules.Forced(self.encode_known(prompt, "prompt"), batch)] if prompt else []
-        if shape:
-            active.append(rules.Layout(self.tokenizer.id_of("，"), self.tokenizer.id_of("。"),
-                                       self.punctuation_ids, batch))
+        if layout:
+            active.append(rules.Layout([self.tokenizer.id_of(m) for m in layout.end_marks],
+                                       banned_inside(self.tokenizer.index, range(len(SPECIALS))), batch))
         else:
             active.append(rules.FreeVerse(self.punctuation_ids))
         if acrostic:
@@ -232,9 +221,7 @@ class Generator:
         words, theme_ids = self.theme_keywords(request.theme) if request.theme.strip() else ([], [])
         options = request.sample
         seed = options.seed if options.seed is not None else int(np.random.SeedSequence().entropy % (2**31))
-        shape = FORM_SHAPES.get(form)
-        loop_shape = Shape(shape[0] if shape else None, shape[1] if shape else None, request.max_chars,
-                           frozenset(self.punctuation_ids))
+        loop_shape = Shape(layout_of(form), request.max_chars, frozenset(self.punctuation_ids))
         return PreparedRequest(request, form, prompt, acrostic, tuple(words), tuple(theme_ids),
                                dataclasses.replace(options, seed=seed), loop_shape)
 
@@ -282,12 +269,12 @@ class Generator:
     def _check_acrostic(self, acrostic: str, prompt: str, form: str) -> None:
         if not acrostic:
             return
-        if form not in FORM_SHAPES:
+        layout = layout_of(form)
+        if layout is None:
             raise BadInput("an acrostic needs a regular form (wujue, qijue, wulv or qilv)")
-        length, count = FORM_SHAPES[form]
-        if len(acrostic) != count:
-            raise BadInput(f"acrostic has {len(acrostic)} characters but a {form} poem has {count} lines")
-        for i, head in enumerate(prompt[::length + 1]):
+        if len(acrostic) != layout.line_count:
+            raise BadInput(f"acrostic has {len(acrostic)} characters but a {form} poem has {layout.line_count} lines")
+        for i, head in enumerate(prompt[start] for start in layout.starts if start < len(prompt)):
             if head != acrostic[i]:
                 raise BadInput(f"prompt line {i + 1} starts with {head!r}, but the acrostic asks for {acrostic[i]!r}")
 

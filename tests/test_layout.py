@@ -57,3 +57,15 @@ def test_banned_inside_holds_specials_and_marks():
     index = {ch: i + 4 for i, ch in enumerate("，。白日？")}
     assert banned_inside(index, [0, 1, 2, 3]) == [0, 1, 2, 3, 4, 5, 8]
     assert set(MARKS) >= set("，。？")
+
+
+@pytest.mark.parametrize("prompt, form", [("白日依山尽。", "wujue"), ("白日依山尽。黄河入海流，", "wulv"),
+                                          ("春风不度玉门关！", "qijue")])
+def test_a_punctuated_prompt_gives_a_regular_poem(generator, prompt, form):
+    from poetgen.generate import PoemRequest
+    from poetgen.sampling import SampleOptions
+
+    result = generator.generate(PoemRequest(prompt=prompt, form=form, n=8, sample=SampleOptions(seed=1)))
+    for poem in result["poems"]:
+        assert poem["layout_ok"] and poem["rhyme_ok"], poem["text"]
+        assert poem["text"].startswith(layout_of(form).fit_prompt(prompt))
