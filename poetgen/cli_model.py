@@ -97,7 +97,11 @@ def _sample_callback(config):
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
               help="Bundle directory from `poetgen train` or `poetgen export --format keras` (default: shipped model).")
 @click.option("--form", default=None, help="wujue|qijue|wulv|qilv|free, or 五绝 七绝 五律 七律. [default: wujue]")
-@click.option("--acrostic", default="", help="藏头: line i starts with character i (4 or 8 characters).")
+@click.option("--tune", default="", help="Write a ci (词) to this tune: a name, other name or pinyin "
+              "(list them with `poetgen tunes`); instead of --form.")
+@click.option("--variant", type=click.IntRange(1), default=None,
+              help="The tune's variant (格), 1-based. [default: 1, the 词谱's main form]")
+@click.option("--acrostic", default="", help="藏头: line i (clause i of a ci) starts with character i.")
 @click.option("--theme", default="", help="What the poem is about, in free text (e.g. 写一首关于秋天思乡的诗).")
 @click.option("--rhyme/--no-rhyme", default=None, help="Rhyme lines 2, 4, 6, 8 in one 平水韵 group. [default: on for regular forms]")
 @click.option("--tone/--no-tone", default=False, show_default=True, help="Steer toward a standard 平仄 pattern.")
@@ -122,12 +126,16 @@ def generate(prompt, model_dir, fmt, traditional, temperature, top_k, top_p, see
     options = SampleOptions(temperature, top_k, top_p, seed)
     options.validate()
     import_tensorflow()
-    from poetgen.generate import Generator, traditional as to_traditional
+    from poetgen.generate import CI_CONTROL, Generator, traditional as to_traditional
     from poetgen.request import PoemRequest
 
     poem_request = PoemRequest(prompt=prompt, sample=options, **request)
     poem_request.validate()
-    result = Generator.load(model_dir, int8).generate(poem_request)
+    generator = Generator.load(model_dir, int8)
+    if poem_request.tune and not generator.knows_ci():
+        click.echo(f"poetgen: warning: this model was not trained on ci (no {CI_CONTROL} control token in its "
+                   "tokenizer): its ci keep the tune's layout, rhyme and 平仄 but read like shi", err=True)
+    result = generator.generate(poem_request)
     if traditional:
         result = to_traditional(result)
     if fmt == "json":

@@ -17,6 +17,7 @@ import threadpoolctl
 from poetgen import ranking, request as requests
 from poetgen.bundle import TOKENIZER_FILE, Bundle, load_bundle, model_config_of, read_config
 from poetgen.checks import check_poem
+from poetgen.ci_checks import check_ci
 from poetgen.corpus import to_traditional
 from poetgen.model import NumpyStepper
 from poetgen.request import PoemRequest, PreparedRequest
@@ -27,6 +28,7 @@ from poetgen.tokenizer import SPECIALS, Tokenizer
 
 __all__ = ["Generator", "PoemRequest", "PreparedRequest", "traditional", "sample_from_model"]
 
+CI_CONTROL = "<ci>"        # the control token of a model conditioned on genre (poetgen.control)
 SHARE_ROWS = 16           # a batch is split across CPU cores only when each core gets this many rows
 
 
@@ -41,6 +43,10 @@ class Generator:
         if int8:
             self.stepper.quantize()
         self._workers = None   # threads for batches split across cores, started on first use
+
+    def knows_ci(self) -> bool:
+        """True when the model was trained with ci under a control prefix (its tokenizer holds <ci>)."""
+        return CI_CONTROL in (getattr(self.tokenizer, "controls", None) or ())
 
     @classmethod
     def load(cls, path=None, int8: bool = False) -> "Generator":
@@ -76,8 +82,11 @@ class Generator:
 
     def _candidate(self, result: Sampled, row: int, prepared: PreparedRequest, patterns) -> dict:
         text = self.tokenizer.decode(i for i in result.ids[row] if i >= len(SPECIALS))
-        check = check_poem(text, prepared.form, self.tables.prosody, prepared.acrostic)
         logprob = float(result.log_probs[row]) / max(int(result.sampled[row]), 1)
+        if prepared.variant is not None:
+            check = check_ci(text, prepared.variant, self.tables.prosody, self.tables.ci_rhyme, prepared.acrostic)
+            return ranking.ci_record(text, logprob, check)
+        check = check_poem(text, prepared.form, self.tables.prosody, prepared.acrostic)
         return ranking.poem_record(text, prepared.form, logprob, check, patterns[row] if patterns else None)
 
     def finish(self, prepared: PreparedRequest, candidates: list[dict], elapsed: float) -> dict:
@@ -85,6 +94,7 @@ class Generator:
         n = prepared.request.n
         return {"poems": ranking.keep_best(candidates, n, prepared.request.best_of),
                 "keywords": list(prepared.keywords), "seed": prepared.seed, "form": prepared.form,
+                **({"tune": prepared.variant.tune, "variant": prepared.variant.number} if prepared.variant else {}),
                 "ms_per_poem": round(1000 * elapsed / n, 3)}
 
     def generate(self, request: PoemRequest) -> dict:

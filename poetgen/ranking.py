@@ -6,13 +6,14 @@ The score reads what checks.py measured and the model's log-probability; ranking
 from __future__ import annotations
 
 from poetgen.checks import PoemCheck
+from poetgen.ci_checks import CiCheck
 from poetgen.corpus import clauses
 
 RHYME_BONUS = 0.5    # added when the rhyming lines share one 平水韵 group
 TONE_WEIGHT = 0.5    # times the share of strict positions that fit the 平仄 pattern
 
 
-def score(logprob: float, check: PoemCheck) -> float:
+def score(logprob: float, check: PoemCheck | CiCheck) -> float:
     """Higher is better: the mean log-probability per sampled character, plus rhyme and tone bonuses."""
     return logprob + (RHYME_BONUS if check.rhyme_ok else 0.0) + (check.tone_score or 0.0) * TONE_WEIGHT
 
@@ -24,6 +25,19 @@ def poem_record(text: str, form: str, logprob: float, check: PoemCheck, tone_pat
             "tone_pattern": tone_pattern,
             "tone_score": None if check.tone_score is None else round(check.tone_score, 4),
             "layout_ok": check.layout_ok, "rhyme_ok": check.rhyme_ok, "acrostic_ok": check.acrostic_ok}
+
+
+def ci_record(text: str, logprob: float, check: CiCheck) -> dict:
+    """One ci candidate: its clauses, the tune variant and the ci checks (ci_checks.py)."""
+    return {"text": text, "lines": clauses(text) or [text], "form": "ci", "tune": check.tune,
+            "variant": check.variant, "logprob": round(logprob, 4), "score": round(score(logprob, check), 4),
+            "rhyme_group": "、".join(check.rhyme_parts or []) or None, "tone_pattern": None,
+            "tone_score": None if check.tone_score is None else round(check.tone_score, 4),
+            "layout_ok": check.layout_ok, "rhyme_ok": check.rhyme_ok, "acrostic_ok": check.acrostic_ok,
+            "checks": {"layout_ok": check.layout_ok, "rhyme_ok": check.rhyme_ok,
+                       "rhyme_score": None if check.rhyme_score is None else round(check.rhyme_score, 4),
+                       "rhyme_parts": check.rhyme_parts,
+                       "tone_score": None if check.tone_score is None else round(check.tone_score, 4)}}
 
 
 def keep_best(candidates: list[dict], n: int, best_of: int) -> list[dict]:

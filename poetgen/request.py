@@ -10,10 +10,11 @@ import re
 
 from poetgen.corpus import FORM_ALIASES, FORMS, HAN, PUNCTUATION, normalize_text
 from poetgen.errors import BadInput
-from poetgen.layout import layout_of
+from poetgen.layout import Layout, layout_of
 from poetgen.sampling import SampleOptions, Shape, new_seed
 from poetgen.tables import VocabularyTables
 from poetgen.tokenizer import Tokenizer
+from poetgen.tunes import Variant, field_error, resolve
 
 MAX_POEMS = 1000          # poems per request
 MAX_CANDIDATES = 64       # --best-of limit
@@ -27,6 +28,8 @@ _REQUEST_WORDS = frozenset("写 作 一首 一篇 首 篇 关于 有关 诗 诗�
 class PoemRequest:
     prompt: str = ""                 # the poem starts with this text (may span lines)
     form: str | None = None          # wujue|qijue|wulv|qilv|free or 五绝…; None: wujue, or by acrostic length
+    tune: str = ""                   # a ci tune (词牌) by any of its names or pinyin; "" writes shi (form)
+    variant: int | None = None       # the tune's variant (格), 1-based; None: the first, the 词谱's main form
     acrostic: str = ""               # 藏头: line i starts with character i
     theme: str = ""                  # free text; keywords steer the lines
     rhyme: bool | None = None        # None: on for the regular forms
@@ -39,6 +42,12 @@ class PoemRequest:
     sample: SampleOptions = SampleOptions()
 
     def resolved_form(self) -> str:
+        if self.tune.strip():
+            if self.form:
+                raise field_error(BadInput("give a form or a tune, not both"), "form")
+            return "ci"
+        if self.variant is not None:
+            raise field_error(BadInput("a variant needs a tune"), "variant")
         form = FORM_ALIASES.get(self.form, self.form) if self.form else None
         if form is None:
             acrostic = normalize_text(self.acrostic)
@@ -57,7 +66,12 @@ class PoemRequest:
             raise BadInput(f"max-chars must be between 5 and 1000, not {self.max_chars}")
         if len(self.prompt) > MAX_PROMPT:
             raise BadInput(f"prompt is longer than {MAX_PROMPT} characters")
-        self.resolved_form()
+        if self.resolved_form() == "ci":
+            self.resolved_variant()
+
+    def resolved_variant(self) -> Variant | None:
+        """The tune variant asked for (None for shi); UnknownTune naming the closest names."""
+        return resolve(self.tune, self.variant) if self.tune.strip() else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +86,11 @@ class PreparedRequest:
     shape: Shape                  # what the sampling loop needs to know about the form
     prompt_ids: tuple = ()        # the prompt's ids (all known to the model)
     acrostic_ids: tuple = ()      # the acrostic's ids (all known to the model)
+    variant: Variant | None = None  # the ci tune variant written (form "ci"), None for shi
+
+    @property
+    def layout(self) -> Layout | None:
+        return self.shape.layout
 
     @property
     def seed(self) -> int:
@@ -80,7 +99,8 @@ class PreparedRequest:
     def batch_key(self) -> tuple:
         """Everything the rules and the loop read except the seed: equal keys may share one batch."""
         request, options = self.request, self.options
-        return (self.form, self.prompt, self.acrostic, self.theme_ids, request.rhyme, request.tone,
+        tune = (self.variant.tune, self.variant.number) if self.variant else None
+        return (self.form, tune, self.prompt, self.acrostic, self.theme_ids, request.rhyme, request.tone,
                 request.no_repeat, request.max_chars, options.temperature, options.top_k, options.top_p)
 
 
@@ -88,20 +108,23 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
     """Validate and normalise a request; raise BadInput with a sentence for what cannot be used."""
     request.validate()
     form = request.resolved_form()
+    variant = request.resolved_variant()
+    layout = variant.layout if variant else layout_of(form)
     prompt = normalize_text(request.prompt)
     check_chars(prompt, "prompt", allow_punctuation=True)
-    prompt = fit_prompt(prompt, form)
+    prompt = layout.fit_prompt(prompt) if layout else prompt
     acrostic = normalize_text(request.acrostic)
     check_chars(acrostic, "acrostic", allow_punctuation=False)
-    check_acrostic(acrostic, prompt, form)
+    check_acrostic(acrostic, prompt, form, layout)
     prompt_ids = encode_known(tables.tokenizer, prompt, "prompt")
     acrostic_ids = encode_known(tables.tokenizer, acrostic, "acrostic")
     words, theme_ids = theme_keywords(request.theme, tables.tokenizer) if request.theme.strip() else ([], [])
     options = request.sample
     seed = options.seed if options.seed is not None else new_seed()
-    shape = Shape(layout_of(form), request.max_chars, frozenset(tables.punctuation_ids))
+    shape = Shape(layout, request.max_chars, frozenset(tables.punctuation_ids))
     return PreparedRequest(request, form, prompt, acrostic, tuple(words), tuple(theme_ids),
-                           dataclasses.replace(options, seed=seed), shape, tuple(prompt_ids), tuple(acrostic_ids))
+                           dataclasses.replace(options, seed=seed), shape, tuple(prompt_ids), tuple(acrostic_ids),
+                           variant)
 
 
 def check_chars(text: str, what: str, allow_punctuation: bool) -> None:
@@ -119,13 +142,18 @@ def fit_prompt(prompt: str, form: str) -> str:
     return layout.fit_prompt(prompt) if layout else prompt
 
 
-def check_acrostic(acrostic: str, prompt: str, form: str) -> None:
+def check_acrostic(acrostic: str, prompt: str, form: str, layout: Layout | None = None) -> None:
+    """Shi: one head per line; ci (form "ci"): heads of the first clauses, as many as given."""
     if not acrostic:
         return
-    layout = layout_of(form)
+    layout = layout or layout_of(form)
     if layout is None:
-        raise BadInput("an acrostic needs a regular form (wujue, qijue, wulv or qilv)")
-    if len(acrostic) != layout.line_count:
+        raise BadInput("an acrostic needs a regular form (wujue, qijue, wulv or qilv) or a tune")
+    if form == "ci":
+        if len(acrostic) > layout.line_count:
+            raise field_error(BadInput(f"acrostic has {len(acrostic)} characters but {layout.name} has "
+                                       f"{layout.line_count} clauses"), "acrostic")
+    elif len(acrostic) != layout.line_count:
         raise BadInput(f"acrostic has {len(acrostic)} characters but a {form} poem has {layout.line_count} lines")
     for i, head in enumerate(prompt[start] for start in layout.starts if start < len(prompt)):
         if head != acrostic[i]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from poetgen.ci_rules import ci_rules
 from poetgen.layout import Layout as LayoutSpec
 from poetgen.layout import banned_inside
 from poetgen.prosody import strict_positions, tone_patterns
@@ -232,14 +233,17 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
     if request.no_repeat:
         active.append(NoRepeat())
     patterns = None
-    if regular and request.tone:
+    if prepared.variant is not None:   # a ci: the tune's rhyme and 平仄 instead of a shi pattern's
+        rhyme = request.rhyme if request.rhyme is not None else True
+        active += ci_rules(prepared.variant, tables, batch, rhyme, request.tone)
+    elif regular and request.tone:
         standard = tone_patterns(layout.uniform_length, layout.line_count)
         names = list(standard)
         # Each poem's pattern comes from its own stream, so batching does not change it.
         patterns = [names[np.random.default_rng([seed, index, 1]).integers(len(names))] for seed, index in streams]
         active.append(Tone(tables.tone_masks, [standard[p] for p in patterns], strict_positions(layout.uniform_length)))
     rhyme = request.rhyme if request.rhyme is not None else regular
-    if regular and rhyme:
+    if regular and rhyme and prepared.variant is None:
         first_line = np.array([p is not None and p.endswith("入韵") for p in (patterns or [None] * batch)])
         active.append(Rhyme(tables.rhyme_membership, first_line, tables.rhyme_membership_t))
     theme_ids = prepared.theme_ids

@@ -9,6 +9,7 @@ import functools
 
 import numpy as np
 
+from poetgen.ci_rhyme import CODES, COLUMN, CiRhyme
 from poetgen.corpus import PUNCTUATION
 from poetgen.errors import BadInput
 from poetgen.prosody import PING, ZE, Prosody, table
@@ -56,3 +57,18 @@ class VocabularyTables:
             if tones:   # characters outside the table are not judged
                 masks[PING][i], masks[ZE][i] = PING in tones, ZE in tones
         return masks
+
+    @functools.cached_property
+    def ci_rhyme(self):
+        """The 词林正韵 codes of each character (ci_rhyme.py)."""
+        return CiRhyme(self.prosody)
+
+    @functools.cached_property
+    def ci_membership(self) -> np.ndarray:
+        """(vocab, codes) bool: the 词林正韵 codes (ci_rhyme.CODES) each id can rhyme in."""
+        rhyme = self.ci_rhyme
+        membership = np.zeros((self.tokenizer.vocab_size, len(CODES)), bool)
+        for ch, i in self.tokenizer.index.items():
+            for code in rhyme.codes(ch):
+                membership[i, COLUMN[code]] = True
+        return membership

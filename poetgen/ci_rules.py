@@ -1,0 +1,96 @@
+"""The logit rules of a ci written to a tune variant: rhyme at its rhyme positions by 词林正韵 部,
+and 平仄 at its 平/仄 positions. The layout itself is the shared Layout rule (rules.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from poetgen.ci_rhyme import CODES, COLUMN, codes_for_tone, flip
+from poetgen.tunes import EITHER, Variant
+
+NEG = np.float32(-np.inf)
+
+# Column permutation of 叶韵: column i of a 叶 slot reads the character's column of flip(CODES[i]).
+FLIP = np.array([COLUMN[flip(code)] for code in CODES], np.int64)
+
+
+def char_positions(variant: Variant) -> np.ndarray:
+    """Step position (marks counted) of each of the variant's characters."""
+    layout = variant.layout
+    return np.array([start + column for start, n in zip(layout.starts, layout.line_lengths) for column in range(n)],
+                    np.int64)
+
+
+class _CiRule:
+    """The Rule interface of rules.py (kept here so rules.py can import this module without a cycle)."""
+
+    essential = False
+
+    def forced(self, step):
+        return None
+
+    def apply(self, logits, step):
+        pass
+
+    def observe(self, chosen, step):
+        pass
+
+
+class CiRhyme(_CiRule):
+    """Each rhyme group of the variant keeps one 部 in its tone: the first rhyme of a group picks among
+    the 部 the group's tone allows, later ones narrow to what it shares; 叶 slots take the other tone.
+    No character rhymes twice in a poem."""
+
+    def __init__(self, variant: Variant, membership: np.ndarray, batch: int):
+        self.membership = membership                                   # (vocab, codes) bool
+        self.membership_t = membership.T.astype(np.float32)            # (codes, vocab)
+        self.flipped_t = self.membership_t[FLIP]                       # the same read by a 叶 slot
+        positions = char_positions(variant)
+        self.slots = {int(positions[s.pos]): (s.group, s.xie) for s in variant.rhymes}
+        self.allowed = np.zeros((batch, max(variant.group_count, 1), len(CODES)), bool)
+        for group in range(variant.group_count):
+            self.allowed[:, group, [COLUMN[c] for c in codes_for_tone(variant.group_tone(group))]] = True
+        self.used = np.zeros((batch, membership.shape[0]), bool)
+
+    def apply(self, logits, step):
+        slot = self.slots.get(step.pos)
+        if slot is None:
+            return
+        group, xie = slot
+        fits = (self.allowed[:, group].astype(np.float32) @ (self.flipped_t if xie else self.membership_t)) > 0
+        logits[~fits | self.used] = NEG
+
+    def observe(self, chosen, step):
+        slot = self.slots.get(step.pos)
+        if slot is None:
+            return
+        group, xie = slot
+        codes = self.membership[chosen]
+        narrowed = self.allowed[:, group] & (codes[:, FLIP] if xie else codes)
+        keep = narrowed.any(axis=1)   # a forced character outside the table keeps the old set
+        self.allowed[keep, group] = narrowed[keep]
+        self.used[np.arange(len(chosen)), chosen] = True
+
+
+class CiTone(_CiRule):
+    """Every 平 or 仄 position of the variant takes a character readable in that tone; 中 is free."""
+
+    def __init__(self, variant: Variant, can_be: dict[str, np.ndarray]):
+        positions = char_positions(variant)
+        self.masks = {int(positions[i]): ~can_be[tone] for i, tone in enumerate(variant.tones) if tone != EITHER}
+
+    def apply(self, logits, step):
+        wrong = self.masks.get(step.pos)
+        if wrong is not None:
+            logits[:, wrong] = NEG
+
+
+def ci_rules(variant: Variant, tables, batch: int, rhyme: bool, tone: bool) -> list[_CiRule]:
+    """The rhyme and tone rules of a variant (the layout, prompt, acrostic and theme are shi's own)."""
+    rules: list[_CiRule] = []
+    if tone:
+        rules.append(CiTone(variant, tables.tone_masks))
+    if rhyme and variant.rhymes:
+        rules.append(CiRhyme(variant, tables.ci_membership, batch))
+    return rules
