@@ -1,0 +1,91 @@
+"""Ci by tune on the tiny model: layout, rhyme and 平仄 hold by construction for every poem."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from poetgen.ci_checks import check_ci, han_chars
+from poetgen.ci_rhyme import ci_rhyme, flip
+from poetgen.cli import cli
+from poetgen.errors import BadInput
+from poetgen.prosody import table
+from poetgen.request import PoemRequest
+from poetgen.sampling import SampleOptions
+from poetgen.tunes import resolve
+
+# 浣溪沙: one 平 rhyme; 西江月: 叶 (the 仄 of the 平 rhyme's 部); 菩萨蛮: four rhymes, 仄 and 平 in turn;
+# 定风波: a 平 rhyme broken by three 仄 ones
+TUNES = ["浣溪沙", "西江月", "菩萨蛮", "定风波"]
+
+
+@pytest.mark.parametrize("tune", TUNES)
+def test_every_ci_fits_its_tune(generator, tune):
+    result = generator.generate(PoemRequest(tune=tune, tone=True, n=30, sample=SampleOptions(seed=3)))
+    variant, prosody, rhyme = resolve(tune), table(), ci_rhyme()
+    assert result["tune"] == variant.tune and result["variant"] == 1 and result["form"] == "ci"
+    for poem in result["poems"]:
+        check = check_ci(poem["text"], variant, prosody, rhyme)
+        assert check.layout_ok and check.rhyme_ok and check.tone_score == 1.0, poem["text"]
+        assert poem["checks"]["rhyme_ok"] and poem["tune"] == tune and poem["variant"] == 1
+        assert [len(line) - 1 for line in poem["lines"]] == list(variant.line_lengths)
+        rhymes = [han_chars(poem["text"])[s.pos] for s in variant.rhymes]
+        assert len(set(rhymes)) == len(rhymes)   # no character rhymes twice
+
+
+def test_xie_slots_take_the_other_tone_of_the_same_bu(generator):
+    variant, rhyme = resolve("西江月"), ci_rhyme()
+    result = generator.generate(PoemRequest(tune="西江月", n=20, sample=SampleOptions(seed=5)))
+    for poem in result["poems"]:
+        chars = han_chars(poem["text"])
+        level = set.intersection(*(set(rhyme.codes(chars[s.pos])) for s in variant.rhymes if not s.xie))
+        for slot in (s for s in variant.rhymes if s.xie):
+            assert level & {flip(c) for c in rhyme.codes(chars[slot.pos])}, poem["text"]
+
+
+def test_variant_prompt_acrostic_and_seed(generator):
+    variant = resolve("浣溪沙", 3)
+    request = PoemRequest(tune="浣溪沙", variant=3, prompt="春风", acrostic="春花秋月", n=8,
+                          sample=SampleOptions(seed=11))
+    first, again = generator.generate(request), generator.generate(request)
+    assert [p["text"] for p in first["poems"]] == [p["text"] for p in again["poems"]]
+    for poem in first["poems"]:
+        check = check_ci(poem["text"], variant, table(), ci_rhyme(), acrostic="春花秋月")
+        assert poem["text"].startswith("春风") and check.layout_ok and check.acrostic_ok and check.rhyme_ok
+
+
+def test_best_of_keeps_the_best_candidate(generator):
+    request = PoemRequest(tune="菩萨蛮", n=2, best_of=4, sample=SampleOptions(seed=2))
+    best = generator.generate(request)["poems"]
+    every = generator.generate(PoemRequest(tune="菩萨蛮", n=8, sample=SampleOptions(seed=2)))["poems"]
+    assert [p["score"] for p in best] == [max(p["score"] for p in every[i * 4:(i + 1) * 4]) for i in range(2)]
+
+
+@pytest.mark.parametrize("request_args, field", [
+    ({"tune": "浣溪莎"}, "tune"), ({"tune": "浣溪沙", "variant": 99}, "variant"),
+    ({"tune": "浣溪沙", "form": "wujue"}, "form"), ({"variant": 2}, "variant"),
+    ({"tune": "十六字令", "acrostic": "春夏秋冬五"}, "acrostic")])
+def test_bad_ci_requests_name_their_field(generator, request_args, field):
+    with pytest.raises(BadInput) as error:
+        generator.generate(PoemRequest(**request_args))
+    assert error.value.field == field and "\n" not in str(error.value)
+
+
+def test_cli_warns_for_a_model_without_ci_and_prints_json(tiny_bundle):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["generate", "--model", str(tiny_bundle), "--tune", "huanxisha", "--tone",
+                                 "--seed", "1", "-n", "2", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert "not trained on ci" in result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["tune"] == "浣溪沙" and all(p["checks"]["layout_ok"] for p in answer["poems"])
+    result = runner.invoke(cli, ["generate", "--model", str(tiny_bundle), "--tune", "浣溪莎"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "浣溪沙" in result.stderr
+
+
+def test_knows_ci_reads_the_control_token(generator, monkeypatch):
+    assert not generator.knows_ci()
+    monkeypatch.setattr(generator.tokenizer, "controls", ["<tang>", "<ci>"], raising=False)
+    assert generator.knows_ci()
