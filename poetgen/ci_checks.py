@@ -24,6 +24,7 @@ class CiCheck:
     rhyme_ok: bool | None              # every rhyme position fits its group's 部
     rhyme_score: float | None          # share of rhyme positions that fit
     rhyme_parts: list[str] | None      # each group's 部, e.g. 第七部平
+    rhyme_positions: list[bool] | None # per rhyme position: fits its group or not
     tone_score: float | None           # share of 平/仄 positions whose character can be read in that tone
     tone_positions: list[bool] | None  # per 平/仄 position: fits or not
     acrostic_ok: bool | None           # clause heads spell the acrostic (None: none asked)
@@ -69,11 +70,11 @@ def check_ci(text: str, variant: Variant, prosody: Prosody, rhyme: CiRhyme, acro
         heads = [line[0] for line in variant.layout.lines(text) or []]
         acrostic_ok = heads[:len(acrostic)] == list(acrostic)
     if len(chars) != variant.length:
-        return CiCheck(variant.tune, variant.number, False, False, None, None, None, None, None, acrostic_ok)
+        return CiCheck(variant.tune, variant.number, False, False, None, None, None, None, None, None, acrostic_ok)
     rhyme_fits, parts = rhyme_of(chars, variant, rhyme)
     tones = tone_of(chars, variant, prosody)
     return CiCheck(variant.tune, variant.number, lines is not None, True, all(rhyme_fits),
-                   sum(rhyme_fits) / len(rhyme_fits) if rhyme_fits else 1.0, parts,
+                   sum(rhyme_fits) / len(rhyme_fits) if rhyme_fits else 1.0, parts, rhyme_fits,
                    sum(tones) / len(tones) if tones else 1.0, tones, acrostic_ok)
 
 

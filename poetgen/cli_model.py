@@ -216,19 +216,36 @@ def export(model_dir, out, fmt, force) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (fixed, so runs compare).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text: a table; json: one object on stdout (progress stays on stderr).")
-def evaluate(model_dir, corpus, samples, seed, fmt) -> None:
+@click.option("--tune", "tunes", multiple=True,
+              help="Report ci of this tune instead (repeatable): layout, rhyme and 平仄 with the rules and "
+                   "the model alone.")
+def evaluate(model_dir, corpus, samples, seed, fmt, tunes) -> None:
     """Held-out perplexity, and form, rhyme, 平仄, novelty and diversity of generated poems."""
     import contextlib
     import json
     import sys
 
-    import_tensorflow()
-    from poetgen.bundle import load_bundle
-    from poetgen.evaluate import EvalOptions, Evaluation, format_text
+    from poetgen.evaluate import EvalOptions
+    from poetgen.tunes import resolve
 
     options = EvalOptions(str(corpus) if corpus is not None else None, samples, seed)
     options.validate()
+    for tune in tunes:
+        resolve(tune)   # an unknown tune fails before the model loads
+    import_tensorflow()
+    from poetgen.bundle import load_bundle
+    from poetgen.evaluate import Evaluation, format_text
+
     bundle = load_bundle(model_dir)
+    if tunes:
+        from poetgen.evaluate_ci import format_tune_text, tune_report
+        from poetgen.generate import Generator
+
+        with contextlib.redirect_stdout(sys.stderr):
+            with click.progressbar(length=2 * samples * len(tunes), label="evaluating", file=sys.stderr) as bar:
+                report = tune_report(Generator(bundle), list(tunes), samples, seed, bar.update)
+        click.echo(json.dumps(report, ensure_ascii=False, indent=1) if fmt == "json" else format_tune_text(report))
+        return
     with contextlib.redirect_stdout(sys.stderr):   # stray prints must not spoil --format json
         evaluation = Evaluation(bundle, options)
         with click.progressbar(length=evaluation.work, label="evaluating", file=sys.stderr) as bar:

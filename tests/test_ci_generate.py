@@ -89,3 +89,18 @@ def test_knows_ci_reads_the_control_token(generator, monkeypatch):
     assert not generator.knows_ci()
     monkeypatch.setattr(generator.tokenizer, "controls", ["<tang>", "<ci>"], raising=False)
     assert generator.knows_ci()
+
+
+def test_evaluate_tune_reports_rules_and_the_model_alone(tiny_bundle):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["evaluate", "--model", str(tiny_bundle), "--tune", "浣溪沙", "--tune", "pusaman",
+                                 "--samples", "6", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["tunes"]) == {"浣溪沙", "菩萨蛮"} and report["knows_ci"] is False
+    for values in report["tunes"].values():
+        ruled, alone = values["with_rules"], values["model_alone"]
+        assert ruled["layout"] == ruled["rhyme_poems"] == ruled["tone_positions"] == 1.0
+        assert alone["layout"] == 1.0 and 0 <= alone["rhyme_positions"] <= 1
+    result = runner.invoke(cli, ["evaluate", "--model", str(tiny_bundle), "--tune", "浣溪莎"])
+    assert result.exit_code == 2 and "浣溪沙" in result.stderr
