@@ -23,12 +23,15 @@ from poetgen.errors import BadInput
 from poetgen.generate import Generator, traditional
 from poetgen.request import PoemRequest
 from poetgen.sampling import SampleOptions
+from poetgen.tunes import tune_table
 
 MAX_PROMPT = 64            # characters: a whole qilv with its punctuation
 MAX_THEME = 200            # characters of free text
 MAX_POEMS = 10             # poems per request
 MAX_BODY = 16 * 1024       # bytes of JSON
 MAX_SEED = 2**63 - 1
+MAX_TUNE = 32              # characters of a tune name or pinyin
+MAX_VARIANT = 99           # no tune has more variants
 FORM_NAMES = ("wujue", "qijue", "wulv", "qilv", "free", "五绝", "七绝", "五律", "七律")
 log = logging.getLogger("poetgen.serve")
 
@@ -39,6 +42,8 @@ class GenerateBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     prompt: str = Field("", max_length=MAX_PROMPT)           # the poem starts with this text
     form: Literal[FORM_NAMES] | None = None                  # None: wujue, or by acrostic length
+    tune: str = Field("", max_length=MAX_TUNE)               # a ci tune by any name or pinyin; "" for shi
+    variant: int | None = Field(None, ge=1, le=MAX_VARIANT)  # the tune's variant (格); None: the first
     acrostic: str = Field("", max_length=8)                  # 藏头: line i starts with character i
     theme: str = Field("", max_length=MAX_THEME)             # free text; keywords steer the lines
     rhyme: bool | None = None                                # None: on for the regular forms
@@ -52,7 +57,8 @@ class GenerateBody(BaseModel):
 
     def poem_request(self) -> PoemRequest:
         options = SampleOptions(self.temperature, self.top_k, self.top_p, self.seed)
-        return PoemRequest(prompt=self.prompt, form=self.form, acrostic=self.acrostic, theme=self.theme,
+        return PoemRequest(prompt=self.prompt, form=self.form, tune=self.tune, variant=self.variant,
+                           acrostic=self.acrostic, theme=self.theme,
                            rhyme=self.rhyme, tone=self.tone, n=self.n, sample=options)
 
 
@@ -80,7 +86,8 @@ def _validation_problem(error: dict) -> tuple[str, str]:
     if kind.endswith("_type") and kind not in messages:
         wanted = {"int_type": "a whole number", "float_type": "a number", "bool_type": "true or false",
                   "string_type": "a string"}.get(kind, "of another type")
-        messages[kind] = f"{field} must be {wanted}" + (" or null" if field in ("rhyme", "seed", "form") else "")
+        messages[kind] = f"{field} must be {wanted}" + (" or null" if field in ("rhyme", "seed", "form", "variant")
+                                                        else "")
     return field, messages.get(kind, f"{field}: {error.get('msg', 'invalid value')}")
 
 
@@ -90,6 +97,8 @@ _FIELD_WORDS = (("acrostic", "acrostic"), ("prompt", "prompt"), ("form", "form")
 
 def field_of(error: BadInput) -> str:
     """The request field a generator refusal is about (its sentences name it), or "request"."""
+    if getattr(error, "field", None):
+        return error.field
     message = str(error)
     return next((field for word, field in _FIELD_WORDS if word in message), "request")
 
@@ -131,6 +140,15 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         return JSONResponse({"name": bundle.path.name, "config": bundle.config,
                              "metrics": bundle.config.get("metrics", {})})
 
+    async def tunes(request: Request) -> JSONResponse:
+        """GET /api/tunes?q=…: the tunes whose names or pinyin contain q (all without q)."""
+        query = request.query_params.get("q", "")[:MAX_TUNE]
+        found = tune_table().search(query)
+        return JSONResponse({"tunes": [{"name": t.name, "other_names": list(t.names[1:]),
+                                        "pinyin": max(t.pinyin, key=len, default=""),
+                                        "characters": [v.length for v in t.variants]} for t in found],
+                             "knows_ci": generator.knows_ci()})
+
     async def generate(request: Request) -> JSONResponse:
         raw = await _read_body(request)
         if raw is None:
@@ -157,7 +175,7 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         return refusal(500, [("request", f"internal error ({type(error).__name__}); the server logged it")])
 
     routes = [Route("/", index), Route("/healthz", healthz), Route("/api/model", model_info),
-              Route("/api/generate", generate, methods=["POST"])]
+              Route("/api/generate", generate, methods=["POST"]), Route("/api/tunes", tunes)]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: internal_error})
     app.state.batcher = batcher
     return app
