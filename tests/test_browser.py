@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from poetgen.corpus import to_traditional
+from poetgen.tunes import resolve
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("POETGEN_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
@@ -139,3 +140,25 @@ def test_traditional_and_vertical_display_then_screenshot(page):
     shot = ARTIFACTS / "serve-page.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_page_writes_a_ci_by_tune(page):
+    page.uncheck("#vertical")
+    page.uncheck("#traditional")
+    page.fill("#tune", "西江月")
+    variants = page.locator("#variant option")
+    expect(page.locator("#variant-label")).to_be_visible()
+    assert variants.count() > 1 and page.locator("#form").is_disabled()
+    assert page.locator("#tune-list option[value='浣溪沙']").count() == 1   # the search list
+    generate(page, prompt="", acrostic="", theme="")
+    expect(page.locator("#banner")).to_be_hidden()
+    expect(page.locator("#meta")).to_contain_text("西江月 格1")   # (not the answer to unchecking 繁體)
+    rows = poem_lines(page)
+    variant = resolve("西江月")
+    assert "".join(rows).count("。") == variant.layout.end_marks.count("。") == len(rows)
+    assert sum(len(row) for row in rows) == variant.layout.length
+    page.fill("#tune", "浣溪莎")
+    generate(page)
+    expect(page.locator("#tune-error")).to_contain_text("浣溪沙")
+    page.fill("#tune", "")
+    assert not page.locator("#form").is_disabled()
