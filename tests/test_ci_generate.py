@@ -35,6 +35,19 @@ def test_every_ci_fits_its_tune(generator, tune):
         assert len(set(rhymes)) == len(rhymes)   # no character rhymes twice
 
 
+def test_layout_holds_across_the_table(generator):
+    """One ci for every 100th variant of the table (the Layout of every variant is tested in test_tunes)."""
+    from poetgen.tunes import tune_table
+
+    variants = [v for tune in tune_table().tunes for v in tune.variants][::100]
+    prosody, rhyme = table(), ci_rhyme()
+    for variant in variants:
+        result = generator.generate(PoemRequest(tune=variant.tune, variant=variant.number, tone=True,
+                                                sample=SampleOptions(seed=variant.number)))
+        check = check_ci(result["poems"][0]["text"], variant, prosody, rhyme)
+        assert check.layout_ok and check.tone_score == 1.0, (variant.tune, variant.number)
+
+
 def test_xie_slots_take_the_other_tone_of_the_same_bu(generator):
     variant, rhyme = resolve("西江月"), ci_rhyme()
     result = generator.generate(PoemRequest(tune="西江月", n=20, sample=SampleOptions(seed=5)))
