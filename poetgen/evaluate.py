@@ -15,9 +15,10 @@ from typing import Callable, Iterable
 from poetgen.bundle import Bundle
 from poetgen.checks import check_poem
 from poetgen.corpus import (FORM_SHAPES, FORMS, HELD_OUT_FRACTION, clauses, corpus_hash, form_of, is_held_out,
-                            load_corpus, log)
+                            log)
 from poetgen.errors import BadCorpus, BadInput
 from poetgen.generate import MAX_POEMS, Generator, PoemRequest
+from poetgen.importers import load_corpus
 from poetgen.model import sequence_log_likelihood
 from poetgen.prosody import strict_positions
 from poetgen.sampling import SampleOptions
