@@ -8,7 +8,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
 from poetgen.cli import cli
-from poetgen.corpus import Poem, clean_text, form_of, is_held_out, normalize_text, split, write_corpus
+from poetgen.corpus import (Poem, clean_text, form_of, is_held_out, normalize_text, shipped_corpus_path, split,
+                            write_corpus)
 from poetgen.importers import import_poems, load_corpus
 
 
@@ -43,7 +44,7 @@ def test_form_tags(text, form):
 
 
 def test_shipped_corpus_counts_and_split():
-    poems = load_corpus()
+    poems = load_corpus(shipped_corpus_path())
     assert len(poems) >= 50_000
     assert sum(p.form != "other" for p in poems) >= 35_000
     train, held = split(poems)

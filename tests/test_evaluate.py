@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from poetgen.cli import cli
-from poetgen.corpus import FORMS, is_held_out
+from poetgen.corpus import FORMS, is_held_out, shipped_corpus_path
 from poetgen.importers import load_corpus
 from poetgen.evaluate import EvalOptions, Evaluation, config_hash, distinct, form_census, perplexity, unknown_report
 from poetgen.prosody import table
@@ -83,7 +83,8 @@ def test_distinct_n_counts_within_lines():
 def test_default_scores_the_held_out_split_and_knows_the_training_lines(bundle, tiny_corpus):
     evaluation = Evaluation(bundle, EvalOptions(samples=1))
     split = bundle.config["train"]["val_split"]
-    shipped = load_corpus(None)
+    shipped = load_corpus(shipped_corpus_path())   # Tang only: the figure stays comparable
+    assert evaluation.source["subset"] == {"dynasty": "tang", "genre": "all"}
     assert evaluation.texts == [p.text for p in shipped if is_held_out(p.text, split)]
     trained = [p.text for p in load_corpus(tiny_corpus) if not is_held_out(p.text, split)]
     assert not set(evaluation.texts) & set(trained)
