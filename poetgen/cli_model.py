@@ -63,32 +63,16 @@ int8_option = click.option(
 def train(sample: bool, **options) -> None:
     """Train a next-character model into a bundle directory."""
     import_tensorflow()
-    from poetgen.train import TrainConfig, train as run_training
+    from poetgen.train import TrainConfig, sample_callback, train as run_training
 
     config = TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
     config.validate()
-    extra = [_sample_callback(config)] if sample else []
+    extra = [sample_callback(config.out)] if sample else []
     run = run_training(config, extra)
     metrics = run.metrics()
     if metrics["best_val_perplexity"] is not None:
         click.echo(f"best held-out perplexity {metrics['best_val_perplexity']:.1f} at epoch "
                    f"{metrics['best_epoch']}; bundle in {config.out}")
-
-
-def _sample_callback(config):
-    import keras
-
-    from poetgen.corpus import log
-
-    class SamplePoem(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            try:
-                from poetgen.generate import sample_from_model
-            except ImportError:
-                return
-            log("sample: " + sample_from_model(self.model, config.out, seed=epoch))
-
-    return SamplePoem()
 
 
 @command

@@ -301,7 +301,25 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
 
     return [HeldOutCheckpoint(),
             keras.callbacks.CSVLogger(str(run.out / "log.csv"), append=run.config.resume),
-            Curves(), keras.callbacks.TensorBoard(str(run.out / "tensorboard"), write_graph=False), stopper]
+            Curves(), keras.callbacks.TensorBoard(str(run.out / "tensorboard"), write_graph=False),
+            stopper.callback]
+
+
+def sample_callback(bundle_dir: str | os.PathLike):
+    """A callback that logs one wujue from the model after each epoch, with the run's tokenizer.
+
+    poetgen.generate is imported here, when the callback is made: an error in it fails the run at
+    its start rather than hiding behind every epoch.
+    """
+    import keras
+
+    from poetgen.generate import sample_from_model
+
+    class SamplePoem(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            log("sample: " + sample_from_model(self.model, bundle_dir, seed=epoch))
+
+    return SamplePoem()
 
 
 class StopOnSignal:
@@ -373,7 +391,6 @@ def train(config: TrainConfig, extra_callbacks: Sequence = ()) -> Run:
         f"(vocabulary {run.tokenizer.vocab_size}), epochs {start_epoch + 1}..{config.epochs} of {steps} steps")
     with StopOnSignal() as stopper, contextlib.redirect_stdout(sys.stderr):
         callbacks = make_callbacks(run, model_config, versions, stopper)
-        callbacks[-1] = stopper.callback
         model.fit(dataset, epochs=config.epochs, initial_epoch=start_epoch, steps_per_epoch=steps, shuffle=False,
                   callbacks=callbacks + list(extra_callbacks), verbose=1 if sys.stderr.isatty() else 2)
     if stopper.stopped:

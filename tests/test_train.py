@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from conftest import TINY_TRAIN
@@ -111,3 +112,35 @@ def test_mirrored_strategy_on_two_logical_cpus(tiny_corpus, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "2 replicas" in result.stderr
     assert (out / "model.keras").exists()
+
+
+def test_make_callbacks_gives_keras_callbacks_only(tmp_path):
+    import keras
+
+    from poetgen.model import ModelConfig
+    from poetgen.train import Run, StopOnSignal, TrainConfig, make_callbacks
+
+    stopper = StopOnSignal()
+    run = Run(TrainConfig(out=str(tmp_path / "run")))
+    callbacks = make_callbacks(run, ModelConfig(vocab_size=8), {}, stopper)
+    assert all(isinstance(callback, keras.callbacks.Callback) for callback in callbacks)
+    assert stopper.callback in callbacks
+
+
+def test_sample_callback_logs_a_poem_after_each_epoch(tiny_bundle, capsys):
+    from poetgen.bundle import load_bundle
+    from poetgen.train import sample_callback
+
+    callback = sample_callback(tiny_bundle)
+    callback.set_model(load_bundle(tiny_bundle).model)
+    callback.on_epoch_end(0)
+    sample = capsys.readouterr().err.strip()
+    assert sample.startswith("sample: ") and len(sample) == len("sample: ") + 24   # a wujue, punctuated
+
+
+def test_sample_callback_does_not_hide_import_errors(tmp_path, monkeypatch):
+    from poetgen.train import sample_callback
+
+    monkeypatch.setitem(sys.modules, "poetgen.generate", None)   # `import poetgen.generate` now fails
+    with pytest.raises(ImportError):
+        sample_callback(tmp_path)
