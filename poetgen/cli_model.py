@@ -5,6 +5,7 @@ Each imports TensorFlow and the stage it drives only when it runs.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -13,6 +14,7 @@ from poetgen.model import CELLS
 from poetgen.quiet import import_tensorflow
 
 COMMANDS: list[click.Command] = []
+logger = logging.getLogger(__name__)
 
 
 def command(function):
@@ -63,7 +65,8 @@ int8_option = click.option(
 def train(sample: bool, **options) -> None:
     """Train a next-character model into a bundle directory."""
     import_tensorflow()
-    from poetgen.train import TrainConfig, sample_callback, train as run_training
+    from poetgen.callbacks import sample_callback
+    from poetgen.train import TrainConfig, train as run_training
 
     config = TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
     config.validate()
@@ -153,11 +156,10 @@ def serve(model_dir, host, port, max_batch, batch_wait_ms, max_queue, blas_threa
     if blas_threads:
         threadpoolctl.threadpool_limits(blas_threads, user_api="blas")
     import_tensorflow()
-    from poetgen.corpus import log
     from poetgen.generate import Generator
 
     app = create_app(Generator.load(model_dir, int8), options)
-    log(f"serving poems on http://{host}:{port}/ (Ctrl-C stops)")
+    logger.info(f"serving poems on http://{host}:{port}/ (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
