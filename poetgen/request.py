@@ -8,8 +8,9 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from poetgen.corpus import FORM_ALIASES, FORM_SHAPES, FORMS, HAN, PUNCTUATION, normalize_text
+from poetgen.corpus import FORM_ALIASES, FORMS, HAN, PUNCTUATION, normalize_text
 from poetgen.errors import BadInput
+from poetgen.layout import layout_of
 from poetgen.sampling import SampleOptions, Shape, new_seed
 from poetgen.tables import VocabularyTables
 from poetgen.tokenizer import Tokenizer
@@ -98,8 +99,7 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
     words, theme_ids = theme_keywords(request.theme, tables.tokenizer) if request.theme.strip() else ([], [])
     options = request.sample
     seed = options.seed if options.seed is not None else new_seed()
-    line_length, line_count = FORM_SHAPES.get(form, (None, None))
-    shape = Shape(line_length, line_count, request.max_chars, frozenset(tables.punctuation_ids))
+    shape = Shape(layout_of(form), request.max_chars, frozenset(tables.punctuation_ids))
     return PreparedRequest(request, form, prompt, acrostic, tuple(words), tuple(theme_ids),
                            dataclasses.replace(options, seed=seed), shape, tuple(prompt_ids), tuple(acrostic_ids))
 
@@ -113,34 +113,21 @@ def check_chars(text: str, what: str, allow_punctuation: bool) -> None:
 
 
 def fit_prompt(prompt: str, form: str) -> str:
-    """Lay the prompt onto the form: layout punctuation inserted where it is missing, checked where given."""
-    if form not in FORM_SHAPES:
-        return prompt
-    length, count = FORM_SHAPES[form]
-    total = (length + 1) * count
-    fitted = ""
-    for ch in prompt:
-        if len(fitted) % (length + 1) == length and ch not in PUNCTUATION:
-            fitted += "，" if len(fitted) // (length + 1) % 2 == 0 else "。"
-        if len(fitted) >= total:
-            raise BadInput(f"prompt is longer than a {form} poem ({count} lines of {length} characters)")
-        if ch in PUNCTUATION and len(fitted) % (length + 1) != length:
-            line, column = divmod(len(fitted), length + 1)
-            raise BadInput(f"prompt does not fit {form}: line {line + 1} has {column} characters before "
-                           f"{ch!r}, but a {form} line has {length}")
-        fitted += ch
-    return fitted
+    """Lay the prompt onto the form's layout (poetgen.layout): line-end marks inserted where missing,
+    replaced by the layout's own where it does not accept them, an error inside a line."""
+    layout = layout_of(form)
+    return layout.fit_prompt(prompt) if layout else prompt
 
 
 def check_acrostic(acrostic: str, prompt: str, form: str) -> None:
     if not acrostic:
         return
-    if form not in FORM_SHAPES:
+    layout = layout_of(form)
+    if layout is None:
         raise BadInput("an acrostic needs a regular form (wujue, qijue, wulv or qilv)")
-    length, count = FORM_SHAPES[form]
-    if len(acrostic) != count:
-        raise BadInput(f"acrostic has {len(acrostic)} characters but a {form} poem has {count} lines")
-    for i, head in enumerate(prompt[::length + 1]):
+    if len(acrostic) != layout.line_count:
+        raise BadInput(f"acrostic has {len(acrostic)} characters but a {form} poem has {layout.line_count} lines")
+    for i, head in enumerate(prompt[start] for start in layout.starts if start < len(prompt)):
         if head != acrostic[i]:
             raise BadInput(f"prompt line {i + 1} starts with {head!r}, but the acrostic asks for {acrostic[i]!r}")
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from poetgen.rules import NEG, Rule, Step
 from poetgen.errors import BadInput
+from poetgen.layout import Layout
 from poetgen.tokenizer import BOUNDARY
 
 SEED_LIMIT = 2**63        # a given seed is in [0, SEED_LIMIT): what NumPy and an int64 graph input take
@@ -40,16 +41,13 @@ class SampleOptions:
 
 @dataclasses.dataclass
 class Shape:
-    line_length: int | None    # characters per line; None for free verse
-    line_count: int | None     # lines; None for free verse
-    max_chars: int             # hard cap on the poem's length, punctuation included
+    layout: Layout | None      # the fixed layout (poetgen.layout); None for free verse
+    max_chars: int             # hard cap on a free verse poem's length, punctuation included
     punctuation: frozenset     # ids that end a line
 
     @property
     def length(self) -> int:
-        if self.line_length is None:
-            return self.max_chars
-        return (self.line_length + 1) * self.line_count
+        return self.max_chars if self.layout is None else self.layout.length
 
 
 @dataclasses.dataclass
@@ -194,10 +192,9 @@ def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: Sa
     punctuation = np.array(sorted(shape.punctuation), np.int64)
     logits = scratch = None
     for pos in range(length):
-        if shape.line_length is not None:
-            column[:] = -1 if pos % (shape.line_length + 1) == shape.line_length else pos % (shape.line_length + 1)
-            line[:] = pos // (shape.line_length + 1)
-        step = Step(pos, line, column, shape.line_length, shape.line_count, history[:, :pos])
+        if shape.layout is not None:
+            line[:], column[:] = shape.layout.line_column(pos)
+        step = Step(pos, line, column, shape.layout, history[:, :pos])
         forced = next((ids for ids in (rule.forced(step) for rule in rules) if ids is not None), None)
         state = stepper.advance(previous, state)
         if forced is not None:
@@ -217,7 +214,7 @@ def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: Sa
             rule.observe(chosen, step)
         history[:, pos] = chosen
         previous = chosen
-        if shape.line_length is None:
+        if shape.layout is None:
             ends_line = np.isin(chosen, punctuation)
             line += ends_line
             column = np.where(ends_line, 0, column + 1)

@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from poetgen.checks import check_poem
+from poetgen.layout import layout_of
 from poetgen.cli import cli
 from poetgen.errors import BadInput
 from poetgen.generate import Generator
@@ -141,8 +142,8 @@ def test_int8_logprob_survives_rows_that_rules_empty(int8_generator):
 
     generator, batch = int8_generator, 4   # three rows redone share the batch's interpreter size
     comma, period = generator.tokenizer.id_of("，"), generator.tokenizer.id_of("。")
-    active = [rules.Layout(comma, period, generator.tables.punctuation_ids, batch), EmptyThreeRows()]
-    result = sample(generator.stepper, active, Shape(5, 4, 120, frozenset([comma, period])), batch,
+    active = [rules.Layout([comma, period] * 2, generator.tables.punctuation_ids, batch), EmptyThreeRows()]
+    result = sample(generator.stepper, active, Shape(layout_of("wujue"), 120, frozenset([comma, period])), batch,
                     SampleOptions(seed=1))
     stepper, state, expected = generator.stepper, generator.stepper.initial_state(batch), np.zeros(batch)
     previous = np.full(batch, BOUNDARY)
