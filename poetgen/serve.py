@@ -33,7 +33,7 @@ MAX_SEED = 2**63 - 1
 MAX_TUNE = 32              # characters of a tune name or pinyin
 MAX_VARIANT = 99           # no tune has more variants
 FORM_NAMES = ("wujue", "qijue", "wulv", "qilv", "free", "五绝", "七绝", "五律", "七律")
-log = logging.getLogger("poetgen.serve")
+logger = logging.getLogger(__name__)
 
 
 class GenerateBody(BaseModel):
@@ -171,7 +171,7 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         return JSONResponse(result)
 
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
-        log.exception("internal error on %s", request.url.path, exc_info=error)
+        logger.exception("internal error on %s", request.url.path, exc_info=error)
         return refusal(500, [("request", f"internal error ({type(error).__name__}); the server logged it")])
 
     routes = [Route("/", index), Route("/healthz", healthz), Route("/api/model", model_info),
