@@ -67,7 +67,7 @@ def check_ci(text: str, variant: Variant, prosody: Prosody, rhyme: CiRhyme, acro
     chars = han_chars(text)
     acrostic_ok = None
     if acrostic:
-        heads = [line[0] for line in variant.layout.lines(text) or []]
+        heads = [line[0] for line in lines or []]
         acrostic_ok = heads[:len(acrostic)] == list(acrostic)
     if len(chars) != variant.length:
         return CiCheck(variant.tune, variant.number, False, False, None, None, None, None, None, None, acrostic_ok)

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from poetgen.errors import BadInput, PoetgenError
+from poetgen.layout import MARKS, STOP_MARKS, Layout
 
 TABLE_PATH = Path(__file__).resolve().parent / "data" / "cipu.json.gz"
 PING, ZE, EITHER = "平", "仄", "中"
@@ -66,10 +67,8 @@ class Variant:
         return {PING: ZE, ZE: PING}[xie.pop()] if len(xie) == 1 else EITHER
 
     @functools.cached_property
-    def layout(self):
+    def layout(self) -> Layout:
         """The variant as a Layout: its clauses, "。" or "，" after each, any mark accepted but the last."""
-        from poetgen.layout import MARKS, STOP_MARKS, Layout
-
         ends, pos = [], 0
         for n in self.line_lengths:
             pos += n
