@@ -177,3 +177,14 @@ def test_tunes_command_lists_searches_and_counts(tmp_path):
     assert rows["浣溪沙"]["ci_in_corpus"] == 2 and rows["浣溪沙"]["variants"] == 5
     result = runner.invoke(cli, ["tunes", "--corpus", str(tmp_path / "missing.jsonl")])
     assert result.exit_code == 2
+
+
+def test_the_table_and_its_licence_are_package_data():
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg", encoding="utf-8")
+    listed = config["options.package_data"]["poetgen"].split()
+    for name in ("data/cipu.json.gz", "data/CIPU_LICENSE"):
+        assert name in listed and (REPO / "poetgen" / name).is_file()
+    assert "MIT License" in (REPO / "poetgen" / "data" / "CIPU_LICENSE").read_text(encoding="utf-8")
