@@ -97,7 +97,8 @@ def test_tiny_models_with_dropout_export_in_every_format(tiny_bundle, tmp_path, 
     poet = tf.saved_model.load(str(export(bundle, ExportOptions(tmp_path / "sm", "savedmodel"))))
     logits = poet.signatures["serving_default"](ids=tf.constant(IDS))["logits"].numpy()
     np.testing.assert_allclose(logits, expected, rtol=tolerance, atol=tolerance)
-    assert poet.generate(prompt="", form="wujue", temperature=0.8, top_k=0, seed=1)["poem"].numpy()
+    assert poet.generate(prompt="", form="wujue", temperature=0.8, top_k=0, top_p=0.9, seed=1, acrostic="",
+                         tone=True)["poem"].numpy()
     keras_bundle = load_bundle(export(bundle, ExportOptions(tmp_path / "k", "keras")))
     np.testing.assert_allclose(expected_logits(keras_bundle.model), expected, rtol=tolerance, atol=tolerance)
     if precision != "float32":
