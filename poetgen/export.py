@@ -106,9 +106,8 @@ def write_savedmodel(bundle: Bundle, directory: Path) -> None:
     tf = import_tensorflow()
     from poetgen.export_graph import PoemGraph
 
-    step = build_step_model(bundle.model, bundle.model_config)
     vocabulary, layouts = generation_tables(bundle)
-    graph = PoemGraph(bundle.model, step, bundle.model_config, vocabulary, layouts)
+    graph = PoemGraph(bundle.model, bundle.model_config, vocabulary, layouts)
     signatures = {"serving_default": graph.serve, "serve": graph.serve, "generate": graph.generate}
     with muted_stderr():
         tf.saved_model.save(graph, str(directory), signatures=signatures)

@@ -25,6 +25,15 @@ def _table(keys, values, default, value_dtype=tf.int64):
     return tf.lookup.StaticHashTable(initializer, default_value=default)
 
 
+class _Untracked:
+    """Holds the Keras model out of tf.Module's tracking: the SavedModel tracks the raw tf.Variables
+    instead, which TF1-style loaders (saved_model_cli run, TensorFlow Serving) restore; Keras 3's
+    variable wrappers alone leave them unrestored there ("Could not find variable …")."""
+
+    def __init__(self, model):
+        self.model = model
+
+
 def _check(condition, *message):
     return tf.debugging.Assert(condition, list(message), summarize=64)
 
@@ -32,12 +41,13 @@ def _check(condition, *message):
 class PoemGraph(tf.Module):
     """The exported model. Its functions use only TensorFlow ops, so loading needs no poetgen."""
 
-    def __init__(self, model, step_model, model_config: ModelConfig, vocabulary: VocabularyTables,
-                 layouts: LayoutTables):
+    def __init__(self, model, model_config: ModelConfig, vocabulary: VocabularyTables, layouts: LayoutTables):
         super().__init__(name="poetgen")
-        self.model = model                  # training form: (batch, time) ids → (batch, time, vocab) logits
-        self.step_model = step_model        # (ids (batch, 1), *states) → (logits, *states)
-        self.state_count = states_per_layer(model_config.cell) * model_config.layers
+        self.keras = _Untracked(model)      # (batch, time) ids → (batch, time, vocab) logits, no dropout
+        self.weights = [w.value for w in model.weights]   # the tf.Variables both endpoints read
+        self.cells = [model.get_layer(f"rnn_{i}").cell for i in range(model_config.layers)]
+        self.states_per_layer = states_per_layer(model_config.cell)
+        self.state_count = self.states_per_layer * model_config.layers
         self.units = model_config.units
         self.vocab_size = model_config.vocab_size
         self.char_ids = _table(list(vocabulary.lookup), list(vocabulary.lookup.values()), UNK)
@@ -60,7 +70,7 @@ class PoemGraph(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")], autograph=False)
     def serve(self, ids):
         """Logits of the character that follows each row of ids (start a poem with the boundary id 2)."""
-        return {"logits": self.model(ids, training=False)[:, -1, :]}
+        return {"logits": self.keras.model(ids, training=False)[:, -1, :]}
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="prompt"),
                                   tf.TensorSpec([], tf.string, name="form"),
@@ -169,9 +179,7 @@ class PoemGraph(tf.Module):
         """The stepping loop: one model step per position, forced or sampled; returns the poem's ids."""
 
         def body(pos, previous, state, history, allowed, used):
-            outputs = self.step_model([tf.reshape(previous, [1, 1]), *state], training=False)
-            logits = outputs[0][0]
-            state = tuple(tf.ensure_shape(s, [1, self.units]) for s in outputs[1:])
+            logits, state = self._step(previous, state)
             column = tf.maximum(layout["column"][pos], 0)
             edited = self._edit(logits, history[pos - column:pos], rhyme_slot[pos], allowed, used,
                                 required[pos], layout["tone_strict"][pos])
@@ -187,6 +195,18 @@ class PoemGraph(tf.Module):
                  tf.zeros([self.vocab_size], tf.bool))
         result = tf.while_loop(lambda pos, *_: pos < layout["length"], body, start)
         return result[3]
+
+    def _step(self, previous, state):
+        """One model step with the model's own layers: its embedding, each layer's cell, its output."""
+        model = self.keras.model
+        x = model.get_layer("embedding")(tf.reshape(previous, [1]))
+        new_state = []
+        for i, cell in enumerate(self.cells):
+            mine = list(state[i * self.states_per_layer:(i + 1) * self.states_per_layer])
+            x, states = cell(x, mine if len(mine) > 1 else mine[0], training=False)
+            new_state += list(states) if isinstance(states, (list, tuple)) else [states]
+        logits = model.get_layer("logits")(x)[0]
+        return logits, tuple(tf.ensure_shape(s, [1, self.units]) for s in new_state)
 
     def _edit(self, logits, line_so_far, rhyme_slot, allowed, used, required, strict):
         """Layout, no-repeat, tone and rhyme; when together they forbid everything, the layout alone."""
