@@ -20,7 +20,7 @@ import threadpoolctl
 from poetgen import constraints as rules
 from poetgen.bundle import TOKENIZER_FILE, Bundle, load_bundle, model_config_of, read_config
 from poetgen.checks import check_poem
-from poetgen.corpus import FORM_ALIASES, FORM_SHAPES, FORMS, HAN, PUNCTUATION, clauses, normalize_text, to_traditional
+from poetgen.corpus import FORM_ALIASES, FORMS, HAN, PUNCTUATION, clauses, normalize_text, to_traditional
 from poetgen.errors import BadInput
 from poetgen.layout import banned_inside, layout_of
 from poetgen.model import NumpyStepper
@@ -177,7 +177,6 @@ class Generator:
                streams: list[tuple[int, int]], theme_ids):
         batch = len(streams)
         layout = layout_of(form)
-        shape = FORM_SHAPES.get(form)
         active = [rules.Forced(self.encode_known(prompt, "prompt"), batch)] if prompt else []
         if layout:
             active.append(rules.Layout([self.tokenizer.id_of(m) for m in layout.end_marks],
@@ -189,18 +188,18 @@ class Generator:
         if request.no_repeat:
             active.append(rules.NoRepeat())
         patterns = None
-        if shape and request.tone:
-            standard = tone_patterns(*shape)
+        if layout and request.tone:
+            standard = tone_patterns(layout.uniform_length, layout.line_count)
             names = list(standard)
             # Each poem's pattern comes from its own stream, so batching does not change it.
             patterns = [names[np.random.default_rng([seed, index, 1]).integers(len(names))] for seed, index in streams]
-            active.append(rules.Tone(self.tone_masks, [standard[p] for p in patterns], strict_positions(shape[0])))
-        rhyme = request.rhyme if request.rhyme is not None else shape is not None
-        if shape and rhyme:
+            active.append(rules.Tone(self.tone_masks, [standard[p] for p in patterns], strict_positions(layout.uniform_length)))
+        rhyme = request.rhyme if request.rhyme is not None else layout is not None
+        if layout and rhyme:
             first_line = np.array([p is not None and p.endswith("入韵") for p in (patterns or [None] * batch)])
             active.append(rules.Rhyme(self.rhyme_membership, first_line, self.rhyme_membership_t))
         if theme_ids:
-            lines = shape[1] if shape else 8
+            lines = layout.line_count if layout else 8
             active.append(rules.Theme([theme_ids[i % len(theme_ids)] for i in range(lines)], theme_ids))
         return active, patterns
 
