@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -176,23 +175,8 @@ def shipped_corpus_path() -> Path:
     return shipped_path("corpus/tang.jsonl.gz")
 
 
-def load_corpus(path: str | os.PathLike | None = None, **import_options) -> list[Poem]:
-    """Poems of a corpus file or any raw format the importers read; None means the shipped corpus."""
-    from poetgen.importers import import_poems
-
-    path = Path(path) if path is not None else shipped_corpus_path()
-    result = import_poems([path], **import_options)
-    if not result.poems:
-        raise BadCorpus(f"{path}: no usable poem in it")
-    return result.poems
-
-
 def corpus_hash(poems: Iterable[Poem]) -> str:
     digest = hashlib.sha256()
     for poem in poems:
         digest.update(poem.text.encode("utf-8") + b"\n")
     return digest.hexdigest()[:16]
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

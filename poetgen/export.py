@@ -94,10 +94,10 @@ def _write_sidecars(bundle: Bundle, directory: Path) -> None:
 
 def generation_tables(bundle: Bundle):
     """The vocabulary and layout tables (poetgen.graph_tables) an exported model generates with."""
-    from poetgen.generate import Generator
     from poetgen.graph_tables import layout_tables, shi_layouts, vocabulary_tables
+    from poetgen.tables import VocabularyTables
 
-    vocabulary = vocabulary_tables(Generator(bundle))
+    vocabulary = vocabulary_tables(VocabularyTables(bundle.tokenizer))
     return vocabulary, layout_tables(shi_layouts(), vocabulary.mark_ids)
 
 

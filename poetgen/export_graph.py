@@ -8,7 +8,7 @@ It writes no files.
 
 from __future__ import annotations
 
-from poetgen.graph_tables import DECORATION, FIRST_LINE_RHYMES, HALF_WIDTH, LayoutTables, VocabularyTables
+from poetgen.graph_tables import DECORATION, FIRST_LINE_RHYMES, HALF_WIDTH, LayoutTables, GraphVocabulary
 from poetgen.layout import MARKS
 from poetgen.model import ModelConfig, states_per_layer
 from poetgen.quiet import import_tensorflow
@@ -41,7 +41,7 @@ def _check(condition, *message):
 class PoemGraph(tf.Module):
     """The exported model. Its functions use only TensorFlow ops, so loading needs no poetgen."""
 
-    def __init__(self, model, model_config: ModelConfig, vocabulary: VocabularyTables, layouts: LayoutTables):
+    def __init__(self, model, model_config: ModelConfig, vocabulary: GraphVocabulary, layouts: LayoutTables):
         super().__init__(name="poetgen")
         self.keras = _Untracked(model)      # (batch, time) ids → (batch, time, vocab) logits, no dropout
         self.weights = [w.value for w in model.weights]   # the tf.Variables both endpoints read

@@ -12,10 +12,13 @@ from typing import Sequence
 
 import numpy as np
 
-from poetgen.constraints import NEG, Rule, Step
+from poetgen.rules import NEG, Rule, Step
 from poetgen.errors import BadInput
 from poetgen.layout import Layout
 from poetgen.tokenizer import BOUNDARY
+
+SEED_LIMIT = 2**63        # a given seed is in [0, SEED_LIMIT): what NumPy and an int64 graph input take
+DRAWN_SEED_LIMIT = 2**31  # a drawn seed is below this, so a browser (53-bit numbers) or a shell repeats it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +35,7 @@ class SampleOptions:
             raise BadInput(f"top-k must be >= 0 (0 turns it off), not {self.top_k}")
         if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
             raise BadInput(f"top-p must be in (0, 1], not {self.top_p}")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
+        if self.seed is not None and not 0 <= self.seed < SEED_LIMIT:
             raise BadInput(f"seed must be between 0 and 2**63 - 1, not {self.seed}")
 
 
@@ -52,6 +55,11 @@ class Sampled:
     ids: np.ndarray            # (batch, length) chosen ids; BOUNDARY pads finished free verse
     log_probs: np.ndarray      # (batch,) sum of the model's log-probabilities of sampled characters
     sampled: np.ndarray        # (batch,) how many characters were sampled (not forced)
+
+
+def new_seed() -> int:
+    """The seed of a request that gave none; answers report it, so the same poems can be asked for again."""
+    return int(np.random.SeedSequence().entropy % DRAWN_SEED_LIMIT)
 
 
 def row_streams(seed: int, first_index: int, batch: int) -> list[tuple[int, int]]:
@@ -170,7 +178,7 @@ def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: Sa
             raise ValueError(f"{len(streams)} random streams for a batch of {batch}")
         rngs = [np.random.default_rng([seed, index]) for seed, index in streams]
     else:
-        seed = options.seed if options.seed is not None else int(np.random.SeedSequence().entropy % (2**63))
+        seed = options.seed if options.seed is not None else new_seed()
         rngs = row_generators(seed, first_index, batch)
     length = shape.length
     history = np.full((batch, length), BOUNDARY, np.int64)

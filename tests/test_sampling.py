@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from poetgen import constraints as rules
+from poetgen import rules
 from poetgen.errors import BadInput
 from poetgen.layout import layout_of
 from poetgen.sampling import SampleOptions, Shape, choose, sample
@@ -70,7 +70,7 @@ def test_acrostic_forces_line_heads():
 
 
 def test_prompt_is_forced_first():
-    ids = run([10] * 30, [rules.Forced([30, 31, 32], 1), layout(1)])[0]
+    ids = run([10] * 30, [rules.Prompt([30, 31, 32], 1), layout(1)])[0]
     assert list(ids[:3]) == [30, 31, 32]
 
 

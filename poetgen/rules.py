@@ -1,17 +1,25 @@
 """Logit rules: each constraint on a poem is one small class the sampling loop calls at every step.
 
 A rule may force the next character (layout punctuation, acrostic heads, the prompt), forbid some
-(no repeats, off-rhyme endings) or nudge them (theme, tone). Rules never run the model.
+(no repeats, off-rhyme endings) or nudge them (theme, tone). Rules never run the model;
+build_rules() turns a prepared request into its rule list.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from poetgen.layout import Layout as LayoutSpec
-from poetgen.tokenizer import BOUNDARY, PAD, UNK
+from poetgen.layout import banned_inside
+from poetgen.prosody import strict_positions, tone_patterns
+from poetgen.tokenizer import BOUNDARY, PAD, SPECIALS, UNK
+
+if TYPE_CHECKING:
+    from poetgen.request import PreparedRequest
+    from poetgen.tables import VocabularyTables
 
 NEG = np.float32(-np.inf)
 
@@ -39,7 +47,7 @@ class Rule:
         """See the ids chosen at this step (forced or sampled)."""
 
 
-class Forced(Rule):
+class Prompt(Rule):
     """A fixed prefix (the prompt), possibly with layout punctuation already in it."""
 
     essential = True
@@ -203,3 +211,39 @@ class Theme(Rule):
         for back in range(1, int(columns.max()) + 1):   # earlier characters of the line, not rows
             used |= (columns >= back) & (step.history[rows, step.pos - back] == targets)
         logits[rows[~used], targets[~used]] += self.line_boost
+
+
+def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
+                streams: list[tuple[int, int]]) -> tuple[list[Rule], list[str] | None]:
+    """The rules of one batch of rows under `prepared`, and each row's 平仄 pattern name (None: no tone rule).
+
+    Pure: the same request and (seed, index) streams give the same rules, whatever else is batched.
+    """
+    request, layout, batch = prepared.request, prepared.shape.layout, len(streams)
+    regular = layout is not None
+    active: list[Rule] = [Prompt(list(prepared.prompt_ids), batch)] if prepared.prompt_ids else []
+    if regular:
+        end_ids = [tables.tokenizer.id_of(mark) for mark in layout.end_marks]
+        active.append(Layout(end_ids, banned_inside(tables.tokenizer.index, range(len(SPECIALS))), batch))
+    else:
+        active.append(FreeVerse(tables.punctuation_ids))
+    if prepared.acrostic_ids:
+        active.append(Acrostic(list(prepared.acrostic_ids), batch))
+    if request.no_repeat:
+        active.append(NoRepeat())
+    patterns = None
+    if regular and request.tone:
+        standard = tone_patterns(layout.uniform_length, layout.line_count)
+        names = list(standard)
+        # Each poem's pattern comes from its own stream, so batching does not change it.
+        patterns = [names[np.random.default_rng([seed, index, 1]).integers(len(names))] for seed, index in streams]
+        active.append(Tone(tables.tone_masks, [standard[p] for p in patterns], strict_positions(layout.uniform_length)))
+    rhyme = request.rhyme if request.rhyme is not None else regular
+    if regular and rhyme:
+        first_line = np.array([p is not None and p.endswith("入韵") for p in (patterns or [None] * batch)])
+        active.append(Rhyme(tables.rhyme_membership, first_line, tables.rhyme_membership_t))
+    theme_ids = prepared.theme_ids
+    if theme_ids:
+        lines = layout.line_count if regular else 8
+        active.append(Theme([theme_ids[i % len(theme_ids)] for i in range(lines)], list(theme_ids)))
+    return active, patterns
