@@ -22,7 +22,7 @@ DECORATION = "《》「」『』“”‘’\"'〝〞"   # dropped from prompts 
 
 
 @dataclasses.dataclass(frozen=True)
-class VocabularyTables:
+class GraphVocabulary:
     chars: list[str]               # id -> character; '' for the special ids
     lookup: dict[str, int]         # character -> id: the vocabulary, plus traditional spellings of it
     banned: np.ndarray             # (vocab,) bool: special ids and marks, never inside a line
@@ -53,11 +53,12 @@ class LayoutTables:
     tone_strict: np.ndarray        # (layouts, positions) the tone at this column is enforced, not nudged
 
 
-def vocabulary_tables(generator) -> VocabularyTables:
-    """What generation needs from a Generator (poetgen.generate): vocabulary, banned ids, rhyme and tone."""
+def vocabulary_tables(tables) -> GraphVocabulary:
+    """What generation needs of a model's vocabulary tables (poetgen.tables.VocabularyTables): characters,
+    banned ids, rhyme and tone."""
     from poetgen.corpus import to_traditional
 
-    tokenizer = generator.tokenizer
+    tokenizer = tables.tokenizer
     chars = [""] * len(SPECIALS) + list(tokenizer.chars)
     lookup = dict(tokenizer.index)
     traditional = to_traditional("\n".join(tokenizer.chars)).split("\n")
@@ -67,10 +68,10 @@ def vocabulary_tables(generator) -> VocabularyTables:
                 lookup[spelled] = tokenizer.index[simplified]
     banned = np.zeros(tokenizer.vocab_size, bool)
     banned[banned_inside(tokenizer.index, range(len(SPECIALS)))] = True
-    masks = generator.tone_masks
+    masks = tables.tone_masks
     can_be = np.stack([masks[t] for t in TONES])
     mark_ids = np.array([tokenizer.index.get(m, -1) for m in MARKS], np.int32)
-    return VocabularyTables(chars, lookup, banned, generator.rhyme_membership, can_be, mark_ids)
+    return GraphVocabulary(chars, lookup, banned, tables.rhyme_membership, can_be, mark_ids)
 
 
 def shi_layouts() -> dict[str, Layout]:
@@ -120,7 +121,7 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
     return LayoutTables(names, aliases, **t)
 
 
-def write_tables(path, vocabulary: VocabularyTables, layouts: LayoutTables) -> None:
+def write_tables(path, vocabulary: GraphVocabulary, layouts: LayoutTables) -> None:
     """Everything a generation loop around model.tflite needs, in one .npz (see README, TFLite)."""
     arrays = {f"layout_{k}": v for k, v in dataclasses.asdict(layouts).items() if isinstance(v, np.ndarray)}
     arrays.update(layout_names=np.array(layouts.names), chars=np.array(vocabulary.chars),
