@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 
-from poetgen.layout import FORM_ALIASES, MARKS, Layout, banned_inside, layout_of, FORMS
+from poetgen.layout import FORM_ALIASES, FORMS, MARKS, Layout, banned_inside, layout_of
 from poetgen.prosody import PING, ZE, strict_positions, tone_patterns
 from poetgen.tokenizer import SPECIALS
 
