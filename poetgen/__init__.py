@@ -13,6 +13,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import sys
+import types
+
 from poetgen.api import Poem, Poems, Poet, TrainResult, evaluate, export, load, train
 from poetgen.errors import BadCorpus, BadInput, BadModel, OutputExists, PoetgenError
 
@@ -22,6 +25,20 @@ _LAZY = {"PoemRequest": "poetgen.generate", "SampleOptions": "poetgen.sampling",
 
 __all__ = ["__version__", "load", "Poet", "Poem", "Poems", "train", "TrainResult", "export", "evaluate",
            "PoetgenError", "BadInput", "BadCorpus", "BadModel", "OutputExists", *_LAZY]
+
+
+class _Package(types.ModuleType):
+    """`poetgen.train`, `.export` and `.evaluate` stay the API functions when the stage modules of the
+    same names are imported (the import system would bind the modules over them). Reach a stage
+    module with `from poetgen.train import TrainConfig` or `importlib.import_module("poetgen.train")`."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in ("train", "export", "evaluate") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):
