@@ -20,7 +20,7 @@ from poetgen.api import Poem, Poems, Poet, TrainResult, evaluate, export, load, 
 from poetgen.errors import BadCorpus, BadInput, BadModel, OutputExists, PoetgenError
 
 # The option dataclasses live with their stages; they are imported on first use (PEP 562).
-_LAZY = {"PoemRequest": "poetgen.generate", "SampleOptions": "poetgen.sampling", "TrainConfig": "poetgen.train",
+_LAZY = {"PoemRequest": "poetgen.request", "SampleOptions": "poetgen.sampling", "TrainConfig": "poetgen.train",
          "ExportOptions": "poetgen.export", "EvalOptions": "poetgen.evaluate"}
 
 __all__ = ["__version__", "load", "Poet", "Poem", "Poems", "train", "TrainResult", "export", "evaluate",

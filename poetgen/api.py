@@ -17,7 +17,8 @@ from poetgen.errors import BadInput
 if TYPE_CHECKING:
     from poetgen.evaluate import EvalOptions
     from poetgen.export import ExportOptions
-    from poetgen.generate import Generator, PoemRequest
+    from poetgen.generate import Generator
+    from poetgen.request import PoemRequest
     from poetgen.train import TrainConfig
 
 PathLike = str | os.PathLike
@@ -81,7 +82,14 @@ class Poems(Sequence):
         return {"poems": [p.to_dict() for p in self.poems], "keywords": list(self.keywords), "seed": self.seed,
                 "form": self.form, "ms_per_poem": self.ms_per_poem}
 
+    def to_json(self) -> str:
+        """What `poetgen generate --format json` prints."""
+        import json
+
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
+
     def __str__(self) -> str:
+        """What `poetgen generate` prints: one block of lines per poem."""
         return "\n\n".join(str(poem) for poem in self.poems)
 
 
@@ -92,7 +100,7 @@ def poem_request(prompt: str = "", *, temperature: float = 0.8, top_k: int = 0, 
     Any option the request knows is accepted (form, acrostic, theme, rhyme, tone, n, best_of, …);
     an unknown name or a bad value raises BadInput with one line.
     """
-    from poetgen.generate import PoemRequest
+    from poetgen.request import PoemRequest
     from poetgen.sampling import SampleOptions
 
     known = {f.name for f in dataclasses.fields(PoemRequest)} - {"prompt", "sample"}

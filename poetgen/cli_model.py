@@ -125,16 +125,7 @@ def generate(prompt, model_dir, fmt, traditional, int8, interactive, **options) 
     request = api.poem_request(prompt, **options)   # a bad option fails before the model loads
     import_tensorflow()
     poems = api.load(model_dir, int8).run(request, traditional)
-    click.echo(format_poems(poems, fmt))
-
-
-def format_poems(poems, fmt: str) -> str:
-    """Poems as `generate` prints them: blocks of lines, or the JSON result."""
-    import json
-
-    if fmt == "json":
-        return json.dumps(poems.to_dict(), ensure_ascii=False, indent=1)
-    return str(poems)
+    click.echo(poems.to_json() if fmt == "json" else str(poems))
 
 
 @command

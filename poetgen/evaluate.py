@@ -15,11 +15,13 @@ from typing import Callable, Iterable
 from poetgen.bundle import Bundle
 from poetgen.checks import check_poem
 from poetgen.corpus import (FORM_SHAPES, FORMS, HELD_OUT_FRACTION, clauses, corpus_hash, form_of, is_held_out,
-                            load_corpus, log)
+                            log)
 from poetgen.errors import BadCorpus, BadInput
-from poetgen.generate import MAX_POEMS, Generator, PoemRequest
+from poetgen.generate import Generator
+from poetgen.importers import load_corpus
 from poetgen.model import sequence_log_likelihood
 from poetgen.prosody import strict_positions
+from poetgen.request import MAX_POEMS, PoemRequest
 from poetgen.sampling import SampleOptions
 
 SHIPPED = "shipped:"        # how train.py records the shipped corpus in config.json
@@ -194,13 +196,13 @@ class Evaluation:
         request = PoemRequest(form="free", n=self.options.samples, no_repeat=False, rhyme=False,
                               sample=SampleOptions(seed=self.options.seed))
         texts = [poem["text"] for poem in generator.generate(request)["poems"]]
-        return {**form_census(texts, generator.prosody), "temperature": request.sample.temperature}
+        return {**form_census(texts, generator.tables.prosody), "temperature": request.sample.temperature}
 
     def poem_report(self, generator: Generator, form: str) -> dict:
         request = PoemRequest(form=form, n=self.options.samples, sample=SampleOptions(seed=self.options.seed))
         result = generator.generate(request)
         texts = [poem["text"] for poem in result["poems"]]
-        checks = [check_poem(text, form, generator.prosody) for text in texts]
+        checks = [check_poem(text, form, generator.tables.prosody) for text in texts]
         lines = [line for text in texts for line in line_bodies(text)]
         copied = None
         if self.training_lines is not None:

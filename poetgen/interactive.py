@@ -85,7 +85,6 @@ class Session:
 def run_session(command: click.Command, prompt: str, model_dir, int8: bool, options: dict) -> None:
     """Read lines from stdin until EOF or /quit; each prompt line gets its poems on stdout."""
     from poetgen import api
-    from poetgen.cli_model import format_poems
     from poetgen.quiet import import_tensorflow
 
     session = Session(command, options)
@@ -118,7 +117,8 @@ def run_session(command: click.Command, prompt: str, model_dir, int8: bool, opti
                 click.echo(session.set(line), err=True)
             else:
                 request, fmt, traditional = _request(line, session.options)
-                click.echo(format_poems(poet.run(request, traditional), fmt) + ("\n" if fmt == "text" else ""))
+                poems = poet.run(request, traditional)
+                click.echo(poems.to_json() if fmt == "json" else f"{poems}\n")
         except click.ClickException as error:
             click.echo(f"poetgen: error: {' '.join(error.format_message().split())}", err=True)
         except PoetgenError as error:

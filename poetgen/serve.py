@@ -20,7 +20,8 @@ from starlette.routing import Route
 
 from poetgen.batching import Batcher, BatchOptions, Busy
 from poetgen.errors import BadInput
-from poetgen.generate import Generator, PoemRequest, traditional
+from poetgen.generate import Generator, traditional
+from poetgen.request import PoemRequest
 from poetgen.sampling import SampleOptions
 
 MAX_PROMPT = 64            # characters: a whole qilv with its punctuation

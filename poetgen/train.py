@@ -23,8 +23,9 @@ import numpy as np
 from poetgen import __version__
 from poetgen.atomic import atomic_save, write_text
 from poetgen.bundle import CONFIG_FILE, save_bundle, save_model_file, write_config
-from poetgen.corpus import corpus_hash, is_held_out, load_corpus, log
+from poetgen.corpus import corpus_hash, is_held_out, log
 from poetgen.errors import BadInput
+from poetgen.importers import load_corpus
 from poetgen.model import ModelConfig, build_model, sequence_log_likelihood
 from poetgen.tokenizer import BOUNDARY, Tokenizer
 

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from poetgen.cli import cli
-from poetgen.corpus import FORMS, is_held_out, load_corpus
+from poetgen.corpus import FORMS, is_held_out
+from poetgen.importers import load_corpus
 from poetgen.evaluate import EvalOptions, Evaluation, config_hash, distinct, form_census, perplexity, unknown_report
 from poetgen.prosody import table
 

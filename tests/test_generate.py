@@ -10,7 +10,7 @@ from poetgen.checks import check_poem
 from poetgen.cli import cli
 from poetgen.corpus import FORM_SHAPES, FORMS
 from poetgen.errors import BadInput
-from poetgen.generate import PoemRequest, fit_prompt
+from poetgen.request import PoemRequest, fit_prompt
 from poetgen.prosody import table
 from poetgen.sampling import SampleOptions
 

@@ -7,9 +7,11 @@ import pytest
 from click.testing import CliRunner
 
 from poetgen.checks import check_poem
+from poetgen.layout import layout_of
 from poetgen.cli import cli
 from poetgen.errors import BadInput
-from poetgen.generate import Generator, PoemRequest
+from poetgen.generate import Generator
+from poetgen.request import PoemRequest
 from poetgen.model import CELLS, ModelConfig, NumpyStepper, build_model
 from poetgen.sampling import SampleOptions
 
@@ -70,7 +72,7 @@ def test_int8_generation_keeps_forms_seeds_and_batches(int8_generator, monkeypat
 
     request = PoemRequest(form="wulv", n=20, sample=SampleOptions(seed=4))
     result = int8_generator.generate(request)
-    assert all(check_poem(p["text"], "wulv", int8_generator.prosody).layout_ok for p in result["poems"])
+    assert all(check_poem(p["text"], "wulv", int8_generator.tables.prosody).layout_ok for p in result["poems"])
     assert all(p["rhyme_ok"] for p in result["poems"])
     small = int8_generator.generate(PoemRequest(form="wulv", n=20, batch_size=3, sample=SampleOptions(seed=4)))
     monkeypatch.setattr(generate, "SHARE_ROWS", 4)
@@ -130,7 +132,7 @@ def test_int8_batches_share_power_of_two_interpreters():
 
 
 def test_int8_logprob_survives_rows_that_rules_empty(int8_generator):
-    from poetgen import constraints as rules
+    from poetgen import rules
     from poetgen.sampling import Shape, sample
 
     class EmptyThreeRows(rules.Rule):   # forbids everything in rows 0-2: they fall back to the layout
@@ -139,8 +141,8 @@ def test_int8_logprob_survives_rows_that_rules_empty(int8_generator):
 
     generator, batch = int8_generator, 4   # three rows redone share the batch's interpreter size
     comma, period = generator.tokenizer.id_of("，"), generator.tokenizer.id_of("。")
-    active = [rules.Layout(comma, period, generator.punctuation_ids, batch), EmptyThreeRows()]
-    result = sample(generator.stepper, active, Shape(5, 4, 120, frozenset([comma, period])), batch,
+    active = [rules.Layout([comma, period] * 2, generator.tables.punctuation_ids, batch), EmptyThreeRows()]
+    result = sample(generator.stepper, active, Shape(layout_of("wujue"), 120, frozenset([comma, period])), batch,
                     SampleOptions(seed=1))
     stepper, state, expected = generator.stepper, generator.stepper.initial_state(batch), np.zeros(batch)
     previous = np.full(batch, 2)

@@ -20,7 +20,7 @@ from poetgen.batching import Batcher, BatchOptions  # noqa: E402
 from poetgen.checks import check_poem  # noqa: E402
 from poetgen.cli import cli  # noqa: E402
 from poetgen.corpus import FORM_SHAPES  # noqa: E402
-from poetgen.generate import PoemRequest  # noqa: E402
+from poetgen.request import PoemRequest  # noqa: E402
 from poetgen.prosody import table  # noqa: E402
 from poetgen.sampling import SampleOptions  # noqa: E402
 from poetgen.serve import MAX_BODY, create_app  # noqa: E402
