@@ -5,8 +5,8 @@
     for poem in poet.generate("白日", form="qijue", n=2, seed=7):
         print(poem.text, poem.rhyme_ok, poem.score)
 
-Importing the package is cheap (no TensorFlow, Keras or jieba); generating poems does not import
-TensorFlow either. Training, export and evaluation load it when they run.
+Importing the package is cheap (no TensorFlow, Keras or jieba): each stage loads what it needs when
+it runs.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
 import re
 import subprocess
@@ -79,6 +80,14 @@ def test_every_cli_generate_option_is_accepted(poet):
         if param.name in names:
             value = param.default if param.default is not None or param.name != "seed" else 1
             assert len(poet.generate(**{param.name: value})) == 1, param.name
+
+
+def test_generate_defaults_are_the_request_defaults():
+    defaults = {f.name: f.default for f in dataclasses.fields(poetgen.PoemRequest) if f.name != "sample"}
+    defaults.update({f.name: f.default for f in dataclasses.fields(poetgen.SampleOptions)}, traditional=False)
+    signature = inspect.signature(poetgen.Poet.generate).parameters
+    named = {name: p.default for name, p in signature.items() if name not in ("self", "more")}
+    assert named and all(defaults[name] == value for name, value in named.items()), (named, defaults)
 
 
 def test_options_reach_the_poems(poet):
