@@ -95,3 +95,11 @@ def test_completion_completes_commands_and_options():
     process = completion({"_POETGEN_COMPLETE": "bash_complete", "COMP_WORDS": "poetgen generate --inter",
                           "COMP_CWORD": "2"})
     assert process.stdout.split() == ["plain,--interactive"]
+
+
+def test_interactive_prompt_argument_is_the_first_line(tiny_bundle):
+    result = CliRunner().invoke(cli, ["generate", "--interactive", "--model", str(tiny_bundle), "--seed", "5",
+                                      "明月"], input="/seed 6\n明月\n")
+    assert result.exit_code == 0, result.output
+    first, second = poems_in(result.stdout)
+    assert first[0].startswith("明月") and second[0].startswith("明月") and first != second
