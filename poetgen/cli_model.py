@@ -5,6 +5,7 @@ Each imports TensorFlow and the stage it drives only when it runs.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -13,6 +14,7 @@ from poetgen.model import CELLS
 from poetgen.quiet import import_tensorflow
 
 COMMANDS: list[click.Command] = []
+logger = logging.getLogger(__name__)
 
 
 def command(function):
@@ -63,31 +65,16 @@ int8_option = click.option(
 def train(sample: bool, **options) -> None:
     """Train a next-character model into a bundle directory."""
     from poetgen import api
+    from poetgen.callbacks import sample_callback
     from poetgen.train import TrainConfig
 
     config = TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
     config.validate()
     import_tensorflow()
-    result = api.train(config, callbacks=[_sample_callback(config)] if sample else [])
+    result = api.train(config, callbacks=[sample_callback(config.out)] if sample else [])
     if result.best_val_perplexity is not None:
         click.echo(f"best held-out perplexity {result.best_val_perplexity:.1f} at epoch "
                    f"{result.best_epoch}; bundle in {result.path}")
-
-
-def _sample_callback(config):
-    import keras
-
-    from poetgen.corpus import log
-
-    class SamplePoem(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            try:
-                from poetgen.generate import sample_from_model
-            except ImportError:
-                return
-            log("sample: " + sample_from_model(self.model, config.out, seed=epoch))
-
-    return SamplePoem()
 
 
 @command
@@ -161,11 +148,10 @@ def serve(model_dir, host, port, max_batch, batch_wait_ms, max_queue, blas_threa
     if blas_threads:
         threadpoolctl.threadpool_limits(blas_threads, user_api="blas")
     import_tensorflow()
-    from poetgen.corpus import log
     from poetgen.generate import Generator
 
     app = create_app(Generator.load(model_dir, int8), options)
-    log(f"serving poems on http://{host}:{port}/ (Ctrl-C stops)")
+    logger.info(f"serving poems on http://{host}:{port}/ (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

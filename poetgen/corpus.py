@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -181,7 +180,3 @@ def corpus_hash(poems: Iterable[Poem]) -> str:
     for poem in poems:
         digest.update(poem.text.encode("utf-8") + b"\n")
     return digest.hexdigest()[:16]
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

@@ -8,14 +8,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Callable, Iterable
 
 from poetgen.bundle import Bundle
 from poetgen.checks import check_poem
-from poetgen.corpus import (FORM_SHAPES, FORMS, HELD_OUT_FRACTION, clauses, corpus_hash, form_of, is_held_out,
-                            log)
+from poetgen.corpus import FORM_SHAPES, FORMS, HELD_OUT_FRACTION, clauses, corpus_hash, form_of, is_held_out
 from poetgen.errors import BadCorpus, BadInput
 from poetgen.generate import Generator
 from poetgen.importers import load_corpus
@@ -27,6 +27,7 @@ from poetgen.sampling import SampleOptions
 SHIPPED = "shipped:"        # how train.py records the shipped corpus in config.json
 SCORE_CHUNK = 128           # poems scored between two progress updates
 UNKNOWN_EXAMPLES = 20       # unknown characters listed by name in the report
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,11 +161,11 @@ class Evaluation:
         recorded = record.get("path", SHIPPED)
         path = None if recorded.startswith(SHIPPED) else recorded
         if path is not None and not Path(path).exists():
-            log(f"warning: training corpus {path} is gone; copied_line_rate is not measured")
+            logger.warning(f"training corpus {path} is gone; copied_line_rate is not measured")
             return None
         poems = self._corpus(path)
         if record.get("hash") not in (None, corpus_hash(poems)):
-            log(f"warning: the training corpus {recorded} changed since training; "
+            logger.warning(f"the training corpus {recorded} changed since training; "
                 f"copied_line_rate compares with it as it is now")
         return {line for p in poems if not is_held_out(p.text, self.val_split) for line in line_bodies(p.text)}
 
