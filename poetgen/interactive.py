@@ -1,7 +1,7 @@
 """`poetgen generate --interactive`: load the model once, then write a poem for each line typed.
 
 A line starting with "/" sets an option as on the command line (`/form qilv`, `/seed 3`, `/tone on`);
-the options are the generate command's own, read from its click parameters. It knows no model code.
+the options are the generate command's own, read from its click parameters. Poems come from poetgen.api.
 """
 
 from __future__ import annotations
