@@ -23,10 +23,12 @@ MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE = "model.keras", "tokenizer.json", "conf
 @dataclasses.dataclass
 class Bundle:
     path: Path
-    model: object            # the Keras training-form model (logits over the vocabulary)
+    model: object            # the Keras training-form model (logits over the vocabulary); None when
+                             # loaded for generation (keras=False) and the weights were read without Keras
     tokenizer: Tokenizer
     config: dict             # config.json as saved
     model_config: ModelConfig
+    weights: dict | None = None   # {layer name: arrays} (keras=False); None: take them from `model`
 
 
 def default_model_dir() -> Path:
@@ -102,7 +104,10 @@ def _first_line(error: Exception) -> str:
     return text[0][:200] if text else type(error).__name__
 
 
-def load_bundle(directory: str | os.PathLike | None = None) -> Bundle:
+def load_bundle(directory: str | os.PathLike | None = None, keras: bool = True) -> Bundle:
+    """The bundle at `directory` (default: the shipped model), checked. keras=False reads only the
+    weights, with h5py (poetgen.weights): no TensorFlow, for generation; an archive that reader does
+    not know is loaded with Keras after a one-line notice."""
     directory = Path(directory) if directory is not None else default_model_dir()
     if not directory.is_dir():
         raise BadModel(f"{directory}: model bundle not found")
@@ -112,6 +117,11 @@ def load_bundle(directory: str | os.PathLike | None = None) -> Bundle:
     if tokenizer.vocab_size != model_config.vocab_size:
         raise BadModel(f"{directory}: tokenizer has {tokenizer.vocab_size} ids but the model expects "
                        f"{model_config.vocab_size}")
+    if not keras:
+        from poetgen.weights import load_weights
+
+        weights, model = load_weights(directory / MODEL_FILE, model_config)
+        return Bundle(directory, model, tokenizer, config, model_config, weights)
     model = load_keras_model(directory / MODEL_FILE)
     output_size = model.outputs[0].shape[-1]
     if output_size != tokenizer.vocab_size:

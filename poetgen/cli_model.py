@@ -121,7 +121,6 @@ def generate(prompt, model_dir, fmt, traditional, temperature, top_k, top_p, see
 
     options = SampleOptions(temperature, top_k, top_p, seed)
     options.validate()
-    import_tensorflow()
     from poetgen.generate import Generator, PoemRequest, traditional as to_traditional
 
     poem_request = PoemRequest(prompt=prompt, sample=options, **request)
@@ -167,7 +166,6 @@ def serve(model_dir, host, port, max_batch, batch_wait_ms, max_queue, blas_threa
     options.validate()
     if blas_threads:
         threadpoolctl.threadpool_limits(blas_threads, user_api="blas")
-    import_tensorflow()
     from poetgen.corpus import log
     from poetgen.generate import Generator
 

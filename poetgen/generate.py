@@ -26,6 +26,7 @@ from poetgen.model import NumpyStepper
 from poetgen.prosody import PING, ZE, strict_positions, table, tone_patterns
 from poetgen.sampling import SampleOptions, Shape, row_streams, sample
 from poetgen.tokenizer import Tokenizer
+from poetgen.weights import layer_weights
 
 MAX_POEMS = 1000          # poems per request
 MAX_CANDIDATES = 64       # --best-of limit
@@ -129,7 +130,8 @@ class Generator:
     def __init__(self, bundle: Bundle, int8: bool = False):
         self.bundle = bundle
         self.tokenizer = bundle.tokenizer
-        self.stepper = NumpyStepper.from_model(bundle.model, bundle.model_config)
+        weights = bundle.weights if bundle.weights is not None else layer_weights(bundle.model)
+        self.stepper = NumpyStepper(weights, bundle.model_config)
         if int8:
             self.stepper.quantize()
         self.punctuation_ids = [self.tokenizer.id_of(p) for p in PUNCTUATION if p in self.tokenizer.index]
@@ -140,7 +142,7 @@ class Generator:
 
     @classmethod
     def load(cls, path=None, int8: bool = False) -> "Generator":
-        return cls(load_bundle(path), int8)
+        return cls(load_bundle(path, keras=False), int8)   # no TensorFlow on this path
 
     @functools.cached_property
     def prosody(self):
