@@ -61,7 +61,7 @@ def check_poem(text: str, form: str, prosody: Prosody, acrostic: str = "") -> Po
     lines = clauses(text)
     acrostic_ok = None
     if acrostic:
-        acrostic_ok = [line[0] for line in lines[:len(acrostic)]] == list(acrostic) and len(lines) >= len(acrostic)
+        acrostic_ok = [line[0] for line in lines[:len(acrostic)]] == list(acrostic)   # fewer lines: unequal
     ok = layout_ok(text, form)
     if form not in FORM_SHAPES or not ok:
         return PoemCheck(ok, None if form not in FORM_SHAPES else False, None, None, None, None, acrostic_ok)

@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import threadpoolctl
 
 from poetgen import constraints as rules
 from poetgen.bundle import TOKENIZER_FILE, Bundle, load_bundle, model_config_of, read_config
@@ -307,8 +306,11 @@ class Generator:
 
 
 @functools.lru_cache(maxsize=None)
-def _blas() -> threadpoolctl.ThreadpoolController:
-    """NumPy's BLAS, found once (a search of the loaded libraries costs milliseconds)."""
+def _blas():
+    """NumPy's BLAS (a threadpoolctl controller), found once: a search of the loaded libraries costs
+    milliseconds, and a one-poem `poetgen generate` never needs it."""
+    import threadpoolctl
+
     return threadpoolctl.ThreadpoolController().select(user_api="blas")
 
 

@@ -40,6 +40,14 @@ def test_acrostic_poems(generator, acrostic, form):
         assert check.acrostic_ok and check.layout_ok and check.rhyme_ok, poem["text"]
 
 
+def test_acrostic_check_fails_when_a_head_or_a_line_is_missing():
+    poem = "春风入井湿，夏气清和新。秋草露浓寺，冬寒空不人。"
+    assert check_poem(poem, "wujue", table(), "春夏秋冬").acrostic_ok
+    assert not check_poem(poem, "wujue", table(), "春夏秋雪").acrostic_ok
+    assert not check_poem(poem[:12], "wujue", table(), "春夏秋冬").acrostic_ok   # two lines only
+    assert check_poem(poem, "wujue", table()).acrostic_ok is None
+
+
 def test_tone_option_meets_strict_positions(generator):
     result = generator.generate(PoemRequest(form="wulv", tone=True, n=30, sample=SampleOptions(seed=3)))
     scores = [poem["tone_score"] for poem in result["poems"]]
