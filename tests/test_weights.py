@@ -80,6 +80,17 @@ def test_generate_imports_neither_tensorflow_nor_keras(which, tiny_bundle):
     assert "HEAVY=\n" in done.stderr, done.stderr
 
 
+def test_serve_imports_neither_tensorflow_nor_keras(tiny_bundle):
+    pytest.importorskip("uvicorn")
+    code = ("import sys, uvicorn; "
+            "uvicorn.run = lambda app, **kw: print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)); "
+            "from poetgen.cli import cli; cli.main(sys.argv[1:])")
+    done = subprocess.run([sys.executable, "-c", code, "serve", "--model", str(tiny_bundle)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_generator_load_imports_neither_tensorflow_nor_keras():
     code = ("import sys; from poetgen.generate import Generator, PoemRequest; "
             "Generator.load().generate(PoemRequest()); "
