@@ -30,7 +30,8 @@ class Clock:
 
 
 def texts_and_tokenizer(min_count: int):
-    from poetgen.corpus import is_held_out, load_corpus
+    from poetgen.corpus import is_held_out
+    from poetgen.importers import load_corpus
     from poetgen.tokenizer import Tokenizer
 
     texts = [p.text for p in load_corpus() if not is_held_out(p.text)]

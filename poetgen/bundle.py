@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from poetgen.tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
 MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE = "model.keras", "tokenizer.json", "config.json"
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -118,12 +120,29 @@ def load_bundle(directory: str | os.PathLike | None = None, keras: bool = True) 
         raise BadModel(f"{directory}: tokenizer has {tokenizer.vocab_size} ids but the model expects "
                        f"{model_config.vocab_size}")
     if not keras:
-        from poetgen.weights import load_weights
-
-        weights, model = load_weights(directory / MODEL_FILE, model_config)
-        return Bundle(directory, model, tokenizer, config, model_config, weights)
+        return _weights_bundle(directory, tokenizer, config, model_config)
     model = load_keras_model(directory / MODEL_FILE)
     output_size = model.outputs[0].shape[-1]
     if output_size != tokenizer.vocab_size:
         raise BadModel(f"{directory}: model predicts {output_size} ids but the tokenizer has {tokenizer.vocab_size}")
     return Bundle(directory, model, tokenizer, config, model_config)
+
+
+def _weights_bundle(directory: Path, tokenizer: Tokenizer, config: dict, model_config: ModelConfig) -> Bundle:
+    """The bundle with its weights read through h5py, or through Keras, after a one-line warning on
+    stderr, when the archive is laid out in a way that reader does not know (an older poetgen or Keras)."""
+    from poetgen import weights as reader
+
+    path, model = directory / MODEL_FILE, None
+    try:
+        weights = reader.read_weights(path, model_config)
+    except reader.UnknownLayout as reason:
+        logger.warning(f"{path}: weights not readable without Keras ({reason}); loading it with Keras "
+                       f"(slower start)")
+        from poetgen.quiet import import_tensorflow
+
+        import_tensorflow()
+        model = load_keras_model(path)
+        weights = reader.layer_weights(model)
+        reader.check_layers(None, weights, model_config, path)
+    return Bundle(directory, model, tokenizer, config, model_config, weights)

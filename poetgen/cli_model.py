@@ -5,6 +5,7 @@ Each imports TensorFlow and the stage it drives only when it runs.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -13,6 +14,7 @@ from poetgen.model import CELLS
 from poetgen.quiet import import_tensorflow
 
 COMMANDS: list[click.Command] = []
+logger = logging.getLogger(__name__)
 
 
 def command(function):
@@ -63,32 +65,17 @@ int8_option = click.option(
 def train(sample: bool, **options) -> None:
     """Train a next-character model into a bundle directory."""
     import_tensorflow()
+    from poetgen.callbacks import sample_callback
     from poetgen.train import TrainConfig, train as run_training
 
     config = TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
     config.validate()
-    extra = [_sample_callback(config)] if sample else []
+    extra = [sample_callback(config.out)] if sample else []
     run = run_training(config, extra)
     metrics = run.metrics()
     if metrics["best_val_perplexity"] is not None:
         click.echo(f"best held-out perplexity {metrics['best_val_perplexity']:.1f} at epoch "
                    f"{metrics['best_epoch']}; bundle in {config.out}")
-
-
-def _sample_callback(config):
-    import keras
-
-    from poetgen.corpus import log
-
-    class SamplePoem(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            try:
-                from poetgen.generate import sample_from_model
-            except ImportError:
-                return
-            log("sample: " + sample_from_model(self.model, config.out, seed=epoch))
-
-    return SamplePoem()
 
 
 @command
@@ -121,7 +108,8 @@ def generate(prompt, model_dir, fmt, traditional, temperature, top_k, top_p, see
 
     options = SampleOptions(temperature, top_k, top_p, seed)
     options.validate()
-    from poetgen.generate import Generator, PoemRequest, traditional as to_traditional
+    from poetgen.generate import Generator, traditional as to_traditional
+    from poetgen.request import PoemRequest
 
     poem_request = PoemRequest(prompt=prompt, sample=options, **request)
     poem_request.validate()
@@ -169,11 +157,10 @@ def serve(model_dir, host, port, max_batch, batch_wait_ms, max_queue, request_ti
     options.validate()
     if blas_threads:
         threadpoolctl.threadpool_limits(blas_threads, user_api="blas")
-    from poetgen.corpus import log
     from poetgen.generate import Generator
 
     app = create_app(Generator.load(model_dir, int8), options)
-    log(f"serving poems on http://{host}:{port}/ (Ctrl-C stops)")
+    logger.info(f"serving poems on http://{host}:{port}/ (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

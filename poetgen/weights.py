@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import sys
 import zipfile
 from pathlib import Path
 
@@ -51,24 +50,6 @@ def read_weights(path: Path, config: ModelConfig) -> dict[str, list[np.ndarray]]
     weights = _read_h5(data, layers, path)
     check_layers(layers, weights, config, path)
     return weights
-
-
-def load_weights(path: Path, config: ModelConfig) -> tuple[dict[str, list[np.ndarray]], object]:
-    """(weights, Keras model or None): through h5py when the archive allows, else through Keras with a
-    one-line notice on stderr (a bundle from an older poetgen or Keras)."""
-    try:
-        return read_weights(path, config), None
-    except UnknownLayout as reason:
-        print(f"poetgen: notice: {path}: weights not readable without Keras ({reason}); loading it with "
-              f"Keras (slower start)", file=sys.stderr)
-    from poetgen.bundle import load_keras_model
-    from poetgen.quiet import import_tensorflow
-
-    import_tensorflow()
-    model = load_keras_model(path)
-    weights = layer_weights(model)
-    check_layers(None, weights, config, path)
-    return weights, model
 
 
 def _config_layers(keras_config: dict) -> list[dict]:

@@ -184,7 +184,7 @@ def test_an_archive_with_fewer_layers_than_config_is_refused(tiny_bundle, tmp_pa
         load_bundle(bundle, keras=False)
 
 
-def test_an_archive_in_another_layout_loads_through_keras_with_a_notice(tiny_bundle, tmp_path):
+def test_an_archive_in_another_layout_loads_through_keras_with_a_warning(tiny_bundle, tmp_path):
     import h5py
 
     bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
@@ -203,5 +203,5 @@ def test_an_archive_in_another_layout_loads_through_keras_with_a_notice(tiny_bun
     done = generate_cli(bundle)
     assert done.returncode == 0, done.stderr
     notices = done.stderr.splitlines()
-    assert len(notices) == 1 and notices[0].startswith("poetgen: notice: ") and "Keras" in notices[0]
+    assert len(notices) == 1 and notices[0].startswith("warning: ") and "with Keras" in notices[0], notices
     assert done.stdout and done.stdout == generate_cli(tiny_bundle).stdout   # the same weights
