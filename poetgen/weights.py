@@ -41,12 +41,13 @@ def read_weights(path: Path, config: ModelConfig) -> dict[str, list[np.ndarray]]
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
             if "config.json" not in names or "model.weights.h5" not in names:
-                raise UnknownLayout("no config.json and model.weights.h5 in the archive")
+                raise UnknownLayout("the archive lacks config.json or model.weights.h5")
             keras_config = json.loads(archive.read("config.json"))
             data = archive.read("model.weights.h5")
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, UnicodeDecodeError) as error:
         raise BadModel(f"{path}: model file is truncated or corrupt ({_first_line(error)})") from None
     layers = _config_layers(keras_config)
+    _refuse_code(layers, path)
     weights = _read_h5(data, layers, path)
     check_layers(layers, weights, config, path)
     return weights
@@ -61,6 +62,15 @@ def _config_layers(keras_config: dict) -> list[dict]:
     except (KeyError, TypeError, AttributeError):
         pass
     raise UnknownLayout("config.json has no list of named layers")
+
+
+def _refuse_code(layers: list[dict], path: Path) -> None:
+    """What Keras' safe mode refuses, refused here too: the NumPy step could not run it anyway."""
+    for layer in layers:
+        module = str(layer.get("module") or "")
+        if layer["class_name"] == "Lambda" or not module.startswith(("keras", "poetgen")):
+            raise BadModel(f"{path}: refused by safe mode (layer {layer['config']['name']!r} is a "
+                           f"{layer['class_name']}: a Lambda layer or custom code)")
 
 
 def _read_h5(data: bytes, layers: list[dict], path: Path) -> dict[str, list[np.ndarray]]:
