@@ -117,8 +117,11 @@ def rewrite_archive(path, edit):
 
 
 def generate_cli(bundle):
-    return subprocess.run([sys.executable, "-m", "poetgen", "generate", "--model", str(bundle), "--seed", "4"],
-                          capture_output=True, text=True, timeout=120)
+    from click.testing import CliRunner
+
+    from poetgen.cli import cli
+
+    return CliRunner().invoke(cli, ["generate", "--model", str(bundle), "--seed", "4"])
 
 
 def damage_truncate(path):
@@ -168,7 +171,7 @@ def test_a_damaged_archive_is_one_line(damage, tiny_bundle, tmp_path):
     with pytest.raises(BadModel):
         load_bundle(bundle, keras=False)
     done = generate_cli(bundle)
-    assert done.returncode == 2
+    assert done.exit_code == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("poetgen: error: "), done.stderr
     assert "model.keras" in done.stderr
 
@@ -201,7 +204,7 @@ def test_an_archive_in_another_layout_loads_through_keras_with_a_warning(tiny_bu
 
     rewrite_archive(path, keras_2_13_layout)
     done = generate_cli(bundle)
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.output
     notices = done.stderr.splitlines()
     assert len(notices) == 1 and notices[0].startswith("warning: ") and "with Keras" in notices[0], notices
     assert done.stdout and done.stdout == generate_cli(tiny_bundle).stdout   # the same weights
