@@ -114,7 +114,6 @@ def ci_latency(generator, repeats: int) -> None:
               f"(goal <= 20 ms), one wujue {shi_ms:.2f} ms: {ci_ms / shi_ms:.2f}x for twice the positions")
 
 
-def cold_start(args) -> tuple[float, float]:
 def run_child(command: list[str]) -> tuple[float, float, float]:
     """(wall seconds, peak resident MiB, CPU seconds) of one child process, from its own rusage
     (os.wait4). CPU time is the steadier figure on a shared machine."""
