@@ -16,10 +16,11 @@ from typing import Callable, Iterable
 from poetgen.bundle import Bundle
 from poetgen.checks import check_poem
 from poetgen.corpus import FORM_SHAPES, FORMS, HELD_OUT_FRACTION, clauses, corpus_hash, form_of, is_held_out
-from poetgen.errors import BadCorpus, BadInput
+from poetgen.errors import BadCorpus
 from poetgen.generate import Generator
 from poetgen.importers import load_corpus
 from poetgen.model import sequence_log_likelihood
+from poetgen.options import check_settings, setting
 from poetgen.prosody import strict_positions
 from poetgen.request import MAX_POEMS, PoemRequest
 from poetgen.sampling import SampleOptions
@@ -32,16 +33,13 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class EvalOptions:
-    corpus: str | None = None   # a corpus file scored whole; None: the held-out split of the shipped corpus
-    samples: int = 100          # poems generated per regular form
+    corpus: str | None = None   # a corpus file scored whole; default: the shipped corpus's held-out split
+    samples: int = setting(100, low=1, high=MAX_POEMS)   # poems generated per regular form
     seed: int = 0               # sampling seed, fixed so that two runs (and two models) compare
-    batch_size: int = 64        # poems scored together for perplexity
+    batch_size: int = setting(64, low=1)                 # poems scored together for perplexity
 
     def validate(self) -> None:
-        if not 1 <= self.samples <= MAX_POEMS:
-            raise BadInput(f"samples must be between 1 and {MAX_POEMS}, not {self.samples}")
-        if self.batch_size < 1:
-            raise BadInput(f"batch size must be at least 1, not {self.batch_size}")
+        check_settings(self)
 
 
 def config_hash(config: dict) -> str:
