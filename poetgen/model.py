@@ -175,10 +175,10 @@ class NumpyStepper:
             return self.output.last_at(len(ids), ids)
         return np.einsum("bu,bu->b", self._top(state), self.output_rows[ids])
 
-    def step(self, ids: np.ndarray, state: list[np.ndarray], need_logits: bool = True):
-        """ids (batch,) → (logits (batch, vocab) or None, new state)."""
+    def step(self, ids: np.ndarray, state: list[np.ndarray]):
+        """ids (batch,) → (logits (batch, vocab), new state)."""
         state = self.advance(ids, state)
-        return (self.logits(state) if need_logits else None), state
+        return self.logits(state), state
 
     def _cell(self, projected, state, recurrent, recurrent_bias):
         cell, units = self.config.cell, self.config.units

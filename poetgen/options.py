@@ -20,9 +20,6 @@ import click
 
 from poetgen.errors import BadInput
 
-_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
-
-
 @dataclasses.dataclass(frozen=True)
 class Range:
     low: float | None = None      # smallest value allowed; None: no lower bound
