@@ -23,7 +23,7 @@ from poetgen import __version__
 from poetgen.atomic import write_text
 from poetgen.bundle import CONFIG_FILE, save_model_file
 from poetgen.callbacks import StopOnSignal, make_callbacks
-from poetgen.corpus import corpus_hash, is_held_out
+from poetgen.corpus import corpus_hash, is_held_out, shipped_label
 from poetgen.errors import BadInput
 from poetgen.importers import load_corpus
 from poetgen.model import CELLS, ModelConfig, build_model
@@ -180,7 +180,7 @@ class Run:
             self.tokenizer = Tokenizer.build(train, config.min_count)
         self.train_stream = token_stream(self.tokenizer, train)
         self.held_out = [self.tokenizer.encode(text) for text in held]
-        self.corpus_record = {"path": str(self.corpus or "shipped:corpus/tang.jsonl.gz"),
+        self.corpus_record = {"path": str(self.corpus or shipped_label()),
                               "hash": corpus_hash(poems), "poems": len(poems),
                               "train_chars": int(len(self.train_stream)),
                               "held_out_chars": sum(len(t) + 1 for t in self.held_out)}

@@ -30,7 +30,7 @@ OWNED = {
     "serve": {"max_rows": (BatchOptions, "max_rows"), "max_wait_ms": (BatchOptions, "max_wait_ms"),
               "max_queue": (BatchOptions, "max_queue")},
     "export": {"out": (ExportOptions, "out"), "fmt": (ExportOptions, "format"), "force": (ExportOptions, "force")},
-    "evaluate": {"corpus": (EvalOptions, "corpus"), "samples": (EvalOptions, "samples"), "seed": (EvalOptions, "seed")},
+    "evaluate": {name: (EvalOptions, name) for name in ("corpus", "dynasty", "genre", "samples", "seed")},
 }
 
 
