@@ -113,3 +113,10 @@ def test_no_dead_module_level_names():
 def test_the_dead_name_finder_finds_one(tmp_path):
     (tmp_path / "corpus.py").write_text('LINE_END = "。？！"\nUSED = 1\nprint(USED)\n')
     assert unused_names(tmp_path, [tmp_path / "corpus.py"]) == ["corpus.LINE_END"]
+
+
+def test_the_readme_module_map_lists_every_module():
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Layout", 1)[1].split("\n## ", 1)[0]
+    mapped = set(re.findall(r"^\| `([\w.]+\.py)` \|", section, re.M))
+    assert mapped == {path.name for path in PACKAGE.glob("*.py")}
