@@ -144,7 +144,7 @@ def shi_layout(form: str, line_length: int, line_count: int) -> Layout:
                   tuple(PAUSE_MARKS if p else STOP_MARKS for p in pause), tuple(range(1, line_count, 2)))
 
 
-_SHI = {form: shi_layout(form, *shape) for form, shape in FORM_SHAPES.items()}
+_SHI = {form: shi_layout(form, length, count) for form, (length, count) in FORM_SHAPES.items()}
 
 
 def layout_of(form: str | None) -> Layout | None:
