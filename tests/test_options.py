@@ -102,8 +102,9 @@ def test_model_config_refusals_are_bad_input_with_a_field(options, field):
 
 
 def test_train_config_never_lets_a_plain_value_error_escape(monkeypatch):
-    import poetgen.train as train
+    import importlib
 
+    train = importlib.import_module("poetgen.train")   # `poetgen.train` the attribute is the API function
     monkeypatch.setattr(train, "check_settings", lambda config: None)   # only the model's own check is left
     with pytest.raises(BadInput) as refused:
         TrainConfig(out="x", units=0).validate()
@@ -173,3 +174,17 @@ def test_serve_maps_refusals_by_their_field_not_their_words():
     assert _body_field(BadInput("top-p must be in (0, 1]", field="top_p")) == "top_p"
     assert _body_field(BadInput("batch-size must be at least 1", field="batch_size")) == "request"   # not in the body
     assert _body_field(BadInput("the model's vocabulary lacks '，'")) == "request"
+
+
+def test_the_python_api_signature_carries_the_dataclass_defaults():
+    import inspect
+
+    from poetgen.api import Poet
+
+    defaults = {**{f.name: f.default for f in dataclasses.fields(PoemRequest)},
+                **{f.name: f.default for f in dataclasses.fields(SampleOptions)}}
+    parameters = inspect.signature(Poet.generate).parameters
+    for name, parameter in parameters.items():
+        if name in defaults:
+            assert parameter.default == defaults[name], name
+    assert {"prompt", "n", "seed", "temperature", "top_p"} <= set(parameters)
