@@ -12,6 +12,8 @@ import weakref
 
 import numpy as np
 
+from poetgen.errors import BadInput
+
 CELLS = ("lstm", "gru", "simplernn")
 
 
@@ -25,12 +27,16 @@ class ModelConfig:
     dropout: float = 0.0          # dropout on each recurrent layer's input and on the output
 
     def validate(self) -> None:
+        """BadInput (a ValueError) naming the field that cannot build a model."""
         if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
-        if self.layers < 1 or self.units < 1 or self.embedding_dim < 1 or self.vocab_size < 4:
-            raise ValueError("layers, units, embedding dim and vocabulary size must be positive")
+            raise BadInput(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}", field="cell")
+        for name in ("layers", "units", "embedding_dim"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}", field=name)
+        if self.vocab_size < 4:
+            raise BadInput(f"vocabulary size must be at least 4, not {self.vocab_size}", field="vocab_size")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError("dropout must be in [0, 1)")
+            raise BadInput(f"dropout must be in [0, 1), not {self.dropout}", field="dropout")
 
 
 def _rnn_class(cell: str):
@@ -168,10 +174,10 @@ class NumpyStepper:
             return self.output.last_at(len(ids), ids)
         return np.einsum("bu,bu->b", self._top(state), self.output_rows[ids])
 
-    def step(self, ids: np.ndarray, state: list[np.ndarray], need_logits: bool = True):
-        """ids (batch,) → (logits (batch, vocab) or None, new state)."""
+    def step(self, ids: np.ndarray, state: list[np.ndarray]):
+        """ids (batch,) → (logits (batch, vocab), new state)."""
         state = self.advance(ids, state)
-        return (self.logits(state) if need_logits else None), state
+        return self.logits(state), state
 
     def _cell(self, projected, state, recurrent, recurrent_bias):
         cell, units = self.config.cell, self.config.units

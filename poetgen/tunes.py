@@ -97,18 +97,12 @@ class Tune:
         if number is None:
             return self.variants[0]
         if not 1 <= number <= len(self.variants):
-            raise field_error(BadInput(f"{self.name} has {len(self.variants)} variant(s); the variant must be "
-                                       f"1 to {len(self.variants)}"), "variant")
+            raise BadInput(f"{self.name} has {len(self.variants)} variant(s); the variant must be "
+                           f"1 to {len(self.variants)}", field="variant")
         return self.variants[number - 1]
 
     def variant_lengths(self) -> str:
         return "/".join(str(v.length) for v in self.variants)
-
-
-def field_error(error: BadInput, field: str) -> BadInput:
-    """Name the request field at fault (the API answers 422 for that field)."""
-    error.field = field
-    return error
 
 
 def _variant(tune: str, number: int, raw: dict) -> Variant:
@@ -141,7 +135,7 @@ class TuneTable:
         if tune is None:
             close = difflib.get_close_matches(name.strip().lower(), list(self._by_key), n=3, cutoff=0.4)
             hint = f"; closest: {', '.join(close)}" if close else ""
-            raise field_error(UnknownTune(f"unknown tune {name!r}{hint} (list them with `poetgen tunes`)"), "tune")
+            raise UnknownTune(f"unknown tune {name!r}{hint} (list them with `poetgen tunes`)", field="tune")
         return tune
 
     def search(self, query: str = "") -> list[Tune]:
