@@ -29,7 +29,6 @@ _QU = [1, 1, 2, 3, 3, 4, 4, 3,
        11, 11, 12, 13, 14, 14, 14]
 _RU = [15, 15, 16, 17, 18, 18, 18, 18, 18, 16, 17, 17, 17, 17, 19, 18, 19]
 _BU_OF = {PING: _PING, "上": _SHANG, "去": _QU, "入": _RU}
-PARTS = 19
 # Columns of a membership matrix: 平 of 部 1-14, then 仄 (上去) of 部 1-14, then 入 部 15-19.
 CODES = tuple(range(1, 15)) + tuple(-k for k in range(1, 15)) + tuple(range(15, 20))
 COLUMN = {code: i for i, code in enumerate(CODES)}
