@@ -68,11 +68,20 @@ def train(sample: bool, **options) -> None:
     config = TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
     config.validate()
     extra = [_sample_callback(config)] if sample else []
-    run = run_training(config, extra)
+    run = run_training(config, extra, explicit=given_options(options))
     metrics = run.metrics()
     if metrics["best_val_perplexity"] is not None:
         click.echo(f"best held-out perplexity {metrics['best_val_perplexity']:.1f} at epoch "
                    f"{metrics['best_epoch']}; bundle in {config.out}")
+
+
+def given_options(options: dict) -> frozenset[str]:
+    """The options typed on the command line (or set in the environment), not left at their defaults."""
+    from click.core import ParameterSource
+
+    context = click.get_current_context()
+    return frozenset(name for name in options
+                     if context.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP))
 
 
 def _sample_callback(config):
