@@ -167,7 +167,8 @@ def test_kill_9_mid_import_keeps_the_old_file(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "poetgen", "corpus", "import", str(source), "--out",
                                 str(out), "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while time.time() < deadline and not any(p.name.startswith(".out.jsonl") for p in tmp_path.iterdir()):
+    while time.time() < deadline and not any(p.name.startswith(".out.jsonl.") and p.name.endswith(".tmp")
+                                             for p in tmp_path.iterdir()):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
