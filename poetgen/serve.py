@@ -103,6 +103,26 @@ async def _read_body(request: Request) -> bytes | None:
     return body
 
 
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone: with the body read, the server's next message is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(request: Request, pending: asyncio.Future):
+    """The result, or None if the client left first: then a job still queued is cancelled, and the
+    batching worker skips it, so a gone client's rows go to the others."""
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({pending, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if pending in done:
+        return pending.result()
+    pending.cancel()
+    return None
+
+
 def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> Starlette:
     """The ASGI app; the batching thread runs from startup to shutdown."""
     batcher = Batcher(generator, options)
@@ -143,11 +163,13 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
             with batcher.arriving():
                 prepared = await run_in_threadpool(generator.prepare, body.poem_request())
                 future = batcher.submit(prepared)
-            result = await asyncio.wrap_future(future)
+            result = await _unless_disconnected(request, asyncio.wrap_future(future))
         except BadInput as error:
             return refusal(422, [(field_of(error), str(error))])
         except Busy as error:
             return refusal(503, [("request", str(error))], headers={"Retry-After": "1"})
+        if result is None:   # nobody to answer; the status only shows in logs
+            return refusal(499, [("request", "the client disconnected")])
         if body.traditional:
             result = await run_in_threadpool(traditional, result)
         return JSONResponse(result)
