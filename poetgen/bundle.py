@@ -20,6 +20,10 @@ FORMAT_VERSION = 1
 MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE = "model.keras", "tokenizer.json", "config.json"
 
 
+DAMAGE_WORDS = ("corrupt", "truncated", "missing")   # a damaged file, rather than a foreign or newer one
+RESTORE_HINT = "restore the file from a backup, or export or train the bundle again"
+
+
 @dataclasses.dataclass
 class Bundle:
     path: Path
@@ -106,13 +110,18 @@ def load_bundle(directory: str | os.PathLike | None = None) -> Bundle:
     directory = Path(directory) if directory is not None else default_model_dir()
     if not directory.is_dir():
         raise BadModel(f"{directory}: model bundle not found")
-    config = read_config(directory)
-    model_config = model_config_of(config, directory)
-    tokenizer = Tokenizer.load(directory / TOKENIZER_FILE, expected_hash=config.get("tokenizer_hash"))
+    try:
+        config = read_config(directory)
+        model_config = model_config_of(config, directory)
+        tokenizer = Tokenizer.load(directory / TOKENIZER_FILE, expected_hash=config.get("tokenizer_hash"))
+        model = load_keras_model(directory / MODEL_FILE)
+    except BadModel as error:
+        if not any(word in str(error) for word in DAMAGE_WORDS):
+            raise
+        raise BadModel(f"{error}; {RESTORE_HINT}") from None
     if tokenizer.vocab_size != model_config.vocab_size:
         raise BadModel(f"{directory}: tokenizer has {tokenizer.vocab_size} ids but the model expects "
                        f"{model_config.vocab_size}")
-    model = load_keras_model(directory / MODEL_FILE)
     output_size = model.outputs[0].shape[-1]
     if output_size != tokenizer.vocab_size:
         raise BadModel(f"{directory}: model predicts {output_size} ids but the tokenizer has {tokenizer.vocab_size}")
