@@ -17,7 +17,7 @@ from typing import Callable
 from poetgen.errors import BadInput, OutputError
 
 
-def _check_parent(path: Path) -> None:
+def check_parent(path: Path) -> None:
     parent = path.parent
     if not parent.exists():
         raise BadInput(f"cannot write {path}: directory {parent} does not exist")
@@ -57,7 +57,7 @@ def _commit(tmp: Path, path: Path) -> None:
 def atomic_write(path: str | os.PathLike, mode: str = "wb"):
     """Yield a file open for writing; it replaces `path` only if the block finishes."""
     path = Path(path)
-    _check_parent(path)
+    check_parent(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.chmod(tmp, 0o666 & ~_umask())   # mkstemp's 0600 would surprise whoever shares the file
     try:
@@ -81,7 +81,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
 def atomic_save(path: str | os.PathLike, save: Callable[[Path], object]) -> None:
     """Let `save` write a temporary file with the same suffix, then rename it over `path`."""
     path = Path(path)
-    _check_parent(path)
+    check_parent(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     try:
@@ -115,7 +115,7 @@ def atomic_directory(path: str | os.PathLike, force: bool = False):
     An existing `path` is replaced only with force=True, and only after the new one is complete.
     """
     path = Path(path)
-    _check_parent(path)
+    check_parent(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())
     try:

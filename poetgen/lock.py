@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from poetgen.atomic import check_parent
 from poetgen.errors import InUse
 
 LOCK_NAME = ".poetgen.lock"   # inside a bundle directory; a file's lock is .<name>.lock beside it
@@ -70,7 +71,9 @@ class Lock:
         self.release()
 
     def acquire(self) -> None:
-        if self.lock_path.parent == self.target and not self.target.exists():
+        if self.lock_path.parent != self.target:
+            check_parent(self.target)        # the messages a write there would give, before we write
+        elif not self.target.exists():
             self.target.mkdir(parents=True)
             self.created_dir = True
         while True:
