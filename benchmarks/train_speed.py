@@ -30,11 +30,11 @@ class Clock:
 
 
 def texts_and_tokenizer(min_count: int):
-    from poetgen.corpus import is_held_out
+    from poetgen.corpus import is_held_out, shipped_corpus_path
     from poetgen.importers import load_corpus
     from poetgen.tokenizer import Tokenizer
 
-    texts = [p.text for p in load_corpus() if not is_held_out(p.text)]
+    texts = [p.text for p in load_corpus(shipped_corpus_path()) if not is_held_out(p.text)]
     return texts, Tokenizer.build(texts, min_count)
 
 

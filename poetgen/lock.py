@@ -10,6 +10,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from pathlib import Path
 from poetgen.atomic import check_parent
 from poetgen.errors import InUse
 
+logger = logging.getLogger(__name__)
 LOCK_NAME = ".poetgen.lock"   # inside a bundle directory; a file's lock is .<name>.lock beside it
 
 
@@ -46,7 +48,7 @@ class Lock:
 
     def __init__(self, lock_path: Path, target: Path, notice=None):
         self.lock_path, self.target = Path(lock_path), Path(target)
-        self.notice = notice or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.notice = notice or logger.warning
         self.fd: int | None = None
         self.created_dir = False
         self._previous_sigterm = None
@@ -96,7 +98,7 @@ class Lock:
         self.fd = fd
         stale = self._read(fd)
         if stale:
-            self.notice(f"poetgen: taking over the stale lock on {self.target} ({_describe(stale)}); "
+            self.notice(f"taking over the stale lock on {self.target} ({_describe(stale)}); "
                         f"that process is gone")
         record = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(), "since": time.time()}
         os.ftruncate(fd, 0)

@@ -11,9 +11,10 @@ from poetgen.layout import layout_of
 from poetgen.cli import cli
 from poetgen.errors import BadInput
 from poetgen.generate import Generator
-from poetgen.request import PoemRequest
 from poetgen.model import CELLS, ModelConfig, NumpyStepper, build_model
+from poetgen.request import PoemRequest
 from poetgen.sampling import SampleOptions
+from poetgen.tokenizer import BOUNDARY
 
 pytest.importorskip("ai_edge_litert.interpreter")
 
@@ -85,7 +86,7 @@ def test_int8_logprob_is_its_own_log_probability(int8_generator):
     result = int8_generator.generate(PoemRequest(form="wujue", n=2, sample=SampleOptions(seed=9)))
     stepper = int8_generator.stepper
     for poem in result["poems"]:
-        ids = [2] + int8_generator.tokenizer.encode(poem["text"])
+        ids = [BOUNDARY] + int8_generator.tokenizer.encode(poem["text"])
         state, total = stepper.initial_state(1), 0.0
         for t in range(len(ids) - 1):
             state = stepper.advance(np.array([ids[t]]), state)
@@ -145,7 +146,7 @@ def test_int8_logprob_survives_rows_that_rules_empty(int8_generator):
     result = sample(generator.stepper, active, Shape(layout_of("wujue"), 120, frozenset([comma, period])), batch,
                     SampleOptions(seed=1))
     stepper, state, expected = generator.stepper, generator.stepper.initial_state(batch), np.zeros(batch)
-    previous = np.full(batch, 2)
+    previous = np.full(batch, BOUNDARY)
     for t in range(result.ids.shape[1]):
         state = stepper.advance(previous, state)
         if t % 6 != 5:

@@ -47,13 +47,13 @@ class Held:
     def __getattr__(self, name):
         return getattr(self.generator, name)
 
-    def sample_rows(self, job, streams):
+    def sample_rows(self, prepared, streams):
         self.entered.set()
         assert self.release.wait(60), "the test never released the model"
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("model exploded")
-        return self.generator.sample_rows(job, streams)
+        return self.generator.sample_rows(prepared, streams)
 
 
 def test_generate_answers_what_the_cli_prints(client, tiny_bundle):
