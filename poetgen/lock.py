@@ -39,6 +39,19 @@ def _describe(holder: dict) -> str:
     return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {when}: {holder.get('command', '?')}"
 
 
+def _alive(holder: dict) -> bool:
+    """Whether the holder's pid still runs here (only answerable on its own host)."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt   # unwinds the with-blocks: the lock and half-written files are cleaned up
 
@@ -98,8 +111,8 @@ class Lock:
         self.fd = fd
         stale = self._read(fd)
         if stale:
-            self.notice(f"taking over the stale lock on {self.target} ({_describe(stale)}); "
-                        f"that process is gone")
+            gone = "that process is gone" if not _alive(stale) else "it no longer holds the lock"
+            self.notice(f"taking over the stale lock on {self.target} ({_describe(stale)}); {gone}")
         record = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(), "since": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"), 0)
