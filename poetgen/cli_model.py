@@ -121,7 +121,6 @@ def generate(prompt, model_dir, fmt, traditional, int8, interactive, **options) 
 
         return run_session(generate, prompt, model_dir, int8, dict(options, fmt=fmt, traditional=traditional))
     request = api.poem_request(prompt, **options)   # a bad option fails before the model loads
-    import_tensorflow()
     poems = api.load(model_dir, int8).run(request, traditional)
     click.echo(poems.to_json() if fmt == "json" else str(poems))
 
@@ -138,11 +137,13 @@ def generate(prompt, model_dir, fmt, traditional, int8, interactive, **options) 
               help="How long a batch waits for more requests to join it.")
 @click.option("--max-queue", type=click.IntRange(1), default=256, show_default=True,
               help="Requests waiting at most; more are answered 503.")
+@click.option("--request-timeout", type=click.FloatRange(0, 3600, min_open=True), default=60.0, show_default=True,
+              help="Seconds a request may wait for its poems; later it is answered 503.")
 @click.option("--blas-threads", type=click.IntRange(0, 256), default=1, show_default=True,
               help="Threads for the model's matrix products; batching supplies the parallelism, and more "
                    "threads stall on busy cores. 0 keeps the BLAS library's default.")
 @int8_option
-def serve(model_dir, host, port, max_batch, batch_wait_ms, max_queue, blas_threads, int8) -> None:
+def serve(model_dir, host, port, max_batch, batch_wait_ms, max_queue, request_timeout, blas_threads, int8) -> None:
     """Serve the poem page at / and the JSON API at /api/generate."""
     try:
         import threadpoolctl
@@ -154,11 +155,11 @@ def serve(model_dir, host, port, max_batch, batch_wait_ms, max_queue, blas_threa
                                    f"pip install 'poetgen[serve]'") from None
     from poetgen.batching import BatchOptions
 
-    options = BatchOptions(max_rows=max_batch, max_wait_ms=batch_wait_ms, max_queue=max_queue)
+    options = BatchOptions(max_rows=max_batch, max_wait_ms=batch_wait_ms, max_queue=max_queue,
+                           timeout_s=request_timeout)
     options.validate()
     if blas_threads:
         threadpoolctl.threadpool_limits(blas_threads, user_api="blas")
-    import_tensorflow()
     from poetgen.generate import Generator
 
     app = create_app(Generator.load(model_dir, int8), options)

@@ -85,11 +85,9 @@ class Session:
 def run_session(command: click.Command, prompt: str, model_dir, int8: bool, options: dict) -> None:
     """Read lines from stdin until EOF or /quit; each prompt line gets its poems on stdout."""
     from poetgen import api
-    from poetgen.quiet import import_tensorflow
 
     session = Session(command, options)
     _request(prompt, session.options)   # bad starting options fail before the model loads
-    import_tensorflow()
     poet = api.load(model_dir, int8)
     stdin = click.get_text_stream("stdin")
     tty = stdin.isatty()

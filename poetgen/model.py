@@ -134,8 +134,7 @@ class NumpyStepper:
 
     @classmethod
     def from_model(cls, model, config: ModelConfig) -> "NumpyStepper":
-        names = ["embedding", "logits"] + [f"rnn_{i}" for i in range(config.layers)]
-        return cls({name: model.get_layer(name).get_weights() for name in names}, config)
+        return cls({layer.name: layer.get_weights() for layer in model.layers}, config)
 
     def initial_state(self, batch: int) -> list[np.ndarray]:
         count = states_per_layer(self.config.cell) * self.config.layers

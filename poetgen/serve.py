@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
-from poetgen.batching import Batcher, BatchOptions, Busy
+from poetgen.batching import BatchFailed, Batcher, BatchOptions, Busy, Unavailable
 from poetgen.errors import BadInput
 from poetgen.generate import Generator, traditional
 from poetgen.request import PoemRequest
@@ -114,13 +114,12 @@ async def _unless_disconnected(request: Request, pending: asyncio.Future):
     batching worker skips it, so a gone client's rows go to the others."""
     watcher = asyncio.ensure_future(_disconnected(request))
     try:
-        done, _ = await asyncio.wait({pending, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({pending, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
-    if pending in done:
-        return pending.result()
-    pending.cancel()
-    return None
+        if not pending.done():
+            pending.cancel()   # the client left, or the caller stopped waiting (a timeout)
+    return None if pending.cancelled() else pending.result()
 
 
 def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> Starlette:
@@ -142,10 +141,11 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         return HTMLResponse(page)
 
     async def healthz(request: Request) -> JSONResponse:
-        status = "ok" if batcher.alive else "down"
-        return JSONResponse({"status": status, "batching": {**batcher.stats.as_dict(),
-                                                            "max_rows": options.max_rows}},
-                            status_code=200 if batcher.alive else 503)
+        body = {"status": "ok" if batcher.alive else "down",
+                "batching": {**batcher.stats.as_dict(), "max_rows": options.max_rows}}
+        if batcher.died:
+            body["error"] = f"the generation worker died ({batcher.died})"
+        return JSONResponse(body, status_code=200 if batcher.alive else 503)
 
     async def model_info(request: Request) -> JSONResponse:
         return JSONResponse({"name": bundle.path.name, "config": bundle.config,
@@ -163,11 +163,19 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
             with batcher.arriving():
                 prepared = await run_in_threadpool(generator.prepare, body.poem_request())
                 future = batcher.submit(prepared)
-            result = await _unless_disconnected(request, asyncio.wrap_future(future))
+            result = await asyncio.wait_for(_unless_disconnected(request, asyncio.wrap_future(future)),
+                                            options.timeout_s)   # a timeout cancels the job too
         except BadInput as error:
             return refusal(422, [(field_of(error), str(error))])
         except Busy as error:
             return refusal(503, [("request", str(error))], headers={"Retry-After": "1"})
+        except Unavailable as error:
+            return refusal(503, [("request", str(error))])
+        except asyncio.TimeoutError:
+            return refusal(503, [("request", f"no answer within {options.timeout_s:g} s; try again")],
+                           headers={"Retry-After": "1"})
+        except BatchFailed as error:   # the worker logged the traceback
+            return refusal(500, [("request", str(error))])
         if result is None:   # nobody to answer; the status only shows in logs
             return refusal(499, [("request", "the client disconnected")])
         if body.traditional:

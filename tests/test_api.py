@@ -49,7 +49,6 @@ def readme_api_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-@pytest.mark.xfail(strict=False, reason="generation without TensorFlow (issue 13, h2) has not landed yet")
 def test_readme_example_generates_with_the_shipped_model_without_tensorflow(tmp_path):
     code = readme_api_example() + "\nimport sys\nprint('TF', 'tensorflow' in sys.modules)\n"
     process = python(code, tmp_path)
