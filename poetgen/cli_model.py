@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from poetgen.control import DEFAULT_STYLE, STYLES
 from poetgen.model import CELLS
 from poetgen.quiet import import_tensorflow
 
@@ -38,6 +39,23 @@ int8_option = click.option(
               help="Character embedding size.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
               help="Dropout on recurrent inputs and the output layer.")
+@click.option("--projection", type=click.IntRange(0, 4096), default=0, show_default=True,
+              help="Linear layer of this size before the output layer (0: none); it cuts the output layer's cost.")
+@click.option("--tie-embeddings", is_flag=True,
+              help="Output layer = the embedding table transposed (needs --projection or --units = --embedding-dim).")
+@click.option("--embedding-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Drop whole character embeddings (AWD-LSTM's embedding dropout).")
+@click.option("--recurrent-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Dropout on the hidden-to-hidden connections, one mask per sequence (slower steps).")
+@click.option("--sampled-softmax", type=click.IntRange(0), default=0, show_default=True,
+              help="Train with a sampled-softmax loss over this many sampled classes (0: full softmax); "
+                   "evaluation always uses the full softmax.")
+@click.option("--conditioned", is_flag=True,
+              help="Start each poem with control tokens (style, form or ci tune) so `generate --style` works.")
+@click.option("--top-tunes", type=click.IntRange(0), default=200, show_default=True,
+              help="With --conditioned: ci tunes with their own token (the others share one).")
+@click.option("--reverse", is_flag=True,
+              help="Train on reversed poems: a reverse model for best-of reranking (`--reranker`).")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True, help="Epochs to reach.")
 @click.option("--steps-per-epoch", type=click.IntRange(0), default=0, show_default=True,
               help="Steps per epoch; 0 means one pass over the training characters.")
@@ -109,6 +127,9 @@ def _sample_callback(config):
 @click.option("-n", "n", type=int, default=1, show_default=True, help="Poems to generate (as one batch).")
 @click.option("--best-of", type=int, default=1, show_default=True, help="Candidates per poem; keep the best-scoring.")
 @click.option("--max-chars", type=int, default=120, show_default=True, help="Length cap for free verse.")
+@click.option("--style", type=click.Choice(STYLES), default=DEFAULT_STYLE, show_default=True,
+              help="Tang shi, Song shi or ci (a ci defaults to free form), for a model trained with "
+                   "--conditioned; other models ignore it.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text: one poem per block; json: poems with scores.")
 @click.option("--traditional", is_flag=True, help="Print traditional characters.")

@@ -52,6 +52,18 @@ class Forced(Rule):
         return np.full(self.batch, self.ids[step.pos], np.int64) if step.pos < len(self.ids) else None
 
 
+class Banned(Rule):
+    """Ids never sampled inside a poem (a conditioned model's control tokens)."""
+
+    essential = True
+
+    def __init__(self, ids: list[int]):
+        self.ids = np.array(ids, np.int64)
+
+    def apply(self, logits, step):
+        logits[:, self.ids] = NEG
+
+
 class Layout(Rule):
     """Regular forms: exact line lengths, "，" after odd lines and "。" after even ones, no specials."""
 

@@ -33,7 +33,7 @@ class GraphTables:
 def graph_tables(generator) -> GraphTables:
     """What the graph needs from a Generator (poetgen.generate): vocabulary, layout ids, rhyme table."""
     tokenizer = generator.tokenizer
-    chars = [""] * len(SPECIALS) + list(tokenizer.chars)
+    chars = [""] * len(SPECIALS) + list(tokenizer.chars) + [""] * len(tokenizer.controls)
     lookup = dict(tokenizer.index)
     traditional = to_traditional("\n".join(tokenizer.chars)).split("\n")
     if len(traditional) == len(tokenizer.chars):   # a prompt in traditional characters still encodes
@@ -42,6 +42,7 @@ def graph_tables(generator) -> GraphTables:
                 lookup[spelled] = tokenizer.index[simplified]
     banned = np.zeros(tokenizer.vocab_size, bool)
     banned[:len(SPECIALS)] = True
+    banned[tokenizer.char_limit:] = True   # a conditioned model's control tokens (the graph feeds no prefix)
     banned[generator.punctuation_ids] = True
     return GraphTables(chars, lookup, banned, generator.rhyme_membership,
                        tokenizer.id_of("，"), tokenizer.id_of("。"))

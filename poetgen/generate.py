@@ -20,6 +20,7 @@ import threadpoolctl
 from poetgen import constraints as rules
 from poetgen.bundle import TOKENIZER_FILE, Bundle, load_bundle, model_config_of, read_config
 from poetgen.checks import check_poem
+from poetgen.control import DEFAULT_STYLE, STYLES, Prefixer
 from poetgen.corpus import FORM_ALIASES, FORM_SHAPES, FORMS, HAN, PUNCTUATION, clauses, normalize_text, to_traditional
 from poetgen.errors import BadInput
 from poetgen.model import NumpyStepper
@@ -48,11 +49,15 @@ class PoemRequest:
     n: int = 1                       # poems to return
     best_of: int = 1                 # candidates per poem; the best score wins
     max_chars: int = 120             # free verse length cap, punctuation included
+    style: str = DEFAULT_STYLE       # tang | song | ci: the control prefix of a conditioned model
+                                     # (a model without control tokens ignores it)
     batch_size: int = 256            # sequences stepped together
     sample: SampleOptions = SampleOptions()
 
     def resolved_form(self) -> str:
         form = FORM_ALIASES.get(self.form, self.form) if self.form else None
+        if form is None and self.style == "ci" and not self.acrostic:
+            form = "free"   # a ci has no shi layout
         if form is None:
             acrostic = normalize_text(self.acrostic)
             form = "wulv" if len(acrostic) == 8 else "wujue"
@@ -68,6 +73,8 @@ class PoemRequest:
             raise BadInput(f"best-of must be between 1 and {MAX_CANDIDATES}, not {self.best_of}")
         if not 5 <= self.max_chars <= 1000:
             raise BadInput(f"max-chars must be between 5 and 1000, not {self.max_chars}")
+        if self.style not in STYLES:
+            raise BadInput(f"unknown style {self.style!r}; choose {', '.join(STYLES)}")
         if len(self.prompt) > MAX_PROMPT:
             raise BadInput(f"prompt is longer than {MAX_PROMPT} characters")
         self.resolved_form()
@@ -92,7 +99,8 @@ class PreparedRequest:
         """Everything the rules and the loop read except the seed: equal keys may share one batch."""
         request, options = self.request, self.options
         return (self.form, self.prompt, self.acrostic, self.theme_ids, request.rhyme, request.tone,
-                request.no_repeat, request.max_chars, options.temperature, options.top_k, options.top_p)
+                request.no_repeat, request.max_chars, options.temperature, options.top_k, options.top_p,
+                request.style)
 
 
 def _check_chars(text: str, what: str, allow_punctuation: bool) -> None:
@@ -133,6 +141,8 @@ class Generator:
         if int8:
             self.stepper.quantize()
         self.punctuation_ids = [self.tokenizer.id_of(p) for p in PUNCTUATION if p in self.tokenizer.index]
+        self.prefixer = Prefixer(self.tokenizer)   # no prefix for a model without control tokens
+        self.control_ids = list(range(self.tokenizer.char_limit, self.tokenizer.vocab_size))
         self._workers = None   # threads for batches split across cores, started on first use
         for mark in "，。":
             if mark not in self.tokenizer.index:
@@ -195,6 +205,8 @@ class Generator:
                                        self.punctuation_ids, batch))
         else:
             active.append(rules.FreeVerse(self.punctuation_ids))
+        if self.control_ids:
+            active.append(rules.Banned(self.control_ids))
         if acrostic:
             active.append(rules.Acrostic(self.encode_known(acrostic, "acrostic"), batch))
         if request.no_repeat:
@@ -259,7 +271,8 @@ class Generator:
 
     def _sample_share(self, job: PreparedRequest, streams: list[tuple[int, int]]) -> list[dict]:
         active, patterns = self._rules(job.request, job.form, job.prompt, job.acrostic, streams, job.theme_ids)
-        result = sample(self.stepper, active, job.shape, len(streams), job.options, streams=streams)
+        prefix = self.prefixer.for_request(job.request.style, job.form, getattr(job.request, "tune", ""))
+        result = sample(self.stepper, active, job.shape, len(streams), job.options, streams=streams, prefix=prefix)
         return [self._poem(result, row, job.form, job.acrostic, patterns) for row in range(len(streams))]
 
     def finish(self, job: PreparedRequest, candidates: list[dict], elapsed: float) -> dict:

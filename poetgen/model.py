@@ -306,13 +306,18 @@ def traced_forward(model):
 
 
 def sequence_log_likelihood(model, token_lists: list[list[int]], batch_size: int = 64,
-                            boundary: int = 2) -> tuple[float, int]:
+                            boundary: int = 2, prefixes: list[list[int]] | None = None) -> tuple[float, int]:
     """Total natural-log likelihood of each poem (after a boundary token, ending with one), and the
-    number of predicted tokens. Poems are scored whole, each from a fresh state."""
+    number of predicted tokens. Poems are scored whole, each from a fresh state. A poem's control
+    prefix, when given, is read after the boundary but not scored, so perplexities stay comparable."""
+    if prefixes:
+        token_lists = [list(p) + list(t) for p, t in zip(prefixes, token_lists)]
+    skip = [len(p) for p in prefixes] if prefixes else [0] * len(token_lists)
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     total, count = 0.0, 0
     for start in range(0, len(order), batch_size):
         batch = [token_lists[i] for i in order[start:start + batch_size]]
+        skips = [skip[i] for i in order[start:start + batch_size]]
         length = max(len(tokens) for tokens in batch) + 1
         length = int(math.ceil(length / 16) * 16)   # few distinct shapes, few retraces
         x = np.zeros((len(batch), length), np.int32)
@@ -322,7 +327,7 @@ def sequence_log_likelihood(model, token_lists: list[list[int]], batch_size: int
             sequence = [boundary] + list(tokens) + [boundary]
             x[row, :len(sequence) - 1] = sequence[:-1]
             y[row, :len(sequence) - 1] = sequence[1:]
-            mask[row, :len(sequence) - 1] = 1.0
+            mask[row, skips[row]:len(sequence) - 1] = 1.0
         logits = np.asarray(traced_forward(model)(x), np.float32)
         log_probs = logits - _logsumexp(logits)
         picked = np.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0]

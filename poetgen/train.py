@@ -23,15 +23,18 @@ import numpy as np
 from poetgen import __version__
 from poetgen.atomic import atomic_save, write_text
 from poetgen.bundle import CONFIG_FILE, save_bundle, save_model_file, write_config
+from poetgen.control import Prefixer, control_vocabulary
 from poetgen.corpus import corpus_hash, is_held_out, load_corpus, log
 from poetgen.errors import BadInput
 from poetgen.model import ModelConfig, build_model, sequence_log_likelihood
 from poetgen.tokenizer import BOUNDARY, Tokenizer
+from poetgen.train_step import use_sampled_softmax
 
 RESUME_DIR, RESUME_MODEL, RESUME_STATE = "resume", "last.keras", "state.json"
 STRATEGIES = ("default", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_bfloat16")
-MODEL_OPTIONS = ("cell", "layers", "units", "embedding_dim", "dropout", "min_count")
+MODEL_OPTIONS = ("cell", "layers", "units", "embedding_dim", "dropout", "min_count", "projection", "tie_embeddings",
+                 "embedding_dropout", "recurrent_dropout", "conditioned", "top_tunes", "reverse", "sampled_softmax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +46,14 @@ class TrainConfig:
     units: int = 256                   # recurrent width
     embedding_dim: int = 256           # character embedding size
     dropout: float = 0.1               # dropout on recurrent inputs and the output layer
+    projection: int = 0                # linear layer before the output layer; 0 means none
+    tie_embeddings: bool = False       # output layer = embedding table transposed (needs matching sizes)
+    embedding_dropout: float = 0.0     # drop whole character embeddings (AWD's dropoute)
+    recurrent_dropout: float = 0.0     # dropout on hidden-to-hidden connections (slower steps: measure)
+    sampled_softmax: int = 0           # negative classes per step for a sampled-softmax loss; 0: full softmax
+    conditioned: bool = False          # each poem starts with control tokens (style, form or tune)
+    top_tunes: int = 200               # ci tunes with their own control token (the rest share one)
+    reverse: bool = False              # train on reversed poems (a reranker for best-of)
     epochs: int = 10                   # epochs to reach (a resumed run continues up to this)
     steps_per_epoch: int = 0           # 0 means one pass over the training characters
     batch_size: int = 128              # windows per step
@@ -73,12 +84,21 @@ class TrainConfig:
                   (self.clipnorm >= 0, "--clipnorm must be >= 0"),
                   (self.min_count >= 1, "--min-count must be at least 1"),
                   (0 < self.val_split < 0.5, "--val-split must be in (0, 0.5)"),
-                  (self.steps_per_epoch >= 0, "--steps-per-epoch must be >= 0")]
+                  (self.steps_per_epoch >= 0, "--steps-per-epoch must be >= 0"),
+                  (self.sampled_softmax >= 0, "--sampled-softmax must be >= 0"),
+                  (self.top_tunes >= 0, "--top-tunes must be >= 0")]
         for ok, message in checks:
             if not ok:
                 raise BadInput(message)
-        ModelConfig(vocab_size=4, cell=self.cell, layers=self.layers, units=self.units,
-                    embedding_dim=self.embedding_dim, dropout=self.dropout).validate()
+        try:
+            model_config(self, vocab_size=4).validate()
+        except ValueError as error:
+            raise BadInput(str(error)) from None
+
+
+def model_config(config: TrainConfig, vocab_size: int) -> ModelConfig:
+    fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
+    return ModelConfig(vocab_size=vocab_size, **{name: getattr(config, name) for name in fields})
 
 
 def _setup_devices(strategy: str):
@@ -97,11 +117,12 @@ def _setup_devices(strategy: str):
     return tf.distribute.get_strategy()
 
 
-def token_stream(tokenizer: Tokenizer, texts: Sequence[str]) -> np.ndarray:
-    """All poems as one id array, each preceded by the boundary id, ending with one."""
+def token_stream(tokenizer: Tokenizer, texts: Sequence[str], prefixes: Sequence[list[int]] | None = None,
+                 reverse: bool = False) -> np.ndarray:
+    """All poems as one id array, each preceded by the boundary id (and its control ids), ending with one."""
     ids = [BOUNDARY]
-    for text in texts:
-        ids += tokenizer.encode(text)
+    for i, text in enumerate(texts):
+        ids += (prefixes[i] if prefixes else []) + tokenizer.encode(text[::-1] if reverse else text)
         ids.append(BOUNDARY)
     return np.asarray(ids, np.int32)
 
@@ -166,16 +187,21 @@ class Run:
             raise BadInput(f"{self.out} already holds a model; pass --resume to continue it or --force to start over")
         poems = load_corpus(self.corpus)
         fraction = config.val_split
-        train = [p.text for p in poems if not is_held_out(p.text, fraction)]
-        held = [p.text for p in poems if is_held_out(p.text, fraction)]
+        train_poems = [p for p in poems if not is_held_out(p.text, fraction)]
+        held_poems = [p for p in poems if is_held_out(p.text, fraction)]
+        train, held = [p.text for p in train_poems], [p.text for p in held_poems]
         if not train or not held:
             raise BadInput(f"corpus of {len(poems)} poems is too small to hold out {fraction:.0%} for validation")
         if config.resume:
             self.tokenizer = Tokenizer.load(self.resume_dir / "tokenizer.json")
         else:
-            self.tokenizer = Tokenizer.build(train, config.min_count)
-        self.train_stream = token_stream(self.tokenizer, train)
-        self.held_out = [self.tokenizer.encode(text) for text in held]
+            controls = control_vocabulary(train_poems, config.top_tunes) if config.conditioned else ()
+            self.tokenizer = Tokenizer.build(train, config.min_count, controls)
+        prefixer = Prefixer(self.tokenizer)
+        self.train_stream = token_stream(self.tokenizer, train, [prefixer.for_poem(p) for p in train_poems],
+                                         config.reverse)
+        self.held_out = [self.tokenizer.encode(text[::-1] if config.reverse else text) for text in held]
+        self.held_out_prefixes = [prefixer.for_poem(p) for p in held_poems]
         self.corpus_record = {"path": str(self.corpus or "shipped:corpus/tang.jsonl.gz"),
                               "hash": corpus_hash(poems), "poems": len(poems),
                               "train_chars": int(len(self.train_stream)),
@@ -188,8 +214,10 @@ class Run:
         if not (self.resume_dir / RESUME_MODEL).exists() or not path.exists():
             raise BadInput(f"nothing to resume in {self.out}: no finished epoch was saved there")
         saved = json.loads(path.read_text(encoding="utf-8"))
-        different = [f"--{name.replace('_', '-')} {saved['train'][name]} (not {getattr(self.config, name)})"
-                     for name in MODEL_OPTIONS if saved["train"].get(name) != getattr(self.config, name)]
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}   # runs from before an option
+        used = {name: saved["train"].get(name, defaults[name]) for name in MODEL_OPTIONS}
+        different = [f"--{name.replace('_', '-')} {used[name]} (not {getattr(self.config, name)})"
+                     for name in MODEL_OPTIONS if used[name] != getattr(self.config, name)]
         if different:
             raise BadInput("cannot resume with different model options; the run used " + ", ".join(different))
         self.state = saved["state"]
@@ -197,8 +225,7 @@ class Run:
             self.corpus = saved["train"].get("corpus")
 
     def model_config(self) -> ModelConfig:
-        c = self.config
-        return ModelConfig(self.tokenizer.vocab_size, c.cell, c.layers, c.units, c.embedding_dim, c.dropout)
+        return model_config(self.config, self.tokenizer.vocab_size)
 
     def record(self, versions: dict) -> dict:
         train_options = {k: v for k, v in dataclasses.asdict(self.config).items()
@@ -275,7 +302,7 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
             self.batches += 1
 
         def on_epoch_end(self, epoch, logs=None):
-            total, count = sequence_log_likelihood(self.model, run.held_out)
+            total, count = sequence_log_likelihood(self.model, run.held_out, prefixes=run.held_out_prefixes)
             val_loss = -total / count
             logs["val_loss"], logs["val_perplexity"] = val_loss, math.exp(val_loss)
             state = run.state
@@ -361,6 +388,7 @@ def train(config: TrainConfig, extra_callbacks: Sequence = ()) -> Run:
         else:
             model = build_model(model_config)
             compile_model(model, config, steps * config.epochs)
+        use_sampled_softmax(model, model_config, config.sampled_softmax)
     run.out.mkdir(parents=True, exist_ok=True)
     if not config.resume:
         for stale in ("log.csv", RESUME_DIR + "/" + RESUME_STATE):
