@@ -127,6 +127,8 @@ def _sample_callback(config):
 @click.option("-n", "n", type=int, default=1, show_default=True, help="Poems to generate (as one batch).")
 @click.option("--best-of", type=int, default=1, show_default=True, help="Candidates per poem; keep the best-scoring.")
 @click.option("--max-chars", type=int, default=120, show_default=True, help="Length cap for free verse.")
+@click.option("--reverse-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="With --best-of and a bundle holding a reverse model (reverse/): its weight in the score.")
 @click.option("--style", type=click.Choice(STYLES), default=DEFAULT_STYLE, show_default=True,
               help="Tang shi, Song shi or ci (a ci defaults to free form), for a model trained with "
                    "--conditioned; other models ignore it.")

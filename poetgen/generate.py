@@ -49,6 +49,8 @@ class PoemRequest:
     n: int = 1                       # poems to return
     best_of: int = 1                 # candidates per poem; the best score wins
     max_chars: int = 120             # free verse length cap, punctuation included
+    reverse_weight: float = 0.5      # best-of: weight of the bundle's reverse model (if any) in the score,
+                                     # against the forward mean log-probability; 0 ignores it
     style: str = DEFAULT_STYLE       # tang | song | ci: the control prefix of a conditioned model
                                      # (a model without control tokens ignores it)
     batch_size: int = 256            # sequences stepped together
@@ -73,6 +75,8 @@ class PoemRequest:
             raise BadInput(f"best-of must be between 1 and {MAX_CANDIDATES}, not {self.best_of}")
         if not 5 <= self.max_chars <= 1000:
             raise BadInput(f"max-chars must be between 5 and 1000, not {self.max_chars}")
+        if not 0.0 <= self.reverse_weight <= 1.0:
+            raise BadInput(f"reverse weight must be in [0, 1], not {self.reverse_weight}")
         if self.style not in STYLES:
             raise BadInput(f"unknown style {self.style!r}; choose {', '.join(STYLES)}")
         if len(self.prompt) > MAX_PROMPT:
@@ -151,6 +155,13 @@ class Generator:
     @classmethod
     def load(cls, path=None, int8: bool = False) -> "Generator":
         return cls(load_bundle(path), int8)
+
+    @functools.cached_property
+    def reverse_scorer(self):
+        """The bundle's reverse model for best-of ranking, loaded on first use; None without one."""
+        from poetgen.rerank import ReverseScorer
+
+        return ReverseScorer.load(self.bundle.path, self.tokenizer)
 
     @functools.cached_property
     def prosody(self):
@@ -278,9 +289,21 @@ class Generator:
     def finish(self, job: PreparedRequest, candidates: list[dict], elapsed: float) -> dict:
         """The result for `job` from its n × best_of candidates, in stream order."""
         n, best_of = job.request.n, job.request.best_of
+        if best_of > 1 and job.request.reverse_weight > 0 and self.reverse_scorer is not None:
+            self._rerank(job, candidates)
         poems = [max(candidates[i * best_of:(i + 1) * best_of], key=lambda p: p["score"]) for i in range(n)]
         return {"poems": poems, "keywords": list(job.keywords), "seed": job.seed, "form": job.form,
                 "ms_per_poem": round(1000 * elapsed / n, 3)}
+
+    def _rerank(self, job: PreparedRequest, candidates: list[dict]) -> None:
+        """Move each candidate's score toward the reverse model's reading of it (weight w):
+        (1 - w) × forward mean log-prob + w × reverse mean log-prob + the rhyme and tone terms."""
+        prefix = self.prefixer.for_request(job.request.style, job.form, getattr(job.request, "tune", ""))
+        backward = self.reverse_scorer.mean_log_probs([c["text"] for c in candidates], prefix)
+        weight = job.request.reverse_weight
+        for candidate, value in zip(candidates, backward):
+            candidate["reverse_logprob"] = round(float(value), 4)
+            candidate["score"] = round(candidate["score"] + weight * (float(value) - candidate["logprob"]), 4)
 
     def generate(self, request: PoemRequest) -> dict:
         started = time.perf_counter()
