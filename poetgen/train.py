@@ -34,7 +34,7 @@ RESUME_DIR, RESUME_MODEL, RESUME_STATE = "resume", "last.keras", "state.json"
 STRATEGIES = ("default", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_bfloat16")
 MODEL_OPTIONS = ("cell", "layers", "units", "embedding_dim", "dropout", "min_count", "projection", "tie_embeddings",
-                 "embedding_dropout", "recurrent_dropout", "conditioned", "top_tunes", "reverse", "sampled_softmax")
+                 "embedding_dropout", "recurrent_dropout", "conditioned", "top_tunes", "reverse")
 
 
 @dataclasses.dataclass(frozen=True)

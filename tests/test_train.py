@@ -111,3 +111,22 @@ def test_mirrored_strategy_on_two_logical_cpus(tiny_corpus, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "2 replicas" in result.stderr
     assert (out / "model.keras").exists()
+
+
+def test_new_model_options_train_resume_and_generate(tiny_corpus, tmp_path):
+    """Projection, tying, AWD dropouts and sampled softmax: one epoch, then a resume that switches to
+    the full softmax (allowed: the loss is a training choice), then generation from the bundle."""
+    from poetgen.generate import Generator, PoemRequest
+    from poetgen.sampling import SampleOptions
+    from poetgen.train import TrainConfig, train
+
+    options = {**TINY_TRAIN, "epochs": 1, "steps_per_epoch": 30, "projection": 32, "tie_embeddings": True,
+               "embedding_dropout": 0.1, "recurrent_dropout": 0.1, "dropout": 0.1}
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), corpus=str(tiny_corpus), sampled_softmax=64, **options))
+    run = train(TrainConfig(out=str(out), corpus=str(tiny_corpus), resume=True, **{**options, "epochs": 2}))
+    config = json.loads((out / "config.json").read_text())
+    assert config["progress"]["epochs_done"] == 2 and config["model"]["tie_embeddings"] is True
+    assert config["metrics"]["best_val_perplexity"] < run.tokenizer.vocab_size / 2   # it learned
+    poem = Generator.load(out).generate(PoemRequest(sample=SampleOptions(seed=0)))["poems"][0]
+    assert poem["layout_ok"] and poem["rhyme_ok"]
