@@ -18,6 +18,7 @@ from poetgen.corpus import (FORM_SHAPES, FORMS, HELD_OUT_FRACTION, clauses, corp
                             load_corpus, log)
 from poetgen.errors import BadCorpus, BadInput
 from poetgen.generate import MAX_POEMS, Generator, PoemRequest
+from poetgen.control import Prefixer
 from poetgen.model import sequence_log_likelihood
 from poetgen.prosody import strict_positions
 from poetgen.sampling import SampleOptions
@@ -63,13 +64,16 @@ def unknown_report(texts: Iterable[str], known: dict) -> dict:
 
 
 def perplexity(model, token_lists: list[list[int]], batch_size: int = 64,
-               advance: Callable[[int], None] = lambda n: None) -> dict:
-    """exp(mean negative log-likelihood) over every predicted id, each poem's end mark included."""
-    order = sorted(token_lists, key=len)   # similar lengths together: less padding per batch
+               advance: Callable[[int], None] = lambda n: None, prefixes: list[list[int]] | None = None) -> dict:
+    """exp(mean negative log-likelihood) over every predicted id, each poem's end mark included
+    (a conditioned model's control prefix is read, not scored)."""
+    prefixes = prefixes or [[] for _ in token_lists]
+    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))   # less padding per batch
     total, count = 0.0, 0
     for start in range(0, len(order), SCORE_CHUNK):
         chunk = order[start:start + SCORE_CHUNK]
-        chunk_total, chunk_count = sequence_log_likelihood(model, chunk, batch_size)
+        chunk_total, chunk_count = sequence_log_likelihood(model, [token_lists[i] for i in chunk], batch_size,
+                                                           prefixes=[prefixes[i] for i in chunk])
         total, count = total + chunk_total, count + chunk_count
         advance(len(chunk))
     nll = -total / count
@@ -132,10 +136,11 @@ class Evaluation:
         self.val_split = float(bundle.config.get("train", {}).get("val_split", HELD_OUT_FRACTION))
         self._corpora: dict[str, list] = {}
         if options.corpus is None:
-            self.texts = [p.text for p in self._corpus(None) if is_held_out(p.text, self.val_split)]
+            self.poems = [p for p in self._corpus(None) if is_held_out(p.text, self.val_split)]
             self.source = {"path": "shipped:corpus/tang.jsonl.gz", "split": f"held-out ({self.val_split:g})"}
         else:
-            self.texts = [p.text for p in self._corpus(options.corpus)]
+            self.poems = self._corpus(options.corpus)
+        self.texts = [p.text for p in self.poems]
             self.source = {"path": str(options.corpus), "split": "whole file"}
         if not self.texts:
             raise BadCorpus(f"{self.source['path']}: no poem to score in its {self.source['split']} split")
@@ -168,8 +173,9 @@ class Evaluation:
 
     def run(self, advance: Callable[[int], None] = lambda n: None) -> dict:
         tokenizer = self.bundle.tokenizer
+        prefixer = Prefixer(tokenizer)   # a conditioned model reads each poem's control prefix first
         scored = perplexity(self.bundle.model, [tokenizer.encode(t) for t in self.texts],
-                            self.options.batch_size, advance)
+                            self.options.batch_size, advance, [prefixer.for_poem(p) for p in self.poems])
         report = {"model": str(self.bundle.path), "config_hash": config_hash(self.bundle.config),
                   "corpus": {**self.source, "poems": len(self.texts), "tokens": scored["tokens"]},
                   "perplexity": round(scored["perplexity"], 4), "bits_per_char": round(scored["bits_per_char"], 4),
