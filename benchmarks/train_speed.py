@@ -147,26 +147,27 @@ def time_to_quality(args) -> None:
         budget = 60 * args.minutes
 
         class Watch(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.trained, self.steps = 0.0, 0
+            """Scores the held-out poems every --eval-seconds of training; scoring time is not counted."""
 
-            def on_epoch_begin(self, epoch, logs=None):
-                self.started = time.perf_counter()
+            def on_train_begin(self, logs=None):
+                self.began, self.scoring, self.steps = time.perf_counter(), 0.0, 0
 
             def on_train_batch_end(self, batch, logs=None):
                 self.steps += 1
-
-            def on_epoch_end(self, epoch, logs=None):   # held-out scoring is not counted as training time
-                self.trained += time.perf_counter() - self.started
+                trained = time.perf_counter() - self.began - self.scoring
+                if trained < args.eval_seconds * (len(curve) + 1) and trained < budget:
+                    return
+                started = time.perf_counter()
                 total, tokens = sequence_log_likelihood(self.model, held, prefixes=prefixes)
-                curve.append((self.trained, self.steps, math.exp(-total / tokens)))
-                print(f"  {name}: {self.trained / 60:5.1f} min, {self.steps} steps, "
+                self.scoring += time.perf_counter() - started
+                curve.append((trained, self.steps, math.exp(-total / tokens)))
+                print(f"  {name}: {trained / 60:5.1f} min, {self.steps} steps, "
                       f"{self.steps * config.batch_size * config.seq_len / 1e6:.2f} M chars, "
                       f"held-out perplexity {curve[-1][2]:.1f}", flush=True)
-                if curve[-1][2] <= args.target or self.trained >= budget:
+                if curve[-1][2] <= args.target or trained >= budget:
                     self.model.stop_training = True
 
-        model.fit(dataset, epochs=10**6, steps_per_epoch=args.eval_every, callbacks=[Watch()], verbose=0)
+        model.fit(dataset, epochs=1, steps_per_epoch=10**9, callbacks=[Watch()], verbose=0)
         reached = next((seconds for seconds, _, ppl in curve if ppl <= args.target), None)
         results.append((name, curve, reached))
     subset = f"first {args.held_out_poems} held-out poems" if args.held_out_poems else "whole held-out split"
@@ -235,7 +236,7 @@ def main() -> None:
     q.add_argument("--recipe", action="append", required=True, help="name:recipe (repeatable)")
     q.add_argument("--target", type=float, default=109.8, help="held-out perplexity to reach")
     q.add_argument("--minutes", type=float, default=30.0, help="training wall time per recipe at most")
-    q.add_argument("--eval-every", type=int, default=200, help="steps between held-out scorings")
+    q.add_argument("--eval-seconds", type=float, default=120.0, help="training seconds between held-out scorings")
     q.add_argument("--held-out-poems", type=int, default=0, help="score only the first N held-out poems (0: all)")
     q.add_argument("--planned-steps", type=int, default=0,
                    help="steps the learning-rate schedule is planned over (0: the recipe's epochs)")
