@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 
+from poetgen.tokenizer import BOUNDARY, SPECIALS
+
 
 def timed(fn, repeats: int) -> list[float]:
     times = []
@@ -24,13 +26,13 @@ def timed(fn, repeats: int) -> list[float]:
 def naive_poem(model, tokenizer, rng) -> str:
     """What many repositories do: model.predict on the whole text so far, once per character."""
     layout = "XXXXX，XXXXX。XXXXX，XXXXX。"
-    ids = [2]
+    ids = [BOUNDARY]
     for slot in layout:
         if slot != "X":
             ids.append(tokenizer.id_of(slot))
             continue
         logits = model.predict(np.array([ids], np.int32), verbose=0)[0, -1].astype(np.float64)
-        logits[:3] = -np.inf
+        logits[:len(SPECIALS)] = -np.inf
         probs = np.exp((logits - logits.max()) / 0.8)
         ids.append(int(rng.choice(len(probs), p=probs / probs.sum())))
     return tokenizer.decode(ids)
@@ -39,7 +41,7 @@ def naive_poem(model, tokenizer, rng) -> str:
 def model_products(stepper, batch: int) -> None:
     """Only the model's arithmetic for one batch of wujue: no rules, no sampling, fixed inputs."""
     state = stepper.initial_state(batch)
-    ids = np.full(batch, 2)
+    ids = np.full(batch, BOUNDARY)
     logits = None
     for pos in range(24):
         state = stepper.advance(ids, state)
@@ -68,11 +70,12 @@ def int8_report(args, generator, batch, chars: int, float_seconds: float) -> Non
 
 def held_out_perplexity(stepper, tokenizer) -> float:
     """Perplexity of the shipped corpus's held-out split, stepping every poem through `stepper` at once."""
-    from poetgen.corpus import is_held_out, load_corpus
+    from poetgen.corpus import is_held_out
+    from poetgen.importers import load_corpus
 
-    poems = [tokenizer.encode(p.text) + [2] for p in load_corpus(None) if is_held_out(p.text, 0.02)]
+    poems = [tokenizer.encode(p.text) + [BOUNDARY] for p in load_corpus(None) if is_held_out(p.text, 0.02)]
     rows, total, count = np.arange(len(poems)), 0.0, 0
-    state, previous = stepper.initial_state(len(poems)), np.full(len(poems), 2)
+    state, previous = stepper.initial_state(len(poems)), np.full(len(poems), BOUNDARY)
     for t in range(max(map(len, poems))):
         state = stepper.advance(previous, state)
         logits = stepper.logits(state).astype(np.float64)
@@ -105,7 +108,8 @@ def main() -> None:
     from poetgen.quiet import import_tensorflow
 
     import_tensorflow()
-    from poetgen.generate import Generator, PoemRequest
+    from poetgen.generate import Generator
+    from poetgen.request import PoemRequest
     from poetgen.sampling import SampleOptions
 
     generator = Generator.load(args.model)

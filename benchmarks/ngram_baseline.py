@@ -7,7 +7,8 @@ import argparse
 import collections
 import math
 
-from poetgen.corpus import is_held_out, load_corpus
+from poetgen.corpus import is_held_out
+from poetgen.importers import load_corpus
 from poetgen.tokenizer import BOUNDARY, Tokenizer
 
 

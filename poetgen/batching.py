@@ -14,7 +14,8 @@ import threading
 import time
 
 from poetgen.errors import BadInput, PoetgenError
-from poetgen.generate import Generator, PreparedRequest
+from poetgen.generate import Generator
+from poetgen.request import PreparedRequest
 from poetgen.sampling import row_streams
 
 PEAK_WINDOW_S = 1.0   # how far back a round looks for the load it should wait to gather

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from poetgen.corpus import FORM_SHAPES, clauses
+from poetgen.layout import Layout, clauses, layout_of
 from poetgen.prosody import Prosody, strict_positions, tone_fits, tone_patterns
-
-ODD_LINE_END, EVEN_LINE_END = "，；：", "。？！"
 
 
 @dataclasses.dataclass
@@ -24,19 +22,13 @@ class PoemCheck:
     acrostic_ok: bool | None          # line heads spell the acrostic (None: none asked)
 
 
-def layout_ok(text: str, form: str) -> bool:
-    if form not in FORM_SHAPES:
-        return bool(text)
-    length, count = FORM_SHAPES[form]
-    lines = clauses(text)
-    if "".join(lines) != text or len(lines) != count:
-        return False
-    return all(len(line) == length + 1 and line[-1] in (ODD_LINE_END if i % 2 == 0 else EVEN_LINE_END)
-               for i, line in enumerate(lines))
+def layout_ok(text: str, form: str | Layout) -> bool:
+    layout = form if isinstance(form, Layout) else layout_of(form)
+    return layout.fits(text) if layout else bool(text)
 
 
-def rhyme_of(lines: list[str], prosody: Prosody) -> tuple[bool, str | None]:
-    endings = [line[-2] for line in lines[1::2]]
+def rhyme_of(lines: list[str], prosody: Prosody, layout: Layout) -> tuple[bool, str | None]:
+    endings = [lines[i][-2] for i in layout.rhyme_lines]
     common = None
     for ch in endings:
         groups = prosody.rhyme_groups(ch)
@@ -57,14 +49,18 @@ def tone_of(lines: list[str], length: int, prosody: Prosody) -> tuple[float, str
     return best
 
 
-def check_poem(text: str, form: str, prosody: Prosody, acrostic: str = "") -> PoemCheck:
+def check_poem(text: str, form: str | Layout, prosody: Prosody, acrostic: str = "") -> PoemCheck:
+    """`form` names a shi form or free verse, or is a Layout itself (a ci tune's)."""
+    layout = form if isinstance(form, Layout) else layout_of(form)
     lines = clauses(text)
     acrostic_ok = None
     if acrostic:
         acrostic_ok = [line[0] for line in lines[:len(acrostic)]] == list(acrostic) and len(lines) >= len(acrostic)
-    ok = layout_ok(text, form)
-    if form not in FORM_SHAPES or not ok:
-        return PoemCheck(ok, None if form not in FORM_SHAPES else False, None, None, None, None, acrostic_ok)
-    rhyme_ok, group = rhyme_of(lines, prosody)
-    score, pattern, fits = tone_of(lines, FORM_SHAPES[form][0], prosody)
+    ok = layout.fits(text) if layout else bool(text)
+    if layout is None or not ok:
+        return PoemCheck(ok, None if layout is None else False, None, None, None, None, acrostic_ok)
+    rhyme_ok, group = rhyme_of(lines, prosody, layout)
+    if layout.uniform_length not in (5, 7) or layout.line_count not in (4, 8):   # the shi patterns only
+        return PoemCheck(ok, rhyme_ok, group, None, None, None, acrostic_ok)
+    score, pattern, fits = tone_of(lines, layout.uniform_length, prosody)
     return PoemCheck(ok, rhyme_ok, group, score, pattern, fits, acrostic_ok)

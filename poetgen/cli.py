@@ -5,6 +5,7 @@ Heavy imports (TensorFlow, jieba) happen inside the commands that need them, so 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
@@ -15,6 +16,33 @@ from poetgen import __version__
 from poetgen.errors import PoetgenError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class StderrHandler(logging.Handler):
+    """poetgen's log records as lines on whatever sys.stderr is when they are emitted (stdout stays results)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # a closed stderr must not break the command
+            self.handleError(record)
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return f"warning: {message}" if record.levelno == logging.WARNING else message
+
+
+def setup_logging(quiet: bool = False) -> None:
+    """Send the `poetgen` loggers to stderr: progress (INFO) unless quiet, warnings always."""
+    logger = logging.getLogger("poetgen")
+    if not any(isinstance(handler, StderrHandler) for handler in logger.handlers):
+        handler = StderrHandler()
+        handler.setFormatter(_Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def _one_line(message: str) -> str:
@@ -58,9 +86,11 @@ class PoetgenGroup(click.Group):
 @click.group(cls=PoetgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="poetgen")
 @click.option("--debug", is_flag=True, help="Show the full traceback of internal errors (or set POETGEN_DEBUG=1).")
-def cli(debug: bool) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr, no progress messages.")
+def cli(debug: bool, quiet: bool) -> None:
     """Generate classical Chinese poems; train, export and evaluate the models behind them."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    setup_logging(quiet)
 
 
 def main() -> None:

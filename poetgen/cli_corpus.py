@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from poetgen.corpus import (FORMS, EmptyCorpus, Poem, form_counts, load_corpus, shipped_corpus_path,
-                            write_corpus)
+from poetgen.corpus import FORMS, EmptyCorpus, Poem, form_counts, shipped_corpus_path, write_corpus
 from poetgen.errors import BadCorpus, OutputExists
+from poetgen.importers import expand_paths, load_corpus, stream_poems
 
 PROGRESS_BYTES = 8 << 20   # show a progress bar for inputs larger than this
 
@@ -32,8 +32,6 @@ def _check_output(out: Path, force: bool) -> None:
 
 
 def _input_bytes(paths) -> int:
-    from poetgen.importers import expand_paths
-
     return sum(path.stat().st_size for path in expand_paths(paths))
 
 
@@ -52,8 +50,6 @@ def _print_import_summary(kept: int, dropped: collections.Counter, out: Path) ->
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def import_command(paths, out: Path, encoding: str, keep_script: bool, force: bool) -> None:
     """Import plain text, JSON lines, chinese-poetry JSON files or directories of them."""
-    from poetgen.importers import stream_poems
-
     _check_output(out, force)
     total = _input_bytes(paths)
     dropped = collections.Counter()

@@ -5,6 +5,7 @@ Each imports TensorFlow and the stage it drives only when it runs.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -14,6 +15,7 @@ from poetgen.model import CELLS
 from poetgen.quiet import import_tensorflow
 
 COMMANDS: list[click.Command] = []
+logger = logging.getLogger(__name__)
 
 
 def command(function):
@@ -55,7 +57,7 @@ int8_option = click.option(
 @click.option("--top-tunes", type=click.IntRange(0), default=200, show_default=True,
               help="With --conditioned: ci tunes with their own token (the others share one).")
 @click.option("--reverse", is_flag=True,
-              help="Train on reversed poems: a reverse model for best-of reranking (`--reranker`).")
+              help="Train on reversed poems: a reverse model for best-of reranking (a bundle's reverse/ folder).")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True, help="Epochs to reach.")
 @click.option("--steps-per-epoch", type=click.IntRange(0), default=0, show_default=True,
               help="Steps per epoch; 0 means one pass over the training characters.")
@@ -81,32 +83,17 @@ int8_option = click.option(
 def train(sample: bool, **options) -> None:
     """Train a next-character model into a bundle directory."""
     import_tensorflow()
+    from poetgen.callbacks import sample_callback
     from poetgen.train import TrainConfig, train as run_training
 
     config = TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
     config.validate()
-    extra = [_sample_callback(config)] if sample else []
+    extra = [sample_callback(config.out)] if sample else []
     run = run_training(config, extra)
     metrics = run.metrics()
     if metrics["best_val_perplexity"] is not None:
         click.echo(f"best held-out perplexity {metrics['best_val_perplexity']:.1f} at epoch "
                    f"{metrics['best_epoch']}; bundle in {config.out}")
-
-
-def _sample_callback(config):
-    import keras
-
-    from poetgen.corpus import log
-
-    class SamplePoem(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            try:
-                from poetgen.generate import sample_from_model
-            except ImportError:
-                return
-            log("sample: " + sample_from_model(self.model, config.out, seed=epoch))
-
-    return SamplePoem()
 
 
 @command
@@ -145,7 +132,8 @@ def generate(prompt, model_dir, fmt, traditional, temperature, top_k, top_p, see
     options = SampleOptions(temperature, top_k, top_p, seed)
     options.validate()
     import_tensorflow()
-    from poetgen.generate import Generator, PoemRequest, traditional as to_traditional
+    from poetgen.generate import Generator, traditional as to_traditional
+    from poetgen.request import PoemRequest
 
     poem_request = PoemRequest(prompt=prompt, sample=options, **request)
     poem_request.validate()
@@ -191,11 +179,10 @@ def serve(model_dir, host, port, max_batch, batch_wait_ms, max_queue, blas_threa
     if blas_threads:
         threadpoolctl.threadpool_limits(blas_threads, user_api="blas")
     import_tensorflow()
-    from poetgen.corpus import log
     from poetgen.generate import Generator
 
     app = create_app(Generator.load(model_dir, int8), options)
-    log(f"serving poems on http://{host}:{port}/ (Ctrl-C stops)")
+    logger.info(f"serving poems on http://{host}:{port}/ (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

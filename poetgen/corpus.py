@@ -14,20 +14,16 @@ import io
 import json
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Iterable
 
 from poetgen.errors import BadCorpus
 from poetgen.atomic import atomic_write
+# The shapes of the forms, the tagger (form_of) and the line splitter live in the layout spec.
+from poetgen.layout import FORM_ALIASES, FORM_SHAPES, FORMS, MARKS, STOP_MARKS, clauses, form_of  # noqa: F401
 
-FORMS = ("wujue", "qijue", "wulv", "qilv")
-FORM_ALIASES = {"五绝": "wujue", "七绝": "qijue", "五律": "wulv", "七律": "qilv"}
-# form -> (characters per line, lines)
-FORM_SHAPES = {"wujue": (5, 4), "qijue": (7, 4), "wulv": (5, 8), "qilv": (7, 8)}
-
-PUNCTUATION = "，。？！；："
-LINE_END = "。？！"
+PUNCTUATION = MARKS
+LINE_END = STOP_MARKS
 HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
 _HALF_TO_FULL = str.maketrans({",": "，", ".": "。", "．": "。", "?": "？", "!": "！", ";": "；",
                                ":": "：", "、": "，", "︰": "："})
@@ -37,7 +33,6 @@ _PLACEHOLDER = re.compile("[□○●■◎]")
 _NOTE = re.compile(r"[()（）\[\]【】〖〗{}〈〉<>⿰-⿻／/|=＝]")
 _LATIN_DIGIT = re.compile("[A-Za-z0-9０-９Ａ-Ｚａ-ｚ]")
 _ALLOWED = re.compile(f"[{HAN}{PUNCTUATION}]*")
-_CLAUSE = re.compile(f"[^{PUNCTUATION}]+[{PUNCTUATION}]")
 _HAN_CHAR = re.compile(f"[{HAN}]")
 
 MIN_CHARS = 5        # fewer Han characters than this is a fragment, not a poem
@@ -107,22 +102,6 @@ def clean_text(text: str, simplify: bool = True) -> tuple[str | None, str | None
     if text[-1] not in PUNCTUATION:
         text += "。"
     return text, None
-
-
-def clauses(text: str) -> list[str]:
-    """The lines of a poem, each with its closing punctuation."""
-    return _CLAUSE.findall(text)
-
-
-def form_of(text: str) -> str:
-    lines = clauses(text)
-    if "".join(lines) != text:
-        return "other"
-    lengths = {len(line) - 1 for line in lines}
-    for form, (length, count) in FORM_SHAPES.items():
-        if lengths == {length} and len(lines) == count:
-            return form
-    return "other"
 
 
 def make_poem(text: str, title: str = "", author: str = "", simplify: bool = True) -> tuple[Poem | None, str | None]:
@@ -196,23 +175,8 @@ def shipped_corpus_path() -> Path:
     return shipped_path("corpus/tang.jsonl.gz")
 
 
-def load_corpus(path: str | os.PathLike | None = None, **import_options) -> list[Poem]:
-    """Poems of a corpus file or any raw format the importers read; None means the shipped corpus."""
-    from poetgen.importers import import_poems
-
-    path = Path(path) if path is not None else shipped_corpus_path()
-    result = import_poems([path], **import_options)
-    if not result.poems:
-        raise BadCorpus(f"{path}: no usable poem in it")
-    return result.poems
-
-
 def corpus_hash(poems: Iterable[Poem]) -> str:
     digest = hashlib.sha256()
     for poem in poems:
         digest.update(poem.text.encode("utf-8") + b"\n")
     return digest.hexdigest()[:16]
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

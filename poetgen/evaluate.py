@@ -8,24 +8,27 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Callable, Iterable
 
 from poetgen.bundle import Bundle
 from poetgen.checks import check_poem
-from poetgen.corpus import (FORM_SHAPES, FORMS, HELD_OUT_FRACTION, clauses, corpus_hash, form_of, is_held_out,
-                            load_corpus, log)
-from poetgen.errors import BadCorpus, BadInput
-from poetgen.generate import MAX_POEMS, Generator, PoemRequest
 from poetgen.control import Prefixer
+from poetgen.corpus import FORM_SHAPES, FORMS, HELD_OUT_FRACTION, clauses, corpus_hash, form_of, is_held_out
+from poetgen.errors import BadCorpus, BadInput
+from poetgen.generate import Generator
+from poetgen.importers import load_corpus
 from poetgen.model import sequence_log_likelihood
 from poetgen.prosody import strict_positions
+from poetgen.request import MAX_POEMS, PoemRequest
 from poetgen.sampling import SampleOptions
 
 SHIPPED = "shipped:"        # how train.py records the shipped corpus in config.json
 SCORE_CHUNK = 128           # poems scored between two progress updates
 UNKNOWN_EXAMPLES = 20       # unknown characters listed by name in the report
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,8 +143,8 @@ class Evaluation:
             self.source = {"path": "shipped:corpus/tang.jsonl.gz", "split": f"held-out ({self.val_split:g})"}
         else:
             self.poems = self._corpus(options.corpus)
-        self.texts = [p.text for p in self.poems]
             self.source = {"path": str(options.corpus), "split": "whole file"}
+        self.texts = [p.text for p in self.poems]
         if not self.texts:
             raise BadCorpus(f"{self.source['path']}: no poem to score in its {self.source['split']} split")
         self.training_lines = self._training_lines()
@@ -163,11 +166,11 @@ class Evaluation:
         recorded = record.get("path", SHIPPED)
         path = None if recorded.startswith(SHIPPED) else recorded
         if path is not None and not Path(path).exists():
-            log(f"warning: training corpus {path} is gone; copied_line_rate is not measured")
+            logger.warning(f"training corpus {path} is gone; copied_line_rate is not measured")
             return None
         poems = self._corpus(path)
         if record.get("hash") not in (None, corpus_hash(poems)):
-            log(f"warning: the training corpus {recorded} changed since training; "
+            logger.warning(f"the training corpus {recorded} changed since training; "
                 f"copied_line_rate compares with it as it is now")
         return {line for p in poems if not is_held_out(p.text, self.val_split) for line in line_bodies(p.text)}
 
@@ -200,13 +203,13 @@ class Evaluation:
         request = PoemRequest(form="free", n=self.options.samples, no_repeat=False, rhyme=False,
                               sample=SampleOptions(seed=self.options.seed))
         texts = [poem["text"] for poem in generator.generate(request)["poems"]]
-        return {**form_census(texts, generator.prosody), "temperature": request.sample.temperature}
+        return {**form_census(texts, generator.tables.prosody), "temperature": request.sample.temperature}
 
     def poem_report(self, generator: Generator, form: str) -> dict:
         request = PoemRequest(form=form, n=self.options.samples, sample=SampleOptions(seed=self.options.seed))
         result = generator.generate(request)
         texts = [poem["text"] for poem in result["poems"]]
-        checks = [check_poem(text, form, generator.prosody) for text in texts]
+        checks = [check_poem(text, form, generator.tables.prosody) for text in texts]
         lines = [line for text in texts for line in line_bodies(text)]
         copied = None
         if self.training_lines is not None:

@@ -47,10 +47,31 @@ def check_target(bundle: Bundle, options: ExportOptions) -> None:
         raise BadInput(f"{out} is the bundle being exported; choose another --out")
 
 
+def inference_bundle(bundle: Bundle) -> Bundle:
+    """The bundle with its model rebuilt for inference: no training-only layers (dropout 0), float32.
+
+    Whatever cell, depth or precision trained it, the weights are copied layer by layer by name. An
+    exported tf.function must not capture a Dropout layer's random-seed state, which TensorFlow cannot save.
+    """
+    import numpy as np
+
+    from poetgen.model import build_model
+
+    config = dataclasses.replace(bundle.model_config, dropout=0.0)
+    model = build_model(config, dtype="float32")
+    for layer in model.layers:
+        if layer.weights:
+            source = bundle.model.get_layer(layer.name)
+            layer.set_weights([np.asarray(w, np.float32) for w in source.get_weights()])
+    record = {**bundle.config, "model": {**bundle.config.get("model", {}), **dataclasses.asdict(config)}}
+    return dataclasses.replace(bundle, model=model, config=record, model_config=config)
+
+
 def export(bundle: Bundle, options: ExportOptions) -> Path:
-    """Write `bundle` in `options.format` to `options.out`, atomically."""
+    """Write `bundle`'s inference form in `options.format` to `options.out`, atomically."""
     options.validate()
     check_target(bundle, options)
+    bundle = inference_bundle(bundle)
     writer = {"keras": write_keras, "savedmodel": write_savedmodel, "tflite": write_tflite}[options.format]
     try:
         with atomic_directory(options.out, options.force) as directory:
@@ -75,10 +96,10 @@ def write_savedmodel(bundle: Bundle, directory: Path) -> None:
     """Signatures serving_default and serve (ids → logits) and generate (prompt, form, … → poem)."""
     tf = import_tensorflow()
     from poetgen.export_graph import PoemGraph, graph_tables
-    from poetgen.generate import Generator
+    from poetgen.tables import VocabularyTables
 
     step = build_step_model(bundle.model, bundle.model_config)
-    graph = PoemGraph(bundle.model, step, bundle.model_config, graph_tables(Generator(bundle)))
+    graph = PoemGraph(bundle.model, step, bundle.model_config, graph_tables(VocabularyTables(bundle.tokenizer)))
     signatures = {"serving_default": graph.serve, "serve": graph.serve, "generate": graph.generate}
     with muted_stderr():
         tf.saved_model.save(graph, str(directory), signatures=signatures)

@@ -11,6 +11,7 @@ import numpy as np
 from poetgen.corpus import FORM_ALIASES, FORM_SHAPES, FORMS, to_traditional
 from poetgen.model import ModelConfig, states_per_layer
 from poetgen.quiet import import_tensorflow
+from poetgen.tables import VocabularyTables
 from poetgen.tokenizer import BOUNDARY, SPECIALS, UNK
 
 tf = import_tensorflow()
@@ -30,9 +31,9 @@ class GraphTables:
     period: int                    # id of "。", which ends even lines
 
 
-def graph_tables(generator) -> GraphTables:
-    """What the graph needs from a Generator (poetgen.generate): vocabulary, layout ids, rhyme table."""
-    tokenizer = generator.tokenizer
+def graph_tables(tables: VocabularyTables) -> GraphTables:
+    """What the graph needs of a model's vocabulary tables: characters, layout ids, rhyme table."""
+    tokenizer = tables.tokenizer
     chars = [""] * len(SPECIALS) + list(tokenizer.chars) + [""] * len(tokenizer.controls)
     lookup = dict(tokenizer.index)
     traditional = to_traditional("\n".join(tokenizer.chars)).split("\n")
@@ -43,8 +44,8 @@ def graph_tables(generator) -> GraphTables:
     banned = np.zeros(tokenizer.vocab_size, bool)
     banned[:len(SPECIALS)] = True
     banned[tokenizer.char_limit:] = True   # a conditioned model's control tokens (the graph feeds no prefix)
-    banned[generator.punctuation_ids] = True
-    return GraphTables(chars, lookup, banned, generator.rhyme_membership,
+    banned[tables.punctuation_ids] = True
+    return GraphTables(chars, lookup, banned, tables.rhyme_membership,
                        tokenizer.id_of("，"), tokenizer.id_of("。"))
 
 

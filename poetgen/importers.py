@@ -1,4 +1,4 @@
-"""Reads users' corpora (plain text, JSON lines, chinese-poetry JSON, directories, .gz) into poems.
+"""Reads corpora (plain text, JSON lines, chinese-poetry JSON, directories, .gz) into poems: load_corpus.
 
 Files are streamed line by line, so memory stays bounded on large inputs; cleaning is corpus.py's.
 """
@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from poetgen.corpus import MAX_CHARS, Deduplicator, Poem, make_poem
+from poetgen.corpus import MAX_CHARS, Deduplicator, Poem, make_poem, shipped_corpus_path
 from poetgen.errors import BadCorpus
 
 SUFFIXES = (".txt", ".json", ".jsonl", ".gz")
@@ -238,3 +238,12 @@ def iter_clean(raws: Iterable[RawPoem | str], dropped: collections.Counter, simp
 def clean_all(raws: Iterable[RawPoem | str], simplify: bool = True) -> ImportResult:
     dropped = collections.Counter()
     return ImportResult(list(iter_clean(raws, dropped, simplify)), dropped)
+
+
+def load_corpus(path: str | os.PathLike | None = None, **import_options) -> list[Poem]:
+    """Poems of a corpus file or any raw format the importers read; None means the shipped corpus."""
+    path = Path(path) if path is not None else shipped_corpus_path()
+    result = import_poems([path], **import_options)
+    if not result.poems:
+        raise BadCorpus(f"{path}: no usable poem in it")
+    return result.poems

@@ -12,9 +12,13 @@ from typing import Sequence
 
 import numpy as np
 
-from poetgen.constraints import NEG, Rule, Step
+from poetgen.rules import NEG, Rule, Step
 from poetgen.errors import BadInput
+from poetgen.layout import Layout
 from poetgen.tokenizer import BOUNDARY
+
+SEED_LIMIT = 2**63        # a given seed is in [0, SEED_LIMIT): what NumPy and an int64 graph input take
+DRAWN_SEED_LIMIT = 2**31  # a drawn seed is below this, so a browser (53-bit numbers) or a shell repeats it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,22 +35,19 @@ class SampleOptions:
             raise BadInput(f"top-k must be >= 0 (0 turns it off), not {self.top_k}")
         if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
             raise BadInput(f"top-p must be in (0, 1], not {self.top_p}")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
+        if self.seed is not None and not 0 <= self.seed < SEED_LIMIT:
             raise BadInput(f"seed must be between 0 and 2**63 - 1, not {self.seed}")
 
 
 @dataclasses.dataclass
 class Shape:
-    line_length: int | None    # characters per line; None for free verse
-    line_count: int | None     # lines; None for free verse
-    max_chars: int             # hard cap on the poem's length, punctuation included
+    layout: Layout | None      # the fixed layout (poetgen.layout); None for free verse
+    max_chars: int             # hard cap on a free verse poem's length, punctuation included
     punctuation: frozenset     # ids that end a line
 
     @property
     def length(self) -> int:
-        if self.line_length is None:
-            return self.max_chars
-        return (self.line_length + 1) * self.line_count
+        return self.max_chars if self.layout is None else self.layout.length
 
 
 @dataclasses.dataclass
@@ -54,6 +55,11 @@ class Sampled:
     ids: np.ndarray            # (batch, length) chosen ids; BOUNDARY pads finished free verse
     log_probs: np.ndarray      # (batch,) sum of the model's log-probabilities of sampled characters
     sampled: np.ndarray        # (batch,) how many characters were sampled (not forced)
+
+
+def new_seed() -> int:
+    """The seed of a request that gave none; answers report it, so the same poems can be asked for again."""
+    return int(np.random.SeedSequence().entropy % DRAWN_SEED_LIMIT)
 
 
 def row_streams(seed: int, first_index: int, batch: int) -> list[tuple[int, int]]:
@@ -174,7 +180,7 @@ def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: Sa
             raise ValueError(f"{len(streams)} random streams for a batch of {batch}")
         rngs = [np.random.default_rng([seed, index]) for seed, index in streams]
     else:
-        seed = options.seed if options.seed is not None else int(np.random.SeedSequence().entropy % (2**63))
+        seed = options.seed if options.seed is not None else new_seed()
         rngs = row_generators(seed, first_index, batch)
     length = shape.length
     history = np.full((batch, length), BOUNDARY, np.int64)
@@ -191,10 +197,9 @@ def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: Sa
     punctuation = np.array(sorted(shape.punctuation), np.int64)
     logits = scratch = None
     for pos in range(length):
-        if shape.line_length is not None:
-            column[:] = -1 if pos % (shape.line_length + 1) == shape.line_length else pos % (shape.line_length + 1)
-            line[:] = pos // (shape.line_length + 1)
-        step = Step(pos, line, column, shape.line_length, shape.line_count, history[:, :pos])
+        if shape.layout is not None:
+            line[:], column[:] = shape.layout.line_column(pos)
+        step = Step(pos, line, column, shape.layout, history[:, :pos])
         forced = next((ids for ids in (rule.forced(step) for rule in rules) if ids is not None), None)
         state = stepper.advance(previous, state)
         if forced is not None:
@@ -214,7 +219,7 @@ def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: Sa
             rule.observe(chosen, step)
         history[:, pos] = chosen
         previous = chosen
-        if shape.line_length is None:
+        if shape.layout is None:
             ends_line = np.isin(chosen, punctuation)
             line += ends_line
             column = np.where(ends_line, 0, column + 1)

@@ -20,7 +20,8 @@ from starlette.routing import Route
 
 from poetgen.batching import Batcher, BatchOptions, Busy
 from poetgen.errors import BadInput
-from poetgen.generate import Generator, PoemRequest, traditional
+from poetgen.generate import Generator, traditional
+from poetgen.request import PoemRequest
 from poetgen.sampling import SampleOptions
 
 MAX_PROMPT = 64            # characters: a whole qilv with its punctuation
@@ -29,7 +30,7 @@ MAX_POEMS = 10             # poems per request
 MAX_BODY = 16 * 1024       # bytes of JSON
 MAX_SEED = 2**63 - 1
 FORM_NAMES = ("wujue", "qijue", "wulv", "qilv", "free", "五绝", "七绝", "五律", "七律")
-log = logging.getLogger("poetgen.serve")
+logger = logging.getLogger(__name__)
 
 
 class GenerateBody(BaseModel):
@@ -152,7 +153,7 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         return JSONResponse(result)
 
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
-        log.exception("internal error on %s", request.url.path, exc_info=error)
+        logger.exception("internal error on %s", request.url.path, exc_info=error)
         return refusal(500, [("request", f"internal error ({type(error).__name__}); the server logged it")])
 
     routes = [Route("/", index), Route("/healthz", healthz), Route("/api/model", model_info),

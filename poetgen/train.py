@@ -9,24 +9,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import platform
-import signal
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from poetgen import __version__
-from poetgen.atomic import atomic_save, write_text
-from poetgen.bundle import CONFIG_FILE, save_bundle, save_model_file, write_config
+from poetgen.atomic import write_text
+from poetgen.bundle import CONFIG_FILE, save_model_file
+from poetgen.callbacks import StopOnSignal, make_callbacks
 from poetgen.control import Prefixer, control_vocabulary
-from poetgen.corpus import corpus_hash, is_held_out, load_corpus, log
+from poetgen.corpus import corpus_hash, is_held_out
 from poetgen.errors import BadInput
-from poetgen.model import ModelConfig, build_model, sequence_log_likelihood
+from poetgen.importers import load_corpus
+from poetgen.model import ModelConfig, build_model
 from poetgen.tokenizer import BOUNDARY, Tokenizer
 from poetgen.train_step import use_sampled_softmax
 
@@ -35,6 +36,7 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_bfloat16")
 MODEL_OPTIONS = ("cell", "layers", "units", "embedding_dim", "dropout", "min_count", "projection", "tie_embeddings",
                  "embedding_dropout", "recurrent_dropout", "conditioned", "top_tunes", "reverse")
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,7 +209,7 @@ class Run:
                               "train_chars": int(len(self.train_stream)),
                               "held_out_chars": sum(len(t) + 1 for t in self.held_out)}
         if config.resume and self.state.get("corpus_hash") not in (None, self.corpus_record["hash"]):
-            log("warning: the corpus changed since this run started; continuing on the new one")
+            logger.warning("the corpus changed since this run started; continuing on the new one")
 
     def _load_resume_state(self) -> None:
         path = self.resume_dir / RESUME_STATE
@@ -253,117 +255,16 @@ class Run:
         write_text(self.resume_dir / RESUME_STATE, json.dumps(record, ensure_ascii=False, indent=2) + "\n")
 
 
-def inference_copy(model, model_config: ModelConfig):
-    """The same weights in a fresh, uncompiled model: what a bundle ships (no optimizer state)."""
-    copy = build_model(model_config, dtype="float32")
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def plot_curves(log_csv: Path, png: Path) -> None:
-    """Training and held-out perplexity per epoch, from the CSV log."""
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(log_csv, newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row.get("loss")]
-    if not rows:
-        return
-    epochs = [int(row["epoch"]) + 1 for row in rows]
-    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
-    axis.plot(epochs, [math.exp(float(r["loss"])) for r in rows], "o-", label="training")
-    held = [(e, math.exp(float(r["val_loss"]))) for e, r in zip(epochs, rows) if r.get("val_loss")]
-    if held:
-        axis.plot(*zip(*held), "s-", label="held-out")
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("perplexity")
-    axis.set_yscale("log")
-    axis.grid(True, which="both", alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    atomic_save(png, lambda path: figure.savefig(path, format="png"))
-    plt.close(figure)
-
-
-def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper):
-    import keras
-
-    class HeldOutCheckpoint(keras.callbacks.Callback):
-        """Held-out loss per epoch; the best model to the bundle, the last one to the resume state."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started, self.batches = time.time(), 0
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.batches += 1
-
-        def on_epoch_end(self, epoch, logs=None):
-            total, count = sequence_log_likelihood(self.model, run.held_out, prefixes=run.held_out_prefixes)
-            val_loss = -total / count
-            logs["val_loss"], logs["val_perplexity"] = val_loss, math.exp(val_loss)
-            state = run.state
-            state["epochs_done"] = epoch + (0 if stopper.stopped else 1)
-            state["tokens_seen"] += self.batches * run.config.batch_size * run.config.seq_len
-            state["wall_time_s"] = round(state["wall_time_s"] + time.time() - self.started, 1)
-            improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"]
-            if improved:
-                state["best_val_loss"], state["best_epoch"] = val_loss, epoch + 1
-                save_bundle(run.out, inference_copy(self.model, model_config), run.tokenizer, run.record(versions))
-            else:
-                write_config(run.out, {**json.loads((run.out / CONFIG_FILE).read_text(encoding="utf-8")),
-                                       "progress": run.state_progress()})
-            run.save_resume(self.model, versions)
-            log(f"epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, held-out perplexity "
-                f"{math.exp(val_loss):.1f} (best {math.exp(state['best_val_loss']):.1f} at epoch "
-                f"{state['best_epoch']})")
-
-    class Curves(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            plot_curves(run.out / "log.csv", run.out / "curves.png")
-
-    return [HeldOutCheckpoint(),
-            keras.callbacks.CSVLogger(str(run.out / "log.csv"), append=run.config.resume),
-            Curves(), keras.callbacks.TensorBoard(str(run.out / "tensorboard"), write_graph=False), stopper]
-
-
-class StopOnSignal:
-    """SIGINT/SIGTERM ask training to stop after the current batch; a second Ctrl-C aborts."""
-
-    def __init__(self):
-        import keras
-
-        outer = self
-
-        class Callback(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                if outer.stopped:
-                    self.model.stop_training = True
-
-        self.callback = Callback()
-        self.stopped = False
-
-    def __enter__(self):
-        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame):
-        if self.stopped and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.stopped = True
-        log(f"received {signal.Signals(signum).name}: stopping after this batch and saving")
-
-
 def resume_command(config: TrainConfig) -> str:
     corpus = f" --corpus {config.corpus}" if config.corpus else ""
     return f"poetgen train{corpus} --out {config.out} --resume --epochs {config.epochs} (same model options)"
+
+
+def _fit_verbosity() -> int:
+    """Keras's progress follows this module's logger: off when INFO is off (--quiet, or a library caller)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return 0
+    return 1 if sys.stderr.isatty() else 2
 
 
 def train(config: TrainConfig, extra_callbacks: Sequence = ()) -> Run:
@@ -396,15 +297,14 @@ def train(config: TrainConfig, extra_callbacks: Sequence = ()) -> Run:
                 (run.out / stale).unlink()
     versions = library_versions()
     replicas = f" on {strategy.num_replicas_in_sync} replicas" if config.strategy == "mirrored" else ""
-    log(f"training {model.count_params():,} parameters{replicas} on {run.corpus_record['train_chars']:,} characters "
+    logger.info(f"training {model.count_params():,} parameters{replicas} on {run.corpus_record['train_chars']:,} characters "
         f"(vocabulary {run.tokenizer.vocab_size}), epochs {start_epoch + 1}..{config.epochs} of {steps} steps")
     with StopOnSignal() as stopper, contextlib.redirect_stdout(sys.stderr):
         callbacks = make_callbacks(run, model_config, versions, stopper)
-        callbacks[-1] = stopper.callback
         model.fit(dataset, epochs=config.epochs, initial_epoch=start_epoch, steps_per_epoch=steps, shuffle=False,
-                  callbacks=callbacks + list(extra_callbacks), verbose=1 if sys.stderr.isatty() else 2)
+                  callbacks=callbacks + list(extra_callbacks), verbose=_fit_verbosity())
     if stopper.stopped:
-        log(f"stopped after {run.state['epochs_done']} finished epochs; saved. Continue with: "
+        logger.warning(f"stopped after {run.state['epochs_done']} finished epochs; saved. Continue with: "
             f"{resume_command(config)}")
     run.stopped = stopper.stopped
     return run

@@ -67,7 +67,7 @@ def test_shipped_tokenizer_still_loads_with_its_hash():
 
 
 def test_prefix_is_read_after_the_boundary_before_the_first_character():
-    from poetgen.constraints import Forced
+    from poetgen.rules import Prompt
     from poetgen.sampling import SampleOptions, Shape, sample
 
     class Recorder:   # a stepper that records what it is fed
@@ -82,7 +82,7 @@ def test_prefix_is_read_after_the_boundary_before_the_first_character():
             return state
 
     stepper = Recorder()
-    sample(stepper, [Forced([7, 8], 1)], Shape(None, None, 2, frozenset()), 1, SampleOptions(seed=0),
+    sample(stepper, [Prompt([7, 8], 1)], Shape(None, 2, frozenset()), 1, SampleOptions(seed=0),
            prefix=[40, 41])
     assert stepper.fed == [BOUNDARY, 40, 41, 7]
 

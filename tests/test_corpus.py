@@ -8,9 +8,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
 from poetgen.cli import cli
-from poetgen.corpus import (Poem, clean_text, form_of, is_held_out, load_corpus, normalize_text, split,
-                            write_corpus)
-from poetgen.importers import import_poems
+from poetgen.corpus import Poem, clean_text, form_of, is_held_out, normalize_text, split, write_corpus
+from poetgen.importers import import_poems, load_corpus
 
 
 def test_clean_converts_and_normalises():

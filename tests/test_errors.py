@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from poetgen.cli import cli
 from poetgen.errors import BadCorpus, BadInput
-from poetgen.generate import PoemRequest
+from poetgen.request import PoemRequest
 from poetgen.importers import import_poems
 from poetgen.sampling import SampleOptions
 

@@ -11,9 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from poetgen.cli import cli
-from poetgen.corpus import FORMS, is_held_out, load_corpus
+from poetgen.corpus import FORMS, is_held_out
 from poetgen.evaluate import EvalOptions, Evaluation, config_hash, distinct, form_census, perplexity, unknown_report
+from poetgen.importers import load_corpus
 from poetgen.prosody import table
+from poetgen.tokenizer import BOUNDARY
 
 KEYS = ("form_compliance", "rhyme_compliance", "tone_compliance", "copied_line_rate", "distinct_1", "distinct_2",
         "ms_per_poem")
@@ -51,7 +53,7 @@ def test_perplexity_equals_stepping_the_model_one_character_at_a_time(bundle, te
     stepper = NumpyStepper.from_model(bundle.model, bundle.model_config)
     total, count = 0.0, 0
     for text in texts[:8]:
-        ids = [2] + bundle.tokenizer.encode(text) + [2]
+        ids = [BOUNDARY] + bundle.tokenizer.encode(text) + [BOUNDARY]
         state = stepper.initial_state(1)
         for current, following in zip(ids, ids[1:]):
             logits, state = stepper.step(np.array([current]), state)

@@ -16,6 +16,7 @@ from poetgen.checks import check_poem
 from poetgen.cli import cli
 from poetgen.corpus import FORM_SHAPES, clauses
 from poetgen.prosody import table
+from poetgen.tokenizer import BOUNDARY
 
 # TF 2.21 still ships tf.lite.Interpreter and warns that ai_edge_litert's (same API) replaces it.
 pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
@@ -145,7 +146,7 @@ def test_tflite_step_model_matches_the_numpy_stepper(tiny_bundle, tmp_path):
     state = stepper.initial_state(1)
     names = ["state_0_0", "state_0_1"]
     lite_state = {name: np.zeros((1, bundle.model_config.units), np.float32) for name in names}
-    for token in [2] + bundle.tokenizer.encode("白日依山尽，黄河入海流。"):
+    for token in [BOUNDARY] + bundle.tokenizer.encode("白日依山尽，黄河入海流。"):
         expected, state = stepper.step(np.array([token]), state)
         got = runner(ids=np.array([[token]], np.int32), **lite_state)
         lite_state = {name: got[name] for name in names}

@@ -10,9 +10,10 @@ from poetgen.checks import check_poem
 from poetgen.cli import cli
 from poetgen.corpus import FORM_SHAPES, FORMS
 from poetgen.errors import BadInput
-from poetgen.generate import PoemRequest, fit_prompt
 from poetgen.prosody import table
+from poetgen.request import PoemRequest, fit_prompt
 from poetgen.sampling import SampleOptions
+from poetgen.tokenizer import BOUNDARY
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -68,7 +69,8 @@ def test_batch_split_across_cores_gives_the_same_poems(generator, monkeypatch):
     monkeypatch.setattr(generate, "SHARE_ROWS", 2)
     monkeypatch.setattr(generate, "_cores", lambda: 3)
     monkeypatch.setattr(generator, "_sample_share",
-                        lambda job, streams: threads.append(threading.current_thread().name) or share(job, streams))
+                        lambda prepared, streams: threads.append(threading.current_thread().name)
+                        or share(prepared, streams))
     split = generator.generate(request)
     assert len(threads) == 3 and all(name.startswith("poetgen-share") for name in threads)
     assert [p["text"] for p in split["poems"]] == [p["text"] for p in whole["poems"]]
@@ -80,7 +82,7 @@ def test_logprob_is_the_models_mean_log_probability_of_the_sampled_characters(ge
 
     result = generator.generate(PoemRequest(form="wujue", n=3, sample=SampleOptions(seed=8)))
     for poem in result["poems"]:
-        ids = [2] + generator.tokenizer.encode(poem["text"])
+        ids = [BOUNDARY] + generator.tokenizer.encode(poem["text"])
         logits = np.asarray(generator.bundle.model(np.array([ids[:-1]], np.int32)), np.float64)[0]
         top = logits.max(1, keepdims=True)
         log_probs = logits - top - np.log(np.exp(logits - top).sum(1, keepdims=True))

@@ -7,11 +7,14 @@ import pytest
 from click.testing import CliRunner
 
 from poetgen.checks import check_poem
+from poetgen.layout import layout_of
 from poetgen.cli import cli
 from poetgen.errors import BadInput
-from poetgen.generate import Generator, PoemRequest
+from poetgen.generate import Generator
 from poetgen.model import CELLS, ModelConfig, NumpyStepper, build_model
+from poetgen.request import PoemRequest
 from poetgen.sampling import SampleOptions
+from poetgen.tokenizer import BOUNDARY
 
 pytest.importorskip("ai_edge_litert.interpreter")
 
@@ -70,7 +73,7 @@ def test_int8_generation_keeps_forms_seeds_and_batches(int8_generator, monkeypat
 
     request = PoemRequest(form="wulv", n=20, sample=SampleOptions(seed=4))
     result = int8_generator.generate(request)
-    assert all(check_poem(p["text"], "wulv", int8_generator.prosody).layout_ok for p in result["poems"])
+    assert all(check_poem(p["text"], "wulv", int8_generator.tables.prosody).layout_ok for p in result["poems"])
     assert all(p["rhyme_ok"] for p in result["poems"])
     small = int8_generator.generate(PoemRequest(form="wulv", n=20, batch_size=3, sample=SampleOptions(seed=4)))
     monkeypatch.setattr(generate, "SHARE_ROWS", 4)
@@ -83,7 +86,7 @@ def test_int8_logprob_is_its_own_log_probability(int8_generator):
     result = int8_generator.generate(PoemRequest(form="wujue", n=2, sample=SampleOptions(seed=9)))
     stepper = int8_generator.stepper
     for poem in result["poems"]:
-        ids = [2] + int8_generator.tokenizer.encode(poem["text"])
+        ids = [BOUNDARY] + int8_generator.tokenizer.encode(poem["text"])
         state, total = stepper.initial_state(1), 0.0
         for t in range(len(ids) - 1):
             state = stepper.advance(np.array([ids[t]]), state)
@@ -130,7 +133,7 @@ def test_int8_batches_share_power_of_two_interpreters():
 
 
 def test_int8_logprob_survives_rows_that_rules_empty(int8_generator):
-    from poetgen import constraints as rules
+    from poetgen import rules
     from poetgen.sampling import Shape, sample
 
     class EmptyThreeRows(rules.Rule):   # forbids everything in rows 0-2: they fall back to the layout
@@ -139,11 +142,11 @@ def test_int8_logprob_survives_rows_that_rules_empty(int8_generator):
 
     generator, batch = int8_generator, 4   # three rows redone share the batch's interpreter size
     comma, period = generator.tokenizer.id_of("，"), generator.tokenizer.id_of("。")
-    active = [rules.Layout(comma, period, generator.punctuation_ids, batch), EmptyThreeRows()]
-    result = sample(generator.stepper, active, Shape(5, 4, 120, frozenset([comma, period])), batch,
+    active = [rules.Layout([comma, period] * 2, generator.tables.punctuation_ids, batch), EmptyThreeRows()]
+    result = sample(generator.stepper, active, Shape(layout_of("wujue"), 120, frozenset([comma, period])), batch,
                     SampleOptions(seed=1))
     stepper, state, expected = generator.stepper, generator.stepper.initial_state(batch), np.zeros(batch)
-    previous = np.full(batch, 2)
+    previous = np.full(batch, BOUNDARY)
     for t in range(result.ids.shape[1]):
         state = stepper.advance(previous, state)
         if t % 6 != 5:

@@ -25,7 +25,8 @@ def with_reverse(tiny_bundle, tiny_corpus, tmp_path_factory):
 
 
 def test_reverse_training_reads_poems_backwards(with_reverse, tiny_corpus):
-    from poetgen.corpus import is_held_out, load_corpus
+    from poetgen.corpus import is_held_out
+    from poetgen.importers import load_corpus
 
     _, run = with_reverse
     first = next(p.text for p in load_corpus(tiny_corpus) if not is_held_out(p.text, TINY_TRAIN["val_split"]))

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from poetgen import constraints as rules
+from poetgen import rules
 from poetgen.errors import BadInput
+from poetgen.layout import layout_of
 from poetgen.sampling import SampleOptions, Shape, choose, sample
 from poetgen.tokenizer import BOUNDARY
 
@@ -37,11 +38,11 @@ class FakeStepper:
 
 
 def wujue_shape():
-    return Shape(5, 4, 120, frozenset([COMMA, PERIOD]))
+    return Shape(layout_of("wujue"), 120, frozenset([COMMA, PERIOD]))
 
 
 def layout(batch):
-    return rules.Layout(COMMA, PERIOD, [COMMA, PERIOD], batch)
+    return rules.Layout([COMMA, PERIOD] * 2, [COMMA, PERIOD], batch)
 
 
 def run(preferred, active, batch=1, shape=None, options=SampleOptions(temperature=0)):
@@ -69,7 +70,7 @@ def test_acrostic_forces_line_heads():
 
 
 def test_prompt_is_forced_first():
-    ids = run([10] * 30, [rules.Forced([30, 31, 32], 1), layout(1)])[0]
+    ids = run([10] * 30, [rules.Prompt([30, 31, 32], 1), layout(1)])[0]
     assert list(ids[:3]) == [30, 31, 32]
 
 
@@ -111,7 +112,7 @@ def test_impossible_rules_fall_back_to_essentials():
 
 def test_free_verse_stops_at_boundary():
     preferred = [10, 11, 12, 13, 14, COMMA, 15, BOUNDARY]
-    ids = run(preferred, [rules.FreeVerse([COMMA, PERIOD])], shape=Shape(None, None, 50, frozenset([COMMA, PERIOD])))
+    ids = run(preferred, [rules.FreeVerse([COMMA, PERIOD])], shape=Shape(None, 50, frozenset([COMMA, PERIOD])))
     assert list(ids[0]) == [10, 11, 12, 13, 14, COMMA, 15, BOUNDARY]
 
 

@@ -20,7 +20,7 @@ from poetgen.batching import Batcher, BatchOptions  # noqa: E402
 from poetgen.checks import check_poem  # noqa: E402
 from poetgen.cli import cli  # noqa: E402
 from poetgen.corpus import FORM_SHAPES  # noqa: E402
-from poetgen.generate import PoemRequest  # noqa: E402
+from poetgen.request import PoemRequest  # noqa: E402
 from poetgen.prosody import table  # noqa: E402
 from poetgen.sampling import SampleOptions  # noqa: E402
 from poetgen.serve import MAX_BODY, create_app  # noqa: E402
@@ -47,13 +47,13 @@ class Held:
     def __getattr__(self, name):
         return getattr(self.generator, name)
 
-    def sample_rows(self, job, streams):
+    def sample_rows(self, prepared, streams):
         self.entered.set()
         assert self.release.wait(60), "the test never released the model"
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("model exploded")
-        return self.generator.sample_rows(job, streams)
+        return self.generator.sample_rows(prepared, streams)
 
 
 def test_generate_answers_what_the_cli_prints(client, tiny_bundle):

@@ -1,6 +1,7 @@
 """Training: bundle contents, resume after kill -9 and SIGTERM, refusals, MirroredStrategy."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from conftest import TINY_TRAIN
@@ -130,3 +132,50 @@ def test_new_model_options_train_resume_and_generate(tiny_corpus, tmp_path):
     assert config["metrics"]["best_val_perplexity"] < run.tokenizer.vocab_size / 2   # it learned
     poem = Generator.load(out).generate(PoemRequest(sample=SampleOptions(seed=0)))["poems"][0]
     assert poem["layout_ok"] and poem["rhyme_ok"]
+
+
+def test_make_callbacks_gives_keras_callbacks_only(tmp_path):
+    import keras
+
+    from poetgen.model import ModelConfig
+    from poetgen.callbacks import StopOnSignal, make_callbacks
+    from poetgen.train import Run, TrainConfig
+
+    stopper = StopOnSignal()
+    run = Run(TrainConfig(out=str(tmp_path / "run")))
+    callbacks = make_callbacks(run, ModelConfig(vocab_size=8), {}, stopper)
+    assert all(isinstance(callback, keras.callbacks.Callback) for callback in callbacks)
+    assert stopper.callback in callbacks
+
+
+def test_sample_callback_logs_a_poem_after_each_epoch(tiny_bundle, caplog):
+    from poetgen.bundle import load_bundle
+    from poetgen.callbacks import sample_callback
+
+    callback = sample_callback(tiny_bundle)
+    callback.set_model(load_bundle(tiny_bundle).model)
+    with caplog.at_level(logging.INFO, logger="poetgen.callbacks"):
+        callback.on_epoch_end(0)
+    [sample] = [record.getMessage() for record in caplog.records if record.name == "poetgen.callbacks"]
+    assert sample.startswith("sample: ") and len(sample) == len("sample: ") + 24   # a wujue, punctuated
+
+
+def test_sample_callback_does_not_hide_import_errors(tmp_path, monkeypatch):
+    from poetgen.callbacks import sample_callback
+
+    monkeypatch.setitem(sys.modules, "poetgen.generate", None)   # `import poetgen.generate` now fails
+    with pytest.raises(ImportError):
+        sample_callback(tmp_path)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_goes_to_stderr_unless_quiet(tiny_corpus, tmp_path, quiet):
+    out = tmp_path / "run"
+    args = ["-q"] * quiet + ["train", "--corpus", str(tiny_corpus), "--out", str(out), "--epochs", "1",
+                             "--steps-per-epoch", "3", *TRAIN_ARGS]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("best held-out perplexity") and len(result.stdout.splitlines()) == 1
+    logged = [line for line in result.stderr.splitlines() if line.startswith(("training ", "epoch 1: "))]
+    assert len(logged) == (0 if quiet else 2), result.stderr
+    assert not quiet or result.stderr == ""   # Keras's progress lines follow the log level too

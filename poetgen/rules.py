@@ -1,16 +1,25 @@
 """Logit rules: each constraint on a poem is one small class the sampling loop calls at every step.
 
 A rule may force the next character (layout punctuation, acrostic heads, the prompt), forbid some
-(no repeats, off-rhyme endings) or nudge them (theme, tone). Rules never run the model.
+(no repeats, off-rhyme endings) or nudge them (theme, tone). Rules never run the model;
+build_rules() turns a prepared request into its rule list.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from poetgen.tokenizer import BOUNDARY, PAD, UNK
+from poetgen.layout import Layout as LayoutSpec
+from poetgen.layout import banned_inside
+from poetgen.prosody import strict_positions, tone_patterns
+from poetgen.tokenizer import BOUNDARY, PAD, SPECIALS, UNK
+
+if TYPE_CHECKING:
+    from poetgen.request import PreparedRequest
+    from poetgen.tables import VocabularyTables
 
 NEG = np.float32(-np.inf)
 
@@ -20,8 +29,7 @@ class Step:
     pos: int                  # index of the character being chosen (0 = first character of the poem)
     line: np.ndarray          # (batch,) line index of that character
     column: np.ndarray        # (batch,) its column within the line; -1 at a punctuation slot
-    line_length: int | None   # characters per line in a regular form, None for free verse
-    line_count: int | None    # lines in a regular form, None for free verse
+    layout: LayoutSpec | None   # the fixed layout (poetgen.layout), None for free verse
     history: np.ndarray       # (batch, pos) ids chosen so far
 
 
@@ -39,7 +47,7 @@ class Rule:
         """See the ids chosen at this step (forced or sampled)."""
 
 
-class Forced(Rule):
+class Prompt(Rule):
     """A fixed prefix (the prompt), possibly with layout punctuation already in it."""
 
     essential = True
@@ -65,17 +73,19 @@ class Banned(Rule):
 
 
 class Layout(Rule):
-    """Regular forms: exact line lengths, "，" after odd lines and "。" after even ones, no specials."""
+    """A fixed layout: the mark it writes after each line (end_ids[i] after line i), no mark or
+    special id inside a line (poetgen.layout says which)."""
 
     essential = True
 
-    def __init__(self, comma: int, period: int, punctuation_ids: list[int], batch: int):
-        self.comma, self.period, self.batch = comma, period, batch
-        self.banned = np.array(sorted(set(punctuation_ids) | {PAD, UNK, BOUNDARY}), np.int64)
+    def __init__(self, end_ids, banned_ids, batch: int):
+        self.end_ids = np.array(end_ids, np.int64)
+        self.banned = np.array(sorted(set(banned_ids) | {PAD, UNK, BOUNDARY}), np.int64)
+        self.batch = batch
 
     def forced(self, step):
         if step.column[0] == -1:
-            return np.full(self.batch, self.comma if step.line[0] % 2 == 0 else self.period, np.int64)
+            return np.full(self.batch, self.end_ids[step.line[0]], np.int64)
         return None
 
     def apply(self, logits, step):
@@ -132,7 +142,8 @@ class NoRepeat(Rule):
 class Rhyme(Rule):
     """Rhyming lines end in characters of one 平水韵 level-tone group, none used twice.
 
-    Lines 2, 4, 6 and 8 always rhyme; line 1 only in the rows whose `first_line` is set.
+    The layout's rhyme lines always rhyme (2, 4, 6 and 8 of a shi); line 1 only in the rows whose
+    `first_line` is set.
     """
 
     def __init__(self, membership: np.ndarray, first_line: np.ndarray, membership_t: np.ndarray | None = None):
@@ -144,10 +155,11 @@ class Rhyme(Rule):
         self.used = np.zeros((len(first_line), membership.shape[0]), bool)
 
     def rows_here(self, step: Step) -> np.ndarray | None:
-        if step.line_length is None or int(step.column[0]) != step.line_length - 1:
-            return None
         line = int(step.line[0])
-        rows = np.full(len(step.line), line % 2 == 1) if line % 2 == 1 or line > 0 else self.first_line
+        if step.layout is None or int(step.column[0]) != step.layout.line_lengths[line] - 1:
+            return None
+        rhymes = line in step.layout.rhyme_lines
+        rows = np.full(len(step.line), rhymes) if rhymes or line > 0 else self.first_line
         return rows if rows.any() else None
 
     def apply(self, logits, step):
@@ -211,3 +223,42 @@ class Theme(Rule):
         for back in range(1, int(columns.max()) + 1):   # earlier characters of the line, not rows
             used |= (columns >= back) & (step.history[rows, step.pos - back] == targets)
         logits[rows[~used], targets[~used]] += self.line_boost
+
+
+def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
+                streams: list[tuple[int, int]]) -> tuple[list[Rule], list[str] | None]:
+    """The rules of one batch of rows under `prepared`, and each row's 平仄 pattern name (None: no tone rule).
+
+    Pure: the same request and (seed, index) streams give the same rules, whatever else is batched.
+    """
+    request, layout, batch = prepared.request, prepared.shape.layout, len(streams)
+    regular = layout is not None
+    active: list[Rule] = [Prompt(list(prepared.prompt_ids), batch)] if prepared.prompt_ids else []
+    if regular:
+        end_ids = [tables.tokenizer.id_of(mark) for mark in layout.end_marks]
+        active.append(Layout(end_ids, banned_inside(tables.tokenizer.index, range(len(SPECIALS))), batch))
+    else:
+        active.append(FreeVerse(tables.punctuation_ids))
+    tokenizer = tables.tokenizer
+    if tokenizer.controls:   # a conditioned model's control tokens never appear inside a poem
+        active.append(Banned(list(range(tokenizer.char_limit, tokenizer.vocab_size))))
+    if prepared.acrostic_ids:
+        active.append(Acrostic(list(prepared.acrostic_ids), batch))
+    if request.no_repeat:
+        active.append(NoRepeat())
+    patterns = None
+    if regular and request.tone:
+        standard = tone_patterns(layout.uniform_length, layout.line_count)
+        names = list(standard)
+        # Each poem's pattern comes from its own stream, so batching does not change it.
+        patterns = [names[np.random.default_rng([seed, index, 1]).integers(len(names))] for seed, index in streams]
+        active.append(Tone(tables.tone_masks, [standard[p] for p in patterns], strict_positions(layout.uniform_length)))
+    rhyme = request.rhyme if request.rhyme is not None else regular
+    if regular and rhyme:
+        first_line = np.array([p is not None and p.endswith("入韵") for p in (patterns or [None] * batch)])
+        active.append(Rhyme(tables.rhyme_membership, first_line, tables.rhyme_membership_t))
+    theme_ids = prepared.theme_ids
+    if theme_ids:
+        lines = layout.line_count if regular else 8
+        active.append(Theme([theme_ids[i % len(theme_ids)] for i in range(lines)], list(theme_ids)))
+    return active, patterns

@@ -1,0 +1,150 @@
+"""The callbacks of a training run: held-out checkpointing, curves, the per-epoch sample, stop on a signal.
+
+They save through the Run they are given (poetgen.train) and never decide what to train.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from poetgen.atomic import atomic_save
+from poetgen.bundle import CONFIG_FILE, save_bundle, write_config
+from poetgen.model import ModelConfig, build_model, sequence_log_likelihood
+
+if TYPE_CHECKING:
+    from poetgen.train import Run
+
+logger = logging.getLogger(__name__)
+
+
+def inference_copy(model, model_config: ModelConfig):
+    """The same weights in a fresh, uncompiled model: what a bundle ships (no optimizer state)."""
+    copy = build_model(model_config, dtype="float32")
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def plot_curves(log_csv: Path, png: Path) -> None:
+    """Training and held-out perplexity per epoch, from the CSV log."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_csv, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("loss")]
+    if not rows:
+        return
+    epochs = [int(row["epoch"]) + 1 for row in rows]
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
+    axis.plot(epochs, [math.exp(float(r["loss"])) for r in rows], "o-", label="training")
+    held = [(e, math.exp(float(r["val_loss"]))) for e, r in zip(epochs, rows) if r.get("val_loss")]
+    if held:
+        axis.plot(*zip(*held), "s-", label="held-out")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("perplexity")
+    axis.set_yscale("log")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    atomic_save(png, lambda path: figure.savefig(path, format="png"))
+    plt.close(figure)
+
+
+def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper):
+    import keras
+
+    class HeldOutCheckpoint(keras.callbacks.Callback):
+        """Held-out loss per epoch; the best model to the bundle, the last one to the resume state."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started, self.batches = time.time(), 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            total, count = sequence_log_likelihood(self.model, run.held_out, prefixes=run.held_out_prefixes)
+            val_loss = -total / count
+            logs["val_loss"], logs["val_perplexity"] = val_loss, math.exp(val_loss)
+            state = run.state
+            state["epochs_done"] = epoch + (0 if stopper.stopped else 1)
+            state["tokens_seen"] += self.batches * run.config.batch_size * run.config.seq_len
+            state["wall_time_s"] = round(state["wall_time_s"] + time.time() - self.started, 1)
+            improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"]
+            if improved:
+                state["best_val_loss"], state["best_epoch"] = val_loss, epoch + 1
+                save_bundle(run.out, inference_copy(self.model, model_config), run.tokenizer, run.record(versions))
+            else:
+                write_config(run.out, {**json.loads((run.out / CONFIG_FILE).read_text(encoding="utf-8")),
+                                       "progress": run.state_progress()})
+            run.save_resume(self.model, versions)
+            logger.info(f"epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, held-out perplexity "
+                f"{math.exp(val_loss):.1f} (best {math.exp(state['best_val_loss']):.1f} at epoch "
+                f"{state['best_epoch']})")
+
+    class Curves(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            plot_curves(run.out / "log.csv", run.out / "curves.png")
+
+    return [HeldOutCheckpoint(),
+            keras.callbacks.CSVLogger(str(run.out / "log.csv"), append=run.config.resume),
+            Curves(), keras.callbacks.TensorBoard(str(run.out / "tensorboard"), write_graph=False),
+            stopper.callback]
+
+
+def sample_callback(bundle_dir: str | os.PathLike):
+    """A callback that logs one wujue from the model after each epoch, with the run's tokenizer.
+
+    poetgen.generate is imported here, when the callback is made: an error in it fails the run at
+    its start rather than hiding behind every epoch.
+    """
+    import keras
+
+    from poetgen.generate import sample_from_model
+
+    class SamplePoem(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logger.info("sample: " + sample_from_model(self.model, bundle_dir, seed=epoch))
+
+    return SamplePoem()
+
+
+class StopOnSignal:
+    """SIGINT/SIGTERM ask training to stop after the current batch; a second Ctrl-C aborts."""
+
+    def __init__(self):
+        import keras
+
+        outer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if outer.stopped:
+                    self.model.stop_training = True
+
+        self.callback = Callback()
+        self.stopped = False
+
+    def __enter__(self):
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        if self.stopped and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stopped = True
+        logger.warning(f"received {signal.Signals(signum).name}: stopping after this batch and saving")

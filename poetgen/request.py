@@ -1,0 +1,164 @@
+"""What a caller asks for (PoemRequest), its validation, and the PreparedRequest the rules are built from.
+
+Every refusal of a request is raised here, as BadInput; nothing here runs the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from poetgen.control import DEFAULT_STYLE, STYLES
+from poetgen.corpus import FORM_ALIASES, FORMS, HAN, PUNCTUATION, normalize_text
+from poetgen.errors import BadInput
+from poetgen.layout import layout_of
+from poetgen.sampling import SampleOptions, Shape, new_seed
+from poetgen.tables import VocabularyTables
+from poetgen.tokenizer import Tokenizer
+
+MAX_POEMS = 1000          # poems per request
+MAX_CANDIDATES = 64       # --best-of limit
+MAX_PROMPT = 200          # characters
+_HAN_ONLY = re.compile(f"[{HAN}]")
+# Words of the request itself ("write a poem about …"), not of its theme.
+_REQUEST_WORDS = frozenset("写 作 一首 一篇 首 篇 关于 有关 诗 诗歌 诗词 古诗 请 帮 帮我 我 给 创作 描写 表达 主题 一下 的".split())
+
+
+@dataclasses.dataclass(frozen=True)
+class PoemRequest:
+    prompt: str = ""                 # the poem starts with this text (may span lines)
+    form: str | None = None          # wujue|qijue|wulv|qilv|free or 五绝…; None: wujue, or by acrostic length
+    acrostic: str = ""               # 藏头: line i starts with character i
+    theme: str = ""                  # free text; keywords steer the lines
+    rhyme: bool | None = None        # None: on for the regular forms
+    tone: bool = False               # steer toward a standard 平仄 pattern
+    no_repeat: bool = True           # no character twice within a line
+    n: int = 1                       # poems to return
+    best_of: int = 1                 # candidates per poem; the best score wins
+    max_chars: int = 120             # free verse length cap, punctuation included
+    reverse_weight: float = 0.5      # best-of: weight of the bundle's reverse model (if any) in the score,
+                                     # against the forward mean log-probability; 0 ignores it
+    style: str = DEFAULT_STYLE       # tang | song | ci: the control prefix of a conditioned model
+                                     # (a model without control tokens ignores it)
+    batch_size: int = 256            # sequences stepped together
+    sample: SampleOptions = SampleOptions()
+
+    def resolved_form(self) -> str:
+        form = FORM_ALIASES.get(self.form, self.form) if self.form else None
+        if form is None and self.style == "ci" and not self.acrostic:
+            form = "free"   # a ci has no shi layout
+        if form is None:
+            acrostic = normalize_text(self.acrostic)
+            form = "wulv" if len(acrostic) == 8 else "wujue"
+        if form not in FORMS + ("free",):
+            raise BadInput(f"unknown form {self.form!r}; choose wujue, qijue, wulv, qilv or free (五绝 七绝 五律 七律)")
+        return form
+
+    def validate(self) -> None:
+        self.sample.validate()
+        if not 1 <= self.n <= MAX_POEMS:
+            raise BadInput(f"n must be between 1 and {MAX_POEMS}, not {self.n}")
+        if not 1 <= self.best_of <= MAX_CANDIDATES:
+            raise BadInput(f"best-of must be between 1 and {MAX_CANDIDATES}, not {self.best_of}")
+        if not 5 <= self.max_chars <= 1000:
+            raise BadInput(f"max-chars must be between 5 and 1000, not {self.max_chars}")
+        if not 0.0 <= self.reverse_weight <= 1.0:
+            raise BadInput(f"reverse weight must be in [0, 1], not {self.reverse_weight}")
+        if self.style not in STYLES:
+            raise BadInput(f"unknown style {self.style!r}; choose {', '.join(STYLES)}")
+        if len(self.prompt) > MAX_PROMPT:
+            raise BadInput(f"prompt is longer than {MAX_PROMPT} characters")
+        self.resolved_form()
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedRequest:
+    request: PoemRequest          # the request as given (validated)
+    form: str                     # the resolved form: wujue|qijue|wulv|qilv|free
+    prompt: str                   # normalised and laid onto the form's lines
+    acrostic: str                 # normalised; "" for none
+    keywords: tuple               # theme words found in the request's theme
+    theme_ids: tuple              # ids of their characters, the Theme rule's plan
+    options: SampleOptions        # the request's sampling options, seed filled in when it had none
+    shape: Shape                  # what the sampling loop needs to know about the form
+    prompt_ids: tuple = ()        # the prompt's ids (all known to the model)
+    acrostic_ids: tuple = ()      # the acrostic's ids (all known to the model)
+
+    @property
+    def seed(self) -> int:
+        return self.options.seed
+
+    def batch_key(self) -> tuple:
+        """Everything the rules and the loop read except the seed: equal keys may share one batch."""
+        request, options = self.request, self.options
+        return (self.form, self.prompt, self.acrostic, self.theme_ids, request.rhyme, request.tone,
+                request.no_repeat, request.max_chars, options.temperature, options.top_k, options.top_p,
+                request.style)
+
+
+def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
+    """Validate and normalise a request; raise BadInput with a sentence for what cannot be used."""
+    request.validate()
+    form = request.resolved_form()
+    prompt = normalize_text(request.prompt)
+    check_chars(prompt, "prompt", allow_punctuation=True)
+    prompt = fit_prompt(prompt, form)
+    acrostic = normalize_text(request.acrostic)
+    check_chars(acrostic, "acrostic", allow_punctuation=False)
+    check_acrostic(acrostic, prompt, form)
+    prompt_ids = encode_known(tables.tokenizer, prompt, "prompt")
+    acrostic_ids = encode_known(tables.tokenizer, acrostic, "acrostic")
+    words, theme_ids = theme_keywords(request.theme, tables.tokenizer) if request.theme.strip() else ([], [])
+    options = request.sample
+    seed = options.seed if options.seed is not None else new_seed()
+    shape = Shape(layout_of(form), request.max_chars, frozenset(tables.punctuation_ids))
+    return PreparedRequest(request, form, prompt, acrostic, tuple(words), tuple(theme_ids),
+                           dataclasses.replace(options, seed=seed), shape, tuple(prompt_ids), tuple(acrostic_ids))
+
+
+def check_chars(text: str, what: str, allow_punctuation: bool) -> None:
+    for ch in text:
+        if _HAN_ONLY.fullmatch(ch) or (allow_punctuation and ch in PUNCTUATION):
+            continue
+        kind = "a Latin letter or digit" if ch.isascii() and ch.isalnum() else "not a Chinese character"
+        raise BadInput(f"{what} contains {ch!r}, which is {kind}")
+
+
+def fit_prompt(prompt: str, form: str) -> str:
+    """Lay the prompt onto the form's layout (poetgen.layout): line-end marks inserted where missing,
+    replaced by the layout's own where it does not accept them, an error inside a line."""
+    layout = layout_of(form)
+    return layout.fit_prompt(prompt) if layout else prompt
+
+
+def check_acrostic(acrostic: str, prompt: str, form: str) -> None:
+    if not acrostic:
+        return
+    layout = layout_of(form)
+    if layout is None:
+        raise BadInput("an acrostic needs a regular form (wujue, qijue, wulv or qilv)")
+    if len(acrostic) != layout.line_count:
+        raise BadInput(f"acrostic has {len(acrostic)} characters but a {form} poem has {layout.line_count} lines")
+    for i, head in enumerate(prompt[start] for start in layout.starts if start < len(prompt)):
+        if head != acrostic[i]:
+            raise BadInput(f"prompt line {i + 1} starts with {head!r}, but the acrostic asks for {acrostic[i]!r}")
+
+
+def encode_known(tokenizer: Tokenizer, text: str, what: str) -> list[int]:
+    """The ids of `text`; BadInput naming the first character the model does not know."""
+    unknown = tokenizer.unknown(text)
+    if unknown:
+        raise BadInput(f"the model does not know the character {unknown[0]!r} in the {what}")
+    return tokenizer.encode(text)
+
+
+def theme_keywords(theme: str, tokenizer: Tokenizer) -> tuple[list[str], list[int]]:
+    """Up to six keywords of a free-text theme (jieba's TF-IDF), and the ids of their known characters."""
+    import jieba
+    import jieba.analyse
+
+    jieba.setLogLevel(60)
+    words = [w for w in jieba.analyse.extract_tags(normalize_text(theme), topK=12)
+             if w not in _REQUEST_WORDS][:6]
+    chars = [ch for ch in dict.fromkeys("".join(words)) if ch in tokenizer.index]
+    return words, [tokenizer.id_of(ch) for ch in chars]

@@ -1,0 +1,104 @@
+"""Exports of the inference form: the shipped bundle (dropout 0.1) in every format, and tiny bundles
+with dropout for every cell, two layers and both precisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from poetgen.export import ExportOptions, export
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
+IDS = np.array([[2, 5, 9, 40, 7]], np.int32)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from poetgen.bundle import load_bundle
+
+    bundle = load_bundle(SHIPPED)
+    assert bundle.model_config.dropout > 0   # the case the inference copy exists for
+    return bundle
+
+
+def _export(bundle, tmp_path_factory, fmt) -> Path:
+    return export(bundle, ExportOptions(tmp_path_factory.mktemp(fmt) / "out", fmt))
+
+
+@pytest.fixture(scope="module")
+def shipped_savedmodel(shipped, tmp_path_factory):
+    return _export(shipped, tmp_path_factory, "savedmodel")
+
+
+@pytest.fixture(scope="module")
+def shipped_keras(shipped, tmp_path_factory):
+    return _export(shipped, tmp_path_factory, "keras")
+
+
+@pytest.fixture(scope="module")
+def shipped_tflite(shipped, tmp_path_factory):
+    return _export(shipped, tmp_path_factory, "tflite")
+
+
+def expected_logits(model) -> np.ndarray:
+    return np.asarray(model(IDS, training=False))[:, -1, :]
+
+
+def test_shipped_savedmodel_loads_and_matches(shipped, shipped_savedmodel):
+    import tensorflow as tf
+
+    poet = tf.saved_model.load(str(shipped_savedmodel))
+    logits = poet.signatures["serving_default"](ids=tf.constant(IDS))["logits"].numpy()
+    np.testing.assert_allclose(logits, expected_logits(shipped.model), rtol=1e-4, atol=1e-4)
+
+
+def test_shipped_keras_export_has_no_dropout_and_same_logits(shipped, shipped_keras):
+    from poetgen.bundle import load_bundle
+
+    exported = load_bundle(shipped_keras)
+    assert exported.model_config.dropout == 0.0
+    assert not [layer for layer in exported.model.layers if "dropout" in type(layer).__name__.lower()]
+    np.testing.assert_allclose(expected_logits(exported.model), expected_logits(shipped.model), rtol=1e-5, atol=1e-5)
+
+
+def test_shipped_tflite_steps_like_numpy(shipped, shipped_tflite):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from poetgen.model import NumpyStepper
+
+    runner = Interpreter(model_path=str(shipped_tflite / "model.tflite")).get_signature_runner()
+    stepper = NumpyStepper.from_model(shipped.model, shipped.model_config)
+    state = stepper.initial_state(1)
+    lite = {n: np.zeros((1, shipped.model_config.units), np.float32) for n in ("state_0_0", "state_0_1")}
+    for token in IDS[0]:
+        expected, state = stepper.step(np.array([token]), state)
+        got = runner(ids=np.array([[token]], np.int32), **lite)
+        lite = {n: got[n] for n in lite}
+        np.testing.assert_allclose(got["logits"], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cell, precision", [("lstm", "float32"), ("gru", "float32"), ("simplernn", "float32"),
+                                             ("lstm", "mixed_bfloat16")])
+def test_tiny_models_with_dropout_export_in_every_format(tiny_bundle, tmp_path, cell, precision):
+    import tensorflow as tf
+
+    from poetgen.bundle import Bundle, load_bundle
+    from poetgen.model import ModelConfig, build_model
+
+    tiny = load_bundle(tiny_bundle)
+    config = ModelConfig(tiny.tokenizer.vocab_size, cell=cell, layers=2, units=12, embedding_dim=8, dropout=0.3)
+    model = build_model(config, dtype=precision)
+    bundle = Bundle(tmp_path / "src", model, tiny.tokenizer, {"model": {}}, config)
+    expected = expected_logits(model)
+    tolerance = 2e-2 if precision != "float32" else 1e-4   # bf16 maths in the source, float32 in the copy
+    poet = tf.saved_model.load(str(export(bundle, ExportOptions(tmp_path / "sm", "savedmodel"))))
+    logits = poet.signatures["serving_default"](ids=tf.constant(IDS))["logits"].numpy()
+    np.testing.assert_allclose(logits, expected, rtol=tolerance, atol=tolerance)
+    assert poet.generate(prompt="", form="wujue", temperature=0.8, top_k=0, seed=1)["poem"].numpy()
+    keras_bundle = load_bundle(export(bundle, ExportOptions(tmp_path / "k", "keras")))
+    np.testing.assert_allclose(expected_logits(keras_bundle.model), expected, rtol=tolerance, atol=tolerance)
+    if precision != "float32":
+        assert (export(bundle, ExportOptions(tmp_path / "lite", "tflite")) / "model.tflite").stat().st_size
