@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from poetgen.batching import Batcher, BatchOptions, Busy
+from poetgen.control import DEFAULT_STYLE, STYLES
 from poetgen.errors import BadInput
 from poetgen.generate import Generator, traditional
 from poetgen.request import PoemRequest
@@ -48,12 +49,13 @@ class GenerateBody(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)          # nucleus mass kept
     seed: int | None = Field(None, ge=0, le=MAX_SEED)        # None draws one; it is in the answer
     n: int = Field(1, ge=1, le=MAX_POEMS)                    # poems to return
+    style: Literal[STYLES] = DEFAULT_STYLE                   # a conditioned model's style; others ignore it
     traditional: bool = False                                # answer in traditional characters
 
     def poem_request(self) -> PoemRequest:
         options = SampleOptions(self.temperature, self.top_k, self.top_p, self.seed)
         return PoemRequest(prompt=self.prompt, form=self.form, acrostic=self.acrostic, theme=self.theme,
-                           rhyme=self.rhyme, tone=self.tone, n=self.n, sample=options)
+                           rhyme=self.rhyme, tone=self.tone, n=self.n, style=self.style, sample=options)
 
 
 def refusal(status: int, problems: list[tuple[str, str]], headers: dict | None = None) -> JSONResponse:
@@ -75,7 +77,7 @@ def _validation_problem(error: dict) -> tuple[str, str]:
         "greater_than": f"{field} must be greater than {ctx.get('gt')}",
         "less_than_equal": f"{field} must be at most {ctx.get('le')}",
         "finite_number": f"{field} must be a finite number",
-        "literal_error": f"{field} must be one of {', '.join(FORM_NAMES)}",
+        "literal_error": f"{field} must be one of {', '.join(STYLES if field == 'style' else FORM_NAMES)}",
     }
     if kind.endswith("_type") and kind not in messages:
         wanted = {"int_type": "a whole number", "float_type": "a number", "bool_type": "true or false",
