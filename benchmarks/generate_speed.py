@@ -70,10 +70,10 @@ def int8_report(args, generator, batch, chars: int, float_seconds: float) -> Non
 
 def held_out_perplexity(stepper, tokenizer) -> float:
     """Perplexity of the shipped corpus's held-out split, stepping every poem through `stepper` at once."""
-    from poetgen.corpus import is_held_out
+    from poetgen.corpus import is_held_out, shipped_corpus_path
     from poetgen.importers import load_corpus
 
-    poems = [tokenizer.encode(p.text) + [BOUNDARY] for p in load_corpus(None) if is_held_out(p.text, 0.02)]
+    poems = [tokenizer.encode(p.text) + [BOUNDARY] for p in load_corpus(shipped_corpus_path()) if is_held_out(p.text, 0.02)]
     rows, total, count = np.arange(len(poems)), 0.0, 0
     state, previous = stepper.initial_state(len(poems)), np.full(len(poems), BOUNDARY)
     for t in range(max(map(len, poems))):

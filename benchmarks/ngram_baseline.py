@@ -7,7 +7,7 @@ import argparse
 import collections
 import math
 
-from poetgen.corpus import is_held_out
+from poetgen.corpus import is_held_out, shipped_corpus_path
 from poetgen.importers import load_corpus
 from poetgen.tokenizer import BOUNDARY, Tokenizer
 
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--val-split", type=float, default=0.02)
     args = parser.parse_args()
     tokenizer = Tokenizer.load(f"{args.model}/tokenizer.json")
-    poems = load_corpus()
+    poems = load_corpus(shipped_corpus_path())   # Tang: the held-out set the models are compared on
     train = sequences(tokenizer, [p.text for p in poems if not is_held_out(p.text, args.val_split)])
     held = sequences(tokenizer, [p.text for p in poems if is_held_out(p.text, args.val_split)])
     for order in range(2, args.order + 1):

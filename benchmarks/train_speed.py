@@ -6,7 +6,8 @@
   quality   time to reach a held-out perplexity (--target, e.g. 109.8) per recipe, training each for
             at most --minutes, against today's recipe's 86 minutes; perplexity curves on the way.
 
-Recipes are TrainConfig fields, e.g. "units=512,projection=256,tie_embeddings=1,sampled_softmax=1024".
+Recipes are TrainConfig fields, e.g. "units=512,projection=256,tie_embeddings=1,sampled_softmax=1024";
+the corpus is the shipped Tang file (today's figures were measured on it) unless a recipe sets corpus=….
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ def prepared_run(options: dict):
     """A poetgen training Run (data, tokenizer, held-out split) for a recipe, outside any bundle."""
     from poetgen.train import Run, TrainConfig
 
+    from poetgen.corpus import shipped_corpus_path
+
+    options = {"corpus": str(shipped_corpus_path()), **options}   # the Tang corpus unless the recipe says
     config = TrainConfig(out=tempfile.mkdtemp(prefix="train_speed_"), **options)
     config.validate()
     run = Run(config)

@@ -1,4 +1,4 @@
-"""`poetgen corpus ...`: import users' corpora, show statistics, rebuild the shipped Tang corpus.
+"""`poetgen corpus ...`: import users' corpora, show statistics, rebuild the shipped corpus.
 
 None of these commands imports TensorFlow.
 """
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from poetgen.corpus import FORMS, EmptyCorpus, Poem, form_counts, shipped_corpus_path, write_corpus
+from poetgen.corpus import (DYNASTIES, FORMS, GENRES, EmptyCorpus, Poem, form_counts,
+                            shipped_corpus_path, shipped_corpus_paths, write_corpus)
 from poetgen.errors import BadCorpus, OutputExists
 from poetgen.importers import expand_paths, load_corpus, stream_poems
 
@@ -70,29 +71,67 @@ def corpus_stats(poems: list[Poem], top: int = 20) -> dict:
     for poem in poems:
         counts.update(poem.text)
     han = {ch: n for ch, n in counts.items() if ch not in "，。？！；："}
+    kinds = collections.Counter((poem.dynasty, poem.genre) for poem in poems)
+    tunes = collections.Counter(poem.tune for poem in poems if poem.genre == "ci")
     return {"poems": len(poems), "chars": sum(len(p.text) for p in poems), "han_chars": sum(han.values()),
-            "vocab": len(han), "forms": form_counts(poems),
+            "vocab": len(han), "forms": form_counts(p for p in poems if p.genre == "shi"),
+            "by_dynasty_genre": {f"{d}/{g}": kinds[d, g] for d in DYNASTIES for g in GENRES if kinds[d, g]},
+            "ci_tunes": len(tunes),
+            "top_tunes": [[tune, n] for tune, n in sorted(tunes.items(), key=lambda kv: (-kv[1], kv[0]))[:top]],
             "top_chars": [[ch, n] for ch, n in sorted(han.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]}
 
 
 @corpus.command("stats")
-@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Output format.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Encoding of a raw input file.")
-def stats_command(path: Path | None, fmt: str, encoding: str) -> None:
-    """Poems, characters, vocabulary and forms of a corpus (default: the shipped Tang corpus)."""
-    stats = corpus_stats(load_corpus(path, encoding=encoding))
+def stats_command(paths: tuple[Path, ...], fmt: str, encoding: str) -> None:
+    """Poems, characters, vocabulary, dynasties, genres, forms and ci tunes of corpus files (default: the
+    whole shipped corpus)."""
+    stats = corpus_stats(load_corpus(list(paths) or None, encoding=encoding))
     if fmt == "json":
         click.echo(json.dumps(stats, ensure_ascii=False))
         return
-    click.echo(f"corpus:     {path or shipped_corpus_path()}")
+    click.echo(f"corpus:     {', '.join(map(str, paths or shipped_corpus_paths()))}")
     click.echo(f"poems:      {stats['poems']}")
     click.echo(f"characters: {stats['chars']} ({stats['han_chars']} Han)")
     click.echo(f"vocabulary: {stats['vocab']} distinct characters")
+    for kind, count in stats["by_dynasty_genre"].items():
+        click.echo(f"  {kind:<10} {count}")
+    click.echo("shi forms:")
     for form in FORMS + ("other",):
         click.echo(f"  {form:<7} {stats['forms'][form]}")
+    if stats["ci_tunes"]:
+        click.echo(f"ci tunes:   {stats['ci_tunes']}; most written: "
+                   + " ".join(f"{tune}{n}" for tune, n in stats["top_tunes"]))
     click.echo("most frequent: " + " ".join(f"{ch}{n}" for ch, n in stats["top_chars"]))
+
+
+def _print_build(result, out: Path) -> None:
+    _print_import_summary(len(result.poems), result.dropped, out)
+    kinds = collections.Counter((poem.dynasty, poem.genre) for poem in result.poems)
+    click.echo("  " + ", ".join(f"{d}/{g} {n}" for (d, g), n in sorted(kinds.items())))
+    counts = form_counts(p for p in result.poems if p.genre == "shi")
+    if any(counts.values()):
+        click.echo("  forms: " + ", ".join(f"{form} {n}" for form, n in counts.items()))
+
+
+@corpus.command("build")
+@click.argument("tarball", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory to write tang.jsonl.gz, song.jsonl.gz and ci.jsonl.gz into "
+                   "(default: the shipped corpus/).")
+def build_command(tarball: Path, out_dir: Path | None) -> None:
+    """Rebuild the whole shipped corpus from `npm pack chinese-poetry@2.0.1` (the same bytes every time)."""
+    from poetgen.build_corpus import build
+
+    results = build(tarball)
+    out_dir = out_dir or shipped_corpus_path().parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, result in results.items():
+        write_corpus(result.poems, out_dir / name)
+        _print_build(result, out_dir / name)
 
 
 @corpus.command("build-tang")
@@ -100,13 +139,11 @@ def stats_command(path: Path | None, fmt: str, encoding: str) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Where to write (default: the shipped corpus/tang.jsonl.gz).")
 def build_tang_command(tarball: Path, out: Path | None) -> None:
-    """Rebuild the shipped corpus from `npm pack chinese-poetry` (the same bytes every time)."""
-    from poetgen.tang import build_tang
+    """Rebuild only the shipped Tang corpus from `npm pack chinese-poetry` (the same bytes every time)."""
+    from poetgen.build_corpus import build_tang
 
     out = out or shipped_corpus_path()
     result = build_tang(tarball)
     write_corpus(result.poems, out)
-    _print_import_summary(len(result.poems), result.dropped, out)
-    counts = form_counts(result.poems)
-    click.echo("forms: " + ", ".join(f"{form} {n}" for form, n in counts.items()))
+    _print_build(result, out)
 

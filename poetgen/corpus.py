@@ -22,6 +22,12 @@ from poetgen.atomic import atomic_write
 # The shapes of the forms, the tagger (form_of) and the line splitter live in the layout spec.
 from poetgen.layout import FORM_ALIASES, FORM_SHAPES, FORMS, MARKS, STOP_MARKS, clauses, form_of  # noqa: F401
 
+DYNASTIES = ("tang", "song", "wudai")
+GENRES = ("shi", "ci")
+CI_FORM = "ci"        # the form tag of every ci (its shape is its tune's)
+# Names a user's file may give a dynasty; anything else is read as the default, tang.
+DYNASTY_ALIASES = {"唐": "tang", "宋": "song", "五代": "wudai", "五代十国": "wudai", "南唐": "wudai"}
+
 PUNCTUATION = MARKS
 LINE_END = STOP_MARKS
 HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
@@ -49,7 +55,15 @@ class Poem:
     text: str          # cleaned, simplified, full-width punctuation, no whitespace
     title: str = ""
     author: str = ""
-    form: str = "other"   # one of FORMS, or "other"
+    form: str = "other"   # one of FORMS, "other", or CI_FORM for a ci
+    dynasty: str = "tang"  # one of DYNASTIES; files without the field are Tang
+    genre: str = "shi"     # one of GENRES
+    tune: str = ""         # a ci's tune name (词牌) as the source spells it; "" for shi
+
+    @property
+    def tagged(self) -> bool:
+        """True when the poem says more than an untagged (Tang shi) record does."""
+        return (self.dynasty, self.genre, self.tune) != ("tang", "shi", "")
 
 
 @functools.lru_cache(maxsize=2)
@@ -104,12 +118,24 @@ def clean_text(text: str, simplify: bool = True) -> tuple[str | None, str | None
     return text, None
 
 
-def make_poem(text: str, title: str = "", author: str = "", simplify: bool = True) -> tuple[Poem | None, str | None]:
+def make_poem(text: str, title: str = "", author: str = "", simplify: bool = True, dynasty: str = "tang",
+              genre: str = "shi", tune: str = "") -> tuple[Poem | None, str | None]:
     clean, reason = clean_text(text, simplify)
     if clean is None:
         return None, reason
     convert = to_simplified if simplify else (lambda s: s)
-    return Poem(clean, _SPACE.sub("", convert(title)), _SPACE.sub("", convert(author)), form_of(clean)), None
+    tune = _SPACE.sub("", tune)   # as the source spells it: OpenCC would turn 徵招 into 征招
+    genre = "ci" if tune else genre
+    form = CI_FORM if genre == "ci" else form_of(clean)
+    return Poem(clean, _SPACE.sub("", convert(title)), _SPACE.sub("", convert(author)), form,
+                dynasty, genre, tune), None
+
+
+def dynasty_name(value) -> str:
+    """A record's dynasty field as one of DYNASTIES; missing or unknown values mean tang."""
+    value = str(value or "").strip()
+    value = DYNASTY_ALIASES.get(value, value.lower())
+    return value if value in DYNASTIES else "tang"
 
 
 def is_held_out(text: str, fraction: float = HELD_OUT_FRACTION) -> bool:
@@ -140,7 +166,13 @@ class Deduplicator:
 
 
 def poem_to_json(poem: Poem) -> str:
-    record = {"title": poem.title, "author": poem.author, "form": poem.form, "text": poem.text}
+    """An untagged Tang shi keeps the four-key record of the first corpus (so tang.jsonl.gz stays as it
+    is); any other poem carries all seven keys."""
+    if poem.tagged:
+        record = {"title": poem.title, "author": poem.author, "dynasty": poem.dynasty, "genre": poem.genre,
+                  "form": poem.form, "tune": poem.tune, "text": poem.text}
+    else:
+        record = {"title": poem.title, "author": poem.author, "form": poem.form, "text": poem.text}
     return json.dumps(record, ensure_ascii=False)
 
 
@@ -169,10 +201,33 @@ def form_counts(poems: Iterable[Poem]) -> dict[str, int]:
     return {form: counts.get(form, 0) for form in FORMS + ("other",)}
 
 
+SHIPPED_FILES = ("corpus/tang.jsonl.gz", "corpus/song.jsonl.gz", "corpus/ci.jsonl.gz")
+SHIPPED_LABEL = "shipped:"   # how a training run records the shipped corpus (followed by its files)
+
+
 def shipped_corpus_path() -> Path:
+    """The shipped Tang corpus: the held-out set that every perplexity so far was measured on."""
     from poetgen.resources import shipped_path
 
-    return shipped_path("corpus/tang.jsonl.gz")
+    return shipped_path(SHIPPED_FILES[0])
+
+
+def shipped_corpus_paths(files: Iterable[str] = SHIPPED_FILES) -> list[Path]:
+    """The shipped corpus files (default: all of them, Tang, Song shi and ci)."""
+    from poetgen.resources import shipped_path
+
+    return [shipped_path(name) for name in files]
+
+
+def shipped_label(files: Iterable[str] = SHIPPED_FILES) -> str:
+    return SHIPPED_LABEL + ",".join(files)
+
+
+def shipped_files_of(label: str) -> tuple[str, ...] | None:
+    """The shipped files a recorded corpus label names; None when it names a user's file."""
+    if not label.startswith(SHIPPED_LABEL):
+        return None
+    return tuple(name for name in label[len(SHIPPED_LABEL):].split(",") if name) or SHIPPED_FILES[:1]
 
 
 def corpus_hash(poems: Iterable[Poem]) -> str:

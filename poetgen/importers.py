@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from poetgen.corpus import MAX_CHARS, Deduplicator, Poem, make_poem, shipped_corpus_path
+from poetgen.corpus import (GENRES, MAX_CHARS, Deduplicator, Poem, dynasty_name, make_poem,
+                            shipped_corpus_paths)
 from poetgen.errors import BadCorpus
 
 SUFFIXES = (".txt", ".json", ".jsonl", ".gz")
@@ -36,6 +37,9 @@ class RawPoem:
     text: str
     title: str = ""
     author: str = ""
+    dynasty: str = "tang"   # one of corpus.DYNASTIES
+    genre: str = "shi"      # one of corpus.GENRES; a tune makes it ci
+    tune: str = ""          # a ci's tune (chinese-poetry calls it `rhythmic`)
 
 
 def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -129,7 +133,12 @@ def _record_to_raw(record) -> RawPoem | None:
         text = "".join(str(part) for part in text)
     if not isinstance(text, str):
         return None
-    return RawPoem(text, str(record.get("title") or ""), str(record.get("author") or ""))
+    tune = str(record.get("tune") or record.get("rhythmic") or "")
+    genre = str(record.get("genre") or "").lower()
+    genre = "ci" if tune else genre if genre in GENRES else "shi"
+    # chinese-poetry's Song ci have a tune and no title: the tune is the title they are known by
+    title = str(record.get("title") or "") or tune
+    return RawPoem(text, title, str(record.get("author") or ""), dynasty_name(record.get("dynasty")), genre, tune)
 
 
 def _read_jsonl(lines: Iterator[str]) -> Iterator[RawPoem | str]:
@@ -219,14 +228,16 @@ def import_poems(paths: Iterable[str | os.PathLike], encoding: str = "utf-8", si
     return ImportResult(list(stream_poems(paths, dropped, encoding, simplify, on_bytes)), dropped, files)
 
 
-def iter_clean(raws: Iterable[RawPoem | str], dropped: collections.Counter, simplify: bool = True) -> Iterator[Poem]:
-    """Clean and deduplicate raw poems; a string in the stream is counted as a drop reason."""
-    seen = Deduplicator()
+def iter_clean(raws: Iterable[RawPoem | str], dropped: collections.Counter, simplify: bool = True,
+               seen: Deduplicator | None = None) -> Iterator[Poem]:
+    """Clean and deduplicate raw poems (against `seen` too, when given); a string in the stream is
+    counted as a drop reason."""
+    seen = seen if seen is not None else Deduplicator()
     for raw in raws:
         if isinstance(raw, str):
             dropped[raw] += 1
             continue
-        poem, reason = make_poem(raw.text, raw.title, raw.author, simplify)
+        poem, reason = make_poem(raw.text, raw.title, raw.author, simplify, raw.dynasty, raw.genre, raw.tune)
         if poem is None:
             dropped[reason] += 1
         elif not seen.is_new(poem.text):
@@ -240,10 +251,17 @@ def clean_all(raws: Iterable[RawPoem | str], simplify: bool = True) -> ImportRes
     return ImportResult(list(iter_clean(raws, dropped, simplify)), dropped)
 
 
-def load_corpus(path: str | os.PathLike | None = None, **import_options) -> list[Poem]:
-    """Poems of a corpus file or any raw format the importers read; None means the shipped corpus."""
-    path = Path(path) if path is not None else shipped_corpus_path()
-    result = import_poems([path], **import_options)
+def load_corpus(path: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
+                **import_options) -> list[Poem]:
+    """Poems of corpus files (one path or several) or any raw format the importers read; None means the
+    whole shipped corpus (Tang, Song shi and ci). Duplicates across files are dropped, keeping the first."""
+    if path is None:
+        paths = shipped_corpus_paths()
+    elif isinstance(path, (str, os.PathLike)):
+        paths = [Path(path)]
+    else:
+        paths = [Path(p) for p in path]
+    result = import_poems(paths, **import_options)
     if not result.poems:
-        raise BadCorpus(f"{path}: no usable poem in it")
+        raise BadCorpus(f"{', '.join(map(str, paths))}: no usable poem in it")
     return result.poems

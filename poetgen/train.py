@@ -24,7 +24,7 @@ from poetgen.atomic import write_text
 from poetgen.bundle import CONFIG_FILE, save_model_file
 from poetgen.callbacks import StopOnSignal, make_callbacks
 from poetgen.control import Prefixer, control_vocabulary
-from poetgen.corpus import corpus_hash, is_held_out
+from poetgen.corpus import corpus_hash, is_held_out, shipped_label
 from poetgen.errors import BadInput
 from poetgen.importers import load_corpus
 from poetgen.model import ModelConfig, build_model
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     out: str                           # bundle directory to write
-    corpus: str | None = None          # corpus file or directory; None means the shipped Tang corpus
+    corpus: str | None = None          # corpus file or directory; None means the whole shipped corpus
     cell: str = "lstm"                 # lstm | gru | simplernn
     layers: int = 1                    # stacked recurrent layers
     units: int = 256                   # recurrent width
@@ -204,7 +204,7 @@ class Run:
                                          config.reverse)
         self.held_out = [self.tokenizer.encode(text[::-1] if config.reverse else text) for text in held]
         self.held_out_prefixes = [prefixer.for_poem(p) for p in held_poems]
-        self.corpus_record = {"path": str(self.corpus or "shipped:corpus/tang.jsonl.gz"),
+        self.corpus_record = {"path": str(self.corpus or shipped_label()),
                               "hash": corpus_hash(poems), "poems": len(poems),
                               "train_chars": int(len(self.train_stream)),
                               "held_out_chars": sum(len(t) + 1 for t in self.held_out)}

@@ -88,35 +88,29 @@ def test_prefix_is_read_after_the_boundary_before_the_first_character():
 
 
 def tagged_corpus(path):
-    """Tang shi as shipped, and the same number of 'Song' poems: other shipped poems tagged song/ci."""
+    """A corpus file of Tang shi as shipped, and shipped poems tagged as Song shi or as ci of two tunes."""
     records = shipped_records(900)
-    lines = []
     for i, record in enumerate(records):
         if i % 3 == 1:
-            record = {**record, "dynasty": "song", "genre": "shi"}
+            record.update(dynasty="song", genre="shi")
         elif i % 3 == 2:
-            record = {**record, "dynasty": "song", "genre": "ci", "form": "ci", "tune": "浣溪沙" if i % 2 else "蝶恋花"}
-        lines.append(Record(record["text"], record["form"], record.get("dynasty", ""), record.get("genre", ""),
-                            record.get("tune", "")))
-    return lines
+            record.update(dynasty="song", genre="ci", form="ci", tune="浣溪沙" if i % 2 else "蝶恋花")
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="module")
-def conditioned_bundle(tmp_path_factory, tiny_corpus):
-    import pytest as _pytest
-
+def conditioned_bundle(tmp_path_factory):
     from poetgen.quiet import import_tensorflow
 
     import_tensorflow()
-    from poetgen import train as train_module
+    from poetgen.train import TrainConfig, train
 
-    out = tmp_path_factory.mktemp("conditioned") / "model"
-    poems = tagged_corpus(out)
-    with _pytest.MonkeyPatch.context() as patch:   # the tags as h5's importer will read them from the records
-        patch.setattr(train_module, "load_corpus", lambda path: poems)
-        run = train_module.train(train_module.TrainConfig(
-            out=str(out), corpus=str(tiny_corpus), conditioned=True, sampled_softmax=32,
-            **{**TINY_TRAIN, "epochs": 1}))
+    root = tmp_path_factory.mktemp("conditioned")
+    corpus = tagged_corpus(root / "tagged.jsonl")
+    out = root / "model"
+    run = train(TrainConfig(out=str(out), corpus=str(corpus), conditioned=True, sampled_softmax=32,
+                            **{**TINY_TRAIN, "epochs": 1}))
     return out, run
 
 

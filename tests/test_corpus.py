@@ -8,7 +8,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
 from poetgen.cli import cli
-from poetgen.corpus import Poem, clean_text, form_of, is_held_out, normalize_text, split, write_corpus
+from poetgen.corpus import (Poem, clean_text, form_of, is_held_out, normalize_text, shipped_corpus_path, split,
+                            write_corpus)
 from poetgen.importers import import_poems, load_corpus
 
 
@@ -43,7 +44,7 @@ def test_form_tags(text, form):
 
 
 def test_shipped_corpus_counts_and_split():
-    poems = load_corpus()
+    poems = load_corpus(shipped_corpus_path())
     assert len(poems) >= 50_000
     assert sum(p.form != "other" for p in poems) >= 35_000
     train, held = split(poems)
@@ -160,3 +161,116 @@ def test_build_tang_from_tarball_is_reproducible(tmp_path):
     records = [json.loads(line) for line in gzip.decompress(outs[0]).decode("utf-8").splitlines()]
     assert [r["title"] for r in records] == ["登鹳雀楼", "江雪"]   # numeric file order, Tang only, □ dropped
     assert records[0]["form"] == "wujue" and records[0]["text"].startswith("白日依山尽")
+
+
+def _tarball(path, files: dict):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as archive:
+        for name, records in files.items():
+            data = json.dumps(records, ensure_ascii=False).encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_build_writes_tagged_song_and_ci_reproducibly(tmp_path):
+    dist = "package/dist/"
+    tarball = _tarball(tmp_path / "chinese-poetry.tgz", {
+        dist + "quantangshi/poet.tang.0.json": [{"title": "登鸛雀樓", "author": "王之渙", "paragraphs": [POEM_A]}],
+        dist + "quantangshi/poet.song.1000.json": [{"title": "乙", "author": "某", "paragraphs": ["春眠不觉晓，处处闻啼鸟。"]}],
+        dist + "quantangshi/poet.song.0.json": [{"title": "甲", "author": "某", "paragraphs": [POEM_B]},
+                                                {"title": "重", "author": "某", "paragraphs": [POEM_A]}],
+        dist + "songci/ci.song.0.json": [{"author": "苏轼", "rhythmic": "浣溪沙",
+                                          "paragraphs": ["山下兰芽短浸溪，松间沙路净无泥。", "萧萧暮雨子规啼。"]}],
+        dist + "wudaishici/huajianji/huajianji-x-juan.json": [
+            {"title": "河满子·寂寞", "author": "毛熙震", "rhythmic": "河满子", "paragraphs": ["寂寞芳菲暗度，岁华如箭堪惊。"]}],
+        dist + "wudaishici/huajianji/huajianji-1-juan.json": [
+            {"title": "菩萨蛮 其一", "author": "温庭筠", "rhythmic": "菩萨蛮", "paragraphs": ["小山重叠金明灭，鬓云欲度香腮雪。"]}],
+        dist + "wudaishici/huajianji/huajianji-0-preface.json": [{"rhythmic": "花间集", "paragraphs": ["序文不是词也。"]}],
+        dist + "wudaishici/nantang/poetrys.json": [
+            {"title": "相见欢", "author": "李煜", "rhythmic": "相见欢", "paragraphs": ["无言独上西楼，月如钩。"]}],
+    })
+    outs = []
+    for name in ("a", "b"):
+        result = CliRunner().invoke(cli, ["corpus", "build", str(tarball), "--out-dir", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        outs.append({f: (tmp_path / name / f).read_bytes() for f in ("tang.jsonl.gz", "song.jsonl.gz", "ci.jsonl.gz")})
+    assert outs[0] == outs[1]
+    read = {f: [json.loads(line) for line in gzip.decompress(data).decode("utf-8").splitlines()]
+            for f, data in outs[0].items()}
+    assert set(read["tang.jsonl.gz"][0]) == {"title", "author", "form", "text"}   # the first corpus's records
+    song = read["song.jsonl.gz"]
+    assert [r["title"] for r in song] == ["甲", "乙"]     # numeric order; the Tang poem again is a duplicate
+    assert all((r["dynasty"], r["genre"], r["tune"]) == ("song", "shi", "") for r in song)
+    assert song[0]["form"] == "qijue"
+    ci = read["ci.jsonl.gz"]
+    assert [(r["dynasty"], r["tune"]) for r in ci] == [("wudai", "菩萨蛮"), ("wudai", "河满子"), ("wudai", "相见欢"),
+                                                      ("song", "浣溪沙")]   # no preface; juan 1 before x
+    assert all(r["genre"] == "ci" and r["form"] == "ci" for r in ci)
+    assert ci[-1]["title"] == "浣溪沙" and ci[-1]["author"] == "苏轼"   # a Song ci is known by its tune
+
+
+def test_shipped_files_are_tagged_and_tang_is_unchanged():
+    import hashlib
+
+    from poetgen.corpus import shipped_corpus_paths
+
+    tang, song, ci = shipped_corpus_paths()
+    # the shipped model's config records the Tang corpus's hash: its bytes never change
+    assert hashlib.sha256(tang.read_bytes()).hexdigest() == \
+        "fa122069d4bf7fa51b908e803a5bd02fc96384d891be50078074a6c1e27bcce0"
+    for path, kinds, least in ((song, {("song", "shi")}, 250_000), (ci, {("song", "ci"), ("wudai", "ci")}, 20_000)):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            records = [json.loads(line) for line in handle]
+        assert len(records) >= least
+        assert {(r["dynasty"], r["genre"]) for r in records} == kinds
+        assert all(bool(r["tune"]) == (r["genre"] == "ci") for r in records)
+        held = sum(is_held_out(r["text"]) for r in records)
+        assert 0.015 < held / len(records) < 0.025
+
+
+def test_load_corpus_reads_several_files_with_their_tags(tmp_path):
+    shi = Poem(POEM_A, "登鹳雀楼", "王之涣", "wujue")
+    ci = Poem("山下兰芽短浸溪，松间沙路净无泥。萧萧暮雨子规啼。", "浣溪沙", "苏轼", "ci", "song", "ci", "浣溪沙")
+    write_corpus([shi], tmp_path / "a.jsonl.gz")
+    write_corpus([ci, shi], tmp_path / "b.jsonl")
+    poems = load_corpus([tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl"])
+    assert poems == [shi, ci]                   # read back as written; the repeated poem is a duplicate
+    lines = (tmp_path / "b.jsonl").read_text(encoding="utf-8").splitlines()
+    assert list(json.loads(lines[0])) == ["title", "author", "dynasty", "genre", "form", "tune", "text"]
+    assert list(json.loads(lines[1])) == ["title", "author", "form", "text"]   # untagged means Tang shi
+
+
+def test_importing_chinese_poetry_ci_keeps_the_tune(tmp_path):
+    (tmp_path / "ci.song.0.json").write_text(json.dumps([
+        {"author": "苏轼", "rhythmic": "浣溪沙", "paragraphs": ["山下兰芽短浸溪，", "松间沙路净无泥。"]},
+        {"author": "某", "rhythmic": "徵招", "paragraphs": ["一二三四五，", "六七八九十。"]},
+        {"author": "某", "title": "題", "dynasty": "宋", "paragraphs": ["春眠不觉晓，处处闻啼鸟。"]}],
+        ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(cli, ["corpus", "import", str(tmp_path / "ci.song.0.json"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(r["tune"], r["title"], r["genre"], r["form"]) for r in records[:2]] == \
+        [("浣溪沙", "浣溪沙", "ci", "ci"), ("徵招", "征招", "ci", "ci")]   # the tune as spelled; titles are simplified
+    assert (records[2]["dynasty"], records[2]["genre"], records[2]["title"]) == ("song", "shi", "题")
+    assert [p.tune for p in load_corpus(out)] == ["浣溪沙", "徵招", ""]
+
+
+def test_stats_count_dynasties_genres_and_tunes(tmp_path):
+    poems = [Poem(POEM_A, form="wujue"), Poem(POEM_B, form="qijue", dynasty="song"),
+             Poem("山下兰芽短浸溪，松间沙路净无泥。", "", "", "ci", "song", "ci", "浣溪沙"),
+             Poem("小山重叠金明灭，鬓云欲度香腮雪。", "", "", "ci", "wudai", "ci", "菩萨蛮"),
+             Poem("无言独上西楼，月如钩。", "", "", "ci", "song", "ci", "浣溪沙")]
+    write_corpus(poems, tmp_path / "mixed.jsonl")
+    result = CliRunner().invoke(cli, ["corpus", "stats", str(tmp_path / "mixed.jsonl"), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    assert stats["by_dynasty_genre"] == {"tang/shi": 1, "song/shi": 1, "song/ci": 2, "wudai/ci": 1}
+    assert stats["top_tunes"] == [["浣溪沙", 2], ["菩萨蛮", 1]] and stats["ci_tunes"] == 2
+    assert stats["forms"]["wujue"] == 1 and stats["forms"]["qijue"] == 1 and sum(stats["forms"].values()) == 2
+    text = CliRunner().invoke(cli, ["corpus", "stats", str(tmp_path / "mixed.jsonl")])
+    assert "song/ci" in text.output and "浣溪沙2" in text.output

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from poetgen.cli import cli
+from poetgen.corpus import shipped_corpus_path
 from poetgen.errors import BadCorpus, BadInput
 from poetgen.request import PoemRequest
 from poetgen.importers import import_poems
@@ -299,12 +300,13 @@ def test_internal_error_is_one_line_unless_debug(monkeypatch):
         raise RuntimeError("simulated bug\nsecond line")
 
     monkeypatch.setattr(poetgen.cli_corpus, "corpus_stats", broken)
-    result = CliRunner().invoke(cli, ["corpus", "stats"])
+    tang = str(shipped_corpus_path())   # one shipped file: the whole corpus would take seconds to read
+    result = CliRunner().invoke(cli, ["corpus", "stats", tang])
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "internal error: RuntimeError: simulated bug second line" in lines[0]
     assert "run with --debug for the traceback" in lines[0] and "Traceback" not in result.output
-    for args, env in ((["--debug", "corpus", "stats"], {}), (["corpus", "stats"], {"POETGEN_DEBUG": "1"})):
+    for args, env in ((["--debug", "corpus", "stats", tang], {}), (["corpus", "stats", tang], {"POETGEN_DEBUG": "1"})):
         monkeypatch.setenv("POETGEN_DEBUG", env.get("POETGEN_DEBUG", "0"))
         debug = CliRunner().invoke(cli, args)
         assert debug.exit_code == 1 and "Traceback" in debug.stderr

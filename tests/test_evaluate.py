@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from poetgen.cli import cli
-from poetgen.corpus import FORMS, is_held_out
+from poetgen.corpus import FORMS, is_held_out, shipped_corpus_path
 from poetgen.evaluate import EvalOptions, Evaluation, config_hash, distinct, form_census, perplexity, unknown_report
 from poetgen.importers import load_corpus
 from poetgen.prosody import table
@@ -84,7 +84,8 @@ def test_distinct_n_counts_within_lines():
 def test_default_scores_the_held_out_split_and_knows_the_training_lines(bundle, tiny_corpus):
     evaluation = Evaluation(bundle, EvalOptions(samples=1))
     split = bundle.config["train"]["val_split"]
-    shipped = load_corpus(None)
+    shipped = load_corpus(shipped_corpus_path())   # Tang only: the figure stays comparable
+    assert evaluation.source["subset"] == {"dynasty": "tang", "genre": "all"}
     assert evaluation.texts == [p.text for p in shipped if is_held_out(p.text, split)]
     trained = [p.text for p in load_corpus(tiny_corpus) if not is_held_out(p.text, split)]
     assert not set(evaluation.texts) & set(trained)
@@ -152,3 +153,48 @@ def test_evaluate_errors_are_one_line(tiny_bundle, args, message):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def mixed_corpus(tiny_corpus, tmp_path_factory):
+    """The tiny corpus's poems retagged by position: Tang shi, Song shi, and Song and 五代 ci."""
+    import dataclasses
+
+    from poetgen.corpus import write_corpus
+
+    tags = [("tang", "shi", ""), ("song", "shi", ""), ("song", "ci", "浣溪沙"), ("wudai", "ci", "菩萨蛮")]
+    poems = [dataclasses.replace(p, dynasty=d, genre=g, tune=t, form="ci" if g == "ci" else p.form)
+             for i, p in enumerate(load_corpus(tiny_corpus)[:80]) for d, g, t in [tags[i % 4]]]
+    path = tmp_path_factory.mktemp("mixed") / "mixed.jsonl"
+    write_corpus(poems, path)
+    return path, poems
+
+
+@pytest.mark.parametrize("dynasty, genre", [(None, None), ("song", None), (None, "ci"), ("song", "ci"),
+                                            ("tang", "shi"), ("all", "shi")])
+def test_evaluate_scores_the_chosen_subset_of_a_file(bundle, mixed_corpus, dynasty, genre):
+    path, poems = mixed_corpus
+    evaluation = Evaluation(bundle, EvalOptions(str(path), samples=1, dynasty=dynasty, genre=genre))
+    expected = [p.text for p in poems if dynasty in (None, "all", p.dynasty) and genre in (None, "all", p.genre)]
+    assert evaluation.texts == expected and expected
+    if (dynasty, genre) != (None, None):
+        assert len(expected) < len(poems)   # the filter left some out
+    assert evaluation.source["subset"] == {"dynasty": dynasty or "all", "genre": genre or "all"}
+
+
+def test_evaluate_subset_of_the_shipped_corpus_and_empty_subsets(tiny_bundle, mixed_corpus):
+    from poetgen.corpus import shipped_corpus_paths
+
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(tiny_bundle), "--dynasty", "wudai", "--samples", "1",
+                                      "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    split = 0.05   # the tiny model's val_split
+    wudai = [p.text for p in load_corpus(shipped_corpus_paths()[2:]) if p.dynasty == "wudai" and is_held_out(p.text, split)]
+    assert report["corpus"]["poems"] == len(wudai) > 0
+    assert report["corpus"]["subset"] == {"dynasty": "wudai", "genre": "all"}
+    empty = CliRunner().invoke(cli, ["evaluate", "--model", str(tiny_bundle), "--corpus", str(mixed_corpus[0]),
+                                     "--dynasty", "tang", "--genre", "ci"])
+    assert empty.exit_code == 2
+    lines = empty.output.strip().splitlines()
+    assert len(lines) == 1 and "no poem to score" in lines[0] and "genre ci" in lines[0]

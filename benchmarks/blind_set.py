@@ -1,0 +1,140 @@
+"""A blind-reading set: held-out real poems and poems each decoding setting writes, shuffled and unlabelled.
+
+Writes DIR/poems.md for the reader (numbered poems, no titles, authors or sources) and DIR/key.json for
+blind_score.py (per number: real or the setting's name, the form). It never shows the key to the reader.
+
+    python benchmarks/blind_set.py --out blind/ --per-form 5 --seed 1 \
+        --setting defaults= --setting "best16=--temperature 0.5 --best-of 16 --tone"
+    python benchmarks/blind_set.py --out blind-ci/ --tune 浣溪沙 --per-form 10 --setting defaults=
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shlex
+import sys
+from pathlib import Path
+
+from poetgen.corpus import FORMS, clauses, is_held_out, shipped_corpus_path, shipped_corpus_paths
+from poetgen.importers import load_corpus
+
+# generate's options that the set itself chooses for every setting
+RESERVED = {"--model", "--form", "--tune", "-n", "--seed", "--format", "--traditional"}
+SCORES = ("fluency", "coherence", "imagery", "overall")
+INSTRUCTIONS = """# Blind reading
+
+Each poem below is either a real classical poem or one written by a machine. For every poem give
+fluency, coherence, imagery and overall, each from 1 (poor) to 5 (excellent), and machine_prob, your
+belief from 0 to 1 that a machine wrote it. Write the judgements as JSON, one object per poem, e.g.
+
+    [{"id": 1, "fluency": 4, "coherence": 3, "imagery": 4, "overall": 3, "machine_prob": 0.2}, ...]
+
+and score them with `python benchmarks/blind_score.py key.json judgements.json`.
+"""
+
+
+def parse_setting(text: str) -> tuple[str, list[str]]:
+    """NAME=OPTIONS: a name for the key and `poetgen generate` options (shell-quoted)."""
+    name, sep, options = text.partition("=")
+    if not sep or not name.strip() or name.strip() == "real":
+        raise ValueError(f"--setting {text!r}: expected NAME=OPTIONS with a name other than 'real'")
+    args = shlex.split(options)
+    reserved = sorted(RESERVED & {arg.split("=")[0] for arg in args})
+    if reserved:
+        raise ValueError(f"--setting {name}: {', '.join(reserved)} is chosen by blind_set.py itself")
+    return name.strip(), args
+
+
+def real_poems(kinds: list[str], per_kind: int, seed: int, tune: str | None) -> dict[str, list[str]]:
+    """Held-out real poems: regular Tang shi per form, or Song ci of the tune (the model never saw them)."""
+    rng = random.Random(seed)
+    if tune is None:
+        poems = [p for p in load_corpus(shipped_corpus_path()) if is_held_out(p.text)]
+    else:
+        poems = [p for p in load_corpus(shipped_corpus_paths()[2:]) if p.tune == tune and is_held_out(p.text)]
+    chosen = {}
+    for kind in kinds:
+        texts = sorted(p.text for p in poems if (p.tune == tune if tune else p.form == kind))
+        if len(texts) < per_kind:
+            print(f"warning: only {len(texts)} held-out real poems of {kind}", file=sys.stderr)
+        chosen[kind] = rng.sample(texts, min(per_kind, len(texts)))
+    return chosen
+
+
+def generated_poems(model: str | None, kind: str, n: int, seed: int, args: list[str], tune: str | None) -> list[str]:
+    """Poems that `poetgen generate` writes with these options (its own parsing and defaults)."""
+    from click.testing import CliRunner
+
+    from poetgen.cli import cli
+
+    where = ["--tune", tune] if tune else ["--form", kind]
+    command = ["generate", *where, "-n", str(n), "--seed", str(seed), "--format", "json", *args]
+    if model:
+        command[1:1] = ["--model", model]
+    result = CliRunner().invoke(cli, command)
+    if result.exit_code != 0:
+        raise SystemExit(f"blind_set.py: poetgen {shlex.join(command)} failed: {result.output.strip()}")
+    start = result.stdout.index("{")   # anything before the JSON (a warning) is not part of it
+    return [poem["text"] for poem in json.loads(result.stdout[start:])["poems"]]
+
+
+def build_set(settings: dict[str, list[str]], per_form: int, seed: int, model: str | None = None,
+              tune: str | None = None) -> list[dict]:
+    """The entries of the set, shuffled: {number, source, form, text}."""
+    kinds = [f"ci:{tune}"] if tune else list(FORMS)
+    entries = [{"source": "real", "form": kind, "text": text}
+               for kind, texts in real_poems(kinds, per_form, seed, tune).items() for text in texts]
+    for s, (name, args) in enumerate(settings.items()):
+        for k, kind in enumerate(kinds):
+            for text in generated_poems(model, kind, per_form, seed * 1000 + s * 10 + k, args, tune):
+                entries.append({"source": name, "form": kind, "text": text})
+    random.Random(seed).shuffle(entries)
+    return [{"number": i + 1, **entry} for i, entry in enumerate(entries)]
+
+
+def poems_markdown(entries: list[dict]) -> str:
+    """Every poem laid out the same way (one clause a line), so the layout tells nothing."""
+    blocks = [INSTRUCTIONS]
+    for entry in entries:
+        blocks.append(f"## {entry['number']}\n\n" + "  \n".join(clauses(entry["text"])) + "\n")
+    return "\n".join(blocks)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="Directory for poems.md and key.json.")
+    parser.add_argument("--per-form", type=int, default=5, help="Poems of each source per form (or per tune).")
+    parser.add_argument("--seed", type=int, default=0, help="Chooses the real poems, the samples and the order.")
+    parser.add_argument("--model", default=None, help="Bundle directory (default: the shipped model).")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=OPTIONS",
+                        help="A decoding setting: a name and `poetgen generate` options (repeatable; "
+                             "default: defaults= , generate's defaults).")
+    parser.add_argument("--tune", default=None,
+                        help="Ci of this tune: held-out real Song ci of the tune against `generate --tune`.")
+    parser.add_argument("--force", action="store_true", help="Replace poems.md and key.json in --out.")
+    args = parser.parse_args(argv)
+    try:
+        settings = dict(parse_setting(text) for text in args.setting or ["defaults="])
+        if len(settings) < len(args.setting):
+            raise ValueError("two --setting options have the same name")
+        if args.per_form < 1:
+            raise ValueError("--per-form must be at least 1")
+    except ValueError as error:
+        parser.error(str(error))
+    if (args.out / "key.json").exists() and not args.force:
+        parser.error(f"{args.out / 'key.json'} exists; pass --force to replace it")
+    entries = build_set(settings, args.per_form, args.seed, args.model, args.tune)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "poems.md").write_text(poems_markdown(entries), encoding="utf-8")
+    key = {"seed": args.seed, "per_form": args.per_form, "model": args.model or "shipped", "tune": args.tune,
+           "settings": {name: shlex.join(options) for name, options in settings.items()},
+           "poems": {str(e["number"]): {"source": e["source"], "form": e["form"], "text": e["text"]}
+                     for e in entries}}
+    (args.out / "key.json").write_text(json.dumps(key, ensure_ascii=False, indent=1), encoding="utf-8")
+    print(f"wrote {len(entries)} poems to {args.out / 'poems.md'} and the key to {args.out / 'key.json'}")
+
+
+if __name__ == "__main__":
+    main()

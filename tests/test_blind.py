@@ -1,0 +1,124 @@
+"""The blind-reading kit: benchmarks/blind_set.py on the tiny model, benchmarks/blind_score.py on
+judgement files written here."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from poetgen.corpus import FORMS, clauses, form_of, is_held_out, shipped_corpus_path
+from poetgen.importers import load_corpus
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _module(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+blind_set, blind_score = _module("blind_set"), _module("blind_score")
+SETTINGS = ["--setting", "plain=", "--setting", "cool=--temperature 0.5 --best-of 2"]
+
+
+@pytest.fixture(scope="module")
+def blind_dir(tiny_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("blind")
+    blind_set.main(["--out", str(out), "--per-form", "2", "--seed", "3", "--model", str(tiny_bundle), *SETTINGS])
+    return out
+
+
+def test_blind_set_mixes_real_and_generated_poems_unlabelled(blind_dir):
+    key = json.loads((blind_dir / "key.json").read_text(encoding="utf-8"))
+    poems = key["poems"]
+    assert sorted(map(int, poems)) == list(range(1, 3 * 4 * 2 + 1))
+    for source in ("real", "plain", "cool"):
+        for form in FORMS:
+            assert sum(p["source"] == source and p["form"] == form for p in poems.values()) == 2
+    held = {p.text: p for p in load_corpus(shipped_corpus_path()) if is_held_out(p.text)}
+    for poem in poems.values():
+        assert form_of(poem["text"]) == poem["form"]        # generated ones keep their form too
+        if poem["source"] == "real":
+            assert poem["text"] in held                       # never trained on
+    assert key["settings"] == {"plain": "", "cool": "--temperature 0.5 --best-of 2"}
+    markdown = (blind_dir / "poems.md").read_text(encoding="utf-8")
+    blocks = markdown.split("\n## ")[1:]
+    assert [int(block.split("\n")[0]) for block in blocks] == list(range(1, len(poems) + 1))
+    for block in blocks:
+        number, body = block.split("\n", 1)
+        assert body.split() == clauses(poems[number]["text"])   # the poem only: no title, author, source
+    real = {p.text for p in held.values() if p.text in {q["text"] for q in poems.values()}}
+    assert all(held[text].title not in markdown and held[text].author not in markdown for text in real)
+    assert not {"plain", "cool", "real"} & set("".join(blocks).split())
+    order = [poems[str(n)]["source"] for n in range(1, len(poems) + 1)]
+    assert order != sorted(order, key=["real", "plain", "cool"].index)   # shuffled, not grouped
+
+
+def test_blind_set_is_reproducible_and_refuses_reserved_options(blind_dir, tiny_bundle, tmp_path):
+    blind_set.main(["--out", str(tmp_path), "--per-form", "2", "--seed", "3", "--model", str(tiny_bundle), *SETTINGS])
+    assert (tmp_path / "key.json").read_bytes() == (blind_dir / "key.json").read_bytes()
+    for setting in ("x=--seed 1", "x=-n 3", "real=", "noequals"):
+        with pytest.raises(SystemExit) as error:
+            blind_set.main(["--out", str(tmp_path / "other"), "--setting", setting])
+        assert error.value.code == 2
+    with pytest.raises(SystemExit):   # an existing key is kept
+        blind_set.main(["--out", str(tmp_path), "--model", str(tiny_bundle)])
+
+
+def test_blind_set_ci_by_tune(tiny_bundle, tmp_path):
+    from poetgen.cli_model import generate
+
+    if "tune" not in {param.name for param in generate.params}:
+        pytest.skip("generate --tune is not there yet (issue 14)")
+    blind_set.main(["--out", str(tmp_path), "--per-form", "2", "--model", str(tiny_bundle), "--tune", "浣溪沙"])
+    poems = json.loads((tmp_path / "key.json").read_text(encoding="utf-8"))["poems"]
+    assert {(p["source"], p["form"]) for p in poems.values()} == {("real", "ci:浣溪沙"), ("defaults", "ci:浣溪沙")}
+    assert len(poems) == 4
+
+
+def test_auc_counts_pairs_and_ties():
+    assert blind_score.auc([0.9, 0.4], [0.5, 0.1]) == 0.75
+    assert blind_score.auc([0.5], [0.5]) == 0.5
+    assert blind_score.auc([], [0.5]) is None
+
+
+def _judge(key: dict, machine_prob) -> list[dict]:
+    return [{"id": int(n), "fluency": 4 if p["source"] == "real" else 2, "coherence": 3, "imagery": 3,
+             "overall": 5 if p["source"] == "real" else 1, "machine_prob": machine_prob(p["source"])}
+            for n, p in key["poems"].items()]
+
+
+def test_blind_score_means_and_separation(blind_dir, tmp_path, capsys):
+    key = json.loads((blind_dir / "key.json").read_text(encoding="utf-8"))
+    perfect = _judge(key, lambda source: 0.1 if source == "real" else 0.9)
+    (tmp_path / "perfect.json").write_text(json.dumps(perfect), encoding="utf-8")
+    assert blind_score.main([str(blind_dir / "key.json"), str(tmp_path / "perfect.json"), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["auc_generated_vs_real"] == 1.0 and report["judged"] == len(key["poems"])
+    assert report["sources"]["real"]["overall"] == 5 and report["sources"]["cool"]["overall"] == 1
+    assert report["sources"]["plain"]["fluency"] == 2 and report["sources"]["plain"]["auc_vs_real"] == 1.0
+    # a reader who cannot tell: the same belief for every poem; written as a dict by number, half judged
+    blind = {j["id"]: {k: v for k, v in j.items() if k != "id"} for j in _judge(key, lambda source: 0.5)}
+    half = {n: blind[n] for n in list(blind)[::2]}
+    (tmp_path / "blind.json").write_text(json.dumps(half), encoding="utf-8")
+    assert blind_score.main([str(blind_dir / "key.json"), str(tmp_path / "blind.json")]) == 0
+    text = capsys.readouterr().out
+    assert f"{len(half)} of {len(key['poems'])} poems judged" in text
+    assert "AUC of machine_prob 0.500" in text
+
+
+@pytest.mark.parametrize("judgements, message", [
+    ([{"id": 999, "overall": 3}], "not in the key"),
+    ([{"overall": 3}], "without an id"),
+    ([{"id": 1, "machine_prob": 2}], "between 0 and 1"),
+    ([{"id": 1, "overall": "good"}], "not a number"),
+    ("nonsense", "expected a JSON list"),
+])
+def test_blind_score_errors_are_one_line(blind_dir, tmp_path, capsys, judgements, message):
+    (tmp_path / "j.json").write_text(json.dumps(judgements), encoding="utf-8")
+    assert blind_score.main([str(blind_dir / "key.json"), str(tmp_path / "j.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
