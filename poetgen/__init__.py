@@ -1,6 +1,53 @@
 """poetgen: a character-level generator of classical Chinese poetry.
 
-Importing the package is cheap: TensorFlow is loaded only by the stages that need it.
+    import poetgen
+    poet = poetgen.load()                          # the shipped model (or load("path/to/bundle"))
+    for poem in poet.generate("白日", form="qijue", n=2, seed=7):
+        print(poem.text, poem.rhyme_ok, poem.score)
+
+Importing the package is cheap (no TensorFlow, Keras or jieba): each stage loads what it needs when
+it runs.
 """
 
+from __future__ import annotations
+
 __version__ = "0.1.0"
+
+import sys
+import types
+
+from poetgen.api import Poem, Poems, Poet, TrainResult, evaluate, export, load, train
+from poetgen.errors import BadCorpus, BadInput, BadModel, OutputExists, PoetgenError
+
+# The option dataclasses live with their stages; they are imported on first use (PEP 562).
+_LAZY = {"PoemRequest": "poetgen.request", "SampleOptions": "poetgen.sampling", "TrainConfig": "poetgen.train",
+         "ExportOptions": "poetgen.export", "EvalOptions": "poetgen.evaluate"}
+
+__all__ = ["__version__", "load", "Poet", "Poem", "Poems", "train", "TrainResult", "export", "evaluate",
+           "PoetgenError", "BadInput", "BadCorpus", "BadModel", "OutputExists", *_LAZY]
+
+
+class _Package(types.ModuleType):
+    """`poetgen.train`, `.export` and `.evaluate` stay the API functions when the stage modules of the
+    same names are imported (the import system would bind the modules over them). Reach a stage
+    module with `from poetgen.train import TrainConfig` or `importlib.import_module("poetgen.train")`."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in ("train", "export", "evaluate") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'poetgen' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

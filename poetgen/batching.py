@@ -9,6 +9,7 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import logging
 import queue
 import threading
 import time
@@ -19,10 +20,19 @@ from poetgen.request import PreparedRequest
 from poetgen.sampling import row_streams
 
 PEAK_WINDOW_S = 1.0   # how far back a round looks for the load it should wait to gather
+log = logging.getLogger("poetgen.batching")
 
 
 class Busy(PoetgenError):
     """The queue of waiting requests is full; the caller should try again shortly."""
+
+
+class Unavailable(PoetgenError):
+    """The worker is down, or did not answer in time: the request was not served."""
+
+
+class BatchFailed(PoetgenError):
+    """Something failed inside the batch that held this request (logged with its traceback)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +40,7 @@ class BatchOptions:
     max_rows: int = 64          # poems stepped together at most; 1 serves one request at a time
     max_wait_ms: float = 5.0    # how long a round waits for requests already arriving (none: no wait)
     max_queue: int = 256        # requests waiting at most; more are refused as Busy
+    timeout_s: float = 60.0     # a request not answered by then is given up (Unavailable, 503)
 
     def validate(self) -> None:
         if self.max_rows < 1:
@@ -38,6 +49,8 @@ class BatchOptions:
             raise BadInput(f"batch wait must be between 0 and 1000 ms, not {self.max_wait_ms}")
         if self.max_queue < 1:
             raise BadInput(f"queue length must be at least 1, not {self.max_queue}")
+        if not 0 < self.timeout_s <= 3600:
+            raise BadInput(f"request timeout must be between 0 and 3600 s, not {self.timeout_s}")
 
 
 @dataclasses.dataclass
@@ -76,7 +89,12 @@ def split_round(jobs: list[Job], max_rows: int) -> list[list[Job]]:
 
 
 class Batcher:
-    """Queue of prepared requests, served by one thread in rounds of merged batches."""
+    """Queue of prepared requests, served by one thread in rounds of merged batches.
+
+    Every request is answered: a failure inside a batch fails that batch's requests (BatchFailed) and
+    the worker goes on; if the worker itself dies, what waits fails at once (Unavailable), and so does
+    what is submitted later; a caller gives up after options.timeout_s (poetgen.serve does).
+    """
 
     def __init__(self, generator: Generator, options: BatchOptions = BatchOptions()):
         options.validate()
@@ -85,9 +103,11 @@ class Batcher:
         self.stats = BatchStats()
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=options.max_queue)
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._arriving = 0                 # requests being read or prepared, not yet queued
         self._arriving_lock = threading.Lock()
         self._rounds: collections.deque[tuple[float, int]] = collections.deque()   # (start, rows) of recent rounds
+        self.died: str | None = None       # why the worker ended unexpectedly, for /healthz
 
     @property
     def alive(self) -> bool:
@@ -95,23 +115,23 @@ class Batcher:
 
     def start(self) -> None:
         if not self.alive:
+            self._stopping.clear()
+            self.died = None
             self._thread = threading.Thread(target=self._run, name="poetgen-batcher", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish the round in progress, fail what still waits, and end the thread."""
+        """Finish the round in progress (waiting `timeout` at most), fail what still waits, end the thread.
+
+        It never blocks on a full queue: the worker also sees the stop event between rounds."""
         if self._thread is None:
             return
-        self._queue.put(None)
+        self._stopping.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)   # wakes a worker blocked on an empty queue
         self._thread.join(timeout)
         self._thread = None
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None and job.future.set_running_or_notify_cancel():
-                job.future.set_exception(Busy("the server is shutting down"))
+        self._fail_waiting(Busy("the server is shutting down"))
 
     @contextlib.contextmanager
     def arriving(self):
@@ -125,6 +145,8 @@ class Batcher:
                 self._arriving -= 1
 
     def submit(self, prepared: PreparedRequest) -> concurrent.futures.Future:
+        if self._thread is not None and not self.alive:
+            raise Unavailable(f"the generation worker is down ({self.died or 'stopped'}); restart the server")
         job = Job(prepared, concurrent.futures.Future())
         try:
             self._queue.put_nowait(job)
@@ -133,26 +155,59 @@ class Batcher:
         return job.future
 
     def _run(self) -> None:
-        while True:
-            jobs, stopping = self._collect()
+        jobs: list[Job] = []
+        try:
+            while not self._stopping.is_set():
+                jobs = []
+                stopping = self._round(jobs)
+                if stopping:
+                    return
+        except BaseException as error:   # the worker is gone: nobody may wait for it in vain
+            self.died = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+            log.critical("the batching worker died", exc_info=error)
+            down = Unavailable(f"the generation worker is down ({self.died})")
+            for job in jobs:
+                _fail(job, down)
+            self._fail_waiting(down)
+
+    def _round(self, jobs: list[Job]) -> bool:
+        """Collect one round into `jobs` and serve it; a failure fails the round's unanswered requests."""
+        try:
+            stopping = self._collect(jobs)[1]
             live = [job for job in jobs if job.future.set_running_or_notify_cancel()]   # skip abandoned ones
             for batch in split_round(live, self.options.max_rows):
                 self._serve(batch)
-            if stopping:
-                return
+        except Exception as error:
+            log.exception("a round of %d requests failed", len(jobs))
+            for job in jobs:
+                _fail(job, _batch_failed(error))
+            return False
+        return stopping
 
-    def _collect(self) -> tuple[list[Job], bool]:
+    def _fail_waiting(self, error: Exception) -> None:
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                _fail(job, error)
+
+    def _collect(self, jobs: list[Job] | None = None) -> tuple[list[Job], bool]:
         """Block for one job, then take what is queued or arrives within max_wait_ms, up to max_rows rows.
+        Jobs go into `jobs` as they are taken, so the caller can answer them if anything fails.
 
         A round waits while requests are arriving, or while it is smaller than the largest round of
         the last second: under steady load, clients whose answers just left send again within a
         millisecond or two, and without the wait the rounds split into halves that alternate for
         good. A lone request on an idle server starts at once.
         """
+        jobs = [] if jobs is None else jobs
         first = self._queue.get()
         if first is None:
-            return [], True
-        jobs, rows = [first], first.rows
+            return jobs, True
+        jobs.append(first)
+        rows = first.rows
         now = time.monotonic()
         deadline = now + self.options.max_wait_ms / 1000
         target = min(self.options.max_rows, self._recent_peak(now))
@@ -183,17 +238,26 @@ class Batcher:
         started = time.perf_counter()
         try:
             poems = self.generator.sample_rows(batch[0].prepared, streams)
+            if len(poems) != len(streams):
+                raise RuntimeError(f"sampling returned {len(poems)} poems for {len(streams)} rows")
         except Exception as error:  # the worker must outlive any failure; the callers see it
+            log.exception("a batch of %d requests failed", len(batch))
             for job in batch:
-                job.future.set_exception(error)
+                _fail(job, _batch_failed(error))
             self._count(batch, len(streams))
             return
         share = (time.perf_counter() - started) / len(streams)
         offset = 0
         for job in batch:
-            result = self.generator.finish(job.prepared, poems[offset:offset + job.rows], share * job.prepared.request.n)
+            try:
+                result = self.generator.finish(job.prepared, poems[offset:offset + job.rows],
+                                               share * job.prepared.request.n)
+            except Exception as error:
+                log.exception("finishing a request failed")
+                _fail(job, _batch_failed(error))
+            else:
+                _answer(job, result)
             offset += job.rows
-            job.future.set_result(result)
         self._count(batch, len(streams))
 
     def _count(self, batch: list[Job], rows: int) -> None:
@@ -201,3 +265,26 @@ class Batcher:
         self.stats.batches += 1
         self.stats.rows += rows
         self.stats.largest = max(self.stats.largest, rows)
+
+
+def _batch_failed(error: Exception) -> Exception:
+    """What the callers see: BadInput as it is (their request), anything else as BatchFailed."""
+    if isinstance(error, BadInput):
+        return error
+    text = " ".join(str(error).split())[:200]
+    failed = BatchFailed(f"internal error ({type(error).__name__}{': ' + text if text else ''}); the server logged it")
+    failed.__cause__ = error
+    return failed
+
+
+def _fail(job: Job, error: Exception) -> None:
+    """Answer a job with an error unless it is answered (or abandoned) already."""
+    if job.future.done() or not (job.future.running() or job.future.set_running_or_notify_cancel()):
+        return
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        job.future.set_exception(error)
+
+
+def _answer(job: Job, result: dict) -> None:
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        job.future.set_result(result)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -18,15 +19,18 @@ from poetgen.tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
 MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE = "model.keras", "tokenizer.json", "config.json"
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class Bundle:
     path: Path
-    model: object            # the Keras training-form model (logits over the vocabulary)
+    model: object            # the Keras training-form model (logits over the vocabulary); None when
+                             # loaded for generation (keras=False) and the weights were read without Keras
     tokenizer: Tokenizer
     config: dict             # config.json as saved
     model_config: ModelConfig
+    weights: dict | None = None   # {layer name: arrays} (keras=False); None: take them from `model`
 
 
 def default_model_dir() -> Path:
@@ -102,7 +106,10 @@ def _first_line(error: Exception) -> str:
     return text[0][:200] if text else type(error).__name__
 
 
-def load_bundle(directory: str | os.PathLike | None = None) -> Bundle:
+def load_bundle(directory: str | os.PathLike | None = None, keras: bool = True) -> Bundle:
+    """The bundle at `directory` (default: the shipped model), checked. keras=False reads only the
+    weights, with h5py (poetgen.weights): no TensorFlow, for generation; an archive that reader does
+    not know is loaded with Keras after a one-line notice."""
     directory = Path(directory) if directory is not None else default_model_dir()
     if not directory.is_dir():
         raise BadModel(f"{directory}: model bundle not found")
@@ -112,8 +119,30 @@ def load_bundle(directory: str | os.PathLike | None = None) -> Bundle:
     if tokenizer.vocab_size != model_config.vocab_size:
         raise BadModel(f"{directory}: tokenizer has {tokenizer.vocab_size} ids but the model expects "
                        f"{model_config.vocab_size}")
+    if not keras:
+        return _weights_bundle(directory, tokenizer, config, model_config)
     model = load_keras_model(directory / MODEL_FILE)
     output_size = model.outputs[0].shape[-1]
     if output_size != tokenizer.vocab_size:
         raise BadModel(f"{directory}: model predicts {output_size} ids but the tokenizer has {tokenizer.vocab_size}")
     return Bundle(directory, model, tokenizer, config, model_config)
+
+
+def _weights_bundle(directory: Path, tokenizer: Tokenizer, config: dict, model_config: ModelConfig) -> Bundle:
+    """The bundle with its weights read through h5py, or through Keras, after a one-line warning on
+    stderr, when the archive is laid out in a way that reader does not know (an older poetgen or Keras)."""
+    from poetgen import weights as reader
+
+    path, model = directory / MODEL_FILE, None
+    try:
+        weights = reader.read_weights(path, model_config)
+    except reader.UnknownLayout as reason:
+        logger.warning(f"{path}: weights not readable without Keras ({reason}); loading it with Keras "
+                       f"(slower start)")
+        from poetgen.quiet import import_tensorflow
+
+        import_tensorflow()
+        model = load_keras_model(path)
+        weights = reader.layer_weights(model)
+        reader.check_layers(None, weights, model_config, path)
+    return Bundle(directory, model, tokenizer, config, model_config, weights)

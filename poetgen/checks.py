@@ -55,7 +55,7 @@ def check_poem(text: str, form: str | Layout, prosody: Prosody, acrostic: str = 
     lines = clauses(text)
     acrostic_ok = None
     if acrostic:
-        acrostic_ok = [line[0] for line in lines[:len(acrostic)]] == list(acrostic) and len(lines) >= len(acrostic)
+        acrostic_ok = [line[0] for line in lines[:len(acrostic)]] == list(acrostic)   # fewer lines: unequal
     ok = layout.fits(text) if layout else bool(text)
     if layout is None or not ok:
         return PoemCheck(ok, None if layout is None else False, None, None, None, None, acrostic_ok)

@@ -83,18 +83,17 @@ int8_option = click.option(
 @click.option("--sample/--no-sample", default=True, show_default=True, help="Print a sample poem after each epoch.")
 def train(sample: bool, **options) -> None:
     """Train a next-character model into a bundle directory."""
-    import_tensorflow()
+    from poetgen import api
     from poetgen.callbacks import sample_callback
-    from poetgen.train import TrainConfig, train as run_training
+    from poetgen.train import TrainConfig
 
     config = TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
     config.validate()
-    extra = [sample_callback(config.out)] if sample else []
-    run = run_training(config, extra)
-    metrics = run.metrics()
-    if metrics["best_val_perplexity"] is not None:
-        click.echo(f"best held-out perplexity {metrics['best_val_perplexity']:.1f} at epoch "
-                   f"{metrics['best_epoch']}; bundle in {config.out}")
+    import_tensorflow()
+    result = api.train(config, callbacks=[sample_callback(config.out)] if sample else [])
+    if result.best_val_perplexity is not None:
+        click.echo(f"best held-out perplexity {result.best_val_perplexity:.1f} at epoch "
+                   f"{result.best_epoch}; bundle in {result.path}")
 
 
 @command
@@ -124,27 +123,19 @@ def train(sample: bool, **options) -> None:
               help="text: one poem per block; json: poems with scores.")
 @click.option("--traditional", is_flag=True, help="Print traditional characters.")
 @int8_option
-def generate(prompt, model_dir, fmt, traditional, temperature, top_k, top_p, seed, int8, **request) -> None:
+@click.option("--interactive", is_flag=True,
+              help="Load the model once, then write a poem for each line typed on stdin (/help lists commands).")
+def generate(prompt, model_dir, fmt, traditional, int8, interactive, **options) -> None:
     """Write poems, starting with PROMPT if given."""
-    import json
+    from poetgen import api
 
-    from poetgen.sampling import SampleOptions
+    if interactive:
+        from poetgen.interactive import run_session
 
-    options = SampleOptions(temperature, top_k, top_p, seed)
-    options.validate()
-    import_tensorflow()
-    from poetgen.generate import Generator, traditional as to_traditional
-    from poetgen.request import PoemRequest
-
-    poem_request = PoemRequest(prompt=prompt, sample=options, **request)
-    poem_request.validate()
-    result = Generator.load(model_dir, int8).generate(poem_request)
-    if traditional:
-        result = to_traditional(result)
-    if fmt == "json":
-        click.echo(json.dumps(result, ensure_ascii=False, indent=1))
-        return
-    click.echo("\n\n".join("\n".join(poem["lines"]) for poem in result["poems"]))
+        return run_session(generate, prompt, model_dir, int8, dict(options, fmt=fmt, traditional=traditional))
+    request = api.poem_request(prompt, **options)   # a bad option fails before the model loads
+    poems = api.load(model_dir, int8).run(request, traditional)
+    click.echo(poems.to_json() if fmt == "json" else str(poems))
 
 
 @command
@@ -159,11 +150,13 @@ def generate(prompt, model_dir, fmt, traditional, temperature, top_k, top_p, see
               help="How long a batch waits for more requests to join it.")
 @click.option("--max-queue", type=click.IntRange(1), default=256, show_default=True,
               help="Requests waiting at most; more are answered 503.")
+@click.option("--request-timeout", type=click.FloatRange(0, 3600, min_open=True), default=60.0, show_default=True,
+              help="Seconds a request may wait for its poems; later it is answered 503.")
 @click.option("--blas-threads", type=click.IntRange(0, 256), default=1, show_default=True,
               help="Threads for the model's matrix products; batching supplies the parallelism, and more "
                    "threads stall on busy cores. 0 keeps the BLAS library's default.")
 @int8_option
-def serve(model_dir, host, port, max_batch, batch_wait_ms, max_queue, blas_threads, int8) -> None:
+def serve(model_dir, host, port, max_batch, batch_wait_ms, max_queue, request_timeout, blas_threads, int8) -> None:
     """Serve the poem page at / and the JSON API at /api/generate."""
     try:
         import threadpoolctl
@@ -175,11 +168,11 @@ def serve(model_dir, host, port, max_batch, batch_wait_ms, max_queue, blas_threa
                                    f"pip install 'poetgen[serve]'") from None
     from poetgen.batching import BatchOptions
 
-    options = BatchOptions(max_rows=max_batch, max_wait_ms=batch_wait_ms, max_queue=max_queue)
+    options = BatchOptions(max_rows=max_batch, max_wait_ms=batch_wait_ms, max_queue=max_queue,
+                           timeout_s=request_timeout)
     options.validate()
     if blas_threads:
         threadpoolctl.threadpool_limits(blas_threads, user_api="blas")
-    import_tensorflow()
     from poetgen.generate import Generator
 
     app = create_app(Generator.load(model_dir, int8), options)
@@ -199,11 +192,10 @@ def serve(model_dir, host, port, max_batch, batch_wait_ms, max_queue, blas_threa
 @click.option("--force", is_flag=True, help="Replace --out if it exists (once the new export is complete).")
 def export(model_dir, out, fmt, force) -> None:
     """Export a model for use outside poetgen."""
-    import_tensorflow()
-    from poetgen.bundle import load_bundle
-    from poetgen.export import ExportOptions, export as run_export
+    from poetgen import api
+    from poetgen.export import ExportOptions
 
-    path = run_export(load_bundle(model_dir), ExportOptions(out, fmt, force))
+    path = api.export(ExportOptions(out, fmt, force), model=model_dir)
     click.echo(f"exported {fmt} to {path}")
 
 
@@ -229,15 +221,20 @@ def evaluate(model_dir, corpus, dynasty, genre, samples, seed, fmt) -> None:
     import json
     import sys
 
-    import_tensorflow()
-    from poetgen.bundle import load_bundle
-    from poetgen.evaluate import EvalOptions, Evaluation, format_text
+    from poetgen import api
+    from poetgen.evaluate import EvalOptions, format_text
 
     options = EvalOptions(str(corpus) if corpus is not None else None, samples, seed, dynasty=dynasty, genre=genre)
     options.validate()
-    bundle = load_bundle(model_dir)
-    with contextlib.redirect_stdout(sys.stderr):   # stray prints must not spoil --format json
-        evaluation = Evaluation(bundle, options)
-        with click.progressbar(length=evaluation.work, label="evaluating", file=sys.stderr) as bar:
-            report = evaluation.run(bar.update)
+    # Stray prints must not spoil --format json; the bar appears once the model and texts are read.
+    with contextlib.redirect_stdout(sys.stderr), contextlib.ExitStack() as stack:
+        bars = []
+
+        def progress(done: int, total: int) -> None:
+            if not bars:
+                bars.append(stack.enter_context(click.progressbar(length=total, label="evaluating",
+                                                                  file=sys.stderr)))
+            bars[0].update(done - bars[0].pos)
+
+        report = api.evaluate(options, model=model_dir, progress=progress)
     click.echo(json.dumps(report, ensure_ascii=False, indent=1) if fmt == "json" else format_text(report))

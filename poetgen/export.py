@@ -92,14 +92,22 @@ def _write_sidecars(bundle: Bundle, directory: Path) -> None:
     write_config(directory, bundle.config)
 
 
+def generation_tables(bundle: Bundle):
+    """The vocabulary and layout tables (poetgen.graph_tables) an exported model generates with."""
+    from poetgen.graph_tables import layout_tables, shi_layouts, vocabulary_tables
+    from poetgen.tables import VocabularyTables
+
+    vocabulary = vocabulary_tables(VocabularyTables(bundle.tokenizer))
+    return vocabulary, layout_tables(shi_layouts(), vocabulary.mark_ids)
+
+
 def write_savedmodel(bundle: Bundle, directory: Path) -> None:
     """Signatures serving_default and serve (ids → logits) and generate (prompt, form, … → poem)."""
     tf = import_tensorflow()
-    from poetgen.export_graph import PoemGraph, graph_tables
-    from poetgen.tables import VocabularyTables
+    from poetgen.export_graph import PoemGraph
 
-    step = build_step_model(bundle.model, bundle.model_config)
-    graph = PoemGraph(bundle.model, step, bundle.model_config, graph_tables(VocabularyTables(bundle.tokenizer)))
+    vocabulary, layouts = generation_tables(bundle)
+    graph = PoemGraph(bundle.model, bundle.model_config, vocabulary, layouts)
     signatures = {"serving_default": graph.serve, "serve": graph.serve, "generate": graph.generate}
     with muted_stderr():
         tf.saved_model.save(graph, str(directory), signatures=signatures)
@@ -164,7 +172,11 @@ def tflite_failure(error: Exception, bundle: Bundle) -> str:
 
 
 def write_tflite(bundle: Bundle, directory: Path) -> None:
-    """model.tflite (signature serving_default: ids and states → logits and states) beside the tokenizer."""
+    """model.tflite (signature serving_default: ids and states → logits and states) beside the tokenizer
+    and tables.npz (layouts, banned ids, rhyme groups and tones per id: see README, TFLite)."""
+    from poetgen.graph_tables import TABLES_FILE, write_tables
+
     data = convert_to_tflite(bundle)
     (directory / TFLITE_FILE).write_bytes(data)
+    write_tables(directory / TABLES_FILE, *generation_tables(bundle))
     _write_sidecars(bundle, directory)

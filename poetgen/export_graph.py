@@ -1,164 +1,243 @@
 """The SavedModel's endpoints as one tf.Module: `serve` (ids → next-character logits) and `generate`
-(a whole poem in-graph: tokenizer, form layout, 平水韵 rhyme, no-repeat, sampling). It writes no files.
+(a whole poem in-graph: layout, prompt fitting, acrostic, 平水韵 rhyme, 平仄 tone, no-repeat, top-k/top-p).
+
+The rules mirror poetgen.rules one for one and read the same layout spec (poetgen.layout, unrolled by
+poetgen.graph_tables). Bad input raises InvalidArgumentError whose message starts with the field's name.
+It writes no files.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-import numpy as np
-
-from poetgen.corpus import FORM_ALIASES, FORM_SHAPES, FORMS, to_traditional
+from poetgen.graph_tables import DECORATION, FIRST_LINE_RHYMES, HALF_WIDTH, LayoutTables, GraphVocabulary
+from poetgen.layout import MARKS
 from poetgen.model import ModelConfig, states_per_layer
 from poetgen.quiet import import_tensorflow
-from poetgen.tables import VocabularyTables
-from poetgen.tokenizer import BOUNDARY, SPECIALS, UNK
+from poetgen.tokenizer import BOUNDARY, UNK
 
 tf = import_tensorflow()
 
-MAX_POSITIONS = max((length + 1) * count for length, count in FORM_SHAPES.values())   # a qilv: 64
-PROMPT_SKIPPED = r"[\s\p{P}]"   # whitespace and punctuation in a prompt: the layout puts its own
 NEG = float("-inf")
+TONE_NUDGE = 1.5     # as poetgen's Tone rule: an off-pattern character at a free column loses this much
 
 
-@dataclasses.dataclass(frozen=True)
-class GraphTables:
-    chars: list[str]               # id -> character; '' for the special ids
-    lookup: dict[str, int]         # character -> id: the vocabulary, plus traditional spellings of it
-    banned: np.ndarray             # (vocab,) bool: special ids and punctuation, never inside a line
-    rhyme_membership: np.ndarray   # (vocab, groups) bool: the 平水韵 level-tone groups of each id
-    comma: int                     # id of "，", which ends odd lines
-    period: int                    # id of "。", which ends even lines
-
-
-def graph_tables(tables: VocabularyTables) -> GraphTables:
-    """What the graph needs of a model's vocabulary tables: characters, layout ids, rhyme table."""
-    tokenizer = tables.tokenizer
-    chars = [""] * len(SPECIALS) + list(tokenizer.chars) + [""] * len(tokenizer.controls)
-    lookup = dict(tokenizer.index)
-    traditional = to_traditional("\n".join(tokenizer.chars)).split("\n")
-    if len(traditional) == len(tokenizer.chars):   # a prompt in traditional characters still encodes
-        for simplified, spelled in zip(tokenizer.chars, traditional):
-            if len(spelled) == 1 and spelled not in lookup:
-                lookup[spelled] = tokenizer.index[simplified]
-    banned = np.zeros(tokenizer.vocab_size, bool)
-    banned[:len(SPECIALS)] = True
-    banned[tokenizer.char_limit:] = True   # a conditioned model's control tokens (the graph feeds no prefix)
-    banned[tables.punctuation_ids] = True
-    return GraphTables(chars, lookup, banned, tables.rhyme_membership,
-                       tokenizer.id_of("，"), tokenizer.id_of("。"))
-
-
-def _string_table(keys: list[str], values: list[int], default: int):
-    initializer = tf.lookup.KeyValueTensorInitializer(tf.constant(keys, tf.string), tf.constant(values, tf.int64))
+def _table(keys, values, default, value_dtype=tf.int64):
+    initializer = tf.lookup.KeyValueTensorInitializer(tf.constant(keys, tf.string), tf.constant(values, value_dtype))
     return tf.lookup.StaticHashTable(initializer, default_value=default)
+
+
+class _Untracked:
+    """Holds the Keras model out of tf.Module's tracking: the SavedModel tracks the raw tf.Variables
+    instead, which TF1-style loaders (saved_model_cli run, TensorFlow Serving) restore; Keras 3's
+    variable wrappers alone leave them unrestored there ("Could not find variable …")."""
+
+    def __init__(self, model):
+        self.model = model
+
+
+def _check(condition, *message):
+    return tf.debugging.Assert(condition, list(message), summarize=64)
 
 
 class PoemGraph(tf.Module):
     """The exported model. Its functions use only TensorFlow ops, so loading needs no poetgen."""
 
-    def __init__(self, model, step_model, model_config: ModelConfig, tables: GraphTables):
+    def __init__(self, model, model_config: ModelConfig, vocabulary: GraphVocabulary, layouts: LayoutTables):
         super().__init__(name="poetgen")
-        self.model = model                  # training form: (batch, time) ids → (batch, time, vocab) logits
-        self.step_model = step_model        # (ids (batch, 1), *states) → (logits, *states)
-        self.state_count = states_per_layer(model_config.cell) * model_config.layers
+        self.keras = _Untracked(model)      # (batch, time) ids → (batch, time, vocab) logits, no dropout
+        self.weights = [w.value for w in model.weights]   # the tf.Variables both endpoints read
+        self.cells = [model.get_layer(f"rnn_{i}").cell for i in range(model_config.layers)]
+        self.states_per_layer = states_per_layer(model_config.cell)
+        self.state_count = self.states_per_layer * model_config.layers
         self.units = model_config.units
         self.vocab_size = model_config.vocab_size
-        self.char_ids = _string_table(list(tables.lookup), list(tables.lookup.values()), UNK)
-        form_names = list(FORMS) + list(FORM_ALIASES)
-        self.form_index = _string_table(form_names, [FORMS.index(FORM_ALIASES.get(f, f)) for f in form_names], -1)
-        self.chars = tf.constant(tables.chars)
-        self.banned = tf.constant(tables.banned)
-        self.membership = tf.constant(tables.rhyme_membership)
-        self.comma, self.period = tables.comma, tables.period
-        self.line_lengths = tf.constant([FORM_SHAPES[f][0] for f in FORMS], tf.int32)
-        self.line_counts = tf.constant([FORM_SHAPES[f][1] for f in FORMS], tf.int32)
+        self.char_ids = _table(list(vocabulary.lookup), list(vocabulary.lookup.values()), UNK)
+        self.mark_index = _table(list(MARKS), list(range(len(MARKS))), -1)
+        self.half_width = _table(list(HALF_WIDTH), list(HALF_WIDTH.values()), "", tf.string)
+        self.form_index = _table(list(layouts.aliases), list(layouts.aliases.values()), -1)
+        self.form_names = ", ".join(layouts.names)
+        self.default_forms = (layouts.names.index("wujue"), layouts.names.index("wulv"))
+        self.chars = tf.constant(vocabulary.chars)
+        self.banned = tf.constant(vocabulary.banned)
+        self.membership = tf.constant(vocabulary.rhyme_membership)
+        self.can_be = tf.constant(vocabulary.can_be)
+        self.mark_ids = tf.constant(vocabulary.mark_ids)
+        self.first_line_rhymes = tf.constant(FIRST_LINE_RHYMES)
+        self.positions = int(layouts.line.shape[1])
+        self.layout = {name: tf.constant(getattr(layouts, name)) for name in (
+            "length", "line_count", "line", "column", "char_slots", "line_starts", "line_ends", "end_ids",
+            "accepted", "rhyme_slot", "first_line_end", "has_tones", "tone", "tone_strict")}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")], autograph=False)
     def serve(self, ids):
         """Logits of the character that follows each row of ids (start a poem with the boundary id 2)."""
-        return {"logits": self.model(ids, training=False)[:, -1, :]}
+        return {"logits": self.keras.model(ids, training=False)[:, -1, :]}
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="prompt"),
                                   tf.TensorSpec([], tf.string, name="form"),
                                   tf.TensorSpec([], tf.float32, name="temperature"),
                                   tf.TensorSpec([], tf.int32, name="top_k"),
-                                  tf.TensorSpec([], tf.int64, name="seed")], autograph=False)
-    def generate(self, prompt, form, temperature, top_k, seed):
+                                  tf.TensorSpec([], tf.float32, name="top_p"),
+                                  tf.TensorSpec([], tf.int64, name="seed"),
+                                  tf.TensorSpec([], tf.string, name="acrostic"),
+                                  tf.TensorSpec([], tf.bool, name="tone")], autograph=False)
+    def generate(self, prompt, form, temperature, top_k, top_p, seed, acrostic, tone):
         """One poem of `form` starting with `prompt`; same seed and inputs, same poem."""
-        length, count, form_ok = self._shape(form)
+        options = [
+            _check(tf.math.is_finite(temperature) & (temperature >= 0), "temperature must be a number >= 0, not",
+                   temperature),
+            _check(top_k >= 0, "top_k must be >= 0 (0 turns it off), not", top_k),
+            _check((top_p > 0) & (top_p <= 1), "top_p must be in (0, 1] (1 turns it off), not", top_p),
+            _check(seed >= 0, "seed must be >= 0, not", seed)]
+        heads = self._normalised(acrostic)
+        f, form_ok = self._form(form, tf.size(heads))
         with tf.control_dependencies([form_ok]):
-            prompt_ids, prompt_ok = self._prompt_ids(prompt, length * count)
-        checks = prompt_ok + [
-            tf.debugging.Assert(tf.math.is_finite(temperature) & (temperature >= 0),
-                                ["temperature must be a number >= 0, not", temperature]),
-            tf.debugging.Assert(top_k >= 0, ["top_k must be >= 0 (0 turns it off), not", top_k])]
+            layout = {name: tf.gather(table, f) for name, table in self.layout.items()}
+            forced, prompt_ok = self._prompt(self._normalised(prompt), layout)
+            forced, acrostic_ok = self._acrostic(heads, forced, layout)
+        forced = self._end_marks(forced, layout)
+        pattern = tf.random.stateless_uniform([], tf.stack([seed, tf.constant(-1, tf.int64)]), 0,
+                                              len(FIRST_LINE_RHYMES), tf.int32)
+        tone = tone & layout["has_tones"]
+        rhyme_slot = layout["rhyme_slot"] | (tone & tf.gather(self.first_line_rhymes, pattern)
+                                             & layout["first_line_end"])
+        required = tf.where(tone, tf.gather(layout["tone"], pattern), -tf.ones_like(layout["column"]))
+        with tf.control_dependencies(options + prompt_ok + acrostic_ok):
+            ids = self._loop(forced, layout, rhyme_slot, required, temperature, top_k, top_p, seed)
+        return {"poem": tf.strings.reduce_join(tf.gather(self.chars, ids[:layout["length"]]))}
+
+    def _normalised(self, text):
+        """Characters of a prompt or acrostic as normalize_text leaves them: no spaces or quote marks,
+        full-width marks."""
+        chars = tf.strings.unicode_split(text, "UTF-8")
+        chars = tf.boolean_mask(chars, ~tf.strings.regex_full_match(chars, rf"\s|[{DECORATION}]"))
+        full = self.half_width.lookup(chars)
+        return tf.where(tf.equal(full, ""), chars, full)
+
+    def _form(self, form, acrostic_size):
+        form = tf.strings.strip(form)
+        default = tf.where(tf.equal(acrostic_size, 8), self.default_forms[1], self.default_forms[0])
+        index = tf.where(tf.equal(form, ""), tf.cast(default, tf.int64), self.form_index.lookup(form))
+        ok = _check(index >= 0, f"form must be one of {self.form_names} (or 五绝 七绝 五律 七律), not", form)
+        return tf.cast(tf.maximum(index, 0), tf.int32), ok
+
+    def _prompt(self, chars, layout):
+        """Forced ids per position: the prompt's characters in the character slots, its marks at the ends
+        of their lines (replaced by the layout's own where the layout does not accept them)."""
+        mark = tf.cast(self.mark_index.lookup(chars), tf.int32)
+        is_mark = mark >= 0
+        text = tf.boolean_mask(chars, ~is_mark)
+        ids = tf.cast(self.char_ids.lookup(text), tf.int32)
+        unknown = tf.boolean_mask(text, tf.equal(ids, UNK))
+        capacity = layout["line_ends"][layout["line_count"] - 1]
+        count = tf.size(ids)
+        known = _check(tf.size(unknown) == 0, "prompt: the model does not know these prompt characters:", unknown)
+        fits = _check(count <= capacity, "prompt has", count, "characters but the form holds only", capacity)
+        # A mark is in place right after the last character of a line, and not right after another mark.
+        before = tf.cumsum(tf.cast(~is_mark, tf.int32), exclusive=True)
+        after_mark = tf.concat([[False], is_mark[:-1]], 0)
+        ends = tf.equal(before[:, None], layout["line_ends"][None, :]) & (layout["line_ends"][None, :] > 0)
+        placed = _check(tf.reduce_all(~is_mark | (tf.reduce_any(ends, 1) & ~after_mark)),
+                        "prompt does not fit the form: a mark stands inside a line, at character", before)
+        with tf.control_dependencies([known, fits, placed]):
+            count = tf.minimum(count, capacity)
+            forced = tf.fill([self.positions], -1)
+            forced = tf.tensor_scatter_nd_update(forced, layout["char_slots"][:count, None], ids[:count])
+            line = tf.cast(tf.argmax(tf.cast(tf.boolean_mask(ends, is_mark), tf.int32), 1), tf.int32)
+            given = tf.boolean_mask(mark, is_mark)
+            accepted = tf.gather_nd(layout["accepted"], tf.stack([line, given], 1))
+            written = tf.where(accepted, tf.gather(self.mark_ids, given), tf.gather(layout["end_ids"], line))
+            slots = tf.gather(layout["char_slots"], tf.gather(layout["line_ends"], line) - 1) + 1
+            forced = tf.tensor_scatter_nd_update(forced, slots[:, None], written)
+        return forced, [known, fits, placed]
+
+    def _acrostic(self, heads, forced, layout):
+        """Line heads forced where the prompt does not already decide them (then they must agree)."""
+        ids = tf.cast(self.char_ids.lookup(heads), tf.int32)
+        count = tf.size(ids)
+        lines = layout["line_count"]
+        checks = [
+            _check((count == 0) | tf.equal(count, lines), "acrostic has", count, "characters but the form has",
+                   lines, "lines"),
+            _check(tf.reduce_all(self.mark_index.lookup(heads) < 0), "acrostic must hold characters only, not marks"),
+            _check(tf.reduce_all(tf.not_equal(ids, UNK)), "acrostic: the model does not know these characters:",
+                   tf.boolean_mask(heads, tf.equal(ids, UNK)))]
         with tf.control_dependencies(checks):
-            ids = self._loop(prompt_ids, length, count, temperature, top_k, seed)
-        return {"poem": tf.strings.reduce_join(tf.gather(self.chars, ids))}
+            count = tf.where(tf.equal(count, lines), count, 0)
+            starts = layout["line_starts"][:count]
+            given = tf.gather(forced, starts)
+            agree = _check(tf.reduce_all((given < 0) | tf.equal(given, ids[:count])),
+                           "acrostic and prompt disagree on a line's first character")
+            forced = tf.tensor_scatter_nd_update(forced, starts[:, None], tf.where(given < 0, ids[:count], given))
+        return forced, checks + [agree]
 
-    def _shape(self, form):
-        index = tf.cast(self.form_index.lookup(tf.strings.strip(form)), tf.int32)
-        ok = tf.debugging.Assert(
-            index >= 0, ["form must be one of wujue, qijue, wulv, qilv (or 五绝 七绝 五律 七律), not", form])
-        index = tf.maximum(index, 0)
-        return tf.gather(self.line_lengths, index), tf.gather(self.line_counts, index), ok
+    def _end_marks(self, forced, layout):
+        """Every mark slot the prompt left open gets the mark the layout writes there."""
+        ends = tf.gather(layout["end_ids"], tf.maximum(layout["line"], 0))
+        return tf.where((forced < 0) & tf.equal(layout["column"], -1) & (layout["line"] >= 0), ends, forced)
 
-    def _prompt_ids(self, prompt, capacity):
-        chars = tf.strings.unicode_split(prompt, "UTF-8")
-        chars = tf.boolean_mask(chars, ~tf.strings.regex_full_match(chars, PROMPT_SKIPPED))
-        ids = tf.cast(self.char_ids.lookup(chars), tf.int32)
-        unknown = tf.boolean_mask(chars, tf.equal(ids, UNK))
-        known = tf.debugging.Assert(tf.size(unknown) == 0, ["the model does not know these prompt characters:",
-                                                             unknown])
-        fits = tf.debugging.Assert(tf.size(ids) <= capacity, ["the prompt has", tf.size(ids),
-                                                               "characters but the form holds only", capacity])
-        padded = tf.pad(ids[:MAX_POSITIONS], [[0, MAX_POSITIONS - tf.minimum(tf.size(ids), MAX_POSITIONS)]],
-                        constant_values=-1)
-        return padded, [known, fits]
-
-    def _loop(self, prompt_ids, length, count, temperature, top_k, seed):
+    def _loop(self, forced, layout, rhyme_slot, required, temperature, top_k, top_p, seed):
         """The stepping loop: one model step per position, forced or sampled; returns the poem's ids."""
-        width, total = length + 1, (length + 1) * count
 
         def body(pos, previous, state, history, allowed, used):
-            outputs = self.step_model([tf.reshape(previous, [1, 1]), *state], training=False)
-            logits = outputs[0][0]
-            state = tuple(tf.ensure_shape(s, [1, self.units]) for s in outputs[1:])
-            line, column = pos // width, pos % width
-            rhyme_slot = tf.equal(column, length - 1) & tf.equal(line % 2, 1)
-            punctuation = tf.where(tf.equal(line % 2, 0), self.comma, self.period)
-            forced = tf.where(tf.equal(column, length), punctuation, prompt_ids[line * length + column])
-            edited = self._edit(logits, history[pos - column:pos], rhyme_slot, allowed, used)
-            chosen = tf.where(forced >= 0, forced, self._sample(edited, temperature, top_k, seed, pos))
-            allowed, used = self._observe_rhyme(chosen, rhyme_slot, allowed, used)
+            logits, state = self._step(previous, state)
+            column = tf.maximum(layout["column"][pos], 0)
+            edited = self._edit(logits, history[pos - column:pos], rhyme_slot[pos], allowed, used,
+                                required[pos], layout["tone_strict"][pos])
+            chosen = tf.where(forced[pos] >= 0, forced[pos], self._sample(edited, temperature, top_k, top_p, seed,
+                                                                           pos))
+            allowed, used = self._observe_rhyme(chosen, rhyme_slot[pos], allowed, used)
             history = tf.tensor_scatter_nd_update(history, [[pos]], [chosen])
             return pos + 1, chosen, state, history, allowed, used
 
         start = (tf.constant(0), tf.constant(BOUNDARY),
                  tuple(tf.zeros([1, self.units]) for _ in range(self.state_count)),
-                 tf.fill([MAX_POSITIONS], BOUNDARY), tf.ones([self.membership.shape[1]], tf.bool),
+                 tf.fill([self.positions], BOUNDARY), tf.ones([self.membership.shape[1]], tf.bool),
                  tf.zeros([self.vocab_size], tf.bool))
-        result = tf.while_loop(lambda pos, *_: pos < total, body, start)
-        return result[3][:total]
+        result = tf.while_loop(lambda pos, *_: pos < layout["length"], body, start)
+        return result[3]
 
-    def _edit(self, logits, line_so_far, rhyme_slot, allowed, used):
-        """Layout, no-repeat and rhyme; when together they forbid everything, the layout alone."""
+    def _step(self, previous, state):
+        """One model step with the model's own layers: its embedding, each layer's cell, its output."""
+        model = self.keras.model
+        x = model.get_layer("embedding")(tf.reshape(previous, [1]))
+        new_state = []
+        for i, cell in enumerate(self.cells):
+            mine = list(state[i * self.states_per_layer:(i + 1) * self.states_per_layer])
+            x, states = cell(x, mine if len(mine) > 1 else mine[0], training=False)
+            new_state += list(states) if isinstance(states, (list, tuple)) else [states]
+        logits = model.get_layer("logits")(x)[0]
+        return logits, tuple(tf.ensure_shape(s, [1, self.units]) for s in new_state)
+
+    def _edit(self, logits, line_so_far, rhyme_slot, allowed, used, required, strict):
+        """Layout, no-repeat, tone and rhyme; when together they forbid everything, the layout alone."""
         layout = tf.where(self.banned, NEG, logits)
         repeated = tf.scatter_nd(line_so_far[:, None], tf.ones_like(line_so_far), [self.vocab_size]) > 0
         fits = tf.reduce_any(self.membership & allowed[None, :], axis=1) & ~used
-        edited = tf.where(repeated | (rhyme_slot & ~fits), NEG, layout)
+        off_tone = (required >= 0) & ~tf.gather(self.can_be, tf.maximum(required, 0))
+        forbidden = repeated | (rhyme_slot & ~fits) | (off_tone & strict)
+        nudged = layout - tf.where(off_tone & ~strict, TONE_NUDGE, 0.0)
+        edited = tf.where(forbidden, NEG, nudged)
         return tf.where(tf.reduce_any(tf.math.is_finite(edited)), edited, layout)
 
-    def _sample(self, logits, temperature, top_k, seed, pos):
+    def _sample(self, logits, temperature, top_k, top_p, seed, pos):
         def greedy():
             return tf.argmax(logits, output_type=tf.int32)
+
+        def nucleus(scaled):
+            """Keep the smallest set of most likely ids whose mass reaches top_p (as poetgen.sampling)."""
+            probs = tf.nn.softmax(scaled)
+            order = tf.argsort(probs, direction="DESCENDING")
+            ranked = tf.gather(probs, order)
+            cumulative = tf.cumsum(ranked)
+            ranked = tf.where(cumulative - ranked > top_p * cumulative[-1], 0.0, ranked)
+            return tf.math.log(tf.scatter_nd(order[:, None], ranked, [self.vocab_size]))
 
         def draw():
             scaled = logits / temperature
             k = tf.minimum(top_k, self.vocab_size)
             kth = tf.cond(k > 0, lambda: tf.math.top_k(scaled, tf.maximum(k, 1)).values[-1], lambda: NEG)
             scaled = tf.where(scaled < kth, NEG, scaled)
+            scaled = tf.cond(top_p < 1, lambda: nucleus(scaled), lambda: scaled)
             pair = tf.stack([seed, tf.cast(pos, tf.int64)])
             return tf.cast(tf.random.stateless_categorical(scaled[None, :], 1, seed=pair)[0, 0], tf.int32)
 

@@ -12,8 +12,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import threadpoolctl
-
 from poetgen import ranking, request as requests
 from poetgen.bundle import TOKENIZER_FILE, Bundle, load_bundle, model_config_of, read_config
 from poetgen.checks import check_poem
@@ -25,6 +23,7 @@ from poetgen.rules import build_rules
 from poetgen.sampling import Sampled, SampleOptions, row_streams, sample
 from poetgen.tables import VocabularyTables
 from poetgen.tokenizer import SPECIALS, Tokenizer
+from poetgen.weights import layer_weights
 
 __all__ = ["Generator", "PoemRequest", "PreparedRequest", "traditional", "sample_from_model"]
 
@@ -38,7 +37,8 @@ class Generator:
         self.bundle = bundle
         self.tokenizer = bundle.tokenizer
         self.tables = VocabularyTables(bundle.tokenizer)
-        self.stepper = NumpyStepper.from_model(bundle.model, bundle.model_config)
+        weights = bundle.weights if bundle.weights is not None else layer_weights(bundle.model)
+        self.stepper = NumpyStepper(weights, bundle.model_config)
         if int8:
             self.stepper.quantize()
         self.prefixer = Prefixer(bundle.tokenizer)   # no prefix for a model without control tokens
@@ -46,7 +46,7 @@ class Generator:
 
     @classmethod
     def load(cls, path=None, int8: bool = False) -> "Generator":
-        return cls(load_bundle(path), int8)
+        return cls(load_bundle(path, keras=False), int8)   # no TensorFlow on this path
 
     @functools.cached_property
     def reverse_scorer(self):
@@ -117,8 +117,11 @@ class Generator:
 
 
 @functools.lru_cache(maxsize=None)
-def _blas() -> threadpoolctl.ThreadpoolController:
-    """NumPy's BLAS, found once (a search of the loaded libraries costs milliseconds)."""
+def _blas():
+    """NumPy's BLAS (a threadpoolctl controller), found once: a search of the loaded libraries costs
+    milliseconds, and a one-poem `poetgen generate` never needs it."""
+    import threadpoolctl
+
     return threadpoolctl.ThreadpoolController().select(user_api="blas")
 
 

@@ -208,7 +208,7 @@ class NumpyStepper:
 
     @classmethod
     def from_model(cls, model, config: ModelConfig) -> "NumpyStepper":
-        return cls({name: model.get_layer(name).get_weights() for name in layer_names(config)}, config)
+        return cls({layer.name: layer.get_weights() for layer in model.layers}, config)
 
     def initial_state(self, batch: int) -> list[np.ndarray]:
         count = states_per_layer(self.config.cell) * self.config.layers

@@ -13,6 +13,7 @@ import numpy as np
 
 from poetgen.errors import BadModel
 from poetgen.model import NumpyStepper
+from poetgen.weights import layer_weights
 from poetgen.tokenizer import BOUNDARY
 
 REVERSE_DIR = "reverse"   # inside a bundle
@@ -33,13 +34,14 @@ class ReverseScorer:
         directory = Path(bundle_dir) / REVERSE_DIR
         if not directory.is_dir():
             return None
-        reverse = load_bundle(directory)
+        reverse = load_bundle(directory, keras=False)   # weights only: no TensorFlow
         if reverse.tokenizer.hash != tokenizer.hash:
             raise BadModel(f"{directory}: the reverse model's tokenizer {reverse.tokenizer.hash} is not the "
                            f"model's ({tokenizer.hash}); train it on the same corpus and options")
         if not reverse.config.get("train", {}).get("reverse"):
             raise BadModel(f"{directory}: not a reverse model (train it with --reverse)")
-        return cls(NumpyStepper.from_model(reverse.model, reverse.model_config), tokenizer)
+        weights = reverse.weights if reverse.weights is not None else layer_weights(reverse.model)
+        return cls(NumpyStepper(weights, reverse.model_config), tokenizer)
 
     def mean_log_probs(self, texts: list[str], prefix: list[int]) -> np.ndarray:
         """(len(texts),) mean natural-log probability per predicted token of each reversed text and

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
-from poetgen.batching import Batcher, BatchOptions, Busy
+from poetgen.batching import BatchFailed, Batcher, BatchOptions, Busy, Unavailable
 from poetgen.control import DEFAULT_STYLE, STYLES
 from poetgen.errors import BadInput
 from poetgen.generate import Generator, traditional
@@ -124,10 +124,11 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         return HTMLResponse(page)
 
     async def healthz(request: Request) -> JSONResponse:
-        status = "ok" if batcher.alive else "down"
-        return JSONResponse({"status": status, "batching": {**batcher.stats.as_dict(),
-                                                            "max_rows": options.max_rows}},
-                            status_code=200 if batcher.alive else 503)
+        body = {"status": "ok" if batcher.alive else "down",
+                "batching": {**batcher.stats.as_dict(), "max_rows": options.max_rows}}
+        if batcher.died:
+            body["error"] = f"the generation worker died ({batcher.died})"
+        return JSONResponse(body, status_code=200 if batcher.alive else 503)
 
     async def model_info(request: Request) -> JSONResponse:
         return JSONResponse({"name": bundle.path.name, "config": bundle.config,
@@ -145,11 +146,18 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
             with batcher.arriving():
                 prepared = await run_in_threadpool(generator.prepare, body.poem_request())
                 future = batcher.submit(prepared)
-            result = await asyncio.wrap_future(future)
+            result = await asyncio.wait_for(asyncio.wrap_future(future), options.timeout_s)   # cancels it
         except BadInput as error:
             return refusal(422, [(field_of(error), str(error))])
         except Busy as error:
             return refusal(503, [("request", str(error))], headers={"Retry-After": "1"})
+        except Unavailable as error:
+            return refusal(503, [("request", str(error))])
+        except asyncio.TimeoutError:
+            return refusal(503, [("request", f"no answer within {options.timeout_s:g} s; try again")],
+                           headers={"Retry-After": "1"})
+        except BatchFailed as error:   # the worker logged the traceback
+            return refusal(500, [("request", str(error))])
         if body.traditional:
             result = await run_in_threadpool(traditional, result)
         return JSONResponse(result)

@@ -168,10 +168,13 @@ def test_kill_9_mid_import_keeps_the_old_file(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "poetgen", "corpus", "import", str(source), "--out",
                                 str(out), "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while time.time() < deadline and not any(p.name.startswith(".out.jsonl") for p in tmp_path.iterdir()):
+    while not (writing := any(p.name.startswith(".out.jsonl") for p in tmp_path.iterdir())):
+        if time.time() > deadline or process.poll() is not None:
+            break
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    assert writing, "the import never started writing its temporary file"   # else the kill proves nothing
     assert out.read_text(encoding="utf-8") == "old content\n"
 
 
@@ -202,10 +205,16 @@ def test_generate_input_failures(tiny_bundle, args, message):
 
 
 def test_empty_and_traditional_prompts_are_fine(tiny_bundle):
+    from poetgen.checks import check_poem
+    from poetgen.prosody import table
+
     for prompt in ["", "白日依山盡"]:
         result = CliRunner().invoke(cli, ["generate", prompt, "--model", str(tiny_bundle), "--seed", "1"])
         assert result.exit_code == 0, result.output
-        assert result.stdout.startswith("白日依山尽" if prompt else "")
+        poem = "".join(result.stdout.split())
+        assert check_poem(poem, "wujue", table()).layout_ok, result.stdout   # a whole poem either way
+        if prompt:
+            assert poem.startswith("白日依山尽")
 
 
 # ---- models --------------------------------------------------------------------------------------

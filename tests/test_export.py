@@ -37,20 +37,24 @@ PLAIN_TENSORFLOW = textwrap.dedent("""
     out = {"poems": [], "errors": {}}
     for form in ["wujue", "qijue", "wulv", "qilv"]:
         for seed in range(3):
-            poem = poet.generate(prompt="", form=form, temperature=0.8, top_k=0, seed=seed)["poem"]
+            poem = poet.generate(prompt="", form=form, temperature=0.8, top_k=0, top_p=1.0, seed=seed,
+                                 acrostic="", tone=False)["poem"]
             out["poems"].append([form, poem.numpy().decode("utf-8")])
-    again = poet.generate(prompt="", form="qilv", temperature=0.8, top_k=0, seed=2)["poem"]
+    again = poet.generate(prompt="", form="qilv", temperature=0.8, top_k=0, top_p=1.0, seed=2, acrostic="",
+                         tone=False)["poem"]
     out["again"] = again.numpy().decode("utf-8")
     out["prompted"] = poet.generate(prompt="白日依山盡，黃河", form="五绝", temperature=1.0, top_k=20,
-                                    seed=5)["poem"].numpy().decode("utf-8")
-    out["greedy"] = poet.generate(prompt="", form="wujue", temperature=0.0, top_k=0, seed=0)["poem"].numpy().decode()
+                                    top_p=1.0, seed=5, acrostic="", tone=False)["poem"].numpy().decode("utf-8")
+    out["greedy"] = poet.generate(prompt="", form="wujue", temperature=0.0, top_k=0, top_p=1.0, seed=0,
+                           acrostic="", tone=False)["poem"].numpy().decode()
     generate = poet.signatures["generate"]
     out["signature"] = generate(prompt=tf.constant("春"), form=tf.constant("qijue"), temperature=tf.constant(0.8),
-                                top_k=tf.constant(5), seed=tf.constant(1, tf.int64))["poem"].numpy().decode()
+                                top_k=tf.constant(5), top_p=tf.constant(1.0), seed=tf.constant(1, tf.int64),
+                                acrostic=tf.constant(""), tone=tf.constant(False))["poem"].numpy().decode()
     out["logits"] = poet.signatures["serving_default"](ids=tf.constant([[2, 5, 9]]))["logits"].numpy().tolist()
     for name, bad in {"form": {"form": "sonnet"}, "unknown": {"prompt": "龘"},
                       "long": {"prompt": "春" * 21}, "temperature": {"temperature": -1.0}}.items():
-        args = dict(prompt="", form="wujue", temperature=0.8, top_k=0, seed=0)
+        args = dict(prompt="", form="wujue", temperature=0.8, top_k=0, top_p=1.0, seed=0, acrostic="", tone=False)
         args.update(bad)
         try:
             poet.generate(**args)
@@ -139,7 +143,7 @@ def test_tflite_step_model_matches_the_numpy_stepper(tiny_bundle, tmp_path):
     out = tmp_path / "poet_tflite"
     result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "tflite")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.tflite", "tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.tflite", "tables.npz", "tokenizer.json"]
     bundle = load_bundle(tiny_bundle)
     runner = tf.lite.Interpreter(model_path=str(out / "model.tflite")).get_signature_runner()
     stepper = NumpyStepper.from_model(bundle.model, bundle.model_config)

@@ -82,7 +82,7 @@ def test_shipped_tflite_steps_like_numpy(shipped, shipped_tflite):
 
 @pytest.mark.parametrize("cell, precision", [("lstm", "float32"), ("gru", "float32"), ("simplernn", "float32"),
                                              ("lstm", "mixed_bfloat16")])
-def test_tiny_models_with_dropout_export_in_every_format(tiny_bundle, tmp_path, cell, precision):
+def test_tiny_models_with_dropout_export(tiny_bundle, tmp_path, cell, precision):
     import tensorflow as tf
 
     from poetgen.bundle import Bundle, load_bundle
@@ -97,8 +97,63 @@ def test_tiny_models_with_dropout_export_in_every_format(tiny_bundle, tmp_path, 
     poet = tf.saved_model.load(str(export(bundle, ExportOptions(tmp_path / "sm", "savedmodel"))))
     logits = poet.signatures["serving_default"](ids=tf.constant(IDS))["logits"].numpy()
     np.testing.assert_allclose(logits, expected, rtol=tolerance, atol=tolerance)
-    assert poet.generate(prompt="", form="wujue", temperature=0.8, top_k=0, seed=1)["poem"].numpy()
-    keras_bundle = load_bundle(export(bundle, ExportOptions(tmp_path / "k", "keras")))
-    np.testing.assert_allclose(expected_logits(keras_bundle.model), expected, rtol=tolerance, atol=tolerance)
-    if precision != "float32":
+    assert poet.generate(prompt="", form="wujue", temperature=0.8, top_k=0, top_p=0.9, seed=1, acrostic="",
+                         tone=True)["poem"].numpy()
+    if precision != "float32":   # keras and tflite exports never captured dropout; one case each suffices
+        keras_bundle = load_bundle(export(bundle, ExportOptions(tmp_path / "k", "keras")))
+        np.testing.assert_allclose(expected_logits(keras_bundle.model), expected, rtol=tolerance, atol=tolerance)
         assert (export(bundle, ExportOptions(tmp_path / "lite", "tflite")) / "model.tflite").stat().st_size
+
+
+def saved_model_cli(*args: str) -> str:
+    """Run TensorFlow's saved_model_cli (from PATH, else as a module of the installed tensorflow)."""
+    import shutil
+    import subprocess
+    import sys
+
+    command = [shutil.which("saved_model_cli")] if shutil.which("saved_model_cli") else \
+        [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    done = subprocess.run(command + list(args), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_saved_model_cli_shows_and_runs_generate(shipped_savedmodel):
+    import ast
+    import re
+
+    from poetgen.checks import check_poem
+    from poetgen.prosody import table
+
+    shown = saved_model_cli("show", "--dir", str(shipped_savedmodel), "--all")
+    for signature in ("serving_default", "serve", "generate"):
+        assert f"signature_def['{signature}']" in shown
+    generate = shown.split("signature_def['generate']")[1].split("signature_def[")[0]
+    inputs = dict(re.findall(r"inputs\['(\w+)'\] tensor_info:\s+dtype: (\w+)", generate))
+    assert inputs == {"prompt": "DT_STRING", "form": "DT_STRING", "temperature": "DT_FLOAT", "top_k": "DT_INT32",
+                      "top_p": "DT_FLOAT", "seed": "DT_INT64", "acrostic": "DT_STRING", "tone": "DT_BOOL"}
+    assert re.findall(r"outputs\['(\w+)'\]", generate) == ["poem"]
+    ran = saved_model_cli("run", "--dir", str(shipped_savedmodel), "--tag_set", "serve", "--signature_def",
+                          "generate", "--input_exprs",
+                          'prompt="白日依山尽。";form="wujue";temperature=0.8;top_k=0;top_p=0.9;seed=1;'
+                          'acrostic="";tone=False')
+    poem = ast.literal_eval(ran.split("Result for output key poem:")[1].strip().splitlines()[0]).decode("utf-8")
+    check = check_poem(poem, "wujue", table())
+    assert poem.startswith("白日依山尽，") and check.layout_ok and check.rhyme_ok, poem
+
+
+def test_shipped_model_same_request_same_verdicts(shipped, shipped_savedmodel):
+    import tensorflow as tf
+
+    from poetgen.checks import check_poem
+    from poetgen.generate import Generator, PoemRequest
+    from poetgen.prosody import table
+    from poetgen.sampling import SampleOptions
+
+    args = dict(prompt="", form="wulv", acrostic="春夏秋冬山水风月", tone=True)
+    cli = Generator(shipped).generate(PoemRequest(**args, sample=SampleOptions(top_p=0.9, seed=4)))["poems"][0]
+    poet = tf.saved_model.load(str(shipped_savedmodel))
+    graph = poet.generate(temperature=0.8, top_k=0, top_p=0.9, seed=4, **args)["poem"].numpy().decode("utf-8")
+    for poem in (cli["text"], graph):
+        check = check_poem(poem, "wulv", table(), args["acrostic"])
+        assert check.layout_ok and check.rhyme_ok and check.acrostic_ok and check.tone_score == 1.0, poem

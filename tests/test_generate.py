@@ -41,6 +41,14 @@ def test_acrostic_poems(generator, acrostic, form):
         assert check.acrostic_ok and check.layout_ok and check.rhyme_ok, poem["text"]
 
 
+def test_acrostic_check_fails_when_a_head_or_a_line_is_missing():
+    poem = "春风入井湿，夏气清和新。秋草露浓寺，冬寒空不人。"
+    assert check_poem(poem, "wujue", table(), "春夏秋冬").acrostic_ok
+    assert not check_poem(poem, "wujue", table(), "春夏秋雪").acrostic_ok
+    assert not check_poem(poem[:12], "wujue", table(), "春夏秋冬").acrostic_ok   # two lines only
+    assert check_poem(poem, "wujue", table()).acrostic_ok is None
+
+
 def test_tone_option_meets_strict_positions(generator):
     result = generator.generate(PoemRequest(form="wulv", tone=True, n=30, sample=SampleOptions(seed=3)))
     scores = [poem["tone_score"] for poem in result["poems"]]
@@ -77,13 +85,16 @@ def test_batch_split_across_cores_gives_the_same_poems(generator, monkeypatch):
     assert [p["tone_pattern"] for p in split["poems"]] == [p["tone_pattern"] for p in whole["poems"]]
 
 
-def test_logprob_is_the_models_mean_log_probability_of_the_sampled_characters(generator):
+def test_logprob_is_the_models_mean_log_probability_of_the_sampled_characters(generator, tiny_bundle):
     import numpy as np
 
+    from poetgen.bundle import load_bundle
+
+    model = load_bundle(tiny_bundle).model   # the Keras model, against the stepper built from h5py weights
     result = generator.generate(PoemRequest(form="wujue", n=3, sample=SampleOptions(seed=8)))
     for poem in result["poems"]:
         ids = [BOUNDARY] + generator.tokenizer.encode(poem["text"])
-        logits = np.asarray(generator.bundle.model(np.array([ids[:-1]], np.int32)), np.float64)[0]
+        logits = np.asarray(model(np.array([ids[:-1]], np.int32)), np.float64)[0]
         top = logits.max(1, keepdims=True)
         log_probs = logits - top - np.log(np.exp(logits - top).sum(1, keepdims=True))
         sampled = [t for t in range(len(ids) - 1) if poem["text"][t] not in "，。"]   # punctuation is forced
@@ -116,10 +127,16 @@ def test_theme_keywords_steer_the_poem(generator):
     assert hits(themed) > 2 * hits(plain)
 
 
-def test_best_of_keeps_the_best_candidate(generator):
-    single = generator.generate(PoemRequest(n=4, sample=SampleOptions(seed=9)))
-    best = generator.generate(PoemRequest(n=4, best_of=8, sample=SampleOptions(seed=9)))
-    assert sum(p["score"] for p in best["poems"]) >= sum(p["score"] for p in single["poems"])
+def test_best_of_keeps_the_best_candidate_of_each_group(generator):
+    # Candidate k draws from stream (seed, k) whatever the request, so n=32 yields the 4 × 8 candidates
+    # of n=4, best_of=8, in order: poem i must be the best of candidates 8i … 8i + 7.
+    best = generator.generate(PoemRequest(n=4, best_of=8, tone=True, sample=SampleOptions(seed=9)))
+    candidates = generator.generate(PoemRequest(n=32, tone=True, sample=SampleOptions(seed=9)))["poems"]
+    for i, kept in enumerate(best["poems"]):
+        group = candidates[8 * i:8 * (i + 1)]
+        assert kept in group
+        assert kept["score"] == max(p["score"] for p in group)
+    assert any(kept != candidates[8 * i] for i, kept in enumerate(best["poems"]))   # not just the first
 
 
 def test_free_form_ends_and_respects_cap(generator):

@@ -1,8 +1,10 @@
+import collections
+
 import pytest
 from hypothesis import given, strategies as st
 
 from poetgen.errors import BadModel
-from poetgen.tokenizer import BOUNDARY, PAD, UNK, Tokenizer
+from poetgen.tokenizer import BOUNDARY, PAD, SPECIALS, UNK, Tokenizer
 
 TEXTS = ["白日依山尽，黄河入海流。", "欲穷千里目，更上一层楼。", "白云千载空悠悠。"]
 
@@ -12,8 +14,17 @@ def test_build_is_deterministic_and_byte_identical(tmp_path):
     a.save(tmp_path / "a.json")
     b.save(tmp_path / "b.json")
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
-    assert {PAD, UNK, BOUNDARY} == {0, 1, 2}
-    assert a.chars[0] in "，。白千"   # most frequent first
+    counts = collections.Counter("".join(TEXTS))
+    assert set(a.chars) == set(counts) and a.vocab_size == len(SPECIALS) + len(counts)
+    order = [(-counts[ch], ord(ch)) for ch in a.chars]
+    assert order == sorted(order)   # most frequent first, ties by code point
+
+
+def test_special_ids_are_never_given_to_characters():
+    tok = Tokenizer.build(TEXTS)
+    assert sorted(tok.index.values()) == list(range(len(SPECIALS), tok.vocab_size))
+    assert tok.decode([PAD, UNK, BOUNDARY] + tok.encode("白日")) == "白日"   # specials decode to nothing
+    assert tok.encode("".join(TEXTS)).count(UNK) == 0 and tok.encode("龙") == [UNK]
 
 
 def test_min_count_and_unknown():

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -40,37 +41,49 @@ def test_bundle_contents(tiny_bundle):
 
 
 def _wait_for(path: Path, timeout=240):
+    _wait_until(path.exists, f"{path} never appeared", timeout)
+
+
+def _wait_until(condition, failure: str, timeout=240):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if path.exists():
+        if condition():
             return
         time.sleep(0.2)
-    raise AssertionError(f"{path} never appeared")
+    raise AssertionError(failure)
+
+
+def _epochs_done(out: Path) -> int:
+    """epochs_done of a run's resume state as it is on disk now (0 before the first is written)."""
+    try:
+        return json.loads((out / "resume" / "state.json").read_text())["state"]["epochs_done"]
+    except (FileNotFoundError, ValueError):   # not written yet (the state is replaced atomically)
+        return 0
 
 
 def test_kill_9_then_resume_continues(tiny_corpus, tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--corpus", str(tiny_corpus), "--out", str(out), "--epochs", "3", "--steps-per-epoch", "40",
-            *TRAIN_ARGS]
-    process = poetgen(*args)
-    _wait_for(out / "resume" / "state.json")
-    time.sleep(1.0)                       # well inside epoch 2
-    process.kill()
-    process.wait()
-    state = json.loads((out / "resume" / "state.json").read_text())["state"]
-    done = state["epochs_done"]
-    assert done >= 1
+    args = ["train", "--corpus", str(tiny_corpus), "--out", str(out), "--steps-per-epoch", "40", *TRAIN_ARGS]
+    process = poetgen(*args, "--epochs", "500")   # far too long to finish before the kill below
+    try:
+        _wait_until(lambda: _epochs_done(out) >= 1 or process.poll() is not None, "no epoch finished")
+    finally:
+        process.kill()                           # during epoch 2 or later, whenever the first is saved
+        process.wait()
+    done = _epochs_done(out)
+    assert done >= 1, process.stderr.read()
     model_before = (out / "model.keras").read_bytes()
     assert model_before[:2] == b"PK"       # the best model is whole
     without_corpus = args[:1] + args[3:]            # --resume continues on the run's own corpus
-    resumed = subprocess.run([sys.executable, "-m", "poetgen", *without_corpus, "--resume"], capture_output=True,
-                             text=True)
+    target = done + 1
+    resumed = subprocess.run([sys.executable, "-m", "poetgen", *without_corpus, "--epochs", str(target), "--resume"],
+                             capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"epochs {done + 1}..3" in resumed.stderr
+    assert f"epochs {done + 1}..{target}" in resumed.stderr
     config = json.loads((out / "config.json").read_text())
-    assert config["progress"]["epochs_done"] == 3
+    assert config["progress"]["epochs_done"] == target
     assert config["corpus"]["path"] == str(tiny_corpus)
-    assert len((out / "log.csv").read_text().splitlines()) == 1 + 3
+    assert len((out / "log.csv").read_text().splitlines()) == 1 + target
 
 
 def test_sigterm_stops_cleanly_and_says_how_to_resume(tiny_corpus, tmp_path):
@@ -132,6 +145,18 @@ def test_new_model_options_train_resume_and_generate(tiny_corpus, tmp_path):
     assert config["metrics"]["best_val_perplexity"] < run.tokenizer.vocab_size / 2   # it learned
     poem = Generator.load(out).generate(PoemRequest(sample=SampleOptions(seed=0)))["poems"][0]
     assert poem["layout_ok"] and poem["rhyme_ok"]
+    from poetgen.bundle import load_bundle
+    from poetgen.model import NumpyStepper
+
+    keras_bundle, h5py_bundle = load_bundle(out), load_bundle(out, keras=False)   # projection, tied output
+    assert h5py_bundle.model is None and "projection" in h5py_bundle.weights and "logits" not in h5py_bundle.weights
+    ids = np.array([[2, 5, 6, 7, 8]], np.int32)
+    full = np.asarray(keras_bundle.model(ids))
+    stepper = NumpyStepper(h5py_bundle.weights, h5py_bundle.model_config)
+    state = stepper.initial_state(1)
+    for t in range(ids.shape[1]):
+        logits, state = stepper.step(ids[:, t], state)
+        np.testing.assert_allclose(logits, full[:, t], atol=1e-4)
 
 
 def test_make_callbacks_gives_keras_callbacks_only(tmp_path):

@@ -1,0 +1,266 @@
+"""The Python API: load a model and write poems; train, export and evaluate as the commands do.
+
+The CLI is a thin layer over these functions. Importing this module is cheap: the stages (and
+TensorFlow, for training, export and evaluation) are imported when a function needs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+from poetgen.errors import BadInput
+
+if TYPE_CHECKING:
+    from poetgen.evaluate import EvalOptions
+    from poetgen.export import ExportOptions
+    from poetgen.generate import Generator
+    from poetgen.request import PoemRequest
+    from poetgen.train import TrainConfig
+
+PathLike = str | os.PathLike
+
+
+@dataclasses.dataclass(frozen=True)
+class Poem:
+    """One finished poem and what the checker found in it."""
+
+    text: str                          # the whole poem, punctuation included
+    lines: tuple[str, ...]             # its lines (clauses), each with its closing mark
+    form: str                          # wujue | qijue | wulv | qilv | free (or what the request resolved to)
+    logprob: float                     # the model's mean log-probability of the characters it chose
+    score: float                       # the best-of ranking score (logprob plus rhyme and tone bonuses)
+    layout_ok: bool                    # exact line lengths, line count and punctuation for the form
+    rhyme_ok: bool | None              # rhyming lines share a 平水韵 group; None when the form has no rhyme
+    rhyme_group: str | None = None     # that group
+    tone_pattern: str | None = None    # the 平仄 pattern steered toward (with tone=True)
+    tone_score: float | None = None    # share of strict 平仄 positions that fit the best standard pattern
+    acrostic_ok: bool | None = None    # line heads spell the acrostic; None when none was asked
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    # ^ any further fields the generator reports (kept so that to_dict() loses nothing)
+
+    @classmethod
+    def from_dict(cls, poem: Mapping[str, Any]) -> "Poem":
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        values = {k: v for k, v in poem.items() if k in known}
+        values["lines"] = tuple(values.get("lines", ()))
+        return cls(**values, extra={k: v for k, v in poem.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The poem as `poetgen generate --format json` prints it."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {**values, "lines": list(self.lines), **self.extra}
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Poems(Sequence):
+    """The poems of one generate call, in order, with what the call decided for all of them."""
+
+    poems: tuple[Poem, ...]            # one per requested poem (the best of its candidates)
+    seed: int                          # the seed used (drawn when none was given): reuse it to repeat
+    form: str                          # the resolved form
+    keywords: tuple[str, ...] = ()     # theme keywords found by jieba (empty without a theme)
+    ms_per_poem: float = 0.0           # wall time per poem, candidates included
+
+    def __getitem__(self, index):
+        return self.poems[index]
+
+    def __len__(self) -> int:
+        return len(self.poems)
+
+    def __iter__(self) -> Iterator[Poem]:
+        return iter(self.poems)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as `poetgen generate --format json` prints it."""
+        return {"poems": [p.to_dict() for p in self.poems], "keywords": list(self.keywords), "seed": self.seed,
+                "form": self.form, "ms_per_poem": self.ms_per_poem}
+
+    def to_json(self) -> str:
+        """What `poetgen generate --format json` prints."""
+        import json
+
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
+
+    def __str__(self) -> str:
+        """What `poetgen generate` prints: one block of lines per poem."""
+        return "\n\n".join(str(poem) for poem in self.poems)
+
+
+def poem_request(prompt: str = "", *, temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0,
+                 seed: int | None = None, **options) -> "PoemRequest":
+    """A validated request from generate's keyword arguments (sampling ones folded into SampleOptions).
+
+    Any option the request knows is accepted (form, acrostic, theme, rhyme, tone, n, best_of, …);
+    an unknown name or a bad value raises BadInput with one line.
+    """
+    from poetgen.request import PoemRequest
+    from poetgen.sampling import SampleOptions
+
+    known = {f.name for f in dataclasses.fields(PoemRequest)} - {"prompt", "sample"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise BadInput(f"unknown generate option {unknown[0]!r}; known: "
+                       f"{', '.join(sorted(known | {'temperature', 'top_k', 'top_p', 'seed', 'traditional'}))}")
+    sample = SampleOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    sample.validate()
+    request = PoemRequest(prompt=prompt, sample=sample, **options)
+    request.validate()
+    return request
+
+
+class Poet:
+    """A loaded model, ready to write poems; load it once and call generate as often as needed."""
+
+    def __init__(self, generator: "Generator"):
+        self._generator = generator
+
+    @property
+    def path(self) -> Path:
+        """The bundle directory the model was loaded from."""
+        return Path(self._generator.bundle.path)
+
+    def generate(self, prompt: str = "", form: str | None = None, n: int = 1, seed: int | None = None, *,
+                 acrostic: str = "", theme: str = "", rhyme: bool | None = None, tone: bool = False,
+                 no_repeat: bool = True, best_of: int = 1, max_chars: int = 120, temperature: float = 0.8,
+                 top_k: int = 0, top_p: float = 1.0, traditional: bool = False, **more) -> Poems:
+        """Write `n` poems starting with `prompt`, as `poetgen generate` does with the same options.
+
+        form: wujue | qijue | wulv | qilv | free, or 五绝 七绝 五律 七律 (None: wujue, or by acrostic length);
+        acrostic: line i starts with character i; theme: free text whose keywords steer the lines;
+        rhyme: None is on for regular forms; tone: steer toward a standard 平仄 pattern; no_repeat: no
+        character twice in a line; best_of: candidates per poem, the best-scoring kept; max_chars: free
+        verse cap; temperature (0 greedy), top_k (0 off), top_p in (0, 1]; seed: same seed, same poems;
+        traditional: traditional characters. Further request options (`more`) are passed on by name.
+        Raises BadInput (one line) for an option, prompt or character that cannot be used.
+        """
+        request = poem_request(prompt, form=form, n=n, acrostic=acrostic, theme=theme, rhyme=rhyme, tone=tone,
+                               no_repeat=no_repeat, best_of=best_of, max_chars=max_chars, temperature=temperature,
+                               top_k=top_k, top_p=top_p, seed=seed, **more)
+        return self.run(request, traditional)
+
+    def run(self, request: "PoemRequest", traditional: bool = False) -> Poems:
+        """Write the poems of a prepared PoemRequest (what generate builds from its arguments)."""
+        result = self._generator.generate(request)
+        if traditional:
+            from poetgen.generate import traditional as to_traditional
+
+            result = to_traditional(result)
+        return Poems(tuple(Poem.from_dict(p) for p in result["poems"]), result["seed"], result["form"],
+                     tuple(result.get("keywords", ())), result.get("ms_per_poem", 0.0))
+
+    def __repr__(self) -> str:
+        return f"Poet({str(self.path)!r})"
+
+
+def load(path: PathLike | None = None, int8: bool = False) -> Poet:
+    """Load a model bundle (None: the shipped model) for generation; int8 needs poetgen[int8].
+
+    Raises BadModel (one line) when the bundle is missing, corrupt or incompatible.
+    """
+    from poetgen.generate import Generator
+
+    return Poet(Generator.load(Path(path) if path is not None else None, int8))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a training run left behind."""
+
+    path: Path                          # the bundle directory written
+    epochs_done: int                    # epochs finished in total (resumed runs included)
+    best_epoch: int | None              # the epoch whose model the bundle holds
+    best_val_perplexity: float | None   # its held-out perplexity
+    stopped: bool                       # interrupted (Ctrl-C or SIGTERM) and saved for --resume
+
+
+def _options(cls, given, overrides: dict, what: str):
+    """`given` (an options dataclass or None) with keyword overrides, validated; BadInput for a bad name."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise BadInput(f"unknown {what} option {unknown[0]!r}; known: {', '.join(sorted(names))}")
+    if given is None:
+        try:
+            options = cls(**overrides)
+        except TypeError as error:   # a required field is missing
+            raise BadInput(f"{what}: {error}") from None
+    else:
+        options = dataclasses.replace(given, **overrides)
+    options.validate()
+    return options
+
+
+def _strings(values: dict) -> dict:
+    return {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in values.items()}
+
+
+def train(config: "TrainConfig | None" = None, /, *, callbacks: Sequence = (), **options) -> TrainResult:
+    """Train a model into a bundle, as `poetgen train` does: a TrainConfig, keyword options, or both.
+
+    train(out="runs/mine", epochs=2) or train(TrainConfig(out=...), epochs=3). callbacks: extra Keras
+    callbacks. Raises BadInput / BadCorpus (one line) for what cannot be used.
+    """
+    from poetgen.quiet import import_tensorflow
+    from poetgen.train import TrainConfig, train as run_training
+
+    config = _options(TrainConfig, config, _strings(options), "train")
+    import_tensorflow()
+    run = run_training(config, callbacks)
+    metrics = run.metrics()
+    return TrainResult(Path(config.out), int(run.state["epochs_done"]), metrics["best_epoch"],
+                       metrics["best_val_perplexity"], bool(getattr(run, "stopped", False)))
+
+
+def export(options: "ExportOptions | None" = None, /, *, model: PathLike | None = None, **overrides) -> Path:
+    """Export a bundle (None: the shipped model), as `poetgen export` does; returns the directory written.
+
+    export(out="exported", format="savedmodel" | "keras" | "tflite", force=False), or an ExportOptions.
+    Raises OutputExists, BadInput or BadModel (one line).
+    """
+    from poetgen.export import ExportOptions, export as run_export
+
+    if "out" in overrides:
+        overrides["out"] = Path(overrides["out"])
+    options = _options(ExportOptions, options, overrides, "export")
+    from poetgen.quiet import import_tensorflow
+
+    import_tensorflow()
+    from poetgen.bundle import load_bundle
+
+    return run_export(load_bundle(Path(model) if model is not None else None), options)
+
+
+def evaluate(options: "EvalOptions | None" = None, /, *, model: PathLike | None = None,
+             progress: Callable[[int, int], None] | None = None, **overrides) -> dict:
+    """Evaluate a bundle (None: the shipped model), as `poetgen evaluate --format json` reports it.
+
+    evaluate(corpus=None, samples=100, seed=0), or an EvalOptions. progress(done, total) is called as
+    the work advances. Raises BadInput, BadCorpus or BadModel (one line).
+    """
+    from poetgen.evaluate import EvalOptions, Evaluation
+
+    options = _options(EvalOptions, options, _strings(overrides), "evaluate")
+    from poetgen.quiet import import_tensorflow
+
+    import_tensorflow()
+    from poetgen.bundle import load_bundle
+
+    evaluation = Evaluation(load_bundle(Path(model) if model is not None else None), options)
+    done = 0
+    if progress is not None:
+        progress(0, evaluation.work)
+
+    def advance(steps: int) -> None:
+        nonlocal done
+        done += steps
+        if progress is not None:
+            progress(done, evaluation.work)
+
+    return evaluation.run(advance)

@@ -1,0 +1,131 @@
+"""`poetgen generate --interactive`: load the model once, then write a poem for each line typed.
+
+A line starting with "/" sets an option as on the command line (`/form qilv`, `/seed 3`, `/tone on`);
+the options are the generate command's own, read from its click parameters. Poems come from poetgen.api.
+"""
+
+from __future__ import annotations
+
+import click
+
+from poetgen.errors import PoetgenError
+
+FIXED = ("model_dir", "int8", "interactive", "prompt", "help")   # chosen once, when the session starts
+RESET = ("default", "none")   # `/seed none`: back to the command's default
+COMMANDS = "/help, /options, /quit"
+
+
+def _settable(command: click.Command) -> dict[str, click.Option]:
+    """Option spellings (without dashes, and the parameter's own name) → the option."""
+    names = {}
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name not in FIXED:
+            for spelling in [*param.opts, *param.secondary_opts, param.name]:
+                names[spelling.lstrip("-").replace("_", "-")] = param
+    return names
+
+
+def _spelling(param: click.Option) -> str:
+    return param.opts[-1].lstrip("-")
+
+
+def _usage(param: click.Option) -> str:
+    if param.secondary_opts:
+        return f"/{param.opts[0].lstrip('-')} on|off"
+    if param.is_flag:
+        return f"/{param.opts[-1].lstrip('-')} on|off"
+    return f"/{param.opts[-1].lstrip('-')} VALUE"
+
+
+class Session:
+    """The options of one interactive session and the commands that change them."""
+
+    def __init__(self, command: click.Command, options: dict):
+        self.command = command
+        self.options = dict(options)
+        self.names = _settable(command)
+        self.context = click.Context(command)
+
+    def set(self, line: str) -> str:
+        """Apply one "/name [value]" line; return what to tell the user."""
+        name, _, value = line[1:].strip().partition(" ")
+        name, value = name.replace("_", "-"), value.strip()
+        param = self.names.get(name)
+        if param is None:
+            raise click.UsageError(f"unknown command or option /{name}; try /help")
+        if value.lower() in RESET and param.default is None or value.lower() == "default":
+            new = param.default
+        elif f"--{name}" in param.secondary_opts:   # /no-tone, /allow-repeat
+            if value:
+                raise click.UsageError(f"/{name} takes no value")
+            new = False
+        elif param.is_flag or param.secondary_opts:
+            new = click.BOOL.convert(value or "on", param, self.context)
+        elif not value:
+            raise click.UsageError(f"/{name} needs a value: {_usage(param)}")
+        else:
+            new = param.type.convert(value, param, self.context)
+        _request("", {**self.options, param.name: new})   # a value the request refuses is not kept
+        self.options[param.name] = new
+        return f"{_spelling(param)} = {new!r}"
+
+    def describe(self) -> str:
+        params = {p.name: p for p in self.names.values()}
+        return "\n".join(f"{_spelling(params[name]) if name in params else name} = {value!r}"
+                         for name, value in self.options.items())
+
+    def help(self) -> str:
+        params = dict.fromkeys(self.names.values())
+        lines = ["Type a prompt (or an empty line) for a poem; Ctrl-D ends the session.",
+                 f"Commands: {COMMANDS}. Options, as on the command line:"]
+        lines += [f"  {_usage(p):24} {p.help or ''}" for p in params]
+        return "\n".join(lines)
+
+
+def run_session(command: click.Command, prompt: str, model_dir, int8: bool, options: dict) -> None:
+    """Read lines from stdin until EOF or /quit; each prompt line gets its poems on stdout."""
+    from poetgen import api
+
+    session = Session(command, options)
+    _request(prompt, session.options)   # bad starting options fail before the model loads
+    poet = api.load(model_dir, int8)
+    stdin = click.get_text_stream("stdin")
+    tty = stdin.isatty()
+    if tty:
+        click.echo(f"poetgen: model {poet.path}; type a prompt, /help for commands, Ctrl-D to quit", err=True)
+    pending = [prompt] if prompt else []
+    while True:
+        if pending:
+            line = pending.pop()
+        else:
+            if tty:
+                click.echo("poetgen> ", nl=False, err=True)
+            line = stdin.readline()
+            if not line:   # EOF
+                return
+            line = line.strip()
+        try:
+            if line in ("/quit", "/exit", "/q"):
+                return
+            if line in ("/help", "/?"):
+                click.echo(session.help(), err=True)
+            elif line == "/options":
+                click.echo(session.describe(), err=True)
+            elif line.startswith("/"):
+                click.echo(session.set(line), err=True)
+            else:
+                request, fmt, traditional = _request(line, session.options)
+                poems = poet.run(request, traditional)
+                click.echo(poems.to_json() if fmt == "json" else f"{poems}\n")
+        except click.ClickException as error:
+            click.echo(f"poetgen: error: {' '.join(error.format_message().split())}", err=True)
+        except PoetgenError as error:
+            click.echo(f"poetgen: error: {' '.join(str(error).split())}", err=True)
+
+
+def _request(prompt: str, options: dict):
+    from poetgen import api
+
+    options = dict(options)
+    fmt, traditional = options.pop("fmt", "text"), options.pop("traditional", False)
+    return api.poem_request(prompt, **options), fmt, traditional

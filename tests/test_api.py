@@ -1,0 +1,164 @@
+"""The Python API, used as a user would: only the names `poetgen` exports (and the CLI for comparison)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import poetgen
+from poetgen.cli import cli
+
+REPO = Path(__file__).resolve().parent.parent
+LIGHT = "import sys, poetgen; print(sorted(m for m in ('tensorflow', 'keras', 'jieba') if m in sys.modules))"
+
+
+@pytest.fixture(scope="module")
+def poet(tiny_bundle):
+    return poetgen.load(tiny_bundle)
+
+
+def python(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_import_poetgen_is_light(tmp_path):
+    process = python(LIGHT, tmp_path)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.strip() == "[]"
+    assert set(poetgen.__all__) <= set(dir(poetgen))
+    for stage in ("train", "export", "evaluate"):   # the stage modules of the same names, once imported,
+        importlib.import_module(f"poetgen.{stage}")  # do not hide the functions
+
+    assert all(callable(f) and f.__doc__.startswith(word) for f, word in
+               ((poetgen.train, "Train"), (poetgen.export, "Export"), (poetgen.evaluate, "Evaluate")))
+    assert issubclass(poetgen.TrainConfig, object) and dataclasses.is_dataclass(poetgen.EvalOptions)
+
+
+def readme_api_example() -> str:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_example_generates_with_the_shipped_model_without_tensorflow(tmp_path):
+    code = readme_api_example() + "\nimport sys\nprint('TF', 'tensorflow' in sys.modules)\n"
+    process = python(code, tmp_path)
+    assert process.returncode == 0, process.stderr
+    assert re.search(r"^[\u4e00-\u9fff]{7}，$", process.stdout, re.M), process.stdout
+    assert process.stdout.strip().endswith("TF False"), process.stdout
+
+
+def test_generate_returns_frozen_checked_poems(poet):
+    poems = poet.generate("", form="wulv", n=3, seed=5, tone=True)
+    assert isinstance(poems, poetgen.Poems) and len(poems) == 3 and poems.seed == 5 and poems.form == "wulv"
+    for poem in poems:
+        assert isinstance(poem, poetgen.Poem)
+        assert "".join(poem.lines) == poem.text and len(poem.lines) == 8 and poem.form == "wulv"
+        assert poem.layout_ok is True and poem.rhyme_ok is True and 0 <= poem.tone_score <= 1
+        assert poem.tone_pattern and poem.logprob < 0 and str(poem) == "\n".join(poem.lines)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            poem.text = ""
+    assert [p.text for p in poet.generate(form="wulv", n=3, seed=5, tone=True)] == [p.text for p in poems]
+
+
+def test_every_cli_generate_option_is_accepted(poet):
+    command = cli.commands["generate"]
+    names = [p.name for p in command.params if p.name not in ("prompt", "model_dir", "fmt", "int8", "interactive")]
+    assert {"acrostic", "theme", "rhyme", "tone", "no_repeat", "best_of", "max_chars", "temperature", "top_k",
+            "top_p", "traditional", "seed", "n", "form"} <= set(names)
+    for param in command.params:
+        if param.name in names:
+            value = param.default if param.default is not None or param.name != "seed" else 1
+            assert len(poet.generate(**{param.name: value})) == 1, param.name
+
+
+def test_generate_defaults_are_the_request_defaults():
+    defaults = {f.name: f.default for f in dataclasses.fields(poetgen.PoemRequest) if f.name != "sample"}
+    defaults.update({f.name: f.default for f in dataclasses.fields(poetgen.SampleOptions)}, traditional=False)
+    signature = inspect.signature(poetgen.Poet.generate).parameters
+    named = {name: p.default for name, p in signature.items() if name not in ("self", "more")}
+    assert named and all(defaults[name] == value for name, value in named.items()), (named, defaults)
+
+
+def test_options_reach_the_poems(poet):
+    acrostic = poet.generate(acrostic="春夏秋冬", form="qijue", n=4, seed=2)
+    for poem in acrostic:
+        assert [line[0] for line in poem.lines] == list("春夏秋冬") and poem.acrostic_ok is True
+    prompted = poet.generate("白日依山", n=2, seed=2)
+    assert all(p.text.startswith("白日依山") for p in prompted)
+    simplified = poet.generate(n=6, seed=9)
+    traditional = poet.generate(n=6, seed=9, traditional=True)
+    assert [len(p.text) for p in traditional] == [len(p.text) for p in simplified]
+    assert [p.text for p in traditional] != [p.text for p in simplified]
+    free = poet.generate(form="free", max_chars=30, n=3, seed=1)
+    assert all(len(p.text) <= 30 and p.rhyme_ok is None for p in free)
+
+
+def test_result_matches_the_cli_json(poet, tiny_bundle):
+    result = CliRunner().invoke(cli, ["generate", "--model", str(tiny_bundle), "--seed", "4", "-n", "2",
+                                      "--form", "qijue", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    ours = poet.generate(form="qijue", n=2, seed=4).to_dict()
+    for result_dict in (printed, ours):
+        result_dict.pop("ms_per_poem")
+    assert ours == printed
+
+
+def one_line(error: pytest.ExceptionInfo) -> str:
+    message = str(error.value)
+    assert isinstance(error.value, poetgen.PoetgenError) and message and "\n" not in message
+    return message
+
+
+def test_errors_are_the_public_classes_with_one_line(poet, tiny_bundle, tmp_path):
+    with pytest.raises(poetgen.BadInput) as error:
+        poet.generate(form="sonnet")
+    assert "sonnet" in one_line(error)
+    with pytest.raises(poetgen.BadInput) as error:
+        poet.generate(colour="red")
+    assert "colour" in one_line(error)
+    with pytest.raises(poetgen.BadInput) as error:
+        poet.generate(top_p=2)
+    assert "top-p" in one_line(error)
+    with pytest.raises(poetgen.BadModel) as error:
+        poetgen.load(tmp_path / "nothing")
+    assert "nothing" in one_line(error)
+    with pytest.raises(poetgen.BadInput) as error:
+        poetgen.train(out=str(tmp_path / "run"), epochs=0)
+    assert "epochs" in one_line(error)
+    with pytest.raises(poetgen.BadInput) as error:
+        poetgen.evaluate(model=tiny_bundle, samples=0)
+    assert "samples" in one_line(error)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(poetgen.OutputExists) as error:
+        poetgen.export(out=tmp_path / "taken", format="keras", model=tiny_bundle)
+    assert "taken" in one_line(error) and (tmp_path / "taken" / "keep.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_train_export_evaluate(tiny_corpus, tmp_path):
+    run = poetgen.train(out=tmp_path / "run", corpus=tiny_corpus, units=16, embedding_dim=16, batch_size=8,
+                        seq_len=16, epochs=1, steps_per_epoch=5, warmup_steps=1, min_count=2, dropout=0.0)
+    assert isinstance(run, poetgen.TrainResult) and run.epochs_done == 1 and run.best_epoch == 1
+    assert run.best_val_perplexity > 1 and not run.stopped
+    exported = poetgen.export(poetgen.ExportOptions(tmp_path / "exported", "keras"), model=run.path)
+    assert exported == tmp_path / "exported"
+    assert len(poetgen.load(exported).generate(form="qijue", seed=1)[0].lines) == 4
+    small = tmp_path / "small.jsonl"
+    with open(tiny_corpus, encoding="utf-8") as handle:
+        small.write_text("".join(handle.readlines()[:30]), encoding="utf-8")
+    seen = []
+    report = poetgen.evaluate(model=exported, corpus=small, samples=2, progress=lambda done, total: seen.append((done, total)))
+    assert report["corpus"]["poems"] == 30 and report["perplexity"] > 1
+    assert report["form_compliance"] == {"wujue": 1.0, "qijue": 1.0, "wulv": 1.0, "qilv": 1.0}
+    assert seen[0][0] == 0 and seen[-1][0] == seen[-1][1] and len({total for _, total in seen}) == 1

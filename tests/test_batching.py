@@ -1,0 +1,184 @@
+"""The batching worker under injected failures: every request is answered, the worker goes on, and a
+dead or stuck worker turns into 503s and a /healthz that says so."""
+
+import threading
+import time
+import warnings
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient  # noqa: E402
+
+import poetgen.batching as batching  # noqa: E402
+from poetgen.batching import BatchFailed, Batcher, BatchOptions, Busy, Unavailable  # noqa: E402
+from poetgen.generate import PoemRequest  # noqa: E402
+from poetgen.sampling import SampleOptions  # noqa: E402
+from poetgen.serve import create_app  # noqa: E402
+
+
+class WorkerKilled(BaseException):
+    """Not an Exception: what no per-batch guard catches (a stand-in for whatever kills a thread)."""
+
+
+class Faulty:
+    """The real generator, with failures and holds injected by the test."""
+
+    def __init__(self, generator, fail_finish_seed=None, hold=False, kill=False):
+        self.generator = generator
+        self.fail_finish_seed, self.kill = fail_finish_seed, kill
+        self.entered, self.release = threading.Event(), threading.Event()
+        if not hold:
+            self.release.set()
+
+    def __getattr__(self, name):
+        return getattr(self.generator, name)
+
+    def sample_rows(self, job, streams):
+        self.entered.set()
+        assert self.release.wait(60), "the test never released the model"
+        if self.kill:
+            raise WorkerKilled("injected")
+        return self.generator.sample_rows(job, streams)
+
+    def finish(self, job, candidates, elapsed):
+        if job.seed == self.fail_finish_seed:
+            raise ZeroDivisionError("injected in finish")
+        return self.generator.finish(job, candidates, elapsed)
+
+
+def prepared(generator, seed):
+    return generator.prepare(PoemRequest(sample=SampleOptions(seed=seed)))
+
+
+def wait_until(condition, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the awaited event never happened"
+        time.sleep(0.01)
+
+
+def test_a_failing_finish_fails_only_its_request_and_the_worker_goes_on(generator):
+    batcher = Batcher(Faulty(generator, fail_finish_seed=2), BatchOptions(max_wait_ms=0))
+    futures = [batcher.submit(prepared(generator, seed)) for seed in (1, 2, 3)]   # one batch, queued first
+    batcher.start()
+    try:
+        with pytest.raises(BatchFailed, match="ZeroDivisionError") as failed:
+            futures[1].result(timeout=120)
+        assert "\n" not in str(failed.value)
+        assert futures[0].result(timeout=120)["poems"] and futures[2].result(timeout=120)["poems"]
+        assert batcher.stats.batches == 1
+        assert batcher.submit(prepared(generator, 4)).result(timeout=120)["poems"]
+        assert batcher.alive
+    finally:
+        batcher.stop()
+
+
+def test_a_failing_round_answers_its_requests_and_the_worker_goes_on(generator, monkeypatch):
+    calls, split_round = [], batching.split_round
+
+    def split_once_badly(jobs, max_rows):
+        calls.append(len(jobs))
+        if len(calls) == 1:
+            raise KeyError("injected in the round")
+        return split_round(jobs, max_rows)
+
+    monkeypatch.setattr(batching, "split_round", split_once_badly)
+    batcher = Batcher(generator, BatchOptions(max_wait_ms=0))
+    futures = [batcher.submit(prepared(generator, seed)) for seed in (1, 2)]
+    batcher.start()
+    try:
+        for future in futures:
+            with pytest.raises(BatchFailed, match="KeyError"):
+                future.result(timeout=120)
+        assert batcher.submit(prepared(generator, 3)).result(timeout=120)["poems"]
+        assert calls == [2, 1] and batcher.alive
+    finally:
+        batcher.stop()
+
+
+def test_a_failing_batch_is_a_one_line_500_and_the_server_goes_on(generator):
+    with TestClient(create_app(Faulty(generator, fail_finish_seed=7))) as client:
+        failed = client.post("/api/generate", json={"seed": 7})
+        assert failed.status_code == 500
+        [problem] = failed.json()["detail"]
+        assert "ZeroDivisionError" in problem["message"] and "\n" not in problem["message"]
+        assert client.post("/api/generate", json={"seed": 8}).status_code == 200
+        assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_a_dead_worker_answers_everyone_with_503_and_healthz_says_so(generator):
+    faulty = Faulty(generator, hold=True, kill=True)
+    answers = {}
+
+    def ask(seed):
+        answers[seed] = client.post("/api/generate", json={"seed": seed})
+
+    with TestClient(create_app(faulty)) as client:
+        batcher = client.app.state.batcher
+        threads = [threading.Thread(target=ask, args=(seed,)) for seed in (1, 2)]
+        threads[0].start()
+        assert faulty.entered.wait(60)                  # the first is in the worker...
+        threads[1].start()
+        wait_until(lambda: batcher._queue.qsize() == 1)  # ...and the second waits in the queue
+        faulty.release.set()                            # then the worker dies
+        for thread in threads:
+            thread.join(120)
+        for seed in (1, 2):
+            assert answers[seed].status_code == 503, answers[seed].text
+            assert "worker is down" in answers[seed].json()["detail"][0]["message"]
+        health = client.get("/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "down"
+        assert "WorkerKilled" in health.json()["error"]
+        later = client.post("/api/generate", json={"seed": 3})   # refused at once, not queued forever
+        assert later.status_code == 503 and "worker is down" in later.json()["detail"][0]["message"]
+
+
+def test_a_stuck_worker_times_requests_out_with_503(generator):
+    faulty = Faulty(generator, hold=True)
+    try:
+        with TestClient(create_app(faulty, BatchOptions(timeout_s=0.5))) as client:
+            answer = client.post("/api/generate", json={"seed": 1})
+            assert answer.status_code == 503 and "no answer within 0.5 s" in answer.json()["detail"][0]["message"]
+            assert faulty.entered.is_set()
+            faulty.release.set()
+            assert client.post("/api/generate", json={"seed": 2}).status_code == 200   # it recovers
+    finally:
+        faulty.release.set()
+
+
+def test_stop_never_blocks_on_a_full_queue(generator):
+    faulty = Faulty(generator, hold=True)
+    batcher = Batcher(faulty, BatchOptions(max_queue=1, max_wait_ms=0))
+    batcher.start()
+    worker = batcher._thread
+    first = batcher.submit(prepared(generator, 1))
+    assert faulty.entered.wait(60)                 # the worker holds the first...
+    second = batcher.submit(prepared(generator, 2))  # ...and the queue is full
+    stopper = threading.Thread(target=batcher.stop, kwargs={"timeout": 0.2})
+    stopper.start()
+    stopper.join(60)
+    try:
+        assert not stopper.is_alive()              # stop() returned although the worker is stuck
+        with pytest.raises(Busy, match="shutting down"):
+            second.result(timeout=10)
+    finally:
+        faulty.release.set()
+    assert first.result(timeout=120)["poems"]      # the round in progress still finishes
+    worker.join(60)
+    assert not worker.is_alive()
+
+
+def test_submit_after_the_worker_died_is_refused(generator):
+    batcher = Batcher(Faulty(generator, kill=True), BatchOptions(max_wait_ms=0))
+    batcher.start()
+    with pytest.raises(Unavailable, match="WorkerKilled"):
+        batcher.submit(prepared(generator, 1)).result(timeout=120)
+    wait_until(lambda: not batcher.alive)
+    with pytest.raises(Unavailable, match="worker is down"):
+        batcher.submit(prepared(generator, 2))
+    batcher.stop()

@@ -1,0 +1,105 @@
+"""Shell habits: `poetgen generate --interactive` (a prompt loop on stdin) and shell completion."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+import poetgen
+import poetgen.api
+from poetgen.cli import cli
+
+LINE = re.compile(r"^[\u4e00-\u9fff]+[，。？！；：]$")
+
+
+def poems_in(stdout: str) -> list[list[str]]:
+    return [block.splitlines() for block in stdout.strip().split("\n\n") if block.strip()]
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """Counts model loads through the API."""
+    calls = []
+    real = poetgen.api.load
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(poetgen.api, "load", counting)
+    return calls
+
+
+def test_interactive_writes_a_poem_per_line_with_options_set_on_the_way(tiny_bundle, loads):
+    session = "白日\n/form qijue\n/seed 3\n/tone on\n\n/bogus 1\n/top-p 7\n/n\n/quit\n明月\n"
+    result = CliRunner().invoke(cli, ["generate", "--interactive", "--model", str(tiny_bundle), "--seed", "1"],
+                                input=session)
+    assert result.exit_code == 0, result.output
+    assert len(loads) == 1
+    first, second = poems_in(result.stdout)   # nothing after /quit
+    assert first[0].startswith("白日") and [len(line) for line in first] == [6] * 4
+    assert [len(line) for line in second] == [8] * 4 and all(LINE.match(line) for line in second)
+    poet = poetgen.load(tiny_bundle)
+    assert first == list(poet.generate("白日", seed=1)[0].lines)
+    assert second == list(poet.generate(form="qijue", seed=3, tone=True)[0].lines)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("poetgen: error:")]
+    assert len(errors) == 3 and "/bogus" in errors[0] and "top-p" in errors[1] and "/n needs a value" in errors[2]
+    assert "Traceback" not in result.output
+
+
+def test_interactive_ends_at_eof_and_keeps_the_format_and_flags(tiny_bundle):
+    session = "/format json\n/traditional on\n/no-repeat off\n/allow-repeat\n/help\n/options\n秋\n"
+    result = CliRunner().invoke(cli, ["generate", "--interactive", "--model", str(tiny_bundle), "--seed", "2",
+                                      "--form", "wulv"], input=session)
+    assert result.exit_code == 0, result.output
+
+    printed = json.loads(result.stdout)
+    assert printed["form"] == "wulv" and len(printed["poems"]) == 1 and printed["seed"] == 2
+    expected = poetgen.load(tiny_bundle).generate("秋", form="wulv", seed=2, no_repeat=False, traditional=True)
+    assert printed["poems"][0]["text"] == expected[0].text
+    assert "/acrostic VALUE" in result.stderr and "no-repeat = False" in result.stderr
+    assert "poetgen: error" not in result.stderr
+
+
+def test_interactive_bad_start_and_missing_model_are_one_line(tiny_bundle, tmp_path):
+    result = CliRunner().invoke(cli, ["generate", "--interactive", "--model", str(tmp_path / "none")], input="")
+    assert result.exit_code == 2 and result.stderr.startswith("poetgen: error:")
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = CliRunner().invoke(cli, ["generate", "--interactive", "--model", str(tiny_bundle), "--top-p", "3"],
+                                input="白日\n")
+    assert result.exit_code == 2 and "top-p" in result.stderr and result.stdout == ""
+
+
+def completion(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "poetgen"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env}, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("shell, marker", [("bash", "complete -o nosort -F _poetgen_completion poetgen"),
+                                           ("zsh", "#compdef poetgen"),
+                                           ("fish", "complete --no-files --command poetgen")])
+def test_completion_scripts(shell, marker):
+    process = completion({"_POETGEN_COMPLETE": f"{shell}_source"})
+    assert process.returncode == 0 and marker in process.stdout, process.stdout + process.stderr
+
+
+def test_completion_completes_commands_and_options():
+    process = completion({"_POETGEN_COMPLETE": "bash_complete", "COMP_WORDS": "poetgen gen", "COMP_CWORD": "1"})
+    assert process.returncode == 0 and process.stdout.split() == ["plain,generate"]
+    process = completion({"_POETGEN_COMPLETE": "bash_complete", "COMP_WORDS": "poetgen generate --inter",
+                          "COMP_CWORD": "2"})
+    assert process.stdout.split() == ["plain,--interactive"]
+
+
+def test_interactive_prompt_argument_is_the_first_line(tiny_bundle):
+    result = CliRunner().invoke(cli, ["generate", "--interactive", "--model", str(tiny_bundle), "--seed", "5",
+                                      "明月"], input="/seed 6\n明月\n")
+    assert result.exit_code == 0, result.output
+    first, second = poems_in(result.stdout)
+    assert first[0].startswith("明月") and second[0].startswith("明月") and first != second
