@@ -93,22 +93,23 @@ class Poems(Sequence):
         return "\n\n".join(str(poem) for poem in self.poems)
 
 
-def poem_request(prompt: str = "", *, temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0,
-                 seed: int | None = None, **options) -> "PoemRequest":
+def poem_request(prompt: str = "", **options) -> "PoemRequest":
     """A validated request from generate's keyword arguments (sampling ones folded into SampleOptions).
 
-    Any option the request knows is accepted (form, acrostic, theme, rhyme, tone, n, best_of, …);
-    an unknown name or a bad value raises BadInput with one line.
+    Any option the request knows is accepted (form, acrostic, theme, rhyme, tone, n, best_of, …), and
+    SampleOptions' (temperature, top_k, top_p, seed), with their defaults; an unknown name or a bad
+    value raises BadInput with one line.
     """
     from poetgen.request import PoemRequest
     from poetgen.sampling import SampleOptions
 
+    sampling = {f.name for f in dataclasses.fields(SampleOptions)}
     known = {f.name for f in dataclasses.fields(PoemRequest)} - {"prompt", "sample"}
-    unknown = sorted(set(options) - known)
+    unknown = sorted(set(options) - known - sampling)
     if unknown:
         raise BadInput(f"unknown generate option {unknown[0]!r}; known: "
-                       f"{', '.join(sorted(known | {'temperature', 'top_k', 'top_p', 'seed', 'traditional'}))}")
-    sample = SampleOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+                       f"{', '.join(sorted(known | sampling | {'traditional'}))}", field=unknown[0])
+    sample = SampleOptions(**{name: options.pop(name) for name in sampling & set(options)})
     sample.validate()
     request = PoemRequest(prompt=prompt, sample=sample, **options)
     request.validate()

@@ -16,6 +16,7 @@ import time
 
 from poetgen.errors import BadInput, PoetgenError
 from poetgen.generate import Generator
+from poetgen.options import check_settings, setting
 from poetgen.request import PreparedRequest
 from poetgen.sampling import row_streams
 
@@ -37,20 +38,13 @@ class BatchFailed(PoetgenError):
 
 @dataclasses.dataclass(frozen=True)
 class BatchOptions:
-    max_rows: int = 64          # poems stepped together at most; 1 serves one request at a time
-    max_wait_ms: float = 5.0    # how long a round waits for requests already arriving (none: no wait)
-    max_queue: int = 256        # requests waiting at most; more are refused as Busy
-    timeout_s: float = 60.0     # a request not answered by then is given up (Unavailable, 503)
+    max_rows: int = setting(64, low=1, high=1024)        # poems stepped together at most; 1: one request at a time
+    max_wait_ms: float = setting(5.0, low=0, high=1000)  # how long a round waits for requests already arriving
+    max_queue: int = setting(256, low=1)                 # requests waiting at most; more are answered 503
+    timeout_s: float = setting(60.0, low=0, high=3600, low_open=True)   # seconds a request may wait; then 503
 
     def validate(self) -> None:
-        if self.max_rows < 1:
-            raise BadInput(f"max batch must be at least 1 (1 turns batching off), not {self.max_rows}")
-        if not 0 <= self.max_wait_ms <= 1000:
-            raise BadInput(f"batch wait must be between 0 and 1000 ms, not {self.max_wait_ms}")
-        if self.max_queue < 1:
-            raise BadInput(f"queue length must be at least 1, not {self.max_queue}")
-        if not 0 < self.timeout_s <= 3600:
-            raise BadInput(f"request timeout must be between 0 and 3600 s, not {self.timeout_s}")
+        check_settings(self)
 
 
 @dataclasses.dataclass

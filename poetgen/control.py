@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Iterable, Sequence
+from typing import Iterable
 
 STYLES = ("tang", "song", "ci")          # what `generate --style` offers
 SHI_FORMS = ("wujue", "qijue", "wulv", "qilv", "other")
@@ -86,7 +86,3 @@ class Prefixer:
             return self.for_labels(Labels("ci", "ci", tune))
         return self.for_labels(Labels(style, form if form in SHI_FORMS else "other", ""))
 
-
-def with_prefixes(token_lists: Sequence[list[int]], prefixes: Sequence[list[int]]) -> list[list[int]]:
-    """Each poem's ids preceded by its control ids (what the training stream holds)."""
-    return [list(prefix) + list(tokens) for prefix, tokens in zip(prefixes, token_lists)]

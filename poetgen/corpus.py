@@ -20,7 +20,7 @@ from typing import Iterable
 from poetgen.errors import BadCorpus
 from poetgen.atomic import atomic_write
 # The shapes of the forms, the tagger (form_of) and the line splitter live in the layout spec.
-from poetgen.layout import FORM_ALIASES, FORM_SHAPES, FORMS, MARKS, STOP_MARKS, clauses, form_of  # noqa: F401
+from poetgen.layout import FORM_ALIASES, FORM_SHAPES, FORMS, MARKS, clauses, form_of  # noqa: F401
 
 DYNASTIES = ("tang", "song", "wudai")
 GENRES = ("shi", "ci")
@@ -29,7 +29,6 @@ CI_FORM = "ci"        # the form tag of every ci (its shape is its tune's)
 DYNASTY_ALIASES = {"唐": "tang", "宋": "song", "五代": "wudai", "五代十国": "wudai", "南唐": "wudai"}
 
 PUNCTUATION = MARKS
-LINE_END = STOP_MARKS
 HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
 _HALF_TO_FULL = str.maketrans({",": "，", ".": "。", "．": "。", "?": "？", "!": "！", ";": "；",
                                ":": "：", "、": "，", "︰": "："})

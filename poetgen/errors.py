@@ -13,6 +13,10 @@ class PoetgenError(Exception):
 class BadInput(PoetgenError, ValueError):
     """A prompt, option or input file that cannot be used."""
 
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field   # the option or request field at fault, as its dataclass names it; None: no one field
+
 
 class BadCorpus(PoetgenError):
     """A corpus file that cannot be read or holds no usable poem."""

@@ -19,10 +19,11 @@ from poetgen.control import Prefixer
 from poetgen.corpus import (DYNASTIES, FORM_SHAPES, FORMS, GENRES, HELD_OUT_FRACTION, SHIPPED_FILES, clauses,
                             corpus_hash, form_of, is_held_out, shipped_corpus_paths, shipped_files_of,
                             shipped_label)
-from poetgen.errors import BadCorpus, BadInput
+from poetgen.errors import BadCorpus
 from poetgen.generate import Generator
 from poetgen.importers import load_corpus
 from poetgen.model import sequence_log_likelihood
+from poetgen.options import check_settings, setting
 from poetgen.prosody import strict_positions
 from poetgen.request import MAX_POEMS, PoemRequest
 from poetgen.sampling import SampleOptions
@@ -35,23 +36,17 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class EvalOptions:
-    corpus: str | None = None   # a corpus file scored whole; None: the held-out split of the shipped corpus
-    samples: int = 100          # poems generated per regular form
+    corpus: str | None = None   # a corpus file scored whole; default: the shipped corpus's held-out split
+    samples: int = setting(100, low=1, high=MAX_POEMS)   # poems generated per regular form
     seed: int = 0               # sampling seed, fixed so that two runs (and two models) compare
-    batch_size: int = 64        # poems scored together for perplexity
-    dynasty: str | None = None  # score only this dynasty's poems (DYNASTIES or "all"); None: all, except
-                                # on the shipped corpus with no genre either, where it means tang (the
-                                # held-out set every earlier perplexity was measured on)
-    genre: str | None = None    # score only this genre (GENRES or "all"); None: all
+    batch_size: int = setting(64, low=1)                 # poems scored together for perplexity
+    dynasty: str | None = setting(None, choices=DYNASTIES + (ALL,))   # score only this dynasty's poems
+    # (dynasty None: all, except on the shipped corpus with no genre either, where it means tang: the
+    # held-out set every earlier perplexity was measured on)
+    genre: str | None = setting(None, choices=GENRES + (ALL,))        # score only this genre; default: all
 
     def validate(self) -> None:
-        if not 1 <= self.samples <= MAX_POEMS:
-            raise BadInput(f"samples must be between 1 and {MAX_POEMS}, not {self.samples}")
-        if self.batch_size < 1:
-            raise BadInput(f"batch size must be at least 1, not {self.batch_size}")
-        for name, value, allowed in (("dynasty", self.dynasty, DYNASTIES), ("genre", self.genre, GENRES)):
-            if value not in (None, ALL) + allowed:
-                raise BadInput(f"{name} must be one of {', '.join(allowed + (ALL,))}, not {value!r}")
+        check_settings(self)
 
     def subset(self) -> tuple[str, str]:
         """(dynasty, genre) actually scored, "all" where a field is not filtered."""

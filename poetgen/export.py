@@ -13,6 +13,7 @@ from poetgen.atomic import atomic_directory, write_text
 from poetgen.bundle import TOKENIZER_FILE, Bundle, save_bundle, write_config
 from poetgen.errors import BadInput, BadModel, OutputExists
 from poetgen.model import build_step_model, states_per_layer
+from poetgen.options import check_settings, setting
 from poetgen.quiet import import_tensorflow, muted_stderr
 
 FORMATS = ("savedmodel", "keras", "tflite")
@@ -25,12 +26,11 @@ EXPORT_MARKERS = ("saved_model.pb", TFLITE_FILE, "model.keras")
 @dataclasses.dataclass(frozen=True)
 class ExportOptions:
     out: Path                   # directory to create
-    format: str = "savedmodel"  # savedmodel | keras | tflite
+    format: str = setting("savedmodel", choices=FORMATS)   # savedmodel | keras | tflite (see the README)
     force: bool = False         # replace `out` if it exists (only once the new export is complete)
 
     def validate(self) -> None:
-        if self.format not in FORMATS:
-            raise BadInput(f"export format must be one of {', '.join(FORMATS)}, not {self.format!r}")
+        check_settings(self)
 
 
 def check_target(bundle: Bundle, options: ExportOptions) -> None:

@@ -246,11 +246,6 @@ def iter_clean(raws: Iterable[RawPoem | str], dropped: collections.Counter, simp
             yield poem
 
 
-def clean_all(raws: Iterable[RawPoem | str], simplify: bool = True) -> ImportResult:
-    dropped = collections.Counter()
-    return ImportResult(list(iter_clean(raws, dropped, simplify)), dropped)
-
-
 def load_corpus(path: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
                 **import_options) -> list[Poem]:
     """Poems of corpus files (one path or several) or any raw format the importers read; None means the

@@ -112,7 +112,7 @@ class Layout:
         for ch in prompt:
             if line >= self.line_count:
                 raise BadInput(f"prompt is longer than a {self.name} poem "
-                               f"({self.line_count} lines of {self.describe_lengths()} characters)")
+                               f"({self.line_count} lines of {self.describe_lengths()} characters)", field="prompt")
             if column == self.line_lengths[line]:   # the mark slot
                 fitted.append(ch if ch in MARKS and self.accepts(line, ch) else self.end_marks[line])
                 line, column = line + 1, 0
@@ -120,10 +120,10 @@ class Layout:
                     continue
                 if line >= self.line_count:
                     raise BadInput(f"prompt is longer than a {self.name} poem "
-                                   f"({self.line_count} lines of {self.describe_lengths()} characters)")
+                                   f"({self.line_count} lines of {self.describe_lengths()} characters)", field="prompt")
             if ch in MARKS:
                 raise BadInput(f"prompt does not fit {self.name}: line {line + 1} has {column} characters before "
-                               f"{ch!r}, but that line has {self.line_lengths[line]}")
+                               f"{ch!r}, but that line has {self.line_lengths[line]}", field="prompt")
             fitted.append(ch)
             column += 1
         return "".join(fitted)
@@ -144,7 +144,7 @@ def shi_layout(form: str, line_length: int, line_count: int) -> Layout:
                   tuple(PAUSE_MARKS if p else STOP_MARKS for p in pause), tuple(range(1, line_count, 2)))
 
 
-_SHI = {form: shi_layout(form, *shape) for form, shape in FORM_SHAPES.items()}
+_SHI = {form: shi_layout(form, length, count) for form, (length, count) in FORM_SHAPES.items()}
 
 
 def layout_of(form: str | None) -> Layout | None:

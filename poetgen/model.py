@@ -12,6 +12,8 @@ import weakref
 
 import numpy as np
 
+from poetgen.errors import BadInput
+
 CELLS = ("lstm", "gru", "simplernn")
 
 
@@ -39,18 +41,25 @@ class ModelConfig:
         return self.projection or self.units
 
     def validate(self) -> None:
+        """BadInput (a ValueError) naming the field that cannot build a model."""
         if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
-        if self.layers < 1 or self.units < 1 or self.embedding_dim < 1 or self.vocab_size < 4:
-            raise ValueError("layers, units, embedding dim and vocabulary size must be positive")
-        if self.projection < 0:
-            raise ValueError("projection must be >= 0 (0 means none)")
-        for name in ("dropout", "embedding_dropout", "recurrent_dropout"):
+            raise BadInput(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}", field="cell")
+        for name in ("layers", "units", "embedding_dim"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}", field=name)
+        if self.vocab_size < 4:
+            raise BadInput(f"vocabulary size must be at least 4, not {self.vocab_size}", field="vocab_size")
+        if not 0.0 <= self.dropout < 1.0:
+            raise BadInput(f"dropout must be in [0, 1), not {self.dropout}", field="dropout")
+        for name in ("projection",):
+            if getattr(self, name) < 0:
+                raise BadInput(f"projection must be at least 0 (0: none), not {self.projection}", field=name)
+        for name in ("embedding_dropout", "recurrent_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name.replace('_', ' ')} must be in [0, 1)")
+                raise BadInput(f"{name.replace('_', ' ')} must be in [0, 1), not {getattr(self, name)}", field=name)
         if self.tie_embeddings and self.output_inputs != self.embedding_dim:
-            raise ValueError(f"tied embeddings need the output layer's input ({self.output_inputs}: the projection, "
-                             f"else the units) to equal the embedding dim ({self.embedding_dim})")
+            raise BadInput(f"tied embeddings need the output layer's input ({self.output_inputs}: the projection, "
+                           f"else the units) to equal the embedding dim ({self.embedding_dim})", field="tie_embeddings")
 
 
 def _rnn_class(cell: str):
@@ -116,13 +125,6 @@ def output_weights(weights: dict[str, list[np.ndarray]], config: ModelConfig) ->
         return np.ascontiguousarray(table.T), np.zeros(config.vocab_size, np.float32)
     kernel, bias = weights["logits"]
     return kernel.astype(np.float32), bias.astype(np.float32)
-
-
-def layer_names(config: ModelConfig) -> list[str]:
-    """Every layer holding weights, by name (what a stepper reads)."""
-    names = ["embedding"] + [f"rnn_{i}" for i in range(config.layers)]
-    names += ["projection"] if config.projection else []
-    return names + ([] if config.tie_embeddings else ["logits"])
 
 
 def states_per_layer(cell: str) -> int:
@@ -246,10 +248,10 @@ class NumpyStepper:
             return self.output.last_at(len(ids), ids)
         return np.einsum("bu,bu->b", self._top(state), self.output_rows[ids])
 
-    def step(self, ids: np.ndarray, state: list[np.ndarray], need_logits: bool = True):
-        """ids (batch,) → (logits (batch, vocab) or None, new state)."""
+    def step(self, ids: np.ndarray, state: list[np.ndarray]):
+        """ids (batch,) → (logits (batch, vocab), new state)."""
         state = self.advance(ids, state)
-        return (self.logits(state) if need_logits else None), state
+        return self.logits(state), state
 
     def _cell(self, projected, state, recurrent, recurrent_bias):
         cell, units = self.config.cell, self.config.units

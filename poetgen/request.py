@@ -12,13 +12,21 @@ from poetgen.control import DEFAULT_STYLE, STYLES
 from poetgen.corpus import FORM_ALIASES, FORMS, HAN, PUNCTUATION, normalize_text
 from poetgen.errors import BadInput
 from poetgen.layout import layout_of
+from poetgen.options import check_settings, setting
 from poetgen.sampling import SampleOptions, Shape, new_seed
 from poetgen.tables import VocabularyTables
 from poetgen.tokenizer import Tokenizer
 
 MAX_POEMS = 1000          # poems per request
-MAX_CANDIDATES = 64       # --best-of limit
-MAX_PROMPT = 200          # characters
+MAX_CANDIDATES = 64       # candidates per poem (best-of)
+MAX_PROMPT = 200          # characters of prompt
+MAX_THEME = 200           # characters of theme
+# A public server keeps each request cheap: tighter limits on the same quantities (poetgen serve).
+SERVER_MAX_POEMS = 10
+SERVER_MAX_PROMPT = 64    # a whole qilv with its punctuation
+SERVER_MAX_ACROSTIC = 8   # one character per line of a lüshi
+SERVER_MAX_TEMPERATURE = 10.0
+FORM_NAMES = ("wujue", "qijue", "wulv", "qilv", "free", "五绝", "七绝", "五律", "七律")
 _HAN_ONLY = re.compile(f"[{HAN}]")
 # Words of the request itself ("write a poem about …"), not of its theme.
 _REQUEST_WORDS = frozenset("写 作 一首 一篇 首 篇 关于 有关 诗 诗歌 诗词 古诗 请 帮 帮我 我 给 创作 描写 表达 主题 一下 的".split())
@@ -27,21 +35,19 @@ _REQUEST_WORDS = frozenset("写 作 一首 一篇 首 篇 关于 有关 诗 诗�
 @dataclasses.dataclass(frozen=True)
 class PoemRequest:
     prompt: str = ""                 # the poem starts with this text (may span lines)
-    form: str | None = None          # wujue|qijue|wulv|qilv|free or 五绝…; None: wujue, or by acrostic length
+    form: str | None = None          # wujue|qijue|wulv|qilv|free or 五绝…; default wujue (wulv for 8 heads)
     acrostic: str = ""               # 藏头: line i starts with character i
     theme: str = ""                  # free text; keywords steer the lines
-    rhyme: bool | None = None        # None: on for the regular forms
+    rhyme: bool | None = None        # rhyme lines 2, 4, 6, 8 in one 平水韵 group; default: on for regular forms
     tone: bool = False               # steer toward a standard 平仄 pattern
     no_repeat: bool = True           # no character twice within a line
-    n: int = 1                       # poems to return
-    best_of: int = 1                 # candidates per poem; the best score wins
-    max_chars: int = 120             # free verse length cap, punctuation included
-    reverse_weight: float = 0.5      # best-of: weight of the bundle's reverse model (if any) in the score,
-                                     # against the forward mean log-probability; 0 ignores it
-    style: str = DEFAULT_STYLE       # tang | song | ci: the control prefix of a conditioned model
-                                     # (a model without control tokens ignores it)
-    batch_size: int = 256            # sequences stepped together
-    sample: SampleOptions = SampleOptions()
+    n: int = setting(1, low=1, high=MAX_POEMS)                 # poems to return
+    best_of: int = setting(1, low=1, high=MAX_CANDIDATES)      # candidates per poem; the best score wins
+    max_chars: int = setting(120, low=5, high=1000)            # free verse length cap, punctuation included
+    reverse_weight: float = setting(0.5, low=0, high=1)        # weight of the bundle's reverse model in best-of scores
+    style: str = setting(DEFAULT_STYLE, choices=STYLES)        # a conditioned model's style; others ignore it
+    batch_size: int = setting(256, low=1)                      # sequences stepped together
+    sample: SampleOptions = SampleOptions()                    # temperature, top-k, top-p and seed
 
     def resolved_form(self) -> str:
         form = FORM_ALIASES.get(self.form, self.form) if self.form else None
@@ -51,23 +57,16 @@ class PoemRequest:
             acrostic = normalize_text(self.acrostic)
             form = "wulv" if len(acrostic) == 8 else "wujue"
         if form not in FORMS + ("free",):
-            raise BadInput(f"unknown form {self.form!r}; choose wujue, qijue, wulv, qilv or free (五绝 七绝 五律 七律)")
+            raise BadInput(f"unknown form {self.form!r}; choose wujue, qijue, wulv, qilv or free (五绝 七绝 五律 七律)",
+                           field="form")
         return form
 
     def validate(self) -> None:
         self.sample.validate()
-        if not 1 <= self.n <= MAX_POEMS:
-            raise BadInput(f"n must be between 1 and {MAX_POEMS}, not {self.n}")
-        if not 1 <= self.best_of <= MAX_CANDIDATES:
-            raise BadInput(f"best-of must be between 1 and {MAX_CANDIDATES}, not {self.best_of}")
-        if not 5 <= self.max_chars <= 1000:
-            raise BadInput(f"max-chars must be between 5 and 1000, not {self.max_chars}")
-        if not 0.0 <= self.reverse_weight <= 1.0:
-            raise BadInput(f"reverse weight must be in [0, 1], not {self.reverse_weight}")
-        if self.style not in STYLES:
-            raise BadInput(f"unknown style {self.style!r}; choose {', '.join(STYLES)}")
-        if len(self.prompt) > MAX_PROMPT:
-            raise BadInput(f"prompt is longer than {MAX_PROMPT} characters")
+        check_settings(self)
+        for name, limit in (("prompt", MAX_PROMPT), ("theme", MAX_THEME)):
+            if len(getattr(self, name)) > limit:
+                raise BadInput(f"{name} is longer than {limit} characters", field=name)
         self.resolved_form()
 
 
@@ -121,7 +120,7 @@ def check_chars(text: str, what: str, allow_punctuation: bool) -> None:
         if _HAN_ONLY.fullmatch(ch) or (allow_punctuation and ch in PUNCTUATION):
             continue
         kind = "a Latin letter or digit" if ch.isascii() and ch.isalnum() else "not a Chinese character"
-        raise BadInput(f"{what} contains {ch!r}, which is {kind}")
+        raise BadInput(f"{what} contains {ch!r}, which is {kind}", field=what)
 
 
 def fit_prompt(prompt: str, form: str) -> str:
@@ -136,19 +135,21 @@ def check_acrostic(acrostic: str, prompt: str, form: str) -> None:
         return
     layout = layout_of(form)
     if layout is None:
-        raise BadInput("an acrostic needs a regular form (wujue, qijue, wulv or qilv)")
+        raise BadInput("an acrostic needs a regular form (wujue, qijue, wulv or qilv)", field="acrostic")
     if len(acrostic) != layout.line_count:
-        raise BadInput(f"acrostic has {len(acrostic)} characters but a {form} poem has {layout.line_count} lines")
+        raise BadInput(f"acrostic has {len(acrostic)} characters but a {form} poem has {layout.line_count} lines",
+                       field="acrostic")
     for i, head in enumerate(prompt[start] for start in layout.starts if start < len(prompt)):
         if head != acrostic[i]:
-            raise BadInput(f"prompt line {i + 1} starts with {head!r}, but the acrostic asks for {acrostic[i]!r}")
+            raise BadInput(f"prompt line {i + 1} starts with {head!r}, but the acrostic asks for {acrostic[i]!r}",
+                           field="acrostic")
 
 
 def encode_known(tokenizer: Tokenizer, text: str, what: str) -> list[int]:
     """The ids of `text`; BadInput naming the first character the model does not know."""
     unknown = tokenizer.unknown(text)
     if unknown:
-        raise BadInput(f"the model does not know the character {unknown[0]!r} in the {what}")
+        raise BadInput(f"the model does not know the character {unknown[0]!r} in the {what}", field=what)
     return tokenizer.encode(text)
 
 

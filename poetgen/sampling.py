@@ -7,14 +7,13 @@ on its batch nor on other requests batched with it. Probabilities are computed i
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
 import numpy as np
 
-from poetgen.rules import NEG, Rule, Step
-from poetgen.errors import BadInput
 from poetgen.layout import Layout
+from poetgen.options import check_settings, setting
+from poetgen.rules import NEG, Rule, Step
 from poetgen.tokenizer import BOUNDARY
 
 SEED_LIMIT = 2**63        # a given seed is in [0, SEED_LIMIT): what NumPy and an int64 graph input take
@@ -23,20 +22,13 @@ DRAWN_SEED_LIMIT = 2**31  # a drawn seed is below this, so a browser (53-bit num
 
 @dataclasses.dataclass(frozen=True)
 class SampleOptions:
-    temperature: float = 0.8   # 0 means greedy; >1 flattens the distribution
-    top_k: int = 0             # 0 means no top-k cut
-    top_p: float = 1.0         # nucleus mass kept, in (0, 1]
-    seed: int | None = None    # same seed, same poems; None draws one
+    temperature: float = setting(0.8, low=0)                     # 0 is greedy; higher is wilder
+    top_k: int = setting(0, low=0)                               # sample among the k likeliest (0: off)
+    top_p: float = setting(1.0, low=0, high=1, low_open=True)    # nucleus mass kept (1: off)
+    seed: int | None = setting(None, low=0, high=SEED_LIMIT, high_open=True)   # same seed, same poems; default: drawn
 
     def validate(self) -> None:
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise BadInput(f"temperature must be a number >= 0, not {self.temperature}")
-        if self.top_k < 0:
-            raise BadInput(f"top-k must be >= 0 (0 turns it off), not {self.top_k}")
-        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
-            raise BadInput(f"top-p must be in (0, 1], not {self.top_p}")
-        if self.seed is not None and not 0 <= self.seed < SEED_LIMIT:
-            raise BadInput(f"seed must be between 0 and 2**63 - 1, not {self.seed}")
+        check_settings(self)
 
 
 @dataclasses.dataclass

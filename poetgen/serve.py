@@ -22,34 +22,34 @@ from poetgen.batching import BatchFailed, Batcher, BatchOptions, Busy, Unavailab
 from poetgen.control import DEFAULT_STYLE, STYLES
 from poetgen.errors import BadInput
 from poetgen.generate import Generator, traditional
-from poetgen.request import PoemRequest
+from poetgen.options import bounds
+from poetgen.request import (FORM_NAMES, MAX_THEME, SERVER_MAX_ACROSTIC, SERVER_MAX_POEMS, SERVER_MAX_PROMPT,
+                             SERVER_MAX_TEMPERATURE, PoemRequest)
 from poetgen.sampling import SampleOptions
 
-MAX_PROMPT = 64            # characters: a whole qilv with its punctuation
-MAX_THEME = 200            # characters of free text
-MAX_POEMS = 10             # poems per request
 MAX_BODY = 16 * 1024       # bytes of JSON
-MAX_SEED = 2**63 - 1
-FORM_NAMES = ("wujue", "qijue", "wulv", "qilv", "free", "五绝", "七绝", "五律", "七律")
 logger = logging.getLogger(__name__)
+_DEFAULT_REQUEST, _DEFAULT_SAMPLE = PoemRequest(), SampleOptions()
 
 
 class GenerateBody(BaseModel):
     """POST /api/generate: the options of `poetgen generate`, with server limits."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    prompt: str = Field("", max_length=MAX_PROMPT)           # the poem starts with this text
-    form: Literal[FORM_NAMES] | None = None                  # None: wujue, or by acrostic length
-    acrostic: str = Field("", max_length=8)                  # 藏头: line i starts with character i
+    # Defaults and ranges are PoemRequest's and SampleOptions' own; SERVER_* limits are tighter.
+    prompt: str = Field("", max_length=SERVER_MAX_PROMPT)    # the poem starts with this text
+    form: Literal[FORM_NAMES] | None = _DEFAULT_REQUEST.form   # None: wujue, or by acrostic length
+    acrostic: str = Field("", max_length=SERVER_MAX_ACROSTIC)   # 藏头: line i starts with character i
     theme: str = Field("", max_length=MAX_THEME)             # free text; keywords steer the lines
-    rhyme: bool | None = None                                # None: on for the regular forms
-    tone: bool = False                                       # steer toward a standard 平仄 pattern
-    temperature: float = Field(0.8, ge=0, le=10, allow_inf_nan=False)   # 0 is greedy
-    top_k: int = Field(0, ge=0)                              # 0 turns the top-k cut off
-    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)          # nucleus mass kept
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)        # None draws one; it is in the answer
-    n: int = Field(1, ge=1, le=MAX_POEMS)                    # poems to return
-    style: Literal[STYLES] = DEFAULT_STYLE                   # a conditioned model's style; others ignore it
+    rhyme: bool | None = _DEFAULT_REQUEST.rhyme              # None: on for the regular forms
+    tone: bool = _DEFAULT_REQUEST.tone                       # steer toward a standard 平仄 pattern
+    temperature: float = Field(_DEFAULT_SAMPLE.temperature, **bounds(SampleOptions, "temperature"),
+                               le=SERVER_MAX_TEMPERATURE, allow_inf_nan=False)   # 0 is greedy
+    top_k: int = Field(_DEFAULT_SAMPLE.top_k, **bounds(SampleOptions, "top_k"))   # 0 turns the top-k cut off
+    top_p: float = Field(_DEFAULT_SAMPLE.top_p, **bounds(SampleOptions, "top_p"), allow_inf_nan=False)
+    seed: int | None = Field(_DEFAULT_SAMPLE.seed, **bounds(SampleOptions, "seed"))   # None draws one
+    n: int = Field(_DEFAULT_REQUEST.n, ge=1, le=SERVER_MAX_POEMS)   # poems to return
+    style: Literal[STYLES] = _DEFAULT_REQUEST.style          # a conditioned model's style; others ignore it
     traditional: bool = False                                # answer in traditional characters
 
     def poem_request(self) -> PoemRequest:
@@ -76,6 +76,7 @@ def _validation_problem(error: dict) -> tuple[str, str]:
         "greater_than_equal": f"{field} must be at least {ctx.get('ge')}",
         "greater_than": f"{field} must be greater than {ctx.get('gt')}",
         "less_than_equal": f"{field} must be at most {ctx.get('le')}",
+        "less_than": f"{field} must be less than {ctx.get('lt')}",
         "finite_number": f"{field} must be a finite number",
         "literal_error": f"{field} must be one of {', '.join(STYLES if field == 'style' else FORM_NAMES)}",
     }
@@ -86,14 +87,9 @@ def _validation_problem(error: dict) -> tuple[str, str]:
     return field, messages.get(kind, f"{field}: {error.get('msg', 'invalid value')}")
 
 
-_FIELD_WORDS = (("acrostic", "acrostic"), ("prompt", "prompt"), ("form", "form"), ("temperature", "temperature"),
-                ("top-k", "top_k"), ("top-p", "top_p"), ("n must", "n"))
-
-
-def field_of(error: BadInput) -> str:
-    """The request field a generator refusal is about (its sentences name it), or "request"."""
-    message = str(error)
-    return next((field for word, field in _FIELD_WORDS if word in message), "request")
+def _body_field(error: BadInput) -> str:
+    """The body field a refusal of the generator is about: the request field it names, else "request"."""
+    return error.field if error.field in GenerateBody.model_fields else "request"
 
 
 async def _read_body(request: Request) -> bytes | None:
@@ -148,7 +144,7 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
                 future = batcher.submit(prepared)
             result = await asyncio.wait_for(asyncio.wrap_future(future), options.timeout_s)   # cancels it
         except BadInput as error:
-            return refusal(422, [(field_of(error), str(error))])
+            return refusal(422, [(_body_field(error), str(error))])
         except Busy as error:
             return refusal(503, [("request", str(error))], headers={"Retry-After": "1"})
         except Unavailable as error:

@@ -27,12 +27,13 @@ from poetgen.control import Prefixer, control_vocabulary
 from poetgen.corpus import corpus_hash, is_held_out, shipped_label
 from poetgen.errors import BadInput
 from poetgen.importers import load_corpus
-from poetgen.model import ModelConfig, build_model
-from poetgen.tokenizer import BOUNDARY, Tokenizer
+from poetgen.model import CELLS, ModelConfig, build_model
+from poetgen.options import check_settings, setting
+from poetgen.tokenizer import BOUNDARY, SPECIALS, Tokenizer
 from poetgen.train_step import use_sampled_softmax
 
 RESUME_DIR, RESUME_MODEL, RESUME_STATE = "resume", "last.keras", "state.json"
-STRATEGIES = ("default", "mirrored", "multiworker")
+STRATEGIES = ("default", "mirrored")   # one machine only: MultiWorkerMirroredStrategy fails under Keras 3
 PRECISIONS = ("float32", "mixed_bfloat16")
 MODEL_OPTIONS = ("cell", "layers", "units", "embedding_dim", "dropout", "min_count", "projection", "tie_embeddings",
                  "embedding_dropout", "recurrent_dropout", "conditioned", "top_tunes", "reverse")
@@ -41,66 +42,62 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    out: str                           # bundle directory to write
-    corpus: str | None = None          # corpus file or directory; None means the whole shipped corpus
-    cell: str = "lstm"                 # lstm | gru | simplernn
-    layers: int = 1                    # stacked recurrent layers
-    units: int = 256                   # recurrent width
-    embedding_dim: int = 256           # character embedding size
-    dropout: float = 0.1               # dropout on recurrent inputs and the output layer
-    projection: int = 0                # linear layer before the output layer; 0 means none
-    tie_embeddings: bool = False       # output layer = embedding table transposed (needs matching sizes)
-    embedding_dropout: float = 0.0     # drop whole character embeddings (AWD's dropoute)
-    recurrent_dropout: float = 0.0     # dropout on hidden-to-hidden connections (slower steps: measure)
-    sampled_softmax: int = 0           # negative classes per step for a sampled-softmax loss; 0: full softmax
-    conditioned: bool = False          # each poem starts with control tokens (style, form or tune)
-    top_tunes: int = 200               # ci tunes with their own control token (the rest share one)
-    reverse: bool = False              # train on reversed poems (a reranker for best-of)
-    epochs: int = 10                   # epochs to reach (a resumed run continues up to this)
-    steps_per_epoch: int = 0           # 0 means one pass over the training characters
-    batch_size: int = 128              # windows per step
-    seq_len: int = 64                  # characters per window
-    learning_rate: float = 3e-3        # peak Adam rate; cosine decay to 5 % over all epochs
-    warmup_steps: int = 200            # linear warm-up from 0 to the peak rate
-    clipnorm: float = 1.0              # gradient norm clip; 0 means none
-    min_count: int = 3                 # characters seen fewer times become <unk>
-    val_split: float = 0.02            # held-out share, chosen by a hash of each poem's text
-    seed: int = 0                      # weights, window order and jitter
-    strategy: str = "default"          # default | mirrored (multiworker is refused)
-    precision: str = "float32"         # float32 | mixed_bfloat16 (bf16 maths, float32 weights)
-    resume: bool = False               # continue the run in `out`
-    force: bool = False                # start over even if `out` holds a bundle
+    out: str                                                  # bundle directory to write
+    corpus: str | None = None                                 # corpus file or directory; None: the shipped one
+    cell: str = setting("lstm", choices=CELLS)                # recurrent cell
+    layers: int = setting(1, low=1, high=8)                   # stacked recurrent layers
+    units: int = setting(256, low=1, high=4096)               # units per recurrent layer
+    embedding_dim: int = setting(256, low=1, high=4096)       # character embedding size
+    dropout: float = setting(0.1, low=0, high=1, high_open=True)   # dropout on recurrent inputs and the output
+    projection: int = setting(0, low=0, high=4096)            # linear layer of this size before the output; 0: none
+    tie_embeddings: bool = False                              # output layer = the embedding table transposed
+    embedding_dropout: float = setting(0.0, low=0, high=1, high_open=True)   # drop whole character embeddings
+    recurrent_dropout: float = setting(0.0, low=0, high=1, high_open=True)   # hidden-to-hidden dropout (slower)
+    sampled_softmax: int = setting(0, low=0)                  # train on a sampled softmax of this many classes; 0: full
+    conditioned: bool = False                                 # start each poem with style and form/tune tokens
+    top_tunes: int = setting(200, low=0)                      # ci tunes with their own control token
+    reverse: bool = False                                     # train on reversed poems: a best-of reranker
+    epochs: int = setting(10, low=1)                          # epochs to reach (a resumed run continues up to this)
+    steps_per_epoch: int = setting(0, low=0)                  # steps per epoch; 0: one pass over the training text
+    batch_size: int = setting(128, low=1)                     # windows per step
+    seq_len: int = setting(64, low=2)                         # characters per window
+    learning_rate: float = setting(3e-3, low=0, low_open=True)   # peak Adam rate; warm-up, cosine decay to 5%
+    warmup_steps: int = setting(200, low=0)                   # linear warm-up steps from 0 to the peak rate
+    clipnorm: float = setting(1.0, low=0)                     # clip gradients to this global norm; 0: no clipping
+    min_count: int = setting(3, low=1)                        # characters seen fewer times become <unk>
+    val_split: float = setting(0.02, low=0, high=0.5, low_open=True, high_open=True)   # held-out share, by hash
+    seed: int = 0                                             # seed of the weights, window order and jitter
+    strategy: str = setting("default", choices=STRATEGIES)    # distribution; mirrored: over all GPUs or CPUs here
+    precision: str = setting("float32", choices=PRECISIONS)   # mixed_bfloat16: bf16 maths with float32 weights
+    resume: bool = False                                      # continue the run saved in `out`
+    force: bool = False                                       # start over even if `out` holds a model
 
     def validate(self) -> None:
-        if self.strategy == "multiworker" or (os.environ.get("TF_CONFIG") and self.strategy != "default"):
-            raise BadInput("multi-worker training is not supported: tf.distribute.MultiWorkerMirroredStrategy "
-                           "does not work with Keras 3; use --strategy mirrored on one machine")
-        if self.precision not in PRECISIONS:
-            raise BadInput(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if self.strategy not in STRATEGIES:
-            raise BadInput(f"--strategy must be default or mirrored, not {self.strategy!r}")
-        checks = [(self.epochs >= 1, "--epochs must be at least 1"),
-                  (self.batch_size >= 1, "--batch-size must be at least 1"),
-                  (self.seq_len >= 2, "--seq-len must be at least 2"),
-                  (self.learning_rate > 0 and math.isfinite(self.learning_rate), "--learning-rate must be > 0"),
-                  (self.clipnorm >= 0, "--clipnorm must be >= 0"),
-                  (self.min_count >= 1, "--min-count must be at least 1"),
-                  (0 < self.val_split < 0.5, "--val-split must be in (0, 0.5)"),
-                  (self.steps_per_epoch >= 0, "--steps-per-epoch must be >= 0"),
-                  (self.sampled_softmax >= 0, "--sampled-softmax must be >= 0"),
-                  (self.top_tunes >= 0, "--top-tunes must be >= 0")]
-        for ok, message in checks:
-            if not ok:
-                raise BadInput(message)
-        try:
-            model_config(self, vocab_size=4).validate()
-        except ValueError as error:
-            raise BadInput(str(error)) from None
+        refuse_multiworker()
+        check_settings(self)
+        model_config(self, vocab_size=len(SPECIALS) + 1).validate()
 
 
 def model_config(config: TrainConfig, vocab_size: int) -> ModelConfig:
     fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
     return ModelConfig(vocab_size=vocab_size, **{name: getattr(config, name) for name in fields})
+
+
+def refuse_multiworker(environ=os.environ) -> None:
+    """BadInput when TF_CONFIG describes a cluster of several machines: poetgen trains on one."""
+    raw = environ.get("TF_CONFIG")
+    if not raw:
+        return
+    try:
+        cluster = json.loads(raw).get("cluster", {})
+        machines = sum(len(cluster.get(role, ())) for role in ("chief", "worker"))
+    except (ValueError, AttributeError, TypeError):
+        raise BadInput("TF_CONFIG is not a JSON object with a cluster; unset it to train on this machine",
+                       field="strategy") from None
+    if machines > 1:
+        raise BadInput(f"multi-worker training is not supported (TF_CONFIG names {machines} machines): "
+                       f"MultiWorkerMirroredStrategy does not work with Keras 3; unset TF_CONFIG and train on "
+                       f"one machine (--strategy mirrored uses all of its GPUs or CPUs)", field="strategy")
 
 
 def _setup_devices(strategy: str):

@@ -191,11 +191,11 @@ PROMPT_CASES = [
     (["--top-k", "-3"], "top-k"),
     (["--top-p", "0"], "top-p"),
     (["--top-p", "1.01"], "top-p"),
-    (["-n", "0"], "n must be"),
-    (["-n", "100000000"], "n must be"),
+    (["-n", "0"], "'-n': 0 is not in the range 1<=x<=1000"),
+    (["-n", "100000000"], "'-n': 100000000 is not in the range"),
     (["--form", "sonnet"], "unknown form"),
     (["--temperature", "hot"], "not a valid float"),
-    (["--seed", "-1"], "seed must be"),
+    (["--seed", "-1"], "'--seed': -1 is not in the range"),
 ]
 
 

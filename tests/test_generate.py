@@ -176,7 +176,7 @@ def test_cli_generate_text_and_json(tiny_bundle):
 @pytest.mark.parametrize("args, message", [
     (["--temperature", "-1"], "temperature"), (["--temperature", "nan"], "temperature"),
     (["--top-k", "-1"], "top-k"), (["--top-p", "0"], "top-p"), (["--top-p", "1.5"], "top-p"),
-    (["-n", "0"], "n must be"), (["--acrostic", "春夏"], "acrostic"),
+    (["-n", "0"], "'-n'"), (["--acrostic", "春夏"], "acrostic"),
 ])
 def test_cli_generate_errors_are_one_line(tiny_bundle, args, message):
     result = CliRunner().invoke(cli, ["generate", "--model", str(tiny_bundle), *args])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "poetgen"
@@ -78,3 +79,44 @@ def test_no_import_cycles():
     graph = import_graph()
     assert graph["importers"] >= {"corpus"}, "the graph misses imports"
     assert find_cycle(graph) is None, " → ".join(find_cycle(graph))
+
+
+def unused_names(package: Path, readers: list[Path]) -> list[str]:
+    """Module-level names of `package` that no file mentions beyond their definition (dead code).
+
+    Decorated functions (click commands, fixtures) are used by their decorator and are not listed.
+    """
+    texts = [path.read_text(encoding="utf-8") for path in readers]
+    unused = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.decorator_list:
+                names = [node.name]
+            elif isinstance(node, ast.Assign):
+                names = [target.id for target in node.targets if isinstance(target, ast.Name)]
+            else:
+                continue
+            for name in names:
+                pattern = re.compile(rf"\b{re.escape(name)}\b")
+                if not name.startswith("__") and sum(len(pattern.findall(text)) for text in texts) <= 1:
+                    unused.append(f"{path.stem}.{name}")
+    return unused
+
+
+def test_no_dead_module_level_names():
+    root = PACKAGE.parent
+    readers = [*root.glob("poetgen/*.py"), *root.glob("tests/*.py"), *root.glob("benchmarks/*.py"),
+               root / "README.md"]
+    assert unused_names(PACKAGE, readers) == []
+
+
+def test_the_dead_name_finder_finds_one(tmp_path):
+    (tmp_path / "corpus.py").write_text('LINE_END = "。？！"\nUSED = 1\nprint(USED)\n')
+    assert unused_names(tmp_path, [tmp_path / "corpus.py"]) == ["corpus.LINE_END"]
+
+
+def test_the_readme_module_map_lists_every_module():
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Layout", 1)[1].split("\n## ", 1)[0]
+    mapped = set(re.findall(r"^\| `([\w.]+\.py)` \|", section, re.M))
+    assert mapped == {path.name for path in PACKAGE.glob("*.py")}

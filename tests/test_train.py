@@ -112,11 +112,6 @@ def test_existing_bundle_needs_resume_or_force(tiny_bundle):
     assert (tiny_bundle / "model.keras").read_bytes() == before
 
 
-def test_multiworker_is_refused():
-    result = CliRunner().invoke(cli, ["train", "--out", "x", "--strategy", "multiworker"])
-    assert result.exit_code == 2 and "Keras 3" in result.output
-
-
 def test_mirrored_strategy_on_two_logical_cpus(tiny_corpus, tmp_path):
     out = tmp_path / "mirrored"
     result = subprocess.run([sys.executable, "-m", "poetgen", "train", "--corpus", str(tiny_corpus), "--out",

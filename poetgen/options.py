@@ -1,0 +1,174 @@
+"""Settings of the frozen option dataclasses, and the click options derived from them.
+
+A field declares its default, range and choices once (`setting`); its comment is its help text.
+validate() checks the ranges (`check_settings`) and the CLI builds its options (`option`) from the same field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from poetgen.errors import BadInput
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    low: float | None = None      # smallest value allowed; None: no lower bound
+    high: float | None = None     # largest value allowed; None: no upper bound
+    low_open: bool = False        # the low end itself is excluded
+    high_open: bool = False       # the high end itself is excluded
+
+    def holds(self, value) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self) -> str:
+        low, high = _number(self.low), _number(self.high)
+        if self.low is not None and self.high is not None:
+            if not (self.low_open or self.high_open):
+                return f"between {low} and {high}"
+            return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"greater than {low}" if self.low_open else f"at least {low}"
+        return f"less than {high}" if self.high_open else f"at most {high}"
+
+    def click_type(self, kind: type) -> click.ParamType:
+        if kind is int:   # IntRange has no open ends: an open end is the next whole number
+            low = None if self.low is None else int(self.low) + (1 if self.low_open else 0)
+            high = None if self.high is None else int(self.high) - (1 if self.high_open else 0)
+            return click.IntRange(low, high)
+        return click.FloatRange(self.low, self.high, min_open=self.low_open, max_open=self.high_open)
+
+    def bounds(self) -> dict:
+        """The range as pydantic's (and annotated-types') ge / gt / le / lt keywords."""
+        found = {}
+        if self.low is not None:
+            found["gt" if self.low_open else "ge"] = self.low
+        if self.high is not None:
+            found["lt" if self.high_open else "le"] = self.high
+        return found
+
+
+def _number(value) -> str:
+    if isinstance(value, int) and value >= 2**31:
+        return f"2**{value.bit_length() - 1}" if value & (value - 1) == 0 else str(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def setting(default, *, low=None, high=None, low_open=False, high_open=False, choices: tuple = ()):
+    """A dataclass field with its allowed values: a range of numbers, or a tuple of choices."""
+    metadata = {}
+    if low is not None or high is not None:
+        metadata["range"] = Range(low, high, low_open, high_open)
+    if choices:
+        metadata["choices"] = tuple(choices)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def field_of(cls, name: str) -> dataclasses.Field:
+    return next(field for field in dataclasses.fields(cls) if field.name == name)
+
+
+def bounds(cls, name: str) -> dict:
+    """The declared range of field `name` as ge / gt / le / lt keywords (pydantic's Field takes them)."""
+    allowed = field_of(cls, name).metadata.get("range")
+    return allowed.bounds() if allowed else {}
+
+
+def display_name(name: str) -> str:
+    """How messages name a field: as its option is spelled, without the dashes (top_k → top-k)."""
+    return name.replace("_", "-")
+
+
+def check_settings(instance) -> None:
+    """BadInput, naming the field, for the first field outside its declared range or choices."""
+    for field in dataclasses.fields(instance):
+        value = getattr(instance, field.name)
+        name = display_name(field.name)
+        allowed = field.metadata.get("range")
+        if allowed is not None and value is not None and not allowed.holds(value):
+            raise BadInput(f"{name} must be {allowed.describe()}, not {value}", field=field.name)
+        choices = field.metadata.get("choices")
+        if choices and value is not None and value not in choices:
+            raise BadInput(f"{name} must be one of {', '.join(map(str, choices))}, not {value!r}", field=field.name)
+
+
+_FIELD_LINE = re.compile(r"\s+(\w+)\s*:[^#]*#\s*(.*?)\s*$")   # `    name: type = default   # comment`
+
+
+@functools.lru_cache(maxsize=None)
+def field_comments(cls) -> dict[str, str]:
+    """The comment after each field of a dataclass, by field name (its help text).
+
+    Read from the module's source text, line by line: `inspect.getsource` parses the whole module and
+    would cost `poetgen --help` a tenth of a second.
+    """
+    lines = Path(sys.modules[cls.__module__].__file__).read_text(encoding="utf-8").splitlines()
+    start, indent = next((i, len(found.group(1))) for i, line in enumerate(lines)
+                         if (found := re.match(rf"(\s*)class {cls.__name__}\b", line)))
+    comments = {}
+    for line in lines[start + 1:]:
+        if line.strip() and len(line) - len(line.lstrip()) <= indent:
+            break   # the class body ended
+        declared = _FIELD_LINE.match(line)
+        if declared and declared.group(1) not in comments:
+            comments[declared.group(1)] = declared.group(2)
+    return comments
+
+
+def field_help(cls, name: str) -> str:
+    comment = field_comments(cls).get(name, "")
+    if not comment:
+        raise TypeError(f"{cls.__name__}.{name} has no comment to serve as its help text")
+    first = comment.split()[0]
+    if first.isalpha() and first.islower():   # a word, not a value such as mixed_bfloat16 or wujue|qijue
+        comment = comment[0].upper() + comment[1:]
+    return comment if comment.endswith(".") else comment + "."
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _field_type(field: dataclasses.Field) -> type:
+    if field.default is not None and field.default is not dataclasses.MISSING:
+        return type(field.default)
+    annotation = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "str")
+    kinds = [part.strip() for part in annotation.split("|") if part.strip() != "None"]
+    return _TYPES.get(kinds[0], str) if kinds else str
+
+
+def option(cls, name: str, *declarations: str, **overrides):
+    """A click.option for field `name` of dataclass `cls`: its default, type, range, choices and help.
+
+    `declarations` spell the option (default: --field-name); `overrides` are passed to click as they are
+    (a path type, say). A bool field is a flag, or an on/off pair when spelled "--x/--no-x".
+    """
+    field = field_of(cls, name)
+    kind = _field_type(field)
+    settings = {"help": field_help(cls, name), "show_default": field.default not in (None, "")}
+    if field.default is not dataclasses.MISSING:
+        settings["default"] = field.default
+    else:
+        settings["required"] = True
+    if "range" in field.metadata:   # click refuses it first, naming the option as the user typed it
+        settings["type"] = field.metadata["range"].click_type(kind)
+    elif "choices" in field.metadata:
+        settings["type"] = click.Choice(field.metadata["choices"])
+    elif kind is bool:
+        if not any("/" in d for d in declarations):
+            settings["is_flag"] = True
+    else:
+        settings["type"] = kind
+    declarations = declarations or ("--" + display_name(name),)
+    if not any(d.isidentifier() for d in declarations):
+        declarations = (*declarations, name)   # the parameter keeps the field's name
+    return click.option(*declarations, **{**settings, **overrides})
