@@ -202,18 +202,21 @@ def _strings(values: dict) -> dict:
     return {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in values.items()}
 
 
-def train(config: "TrainConfig | None" = None, /, *, callbacks: Sequence = (), **options) -> TrainResult:
+def train(config: "TrainConfig | None" = None, /, *, callbacks: Sequence = (), explicit=None,
+          **options) -> TrainResult:
     """Train a model into a bundle, as `poetgen train` does: a TrainConfig, keyword options, or both.
 
     train(out="runs/mine", epochs=2) or train(TrainConfig(out=...), epochs=3). callbacks: extra Keras
-    callbacks. Raises BadInput / BadCorpus (one line) for what cannot be used.
+    callbacks. explicit: the option names the caller gave, which resume=True compares with the run's
+    own (the others are taken from the run); by default those that differ from TrainConfig's defaults.
+    Raises BadInput / BadCorpus (one line) for what cannot be used.
     """
     from poetgen.quiet import import_tensorflow
     from poetgen.train import TrainConfig, train as run_training
 
     config = _options(TrainConfig, config, _strings(options), "train")
     import_tensorflow()
-    run = run_training(config, callbacks)
+    run = run_training(config, callbacks, explicit=explicit)
     metrics = run.metrics()
     return TrainResult(Path(config.out), int(run.state["epochs_done"]), metrics["best_epoch"],
                        metrics["best_val_perplexity"], bool(getattr(run, "stopped", False)))

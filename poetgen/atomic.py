@@ -1,21 +1,23 @@
 """Writing files and directories so that an interruption never leaves a half-written one.
 
-Everything is written next to its destination under a temporary name, then renamed over it.
+Everything is written next to its destination under a temporary name, synced, then renamed over it;
+a write error (disk full, read-only, quota) becomes one OutputError naming the file, the old file kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-from poetgen.errors import BadInput
+from poetgen.errors import BadInput, OutputError
 
 
-def _check_parent(path: Path) -> None:
+def check_parent(path: Path) -> None:
     parent = path.parent
     if not parent.exists():
         raise BadInput(f"cannot write {path}: directory {parent} does not exist")
@@ -25,19 +27,51 @@ def _check_parent(path: Path) -> None:
         raise BadInput(f"cannot write {path}: directory {parent} is not writable")
 
 
+# What a full disk, a read-only mount or a quota raises from inside a writer's own block.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
+def write_failed(path: Path, error: OSError) -> OutputError:
+    """One sentence: which file, the operating system's reason, and that the old one is intact."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    name = errno.errorcode.get(error.errno, "")
+    kept = f"the previous {path.name} is unchanged" if path.exists() else "nothing was written"
+    return OutputError(f"cannot write {path}: {reason}{f' ({name})' if name else ''}; {kept}")
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    """Make the finished temporary file durable, then put it in place: the one step a torn write skips."""
+    _sync(tmp)
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb"):
     """Yield a file open for writing; it replaces `path` only if the block finishes."""
     path = Path(path)
-    _check_parent(path)
+    check_parent(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.chmod(tmp, 0o666 & ~_umask())   # mkstemp's 0600 would surprise whoever shares the file
     try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, mode) as handle:   # closing flushes: a full disk may show only then
+                yield handle
+        except OSError as error:
+            if error.errno not in WRITE_ERRNOS:   # the caller's own reading, say: not ours to name
+                raise
+            raise write_failed(path, error) from None
+        try:
+            _commit(Path(tmp), path)
+        except OSError as error:
+            raise write_failed(path, error) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -47,13 +81,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
 def atomic_save(path: str | os.PathLike, save: Callable[[Path], object]) -> None:
     """Let `save` write a temporary file with the same suffix, then rename it over `path`."""
     path = Path(path)
-    _check_parent(path)
+    check_parent(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     try:
-        save(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        try:
+            save(Path(tmp))
+            os.chmod(tmp, 0o666 & ~_umask())
+            _commit(Path(tmp), path)
+        except OSError as error:
+            raise write_failed(path, error) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -78,24 +115,51 @@ def atomic_directory(path: str | os.PathLike, force: bool = False):
     An existing `path` is replaced only with force=True, and only after the new one is complete.
     """
     path = Path(path)
-    _check_parent(path)
+    check_parent(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as error:
+            if error.errno not in WRITE_ERRNOS:
+                raise
+            raise write_failed(path, error) from None
         if path.exists() or path.is_symlink():
             if not force:
                 raise FileExistsError(path)
-            old = path.with_name(f".{path.name}.old")
-            _remove(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            _remove(old)
+            _replace_directory(tmp, path)
         else:
-            os.replace(tmp, path)
+            try:
+                _commit_directory(tmp, path)
+            except OSError as error:
+                raise write_failed(path, error) from None
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _commit_directory(tmp: Path, path: Path) -> None:
+    for file in tmp.rglob("*"):
+        if file.is_file() and not file.is_symlink():
+            _sync(file)
+    _commit(tmp, path)
+
+
+def _replace_directory(tmp: Path, path: Path) -> None:
+    """Swap `tmp` in for `path`; if the swap fails, the old directory goes back where it was."""
+    old = path.with_name(f".{path.name}.old")
+    _remove(old)
+    try:
+        os.replace(path, old)
+    except OSError as error:
+        raise write_failed(path, error) from None
+    try:
+        _commit_directory(tmp, path)
+    except OSError as error:
+        os.replace(old, path)
+        raise write_failed(path, error) from None
+    _remove(old)
 
 
 def _remove(path: Path) -> None:

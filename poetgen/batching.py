@@ -63,6 +63,7 @@ class BatchStats:
     batches: int = 0           # sampling batches run
     rows: int = 0              # poems sampled in them
     largest: int = 0           # rows in the largest batch
+    abandoned: int = 0         # requests whose callers left before their round began: skipped, no rows spent
 
     def as_dict(self) -> dict:
         mean = self.rows / self.batches if self.batches else 0.0
@@ -169,6 +170,7 @@ class Batcher:
         try:
             stopping = self._collect(jobs)[1]
             live = [job for job in jobs if job.future.set_running_or_notify_cancel()]   # skip abandoned ones
+            self.stats.abandoned += len(jobs) - len(live)
             for batch in split_round(live, self.options.max_rows):
                 self._serve(batch)
         except Exception as error:

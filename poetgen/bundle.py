@@ -20,6 +20,8 @@ from poetgen.tokenizer import Tokenizer
 FORMAT_VERSION = 1
 MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE = "model.keras", "tokenizer.json", "config.json"
 logger = logging.getLogger(__name__)
+DAMAGE_WORDS = ("corrupt", "truncated", "missing")   # a damaged file, rather than a foreign or newer one
+RESTORE_HINT = "restore the file from a backup, or export or train the bundle again"
 
 
 @dataclasses.dataclass
@@ -113,6 +115,15 @@ def load_bundle(directory: str | os.PathLike | None = None, keras: bool = True) 
     directory = Path(directory) if directory is not None else default_model_dir()
     if not directory.is_dir():
         raise BadModel(f"{directory}: model bundle not found")
+    try:
+        return _load_bundle(directory, keras)
+    except BadModel as error:
+        if not any(word in str(error) for word in DAMAGE_WORDS):
+            raise
+        raise BadModel(f"{error}; {RESTORE_HINT}") from None
+
+
+def _load_bundle(directory: Path, keras: bool) -> Bundle:
     config = read_config(directory)
     model_config = model_config_of(config, directory)
     tokenizer = Tokenizer.load(directory / TOKENIZER_FILE, expected_hash=config.get("tokenizer_hash"))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from poetgen.atomic import atomic_save
 from poetgen.bundle import CONFIG_FILE, save_bundle, write_config
 from poetgen.model import ModelConfig, build_model, sequence_log_likelihood
+from poetgen.resume import epoch_log
 
 if TYPE_CHECKING:
     from poetgen.train import Run
@@ -97,7 +98,7 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
             plot_curves(run.out / "log.csv", run.out / "curves.png")
 
     return [HeldOutCheckpoint(),
-            keras.callbacks.CSVLogger(str(run.out / "log.csv"), append=run.config.resume),
+            epoch_log(run.out / "log.csv", append=run.config.resume),
             Curves(), keras.callbacks.TensorBoard(str(run.out / "tensorboard"), write_graph=False),
             stopper.callback]
 

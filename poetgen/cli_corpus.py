@@ -16,6 +16,7 @@ from poetgen.corpus import (DYNASTIES, FORMS, GENRES, EmptyCorpus, Poem, form_co
                             shipped_corpus_path, shipped_corpus_paths, write_corpus)
 from poetgen.errors import BadCorpus, OutputExists
 from poetgen.importers import expand_paths, load_corpus, stream_poems
+from poetgen.lock import Lock
 
 PROGRESS_BYTES = 8 << 20   # show a progress bar for inputs larger than this
 
@@ -55,11 +56,12 @@ def import_command(paths, out: Path, encoding: str, keep_script: bool, force: bo
     total = _input_bytes(paths)
     dropped = collections.Counter()
     try:
-        if total > PROGRESS_BYTES:
-            with click.progressbar(length=total, label="importing", file=click.get_text_stream("stderr")) as bar:
-                kept = write_corpus(stream_poems(paths, dropped, encoding, not keep_script, bar.update), out)
-        else:
-            kept = write_corpus(stream_poems(paths, dropped, encoding, not keep_script), out)
+        with Lock.file(out):   # a second import onto the same file refuses, naming this one
+            if total > PROGRESS_BYTES:
+                with click.progressbar(length=total, label="importing", file=click.get_text_stream("stderr")) as bar:
+                    kept = write_corpus(stream_poems(paths, dropped, encoding, not keep_script, bar.update), out)
+            else:
+                kept = write_corpus(stream_poems(paths, dropped, encoding, not keep_script), out)
     except EmptyCorpus:
         reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.most_common()) or "nothing found"
         raise BadCorpus(f"no usable poem in the input ({reasons}); {out} not written") from None

@@ -75,10 +75,20 @@ def train(sample: bool, **options) -> None:
     config = TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
     config.validate()
     import_tensorflow()
-    result = api.train(config, callbacks=[sample_callback(config.out)] if sample else [])
+    result = api.train(config, callbacks=[sample_callback(config.out)] if sample else [],
+                       explicit=given_options(options))
     if result.best_val_perplexity is not None:
         click.echo(f"best held-out perplexity {result.best_val_perplexity:.1f} at epoch "
                    f"{result.best_epoch}; bundle in {result.path}")
+
+
+def given_options(options: dict) -> frozenset[str]:
+    """The options typed on the command line (or set in the environment), not left at their defaults."""
+    from click.core import ParameterSource
+
+    context = click.get_current_context()
+    return frozenset(name for name in options
+                     if context.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP))
 
 
 @command

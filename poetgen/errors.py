@@ -28,3 +28,11 @@ class BadModel(PoetgenError):
 
 class OutputExists(PoetgenError):
     """An output path that exists and would be overwritten without --force."""
+
+
+class InUse(PoetgenError):
+    """A bundle or output file that another poetgen process is writing (it holds the lock)."""
+
+
+class OutputError(PoetgenError):
+    """An output that could not be written (disk full, read-only, quota); the previous file is kept."""

@@ -5,6 +5,7 @@ Each format is written into a temporary directory renamed into place; the graphs
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 from poetgen.atomic import atomic_directory, write_text
 from poetgen.bundle import TOKENIZER_FILE, Bundle, save_bundle, write_config
 from poetgen.errors import BadInput, BadModel, OutputExists
+from poetgen.lock import Lock
 from poetgen.model import build_step_model, states_per_layer
 from poetgen.options import check_settings, setting
 from poetgen.quiet import import_tensorflow, muted_stderr
@@ -70,14 +72,18 @@ def inference_bundle(bundle: Bundle) -> Bundle:
 def export(bundle: Bundle, options: ExportOptions) -> Path:
     """Write `bundle`'s inference form in `options.format` to `options.out`, atomically."""
     options.validate()
-    check_target(bundle, options)
-    bundle = inference_bundle(bundle)
     writer = {"keras": write_keras, "savedmodel": write_savedmodel, "tflite": write_tflite}[options.format]
-    try:
-        with atomic_directory(options.out, options.force) as directory:
-            writer(bundle, directory)
-    except FileExistsError:   # created by someone else while we converted
-        raise OutputExists(f"{options.out} already exists; pass --force to replace it") from None
+    out = Path(options.out)
+    # Replacing a directory a run is writing would lose it: hold its lock, or refuse naming the holder.
+    lock = Lock.directory(out) if out.is_dir() and not out.is_symlink() else contextlib.nullcontext()
+    with lock:
+        check_target(bundle, options)
+        bundle = inference_bundle(bundle)
+        try:
+            with atomic_directory(options.out, options.force) as directory:
+                writer(bundle, directory)
+        except FileExistsError:   # created by someone else while we converted
+            raise OutputExists(f"{options.out} already exists; pass --force to replace it") from None
     return Path(options.out)
 
 

@@ -101,6 +101,25 @@ async def _read_body(request: Request) -> bytes | None:
     return body
 
 
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone: with the body read, the server's next message is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(request: Request, pending: asyncio.Future):
+    """The result, or None if the client left first: then a job still queued is cancelled, and the
+    batching worker skips it, so a gone client's rows go to the others."""
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({pending, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not pending.done():
+            pending.cancel()   # the client left, or the caller stopped waiting (a timeout)
+    return None if pending.cancelled() else pending.result()
+
+
 def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> Starlette:
     """The ASGI app; the batching thread runs from startup to shutdown."""
     batcher = Batcher(generator, options)
@@ -142,7 +161,8 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
             with batcher.arriving():
                 prepared = await run_in_threadpool(generator.prepare, body.poem_request())
                 future = batcher.submit(prepared)
-            result = await asyncio.wait_for(asyncio.wrap_future(future), options.timeout_s)   # cancels it
+            result = await asyncio.wait_for(_unless_disconnected(request, asyncio.wrap_future(future)),
+                                            options.timeout_s)   # a timeout cancels the job too
         except BadInput as error:
             return refusal(422, [(_body_field(error), str(error))])
         except Busy as error:
@@ -154,6 +174,8 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
                            headers={"Retry-After": "1"})
         except BatchFailed as error:   # the worker logged the traceback
             return refusal(500, [("request", str(error))])
+        if result is None:   # nobody to answer; the status only shows in logs
+            return refusal(499, [("request", "the client disconnected")])
         if body.traditional:
             result = await run_in_threadpool(traditional, result)
         return JSONResponse(result)

@@ -20,19 +20,20 @@ from typing import Sequence
 import numpy as np
 
 from poetgen import __version__
-from poetgen.atomic import write_text
-from poetgen.bundle import CONFIG_FILE, save_model_file
+from poetgen.bundle import CONFIG_FILE
 from poetgen.callbacks import StopOnSignal, make_callbacks
 from poetgen.control import Prefixer, control_vocabulary
 from poetgen.corpus import corpus_hash, is_held_out, shipped_label
 from poetgen.errors import BadInput
 from poetgen.importers import load_corpus
+from poetgen.lock import Lock
 from poetgen.model import CELLS, ModelConfig, build_model
 from poetgen.options import check_settings, setting
+from poetgen.resume import (LOG_FILE, RESUME_DIR, RESUME_STATE, check_bundle, explicit_options, load_resume_model,
+                            read_state, repair_log, resumed_config, save_state)
 from poetgen.tokenizer import BOUNDARY, SPECIALS, Tokenizer
 from poetgen.train_step import use_sampled_softmax
 
-RESUME_DIR, RESUME_MODEL, RESUME_STATE = "resume", "last.keras", "state.json"
 STRATEGIES = ("default", "mirrored")   # one machine only: MultiWorkerMirroredStrategy fails under Keras 3
 PRECISIONS = ("float32", "mixed_bfloat16")
 MODEL_OPTIONS = ("cell", "layers", "units", "embedding_dim", "dropout", "min_count", "projection", "tie_embeddings",
@@ -168,8 +169,9 @@ def library_versions() -> dict:
 class Run:
     """What a training run knows: its data, tokenizer, config record and progress."""
 
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, saved: dict | None = None):
         self.config = config
+        self.saved = saved                 # the resume state read by read_state, when resuming
         self.out = Path(config.out)
         self.resume_dir = self.out / RESUME_DIR
         self.corpus = config.corpus
@@ -209,16 +211,7 @@ class Run:
             logger.warning("the corpus changed since this run started; continuing on the new one")
 
     def _load_resume_state(self) -> None:
-        path = self.resume_dir / RESUME_STATE
-        if not (self.resume_dir / RESUME_MODEL).exists() or not path.exists():
-            raise BadInput(f"nothing to resume in {self.out}: no finished epoch was saved there")
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}   # runs from before an option
-        used = {name: saved["train"].get(name, defaults[name]) for name in MODEL_OPTIONS}
-        different = [f"--{name.replace('_', '-')} {used[name]} (not {getattr(self.config, name)})"
-                     for name in MODEL_OPTIONS if used[name] != getattr(self.config, name)]
-        if different:
-            raise BadInput("cannot resume with different model options; the run used " + ", ".join(different))
+        saved = self.saved if self.saved is not None else read_state(self.out)
         self.state = saved["state"]
         if self.corpus is None:   # --resume without --corpus continues on the run's own corpus
             self.corpus = saved["train"].get("corpus")
@@ -242,19 +235,14 @@ class Run:
                 "best_epoch": self.state["best_epoch"]}
 
     def save_resume(self, model, versions: dict) -> None:
-        self.resume_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer_path = self.resume_dir / "tokenizer.json"
-        if not tokenizer_path.exists():
-            self.tokenizer.save(tokenizer_path)
-        save_model_file(model, self.resume_dir / RESUME_MODEL)
         record = {"train": dataclasses.asdict(self.config), "state": {**self.state,
                   "corpus_hash": self.corpus_record["hash"]}, "versions": versions}
-        write_text(self.resume_dir / RESUME_STATE, json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+        save_state(self.resume_dir, model, self.tokenizer, record)
 
 
 def resume_command(config: TrainConfig) -> str:
     corpus = f" --corpus {config.corpus}" if config.corpus else ""
-    return f"poetgen train{corpus} --out {config.out} --resume --epochs {config.epochs} (same model options)"
+    return f"poetgen train{corpus} --out {config.out} --resume --epochs {config.epochs}"
 
 
 def _fit_verbosity() -> int:
@@ -264,9 +252,23 @@ def _fit_verbosity() -> int:
     return 1 if sys.stderr.isatty() else 2
 
 
-def train(config: TrainConfig, extra_callbacks: Sequence = ()) -> Run:
+def train(config: TrainConfig, extra_callbacks: Sequence = (), explicit=None) -> Run:
+    """Train into config.out, holding its lock; `explicit` names the options the user gave (for --resume)."""
     config.validate()
-    run = Run(config)
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out} exists and is not a directory")
+    with Lock.directory(out):
+        return _train(config, extra_callbacks, explicit_options(config) if explicit is None else explicit)
+
+
+def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
+    saved = None
+    if config.resume:
+        saved = read_state(Path(config.out))
+        config = resumed_config(config, saved, explicit, MODEL_OPTIONS)
+        check_bundle(Path(config.out))
+    run = Run(config, saved)
     run.prepare()
     start_epoch = run.state["epochs_done"]
     if start_epoch >= config.epochs:
@@ -282,14 +284,16 @@ def train(config: TrainConfig, extra_callbacks: Sequence = ()) -> Run:
     keras.mixed_precision.set_global_policy(config.precision)
     with strategy.scope():
         if config.resume:
-            model = keras.saving.load_model(run.resume_dir / RESUME_MODEL, safe_mode=True)
+            model = load_resume_model(saved["model_path"])
         else:
             model = build_model(model_config)
             compile_model(model, config, steps * config.epochs)
         use_sampled_softmax(model, model_config, config.sampled_softmax)
     run.out.mkdir(parents=True, exist_ok=True)
-    if not config.resume:
-        for stale in ("log.csv", RESUME_DIR + "/" + RESUME_STATE):
+    if config.resume:
+        repair_log(run.out / LOG_FILE, start_epoch)
+    else:
+        for stale in (LOG_FILE, RESUME_DIR + "/" + RESUME_STATE):
             with contextlib.suppress(FileNotFoundError):
                 (run.out / stale).unlink()
     versions = library_versions()

@@ -168,7 +168,8 @@ def test_kill_9_mid_import_keeps_the_old_file(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "poetgen", "corpus", "import", str(source), "--out",
                                 str(out), "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while not (writing := any(p.name.startswith(".out.jsonl") for p in tmp_path.iterdir())):
+    while not (writing := any(p.name.startswith(".out.jsonl.") and p.name.endswith(".tmp")
+                              for p in tmp_path.iterdir())):
         if time.time() > deadline or process.poll() is not None:
             break
         time.sleep(0.05)

@@ -134,7 +134,9 @@ def test_new_model_options_train_resume_and_generate(tiny_corpus, tmp_path):
                "embedding_dropout": 0.1, "recurrent_dropout": 0.1, "dropout": 0.1}
     out = tmp_path / "run"
     train(TrainConfig(out=str(out), corpus=str(tiny_corpus), sampled_softmax=64, **options))
-    run = train(TrainConfig(out=str(out), corpus=str(tiny_corpus), resume=True, **{**options, "epochs": 2}))
+    run = train(TrainConfig(out=str(out), corpus=str(tiny_corpus), resume=True, **{**options, "epochs": 2}),
+                explicit={"epochs", "sampled_softmax"})   # as `--resume --epochs 2 --sampled-softmax 0`
+    assert run.config.sampled_softmax == 0 and run.config.tie_embeddings
     config = json.loads((out / "config.json").read_text())
     assert config["progress"]["epochs_done"] == 2 and config["model"]["tie_embeddings"] is True
     assert config["metrics"]["best_val_perplexity"] < run.tokenizer.vocab_size / 2   # it learned

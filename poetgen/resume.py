@@ -1,0 +1,204 @@
+"""A run's saved progress: the resume state (last model + state.json) and the per-epoch log.csv.
+
+Each is written so that a kill at any moment leaves the last good version readable, and read back with
+one line naming a damaged file and the way out. The training loop itself lives in train.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+
+from poetgen.atomic import write_text
+from poetgen.bundle import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, read_config, save_model_file
+from poetgen.errors import BadInput, BadModel
+from poetgen.tokenizer import Tokenizer
+
+RESUME_DIR, RESUME_STATE, RESUME_TOKENIZER = "resume", "state.json", "tokenizer.json"
+LEGACY_MODEL = "last.keras"        # what runs before generations wrote; still read
+LOG_FILE = "log.csv"
+_GENERATION = re.compile(r"last-(\d+)\.keras")
+START_OVER = "or start over with --force (it replaces the bundle's best model once the first epoch ends)"
+
+
+def _damaged(path: Path, what: str, way_out: str) -> BadModel:
+    return BadModel(f"{path}: {what}; {way_out}")
+
+
+def model_files(resume_dir: Path) -> list[Path]:
+    return [p for p in resume_dir.glob("last*.keras") if p.name == LEGACY_MODEL or _GENERATION.fullmatch(p.name)]
+
+
+def save_state(resume_dir: Path, model, tokenizer: Tokenizer, record: dict) -> None:
+    """A new model file under the next generation's name, then state.json naming it, then the old ones go.
+
+    A kill before state.json is replaced leaves the previous state.json and the model it names whole.
+    """
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer_path = resume_dir / RESUME_TOKENIZER
+    if not tokenizer_path.exists():
+        tokenizer.save(tokenizer_path)
+    generations = [int(m.group(1)) for p in model_files(resume_dir) if (m := _GENERATION.fullmatch(p.name))]
+    name = f"last-{max(generations, default=0) + 1}.keras"
+    save_model_file(model, resume_dir / name)
+    write_text(resume_dir / RESUME_STATE,
+               json.dumps({**record, "model_file": name}, ensure_ascii=False, indent=2) + "\n")
+    for old in model_files(resume_dir):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
+def read_state(out: Path) -> dict:
+    """state.json of the run in `out`, checked: it parses, has its parts, and names a whole model file."""
+    resume_dir = out / RESUME_DIR
+    path = resume_dir / RESUME_STATE
+    if not path.exists():
+        raise BadInput(f"nothing to resume in {out}: no finished epoch was saved there")
+    restore = f"restore {path.name} from a backup, {START_OVER}"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise _damaged(path, "resume state is truncated or corrupt (not valid JSON)", restore) from None
+    if not (isinstance(record, dict) and isinstance(record.get("train"), dict)
+            and isinstance(record.get("state"), dict) and "epochs_done" in record["state"]):
+        raise _damaged(path, "resume state is incomplete (no train options or progress)", restore)
+    model = resume_dir / record.get("model_file", LEGACY_MODEL)
+    if not model.exists():
+        raise _damaged(model, f"the resume model that {RESUME_STATE} names is missing",
+                       f"restore it from a backup, {START_OVER}")
+    _check_archive(model, "resume model", f"restore it from a backup, {START_OVER}")
+    record["model_path"] = model
+    return record
+
+
+def _check_archive(path: Path, what: str, way_out: str) -> None:
+    """A whole .keras archive: a zip whose every member reads back with the right checksum."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        raise _damaged(path, f"{what} is truncated or corrupt (not a whole .keras archive)", way_out) from None
+    if bad is not None:
+        raise _damaged(path, f"{what} is corrupt ({bad} fails its checksum)", way_out)
+
+
+def load_resume_model(path: Path):
+    """The compiled model with its optimizer state; a file Keras cannot read is one line, not a crash."""
+    import keras
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as error:  # Keras raises many types for damaged archives
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise _damaged(path, f"resume model cannot be loaded ({first})",
+                       f"restore it from a backup, {START_OVER}") from None
+
+
+def check_bundle(out: Path) -> None:
+    """Before resuming: the bundle files the run will update are whole (config, tokenizer, best model)."""
+    restore = f"restore it from a backup, {START_OVER}"
+    try:
+        Tokenizer.load(out / RESUME_DIR / RESUME_TOKENIZER)
+        if not (out / CONFIG_FILE).exists():
+            return   # killed before the first epoch's best model was written: the run writes them
+        config = read_config(out)
+        Tokenizer.load(out / TOKENIZER_FILE, expected_hash=config.get("tokenizer_hash"))
+    except BadModel as error:
+        raise BadModel(f"{error}; {restore}") from None
+    model = out / MODEL_FILE
+    if not model.exists():
+        raise _damaged(model, "the best model is missing", restore)
+    _check_archive(model, "the best model", restore)
+
+
+def resumed_config(config, saved: dict, explicit, model_options) -> object:
+    """The run's own options from its resume state, except those the user gave explicitly.
+
+    Explicit model options must match the run's (its weights have their shapes); explicit training
+    options (epochs, learning rate, ...) win.
+    """
+    train_options = saved["train"]
+    different = [f"--{name.replace('_', '-')} {train_options[name]} (not {getattr(config, name)})"
+                 for name in model_options if name in explicit and name in train_options
+                 and train_options[name] != getattr(config, name)]
+    if different:
+        raise BadInput("cannot resume with different model options; the run used " + ", ".join(different))
+    taken = {f.name for f in dataclasses.fields(config)} - {"out", "resume", "force"} - set(explicit)
+    resumed = dataclasses.replace(config, **{k: v for k, v in train_options.items() if k in taken})
+    resumed.validate()
+    return resumed
+
+
+def explicit_options(config) -> frozenset[str]:
+    """Without word from the CLI, the options that differ from their defaults count as given."""
+    return frozenset(f.name for f in dataclasses.fields(config) if getattr(config, f.name) != f.default)
+
+
+def repair_log(path: Path, epochs_done: int) -> None:
+    """Keep the rows of the epochs the resume state holds: a torn last line, or rows of epochs that a
+    killed run logged but did not save, are dropped. A file that is not such a log is refused."""
+    if not path.exists():
+        return
+    way_out = "move it away (training starts a new log) or restore it from a backup"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise _damaged(path, "training log is corrupt (not text)", way_out) from None
+    complete = text[:text.rfind("\n") + 1]          # a line without its newline was torn by a kill
+    rows = list(csv.reader(io.StringIO(complete)))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    if not header or header[0] != "epoch":
+        raise _damaged(path, "training log is corrupt (no epoch header)", way_out)
+    kept = []
+    for number, row in enumerate(body, start=2):
+        try:
+            if len(row) != len(header):
+                raise ValueError
+            epoch = int(row[0])
+            [float(value) for value in row[1:] if value not in ("", "NA")]
+        except ValueError:
+            raise _damaged(path, f"training log is corrupt (line {number})", way_out) from None
+        if epoch < epochs_done:
+            kept.append(row)
+    if len(kept) != len(body) or complete != text:
+        write_log(path, header, kept)
+
+
+def write_log(path: Path, header: list[str], rows: list[list]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+def read_log(path: Path) -> tuple[list[str], list[list[str]]]:
+    if not path.exists():
+        return [], []
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    return (rows[0], rows[1:]) if rows else ([], [])
+
+
+def epoch_log(path: Path, append: bool):
+    """A CSVLogger that rewrites log.csv whole each epoch (atomically), so no kill tears a line."""
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.header, self.rows = read_log(path) if append else ([], [])
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            if not self.header:
+                self.header = ["epoch"] + sorted(logs)
+            self.rows.append([epoch] + [logs.get(key, "NA") for key in self.header[1:]])
+            write_log(path, self.header, self.rows)
+
+    return EpochLog()

@@ -1,0 +1,294 @@
+"""Faults of the machine and the workflow: two runs on one bundle, stale locks, corrupt or torn state,
+write errors at every save. Each ends in one line and exit 2, and the last good files stay whole."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import poetgen.atomic
+from poetgen.cli import cli
+from poetgen.errors import InUse
+from poetgen.lock import LOCK_NAME, Lock
+from poetgen.resume import read_state, save_state
+
+POEM = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"
+# A run with --units 32 (not the default): resuming it must not need the option again.
+RUN_ARGS = ["--units", "32", "--embedding-dim", "16", "--batch-size", "16", "--seq-len", "32", "--learning-rate",
+            "0.01", "--warmup-steps", "5", "--val-split", "0.05", "--min-count", "2", "--steps-per-epoch", "8",
+            "--dropout", "0", "--no-sample"]
+
+
+def invoke(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result
+
+
+def assert_one_line(result, *fragments, code=2):
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()   # a run that fails mid-way logged its progress first
+    assert "Traceback" not in result.stderr and lines[-1].startswith("poetgen: error:"), result.stderr
+    assert sum(line.startswith("poetgen:") for line in lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+    return lines[-1]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def wait_until(condition, what: str, timeout: float = 240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} never happened")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_corpus, tmp_path_factory) -> Path:
+    """A finished one-epoch run trained through the CLI with --units 32."""
+    from poetgen.quiet import import_tensorflow
+
+    import_tensorflow()
+    out = tmp_path_factory.mktemp("faults") / "run"
+    result = invoke("train", "--corpus", tiny_corpus, "--out", out, "--epochs", 1, *RUN_ARGS)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def run_copy(run_dir, tmp_path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("tensorboard"))
+    return copy
+
+
+# ---- the lock --------------------------------------------------------------------------------------
+
+def test_second_train_and_export_are_refused_while_a_run_holds_the_bundle(tiny_corpus, tiny_bundle, tmp_path):
+    out = tmp_path / "busy"
+    process = subprocess.Popen([sys.executable, "-m", "poetgen", "train", "--corpus", str(tiny_corpus), "--out",
+                                str(out), "--epochs", "500", *RUN_ARGS], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        lock = out / LOCK_NAME
+
+        def held_by_child():
+            try:
+                return json.loads(lock.read_text())["pid"] == process.pid
+            except (OSError, ValueError, KeyError):
+                return False
+
+        wait_until(held_by_child, "the run's lock file")
+        wait_until((out / "resume" / "state.json").exists, "the first saved epoch")   # training, not starting
+        second = invoke("train", "--corpus", tiny_corpus, "--out", out, "--resume", "--epochs", 600)
+        line = assert_one_line(second, f"{out} is in use by pid {process.pid} on {socket.gethostname()}",
+                               "since", "poetgen train")
+        assert "wait for it to finish" in line
+        export = invoke("export", "--model", tiny_bundle, "--out", out, "--format", "keras", "--force")
+        assert_one_line(export, f"pid {process.pid}")
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr
+    assert not lock.exists()                       # released after SIGTERM
+    with Lock.directory(out):                      # and free to take
+        pass
+
+
+def test_import_onto_a_file_being_written_is_refused(tmp_path):
+    source, out = tmp_path / "poems.txt", tmp_path / "corpus.jsonl"
+    source.write_text(POEM + "\n", encoding="utf-8")
+    with Lock.file(out):
+        result = invoke("corpus", "import", source, "--out", out)
+        assert_one_line(result, f"{out} is in use by pid {os.getpid()}")
+    assert not out.exists()
+    result = invoke("corpus", "import", source, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []   # no lock left behind
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over_with_a_notice(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
+                                             "command": "poetgen train --out x", "since": 0}))
+    notices = []
+    with Lock.directory(out, notice=notices.append):
+        assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
+        with pytest.raises(InUse, match=f"pid {os.getpid()}"):
+            Lock.directory(out).acquire()
+    assert len(notices) == 1 and f"pid {dead.pid}" in notices[0] and "stale" in notices[0]
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_lock_is_released_when_the_block_raises(tmp_path):
+    out = tmp_path / "new"
+    with pytest.raises(RuntimeError):
+        with Lock.directory(out):
+            assert (out / LOCK_NAME).exists()
+            raise RuntimeError("boom")
+    assert not out.exists()                        # created for the run, left empty: removed again
+
+
+# ---- --resume takes the run's options --------------------------------------------------------------
+
+def test_resume_continues_with_the_runs_own_options(run_copy):
+    (run_copy / "log.csv").write_text((run_copy / "log.csv").read_text() + "1,5.0", encoding="utf-8")  # torn
+    result = invoke("train", "--out", run_copy, "--resume", "--epochs", 2)
+    assert result.exit_code == 0, result.output
+    config = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
+    assert config["model"]["units"] == 32 and config["train"]["steps_per_epoch"] == 8
+    assert config["progress"]["epochs_done"] == 2
+    rows = (run_copy / "log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"]   # the torn line went, the new one came
+    explicit = invoke("train", "--out", run_copy, "--resume", "--epochs", 3, "--units", 256)
+    assert_one_line(explicit, "different model options", "--units 32 (not 256)")
+
+
+# ---- corrupt or partial state ----------------------------------------------------------------------
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def resume_model(run: Path) -> Path:
+    return run / "resume" / json.loads((run / "resume" / "state.json").read_text())["model_file"]
+
+
+@pytest.mark.parametrize("target, message, way_out", [
+    (lambda run: run / "resume" / "state.json", "resume state is truncated or corrupt", "--force"),
+    (resume_model, "resume model is truncated or corrupt", "--force"),
+    (lambda run: run / "resume" / "tokenizer.json", "tokenizer file is corrupt", "--force"),
+    (lambda run: run / "model.keras", "best model is truncated or corrupt", "restore it"),
+    (lambda run: run / "tokenizer.json", "tokenizer file is corrupt", "restore it"),
+    (lambda run: run / "config.json", "corrupt config", "--force"),
+], ids=["state.json", "last.keras", "resume-tokenizer", "model.keras", "tokenizer.json", "config.json"])
+def test_truncated_state_is_one_line_naming_the_file(run_copy, target, message, way_out):
+    path = target(run_copy)
+    truncate(path)
+    before = {p: digest(p) for p in run_copy.rglob("*") if p.is_file()}
+    line = assert_one_line(invoke("train", "--out", run_copy, "--resume", "--epochs", 2), message, way_out)
+    assert str(path) in line
+    assert {p: digest(p) for p in run_copy.rglob("*") if p.is_file()} == before
+
+
+def test_garbage_log_is_one_line(run_copy):
+    (run_copy / "log.csv").write_bytes(b"\xff\xfe garbage")
+    assert_one_line(invoke("train", "--out", run_copy, "--resume", "--epochs", 2), "log.csv",
+                    "training log is corrupt", "move it away")
+
+
+class ZipModel:
+    """Stands in for a Keras model: save() writes a small .keras-like archive."""
+
+    def __init__(self, tag: str):
+        self.tag = tag
+
+    def save(self, path):
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("weights", self.tag)
+
+
+def test_a_kill_between_the_model_and_state_json_keeps_the_last_good_state(tmp_path, monkeypatch):
+    from poetgen.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.build([POEM])
+    resume_dir = tmp_path / "resume"
+    save_state(resume_dir, ZipModel("epoch 1"), tokenizer, {"train": {}, "state": {"epochs_done": 1}})
+    original = poetgen.atomic._commit
+
+    def killed_at_state(tmp, path):
+        if path.name == "state.json":
+            raise KeyboardInterrupt   # the moment between the two renames
+        original(tmp, path)
+
+    monkeypatch.setattr(poetgen.atomic, "_commit", killed_at_state)
+    with pytest.raises(KeyboardInterrupt):
+        save_state(resume_dir, ZipModel("epoch 2"), tokenizer, {"train": {}, "state": {"epochs_done": 2}})
+    record = read_state(tmp_path)
+    assert record["state"]["epochs_done"] == 1
+    with zipfile.ZipFile(record["model_path"]) as archive:
+        assert archive.read("weights") == b"epoch 1"
+
+
+# ---- write errors ----------------------------------------------------------------------------------
+
+def fail_writes_to(monkeypatch, name: str, code: int) -> None:
+    """Every atomic save whose file name starts with `name` fails as a full disk (or read-only, quota) would."""
+    original = poetgen.atomic._commit
+
+    def failing(tmp, path):
+        if path.name.startswith(name):
+            raise OSError(code, os.strerror(code))
+        original(tmp, path)
+
+    monkeypatch.setattr(poetgen.atomic, "_commit", failing)
+
+
+@pytest.mark.parametrize("name, kept", [("model.keras", "the previous model.keras is unchanged"),
+                                        ("last-", "nothing was written"),   # a new generation's file
+                                        ("state.json", "the previous state.json is unchanged"),
+                                        ("log.csv", "the previous log.csv is unchanged"),
+                                        ("curves.png", "the previous curves.png is unchanged")])
+def test_disk_full_at_every_training_save(run_copy, monkeypatch, name, kept):
+    from poetgen.bundle import load_bundle
+
+    state_path = run_copy / "resume" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["state"]["best_val_loss"] = 1e9          # the next epoch improves, so model.keras is written
+    state_path.write_text(json.dumps(state))
+    before = {p.name: digest(p) for p in run_copy.rglob("*") if p.is_file() and p.name.startswith(name)}
+    assert before
+    fail_writes_to(monkeypatch, name, errno.ENOSPC)
+    result = invoke("train", "--out", run_copy, "--resume", "--epochs", 2)
+    assert_one_line(result, "cannot write", name, "No space left on device (ENOSPC)", kept)
+    after = {p.name: digest(p) for p in run_copy.rglob("*") if p.is_file() and p.name.startswith(name)}
+    assert after == before
+    monkeypatch.undo()
+    load_bundle(run_copy)                          # the bundle loads
+    assert read_state(run_copy)["state"]["epochs_done"] >= 1   # and the run can resume
+    assert not (run_copy / LOCK_NAME).exists()
+    assert not [p for p in run_copy.rglob("*.tmp")] and not [p for p in run_copy.rglob(".*.keras")]
+
+
+def test_read_only_export_target_keeps_the_previous_export(tiny_bundle, tmp_path, monkeypatch):
+    out = tmp_path / "export"
+    assert invoke("export", "--model", tiny_bundle, "--out", out, "--format", "keras").exit_code == 0
+    before = {p.name: digest(p) for p in out.iterdir()}
+    fail_writes_to(monkeypatch, "export", errno.EROFS)
+    result = invoke("export", "--model", tiny_bundle, "--out", out, "--format", "keras", "--force")
+    assert_one_line(result, f"cannot write {out}", "Read-only file system (EROFS)")
+    assert {p.name: digest(p) for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]
+
+
+def test_quota_at_corpus_import_keeps_the_previous_corpus(tmp_path, monkeypatch):
+    source, out = tmp_path / "poems.txt", tmp_path / "corpus.jsonl"
+    source.write_text(POEM + "\n", encoding="utf-8")
+    out.write_text("old content\n", encoding="utf-8")
+    fail_writes_to(monkeypatch, "corpus.jsonl", errno.EDQUOT)
+    result = invoke("corpus", "import", source, "--out", out, "--force")
+    assert_one_line(result, f"cannot write {out}", "(EDQUOT)", "the previous corpus.jsonl is unchanged")
+    assert out.read_text(encoding="utf-8") == "old content\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl", "poems.txt"]

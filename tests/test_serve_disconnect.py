@@ -1,0 +1,56 @@
+"""A client that disconnects while its request waits in the queue frees its rows: the worker skips it."""
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+from test_serve import Held, TestClient  # noqa: E402
+
+from poetgen.serve import create_app  # noqa: E402
+
+
+def test_a_client_that_leaves_while_queued_costs_no_rows(generator):
+    held = Held(generator)
+    with TestClient(create_app(held)) as client:
+        first = threading.Thread(target=client.post, args=("/api/generate",), kwargs={"json": {"seed": 1}})
+        first.start()
+        assert held.entered.wait(30)                      # the worker is busy with the first request
+        batcher = client.app.state.batcher
+        sent = []
+
+        async def leaving_client():
+            messages = [{"type": "http.request", "body": json.dumps({"seed": 2, "n": 5}).encode(),
+                         "more_body": False}]
+
+            async def receive():
+                if messages:
+                    return messages.pop()
+                while batcher._queue.qsize() < 1:         # queued behind the first: now the client goes
+                    await asyncio.sleep(0.01)
+                return {"type": "http.disconnect"}
+
+            async def send(message):
+                sent.append(message)
+
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                     "scheme": "http", "path": "/api/generate", "raw_path": b"/api/generate", "query_string": b"",
+                     "root_path": "", "headers": [(b"content-type", b"application/json")],
+                     "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+            await client.app(scope, receive, send)
+
+        asyncio.run(asyncio.wait_for(leaving_client(), 60))
+        assert sent[0]["status"] == 499                   # the handler returned without waiting for poems
+        held.release.set()
+        first.join(60)
+        deadline = time.monotonic() + 60
+        while batcher.stats.abandoned < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert batcher.stats.abandoned == 1
+        assert batcher.stats.rows == 1                    # only the first request's one poem was sampled
+        assert client.post("/api/generate", json={"seed": 3}).status_code == 200
