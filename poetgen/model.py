@@ -315,11 +315,11 @@ def sequence_log_likelihood(model, token_lists: list[list[int]], batch_size: int
     if prefixes:
         token_lists = [list(p) + list(t) for p, t in zip(prefixes, token_lists)]
     skip = [len(p) for p in prefixes] if prefixes else [0] * len(token_lists)
-    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+    order = np.array(sorted(range(len(token_lists)), key=lambda i: len(token_lists[i])), np.int64)
     total, count = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        batch = [token_lists[i] for i in order[start:start + batch_size]]
-        skips = [skip[i] for i in order[start:start + batch_size]]
+    for rows in _token_batches([len(token_lists[i]) + 1 for i in order], batch_size):
+        batch = [token_lists[i] for i in order[rows]]
+        skips = [skip[i] for i in order[rows]]
         length = max(len(tokens) for tokens in batch) + 1
         length = int(math.ceil(length / 16) * 16)   # few distinct shapes, few retraces
         x = np.zeros((len(batch), length), np.int32)
@@ -336,6 +336,23 @@ def sequence_log_likelihood(model, token_lists: list[list[int]], batch_size: int
         total += float((picked * mask).sum())
         count += int(mask.sum())
     return total, count
+
+
+MAX_SCORED_TOKENS = 8192   # rows × length per scoring batch: the logits stay ~0.4 GB at a 12k vocabulary
+
+
+def _token_batches(lengths: list[int], batch_size: int) -> list[slice]:
+    """Consecutive slices of length-sorted sequences: at most batch_size rows and, for long poems,
+    at most MAX_SCORED_TOKENS padded tokens (a batch of 64 poems of 2,000 characters would need 6 GB)."""
+    slices, start = [], 0
+    while start < len(lengths):
+        stop = start + 1
+        while (stop < len(lengths) and stop - start < batch_size
+               and (stop + 1 - start) * lengths[stop] <= MAX_SCORED_TOKENS):
+            stop += 1
+        slices.append(slice(start, stop))
+        start = stop
+    return slices
 
 
 def _logsumexp(logits: np.ndarray) -> np.ndarray:

@@ -109,3 +109,23 @@ def test_old_configs_without_new_keys_mean_todays_model():
 def test_invalid_model_options_say_why(settings, words):
     with pytest.raises(ValueError, match=words):
         ModelConfig(vocab_size=30, **settings).validate()
+
+
+def test_held_out_scoring_caps_the_tokens_of_a_batch(monkeypatch):
+    """Long poems are scored in small batches (64 poems of 2,000 characters at a 12k vocabulary would
+    need 6 GB of logits), and the total is the same however the poems are batched."""
+    import poetgen.model as model_module
+
+    model = build_model(ModelConfig(vocab_size=40, units=8, embedding_dim=4))
+    rng = np.random.default_rng(0)
+    poems = [list(rng.integers(3, 40, size=n)) for n in [5] * 30 + [300] * 6 + [900]]
+    full = model_module.sequence_log_likelihood(model, poems, batch_size=64)
+    shapes = []
+    forward = model_module.traced_forward(model)
+    monkeypatch.setattr(model_module, "MAX_SCORED_TOKENS", 1024)
+    monkeypatch.setattr(model_module, "traced_forward", lambda m: lambda x: shapes.append(x.shape) or forward(x))
+    capped = model_module.sequence_log_likelihood(model, poems, batch_size=64)
+    assert capped[1] == full[1] and capped[0] == pytest.approx(full[0], rel=1e-5)
+    # Every batch of long poems stays under the cap (a single poem longer than it is scored alone).
+    assert all(rows * length <= 1024 + 16 * rows or rows == 1 for rows, length in shapes)
+    assert max(rows for rows, _ in shapes) == 30 and len(shapes) >= 4
