@@ -74,7 +74,7 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
             self.batches += 1
 
         def on_epoch_end(self, epoch, logs=None):
-            total, count = sequence_log_likelihood(self.model, run.held_out)
+            total, count = sequence_log_likelihood(self.model, run.held_out, prefixes=run.held_out_prefixes)
             val_loss = -total / count
             logs["val_loss"], logs["val_perplexity"] = val_loss, math.exp(val_loss)
             state = run.state

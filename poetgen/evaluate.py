@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 
 from poetgen.bundle import Bundle
 from poetgen.checks import check_poem
+from poetgen.control import Prefixer
 from poetgen.corpus import (DYNASTIES, FORM_SHAPES, FORMS, GENRES, HELD_OUT_FRACTION, SHIPPED_FILES, clauses,
                             corpus_hash, form_of, is_held_out, shipped_corpus_paths, shipped_files_of,
                             shipped_label)
@@ -80,13 +81,16 @@ def unknown_report(texts: Iterable[str], known: dict) -> dict:
 
 
 def perplexity(model, token_lists: list[list[int]], batch_size: int = 64,
-               advance: Callable[[int], None] = lambda n: None) -> dict:
-    """exp(mean negative log-likelihood) over every predicted id, each poem's end mark included."""
-    order = sorted(token_lists, key=len)   # similar lengths together: less padding per batch
+               advance: Callable[[int], None] = lambda n: None, prefixes: list[list[int]] | None = None) -> dict:
+    """exp(mean negative log-likelihood) over every predicted id, each poem's end mark included
+    (a conditioned model's control prefix is read, not scored)."""
+    prefixes = prefixes or [[] for _ in token_lists]
+    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))   # less padding per batch
     total, count = 0.0, 0
     for start in range(0, len(order), SCORE_CHUNK):
         chunk = order[start:start + SCORE_CHUNK]
-        chunk_total, chunk_count = sequence_log_likelihood(model, chunk, batch_size)
+        chunk_total, chunk_count = sequence_log_likelihood(model, [token_lists[i] for i in chunk], batch_size,
+                                                           prefixes=[prefixes[i] for i in chunk])
         total, count = total + chunk_total, count + chunk_count
         advance(len(chunk))
     nll = -total / count
@@ -153,11 +157,12 @@ class Evaluation:
             # the Tang-only default reads only the Tang file: the same poems, as fast as before
             files = SHIPPED_FILES[:1] if dynasty == "tang" and genre in (ALL, "shi") else SHIPPED_FILES
             poems = self._corpus(tuple(shipped_corpus_paths(files)))
-            self.texts = [p.text for p in poems if in_subset(p, dynasty, genre) and is_held_out(p.text, self.val_split)]
+            self.poems = [p for p in poems if in_subset(p, dynasty, genre) and is_held_out(p.text, self.val_split)]
             self.source = {"path": shipped_label(files), "split": f"held-out ({self.val_split:g})"}
         else:
-            self.texts = [p.text for p in self._corpus((options.corpus,)) if in_subset(p, dynasty, genre)]
+            self.poems = [p for p in self._corpus((options.corpus,)) if in_subset(p, dynasty, genre)]
             self.source = {"path": str(options.corpus), "split": "whole file"}
+        self.texts = [p.text for p in self.poems]
         self.source["subset"] = {"dynasty": dynasty, "genre": genre}
         if not self.texts:
             raise BadCorpus(f"{self.source['path']}: no poem to score in its {self.source['split']} split"
@@ -191,8 +196,9 @@ class Evaluation:
 
     def run(self, advance: Callable[[int], None] = lambda n: None) -> dict:
         tokenizer = self.bundle.tokenizer
+        prefixer = Prefixer(tokenizer)   # a conditioned model reads each poem's control prefix first
         scored = perplexity(self.bundle.model, [tokenizer.encode(t) for t in self.texts],
-                            self.options.batch_size, advance)
+                            self.options.batch_size, advance, [prefixer.for_poem(p) for p in self.poems])
         report = {"model": str(self.bundle.path), "config_hash": config_hash(self.bundle.config),
                   "corpus": {**self.source, "poems": len(self.texts), "tokens": scored["tokens"]},
                   "perplexity": round(scored["perplexity"], 4), "bits_per_char": round(scored["bits_per_char"], 4),

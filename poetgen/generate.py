@@ -16,6 +16,7 @@ from poetgen import ranking, request as requests
 from poetgen.bundle import TOKENIZER_FILE, Bundle, load_bundle, model_config_of, read_config
 from poetgen.checks import check_poem
 from poetgen.ci_checks import check_ci
+from poetgen.control import Prefixer, tune_token
 from poetgen.corpus import to_traditional
 from poetgen.model import NumpyStepper
 from poetgen.request import PoemRequest, PreparedRequest
@@ -23,6 +24,7 @@ from poetgen.rules import build_rules
 from poetgen.sampling import Sampled, SampleOptions, row_streams, sample
 from poetgen.tables import VocabularyTables
 from poetgen.tokenizer import SPECIALS, Tokenizer
+from poetgen.tunes import tune_table
 from poetgen.weights import layer_weights
 
 __all__ = ["Generator", "PoemRequest", "PreparedRequest", "traditional", "sample_from_model"]
@@ -42,6 +44,7 @@ class Generator:
         self.stepper = NumpyStepper(weights, bundle.model_config)
         if int8:
             self.stepper.quantize()
+        self.prefixer = Prefixer(bundle.tokenizer)   # no prefix for a model without control tokens
         self._workers = None   # threads for batches split across cores, started on first use
 
     def knows_ci(self) -> bool:
@@ -51,6 +54,26 @@ class Generator:
     @classmethod
     def load(cls, path=None, int8: bool = False) -> "Generator":
         return cls(load_bundle(path, keras=False), int8)   # no TensorFlow on this path
+
+    @functools.cached_property
+    def reverse_scorer(self):
+        """The bundle's reverse model for best-of ranking, loaded on first use; None without one."""
+        from poetgen.rerank import ReverseScorer
+
+        return ReverseScorer.load(self.bundle.path, self.tokenizer)
+
+    def prefix(self, prepared: PreparedRequest) -> list[int]:
+        """The control ids a conditioned model reads before the poem (none for other models)."""
+        request = prepared.request
+        if prepared.variant is not None:   # a ci by tune: the ci prefix, with the tune's token if the model has one
+            return self.prefixer.for_request("ci", "ci", self._tune_label(prepared.variant.tune))
+        return self.prefixer.for_request(request.style, prepared.form, "")
+
+    def _tune_label(self, tune: str) -> str:
+        """The name of the tune (or one of its other names) that the model has a control token for; the
+        tune's own name when it has none (the prefix then takes the generic tune token)."""
+        names = tune_table().get(tune).names
+        return next((name for name in names if self.tokenizer.has_control(tune_token(name))), tune)
 
     def prepare(self, request: PoemRequest) -> PreparedRequest:
         """Validate and normalise a request; raise BadInput with a sentence for what cannot be used."""
@@ -77,7 +100,8 @@ class Generator:
 
     def _sample_share(self, prepared: PreparedRequest, streams: list[tuple[int, int]]) -> list[dict]:
         active, patterns = build_rules(prepared, self.tables, streams)
-        result = sample(self.stepper, active, prepared.shape, len(streams), prepared.options, streams=streams)
+        result = sample(self.stepper, active, prepared.shape, len(streams), prepared.options, streams=streams,
+                        prefix=self.prefix(prepared))
         return [self._candidate(result, row, prepared, patterns) for row in range(len(streams))]
 
     def _candidate(self, result: Sampled, row: int, prepared: PreparedRequest, patterns) -> dict:
@@ -91,7 +115,10 @@ class Generator:
 
     def finish(self, prepared: PreparedRequest, candidates: list[dict], elapsed: float) -> dict:
         """The result for `prepared` from its n × best_of candidates, in stream order."""
-        n = prepared.request.n
+        n, request = prepared.request.n, prepared.request
+        if request.best_of > 1 and request.reverse_weight > 0 and self.reverse_scorer is not None:
+            backward = self.reverse_scorer.mean_log_probs([c["text"] for c in candidates], self.prefix(prepared))
+            ranking.add_reverse_scores(candidates, backward, request.reverse_weight)
         return {"poems": ranking.keep_best(candidates, n, prepared.request.best_of),
                 "keywords": list(prepared.keywords), "seed": prepared.seed, "form": prepared.form,
                 **({"tune": prepared.variant.tune, "variant": prepared.variant.number} if prepared.variant else {}),

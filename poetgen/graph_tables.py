@@ -59,7 +59,7 @@ def vocabulary_tables(tables) -> GraphVocabulary:
     from poetgen.corpus import to_traditional
 
     tokenizer = tables.tokenizer
-    chars = [""] * len(SPECIALS) + list(tokenizer.chars)
+    chars = [""] * len(SPECIALS) + list(tokenizer.chars) + [""] * len(tokenizer.controls)
     lookup = dict(tokenizer.index)
     traditional = to_traditional("\n".join(tokenizer.chars)).split("\n")
     if len(traditional) == len(tokenizer.chars):   # a prompt in traditional characters still encodes
@@ -68,6 +68,7 @@ def vocabulary_tables(tables) -> GraphVocabulary:
                 lookup[spelled] = tokenizer.index[simplified]
     banned = np.zeros(tokenizer.vocab_size, bool)
     banned[banned_inside(tokenizer.index, range(len(SPECIALS)))] = True
+    banned[tokenizer.char_limit:] = True   # a conditioned model's control tokens (the graph feeds no prefix)
     masks = tables.tone_masks
     can_be = np.stack([masks[t] for t in TONES])
     mark_ids = np.array([tokenizer.index.get(m, -1) for m in MARKS], np.int32)

@@ -40,6 +40,14 @@ def ci_record(text: str, logprob: float, check: CiCheck) -> dict:
                        "tone_score": None if check.tone_score is None else round(check.tone_score, 4)}}
 
 
+def add_reverse_scores(candidates: list[dict], backward, weight: float) -> None:
+    """Move each candidate's score toward a reverse model's reading of it (poetgen.rerank), weight w:
+    (1 - w) × forward mean log-prob + w × reverse mean log-prob + the rhyme and tone terms."""
+    for candidate, value in zip(candidates, backward):
+        candidate["reverse_logprob"] = round(float(value), 4)
+        candidate["score"] = round(candidate["score"] + weight * (float(value) - candidate["logprob"]), 4)
+
+
 def keep_best(candidates: list[dict], n: int, best_of: int) -> list[dict]:
     """The best-scoring candidate of each of the n consecutive groups of best_of candidates."""
     return [max(candidates[i * best_of:(i + 1) * best_of], key=lambda poem: poem["score"]) for i in range(n)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from poetgen.control import DEFAULT_STYLE, STYLES
 from poetgen.corpus import FORM_ALIASES, FORMS, HAN, PUNCTUATION, normalize_text
 from poetgen.errors import BadInput
 from poetgen.layout import Layout, layout_of
@@ -46,6 +47,8 @@ class PoemRequest:
     n: int = setting(1, low=1, high=MAX_POEMS)                 # poems to return
     best_of: int = setting(1, low=1, high=MAX_CANDIDATES)      # candidates per poem; the best score wins
     max_chars: int = setting(120, low=5, high=1000)            # free verse length cap, punctuation included
+    reverse_weight: float = setting(0.5, low=0, high=1)        # weight of the bundle's reverse model in best-of scores
+    style: str = setting(DEFAULT_STYLE, choices=STYLES)        # a conditioned model's style; others ignore it
     batch_size: int = setting(256, low=1)                      # sequences stepped together
     sample: SampleOptions = SampleOptions()                    # temperature, top-k, top-p and seed
 
@@ -57,6 +60,8 @@ class PoemRequest:
         if self.variant is not None:
             raise BadInput("a variant needs a tune", field="variant")
         form = FORM_ALIASES.get(self.form, self.form) if self.form else None
+        if form is None and self.style == "ci" and not self.acrostic:
+            form = "free"   # a ci has no shi layout
         if form is None:
             acrostic = normalize_text(self.acrostic)
             form = "wulv" if len(acrostic) == 8 else "wujue"
@@ -106,7 +111,8 @@ class PreparedRequest:
         request, options = self.request, self.options
         tune = (self.variant.tune, self.variant.number) if self.variant else None
         return (self.form, tune, self.prompt, self.acrostic, self.theme_ids, request.rhyme, request.tone,
-                request.no_repeat, request.max_chars, options.temperature, options.top_k, options.top_p)
+                request.no_repeat, request.max_chars, options.temperature, options.top_k, options.top_p,
+                request.style)
 
 
 def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:

@@ -61,6 +61,18 @@ class Prompt(Rule):
         return np.full(self.batch, self.ids[step.pos], np.int64) if step.pos < len(self.ids) else None
 
 
+class Banned(Rule):
+    """Ids never sampled inside a poem (a conditioned model's control tokens)."""
+
+    essential = True
+
+    def __init__(self, ids: list[int]):
+        self.ids = np.array(ids, np.int64)
+
+    def apply(self, logits, step):
+        logits[:, self.ids] = NEG
+
+
 class Layout(Rule):
     """A fixed layout: the mark it writes after each line (end_ids[i] after line i), no mark or
     special id inside a line (poetgen.layout says which)."""
@@ -228,6 +240,9 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
         active.append(Layout(end_ids, banned_inside(tables.tokenizer.index, range(len(SPECIALS))), batch))
     else:
         active.append(FreeVerse(tables.punctuation_ids))
+    tokenizer = tables.tokenizer
+    if tokenizer.controls:   # a conditioned model's control tokens never appear inside a poem
+        active.append(Banned(list(range(tokenizer.char_limit, tokenizer.vocab_size))))
     if prepared.acrostic_ids:
         active.append(Acrostic(list(prepared.acrostic_ids), batch))
     if request.no_repeat:

@@ -159,11 +159,13 @@ def _row_sums(x: np.ndarray) -> np.ndarray:
 
 
 def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: SampleOptions,
-           first_index: int = 0, streams: Sequence[tuple[int, int]] | None = None) -> Sampled:
+           first_index: int = 0, streams: Sequence[tuple[int, int]] | None = None,
+           prefix: Sequence[int] = ()) -> Sampled:
     """Generate `batch` poems: start from the boundary state, then one model step per character.
 
     `streams` gives each row its own (seed, index), so poems of several requests share one batch;
-    without it the rows are (options.seed, first_index + row).
+    without it the rows are (options.seed, first_index + row). `prefix` (a conditioned model's
+    control ids) is read after the boundary before the first character; it is not part of the poem.
     """
     if streams is not None:
         if len(streams) != batch:
@@ -181,6 +183,9 @@ def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: Sa
     sampled = np.zeros(batch, np.int64)
     state = stepper.initial_state(batch)
     previous = np.full(batch, BOUNDARY, np.int64)
+    for token in prefix:
+        state = stepper.advance(previous, state)
+        previous = np.full(batch, token, np.int64)
     punctuation = np.array(sorted(shape.punctuation), np.int64)
     logits = scratch = None
     for pos in range(length):

@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from poetgen.batching import BatchFailed, Batcher, BatchOptions, Busy, Unavailable
+from poetgen.control import DEFAULT_STYLE, STYLES
 from poetgen.errors import BadInput
 from poetgen.generate import Generator, traditional
 from poetgen.options import bounds
@@ -53,13 +54,14 @@ class GenerateBody(BaseModel):
     top_p: float = Field(_DEFAULT_SAMPLE.top_p, **bounds(SampleOptions, "top_p"), allow_inf_nan=False)
     seed: int | None = Field(_DEFAULT_SAMPLE.seed, **bounds(SampleOptions, "seed"))   # None draws one
     n: int = Field(_DEFAULT_REQUEST.n, ge=1, le=SERVER_MAX_POEMS)   # poems to return
+    style: Literal[STYLES] = _DEFAULT_REQUEST.style          # a conditioned model's style; others ignore it
     traditional: bool = False                                # answer in traditional characters
 
     def poem_request(self) -> PoemRequest:
         options = SampleOptions(self.temperature, self.top_k, self.top_p, self.seed)
         return PoemRequest(prompt=self.prompt, form=self.form, tune=self.tune, variant=self.variant,
                            acrostic=self.acrostic, theme=self.theme,
-                           rhyme=self.rhyme, tone=self.tone, n=self.n, sample=options)
+                           rhyme=self.rhyme, tone=self.tone, n=self.n, style=self.style, sample=options)
 
 
 def refusal(status: int, problems: list[tuple[str, str]], headers: dict | None = None) -> JSONResponse:
@@ -82,7 +84,7 @@ def _validation_problem(error: dict) -> tuple[str, str]:
         "less_than_equal": f"{field} must be at most {ctx.get('le')}",
         "less_than": f"{field} must be less than {ctx.get('lt')}",
         "finite_number": f"{field} must be a finite number",
-        "literal_error": f"{field} must be one of {', '.join(FORM_NAMES)}",
+        "literal_error": f"{field} must be one of {', '.join(STYLES if field == 'style' else FORM_NAMES)}",
     }
     if kind.endswith("_type") and kind not in messages:
         wanted = {"int_type": "a whole number", "float_type": "a number", "bool_type": "true or false",

@@ -1,6 +1,7 @@
 """The character vocabulary: ids for padding, unknown and the poem boundary, then characters.
 
 Ordering is deterministic (frequency, then code point), so the same corpus gives a byte-identical file.
+A conditioned model's tokenizer also holds control tokens (poetgen.control), after the characters.
 """
 
 from __future__ import annotations
@@ -16,33 +17,50 @@ from poetgen.errors import BadModel
 
 PAD, UNK, BOUNDARY = 0, 1, 2
 SPECIALS = ("<pad>", "<unk>", "<eop>")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: control tokens; a file without them is still written as version 1
 
 
 class Tokenizer:
-    def __init__(self, chars: Iterable[str], min_count: int = 1):
+    def __init__(self, chars: Iterable[str], min_count: int = 1, controls: Iterable[str] = ()):
         self.chars = list(chars)
         self.min_count = min_count
         self.index = {ch: i for i, ch in enumerate(self.chars, len(SPECIALS))}
         if len(self.index) != len(self.chars):
             raise BadModel("tokenizer vocabulary has repeated characters")
+        self.controls = list(controls)   # control tokens (e.g. "<tang>"), ids after the characters
+        self.control_index = {token: i for i, token in enumerate(self.controls, len(SPECIALS) + len(self.chars))}
+        if len(self.control_index) != len(self.controls):
+            raise BadModel("tokenizer has repeated control tokens")
 
     @classmethod
-    def build(cls, texts: Iterable[str], min_count: int = 1) -> "Tokenizer":
+    def build(cls, texts: Iterable[str], min_count: int = 1, controls: Iterable[str] = ()) -> "Tokenizer":
         counts = collections.Counter()
         for text in texts:
             counts.update(text)
         kept = [ch for ch, n in counts.items() if n >= min_count]
         kept.sort(key=lambda ch: (-counts[ch], ord(ch)))
-        return cls(kept, min_count)
+        return cls(kept, min_count, controls)
 
     @property
     def vocab_size(self) -> int:
+        return len(SPECIALS) + len(self.chars) + len(self.controls)
+
+    @property
+    def char_limit(self) -> int:
+        """One past the last character id: ids from here on are control tokens."""
         return len(SPECIALS) + len(self.chars)
+
+    def control_id(self, token: str) -> int:
+        return self.control_index[token]
+
+    def has_control(self, token: str) -> bool:
+        return token in self.control_index
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256("\n".join(SPECIALS + tuple(self.chars)).encode("utf-8")).hexdigest()[:16]
+        # Without control tokens the rule is the original one, so older tokenizer files keep their hash.
+        items = SPECIALS + tuple(self.chars) + (("<controls>",) + tuple(self.controls) if self.controls else ())
+        return hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest()[:16]
 
     def encode(self, text: str) -> list[int]:
         return [self.index.get(ch, UNK) for ch in text]
@@ -51,7 +69,7 @@ class Tokenizer:
         out = []
         for i in ids:
             i = int(i)
-            out.append(self.chars[i - len(SPECIALS)] if i >= len(SPECIALS) else "")
+            out.append(self.chars[i - len(SPECIALS)] if len(SPECIALS) <= i < self.char_limit else "")
         return "".join(out)
 
     def id_of(self, ch: str) -> int:
@@ -62,8 +80,10 @@ class Tokenizer:
         return list(dict.fromkeys(ch for ch in text if ch not in self.index))
 
     def to_json(self) -> str:
-        record = {"format_version": FORMAT_VERSION, "specials": list(SPECIALS), "min_count": self.min_count,
+        record = {"format_version": FORMAT_VERSION if self.controls else 1, "specials": list(SPECIALS), "min_count": self.min_count,
                   "hash": self.hash, "chars": "".join(self.chars)}
+        if self.controls:   # absent for an unconditioned model: its file stays as it always was
+            record["controls"] = self.controls
         return json.dumps(record, ensure_ascii=False, indent=1) + "\n"
 
     def save(self, path: str | os.PathLike) -> None:
@@ -74,7 +94,7 @@ class Tokenizer:
         try:
             with open(path, encoding="utf-8") as handle:
                 record = json.load(handle)
-            tokenizer = cls(record["chars"], record.get("min_count", 1))
+            tokenizer = cls(record["chars"], record.get("min_count", 1), record.get("controls", ()))
         except FileNotFoundError:
             raise BadModel(f"{path}: tokenizer file is missing") from None
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):

@@ -22,6 +22,7 @@ import numpy as np
 from poetgen import __version__
 from poetgen.bundle import CONFIG_FILE
 from poetgen.callbacks import StopOnSignal, make_callbacks
+from poetgen.control import Prefixer, control_vocabulary
 from poetgen.corpus import corpus_hash, is_held_out, shipped_label
 from poetgen.errors import BadInput
 from poetgen.importers import load_corpus
@@ -31,10 +32,12 @@ from poetgen.options import check_settings, setting
 from poetgen.resume import (LOG_FILE, RESUME_DIR, RESUME_STATE, check_bundle, explicit_options, load_resume_model,
                             read_state, repair_log, resumed_config, save_state)
 from poetgen.tokenizer import BOUNDARY, SPECIALS, Tokenizer
+from poetgen.train_step import use_sampled_softmax
 
 STRATEGIES = ("default", "mirrored")   # one machine only: MultiWorkerMirroredStrategy fails under Keras 3
 PRECISIONS = ("float32", "mixed_bfloat16")
-MODEL_OPTIONS = ("cell", "layers", "units", "embedding_dim", "dropout", "min_count")
+MODEL_OPTIONS = ("cell", "layers", "units", "embedding_dim", "dropout", "min_count", "projection", "tie_embeddings",
+                 "embedding_dropout", "recurrent_dropout", "conditioned", "top_tunes", "reverse")
 logger = logging.getLogger(__name__)
 
 
@@ -47,6 +50,14 @@ class TrainConfig:
     units: int = setting(256, low=1, high=4096)               # units per recurrent layer
     embedding_dim: int = setting(256, low=1, high=4096)       # character embedding size
     dropout: float = setting(0.1, low=0, high=1, high_open=True)   # dropout on recurrent inputs and the output
+    projection: int = setting(0, low=0, high=4096)            # linear layer of this size before the output; 0: none
+    tie_embeddings: bool = False                              # output layer = the embedding table transposed
+    embedding_dropout: float = setting(0.0, low=0, high=1, high_open=True)   # drop whole character embeddings
+    recurrent_dropout: float = setting(0.0, low=0, high=1, high_open=True)   # hidden-to-hidden dropout (slower)
+    sampled_softmax: int = setting(0, low=0)                  # train on a sampled softmax of this many classes; 0: full
+    conditioned: bool = False                                 # start each poem with style and form/tune tokens
+    top_tunes: int = setting(200, low=0)                      # ci tunes with their own control token
+    reverse: bool = False                                     # train on reversed poems: a best-of reranker
     epochs: int = setting(10, low=1)                          # epochs to reach (a resumed run continues up to this)
     steps_per_epoch: int = setting(0, low=0)                  # steps per epoch; 0: one pass over the training text
     batch_size: int = setting(128, low=1)                     # windows per step
@@ -65,8 +76,12 @@ class TrainConfig:
     def validate(self) -> None:
         refuse_multiworker()
         check_settings(self)
-        ModelConfig(vocab_size=len(SPECIALS) + 1, cell=self.cell, layers=self.layers, units=self.units,
-                    embedding_dim=self.embedding_dim, dropout=self.dropout).validate()
+        model_config(self, vocab_size=len(SPECIALS) + 1).validate()
+
+
+def model_config(config: TrainConfig, vocab_size: int) -> ModelConfig:
+    fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
+    return ModelConfig(vocab_size=vocab_size, **{name: getattr(config, name) for name in fields})
 
 
 def refuse_multiworker(environ=os.environ) -> None:
@@ -102,11 +117,12 @@ def _setup_devices(strategy: str):
     return tf.distribute.get_strategy()
 
 
-def token_stream(tokenizer: Tokenizer, texts: Sequence[str]) -> np.ndarray:
-    """All poems as one id array, each preceded by the boundary id, ending with one."""
+def token_stream(tokenizer: Tokenizer, texts: Sequence[str], prefixes: Sequence[list[int]] | None = None,
+                 reverse: bool = False) -> np.ndarray:
+    """All poems as one id array, each preceded by the boundary id (and its control ids), ending with one."""
     ids = [BOUNDARY]
-    for text in texts:
-        ids += tokenizer.encode(text)
+    for i, text in enumerate(texts):
+        ids += (prefixes[i] if prefixes else []) + tokenizer.encode(text[::-1] if reverse else text)
         ids.append(BOUNDARY)
     return np.asarray(ids, np.int32)
 
@@ -172,16 +188,21 @@ class Run:
             raise BadInput(f"{self.out} already holds a model; pass --resume to continue it or --force to start over")
         poems = load_corpus(self.corpus)
         fraction = config.val_split
-        train = [p.text for p in poems if not is_held_out(p.text, fraction)]
-        held = [p.text for p in poems if is_held_out(p.text, fraction)]
+        train_poems = [p for p in poems if not is_held_out(p.text, fraction)]
+        held_poems = [p for p in poems if is_held_out(p.text, fraction)]
+        train, held = [p.text for p in train_poems], [p.text for p in held_poems]
         if not train or not held:
             raise BadInput(f"corpus of {len(poems)} poems is too small to hold out {fraction:.0%} for validation")
         if config.resume:
             self.tokenizer = Tokenizer.load(self.resume_dir / "tokenizer.json")
         else:
-            self.tokenizer = Tokenizer.build(train, config.min_count)
-        self.train_stream = token_stream(self.tokenizer, train)
-        self.held_out = [self.tokenizer.encode(text) for text in held]
+            controls = control_vocabulary(train_poems, config.top_tunes) if config.conditioned else ()
+            self.tokenizer = Tokenizer.build(train, config.min_count, controls)
+        prefixer = Prefixer(self.tokenizer)
+        self.train_stream = token_stream(self.tokenizer, train, [prefixer.for_poem(p) for p in train_poems],
+                                         config.reverse)
+        self.held_out = [self.tokenizer.encode(text[::-1] if config.reverse else text) for text in held]
+        self.held_out_prefixes = [prefixer.for_poem(p) for p in held_poems]
         self.corpus_record = {"path": str(self.corpus or shipped_label()),
                               "hash": corpus_hash(poems), "poems": len(poems),
                               "train_chars": int(len(self.train_stream)),
@@ -196,8 +217,7 @@ class Run:
             self.corpus = saved["train"].get("corpus")
 
     def model_config(self) -> ModelConfig:
-        c = self.config
-        return ModelConfig(self.tokenizer.vocab_size, c.cell, c.layers, c.units, c.embedding_dim, c.dropout)
+        return model_config(self.config, self.tokenizer.vocab_size)
 
     def record(self, versions: dict) -> dict:
         train_options = {k: v for k, v in dataclasses.asdict(self.config).items()
@@ -268,6 +288,7 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
         else:
             model = build_model(model_config)
             compile_model(model, config, steps * config.epochs)
+        use_sampled_softmax(model, model_config, config.sampled_softmax)
     run.out.mkdir(parents=True, exist_ok=True)
     if config.resume:
         repair_log(run.out / LOG_FILE, start_epoch)

@@ -161,7 +161,10 @@ def expected_shapes(config: ModelConfig) -> dict[str, list[tuple]]:
         inputs = config.embedding_dim if i == 0 else config.units
         bias = (2, gates) if config.cell == "gru" else (gates,)
         shapes[f"rnn_{i}"] = [(inputs, gates), (config.units, gates), bias]
-    shapes["logits"] = [(config.units, config.vocab_size), (config.vocab_size,)]
+    if config.projection:
+        shapes["projection"] = [(config.units, config.projection), (config.projection,)]
+    if not config.tie_embeddings:   # a tied output layer is the embedding table read in reverse
+        shapes["logits"] = [(config.output_inputs, config.vocab_size), (config.vocab_size,)]
     return shapes
 
 

@@ -117,3 +117,21 @@ def test_evaluate_tune_reports_rules_and_the_model_alone(tiny_bundle):
         assert alone["layout"] == 1.0 and 0 <= alone["rhyme_positions"] <= 1
     result = runner.invoke(cli, ["evaluate", "--model", str(tiny_bundle), "--tune", "浣溪莎"])
     assert result.exit_code == 2 and "浣溪沙" in result.stderr
+
+
+def test_a_conditioned_model_reads_the_ci_prefix_with_the_tunes_token():
+    from types import SimpleNamespace
+
+    from poetgen.control import Prefixer
+    from poetgen.generate import Generator
+    from poetgen.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer("春风", controls=["<tang>", "<ci>", "<anytune>", "<tune:酹江月>"])
+    generator = Generator.__new__(Generator)   # the prefix needs the tokenizer only, no model
+    generator.tokenizer, generator.prefixer = tokenizer, Prefixer(tokenizer)
+    assert generator.knows_ci()
+    ci = SimpleNamespace(variant=resolve("大江东去"), form="ci", request=PoemRequest(tune="大江东去"))
+    # 念奴娇's token is spelled by its other name 酹江月 in this model's corpus
+    assert generator.prefix(ci) == [tokenizer.control_id("<ci>"), tokenizer.control_id("<tune:酹江月>")]
+    other = SimpleNamespace(variant=resolve("浣溪沙"), form="ci", request=PoemRequest(tune="浣溪沙"))
+    assert generator.prefix(other) == [tokenizer.control_id("<ci>"), tokenizer.control_id("<anytune>")]

@@ -33,3 +33,99 @@ def test_h5py_loaded_bundle_steps_like_the_keras_loaded_model(tiny_bundle):
     for t in range(ids.shape[1]):
         logits, state = stepper.step(ids[:, t], state)
         np.testing.assert_allclose(logits, full[:, t], atol=1e-4)
+
+
+OPTIONS = {   # every new model option, alone and combined; each must step exactly like the Keras model
+    "projection": dict(projection=6),
+    "tied": dict(tie_embeddings=True, units=8),
+    "tied_projection": dict(tie_embeddings=True, projection=8),
+    "awd_dropouts": dict(dropout=0.2, embedding_dropout=0.1, recurrent_dropout=0.2, projection=8,
+                         tie_embeddings=True),
+}
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_new_options_step_exactly_like_the_full_model(cell, option):
+    settings = {"units": 12, **OPTIONS[option]}
+    config = ModelConfig(vocab_size=30, cell=cell, layers=2, embedding_dim=8, **settings)
+    model = build_model(config)
+    ids = np.random.default_rng(0).integers(3, 30, (3, 6)).astype(np.int32)
+    full = np.asarray(model(ids, training=False))
+    stepper, step_model = NumpyStepper.from_model(model, config), build_step_model(model, config)
+    state = stepper.initial_state(3)
+    keras_state = [np.zeros((3, config.units), np.float32) for _ in state]
+    for t in range(6):
+        logits, state = stepper.step(ids[:, t], state)
+        outputs = step_model([ids[:, t:t + 1]] + keras_state)
+        keras_state = [np.asarray(s) for s in outputs[1:]]
+        np.testing.assert_allclose(logits, full[:, t], atol=1e-4)
+        np.testing.assert_allclose(np.asarray(outputs[0]), full[:, t], atol=1e-4)
+    top = stepper._top(state)
+    picks = np.array([4, 9, 17])
+    np.testing.assert_allclose(stepper.logit_at(state, picks), logits[np.arange(3), picks], atol=1e-4)
+    assert (config.tie_embeddings and "logits" not in [l.name for l in model.layers]) or not config.tie_embeddings
+    assert top.shape[1] == config.output_inputs + 1
+
+
+def test_tied_output_is_the_embedding_table():
+    config = ModelConfig(vocab_size=30, units=8, embedding_dim=8, tie_embeddings=True)
+    model = build_model(config)
+    table = model.get_layer("embedding").get_weights()[0]
+    assert len(model.get_layer("embedding").get_weights()) == 1   # no separate output matrix
+    h = np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)
+    step = build_step_model(model, config)
+    ids = np.array([[5], [6]], np.int32)
+    logits, h_new, c_new = (np.asarray(o) for o in step([ids, h, h]))
+    np.testing.assert_allclose(logits, h_new @ table.T, atol=1e-5)
+
+
+def test_tied_and_projected_models_reload_with_safe_mode(tmp_path):
+    import keras
+
+    config = ModelConfig(vocab_size=30, units=12, embedding_dim=8, projection=8, tie_embeddings=True,
+                         embedding_dropout=0.1, recurrent_dropout=0.1, dropout=0.1)
+    model = build_model(config)
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    ids = np.array([[2, 5, 6, 7, 8]], np.int32)
+    np.testing.assert_allclose(np.asarray(model(ids)), np.asarray(again(ids)), atol=1e-6)
+
+
+def test_old_configs_without_new_keys_mean_todays_model():
+    old = {"vocab_size": 30, "cell": "lstm", "layers": 1, "units": 12, "embedding_dim": 8, "dropout": 0.1}
+    config = ModelConfig(**old)
+    assert (config.projection, config.tie_embeddings, config.embedding_dropout, config.recurrent_dropout) == \
+        (0, False, 0.0, 0.0)
+    assert [layer.name for layer in build_model(config).layers if layer.weights] == ["embedding", "rnn_0", "logits"]
+
+
+@pytest.mark.parametrize("settings, words", [
+    (dict(tie_embeddings=True, units=12, embedding_dim=8), "tied embeddings"),
+    (dict(projection=-1), "projection"),
+    (dict(recurrent_dropout=1.0), "recurrent dropout"),
+    (dict(embedding_dropout=-0.1), "embedding dropout"),
+])
+def test_invalid_model_options_say_why(settings, words):
+    with pytest.raises(ValueError, match=words):
+        ModelConfig(vocab_size=30, **settings).validate()
+
+
+def test_held_out_scoring_caps_the_tokens_of_a_batch(monkeypatch):
+    """Long poems are scored in small batches (64 poems of 2,000 characters at a 12k vocabulary would
+    need 6 GB of logits), and the total is the same however the poems are batched."""
+    import poetgen.model as model_module
+
+    model = build_model(ModelConfig(vocab_size=40, units=8, embedding_dim=4))
+    rng = np.random.default_rng(0)
+    poems = [list(rng.integers(3, 40, size=n)) for n in [5] * 30 + [300] * 6 + [900]]
+    full = model_module.sequence_log_likelihood(model, poems, batch_size=64)
+    shapes = []
+    forward = model_module.traced_forward(model)
+    monkeypatch.setattr(model_module, "MAX_SCORED_TOKENS", 1024)
+    monkeypatch.setattr(model_module, "traced_forward", lambda m: lambda x: shapes.append(x.shape) or forward(x))
+    capped = model_module.sequence_log_likelihood(model, poems, batch_size=64)
+    assert capped[1] == full[1] and capped[0] == pytest.approx(full[0], rel=1e-5)
+    # Every batch of long poems stays under the cap (a single poem longer than it is scored alone).
+    assert all(rows * length <= 1024 + 16 * rows or rows == 1 for rows, length in shapes)
+    assert max(rows for rows, _ in shapes) == 30 and len(shapes) >= 4

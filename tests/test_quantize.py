@@ -156,3 +156,16 @@ def test_int8_logprob_survives_rows_that_rules_empty(int8_generator):
             expected += log_probs[np.arange(batch), result.ids[:, t]]
         previous = result.ids[:, t]
     np.testing.assert_allclose(result.log_probs, expected, atol=2e-3)
+
+
+def test_int8_steps_with_projection_and_tied_output():
+    config = ModelConfig(vocab_size=40, layers=1, units=32, embedding_dim=16, projection=16, tie_embeddings=True)
+    model = build_model(config)
+    exact, quantized = NumpyStepper.from_model(model, config), NumpyStepper.from_model(model, config)
+    quantized.quantize()
+    ids = np.random.default_rng(2).integers(3, 40, (8, 5))
+    a, b = exact.initial_state(5), quantized.initial_state(5)
+    for t in range(8):
+        a, b = exact.advance(ids[t], a), quantized.advance(ids[t], b)
+    np.testing.assert_allclose(quantized.logits(b), exact.logits(a), atol=0.02)
+    assert not np.array_equal(quantized.logits(b), exact.logits(a))

@@ -112,6 +112,7 @@ def test_acrostic_and_traditional(client):
     ({"acrostic": "春夏秋"}, "acrostic", "3 characters but a wujue poem has 4 lines"),
     ({"acrostic": "春夏秋冬", "form": "free"}, "acrostic", "needs a regular form"),
     ({"temprature": 1}, "temprature", "unknown field"),
+    ({"style": "yuan"}, "style", "must be one of tang, song, ci"),
 ])
 def test_invalid_fields_are_refused_with_a_message(client, body, field, message):
     response = client.post("/api/generate", json=body)

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -120,6 +121,39 @@ def test_mirrored_strategy_on_two_logical_cpus(tiny_corpus, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "2 replicas" in result.stderr
     assert (out / "model.keras").exists()
+
+
+def test_new_model_options_train_resume_and_generate(tiny_corpus, tmp_path):
+    """Projection, tying, AWD dropouts and sampled softmax: one epoch, then a resume that switches to
+    the full softmax (allowed: the loss is a training choice), then generation from the bundle."""
+    from poetgen.generate import Generator, PoemRequest
+    from poetgen.sampling import SampleOptions
+    from poetgen.train import TrainConfig, train
+
+    options = {**TINY_TRAIN, "epochs": 1, "steps_per_epoch": 30, "projection": 32, "tie_embeddings": True,
+               "embedding_dropout": 0.1, "recurrent_dropout": 0.1, "dropout": 0.1}
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), corpus=str(tiny_corpus), sampled_softmax=64, **options))
+    run = train(TrainConfig(out=str(out), corpus=str(tiny_corpus), resume=True, **{**options, "epochs": 2}),
+                explicit={"epochs", "sampled_softmax"})   # as `--resume --epochs 2 --sampled-softmax 0`
+    assert run.config.sampled_softmax == 0 and run.config.tie_embeddings
+    config = json.loads((out / "config.json").read_text())
+    assert config["progress"]["epochs_done"] == 2 and config["model"]["tie_embeddings"] is True
+    assert config["metrics"]["best_val_perplexity"] < run.tokenizer.vocab_size / 2   # it learned
+    poem = Generator.load(out).generate(PoemRequest(sample=SampleOptions(seed=0)))["poems"][0]
+    assert poem["layout_ok"] and poem["rhyme_ok"]
+    from poetgen.bundle import load_bundle
+    from poetgen.model import NumpyStepper
+
+    keras_bundle, h5py_bundle = load_bundle(out), load_bundle(out, keras=False)   # projection, tied output
+    assert h5py_bundle.model is None and "projection" in h5py_bundle.weights and "logits" not in h5py_bundle.weights
+    ids = np.array([[2, 5, 6, 7, 8]], np.int32)
+    full = np.asarray(keras_bundle.model(ids))
+    stepper = NumpyStepper(h5py_bundle.weights, h5py_bundle.model_config)
+    state = stepper.initial_state(1)
+    for t in range(ids.shape[1]):
+        logits, state = stepper.step(ids[:, t], state)
+        np.testing.assert_allclose(logits, full[:, t], atol=1e-4)
 
 
 def test_make_callbacks_gives_keras_callbacks_only(tmp_path):

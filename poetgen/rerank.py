@@ -1,0 +1,71 @@
+"""The reverse model's judgement of whole poems, for best-of ranking.
+
+A model trained on reversed poems (`poetgen train --reverse`) reads a candidate from its last
+character to its first; a poem that only made sense one step at a time reads badly backwards. It
+lives in the forward bundle's `reverse/` folder and must share its tokenizer. It does not sample.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from poetgen.errors import BadModel
+from poetgen.model import NumpyStepper
+from poetgen.weights import layer_weights
+from poetgen.tokenizer import BOUNDARY
+
+REVERSE_DIR = "reverse"   # inside a bundle
+
+
+class ReverseScorer:
+    """Mean log-probability of each poem read backwards, after the same control prefix."""
+
+    def __init__(self, stepper: NumpyStepper, tokenizer):
+        self.stepper = stepper
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def load(cls, bundle_dir: Path, tokenizer) -> "ReverseScorer | None":
+        """The bundle's reverse model, or None when it has none."""
+        from poetgen.bundle import load_bundle
+
+        directory = Path(bundle_dir) / REVERSE_DIR
+        if not directory.is_dir():
+            return None
+        reverse = load_bundle(directory, keras=False)   # weights only: no TensorFlow
+        if reverse.tokenizer.hash != tokenizer.hash:
+            raise BadModel(f"{directory}: the reverse model's tokenizer {reverse.tokenizer.hash} is not the "
+                           f"model's ({tokenizer.hash}); train it on the same corpus and options")
+        if not reverse.config.get("train", {}).get("reverse"):
+            raise BadModel(f"{directory}: not a reverse model (train it with --reverse)")
+        weights = reverse.weights if reverse.weights is not None else layer_weights(reverse.model)
+        return cls(NumpyStepper(weights, reverse.model_config), tokenizer)
+
+    def mean_log_probs(self, texts: list[str], prefix: list[int]) -> np.ndarray:
+        """(len(texts),) mean natural-log probability per predicted token of each reversed text and
+        the boundary after it, all rows stepped as one batch."""
+        sequences = [self.tokenizer.encode(text[::-1]) + [BOUNDARY] for text in texts]
+        length = max(len(s) for s in sequences)
+        targets = np.full((len(texts), length), BOUNDARY, np.int64)
+        live = np.zeros((len(texts), length), bool)
+        for row, sequence in enumerate(sequences):
+            targets[row, :len(sequence)] = sequence
+            live[row, :len(sequence)] = True
+        stepper = self.stepper
+        state = stepper.initial_state(len(texts))
+        previous = np.full(len(texts), BOUNDARY, np.int64)
+        for token in prefix:
+            state = stepper.advance(previous, state)
+            previous = np.full(len(texts), token, np.int64)
+        total = np.zeros(len(texts), np.float64)
+        for t in range(length):
+            state = stepper.advance(previous, state)
+            logits = stepper.logits(state)
+            top = logits.max(axis=1)
+            normalizer = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+            picked = logits[np.arange(len(texts)), targets[:, t]] - normalizer
+            total += np.where(live[:, t], picked, 0.0)
+            previous = targets[:, t]
+        return total / live.sum(axis=1)

@@ -1,0 +1,96 @@
+"""Best-of reranking by a reverse model: training it, loading it from the bundle, its scores, the choice."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import TINY_TRAIN
+from poetgen.cli import cli
+from poetgen.errors import BadModel
+from poetgen.tokenizer import BOUNDARY
+
+
+@pytest.fixture(scope="module")
+def with_reverse(tiny_bundle, tiny_corpus, tmp_path_factory):
+    from poetgen.train import TrainConfig, train
+
+    bundle = tmp_path_factory.mktemp("reranked") / "model"
+    shutil.copytree(tiny_bundle, bundle)
+    run = train(TrainConfig(out=str(bundle / "reverse"), corpus=str(tiny_corpus), reverse=True,
+                            **{**TINY_TRAIN, "epochs": 1}))
+    return bundle, run
+
+
+def test_reverse_training_reads_poems_backwards(with_reverse, tiny_corpus):
+    from poetgen.corpus import is_held_out
+    from poetgen.importers import load_corpus
+
+    _, run = with_reverse
+    first = next(p.text for p in load_corpus(tiny_corpus) if not is_held_out(p.text, TINY_TRAIN["val_split"]))
+    expected = [BOUNDARY] + run.tokenizer.encode(first[::-1]) + [BOUNDARY]
+    assert run.train_stream[:len(expected)].tolist() == expected
+
+
+def test_best_of_scores_with_the_reverse_model(with_reverse):
+    from poetgen.bundle import load_bundle
+    from poetgen.generate import Generator, PoemRequest
+    from poetgen.model import sequence_log_likelihood
+    from poetgen.sampling import SampleOptions
+
+    bundle, _ = with_reverse
+    generator = Generator.load(bundle)
+    candidates = []
+    original = generator.finish
+
+    def spy(job, found, elapsed):   # keep every candidate to check the choice
+        result = original(job, found, elapsed)
+        candidates.extend(found)
+        return result
+
+    generator.finish = spy
+    result = generator.generate(PoemRequest(n=2, best_of=4, sample=SampleOptions(seed=3)))
+    assert len(candidates) == 8 and all("reverse_logprob" in c for c in candidates)
+    for i, poem in enumerate(result["poems"]):
+        assert poem["score"] == max(c["score"] for c in candidates[4 * i:4 * i + 4])
+    reverse = load_bundle(bundle / "reverse")
+    for candidate in candidates[:3]:   # the NumPy score is the reverse Keras model's likelihood
+        total, count = sequence_log_likelihood(reverse.model, [reverse.tokenizer.encode(candidate["text"][::-1])])
+        assert candidate["reverse_logprob"] == pytest.approx(total / count, abs=1e-3)
+    plain = Generator.load(bundle).generate(PoemRequest(n=2, best_of=4, reverse_weight=0.0,
+                                                        sample=SampleOptions(seed=3)))
+    assert all("reverse_logprob" not in p for p in plain["poems"])
+
+
+def test_cli_best_of_with_reverse_weight(with_reverse):
+    bundle, _ = with_reverse
+    result = CliRunner().invoke(cli, ["generate", "--model", str(bundle), "--best-of", "3", "--reverse-weight", "1",
+                                      "--seed", "2", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    poem = json.loads(result.output)["poems"][0]
+    bonus = (0.5 if poem["rhyme_ok"] else 0.0) + 0.5 * (poem["tone_score"] or 0.0)
+    assert poem["score"] == pytest.approx(poem["reverse_logprob"] + bonus, abs=2e-4)
+
+
+def test_a_reverse_model_of_another_tokenizer_is_refused(with_reverse, tmp_path):
+    from poetgen.generate import Generator
+
+    bundle, _ = with_reverse
+    other = tmp_path / "model"
+    shutil.copytree(bundle, other)
+    tokenizer = json.loads((other / "reverse" / "tokenizer.json").read_text(encoding="utf-8"))
+    chars = tokenizer["chars"]
+    tokenizer["chars"] = chars[1] + chars[0] + chars[2:]
+    from poetgen.tokenizer import Tokenizer
+
+    tokenizer["hash"] = Tokenizer(tokenizer["chars"]).hash
+    (other / "reverse" / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
+    config = json.loads((other / "reverse" / "config.json").read_text(encoding="utf-8"))
+    (other / "reverse" / "config.json").write_text(json.dumps({**config, "tokenizer_hash": tokenizer["hash"]}),
+                                                   encoding="utf-8")
+    with pytest.raises(BadModel, match="reverse model's tokenizer"):
+        Generator.load(other).reverse_scorer
+    result = CliRunner().invoke(cli, ["generate", "--model", str(other), "--best-of", "2"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "reverse" in result.output
