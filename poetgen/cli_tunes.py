@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from poetgen.errors import BadCorpus
+from poetgen.errors import BadCorpus, BadInput
 from poetgen.resources import shipped_path
 from poetgen.tunes import TuneTable, tune_table
 
@@ -63,8 +63,7 @@ def tunes_command(query: str, corpus: Path | None, fmt: str) -> None:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     if not rows:
-        click.echo(f"no tune matches {query!r}", err=True)
-        return
+        raise BadInput(f"no tune matches {query!r}; `poetgen tunes` without a query lists them all", field="query")
     for row in rows:
         others = f" ({'、'.join(row['other_names'])})" if row["other_names"] else ""
         chars = "/".join(map(str, row["characters"]))

@@ -260,12 +260,17 @@ def corrupt_config(bundle: Path):
     (bundle / "config.json").write_text("{not json", encoding="utf-8")
 
 
+def corrupt_tokenizer(bundle: Path):
+    (bundle / "tokenizer.json").write_text('{"chars": 5}', encoding="utf-8")
+
+
 @pytest.mark.parametrize("damage, message", [
     (truncate_model, "truncated or corrupt"),
     (foreign_tokenizer, "belongs to another model"),
     (newer_format, "newer than this poetgen"),
     (lambda_model, "safe mode"),
     (corrupt_config, "corrupt config"),
+    (corrupt_tokenizer, "tokenizer file is corrupt"),
     (lambda bundle: (bundle / "model.keras").unlink(), "model file is missing"),
 ])
 def test_broken_models(tiny_bundle, tmp_path, damage, message):
@@ -275,6 +280,20 @@ def test_broken_models(tiny_bundle, tmp_path, damage, message):
 
 def test_missing_bundle(tmp_path):
     assert_one_line_failure(["generate", "--model", str(tmp_path / "nowhere")], "model bundle not found")
+
+
+# ---- ci tunes ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["tunes", "zzqqxx"], "no tune matches 'zzqqxx'"),
+    (["generate", "--tune", "浣溪莎"], "closest: 浣溪沙"),
+    (["generate", "--tune", "浣溪沙", "--variant", "99"], "the variant must be 1 to 5"),
+    (["generate", "--variant", "2"], "a variant needs a tune"),
+    (["generate", "--style", "yuan"], "'--style': 'yuan' is not one of"),
+])
+def test_tune_and_style_failures(tiny_bundle, args, message):
+    model = ["--model", str(tiny_bundle)] if args[0] == "generate" else []
+    assert_one_line_failure([*args, *model], message)
 
 
 # ---- fuzzing -------------------------------------------------------------------------------------
