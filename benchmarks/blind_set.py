@@ -17,8 +17,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from poetgen.corpus import FORMS, clauses, is_held_out, shipped_corpus_path, shipped_corpus_paths
+from poetgen.corpus import is_held_out, shipped_corpus_path, shipped_corpus_paths
 from poetgen.importers import load_corpus
+from poetgen.layout import FORMS, clauses
 
 # generate's options that the set itself chooses for every setting
 RESERVED = {"--model", "--form", "--tune", "-n", "--seed", "--format", "--traditional"}

@@ -187,7 +187,7 @@ def pipeline_rate(args, min_count: int, precision: str, plain: bool) -> tuple[fl
     import keras
 
     from poetgen.model import ModelConfig, build_model
-    from poetgen.train import TrainConfig, compile_model, token_stream, training_dataset
+    from poetgen.train import TrainConfig, compile_model, training_dataset
 
     run = prepared_run({"min_count": min_count})
     texts_stream = run.train_stream

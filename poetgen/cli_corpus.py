@@ -12,10 +12,11 @@ from pathlib import Path
 
 import click
 
-from poetgen.corpus import (DYNASTIES, FORMS, GENRES, EmptyCorpus, Poem, form_counts,
-                            shipped_corpus_path, shipped_corpus_paths, write_corpus)
+from poetgen.corpus import (DYNASTIES, GENRES, EmptyCorpus, Poem, form_counts, shipped_corpus_path,
+                            shipped_corpus_paths, write_corpus)
 from poetgen.errors import BadCorpus, OutputExists
 from poetgen.importers import expand_paths, load_corpus, stream_poems
+from poetgen.layout import FORMS
 from poetgen.lock import Lock
 
 PROGRESS_BYTES = 8 << 20   # show a progress bar for inputs larger than this

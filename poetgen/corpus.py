@@ -19,8 +19,8 @@ from typing import Iterable
 
 from poetgen.errors import BadCorpus
 from poetgen.atomic import atomic_write
-# The shapes of the forms, the tagger (form_of) and the line splitter live in the layout spec.
-from poetgen.layout import FORM_ALIASES, FORM_SHAPES, FORMS, MARKS, clauses, form_of  # noqa: F401
+# The shapes of the forms and the form tagger live in the layout spec (import them from poetgen.layout).
+from poetgen.layout import FORMS, MARKS, form_of
 
 DYNASTIES = ("tang", "song", "wudai")
 GENRES = ("shi", "ci")

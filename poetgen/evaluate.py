@@ -16,12 +16,12 @@ from typing import Callable, Iterable
 from poetgen.bundle import Bundle
 from poetgen.checks import check_poem
 from poetgen.control import Prefixer
-from poetgen.corpus import (DYNASTIES, FORM_SHAPES, FORMS, GENRES, HELD_OUT_FRACTION, SHIPPED_FILES, clauses,
-                            corpus_hash, form_of, is_held_out, shipped_corpus_paths, shipped_files_of,
-                            shipped_label)
+from poetgen.corpus import (DYNASTIES, GENRES, HELD_OUT_FRACTION, SHIPPED_FILES, corpus_hash, is_held_out,
+                            shipped_corpus_paths, shipped_files_of, shipped_label)
 from poetgen.errors import BadCorpus
 from poetgen.generate import Generator
 from poetgen.importers import load_corpus
+from poetgen.layout import FORM_SHAPES, FORMS, clauses, form_of
 from poetgen.model import sequence_log_likelihood
 from poetgen.options import check_settings, setting
 from poetgen.prosody import strict_positions

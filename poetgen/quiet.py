@@ -6,6 +6,7 @@ TensorFlow logs oneDNN and CUDA notices before its log level is read; only mutin
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 
@@ -21,7 +22,7 @@ def import_tensorflow():
     try:
         os.dup2(devnull, 2)
         import tensorflow as tf
-        import keras  # noqa: F401
+        importlib.import_module("keras")   # loaded here too, under the muted stderr
 
         tf.config.list_physical_devices()   # the CUDA probe logs here
     finally:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from poetgen.checks import PoemCheck
 from poetgen.ci_checks import CiCheck
-from poetgen.corpus import clauses
+from poetgen.layout import clauses
 
 RHYME_BONUS = 0.5    # added when the rhyming lines share one 平水韵 group
 TONE_WEIGHT = 0.5    # times the share of strict positions that fit the 平仄 pattern

@@ -9,9 +9,9 @@ import dataclasses
 import re
 
 from poetgen.control import DEFAULT_STYLE, STYLES
-from poetgen.corpus import FORM_ALIASES, FORMS, HAN, PUNCTUATION, normalize_text
+from poetgen.corpus import HAN, PUNCTUATION, normalize_text
 from poetgen.errors import BadInput
-from poetgen.layout import Layout, layout_of
+from poetgen.layout import FORM_ALIASES, FORMS, Layout, layout_of
 from poetgen.options import check_settings, setting
 from poetgen.sampling import SampleOptions, Shape, new_seed
 from poetgen.tables import VocabularyTables

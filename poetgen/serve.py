@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from poetgen.batching import BatchFailed, Batcher, BatchOptions, Busy, Unavailable
-from poetgen.control import DEFAULT_STYLE, STYLES
+from poetgen.control import STYLES
 from poetgen.errors import BadInput
 from poetgen.generate import Generator, traditional
 from poetgen.options import bounds

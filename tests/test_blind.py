@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from poetgen.corpus import FORMS, clauses, form_of, is_held_out, shipped_corpus_path
+from poetgen.corpus import is_held_out, shipped_corpus_path
 from poetgen.importers import load_corpus
+from poetgen.layout import FORMS, clauses, form_of
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 

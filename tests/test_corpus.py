@@ -8,9 +8,10 @@ from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
 from poetgen.cli import cli
-from poetgen.corpus import (Poem, clean_text, form_of, is_held_out, normalize_text, shipped_corpus_path, split,
+from poetgen.corpus import (Poem, clean_text, is_held_out, normalize_text, shipped_corpus_path, split,
                             write_corpus)
 from poetgen.importers import import_poems, load_corpus
+from poetgen.layout import form_of
 
 
 def test_clean_converts_and_normalises():

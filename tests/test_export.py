@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from poetgen.checks import check_poem
 from poetgen.cli import cli
-from poetgen.corpus import FORM_SHAPES, clauses
+from poetgen.layout import FORM_SHAPES, clauses
 from poetgen.prosody import table
 from poetgen.tokenizer import BOUNDARY
 

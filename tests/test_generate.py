@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from poetgen.checks import check_poem
 from poetgen.cli import cli
-from poetgen.corpus import FORM_SHAPES, FORMS
 from poetgen.errors import BadInput
+from poetgen.layout import FORM_SHAPES, FORMS
 from poetgen.prosody import table
 from poetgen.request import PoemRequest, fit_prompt
 from poetgen.sampling import SampleOptions

@@ -19,7 +19,7 @@ with warnings.catch_warnings():   # newer Starlette asks for the httpx2 fork; ht
 from poetgen.batching import Batcher, BatchOptions  # noqa: E402
 from poetgen.checks import check_poem  # noqa: E402
 from poetgen.cli import cli  # noqa: E402
-from poetgen.corpus import FORM_SHAPES  # noqa: E402
+from poetgen.layout import FORM_SHAPES  # noqa: E402
 from poetgen.request import PoemRequest  # noqa: E402
 from poetgen.prosody import table  # noqa: E402
 from poetgen.sampling import SampleOptions  # noqa: E402
