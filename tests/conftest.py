@@ -34,6 +34,24 @@ def tiny_corpus(tmp_path_factory) -> Path:
     return path
 
 
+def assert_h5py_bundle_steps_like_keras(path, ids):
+    """The bundle's weights read with h5py, stepped by NumpyStepper, give the Keras-loaded model's logits."""
+    import numpy as np
+
+    from poetgen.bundle import load_bundle
+    from poetgen.model import NumpyStepper
+
+    keras_bundle, h5py_bundle = load_bundle(path), load_bundle(path, keras=False)
+    assert h5py_bundle.model is None and h5py_bundle.weights
+    full = np.asarray(keras_bundle.model(ids))
+    stepper = NumpyStepper(h5py_bundle.weights, h5py_bundle.model_config)
+    state = stepper.initial_state(ids.shape[0])
+    for t in range(ids.shape[1]):
+        logits, state = stepper.step(ids[:, t], state)
+        np.testing.assert_allclose(logits, full[:, t], atol=1e-4)
+    return h5py_bundle
+
+
 TINY_TRAIN = dict(units=48, embedding_dim=32, batch_size=16, seq_len=32, epochs=2, steps_per_epoch=60,
                   learning_rate=1e-2, warmup_steps=10, val_split=0.05, min_count=2, dropout=0.0)
 

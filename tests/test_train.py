@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, assert_h5py_bundle_steps_like_keras
 from poetgen.cli import cli
 
 TRAIN_ARGS = ["--units", "48", "--embedding-dim", "32", "--batch-size", "16", "--seq-len", "32",
@@ -142,18 +142,8 @@ def test_new_model_options_train_resume_and_generate(tiny_corpus, tmp_path):
     assert config["metrics"]["best_val_perplexity"] < run.tokenizer.vocab_size / 2   # it learned
     poem = Generator.load(out).generate(PoemRequest(sample=SampleOptions(seed=0)))["poems"][0]
     assert poem["layout_ok"] and poem["rhyme_ok"]
-    from poetgen.bundle import load_bundle
-    from poetgen.model import NumpyStepper
-
-    keras_bundle, h5py_bundle = load_bundle(out), load_bundle(out, keras=False)   # projection, tied output
-    assert h5py_bundle.model is None and "projection" in h5py_bundle.weights and "logits" not in h5py_bundle.weights
-    ids = np.array([[2, 5, 6, 7, 8]], np.int32)
-    full = np.asarray(keras_bundle.model(ids))
-    stepper = NumpyStepper(h5py_bundle.weights, h5py_bundle.model_config)
-    state = stepper.initial_state(1)
-    for t in range(ids.shape[1]):
-        logits, state = stepper.step(ids[:, t], state)
-        np.testing.assert_allclose(logits, full[:, t], atol=1e-4)
+    h5py_bundle = assert_h5py_bundle_steps_like_keras(out, np.array([[2, 5, 6, 7, 8]], np.int32))
+    assert "projection" in h5py_bundle.weights and "logits" not in h5py_bundle.weights   # projection, tied output
 
 
 def test_make_callbacks_gives_keras_callbacks_only(tmp_path):
