@@ -36,6 +36,27 @@ def health(url: str) -> dict:
         return json.load(answer)
 
 
+def load_arguments(parser: argparse.ArgumentParser, seconds: float, warmup: float, max_seconds: float,
+                   max_warmup: float, seconds_help: str) -> None:
+    """The options every server load script shares: the server's settings and the load's size."""
+    parser.add_argument("--model", default=None, help="bundle directory (default: the shipped model)")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
+    parser.add_argument("--seconds", type=float, default=seconds, help=seconds_help)
+    parser.add_argument("--warmup", type=float, default=warmup, help="unmeasured seconds first (caches, arenas)")
+    parser.add_argument("--max-batch", type=int, default=64, help="--max-batch of the (batched) server")
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="--batch-wait-ms of the server")
+    parser.add_argument("--blas-threads", type=int, default=1, help="--blas-threads of the server")
+    parser.add_argument("--log-dir", default="/tmp", help="where the server's log goes")
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.set_defaults(limits=(max_seconds, max_warmup))
+
+
+def check_load_arguments(parser: argparse.ArgumentParser, args) -> None:
+    max_seconds, max_warmup = args.limits
+    if not 1 <= args.clients <= 1024 or not 0 < args.seconds <= max_seconds or not 0 <= args.warmup <= max_warmup:
+        parser.error(f"clients must be 1..1024, seconds in (0, {max_seconds:g}], warmup in [0, {max_warmup:g}]")
+
+
 def start_server(model: str | None, max_batch: int, args, log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "poetgen", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -181,23 +202,15 @@ def run_mode(name: str, args, body: dict) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="bundle directory (default: the shipped model)")
-    parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per mode")
-    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
+    load_arguments(parser, seconds=20.0, warmup=3.0, max_seconds=600, max_warmup=60,
+                   seconds_help="measured seconds per mode")
     parser.add_argument("--max-requests", type=int, default=100_000, help="hard cap on requests per phase")
-    parser.add_argument("--max-batch", type=int, default=64, help="--max-batch of the batched server")
-    parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="--batch-wait-ms of the servers")
-    parser.add_argument("--blas-threads", type=int, default=1, help="--blas-threads of the servers")
     parser.add_argument("--form", default="wujue", help="form of every request")
     parser.add_argument("--modes", default="batched,one-at-a-time", help="comma-separated: " + ", ".join(MODES))
-    parser.add_argument("--log-dir", default="/tmp", help="where the servers' logs go")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
                         help="load generator: a minimal keep-alive client (cheap on shared cores) or httpx")
-    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
-    if not 1 <= args.clients <= 1024 or not 0 < args.seconds <= 600 or not 0 <= args.warmup <= 60:
-        parser.error("clients must be 1..1024, seconds in (0, 600], warmup in [0, 60]")
+    check_load_arguments(parser, args)
     body = {"form": args.form}   # no seed: every request draws its own, as page visitors' do
     rows = [run_mode(name, args, body) for name in args.modes.split(",")]
     print(f"{'mode':<14} {'clients':>7} {'max batch':>9} {'requests':>8} {'req/s':>8} {'p50 ms':>8} "

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from serve_load import RawConnection, health, start_server, stop_server
+from serve_load import RawConnection, check_load_arguments, health, load_arguments, start_server, stop_server
 
 PROMPTS = ["", "", "白日", "春风又绿", "明月", "孤帆远影碧空尽"]
 FORMS = ["wujue", "qijue", "wulv", "qilv", "五绝", "七律", None]
@@ -155,19 +155,11 @@ def percentile(ordered: list[float], share: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="bundle directory (default: the shipped model)")
-    parser.add_argument("--seconds", type=float, default=600.0, help="how long the load lasts")
-    parser.add_argument("--warmup", type=float, default=10.0, help="unmeasured seconds first (caches, arenas)")
-    parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
-    parser.add_argument("--max-batch", type=int, default=64, help="--max-batch of the server")
-    parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="--batch-wait-ms of the server")
-    parser.add_argument("--blas-threads", type=int, default=1, help="--blas-threads of the server")
+    load_arguments(parser, seconds=600.0, warmup=10.0, max_seconds=3600, max_warmup=120,
+                   seconds_help="how long the load lasts")
     parser.add_argument("--seed", type=int, default=0, help="seed of the request mix")
-    parser.add_argument("--log-dir", default="/tmp", help="where the server's log goes")
-    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
-    if not 1 <= args.clients <= 1024 or not 0 < args.seconds <= 3600 or not 0 <= args.warmup <= 120:
-        parser.error("clients must be 1..1024, seconds in (0, 3600], warmup in [0, 120]")
+    check_load_arguments(parser, args)
     process, url = start_server(args.model, args.max_batch, args, Path(args.log_dir) / "serve-soak.log")
     try:
         asyncio.run(soak(url, process.pid, args.clients, args.warmup, args.seed + 10_000))
