@@ -161,7 +161,7 @@ def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, bl
         raise click.ClickException(f"`poetgen serve` needs the serve extra ({error.name} is missing): "
                                    f"pip install 'poetgen[serve]'") from None
 
-    options = BatchOptions(max_rows, max_wait_ms, max_queue, timeout_s)
+    options = BatchOptions(max_rows=max_rows, max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s)
     options.validate()
     if blas_threads:
         threadpoolctl.threadpool_limits(blas_threads, user_api="blas")
