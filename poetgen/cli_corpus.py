@@ -107,8 +107,8 @@ def stats_command(paths: tuple[Path, ...], fmt: str, encoding: str) -> None:
         click.echo(f"  {form:<7} {stats['forms'][form]}")
     if stats["ci_tunes"]:
         click.echo(f"ci tunes:   {stats['ci_tunes']}; most written: "
-                   + " ".join(f"{tune}{n}" for tune, n in stats["top_tunes"]))
-    click.echo("most frequent: " + " ".join(f"{ch}{n}" for ch, n in stats["top_chars"]))
+                   + ", ".join(f"{tune} {n}" for tune, n in stats["top_tunes"]))
+    click.echo("most frequent: " + ", ".join(f"{ch} {n}" for ch, n in stats["top_chars"]))
 
 
 def _print_build(result, out: Path) -> None:

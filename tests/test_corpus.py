@@ -274,4 +274,4 @@ def test_stats_count_dynasties_genres_and_tunes(tmp_path):
     assert stats["top_tunes"] == [["浣溪沙", 2], ["菩萨蛮", 1]] and stats["ci_tunes"] == 2
     assert stats["forms"]["wujue"] == 1 and stats["forms"]["qijue"] == 1 and sum(stats["forms"].values()) == 2
     text = CliRunner().invoke(cli, ["corpus", "stats", str(tmp_path / "mixed.jsonl")])
-    assert "song/ci" in text.output and "浣溪沙2" in text.output
+    assert "song/ci" in text.output and "浣溪沙 2, 菩萨蛮 1" in text.output
