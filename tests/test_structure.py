@@ -1,4 +1,4 @@
-"""The code's shape: no import cycles between poetgen's modules, lazy imports included."""
+"""The code's shape: no import cycles between poetgen's modules (lazy imports included), the README's rows and module map."""
 
 from __future__ import annotations
 
@@ -120,3 +120,21 @@ def test_the_readme_module_map_lists_every_module():
     section = readme.split("\n## Layout", 1)[1].split("\n## ", 1)[0]
     mapped = set(re.findall(r"^\| `([\w.]+\.py)` \|", section, re.M))
     assert mapped == {path.name for path in PACKAGE.glob("*.py")}
+
+
+def readme_rows() -> list[list[str]]:
+    """The module rows of the README's Layout block, top row first."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Layout", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```", 2)[1]
+    return [re.findall(r"([\w]+)\.py", line) for line in block.splitlines() if ".py" in line]
+
+
+def test_the_readme_rows_hold_every_module_and_imports_only_go_up():
+    rows = readme_rows()
+    row_of = {module: index for index, row in enumerate(rows) for module in row}
+    assert sorted(row_of) == sorted(path.stem for path in PACKAGE.glob("*.py"))
+    assert sum(map(len, rows)) == len(row_of)   # each module in one row
+    downward = [f"{module} imports {target}" for module, targets in import_graph().items()
+                for target in targets if row_of[target] > row_of[module]]
+    assert downward == []
