@@ -1,4 +1,5 @@
-"""The code's shape: no import cycles between poetgen's modules (lazy imports included), the README's rows and module map."""
+"""The code's shape: no import cycles between poetgen's modules (lazy imports included), and the
+README's Layout (its rows of modules and its module map) true to the code."""
 
 from __future__ import annotations
 
