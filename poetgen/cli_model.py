@@ -30,7 +30,7 @@ def command(function):
 
 int8_option = click.option(
     "--int8", is_flag=True,
-    help="Matrix products in int8 (needs poetgen[int8]): ~1.9x the batched speed, perplexity +0.02%.")
+    help="Matrix products in int8 (needs poetgen[int8]): ~1.8x the batched speed, perplexity +0.02%.")
 
 
 @command
