@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,15 @@ def tiny_corpus(tmp_path_factory) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in shipped_records(1500)),
                     encoding="utf-8")
     return path
+
+
+def wait_until(condition, what: str = "the awaited event", timeout: float = 60, poll: float = 0.01) -> None:
+    """Poll `condition` until it holds; fail naming `what` after a generous `timeout` (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} never happened within {timeout:g} s")
+        time.sleep(poll)
 
 
 def assert_h5py_bundle_steps_like_keras(path, ids):

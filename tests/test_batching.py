@@ -2,7 +2,6 @@
 dead or stuck worker turns into 503s and a /healthz that says so."""
 
 import threading
-import time
 import warnings
 
 import pytest
@@ -15,6 +14,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient  # noqa: E402
 
 import poetgen.batching as batching  # noqa: E402
+from conftest import wait_until  # noqa: E402
 from poetgen.batching import BatchFailed, Batcher, BatchOptions, Busy, Unavailable  # noqa: E402
 from poetgen.generate import PoemRequest  # noqa: E402
 from poetgen.sampling import SampleOptions  # noqa: E402
@@ -53,13 +53,6 @@ class Faulty:
 
 def prepared(generator, seed):
     return generator.prepare(PoemRequest(sample=SampleOptions(seed=seed)))
-
-
-def wait_until(condition, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the awaited event never happened"
-        time.sleep(0.01)
 
 
 def test_a_failing_finish_fails_only_its_request_and_the_worker_goes_on(generator):

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 import poetgen.atomic
+from conftest import wait_until
 from poetgen.cli import cli
 from poetgen.errors import InUse
 from poetgen.lock import LOCK_NAME, Lock
@@ -49,15 +49,6 @@ def assert_one_line(result, *fragments, code=2):
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def wait_until(condition, what: str, timeout: float = 240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} never happened")
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +86,8 @@ def test_second_train_and_export_are_refused_while_a_run_holds_the_bundle(tiny_c
             except (OSError, ValueError, KeyError):
                 return False
 
-        wait_until(held_by_child, "the run's lock file")
-        wait_until((out / "resume" / "state.json").exists, "the first saved epoch")   # training, not starting
+        wait_until(held_by_child, "the run's lock file", timeout=240, poll=0.1)
+        wait_until((out / "resume" / "state.json").exists, "the first saved epoch", timeout=240, poll=0.1)   # training, not starting
         second = invoke("train", "--corpus", tiny_corpus, "--out", out, "--resume", "--epochs", 600)
         line = assert_one_line(second, f"{out} is in use by pid {process.pid} on {socket.gethostname()}",
                                "since", "poetgen train")

@@ -16,6 +16,7 @@ with warnings.catch_warnings():   # newer Starlette asks for the httpx2 fork; ht
     warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient  # noqa: E402
 
+from conftest import wait_until  # noqa: E402
 from poetgen.batching import Batcher, BatchOptions  # noqa: E402
 from poetgen.checks import check_poem  # noqa: E402
 from poetgen.cli import cli  # noqa: E402
@@ -200,9 +201,7 @@ def test_full_queue_is_refused_with_503(generator):
         threads[0].start()
         assert held.entered.wait(30)          # the first is in the worker
         threads[1].start()
-        deadline = time.monotonic() + 30
-        while client.app.state.batcher._queue.qsize() < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)                  # the second waits in the queue
+        wait_until(lambda: client.app.state.batcher._queue.qsize() >= 1, "the second request queueing")
         refused = client.post("/api/generate", json={"seed": 9})
         assert refused.status_code == 503 and "busy" in refused.json()["detail"][0]["message"]
         assert refused.headers["retry-after"] == "1"
@@ -244,9 +243,7 @@ def test_concurrent_http_requests_are_batched(generator):
         others = [threading.Thread(target=ask, args=(seed,)) for seed in range(101, 112)]
         for thread in others:
             thread.start()
-        deadline = time.monotonic() + 60
-        while client.app.state.batcher._queue.qsize() < 11 and time.monotonic() < deadline:
-            time.sleep(0.01)                     # ...while eleven more arrive together
+        wait_until(lambda: client.app.state.batcher._queue.qsize() >= 11, "eleven requests queueing")   # together
         held.release.set()
         for thread in [first, *others]:
             thread.join(120)

@@ -3,13 +3,13 @@
 import asyncio
 import json
 import threading
-import time
 
 import pytest
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 
+from conftest import wait_until  # noqa: E402
 from test_serve import Held, TestClient  # noqa: E402
 
 from poetgen.serve import create_app  # noqa: E402
@@ -48,9 +48,7 @@ def test_a_client_that_leaves_while_queued_costs_no_rows(generator):
         assert sent[0]["status"] == 499                   # the handler returned without waiting for poems
         held.release.set()
         first.join(60)
-        deadline = time.monotonic() + 60
-        while batcher.stats.abandoned < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: batcher.stats.abandoned >= 1, "the worker skipping the left request")
         assert batcher.stats.abandoned == 1
         assert batcher.stats.rows == 1                    # only the first request's one poem was sampled
         assert client.post("/api/generate", json={"seed": 3}).status_code == 200

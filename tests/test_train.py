@@ -6,14 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY_TRAIN, assert_h5py_bundle_steps_like_keras
+from conftest import TINY_TRAIN, assert_h5py_bundle_steps_like_keras, wait_until
 from poetgen.cli import cli
 
 TRAIN_ARGS = ["--units", "48", "--embedding-dim", "32", "--batch-size", "16", "--seq-len", "32",
@@ -41,16 +40,7 @@ def test_bundle_contents(tiny_bundle):
 
 
 def _wait_for(path: Path, timeout=240):
-    _wait_until(path.exists, f"{path} never appeared", timeout)
-
-
-def _wait_until(condition, failure: str, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(failure)
+    wait_until(path.exists, f"{path} appearing", timeout, poll=0.2)
 
 
 def _epochs_done(out: Path) -> int:
@@ -66,7 +56,7 @@ def test_kill_9_then_resume_continues(tiny_corpus, tmp_path):
     args = ["train", "--corpus", str(tiny_corpus), "--out", str(out), "--steps-per-epoch", "40", *TRAIN_ARGS]
     process = poetgen(*args, "--epochs", "500")   # far too long to finish before the kill below
     try:
-        _wait_until(lambda: _epochs_done(out) >= 1 or process.poll() is not None, "no epoch finished")
+        wait_until(lambda: _epochs_done(out) >= 1 or process.poll() is not None, "an epoch finishing", 240, poll=0.2)
     finally:
         process.kill()                           # during epoch 2 or later, whenever the first is saved
         process.wait()
