@@ -129,7 +129,7 @@ def field_help(cls, name: str) -> str:
     comment = field_comments(cls).get(name, "")
     if not comment:
         raise TypeError(f"{cls.__name__}.{name} has no comment to serve as its help text")
-    first = comment.split()[0]
+    first = comment.split()[0].rstrip(";:,").replace("-", "")   # held-out, distribution; … are words too
     if first.isalpha() and first.islower():   # a word, not a value such as mixed_bfloat16 or wujue|qijue
         comment = comment[0].upper() + comment[1:]
     return comment if comment.endswith(".") else comment + "."

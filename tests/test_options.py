@@ -78,6 +78,9 @@ def test_a_changed_default_reaches_the_option():
 def test_help_comes_from_the_field_comment():
     assert field_help(TrainConfig, "seq_len") == "Characters per window."
     assert field_help(SampleOptions, "top_k") == "Sample among the k likeliest (0: off)."
+    assert field_help(TrainConfig, "val_split").startswith("Held-out")          # a hyphenated word
+    assert field_help(TrainConfig, "strategy").startswith("Distribution;")   # a word before a mark
+    assert field_help(TrainConfig, "precision").startswith("mixed_bfloat16")  # a value stays as it is
 
 
 @pytest.mark.parametrize("instance, field", [
