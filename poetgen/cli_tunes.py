@@ -63,7 +63,8 @@ def tunes_command(query: str, corpus: Path | None, fmt: str) -> None:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     if not rows:
-        raise BadInput(f"no tune matches {query!r}; `poetgen tunes` without a query lists them all", field="query")
+        raise BadInput(f"no tune matches {query!r}; `poetgen tunes` without a query lists them all",
+                       field="query")
     for row in rows:
         others = f" ({'、'.join(row['other_names'])})" if row["other_names"] else ""
         chars = "/".join(map(str, row["characters"]))
