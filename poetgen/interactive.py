@@ -13,6 +13,7 @@ from poetgen.errors import PoetgenError
 FIXED = ("model_dir", "int8", "interactive", "prompt", "help")   # chosen once, when the session starts
 RESET = ("default", "none")   # `/seed none`: back to the command's default
 COMMANDS = "/help, /options, /quit"
+BOOLEAN_WORDS = ("", "on", "off", "yes", "no", "true", "false", "1", "0")   # what a flag accepts (empty: on)
 
 
 def _settable(command: click.Command) -> dict[str, click.Option]:
@@ -60,6 +61,8 @@ class Session:
                 raise click.UsageError(f"/{name} takes no value")
             new = False
         elif param.is_flag or param.secondary_opts:
+            if value.lower() not in BOOLEAN_WORDS:
+                raise click.UsageError(f"/{name} takes on or off, not {value!r}")
             new = click.BOOL.convert(value or "on", param, self.context)
         elif not value:
             raise click.UsageError(f"/{name} needs a value: {_usage(param)}")

@@ -37,7 +37,7 @@ def loads(monkeypatch):
 
 
 def test_interactive_writes_a_poem_per_line_with_options_set_on_the_way(tiny_bundle, loads):
-    session = "白日\n/form qijue\n/seed 3\n/tone on\n\n/bogus 1\n/top-p 7\n/n\n/quit\n明月\n"
+    session = "白日\n/form qijue\n/seed 3\n/tone on\n\n/bogus 1\n/top-p 7\n/tone maybe\n/n\n/quit\n明月\n"
     result = CliRunner().invoke(cli, ["generate", "--interactive", "--model", str(tiny_bundle), "--seed", "1"],
                                 input=session)
     assert result.exit_code == 0, result.output
@@ -49,7 +49,8 @@ def test_interactive_writes_a_poem_per_line_with_options_set_on_the_way(tiny_bun
     assert first == list(poet.generate("白日", seed=1)[0].lines)
     assert second == list(poet.generate(form="qijue", seed=3, tone=True)[0].lines)
     errors = [line for line in result.stderr.splitlines() if line.startswith("poetgen: error:")]
-    assert len(errors) == 3 and "/bogus" in errors[0] and "top-p" in errors[1] and "/n needs a value" in errors[2]
+    assert len(errors) == 4 and "/bogus" in errors[0] and "top-p" in errors[1] and "/n needs a value" in errors[3]
+    assert "/tone takes on or off, not 'maybe'" in errors[2]
     assert "Traceback" not in result.output
 
 
