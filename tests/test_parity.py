@@ -4,6 +4,8 @@ same verdict on both sides. A conditioned model's export reads the control prefi
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from poetgen.checks import check_poem
@@ -161,3 +163,48 @@ def test_a_tune_is_found_by_every_name_the_cli_takes(poet):
     for name, other in (("念奴娇", "大江东去"), ("浣溪沙", "HuanXiSha"), ("浣溪沙", " 浣溪沙#1 ")):
         assert graph_poem(poet, name, seed=4) == graph_poem(poet, other, seed=4)
     assert resolve("浣溪沙", 2).layout.fits(graph_poem(poet, "浣溪沙#2", seed=4))
+
+
+@pytest.fixture(scope="module")
+def conditioned(tmp_path_factory):
+    """An untrained conditioned bundle (random weights: the prefix changes what it predicts) and its
+    export with the ten most common tunes."""
+    import tensorflow as tf
+
+    from conftest import shipped_records
+    from poetgen.bundle import load_bundle, save_bundle
+    from poetgen.control import control_vocabulary
+    from poetgen.model import ModelConfig, build_model
+    from poetgen.tokenizer import Tokenizer
+
+    texts = [r["text"] for r in shipped_records(300)]
+    controls = control_vocabulary([], 0) + ["<tune:浣溪沙>"]   # styles, forms, <anytune>, one tune
+    tokenizer = Tokenizer.build(texts, controls=controls)
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, units=16, embedding_dim=8)
+    path = tmp_path_factory.mktemp("conditioned") / "bundle"
+    save_bundle(path, build_model(config), tokenizer, {"model": dataclasses.asdict(config)})
+    out = export(load_bundle(path), ExportOptions(path.parent / "sm", "savedmodel", tunes=10))
+    return path, tf.saved_model.load(str(out))
+
+
+def test_a_conditioned_export_reads_the_prefix_the_cli_feeds(conditioned, monkeypatch):
+    """Greedy poems leave no randomness: the graph's equal the CLI's (shi: <tang> <form>; a tune with a token
+    and one with the generic <anytune>), and the CLI's own without the prefix differ."""
+    from poetgen.generate import Generator
+
+    path, poet = conditioned
+    generator = Generator.load(path)
+    requests = [("wujue", PoemRequest(form="wujue")), ("浣溪沙", PoemRequest(tune="浣溪沙")),
+                ("菩萨蛮", PoemRequest(tune="菩萨蛮"))]
+    greedy = SampleOptions(temperature=0, seed=0)
+    poems = {form: generator.generate(dataclasses.replace(request, sample=greedy))["poems"][0]["text"]
+             for form, request in requests}
+    assert [generator.prefix(generator.prepare(r)) for _, r in requests] == [
+        [generator.tokenizer.control_id(t) for t in tokens]
+        for tokens in (("<tang>", "<wujue>"), ("<ci>", "<tune:浣溪沙>"), ("<ci>", "<anytune>"))]
+    for form, text in poems.items():
+        assert graph_poem(poet, form, temperature=0.0) == text
+    monkeypatch.setattr(Generator, "prefix", lambda self, prepared: [])
+    unprefixed = {form: generator.generate(dataclasses.replace(request, sample=greedy))["poems"][0]["text"]
+                  for form, request in requests}
+    assert unprefixed != poems
