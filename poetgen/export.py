@@ -36,9 +36,7 @@ class ExportOptions:
     out: Path                   # directory to create
     format: str = setting("savedmodel", choices=FORMATS)   # savedmodel | keras | tflite (see the README)
     force: bool = False         # replace `out` if it exists (only once the new export is complete)
-    # ci tunes a savedmodel's `generate` writes: -1 every tune of the 词谱 (all their variants), N the N most
-    # common in the shipped ci corpus, 0 none (shi forms only; the smallest export)
-    tunes: int = setting(ALL_TUNES, low=ALL_TUNES)
+    tunes: int = setting(ALL_TUNES, low=ALL_TUNES)   # ci tunes a savedmodel writes: -1 all, N the N commonest, 0 none
 
     def validate(self) -> None:
         check_settings(self)

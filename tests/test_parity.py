@@ -208,3 +208,24 @@ def test_a_conditioned_export_reads_the_prefix_the_cli_feeds(conditioned, monkey
     unprefixed = {form: generator.generate(dataclasses.replace(request, sample=greedy))["poems"][0]["text"]
                   for form, request in requests}
     assert unprefixed != poems
+
+
+def test_export_tunes_keeps_the_most_common_tunes(conditioned):
+    """--tunes 10: the ten tunes with the most poems in the shipped ci corpus, by any name; others refused."""
+    import tensorflow as tf
+    from click.testing import CliRunner
+
+    from poetgen.cli import cli
+    from poetgen.export import exported_tunes
+    from poetgen.tunes import tune_table
+
+    _, poet = conditioned
+    kept = exported_tunes(10)
+    assert len(kept) == 10 and {"浣溪沙", "菩萨蛮"} <= {t.name for t in kept}
+    for tune in kept[:3]:
+        assert tune.variants[-1].layout.fits(graph_poem(poet, f"{tune.pinyin[0]}#{len(tune.variants)}", seed=1))
+    dropped = next(t.name for t in tune_table().tunes if t not in kept)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"assertion failed: \[form"):
+        graph_poem(poet, dropped)
+    result = CliRunner().invoke(cli, ["export", "--out", "unused", "--tunes", "-2"])
+    assert result.exit_code == 2 and "--tunes" in result.output
