@@ -239,7 +239,7 @@ def train(config: "TrainConfig | None" = None, /, *, callbacks: Sequence = (), e
 def export(options: "ExportOptions | None" = None, /, *, model: PathLike | None = None, **overrides) -> Path:
     """Export a bundle (None: the shipped model), as `poetgen export` does; returns the directory written.
 
-    export(out="exported", format="savedmodel" | "keras" | "tflite", force=False), or an ExportOptions.
+    export(out="exported", format="savedmodel" | "keras" | "tflite", force=False, tunes=-1), or an ExportOptions.
     Raises OutputExists, BadInput or BadModel (one line).
     """
     from poetgen.export import ExportOptions, export as run_export

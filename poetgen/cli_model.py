@@ -181,11 +181,14 @@ def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, bl
         help="savedmodel: TensorFlow-only, with serve and generate endpoints; keras: a portable bundle for "
              "`poetgen generate --model`; tflite: the one-step model for the TFLite interpreter.")
 @option(ExportOptions, "force")
-def export(model_dir, out, fmt, force) -> None:
+@option(ExportOptions, "tunes",
+        help="ci tunes the savedmodel's generate can write (every variant of each): -1 every tune of the 词谱, "
+             "N the N most common in the shipped ci corpus, 0 none (shi forms only).")
+def export(model_dir, out, fmt, force, tunes) -> None:
     """Export a model for use outside poetgen."""
     from poetgen import api
 
-    path = api.export(ExportOptions(out, fmt, force), model=model_dir)
+    path = api.export(ExportOptions(out, fmt, force, tunes), model=model_dir)
     click.echo(f"exported {fmt} to {path}")
 
 

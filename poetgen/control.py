@@ -58,6 +58,12 @@ def control_vocabulary(poems: Iterable, top_tunes: int = 200) -> list[str]:
             + [tune_token(t) for t in sorted(common)])
 
 
+def tune_label(tokenizer, names) -> str:
+    """The first of a tune's `names` (its name, then other names) that the model has a control token for;
+    the tune's own name when it has none (the prefix then takes the generic tune token)."""
+    return next((name for name in names if tokenizer.has_control(tune_token(name))), names[0])
+
+
 class Prefixer:
     """Control-token ids for a poem or a request, from a tokenizer that has control tokens."""
 

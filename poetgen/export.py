@@ -5,8 +5,12 @@ Each format is written into a temporary directory renamed into place; the graphs
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import functools
+import gzip
+import json
 import re
 from pathlib import Path
 
@@ -23,6 +27,8 @@ TFLITE_FILE = "model.tflite"
 EXTRA_DIR = "assets.extra"   # TF Serving's place for files beside a SavedModel; loaders ignore it
 # A directory holding one of these is an earlier export (or a bundle) that --force may replace.
 EXPORT_MARKERS = ("saved_model.pb", TFLITE_FILE, "model.keras")
+ALL_TUNES = -1
+CI_CORPUS = "corpus/ci.jsonl.gz"   # the shipped ci, whose tune counts rank tunes for --tunes N
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +36,7 @@ class ExportOptions:
     out: Path                   # directory to create
     format: str = setting("savedmodel", choices=FORMATS)   # savedmodel | keras | tflite (see the README)
     force: bool = False         # replace `out` if it exists (only once the new export is complete)
+    tunes: int = setting(ALL_TUNES, low=ALL_TUNES)   # ci tunes a savedmodel writes: -1 all, N the N commonest, 0 none
 
     def validate(self) -> None:
         check_settings(self)
@@ -72,7 +79,8 @@ def inference_bundle(bundle: Bundle) -> Bundle:
 def export(bundle: Bundle, options: ExportOptions) -> Path:
     """Write `bundle`'s inference form in `options.format` to `options.out`, atomically."""
     options.validate()
-    writer = {"keras": write_keras, "savedmodel": write_savedmodel, "tflite": write_tflite}[options.format]
+    writer = {"keras": write_keras, "savedmodel": functools.partial(write_savedmodel, tunes=options.tunes),
+              "tflite": write_tflite}[options.format]
     out = Path(options.out)
     # Replacing a directory a run is writing would lose it: hold its lock, or refuse naming the holder.
     lock = Lock.directory(out) if out.is_dir() and not out.is_symlink() else contextlib.nullcontext()
@@ -98,22 +106,52 @@ def _write_sidecars(bundle: Bundle, directory: Path) -> None:
     write_config(directory, bundle.config)
 
 
-def generation_tables(bundle: Bundle):
-    """The vocabulary and layout tables (poetgen.graph_tables) an exported model generates with."""
+def generation_tables(bundle: Bundle, tunes=()):
+    """The vocabulary and layout tables (poetgen.graph_tables) an exported model generates with: the shi
+    forms, and every variant of `tunes` (poetgen.tunes.Tune)."""
     from poetgen.graph_tables import layout_tables, shi_layouts, vocabulary_tables
     from poetgen.tables import VocabularyTables
 
     vocabulary = vocabulary_tables(VocabularyTables(bundle.tokenizer))
-    return vocabulary, layout_tables(shi_layouts(), vocabulary.mark_ids)
+    return vocabulary, layout_tables(shi_layouts(), vocabulary.mark_ids, tunes=tunes)
 
 
-def write_savedmodel(bundle: Bundle, directory: Path) -> None:
-    """Signatures serving_default and serve (ids → logits) and generate (prompt, form, … → poem)."""
+def exported_tunes(count: int = ALL_TUNES) -> list:
+    """The tunes (poetgen.tunes.Tune) a SavedModel writes: every tune of the 词谱 for ALL_TUNES, else the
+    `count` with the most poems in the shipped ci corpus (ties and order as in the 词谱)."""
+    from poetgen.resources import shipped_path
+    from poetgen.tunes import tune_table
+
+    table = tune_table()
+    if count == ALL_TUNES or count >= len(table.tunes):
+        return list(table.tunes)
+    if count == 0:
+        return []
+    path = shipped_path(CI_CORPUS)
+    counts = collections.Counter()
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            for line in handle:
+                tune = table.find(json.loads(line).get("tune") or "")
+                counts[tune.name if tune else None] += 1
+    except (OSError, ValueError) as error:
+        raise BadInput(f"--tunes {count} ranks tunes by the shipped ci corpus, which cannot be read: {error}",
+                       field="tunes") from None
+    ranked = sorted(range(len(table.tunes)), key=lambda i: -counts[table.tunes[i].name])[:count]
+    return [table.tunes[i] for i in sorted(ranked)]
+
+
+def write_savedmodel(bundle: Bundle, directory: Path, tunes: int = ALL_TUNES) -> None:
+    """Signatures serving_default and serve (ids → logits) and generate (prompt, form, … → poem); `tunes`
+    as ExportOptions.tunes."""
     tf = import_tensorflow()
     from poetgen.export_graph import PoemGraph
+    from poetgen.graph_tables import control_prefixes
 
-    vocabulary, layouts = generation_tables(bundle)
-    graph = PoemGraph(bundle.model, bundle.model_config, vocabulary, layouts)
+    tunes = exported_tunes(tunes)
+    vocabulary, layouts = generation_tables(bundle, tunes)
+    prefixes = control_prefixes(bundle.tokenizer, layouts, tunes)
+    graph = PoemGraph(bundle.model, bundle.model_config, vocabulary, layouts, prefixes)
     signatures = {"serving_default": graph.serve, "serve": graph.serve, "generate": graph.generate}
     with muted_stderr():
         tf.saved_model.save(graph, str(directory), signatures=signatures)

@@ -1,5 +1,7 @@
 """The SavedModel's endpoints as one tf.Module: `serve` (ids → next-character logits) and `generate`
-(a whole poem in-graph: layout, prompt fitting, acrostic, 平水韵 rhyme, 平仄 tone, no-repeat, top-k/top-p).
+(a whole poem in-graph: layout, prompt fitting, acrostic, 平水韵 rhyme, 平仄 tone, no-repeat, top-k/top-p),
+of a shi form or of a ci tune's variant (词林正韵 rhyme groups, 叶, the tune's 平/仄), after the control
+prefix a conditioned model reads (the one `poetgen generate` feeds).
 
 The rules mirror poetgen.rules one for one and read the same layout spec (poetgen.layout, unrolled by
 poetgen.graph_tables). Bad input raises InvalidArgumentError whose message starts with the field's name.
@@ -8,7 +10,10 @@ It writes no files.
 
 from __future__ import annotations
 
-from poetgen.graph_tables import DECORATION, FIRST_LINE_RHYMES, HALF_WIDTH, LayoutTables, GraphVocabulary
+import numpy as np
+
+from poetgen.graph_tables import (DECORATION, FIRST_LINE_RHYMES, HALF_WIDTH, GraphVocabulary, LayoutTables,
+                                  rhyme_columns)
 from poetgen.layout import MARKS
 from poetgen.model import ModelConfig, states_per_layer
 from poetgen.quiet import import_tensorflow
@@ -34,6 +39,11 @@ class _Untracked:
         self.model = model
 
 
+def _widened(table):
+    """A row gathered from a narrow table (int8/int16 keep the export small) as int32."""
+    return tf.cast(table, tf.int32) if table.dtype in (tf.int8, tf.int16) else table
+
+
 def _check(condition, *message):
     return tf.debugging.Assert(condition, list(message), summarize=64)
 
@@ -41,7 +51,8 @@ def _check(condition, *message):
 class PoemGraph(tf.Module):
     """The exported model. Its functions use only TensorFlow ops, so loading needs no poetgen."""
 
-    def __init__(self, model, model_config: ModelConfig, vocabulary: GraphVocabulary, layouts: LayoutTables):
+    def __init__(self, model, model_config: ModelConfig, vocabulary: GraphVocabulary, layouts: LayoutTables,
+                 prefixes: np.ndarray | None = None):
         super().__init__(name="poetgen")
         self.keras = _Untracked(model)      # (batch, time) ids → (batch, time, vocab) logits, no dropout
         self.weights = [w.value for w in model.weights]   # the tf.Variables both endpoints read
@@ -54,18 +65,27 @@ class PoemGraph(tf.Module):
         self.mark_index = _table(list(MARKS), list(range(len(MARKS))), -1)
         self.half_width = _table(list(HALF_WIDTH), list(HALF_WIDTH.values()), "", tf.string)
         self.form_index = _table(list(layouts.aliases), list(layouts.aliases.values()), -1)
-        self.form_names = ", ".join(layouts.names)
-        self.default_forms = (layouts.names.index("wujue"), layouts.names.index("wulv"))
+        self.form_names = ", ".join(layouts.names[:int(np.sum(~layouts.entry_tune))])
+        self.default_forms = (layouts.aliases["wujue"], layouts.aliases["wulv"])
+        self.entry_first = tf.constant(layouts.entry_first)
+        self.entry_count = tf.constant(layouts.entry_count)
+        # (entries, prefix length): the control ids fed after the boundary (none for an unconditioned model)
+        self.prefixes = tf.constant(np.zeros((len(layouts.entry_first), 0), np.int32) if prefixes is None
+                                    else prefixes.astype(np.int32))
         self.chars = tf.constant(vocabulary.chars)
         self.banned = tf.constant(vocabulary.banned)
-        self.membership = tf.constant(vocabulary.rhyme_membership)
+        # rhyme columns: the 平水韵 groups, then the 词林正韵 codes (graph_tables.rhyme_columns)
+        self.membership = tf.constant(np.concatenate([vocabulary.rhyme_membership, vocabulary.ci_membership], 1))
+        kinds, flip = rhyme_columns(vocabulary.rhyme_membership.shape[1])
+        self.rhyme_kinds, self.flip = tf.constant(kinds), tf.constant(flip)
         self.can_be = tf.constant(vocabulary.can_be)
         self.mark_ids = tf.constant(vocabulary.mark_ids)
         self.first_line_rhymes = tf.constant(FIRST_LINE_RHYMES)
         self.positions = int(layouts.line.shape[1])
         self.layout = {name: tf.constant(getattr(layouts, name)) for name in (
             "length", "line_count", "line", "column", "char_slots", "line_starts", "line_ends", "end_ids",
-            "accepted", "rhyme_slot", "first_line_end", "has_tones", "tone", "tone_strict")}
+            "accepted", "rhyme_group", "rhyme_xie", "group_kind", "first_line_end", "has_tones", "tone",
+            "tone_strict", "partial_acrostic")}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")], autograph=False)
     def serve(self, ids):
@@ -89,20 +109,21 @@ class PoemGraph(tf.Module):
             _check((top_p > 0) & (top_p <= 1), "top_p must be in (0, 1] (1 turns it off), not", top_p),
             _check(seed >= 0, "seed must be >= 0, not", seed)]
         heads = self._normalised(acrostic)
-        f, form_ok = self._form(form, tf.size(heads))
+        f, entry, form_ok = self._form(form, tf.size(heads))
         with tf.control_dependencies([form_ok]):
-            layout = {name: tf.gather(table, f) for name, table in self.layout.items()}
+            layout = {name: _widened(tf.gather(table, f)) for name, table in self.layout.items()}
             forced, prompt_ok = self._prompt(self._normalised(prompt), layout)
             forced, acrostic_ok = self._acrostic(heads, forced, layout)
         forced = self._end_marks(forced, layout)
         pattern = tf.random.stateless_uniform([], tf.stack([seed, tf.constant(-1, tf.int64)]), 0,
                                               len(FIRST_LINE_RHYMES), tf.int32)
         tone = tone & layout["has_tones"]
-        rhyme_slot = layout["rhyme_slot"] | (tone & tf.gather(self.first_line_rhymes, pattern)
-                                             & layout["first_line_end"])
+        first_line = tone & tf.gather(self.first_line_rhymes, pattern) & layout["first_line_end"]
+        rhyme_group = tf.where(first_line, 0, layout["rhyme_group"])   # 入韵: line 1 joins the shi's group
         required = tf.where(tone, tf.gather(layout["tone"], pattern), -tf.ones_like(layout["column"]))
         with tf.control_dependencies(options + prompt_ok + acrostic_ok):
-            ids = self._loop(forced, layout, rhyme_slot, required, temperature, top_k, top_p, seed)
+            ids = self._loop(forced, layout, rhyme_group, required, temperature, top_k, top_p, seed,
+                             tf.gather(self.prefixes, entry))
         return {"poem": tf.strings.reduce_join(tf.gather(self.chars, ids[:layout["length"]]))}
 
     def _normalised(self, text):
@@ -114,11 +135,25 @@ class PoemGraph(tf.Module):
         return tf.where(tf.equal(full, ""), chars, full)
 
     def _form(self, form, acrostic_size):
+        """The layout row and entry of `form`: a shi form, or a tune by any name `--tune` accepts, with an
+        optional 1-based variant after "#" ("浣溪沙#2"; the first variant without)."""
         form = tf.strings.strip(form)
+        parts = tf.strings.split(form, "#", maxsplit=1)
+        name = tf.strings.lower(tf.strings.strip(parts[0]), encoding="utf-8")
+        numbered = tf.size(parts) > 1
+        suffix = tf.strings.strip(parts[-1])
+        digits = tf.strings.regex_full_match(suffix, "[1-9][0-9]{0,3}")
+        number = tf.where(numbered & digits, tf.strings.to_number(tf.where(digits, suffix, "1"), tf.int32), 1)
         default = tf.where(tf.equal(acrostic_size, 8), self.default_forms[1], self.default_forms[0])
-        index = tf.where(tf.equal(form, ""), tf.cast(default, tf.int64), self.form_index.lookup(form))
-        ok = _check(index >= 0, f"form must be one of {self.form_names} (or 五绝 七绝 五律 七律), not", form)
-        return tf.cast(tf.maximum(index, 0), tf.int32), ok
+        entry = tf.where(tf.equal(form, ""), tf.cast(default, tf.int64), self.form_index.lookup(name))
+        known = _check(entry >= 0, f"form must be one of {self.form_names} (or 五绝 七绝 五律 七律) or a ci tune's "
+                                   "name, other name or pinyin (`poetgen tunes`), not", form)
+        entry = tf.cast(tf.maximum(entry, 0), tf.int32)
+        count = tf.gather(self.entry_count, entry)
+        variant_ok = _check(~numbered | (digits & (number <= count)), "form names variant", suffix,
+                            "but its tune has", count, "variant(s): write <tune>#1 to #", count)
+        return tf.gather(self.entry_first, entry) + tf.minimum(number, count) - 1, entry, \
+            tf.group(known, variant_ok)
 
     def _prompt(self, chars, layout):
         """Forced ids per position: the prompt's characters in the character slots, its marks at the ends
@@ -156,13 +191,13 @@ class PoemGraph(tf.Module):
         count = tf.size(ids)
         lines = layout["line_count"]
         checks = [
-            _check((count == 0) | tf.equal(count, lines), "acrostic has", count, "characters but the form has",
-                   lines, "lines"),
+            _check((count == 0) | tf.equal(count, lines) | (layout["partial_acrostic"] & (count <= lines)),
+                   "acrostic has", count, "characters but the form has", lines, "lines (a tune: at most that many)"),
             _check(tf.reduce_all(self.mark_index.lookup(heads) < 0), "acrostic must hold characters only, not marks"),
             _check(tf.reduce_all(tf.not_equal(ids, UNK)), "acrostic: the model does not know these characters:",
                    tf.boolean_mask(heads, tf.equal(ids, UNK)))]
         with tf.control_dependencies(checks):
-            count = tf.where(tf.equal(count, lines), count, 0)
+            count = tf.where(count <= lines, count, 0)
             starts = layout["line_starts"][:count]
             given = tf.gather(forced, starts)
             agree = _check(tf.reduce_all((given < 0) | tf.equal(given, ids[:count])),
@@ -175,23 +210,29 @@ class PoemGraph(tf.Module):
         ends = tf.gather(layout["end_ids"], tf.maximum(layout["line"], 0))
         return tf.where((forced < 0) & tf.equal(layout["column"], -1) & (layout["line"] >= 0), ends, forced)
 
-    def _loop(self, forced, layout, rhyme_slot, required, temperature, top_k, top_p, seed):
-        """The stepping loop: one model step per position, forced or sampled; returns the poem's ids."""
+    def _loop(self, forced, layout, rhyme_group, required, temperature, top_k, top_p, seed, prefix):
+        """The stepping loop: the control prefix, then one model step per position, forced or sampled;
+        returns the poem's ids."""
 
         def body(pos, previous, state, history, allowed, used):
             logits, state = self._step(previous, state)
             column = tf.maximum(layout["column"][pos], 0)
-            edited = self._edit(logits, history[pos - column:pos], rhyme_slot[pos], allowed, used,
+            rhyme = (rhyme_group[pos], layout["rhyme_xie"][pos])
+            edited = self._edit(logits, history[pos - column:pos], rhyme, allowed, used,
                                 required[pos], layout["tone_strict"][pos])
             chosen = tf.where(forced[pos] >= 0, forced[pos], self._sample(edited, temperature, top_k, top_p, seed,
                                                                            pos))
-            allowed, used = self._observe_rhyme(chosen, rhyme_slot[pos], allowed, used)
+            allowed, used = self._observe_rhyme(chosen, rhyme, allowed, used)
             history = tf.tensor_scatter_nd_update(history, [[pos]], [chosen])
             return pos + 1, chosen, state, history, allowed, used
 
-        start = (tf.constant(0), tf.constant(BOUNDARY),
-                 tuple(tf.zeros([1, self.units]) for _ in range(self.state_count)),
-                 tf.fill([self.positions], BOUNDARY), tf.ones([self.membership.shape[1]], tf.bool),
+        previous = tf.constant(BOUNDARY)
+        state = tuple(tf.zeros([1, self.units]) for _ in range(self.state_count))
+        for k in range(self.prefixes.shape[1]):   # read after the boundary, before the first character
+            _, state = self._step(previous, state)
+            previous = prefix[k]
+        groups = tf.gather(self.rhyme_kinds, tf.maximum(layout["group_kind"], 0)) & (layout["group_kind"] >= 0)[:, None]
+        start = (tf.constant(0), previous, state, tf.fill([self.positions], BOUNDARY), groups,
                  tf.zeros([self.vocab_size], tf.bool))
         result = tf.while_loop(lambda pos, *_: pos < layout["length"], body, start)
         return result[3]
@@ -208,11 +249,18 @@ class PoemGraph(tf.Module):
         logits = model.get_layer("logits")(x)[0]
         return logits, tuple(tf.ensure_shape(s, [1, self.units]) for s in new_state)
 
-    def _edit(self, logits, line_so_far, rhyme_slot, allowed, used, required, strict):
+    def _group_columns(self, allowed, rhyme):
+        """The rhyme columns a character must have here: its group's, read through 叶 at a 叶 slot."""
+        group, xie = rhyme
+        columns = allowed[tf.maximum(group, 0)]
+        return tf.where(xie, tf.gather(columns, self.flip), columns)
+
+    def _edit(self, logits, line_so_far, rhyme, allowed, used, required, strict):
         """Layout, no-repeat, tone and rhyme; when together they forbid everything, the layout alone."""
         layout = tf.where(self.banned, NEG, logits)
         repeated = tf.scatter_nd(line_so_far[:, None], tf.ones_like(line_so_far), [self.vocab_size]) > 0
-        fits = tf.reduce_any(self.membership & allowed[None, :], axis=1) & ~used
+        rhyme_slot = rhyme[0] >= 0
+        fits = tf.reduce_any(self.membership & self._group_columns(allowed, rhyme)[None, :], axis=1) & ~used
         off_tone = (required >= 0) & ~tf.gather(self.can_be, tf.maximum(required, 0))
         forbidden = repeated | (rhyme_slot & ~fits) | (off_tone & strict)
         nudged = layout - tf.where(off_tone & ~strict, TONE_NUDGE, 0.0)
@@ -243,10 +291,15 @@ class PoemGraph(tf.Module):
 
         return tf.cond(temperature > 0, draw, greedy)
 
-    def _observe_rhyme(self, chosen, rhyme_slot, allowed, used):
-        """After a rhyming line: keep the groups its last character belongs to, and ban that character."""
-        narrowed = allowed & self.membership[chosen]
+    def _observe_rhyme(self, chosen, rhyme, allowed, used):
+        """After a rhyming line: its group keeps the columns its last character has (read through 叶 at
+        a 叶 slot), and that character is banned from later rhymes."""
+        group, xie = rhyme
+        rhyme_slot = group >= 0
+        codes = self.membership[chosen]
+        narrowed = allowed[tf.maximum(group, 0)] & tf.where(xie, tf.gather(codes, self.flip), codes)
         keep = rhyme_slot & tf.reduce_any(narrowed)   # a prompt character outside the table keeps the old set
-        allowed = tf.where(keep, narrowed, allowed)
+        row = tf.equal(tf.range(tf.shape(allowed)[0]), group)[:, None]
+        allowed = tf.where(keep & row, narrowed[None, :], allowed)
         used = tf.where(rhyme_slot, used | tf.equal(tf.range(self.vocab_size), chosen), used)
         return allowed, used

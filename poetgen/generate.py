@@ -16,7 +16,7 @@ from poetgen import ranking, request as requests
 from poetgen.bundle import TOKENIZER_FILE, Bundle, load_bundle, model_config_of, read_config
 from poetgen.checks import check_poem
 from poetgen.ci_checks import check_ci
-from poetgen.control import Prefixer, tune_token
+from poetgen.control import Prefixer, tune_label
 from poetgen.corpus import to_traditional
 from poetgen.model import NumpyStepper
 from poetgen.request import PoemRequest, PreparedRequest
@@ -72,8 +72,7 @@ class Generator:
     def _tune_label(self, tune: str) -> str:
         """The name of the tune (or one of its other names) that the model has a control token for; the
         tune's own name when it has none (the prefix then takes the generic tune token)."""
-        names = tune_table().get(tune).names
-        return next((name for name in names if self.tokenizer.has_control(tune_token(name))), tune)
+        return tune_label(self.tokenizer, tune_table().get(tune).names)
 
     def prepare(self, request: PoemRequest) -> PreparedRequest:
         """Validate and normalise a request; raise BadInput with a sentence for what cannot be used."""

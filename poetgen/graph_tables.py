@@ -18,6 +18,7 @@ TONES = (PING, ZE)                                          # index 0 平, 1 仄
 PATTERN_NAMES = tuple(tone_patterns(5, 4))                  # 仄起 平起 仄起入韵 平起入韵, same for every shi
 FIRST_LINE_RHYMES = np.array([n.endswith("入韵") for n in PATTERN_NAMES])   # line 1 rhymes too
 HALF_WIDTH = {",": "，", ".": "。", "．": "。", "?": "？", "!": "！", ";": "；", ":": "：", "、": "，", "︰": "："}
+RHYME_KINDS = ("shi", PING, ZE, "中")   # where a rhyme group starts: 平水韵, ci 平, ci 仄, ci either (tunes.EITHER)
 DECORATION = "《》「」『』“”‘’\"'〝〞"   # dropped from prompts and acrostics, as normalize_text does
 
 
@@ -27,16 +28,24 @@ class GraphVocabulary:
     lookup: dict[str, int]         # character -> id: the vocabulary, plus traditional spellings of it
     banned: np.ndarray             # (vocab,) bool: special ids and marks, never inside a line
     rhyme_membership: np.ndarray   # (vocab, groups) bool: the 平水韵 level-tone groups of each id
+    ci_membership: np.ndarray      # (vocab, len(ci_rhyme.CODES)) bool: the 词林正韵 codes of each id
     can_be: np.ndarray             # (2, vocab) bool: id may be read 平 (row 0) / 仄 (row 1); unknown: both
     mark_ids: np.ndarray           # (len(MARKS),) id of each mark of poetgen.layout.MARKS; -1 if not in vocab
 
 
 @dataclasses.dataclass(frozen=True)
 class LayoutTables:
-    """Every layout unrolled to `positions` slots; row f is names[f]. Padding: -1 or False."""
+    """Every layout unrolled to `positions` slots; row f is names[f]. Padding: -1 or False.
 
-    names: list[str]               # layout names (the forms, later tunes)
-    aliases: dict[str, int]        # every accepted name (Chinese names too) -> row
+    Rows are the shi forms, then every variant of every tune exported. A name finds an entry (a form or
+    a tune); entry e's variant k (1-based) is row entry_first[e] + k - 1.
+    """
+
+    names: list[str]               # layout names: the forms, then "<tune>#<variant>"
+    aliases: dict[str, int]        # every accepted name, lower-cased (Chinese names, pinyin too) -> entry
+    entry_first: np.ndarray        # (entries,) row of the entry's first variant
+    entry_count: np.ndarray        # (entries,) its variants (1 for a shi form)
+    entry_tune: np.ndarray         # (entries,) bool: a ci tune (the graph feeds a ci's control prefix)
     length: np.ndarray             # (layouts,) positions, marks included
     line_count: np.ndarray         # (layouts,)
     line: np.ndarray               # (layouts, positions) line of each position
@@ -47,10 +56,14 @@ class LayoutTables:
     end_ids: np.ndarray            # (layouts, lines) id of the mark the layout writes after each line
     accepted: np.ndarray           # (layouts, lines, len(MARKS)) marks accepted after each line
     rhyme_slot: np.ndarray         # (layouts, positions) last character of a line that must rhyme
+    rhyme_group: np.ndarray        # (layouts, positions) the rhyme group of a rhyme slot (shi: 0), -1 elsewhere
+    rhyme_xie: np.ndarray          # (layouts, positions) a 叶 slot: the group's 部 in the other tone
+    group_kind: np.ndarray         # (layouts, groups) RHYME_KINDS row a group starts from; -1 unused
     first_line_end: np.ndarray     # (layouts, positions) last character of line 1 (rhymes in 入韵 patterns)
-    has_tones: np.ndarray          # (layouts,) the standard 平仄 patterns apply (shi)
-    tone: np.ndarray               # (layouts, patterns, positions) 0 平, 1 仄, -1 none (marks, padding)
+    has_tones: np.ndarray          # (layouts,) tone=True has 平仄 to apply (shi patterns, a tune's 平/仄)
+    tone: np.ndarray               # (layouts, patterns, positions) 0 平, 1 仄, -1 none (marks, padding, 中)
     tone_strict: np.ndarray        # (layouts, positions) the tone at this column is enforced, not nudged
+    partial_acrostic: np.ndarray   # (layouts,) an acrostic may name fewer heads than lines (a tune's clauses)
 
 
 def vocabulary_tables(tables) -> GraphVocabulary:
@@ -72,30 +85,63 @@ def vocabulary_tables(tables) -> GraphVocabulary:
     masks = tables.tone_masks
     can_be = np.stack([masks[t] for t in TONES])
     mark_ids = np.array([tokenizer.index.get(m, -1) for m in MARKS], np.int32)
-    return GraphVocabulary(chars, lookup, banned, tables.rhyme_membership, can_be, mark_ids)
+    return GraphVocabulary(chars, lookup, banned, tables.rhyme_membership, tables.ci_membership, can_be, mark_ids)
 
 
 def shi_layouts() -> dict[str, Layout]:
     return {form: layout_of(form) for form in FORMS}
 
 
-def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dict[str, str] | None = None
-                  ) -> LayoutTables:
-    names = list(layouts)
-    aliases = {**{n: n for n in names}, **(FORM_ALIASES if aliases is None else aliases)}
-    rows, positions = len(names), max(layout.length for layout in layouts.values())
-    lines = max(layout.line_count for layout in layouts.values())
+def rhyme_columns(shi_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """The graph's rhyme columns: the 平水韵 groups, then the 词林正韵 codes (ci_rhyme.CODES).
+
+    Returns RHYME_KINDS rows (the columns a rhyme group starts from: shi, ci 平, ci 仄, ci either) and
+    the 叶 permutation of the columns (a 叶 slot reads column i as the character's column flip[i]).
+    """
+    from poetgen.ci_rhyme import CODES, codes_for_tone
+    from poetgen.ci_rules import FLIP
+
+    kinds = np.zeros((len(RHYME_KINDS), shi_groups + len(CODES)), bool)
+    kinds[0, :shi_groups] = True
+    for k, tone in enumerate(RHYME_KINDS[1:], 1):
+        kinds[k, shi_groups:] = [code in codes_for_tone(tone) for code in CODES]
+    flip = np.concatenate([np.arange(shi_groups), shi_groups + FLIP]).astype(np.int32)
+    return kinds, flip
+
+
+def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dict[str, str] | None = None,
+                  tunes=()) -> LayoutTables:
+    """Tables of the shi `layouts` (found by name or `aliases`) and of every variant of `tunes`
+    (poetgen.tunes.Tune, found by any name `--tune` accepts)."""
+    variants = [v for tune in tunes for v in tune.variants]
+    rows_layouts = list(layouts.values()) + [v.layout for v in variants]
+    names = list(layouts) + [layout.name for layout in rows_layouts[len(layouts):]]
+    first, count = list(range(len(layouts))), [1] * len(layouts)
+    keys = {**{n: n for n in layouts}, **(FORM_ALIASES if aliases is None else aliases)}
+    entry_of = {key.lower(): list(layouts).index(target) for key, target in keys.items() if target in layouts}
+    for tune in tunes:
+        for key in (*tune.names, *tune.names_trad, *tune.pinyin):
+            entry_of.setdefault(key.strip().lower(), len(first))
+        first.append(first[-1] + count[-1] if first else 0)
+        count.append(len(tune.variants))
+    rows, positions = len(rows_layouts), max(layout.length for layout in rows_layouts)
+    lines = max(layout.line_count for layout in rows_layouts)
+    groups = max([1] + [v.group_count for v in variants])
+    slot = np.int16 if positions < 2**15 else np.int32   # per-position tables are the bulk of the export
 
     def full(shape, value, dtype=np.int32):
         return np.full(shape, value, dtype)
 
-    t = dict(length=full(rows, 0), line_count=full(rows, 0), line=full((rows, positions), -1),
-             column=full((rows, positions), -1), char_slots=full((rows, positions), -1),
+    t = dict(length=full(rows, 0), line_count=full(rows, 0), line=full((rows, positions), -1, slot),
+             column=full((rows, positions), -1, slot), char_slots=full((rows, positions), -1, slot),
              line_starts=full((rows, lines), -1), line_ends=full((rows, lines), -1), end_ids=full((rows, lines), -1),
              accepted=full((rows, lines, len(MARKS)), False, bool), rhyme_slot=full((rows, positions), False, bool),
+             rhyme_group=full((rows, positions), -1, np.int8), rhyme_xie=full((rows, positions), False, bool),
+             group_kind=full((rows, groups), -1, np.int8),
              first_line_end=full((rows, positions), False, bool), has_tones=full(rows, False, bool),
-             tone=full((rows, len(PATTERN_NAMES), positions), -1), tone_strict=full((rows, positions), False, bool))
-    for f, layout in enumerate(layouts.values()):
+             tone=full((rows, len(PATTERN_NAMES), positions), -1, np.int8),
+             tone_strict=full((rows, positions), False, bool), partial_acrostic=full(rows, False, bool))
+    for f, layout in enumerate(rows_layouts):
         t["length"][f], t["line_count"][f] = layout.length, layout.line_count
         slots = [p for p, (_, c) in enumerate(layout.positions) if c >= 0]
         t["char_slots"][f, :len(slots)] = slots
@@ -109,17 +155,58 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
             t["line_ends"][f, i] = sum(layout.line_lengths[:i + 1])
             t["end_ids"][f, i] = mark_ids[MARKS.index(layout.end_marks[i])]
             t["accepted"][f, i] = [m in layout.accepted_marks[i] and mark_ids[k] >= 0 for k, m in enumerate(MARKS)]
-        length = layout.uniform_length
-        if length in (5, 7) and layout.line_count in (4, 8):
+        if f < len(layouts):
+            _shi_rhyme_and_tone(t, f, layout)
+        else:
+            _tune_rhyme_and_tone(t, f, variants[f - len(layouts)], slots)
+    return LayoutTables(names, entry_of, np.array(first, np.int32), np.array(count, np.int32),
+                        np.arange(len(first)) >= len(layouts), **t)
+
+
+def _shi_rhyme_and_tone(t: dict, f: int, layout: Layout) -> None:
+    """One 平水韵 group for the rhyme lines; the four standard 平仄 patterns of a regular shi."""
+    t["rhyme_group"][f] = np.where(t["rhyme_slot"][f], 0, -1)
+    t["group_kind"][f, 0] = 0
+    length = layout.uniform_length
+    if length in (5, 7) and layout.line_count in (4, 8):
+        t["has_tones"][f] = True
+        strict = strict_positions(length)
+        for k, lines_pattern in enumerate(tone_patterns(length, layout.line_count).values()):
+            for p, (i, c) in enumerate(layout.positions):
+                if c >= 0:
+                    t["tone"][f, k, p] = TONES.index(lines_pattern[i][c])
+                    t["tone_strict"][f, p] = c in strict
+
+
+def _tune_rhyme_and_tone(t: dict, f: int, variant, slots: list[int]) -> None:
+    """A tune variant (as ci_rules reads it): its rhyme groups by 词林正韵 部, 叶 slots, and its 平/仄
+    positions enforced (中 free), the same in every pattern row."""
+    t["partial_acrostic"][f] = True
+    t["rhyme_slot"][f] = False
+    for s in variant.rhymes:
+        pos = slots[s.pos]
+        t["rhyme_slot"][f, pos], t["rhyme_group"][f, pos], t["rhyme_xie"][f, pos] = True, s.group, s.xie
+    for group in range(variant.group_count):
+        t["group_kind"][f, group] = RHYME_KINDS.index(variant.group_tone(group))
+    for k, tone in enumerate(variant.tones):
+        if tone in TONES:
+            t["tone"][f, :, slots[k]] = TONES.index(tone)
+            t["tone_strict"][f, slots[k]] = True
             t["has_tones"][f] = True
-            strict = strict_positions(length)
-            for k, lines_pattern in enumerate(tone_patterns(length, layout.line_count).values()):
-                for p, (i, c) in enumerate(layout.positions):
-                    if c >= 0:
-                        t["tone"][f, k, p] = TONES.index(lines_pattern[i][c])
-                        t["tone_strict"][f, p] = c in strict
-    aliases = {name: names.index(target) for name, target in aliases.items() if target in names}
-    return LayoutTables(names, aliases, **t)
+    t["first_line_end"][f] = False
+
+
+def control_prefixes(tokenizer, layouts: LayoutTables, tunes=()) -> np.ndarray:
+    """(entries, 2) ids a conditioned model reads before the poem, as `poetgen generate` feeds them: a shi
+    form as a Tang shi of that form (the CLI's default style), a tune as a ci with the tune's token (or
+    the generic one); (entries, 0) for a model without control tokens."""
+    from poetgen.control import DEFAULT_STYLE, Prefixer, tune_label
+
+    prefixer = Prefixer(tokenizer)
+    shi = len(layouts.entry_tune) - len(tunes)
+    rows = [prefixer.for_request(DEFAULT_STYLE, layouts.names[layouts.entry_first[e]]) for e in range(shi)]
+    rows += [prefixer.for_request("ci", "ci", tune_label(tokenizer, tune.names)) for tune in tunes]
+    return np.array(rows, np.int32).reshape(len(rows), -1)
 
 
 def write_tables(path, vocabulary: GraphVocabulary, layouts: LayoutTables) -> None:

@@ -53,6 +53,15 @@ def test_shipped_savedmodel_loads_and_matches(shipped, shipped_savedmodel):
     poet = tf.saved_model.load(str(shipped_savedmodel))
     logits = poet.signatures["serving_default"](ids=tf.constant(IDS))["logits"].numpy()
     np.testing.assert_allclose(logits, expected_logits(shipped.model), rtol=1e-4, atol=1e-4)
+    from poetgen.ci_checks import check_ci
+    from poetgen.ci_rhyme import ci_rhyme
+    from poetgen.prosody import table
+    from poetgen.tunes import resolve
+
+    ci = poet.generate(prompt="", form="浣溪沙", temperature=0.8, top_k=0, top_p=1.0, seed=1, acrostic="",
+                       tone=True)["poem"].numpy().decode("utf-8")
+    check = check_ci(ci, resolve("浣溪沙"), table(), ci_rhyme())
+    assert check.layout_ok and check.rhyme_ok and check.tone_score == 1.0, ci
 
 
 def test_shipped_keras_export_has_no_dropout_and_same_logits(shipped, shipped_keras):

@@ -1,18 +1,24 @@
 """The CLI's Generator and the SavedModel's in-graph `generate` on the same requests: every poem from
-both passes the project's checker, and each rule gets the same verdict on both sides."""
+both passes the project's checker (checks.py for shi, ci_checks.py for a tune), and each rule gets the
+same verdict on both sides. A conditioned model's export reads the control prefix the CLI feeds."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
 from poetgen.checks import check_poem
+from poetgen.ci_checks import check_ci, han_chars
+from poetgen.ci_rhyme import ci_rhyme
 from poetgen.corpus import normalize_text
 from poetgen.errors import BadInput
 from poetgen.export import ExportOptions, export
 from poetgen.generate import PoemRequest
 from poetgen.layout import FORMS, clauses, layout_of
-from poetgen.prosody import table
+from poetgen.prosody import table, tone_fits
 from poetgen.sampling import SampleOptions
+from poetgen.tunes import EITHER, resolve
 
 PROMPTS = {5: ("白日依山", "白日依山尽。黄河"), 7: ("春风不度玉", "春风不度玉门关。")}
 ACROSTICS = {4: "春秋山水", 8: "春秋山水花鸟云月"}
@@ -93,6 +99,10 @@ def test_greedy_graph_poem_is_the_greedy_cli_poem(generator, poet):
     ("prompt", {"form": "wujue", "prompt": "白" * 21}, {"form": "wujue", "prompt": "白" * 21}),
     ("acrostic", {"form": "wujue", "acrostic": "龘龘龘龘"}, {"form": "wujue", "acrostic": "龘龘龘龘"}),
     ("top_p", {"sample": SampleOptions(top_p=0.0)}, {"top_p": 0.0}),
+    ("form", {"tune": "浣溪莎"}, {"form": "浣溪莎"}),
+    ("form", {"tune": "浣溪沙", "variant": 99}, {"form": "浣溪沙#99"}),
+    ("acrostic", {"tune": "十六字令", "acrostic": "春夏秋冬五"}, {"form": "十六字令", "acrostic": "春夏秋冬五"}),
+    ("prompt", {"tune": "十六字令", "prompt": "春风，"}, {"form": "十六字令", "prompt": "春风，"}),
 ])
 def test_bad_input_is_refused_on_both_sides_naming_the_field(generator, poet, field, request_args, graph_args):
     import tensorflow as tf
@@ -101,3 +111,121 @@ def test_bad_input_is_refused_on_both_sides_naming_the_field(generator, poet, fi
         generator.generate(PoemRequest(**request_args))
     with pytest.raises(tf.errors.InvalidArgumentError, match=rf"assertion failed: \[{field}"):
         graph_poem(poet, **graph_args)
+
+
+# (form as the graph reads it, tune, variant, prompt, acrostic, tone): 浣溪沙 one 平 rhyme; 西江月 叶 slots;
+# 菩萨蛮 four rhymes, 仄 and 平 in turn; a variant by pinyin, with a prompt and an acrostic on clause heads;
+# a punctuated prompt (any mark is accepted after a clause but the last).
+TUNE_REQUESTS = [("浣溪沙", "浣溪沙", None, "", "", False), ("浣溪沙", "浣溪沙", None, "", "", True),
+                 ("西江月", "西江月", None, "", "", True), ("菩萨蛮", "菩萨蛮", None, "", "春夏", False),
+                 ("huanxisha#3", "浣溪沙", 3, "春风", "春花秋月", True), ("菩萨蛮", "菩萨蛮", None, "山月", "山", True),
+                 ("十六字令", "十六字令", None, "天,", "", True)]
+
+
+def ci_verdict(poem: str, variant, acrostic: str, tone: bool, forced: set[int]) -> dict:
+    """The ci checker's verdicts; tone as the fit of each 平/仄 character that no prompt or acrostic forced."""
+    check = check_ci(poem, variant, table(), ci_rhyme(), acrostic)
+    chars = han_chars(poem)
+    tones = [tone_fits(ch, t, table()) for k, (ch, t) in enumerate(zip(chars, variant.tones))
+             if t != EITHER and k not in forced]
+    return {"layout": check.layout_ok, "rhyme": check.rhyme_ok, "acrostic": check.acrostic_ok,
+            "tone": tones if tone else None,
+            "no_repeat": all(len(set(line[:-1])) == len(line) - 1 for line in clauses(poem))}
+
+
+@pytest.mark.parametrize("form, tune, variant, prompt, acrostic, tone", TUNE_REQUESTS)
+def test_same_tune_request_same_ci_verdicts(generator, poet, form, tune, variant, prompt, acrostic, tone):
+    variant_ = resolve(tune, variant)
+    fitted = variant_.layout.fit_prompt(normalize_text(prompt))
+    heads = [sum(variant_.line_lengths[:i]) for i in range(len(acrostic))]
+    forced = set(range(len(han_chars(fitted)))) | set(heads)
+    for seed in (1, 2):
+        request = PoemRequest(tune=tune, variant=variant, prompt=prompt, acrostic=acrostic, tone=tone,
+                              sample=SampleOptions(seed=seed))
+        cli = generator.generate(request)["poems"][0]["text"]
+        graph = graph_poem(poet, form, prompt, acrostic, tone, seed=seed)
+        expected = ci_verdict(cli, variant_, acrostic, tone, forced)
+        assert ci_verdict(graph, variant_, acrostic, tone, forced) == expected, (cli, graph)
+        assert expected["layout"] and expected["rhyme"] and expected["no_repeat"], cli
+        assert expected["acrostic"] is (True if acrostic else None)
+        assert expected["tone"] is None or all(expected["tone"]), cli
+        assert cli.startswith(fitted) and graph.startswith(fitted)
+
+
+def test_greedy_graph_ci_is_the_greedy_cli_ci(generator, poet):
+    for tune, tone in (("菩萨蛮", True), ("西江月", False)):
+        request = PoemRequest(tune=tune, tone=tone, sample=SampleOptions(temperature=0, seed=0))
+        assert graph_poem(poet, tune, tone=tone, temperature=0.0) == generator.generate(request)["poems"][0]["text"]
+
+
+def test_a_tune_is_found_by_every_name_the_cli_takes(poet):
+    """Other name, pinyin (any case) and "#1" find the same variant as the tune's name."""
+    for name, other in (("念奴娇", "大江东去"), ("浣溪沙", "HuanXiSha"), ("浣溪沙", " 浣溪沙#1 ")):
+        assert graph_poem(poet, name, seed=4) == graph_poem(poet, other, seed=4)
+    assert resolve("浣溪沙", 2).layout.fits(graph_poem(poet, "浣溪沙#2", seed=4))
+
+
+@pytest.fixture(scope="module")
+def conditioned(tmp_path_factory):
+    """An untrained conditioned bundle (random weights: the prefix changes what it predicts) and its
+    export with the ten most common tunes."""
+    import tensorflow as tf
+
+    from conftest import shipped_records
+    from poetgen.bundle import load_bundle, save_bundle
+    from poetgen.control import control_vocabulary
+    from poetgen.model import ModelConfig, build_model
+    from poetgen.tokenizer import Tokenizer
+
+    texts = [r["text"] for r in shipped_records(300)]
+    controls = control_vocabulary([], 0) + ["<tune:浣溪沙>"]   # styles, forms, <anytune>, one tune
+    tokenizer = Tokenizer.build(texts, controls=controls)
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, units=16, embedding_dim=8)
+    path = tmp_path_factory.mktemp("conditioned") / "bundle"
+    save_bundle(path, build_model(config), tokenizer, {"model": dataclasses.asdict(config)})
+    out = export(load_bundle(path), ExportOptions(path.parent / "sm", "savedmodel", tunes=10))
+    return path, tf.saved_model.load(str(out))
+
+
+def test_a_conditioned_export_reads_the_prefix_the_cli_feeds(conditioned, monkeypatch):
+    """Greedy poems leave no randomness: the graph's equal the CLI's (shi: <tang> <form>; a tune with a token
+    and one with the generic <anytune>), and the CLI's own without the prefix differ."""
+    from poetgen.generate import Generator
+
+    path, poet = conditioned
+    generator = Generator.load(path)
+    requests = [("wujue", PoemRequest(form="wujue")), ("浣溪沙", PoemRequest(tune="浣溪沙")),
+                ("菩萨蛮", PoemRequest(tune="菩萨蛮"))]
+    greedy = SampleOptions(temperature=0, seed=0)
+    poems = {form: generator.generate(dataclasses.replace(request, sample=greedy))["poems"][0]["text"]
+             for form, request in requests}
+    assert [generator.prefix(generator.prepare(r)) for _, r in requests] == [
+        [generator.tokenizer.control_id(t) for t in tokens]
+        for tokens in (("<tang>", "<wujue>"), ("<ci>", "<tune:浣溪沙>"), ("<ci>", "<anytune>"))]
+    for form, text in poems.items():
+        assert graph_poem(poet, form, temperature=0.0) == text
+    monkeypatch.setattr(Generator, "prefix", lambda self, prepared: [])
+    unprefixed = {form: generator.generate(dataclasses.replace(request, sample=greedy))["poems"][0]["text"]
+                  for form, request in requests}
+    assert unprefixed != poems
+
+
+def test_export_tunes_keeps_the_most_common_tunes(conditioned):
+    """--tunes 10: the ten tunes with the most poems in the shipped ci corpus, by any name; others refused."""
+    import tensorflow as tf
+    from click.testing import CliRunner
+
+    from poetgen.cli import cli
+    from poetgen.export import exported_tunes
+    from poetgen.tunes import tune_table
+
+    _, poet = conditioned
+    kept = exported_tunes(10)
+    assert len(kept) == 10 and {"浣溪沙", "菩萨蛮"} <= {t.name for t in kept}
+    for tune in kept[:3]:
+        assert tune.variants[-1].layout.fits(graph_poem(poet, f"{tune.pinyin[0]}#{len(tune.variants)}", seed=1))
+    dropped = next(t.name for t in tune_table().tunes if t not in kept)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"assertion failed: \[form"):
+        graph_poem(poet, dropped)
+    result = CliRunner().invoke(cli, ["export", "--out", "unused", "--tunes", "-2"])
+    assert result.exit_code == 2 and "--tunes" in result.output
