@@ -99,8 +99,47 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
 
     return [HeldOutCheckpoint(),
             epoch_log(run.out / "log.csv", append=run.config.resume),
-            Curves(), keras.callbacks.TensorBoard(str(run.out / "tensorboard"), write_graph=False),
+            Curves(), tensorboard_logs(run.out / "tensorboard"),
             stopper.callback]
+
+
+def tensorboard_logs(directory: Path):
+    """Keras' TensorBoard callback, but its event files are optional: TensorFlow writes them outside
+    poetgen's atomic saves, so a write error there (disk full, read-only, quota) is one warning and the
+    run goes on without them; the bundle's own files are what must survive."""
+    import keras
+    import tensorflow as tf
+
+    class TensorBoardLogs(keras.callbacks.TensorBoard):
+        failed = False
+
+        def _guarded(self, method, *args):
+            if self.failed:
+                return
+            try:
+                method(*args)
+            except (OSError, tf.errors.OpError) as error:
+                self.failed = True
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+                logger.warning(f"cannot write TensorBoard logs in {directory} ({reason}); training goes on "
+                               f"without them")
+
+        def on_train_begin(self, logs=None):
+            self._guarded(super().on_train_begin, logs)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._guarded(super().on_train_batch_end, batch, logs)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._guarded(super().on_epoch_begin, epoch, logs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._guarded(super().on_epoch_end, epoch, logs)
+
+        def on_train_end(self, logs=None):
+            self._guarded(super().on_train_end, logs)
+
+    return TensorBoardLogs(str(directory), write_graph=False)
 
 
 def sample_callback(bundle_dir: str | os.PathLike):

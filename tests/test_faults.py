@@ -283,3 +283,24 @@ def test_quota_at_corpus_import_keeps_the_previous_corpus(tmp_path, monkeypatch)
     assert_one_line(result, f"cannot write {out}", "(EDQUOT)", "the previous corpus.jsonl is unchanged")
     assert out.read_text(encoding="utf-8") == "old content\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl", "poems.txt"]
+
+
+@pytest.mark.parametrize("hook", ["on_train_begin", "on_epoch_end"])
+def test_tensorboard_write_errors_are_one_warning_and_training_goes_on(run_copy, monkeypatch, hook):
+    """TensorBoard's event files are TensorFlow's own writes: a full disk there costs those logs only."""
+    import keras
+
+    from poetgen.bundle import load_bundle
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(keras.callbacks.TensorBoard, hook, full)
+    result = invoke("train", "--out", run_copy, "--resume", "--epochs", 2)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "TensorBoard" in line]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0] and "goes on" in warnings[0]
+    assert "Traceback" not in result.output
+    monkeypatch.undo()
+    load_bundle(run_copy)
+    assert read_state(run_copy)["state"]["epochs_done"] == 2
