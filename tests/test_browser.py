@@ -8,11 +8,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 from poetgen.corpus import to_traditional
 from poetgen.tunes import resolve
@@ -48,17 +48,16 @@ def server(tiny_bundle, tmp_path_factory):
                                    stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
+        def healthy() -> bool:
             try:
                 with urllib.request.urlopen(url + "/healthz", timeout=2) as answer:
-                    if json.load(answer)["status"] == "ok":
-                        break
+                    return json.load(answer)["status"] == "ok"
             except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"poetgen serve did not start: {log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.3)
+                return False
+
+        wait_until(lambda: process.poll() is not None or healthy(), "poetgen serve answering /healthz", 180, 0.3)
+        if process.poll() is not None:
+            pytest.fail(f"poetgen serve did not start: {log.read_text(errors='replace')[-2000:]}")
         yield url
     finally:
         process.terminate()

@@ -10,10 +10,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -167,12 +167,14 @@ def test_kill_9_mid_import_keeps_the_old_file(tmp_path):
     out.write_text("old content\n", encoding="utf-8")
     process = subprocess.Popen([sys.executable, "-m", "poetgen", "corpus", "import", str(source), "--out",
                                 str(out), "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while not (writing := any(p.name.startswith(".out.jsonl.") and p.name.endswith(".tmp")
-                              for p in tmp_path.iterdir())):
-        if time.time() > deadline or process.poll() is not None:
-            break
-        time.sleep(0.05)
+    seen = []   # whether the temporary file was there when the wait ended
+
+    def writing_or_done() -> bool:
+        seen.append(any(p.name.startswith(".out.jsonl.") and p.name.endswith(".tmp") for p in tmp_path.iterdir()))
+        return seen[-1] or process.poll() is not None
+
+    wait_until(writing_or_done, "the import writing its temporary file or ending")
+    writing = seen[-1]
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert writing, "the import never started writing its temporary file"   # else the kill proves nothing
