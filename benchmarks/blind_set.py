@@ -5,6 +5,8 @@ blind_score.py (per number: real or the setting's name, the form). It never show
 
     python benchmarks/blind_set.py --out blind/ --per-form 5 --seed 1 \
         --setting defaults= --setting "best16=--temperature 0.5 --best-of 16 --tone"
+    python benchmarks/blind_set.py --out blind2/ --model runs/new \
+        --setting new= --setting "old=--model checkpoints/default"     # two models in one set
     python benchmarks/blind_set.py --out blind-ci/ --tune 浣溪沙 --per-form 10 --setting defaults=
 """
 
@@ -22,7 +24,7 @@ from poetgen.importers import load_corpus
 from poetgen.layout import FORMS, clauses
 
 # generate's options that the set itself chooses for every setting
-RESERVED = {"--model", "--form", "--tune", "-n", "--seed", "--format", "--traditional"}
+RESERVED = {"--form", "--tune", "-n", "--seed", "--format", "--traditional"}
 SCORES = ("fluency", "coherence", "imagery", "overall")
 INSTRUCTIONS = """# Blind reading
 
@@ -72,7 +74,7 @@ def generated_poems(model: str | None, kind: str, n: int, seed: int, args: list[
 
     where = ["--tune", tune] if tune else ["--form", kind]
     command = ["generate", *where, "-n", str(n), "--seed", str(seed), "--format", "json", *args]
-    if model:
+    if model and "--model" not in args:   # a setting may name its own model (compare two in one set)
         command[1:1] = ["--model", model]
     result = CliRunner().invoke(cli, command)
     if result.exit_code != 0:

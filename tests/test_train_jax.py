@@ -1,0 +1,117 @@
+"""scripts/train_jax.py: the JAX trainer computes poetgen's network exactly, on poetgen's own data, and
+writes bundles that poetgen reads (the shipped model was trained with it on a GPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+jax = pytest.importorskip("jax")
+pytest.importorskip("optax")
+sys.path.insert(0, str(REPO / "scripts"))
+import train_jax  # noqa: E402
+
+TINY = ["--embedding-dim", "16", "--batch-size", "8", "--seq-len", "24", "--eval-every", "0",
+        "--held-out-poems", "40", "--eval-tokens", "2048", "--minutes", "10"]
+
+
+@pytest.fixture(scope="module")
+def data(tiny_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("jax") / "data"
+    train_jax.main(["prepare", "--out", str(out), "--corpus", str(tiny_corpus), "--conditioned",
+                    "--min-count", "2", "--val-split", "0.05"])
+    return out
+
+
+def test_prepare_writes_what_poetgen_train_would_train_on(data, tiny_corpus):
+    from poetgen.tokenizer import Tokenizer
+    from poetgen.train import Run, TrainConfig
+
+    run = Run(TrainConfig(out=str(data.parent / "unused"), corpus=str(tiny_corpus), conditioned=True, min_count=2,
+                          val_split=0.05))
+    run.prepare()
+    assert Tokenizer.load(data / "tokenizer.json").hash == run.tokenizer.hash
+    np.testing.assert_array_equal(np.load(data / "train.npy"), run.train_stream)
+    held = np.load(data / "held_out.npz")
+    assert held["lengths"].tolist() == [len(t) for t in run.held_out]
+    np.testing.assert_array_equal(held["ids"], np.concatenate(run.held_out))
+    assert held["prefix_lengths"].tolist() == [len(p) for p in run.held_out_prefixes]
+    reverse = np.load(data / "held_out_reverse.npz")
+    first = held["lengths"][0]
+    assert reverse["ids"][:first].tolist() == held["ids"][:first][::-1].tolist()
+    meta = json.loads((data / "meta.json").read_text(encoding="utf-8"))
+    assert meta["vocab_size"] == run.tokenizer.vocab_size and meta["conditioned"] is True
+
+
+@pytest.mark.parametrize("shape", [
+    dict(layers=1, units=24, embedding_dim=16, projection=16, tie_embeddings=True),
+    dict(layers=2, units=20, embedding_dim=12, projection=0, tie_embeddings=False),
+])
+def test_forward_is_the_keras_model(shape):
+    """Same weights, same logits: gate order, projection, tying and stacking match build_model."""
+    from poetgen.model import ModelConfig, build_model
+
+    vocab = 50
+    params = train_jax.init_params(train_jax.Shape(vocab, **shape), seed=3)
+    rng = np.random.default_rng(0)
+    params = {name: [w + rng.normal(0, 0.1, w.shape).astype(np.float32) for w in ws] for name, ws in params.items()}
+    model = build_model(ModelConfig(vocab_size=vocab, **shape), dtype="float32")
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights(params[layer.name])
+    ids = rng.integers(0, vocab, (3, 17)).astype(np.int32)
+    expected = np.asarray(model(ids))
+    got = np.asarray(train_jax.forward(params, ids, train_jax.Shape(vocab, **shape)))
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
+def test_training_learns_and_the_bundle_scores_the_same_in_poetgen(data, tmp_path):
+    from poetgen.bundle import load_bundle
+    from poetgen.model import sequence_log_likelihood
+
+    weights = tmp_path / "w"
+    train_jax.main(["train", "--data", str(data), "--out", str(weights), "--units", "32", "--projection", "16",
+                    "--tie-embeddings", "--max-steps", "40", "--learning-rate", "1e-2", *TINY])
+    record = json.loads((weights / "train.json").read_text(encoding="utf-8"))
+    first, last = record["log"][0]["held_out_perplexity"], record["log"][-1]["held_out_perplexity"]
+    assert record["steps"] == 40 and last < 0.5 * first
+    bundle = tmp_path / "bundle"
+    train_jax.main(["bundle", "--data", str(data), "--weights", str(weights / "weights.npz"), "--out", str(bundle)])
+    loaded = load_bundle(bundle)
+    config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
+    assert config["model"]["tie_embeddings"] and config["train"]["conditioned"] and config["progress"]["steps"] == 40
+    # poetgen's own held-out scoring of the same 40 poems gives the trainer's perplexity (float16 weights)
+    held = np.load(data / "held_out.npz")
+    starts = np.cumsum(held["lengths"]) - held["lengths"]
+    prefix_starts = np.cumsum(held["prefix_lengths"]) - held["prefix_lengths"]
+    chosen = np.sort(np.random.default_rng(0).permutation(len(held["lengths"]))[:40])
+    poems = [held["ids"][starts[i]:starts[i] + held["lengths"][i]].tolist() for i in chosen]
+    prefixes = [held["prefix_ids"][prefix_starts[i]:prefix_starts[i] + held["prefix_lengths"][i]].tolist()
+                for i in chosen]
+    total, count = sequence_log_likelihood(loaded.model, poems, prefixes=prefixes)
+    assert math.exp(-total / count) == pytest.approx(record["best_held_out_perplexity"], rel=2e-3)
+
+
+def test_init_continues_from_saved_weights(data, tmp_path):
+    first = tmp_path / "first"
+    train_jax.main(["train", "--data", str(data), "--out", str(first), "--reverse", "--units", "16",
+                    "--projection", "0", "--max-steps", "20", "--learning-rate", "1e-2", *TINY])
+    second = tmp_path / "second"
+    train_jax.main(["train", "--data", str(data), "--out", str(second), "--reverse", "--units", "16",
+                    "--projection", "0", "--max-steps", "1", "--learning-rate", "1e-9",
+                    "--init", str(first / "weights.npz"), *TINY])
+    before = json.loads((first / "train.json").read_text(encoding="utf-8"))["best_held_out_perplexity"]
+    after = json.loads((second / "train.json").read_text(encoding="utf-8"))["log"][0]["held_out_perplexity"]
+    assert after == pytest.approx(before, rel=1e-3)
+    bundle = tmp_path / "bundle"
+    train_jax.main(["bundle", "--data", str(data), "--weights", str(second / "weights.npz"), "--out", str(bundle),
+                    "--earlier", str(first / "train.json")])
+    config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
+    assert config["train"]["reverse"] is True and config["progress"]["steps"] == 21
+    assert len(config["train"]["stages"]) == 2
