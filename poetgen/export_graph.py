@@ -60,6 +60,8 @@ class PoemGraph(tf.Module):
         self.states_per_layer = states_per_layer(model_config.cell)
         self.state_count = self.states_per_layer * model_config.layers
         self.units = model_config.units
+        self.projection = model_config.projection        # a linear layer before the output (0: none)
+        self.tied = model_config.tie_embeddings          # output = the embedding table read in reverse
         self.vocab_size = model_config.vocab_size
         self.char_ids = _table(list(vocabulary.lookup), list(vocabulary.lookup.values()), UNK)
         self.mark_index = _table(list(MARKS), list(range(len(MARKS))), -1)
@@ -238,7 +240,8 @@ class PoemGraph(tf.Module):
         return result[3]
 
     def _step(self, previous, state):
-        """One model step with the model's own layers: its embedding, each layer's cell, its output."""
+        """One model step with the model's own layers: its embedding, each layer's cell, its projection
+        and its output (the tied embedding read in reverse, or the logits layer)."""
         model = self.keras.model
         x = model.get_layer("embedding")(tf.reshape(previous, [1]))
         new_state = []
@@ -246,7 +249,10 @@ class PoemGraph(tf.Module):
             mine = list(state[i * self.states_per_layer:(i + 1) * self.states_per_layer])
             x, states = cell(x, mine if len(mine) > 1 else mine[0], training=False)
             new_state += list(states) if isinstance(states, (list, tuple)) else [states]
-        logits = model.get_layer("logits")(x)[0]
+        if self.projection:
+            x = model.get_layer("projection")(x)
+        output = model.get_layer("embedding")(x, reverse=True) if self.tied else model.get_layer("logits")(x)
+        logits = output[0]
         return logits, tuple(tf.ensure_shape(s, [1, self.units]) for s in new_state)
 
     def _group_columns(self, allowed, rhyme):
