@@ -24,6 +24,7 @@ MAX_PROMPT = 200          # characters of prompt
 MAX_THEME = 200           # characters of theme
 # A public server keeps each request cheap: tighter limits on the same quantities (poetgen serve).
 SERVER_MAX_POEMS = 10
+SERVER_MAX_BEST_OF = 16   # candidates per poem: a request costs n × best_of rows
 SERVER_MAX_PROMPT = 64    # a whole qilv with its punctuation
 SERVER_MAX_ACROSTIC = 8   # one character per line of a lüshi
 SERVER_MAX_TEMPERATURE = 10.0
@@ -42,10 +43,10 @@ class PoemRequest:
     acrostic: str = ""               # 藏头: line i starts with character i
     theme: str = ""                  # free text; keywords steer the lines
     rhyme: bool | None = None        # rhyme lines 2, 4, 6, 8 in one 平水韵 group; default: on for regular forms
-    tone: bool = False               # steer toward a standard 平仄 pattern
+    tone: bool = True                # steer toward a standard 平仄 pattern (--no-tone: off)
     no_repeat: bool = True           # no character twice within a line
     n: int = setting(1, low=1, high=MAX_POEMS)                 # poems to return
-    best_of: int = setting(1, low=1, high=MAX_CANDIDATES)      # candidates per poem; the best score wins
+    best_of: int = setting(8, low=1, high=MAX_CANDIDATES)      # candidates per poem; the best score wins (1: fastest)
     max_chars: int = setting(120, low=5, high=1000)            # free verse length cap, punctuation included
     reverse_weight: float = setting(0.5, low=0, high=1)        # weight of the bundle's reverse model in best-of scores
     style: str = setting(DEFAULT_STYLE, choices=STYLES)        # a conditioned model's style; others ignore it

@@ -23,8 +23,8 @@ from poetgen.control import STYLES
 from poetgen.errors import BadInput
 from poetgen.generate import Generator, traditional
 from poetgen.options import bounds
-from poetgen.request import (FORM_NAMES, MAX_THEME, SERVER_MAX_ACROSTIC, SERVER_MAX_POEMS, SERVER_MAX_PROMPT,
-                             SERVER_MAX_TEMPERATURE, PoemRequest)
+from poetgen.request import (FORM_NAMES, MAX_THEME, SERVER_MAX_ACROSTIC, SERVER_MAX_BEST_OF, SERVER_MAX_POEMS,
+                             SERVER_MAX_PROMPT, SERVER_MAX_TEMPERATURE, PoemRequest)
 from poetgen.sampling import SampleOptions
 from poetgen.tunes import tune_table
 
@@ -54,6 +54,7 @@ class GenerateBody(BaseModel):
     top_p: float = Field(_DEFAULT_SAMPLE.top_p, **bounds(SampleOptions, "top_p"), allow_inf_nan=False)
     seed: int | None = Field(_DEFAULT_SAMPLE.seed, **bounds(SampleOptions, "seed"))   # None draws one
     n: int = Field(_DEFAULT_REQUEST.n, ge=1, le=SERVER_MAX_POEMS)   # poems to return
+    best_of: int = Field(_DEFAULT_REQUEST.best_of, ge=1, le=SERVER_MAX_BEST_OF)   # candidates per poem (1: fastest)
     style: Literal[STYLES] = _DEFAULT_REQUEST.style          # a conditioned model's style; others ignore it
     traditional: bool = False                                # answer in traditional characters
 
@@ -61,7 +62,8 @@ class GenerateBody(BaseModel):
         options = SampleOptions(self.temperature, self.top_k, self.top_p, self.seed)
         return PoemRequest(prompt=self.prompt, form=self.form, tune=self.tune, variant=self.variant,
                            acrostic=self.acrostic, theme=self.theme,
-                           rhyme=self.rhyme, tone=self.tone, n=self.n, style=self.style, sample=options)
+                           rhyme=self.rhyme, tone=self.tone, n=self.n, best_of=self.best_of, style=self.style,
+                           sample=options)
 
 
 def refusal(status: int, problems: list[tuple[str, str]], headers: dict | None = None) -> JSONResponse:

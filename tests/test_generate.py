@@ -52,7 +52,7 @@ def test_acrostic_check_fails_when_a_head_or_a_line_is_missing():
 def test_tone_option_meets_strict_positions(generator):
     result = generator.generate(PoemRequest(form="wulv", tone=True, n=30, sample=SampleOptions(seed=3)))
     scores = [poem["tone_score"] for poem in result["poems"]]
-    untoned = generator.generate(PoemRequest(form="wulv", n=30, sample=SampleOptions(seed=3)))
+    untoned = generator.generate(PoemRequest(form="wulv", tone=False, n=30, sample=SampleOptions(seed=3)))
     assert min(scores) >= 0.9
     assert sum(scores) > sum(p["tone_score"] for p in untoned["poems"])
 
@@ -131,7 +131,7 @@ def test_best_of_keeps_the_best_candidate_of_each_group(generator):
     # Candidate k draws from stream (seed, k) whatever the request, so n=32 yields the 4 × 8 candidates
     # of n=4, best_of=8, in order: poem i must be the best of candidates 8i … 8i + 7.
     best = generator.generate(PoemRequest(n=4, best_of=8, tone=True, sample=SampleOptions(seed=9)))
-    candidates = generator.generate(PoemRequest(n=32, tone=True, sample=SampleOptions(seed=9)))["poems"]
+    candidates = generator.generate(PoemRequest(n=32, tone=True, best_of=1, sample=SampleOptions(seed=9)))["poems"]
     for i, kept in enumerate(best["poems"]):
         group = candidates[8 * i:8 * (i + 1)]
         assert kept in group

@@ -87,7 +87,8 @@ def test_defaults_resolve_the_form_alike(generator, poet):
 def test_greedy_graph_poem_is_the_greedy_cli_poem(generator, poet):
     """Temperature 0 leaves no randomness: both sides must pick the same ids at every step."""
     for form in FORMS:
-        cli = generator.generate(PoemRequest(form=form, sample=SampleOptions(temperature=0, seed=0)))["poems"][0]
+        cli = generator.generate(PoemRequest(form=form, tone=False, best_of=1,
+                                             sample=SampleOptions(temperature=0, seed=0)))["poems"][0]
         assert graph_poem(poet, form, temperature=0.0) == cli["text"]
 
 
@@ -194,8 +195,9 @@ def test_a_conditioned_export_reads_the_prefix_the_cli_feeds(conditioned, monkey
 
     path, poet = conditioned
     generator = Generator.load(path)
-    requests = [("wujue", PoemRequest(form="wujue")), ("浣溪沙", PoemRequest(tune="浣溪沙")),
-                ("菩萨蛮", PoemRequest(tune="菩萨蛮"))]
+    single = dict(tone=False, best_of=1)   # the graph's one untoned candidate
+    requests = [("wujue", PoemRequest(form="wujue", **single)), ("浣溪沙", PoemRequest(tune="浣溪沙", **single)),
+                ("菩萨蛮", PoemRequest(tune="菩萨蛮", **single))]
     greedy = SampleOptions(temperature=0, seed=0)
     poems = {form: generator.generate(dataclasses.replace(request, sample=greedy))["poems"][0]["text"]
              for form, request in requests}

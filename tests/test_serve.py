@@ -102,6 +102,8 @@ def test_acrostic_and_traditional(client):
     ({"seed": 1.5}, "seed", "whole number"),
     ({"n": 0}, "n", "at least 1"),
     ({"n": 11}, "n", "at most 10"),
+    ({"best_of": 0}, "best_of", "at least 1"),
+    ({"best_of": 17}, "best_of", "at most 16"),
     ({"form": "sonnet"}, "form", "must be one of"),
     ({"rhyme": "yes"}, "rhyme", "true or false"),
     ({"prompt": "白" * 65}, "prompt", "longer than 64"),
@@ -209,8 +211,9 @@ def test_full_queue_is_refused_with_503(generator):
             thread.join(60)
 
 
-MERGED = [PoemRequest(form="qijue", tone=True, theme="秋天思乡", n=n, sample=SampleOptions(seed=seed))
-          for seed, n in [(1, 1), (2, 3), (3, 1), (4, 2)]] + [PoemRequest(form="wujue", sample=SampleOptions(seed=5))]
+MERGED = [PoemRequest(form="qijue", tone=True, theme="秋天思乡", n=n, best_of=1, sample=SampleOptions(seed=seed))
+          for seed, n in [(1, 1), (2, 3), (3, 1), (4, 2)]] + [PoemRequest(form="wujue", best_of=1,
+                                                                           sample=SampleOptions(seed=5))]
 
 
 @pytest.mark.parametrize("max_rows, batches", [(64, 2), (3, 4), (1, 5)])
@@ -233,7 +236,7 @@ def test_concurrent_http_requests_are_batched(generator):
     answers = {}
 
     def ask(seed):
-        answers[seed] = client.post("/api/generate", json={"form": "wujue", "seed": seed})
+        answers[seed] = client.post("/api/generate", json={"form": "wujue", "seed": seed, "best_of": 1})
 
     with TestClient(create_app(held, BatchOptions(max_wait_ms=0))) as client:
         first = threading.Thread(target=ask, args=(100,))
@@ -250,7 +253,7 @@ def test_concurrent_http_requests_are_batched(generator):
     assert stats["requests"] == 12 and stats["batches"] == 2 and stats["largest"] == 11
     for seed, answer in answers.items():
         assert answer.status_code == 200, answer.text
-        alone = generator.generate(PoemRequest(form="wujue", sample=SampleOptions(seed=seed)))
+        alone = generator.generate(PoemRequest(form="wujue", best_of=1, sample=SampleOptions(seed=seed)))
         assert without_timing(answer.json()) == without_timing(alone)
 
 
@@ -324,3 +327,13 @@ def test_serve_command_options():
     assert result.exit_code == 0 and "--max-batch" in result.output and "/api/generate" in result.output
     result = CliRunner().invoke(cli, ["serve", "--max-batch", "0"])
     assert result.exit_code == 2 and "max-batch" in result.output
+
+
+def test_best_of_defaults_to_the_request_default_and_can_be_lowered(client):
+    """A request costs n × best_of rows; the default is PoemRequest's (what blind reading chose)."""
+    before = client.get("/healthz").json()["batching"]["rows"]
+    assert client.post("/api/generate", json={"seed": 1, "n": 2}).status_code == 200
+    middle = client.get("/healthz").json()["batching"]["rows"]
+    assert client.post("/api/generate", json={"seed": 1, "n": 2, "best_of": 1}).status_code == 200
+    after = client.get("/healthz").json()["batching"]["rows"]
+    assert middle - before == 2 * PoemRequest().best_of and after - middle == 2

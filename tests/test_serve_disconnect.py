@@ -18,14 +18,14 @@ from poetgen.serve import create_app  # noqa: E402
 def test_a_client_that_leaves_while_queued_costs_no_rows(generator):
     held = Held(generator)
     with TestClient(create_app(held)) as client:
-        first = threading.Thread(target=client.post, args=("/api/generate",), kwargs={"json": {"seed": 1}})
+        first = threading.Thread(target=client.post, args=("/api/generate",), kwargs={"json": {"seed": 1, "best_of": 1}})
         first.start()
         assert held.entered.wait(30)                      # the worker is busy with the first request
         batcher = client.app.state.batcher
         sent = []
 
         async def leaving_client():
-            messages = [{"type": "http.request", "body": json.dumps({"seed": 2, "n": 5}).encode(),
+            messages = [{"type": "http.request", "body": json.dumps({"seed": 2, "n": 5, "best_of": 1}).encode(),
                          "more_body": False}]
 
             async def receive():
