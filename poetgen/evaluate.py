@@ -140,6 +140,9 @@ def _share(flags: list[bool]) -> float | None:
     return round(sum(flags) / len(flags), 4) if flags else None
 
 
+FREE_TEMPERATURE = 0.8   # the model alone is sampled at a fixed temperature, comparable across versions
+
+
 class Evaluation:
     """One evaluation of one bundle.
 
@@ -220,8 +223,8 @@ class Evaluation:
         """The model alone: free verse with no layout, rhyme or repetition rule (only the special ids
         are banned), then sorted by form. The constrained figures above hold by construction; these
         show how much of the form the model itself has learned."""
-        request = PoemRequest(form="free", n=self.options.samples, no_repeat=False, rhyme=False,
-                              sample=SampleOptions(seed=self.options.seed))
+        request = PoemRequest(form="free", n=self.options.samples, no_repeat=False, rhyme=False, tone=False,
+                              best_of=1, sample=SampleOptions(FREE_TEMPERATURE, seed=self.options.seed))
         texts = [poem["text"] for poem in generator.generate(request)["poems"]]
         return {**form_census(texts, generator.tables.prosody), "temperature": request.sample.temperature}
 

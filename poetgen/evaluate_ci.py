@@ -37,8 +37,8 @@ def tune_report(generator, tunes: list[str], samples: int, seed: int,
         variant = resolve(name)
         options = SampleOptions(seed=seed)
         ruled = _compliance(generator, variant, PoemRequest(tune=name, tone=True, n=samples, sample=options))
-        alone = _compliance(generator, variant, PoemRequest(tune=name, rhyme=False, no_repeat=False, n=samples,
-                                                            sample=options))
+        alone = _compliance(generator, variant, PoemRequest(tune=name, rhyme=False, tone=False, no_repeat=False,
+                                                            best_of=1, n=samples, sample=options))
         report["tunes"][variant.tune] = {"variant": variant.number, "with_rules": ruled, "model_alone": alone}
         advance(2 * samples)
     return report

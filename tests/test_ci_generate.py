@@ -135,3 +135,15 @@ def test_a_conditioned_model_reads_the_ci_prefix_with_the_tunes_token():
     assert generator.prefix(ci) == [tokenizer.control_id("<ci>"), tokenizer.control_id("<tune:酹江月>")]
     other = SimpleNamespace(variant=resolve("浣溪沙"), form="ci", request=PoemRequest(tune="浣溪沙"))
     assert generator.prefix(other) == [tokenizer.control_id("<ci>"), tokenizer.control_id("<anytune>")]
+
+
+def test_the_model_alone_row_is_one_candidate_without_rules_whatever_the_defaults(generator, monkeypatch):
+    """generate's defaults rank best-of candidates by rhyme and 平仄; the 'alone' row must not."""
+    from poetgen import evaluate_ci
+
+    requests = []
+    monkeypatch.setattr(evaluate_ci, "_compliance", lambda g, variant, request: requests.append(request) or {})
+    evaluate_ci.tune_report(generator, ["浣溪沙"], samples=2, seed=0)
+    ruled, alone = requests
+    assert ruled.tone and ruled.best_of == PoemRequest().best_of
+    assert (alone.rhyme, alone.tone, alone.no_repeat, alone.best_of) == (False, False, False, 1)

@@ -198,3 +198,24 @@ def test_evaluate_subset_of_the_shipped_corpus_and_empty_subsets(tiny_bundle, mi
     assert empty.exit_code == 2
     lines = empty.output.strip().splitlines()
     assert len(lines) == 1 and "no poem to score" in lines[0] and "genre ci" in lines[0]
+
+
+def test_the_model_alone_is_one_untoned_candidate_at_a_fixed_temperature(tiny_bundle, monkeypatch):
+    """Whatever generate's defaults (best-of, --tone), the unconstrained figure samples the model alone."""
+    from poetgen.bundle import load_bundle
+    from poetgen.evaluate import FREE_TEMPERATURE, EvalOptions, Evaluation
+    from poetgen.generate import Generator
+
+    seen = []
+    original = Generator.generate
+
+    def spy(self, request):
+        seen.append(request)
+        return original(self, request)
+
+    monkeypatch.setattr(Generator, "generate", spy)
+    evaluation = Evaluation(load_bundle(tiny_bundle, keras=False), EvalOptions(samples=3))
+    report = {"unconstrained": evaluation.unconstrained_report(Generator(evaluation.bundle))}
+    (request,) = seen
+    assert request.best_of == 1 and request.tone is False and request.rhyme is False
+    assert request.sample.temperature == FREE_TEMPERATURE == report["unconstrained"]["temperature"]
