@@ -206,12 +206,16 @@ def main() -> int:
                    seconds_help="measured seconds per mode")
     parser.add_argument("--max-requests", type=int, default=100_000, help="hard cap on requests per phase")
     parser.add_argument("--form", default="wujue", help="form of every request")
+    parser.add_argument("--best-of", type=int, default=None,
+                        help="best_of of every request (default: the server's, i.e. generate's default)")
     parser.add_argument("--modes", default="batched,one-at-a-time", help="comma-separated: " + ", ".join(MODES))
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
                         help="load generator: a minimal keep-alive client (cheap on shared cores) or httpx")
     args = parser.parse_args()
     check_load_arguments(parser, args)
     body = {"form": args.form}   # no seed: every request draws its own, as page visitors' do
+    if args.best_of is not None:
+        body["best_of"] = args.best_of
     rows = [run_mode(name, args, body) for name in args.modes.split(",")]
     print(f"{'mode':<14} {'clients':>7} {'max batch':>9} {'requests':>8} {'req/s':>8} {'p50 ms':>8} "
           f"{'p95 ms':>8} {'errors':>6} {'mean batch':>10} {'server CPU ms/req':>17}")

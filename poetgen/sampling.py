@@ -22,7 +22,7 @@ DRAWN_SEED_LIMIT = 2**31  # a drawn seed is below this, so a browser (53-bit num
 
 @dataclasses.dataclass(frozen=True)
 class SampleOptions:
-    temperature: float = setting(0.7, low=0)                     # 0 is greedy; higher is wilder
+    temperature: float = setting(0.8, low=0)                     # 0 is greedy; higher is wilder
     top_k: int = setting(0, low=0)                               # sample among the k likeliest (0: off)
     top_p: float = setting(1.0, low=0, high=1, low_open=True)    # nucleus mass kept (1: off)
     seed: int | None = setting(None, low=0, high=SEED_LIMIT, high_open=True)   # same seed, same poems; default: drawn
