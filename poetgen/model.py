@@ -162,12 +162,19 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * x) + 1.0)   # no overflow warnings for large |x|
 
 
+# The first layer's input product is folded into the embedding table (a row lookup per step). Up to this
+# size the whole table is folded at load; a wider model's (vocabulary × 4 units floats: 115 MB for the
+# shipped LSTM-768) folds each row on its first use, so a one-poem run touches a few hundred rows.
+FOLD_LIMIT_BYTES = 32 * 2**20
+
+
 class NumpyStepper:
     """One generation step in NumPy, float32, from the model's weights (int8 products after quantize()).
 
     The first layer's input projection is folded into the embedding table (a row lookup replaces a
-    matrix product) and the output bias into the output kernel (one product, no extra pass). The
-    sampling loop advances the state every step but asks for logits only where the model chooses.
+    matrix product; a large table row by row on first use, FOLD_LIMIT_BYTES), and the output bias into the output
+    kernel (one product, no extra pass). The sampling loop advances the state every step but asks for
+    logits only where the model chooses.
     """
 
     def __init__(self, weights: dict[str, list[np.ndarray]], config: ModelConfig):
@@ -184,7 +191,13 @@ class NumpyStepper:
                 kernel, recurrent, input_bias = (_lstm_gates(w, config.units) for w in (kernel, recurrent, input_bias))
             self.layers.append([_Product(kernel), _Product(recurrent), input_bias, recurrent_bias])
         first = self.layers[0]
-        self.input_table = embedding @ first[0].kernel + first[2]   # vocab × gates
+        self.embedding = embedding
+        if embedding.shape[0] * first[0].kernel.shape[1] * 4 <= FOLD_LIMIT_BYTES:
+            self.input_table = embedding @ first[0].kernel + first[2]   # vocab × gates
+            self._folded = np.ones(len(embedding), bool)
+        else:   # rows folded on first use: pages never written cost no memory
+            self.input_table = np.empty((len(embedding), first[0].kernel.shape[1]), np.float32)
+            self._folded = np.zeros(len(embedding), bool)
         self.projection = None
         if config.projection:   # kept apart: folded into the output it would cost units × vocab again
             kernel, bias = (w.astype(np.float32) for w in weights["projection"])
@@ -196,7 +209,7 @@ class NumpyStepper:
 
     def quantize(self) -> None:
         """Run every matrix product in int8 from now on (poetgen.quantize): the output layer, the
-        recurrent steps and deeper layers' inputs. The first layer's input stays a table lookup."""
+        recurrent steps and deeper layers' inputs. The first layer's input stays a float32 table lookup."""
         from poetgen.quantize import Int8Product
 
         for i, layer in enumerate(self.layers):
@@ -222,11 +235,21 @@ class NumpyStepper:
         new_state = []
         x = None
         for i, (kernel, recurrent, input_bias, recurrent_bias) in enumerate(self.layers):
-            projected = self.input_table[ids] if i == 0 else kernel(x) + input_bias
+            projected = self._input_rows(ids) if i == 0 else kernel(x) + input_bias
             layer_state = state[i * per_layer:(i + 1) * per_layer]
             x, layer_new = self._cell(projected, layer_state, recurrent, recurrent_bias)
             new_state += layer_new
         return new_state
+
+    def _input_rows(self, ids: np.ndarray) -> np.ndarray:
+        """The first layer's input product of each id: a row of the folded table, folded now if it is
+        the id's first use. Each row is its own product, so it does not depend on which ids came first
+        (threads may fold the same row at once: they write the same values)."""
+        for i in np.unique(ids[~self._folded[ids]]):
+            kernel, _, input_bias, _ = self.layers[0]
+            self.input_table[i] = self.embedding[i] @ kernel.kernel + input_bias
+            self._folded[i] = True
+        return self.input_table[ids]
 
     def _top(self, state: list[np.ndarray]) -> np.ndarray:
         """The output layer's input (the last layer's output, projected when the model has a

@@ -104,3 +104,27 @@ def test_held_out_scoring_caps_the_tokens_of_a_batch(monkeypatch):
     # Every batch of long poems stays under the cap (a single poem longer than it is scored alone).
     assert all(rows * length <= 1024 + 16 * rows or rows == 1 for rows, length in shapes)
     assert max(rows for rows, _ in shapes) == 30 and len(shapes) >= 4
+
+
+def test_a_wide_models_first_layer_keeps_its_input_product_and_steps_the_same(tiny_bundle, monkeypatch):
+    """Above FOLD_LIMIT_BYTES the table is folded row by row on first use (the shipped LSTM-768's whole
+    table would be 115 MB): only the ids seen are folded, with the same logits and state."""
+    import numpy as np
+
+    from poetgen import model as model_module
+    from poetgen.bundle import load_bundle
+    from poetgen.model import NumpyStepper
+
+    bundle = load_bundle(tiny_bundle, keras=False)
+    folded = NumpyStepper(bundle.weights, bundle.model_config)
+    monkeypatch.setattr(model_module, "FOLD_LIMIT_BYTES", 0)
+    unfolded = NumpyStepper(bundle.weights, bundle.model_config)
+    assert folded._folded.all() and not unfolded._folded.any()
+    ids = np.random.default_rng(1).integers(3, bundle.model_config.vocab_size, (12, 3))
+    states = [folded.initial_state(3), unfolded.initial_state(3)]
+    for step in ids:
+        (a, states[0]), (b, states[1]) = folded.step(step, states[0]), unfolded.step(step, states[1])
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for x, y in zip(*states):
+        np.testing.assert_allclose(x, y, atol=1e-6)
+    assert set(np.flatnonzero(unfolded._folded)) == set(ids.ravel().tolist())

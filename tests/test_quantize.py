@@ -25,7 +25,7 @@ def int8_generator(tiny_bundle):
 
 
 def states(stepper, rows: int, steps: int):
-    ids = np.random.default_rng(0).integers(3, stepper.input_table.shape[0], (steps, rows))
+    ids = np.random.default_rng(0).integers(3, stepper.embedding.shape[0], (steps, rows))
     state = stepper.initial_state(rows)
     for t in range(steps):
         state = stepper.advance(ids[t], state)
