@@ -184,7 +184,8 @@ def main() -> None:
     ours_ms, naive_ms = 1000 * statistics.median(ours), 1000 * statistics.median(naive)
     print(f"warm latency, one wujue at batch 1, generate's defaults (best of {one.best_of}, --tone): "
           f"{ours_ms:.2f} ms median (goal <= 15 ms)")
-    print(f"warm latency, one wujue at batch 1, --best-of 1 --no-tone: {1000 * statistics.median(fastest):.2f} ms median")
+    print(f"warm latency, one wujue at batch 1, --best-of 1 --no-tone: "
+          f"{1000 * statistics.median(fastest):.2f} ms median")
     print(f"naive model.predict per character:  {naive_ms:.1f} ms median")
     print(f"speed-up over naive (one candidate each): {naive_ms / (1000 * statistics.median(fastest)):.1f}x")
     ci_latency(generator, args.repeats)

@@ -198,6 +198,7 @@ class NumpyStepper:
         else:   # rows folded on first use: pages never written cost no memory
             self.input_table = np.empty((len(embedding), first[0].kernel.shape[1]), np.float32)
             self._folded = np.zeros(len(embedding), bool)
+        self._complete = bool(self._folded.all())   # then a step is a plain lookup, no first-use check
         self.projection = None
         if config.projection:   # kept apart: folded into the output it would cost units × vocab again
             kernel, bias = (w.astype(np.float32) for w in weights["projection"])
@@ -245,10 +246,11 @@ class NumpyStepper:
         """The first layer's input product of each id: a row of the folded table, folded now if it is
         the id's first use. Each row is its own product, so it does not depend on which ids came first
         (threads may fold the same row at once: they write the same values)."""
-        for i in np.unique(ids[~self._folded[ids]]):
+        if not self._complete:
             kernel, _, input_bias, _ = self.layers[0]
-            self.input_table[i] = self.embedding[i] @ kernel.kernel + input_bias
-            self._folded[i] = True
+            for i in np.unique(ids[~self._folded[ids]]):
+                self.input_table[i] = self.embedding[i] @ kernel.kernel + input_bias
+                self._folded[i] = True
         return self.input_table[ids]
 
     def _top(self, state: list[np.ndarray]) -> np.ndarray:

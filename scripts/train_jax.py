@@ -57,8 +57,10 @@ def prepare(args) -> None:
     prefixer = Prefixer(tokenizer)
     prefixes = [prefixer.for_poem(p) for p in train_poems]
     held_prefixes = [prefixer.for_poem(p) for p in held_poems]
+    train_ids = 0
     for reverse, suffix in ((False, ""), (True, "_reverse")):
         stream = token_stream(tokenizer, train, prefixes, reverse)
+        train_ids = len(stream)   # the same either way: reversing keeps every id
         np.save(out / f"train{suffix}.npy", stream.astype(np.uint16 if tokenizer.vocab_size < 65536 else np.int32))
         held = [tokenizer.encode(p.text[::-1] if reverse else p.text) for p in held_poems]
         lengths = np.array([len(t) for t in held], np.int32)
@@ -68,7 +70,7 @@ def prepare(args) -> None:
     meta = {"vocab_size": tokenizer.vocab_size, "min_count": args.min_count, "conditioned": args.conditioned,
             "top_tunes": args.top_tunes, "val_split": args.val_split,
             "corpus": {"path": str(args.corpus or shipped_label()), "hash": corpus_hash(poems), "poems": len(poems),
-                       "train_chars": int(len(stream)),
+                       "train_chars": int(train_ids),
                        "held_out_chars": int(sum(len(p.text) + 1 for p in held_poems))}}
     (out / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
     print(f"prepared {len(train_poems):,} training poems ({len(stream):,} ids), {len(held_poems):,} held out, "
@@ -300,7 +302,8 @@ def train(args) -> None:
 
     n_params = sum(int(np.prod(w.shape)) for ws in params.values() for w in ws)
     print(f"{jax.devices()[0].platform}: {n_params:,} parameters, {shape}, {dropouts}, reverse={args.reverse}, "
-          f"{len(stream):,} training ids, {sum(int(m.any(1).sum()) for _, _, m in held_out)} held-out poems, budget {args.minutes} min", flush=True)
+          f"{len(stream):,} training ids, {sum(int(m.any(1).sum()) for _, _, m in held_out)} held-out poems, "
+          f"budget {args.minutes} min", flush=True)
     budget = args.minutes * 60.0
     key = jax.random.PRNGKey(args.seed)
     log, best, steps, tokens = [], None, 0, 0
