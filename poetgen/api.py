@@ -174,8 +174,10 @@ class Poet:
         return f"Poet({str(self.path)!r})"
 
 
-def load(path: PathLike | None = None, int8: bool = False) -> Poet:
-    """Load a model bundle (None: the shipped model) for generation; int8 needs poetgen[int8].
+def load(path: PathLike | None = None, int8: bool | None = None) -> Poet:
+    """Load a model bundle (None: the shipped model) for generation. int8: None runs the matrix products
+    in int8 when the bundle carries them (`quantize`) and LiteRT is installed, else float32; True
+    always (converting what the bundle lacks needs TensorFlow); False float32.
 
     Raises BadModel (one line) when the bundle is missing, corrupt or incompatible.
     """
@@ -253,6 +255,26 @@ def export(options: "ExportOptions | None" = None, /, *, model: PathLike | None 
     from poetgen.bundle import load_bundle
 
     return run_export(load_bundle(Path(model) if model is not None else None), options)
+
+
+def quantize(model: PathLike | None = None) -> list[Path]:
+    """Convert a bundle's matrix products to int8 once, as `poetgen quantize` does, so that load() runs
+    it in int8 without TensorFlow; returns the files written (the bundle's and its reverse model's).
+    Raises BadModel, or OutputError when a file cannot be written (one line)."""
+    from poetgen.bundle import load_bundle
+    from poetgen.model import NumpyStepper
+    from poetgen.quantize import INT8_FILE, write_products
+    from poetgen.rerank import REVERSE_DIR
+    from poetgen.weights import layer_weights
+
+    bundle = load_bundle(Path(model) if model is not None else None, keras=False)
+    written = []
+    for part in (bundle, load_bundle(bundle.path / REVERSE_DIR, keras=False)) \
+            if (bundle.path / REVERSE_DIR).is_dir() else (bundle,):
+        weights = part.weights if part.weights is not None else layer_weights(part.model)
+        write_products(NumpyStepper(weights, part.model_config), part.path / INT8_FILE)
+        written.append(part.path / INT8_FILE)
+    return written
 
 
 def evaluate(options: "EvalOptions | None" = None, /, *, model: PathLike | None = None,

@@ -78,12 +78,14 @@ class CiTone(_CiRule):
 
     def __init__(self, variant: Variant, can_be: dict[str, np.ndarray]):
         positions = char_positions(variant)
-        self.masks = {int(positions[i]): ~can_be[tone] for i, tone in enumerate(variant.tones) if tone != EITHER}
+        added = {tone: np.where(can_be[tone], np.float32(0), NEG) for tone in set(variant.tones) - {EITHER}}
+        # position -> (vocab,) 0 or -inf, added to the logits (cheaper than a boolean-mask assignment)
+        self.masks = {int(positions[i]): added[tone] for i, tone in enumerate(variant.tones) if tone != EITHER}
 
     def apply(self, logits, step):
-        wrong = self.masks.get(step.pos)
-        if wrong is not None:
-            logits[:, wrong] = NEG
+        added = self.masks.get(step.pos)
+        if added is not None:
+            logits += added
 
 
 def ci_rules(variant: Variant, tables, batch: int, rhyme: bool, tone: bool) -> list[_CiRule]:

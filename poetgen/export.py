@@ -96,8 +96,13 @@ def export(bundle: Bundle, options: ExportOptions) -> Path:
 
 
 def write_keras(bundle: Bundle, directory: Path) -> None:
-    """model.keras, tokenizer.json and config.json only: no resume state, logs or curves."""
+    """model.keras, tokenizer.json, config.json and the int8 products (poetgen.quantize) that generation
+    runs by default: no resume state, logs or curves."""
+    from poetgen.model import NumpyStepper
+    from poetgen.quantize import INT8_FILE, write_products
+
     save_bundle(directory, bundle.model, bundle.tokenizer, bundle.config)
+    write_products(NumpyStepper.from_model(bundle.model, bundle.model_config), directory / INT8_FILE)
 
 
 def _write_sidecars(bundle: Bundle, directory: Path) -> None:

@@ -19,6 +19,7 @@ from poetgen.ci_checks import check_ci
 from poetgen.control import Prefixer, tune_label
 from poetgen.corpus import to_traditional
 from poetgen.model import NumpyStepper
+from poetgen.quantize import choose_precision
 from poetgen.request import PoemRequest, PreparedRequest
 from poetgen.rules import build_rules
 from poetgen.sampling import Sampled, SampleOptions, row_streams, sample
@@ -36,14 +37,14 @@ SHARE_ROWS = 16           # a batch is split across CPU cores only when each cor
 class Generator:
     """A loaded model, its vocabulary tables and the threads that step it."""
 
-    def __init__(self, bundle: Bundle, int8: bool = False):
+    def __init__(self, bundle: Bundle, int8: bool | None = None):
         self.bundle = bundle
         self.tokenizer = bundle.tokenizer
         self.tables = VocabularyTables(bundle.tokenizer)
         weights = bundle.weights if bundle.weights is not None else layer_weights(bundle.model)
         self.stepper = NumpyStepper(weights, bundle.model_config)
-        if int8:
-            self.stepper.quantize()
+        self.requested_int8 = int8   # True, False, or None: int8 when the bundle carries its products
+        self.int8 = choose_precision(self.stepper, bundle.path if bundle.model is None else None, int8)
         self.prefixer = Prefixer(bundle.tokenizer)   # no prefix for a model without control tokens
         self._workers = None   # threads for batches split across cores, started on first use
 
@@ -52,7 +53,7 @@ class Generator:
         return CI_CONTROL in (getattr(self.tokenizer, "controls", None) or ())
 
     @classmethod
-    def load(cls, path=None, int8: bool = False) -> "Generator":
+    def load(cls, path=None, int8: bool | None = None) -> "Generator":
         return cls(load_bundle(path, keras=False), int8)   # no TensorFlow on this path
 
     @functools.cached_property
@@ -60,7 +61,7 @@ class Generator:
         """The bundle's reverse model for best-of ranking, loaded on first use; None without one."""
         from poetgen.rerank import ReverseScorer
 
-        return ReverseScorer.load(self.bundle.path, self.tokenizer)
+        return ReverseScorer.load(self.bundle.path, self.tokenizer, self.requested_int8)
 
     def prefix(self, prepared: PreparedRequest) -> list[int]:
         """The control ids a conditioned model reads before the poem (none for other models)."""

@@ -208,18 +208,34 @@ class NumpyStepper:
         self.output_rows = np.ascontiguousarray(self.output.kernel.T)   # (vocab, units + 1), for single logits
         self.int8 = False   # products in int8 (quantize())
 
-    def quantize(self) -> None:
-        """Run every matrix product in int8 from now on (poetgen.quantize): the output layer, the
-        recurrent steps and deeper layers' inputs. The first layer's input stays a float32 table lookup."""
+    def product_kernels(self) -> dict[str, np.ndarray]:
+        """The float32 kernels that quantize() runs in int8, by name: the recurrent steps, deeper
+        layers' inputs, the projection and the output layer (its last row the bias)."""
+        named = {}
+        for i, (kernel, recurrent, _, _) in enumerate(self.layers):
+            if i > 0:
+                named[f"rnn_{i}_input"] = kernel.kernel
+            named[f"rnn_{i}_recurrent"] = recurrent.kernel
+        if self.projection is not None:
+            named["projection"] = self.projection[0].kernel
+        named["output"] = self.output.kernel
+        return named
+
+    def quantize(self, converted: dict[str, bytes] | None = None) -> None:
+        """Run every matrix product in int8 from now on (poetgen.quantize), from the TFLite models in
+        `converted` (by product_kernels() name) where given, else converted now (that needs TensorFlow).
+        The first layer's input stays a float32 table lookup."""
         from poetgen.quantize import Int8Product
 
+        converted = converted or {}
+        products = {name: Int8Product(kernel, converted.get(name)) for name, kernel in self.product_kernels().items()}
         for i, layer in enumerate(self.layers):
             if i > 0:
-                layer[0] = Int8Product(layer[0].kernel)
-            layer[1] = Int8Product(layer[1].kernel)
+                layer[0] = products[f"rnn_{i}_input"]
+            layer[1] = products[f"rnn_{i}_recurrent"]
         if self.projection is not None:
-            self.projection = (Int8Product(self.projection[0].kernel), self.projection[1])
-        self.output = Int8Product(self.output.kernel)
+            self.projection = (products["projection"], self.projection[1])
+        self.output = products["output"]
         self.int8 = True
 
     @classmethod
@@ -246,9 +262,10 @@ class NumpyStepper:
         """The first layer's input product of each id: a row of the folded table, folded now if it is
         the id's first use. Each row is its own product, so it does not depend on which ids came first
         (threads may fold the same row at once: they write the same values)."""
-        if not self._complete:
+        fresh = None if self._complete else ids[~self._folded[ids]]
+        if fresh is not None and fresh.size:
             kernel, _, input_bias, _ = self.layers[0]
-            for i in np.unique(ids[~self._folded[ids]]):
+            for i in np.unique(fresh):
                 self.input_table[i] = self.embedding[i] @ kernel.kernel + input_bias
                 self._folded[i] = True
         return self.input_table[ids]
@@ -257,10 +274,14 @@ class NumpyStepper:
         """The output layer's input (the last layer's output, projected when the model has a
         projection) with a column of ones appended (it multiplies the bias row)."""
         h = state[-states_per_layer(self.config.cell)]
+        top = np.empty((len(h), self.output_rows.shape[1]), np.float32)
         if self.projection is not None:
             kernel, bias = self.projection
-            h = kernel(h) + bias
-        return np.concatenate([h, np.ones((len(h), 1), np.float32)], axis=1)
+            np.add(kernel(h), bias, out=top[:, :-1])
+        else:
+            top[:, :-1] = h
+        top[:, -1] = 1
+        return top
 
     def logits(self, state: list[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
         """(batch, vocab) next-character logits after `state`, written into `out` when given."""

@@ -13,6 +13,7 @@ import numpy as np
 
 from poetgen.errors import BadModel
 from poetgen.model import NumpyStepper
+from poetgen.quantize import choose_precision
 from poetgen.weights import layer_weights
 from poetgen.tokenizer import BOUNDARY
 
@@ -27,8 +28,9 @@ class ReverseScorer:
         self.tokenizer = tokenizer
 
     @classmethod
-    def load(cls, bundle_dir: Path, tokenizer) -> "ReverseScorer | None":
-        """The bundle's reverse model, or None when it has none."""
+    def load(cls, bundle_dir: Path, tokenizer, int8: bool | None = None) -> "ReverseScorer | None":
+        """The bundle's reverse model, or None when it has none; in int8 per `int8`, as the forward
+        model (poetgen.quantize.choose_precision: None is int8 when reverse/ carries its products)."""
         from poetgen.bundle import load_bundle
 
         directory = Path(bundle_dir) / REVERSE_DIR
@@ -41,7 +43,9 @@ class ReverseScorer:
         if not reverse.config.get("train", {}).get("reverse"):
             raise BadModel(f"{directory}: not a reverse model (train it with --reverse)")
         weights = reverse.weights if reverse.weights is not None else layer_weights(reverse.model)
-        return cls(NumpyStepper(weights, reverse.model_config), tokenizer)
+        stepper = NumpyStepper(weights, reverse.model_config)
+        choose_precision(stepper, directory, int8)
+        return cls(stepper, tokenizer)
 
     def mean_log_probs(self, texts: list[str], prefix: list[int]) -> np.ndarray:
         """(len(texts),) mean natural-log probability per predicted token of each reversed text and

@@ -130,14 +130,11 @@ class NoRepeat(Rule):
     """No character twice within a line."""
 
     def apply(self, logits, step):
-        if step.pos == 0:
+        backs = np.arange(1, min(int(step.column.max()), step.pos) + 1)   # how far back the line goes
+        if not backs.size:
             return
-        rows = np.arange(len(logits))
-        for back in range(1, int(step.column.max()) + 1):
-            if back > step.pos:
-                break
-            same_line = step.column >= back
-            logits[rows[same_line], step.history[same_line, step.pos - back]] = NEG
+        rows, back = np.nonzero(step.column[:, None] >= backs)   # (row, how far back) within the row's line
+        logits[rows, step.history[rows, step.pos - backs[back]]] = NEG
 
 
 class Rhyme(Rule):
@@ -189,6 +186,9 @@ class Tone(Rule):
                  nudge: float = 1.5):
         tones = sorted(can_be)
         self.can_be = np.stack([can_be[t] for t in tones])      # (tones, vocab); unknown chars fit both
+        # Added to the logits (a boolean-mask assignment costs ten times more): -inf or -nudge off the tone
+        self.strict_add = np.where(self.can_be, np.float32(0), NEG)
+        self.nudge_add = np.where(self.can_be, np.float32(0), -np.float32(nudge))
         # (batch, lines, columns): the index of the tone each position asks for
         self.required = np.array([[[tones.index(t) for t in line] for line in pattern] for pattern in patterns])
         self.strict = set(strict)
@@ -198,11 +198,8 @@ class Tone(Rule):
         column = int(step.column[0])
         if column < 0:
             return
-        wrong = ~self.can_be[self.required[np.arange(len(logits)), step.line, column]]   # (batch, vocab)
-        if column in self.strict:
-            logits[wrong] = NEG
-        else:
-            np.subtract(logits, self.nudge, out=logits, where=wrong)
+        asked = self.required[np.arange(len(logits)), step.line, column]   # (batch,) tone index
+        logits += (self.strict_add if column in self.strict else self.nudge_add)[asked]
 
 
 class Theme(Rule):

@@ -125,13 +125,14 @@ def test_keras_export_is_a_bundle_that_generate_loads(tiny_bundle, tmp_path):
     out = tmp_path / "portable"
     result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.keras", "tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "int8.npz", "model.keras", "tokenizer.json"]
     args = ["generate", "--seed", "3", "-n", "3", "--form", "qijue", "--format", "json"]
-    exported = run_cli(*args, "--model", out)
-    original = run_cli(*args, "--model", tiny_bundle)
-    assert exported.exit_code == 0, exported.output
-    texts = [p["text"] for p in json.loads(exported.stdout)["poems"]]
-    assert texts == [p["text"] for p in json.loads(original.stdout)["poems"]]
+    for precision in ("--int8", "--float32"):   # the export runs in int8 by default, from its own products
+        exported = run_cli(*args, *([] if precision == "--int8" else [precision]), "--model", out)
+        original = run_cli(*args, precision, "--model", tiny_bundle)
+        assert exported.exit_code == 0, exported.output
+        texts = [p["text"] for p in json.loads(exported.stdout)["poems"]]
+        assert texts == [p["text"] for p in json.loads(original.stdout)["poems"]]
 
 
 def test_tflite_step_model_matches_the_numpy_stepper(tiny_bundle, tmp_path):

@@ -71,6 +71,9 @@ def test_shipped_keras_export_has_no_dropout_and_same_logits(shipped, shipped_ke
     assert exported.model_config.dropout == 0.0
     assert not [layer for layer in exported.model.layers if "dropout" in type(layer).__name__.lower()]
     np.testing.assert_allclose(expected_logits(exported.model), expected_logits(shipped.model), rtol=1e-5, atol=1e-5)
+    from poetgen.generate import Generator
+
+    assert Generator.load(shipped_keras).int8   # its int8 products fit its weights
 
 
 def test_shipped_tflite_steps_like_numpy(shipped, shipped_tflite):

@@ -1,5 +1,7 @@
 """The int8 output layer: close to float32, independent of the batch, and a full generation mode."""
 
+import json
+import shutil
 import sys
 
 import numpy as np
@@ -169,3 +171,82 @@ def test_int8_steps_with_projection_and_tied_output():
         a, b = exact.advance(ids[t], a), quantized.advance(ids[t], b)
     np.testing.assert_allclose(quantized.logits(b), exact.logits(a), atol=0.02)
     assert not np.array_equal(quantized.logits(b), exact.logits(a))
+
+
+def quantized_copy(tiny_bundle, tmp_path):
+    from poetgen.quantize import INT8_FILE
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy, ignore=shutil.ignore_patterns("tensorboard", "*.png"))
+    result = CliRunner().invoke(cli, ["quantize", "--model", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"wrote {copy / INT8_FILE}"
+    with np.load(copy / INT8_FILE) as stored:
+        assert sorted(stored.files) == ["output", "output.fingerprint", "rnn_0_recurrent", "rnn_0_recurrent.fingerprint"]
+    return copy
+
+
+def test_a_quantized_bundle_generates_in_int8_by_default(tiny_bundle, tmp_path, int8_generator):
+    copy = quantized_copy(tiny_bundle, tmp_path)
+    default, exact = Generator.load(copy), Generator.load(copy, int8=False)
+    assert (default.int8, exact.int8, Generator.load(tiny_bundle).int8) == (True, False, False)
+    state = states(exact.stepper, 16, 5)
+    # the stored products are the ones --int8 converts at load
+    np.testing.assert_array_equal(default.stepper.logits(state), int8_generator.stepper.logits(state))
+    assert not np.array_equal(default.stepper.logits(state), exact.stepper.logits(state))
+    request = PoemRequest(form="wujue", n=3, sample=SampleOptions(seed=6))
+    texts = [p["text"] for p in default.generate(request)["poems"]]
+    assert texts == [p["text"] for p in int8_generator.generate(request)["poems"]]
+    cli_json = CliRunner().invoke(cli, ["generate", "--model", str(copy), "--form", "wujue", "-n", "3", "--seed", "6",
+                                        "--format", "json"])
+    assert [p["text"] for p in json.loads(cli_json.stdout)["poems"]] == texts
+    float_json = CliRunner().invoke(cli, ["generate", "--float32", "--model", str(copy), "--form", "wujue", "-n", "3",
+                                          "--seed", "6", "--format", "json"])
+    assert [p["text"] for p in json.loads(float_json.stdout)["poems"]] == \
+        [p["text"] for p in exact.generate(request)["poems"]]
+
+
+def test_products_of_other_weights_are_not_used(tiny_bundle, tmp_path, caplog):
+    from poetgen.quantize import INT8_FILE
+
+    copy = quantized_copy(tiny_bundle, tmp_path)
+    path = copy / INT8_FILE
+    with np.load(path) as stored:
+        arrays = dict(stored)
+    arrays["output.fingerprint"] = arrays["output.fingerprint"] + 1   # as if the model had been retrained
+    np.savez(path, **arrays)
+    with caplog.at_level("WARNING"):
+        generator = Generator.load(copy)
+    assert not generator.int8
+    assert "int8 products output were converted from other weights; run `poetgen quantize` again" in caplog.text
+
+
+def test_a_corrupt_int8_file_is_one_line_and_float32_still_works(tiny_bundle, tmp_path):
+    from poetgen.quantize import INT8_FILE
+
+    copy = quantized_copy(tiny_bundle, tmp_path)
+    (copy / INT8_FILE).write_bytes(b"PK\x03\x04 not an archive")
+    result = CliRunner().invoke(cli, ["generate", "--model", str(copy), "--seed", "1"])
+    assert result.exit_code != 0
+    assert result.stderr.strip().splitlines() == [
+        f"poetgen: error: {copy / INT8_FILE}: corrupt int8 products (BadZipFile); run `poetgen quantize` again, "
+        f"or generate with --float32"]
+    assert (copy / INT8_FILE).read_bytes() == b"PK\x03\x04 not an archive"   # left as it was
+    assert CliRunner().invoke(cli, ["generate", "--float32", "--model", str(copy), "--seed", "1"]).exit_code == 0
+
+
+def test_without_litert_a_quantized_bundle_falls_back_to_float32(tiny_bundle, tmp_path, monkeypatch):
+    copy = quantized_copy(tiny_bundle, tmp_path)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)   # import fails
+    assert not Generator.load(copy).int8
+
+
+def test_the_shipped_model_and_its_reverse_run_in_int8_from_their_own_products():
+    shipped, exact = Generator.load(), Generator.load(int8=False)
+    assert shipped.int8 and shipped.reverse_scorer.stepper.int8          # every fingerprint matched
+    assert not exact.int8 and not exact.reverse_scorer.stepper.int8
+    for a, b in ((shipped.stepper, exact.stepper), (shipped.reverse_scorer.stepper, exact.reverse_scorer.stepper)):
+        state = states(b, 8, 6)
+        quantized, reference = a.logits(state), b.logits(state)
+        assert np.abs(quantized - reference).max() <= 0.03 * np.abs(reference).max()
+        assert (quantized.argmax(1) == reference.argmax(1)).mean() >= 0.75
