@@ -213,7 +213,7 @@ def test_export_refuses_to_overwrite_without_force(tiny_bundle, tmp_path):
     assert (out / "model.tflite").read_bytes() == before
     forced = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras", "--force")
     assert forced.exit_code == 0, forced.output
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.keras", "tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "int8.npz", "model.keras", "tokenizer.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]   # no temporary left behind
 
 
