@@ -270,7 +270,7 @@ class NumpyStepper:
                 self._folded[i] = True
         return self.input_table[ids]
 
-    def _top(self, state: list[np.ndarray]) -> np.ndarray:
+    def top(self, state: list[np.ndarray]) -> np.ndarray:
         """The output layer's input (the last layer's output, projected when the model has a
         projection) with a column of ones appended (it multiplies the bias row)."""
         h = state[-states_per_layer(self.config.cell)]
@@ -283,16 +283,20 @@ class NumpyStepper:
         top[:, -1] = 1
         return top
 
+    def logits_of_tops(self, tops: np.ndarray) -> np.ndarray:
+        """(rows, vocab) logits of output-layer inputs that top() gave, many steps' rows in one product."""
+        return self.output(tops)
+
     def logits(self, state: list[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
         """(batch, vocab) next-character logits after `state`, written into `out` when given."""
-        return self.output(self._top(state), out)
+        return self.output(self.top(state), out)
 
     def logit_at(self, state: list[np.ndarray], ids: np.ndarray) -> np.ndarray:
         """(batch,) the logit of one id per row, without computing the others. In int8 it is read
         from this thread's latest product for a batch this size, so call it after logits()."""
         if self.int8:
             return self.output.last_at(len(ids), ids)
-        return np.einsum("bu,bu->b", self._top(state), self.output_rows[ids])
+        return np.einsum("bu,bu->b", self.top(state), self.output_rows[ids])
 
     def step(self, ids: np.ndarray, state: list[np.ndarray]):
         """ids (batch,) → (logits (batch, vocab), new state)."""

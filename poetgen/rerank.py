@@ -18,6 +18,7 @@ from poetgen.weights import layer_weights
 from poetgen.tokenizer import BOUNDARY
 
 REVERSE_DIR = "reverse"   # inside a bundle
+OUTPUT_ROWS = 256         # rows (steps × poems) per output-layer product when scoring
 
 
 class ReverseScorer:
@@ -63,13 +64,19 @@ class ReverseScorer:
         for token in prefix:
             state = stepper.advance(previous, state)
             previous = np.full(len(texts), token, np.int64)
-        total = np.zeros(len(texts), np.float64)
+        tops = []   # the output layer's input at every step: one product for many steps below
         for t in range(length):
             state = stepper.advance(previous, state)
-            logits = stepper.logits(state)
+            tops.append(stepper.top(state))
+            previous = targets[:, t]
+        tops = np.concatenate(tops)                       # (length × rows, units + 1), step-major
+        flat_targets = targets.T.reshape(-1)
+        picked = np.empty(len(tops), np.float64)
+        for start in range(0, len(tops), OUTPUT_ROWS):   # the output layer's weights read once per block
+            logits = stepper.logits_of_tops(tops[start:start + OUTPUT_ROWS])
             top = logits.max(axis=1)
             normalizer = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
-            picked = logits[np.arange(len(texts)), targets[:, t]] - normalizer
-            total += np.where(live[:, t], picked, 0.0)
-            previous = targets[:, t]
+            rows = np.arange(len(logits))
+            picked[start:start + len(logits)] = logits[rows, flat_targets[start:start + len(logits)]] - normalizer
+        total = np.where(live.T.reshape(-1), picked, 0.0).reshape(length, len(texts)).sum(axis=0)
         return total / live.sum(axis=1)

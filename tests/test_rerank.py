@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -93,3 +94,17 @@ def test_a_reverse_model_of_another_tokenizer_is_refused(with_reverse, tmp_path)
         Generator.load(other).reverse_scorer
     result = CliRunner().invoke(cli, ["generate", "--model", str(other), "--best-of", "2"])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "reverse" in result.output
+
+
+def test_reverse_scores_do_not_depend_on_how_the_output_layer_is_blocked(with_reverse, monkeypatch):
+    import poetgen.rerank as rerank
+    from poetgen.generate import Generator
+
+    bundle, _ = with_reverse
+    scorer = Generator.load(bundle).reverse_scorer
+    texts = ["白日依山尽，黄河入海流。", "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。", "床前明月光，疑是地上霜。"]
+    whole = scorer.mean_log_probs(texts, [])
+    monkeypatch.setattr(rerank, "OUTPUT_ROWS", 5)        # blocks that cut across steps and poems
+    np.testing.assert_allclose(scorer.mean_log_probs(texts, []), whole, rtol=1e-6)
+    alone = [scorer.mean_log_probs([text], [])[0] for text in texts]   # shorter poems are padded, not scored
+    np.testing.assert_allclose(alone, whole, rtol=1e-5)
