@@ -40,8 +40,13 @@ class Int8Product:
         self.kernel = kernel              # the float32 original
         self.model = model if model is not None else _convert(kernel)   # converted now unless given
         self._local = threading.local()   # interpreters are not thread-safe: one set per thread
-        with muted_stderr():              # the first interpreter announces its XNNPACK delegate
-            self._interpreter(1)
+        try:
+            with muted_stderr():          # the first interpreter announces its XNNPACK delegate
+                self._interpreter(1)
+        except (ValueError, RuntimeError) as error:   # bytes that are not a TFLite model of this product
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise BadModel(f"an int8 product cannot be loaded ({reason}); run `poetgen quantize` again, "
+                           f"or generate with --float32") from None
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(batch, outputs) for (batch, inputs), copied into `out` when given."""

@@ -250,3 +250,18 @@ def test_the_shipped_model_and_its_reverse_run_in_int8_from_their_own_products()
         quantized, reference = a.logits(state), b.logits(state)
         assert np.abs(quantized - reference).max() <= 0.03 * np.abs(reference).max()
         assert (quantized.argmax(1) == reference.argmax(1)).mean() >= 0.75
+
+
+def test_damaged_product_bytes_are_one_line(tiny_bundle, tmp_path):
+    from poetgen.quantize import INT8_FILE
+
+    copy = quantized_copy(tiny_bundle, tmp_path)
+    with np.load(copy / INT8_FILE) as stored:
+        arrays = dict(stored)
+    arrays["output"] = arrays["output"][: len(arrays["output"]) // 3]   # truncated, fingerprint intact
+    np.savez(copy / INT8_FILE, **arrays)
+    result = CliRunner().invoke(cli, ["generate", "--model", str(copy), "--seed", "1"])
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("poetgen: error: an int8 product cannot be loaded (")
+    assert lines[0].endswith("run `poetgen quantize` again, or generate with --float32")

@@ -231,7 +231,20 @@ def test_a_request_gets_the_same_poems_batched_or_alone(generator, max_rows, bat
         assert without_timing(result) == without_timing(generator.generate(request))
 
 
-def test_concurrent_http_requests_are_batched(generator):
+@pytest.fixture(scope="module")
+def int8_generator(tiny_bundle):
+    pytest.importorskip("ai_edge_litert.interpreter")
+    from poetgen.generate import Generator
+
+    return Generator.load(tiny_bundle, int8=True)
+
+
+def test_concurrent_http_requests_are_batched(int8_generator):
+    # In int8 (the default wherever a bundle carries its products) a row's products are integer sums,
+    # exactly the same in a batch of 11 as alone. In float32 BLAS rounds a row differently by its batch
+    # size and place in it, and seed 111 has a near-tie that this tips when the requests queue in
+    # another order (about one run in four under heavy load).
+    generator = int8_generator
     held = Held(generator)
     answers = {}
 
