@@ -236,6 +236,7 @@ class Batcher:
             poems = self.generator.sample_rows(batch[0].prepared, streams)
             if len(poems) != len(streams):
                 raise RuntimeError(f"sampling returned {len(poems)} poems for {len(streams)} rows")
+            backward = self._backward_scores(batch, poems)
         except Exception as error:  # the worker must outlive any failure; the callers see it
             log.exception("a batch of %d requests failed", len(batch))
             for job in batch:
@@ -247,7 +248,7 @@ class Batcher:
         for job in batch:
             try:
                 result = self.generator.finish(job.prepared, poems[offset:offset + job.rows],
-                                               share * job.prepared.request.n)
+                                               share * job.prepared.request.n, backward.get(id(job)))
             except Exception as error:
                 log.exception("finishing a request failed")
                 _fail(job, _batch_failed(error))
@@ -255,6 +256,24 @@ class Batcher:
                 _answer(job, result)
             offset += job.rows
         self._count(batch, len(streams))
+
+    def _backward_scores(self, batch: list[Job], poems: list[dict]) -> dict:
+        """{id(job): its candidates' reverse-model scores} for the jobs ranked with it, all read in one
+        batch: the reverse model's products, like the forward model's, cost little more for more rows."""
+        spans, offset = [], 0
+        for job in batch:
+            if self.generator.ranks_backwards(job.prepared):
+                spans.append((job, offset))
+            offset += job.rows
+        if not spans:
+            return {}
+        texts = [poem["text"] for job, start in spans for poem in poems[start:start + job.rows]]
+        scores = self.generator.backward_scores(batch[0].prepared, texts)
+        backward, at = {}, 0
+        for job, _ in spans:
+            backward[id(job)] = scores[at:at + job.rows]
+            at += job.rows
+        return backward
 
     def _count(self, batch: list[Job], rows: int) -> None:
         self.stats.requests += len(batch)

@@ -12,6 +12,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from poetgen import ranking, request as requests
 from poetgen.bundle import TOKENIZER_FILE, Bundle, load_bundle, model_config_of, read_config
 from poetgen.checks import check_poem
@@ -90,13 +92,17 @@ class Generator:
         shares = min(_cores(), len(streams) // SHARE_ROWS)
         if shares < 2:
             return self._sample_share(prepared, streams)
-        size = -(-len(streams) // shares)
-        parts = [streams[start:start + size] for start in range(0, len(streams), size)]
+        done = self._in_shares(streams, shares, lambda part: self._sample_share(prepared, part))
+        return [poem for part in done for poem in part]
+
+    def _in_shares(self, rows: list, shares: int, work) -> list:
+        """work(part) for `shares` consecutive parts of `rows`, one thread each, with a single-threaded BLAS."""
+        size = -(-len(rows) // shares)
+        parts = [rows[start:start + size] for start in range(0, len(rows), size)]
         if self._workers is None:
             self._workers = ThreadPoolExecutor(_cores(), thread_name_prefix="poetgen-share")
         with _blas().limit(limits=1):
-            done = list(self._workers.map(lambda part: self._sample_share(prepared, part), parts))
-        return [poem for part in done for poem in part]
+            return list(self._workers.map(work, parts))
 
     def _sample_share(self, prepared: PreparedRequest, streams: list[tuple[int, int]]) -> list[dict]:
         active, patterns = build_rules(prepared, self.tables, streams)
@@ -113,11 +119,29 @@ class Generator:
         check = check_poem(text, prepared.form, self.tables.prosody, prepared.acrostic)
         return ranking.poem_record(text, prepared.form, logprob, check, patterns[row] if patterns else None)
 
-    def finish(self, prepared: PreparedRequest, candidates: list[dict], elapsed: float) -> dict:
-        """The result for `prepared` from its n × best_of candidates, in stream order."""
+    def ranks_backwards(self, prepared: PreparedRequest) -> bool:
+        """True when `prepared`'s candidates are ranked with the reverse model too."""
+        request = prepared.request
+        return request.best_of > 1 and request.reverse_weight > 0 and self.reverse_scorer is not None
+
+    def backward_scores(self, prepared: PreparedRequest, texts: list[str]):
+        """The reverse model's mean log-probability of each text, after `prepared`'s control prefix; texts
+        of several requests with the same batch_key() may be scored at once (a row's score is its own).
+        Many texts are split across the cores as sample_rows() splits rows: the vocabulary-wide
+        normalisers, not the weights, are most of the cost of a large batch."""
+        scorer, prefix = self.reverse_scorer, self.prefix(prepared)
+        shares = min(_cores(), len(texts) // SHARE_ROWS)
+        if shares < 2:
+            return scorer.mean_log_probs(texts, prefix)
+        return np.concatenate(self._in_shares(texts, shares, lambda part: scorer.mean_log_probs(part, prefix)))
+
+    def finish(self, prepared: PreparedRequest, candidates: list[dict], elapsed: float, backward=None) -> dict:
+        """The result for `prepared` from its n × best_of candidates, in stream order; `backward`: their
+        backward_scores() when already computed (poetgen.batching scores a whole batch at once)."""
         n, request = prepared.request.n, prepared.request
-        if request.best_of > 1 and request.reverse_weight > 0 and self.reverse_scorer is not None:
-            backward = self.reverse_scorer.mean_log_probs([c["text"] for c in candidates], self.prefix(prepared))
+        if self.ranks_backwards(prepared):
+            if backward is None:
+                backward = self.backward_scores(prepared, [c["text"] for c in candidates])
             ranking.add_reverse_scores(candidates, backward, request.reverse_weight)
         return {"poems": ranking.keep_best(candidates, n, prepared.request.best_of),
                 "keywords": list(prepared.keywords), "seed": prepared.seed, "form": prepared.form,

@@ -18,7 +18,7 @@ from poetgen.weights import layer_weights
 from poetgen.tokenizer import BOUNDARY
 
 REVERSE_DIR = "reverse"   # inside a bundle
-OUTPUT_ROWS = 256         # rows (steps × poems) per output-layer product when scoring
+OUTPUT_ROWS = 128         # rows (steps × poems) per output-layer product when scoring
 
 
 class ReverseScorer:
@@ -72,11 +72,15 @@ class ReverseScorer:
         tops = np.concatenate(tops)                       # (length × rows, units + 1), step-major
         flat_targets = targets.T.reshape(-1)
         picked = np.empty(len(tops), np.float64)
+        ones = None
         for start in range(0, len(tops), OUTPUT_ROWS):   # the output layer's weights read once per block
-            logits = stepper.logits_of_tops(tops[start:start + OUTPUT_ROWS])
-            top = logits.max(axis=1)
-            normalizer = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+            logits = stepper.logits_of_tops(tops[start:start + OUTPUT_ROWS])   # a fresh array: edited in place
             rows = np.arange(len(logits))
-            picked[start:start + len(logits)] = logits[rows, flat_targets[start:start + len(logits)]] - normalizer
+            chosen = logits[rows, flat_targets[start:start + len(logits)]]
+            top = logits.max(axis=1)
+            np.subtract(logits, top[:, None], out=logits)
+            np.exp(logits, out=logits)
+            ones = np.ones(logits.shape[1], logits.dtype) if ones is None else ones
+            picked[start:start + len(logits)] = chosen - top - np.log(logits @ ones)   # row sums by BLAS: faster
         total = np.where(live.T.reshape(-1), picked, 0.0).reshape(length, len(texts)).sum(axis=0)
         return total / live.sum(axis=1)

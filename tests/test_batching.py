@@ -45,10 +45,10 @@ class Faulty:
             raise WorkerKilled("injected")
         return self.generator.sample_rows(job, streams)
 
-    def finish(self, job, candidates, elapsed):
+    def finish(self, job, candidates, elapsed, backward=None):
         if job.seed == self.fail_finish_seed:
             raise ZeroDivisionError("injected in finish")
-        return self.generator.finish(job, candidates, elapsed)
+        return self.generator.finish(job, candidates, elapsed, backward)
 
 
 def prepared(generator, seed):

@@ -108,3 +108,53 @@ def test_reverse_scores_do_not_depend_on_how_the_output_layer_is_blocked(with_re
     np.testing.assert_allclose(scorer.mean_log_probs(texts, []), whole, rtol=1e-6)
     alone = [scorer.mean_log_probs([text], [])[0] for text in texts]   # shorter poems are padded, not scored
     np.testing.assert_allclose(alone, whole, rtol=1e-5)
+
+
+def test_a_served_batch_is_read_backwards_at_once_and_ranks_as_alone(with_reverse):
+    pytest.importorskip("ai_edge_litert.interpreter")
+    from poetgen.batching import Batcher, BatchOptions
+    from poetgen.generate import Generator, PoemRequest
+    from poetgen.sampling import SampleOptions
+
+    bundle, _ = with_reverse
+    generator = Generator.load(bundle, int8=True)   # int8: a row's scores are the same in any batch
+    calls = []
+    original = generator.backward_scores
+    generator.backward_scores = lambda prepared, texts: calls.append(len(texts)) or original(prepared, texts)
+    requests = [PoemRequest(n=2, best_of=3, sample=SampleOptions(seed=1)),
+                PoemRequest(best_of=3, reverse_weight=0.0, sample=SampleOptions(seed=2)),   # forward only
+                PoemRequest(best_of=4, sample=SampleOptions(seed=3))]
+    batcher = Batcher(generator, BatchOptions(max_wait_ms=0))
+    futures = [batcher.submit(generator.prepare(request)) for request in requests]   # queued: one batch
+    batcher.start()
+    try:
+        served = [future.result(timeout=120) for future in futures]
+    finally:
+        batcher.stop()
+    assert batcher.stats.batches == 1 and calls == [2 * 3 + 4]   # one reading, of the ranked requests' rows
+    calls.clear()
+    for request, result in zip(requests, served):
+        alone = generator.generate(request)
+        assert [p["text"] for p in result["poems"]] == [p["text"] for p in alone["poems"]]
+        assert [p.get("reverse_logprob") for p in result["poems"]] == [p.get("reverse_logprob") for p in alone["poems"]]
+    assert "reverse_logprob" in served[0]["poems"][0] and "reverse_logprob" not in served[1]["poems"][0]
+
+
+def test_many_texts_are_read_backwards_in_shares_with_the_same_scores(with_reverse, monkeypatch):
+    pytest.importorskip("ai_edge_litert.interpreter")
+    import poetgen.generate as generate
+    from poetgen.generate import Generator, PoemRequest
+
+    bundle, _ = with_reverse
+    generator = Generator.load(bundle, int8=True)
+    texts = [p["text"] for p in generator.generate(PoemRequest(n=10, best_of=1))["poems"]]
+    prepared = generator.prepare(PoemRequest())
+    whole = generator.reverse_scorer.mean_log_probs(texts, generator.prefix(prepared))
+    monkeypatch.setattr(generate, "SHARE_ROWS", 3)                # 10 texts: one share per core
+    shared = []
+    original = generator._in_shares
+    monkeypatch.setattr(generator, "_in_shares", lambda rows, shares, work: shared.append(shares) or
+                        original(rows, shares, work))
+    # equal but for float32 rounding in the row sums (a row's place in its block of steps)
+    np.testing.assert_allclose(generator.backward_scores(prepared, texts), whole, rtol=1e-7)
+    assert shared == ([min(generate._cores(), 3)] if generate._cores() > 1 else [])
