@@ -36,7 +36,7 @@ def test_step_forms_match_the_full_model(cell, option):
         keras_state = [np.asarray(s) for s in outputs[1:]]
         np.testing.assert_allclose(logits, full[:, t], atol=1e-4)
         np.testing.assert_allclose(np.asarray(outputs[0]), full[:, t], atol=1e-4)
-    top = stepper._top(state)
+    top = stepper.top(state)
     picks = np.array([4, 9, 17])
     np.testing.assert_allclose(stepper.logit_at(state, picks), logits[np.arange(3), picks], atol=1e-4)
     assert (config.tie_embeddings and "logits" not in [l.name for l in model.layers]) or not config.tie_embeddings
