@@ -304,3 +304,20 @@ def test_tensorboard_write_errors_are_one_warning_and_training_goes_on(run_copy,
     monkeypatch.undo()
     load_bundle(run_copy)
     assert read_state(run_copy)["state"]["epochs_done"] == 2
+
+
+def test_disk_full_at_quantize_keeps_the_previous_int8_products(tiny_bundle, tmp_path, monkeypatch):
+    from poetgen.generate import Generator
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle, ignore=shutil.ignore_patterns("tensorboard", "*.png"))
+    assert invoke("quantize", "--model", bundle).exit_code == 0
+    before = digest(bundle / "int8.npz")
+    fail_writes_to(monkeypatch, "int8.npz", errno.ENOSPC)
+    result = invoke("quantize", "--model", bundle)
+    assert_one_line(result, f"cannot write {bundle / 'int8.npz'}", "(ENOSPC)", "the previous int8.npz is unchanged")
+    assert digest(bundle / "int8.npz") == before
+    assert not [p for p in bundle.iterdir() if p.name not in ("config.json", "model.keras", "tokenizer.json",
+                                                            "int8.npz", "log.csv", "resume")]
+    monkeypatch.undo()
+    assert Generator.load(bundle).int8                    # the products kept still fit the weights
