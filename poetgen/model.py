@@ -13,6 +13,7 @@ import weakref
 import numpy as np
 
 from poetgen.errors import BadInput
+from poetgen.tokenizer import BOUNDARY
 
 CELLS = ("lstm", "gru", "simplernn")
 
@@ -166,9 +167,31 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 # size the whole table is folded at load; a wider model's (vocabulary × 4 units floats: 115 MB for the
 # shipped LSTM-768) folds each row on its first use, so a one-poem run touches a few hundred rows.
 FOLD_LIMIT_BYTES = 32 * 2**20
+PREFIX_STATES = 16   # after_prefix() states kept per stepper (a few prefixes × batch sizes)
 
 
-class NumpyStepper:
+class PrefixCache:
+    """after_prefix() for a stepper (anything with initial_state() and advance()), kept per stepper."""
+
+    def after_prefix(self, prefix: tuple[int, ...], batch: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """(state, last id) once `batch` rows have read the boundary and all but the last of `prefix`
+        (a conditioned model's control ids): the same for every request with that prefix, so a few are
+        kept. States are never changed in place, so requests may share one."""
+        kept = self.__dict__.setdefault("_prefixed", {})   # (prefix, batch) -> (state, last id)
+        key = (tuple(prefix), batch)
+        if key not in kept:
+            state, previous = self.initial_state(batch), np.full(batch, BOUNDARY, np.int64)
+            for token in prefix:
+                state = self.advance(previous, state)
+                previous = np.full(batch, token, np.int64)
+            if len(kept) >= PREFIX_STATES:
+                kept.pop(next(iter(kept)))
+            kept[key] = (state, previous)
+        state, previous = kept[key]
+        return list(state), previous.copy()
+
+
+class NumpyStepper(PrefixCache):
     """One generation step in NumPy, float32, from the model's weights (int8 products after quantize()).
 
     The first layer's input projection is folded into the embedding table (a row lookup replaces a
@@ -237,6 +260,7 @@ class NumpyStepper:
             self.projection = (products["projection"], self.projection[1])
         self.output = products["output"]
         self.int8 = True
+        self._prefixed = {}   # those states were stepped in float32
 
     @classmethod
     def from_model(cls, model, config: ModelConfig) -> "NumpyStepper":

@@ -71,7 +71,10 @@ class Int8Product:
         """This thread's interpreter for batches of `rows`, sized to the next power of two: each holds its
         own packed copy of the weights (~2 MB for the shipped output layer), so sizes are few. One thread:
         a second makes back-to-back products 3x faster but wakes too slowly between sampling steps."""
-        rows = 1 << max(rows - 1, 0).bit_length()
+        last = getattr(self._local, "last", None)   # most steps ask for the batch size of the one before
+        if last is not None and last.asked == rows:
+            return last.runner
+        asked, rows = rows, 1 << max(rows - 1, 0).bit_length()
         runners = self._local.__dict__.setdefault("runners", {})
         if rows not in runners:
             interpreter = self._interpreter_class(model_content=self.model, num_threads=1)
@@ -79,6 +82,7 @@ class Int8Product:
             interpreter.resize_tensor_input(detail["index"], [rows, detail["shape"][1]])
             interpreter.allocate_tensors()
             runners[rows] = _Runner(interpreter, rows, detail["index"], interpreter.get_output_details()[0]["index"])
+        self._local.last = _Last(asked, runners[rows])
         return runners[rows]
 
 
@@ -87,6 +91,11 @@ class _Runner(NamedTuple):
     rows: int             # that batch size
     input: int            # index of its input tensor
     output: int           # index of its output tensor
+
+
+class _Last(NamedTuple):
+    asked: int        # the batch size last asked for in this thread
+    runner: _Runner   # the runner it got
 
 
 def _interpreter_class():

@@ -59,11 +59,7 @@ class ReverseScorer:
             targets[row, :len(sequence)] = sequence
             live[row, :len(sequence)] = True
         stepper = self.stepper
-        state = stepper.initial_state(len(texts))
-        previous = np.full(len(texts), BOUNDARY, np.int64)
-        for token in prefix:
-            state = stepper.advance(previous, state)
-            previous = np.full(len(texts), token, np.int64)
+        state, previous = stepper.after_prefix(tuple(prefix), len(texts))
         tops = []   # the output layer's input at every step: one product for many steps below
         for t in range(length):
             state = stepper.advance(previous, state)

@@ -7,6 +7,7 @@ on its batch nor on other requests batched with it. Probabilities are computed i
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -155,7 +156,15 @@ def _log_normalizer(logits: np.ndarray, scratch: np.ndarray) -> np.ndarray:
 def _row_sums(x: np.ndarray) -> np.ndarray:
     """Sums of the rows of a C-contiguous 2-D array: a BLAS product with ones, several times
     faster than NumPy's reduction on short or many rows."""
-    return x @ np.ones(x.shape[1], x.dtype)
+    return x @ _ones(x.shape[1], x.dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _ones(width: int, dtype) -> np.ndarray:
+    """A read-only vector of ones, made once per width (a step asks for two)."""
+    ones = np.ones(width, dtype)
+    ones.flags.writeable = False
+    return ones
 
 
 def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: SampleOptions,
@@ -181,11 +190,7 @@ def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: Sa
     done = np.zeros(batch, bool)
     log_probs = np.zeros(batch, np.float64)
     sampled = np.zeros(batch, np.int64)
-    state = stepper.initial_state(batch)
-    previous = np.full(batch, BOUNDARY, np.int64)
-    for token in prefix:
-        state = stepper.advance(previous, state)
-        previous = np.full(batch, token, np.int64)
+    state, previous = stepper.after_prefix(tuple(prefix), batch)
     punctuation = np.array(sorted(shape.punctuation), np.int64)
     logits = scratch = None
     for pos in range(length):
@@ -203,10 +208,15 @@ def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: Sa
             normalizer = _log_normalizer(logits, scratch)
             _apply_rules(logits, rules, step, stepper, state)
             chosen = choose(logits, options, rngs, scratch)
-            live = ~done
-            log_probs[live] += (stepper.logit_at(state, chosen) - normalizer)[live]
-            sampled[live] += 1
-        chosen = np.where(done, BOUNDARY, chosen)
+            if shape.layout is not None:   # a fixed layout: no row ends early
+                log_probs += stepper.logit_at(state, chosen) - normalizer
+                sampled += 1
+            else:
+                live = ~done
+                log_probs[live] += (stepper.logit_at(state, chosen) - normalizer)[live]
+                sampled[live] += 1
+        if shape.layout is None:
+            chosen = np.where(done, BOUNDARY, chosen)
         for rule in rules:
             rule.observe(chosen, step)
         history[:, pos] = chosen

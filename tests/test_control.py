@@ -72,7 +72,9 @@ def test_prefix_is_read_after_the_boundary_before_the_first_character():
     from poetgen.rules import Prompt
     from poetgen.sampling import SampleOptions, Shape, sample
 
-    class Recorder:   # a stepper that records what it is fed
+    from poetgen.model import PrefixCache
+
+    class Recorder(PrefixCache):   # a stepper that records what it is fed
         def __init__(self):
             self.fed = []
 
@@ -87,6 +89,9 @@ def test_prefix_is_read_after_the_boundary_before_the_first_character():
     sample(stepper, [Prompt([7, 8], 1)], Shape(None, 2, frozenset()), 1, SampleOptions(seed=0),
            prefix=[40, 41])
     assert stepper.fed == [BOUNDARY, 40, 41, 7]
+    sample(stepper, [Prompt([7, 8], 1)], Shape(None, 2, frozenset()), 1, SampleOptions(seed=0),
+           prefix=[40, 41])
+    assert stepper.fed == [BOUNDARY, 40, 41, 7, 41, 7]   # the prefix's state is kept: read once
 
 
 def tagged_corpus(path):

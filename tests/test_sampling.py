@@ -6,6 +6,7 @@ import pytest
 from poetgen import rules
 from poetgen.errors import BadInput
 from poetgen.layout import layout_of
+from poetgen.model import PrefixCache
 from poetgen.sampling import SampleOptions, Shape, choose, sample
 from poetgen.tokenizer import BOUNDARY
 
@@ -13,7 +14,7 @@ COMMA, PERIOD = 3, 4
 VOCAB = 40
 
 
-class FakeStepper:
+class FakeStepper(PrefixCache):
     """Logits favour `preferred[pos]` (one id per step) by a large margin, then id order."""
 
     def __init__(self, preferred):
@@ -22,7 +23,6 @@ class FakeStepper:
 
     def initial_state(self, batch):
         return [np.zeros((batch, 1), np.float32)]
-
     def advance(self, ids, state):
         self.pos += 1
         return [np.zeros((len(ids), 1), np.float32)]
