@@ -6,6 +6,7 @@ ranking.py; the Generator steps them in batches on a thread pool. It serves no H
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -91,9 +92,15 @@ class Generator:
         """
         shares = min(_cores(), len(streams) // SHARE_ROWS)
         if shares < 2:
-            return self._sample_share(prepared, streams)
+            with self._one_blas_thread():
+                return self._sample_share(prepared, streams)
         done = self._in_shares(streams, shares, lambda part: self._sample_share(prepared, part))
         return [poem for part in done for poem in part]
+
+    def _one_blas_thread(self):
+        """In int8 the products run in LiteRT and NumPy's BLAS only sums rows: one thread, for its idle
+        ones spin on the other core (a 浣溪沙 at batch 1: 24.4 -> 18.5 ms). Float32 keeps BLAS's own."""
+        return _blas().limit(limits=1) if self.int8 else contextlib.nullcontext()
 
     def _in_shares(self, rows: list, shares: int, work) -> list:
         """work(part) for `shares` consecutive parts of `rows`, one thread each, with a single-threaded BLAS."""
@@ -132,7 +139,8 @@ class Generator:
         scorer, prefix = self.reverse_scorer, self.prefix(prepared)
         shares = min(_cores(), len(texts) // SHARE_ROWS)
         if shares < 2:
-            return scorer.mean_log_probs(texts, prefix)
+            with self._one_blas_thread():
+                return scorer.mean_log_probs(texts, prefix)
         return np.concatenate(self._in_shares(texts, shares, lambda part: scorer.mean_log_probs(part, prefix)))
 
     def finish(self, prepared: PreparedRequest, candidates: list[dict], elapsed: float, backward=None) -> dict:
