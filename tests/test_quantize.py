@@ -265,3 +265,18 @@ def test_damaged_product_bytes_are_one_line(tiny_bundle, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("poetgen: error: an int8 product cannot be loaded (")
     assert lines[0].endswith("run `poetgen quantize` again, or generate with --float32")
+
+
+def test_int8_generation_sums_rows_on_one_blas_thread(int8_generator, generator, monkeypatch):
+    import poetgen.sampling as sampling
+    from poetgen.generate import _blas
+
+    seen = []
+    original = sampling._row_sums
+    monkeypatch.setattr(sampling, "_row_sums", lambda x: seen.append(_blas().info()[0]["num_threads"]) or original(x))
+    default = _blas().info()[0]["num_threads"]
+    int8_generator.generate(PoemRequest(form="wujue", best_of=1, sample=SampleOptions(seed=1)))
+    assert seen and set(seen) == {1}                      # idle BLAS threads would spin on another core
+    seen.clear()
+    generator.generate(PoemRequest(form="wujue", best_of=1, sample=SampleOptions(seed=1)))   # float32
+    assert set(seen) == {default}
