@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from poetgen.batching import BatchOptions
+
 MODES = {"batched": None, "one-at-a-time": 1}   # --max-batch per mode; None keeps the option given
 
 
@@ -43,7 +45,8 @@ def load_arguments(parser: argparse.ArgumentParser, seconds: float, warmup: floa
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=seconds, help=seconds_help)
     parser.add_argument("--warmup", type=float, default=warmup, help="unmeasured seconds first (caches, arenas)")
-    parser.add_argument("--max-batch", type=int, default=64, help="--max-batch of the (batched) server")
+    parser.add_argument("--max-batch", type=int, default=BatchOptions().max_rows,
+                        help="--max-batch of the (batched) server (default: the server's)")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="--batch-wait-ms of the server")
     parser.add_argument("--blas-threads", type=int, default=1, help="--blas-threads of the server")
     parser.add_argument("--log-dir", default="/tmp", help="where the server's log goes")

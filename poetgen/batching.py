@@ -38,7 +38,7 @@ class BatchFailed(PoetgenError):
 
 @dataclasses.dataclass(frozen=True)
 class BatchOptions:
-    max_rows: int = setting(64, low=1, high=1024)        # poems stepped together at most; 1: one request at a time
+    max_rows: int = setting(128, low=1, high=1024)       # rows (poems × best_of) stepped together at most; 1: one at a time
     max_wait_ms: float = setting(5.0, low=0, high=1000)  # how long a round waits for requests already arriving
     max_queue: int = setting(256, low=1)                 # requests waiting at most; more are answered 503
     timeout_s: float = setting(60.0, low=0, high=3600, low_open=True)   # seconds a request may wait; then 503

@@ -161,7 +161,7 @@ def test_keeps_serving_after_an_internal_error(generator):
 def test_healthz_and_model(client, tiny_bundle):
     health = client.get("/healthz")
     assert health.status_code == 200 and health.json()["status"] == "ok"
-    assert health.json()["batching"]["max_rows"] == 64
+    assert health.json()["batching"]["max_rows"] == 128
     info = client.get("/api/model").json()
     config = json.loads((tiny_bundle / "config.json").read_text(encoding="utf-8"))
     assert info["config"] == config and info["name"] == tiny_bundle.name
