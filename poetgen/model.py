@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import weakref
 
 import numpy as np
@@ -168,6 +169,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 # shipped LSTM-768) folds each row on its first use, so a one-poem run touches a few hundred rows.
 FOLD_LIMIT_BYTES = 32 * 2**20
 PREFIX_STATES = 16   # after_prefix() states kept per stepper (a few prefixes × batch sizes)
+_PREFIX_LOCK = threading.Lock()
 
 
 class PrefixCache:
@@ -179,15 +181,18 @@ class PrefixCache:
         kept. States are never changed in place, so requests may share one."""
         kept = self.__dict__.setdefault("_prefixed", {})   # (prefix, batch) -> (state, last id)
         key = (tuple(prefix), batch)
-        if key not in kept:
+        found = kept.get(key)
+        if found is None:   # threads that miss at once compute the same state; the lock keeps the dict whole
             state, previous = self.initial_state(batch), np.full(batch, BOUNDARY, np.int64)
             for token in prefix:
                 state = self.advance(previous, state)
                 previous = np.full(batch, token, np.int64)
-            if len(kept) >= PREFIX_STATES:
-                kept.pop(next(iter(kept)))
-            kept[key] = (state, previous)
-        state, previous = kept[key]
+            found = (state, previous)
+            with _PREFIX_LOCK:
+                while len(kept) >= PREFIX_STATES:
+                    kept.pop(next(iter(kept)))
+                kept[key] = found
+        state, previous = found
         return list(state), previous.copy()
 
 

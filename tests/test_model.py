@@ -128,3 +128,39 @@ def test_a_wide_models_first_layer_keeps_its_input_product_and_steps_the_same(ti
     for x, y in zip(*states):
         np.testing.assert_allclose(x, y, atol=1e-6)
     assert set(np.flatnonzero(unfolded._folded)) == set(ids.ravel().tolist())
+
+
+def test_prefix_states_are_kept_a_few_and_shared_safely_between_threads():
+    import threading
+
+    from poetgen.model import PREFIX_STATES
+    from poetgen.tokenizer import BOUNDARY
+
+    config = ModelConfig(vocab_size=30, units=8, embedding_dim=8)
+    stepper = NumpyStepper.from_model(build_model(config), config)
+    reference = {}
+    for batch in range(1, 4):
+        state = stepper.initial_state(batch)
+        for token in (BOUNDARY, 7):                           # the boundary, then the prefix but its last id
+            state = stepper.advance(np.full(batch, token), state)
+        reference[batch] = state
+    errors = []
+
+    def ask(offset):
+        try:
+            for i in range(3 * PREFIX_STATES):
+                batch = 1 + (i + offset) % 3
+                state, previous = stepper.after_prefix((7, 8, 9 + i % PREFIX_STATES), batch)
+                if i % PREFIX_STATES == 0:
+                    expected = reference[batch]
+                    state2, previous2 = stepper.after_prefix((7, 8), batch)
+                    assert all(np.array_equal(a, b) for a, b in zip(state2, expected)) and (previous2 == 8).all()
+        except Exception as error:   # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(stepper._prefixed) <= PREFIX_STATES
