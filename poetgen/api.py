@@ -132,7 +132,7 @@ class Poet:
 
     def generate(self, prompt: str = "", form: str | None = None, n: int = 1, seed: int | None = None, *,
                  acrostic: str = "", theme: str = "", rhyme: bool | None = None, tone: bool = True,
-                 no_repeat: bool = True, best_of: int = 4, max_chars: int = 120, temperature: float = 0.8,
+                 no_repeat: bool = True, best_of: int = 2, max_chars: int = 120, temperature: float = 0.8,
                  top_k: int = 0, top_p: float = 1.0, traditional: bool = False, **more) -> Poems:
         """Write `n` poems starting with `prompt`, as `poetgen generate` does with the same options.
 

@@ -46,7 +46,7 @@ class PoemRequest:
     tone: bool = True                # steer toward a standard 平仄 pattern (--no-tone: off)
     no_repeat: bool = True           # no character twice within a line
     n: int = setting(1, low=1, high=MAX_POEMS)                 # poems to return
-    best_of: int = setting(4, low=1, high=MAX_CANDIDATES)      # candidates per poem; the best score wins (1: fastest)
+    best_of: int = setting(2, low=1, high=MAX_CANDIDATES)      # candidates per poem; the best score wins (1: fastest)
     max_chars: int = setting(120, low=5, high=1000)            # free verse length cap, punctuation included
     reverse_weight: float = setting(0.5, low=0, high=1)        # weight of the bundle's reverse model in best-of scores
     style: str = setting(DEFAULT_STYLE, choices=STYLES)        # a conditioned model's style; others ignore it
