@@ -268,13 +268,13 @@ def quantize(model: PathLike | None = None) -> list[Path]:
     from poetgen.weights import layer_weights
 
     bundle = load_bundle(Path(model) if model is not None else None, keras=False)
-    written = []
-    for part in (bundle, load_bundle(bundle.path / REVERSE_DIR, keras=False)) \
-            if (bundle.path / REVERSE_DIR).is_dir() else (bundle,):
+    parts = [bundle]
+    if (bundle.path / REVERSE_DIR).is_dir():
+        parts.append(load_bundle(bundle.path / REVERSE_DIR, keras=False))
+    for part in parts:
         weights = part.weights if part.weights is not None else layer_weights(part.model)
         write_products(NumpyStepper(weights, part.model_config), part.path / INT8_FILE)
-        written.append(part.path / INT8_FILE)
-    return written
+    return [part.path / INT8_FILE for part in parts]
 
 
 def evaluate(options: "EvalOptions | None" = None, /, *, model: PathLike | None = None,

@@ -112,9 +112,9 @@ def fingerprint(kernel: np.ndarray) -> np.ndarray:
     return np.array([*data.shape, zlib.crc32(memoryview(data).cast("B"))], np.int64)
 
 
-def write_products(stepper, path: Path) -> list[str]:
+def write_products(stepper, path: Path) -> None:
     """Convert every product stepper.quantize() runs in int8 and save them at `path` (an INT8_FILE),
-    atomically; returns their names. Needs TensorFlow."""
+    atomically. Needs TensorFlow."""
     from poetgen.atomic import atomic_write
 
     arrays = {}
@@ -123,7 +123,6 @@ def write_products(stepper, path: Path) -> list[str]:
         arrays[name + FINGERPRINT] = fingerprint(kernel)
     with atomic_write(path) as handle:
         np.savez(handle, **arrays)
-    return sorted(n for n in arrays if not n.endswith(FINGERPRINT))
 
 
 def read_products(stepper, path: Path) -> dict[str, bytes]:
