@@ -65,6 +65,10 @@ def flip(code: int) -> int:
     return -code if -14 <= code <= 14 else code
 
 
+# Column permutation of 叶韵: column i of a 叶 slot reads the character's column of flip(CODES[i]).
+FLIP = tuple(COLUMN[flip(code)] for code in CODES)
+
+
 def codes_for_tone(tone: str) -> frozenset[int]:
     """The codes a rhyme asked in 平, 仄 or 中 (either) may take."""
     return LEVEL_CODES if tone == PING else OBLIQUE_CODES if tone == "仄" else frozenset(CODES)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from poetgen.ci_rhyme import CODES, COLUMN, codes_for_tone, flip
+from poetgen.ci_rhyme import COLUMN, codes_for_tone
+from poetgen.ci_rhyme import FLIP as FLIP_COLUMNS
+from poetgen.tables import FitMasks
 from poetgen.tunes import EITHER, Variant
 
 NEG = np.float32(-np.inf)
-
-# Column permutation of 叶韵: column i of a 叶 slot reads the character's column of flip(CODES[i]).
-FLIP = np.array([COLUMN[flip(code)] for code in CODES], np.int64)
+FLIP = np.array(FLIP_COLUMNS, np.int64)
 
 
 def char_positions(variant: Variant) -> np.ndarray:
@@ -42,24 +42,25 @@ class CiRhyme(_CiRule):
     the 部 the group's tone allows, later ones narrow to what it shares; 叶 slots take the other tone.
     No character rhymes twice in a poem."""
 
-    def __init__(self, variant: Variant, membership: np.ndarray, batch: int):
+    def __init__(self, variant: Variant, membership: np.ndarray, masks: tuple[FitMasks, FitMasks], batch: int):
         self.membership = membership                                   # (vocab, codes) bool
-        self.membership_t = membership.T.astype(np.float32)            # (codes, vocab)
-        self.flipped_t = self.membership_t[FLIP]                       # the same read by a 叶 slot
+        self.masks = masks                                             # by codes: read plainly, read by a 叶 slot
         positions = char_positions(variant)
         self.slots = {int(positions[s.pos]): (s.group, s.xie) for s in variant.rhymes}
-        self.allowed = np.zeros((batch, max(variant.group_count, 1), len(CODES)), bool)
+        self.allowed = np.zeros((batch, max(variant.group_count, 1), membership.shape[1]), bool)
         for group in range(variant.group_count):
             self.allowed[:, group, [COLUMN[c] for c in codes_for_tone(variant.group_tone(group))]] = True
-        self.used = np.zeros((batch, membership.shape[0]), bool)
+        self.used: list[np.ndarray] = []                               # the ids each rhyme took, (batch,) each
 
     def apply(self, logits, step):
         slot = self.slots.get(step.pos)
         if slot is None:
             return
         group, xie = slot
-        fits = (self.allowed[:, group].astype(np.float32) @ (self.flipped_t if xie else self.membership_t)) > 0
-        logits[~fits | self.used] = NEG
+        logits += self.masks[xie](self.allowed[:, group])
+        rows = np.arange(len(logits))
+        for ids in self.used:
+            logits[rows, ids] = NEG
 
     def observe(self, chosen, step):
         slot = self.slots.get(step.pos)
@@ -70,7 +71,7 @@ class CiRhyme(_CiRule):
         narrowed = self.allowed[:, group] & (codes[:, FLIP] if xie else codes)
         keep = narrowed.any(axis=1)   # a forced character outside the table keeps the old set
         self.allowed[keep, group] = narrowed[keep]
-        self.used[np.arange(len(chosen)), chosen] = True
+        self.used.append(chosen.copy())
 
 
 class CiTone(_CiRule):
@@ -94,5 +95,5 @@ def ci_rules(variant: Variant, tables, batch: int, rhyme: bool, tone: bool) -> l
     if tone:
         rules.append(CiTone(variant, tables.tone_masks))
     if rhyme and variant.rhymes:
-        rules.append(CiRhyme(variant, tables.ci_membership, batch))
+        rules.append(CiRhyme(variant, tables.ci_membership, tables.ci_masks, batch))
     return rules

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +21,7 @@ from poetgen.ci_checks import check_ci
 from poetgen.control import Prefixer, tune_label
 from poetgen.corpus import to_traditional
 from poetgen.model import NumpyStepper
-from poetgen.quantize import choose_precision
+from poetgen.quantize import choose_precision, cores
 from poetgen.request import PoemRequest, PreparedRequest
 from poetgen.rules import build_rules
 from poetgen.sampling import Sampled, SampleOptions, row_streams, sample
@@ -90,7 +89,7 @@ class Generator:
         single-threaded BLAS: NumPy's vocabulary-wide passes run on one core otherwise, and idle BLAS
         threads spin on the other. Rows draw from their own streams, so the poems do not change.
         """
-        shares = min(_cores(), len(streams) // SHARE_ROWS)
+        shares = min(cores(), len(streams) // SHARE_ROWS)
         if shares < 2:
             with self._one_blas_thread():
                 return self._sample_share(prepared, streams)
@@ -107,7 +106,7 @@ class Generator:
         size = -(-len(rows) // shares)
         parts = [rows[start:start + size] for start in range(0, len(rows), size)]
         if self._workers is None:
-            self._workers = ThreadPoolExecutor(_cores(), thread_name_prefix="poetgen-share")
+            self._workers = ThreadPoolExecutor(cores(), thread_name_prefix="poetgen-share")
         with _blas().limit(limits=1):
             return list(self._workers.map(work, parts))
 
@@ -137,7 +136,7 @@ class Generator:
         Many texts are split across the cores as sample_rows() splits rows: the vocabulary-wide
         normalisers, not the weights, are most of the cost of a large batch."""
         scorer, prefix = self.reverse_scorer, self.prefix(prepared)
-        shares = min(_cores(), len(texts) // SHARE_ROWS)
+        shares = min(cores(), len(texts) // SHARE_ROWS)
         if shares < 2:
             with self._one_blas_thread():
                 return scorer.mean_log_probs(texts, prefix)
@@ -174,13 +173,6 @@ def _blas():
     import threadpoolctl
 
     return threadpoolctl.ThreadpoolController().select(user_api="blas")
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:   # not on Linux
-        return os.cpu_count() or 1
 
 
 def traditional(result: dict) -> dict:

@@ -99,13 +99,13 @@ def rhyme_columns(shi_groups: int) -> tuple[np.ndarray, np.ndarray]:
     the 叶 permutation of the columns (a 叶 slot reads column i as the character's column flip[i]).
     """
     from poetgen.ci_rhyme import CODES, codes_for_tone
-    from poetgen.ci_rules import FLIP
+    from poetgen.ci_rhyme import FLIP
 
     kinds = np.zeros((len(RHYME_KINDS), shi_groups + len(CODES)), bool)
     kinds[0, :shi_groups] = True
     for k, tone in enumerate(RHYME_KINDS[1:], 1):
         kinds[k, shi_groups:] = [code in codes_for_tone(tone) for code in CODES]
-    flip = np.concatenate([np.arange(shi_groups), shi_groups + FLIP]).astype(np.int32)
+    flip = np.concatenate([np.arange(shi_groups), shi_groups + np.array(FLIP)]).astype(np.int32)
     return kinds, flip
 
 

@@ -172,8 +172,14 @@ PREFIX_STATES = 16   # after_prefix() states kept per stepper (a few prefixes ×
 _PREFIX_LOCK = threading.Lock()
 
 
-class PrefixCache:
-    """after_prefix() for a stepper (anything with initial_state() and advance()), kept per stepper."""
+class Stepper:
+    """What every stepper shares (anything with initial_state(), advance() and logits()): the state
+    after a control prefix, kept per stepper, and advance_logits()."""
+
+    def advance_logits(self, ids: np.ndarray, state: list[np.ndarray], out: np.ndarray | None = None):
+        """(new state, its logits written into `out` when given): a stepper may compute both at once."""
+        state = self.advance(ids, state)
+        return state, self.logits(state, out)
 
     def after_prefix(self, prefix: tuple[int, ...], batch: int) -> tuple[list[np.ndarray], np.ndarray]:
         """(state, last id) once `batch` rows have read the boundary and all but the last of `prefix`
@@ -196,7 +202,7 @@ class PrefixCache:
         return list(state), previous.copy()
 
 
-class NumpyStepper(PrefixCache):
+class NumpyStepper(Stepper):
     """One generation step in NumPy, float32, from the model's weights (int8 products after quantize()).
 
     The first layer's input projection is folded into the embedding table (a row lookup replaces a
@@ -235,6 +241,8 @@ class NumpyStepper(PrefixCache):
         self.output = _Product(np.vstack([kernel, bias[None, :]]))   # (units + 1, vocab): last row is the bias
         self.output_rows = np.ascontiguousarray(self.output.kernel.T)   # (vocab, units + 1), for single logits
         self.int8 = False   # products in int8 (quantize())
+        self.fused = None   # the whole step in one int8 graph (quantize(): poetgen.quantize.Int8Step)
+        self._local = threading.local()   # this thread's latest fused step: (its new state's first array, logits)
 
     def product_kernels(self) -> dict[str, np.ndarray]:
         """The float32 kernels that quantize() runs in int8, by name: the recurrent steps, deeper
@@ -249,13 +257,38 @@ class NumpyStepper(PrefixCache):
         named["output"] = self.output.kernel
         return named
 
-    def quantize(self, converted: dict[str, bytes] | None = None) -> None:
+    def step_arrays(self) -> dict[str, np.ndarray]:
+        """The float32 arrays of the whole step after the first layer's table lookup, by name, in
+        the order poetgen.quantize.convert_step reads them (and fingerprints them)."""
+        named = {}
+        for i, (kernel, recurrent, input_bias, recurrent_bias) in enumerate(self.layers):
+            if i > 0:
+                named[f"rnn_{i}_input"], named[f"rnn_{i}_input_bias"] = kernel.kernel, input_bias
+            named[f"rnn_{i}_recurrent"] = recurrent.kernel
+            if self.config.cell == "gru":
+                named[f"rnn_{i}_recurrent_bias"] = recurrent_bias
+        if self.projection is not None:
+            named["projection"], named["projection_bias"] = self.projection[0].kernel, self.projection[1]
+        named["output"] = self.output.kernel
+        return named
+
+    def step_widths(self) -> tuple[int, ...]:
+        """Widths of the fused step's input parts (first layer's gate inputs, then each state array)
+        and of its output's last part (the logits; the new state comes before it, as in the input)."""
+        states = states_per_layer(self.config.cell) * self.config.layers
+        return (self.input_table.shape[1], *[self.config.units] * states, self.output.kernel.shape[1])
+
+    def quantize(self, converted: dict[str, bytes] | None = None, step: bool = True) -> None:
         """Run every matrix product in int8 from now on (poetgen.quantize), from the TFLite models in
         `converted` (by product_kernels() name) where given, else converted now (that needs TensorFlow).
-        The first layer's input stays a float32 table lookup."""
-        from poetgen.quantize import Int8Product
+        The first layer's input stays a float32 table lookup. With `step`, advance() runs the whole
+        step as one graph (poetgen.quantize.Int8Step) when `converted` carries it (quantize.STEP), or
+        when nothing was given and everything is converted now."""
+        from poetgen.quantize import STEP, Int8Product, Int8Step, convert_step
 
         converted = converted or {}
+        if step and (STEP in converted or not converted):
+            self.fused = Int8Step(converted.get(STEP) or convert_step(self), self.step_widths())
         products = {name: Int8Product(kernel, converted.get(name)) for name, kernel in self.product_kernels().items()}
         for i, layer in enumerate(self.layers):
             if i > 0:
@@ -276,7 +309,12 @@ class NumpyStepper(PrefixCache):
         return [np.zeros((batch, self.config.units), np.float32) for _ in range(count)]
 
     def advance(self, ids: np.ndarray, state: list[np.ndarray]) -> list[np.ndarray]:
-        """Feed ids (batch,) and return the new state."""
+        """Feed ids (batch,) and return the new state. With a fused step the new state's logits come
+        with it, and logits(), logit_at() and advance_logits() read them."""
+        if self.fused is not None:
+            new_state, logits = self.fused(self._input_rows(ids), state)
+            self._local.latest = (new_state[0], logits)
+            return new_state
         per_layer = states_per_layer(self.config.cell)
         new_state = []
         x = None
@@ -316,13 +354,27 @@ class NumpyStepper(PrefixCache):
         """(rows, vocab) logits of output-layer inputs that top() gave, many steps' rows in one product."""
         return self.output(tops)
 
+    def _fused_logits(self, state: list[np.ndarray]):
+        """The logits (poetgen.quantize.StepLogits) the fused step gave with `state` in this thread,
+        if it was its latest step."""
+        latest = getattr(self._local, "latest", None)
+        if latest is None or latest[0] is not state[0] or not latest[1].valid():
+            return None
+        return latest[1]
+
     def logits(self, state: list[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
         """(batch, vocab) next-character logits after `state`, written into `out` when given."""
+        fused = self._fused_logits(state)
+        if fused is not None:
+            return fused.read(out)
         return self.output(self.top(state), out)
 
     def logit_at(self, state: list[np.ndarray], ids: np.ndarray) -> np.ndarray:
         """(batch,) the logit of one id per row, without computing the others. In int8 it is read
         from this thread's latest product for a batch this size, so call it after logits()."""
+        fused = self._fused_logits(state)
+        if fused is not None:
+            return fused.at(ids)
         if self.int8:
             return self.output.last_at(len(ids), ids)
         return np.einsum("bu,bu->b", self.top(state), self.output_rows[ids])

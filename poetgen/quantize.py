@@ -16,6 +16,7 @@ installed with poetgen where it has wheels.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import zipfile
 import zlib
@@ -30,6 +31,11 @@ from poetgen.quiet import import_tensorflow, muted_stderr
 INT8_FILE = "int8.npz"   # in a bundle: {name: TFLite model bytes, name + FINGERPRINT: its kernel's fingerprint}
 FINGERPRINT = ".fingerprint"
 logger = logging.getLogger(__name__)
+
+
+STEP = "step"   # in INT8_FILE: the whole forward step of a model (Int8Step), beside its products
+STEP_THREADS = 2      # interpreter threads of a small batch's step: two cores read half the weights each
+THREADED_ROWS = 4          # up to this many rows a step runs on STEP_THREADS (a batch-1 poem's latency)
 
 
 class Int8Product:
@@ -98,6 +104,94 @@ class _Last(NamedTuple):
     runner: _Runner   # the runner it got
 
 
+class Int8Step:
+    """A model's whole step in one TFLite graph: the recurrent layers (int8 products, float32 gates),
+    the projection and the output layer, so one call gives the new state and the logits. Its products
+    quantize each row alone, like Int8Product, and its results do not depend on the thread count, so
+    a poem is the same whatever its batch. Small batches run on two threads (THREADED_ROWS)."""
+
+    def __init__(self, model: bytes, widths: tuple[int, ...]):
+        self._interpreter_class = _interpreter_class()
+        self.model = model
+        self.widths = widths   # of the input (first layer's gate inputs, then each state) and of the output
+        self._edges = np.cumsum((0, *widths[:-1]))   # where each input part starts, and where the logits do
+        self._local = threading.local()
+        try:
+            with muted_stderr():
+                self._interpreter(1)
+        except (ValueError, RuntimeError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise BadModel(f"the int8 step cannot be loaded ({reason}); run `poetgen quantize` again, "
+                           f"or generate with --float32") from None
+
+    def __call__(self, inputs: np.ndarray, state: list[np.ndarray]) -> tuple[list[np.ndarray], "StepLogits"]:
+        """The new state after the first layer's gate inputs (rows, gates) and `state`, and a handle
+        on its logits (read them before this thread's next step)."""
+        rows, edges = len(inputs), self._edges
+        runner = self._interpreter(rows)
+        packed = runner.interpreter.tensor(runner.input)()   # written in place: no view survives invoke()
+        for part, start, stop in zip((inputs, *state), edges[:-1], edges[1:]):
+            packed[:rows, start:stop] = part
+        packed[rows:] = 0   # zero rows fill the bucket
+        del packed
+        runner.interpreter.invoke()
+        result = runner.interpreter.tensor(runner.output)()
+        new_state = [result[:rows, start - edges[1]:stop - edges[1]].copy() for start, stop in zip(edges[1:-1], edges[2:])]
+        del result
+        count = self._local.invocations = getattr(self._local, "invocations", 0) + 1
+        return new_state, StepLogits(self, runner, rows, count)
+
+    def _interpreter(self, rows: int) -> "_Runner":
+        last = getattr(self._local, "last", None)
+        if last is not None and last.asked == rows:
+            return last.runner
+        asked, rows = rows, 1 << max(rows - 1, 0).bit_length()
+        runners = self._local.__dict__.setdefault("runners", {})
+        if rows not in runners:
+            threads = min(STEP_THREADS, cores()) if rows <= THREADED_ROWS else 1
+            interpreter = self._interpreter_class(model_content=self.model, num_threads=threads)
+            detail = interpreter.get_input_details()[0]
+            interpreter.resize_tensor_input(detail["index"], [rows, detail["shape"][1]])
+            interpreter.allocate_tensors()
+            runners[rows] = _Runner(interpreter, rows, detail["index"], interpreter.get_output_details()[0]["index"])
+        self._local.last = _Last(asked, runners[rows])
+        return runners[rows]
+
+
+class StepLogits(NamedTuple):
+    """The logits of one Int8Step call, left in its interpreter's output (copying a large batch's
+    logits costs as much as the output layer): valid in the calling thread until its next step."""
+    step: Int8Step
+    runner: _Runner
+    rows: int
+    invocation: int   # the step's call count in this thread when it gave them
+
+    def valid(self) -> bool:
+        return getattr(self.step._local, "invocations", 0) == self.invocation
+
+    def read(self, out: np.ndarray | None = None) -> np.ndarray:
+        """(rows, vocab), copied into `out` when given."""
+        view = self.runner.interpreter.tensor(self.runner.output)()
+        logits = view[:self.rows, self.step._edges[-1] - self.step._edges[1]:]
+        if out is None:
+            return logits.copy()
+        out[...] = logits
+        return out
+
+    def at(self, ids: np.ndarray) -> np.ndarray:
+        """(rows,) the logit of ids[row] in each row."""
+        view = self.runner.interpreter.tensor(self.runner.output)()
+        return view[np.arange(self.rows), self.step._edges[-1] - self.step._edges[1] + ids]
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        return os.cpu_count() or 1
+
+
 def _interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -112,15 +206,23 @@ def fingerprint(kernel: np.ndarray) -> np.ndarray:
     return np.array([*data.shape, zlib.crc32(memoryview(data).cast("B"))], np.int64)
 
 
-def write_products(stepper, path: Path) -> None:
-    """Convert every product stepper.quantize() runs in int8 and save them at `path` (an INT8_FILE),
-    atomically. Needs TensorFlow."""
+def step_fingerprint(stepper) -> np.ndarray:
+    """The fingerprints of every float32 array the step graph is built from, one after another."""
+    return np.concatenate([fingerprint(array) for array in stepper.step_arrays().values()])
+
+
+def write_products(stepper, path: Path, step: bool = True) -> None:
+    """Convert every product stepper.quantize() runs in int8, and with `step` the whole step
+    (Int8Step), and save them at `path` (an INT8_FILE), atomically. Needs TensorFlow."""
     from poetgen.atomic import atomic_write
 
     arrays = {}
     for name, kernel in stepper.product_kernels().items():
         arrays[name] = np.frombuffer(_convert(kernel), np.uint8)
         arrays[name + FINGERPRINT] = fingerprint(kernel)
+    if step:
+        arrays[STEP] = np.frombuffer(convert_step(stepper), np.uint8)
+        arrays[STEP + FINGERPRINT] = step_fingerprint(stepper)
     with atomic_write(path) as handle:
         np.savez(handle, **arrays)
 
@@ -142,6 +244,10 @@ def read_products(stepper, path: Path) -> dict[str, bytes]:
             products[name] = arrays[name].tobytes()
         elif name in arrays:
             stale.append(name)
+    if STEP in arrays and np.array_equal(arrays.get(STEP + FINGERPRINT), step_fingerprint(stepper)):
+        products[STEP] = arrays[STEP].tobytes()
+    elif STEP in arrays:
+        stale.append(STEP)
     if stale:
         logger.warning(f"{path}: int8 products {', '.join(stale)} were converted from other weights; "
                        f"run `poetgen quantize` again")
@@ -156,16 +262,17 @@ def litert_installed() -> bool:
     return True
 
 
-def choose_precision(stepper, directory: Path | None, int8: bool | None) -> bool:
+def choose_precision(stepper, directory: Path | None, int8: bool | None, step: bool = True) -> bool:
     """Quantize `stepper` or not, and say which: int8=True always (converting what the bundle at
     `directory` does not carry), False never, None (the default) when that bundle carries all of
-    the stepper's products and LiteRT is installed."""
+    the stepper's products and LiteRT is installed. With `step`, the whole step runs as one graph
+    (Int8Step) where the bundle carries it, or where everything is converted now."""
     if int8 is False:
         return False
     products = read_products(stepper, Path(directory) / INT8_FILE) if directory is not None else {}
-    if int8 is None and (set(products) != set(stepper.product_kernels()) or not litert_installed()):
+    if int8 is None and (not set(stepper.product_kernels()) <= set(products) or not litert_installed()):
         return False
-    stepper.quantize(products)
+    stepper.quantize(products, step=step)
     return True
 
 
@@ -182,3 +289,54 @@ def _convert(kernel: np.ndarray) -> bytes:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     with muted_stderr():
         return converter.convert()
+
+
+def convert_step(stepper) -> bytes:
+    """A TFLite model of the stepper's whole step (Int8Step) with int8 weights: one input, the first
+    layer's gate inputs and the state side by side; one output, the new state and the logits side by
+    side. The gates follow NumpyStepper's float32 step exactly."""
+    tf = import_tensorflow()
+    config, arrays = stepper.config, {name: tf.constant(a) for name, a in stepper.step_arrays().items()}
+    widths = stepper.step_widths()
+
+    @tf.function(input_signature=[tf.TensorSpec([None, sum(widths[:-1])], tf.float32)])
+    def step(packed):
+        parts = tf.split(packed, list(widths[:-1]), axis=1)
+        x, state, new_state = parts[0], parts[1:], []
+        per_layer = len(state) // config.layers
+        for i in range(config.layers):
+            if i > 0:
+                x = tf.matmul(x, arrays[f"rnn_{i}_input"]) + arrays[f"rnn_{i}_input_bias"]
+            h, recurrent = state[i * per_layer], tf.matmul(state[i * per_layer], arrays[f"rnn_{i}_recurrent"])
+            x, layer_state = _cell_graph(tf, config, x, h, state[i * per_layer + 1:(i + 1) * per_layer],
+                                         recurrent, arrays.get(f"rnn_{i}_recurrent_bias"))
+            new_state += layer_state
+        if "projection" in arrays:
+            x = tf.matmul(x, arrays["projection"]) + arrays["projection_bias"]
+        logits = tf.matmul(x, arrays["output"][:-1]) + arrays["output"][-1]   # its last row is the bias
+        return {"step": tf.concat([*new_state, logits], axis=1)}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([step.get_concrete_function()], step)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    with muted_stderr():
+        return converter.convert()
+
+
+def _cell_graph(tf, config, projected, h, rest, recurrent, recurrent_bias):
+    """NumpyStepper._cell in TensorFlow ops: (output, new layer state)."""
+    units = config.units
+    if config.cell == "lstm":   # gates in _lstm_gates' order, the sigmoid ones halved: one tanh for all four
+        z = tf.tanh(projected + recurrent)
+        i, f, o = (z[:, k * units:(k + 1) * units] * 0.5 + 0.5 for k in range(3))
+        c = f * rest[0] + i * z[:, 3 * units:]
+        h = o * tf.tanh(c)
+        return h, [h, c]
+    if config.cell == "gru":
+        r_in = recurrent + recurrent_bias
+        z = tf.sigmoid(projected[:, :units] + r_in[:, :units])
+        r = tf.sigmoid(projected[:, units:2 * units] + r_in[:, units:2 * units])
+        candidate = tf.tanh(projected[:, 2 * units:] + r * r_in[:, 2 * units:])
+        h = z * h + (1.0 - z) * candidate
+        return h, [h]
+    h = tf.tanh(projected + recurrent)
+    return h, [h]

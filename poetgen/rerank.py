@@ -45,7 +45,7 @@ class ReverseScorer:
             raise BadModel(f"{directory}: not a reverse model (train it with --reverse)")
         weights = reverse.weights if reverse.weights is not None else layer_weights(reverse.model)
         stepper = NumpyStepper(weights, reverse.model_config)
-        choose_precision(stepper, directory, int8)
+        choose_precision(stepper, directory, int8, step=False)   # scored from top() rows, in blocks
         return cls(stepper, tokenizer)
 
     def mean_log_probs(self, texts: list[str], prefix: list[int]) -> np.ndarray:

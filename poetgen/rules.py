@@ -16,6 +16,7 @@ from poetgen.ci_rules import ci_rules
 from poetgen.layout import Layout as LayoutSpec
 from poetgen.layout import banned_inside
 from poetgen.prosody import strict_positions, tone_patterns
+from poetgen.tables import FitMasks
 from poetgen.tokenizer import BOUNDARY, PAD, SPECIALS, UNK
 
 if TYPE_CHECKING:
@@ -130,9 +131,13 @@ class NoRepeat(Rule):
     """No character twice within a line."""
 
     def apply(self, logits, step):
-        backs = np.arange(1, min(int(step.column.max()), step.pos) + 1)   # how far back the line goes
-        if not backs.size:
+        back = min(int(step.column.max()), step.pos)   # how far back the line goes
+        if back <= 0:
             return
+        if step.layout is not None:   # a fixed layout: every row is at the same column
+            logits[np.arange(len(logits))[:, None], step.history[:, step.pos - back:step.pos]] = NEG
+            return
+        backs = np.arange(1, back + 1)
         rows, back = np.nonzero(step.column[:, None] >= backs)   # (row, how far back) within the row's line
         logits[rows, step.history[rows, step.pos - backs[back]]] = NEG
 
@@ -144,13 +149,13 @@ class Rhyme(Rule):
     `first_line` is set.
     """
 
-    def __init__(self, membership: np.ndarray, first_line: np.ndarray, membership_t: np.ndarray | None = None):
+    def __init__(self, membership: np.ndarray, first_line: np.ndarray, masks: FitMasks | None = None):
         self.membership = membership                     # (vocab, groups) bool
-        # (groups, vocab) float32 for the product in apply(); pass it when building many Rhyme rules
-        self.membership_t = membership.T.astype(np.float32) if membership_t is None else membership_t
+        # the additive mask of each set of groups; pass the vocabulary's (tables.rhyme_masks) to share them
+        self.masks = masks if masks is not None else FitMasks(membership.T.astype(np.float32))
         self.first_line = first_line                     # (batch,) bool
         self.allowed = np.ones((len(first_line), membership.shape[1]), bool)
-        self.used = np.zeros((len(first_line), membership.shape[0]), bool)
+        self.used: list[tuple[np.ndarray, np.ndarray]] = []   # (rows, the id each took) per rhyme position
 
     def rows_here(self, step: Step) -> np.ndarray | None:
         line = int(step.line[0])
@@ -164,10 +169,11 @@ class Rhyme(Rule):
         rows = self.rows_here(step)
         if rows is None:
             return
-        fits = (self.allowed[rows].astype(np.float32) @ self.membership_t) > 0
-        block = logits[rows]
-        block[~fits | self.used[rows]] = NEG
-        logits[rows] = block
+        where = np.flatnonzero(rows)
+        logits[where] += self.masks(self.allowed[where])
+        for used_rows, ids in self.used:   # no rhyme twice
+            here = rows[used_rows]
+            logits[used_rows[here], ids[here]] = NEG
 
     def observe(self, chosen, step):
         rows = self.rows_here(step)
@@ -176,7 +182,8 @@ class Rhyme(Rule):
         narrowed = self.allowed & self.membership[chosen]
         keep = rows & narrowed.any(axis=1)   # a forced character outside the table keeps the old set
         self.allowed[keep] = narrowed[keep]
-        self.used[rows, chosen[rows]] = True
+        where = np.flatnonzero(rows)
+        self.used.append((where, chosen[where]))
 
 
 class Tone(Rule):
@@ -257,7 +264,7 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
     rhyme = request.rhyme if request.rhyme is not None else regular
     if regular and rhyme and prepared.variant is None:
         first_line = np.array([p is not None and p.endswith("入韵") for p in (patterns or [None] * batch)])
-        active.append(Rhyme(tables.rhyme_membership, first_line, tables.rhyme_membership_t))
+        active.append(Rhyme(tables.rhyme_membership, first_line, tables.rhyme_masks))
     theme_ids = prepared.theme_ids
     if theme_ids:
         lines = layout.line_count if regular else 8

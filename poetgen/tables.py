@@ -9,11 +9,40 @@ import functools
 
 import numpy as np
 
-from poetgen.ci_rhyme import CODES, COLUMN, CiRhyme
+from poetgen.ci_rhyme import CODES, COLUMN, FLIP, CiRhyme
 from poetgen.corpus import PUNCTUATION
 from poetgen.errors import BadInput
 from poetgen.prosody import PING, ZE, Prosody, table
 from poetgen.tokenizer import Tokenizer
+
+
+NEG = np.float32(-np.inf)
+MASKS_KEPT = 4096   # FitMasks keeps at most this many (~38 KB each at a 9,400 vocabulary), then starts again
+
+
+class FitMasks:
+    """The additive mask of a set of groups: 0 for the ids in any of them, -inf for the others, made
+    once per set and kept (a rhyme position asks for the same few sets over and over). Rows are
+    independent, so the masks of a batch do not depend on which rows are batched together."""
+
+    def __init__(self, membership_t: np.ndarray):
+        self.membership_t = membership_t   # (groups, vocab) float32: 1 where the id is in the group
+        self._kept: dict[bytes, np.ndarray] = {}   # threads may make the same mask at once: same values
+
+    def __call__(self, allowed: np.ndarray) -> np.ndarray:
+        """(rows, vocab) float32 masks of (rows, groups) bool sets."""
+        return np.stack([self._mask(row) for row in allowed])
+
+    def _mask(self, row: np.ndarray) -> np.ndarray:
+        key = row.tobytes()
+        mask = self._kept.get(key)
+        if mask is None:
+            if len(self._kept) >= MASKS_KEPT:
+                self._kept = {}
+            mask = np.where(row.astype(np.float32) @ self.membership_t > 0, np.float32(0), NEG)
+            mask.flags.writeable = False
+            self._kept[key] = mask
+        return mask
 
 
 class VocabularyTables:
@@ -44,9 +73,9 @@ class VocabularyTables:
         return membership
 
     @functools.cached_property
-    def rhyme_membership_t(self) -> np.ndarray:
-        """(groups, vocab) float32: the transpose the Rhyme rule multiplies by, built once per model."""
-        return self.rhyme_membership.T.astype(np.float32)
+    def rhyme_masks(self) -> FitMasks:
+        """The Rhyme rule's masks by set of 平水韵 groups."""
+        return FitMasks(self.rhyme_membership.T.astype(np.float32))
 
     @functools.cached_property
     def tone_masks(self) -> dict[str, np.ndarray]:
@@ -72,3 +101,10 @@ class VocabularyTables:
             for code in rhyme.codes(ch):
                 membership[i, COLUMN[code]] = True
         return membership
+
+    @functools.cached_property
+    def ci_masks(self) -> tuple[FitMasks, FitMasks]:
+        """The CiRhyme rule's masks by set of 词林正韵 codes: read plainly, and read by a 叶 slot (which
+        takes the other tone: column i reads the character's column of ci_rhyme.flip(CODES[i]))."""
+        membership_t = self.ci_membership.T.astype(np.float32)
+        return FitMasks(membership_t), FitMasks(membership_t[list(FLIP)])

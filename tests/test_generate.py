@@ -75,7 +75,7 @@ def test_batch_split_across_cores_gives_the_same_poems(generator, monkeypatch):
     threads = []
     share = generator._sample_share
     monkeypatch.setattr(generate, "SHARE_ROWS", 2)
-    monkeypatch.setattr(generate, "_cores", lambda: 3)
+    monkeypatch.setattr(generate, "cores", lambda: 3)
     monkeypatch.setattr(generator, "_sample_share",
                         lambda prepared, streams: threads.append(threading.current_thread().name)
                         or share(prepared, streams))

@@ -44,12 +44,14 @@ def test_int8_logits_are_close_to_float32(generator, int8_generator):
     assert (quantized.argmax(1) == exact.argmax(1)).mean() >= 0.9
 
 
+@pytest.mark.parametrize("step", [True, False], ids=["one graph", "product by product"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_int8_steps_stay_close_to_float32(cell):
+def test_int8_steps_stay_close_to_float32(cell, step):
     config = ModelConfig(vocab_size=40, cell=cell, layers=2, units=32, embedding_dim=16)
     model = build_model(config)
     exact, quantized = NumpyStepper.from_model(model, config), NumpyStepper.from_model(model, config)
-    quantized.quantize()
+    quantized.quantize(step=step)
+    assert (quantized.fused is not None) == step
     ids = np.random.default_rng(1).integers(3, 40, (12, 5))
     a, b = exact.initial_state(5), quantized.initial_state(5)
     for t in range(12):                                   # recurrent and second-layer products in int8
@@ -61,13 +63,21 @@ def test_int8_steps_stay_close_to_float32(cell):
 
 def test_int8_rows_do_not_depend_on_their_batch(int8_generator):
     stepper = int8_generator.stepper
+    assert stepper.fused is not None                      # converted with the rest: the whole step in one graph
     state = states(stepper, 8, 4)
-    whole = stepper.logits(state).copy()
-    state[0][3:] *= 5.0                                   # other rows change scale...
-    part = stepper.logits([s[:3] for s in state])
+    ids = np.arange(3, 11)
+    whole_state, whole = stepper.advance_logits(ids, state)            # 8 rows: one thread
+    other = [s.copy() for s in state]
+    other[0][3:] *= 5.0                                   # other rows change scale...
+    part_state, part = stepper.advance_logits(ids[:3], [s[:3] for s in other])   # 3 rows: two threads
     np.testing.assert_array_equal(part, whole[:3])        # ...the first three do not move
-    np.testing.assert_array_equal(stepper.logit_at([s[:3] for s in state], np.array([5, 6, 7])),
-                                  whole[np.arange(3), [5, 6, 7]])
+    for a, b in zip(part_state, whole_state):
+        np.testing.assert_array_equal(a, b[:3])
+    np.testing.assert_array_equal(stepper.logit_at(part_state, np.array([5, 6, 7])), whole[np.arange(3), [5, 6, 7]])
+    tops = stepper.top(whole_state)                       # the output product alone (reverse scoring's)
+    scaled = tops.copy()
+    scaled[3:, :-1] *= 5.0
+    np.testing.assert_array_equal(stepper.logits_of_tops(scaled[:3]), stepper.logits_of_tops(tops)[:3])
 
 
 def test_int8_generation_keeps_forms_seeds_and_batches(int8_generator, monkeypatch):
@@ -182,8 +192,34 @@ def quantized_copy(tiny_bundle, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == f"wrote {copy / INT8_FILE}"
     with np.load(copy / INT8_FILE) as stored:
-        assert sorted(stored.files) == ["output", "output.fingerprint", "rnn_0_recurrent", "rnn_0_recurrent.fingerprint"]
+        assert sorted(stored.files) == ["output", "output.fingerprint", "rnn_0_recurrent", "rnn_0_recurrent.fingerprint",
+                                        "step", "step.fingerprint"]
     return copy
+
+
+def test_a_stale_or_missing_step_leaves_the_products_in_int8(tiny_bundle, tmp_path, caplog):
+    from poetgen.quantize import INT8_FILE
+
+    copy = quantized_copy(tiny_bundle, tmp_path)
+    request = PoemRequest(form="wujue", n=3, sample=SampleOptions(seed=6))
+    fused = Generator.load(copy)
+    assert fused.int8 and fused.stepper.fused is not None
+    path = copy / INT8_FILE
+    with np.load(path) as stored:
+        arrays = dict(stored)
+    arrays["step.fingerprint"] = arrays["step.fingerprint"] + 1        # the step of other weights
+    np.savez(path, **arrays)
+    with caplog.at_level("WARNING"):
+        stale = Generator.load(copy)
+    assert "int8 products step were converted from other weights; run `poetgen quantize` again" in caplog.text
+    del arrays["step"], arrays["step.fingerprint"]                    # a file written before the step existed
+    np.savez(path, **arrays)
+    older = Generator.load(copy)
+    for generator in (stale, older):
+        assert generator.int8 and generator.stepper.fused is None     # product by product, still int8
+        poems = generator.generate(request)["poems"]
+        assert all(p["rhyme_ok"] and len(p["text"]) == 24 for p in poems)
+    assert [p["text"] for p in stale.generate(request)["poems"]] == [p["text"] for p in older.generate(request)["poems"]]
 
 
 def test_a_quantized_bundle_generates_in_int8_by_default(tiny_bundle, tmp_path, int8_generator):
@@ -250,6 +286,17 @@ def test_the_shipped_model_and_its_reverse_run_in_int8_from_their_own_products()
         quantized, reference = a.logits(state), b.logits(state)
         assert np.abs(quantized - reference).max() <= 0.03 * np.abs(reference).max()
         assert (quantized.argmax(1) == reference.argmax(1)).mean() >= 0.75
+    assert shipped.stepper.fused is not None and shipped.reverse_scorer.stepper.fused is None   # scored in blocks
+    state, ids = states(exact.stepper, 8, 6), np.arange(10, 18)
+    (fused_state, fused), (exact_state, reference) = (g.stepper.advance_logits(ids, state) for g in (shipped, exact))
+    assert np.abs(fused - reference).max() <= 0.03 * np.abs(reference).max()   # the one-graph step, real weights
+    assert (fused.argmax(1) == reference.argmax(1)).mean() >= 0.75
+    by_products = Generator.load().stepper
+    by_products.fused = None                              # the same int8 products, one call each
+    product_state, product_logits = by_products.advance_logits(ids, state)
+    for a, b in zip(fused_state, product_state):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    np.testing.assert_allclose(fused, product_logits, atol=0.02)
 
 
 def test_damaged_product_bytes_are_one_line(tiny_bundle, tmp_path):

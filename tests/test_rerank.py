@@ -157,4 +157,4 @@ def test_many_texts_are_read_backwards_in_shares_with_the_same_scores(with_rever
                         original(rows, shares, work))
     # equal but for float32 rounding in the row sums (a row's place in its block of steps)
     np.testing.assert_allclose(generator.backward_scores(prepared, texts), whole, rtol=1e-7)
-    assert shared == ([min(generate._cores(), 3)] if generate._cores() > 1 else [])
+    assert shared == ([min(generate.cores(), 3)] if generate.cores() > 1 else [])

@@ -6,7 +6,7 @@ import pytest
 from poetgen import rules
 from poetgen.errors import BadInput
 from poetgen.layout import layout_of
-from poetgen.model import PrefixCache
+from poetgen.model import Stepper
 from poetgen.sampling import SampleOptions, Shape, choose, sample
 from poetgen.tokenizer import BOUNDARY
 
@@ -14,7 +14,7 @@ COMMA, PERIOD = 3, 4
 VOCAB = 40
 
 
-class FakeStepper(PrefixCache):
+class FakeStepper(Stepper):
     """Logits favour `preferred[pos]` (one id per step) by a large margin, then id order."""
 
     def __init__(self, preferred):
@@ -62,6 +62,21 @@ def test_no_repeat_within_a_line():
     for line in ids.reshape(4, 6)[:, :5]:
         assert len(set(line)) == 5
         assert line[0] == 10
+
+
+def test_no_repeat_fixed_layout_path_matches_the_per_row_path():
+    """At a fixed layout every row is at the same column, so NoRepeat takes one fancy-index write;
+    it must forbid exactly what the per-row path (free verse) forbids."""
+    rng = np.random.default_rng(0)
+    history = rng.integers(5, VOCAB, (6, 9))
+    for pos, column in ((9, 3), (9, 0), (4, 4), (2, 5), (9, -1)):
+        step = rules.Step(pos, np.zeros(6, np.int64), np.full(6, column), layout_of("wujue"), history[:, :pos])
+        fixed, per_row = np.zeros((6, VOCAB), np.float32), np.zeros((6, VOCAB), np.float32)
+        rules.NoRepeat().apply(fixed, step)
+        rules.NoRepeat().apply(per_row, rules.Step(pos, step.line, step.column, None, step.history))
+        np.testing.assert_array_equal(fixed, per_row)
+        back = max(min(column, pos), 0)
+        assert (fixed == rules.NEG).sum() == sum(len(set(row)) for row in history[:, pos - back:pos])
 
 
 def test_acrostic_forces_line_heads():
@@ -147,3 +162,19 @@ def test_two_level_sampling_matches_the_distribution():
     expected = 4000 * probs / probs.sum()
     assert counts[[0, 64, 149]].sum() == 0
     assert np.abs(counts - expected).max() < 5 * np.sqrt(expected.max()) + 3
+
+
+def test_row_by_row_draw_picks_what_the_batched_search_picks():
+    """Few rows take _draw one row at a time; it must pick exactly the batched search's ids."""
+    from poetgen.sampling import FEW_ROWS, _inverse_cdf, padded_buffer
+
+    rng = np.random.default_rng(3)
+    probs = padded_buffer(64, 300)
+    probs[:, :300] = rng.random((64, 300)).astype(np.float32) ** 6
+    probs[:8, 100:] = 0                                   # mass in early blocks only
+    probs[8:16, :250] = 0                                 # mass in the last, padded block only
+    batched = _inverse_cdf(probs, [np.random.default_rng([2, i]) for i in range(64)])
+    assert len(probs) >= FEW_ROWS
+    one_by_one = [_inverse_cdf(probs[i:i + 1], [np.random.default_rng([2, i])])[0] for i in range(64)]
+    assert batched.tolist() == [int(i) for i in one_by_one]
+    assert (probs[np.arange(64), batched] > 0).all()
