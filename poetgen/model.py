@@ -173,13 +173,8 @@ _PREFIX_LOCK = threading.Lock()
 
 
 class Stepper:
-    """What every stepper shares (anything with initial_state(), advance() and logits()): the state
-    after a control prefix, kept per stepper, and advance_logits()."""
-
-    def advance_logits(self, ids: np.ndarray, state: list[np.ndarray], out: np.ndarray | None = None):
-        """(new state, its logits written into `out` when given): a stepper may compute both at once."""
-        state = self.advance(ids, state)
-        return state, self.logits(state, out)
+    """What every stepper (anything with initial_state() and advance()) shares: the state after a
+    control prefix, kept per stepper."""
 
     def after_prefix(self, prefix: tuple[int, ...], batch: int) -> tuple[list[np.ndarray], np.ndarray]:
         """(state, last id) once `batch` rows have read the boundary and all but the last of `prefix`
@@ -310,7 +305,7 @@ class NumpyStepper(Stepper):
 
     def advance(self, ids: np.ndarray, state: list[np.ndarray]) -> list[np.ndarray]:
         """Feed ids (batch,) and return the new state. With a fused step the new state's logits come
-        with it, and logits(), logit_at() and advance_logits() read them."""
+        with it, and logits() and logit_at() read them (this thread, until its next step)."""
         if self.fused is not None:
             new_state, logits = self.fused(self._input_rows(ids), state)
             self._local.latest = (new_state[0], logits)

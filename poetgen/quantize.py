@@ -33,26 +33,58 @@ FINGERPRINT = ".fingerprint"
 logger = logging.getLogger(__name__)
 
 
-STEP = "step"   # in INT8_FILE: the whole forward step of a model (Int8Step), beside its products
-STEP_THREADS = 2      # interpreter threads of a small batch's step: two cores read half the weights each
-THREADED_ROWS = 4          # up to this many rows a step runs on STEP_THREADS (a batch-1 poem's latency)
+STEP = "step"        # in INT8_FILE: the whole forward step of a model (Int8Step), beside its products
+STEP_THREADS = 2     # interpreter threads of a small batch's step: two cores read half the weights each
+THREADED_ROWS = 4    # up to this many rows a step runs on STEP_THREADS (a batch-1 poem's latency)
 
 
-class Int8Product:
-    """x @ kernel in int8, for one (inputs, outputs) float32 kernel."""
+class _Interpreters:
+    """One TFLite model run by LiteRT interpreters: one per thread (they are not thread-safe) and per
+    batch size rounded up to a power of two (each holds its own packed copy of the weights, ~2 MB for
+    the shipped output layer, so sizes are few)."""
 
-    def __init__(self, kernel: np.ndarray, model: bytes | None = None):
+    what = "an int8 product"   # named in the one-line error when the bytes do not load
+
+    def _load(self, model: bytes) -> None:
         self._interpreter_class = _interpreter_class()
-        self.kernel = kernel              # the float32 original
-        self.model = model if model is not None else _convert(kernel)   # converted now unless given
-        self._local = threading.local()   # interpreters are not thread-safe: one set per thread
+        self.model = model
+        self._local = threading.local()
         try:
             with muted_stderr():          # the first interpreter announces its XNNPACK delegate
                 self._interpreter(1)
-        except (ValueError, RuntimeError) as error:   # bytes that are not a TFLite model of this product
+        except (ValueError, RuntimeError) as error:   # bytes that are not a TFLite model of this
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise BadModel(f"an int8 product cannot be loaded ({reason}); run `poetgen quantize` again, "
+            raise BadModel(f"{self.what} cannot be loaded ({reason}); run `poetgen quantize` again, "
                            f"or generate with --float32") from None
+
+    def _threads(self, rows: int) -> int:
+        """Interpreter threads for a batch of `rows` (rounded up). One: a second makes back-to-back
+        products 3x faster but wakes too slowly between sampling steps."""
+        return 1
+
+    def _interpreter(self, rows: int) -> "_Runner":
+        """This thread's interpreter for batches of `rows`."""
+        last = getattr(self._local, "last", None)   # most steps ask for the batch size of the one before
+        if last is not None and last.asked == rows:
+            return last.runner
+        asked, rows = rows, 1 << max(rows - 1, 0).bit_length()
+        runners = self._local.__dict__.setdefault("runners", {})
+        if rows not in runners:
+            interpreter = self._interpreter_class(model_content=self.model, num_threads=self._threads(rows))
+            detail = interpreter.get_input_details()[0]
+            interpreter.resize_tensor_input(detail["index"], [rows, detail["shape"][1]])
+            interpreter.allocate_tensors()
+            runners[rows] = _Runner(interpreter, rows, detail["index"], interpreter.get_output_details()[0]["index"])
+        self._local.last = _Last(asked, runners[rows])
+        return runners[rows]
+
+
+class Int8Product(_Interpreters):
+    """x @ kernel in int8, for one (inputs, outputs) float32 kernel."""
+
+    def __init__(self, kernel: np.ndarray, model: bytes | None = None):
+        self.kernel = kernel              # the float32 original
+        self._load(model if model is not None else _convert(kernel))   # converted now unless given
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(batch, outputs) for (batch, inputs), copied into `out` when given."""
@@ -73,24 +105,6 @@ class Int8Product:
         runner = self._interpreter(rows)
         return runner.interpreter.tensor(runner.output)()[np.arange(rows), ids].copy()
 
-    def _interpreter(self, rows: int) -> "_Runner":
-        """This thread's interpreter for batches of `rows`, sized to the next power of two: each holds its
-        own packed copy of the weights (~2 MB for the shipped output layer), so sizes are few. One thread:
-        a second makes back-to-back products 3x faster but wakes too slowly between sampling steps."""
-        last = getattr(self._local, "last", None)   # most steps ask for the batch size of the one before
-        if last is not None and last.asked == rows:
-            return last.runner
-        asked, rows = rows, 1 << max(rows - 1, 0).bit_length()
-        runners = self._local.__dict__.setdefault("runners", {})
-        if rows not in runners:
-            interpreter = self._interpreter_class(model_content=self.model, num_threads=1)
-            detail = interpreter.get_input_details()[0]
-            interpreter.resize_tensor_input(detail["index"], [rows, detail["shape"][1]])
-            interpreter.allocate_tensors()
-            runners[rows] = _Runner(interpreter, rows, detail["index"], interpreter.get_output_details()[0]["index"])
-        self._local.last = _Last(asked, runners[rows])
-        return runners[rows]
-
 
 class _Runner(NamedTuple):
     interpreter: object   # a LiteRT Interpreter sized for one batch
@@ -104,25 +118,19 @@ class _Last(NamedTuple):
     runner: _Runner   # the runner it got
 
 
-class Int8Step:
+class Int8Step(_Interpreters):
     """A model's whole step in one TFLite graph: the recurrent layers (int8 products, float32 gates),
     the projection and the output layer, so one call gives the new state and the logits. Its products
     quantize each row alone, like Int8Product, and its results do not depend on the thread count, so
     a poem is the same whatever its batch. Small batches run on two threads (THREADED_ROWS)."""
 
+    what = "the int8 step"
+
     def __init__(self, model: bytes, widths: tuple[int, ...]):
-        self._interpreter_class = _interpreter_class()
-        self.model = model
-        self.widths = widths   # of the input (first layer's gate inputs, then each state) and of the output
-        self._edges = np.cumsum((0, *widths[:-1]))   # where each input part starts, and where the logits do
-        self._local = threading.local()
-        try:
-            with muted_stderr():
-                self._interpreter(1)
-        except (ValueError, RuntimeError) as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise BadModel(f"the int8 step cannot be loaded ({reason}); run `poetgen quantize` again, "
-                           f"or generate with --float32") from None
+        self.widths = widths   # of the input (first layer's gate inputs, then each state) and of the logits
+        self._edges = np.cumsum((0, *widths[:-1]))   # where each input part starts; the last: the input width
+        self.logits_start = int(self._edges[-1] - self._edges[1])   # in the output, after the new state
+        self._load(model)
 
     def __call__(self, inputs: np.ndarray, state: list[np.ndarray]) -> tuple[list[np.ndarray], "StepLogits"]:
         """The new state after the first layer's gate inputs (rows, gates) and `state`, and a handle
@@ -141,21 +149,12 @@ class Int8Step:
         count = self._local.invocations = getattr(self._local, "invocations", 0) + 1
         return new_state, StepLogits(self, runner, rows, count)
 
-    def _interpreter(self, rows: int) -> "_Runner":
-        last = getattr(self._local, "last", None)
-        if last is not None and last.asked == rows:
-            return last.runner
-        asked, rows = rows, 1 << max(rows - 1, 0).bit_length()
-        runners = self._local.__dict__.setdefault("runners", {})
-        if rows not in runners:
-            threads = min(STEP_THREADS, cores()) if rows <= THREADED_ROWS else 1
-            interpreter = self._interpreter_class(model_content=self.model, num_threads=threads)
-            detail = interpreter.get_input_details()[0]
-            interpreter.resize_tensor_input(detail["index"], [rows, detail["shape"][1]])
-            interpreter.allocate_tensors()
-            runners[rows] = _Runner(interpreter, rows, detail["index"], interpreter.get_output_details()[0]["index"])
-        self._local.last = _Last(asked, runners[rows])
-        return runners[rows]
+    def invocations(self) -> int:
+        """How many steps this thread has run."""
+        return getattr(self._local, "invocations", 0)
+
+    def _threads(self, rows: int) -> int:
+        return min(STEP_THREADS, cores()) if rows <= THREADED_ROWS else 1
 
 
 class StepLogits(NamedTuple):
@@ -167,12 +166,11 @@ class StepLogits(NamedTuple):
     invocation: int   # the step's call count in this thread when it gave them
 
     def valid(self) -> bool:
-        return getattr(self.step._local, "invocations", 0) == self.invocation
+        return self.step.invocations() == self.invocation
 
     def read(self, out: np.ndarray | None = None) -> np.ndarray:
         """(rows, vocab), copied into `out` when given."""
-        view = self.runner.interpreter.tensor(self.runner.output)()
-        logits = view[:self.rows, self.step._edges[-1] - self.step._edges[1]:]
+        logits = self.runner.interpreter.tensor(self.runner.output)()[:self.rows, self.step.logits_start:]
         if out is None:
             return logits.copy()
         out[...] = logits
@@ -181,7 +179,7 @@ class StepLogits(NamedTuple):
     def at(self, ids: np.ndarray) -> np.ndarray:
         """(rows,) the logit of ids[row] in each row."""
         view = self.runner.interpreter.tensor(self.runner.output)()
-        return view[np.arange(self.rows), self.step._edges[-1] - self.step._edges[1] + ids]
+        return view[np.arange(self.rows), self.step.logits_start + ids]
 
 
 def cores() -> int:

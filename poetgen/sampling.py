@@ -93,7 +93,8 @@ def padded_buffer(rows: int, width: int) -> np.ndarray:
     return np.zeros((rows, -(-width // BLOCK) * BLOCK), np.float32)
 
 
-BLOCK = 64   # ids per block in the two-level inverse-CDF search
+BLOCK = 64     # ids per block in the two-level inverse-CDF search
+FEW_ROWS = 4   # below this many rows, _draw row by row beats the vectorised search (fewer NumPy calls)
 
 
 def _nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
@@ -130,9 +131,6 @@ def _inverse_cdf(probs: np.ndarray, rngs: Sequence[np.random.Generator]) -> np.n
     if zero.any():
         chosen[zero] = probs[zero].argmax(axis=1)
     return chosen
-
-
-FEW_ROWS = 4   # below this many rows, _draw row by row beats the vectorised search (fewer NumPy calls)
 
 
 def _draw(row: np.ndarray, uniform: float) -> int:
@@ -215,11 +213,11 @@ def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: Sa
             line[:], column[:] = shape.layout.line_column(pos)
         step = Step(pos, line, column, shape.layout, history[:, :pos])
         forced = next((ids for ids in (rule.forced(step) for rule in rules) if ids is not None), None)
+        state = stepper.advance(previous, state)
         if forced is not None:
-            state = stepper.advance(previous, state)
             chosen = forced
         else:
-            state, logits = stepper.advance_logits(previous, state, out=logits)
+            logits = stepper.logits(state, out=logits)
             if scratch is None:
                 scratch = padded_buffer(*logits.shape)
             normalizer = _log_normalizer(logits, scratch)

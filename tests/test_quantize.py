@@ -67,10 +67,12 @@ def test_int8_rows_do_not_depend_on_their_batch(int8_generator):
     assert stepper.fused is not None                      # converted with the rest: the whole step in one graph
     state = states(stepper, 8, 4)
     ids = np.arange(3, 11)
-    whole_state, whole = stepper.advance_logits(ids, state)            # 8 rows: one thread
+    whole_state = stepper.advance(ids, state)                           # 8 rows: one thread
+    whole = stepper.logits(whole_state)
     other = [s.copy() for s in state]
     other[0][3:] *= 5.0                                   # other rows change scale...
-    part_state, part = stepper.advance_logits(ids[:3], [s[:3] for s in other])   # 3 rows: two threads
+    part_state = stepper.advance(ids[:3], [s[:3] for s in other])      # 3 rows: two threads
+    part = stepper.logits(part_state)
     np.testing.assert_array_equal(part, whole[:3])        # ...the first three do not move
     for a, b in zip(part_state, whole_state):
         np.testing.assert_array_equal(a, b[:3])
@@ -291,12 +293,14 @@ def test_the_shipped_model_and_its_reverse_run_in_int8_from_their_own_products()
     # there, without the output layer, was no faster: 3.2 against 3.3 ms for two wujue on one thread)
     assert shipped.stepper.fused is not None and shipped.reverse_scorer.stepper.fused is None
     state, ids = states(exact.stepper, 8, 6), np.arange(10, 18)
-    (fused_state, fused), (exact_state, reference) = (g.stepper.advance_logits(ids, state) for g in (shipped, exact))
+    fused_state, exact_state = shipped.stepper.advance(ids, state), exact.stepper.advance(ids, state)
+    fused, reference = shipped.stepper.logits(fused_state), exact.stepper.logits(exact_state)
     assert np.abs(fused - reference).max() <= 0.03 * np.abs(reference).max()   # the one-graph step, real weights
     assert (fused.argmax(1) == reference.argmax(1)).mean() >= 0.75
     by_products = Generator.load().stepper
     by_products.fused = None                              # the same int8 products, one call each
-    product_state, product_logits = by_products.advance_logits(ids, state)
+    product_state = by_products.advance(ids, state)
+    product_logits = by_products.logits(product_state)
     for a, b in zip(fused_state, product_state):
         np.testing.assert_allclose(a, b, atol=1e-4)
     np.testing.assert_allclose(fused, product_logits, atol=0.02)
@@ -307,19 +311,21 @@ def test_the_shipped_model_and_its_reverse_run_in_int8_from_their_own_products()
     assert [p["score"] for p in alone["poems"]] == [p["score"] for p in together["poems"]]
 
 
-def test_damaged_product_bytes_are_one_line(tiny_bundle, tmp_path):
+@pytest.mark.parametrize("name, what", [("output", "an int8 product"), ("step", "the int8 step")])
+def test_damaged_product_bytes_are_one_line(tiny_bundle, tmp_path, name, what):
     from poetgen.quantize import INT8_FILE
 
     copy = quantized_copy(tiny_bundle, tmp_path)
     with np.load(copy / INT8_FILE) as stored:
         arrays = dict(stored)
-    arrays["output"] = arrays["output"][: len(arrays["output"]) // 3]   # truncated, fingerprint intact
+    arrays[name] = arrays[name][: len(arrays[name]) // 3]   # truncated, fingerprint intact
     np.savez(copy / INT8_FILE, **arrays)
     result = CliRunner().invoke(cli, ["generate", "--model", str(copy), "--seed", "1"])
     assert result.exit_code != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("poetgen: error: an int8 product cannot be loaded (")
+    assert len(lines) == 1 and lines[0].startswith(f"poetgen: error: {what} cannot be loaded (")
     assert lines[0].endswith("run `poetgen quantize` again, or generate with --float32")
+    assert CliRunner().invoke(cli, ["generate", "--float32", "--model", str(copy), "--seed", "1"]).exit_code == 0
 
 
 def test_int8_generation_sums_rows_on_one_blas_thread(int8_generator, generator, monkeypatch):
