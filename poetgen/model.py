@@ -268,10 +268,10 @@ class NumpyStepper(Stepper):
         return named
 
     def step_widths(self) -> tuple[int, ...]:
-        """Widths of the fused step's input parts (first layer's gate inputs, then each state array)
-        and of its output's last part (the logits; the new state comes before it, as in the input)."""
+        """Widths of the fused step's input parts: the first layer's gate inputs, then each state array
+        (its output holds the new state in the same order, then the logits)."""
         states = states_per_layer(self.config.cell) * self.config.layers
-        return (self.input_table.shape[1], *[self.config.units] * states, self.output.kernel.shape[1])
+        return (self.input_table.shape[1], *[self.config.units] * states)
 
     def quantize(self, converted: dict[str, bytes] | None = None, step: bool = True) -> None:
         """Run every matrix product in int8 from now on (poetgen.quantize), from the TFLite models in

@@ -127,8 +127,8 @@ class Int8Step(_Interpreters):
     what = "the int8 step"
 
     def __init__(self, model: bytes, widths: tuple[int, ...]):
-        self.widths = widths   # of the input (first layer's gate inputs, then each state) and of the logits
-        self._edges = np.cumsum((0, *widths[:-1]))   # where each input part starts; the last: the input width
+        # widths: of the input's parts, the first layer's gate inputs then each state array
+        self._edges = np.cumsum((0, *widths))   # where each input part starts; the last: the input width
         self.logits_start = int(self._edges[-1] - self._edges[1])   # in the output, after the new state
         self._load(model)
 
@@ -297,9 +297,9 @@ def convert_step(stepper) -> bytes:
     config, arrays = stepper.config, {name: tf.constant(a) for name, a in stepper.step_arrays().items()}
     widths = stepper.step_widths()
 
-    @tf.function(input_signature=[tf.TensorSpec([None, sum(widths[:-1])], tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec([None, sum(widths)], tf.float32)])
     def step(packed):
-        parts = tf.split(packed, list(widths[:-1]), axis=1)
+        parts = tf.split(packed, list(widths), axis=1)
         x, state, new_state = parts[0], parts[1:], []
         per_layer = len(state) // config.layers
         for i in range(config.layers):
