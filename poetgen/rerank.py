@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from poetgen.errors import BadModel
-from poetgen.model import NumpyStepper
+from poetgen.model import NumpyStepper, row_sums
 from poetgen.quantize import choose_precision
 from poetgen.weights import layer_weights
 from poetgen.tokenizer import BOUNDARY
@@ -68,7 +68,6 @@ class ReverseScorer:
         tops = np.concatenate(tops)                       # (length × rows, units + 1), step-major
         flat_targets = targets.T.reshape(-1)
         picked = np.empty(len(tops), np.float64)
-        ones = None
         for start in range(0, len(tops), OUTPUT_ROWS):   # the output layer's weights read once per block
             logits = stepper.logits_of_tops(tops[start:start + OUTPUT_ROWS])   # a fresh array: edited in place
             rows = np.arange(len(logits))
@@ -76,7 +75,6 @@ class ReverseScorer:
             top = logits.max(axis=1)
             np.subtract(logits, top[:, None], out=logits)
             np.exp(logits, out=logits)
-            ones = np.ones(logits.shape[1], logits.dtype) if ones is None else ones
-            picked[start:start + len(logits)] = chosen - top - np.log(logits @ ones)   # row sums by BLAS: faster
+            picked[start:start + len(logits)] = chosen - top - np.log(row_sums(logits))
         total = np.where(live.T.reshape(-1), picked, 0.0).reshape(length, len(texts)).sum(axis=0)
         return total / live.sum(axis=1)

@@ -7,12 +7,12 @@ on its batch nor on other requests batched with it. Probabilities are computed i
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Sequence
 
 import numpy as np
 
 from poetgen.layout import Layout
+from poetgen.model import row_sums
 from poetgen.options import check_settings, setting
 from poetgen.rules import NEG, Rule, Step
 from poetgen.tokenizer import BOUNDARY
@@ -120,7 +120,7 @@ def _inverse_cdf(probs: np.ndarray, rngs: Sequence[np.random.Generator]) -> np.n
     if width % BLOCK:
         probs = np.pad(probs, ((0, 0), (0, BLOCK - width % BLOCK)))
     blocks = probs.reshape(rows, -1, BLOCK)
-    block_cumulative = np.cumsum(_row_sums(blocks.reshape(-1, BLOCK)).reshape(rows, -1), axis=1)
+    block_cumulative = np.cumsum(row_sums(blocks.reshape(-1, BLOCK)).reshape(rows, -1), axis=1)
     draws = np.array([rng.random() for rng in rngs]) * block_cumulative[:, -1]
     block = np.minimum((block_cumulative <= draws[:, None]).sum(axis=1), blocks.shape[1] - 1)
     before = np.where(block > 0, block_cumulative[np.arange(rows), block - 1], 0.0)
@@ -136,7 +136,7 @@ def _inverse_cdf(probs: np.ndarray, rngs: Sequence[np.random.Generator]) -> np.n
 def _draw(row: np.ndarray, uniform: float) -> int:
     """_inverse_cdf's two-level search for one row (width a multiple of BLOCK) and its uniform draw:
     the same id, with a handful of NumPy calls instead of a dozen batched ones."""
-    block_cumulative = np.cumsum(_row_sums(row.reshape(-1, BLOCK)))
+    block_cumulative = np.cumsum(row_sums(row.reshape(-1, BLOCK)))
     draw = uniform * block_cumulative[-1]
     block = min(int(block_cumulative.searchsorted(draw, side="right")), len(block_cumulative) - 1)
     before = block_cumulative[block - 1] if block else 0.0
@@ -165,21 +165,7 @@ def _log_normalizer(logits: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     view = scratch[:, :logits.shape[1]]
     np.subtract(logits, top, out=view)
     np.exp(view, out=view)
-    return np.log(_row_sums(scratch)) + top[:, 0]   # the padding columns are zero
-
-
-def _row_sums(x: np.ndarray) -> np.ndarray:
-    """Sums of the rows of a C-contiguous 2-D array: a BLAS product with ones, several times
-    faster than NumPy's reduction on short or many rows."""
-    return x @ _ones(x.shape[1], x.dtype)
-
-
-@functools.lru_cache(maxsize=16)
-def _ones(width: int, dtype) -> np.ndarray:
-    """A read-only vector of ones, made once per width (a step asks for two)."""
-    ones = np.ones(width, dtype)
-    ones.flags.writeable = False
-    return ones
+    return np.log(row_sums(scratch)) + top[:, 0]   # the padding columns are zero
 
 
 def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: SampleOptions,

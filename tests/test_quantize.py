@@ -333,8 +333,8 @@ def test_int8_generation_sums_rows_on_one_blas_thread(int8_generator, generator,
     from poetgen.generate import _blas
 
     seen = []
-    original = sampling._row_sums
-    monkeypatch.setattr(sampling, "_row_sums", lambda x: seen.append(_blas().info()[0]["num_threads"]) or original(x))
+    original = sampling.row_sums
+    monkeypatch.setattr(sampling, "row_sums", lambda x: seen.append(_blas().info()[0]["num_threads"]) or original(x))
     default = _blas().info()[0]["num_threads"]
     int8_generator.generate(PoemRequest(form="wujue", best_of=1, sample=SampleOptions(seed=1)))
     assert seen and set(seen) == {1}                      # idle BLAS threads would spin on another core

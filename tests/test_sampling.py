@@ -178,3 +178,17 @@ def test_row_by_row_draw_picks_what_the_batched_search_picks():
     one_by_one = [_inverse_cdf(probs[i:i + 1], [np.random.default_rng([2, i])])[0] for i in range(64)]
     assert batched.tolist() == [int(i) for i in one_by_one]
     assert (probs[np.arange(64), batched] > 0).all()
+
+
+def test_row_sums_of_a_row_do_not_depend_on_its_batch():
+    """The log-normaliser (hence logprob and best-of scores) and the draw sum rows: a row's sum must be
+    the same bits alone as among other rows (one matrix-vector product rounds it by the batch's shape)."""
+    from poetgen.model import row_sums
+    from poetgen.sampling import padded_buffer
+
+    rng = np.random.default_rng(4)
+    batch = padded_buffer(11, 9398)
+    batch[:, :9398] = np.exp(rng.standard_normal((11, 9398))).astype(np.float32)
+    together = row_sums(batch)
+    assert [float(s) for s in together] == [float(row_sums(batch[i:i + 1])[0]) for i in range(11)]
+    np.testing.assert_allclose(together, batch.astype(np.float64).sum(axis=1), rtol=1e-5)
