@@ -239,23 +239,26 @@ class Batcher:
             backward = self._backward_scores(batch, poems)
         except Exception as error:  # the worker must outlive any failure; the callers see it
             log.exception("a batch of %d requests failed", len(batch))
+            self._count(batch, len(streams))   # counted before anyone hears: /healthz never lags an answer
             for job in batch:
                 _fail(job, _batch_failed(error))
-            self._count(batch, len(streams))
             return
         share = (time.perf_counter() - started) / len(streams)
-        offset = 0
+        offset, outcomes = 0, []
         for job in batch:
             try:
-                result = self.generator.finish(job.prepared, poems[offset:offset + job.rows],
-                                               share * job.prepared.request.n, backward.get(id(job)))
+                outcomes.append(self.generator.finish(job.prepared, poems[offset:offset + job.rows],
+                                                      share * job.prepared.request.n, backward.get(id(job))))
             except Exception as error:
                 log.exception("finishing a request failed")
-                _fail(job, _batch_failed(error))
-            else:
-                _answer(job, result)
+                outcomes.append(_batch_failed(error))
             offset += job.rows
         self._count(batch, len(streams))
+        for job, outcome in zip(batch, outcomes):
+            if isinstance(outcome, Exception):
+                _fail(job, outcome)
+            else:
+                _answer(job, outcome)
 
     def _backward_scores(self, batch: list[Job], poems: list[dict]) -> dict:
         """{id(job): its candidates' reverse-model scores} for the jobs ranked with it, all read in one

@@ -21,6 +21,7 @@ from poetgen.ci_checks import check_ci
 from poetgen.control import Prefixer, tune_label
 from poetgen.corpus import to_traditional
 from poetgen.model import NumpyStepper
+from poetgen.polish import Polisher
 from poetgen.quantize import choose_precision, cores
 from poetgen.request import PoemRequest, PreparedRequest
 from poetgen.rules import build_rules
@@ -116,6 +117,15 @@ class Generator:
                         prefix=self.prefix(prepared))
         return [self._candidate(result, row, prepared, patterns) for row in range(len(streams))]
 
+    def sample_texts(self, prepared: PreparedRequest, streams: list[tuple[int, int]], stop: int) -> list[str]:
+        """The first `stop` characters of the poem each stream would give in sample_rows(), unchecked
+        (poetgen.polish reads one line of them)."""
+        active, _ = build_rules(prepared, self.tables, streams)
+        with self._one_blas_thread():
+            result = sample(self.stepper, active, prepared.shape, len(streams), prepared.options, streams=streams,
+                            prefix=self.prefix(prepared), stop=stop)
+        return [self.tokenizer.decode(i for i in row if i >= len(SPECIALS)) for row in result.ids]
+
     def _candidate(self, result: Sampled, row: int, prepared: PreparedRequest, patterns) -> dict:
         text = self.tokenizer.decode(i for i in result.ids[row] if i >= len(SPECIALS))
         logprob = float(result.log_probs[row]) / max(int(result.sampled[row]), 1)
@@ -163,7 +173,17 @@ class Generator:
         for first in range(0, total, request.batch_size):
             streams = row_streams(prepared.seed, first, min(request.batch_size, total - first))
             candidates += self.sample_rows(prepared, streams)
-        return self.finish(prepared, candidates, time.perf_counter() - started)
+        return self.polish(prepared, self.finish(prepared, candidates, time.perf_counter() - started))
+
+    def polish(self, prepared: PreparedRequest, result: dict) -> dict:
+        """`result`'s poems polished line by line, `prepared.request.polish` rounds (poetgen.polish), its
+        ms_per_poem grown by the time that took; `result` itself when the request asks for none."""
+        if not prepared.request.polish:
+            return result
+        started = time.perf_counter()
+        result = Polisher(self).polish(prepared, result)
+        spent = 1000 * (time.perf_counter() - started) / prepared.request.n
+        return {**result, "ms_per_poem": round(result["ms_per_poem"] + spent, 3)}
 
 
 @functools.lru_cache(maxsize=None)

@@ -22,12 +22,14 @@ MAX_POEMS = 1000          # poems per request
 MAX_CANDIDATES = 64       # candidates per poem (best-of)
 MAX_PROMPT = 200          # characters of prompt
 MAX_THEME = 200           # characters of theme
+MAX_POLISH = 4            # polishing rounds (each visits every line; poetgen.polish)
 # A public server keeps each request cheap: tighter limits on the same quantities (poetgen serve).
 SERVER_MAX_POEMS = 10
 SERVER_MAX_BEST_OF = 16   # candidates per poem: a request costs n × best_of rows
 SERVER_MAX_PROMPT = 64    # a whole qilv with its punctuation
 SERVER_MAX_ACROSTIC = 8   # one character per line of a lüshi
 SERVER_MAX_TEMPERATURE = 10.0
+SERVER_MAX_POLISH = 2     # polishing rounds: each costs ~0.1-0.5 s a poem
 FORM_NAMES = ("wujue", "qijue", "wulv", "qilv", "free", "五绝", "七绝", "五律", "七律")
 _HAN_ONLY = re.compile(f"[{HAN}]")
 # Words of the request itself ("write a poem about …"), not of its theme.
@@ -49,6 +51,7 @@ class PoemRequest:
     best_of: int = setting(2, low=1, high=MAX_CANDIDATES)      # candidates per poem; the best score wins (1: fastest)
     max_chars: int = setting(120, low=5, high=1000)            # free verse length cap, punctuation included
     reverse_weight: float = setting(0.5, low=0, high=1)        # weight of the bundle's reverse model in best-of scores
+    polish: int = setting(0, low=0, high=MAX_POLISH)           # rounds of line-by-line rewriting judged by both models (0: off; slow)
     style: str = setting(DEFAULT_STYLE, choices=STYLES)        # a conditioned model's style; others ignore it
     batch_size: int = setting(256, low=1)                      # sequences stepped together
     sample: SampleOptions = SampleOptions()                    # temperature, top-k, top-p and seed
@@ -79,6 +82,9 @@ class PoemRequest:
                 raise BadInput(f"{name} is longer than {limit} characters", field=name)
         if self.resolved_form() == "ci":
             self.resolved_variant()
+        if self.polish and self.resolved_form() == "free":
+            raise BadInput("polish rewrites a poem line by line: it needs a form or a tune, not free verse",
+                           field="polish")
 
     def resolved_variant(self) -> Variant | None:
         """The tune variant asked for (None for shi); UnknownTune naming the closest names."""

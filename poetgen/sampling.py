@@ -78,14 +78,27 @@ def choose(logits: np.ndarray, options: SampleOptions, rngs: Sequence[np.random.
         kth = np.partition(x, -options.top_k, axis=1)[:, -options.top_k][:, None]
         x[x < kth] = NEG
     probs = scratch if scratch is not None else padded_buffer(*x.shape)
-    view = probs[:, :x.shape[1]]
-    np.subtract(x, x.max(axis=1, keepdims=True), out=view)
-    if options.temperature != 1:
-        view *= np.float32(1.0 / options.temperature)
-    np.exp(view, out=view)
-    if options.top_p < 1.0:
-        return _inverse_cdf(_nucleus(view, options.top_p), rngs)
-    return _inverse_cdf(probs, rngs)
+    scale = np.float32(1.0 / options.temperature) if options.temperature != 1 else None
+    nucleus = options.top_p < 1.0
+    block_sums = None if nucleus or len(x) < FEW_ROWS else np.empty((len(x), probs.shape[1] // BLOCK), np.float32)
+    for rows in _chunks(probs):   # each chunk's passes while it is in cache
+        view = probs[rows, :x.shape[1]]
+        np.subtract(x[rows], x[rows].max(axis=1, keepdims=True), out=view)
+        if scale is not None:
+            view *= scale
+        np.exp(view, out=view)
+        if block_sums is not None:
+            block_sums[rows] = row_sums(probs[rows].reshape(-1, BLOCK)).reshape(len(view), -1)
+    if nucleus:
+        return _inverse_cdf(_nucleus(probs[:, :x.shape[1]], options.top_p), rngs)
+    return _inverse_cdf(probs, rngs, block_sums)
+
+
+def _chunks(array: np.ndarray) -> list[slice]:
+    """Consecutive row slices of `array` of about CHUNK_BYTES each: a step's passes over a large
+    batch's (batch, vocab) arrays run chunk by chunk, so each pass after the first reads from cache."""
+    step = max(1, CHUNK_BYTES // max(array[:1].nbytes, 1))
+    return [slice(start, start + step) for start in range(0, len(array), step)]
 
 
 def padded_buffer(rows: int, width: int) -> np.ndarray:
@@ -95,6 +108,7 @@ def padded_buffer(rows: int, width: int) -> np.ndarray:
 
 BLOCK = 64     # ids per block in the two-level inverse-CDF search
 FEW_ROWS = 4   # below this many rows, _draw row by row beats the vectorised search (fewer NumPy calls)
+CHUNK_BYTES = 1 << 19   # rows per chunk of a step's passes: about half of a core's 1-2 MB L2 cache
 
 
 def _nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
@@ -108,11 +122,13 @@ def _nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
     return kept
 
 
-def _inverse_cdf(probs: np.ndarray, rngs: Sequence[np.random.Generator]) -> np.ndarray:
+def _inverse_cdf(probs: np.ndarray, rngs: Sequence[np.random.Generator],
+                 block_sums: np.ndarray | None = None) -> np.ndarray:
     """One id per row with probability proportional to `probs`, one uniform draw per row.
 
     A cumulative sum over the whole vocabulary is slow (it cannot be vectorised), so the search is
-    two-level: first over block sums, then within the one block that holds the draw.
+    two-level: first over block sums (`block_sums`: (rows, blocks) when already summed), then within
+    the one block that holds the draw.
     """
     rows, width = probs.shape
     if rows < FEW_ROWS and not width % BLOCK:
@@ -120,7 +136,9 @@ def _inverse_cdf(probs: np.ndarray, rngs: Sequence[np.random.Generator]) -> np.n
     if width % BLOCK:
         probs = np.pad(probs, ((0, 0), (0, BLOCK - width % BLOCK)))
     blocks = probs.reshape(rows, -1, BLOCK)
-    block_cumulative = np.cumsum(row_sums(blocks.reshape(-1, BLOCK)).reshape(rows, -1), axis=1)
+    if block_sums is None:
+        block_sums = row_sums(blocks.reshape(-1, BLOCK)).reshape(rows, -1)
+    block_cumulative = np.cumsum(block_sums, axis=1)
     draws = np.array([rng.random() for rng in rngs]) * block_cumulative[:, -1]
     block = np.minimum((block_cumulative <= draws[:, None]).sum(axis=1), blocks.shape[1] - 1)
     before = np.where(block > 0, block_cumulative[np.arange(rows), block - 1], 0.0)
@@ -161,21 +179,25 @@ def _apply_rules(logits: np.ndarray, rules: Sequence[Rule], step: Step, stepper,
 
 def _log_normalizer(logits: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     """log(sum(exp(logits))) per row, stably in float32; `logits` is kept, `scratch` overwritten."""
-    top = logits.max(axis=1, keepdims=True)
-    view = scratch[:, :logits.shape[1]]
-    np.subtract(logits, top, out=view)
-    np.exp(view, out=view)
-    return np.log(row_sums(scratch)) + top[:, 0]   # the padding columns are zero
+    sums, tops = np.empty(len(logits), np.float32), np.empty(len(logits), np.float32)
+    for rows in _chunks(scratch):   # each chunk's passes while it is in cache
+        tops[rows] = logits[rows].max(axis=1)
+        view = scratch[rows, :logits.shape[1]]
+        np.subtract(logits[rows], tops[rows, None], out=view)
+        np.exp(view, out=view)
+        sums[rows] = row_sums(scratch[rows])   # the padding columns are zero
+    return np.log(sums) + tops
 
 
 def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: SampleOptions,
            first_index: int = 0, streams: Sequence[tuple[int, int]] | None = None,
-           prefix: Sequence[int] = ()) -> Sampled:
+           prefix: Sequence[int] = (), stop: int | None = None) -> Sampled:
     """Generate `batch` poems: start from the boundary state, then one model step per character.
 
     `streams` gives each row its own (seed, index), so poems of several requests share one batch;
     without it the rows are (options.seed, first_index + row). `prefix` (a conditioned model's
     control ids) is read after the boundary before the first character; it is not part of the poem.
+    `stop` ends every row after that many positions (poetgen.polish needs one line, not the rest).
     """
     if streams is not None:
         if len(streams) != batch:
@@ -184,7 +206,7 @@ def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: Sa
     else:
         seed = options.seed if options.seed is not None else new_seed()
         rngs = row_generators(seed, first_index, batch)
-    length = shape.length
+    length = shape.length if stop is None else min(stop, shape.length)
     history = np.full((batch, length), BOUNDARY, np.int64)
     line = np.zeros(batch, np.int64)
     column = np.zeros(batch, np.int64)

@@ -24,7 +24,7 @@ from poetgen.errors import BadInput
 from poetgen.generate import Generator, traditional
 from poetgen.options import bounds
 from poetgen.request import (FORM_NAMES, MAX_THEME, SERVER_MAX_ACROSTIC, SERVER_MAX_BEST_OF, SERVER_MAX_POEMS,
-                             SERVER_MAX_PROMPT, SERVER_MAX_TEMPERATURE, PoemRequest)
+                             SERVER_MAX_POLISH, SERVER_MAX_PROMPT, SERVER_MAX_TEMPERATURE, PoemRequest)
 from poetgen.sampling import SampleOptions
 from poetgen.tunes import tune_table
 
@@ -55,6 +55,7 @@ class GenerateBody(BaseModel):
     seed: int | None = Field(_DEFAULT_SAMPLE.seed, **bounds(SampleOptions, "seed"))   # None draws one
     n: int = Field(_DEFAULT_REQUEST.n, ge=1, le=SERVER_MAX_POEMS)   # poems to return
     best_of: int = Field(_DEFAULT_REQUEST.best_of, ge=1, le=SERVER_MAX_BEST_OF)   # candidates per poem (1: fastest)
+    polish: int = Field(_DEFAULT_REQUEST.polish, ge=0, le=SERVER_MAX_POLISH)   # line-by-line rewriting rounds (slow)
     style: Literal[STYLES] = _DEFAULT_REQUEST.style          # a conditioned model's style; others ignore it
     traditional: bool = False                                # answer in traditional characters
 
@@ -63,7 +64,7 @@ class GenerateBody(BaseModel):
         return PoemRequest(prompt=self.prompt, form=self.form, tune=self.tune, variant=self.variant,
                            acrostic=self.acrostic, theme=self.theme,
                            rhyme=self.rhyme, tone=self.tone, n=self.n, best_of=self.best_of, style=self.style,
-                           sample=options)
+                           polish=self.polish, sample=options)
 
 
 def refusal(status: int, problems: list[tuple[str, str]], headers: dict | None = None) -> JSONResponse:
@@ -194,6 +195,8 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
             return refusal(500, [("request", str(error))])
         if result is None:   # nobody to answer; the status only shows in logs
             return refusal(499, [("request", "the client disconnected")])
+        if body.polish:   # after the batch, in this request's own thread: the batcher never waits for it
+            result = await run_in_threadpool(generator.polish, prepared, result)
         if body.traditional:
             result = await run_in_threadpool(traditional, result)
         return JSONResponse(result)

@@ -83,3 +83,18 @@ def generator(tiny_bundle):
     from poetgen.generate import Generator
 
     return Generator.load(tiny_bundle)
+
+
+@pytest.fixture(scope="session")
+def with_reverse(tiny_bundle, tiny_corpus, tmp_path_factory):
+    """A copy of the tiny bundle with a reverse model in reverse/ (best-of ranking, polishing), and that
+    model's training run."""
+    import shutil
+
+    from poetgen.train import TrainConfig, train
+
+    bundle = tmp_path_factory.mktemp("reranked") / "model"
+    shutil.copytree(tiny_bundle, bundle)
+    run = train(TrainConfig(out=str(bundle / "reverse"), corpus=str(tiny_corpus), reverse=True,
+                            **{**TINY_TRAIN, "epochs": 1}))
+    return bundle, run

@@ -13,17 +13,6 @@ from poetgen.errors import BadModel
 from poetgen.tokenizer import BOUNDARY
 
 
-@pytest.fixture(scope="module")
-def with_reverse(tiny_bundle, tiny_corpus, tmp_path_factory):
-    from poetgen.train import TrainConfig, train
-
-    bundle = tmp_path_factory.mktemp("reranked") / "model"
-    shutil.copytree(tiny_bundle, bundle)
-    run = train(TrainConfig(out=str(bundle / "reverse"), corpus=str(tiny_corpus), reverse=True,
-                            **{**TINY_TRAIN, "epochs": 1}))
-    return bundle, run
-
-
 def test_reverse_training_reads_poems_backwards(with_reverse, tiny_corpus):
     from poetgen.corpus import is_held_out
     from poetgen.importers import load_corpus

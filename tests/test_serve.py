@@ -350,3 +350,40 @@ def test_best_of_defaults_to_the_request_default_and_can_be_lowered(client):
     assert client.post("/api/generate", json={"seed": 1, "n": 2, "best_of": 1}).status_code == 200
     after = client.get("/healthz").json()["batching"]["rows"]
     assert middle - before == 2 * PoemRequest().best_of and after - middle == 2
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["answered", "failed"])
+def test_stats_count_a_batch_before_its_requests_hear(generator, fails):
+    """/healthz must never lag an answer: a client that reads the counts after its answer sees its rows."""
+    batcher = Batcher(Held(generator, fail_first=fails) if fails else generator, BatchOptions(max_wait_ms=0))
+    heard_before_count = []
+    original = batcher._count
+
+    def count(batch, rows):
+        heard_before_count.extend(job.future.done() for job in batch)
+        original(batch, rows)
+
+    batcher._count = count
+    if fails:
+        batcher.generator.release.set()
+    batcher.start()
+    try:
+        future = batcher.submit(generator.prepare(PoemRequest(n=2, best_of=1, sample=SampleOptions(seed=1))))
+        if fails:
+            with pytest.raises(Exception):
+                future.result(60)
+        else:
+            future.result(60)
+        assert batcher.stats.rows == 2 and heard_before_count == [False]
+    finally:
+        batcher.stop()
+
+
+def test_polish_is_applied_after_the_batch_and_limited(client):
+    response = client.post("/api/generate", json={"seed": 4, "n": 2, "polish": 1})
+    assert response.status_code == 200, response.text
+    assert all(isinstance(p["polished"], int) for p in response.json()["poems"])
+    response = client.post("/api/generate", json={"seed": 4, "polish": 3})
+    assert response.status_code == 422 and response.json()["detail"][0]["field"] == "polish"
+    response = client.post("/api/generate", json={"seed": 4, "form": "free", "polish": 1})
+    assert response.status_code == 422 and "polish" in response.json()["detail"][0]["message"]

@@ -1,0 +1,134 @@
+"""Polishing (`--polish N`): rewrite finished poems line by line, keeping a new line only when the whole
+poem then reads better to both models (after Yan, IJCAI 2016, "i, Poet", iterative polishing).
+
+Sampling goes left to right, so no line is chosen knowing the lines after it. Each round visits every
+line the prompt does not fix: VERSIONS fresh versions of it are sampled after the lines before it, under
+the request's own rules (form, rhyme, 平仄, acrostic, theme, sampling options), and each is spliced
+between the earlier and the later lines. A splice replaces the poem when it keeps what the poem passed
+(layout, rhyme group, 平仄 fit, acrostic), repeats no more characters, and scores higher: the forward
+model's mean log-probability of the whole poem and the reverse model's, weighted as best-of weights
+them (`reverse_weight`). So the score never falls, and the same seed gives the same polished poems.
+The Generator is passed in, not imported: it calls this stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from poetgen import ranking
+from poetgen.checks import check_poem
+from poetgen.ci_checks import check_ci
+from poetgen.layout import clauses
+from poetgen.request import MAX_PROMPT, PreparedRequest
+from poetgen.rerank import forward_mean_log_probs
+from poetgen.sampling import row_streams
+
+VERSIONS = 4   # fresh versions of a line sampled at each visit
+
+
+class Polisher:
+    """Polishes the poems of one result with the generator that wrote them."""
+
+    def __init__(self, generator):
+        self.generator = generator
+
+    def polish(self, prepared: PreparedRequest, result: dict) -> dict:
+        """`result` (Generator.finish's) with every poem polished `prepared.request.polish` rounds; each
+        poem record gains "polished", the number of lines replaced, and its scores are recomputed."""
+        if not prepared.request.polish or prepared.layout is None:
+            return result
+        return {**result, "poems": [self._poem(prepared, poem, index) for index, poem in enumerate(result["poems"])]}
+
+    def _poem(self, prepared: PreparedRequest, poem: dict, index: int) -> dict:
+        request, generator = prepared.request, self.generator
+        weight = request.reverse_weight if generator.reverse_scorer is not None else 0.0
+        prefix = generator.prefix(prepared)
+        text, fixed = poem["text"], len(prepared.prompt)   # the prompt's characters are never rewritten
+        passed = self._check(prepared, text)
+        repeats = _repeats(text)
+        (best,), forward, backward = self._scores([text], prefix, weight)
+        replaced = 0
+        for round_ in range(request.polish):
+            for i in range(len(clauses(text))):
+                lines = clauses(text)
+                start = sum(len(line) for line in lines[:i])
+                end = start + len(lines[i])
+                head = text[:max(start, fixed)]
+                if end <= fixed or len(head) > MAX_PROMPT:
+                    continue
+                splices = []
+                for version in self._versions(prepared, head, end, (prepared.seed, index, round_, i)):
+                    splice = text[:start] + version[start:end] + text[end:]
+                    if (splice != text and splice not in splices and _repeats(splice) <= repeats
+                            and _keeps(self._check(prepared, splice), passed)):
+                        splices.append(splice)
+                if not splices:
+                    continue
+                scores, forwards, backwards = self._scores(splices, prefix, weight)
+                top = int(np.argmax(scores))
+                if scores[top] > best:
+                    text, best, forward = splices[top], scores[top], forwards[top:top + 1]
+                    backward = None if backwards is None else backwards[top:top + 1]
+                    replaced += 1
+        if not replaced:
+            return {**poem, "polished": 0}
+        return {**self._record(prepared, poem, text, float(forward[0]), backward, weight), "polished": replaced}
+
+    def _versions(self, prepared: PreparedRequest, head: str, end: int, stream: tuple) -> list[str]:
+        """The first `end` characters of VERSIONS poems that start with `head`, under the request's
+        rules, from their own seed."""
+        seed = int(np.random.SeedSequence(list(stream)).generate_state(1, np.uint64)[0] >> 1)
+        request = dataclasses.replace(prepared.request, prompt=head, n=VERSIONS, best_of=1, polish=0,
+                                      sample=dataclasses.replace(prepared.options, seed=seed))
+        version = self.generator.prepare(request)
+        return self.generator.sample_texts(version, row_streams(seed, 0, VERSIONS), end)
+
+    def _scores(self, texts: list[str], prefix: list[int], weight: float):
+        """Each text's joint score, and its forward and reverse mean log-probabilities (None: no reverse)."""
+        generator = self.generator
+        forward = forward_mean_log_probs(generator.stepper, generator.tokenizer, texts, prefix)
+        if not weight:
+            return forward, forward, None
+        backward = generator.reverse_scorer.mean_log_probs(texts, prefix)
+        return (1 - weight) * forward + weight * backward, forward, backward
+
+    def _check(self, prepared: PreparedRequest, text: str):
+        tables = self.generator.tables
+        if prepared.variant is not None:
+            return check_ci(text, prepared.variant, tables.prosody, tables.ci_rhyme, prepared.acrostic)
+        return check_poem(text, prepared.form, tables.prosody, prepared.acrostic)
+
+    def _record(self, prepared: PreparedRequest, poem: dict, text: str, forward: float, backward, weight: float) -> dict:
+        """The polished poem's record, scored as best-of scores a candidate; its logprob is the forward
+        model's mean over the whole poem (as reverse_logprob is the reverse model's)."""
+        check = self._check(prepared, text)
+        if prepared.variant is not None:
+            record = ranking.ci_record(text, forward, check)
+        else:
+            record = ranking.poem_record(text, prepared.form, forward, check, poem.get("tone_pattern"))
+        if backward is not None:
+            ranking.add_reverse_scores([record], backward, weight)
+        return record
+
+
+def _keeps(check, passed) -> bool:
+    """True when `check` (a splice's) keeps everything `passed` (the poem's) held."""
+    if not check.layout_ok:
+        return False
+    for name in ("rhyme_ok", "acrostic_ok"):
+        if getattr(passed, name) and not getattr(check, name):
+            return False
+    if getattr(check, "rhyme_group", None) != getattr(passed, "rhyme_group", None):
+        return False
+    if getattr(check, "rhyme_parts", None) != getattr(passed, "rhyme_parts", None):
+        return False
+    return all((getattr(check, name, None) or 0) >= (getattr(passed, name, None) or 0)
+               for name in ("tone_score", "rhyme_score"))
+
+
+def _repeats(text: str) -> int:
+    """Characters of the poem that repeat an earlier one (punctuation aside)."""
+    body = [c for c in text if c.isalpha()]
+    return len(body) - len(set(body))

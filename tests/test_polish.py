@@ -1,0 +1,123 @@
+"""Polishing (--polish): lines rewritten only when both models read the whole poem better, every check the
+poem passed kept, the prompt and acrostic untouched, the same poems for the same seed."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from poetgen.checks import check_poem
+from poetgen.cli import cli
+from poetgen.errors import BadInput
+from poetgen.layout import clauses
+from poetgen.polish import _repeats
+from poetgen.request import PoemRequest
+from poetgen.rerank import forward_mean_log_probs
+from poetgen.sampling import SampleOptions
+
+
+@pytest.fixture(scope="module")
+def ranked(with_reverse):
+    from poetgen.generate import Generator
+
+    return Generator.load(with_reverse[0])
+
+
+def joint(generator, prepared, texts):
+    prefix = generator.prefix(prepared)
+    forward = forward_mean_log_probs(generator.stepper, generator.tokenizer, texts, prefix)
+    return 0.5 * forward + 0.5 * generator.reverse_scorer.mean_log_probs(texts, prefix)
+
+
+def test_polishing_raises_the_joint_score_and_keeps_every_check(ranked):
+    request = PoemRequest(form="wujue", n=6, polish=2, sample=SampleOptions(seed=5))
+    polished = ranked.generate(request)["poems"]
+    plain = ranked.generate(PoemRequest(form="wujue", n=6, sample=SampleOptions(seed=5)))["poems"]
+    prepared = ranked.prepare(request)
+    prosody = ranked.tables.prosody
+    before = joint(ranked, prepared, [p["text"] for p in plain])
+    after = joint(ranked, prepared, [p["text"] for p in polished])
+    changed = 0
+    for old, new, old_score, new_score in zip(plain, polished, before, after):
+        assert (new["polished"] == 0) == (new["text"] == old["text"])
+        if new["text"] == old["text"]:
+            continue
+        changed += 1
+        assert new_score > old_score
+        was, now = check_poem(old["text"], "wujue", prosody), check_poem(new["text"], "wujue", prosody)
+        assert now.layout_ok and now.rhyme_group == was.rhyme_group and (now.rhyme_ok or not was.rhyme_ok)
+        assert (now.tone_score or 0) >= (was.tone_score or 0)
+        assert _repeats(new["text"]) <= _repeats(old["text"])
+        differing = sum(a != b for a, b in zip(clauses(old["text"]), clauses(new["text"])))
+        assert 1 <= differing <= new["polished"]
+        # the record is rescored: its logprob is the forward model's mean over the whole poem
+        forward = forward_mean_log_probs(ranked.stepper, ranked.tokenizer, [new["text"]], ranked.prefix(prepared))
+        assert new["logprob"] == pytest.approx(float(forward[0]), abs=1e-4)
+        assert new["score"] == pytest.approx(0.5 * new["logprob"] + 0.5 * new["reverse_logprob"]
+                                             + (0.5 if now.rhyme_ok else 0) + 0.5 * (now.tone_score or 0), abs=2e-4)
+    assert changed >= 2   # the tiny model's poems leave room to polish: the test must see it happen
+
+
+def test_polishing_is_deterministic_and_leaves_prompt_and_acrostic(ranked):
+    request = PoemRequest(prompt="春风", acrostic="春花秋月", form="wujue", n=4, polish=1,
+                          sample=SampleOptions(seed=8))
+    first, again = ranked.generate(request)["poems"], ranked.generate(request)["poems"]
+    assert [p["text"] for p in first] == [p["text"] for p in again]
+    for poem in first:
+        lines = clauses(poem["text"])
+        assert poem["text"].startswith("春风") and [line[0] for line in lines] == list("春花秋月")
+
+
+def test_a_prompt_of_whole_lines_is_never_rewritten(ranked):
+    head = "白日依山尽，黄河入海流。欲穷千里目，"
+    poems = ranked.generate(PoemRequest(prompt=head, form="wujue", n=3, polish=2,
+                                        sample=SampleOptions(seed=2)))["poems"]
+    assert all(p["text"].startswith(head) for p in poems)
+
+
+def test_polishing_without_a_reverse_model_uses_the_forward_model(generator):
+    assert generator.reverse_scorer is None
+    poems = generator.generate(PoemRequest(form="qijue", n=3, polish=1, sample=SampleOptions(seed=4)))["poems"]
+    assert all(check_poem(p["text"], "qijue", generator.tables.prosody).layout_ok for p in poems)
+    assert all("reverse_logprob" not in p for p in poems)
+
+
+def test_polishing_a_ci_keeps_its_tune(ranked):
+    from poetgen.ci_checks import check_ci
+
+    result = ranked.generate(PoemRequest(tune="浣溪沙", n=2, polish=1, sample=SampleOptions(seed=1)))
+    variant = ranked.prepare(PoemRequest(tune="浣溪沙")).variant
+    for poem in result["poems"]:
+        assert check_ci(poem["text"], variant, ranked.tables.prosody, ranked.tables.ci_rhyme).layout_ok
+        assert "polished" in poem
+
+
+def test_free_verse_cannot_be_polished(tiny_bundle):
+    with pytest.raises(BadInput, match="polish"):
+        PoemRequest(form="free", polish=1).validate()
+    result = CliRunner().invoke(cli, ["generate", "--model", str(tiny_bundle), "--form", "free", "--polish", "1"])
+    assert result.exit_code != 0
+    assert "polish" in result.output and "Traceback" not in result.output
+
+
+def test_cli_polish_reports_the_lines_replaced(with_reverse):
+    result = CliRunner().invoke(cli, ["generate", "--model", str(with_reverse[0]), "--polish", "1", "-n", "2",
+                                      "--seed", "3", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    poems = json.loads(result.output)["poems"]
+    assert all(isinstance(p["polished"], int) for p in poems)
+
+
+def test_the_forward_judgement_reads_the_step_logits_as_the_products_would(tiny_bundle):
+    """With a one-graph int8 step the forward model's whole-poem score reads the step's logits; without
+    it, the output layer's products: the same judgement either way."""
+    from poetgen.generate import Generator
+
+    fused = Generator.load(tiny_bundle, int8=True)
+    assert fused.stepper.fused is not None
+    texts = [p["text"] for p in fused.generate(PoemRequest(n=3, sample=SampleOptions(seed=1)))["poems"]]
+    one_graph = forward_mean_log_probs(fused.stepper, fused.tokenizer, texts, [])
+    fused.stepper.fused = None
+    products = forward_mean_log_probs(fused.stepper, fused.tokenizer, texts, [])
+    np.testing.assert_allclose(one_graph, products, atol=2e-3)
