@@ -25,7 +25,7 @@ from poetgen.polish import Polisher
 from poetgen.quantize import choose_precision, cores
 from poetgen.request import PoemRequest, PreparedRequest
 from poetgen.rules import build_rules
-from poetgen.sampling import Sampled, SampleOptions, row_streams, sample
+from poetgen.sampling import Resume, Sampled, SampleOptions, row_streams, sample
 from poetgen.tables import VocabularyTables
 from poetgen.tokenizer import SPECIALS, Tokenizer
 from poetgen.tunes import tune_table
@@ -117,13 +117,14 @@ class Generator:
                         prefix=self.prefix(prepared))
         return [self._candidate(result, row, prepared, patterns) for row in range(len(streams))]
 
-    def sample_texts(self, prepared: PreparedRequest, streams: list[tuple[int, int]], stop: int) -> list[str]:
+    def sample_texts(self, prepared: PreparedRequest, streams: list[tuple[int, int]], stop: int,
+                     resume: Resume | None = None) -> list[str]:
         """The first `stop` characters of the poem each stream would give in sample_rows(), unchecked
-        (poetgen.polish reads one line of them)."""
+        (poetgen.polish reads one line of them), the model picked up at `resume` when given."""
         active, _ = build_rules(prepared, self.tables, streams)
         with self._one_blas_thread():
             result = sample(self.stepper, active, prepared.shape, len(streams), prepared.options, streams=streams,
-                            prefix=self.prefix(prepared), stop=stop)
+                            prefix=self.prefix(prepared), stop=stop, resume=resume)
         return [self.tokenizer.decode(i for i in row if i >= len(SPECIALS)) for row in result.ids]
 
     def _candidate(self, result: Sampled, row: int, prepared: PreparedRequest, patterns) -> dict:

@@ -22,8 +22,9 @@ from poetgen.checks import check_poem
 from poetgen.ci_checks import check_ci
 from poetgen.layout import clauses
 from poetgen.request import MAX_PROMPT, PreparedRequest
-from poetgen.rerank import forward_mean_log_probs
-from poetgen.sampling import row_streams
+from poetgen.rerank import log_softmax_at
+from poetgen.sampling import Resume, row_streams
+from poetgen.tokenizer import BOUNDARY
 
 VERSIONS = 4   # fresh versions of a line sampled at each visit
 
@@ -48,7 +49,10 @@ class Polisher:
         text, fixed = poem["text"], len(prepared.prompt)   # the prompt's characters are never rewritten
         passed = self._check(prepared, text)
         repeats = _repeats(text)
-        (best,), forward, backward = self._scores([text], prefix, weight)
+        reading = _Reading(generator.stepper, generator.tokenizer.encode(text), prefix)
+        forward = reading.mean()
+        backward = self._backward([text], prefix, weight)
+        best = _joint(forward, None if backward is None else backward[0], weight)
         replaced = 0
         for round_ in range(request.polish):
             for i in range(len(clauses(text))):
@@ -59,40 +63,41 @@ class Polisher:
                 if end <= fixed or len(head) > MAX_PROMPT:
                     continue
                 splices = []
-                for version in self._versions(prepared, head, end, (prepared.seed, index, round_, i)):
+                resume = reading.resume(len(head))
+                for version in self._versions(prepared, head, end, resume, (prepared.seed, index, round_, i)):
                     splice = text[:start] + version[start:end] + text[end:]
                     if (splice != text and splice not in splices and _repeats(splice) <= repeats
                             and _keeps(self._check(prepared, splice), passed)):
                         splices.append(splice)
                 if not splices:
                     continue
-                scores, forwards, backwards = self._scores(splices, prefix, weight)
+                ids = np.array([generator.tokenizer.encode(splice) for splice in splices])
+                forwards = reading.means_after(generator.stepper, ids, start)
+                backwards = self._backward(splices, prefix, weight)
+                scores = [_joint(f, None if backwards is None else b, weight)
+                          for f, b in zip(forwards, backwards if backwards is not None else forwards)]
                 top = int(np.argmax(scores))
                 if scores[top] > best:
-                    text, best, forward = splices[top], scores[top], forwards[top:top + 1]
+                    text, best, forward = splices[top], scores[top], float(forwards[top])
                     backward = None if backwards is None else backwards[top:top + 1]
+                    reading = _Reading(generator.stepper, ids[top].tolist(), prefix)
                     replaced += 1
         if not replaced:
             return {**poem, "polished": 0}
-        return {**self._record(prepared, poem, text, float(forward[0]), backward, weight), "polished": replaced}
+        return {**self._record(prepared, poem, text, forward, backward, weight), "polished": replaced}
 
-    def _versions(self, prepared: PreparedRequest, head: str, end: int, stream: tuple) -> list[str]:
+    def _versions(self, prepared: PreparedRequest, head: str, end: int, resume: Resume, stream: tuple) -> list[str]:
         """The first `end` characters of VERSIONS poems that start with `head`, under the request's
-        rules, from their own seed."""
+        rules, from their own seed, the model picked up after `head` where `resume` holds it."""
         seed = int(np.random.SeedSequence(list(stream)).generate_state(1, np.uint64)[0] >> 1)
         request = dataclasses.replace(prepared.request, prompt=head, n=VERSIONS, best_of=1, polish=0,
                                       sample=dataclasses.replace(prepared.options, seed=seed))
         version = self.generator.prepare(request)
-        return self.generator.sample_texts(version, row_streams(seed, 0, VERSIONS), end)
+        return self.generator.sample_texts(version, row_streams(seed, 0, VERSIONS), end, resume)
 
-    def _scores(self, texts: list[str], prefix: list[int], weight: float):
-        """Each text's joint score, and its forward and reverse mean log-probabilities (None: no reverse)."""
-        generator = self.generator
-        forward = forward_mean_log_probs(generator.stepper, generator.tokenizer, texts, prefix)
-        if not weight:
-            return forward, forward, None
-        backward = generator.reverse_scorer.mean_log_probs(texts, prefix)
-        return (1 - weight) * forward + weight * backward, forward, backward
+    def _backward(self, texts: list[str], prefix: list[int], weight: float):
+        """The reverse model's mean log-probability of each text; None when it takes no part."""
+        return self.generator.reverse_scorer.mean_log_probs(texts, prefix) if weight else None
 
     def _check(self, prepared: PreparedRequest, text: str):
         tables = self.generator.tables
@@ -111,6 +116,49 @@ class Polisher:
         if backward is not None:
             ranking.add_reverse_scores([record], backward, weight)
         return record
+
+
+class _Reading:
+    """The forward model's reading of one poem (its ids after the control prefix, then the boundary):
+    the state before each position's step and each token's log-probability, so a splice that differs
+    from position p on is read from p, and its versions are sampled from there."""
+
+    def __init__(self, stepper, ids: list[int], prefix: list[int]):
+        state, previous = stepper.after_prefix(tuple(prefix), 1)
+        self.states, self.previous, log_probs = [], [], []
+        for target in [*ids, BOUNDARY]:
+            self.states.append(state)
+            self.previous.append(int(previous[0]))
+            state = stepper.advance(previous, state)
+            log_probs.append(log_softmax_at(stepper.logits(state), np.array([target]))[0])
+            previous = np.array([target], np.int64)
+        self.log_probs = np.array(log_probs)
+
+    def mean(self) -> float:
+        return float(self.log_probs.mean())
+
+    def resume(self, at: int) -> Resume:
+        """Where sampling picks up after the poem's first `at` characters."""
+        return Resume(at, self.states[at], self.previous[at])
+
+    def means_after(self, stepper, ids: np.ndarray, start: int) -> np.ndarray:
+        """Mean log-probability of each row of `ids` (poems as long as this one, equal to it before
+        `start`), reading only from `start` on."""
+        rows = len(ids)
+        state = [np.repeat(array, rows, axis=0) for array in self.states[start]]
+        previous = np.full(rows, self.previous[start], np.int64)
+        targets = np.concatenate([ids[:, start:], np.full((rows, 1), BOUNDARY)], axis=1)
+        total = np.full(rows, self.log_probs[:start].sum())
+        for t in range(targets.shape[1]):
+            state = stepper.advance(previous, state)
+            total += log_softmax_at(stepper.logits(state), targets[:, t])
+            previous = targets[:, t]
+        return total / len(self.log_probs)
+
+
+def _joint(forward: float, backward: float | None, weight: float) -> float:
+    """The score a splice must raise: forward and reverse mean log-probabilities, weighted."""
+    return forward if backward is None else (1 - weight) * forward + weight * float(backward)
 
 
 def _keeps(check, passed) -> bool:

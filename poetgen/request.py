@@ -29,7 +29,7 @@ SERVER_MAX_BEST_OF = 16   # candidates per poem: a request costs n × best_of ro
 SERVER_MAX_PROMPT = 64    # a whole qilv with its punctuation
 SERVER_MAX_ACROSTIC = 8   # one character per line of a lüshi
 SERVER_MAX_TEMPERATURE = 10.0
-SERVER_MAX_POLISH = 2     # polishing rounds: each costs ~0.1-0.5 s a poem
+SERVER_MAX_POLISH = 2     # polishing rounds: two cost ~0.1-0.5 s a poem
 FORM_NAMES = ("wujue", "qijue", "wulv", "qilv", "free", "五绝", "七绝", "五律", "七律")
 _HAN_ONLY = re.compile(f"[{HAN}]")
 # Words of the request itself ("write a poem about …"), not of its theme.

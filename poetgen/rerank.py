@@ -1,4 +1,4 @@
-"""Whole-poem judgements: the reverse model's for best-of ranking, and the forward model's for polishing.
+"""The reverse model's judgement of whole poems, for best-of ranking (and polishing).
 
 A model trained on reversed poems (`poetgen train --reverse`) reads a candidate from its last
 character to its first; a poem that only made sense one step at a time reads badly backwards. It
@@ -51,50 +51,33 @@ class ReverseScorer:
     def mean_log_probs(self, texts: list[str], prefix: list[int]) -> np.ndarray:
         """(len(texts),) mean natural-log probability per predicted token of each reversed text and
         the boundary after it, all rows stepped as one batch."""
-        return _mean_log_probs(self.stepper, [self.tokenizer.encode(text[::-1]) for text in texts], prefix)
-
-
-def forward_mean_log_probs(stepper: NumpyStepper, tokenizer, texts: list[str], prefix: list[int]) -> np.ndarray:
-    """(len(texts),) the forward model's mean natural-log probability per token of each text and the
-    boundary after it, after `prefix` (poetgen.polish judges whole poems with it)."""
-    return _mean_log_probs(stepper, [tokenizer.encode(text) for text in texts], prefix)
-
-
-def _mean_log_probs(stepper: NumpyStepper, encoded: list[list[int]], prefix: list[int]) -> np.ndarray:
-    """Mean log-probability per token of each id sequence and the boundary after it, stepped as one batch."""
-    sequences = [ids + [BOUNDARY] for ids in encoded]
-    length = max(len(s) for s in sequences)
-    targets = np.full((len(sequences), length), BOUNDARY, np.int64)
-    live = np.zeros((len(sequences), length), bool)
-    for row, sequence in enumerate(sequences):
-        targets[row, :len(sequence)] = sequence
-        live[row, :len(sequence)] = True
-    state, previous = stepper.after_prefix(tuple(prefix), len(sequences))
-    flat_targets = targets.T.reshape(-1)
-    picked = np.empty(length * len(sequences), np.float64)
-    if stepper.fused is not None:   # the step gives its logits: read them there, no output layer again
-        rows = np.arange(len(sequences))
-        for t in range(length):
-            state = stepper.advance(previous, state)
-            logits = stepper.logits(state)
-            picked[t * len(rows):(t + 1) * len(rows)] = _log_softmax_at(logits, targets[:, t])
-            previous = targets[:, t]
-    else:
+        sequences = [self.tokenizer.encode(text[::-1]) + [BOUNDARY] for text in texts]
+        length = max(len(s) for s in sequences)
+        targets = np.full((len(texts), length), BOUNDARY, np.int64)
+        live = np.zeros((len(texts), length), bool)
+        for row, sequence in enumerate(sequences):
+            targets[row, :len(sequence)] = sequence
+            live[row, :len(sequence)] = True
+        stepper = self.stepper
+        state, previous = stepper.after_prefix(tuple(prefix), len(texts))
         tops = []   # the output layer's input at every step: one product for many steps below
         for t in range(length):
             state = stepper.advance(previous, state)
             tops.append(stepper.top(state))
             previous = targets[:, t]
         tops = np.concatenate(tops)                       # (length × rows, units + 1), step-major
+        flat_targets = targets.T.reshape(-1)
+        picked = np.empty(len(tops), np.float64)
         for start in range(0, len(tops), OUTPUT_ROWS):   # the output layer's weights read once per block
             logits = stepper.logits_of_tops(tops[start:start + OUTPUT_ROWS])   # a fresh array: edited in place
-            picked[start:start + len(logits)] = _log_softmax_at(logits, flat_targets[start:start + len(logits)])
-    total = np.where(live.T.reshape(-1), picked, 0.0).reshape(length, len(sequences)).sum(axis=0)
-    return total / live.sum(axis=1)
+            picked[start:start + len(logits)] = log_softmax_at(logits, flat_targets[start:start + len(logits)])
+        total = np.where(live.T.reshape(-1), picked, 0.0).reshape(length, len(texts)).sum(axis=0)
+        return total / live.sum(axis=1)
 
 
-def _log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """log-softmax(logits)[row, ids[row]] per row; `logits` (a fresh array) is overwritten."""
+def log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """log-softmax(logits)[row, ids[row]] per row; `logits` (a fresh array) is overwritten. Each row
+    sum is its own product (model.row_sums), so a row's value does not depend on its batch."""
     chosen = logits[np.arange(len(logits)), ids]
     top = logits.max(axis=1)
     np.subtract(logits, top[:, None], out=logits)

@@ -43,6 +43,15 @@ class Shape:
         return self.max_chars if self.layout is None else self.layout.length
 
 
+@dataclasses.dataclass(frozen=True)
+class Resume:
+    """Where sampling may pick up: the model's state before the step at position `at`, and the id that
+    step reads (`previous`), for one row; the positions before `at` must all be forced (a prompt)."""
+    at: int                    # the first position the model steps
+    state: list                # its state arrays, (1, units) each
+    previous: int              # the id it reads first (the last forced one)
+
+
 @dataclasses.dataclass
 class Sampled:
     ids: np.ndarray            # (batch, length) chosen ids; BOUNDARY pads finished free verse
@@ -191,13 +200,15 @@ def _log_normalizer(logits: np.ndarray, scratch: np.ndarray) -> np.ndarray:
 
 def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: SampleOptions,
            first_index: int = 0, streams: Sequence[tuple[int, int]] | None = None,
-           prefix: Sequence[int] = (), stop: int | None = None) -> Sampled:
+           prefix: Sequence[int] = (), stop: int | None = None, resume: Resume | None = None) -> Sampled:
     """Generate `batch` poems: start from the boundary state, then one model step per character.
 
     `streams` gives each row its own (seed, index), so poems of several requests share one batch;
     without it the rows are (options.seed, first_index + row). `prefix` (a conditioned model's
     control ids) is read after the boundary before the first character; it is not part of the poem.
     `stop` ends every row after that many positions (poetgen.polish needs one line, not the rest).
+    `resume` starts every row from a state the caller already has at a position inside the forced
+    prompt: the rules still see the positions before it, the model is not stepped through them again.
     """
     if streams is not None:
         if len(streams) != batch:
@@ -213,7 +224,11 @@ def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: Sa
     done = np.zeros(batch, bool)
     log_probs = np.zeros(batch, np.float64)
     sampled = np.zeros(batch, np.int64)
-    state, previous = stepper.after_prefix(tuple(prefix), batch)
+    if resume is None:
+        state, previous, first = *stepper.after_prefix(tuple(prefix), batch), 0
+    else:
+        state = [np.repeat(array, batch, axis=0) for array in resume.state]
+        previous, first = np.full(batch, resume.previous, np.int64), resume.at
     punctuation = np.array(sorted(shape.punctuation), np.int64)
     logits = scratch = None
     for pos in range(length):
@@ -221,10 +236,15 @@ def sample(stepper, rules: Sequence[Rule], shape: Shape, batch: int, options: Sa
             line[:], column[:] = shape.layout.line_column(pos)
         step = Step(pos, line, column, shape.layout, history[:, :pos])
         forced = next((ids for ids in (rule.forced(step) for rule in rules) if ids is not None), None)
-        state = stepper.advance(previous, state)
-        if forced is not None:
+        if pos < first:   # before the resumed position: the rules see the forced ids, the model is not stepped
+            if forced is None:
+                raise ValueError(f"cannot resume at position {first}: position {pos} is not forced")
+            chosen = forced
+        elif forced is not None:
+            state = stepper.advance(previous, state)
             chosen = forced
         else:
+            state = stepper.advance(previous, state)
             logits = stepper.logits(state, out=logits)
             if scratch is None:
                 scratch = padded_buffer(*logits.shape)

@@ -11,10 +11,9 @@ from poetgen.checks import check_poem
 from poetgen.cli import cli
 from poetgen.errors import BadInput
 from poetgen.layout import clauses
-from poetgen.polish import _repeats
+from poetgen.polish import _Reading, _repeats
 from poetgen.request import PoemRequest
-from poetgen.rerank import forward_mean_log_probs
-from poetgen.sampling import SampleOptions
+from poetgen.sampling import SampleOptions, row_streams
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +23,13 @@ def ranked(with_reverse):
     return Generator.load(with_reverse[0])
 
 
+def forward_mean(generator, prepared, text):
+    return _Reading(generator.stepper, generator.tokenizer.encode(text), generator.prefix(prepared)).mean()
+
+
 def joint(generator, prepared, texts):
-    prefix = generator.prefix(prepared)
-    forward = forward_mean_log_probs(generator.stepper, generator.tokenizer, texts, prefix)
-    return 0.5 * forward + 0.5 * generator.reverse_scorer.mean_log_probs(texts, prefix)
+    forward = np.array([forward_mean(generator, prepared, text) for text in texts])
+    return 0.5 * forward + 0.5 * generator.reverse_scorer.mean_log_probs(texts, generator.prefix(prepared))
 
 
 def test_polishing_raises_the_joint_score_and_keeps_every_check(ranked):
@@ -52,8 +54,7 @@ def test_polishing_raises_the_joint_score_and_keeps_every_check(ranked):
         differing = sum(a != b for a, b in zip(clauses(old["text"]), clauses(new["text"])))
         assert 1 <= differing <= new["polished"]
         # the record is rescored: its logprob is the forward model's mean over the whole poem
-        forward = forward_mean_log_probs(ranked.stepper, ranked.tokenizer, [new["text"]], ranked.prefix(prepared))
-        assert new["logprob"] == pytest.approx(float(forward[0]), abs=1e-4)
+        assert new["logprob"] == pytest.approx(forward_mean(ranked, prepared, new["text"]), abs=1e-4)
         assert new["score"] == pytest.approx(0.5 * new["logprob"] + 0.5 * new["reverse_logprob"]
                                              + (0.5 if now.rhyme_ok else 0) + 0.5 * (now.tone_score or 0), abs=2e-4)
     assert changed >= 2   # the tiny model's poems leave room to polish: the test must see it happen
@@ -109,15 +110,43 @@ def test_cli_polish_reports_the_lines_replaced(with_reverse):
     assert all(isinstance(p["polished"], int) for p in poems)
 
 
-def test_the_forward_judgement_reads_the_step_logits_as_the_products_would(tiny_bundle):
-    """With a one-graph int8 step the forward model's whole-poem score reads the step's logits; without
-    it, the output layer's products: the same judgement either way."""
+def test_the_forward_reading_is_the_models_likelihood(with_reverse, generator):
+    """The polisher's forward score of a poem is the Keras model's mean log-likelihood of it (and the
+    boundary after it), and a splice read from its first differing position scores as read whole."""
+    from poetgen.bundle import load_bundle
+    from poetgen.model import sequence_log_likelihood
+
+    bundle = load_bundle(with_reverse[0])
+    texts = [p["text"] for p in generator.generate(PoemRequest(n=3, sample=SampleOptions(seed=6)))["poems"]]
+    for text in texts:
+        ids = generator.tokenizer.encode(text)
+        total, count = sequence_log_likelihood(bundle.model, [ids])
+        assert _Reading(generator.stepper, ids, []).mean() == pytest.approx(total / count, abs=1e-3)
+    first, others = texts[0], np.array([generator.tokenizer.encode(t) for t in texts])
+    others[:, :6] = generator.tokenizer.encode(first[:6])          # the same first line, their own rest
+    reading = _Reading(generator.stepper, generator.tokenizer.encode(first), [])
+    whole = [_Reading(generator.stepper, row.tolist(), []).mean() for row in others]
+    np.testing.assert_allclose(reading.means_after(generator.stepper, others, 6), whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["", "春风吹", "白日依山尽，", "白日依山尽，黄河入海流。欲"])
+def test_versions_resumed_from_a_reading_are_the_versions_stepped_from_the_start(tiny_bundle, head):
+    """Polishing samples a line's versions from the state its reading kept after the earlier lines; in
+    int8 (each row quantized alone) that gives exactly the poems stepped through those lines again."""
     from poetgen.generate import Generator
 
-    fused = Generator.load(tiny_bundle, int8=True)
-    assert fused.stepper.fused is not None
-    texts = [p["text"] for p in fused.generate(PoemRequest(n=3, sample=SampleOptions(seed=1)))["poems"]]
-    one_graph = forward_mean_log_probs(fused.stepper, fused.tokenizer, texts, [])
-    fused.stepper.fused = None
-    products = forward_mean_log_probs(fused.stepper, fused.tokenizer, texts, [])
-    np.testing.assert_allclose(one_graph, products, atol=2e-3)
+    quantized = Generator.load(tiny_bundle, int8=True)
+    prepared = quantized.prepare(PoemRequest(prompt=head, form="wujue", n=4, sample=SampleOptions(seed=9)))
+    streams = row_streams(9, 0, 4)
+    whole = quantized.sample_texts(prepared, streams, 24)
+    reading = _Reading(quantized.stepper, quantized.tokenizer.encode(whole[0]), [])
+    assert quantized.sample_texts(prepared, streams, 24, reading.resume(len(prepared.prompt))) == whole
+
+
+def test_resuming_needs_forced_positions(generator):
+    from poetgen.sampling import Resume
+
+    prepared = generator.prepare(PoemRequest(prompt="春风", sample=SampleOptions(seed=1)))
+    state = generator.stepper.initial_state(1)
+    with pytest.raises(ValueError, match="not forced"):
+        generator.sample_texts(prepared, row_streams(1, 0, 2), 24, Resume(4, state, 3))
