@@ -43,48 +43,51 @@ class Polisher:
         return {**result, "poems": [self._poem(prepared, poem, index) for index, poem in enumerate(result["poems"])]}
 
     def _poem(self, prepared: PreparedRequest, poem: dict, index: int) -> dict:
-        request, generator = prepared.request, self.generator
-        weight = request.reverse_weight if generator.reverse_scorer is not None else 0.0
+        generator = self.generator
+        weight = prepared.request.reverse_weight if generator.reverse_scorer is not None else 0.0
         prefix = generator.prefix(prepared)
-        text, fixed = poem["text"], len(prepared.prompt)   # the prompt's characters are never rewritten
-        passed = self._check(prepared, text)
-        repeats = _repeats(text)
-        reading = _Reading(generator.stepper, generator.tokenizer.encode(text), prefix)
-        forward = reading.mean()
-        backward = self._backward([text], prefix, weight)
-        best = _joint(forward, None if backward is None else backward[0], weight)
-        replaced = 0
-        for round_ in range(request.polish):
-            for i in range(len(clauses(text))):
-                lines = clauses(text)
-                start = sum(len(line) for line in lines[:i])
-                end = start + len(lines[i])
-                head = text[:max(start, fixed)]
-                if end <= fixed or len(head) > MAX_PROMPT:
-                    continue
-                splices = []
-                resume = reading.resume(len(head))
-                for version in self._versions(prepared, head, end, resume, (prepared.seed, index, round_, i)):
-                    splice = text[:start] + version[start:end] + text[end:]
-                    if (splice != text and splice not in splices and _repeats(splice) <= repeats
-                            and _keeps(self._check(prepared, splice), passed)):
-                        splices.append(splice)
-                if not splices:
-                    continue
-                ids = np.array([generator.tokenizer.encode(splice) for splice in splices])
-                forwards = reading.means_after(generator.stepper, ids, start)
-                backwards = self._backward(splices, prefix, weight)
-                scores = [_joint(f, None if backwards is None else b, weight)
-                          for f, b in zip(forwards, backwards if backwards is not None else forwards)]
-                top = int(np.argmax(scores))
-                if scores[top] > best:
-                    text, best, forward = splices[top], scores[top], float(forwards[top])
-                    backward = None if backwards is None else backwards[top:top + 1]
-                    reading = _Reading(generator.stepper, ids[top].tolist(), prefix)
-                    replaced += 1
+        text = poem["text"]
+        current = _Candidate(text, _Reading(generator.stepper, generator.tokenizer.encode(text), prefix),
+                             self._backward([text], prefix, weight), weight)
+        passed, repeats, replaced = self._check(prepared, text), _repeats(text), 0
+        for round_ in range(prepared.request.polish):
+            for i in range(len(clauses(current.text))):
+                better = self._visit(prepared, current, i, (prepared.seed, index, round_, i), passed, repeats, prefix)
+                if better is not None:
+                    current, replaced = better, replaced + 1
         if not replaced:
             return {**poem, "polished": 0}
-        return {**self._record(prepared, poem, text, forward, backward, weight), "polished": replaced}
+        record = self._record(prepared, poem, current.text, current.reading.mean(), current.backward, weight)
+        return {**record, "polished": replaced}
+
+    def _visit(self, prepared: PreparedRequest, current: "_Candidate", i: int, stream: tuple, passed, repeats: int,
+               prefix: list[int]) -> "_Candidate | None":
+        """The best splice of VERSIONS fresh versions of line i into `current`, if it scores higher and
+        keeps what the poem passed; None otherwise (or when the prompt fixes the line)."""
+        generator, text = self.generator, current.text
+        lines = clauses(text)
+        start = sum(len(line) for line in lines[:i])
+        end = start + len(lines[i])
+        head = text[:max(start, len(prepared.prompt))]   # the prompt's characters are never rewritten
+        if end <= len(prepared.prompt) or len(head) > MAX_PROMPT:
+            return None
+        splices = []
+        for version in self._versions(prepared, head, end, current.reading.resume(len(head)), stream):
+            splice = text[:start] + version[start:end] + text[end:]
+            if (splice != text and splice not in splices and _repeats(splice) <= repeats
+                    and _keeps(self._check(prepared, splice), passed)):
+                splices.append(splice)
+        if not splices:
+            return None
+        ids = np.array([generator.tokenizer.encode(splice) for splice in splices])
+        forwards = current.reading.means_after(generator.stepper, ids, start)
+        backwards = self._backward(splices, prefix, current.weight)
+        scores = _joint(forwards, backwards, current.weight)
+        top = int(np.argmax(scores))
+        if scores[top] <= current.score:
+            return None
+        return _Candidate(splices[top], _Reading(generator.stepper, ids[top].tolist(), prefix),
+                          None if backwards is None else backwards[top:top + 1], current.weight)
 
     def _versions(self, prepared: PreparedRequest, head: str, end: int, resume: Resume, stream: tuple) -> list[str]:
         """The first `end` characters of VERSIONS poems that start with `head`, under the request's
@@ -156,9 +159,18 @@ class _Reading:
         return total / len(self.log_probs)
 
 
-def _joint(forward: float, backward: float | None, weight: float) -> float:
-    """The score a splice must raise: forward and reverse mean log-probabilities, weighted."""
-    return forward if backward is None else (1 - weight) * forward + weight * float(backward)
+class _Candidate:
+    """A poem being polished: its text, its forward reading, its reverse score and their joint score."""
+
+    def __init__(self, text: str, reading: _Reading, backward: np.ndarray | None, weight: float):
+        self.text, self.reading, self.backward, self.weight = text, reading, backward, weight
+        self.score = float(_joint(np.array([reading.mean()]), backward, weight)[0])
+
+
+def _joint(forwards: np.ndarray, backwards: np.ndarray | None, weight: float) -> np.ndarray:
+    """The score a splice must raise: forward and reverse mean log-probabilities, weighted as best-of
+    weights them (the forward model's alone without a reverse model)."""
+    return forwards if backwards is None else (1 - weight) * forwards + weight * backwards
 
 
 def _keeps(check, passed) -> bool:
