@@ -126,6 +126,18 @@ def test_page_shows_the_servers_refusal_and_recovers(page):
     assert len(lines) == 4 and lines[0] == "白日依山尽，" and all(len(line) == 6 for line in lines)
 
 
+def test_page_polishes_when_asked(page):
+    generate(page, form="五绝", acrostic="", prompt="", theme="")
+    expect(page.locator("#meta")).not_to_contain_text("精修")
+    page.check("#polish")
+    generate(page)
+    expect(page.locator("#banner")).to_be_hidden()
+    expect(page.locator("#meta")).to_contain_text("精修")   # the answer says how many lines it replaced
+    lines = poem_lines(page)
+    assert len(lines) == 4 and all(len(line) == 6 for line in lines)
+    page.uncheck("#polish")
+
+
 def test_traditional_and_vertical_display_then_screenshot(page):
     generate(page, form="五律", prompt="", theme="写一首关于秋天思乡的诗")
     simplified = poem_lines(page)
