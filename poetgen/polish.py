@@ -5,7 +5,7 @@ Sampling goes left to right, so no line is chosen knowing the lines after it. Ea
 line the prompt does not fix: VERSIONS fresh versions of it are sampled after the lines before it, under
 the request's own rules (form, rhyme, 平仄, acrostic, theme, sampling options), and each is spliced
 between the earlier and the later lines. A splice replaces the poem when it keeps what the poem passed
-(layout, rhyme group, 平仄 fit, acrostic), repeats no more characters, and scores higher: the forward
+(layout, rhyme group, 平仄 fit, acrostic), repeats no more characters (nor line ends), and scores higher: the forward
 model's mean log-probability of the whole poem and the reverse model's, weighted as best-of weights
 them (`reverse_weight`). So the score never falls, and the same seed gives the same polished poems.
 The Generator is passed in, not imported: it calls this stage.
@@ -60,7 +60,7 @@ class Polisher:
         record = self._record(prepared, poem, current.text, current.reading.mean(), current.backward, weight)
         return {**record, "polished": replaced}
 
-    def _visit(self, prepared: PreparedRequest, current: "_Candidate", i: int, stream: tuple, passed, repeats: int,
+    def _visit(self, prepared: PreparedRequest, current: "_Candidate", i: int, stream: tuple, passed, repeats: tuple,
                prefix: list[int]) -> "_Candidate | None":
         """The best splice of VERSIONS fresh versions of line i into `current`, if it scores higher and
         keeps what the poem passed; None otherwise (or when the prompt fixes the line)."""
@@ -74,7 +74,7 @@ class Polisher:
         splices = []
         for version in self._versions(prepared, head, end, current.reading.resume(len(head)), stream):
             splice = text[:start] + version[start:end] + text[end:]
-            if (splice != text and splice not in splices and _repeats(splice) <= repeats
+            if (splice != text and splice not in splices and _fewer_or_as_many(_repeats(splice), repeats)
                     and _keeps(self._check(prepared, splice), passed)):
                 splices.append(splice)
         if not splices:
@@ -173,6 +173,10 @@ def _joint(forwards: np.ndarray, backwards: np.ndarray | None, weight: float) ->
     return forwards if backwards is None else (1 - weight) * forwards + weight * backwards
 
 
+def _fewer_or_as_many(counts: tuple[int, int], limits: tuple[int, int]) -> bool:
+    return all(count <= limit for count, limit in zip(counts, limits))
+
+
 def _keeps(check, passed) -> bool:
     """True when `check` (a splice's) keeps everything `passed` (the poem's) held."""
     if not check.layout_ok:
@@ -188,7 +192,12 @@ def _keeps(check, passed) -> bool:
                for name in ("tone_score", "rhyme_score"))
 
 
-def _repeats(text: str) -> int:
-    """Characters of the poem that repeat an earlier one (punctuation aside)."""
+def _repeats(text: str) -> tuple[int, int]:
+    """Characters of the poem that repeat an earlier one (punctuation aside), and of those that end
+    its lines (where it rhymes): a splice may repeat no more of either than the poem did. Versions of
+    a line are sampled knowing the lines before it only, so the rhyme rule cannot keep them from
+    reusing a later line's rhyme."""
     body = [c for c in text if c.isalpha()]
-    return len(body) - len(set(body))
+    ends = [line.rstrip("".join(c for c in line if not c.isalpha()))[-1:] for line in clauses(text)]
+    ends = [c for c in ends if c]
+    return len(body) - len(set(body)), len(ends) - len(set(ends))
