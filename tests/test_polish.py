@@ -156,3 +156,12 @@ def test_resuming_needs_forced_positions(generator):
     state = generator.stepper.initial_state(1)
     with pytest.raises(ValueError, match="not forced"):
         generator.sample_texts(prepared, row_streams(1, 0, 2), 24, Resume(4, state, 3))
+
+
+def test_the_python_api_passes_polish_on(with_reverse):
+    import poetgen
+
+    poems = poetgen.load(with_reverse[0]).generate(form="wujue", n=2, seed=3, polish=1)
+    assert all(isinstance(poem.extra["polished"], int) for poem in poems)
+    with pytest.raises(BadInput, match="polish"):
+        poetgen.load(with_reverse[0]).generate(form="free", polish=1)
