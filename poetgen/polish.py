@@ -86,7 +86,7 @@ class Polisher:
         top = int(np.argmax(scores))
         if scores[top] <= current.score:
             return None
-        return _Candidate(splices[top], _Reading(generator.stepper, ids[top].tolist(), prefix),
+        return _Candidate(splices[top], _Reading(generator.stepper, ids[top].tolist(), prefix, current.reading, start),
                           None if backwards is None else backwards[top:top + 1], current.weight)
 
     def _versions(self, prepared: PreparedRequest, head: str, end: int, resume: Resume, stream: tuple) -> list[str]:
@@ -126,10 +126,16 @@ class _Reading:
     the state before each position's step and each token's log-probability, so a splice that differs
     from position p on is read from p, and its versions are sampled from there."""
 
-    def __init__(self, stepper, ids: list[int], prefix: list[int]):
-        state, previous = stepper.after_prefix(tuple(prefix), 1)
-        self.states, self.previous, log_probs = [], [], []
-        for target in [*ids, BOUNDARY]:
+    def __init__(self, stepper, ids: list[int], prefix: list[int], kept: "_Reading | None" = None, start: int = 0):
+        """Read `ids`; with `kept` (a reading of a poem equal to `ids` before `start`), read from `start` on."""
+        if kept is None:
+            state, previous = stepper.after_prefix(tuple(prefix), 1)
+            self.states, self.previous, log_probs = [], [], []
+        else:
+            state, previous = kept.states[start], np.array([kept.previous[start]], np.int64)
+            self.states, self.previous = kept.states[:start], kept.previous[:start]
+            log_probs = list(kept.log_probs[:start])
+        for target in [*ids[len(self.states):], BOUNDARY]:
             self.states.append(state)
             self.previous.append(int(previous[0]))
             state = stepper.advance(previous, state)

@@ -133,6 +133,11 @@ def test_the_forward_reading_is_the_models_likelihood(with_reverse, generator):
     reading = _Reading(generator.stepper, generator.tokenizer.encode(first), [])
     whole = [_Reading(generator.stepper, row.tolist(), []).mean() for row in others]
     np.testing.assert_allclose(reading.means_after(generator.stepper, others, 6), whole, atol=1e-5)
+    for row in others[1:]:   # a reading continued from a kept one is the reading made afresh
+        continued = _Reading(generator.stepper, row.tolist(), [], reading, 6)
+        np.testing.assert_allclose(continued.log_probs, _Reading(generator.stepper, row.tolist(), []).log_probs,
+                                   atol=1e-5)
+        assert len(continued.states) == len(row) + 1 and len(reading.states) == len(row) + 1
 
 
 @pytest.mark.parametrize("head", ["", "春风吹", "白日依山尽，", "白日依山尽，黄河入海流。欲"])
