@@ -22,7 +22,7 @@ from poetgen.checks import check_poem
 from poetgen.ci_checks import check_ci
 from poetgen.layout import clauses
 from poetgen.request import MAX_PROMPT, PreparedRequest
-from poetgen.rerank import log_softmax_at
+from poetgen.rerank import BackReading, log_softmax_at
 from poetgen.sampling import Resume, row_streams
 from poetgen.tokenizer import BOUNDARY
 
@@ -47,8 +47,8 @@ class Polisher:
         weight = prepared.request.reverse_weight if generator.reverse_scorer is not None else 0.0
         prefix = generator.prefix(prepared)
         text = poem["text"]
-        current = _Candidate(text, _Reading(generator.stepper, generator.tokenizer.encode(text), prefix),
-                             self._backward([text], prefix, weight), weight)
+        back = generator.reverse_scorer.reading(text, prefix) if weight else None
+        current = _Candidate(text, _Reading(generator.stepper, generator.tokenizer.encode(text), prefix), back, weight)
         passed, repeats, replaced = self._check(prepared, text), _repeats(text), 0
         for round_ in range(prepared.request.polish):
             for i in range(len(clauses(current.text))):
@@ -57,7 +57,8 @@ class Polisher:
                     current, replaced = better, replaced + 1
         if not replaced:
             return {**poem, "polished": 0}
-        record = self._record(prepared, poem, current.text, current.reading.mean(), current.backward, weight)
+        backward = None if current.back is None else np.array([current.back.mean()])
+        record = self._record(prepared, poem, current.text, current.reading.mean(), backward, weight)
         return {**record, "polished": replaced}
 
     def _visit(self, prepared: PreparedRequest, current: "_Candidate", i: int, stream: tuple, passed, repeats: tuple,
@@ -81,13 +82,17 @@ class Polisher:
             return None
         ids = np.array([generator.tokenizer.encode(splice) for splice in splices])
         forwards = current.reading.means_after(generator.stepper, ids, start)
-        backwards = self._backward(splices, prefix, current.weight)
+        backwards, unchanged = None, len(text) - end   # read backwards, a splice equals the poem until its line
+        if current.back is not None:
+            backwards = generator.reverse_scorer.means_after(current.back, splices, unchanged)
         scores = _joint(forwards, backwards, current.weight)
         top = int(np.argmax(scores))
         if scores[top] <= current.score:
             return None
+        back = None if current.back is None else generator.reverse_scorer.reading(splices[top], prefix, current.back,
+                                                                                  unchanged)
         return _Candidate(splices[top], _Reading(generator.stepper, ids[top].tolist(), prefix, current.reading, start),
-                          None if backwards is None else backwards[top:top + 1], current.weight)
+                          back, current.weight)
 
     def _versions(self, prepared: PreparedRequest, head: str, end: int, resume: Resume, stream: tuple) -> list[str]:
         """The first `end` characters of VERSIONS poems that start with `head`, under the request's
@@ -97,10 +102,6 @@ class Polisher:
                                       sample=dataclasses.replace(prepared.options, seed=seed))
         version = self.generator.prepare(request)
         return self.generator.sample_texts(version, row_streams(seed, 0, VERSIONS), end, resume)
-
-    def _backward(self, texts: list[str], prefix: list[int], weight: float):
-        """The reverse model's mean log-probability of each text; None when it takes no part."""
-        return self.generator.reverse_scorer.mean_log_probs(texts, prefix) if weight else None
 
     def _check(self, prepared: PreparedRequest, text: str):
         tables = self.generator.tables
@@ -166,10 +167,11 @@ class _Reading:
 
 
 class _Candidate:
-    """A poem being polished: its text, its forward reading, its reverse score and their joint score."""
+    """A poem being polished: its text, its forward and reverse readings, and their joint score."""
 
-    def __init__(self, text: str, reading: _Reading, backward: np.ndarray | None, weight: float):
-        self.text, self.reading, self.backward, self.weight = text, reading, backward, weight
+    def __init__(self, text: str, reading: _Reading, back: BackReading | None, weight: float):
+        self.text, self.reading, self.back, self.weight = text, reading, back, weight
+        backward = None if back is None else np.array([back.mean()])
         self.score = float(_joint(np.array([reading.mean()]), backward, weight)[0])
 
 

@@ -7,6 +7,7 @@ lives in the forward bundle's `reverse/` folder and must share its tokenizer. It
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -51,28 +52,78 @@ class ReverseScorer:
     def mean_log_probs(self, texts: list[str], prefix: list[int]) -> np.ndarray:
         """(len(texts),) mean natural-log probability per predicted token of each reversed text and
         the boundary after it, all rows stepped as one batch."""
-        sequences = [self.tokenizer.encode(text[::-1]) + [BOUNDARY] for text in texts]
+        sequences = [self._ids(text) for text in texts]
         length = max(len(s) for s in sequences)
         targets = np.full((len(texts), length), BOUNDARY, np.int64)
         live = np.zeros((len(texts), length), bool)
         for row, sequence in enumerate(sequences):
             targets[row, :len(sequence)] = sequence
             live[row, :len(sequence)] = True
-        stepper = self.stepper
-        state, previous = stepper.after_prefix(tuple(prefix), len(texts))
-        tops = []   # the output layer's input at every step: one product for many steps below
-        for t in range(length):
-            state = stepper.advance(previous, state)
-            tops.append(stepper.top(state))
-            previous = targets[:, t]
-        tops = np.concatenate(tops)                       # (length × rows, units + 1), step-major
-        flat_targets = targets.T.reshape(-1)
-        picked = np.empty(len(tops), np.float64)
-        for start in range(0, len(tops), OUTPUT_ROWS):   # the output layer's weights read once per block
-            logits = stepper.logits_of_tops(tops[start:start + OUTPUT_ROWS])   # a fresh array: edited in place
-            picked[start:start + len(logits)] = log_softmax_at(logits, flat_targets[start:start + len(logits)])
-        total = np.where(live.T.reshape(-1), picked, 0.0).reshape(length, len(texts)).sum(axis=0)
-        return total / live.sum(axis=1)
+        state, previous = self.stepper.after_prefix(tuple(prefix), len(texts))
+        picked = _step_log_probs(self.stepper, state, previous, targets)
+        return np.where(live, picked, 0.0).sum(axis=1) / live.sum(axis=1)
+
+    def reading(self, text: str, prefix: list[int], kept: "BackReading | None" = None, at: int = 0) -> "BackReading":
+        """The reverse model's reading of one text, keeping its state before every (reversed) position;
+        with `kept`, a reading of a text equal to this one in its first `at` reversed positions (its
+        last characters), read from `at` on (poetgen.polish: a splice changes one line)."""
+        ids = self._ids(text)
+        if kept is None:
+            state, previous = self.stepper.after_prefix(tuple(prefix), 1)
+            states, previous_ids, log_probs = [], [], np.zeros(0)
+        else:
+            state, previous = kept.states[at], np.array([kept.previous[at]], np.int64)
+            states, previous_ids, log_probs = kept.states[:at], kept.previous[:at], kept.log_probs[:at]
+        targets = np.array([ids[len(states):]], np.int64)
+        picked = _step_log_probs(self.stepper, state, previous, targets, states, previous_ids)
+        return BackReading(states, previous_ids, np.concatenate([log_probs, picked[0]]))
+
+    def means_after(self, reading: "BackReading", texts: list[str], at: int) -> np.ndarray:
+        """Mean log-probability of each text (as long as `reading`'s and equal to it in its first `at`
+        reversed positions) read backwards, stepping only from `at` on."""
+        targets = np.array([self._ids(text)[at:] for text in texts], np.int64)
+        state = [np.repeat(array, len(texts), axis=0) for array in reading.states[at]]
+        previous = np.full(len(texts), reading.previous[at], np.int64)
+        picked = _step_log_probs(self.stepper, state, previous, targets)
+        return (reading.log_probs[:at].sum() + picked.sum(axis=1)) / len(reading.log_probs)
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text[::-1]) + [BOUNDARY]
+
+
+@dataclasses.dataclass
+class BackReading:
+    """The reverse model's reading of one poem: per reversed position, the state before its step, the
+    id that step reads, and the log-probability of the position's token."""
+    states: list                # state arrays (1, units) before each step
+    previous: list[int]         # the id each step reads
+    log_probs: np.ndarray       # (positions,)
+
+    def mean(self) -> float:
+        return float(self.log_probs.mean())
+
+
+def _step_log_probs(stepper: NumpyStepper, state, previous: np.ndarray, targets: np.ndarray,
+                    states: list | None = None, previous_ids: list | None = None) -> np.ndarray:
+    """(rows, steps) log-probability of targets[:, t] after the rows read targets[:, :t] from `state`
+    (having `previous` to read first); the output layer runs on many steps' rows at once. With
+    `states`/`previous_ids` (one row), the state before each step and the id it reads are appended."""
+    rows, steps = targets.shape
+    tops = []   # the output layer's input at every step: one product for many steps below
+    for t in range(steps):
+        if states is not None:
+            states.append(state)
+            previous_ids.append(int(previous[0]))
+        state = stepper.advance(previous, state)
+        tops.append(stepper.top(state))
+        previous = targets[:, t]
+    tops = np.concatenate(tops)                       # (steps × rows, units + 1), step-major
+    flat_targets = targets.T.reshape(-1)
+    picked = np.empty(len(tops), np.float64)
+    for start in range(0, len(tops), OUTPUT_ROWS):   # the output layer's weights read once per block
+        logits = stepper.logits_of_tops(tops[start:start + OUTPUT_ROWS])   # a fresh array: edited in place
+        picked[start:start + len(logits)] = log_softmax_at(logits, flat_targets[start:start + len(logits)])
+    return picked.reshape(steps, rows).T
 
 
 def log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:

@@ -170,3 +170,20 @@ def test_the_python_api_passes_polish_on(with_reverse):
     assert all(isinstance(poem.extra["polished"], int) for poem in poems)
     with pytest.raises(BadInput, match="polish"):
         poetgen.load(with_reverse[0]).generate(form="free", polish=1)
+
+
+def test_the_reverse_reading_keeps_its_states_and_reads_splices_from_their_line(ranked):
+    """Polishing reads a poem backwards once; a splice is read from its changed line on (read backwards,
+    the later lines come first and are the same), and an accepted one continues that reading."""
+    scorer = ranked.reverse_scorer
+    texts = [p["text"] for p in ranked.generate(PoemRequest(form="wujue", n=4, sample=SampleOptions(seed=12)))["poems"]]
+    first = texts[0]
+    splices = [first[:6] + t[6:12] + first[12:] for t in texts[1:]]
+    reading = scorer.reading(first, [])
+    assert reading.mean() == pytest.approx(float(scorer.mean_log_probs([first], [])[0]), abs=1e-5)
+    unchanged = len(first) - 12                     # the splices differ in line 2 only
+    np.testing.assert_allclose(scorer.means_after(reading, splices, unchanged), scorer.mean_log_probs(splices, []),
+                               atol=1e-5)
+    continued = scorer.reading(splices[0], [], reading, unchanged)
+    np.testing.assert_allclose(continued.log_probs, scorer.reading(splices[0], []).log_probs, atol=1e-5)
+    assert reading.log_probs.shape == continued.log_probs.shape == (len(first) + 1,)
