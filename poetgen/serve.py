@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Literal
 
@@ -23,6 +24,7 @@ from poetgen.control import STYLES
 from poetgen.errors import BadInput
 from poetgen.generate import Generator, traditional
 from poetgen.options import bounds
+from poetgen.quantize import cores
 from poetgen.request import (FORM_NAMES, MAX_THEME, SERVER_MAX_ACROSTIC, SERVER_MAX_BEST_OF, SERVER_MAX_POEMS,
                              SERVER_MAX_POLISH, SERVER_MAX_PROMPT, SERVER_MAX_TEMPERATURE, PoemRequest)
 from poetgen.sampling import SampleOptions
@@ -133,6 +135,9 @@ async def _unless_disconnected(request: Request, pending: asyncio.Future):
 def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> Starlette:
     """The ASGI app; the batching thread runs from startup to shutdown."""
     batcher = Batcher(generator, options)
+    # polishing (a request's `polish`) runs after its batch on a few threads of its own: each thread
+    # that steps the model keeps its own interpreters, so the web server's many threads must not
+    polishers = ThreadPoolExecutor(cores(), thread_name_prefix="poetgen-polish")
     page = resources.files("poetgen").joinpath("static/index.html").read_text(encoding="utf-8")
     bundle = generator.bundle
 
@@ -144,6 +149,7 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
             yield
         finally:
             await run_in_threadpool(batcher.stop)
+            polishers.shutdown(wait=False, cancel_futures=True)
 
     async def index(request: Request) -> HTMLResponse:
         return HTMLResponse(page)
@@ -195,8 +201,8 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
             return refusal(500, [("request", str(error))])
         if result is None:   # nobody to answer; the status only shows in logs
             return refusal(499, [("request", "the client disconnected")])
-        if body.polish:   # after the batch, in this request's own thread: the batcher never waits for it
-            result = await run_in_threadpool(generator.polish, prepared, result)
+        if body.polish:   # after the batch, on the polishing threads: the batcher never waits for it
+            result = await asyncio.wrap_future(polishers.submit(generator.polish, prepared, result))
         if body.traditional:
             result = await run_in_threadpool(traditional, result)
         return JSONResponse(result)

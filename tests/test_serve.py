@@ -379,6 +379,27 @@ def test_stats_count_a_batch_before_its_requests_hear(generator, fails):
         batcher.stop()
 
 
+def test_polish_runs_on_its_own_few_threads(generator):
+    """Each thread that steps the model keeps its own interpreters: polishing runs on serve's own
+    polishing threads, not on the web server's many."""
+    class Spy:
+        def __init__(self, inner):
+            self.inner, self.threads = inner, []
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def polish(self, prepared, result):
+            self.threads.append(threading.current_thread().name)
+            return self.inner.polish(prepared, result)
+
+    spy = Spy(generator)
+    with TestClient(create_app(spy, BatchOptions(max_wait_ms=2))) as test_client:
+        for seed in range(3):
+            assert test_client.post("/api/generate", json={"seed": seed, "polish": 1}).status_code == 200
+    assert len(spy.threads) == 3 and all(name.startswith("poetgen-polish") for name in spy.threads)
+
+
 def test_polish_is_applied_after_the_batch_and_limited(client):
     response = client.post("/api/generate", json={"seed": 4, "n": 2, "polish": 1})
     assert response.status_code == 200, response.text
