@@ -22,7 +22,7 @@ from poetgen.checks import check_poem
 from poetgen.ci_checks import check_ci
 from poetgen.layout import clauses
 from poetgen.request import MAX_PROMPT, PreparedRequest
-from poetgen.rerank import BackReading, log_softmax_at
+from poetgen.rerank import Reading
 from poetgen.sampling import Resume, row_streams
 from poetgen.tokenizer import BOUNDARY
 
@@ -48,7 +48,7 @@ class Polisher:
         prefix = generator.prefix(prepared)
         text = poem["text"]
         back = generator.reverse_scorer.reading(text, prefix) if weight else None
-        current = _Candidate(text, _Reading(generator.stepper, generator.tokenizer.encode(text), prefix), back, weight)
+        current = _Candidate(text, Reading.read(generator.stepper, self._ids(text), prefix), back, weight)
         passed, repeats, replaced = self._check(prepared, text), _repeats(text), 0
         for round_ in range(prepared.request.polish):
             for i in range(len(clauses(current.text))):
@@ -73,15 +73,17 @@ class Polisher:
         if end <= len(prepared.prompt) or len(head) > MAX_PROMPT:
             return None
         splices = []
-        for version in self._versions(prepared, head, end, current.reading.resume(len(head)), stream):
+        reading = current.reading
+        resume = Resume(len(head), reading.states[len(head)], reading.previous[len(head)])
+        for version in self._versions(prepared, head, end, resume, stream):
             splice = text[:start] + version[start:end] + text[end:]
             if (splice != text and splice not in splices and _fewer_or_as_many(_repeats(splice), repeats)
                     and _keeps(self._check(prepared, splice), passed)):
                 splices.append(splice)
         if not splices:
             return None
-        ids = np.array([generator.tokenizer.encode(splice) for splice in splices])
-        forwards = current.reading.means_after(generator.stepper, ids, start)
+        ids = np.array([self._ids(splice) for splice in splices], np.int64)
+        forwards = reading.means_after(generator.stepper, ids, start)
         backwards, unchanged = None, len(text) - end   # read backwards, a splice equals the poem until its line
         if current.back is not None:
             backwards = generator.reverse_scorer.means_after(current.back, splices, unchanged)
@@ -91,7 +93,7 @@ class Polisher:
             return None
         back = None if current.back is None else generator.reverse_scorer.reading(splices[top], prefix, current.back,
                                                                                   unchanged)
-        return _Candidate(splices[top], _Reading(generator.stepper, ids[top].tolist(), prefix, current.reading, start),
+        return _Candidate(splices[top], Reading.read(generator.stepper, ids[top].tolist(), prefix, reading, start),
                           back, current.weight)
 
     def _versions(self, prepared: PreparedRequest, head: str, end: int, resume: Resume, stream: tuple) -> list[str]:
@@ -102,6 +104,10 @@ class Polisher:
                                       sample=dataclasses.replace(prepared.options, seed=seed))
         version = self.generator.prepare(request)
         return self.generator.sample_texts(version, row_streams(seed, 0, VERSIONS), end, resume)
+
+    def _ids(self, text: str) -> list[int]:
+        """A poem's ids as the forward model reads them: its characters, then the boundary."""
+        return self.generator.tokenizer.encode(text) + [BOUNDARY]
 
     def _check(self, prepared: PreparedRequest, text: str):
         tables = self.generator.tables
@@ -122,54 +128,10 @@ class Polisher:
         return record
 
 
-class _Reading:
-    """The forward model's reading of one poem (its ids after the control prefix, then the boundary):
-    the state before each position's step and each token's log-probability, so a splice that differs
-    from position p on is read from p, and its versions are sampled from there."""
-
-    def __init__(self, stepper, ids: list[int], prefix: list[int], kept: "_Reading | None" = None, start: int = 0):
-        """Read `ids`; with `kept` (a reading of a poem equal to `ids` before `start`), read from `start` on."""
-        if kept is None:
-            state, previous = stepper.after_prefix(tuple(prefix), 1)
-            self.states, self.previous, log_probs = [], [], []
-        else:
-            state, previous = kept.states[start], np.array([kept.previous[start]], np.int64)
-            self.states, self.previous = kept.states[:start], kept.previous[:start]
-            log_probs = list(kept.log_probs[:start])
-        for target in [*ids[len(self.states):], BOUNDARY]:
-            self.states.append(state)
-            self.previous.append(int(previous[0]))
-            state = stepper.advance(previous, state)
-            log_probs.append(log_softmax_at(stepper.logits(state), np.array([target]))[0])
-            previous = np.array([target], np.int64)
-        self.log_probs = np.array(log_probs)
-
-    def mean(self) -> float:
-        return float(self.log_probs.mean())
-
-    def resume(self, at: int) -> Resume:
-        """Where sampling picks up after the poem's first `at` characters."""
-        return Resume(at, self.states[at], self.previous[at])
-
-    def means_after(self, stepper, ids: np.ndarray, start: int) -> np.ndarray:
-        """Mean log-probability of each row of `ids` (poems as long as this one, equal to it before
-        `start`), reading only from `start` on."""
-        rows = len(ids)
-        state = [np.repeat(array, rows, axis=0) for array in self.states[start]]
-        previous = np.full(rows, self.previous[start], np.int64)
-        targets = np.concatenate([ids[:, start:], np.full((rows, 1), BOUNDARY)], axis=1)
-        total = np.full(rows, self.log_probs[:start].sum())
-        for t in range(targets.shape[1]):
-            state = stepper.advance(previous, state)
-            total += log_softmax_at(stepper.logits(state), targets[:, t])
-            previous = targets[:, t]
-        return total / len(self.log_probs)
-
-
 class _Candidate:
     """A poem being polished: its text, its forward and reverse readings, and their joint score."""
 
-    def __init__(self, text: str, reading: _Reading, back: BackReading | None, weight: float):
+    def __init__(self, text: str, reading: Reading, back: Reading | None, weight: float):
         self.text, self.reading, self.back, self.weight = text, reading, back, weight
         backward = None if back is None else np.array([back.mean()])
         self.score = float(_joint(np.array([reading.mean()]), backward, weight)[0])
@@ -206,6 +168,5 @@ def _repeats(text: str) -> tuple[int, int]:
     a line are sampled knowing the lines before it only, so the rhyme rule cannot keep them from
     reusing a later line's rhyme."""
     body = [c for c in text if c.isalpha()]
-    ends = [line.rstrip("".join(c for c in line if not c.isalpha()))[-1:] for line in clauses(text)]
-    ends = [c for c in ends if c]
+    ends = [[c for c in line if c.isalpha()][-1] for line in clauses(text)]
     return len(body) - len(set(body)), len(ends) - len(set(ends))

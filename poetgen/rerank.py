@@ -1,4 +1,4 @@
-"""The reverse model's judgement of whole poems, for best-of ranking (and polishing).
+"""Whole-poem readings: the reverse model's judgement for best-of ranking, and `Reading` for polishing.
 
 A model trained on reversed poems (`poetgen train --reverse`) reads a candidate from its last
 character to its first; a poem that only made sense one step at a time reads badly backwards. It
@@ -63,67 +63,79 @@ class ReverseScorer:
         picked = _step_log_probs(self.stepper, state, previous, targets)
         return np.where(live, picked, 0.0).sum(axis=1) / live.sum(axis=1)
 
-    def reading(self, text: str, prefix: list[int], kept: "BackReading | None" = None, at: int = 0) -> "BackReading":
-        """The reverse model's reading of one text, keeping its state before every (reversed) position;
-        with `kept`, a reading of a text equal to this one in its first `at` reversed positions (its
-        last characters), read from `at` on (poetgen.polish: a splice changes one line)."""
-        ids = self._ids(text)
-        if kept is None:
-            state, previous = self.stepper.after_prefix(tuple(prefix), 1)
-            states, previous_ids, log_probs = [], [], np.zeros(0)
-        else:
-            state, previous = kept.states[at], np.array([kept.previous[at]], np.int64)
-            states, previous_ids, log_probs = kept.states[:at], kept.previous[:at], kept.log_probs[:at]
-        targets = np.array([ids[len(states):]], np.int64)
-        picked = _step_log_probs(self.stepper, state, previous, targets, states, previous_ids)
-        return BackReading(states, previous_ids, np.concatenate([log_probs, picked[0]]))
+    def reading(self, text: str, prefix: list[int], kept: "Reading | None" = None, at: int = 0) -> "Reading":
+        """The reverse model's reading of one text (see Reading); with `kept`, a reading of a text equal
+        to this one in its first `at` reversed positions, its last characters (poetgen.polish)."""
+        return Reading.read(self.stepper, self._ids(text), prefix, kept, at)
 
-    def means_after(self, reading: "BackReading", texts: list[str], at: int) -> np.ndarray:
-        """Mean log-probability of each text (as long as `reading`'s and equal to it in its first `at`
-        reversed positions) read backwards, stepping only from `at` on."""
-        targets = np.array([self._ids(text)[at:] for text in texts], np.int64)
-        state = [np.repeat(array, len(texts), axis=0) for array in reading.states[at]]
-        previous = np.full(len(texts), reading.previous[at], np.int64)
-        picked = _step_log_probs(self.stepper, state, previous, targets)
-        return (reading.log_probs[:at].sum() + picked.sum(axis=1)) / len(reading.log_probs)
+    def means_after(self, reading: "Reading", texts: list[str], at: int) -> np.ndarray:
+        """Mean log-probability of each text read backwards, as Reading.means_after."""
+        return reading.means_after(self.stepper, np.array([self._ids(text) for text in texts], np.int64), at)
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text[::-1]) + [BOUNDARY]
 
 
 @dataclasses.dataclass
-class BackReading:
-    """The reverse model's reading of one poem: per reversed position, the state before its step, the
-    id that step reads, and the log-probability of the position's token."""
+class Reading:
+    """A model's reading of one id sequence (a poem's ids and the boundary) after a control prefix: per
+    position, the state before its step, the id that step reads, and the position's log-probability.
+    A sequence equal to it in its first `at` positions is read from `at` on (means_after), and the
+    reading of one continues from this one (read(kept=, at=)): poetgen.polish changes one line at a time."""
     states: list                # state arrays (1, units) before each step
     previous: list[int]         # the id each step reads
     log_probs: np.ndarray       # (positions,)
 
+    @classmethod
+    def read(cls, stepper: NumpyStepper, ids: list[int], prefix: list[int], kept: "Reading | None" = None,
+             at: int = 0) -> "Reading":
+        if kept is None:
+            state, previous = stepper.after_prefix(tuple(prefix), 1)
+            states, previous_ids, log_probs = [], [], np.zeros(0)
+        else:
+            state, previous = kept.states[at], np.array([kept.previous[at]], np.int64)
+            states, previous_ids, log_probs = kept.states[:at], kept.previous[:at], kept.log_probs[:at]
+        targets = np.array([ids[len(states):]], np.int64)
+        picked = _step_log_probs(stepper, state, previous, targets, states, previous_ids)
+        return cls(states, previous_ids, np.concatenate([log_probs, picked[0]]))
+
     def mean(self) -> float:
         return float(self.log_probs.mean())
+
+    def means_after(self, stepper: NumpyStepper, ids: np.ndarray, at: int) -> np.ndarray:
+        """Mean log-probability of each row of `ids` (as long as this reading's sequence and equal to it
+        in its first `at` positions), stepping only from `at` on."""
+        state = [np.repeat(array, len(ids), axis=0) for array in self.states[at]]
+        previous = np.full(len(ids), self.previous[at], np.int64)
+        picked = _step_log_probs(stepper, state, previous, ids[:, at:])
+        return (self.log_probs[:at].sum() + picked.sum(axis=1)) / len(self.log_probs)
 
 
 def _step_log_probs(stepper: NumpyStepper, state, previous: np.ndarray, targets: np.ndarray,
                     states: list | None = None, previous_ids: list | None = None) -> np.ndarray:
     """(rows, steps) log-probability of targets[:, t] after the rows read targets[:, :t] from `state`
-    (having `previous` to read first); the output layer runs on many steps' rows at once. With
-    `states`/`previous_ids` (one row), the state before each step and the id it reads are appended."""
+    (having `previous` to read first). A one-graph step gives its logits with each step, and they are
+    read there; otherwise the output layer runs on many steps' rows at once. With `states` and
+    `previous_ids` (one row), the state before each step and the id it reads are appended."""
     rows, steps = targets.shape
-    tops = []   # the output layer's input at every step: one product for many steps below
+    tops, picked = [], np.empty((steps, rows), np.float64)   # tops: the output layer's inputs, for below
     for t in range(steps):
         if states is not None:
             states.append(state)
             previous_ids.append(int(previous[0]))
         state = stepper.advance(previous, state)
-        tops.append(stepper.top(state))
+        if stepper.fused is not None:
+            picked[t] = log_softmax_at(stepper.logits(state), targets[:, t])
+        else:
+            tops.append(stepper.top(state))
         previous = targets[:, t]
-    tops = np.concatenate(tops)                       # (steps × rows, units + 1), step-major
-    flat_targets = targets.T.reshape(-1)
-    picked = np.empty(len(tops), np.float64)
-    for start in range(0, len(tops), OUTPUT_ROWS):   # the output layer's weights read once per block
-        logits = stepper.logits_of_tops(tops[start:start + OUTPUT_ROWS])   # a fresh array: edited in place
-        picked[start:start + len(logits)] = log_softmax_at(logits, flat_targets[start:start + len(logits)])
-    return picked.reshape(steps, rows).T
+    if tops:
+        tops = np.concatenate(tops)                       # (steps × rows, units + 1), step-major
+        flat, flat_targets = picked.reshape(-1), targets.T.reshape(-1)
+        for start in range(0, len(tops), OUTPUT_ROWS):   # the output layer's weights read once per block
+            logits = stepper.logits_of_tops(tops[start:start + OUTPUT_ROWS])   # a fresh array: edited in place
+            flat[start:start + len(logits)] = log_softmax_at(logits, flat_targets[start:start + len(logits)])
+    return picked.T
 
 
 def log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:

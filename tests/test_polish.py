@@ -11,9 +11,11 @@ from poetgen.checks import check_poem
 from poetgen.cli import cli
 from poetgen.errors import BadInput
 from poetgen.layout import clauses
-from poetgen.polish import _Reading, _repeats
+from poetgen.polish import _repeats
 from poetgen.request import PoemRequest
-from poetgen.sampling import SampleOptions, row_streams
+from poetgen.rerank import Reading
+from poetgen.sampling import Resume, SampleOptions, row_streams
+from poetgen.tokenizer import BOUNDARY
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +25,13 @@ def ranked(with_reverse):
     return Generator.load(with_reverse[0])
 
 
+def read(generator, ids, prefix=(), kept=None, at=0):
+    """The forward model's reading of a poem's ids (and the boundary), as polishing reads it."""
+    return Reading.read(generator.stepper, [*ids, BOUNDARY], list(prefix), kept, at)
+
+
 def forward_mean(generator, prepared, text):
-    return _Reading(generator.stepper, generator.tokenizer.encode(text), generator.prefix(prepared)).mean()
+    return read(generator, generator.tokenizer.encode(text), generator.prefix(prepared)).mean()
 
 
 def joint(generator, prepared, texts):
@@ -127,17 +134,16 @@ def test_the_forward_reading_is_the_models_likelihood(with_reverse, generator):
     for text in texts:
         ids = generator.tokenizer.encode(text)
         total, count = sequence_log_likelihood(bundle.model, [ids])
-        assert _Reading(generator.stepper, ids, []).mean() == pytest.approx(total / count, abs=1e-3)
-    first, others = texts[0], np.array([generator.tokenizer.encode(t) for t in texts])
+        assert read(generator, ids).mean() == pytest.approx(total / count, abs=1e-3)
+    first, others = texts[0], np.array([generator.tokenizer.encode(t) + [BOUNDARY] for t in texts])
     others[:, :6] = generator.tokenizer.encode(first[:6])          # the same first line, their own rest
-    reading = _Reading(generator.stepper, generator.tokenizer.encode(first), [])
-    whole = [_Reading(generator.stepper, row.tolist(), []).mean() for row in others]
+    reading = read(generator, generator.tokenizer.encode(first))
+    whole = [read(generator, row[:-1].tolist()).mean() for row in others]
     np.testing.assert_allclose(reading.means_after(generator.stepper, others, 6), whole, atol=1e-5)
     for row in others[1:]:   # a reading continued from a kept one is the reading made afresh
-        continued = _Reading(generator.stepper, row.tolist(), [], reading, 6)
-        np.testing.assert_allclose(continued.log_probs, _Reading(generator.stepper, row.tolist(), []).log_probs,
-                                   atol=1e-5)
-        assert len(continued.states) == len(row) + 1 and len(reading.states) == len(row) + 1
+        continued = read(generator, row[:-1].tolist(), kept=reading, at=6)
+        np.testing.assert_allclose(continued.log_probs, read(generator, row[:-1].tolist()).log_probs, atol=1e-5)
+        assert len(continued.states) == len(row) and len(reading.states) == len(row)
 
 
 @pytest.mark.parametrize("head", ["", "春风吹", "白日依山尽，", "白日依山尽，黄河入海流。欲"])
@@ -150,13 +156,18 @@ def test_versions_resumed_from_a_reading_are_the_versions_stepped_from_the_start
     prepared = quantized.prepare(PoemRequest(prompt=head, form="wujue", n=4, sample=SampleOptions(seed=9)))
     streams = row_streams(9, 0, 4)
     whole = quantized.sample_texts(prepared, streams, 24)
-    reading = _Reading(quantized.stepper, quantized.tokenizer.encode(whole[0]), [])
-    assert quantized.sample_texts(prepared, streams, 24, reading.resume(len(prepared.prompt))) == whole
+    reading = read(quantized, quantized.tokenizer.encode(whole[0]))
+    at = len(prepared.prompt)
+    assert quantized.sample_texts(prepared, streams, 24, Resume(at, reading.states[at], reading.previous[at])) == whole
+    # the one-graph step's reading (its logits read at each step) is the products' (the output layer
+    # read in blocks) within int8's rounding
+    quantized.stepper.fused = None
+    products = read(quantized, quantized.tokenizer.encode(whole[0]))
+    np.testing.assert_allclose(products.log_probs, reading.log_probs, atol=0.02)
+    assert products.mean() == pytest.approx(reading.mean(), abs=2e-3)
 
 
 def test_resuming_needs_forced_positions(generator):
-    from poetgen.sampling import Resume
-
     prepared = generator.prepare(PoemRequest(prompt="春风", sample=SampleOptions(seed=1)))
     state = generator.stepper.initial_state(1)
     with pytest.raises(ValueError, match="not forced"):
