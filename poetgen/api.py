@@ -69,6 +69,7 @@ class Poems(Sequence):
     ms_per_poem: float = 0.0           # wall time per poem, candidates included
     tune: str = ""                     # the ci tune written ("" for shi)
     variant: int | None = None         # its variant (格), 1-based; None for shi
+    title: str = ""                    # the title the poems were written to ("" for none)
 
     def __getitem__(self, index):
         return self.poems[index]
@@ -82,8 +83,9 @@ class Poems(Sequence):
     def to_dict(self) -> dict[str, Any]:
         """The result as `poetgen generate --format json` prints it."""
         tune = {"tune": self.tune, "variant": self.variant} if self.tune else {}
+        title = {"title": self.title} if self.title else {}
         return {"poems": [p.to_dict() for p in self.poems], "keywords": list(self.keywords), "seed": self.seed,
-                "form": self.form, **tune, "ms_per_poem": self.ms_per_poem}
+                "form": self.form, **tune, **title, "ms_per_poem": self.ms_per_poem}
 
     def to_json(self) -> str:
         """What `poetgen generate --format json` prints."""
@@ -92,8 +94,9 @@ class Poems(Sequence):
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
 
     def __str__(self) -> str:
-        """What `poetgen generate` prints: one block of lines per poem."""
-        return "\n\n".join(str(poem) for poem in self.poems)
+        """What `poetgen generate` prints: one block of lines per poem, under its title when it has one."""
+        heading = f"《{self.title}》\n" if self.title else ""
+        return "\n\n".join(heading + str(poem) for poem in self.poems)
 
 
 def poem_request(prompt: str = "", **options) -> "PoemRequest":
@@ -158,7 +161,7 @@ class Poet:
             result = to_traditional(result)
         return Poems(tuple(Poem.from_dict(p) for p in result["poems"]), result["seed"], result["form"],
                      tuple(result.get("keywords", ())), result.get("ms_per_poem", 0.0), result.get("tune", ""),
-                     result.get("variant"))
+                     result.get("variant"), result.get("title", ""))
 
     @property
     def knows_ci(self) -> bool:

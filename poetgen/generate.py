@@ -7,6 +7,7 @@ ranking.py; the Generator steps them in batches on a thread pool. It serves no H
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from poetgen.checks import check_poem
 from poetgen.ci_checks import check_ci
 from poetgen.control import Prefixer, tune_label
 from poetgen.corpus import to_traditional
+from poetgen.errors import BadInput
 from poetgen.model import NumpyStepper
 from poetgen.polish import Polisher
 from poetgen.quantize import choose_precision, cores
@@ -49,6 +51,7 @@ class Generator:
         self.requested_int8 = int8   # True, False, or None: int8 when the bundle carries its products
         self.int8 = choose_precision(self.stepper, bundle.path if bundle.model is None else None, int8)
         self.prefixer = Prefixer(bundle.tokenizer)   # no prefix for a model without control tokens
+        self.reads_titles = bool(bundle.config.get("train", {}).get("titles"))   # trained with --titles
         self._workers = None   # threads for batches split across cores, started on first use
 
     def knows_ci(self) -> bool:
@@ -67,11 +70,16 @@ class Generator:
         return ReverseScorer.load(self.bundle.path, self.tokenizer, self.requested_int8)
 
     def prefix(self, prepared: PreparedRequest) -> list[int]:
-        """The control ids a conditioned model reads before the poem (none for other models)."""
+        """The ids the model reads before the poem: a conditioned model's controls, then the title when
+        it was trained with titles (none for other models)."""
         request = prepared.request
         if prepared.variant is not None:   # a ci by tune: the ci prefix, with the tune's token if the model has one
             return self.prefixer.for_request("ci", "ci", self._tune_label(prepared.variant.tune))
-        return self.prefixer.for_request(request.style, prepared.form, "")
+        return self.prefixer.for_request(request.style, prepared.form, "", prepared.title)
+
+    def controls(self, prepared: PreparedRequest) -> list[int]:
+        """The control ids alone: what the reverse model reads before a poem (it never reads titles)."""
+        return self.prefix(dataclasses.replace(prepared, title="")) if prepared.title else self.prefix(prepared)
 
     def _tune_label(self, tune: str) -> str:
         """The name of the tune (or one of its other names) that the model has a control token for; the
@@ -80,6 +88,9 @@ class Generator:
 
     def prepare(self, request: PoemRequest) -> PreparedRequest:
         """Validate and normalise a request; raise BadInput with a sentence for what cannot be used."""
+        if request.title.strip() and not self.reads_titles:
+            raise BadInput("this model was not trained with titles (poetgen train --conditioned --titles); "
+                           "leave out the title", field="title")
         return requests.prepare(request, self.tables)
 
     def sample_rows(self, prepared: PreparedRequest, streams: list[tuple[int, int]]) -> list[dict]:
@@ -146,7 +157,7 @@ class Generator:
         of several requests with the same batch_key() may be scored at once (a row's score is its own).
         Many texts are split across the cores as sample_rows() splits rows: the vocabulary-wide
         normalisers, not the weights, are most of the cost of a large batch."""
-        scorer, prefix = self.reverse_scorer, self.prefix(prepared)
+        scorer, prefix = self.reverse_scorer, self.controls(prepared)
         shares = min(cores(), len(texts) // SHARE_ROWS)
         if shares < 2:
             with self._one_blas_thread():
@@ -163,6 +174,7 @@ class Generator:
             ranking.add_reverse_scores(candidates, backward, request.reverse_weight)
         return {"poems": ranking.keep_best(candidates, n, prepared.request.best_of),
                 "keywords": list(prepared.keywords), "seed": prepared.seed, "form": prepared.form,
+                **({"title": prepared.title} if prepared.title else {}),
                 **({"tune": prepared.variant.tune, "variant": prepared.variant.number} if prepared.variant else {}),
                 "ms_per_poem": round(1000 * elapsed / n, 3)}
 
@@ -200,7 +212,8 @@ def traditional(result: dict) -> dict:
     """The same result with poems in traditional characters."""
     poems = [{**p, "text": to_traditional(p["text"]), "lines": [to_traditional(l) for l in p["lines"]]}
              for p in result["poems"]]
-    return {**result, "poems": poems}
+    title = {"title": to_traditional(result["title"])} if result.get("title") else {}
+    return {**result, "poems": poems, **title}
 
 
 def sample_from_model(model, bundle_dir, seed: int = 0) -> str:

@@ -45,14 +45,15 @@ class Polisher:
     def _poem(self, prepared: PreparedRequest, poem: dict, index: int) -> dict:
         generator = self.generator
         weight = prepared.request.reverse_weight if generator.reverse_scorer is not None else 0.0
-        prefix = generator.prefix(prepared)
+        prefix, controls = generator.prefix(prepared), generator.controls(prepared)
         text = poem["text"]
-        back = generator.reverse_scorer.reading(text, prefix) if weight else None
+        back = generator.reverse_scorer.reading(text, controls) if weight else None
         current = _Candidate(text, Reading.read(generator.stepper, self._ids(text), prefix), back, weight)
         passed, repeats, replaced = self._check(prepared, text), _repeats(text), 0
         for round_ in range(prepared.request.polish):
             for i in range(len(clauses(current.text))):
-                better = self._visit(prepared, current, i, (prepared.seed, index, round_, i), passed, repeats, prefix)
+                better = self._visit(prepared, current, i, (prepared.seed, index, round_, i), passed, repeats,
+                                     prefix, controls)
                 if better is not None:
                     current, replaced = better, replaced + 1
         if not replaced:
@@ -62,7 +63,7 @@ class Polisher:
         return {**record, "polished": replaced}
 
     def _visit(self, prepared: PreparedRequest, current: "_Candidate", i: int, stream: tuple, passed, repeats: tuple,
-               prefix: list[int]) -> "_Candidate | None":
+               prefix: list[int], controls: list[int]) -> "_Candidate | None":
         """The best splice of VERSIONS fresh versions of line i into `current`, if it scores higher and
         keeps what the poem passed; None otherwise (or when the prompt fixes the line)."""
         generator, text = self.generator, current.text
@@ -91,8 +92,8 @@ class Polisher:
         top = int(np.argmax(scores))
         if scores[top] <= current.score:
             return None
-        back = None if current.back is None else generator.reverse_scorer.reading(splices[top], prefix, current.back,
-                                                                                  unchanged)
+        back = None if current.back is None else generator.reverse_scorer.reading(splices[top], controls,
+                                                                                  current.back, unchanged)
         return _Candidate(splices[top], Reading.read(generator.stepper, ids[top].tolist(), prefix, reading, start),
                           back, current.weight)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from poetgen.control import DEFAULT_STYLE, STYLES
+from poetgen.control import DEFAULT_STYLE, MAX_TITLE, STYLES
 from poetgen.corpus import HAN, PUNCTUATION, normalize_text
 from poetgen.errors import BadInput
 from poetgen.layout import FORM_ALIASES, FORMS, Layout, layout_of
@@ -44,6 +44,7 @@ class PoemRequest:
     variant: int | None = setting(None, low=1)   # the tune's variant (格), 1-based; default 1, the 词谱's main form
     acrostic: str = ""               # 藏头: line i starts with character i
     theme: str = ""                  # free text; keywords steer the lines
+    title: str = ""                  # write to this title (a model trained with --titles reads it first; shi only)
     rhyme: bool | None = None        # rhyme lines 2, 4, 6, 8 in one 平水韵 group; default: on for regular forms
     tone: bool = True                # steer toward a standard 平仄 pattern (--no-tone: off)
     no_repeat: bool = True           # no character twice within a line
@@ -80,8 +81,12 @@ class PoemRequest:
         for name, limit in (("prompt", MAX_PROMPT), ("theme", MAX_THEME)):
             if len(getattr(self, name)) > limit:
                 raise BadInput(f"{name} is longer than {limit} characters", field=name)
+        if len(self.title) > MAX_TITLE:
+            raise BadInput(f"title is longer than {MAX_TITLE} characters", field="title")
         if self.resolved_form() == "ci":
             self.resolved_variant()
+            if self.title.strip():
+                raise BadInput("a title is for shi: a ci is written to its tune", field="title")
         if self.polish and self.resolved_form() == "free":
             raise BadInput("polish rewrites a poem line by line: it needs a form or a tune, not free verse",
                            field="polish")
@@ -104,6 +109,7 @@ class PreparedRequest:
     prompt_ids: tuple = ()        # the prompt's ids (all known to the model)
     acrostic_ids: tuple = ()      # the acrostic's ids (all known to the model)
     variant: Variant | None = None  # the ci tune variant written (form "ci"), None for shi
+    title: str = ""               # normalised; "" for none
 
     @property
     def layout(self) -> Layout | None:
@@ -119,7 +125,7 @@ class PreparedRequest:
         tune = (self.variant.tune, self.variant.number) if self.variant else None
         return (self.form, tune, self.prompt, self.acrostic, self.theme_ids, request.rhyme, request.tone,
                 request.no_repeat, request.max_chars, options.temperature, options.top_k, options.top_p,
-                request.style)
+                request.style, self.title)
 
 
 def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
@@ -137,12 +143,15 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
     prompt_ids = encode_known(tables.tokenizer, prompt, "prompt")
     acrostic_ids = encode_known(tables.tokenizer, acrostic, "acrostic")
     words, theme_ids = theme_keywords(request.theme, tables.tokenizer) if request.theme.strip() else ([], [])
+    title = normalize_text(request.title)
+    check_chars(title, "title", allow_punctuation=False)
+    encode_known(tables.tokenizer, title, "title")
     options = request.sample
     seed = options.seed if options.seed is not None else new_seed()
     shape = Shape(layout, request.max_chars, frozenset(tables.punctuation_ids))
     return PreparedRequest(request, form, prompt, acrostic, tuple(words), tuple(theme_ids),
                            dataclasses.replace(options, seed=seed), shape, tuple(prompt_ids), tuple(acrostic_ids),
-                           variant)
+                           variant, title)
 
 
 def check_chars(text: str, what: str, allow_punctuation: bool) -> None:

@@ -25,8 +25,8 @@ from poetgen.errors import BadInput
 from poetgen.generate import Generator, traditional
 from poetgen.options import bounds
 from poetgen.quantize import cores
-from poetgen.request import (FORM_NAMES, MAX_THEME, SERVER_MAX_ACROSTIC, SERVER_MAX_BEST_OF, SERVER_MAX_POEMS,
-                             SERVER_MAX_POLISH, SERVER_MAX_PROMPT, SERVER_MAX_TEMPERATURE, PoemRequest)
+from poetgen.request import (FORM_NAMES, MAX_THEME, MAX_TITLE, SERVER_MAX_ACROSTIC, SERVER_MAX_BEST_OF,
+                             SERVER_MAX_POEMS, SERVER_MAX_POLISH, SERVER_MAX_PROMPT, SERVER_MAX_TEMPERATURE, PoemRequest)
 from poetgen.sampling import SampleOptions
 from poetgen.tunes import tune_table
 
@@ -48,6 +48,7 @@ class GenerateBody(BaseModel):
     variant: int | None = Field(None, ge=1, le=MAX_VARIANT)  # the tune's variant (格); None: the first
     acrostic: str = Field("", max_length=SERVER_MAX_ACROSTIC)   # 藏头: line i starts with character i
     theme: str = Field("", max_length=MAX_THEME)             # free text; keywords steer the lines
+    title: str = Field("", max_length=MAX_TITLE)             # write to this title (a model trained with titles)
     rhyme: bool | None = _DEFAULT_REQUEST.rhyme              # None: on for the regular forms
     tone: bool = _DEFAULT_REQUEST.tone                       # steer toward a standard 平仄 pattern
     temperature: float = Field(_DEFAULT_SAMPLE.temperature, **bounds(SampleOptions, "temperature"),
@@ -64,7 +65,7 @@ class GenerateBody(BaseModel):
     def poem_request(self) -> PoemRequest:
         options = SampleOptions(self.temperature, self.top_k, self.top_p, self.seed)
         return PoemRequest(prompt=self.prompt, form=self.form, tune=self.tune, variant=self.variant,
-                           acrostic=self.acrostic, theme=self.theme,
+                           acrostic=self.acrostic, theme=self.theme, title=self.title,
                            rhyme=self.rhyme, tone=self.tone, n=self.n, best_of=self.best_of, style=self.style,
                            polish=self.polish, sample=options)
 

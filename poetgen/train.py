@@ -22,7 +22,7 @@ import numpy as np
 from poetgen import __version__
 from poetgen.bundle import CONFIG_FILE
 from poetgen.callbacks import StopOnSignal, make_callbacks
-from poetgen.control import Prefixer, control_vocabulary
+from poetgen.control import Prefixer, control_vocabulary, vocabulary_texts
 from poetgen.corpus import corpus_hash, is_held_out, shipped_label
 from poetgen.errors import BadInput
 from poetgen.importers import load_corpus
@@ -37,7 +37,7 @@ from poetgen.train_step import use_sampled_softmax
 STRATEGIES = ("default", "mirrored")   # one machine only: MultiWorkerMirroredStrategy fails under Keras 3
 PRECISIONS = ("float32", "mixed_bfloat16")
 MODEL_OPTIONS = ("cell", "layers", "units", "embedding_dim", "dropout", "min_count", "projection", "tie_embeddings",
-                 "embedding_dropout", "recurrent_dropout", "conditioned", "top_tunes", "reverse")
+                 "embedding_dropout", "recurrent_dropout", "conditioned", "top_tunes", "titles", "reverse")
 logger = logging.getLogger(__name__)
 
 
@@ -57,6 +57,7 @@ class TrainConfig:
     sampled_softmax: int = setting(0, low=0)                  # train on a sampled softmax of this many classes; 0: full
     conditioned: bool = False                                 # start each poem with style and form/tune tokens
     top_tunes: int = setting(200, low=0)                      # ci tunes with their own control token
+    titles: bool = False                                      # read shi titles after the controls (needs conditioned)
     reverse: bool = False                                     # train on reversed poems: a best-of reranker
     epochs: int = setting(10, low=1)                          # epochs to reach (a resumed run continues up to this)
     steps_per_epoch: int = setting(0, low=0)                  # steps per epoch; 0: one pass over the training text
@@ -76,6 +77,11 @@ class TrainConfig:
     def validate(self) -> None:
         refuse_multiworker()
         check_settings(self)
+        if self.titles and not self.conditioned:
+            raise BadInput("--titles needs --conditioned: a title is read after the control tokens", field="titles")
+        if self.titles and self.reverse:
+            raise BadInput("a reverse model reads no titles (best-of reads poems backwards after the controls); "
+                           "leave out --titles", field="titles")
         model_config(self, vocab_size=len(SPECIALS) + 1).validate()
 
 
@@ -197,10 +203,11 @@ class Run:
             self.tokenizer = Tokenizer.load(self.resume_dir / "tokenizer.json")
         else:
             controls = control_vocabulary(train_poems, config.top_tunes) if config.conditioned else ()
-            self.tokenizer = Tokenizer.build(train, config.min_count, controls)
+            self.tokenizer = Tokenizer.build(vocabulary_texts(train, config.conditioned, config.min_count),
+                                             config.min_count, controls)
         prefixer = Prefixer(self.tokenizer)
-        self.train_stream = token_stream(self.tokenizer, train, [prefixer.for_poem(p) for p in train_poems],
-                                         config.reverse)
+        self.train_stream = token_stream(self.tokenizer, train,
+                                         [prefixer.for_poem(p, config.titles) for p in train_poems], config.reverse)
         self.held_out = [self.tokenizer.encode(text[::-1] if config.reverse else text) for text in held]
         self.held_out_prefixes = [prefixer.for_poem(p) for p in held_poems]
         self.corpus_record = {"path": str(self.corpus or shipped_label()),

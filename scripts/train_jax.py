@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 # ---------------------------------------------------------------------------------------- prepare
 def prepare(args) -> None:
     """poetgen train's Run.prepare, written as arrays: train stream(s), held-out poems, tokenizer."""
-    from poetgen.control import Prefixer, control_vocabulary
+    from poetgen.control import Prefixer, control_vocabulary, vocabulary_texts
     from poetgen.corpus import corpus_hash, is_held_out, shipped_label
     from poetgen.importers import load_corpus
     from poetgen.tokenizer import Tokenizer
@@ -52,10 +52,10 @@ def prepare(args) -> None:
     held_poems = [p for p in poems if is_held_out(p.text, args.val_split)]
     train = [p.text for p in train_poems]
     controls = control_vocabulary(train_poems, args.top_tunes) if args.conditioned else ()
-    tokenizer = Tokenizer.build(train, args.min_count, controls)
+    tokenizer = Tokenizer.build(vocabulary_texts(train, args.conditioned, args.min_count), args.min_count, controls)
     tokenizer.save(out / "tokenizer.json")
     prefixer = Prefixer(tokenizer)
-    prefixes = [prefixer.for_poem(p) for p in train_poems]
+    prefixes = [prefixer.for_poem(p, args.titles) for p in train_poems]   # held-out poems read no title
     held_prefixes = [prefixer.for_poem(p) for p in held_poems]
     train_ids = 0
     for reverse, suffix in ((False, ""), (True, "_reverse")):
@@ -68,6 +68,7 @@ def prepare(args) -> None:
                  lengths=lengths, prefix_ids=np.concatenate([np.asarray(p, np.int32) for p in held_prefixes]),
                  prefix_lengths=np.array([len(p) for p in held_prefixes], np.int32))
     meta = {"vocab_size": tokenizer.vocab_size, "min_count": args.min_count, "conditioned": args.conditioned,
+            "titles": args.titles,
             "top_tunes": args.top_tunes, "val_split": args.val_split,
             "corpus": {"path": str(args.corpus or shipped_label()), "hash": corpus_hash(poems), "poems": len(poems),
                        "train_chars": int(train_ids),
@@ -369,12 +370,14 @@ def bundle(args) -> None:
     record = {"model": dataclasses.asdict(config),
               "train": {"trainer": "scripts/train_jax.py", "reverse": trained["reverse"],
                         "conditioned": meta["conditioned"], "top_tunes": meta["top_tunes"],
+                        "titles": meta.get("titles", False),
                         "min_count": meta["min_count"], "val_split": meta["val_split"],
                         "batch_size": trained["batch_size"], "seq_len": trained["seq_len"],
                         "learning_rate": trained["learning_rate"], "weight_decay": trained["weight_decay"],
                         "device": trained["device"],
                         "stages": [{k: stage.get(k) for k in ("minutes", "learning_rate", "seed", "steps", "tokens",
-                                                               "best_held_out_perplexity", "dropouts")}
+                                                               "best_held_out_perplexity", "dropouts", "device",
+                                                               "batch_size")}
                                    for stage in stages]},
               "corpus": meta["corpus"],
               "versions": {"poetgen": __version__, "keras": keras.__version__, "numpy": np.__version__},
@@ -397,6 +400,7 @@ def main(argv=None) -> None:
     p.add_argument("--corpus", default=None, help="corpus file or directory (default: the shipped corpus)")
     p.add_argument("--conditioned", action="store_true", help="control prefixes (style, form or tune)")
     p.add_argument("--top-tunes", type=int, default=200)
+    p.add_argument("--titles", action="store_true", help="read shi titles after the controls (poetgen train --titles)")
     p.add_argument("--min-count", type=int, default=3)
     p.add_argument("--val-split", type=float, default=0.02)
     p = commands.add_parser("train", help="train in JAX for a wall-time budget")

@@ -98,3 +98,36 @@ def with_reverse(tiny_bundle, tiny_corpus, tmp_path_factory):
     run = train(TrainConfig(out=str(bundle / "reverse"), corpus=str(tiny_corpus), reverse=True,
                             **{**TINY_TRAIN, "epochs": 1}))
     return bundle, run
+
+
+def tagged_corpus(path):
+    """A corpus file of Tang shi as shipped, and shipped poems tagged as Song shi or as ci of two tunes."""
+    records = shipped_records(900)
+    for i, record in enumerate(records):
+        if i % 3 == 1:
+            record.update(dynasty="song", genre="shi")
+        elif i % 3 == 2:
+            record.update(dynasty="song", genre="ci", form="ci", tune="浣溪沙" if i % 2 else "蝶恋花")
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def train_tagged(tmp_path_factory, name: str, **options):
+    """A conditioned tiny model (and its run) trained on tagged_corpus in a fresh folder `name`."""
+    from poetgen.quiet import import_tensorflow
+
+    import_tensorflow()
+    from poetgen.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp(name)
+    corpus = tagged_corpus(root / "tagged.jsonl")
+    out = root / "model"
+    run = train(TrainConfig(out=str(out), corpus=str(corpus), conditioned=True, sampled_softmax=32, **options,
+                            **{**TINY_TRAIN, "epochs": 1}))
+    return out, run
+
+
+@pytest.fixture(scope="session")
+def titled_bundle(tmp_path_factory):
+    """A conditioned tiny model trained with titles (poetgen train --conditioned --titles), and its run."""
+    return train_tagged(tmp_path_factory, "titled", titles=True)

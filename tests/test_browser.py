@@ -3,6 +3,7 @@
 Skipped only where /usr/bin/chromium is missing outside CI; under CI=true it must run.
 """
 
+import contextlib
 import json
 import os
 import socket
@@ -40,10 +41,16 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tiny_bundle, tmp_path_factory):
     """`poetgen serve` on a free loopback port, stopped after the module."""
+    with serving(tiny_bundle, tmp_path_factory) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(bundle, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with open(log, "wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "poetgen", "serve", "--model", str(tiny_bundle),
+        process = subprocess.Popen([sys.executable, "-m", "poetgen", "serve", "--model", str(bundle),
                                     "--host", "127.0.0.1", "--port", str(port)],
                                    stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -124,6 +131,25 @@ def test_page_shows_the_servers_refusal_and_recovers(page):
     expect(banner).to_be_hidden()
     lines = poem_lines(page)
     assert len(lines) == 4 and lines[0] == "白日依山尽，" and all(len(line) == 6 for line in lines)
+
+
+def test_the_title_field_shows_only_for_a_model_trained_with_titles(page, titled_bundle, tmp_path_factory):
+    expect(page.locator("#title-label")).to_be_hidden()   # the tiny model reads no titles
+    with serving(titled_bundle[0], tmp_path_factory) as url:
+        context = page.context.browser.new_context(viewport={"width": 1100, "height": 800}, locale="zh-CN")
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
+        titled = context.new_page()
+        titled.set_default_timeout(60_000)
+        titled.goto(url + "/")
+        expect(titled.locator("#title-label")).to_be_visible()
+        generate(titled, title="春日")
+        expect(titled.locator("#banner")).to_be_hidden()
+        expect(titled.locator("#poem .title")).to_have_text("春日")
+        assert len(poem_lines(titled)) == 4
+        titled.click("#copy")
+        expect(titled.locator("#copy")).to_contain_text("Copied")
+        assert titled.evaluate("navigator.clipboard.readText()").startswith("《春日》\n")
+        context.close()
 
 
 def test_page_polishes_when_asked(page):

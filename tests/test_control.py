@@ -11,7 +11,7 @@ from poetgen.cli import cli
 from poetgen.control import ANY_TUNE, Labels, Prefixer, control_vocabulary, labels_of, tune_token
 from poetgen.errors import BadModel
 from poetgen.tokenizer import BOUNDARY, Tokenizer
-from conftest import TINY_TRAIN, shipped_records
+from conftest import train_tagged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,31 +94,9 @@ def test_prefix_is_read_after_the_boundary_before_the_first_character():
     assert stepper.fed == [BOUNDARY, 40, 41, 7, 41, 7]   # the prefix's state is kept: read once
 
 
-def tagged_corpus(path):
-    """A corpus file of Tang shi as shipped, and shipped poems tagged as Song shi or as ci of two tunes."""
-    records = shipped_records(900)
-    for i, record in enumerate(records):
-        if i % 3 == 1:
-            record.update(dynasty="song", genre="shi")
-        elif i % 3 == 2:
-            record.update(dynasty="song", genre="ci", form="ci", tune="浣溪沙" if i % 2 else "蝶恋花")
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def conditioned_bundle(tmp_path_factory):
-    from poetgen.quiet import import_tensorflow
-
-    import_tensorflow()
-    from poetgen.train import TrainConfig, train
-
-    root = tmp_path_factory.mktemp("conditioned")
-    corpus = tagged_corpus(root / "tagged.jsonl")
-    out = root / "model"
-    run = train(TrainConfig(out=str(out), corpus=str(corpus), conditioned=True, sampled_softmax=32,
-                            **{**TINY_TRAIN, "epochs": 1}))
-    return out, run
+    return train_tagged(tmp_path_factory, "conditioned")
 
 
 def test_conditioned_training_prefixes_every_poem(conditioned_bundle):

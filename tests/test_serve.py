@@ -116,6 +116,8 @@ def test_acrostic_and_traditional(client):
     ({"acrostic": "春夏秋冬", "form": "free"}, "acrostic", "needs a regular form"),
     ({"temprature": 1}, "temprature", "unknown field"),
     ({"style": "yuan"}, "style", "must be one of tang, song, ci"),
+    ({"title": "春" * 13}, "title", "longer than 12"),
+    ({"title": "春日"}, "title", "not trained with titles"),   # the tiny model reads none
 ])
 def test_invalid_fields_are_refused_with_a_message(client, body, field, message):
     response = client.post("/api/generate", json=body)
@@ -408,3 +410,17 @@ def test_polish_is_applied_after_the_batch_and_limited(client):
     assert response.status_code == 422 and response.json()["detail"][0]["field"] == "polish"
     response = client.post("/api/generate", json={"seed": 4, "form": "free", "polish": 1})
     assert response.status_code == 422 and "polish" in response.json()["detail"][0]["message"]
+
+
+def test_a_model_trained_with_titles_writes_to_the_requests_title(titled_bundle):
+    from poetgen.generate import Generator
+
+    out, _ = titled_bundle
+    body = {"form": "wujue", "n": 2, "seed": 4, "title": "春日"}
+    with TestClient(create_app(Generator.load(out), BatchOptions(max_wait_ms=2))) as client:
+        answer = client.post("/api/generate", json=body).json()
+        untitled = client.post("/api/generate", json={**body, "title": ""}).json()
+    assert answer["title"] == "春日" and "title" not in untitled
+    printed = CliRunner().invoke(cli, ["generate", "--model", str(out), "-n", "2", "--seed", "4", "--title", "春日",
+                                       "--format", "json"])
+    assert without_timing(answer) == without_timing(json.loads(printed.output))

@@ -49,6 +49,19 @@ def test_prepare_writes_what_poetgen_train_would_train_on(data, tiny_corpus):
     assert meta["vocab_size"] == run.tokenizer.vocab_size and meta["conditioned"] is True
 
 
+def test_prepare_with_titles_writes_poetgen_trains_titled_stream(titled_bundle, tmp_path):
+    from poetgen.tokenizer import Tokenizer
+
+    model, run = titled_bundle
+    out = tmp_path / "titled"
+    train_jax.main(["prepare", "--out", str(out), "--corpus", str(model.parent / "tagged.jsonl"), "--conditioned",
+                    "--titles", "--min-count", "2", "--val-split", "0.05"])
+    assert Tokenizer.load(out / "tokenizer.json").hash == run.tokenizer.hash
+    np.testing.assert_array_equal(np.load(out / "train.npy"), run.train_stream)
+    assert np.load(out / "held_out.npz")["prefix_lengths"].tolist() == [2] * len(run.held_out)   # untitled
+    assert json.loads((out / "meta.json").read_text(encoding="utf-8"))["titles"] is True
+
+
 @pytest.mark.parametrize("shape", [
     dict(layers=1, units=24, embedding_dim=16, projection=16, tie_embeddings=True),
     dict(layers=2, units=20, embedding_dim=12, projection=0, tie_embeddings=False),
