@@ -70,7 +70,8 @@ def clean_title(title: str, genre: str = "shi") -> str | None:
     empty or longer than MAX_TITLE after cleaning, and for titles that are sentences (punctuation inside)."""
     if genre == "ci" or not title:
         return None
-    text = _MUSIC_BUREAU.sub("", _MARKS.sub("", _NOTES.sub("", title)))
+    text = _MARKS.sub("", _NOTES.sub("", title))
+    text = _MUSIC_BUREAU.sub("", _MUSIC_BUREAU.sub("", text))   # 鼓吹曲辞凯乐歌辞破阵乐 -> 破阵乐
     text = _SERIES.sub("", _SERIES.sub("", text))
     text = text.rstrip("，。、：；！？,.:;!?")
     if not text or len(text) > MAX_TITLE or _PUNCTUATION.search(text):

@@ -123,3 +123,25 @@ def test_blind_score_errors_are_one_line(blind_dir, tmp_path, capsys, judgements
     assert blind_score.main([str(blind_dir / "key.json"), str(tmp_path / "j.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_title_reading_writes_untitled_and_self_titled_poems_unlabelled(titled_bundle, tmp_path):
+    from poetgen.control import TITLE_END, clean_title
+
+    title_reading = _module("title_reading")
+    model, run = titled_bundle
+    out = tmp_path / "t"
+    title_reading.main(["--out", str(out), "--seed", "3", "--per-form", "1",
+                        "--setting", f"none={model}:none", "--setting", f"auto={model}:auto"])
+    key = json.loads((out / "key.json").read_text(encoding="utf-8"))["poems"]
+    sources = sorted(entry["source"] for entry in key.values())
+    assert sources == ["auto"] * 4 + ["none"] * 4 + ["real"] * 4
+    assert "《" not in (out / "poems.md").read_text(encoding="utf-8")   # the reader never sees a title
+    for entry in key.values():
+        if entry["source"] == "auto":   # the model's own title: Han characters, at most MAX_AUTO_TITLE
+            assert 1 <= len(entry["title"]) <= title_reading.MAX_AUTO_TITLE and TITLE_END not in entry["title"]
+            assert not run.tokenizer.unknown(entry["title"])
+        if entry["source"] == "none":
+            assert entry["title"] == ""
+    titles = title_reading.real_titles("wujue", run.tokenizer)
+    assert titles and all(clean_title(t) == t and not run.tokenizer.unknown(t) for t in titles)
