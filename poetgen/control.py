@@ -30,7 +30,8 @@ _NOTES = re.compile(r"[（(][^）)]*[）)]")                                    
 _SERIES = re.compile(f"([{_NUMERALS}]+[首章绝律篇阕]|其[{_NUMERALS}]+|[{_NUMERALS}]+)+$")   # 十首一, 二首其二
 _MUSIC_BUREAU = re.compile(r"^(\S{2,4}歌辞|\S{2}曲辞)")                   # 相和歌辞置酒行 -> 置酒行
 _MARKS = re.compile(r"[《》「」〈〉“”‘’\"'·・\s]")
-_PUNCTUATION = re.compile(r"[，。、：；！？,.:;!?]")
+_TITLE_MARKS = "，。、：；！？,.:;!?"                 # punctuation: a title with one inside is a sentence
+_PUNCTUATION = re.compile(f"[{re.escape(_TITLE_MARKS)}]")
 
 
 def style_token(style: str) -> str:
@@ -73,7 +74,7 @@ def clean_title(title: str, genre: str = "shi") -> str | None:
     text = _MARKS.sub("", _NOTES.sub("", title))
     text = _MUSIC_BUREAU.sub("", _MUSIC_BUREAU.sub("", text))   # 鼓吹曲辞凯乐歌辞破阵乐 -> 破阵乐
     text = _SERIES.sub("", _SERIES.sub("", text))
-    text = text.rstrip("，。、：；！？,.:;!?")
+    text = text.rstrip(_TITLE_MARKS)
     if not text or len(text) > MAX_TITLE or _PUNCTUATION.search(text):
         return None
     return text
