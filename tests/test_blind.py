@@ -145,3 +145,73 @@ def test_title_reading_writes_untitled_and_self_titled_poems_unlabelled(titled_b
             assert entry["title"] == ""
     titles = title_reading.real_titles("wujue", run.tokenizer)
     assert titles and all(clean_title(t) == t and not run.tokenizer.unknown(t) for t in titles)
+
+
+blind_pairs = _module("blind_pairs")
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(tiny_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pairs")
+    assert blind_pairs.main(["set", "--out", str(out), "--per-form", "3", "--seed", "4", "--model", str(tiny_bundle),
+                             "--setting", "hot=--temperature 1.2", "--setting", "cool=--temperature 0.5"]) == 0
+    return out
+
+
+def test_blind_pairs_set_pairs_two_settings_by_form_in_random_order(pairs_dir):
+    key = json.loads((pairs_dir / "key.json").read_text(encoding="utf-8"))
+    pairs = key["pairs"]
+    assert sorted(map(int, pairs)) == list(range(1, 4 * 3 + 1)) and list(key["settings"]) == ["hot", "cool"]
+    for form in FORMS:
+        assert sum(pair["form"] == form for pair in pairs.values()) == 3
+    for pair in pairs.values():
+        assert sorted(pair["sources"]) == ["cool", "hot"]
+        assert all(form_of(text) == pair["form"] for text in pair["texts"])
+    assert {pair["sources"][0] for pair in pairs.values()} == {"hot", "cool"}   # each setting shown first somewhere
+    text = (pairs_dir / "pairs.md").read_text(encoding="utf-8")
+    assert "hot" not in text and "cool" not in text and text.count("## Pair ") == len(pairs)
+    for pair in pairs.values():
+        for poem in pair["texts"]:
+            assert "  \n".join(clauses(poem)) in text
+
+
+def test_blind_pairs_score_counts_wins_with_interval_and_sign_test(pairs_dir, tmp_path, capsys):
+    key = json.loads((pairs_dir / "key.json").read_text(encoding="utf-8"))
+    always_hot = [{"pair": int(n), "better": pair["sources"].index("hot") + 1} for n, pair in key["pairs"].items()]
+    (tmp_path / "hot.json").write_text(json.dumps(always_hot), encoding="utf-8")
+    assert blind_pairs.main(["score", str(pairs_dir / "key.json"), str(tmp_path / "hot.json"), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["wins"] == {"hot": 12, "cool": 0} and report["win_rate"]["hot"] == 1.0
+    assert report["sign_test_p"] == round(2 / 2 ** 12, 4) and report["interval_95"][1] == 1.0
+    assert all(row["hot"] == row["of"] == 3 for row in report["wins_by_form"].values())
+    first = [{"pair": int(n), "better": 1} for n in key["pairs"]][:6]   # half judged, always the first poem
+    (tmp_path / "first.json").write_text(json.dumps(first), encoding="utf-8")
+    assert blind_pairs.main(["score", str(pairs_dir / "key.json"), str(tmp_path / "first.json")]) == 0
+    assert "6 of 12 pairs judged" in capsys.readouterr().out
+
+
+def test_sign_test_and_wilson_interval():
+    assert blind_pairs.sign_test(5, 10) == 1.0 and blind_pairs.sign_test(0, 0) == 1.0
+    assert abs(blind_pairs.sign_test(9, 10) - 22 / 1024) < 1e-12   # two-sided: 0, 1, 9 or 10 wins
+    low, high = blind_pairs.wilson(20, 40)
+    assert low < 0.5 < high and abs((low + high) / 2 - 0.5) < 1e-9 and abs(low - 0.3519) < 1e-3
+
+
+@pytest.mark.parametrize("judgements, message", [
+    ([{"pair": 999, "better": 1}], "not in the key"),
+    ([{"better": 1}], "without a pair number"),
+    ([{"pair": 1, "better": 3}], "must be 1 or 2"),
+    ([{"pair": 1, "better": 1}, {"pair": 1, "better": 2}], "judged twice"),
+    ({"1": 1}, "expected a JSON list"),
+])
+def test_blind_pairs_score_errors_are_one_line(pairs_dir, tmp_path, capsys, judgements, message):
+    (tmp_path / "j.json").write_text(json.dumps(judgements), encoding="utf-8")
+    assert blind_pairs.main(["score", str(pairs_dir / "key.json"), str(tmp_path / "j.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_blind_pairs_set_wants_exactly_two_settings(tiny_bundle, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        blind_pairs.main(["set", "--out", str(tmp_path), "--model", str(tiny_bundle), "--setting", "a="])
+    assert "exactly two" in capsys.readouterr().err
