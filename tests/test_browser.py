@@ -152,16 +152,17 @@ def test_the_title_field_shows_only_for_a_model_trained_with_titles(page, titled
         context.close()
 
 
-def test_page_polishes_when_asked(page):
+def test_page_polishes_by_default_and_not_when_unchecked(page):
+    assert page.is_checked("#polish")   # polishing is the page's default: readers preferred it (README)
     generate(page, form="五绝", acrostic="", prompt="", theme="")
-    expect(page.locator("#meta")).not_to_contain_text("精修")
-    page.check("#polish")
-    generate(page)
     expect(page.locator("#banner")).to_be_hidden()
     expect(page.locator("#meta")).to_contain_text("精修")   # the answer says how many lines it replaced
     lines = poem_lines(page)
     assert len(lines) == 4 and all(len(line) == 6 for line in lines)
     page.uncheck("#polish")
+    generate(page)
+    expect(page.locator("#meta")).not_to_contain_text("精修")
+    page.check("#polish")
 
 
 def test_traditional_and_vertical_display_then_screenshot(page):
