@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from blind_set import generated_poems, parse_setting   # noqa: E402  (the same settings and generation)
+from blind_set import check_output, generated_poems, parse_setting   # noqa: E402  (the same settings)
 
 from poetgen.layout import FORMS, clauses   # noqa: E402
 
@@ -153,12 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             settings = dict(parse_setting(text) for text in args.setting)
             if len(args.setting) != 2 or len(settings) != 2:
                 raise ValueError("give exactly two --setting options, with different names")
-            if args.per_form < 1:
-                raise ValueError("--per-form must be at least 1")
         except ValueError as error:
             parser.error(str(error))
-        if (args.out / "key.json").exists() and not args.force:
-            parser.error(f"{args.out / 'key.json'} exists; pass --force to replace it")
+        check_output(parser, args.out, args.per_form, args.force)
         pairs = build_pairs(settings, args.per_form, args.seed, args.model)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "pairs.md").write_text(pairs_markdown(pairs), encoding="utf-8")

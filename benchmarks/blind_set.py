@@ -50,6 +50,14 @@ def parse_setting(text: str) -> tuple[str, list[str]]:
     return name.strip(), args
 
 
+def check_output(parser: argparse.ArgumentParser, out: Path, per_form: int, force: bool) -> None:
+    """One line and exit 2 for a count below one or an existing key that --force does not replace."""
+    if per_form < 1:
+        parser.error("--per-form must be at least 1")
+    if (out / "key.json").exists() and not force:
+        parser.error(f"{out / 'key.json'} exists; pass --force to replace it")
+
+
 def real_poems(kinds: list[str], per_kind: int, seed: int, tune: str | None) -> dict[str, list[str]]:
     """Held-out real poems: regular Tang shi per form, or Song ci of the tune (the model never saw them)."""
     rng = random.Random(seed)
@@ -122,12 +130,9 @@ def main(argv: list[str] | None = None) -> None:
         settings = dict(parse_setting(text) for text in args.setting or ["defaults="])
         if len(settings) < len(args.setting):
             raise ValueError("two --setting options have the same name")
-        if args.per_form < 1:
-            raise ValueError("--per-form must be at least 1")
     except ValueError as error:
         parser.error(str(error))
-    if (args.out / "key.json").exists() and not args.force:
-        parser.error(f"{args.out / 'key.json'} exists; pass --force to replace it")
+    check_output(parser, args.out, args.per_form, args.force)
     entries = build_set(settings, args.per_form, args.seed, args.model, args.tune)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "poems.md").write_text(poems_markdown(entries), encoding="utf-8")
