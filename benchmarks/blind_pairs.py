@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from blind_score import BadJudgements, print_report   # noqa: E402  (the same errors and edge)
 from blind_set import check_output, generated_poems, parse_setting   # noqa: E402  (the same settings)
 
 from poetgen.layout import FORMS, clauses   # noqa: E402
@@ -37,10 +38,6 @@ answers as JSON, e.g.
 
 and score them with `python benchmarks/blind_pairs.py score key.json judgements.json`.
 """
-
-
-class BadJudgements(ValueError):
-    """The judgement file cannot be read against the key."""
 
 
 def build_pairs(settings: dict[str, list[str]], per_form: int, seed: int, model: str | None = None) -> list[dict]:
@@ -165,16 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "key.json").write_text(json.dumps(key, ensure_ascii=False, indent=1), encoding="utf-8")
         print(f"wrote {len(pairs)} pairs to {args.out / 'pairs.md'} and the key to {args.out / 'key.json'}")
         return 0
-    try:
-        key = json.loads(args.key.read_text(encoding="utf-8"))
-        if not isinstance(key, dict) or not isinstance(key.get("pairs"), dict):
-            raise BadJudgements(f"{args.key}: not a key written by blind_pairs.py set")
-        report = score(key, read_judgements(json.loads(args.judgements.read_text(encoding="utf-8"))))
-    except (OSError, ValueError) as error:   # BadJudgements and JSONDecodeError are ValueErrors
-        print(f"blind_pairs.py: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
-    print(json.dumps(report, ensure_ascii=False, indent=1) if args.format == "json" else format_text(report))
-    return 0
+    return print_report("blind_pairs.py", args.key, args.judgements, args.format, entries="pairs",
+                        writer="blind_pairs.py set", read=read_judgements, score=score, text=format_text)
 
 
 if __name__ == "__main__":

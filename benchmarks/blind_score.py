@@ -110,15 +110,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("judgements", type=Path, help="the reader's judgements (JSON)")
     parser.add_argument("--format", choices=("text", "json"), default="text")
     args = parser.parse_args(argv)
+    return print_report("blind_score.py", args.key, args.judgements, args.format, entries="poems",
+                        writer="blind_set.py", read=read_judgements, score=score, text=format_text)
+
+
+def print_report(program: str, key_path: Path, judgements_path: Path, fmt: str, *, entries: str, writer: str,
+                 read, score, text) -> int:
+    """Reads a key (whose `entries` field `writer` wrote) and a reader's judgements, prints the report
+    as text or JSON: 0; any unreadable or mismatched file is one line on stderr: 2."""
     try:
-        key = json.loads(args.key.read_text(encoding="utf-8"))
-        if not isinstance(key, dict) or not isinstance(key.get("poems"), dict):
-            raise BadJudgements(f"{args.key}: not a key written by blind_set.py")
-        report = score(key, read_judgements(json.loads(args.judgements.read_text(encoding="utf-8"))))
+        key = json.loads(key_path.read_text(encoding="utf-8"))
+        if not isinstance(key, dict) or not isinstance(key.get(entries), dict):
+            raise BadJudgements(f"{key_path}: not a key written by {writer}")
+        report = score(key, read(json.loads(judgements_path.read_text(encoding="utf-8"))))
     except (OSError, ValueError) as error:   # BadJudgements and JSONDecodeError are ValueErrors
-        print(f"blind_score.py: error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"{program}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
-    print(json.dumps(report, ensure_ascii=False, indent=1) if args.format == "json" else format_text(report))
+    print(json.dumps(report, ensure_ascii=False, indent=1) if fmt == "json" else text(report))
     return 0
 
 
