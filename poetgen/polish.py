@@ -52,8 +52,7 @@ class Polisher:
         passed, repeats, replaced = self._check(prepared, text), _repeats(text), 0
         for round_ in range(prepared.request.polish):
             for i in range(len(clauses(current.text))):
-                better = self._visit(prepared, current, i, (prepared.seed, index, round_, i), passed, repeats,
-                                     prefix, controls)
+                better = self._visit(prepared, current, i, (prepared.seed, index, round_, i), passed, repeats)
                 if better is not None:
                     current, replaced = better, replaced + 1
         if not replaced:
@@ -62,10 +61,11 @@ class Polisher:
         record = self._record(prepared, poem, current.text, current.reading.mean(), backward, weight)
         return {**record, "polished": replaced}
 
-    def _visit(self, prepared: PreparedRequest, current: "_Candidate", i: int, stream: tuple, passed, repeats: tuple,
-               prefix: list[int], controls: list[int]) -> "_Candidate | None":
+    def _visit(self, prepared: PreparedRequest, current: "_Candidate", i: int, stream: tuple, passed,
+               repeats: tuple) -> "_Candidate | None":
         """The best splice of VERSIONS fresh versions of line i into `current`, if it scores higher and
-        keeps what the poem passed; None otherwise (or when the prompt fixes the line)."""
+        keeps what the poem passed; None otherwise (or when the prompt fixes the line). The splices are
+        read as one batch from the line on, and the kept one's readings are those rows'."""
         generator, text = self.generator, current.text
         lines = clauses(text)
         start = sum(len(line) for line in lines[:i])
@@ -84,18 +84,15 @@ class Polisher:
         if not splices:
             return None
         ids = np.array([self._ids(splice) for splice in splices], np.int64)
-        forwards = reading.means_after(generator.stepper, ids, start)
-        backwards, unchanged = None, len(text) - end   # read backwards, a splice equals the poem until its line
+        forwards = reading.continued(generator.stepper, ids, start)
+        backs, unchanged = None, len(text) - end   # read backwards, a splice equals the poem until its line
         if current.back is not None:
-            backwards = generator.reverse_scorer.means_after(current.back, splices, unchanged)
-        scores = _joint(forwards, backwards, current.weight)
+            backs = generator.reverse_scorer.continued(current.back, splices, unchanged)
+        scores = _joint(_means(forwards), None if backs is None else _means(backs), current.weight)
         top = int(np.argmax(scores))
         if scores[top] <= current.score:
             return None
-        back = None if current.back is None else generator.reverse_scorer.reading(splices[top], controls,
-                                                                                  current.back, unchanged)
-        return _Candidate(splices[top], Reading.read(generator.stepper, ids[top].tolist(), prefix, reading, start),
-                          back, current.weight)
+        return _Candidate(splices[top], forwards[top], None if backs is None else backs[top], current.weight)
 
     def _versions(self, prepared: PreparedRequest, head: str, end: int, resume: Resume, stream: tuple) -> list[str]:
         """The first `end` characters of VERSIONS poems that start with `head`, under the request's
@@ -142,6 +139,10 @@ def _joint(forwards: np.ndarray, backwards: np.ndarray | None, weight: float) ->
     """The score a splice must raise: forward and reverse mean log-probabilities, weighted as best-of
     weights them (the forward model's alone without a reverse model)."""
     return forwards if backwards is None else (1 - weight) * forwards + weight * backwards
+
+
+def _means(readings: list[Reading]) -> np.ndarray:
+    return np.array([reading.mean() for reading in readings])
 
 
 def _fewer_or_as_many(counts: tuple[int, int], limits: tuple[int, int]) -> bool:

@@ -72,6 +72,10 @@ class ReverseScorer:
         """Mean log-probability of each text read backwards, as Reading.means_after."""
         return reading.means_after(self.stepper, np.array([self._ids(text) for text in texts], np.int64), at)
 
+    def continued(self, reading: "Reading", texts: list[str], at: int) -> list["Reading"]:
+        """The reading of each text backwards, as Reading.continued."""
+        return reading.continued(self.stepper, np.array([self._ids(text) for text in texts], np.int64), at)
+
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text[::-1]) + [BOUNDARY]
 
@@ -96,8 +100,10 @@ class Reading:
             state, previous = kept.states[at], np.array([kept.previous[at]], np.int64)
             states, previous_ids, log_probs = kept.states[:at], kept.previous[:at], kept.log_probs[:at]
         targets = np.array([ids[len(states):]], np.int64)
-        picked = _step_log_probs(stepper, state, previous, targets, states, previous_ids)
-        return cls(states, previous_ids, np.concatenate([log_probs, picked[0]]))
+        stepped, stepped_ids = [], []
+        picked = _step_log_probs(stepper, state, previous, targets, stepped, stepped_ids)
+        return cls(states + stepped, previous_ids + [int(step[0]) for step in stepped_ids],
+                   np.concatenate([log_probs, picked[0]]))
 
     def mean(self) -> float:
         return float(self.log_probs.mean())
@@ -105,10 +111,19 @@ class Reading:
     def means_after(self, stepper: NumpyStepper, ids: np.ndarray, at: int) -> np.ndarray:
         """Mean log-probability of each row of `ids` (as long as this reading's sequence and equal to it
         in its first `at` positions), stepping only from `at` on."""
+        return np.array([reading.mean() for reading in self.continued(stepper, ids, at)])
+
+    def continued(self, stepper: NumpyStepper, ids: np.ndarray, at: int) -> list["Reading"]:
+        """The reading of each row of `ids` (as means_after's), all rows stepped from `at` on as one
+        batch: this reading's first `at` positions and the rows' own after them, so the splice polishing
+        keeps is not read a second time."""
         state = [np.repeat(array, len(ids), axis=0) for array in self.states[at]]
         previous = np.full(len(ids), self.previous[at], np.int64)
-        picked = _step_log_probs(stepper, state, previous, ids[:, at:])
-        return (self.log_probs[:at].sum() + picked.sum(axis=1)) / len(self.log_probs)
+        states, previous_ids = [], []
+        picked = _step_log_probs(stepper, state, previous, ids[:, at:], states, previous_ids)
+        return [Reading(self.states[:at] + [[array[row:row + 1] for array in step] for step in states],
+                        self.previous[:at] + [int(step[row]) for step in previous_ids],
+                        np.concatenate([self.log_probs[:at], picked[row]])) for row in range(len(ids))]
 
 
 def _step_log_probs(stepper: NumpyStepper, state, previous: np.ndarray, targets: np.ndarray,
@@ -116,13 +131,13 @@ def _step_log_probs(stepper: NumpyStepper, state, previous: np.ndarray, targets:
     """(rows, steps) log-probability of targets[:, t] after the rows read targets[:, :t] from `state`
     (having `previous` to read first). A one-graph step gives its logits with each step, and they are
     read there; otherwise the output layer runs on many steps' rows at once. With `states` and
-    `previous_ids` (one row), the state before each step and the id it reads are appended."""
+    `previous_ids`, the state before each step and the ids it reads (all rows) are appended."""
     rows, steps = targets.shape
     tops, picked = [], np.empty((steps, rows), np.float64)   # tops: the output layer's inputs, for below
     for t in range(steps):
         if states is not None:
             states.append(state)
-            previous_ids.append(int(previous[0]))
+            previous_ids.append(previous)
         state = stepper.advance(previous, state)
         if stepper.fused is not None:
             picked[t] = log_softmax_at(stepper.logits(state), targets[:, t])
