@@ -31,6 +31,7 @@ from poetgen.sampling import Resume, Sampled, SampleOptions, row_streams, sample
 from poetgen.tables import VocabularyTables
 from poetgen.tokenizer import SPECIALS, Tokenizer
 from poetgen.tunes import tune_table
+from poetgen.heap import release_freed
 from poetgen.weights import layer_weights
 
 __all__ = ["Generator", "PoemRequest", "PreparedRequest", "traditional", "sample_from_model"]
@@ -43,16 +44,17 @@ class Generator:
     """A loaded model, its vocabulary tables and the threads that step it."""
 
     def __init__(self, bundle: Bundle, int8: bool | None = None):
-        self.bundle = bundle
         self.tokenizer = bundle.tokenizer
         self.tables = VocabularyTables(bundle.tokenizer)
         weights = bundle.weights if bundle.weights is not None else layer_weights(bundle.model)
         self.stepper = NumpyStepper(weights, bundle.model_config)
+        self.bundle = dataclasses.replace(bundle, weights=None)   # the stepper holds what it needs of them
         self.requested_int8 = int8   # True, False, or None: int8 when the bundle carries its products
         self.int8 = choose_precision(self.stepper, bundle.path if bundle.model is None else None, int8)
         self.prefixer = Prefixer(bundle.tokenizer)   # no prefix for a model without control tokens
         self.reads_titles = bool(bundle.config.get("train", {}).get("titles"))   # trained with --titles
         self._workers = None   # threads for batches split across cores, started on first use
+        release_freed()   # what loading freed (the weights file, raw arrays) back to the system
 
     def knows_ci(self) -> bool:
         """True when the model was trained with ci under a control prefix (its tokenizer holds <ci>)."""

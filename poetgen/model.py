@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import mmap
 import threading
 import weakref
 
@@ -210,7 +211,7 @@ class NumpyStepper(Stepper):
     def __init__(self, weights: dict[str, list[np.ndarray]], config: ModelConfig):
         self.config = config
         self.layers = []
-        embedding = weights["embedding"][0].astype(np.float32)
+        embedding = np.asarray(weights["embedding"][0], np.float32)   # no copy of float32 weights
         for i in range(config.layers):
             kernel, recurrent, bias = (w.astype(np.float32) for w in weights[f"rnn_{i}"])
             if config.cell == "gru":
@@ -226,7 +227,7 @@ class NumpyStepper(Stepper):
             self.input_table = embedding @ first[0].kernel + first[2]   # vocab × gates
             self._folded = np.ones(len(embedding), bool)
         else:   # rows folded on first use: pages never written cost no memory
-            self.input_table = np.empty((len(embedding), first[0].kernel.shape[1]), np.float32)
+            self.input_table = _sparse_table(len(embedding), first[0].kernel.shape[1])
             self._folded = np.zeros(len(embedding), bool)
         self._complete = bool(self._folded.all())   # then a step is a plain lookup, no first-use check
         self.projection = None
@@ -235,14 +236,15 @@ class NumpyStepper(Stepper):
             self.projection = (_Product(kernel), bias)
         kernel, bias = output_weights(weights, config)
         self.output = _Product(np.vstack([kernel, bias[None, :]]))   # (units + 1, vocab): last row is the bias
-        self.output_rows = np.ascontiguousarray(self.output.kernel.T)   # (vocab, units + 1), for single logits
+        self.output_inputs = self.output.kernel.shape[0]   # top()'s width: the output layer's inputs and a 1
         self.int8 = False   # products in int8 (quantize())
         self.fused = None   # the whole step in one int8 graph (quantize(): poetgen.quantize.Int8Step)
         self._local = threading.local()   # this thread's latest fused step: (its new state's first array, logits)
 
     def product_kernels(self) -> dict[str, np.ndarray]:
         """The float32 kernels that quantize() runs in int8, by name: the recurrent steps, deeper
-        layers' inputs, the projection and the output layer (its last row the bias)."""
+        layers' inputs, the projection and the output layer (its last row the bias). Before quantize()
+        only: an int8 stepper keeps no float32 copy of them."""
         named = {}
         for i, (kernel, recurrent, _, _) in enumerate(self.layers):
             if i > 0:
@@ -279,7 +281,10 @@ class NumpyStepper(Stepper):
         `converted` (by product_kernels() name) where given, else converted now (that needs TensorFlow).
         The first layer's input stays a float32 table lookup. With `step`, advance() runs the whole
         step as one graph (poetgen.quantize.Int8Step) when `converted` carries it (quantize.STEP), or
-        when nothing was given and everything is converted now."""
+        when nothing was given and everything is converted now. The float32 kernels it replaces are
+        let go (a generating process holds each product once, in int8)."""
+        if self.int8:
+            raise ValueError("this stepper already runs in int8")
         from poetgen.quantize import STEP, Int8Product, Int8Step, convert_step
 
         converted = converted or {}
@@ -337,7 +342,7 @@ class NumpyStepper(Stepper):
         """The output layer's input (the last layer's output, projected when the model has a
         projection) with a column of ones appended (it multiplies the bias row)."""
         h = state[-states_per_layer(self.config.cell)]
-        top = np.empty((len(h), self.output_rows.shape[1]), np.float32)
+        top = np.empty((len(h), self.output_inputs), np.float32)
         if self.projection is not None:
             kernel, bias = self.projection
             np.add(kernel(h), bias, out=top[:, :-1])
@@ -373,7 +378,13 @@ class NumpyStepper(Stepper):
             return fused.at(ids)
         if self.int8:
             return self.output.last_at(len(ids), ids)
-        return np.einsum("bu,bu->b", self.top(state), self.output_rows[ids])
+        return np.einsum("bu,bu->b", self.top(state), self._output_rows[ids])
+
+    @functools.cached_property
+    def _output_rows(self) -> np.ndarray:
+        """(vocab, units + 1) the float32 output kernel by rows, for single logits (made on first use:
+        an int8 stepper never needs it)."""
+        return np.ascontiguousarray(self.output.kernel.T)
 
     def step(self, ids: np.ndarray, state: list[np.ndarray]):
         """ids (batch,) → (logits (batch, vocab), new state)."""
@@ -402,6 +413,20 @@ class NumpyStepper(Stepper):
             return h, [h]
         h = np.tanh(projected + recurrent(h))
         return h, [h]
+
+
+def _sparse_table(rows: int, columns: int) -> np.ndarray:
+    """A float32 table whose pages cost memory only once written, in 4 KB pages: its own mapping, kept
+    from huge pages (NumPy asks for 2 MB pages for large arrays, so each of a few hundred scattered rows
+    would cost 2 MB: 33 MB for one poem's rows of the shipped model and its reverse model)."""
+    size = max(rows * columns * 4, 1)
+    try:
+        buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except (AttributeError, TypeError):   # Windows: an anonymous mapping takes no flags
+        buffer = mmap.mmap(-1, size)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        buffer.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(buffer, np.float32, rows * columns).reshape(rows, columns)
 
 
 class _Product:

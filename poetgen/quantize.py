@@ -83,7 +83,7 @@ class Int8Product(_Interpreters):
     """x @ kernel in int8, for one (inputs, outputs) float32 kernel."""
 
     def __init__(self, kernel: np.ndarray, model: bytes | None = None):
-        self.kernel = kernel              # the float32 original
+        self.shape = kernel.shape         # (inputs, outputs); the float32 original is not kept
         self._load(model if model is not None else _convert(kernel))   # converted now unless given
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

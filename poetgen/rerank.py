@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from poetgen.errors import BadModel
+from poetgen.heap import release_freed
 from poetgen.model import NumpyStepper, row_sums
 from poetgen.quantize import choose_precision
 from poetgen.weights import layer_weights
@@ -47,6 +48,8 @@ class ReverseScorer:
         weights = reverse.weights if reverse.weights is not None else layer_weights(reverse.model)
         stepper = NumpyStepper(weights, reverse.model_config)
         choose_precision(stepper, directory, int8, step=False)   # scored from top() rows, in blocks
+        del reverse, weights
+        release_freed()   # what loading freed back to the system (poetgen.heap)
         return cls(stepper, tokenizer)
 
     def mean_log_probs(self, texts: list[str], prefix: list[int]) -> np.ndarray:

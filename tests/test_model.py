@@ -130,6 +130,36 @@ def test_a_wide_models_first_layer_keeps_its_input_product_and_steps_the_same(ti
     assert set(np.flatnonzero(unfolded._folded)) == set(ids.ravel().tolist())
 
 
+def test_a_row_by_row_table_costs_small_pages_not_huge_ones():
+    """The lazily folded table is its own mapping kept from transparent huge pages: NumPy asks for 2 MB
+    pages for a large array, and one poem's few hundred scattered rows then cost ~33 MB."""
+    import re
+    import sys
+
+    from poetgen.model import _sparse_table
+
+    table = _sparse_table(4096, 3072)   # 48 MB, as wide as the shipped model's gate inputs
+    assert table.shape == (4096, 3072) and table.dtype == np.float32 and table.flags.writeable
+    rows = np.arange(0, 4096, 64)
+    table[rows] = 1.5
+    assert table[rows].sum() == 1.5 * len(rows) * 3072 and not table[1].any()
+    if not sys.platform.startswith("linux"):
+        return
+    start = table.__array_interface__["data"][0]
+    end = start + table.nbytes
+    with open("/proc/self/smaps") as smaps:
+        blocks = re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", smaps.read())
+    rss, eligible = 0, []
+    for block in blocks:   # the mappings over the table (an madvise()d range splits one)
+        low, high = (int(x, 16) for x in block.split()[0].split("-"))
+        if low < end and start < high:
+            rss += int(re.search(r"\nRss:\s+(\d+) kB", block).group(1))
+            found = re.search(r"THPeligible:\s+(\d)", block)
+            eligible += [found.group(1)] if found else []
+    assert rss and set(eligible) <= {"0"}
+    assert rss <= 2 * len(rows) * 16   # 64 rows of 12 KB in 4 KB pages, not 64 × 2 MB
+
+
 def test_prefix_states_are_kept_a_few_and_shared_safely_between_threads():
     import threading
 
@@ -164,3 +194,11 @@ def test_prefix_states_are_kept_a_few_and_shared_safely_between_threads():
     for thread in threads:
         thread.join()
     assert not errors and len(stepper._prefixed) <= PREFIX_STATES
+
+
+def test_freed_heap_goes_back_to_the_system_where_the_c_library_can():
+    import platform
+
+    from poetgen.heap import release_freed
+
+    assert release_freed() is (platform.libc_ver()[0] == "glibc")

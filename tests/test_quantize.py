@@ -138,13 +138,29 @@ def test_int8_batches_share_power_of_two_interpreters():
     from poetgen.quantize import Int8Product
 
     rng = np.random.default_rng(2)
-    product = Int8Product(rng.standard_normal((16, 24)).astype(np.float32))
+    kernel = rng.standard_normal((16, 24)).astype(np.float32)
+    product = Int8Product(kernel)
     x = rng.standard_normal((8, 16)).astype(np.float32)
     whole = product(x)
     for rows in (5, 6, 7):                                # one interpreter of 8 rows, zero-padded
         np.testing.assert_array_equal(product(x[:rows]), whole[:rows])
     assert sorted(product._local.runners) == [1, 8]                # 1: made at start-up
-    assert np.abs(whole - x @ product.kernel).max() < 0.05 * np.abs(x @ product.kernel).max()
+    assert np.abs(whole - x @ kernel).max() < 0.05 * np.abs(x @ kernel).max()
+    assert product.shape == kernel.shape and not hasattr(product, "kernel")   # no float32 copy kept
+
+
+def test_an_int8_generator_keeps_no_float32_copy_of_what_runs_in_int8(tiny_bundle):
+    """Loaded for generation, a model is held once: the raw weights are let go, and each product that
+    runs in int8 keeps no float32 kernel (poetgen generate's peak memory goal)."""
+    generator = Generator.load(tiny_bundle, int8=True)
+    stepper = generator.stepper
+    assert generator.bundle.weights is None and stepper.int8
+    assert not hasattr(stepper.output, "kernel") and not hasattr(stepper.layers[0][1], "kernel")
+    assert "_output_rows" not in stepper.__dict__   # the float32 rows for single logits: never made
+    poem = generator.generate(PoemRequest(sample=SampleOptions(seed=1)))["poems"][0]["text"]
+    assert poem and "_output_rows" not in stepper.__dict__
+    with pytest.raises(ValueError, match="already"):
+        stepper.quantize()
 
 
 def test_int8_logprob_survives_rows_that_rules_empty(int8_generator):
