@@ -162,6 +162,30 @@ def cold_report(args) -> None:
           f"CPU time; peak {cli_mib:.0f} MiB (goal <= 200 MiB)")
 
 
+def batched_against(args) -> None:
+    """Batched throughput (batch --batch, one candidate per poem, int8 where the bundle carries it) of
+    --model and of --against, timed alternately in one run: does another model (e.g. a narrower
+    recurrence with the same vocabulary) write faster?"""
+    from poetgen.generate import Generator
+    from poetgen.request import PoemRequest
+    from poetgen.sampling import SampleOptions
+
+    generators = {"model": Generator.load(args.model), "against": Generator.load(args.against)}
+    batch = PoemRequest(n=args.batch, batch_size=args.batch, best_of=1, tone=False, sample=SampleOptions(seed=2))
+    best = {}
+    for g in generators.values():
+        g.generate(batch)
+    for _ in range(4):
+        for name, g in generators.items():
+            best[name] = min(best.get(name, float("inf")), min(timed(lambda: g.generate(batch), 1)))
+    chars = args.batch * 24
+    for name, path in (("model", args.model or "shipped"), ("against", args.against)):
+        units = generators[name].stepper.config.units
+        print(f"batched throughput at batch {args.batch}, {path} (units {units}, "
+              f"{'int8' if generators[name].int8 else 'float32'}): {chars / best[name]:,.0f} characters/s")
+    print(f"  {args.against} writes {best['model'] / best['against']:.2f}x as fast (goal >= 50,000 characters/s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default=None, help="bundle directory (default: the shipped model)")
@@ -170,7 +194,12 @@ def main() -> None:
     parser.add_argument("--ci-only", action="store_true", help="only the batch-1 latencies (wujue and 浣溪沙)")
     parser.add_argument("--cold", type=int, default=3, help="cold-start runs of each command")
     parser.add_argument("--cold-only", action="store_true", help="only the cold start against import tensorflow")
+    parser.add_argument("--against", default=None, help="only batched throughput, of --model and this bundle, "
+                        "timed alternately")
     args = parser.parse_args()
+    if args.against:
+        batched_against(args)
+        return
     if args.cold_only or not args.ci_only:   # first, while this process is small: a forked child's peak
         cold_report(args)                     # memory counts its parent's pages until it execs
     if args.cold_only:

@@ -183,3 +183,22 @@ def test_cli_generate_errors_are_one_line(tiny_bundle, args, message):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output
+
+
+def test_generate_speed_times_another_model_alternately(tiny_bundle, capsys):
+    """benchmarks/generate_speed.py --against: batched throughput of two bundles in one run."""
+    import argparse
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "generate_speed.py"
+    spec = importlib.util.spec_from_file_location("generate_speed", path)
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    speed.batched_against(argparse.Namespace(model=str(tiny_bundle), against=str(tiny_bundle), batch=8))
+    lines = capsys.readouterr().out.splitlines()
+    rates = [float(m.group(1).replace(",", "")) for line in lines
+             for m in [re.search(r": ([\d,]+) characters/s$", line)] if m]
+    assert len(rates) == 2 and all(rate > 0 for rate in rates)
+    assert re.search(r"writes \d+\.\d\dx as fast", lines[-1])
