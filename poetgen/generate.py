@@ -22,6 +22,7 @@ from poetgen.ci_checks import check_ci
 from poetgen.control import Prefixer, tune_label
 from poetgen.corpus import to_traditional
 from poetgen.errors import BadInput
+from poetgen.heap import release_freed
 from poetgen.model import NumpyStepper
 from poetgen.polish import Polisher
 from poetgen.quantize import choose_precision, cores
@@ -31,7 +32,6 @@ from poetgen.sampling import Resume, Sampled, SampleOptions, row_streams, sample
 from poetgen.tables import VocabularyTables
 from poetgen.tokenizer import SPECIALS, Tokenizer
 from poetgen.tunes import tune_table
-from poetgen.heap import release_freed
 from poetgen.weights import layer_weights
 
 __all__ = ["Generator", "PoemRequest", "PreparedRequest", "traditional", "sample_from_model"]

@@ -66,17 +66,13 @@ class ReverseScorer:
         picked = _step_log_probs(self.stepper, state, previous, targets)
         return np.where(live, picked, 0.0).sum(axis=1) / live.sum(axis=1)
 
-    def reading(self, text: str, prefix: list[int], kept: "Reading | None" = None, at: int = 0) -> "Reading":
-        """The reverse model's reading of one text (see Reading); with `kept`, a reading of a text equal
-        to this one in its first `at` reversed positions, its last characters (poetgen.polish)."""
-        return Reading.read(self.stepper, self._ids(text), prefix, kept, at)
-
-    def means_after(self, reading: "Reading", texts: list[str], at: int) -> np.ndarray:
-        """Mean log-probability of each text read backwards, as Reading.means_after."""
-        return reading.means_after(self.stepper, np.array([self._ids(text) for text in texts], np.int64), at)
+    def reading(self, text: str, prefix: list[int]) -> "Reading":
+        """The reverse model's reading of one text (see Reading)."""
+        return Reading.read(self.stepper, self._ids(text), prefix)
 
     def continued(self, reading: "Reading", texts: list[str], at: int) -> list["Reading"]:
-        """The reading of each text backwards, as Reading.continued."""
+        """The reading of each text backwards, equal to `reading`'s text in its first `at` reversed
+        positions (its last characters), as Reading.continued."""
         return reading.continued(self.stepper, np.array([self._ids(text) for text in texts], np.int64), at)
 
     def _ids(self, text: str) -> list[int]:
@@ -87,46 +83,38 @@ class ReverseScorer:
 class Reading:
     """A model's reading of one id sequence (a poem's ids and the boundary) after a control prefix: per
     position, the state before its step, the id that step reads, and the position's log-probability.
-    A sequence equal to it in its first `at` positions is read from `at` on (means_after), and the
-    reading of one continues from this one (read(kept=, at=)): poetgen.polish changes one line at a time."""
+    Sequences equal to it in their first `at` positions are read from `at` on (continued):
+    poetgen.polish changes one line at a time."""
     states: list                # state arrays (1, units) before each step
     previous: list[int]         # the id each step reads
     log_probs: np.ndarray       # (positions,)
 
     @classmethod
-    def read(cls, stepper: NumpyStepper, ids: list[int], prefix: list[int], kept: "Reading | None" = None,
-             at: int = 0) -> "Reading":
-        if kept is None:
-            state, previous = stepper.after_prefix(tuple(prefix), 1)
-            states, previous_ids, log_probs = [], [], np.zeros(0)
-        else:
-            state, previous = kept.states[at], np.array([kept.previous[at]], np.int64)
-            states, previous_ids, log_probs = kept.states[:at], kept.previous[:at], kept.log_probs[:at]
-        targets = np.array([ids[len(states):]], np.int64)
-        stepped, stepped_ids = [], []
-        picked = _step_log_probs(stepper, state, previous, targets, stepped, stepped_ids)
-        return cls(states + stepped, previous_ids + [int(step[0]) for step in stepped_ids],
-                   np.concatenate([log_probs, picked[0]]))
+    def read(cls, stepper: NumpyStepper, ids: list[int], prefix: list[int]) -> "Reading":
+        state, previous = stepper.after_prefix(tuple(prefix), 1)
+        return cls._rows(stepper, cls([], [], np.zeros(0)), state, previous, np.array([ids], np.int64))[0]
 
     def mean(self) -> float:
         return float(self.log_probs.mean())
 
-    def means_after(self, stepper: NumpyStepper, ids: np.ndarray, at: int) -> np.ndarray:
-        """Mean log-probability of each row of `ids` (as long as this reading's sequence and equal to it
-        in its first `at` positions), stepping only from `at` on."""
-        return np.array([reading.mean() for reading in self.continued(stepper, ids, at)])
-
     def continued(self, stepper: NumpyStepper, ids: np.ndarray, at: int) -> list["Reading"]:
-        """The reading of each row of `ids` (as means_after's), all rows stepped from `at` on as one
-        batch: this reading's first `at` positions and the rows' own after them, so the splice polishing
-        keeps is not read a second time."""
+        """The reading of each row of `ids` (as long as this reading's sequence and equal to it in its
+        first `at` positions): this reading's first `at` positions, then the rows' own, stepped from `at`
+        on as one batch. Polishing scores its splices so and keeps the best one's reading as it is."""
         state = [np.repeat(array, len(ids), axis=0) for array in self.states[at]]
         previous = np.full(len(ids), self.previous[at], np.int64)
+        head = Reading(self.states[:at], self.previous[:at], self.log_probs[:at])
+        return self._rows(stepper, head, state, previous, ids[:, at:])
+
+    @classmethod
+    def _rows(cls, stepper: NumpyStepper, head: "Reading", state, previous: np.ndarray,
+              targets: np.ndarray) -> list["Reading"]:
+        """`head` followed by each row of `targets`, the rows stepped from `state` as one batch."""
         states, previous_ids = [], []
-        picked = _step_log_probs(stepper, state, previous, ids[:, at:], states, previous_ids)
-        return [Reading(self.states[:at] + [[array[row:row + 1] for array in step] for step in states],
-                        self.previous[:at] + [int(step[row]) for step in previous_ids],
-                        np.concatenate([self.log_probs[:at], picked[row]])) for row in range(len(ids))]
+        picked = _step_log_probs(stepper, state, previous, targets, states, previous_ids)
+        return [cls(head.states + [[array[row:row + 1] for array in step] for step in states],
+                    head.previous + [int(step[row]) for step in previous_ids],
+                    np.concatenate([head.log_probs, picked[row]])) for row in range(len(targets))]
 
 
 def _step_log_probs(stepper: NumpyStepper, state, previous: np.ndarray, targets: np.ndarray,

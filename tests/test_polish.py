@@ -25,9 +25,9 @@ def ranked(with_reverse):
     return Generator.load(with_reverse[0])
 
 
-def read(generator, ids, prefix=(), kept=None, at=0):
+def read(generator, ids, prefix=()):
     """The forward model's reading of a poem's ids (and the boundary), as polishing reads it."""
-    return Reading.read(generator.stepper, [*ids, BOUNDARY], list(prefix), kept, at)
+    return Reading.read(generator.stepper, [*ids, BOUNDARY], list(prefix))
 
 
 def forward_mean(generator, prepared, text):
@@ -138,12 +138,15 @@ def test_the_forward_reading_is_the_models_likelihood(with_reverse, generator):
     first, others = texts[0], np.array([generator.tokenizer.encode(t) + [BOUNDARY] for t in texts])
     others[:, :6] = generator.tokenizer.encode(first[:6])          # the same first line, their own rest
     reading = read(generator, generator.tokenizer.encode(first))
-    whole = [read(generator, row[:-1].tolist()).mean() for row in others]
-    np.testing.assert_allclose(reading.means_after(generator.stepper, others, 6), whole, atol=1e-5)
-    for row in others[1:]:   # a reading continued from a kept one is the reading made afresh
-        continued = read(generator, row[:-1].tolist(), kept=reading, at=6)
-        np.testing.assert_allclose(continued.log_probs, read(generator, row[:-1].tolist()).log_probs, atol=1e-5)
-        assert len(continued.states) == len(row) and len(reading.states) == len(row)
+    continued = reading.continued(generator.stepper, others, 6)   # read from the second line on, as one batch
+    for row, ahead in zip(others, continued):   # each is the reading made afresh, states and all
+        afresh = read(generator, row[:-1].tolist())
+        np.testing.assert_allclose(ahead.log_probs, afresh.log_probs, atol=1e-5)
+        assert ahead.mean() == pytest.approx(afresh.mean(), abs=1e-5) and ahead.previous == afresh.previous
+        assert len(ahead.states) == len(row) == len(afresh.states)
+        for mine, theirs in zip(ahead.states[6:], afresh.states[6:]):
+            assert all(a.shape == (1, b.shape[1]) for a, b in zip(mine, theirs))
+            np.testing.assert_allclose(np.concatenate(mine, 1), np.concatenate(theirs, 1), atol=1e-5)
 
 
 @pytest.mark.parametrize("head", ["", "春风吹", "白日依山尽，", "白日依山尽，黄河入海流。欲"])
@@ -193,8 +196,8 @@ def test_the_reverse_reading_keeps_its_states_and_reads_splices_from_their_line(
     reading = scorer.reading(first, [])
     assert reading.mean() == pytest.approx(float(scorer.mean_log_probs([first], [])[0]), abs=1e-5)
     unchanged = len(first) - 12                     # the splices differ in line 2 only
-    np.testing.assert_allclose(scorer.means_after(reading, splices, unchanged), scorer.mean_log_probs(splices, []),
-                               atol=1e-5)
-    continued = scorer.reading(splices[0], [], reading, unchanged)
-    np.testing.assert_allclose(continued.log_probs, scorer.reading(splices[0], []).log_probs, atol=1e-5)
-    assert reading.log_probs.shape == continued.log_probs.shape == (len(first) + 1,)
+    continued = scorer.continued(reading, splices, unchanged)
+    np.testing.assert_allclose([r.mean() for r in continued], scorer.mean_log_probs(splices, []), atol=1e-5)
+    for splice, ahead in zip(splices, continued):   # an accepted splice keeps its row's reading as it is
+        np.testing.assert_allclose(ahead.log_probs, scorer.reading(splice, []).log_probs, atol=1e-5)
+        assert reading.log_probs.shape == ahead.log_probs.shape == (len(first) + 1,)
