@@ -19,6 +19,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="bundle directory (default: the shipped model)")
     parser.add_argument("--polish", type=int, default=2, help="polishing rounds")
+    parser.add_argument("--polish-lines", type=int, default=0, help="lines a round visits, the weakest (0: all)")
     parser.add_argument("--samples", type=int, default=100, help="poems per form")
     args = parser.parse_args()
 
@@ -29,14 +30,16 @@ def main() -> None:
 
     generator = Generator.load(args.model)
     training = Evaluation(load_bundle(args.model, keras=False), EvalOptions()).training_lines
-    print(f"{args.samples} poems per form, seed 0; --polish {args.polish} against the defaults (the same poems "
-          f"before polishing)")
+    lines = f" --polish-lines {args.polish_lines}" if args.polish_lines else ""
+    print(f"{args.samples} poems per form, seed 0; --polish {args.polish}{lines} against the defaults (the same "
+          f"poems before polishing)")
     for form in FORMS_READ:
         request = PoemRequest(form=form, n=args.samples, sample=SampleOptions(seed=0))
         started = time.perf_counter()
         plain = generator.generate(request)
         middle = time.perf_counter()
-        polished = generator.polish(generator.prepare(dataclasses.replace(request, polish=args.polish)), plain)
+        polished = generator.polish(generator.prepare(dataclasses.replace(request, polish=args.polish,
+                                                                          polish_lines=args.polish_lines)), plain)
         ended = time.perf_counter()
         for name, result, seconds in (("defaults", plain, middle - started), ("polished", polished, ended - started)):
             lines = [line for poem in result["poems"] for line in line_bodies(poem["text"])]

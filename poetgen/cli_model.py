@@ -116,6 +116,7 @@ def given_options(options: dict) -> frozenset[str]:
 @option(PoemRequest, "max_chars")
 @option(PoemRequest, "reverse_weight")
 @option(PoemRequest, "polish")
+@option(PoemRequest, "polish_lines")
 @option(PoemRequest, "style")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text: one poem per block; json: poems with scores.")

@@ -51,7 +51,7 @@ class Polisher:
         current = _Candidate(text, Reading.read(generator.stepper, self._ids(text), prefix), back, weight)
         passed, repeats, replaced = self._check(prepared, text), _repeats(text), 0
         for round_ in range(prepared.request.polish):
-            for i in range(len(clauses(current.text))):
+            for i in self._lines(prepared, current):
                 better = self._visit(prepared, current, i, (prepared.seed, index, round_, i), passed, repeats)
                 if better is not None:
                     current, replaced = better, replaced + 1
@@ -93,6 +93,28 @@ class Polisher:
         if scores[top] <= current.score:
             return None
         return _Candidate(splices[top], forwards[top], None if backs is None else backs[top], current.weight)
+
+    def _lines(self, prepared: PreparedRequest, current: "_Candidate") -> list[int]:
+        """The lines a round visits, in the poem's order: every line, or with `polish_lines` k the k
+        that both models read worst (their characters' mean log-probability, weighted as the poem's
+        score) among those the prompt leaves open."""
+        lines = clauses(current.text)
+        wanted = prepared.request.polish_lines
+        if not wanted or wanted >= len(lines):
+            return list(range(len(lines)))
+        ends = np.cumsum([len(line) for line in lines])
+        starts = ends - [len(line) for line in lines]
+        forward, back = current.reading.log_probs, current.back
+        scores = []
+        for i, (start, end) in enumerate(zip(starts, ends)):
+            if end <= len(prepared.prompt):
+                continue
+            score = forward[start:end].mean()
+            if back is not None:   # read backwards, character p of the poem is position len - 1 - p
+                reverse = back.log_probs[len(current.text) - end:len(current.text) - start].mean()
+                score = float(_joint(np.array([score]), np.array([reverse]), current.weight)[0])
+            scores.append((score, i))
+        return sorted(i for _, i in sorted(scores)[:wanted])
 
     def _versions(self, prepared: PreparedRequest, head: str, end: int, resume: Resume, stream: tuple) -> list[str]:
         """The first `end` characters of VERSIONS poems that start with `head`, under the request's

@@ -22,7 +22,8 @@ MAX_POEMS = 1000          # poems per request
 MAX_CANDIDATES = 64       # candidates per poem (best-of)
 MAX_PROMPT = 200          # characters of prompt
 MAX_THEME = 200           # characters of theme
-MAX_POLISH = 4            # polishing rounds (each visits every line; poetgen.polish)
+MAX_POLISH = 4            # polishing rounds (each visits every line, or --polish-lines of them; poetgen.polish)
+MAX_POLISH_LINES = 16     # lines a round visits (a ci has up to ~16 clauses a stanza)
 # A public server keeps each request cheap: tighter limits on the same quantities (poetgen serve).
 SERVER_MAX_POEMS = 10
 SERVER_MAX_BEST_OF = 16   # candidates per poem: a request costs n × best_of rows
@@ -53,6 +54,7 @@ class PoemRequest:
     max_chars: int = setting(120, low=5, high=1000)            # free verse length cap, punctuation included
     reverse_weight: float = setting(0.5, low=0, high=1)        # weight of the bundle's reverse model in best-of scores
     polish: int = setting(0, low=0, high=MAX_POLISH)           # rounds of line-by-line rewriting judged by both models (0: off; slow)
+    polish_lines: int = setting(0, low=0, high=MAX_POLISH_LINES)   # lines a polishing round visits, the weakest first-read (0: every line)
     style: str = setting(DEFAULT_STYLE, choices=STYLES)        # a conditioned model's style; others ignore it
     batch_size: int = setting(256, low=1)                      # sequences stepped together
     sample: SampleOptions = SampleOptions()                    # temperature, top-k, top-p and seed

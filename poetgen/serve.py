@@ -59,6 +59,7 @@ class GenerateBody(BaseModel):
     n: int = Field(_DEFAULT_REQUEST.n, ge=1, le=SERVER_MAX_POEMS)   # poems to return
     best_of: int = Field(_DEFAULT_REQUEST.best_of, ge=1, le=SERVER_MAX_BEST_OF)   # candidates per poem (1: fastest)
     polish: int = Field(_DEFAULT_REQUEST.polish, ge=0, le=SERVER_MAX_POLISH)   # line-by-line rewriting rounds (slow)
+    polish_lines: int = Field(_DEFAULT_REQUEST.polish_lines, **bounds(PoemRequest, "polish_lines"))   # lines a round visits (0: all)
     style: Literal[STYLES] = _DEFAULT_REQUEST.style          # a conditioned model's style; others ignore it
     traditional: bool = False                                # answer in traditional characters
 
@@ -67,7 +68,7 @@ class GenerateBody(BaseModel):
         return PoemRequest(prompt=self.prompt, form=self.form, tune=self.tune, variant=self.variant,
                            acrostic=self.acrostic, theme=self.theme, title=self.title,
                            rhyme=self.rhyme, tone=self.tone, n=self.n, best_of=self.best_of, style=self.style,
-                           polish=self.polish, sample=options)
+                           polish=self.polish, polish_lines=self.polish_lines, sample=options)
 
 
 def refusal(status: int, problems: list[tuple[str, str]], headers: dict | None = None) -> JSONResponse:

@@ -154,7 +154,10 @@ def test_the_title_field_shows_only_for_a_model_trained_with_titles(page, titled
 
 def test_page_polishes_by_default_and_not_when_unchecked(page):
     assert page.is_checked("#polish")   # polishing is the page's default: readers preferred it (README)
-    generate(page, form="五绝", acrostic="", prompt="", theme="")
+    with page.expect_request(lambda request: "/api/generate" in request.url) as sent:
+        generate(page, form="五绝", acrostic="", prompt="", theme="")
+    body = json.loads(sent.value.post_data)
+    assert body["polish"] == 1 and body["polish_lines"] == 2   # the light polish: the two weakest lines
     expect(page.locator("#banner")).to_be_hidden()
     expect(page.locator("#meta")).to_contain_text("精修")   # the answer says how many lines it replaced
     lines = poem_lines(page)

@@ -1,6 +1,7 @@
 """Polishing (--polish): lines rewritten only when both models read the whole poem better, every check the
 poem passed kept, the prompt and acrostic untouched, the same poems for the same seed."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -65,6 +66,53 @@ def test_polishing_raises_the_joint_score_and_keeps_every_check(ranked):
         assert new["score"] == pytest.approx(0.5 * new["logprob"] + 0.5 * new["reverse_logprob"]
                                              + (0.5 if now.rhyme_ok else 0) + 0.5 * (now.tone_score or 0), abs=2e-4)
     assert changed >= 2   # the tiny model's poems leave room to polish: the test must see it happen
+
+
+def line_scores(generator, prepared, text):
+    """Each line's mean log-probability under both models, weighted as the poem's score (0.5 each)."""
+    forward = read(generator, generator.tokenizer.encode(text), generator.prefix(prepared)).log_probs
+    backward = generator.reverse_scorer.reading(text, generator.controls(prepared)).log_probs
+    scores, start = [], 0
+    for line in clauses(text):
+        end = start + len(line)
+        scores.append(0.5 * forward[start:end].mean() + 0.5 * backward[len(text) - end:len(text) - start].mean())
+        start = end
+    return scores
+
+
+@pytest.mark.parametrize("lines", [1, 2])
+def test_polish_lines_visits_only_the_weakest_lines(ranked, lines):
+    """--polish-lines k: a round visits the k lines both models read worst, so only they can change,
+    and at most k a round."""
+    request = PoemRequest(form="qijue", n=8, polish=1, polish_lines=lines, sample=SampleOptions(seed=5))
+    prepared = ranked.prepare(request)
+    plain = ranked.generate(dataclasses.replace(request, polish=0))["poems"]
+    polished = ranked.generate(request)["poems"]
+    changed = 0
+    for old, new in zip(plain, polished):
+        scores = line_scores(ranked, prepared, old["text"])
+        weakest = set(np.argsort(scores)[:lines].tolist())
+        differing = {i for i, (a, b) in enumerate(zip(clauses(old["text"]), clauses(new["text"]))) if a != b}
+        assert differing <= weakest and new["polished"] <= lines
+        changed += bool(differing)
+    assert changed >= 1   # the test must see a line replaced
+    assert ranked.generate(dataclasses.replace(request, polish_lines=4))["poems"] == \
+        ranked.generate(dataclasses.replace(request, polish_lines=0))["poems"]   # as many as the poem has: all
+
+
+def test_polish_lines_never_picks_a_line_the_prompt_fixes(ranked, monkeypatch):
+    from poetgen.polish import Polisher
+
+    visited, visit = [], Polisher._visit
+    monkeypatch.setattr(Polisher, "_visit", lambda self, prepared, current, i, *rest:
+                        visited.append(i) or visit(self, prepared, current, i, *rest))
+    head = "白日依山尽，黄河入海流。"
+    poems = ranked.generate(PoemRequest(prompt=head, form="wujue", n=4, polish=1, polish_lines=2,
+                                        sample=SampleOptions(seed=3)))["poems"]
+    assert all(p["text"].startswith(head) for p in poems)
+    assert sorted(set(visited)) == [2, 3] and len(visited) == 8   # the two open lines of each poem
+    with pytest.raises(BadInput, match="polish-lines"):
+        PoemRequest(polish_lines=-1).validate()
 
 
 def test_polishing_is_deterministic_and_leaves_prompt_and_acrostic(ranked):

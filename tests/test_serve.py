@@ -408,6 +408,10 @@ def test_polish_is_applied_after_the_batch_and_limited(client):
     assert all(isinstance(p["polished"], int) for p in response.json()["poems"])
     response = client.post("/api/generate", json={"seed": 4, "polish": 3})
     assert response.status_code == 422 and response.json()["detail"][0]["field"] == "polish"
+    response = client.post("/api/generate", json={"seed": 4, "n": 2, "polish": 1, "polish_lines": 1})
+    assert response.status_code == 200 and all(p["polished"] <= 1 for p in response.json()["poems"])
+    response = client.post("/api/generate", json={"seed": 4, "polish": 1, "polish_lines": -1})
+    assert response.status_code == 422 and response.json()["detail"][0]["field"] == "polish_lines"
     response = client.post("/api/generate", json={"seed": 4, "form": "free", "polish": 1})
     assert response.status_code == 422 and "polish" in response.json()["detail"][0]["message"]
 
