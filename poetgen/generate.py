@@ -64,6 +64,13 @@ class Generator:
     def load(cls, path=None, int8: bool | None = None) -> "Generator":
         return cls(load_bundle(path, keras=False), int8)   # no TensorFlow on this path
 
+    def fold_tables(self) -> None:
+        """Fold both models' first-layer tables whole now (NumpyStepper.fold_all): for a server, whose
+        memory should not grow with each character it meets for the first time."""
+        self.stepper.fold_all()
+        if self.reverse_scorer is not None:
+            self.reverse_scorer.stepper.fold_all()
+
     @functools.cached_property
     def reverse_scorer(self):
         """The bundle's reverse model for best-of ranking, loaded on first use; None without one."""

@@ -332,11 +332,21 @@ class NumpyStepper(Stepper):
         (threads may fold the same row at once: they write the same values)."""
         fresh = None if self._complete else ids[~self._folded[ids]]
         if fresh is not None and fresh.size:
-            kernel, _, input_bias, _ = self.layers[0]
-            for i in np.unique(fresh):
-                self.input_table[i] = self.embedding[i] @ kernel.kernel + input_bias
-                self._folded[i] = True
+            self._fold(np.unique(fresh))
         return self.input_table[ids]
+
+    def fold_all(self) -> None:
+        """Fold every row of the table now, each as on its first use: a long-running process (poetgen
+        serve) then holds it whole from the start instead of growing by a row at each new character."""
+        if not self._complete:
+            self._fold(np.flatnonzero(~self._folded))
+            self._complete = True
+
+    def _fold(self, ids: np.ndarray) -> None:
+        kernel, _, input_bias, _ = self.layers[0]
+        for i in ids:
+            self.input_table[i] = self.embedding[i] @ kernel.kernel + input_bias
+            self._folded[i] = True
 
     def top(self, state: list[np.ndarray]) -> np.ndarray:
         """The output layer's input (the last layer's output, projected when the model has a

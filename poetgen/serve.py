@@ -146,6 +146,7 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await run_in_threadpool(generator.prepare, PoemRequest(theme="秋"))   # loads jieba's dictionary now
+        await run_in_threadpool(generator.fold_tables)   # whole now (~1 s): memory flat while serving
         batcher.start()
         try:
             yield

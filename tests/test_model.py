@@ -130,6 +130,25 @@ def test_a_wide_models_first_layer_keeps_its_input_product_and_steps_the_same(ti
     assert set(np.flatnonzero(unfolded._folded)) == set(ids.ravel().tolist())
 
 
+def test_folding_the_whole_table_gives_the_rows_first_use_gives(tiny_bundle, monkeypatch):
+    """fold_all (poetgen serve, at start-up) folds each row as its first use would: the same values, so a
+    server's poems are the command line's."""
+    from poetgen import model as model_module
+    from poetgen.bundle import load_bundle
+
+    bundle = load_bundle(tiny_bundle, keras=False)
+    monkeypatch.setattr(model_module, "FOLD_LIMIT_BYTES", 0)
+    lazy, whole = NumpyStepper(bundle.weights, bundle.model_config), NumpyStepper(bundle.weights, bundle.model_config)
+    ids = np.arange(bundle.model_config.vocab_size)
+    lazy._input_rows(ids[:7])   # a few rows first, as a poem would
+    lazy._input_rows(ids)
+    whole.fold_all()
+    assert whole._complete and whole._folded.all()
+    np.testing.assert_array_equal(whole.input_table, lazy.input_table)
+    whole.fold_all()   # nothing left to fold
+    np.testing.assert_array_equal(whole._input_rows(ids), lazy.input_table)
+
+
 def test_a_row_by_row_table_costs_small_pages_not_huge_ones():
     """The lazily folded table is its own mapping kept from transparent huge pages: NumPy asks for 2 MB
     pages for a large array, and one poem's few hundred scattered rows then cost ~33 MB."""

@@ -402,6 +402,20 @@ def test_polish_runs_on_its_own_few_threads(generator):
     assert len(spy.threads) == 3 and all(name.startswith("poetgen-polish") for name in spy.threads)
 
 
+def test_a_server_folds_its_tables_whole_at_start_up(tiny_bundle, monkeypatch):
+    """A server folds each model's first-layer table at start-up, so its memory does not grow with each
+    character it meets for the first time (serve_soak.py's goal)."""
+    from poetgen import model as model_module
+    from poetgen.generate import Generator
+
+    monkeypatch.setattr(model_module, "FOLD_LIMIT_BYTES", 0)   # as for the shipped model's wide table
+    generator = Generator.load(tiny_bundle)
+    assert not generator.stepper._complete
+    with TestClient(create_app(generator, BatchOptions(max_wait_ms=2))) as test_client:
+        assert generator.stepper._complete and generator.stepper._folded.all()
+        assert test_client.post("/api/generate", json={"seed": 1}).status_code == 200
+
+
 def test_polish_is_applied_after_the_batch_and_limited(client):
     response = client.post("/api/generate", json={"seed": 4, "n": 2, "polish": 1})
     assert response.status_code == 200, response.text
