@@ -67,9 +67,7 @@ class Polisher:
         keeps what the poem passed; None otherwise (or when the prompt fixes the line). The splices are
         read as one batch from the line on, and the kept one's readings are those rows'."""
         generator, text = self.generator, current.text
-        lines = clauses(text)
-        start = sum(len(line) for line in lines[:i])
-        end = start + len(lines[i])
+        start, end = _spans(text)[i]
         head = text[:max(start, len(prepared.prompt))]   # the prompt's characters are never rewritten
         if end <= len(prepared.prompt) or len(head) > MAX_PROMPT:
             return None
@@ -98,23 +96,17 @@ class Polisher:
         """The lines a round visits, in the poem's order: every line, or with `polish_lines` k the k
         that both models read worst (their characters' mean log-probability, weighted as the poem's
         score) among those the prompt leaves open."""
-        lines = clauses(current.text)
-        wanted = prepared.request.polish_lines
-        if not wanted or wanted >= len(lines):
-            return list(range(len(lines)))
-        ends = np.cumsum([len(line) for line in lines])
-        starts = ends - [len(line) for line in lines]
-        forward, back = current.reading.log_probs, current.back
-        scores = []
-        for i, (start, end) in enumerate(zip(starts, ends)):
-            if end <= len(prepared.prompt):
-                continue
-            score = forward[start:end].mean()
-            if back is not None:   # read backwards, character p of the poem is position len - 1 - p
-                reverse = back.log_probs[len(current.text) - end:len(current.text) - start].mean()
-                score = float(_joint(np.array([score]), np.array([reverse]), current.weight)[0])
-            scores.append((score, i))
-        return sorted(i for _, i in sorted(scores)[:wanted])
+        spans, wanted, size = _spans(current.text), prepared.request.polish_lines, len(current.text)
+        if not wanted or wanted >= len(spans):
+            return list(range(len(spans)))
+        open_lines = [i for i, (_, end) in enumerate(spans) if end > len(prepared.prompt)]
+        forwards = np.array([current.reading.log_probs[spans[i][0]:spans[i][1]].mean() for i in open_lines])
+        backwards = None   # read backwards, character p of the poem is position size - 1 - p
+        if current.back is not None:
+            backwards = np.array([current.back.log_probs[size - spans[i][1]:size - spans[i][0]].mean()
+                                  for i in open_lines])
+        weakest = np.argsort(_joint(forwards, backwards, current.weight), kind="stable")[:wanted]
+        return sorted(open_lines[k] for k in weakest)
 
     def _versions(self, prepared: PreparedRequest, head: str, end: int, resume: Resume, stream: tuple) -> list[str]:
         """The first `end` characters of VERSIONS poems that start with `head`, under the request's
@@ -161,6 +153,12 @@ def _joint(forwards: np.ndarray, backwards: np.ndarray | None, weight: float) ->
     """The score a splice must raise: forward and reverse mean log-probabilities, weighted as best-of
     weights them (the forward model's alone without a reverse model)."""
     return forwards if backwards is None else (1 - weight) * forwards + weight * backwards
+
+
+def _spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each line of `text` (clauses with their end marks)."""
+    ends = np.cumsum([len(line) for line in clauses(text)]).tolist()
+    return list(zip([0] + ends[:-1], ends))
 
 
 def _means(readings: list[Reading]) -> np.ndarray:
