@@ -108,12 +108,17 @@ class Batcher:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> None:
+    def start(self, warm_up: bool = False) -> None:
+        """Start the worker; with `warm_up`, return once it has stepped the model at every batch size it
+        can meet (Generator.warm_up), so that a server's memory is all taken before it serves."""
         if not self.alive:
             self._stopping.clear()
             self.died = None
-            self._thread = threading.Thread(target=self._run, name="poetgen-batcher", daemon=True)
+            ready = threading.Event()
+            self._thread = threading.Thread(target=self._run, args=(warm_up, ready), name="poetgen-batcher",
+                                            daemon=True)
             self._thread.start()
+            ready.wait()   # set once the worker serves, or has died (self.died says why)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the round in progress (waiting `timeout` at most), fail what still waits, end the thread.
@@ -149,9 +154,12 @@ class Batcher:
             raise Busy(f"the server is busy ({self.options.max_queue} requests waiting); try again shortly") from None
         return job.future
 
-    def _run(self) -> None:
+    def _run(self, warm_up: bool, ready: threading.Event) -> None:
         jobs: list[Job] = []
         try:
+            if warm_up:
+                self.generator.warm_up(self.options.max_rows)
+            ready.set()
             while not self._stopping.is_set():
                 jobs = []
                 stopping = self._round(jobs)
@@ -164,6 +172,8 @@ class Batcher:
             for job in jobs:
                 _fail(job, down)
             self._fail_waiting(down)
+        finally:
+            ready.set()
 
     def _round(self, jobs: list[Job]) -> bool:
         """Collect one round into `jobs` and serve it; a failure fails the round's unanswered requests."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +26,7 @@ from poetgen.errors import BadInput
 from poetgen.heap import release_freed
 from poetgen.model import NumpyStepper
 from poetgen.polish import Polisher
-from poetgen.quantize import choose_precision, cores
+from poetgen.quantize import THREADED_ROWS, choose_precision, cores
 from poetgen.request import PoemRequest, PreparedRequest
 from poetgen.rules import build_rules
 from poetgen.sampling import Resume, Sampled, SampleOptions, row_streams, sample
@@ -70,6 +71,28 @@ class Generator:
         self.stepper.fold_all()
         if self.reverse_scorer is not None:
             self.reverse_scorer.stepper.fold_all()
+
+    def warm_up(self, max_rows: int) -> None:
+        """Step both models at the largest batches that batches of up to `max_rows` rows meet, in every
+        thread that steps them: this one, and each core's share thread for the large ones. An int8
+        thread makes its interpreters on first use (poetgen.quantize: one for a few rows, one for more)
+        and grows their buffers with the largest batch each has run, so without this a server's memory
+        grows for minutes as it meets new sizes (and the request that meets one waits)."""
+        prepared = self.prepare(PoemRequest())
+        split_from = cores() * SHARE_ROWS if cores() > 1 else max_rows + 1   # sample_rows splits from here
+        single = min(max_rows, split_from - 1)   # the most rows this thread steps alone
+        for rows in sorted({1, min(single, THREADED_ROWS), single}):   # each interpreter at its largest
+            self._warm(prepared, rows)
+        if max_rows >= split_from:
+            largest = max(-(-rows // min(cores(), rows // SHARE_ROWS)) for rows in range(split_from, max_rows + 1))
+            in_every_thread(self._share_pool(), cores(), lambda: self._warm(prepared, largest))
+
+    def _warm(self, prepared: PreparedRequest, rows: int) -> None:
+        """One batch of `rows` in this thread, read backwards too where ranking does."""
+        with self._one_blas_thread():
+            poems = self._sample_share(prepared, row_streams(0, 0, rows))
+            if self.ranks_backwards(prepared):
+                self.reverse_scorer.mean_log_probs([poem["text"] for poem in poems], self.controls(prepared))
 
     @functools.cached_property
     def reverse_scorer(self):
@@ -126,10 +149,13 @@ class Generator:
         """work(part) for `shares` consecutive parts of `rows`, one thread each, with a single-threaded BLAS."""
         size = -(-len(rows) // shares)
         parts = [rows[start:start + size] for start in range(0, len(rows), size)]
+        with _blas().limit(limits=1):
+            return list(self._share_pool().map(work, parts))
+
+    def _share_pool(self) -> ThreadPoolExecutor:
         if self._workers is None:
             self._workers = ThreadPoolExecutor(cores(), thread_name_prefix="poetgen-share")
-        with _blas().limit(limits=1):
-            return list(self._workers.map(work, parts))
+        return self._workers
 
     def _sample_share(self, prepared: PreparedRequest, streams: list[tuple[int, int]]) -> list[dict]:
         active, patterns = build_rules(prepared, self.tables, streams)
@@ -206,6 +232,18 @@ class Generator:
         result = Polisher(self).polish(prepared, result)
         spent = 1000 * (time.perf_counter() - started) / prepared.request.n
         return {**result, "ms_per_poem": round(result["ms_per_poem"] + spent, 3)}
+
+
+def in_every_thread(pool: ThreadPoolExecutor, threads: int, work) -> None:
+    """work() once in each of the `threads` threads of `pool`: each call waits for the others to start,
+    so no thread can take two."""
+    barrier = threading.Barrier(threads)
+
+    def each(_):
+        barrier.wait(timeout=600)
+        work()
+
+    list(pool.map(each, range(threads)))
 
 
 @functools.lru_cache(maxsize=None)

@@ -40,8 +40,10 @@ THREADED_ROWS = 4    # up to this many rows a step runs on STEP_THREADS (a batch
 
 class _Interpreters:
     """One TFLite model run by LiteRT interpreters: one per thread (they are not thread-safe) and per
-    batch size rounded up to a power of two (each holds its own packed copy of the weights, ~2 MB for
-    the shipped output layer, so sizes are few)."""
+    thread count (see _threads), each resized to the batch in hand when that changes. An interpreter
+    holds its own packed copy of the weights (~5 MB for the shipped step), so a server whose threads
+    met every batch size once held one per size and grew by 300 MB; a resize costs ~0.05 ms, and a
+    batch keeps its size for all its steps."""
 
     what = "an int8 product"   # named in the one-line error when the bytes do not load
 
@@ -58,25 +60,26 @@ class _Interpreters:
                            f"or generate with --float32") from None
 
     def _threads(self, rows: int) -> int:
-        """Interpreter threads for a batch of `rows` (rounded up). One: a second makes back-to-back
-        products 3x faster but wakes too slowly between sampling steps."""
+        """Interpreter threads for a batch of `rows`. One: a second makes back-to-back products 3x
+        faster but wakes too slowly between sampling steps."""
         return 1
 
     def _interpreter(self, rows: int) -> "_Runner":
-        """This thread's interpreter for batches of `rows`."""
+        """This thread's interpreter for batches of `rows`, sized for them."""
         last = getattr(self._local, "last", None)   # most steps ask for the batch size of the one before
-        if last is not None and last.asked == rows:
-            return last.runner
-        asked, rows = rows, 1 << max(rows - 1, 0).bit_length()
+        if last is not None and last.rows == rows:
+            return last
+        threads = self._threads(rows)
         runners = self._local.__dict__.setdefault("runners", {})
-        if rows not in runners:
-            interpreter = self._interpreter_class(model_content=self.model, num_threads=self._threads(rows))
+        runner = runners.get(threads)
+        if runner is None:
+            interpreter = self._interpreter_class(model_content=self.model, num_threads=threads)
             detail = interpreter.get_input_details()[0]
-            interpreter.resize_tensor_input(detail["index"], [rows, detail["shape"][1]])
-            interpreter.allocate_tensors()
-            runners[rows] = _Runner(interpreter, rows, detail["index"], interpreter.get_output_details()[0]["index"])
-        self._local.last = _Last(asked, runners[rows])
-        return runners[rows]
+            runner = runners[threads] = _Runner(interpreter, detail["index"], detail["shape"][1],
+                                                interpreter.get_output_details()[0]["index"])
+        runner.resize(rows)
+        self._local.last = runner
+        return runner
 
 
 class Int8Product(_Interpreters):
@@ -88,34 +91,36 @@ class Int8Product(_Interpreters):
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(batch, outputs) for (batch, inputs), copied into `out` when given."""
-        rows = len(x)
-        runner = self._interpreter(rows)
-        if runner.rows != rows:   # zero rows fill the bucket; each row is quantized alone
-            x = np.concatenate([x, np.zeros((runner.rows - rows, x.shape[1]), np.float32)])
+        runner = self._interpreter(len(x))
         runner.interpreter.set_tensor(runner.input, np.ascontiguousarray(x, np.float32))
         runner.interpreter.invoke()
-        result = runner.interpreter.tensor(runner.output)()[:rows]
+        result = runner.interpreter.tensor(runner.output)()
         if out is None:
             return result.copy()
         out[...] = result   # one copy, and no view kept past invoke()
         return out
 
     def last_at(self, rows: int, ids: np.ndarray) -> np.ndarray:
-        """One output per row, column ids[row], from this thread's latest product for a batch of `rows`."""
-        runner = self._interpreter(rows)
+        """One output per row, column ids[row], from this thread's latest product, of `rows` rows."""
+        runner = getattr(self._local, "last", None)
+        if runner is None or runner.rows != rows:   # a resize would have dropped the product
+            raise RuntimeError(f"no product of {rows} rows is the latest in this thread")
         return runner.interpreter.tensor(runner.output)()[np.arange(rows), ids].copy()
 
 
-class _Runner(NamedTuple):
-    interpreter: object   # a LiteRT Interpreter sized for one batch
-    rows: int             # that batch size
-    input: int            # index of its input tensor
-    output: int           # index of its output tensor
+class _Runner:
+    """A LiteRT interpreter and the batch size it is allocated for."""
 
+    def __init__(self, interpreter, input: int, width: int, output: int):
+        self.interpreter = interpreter
+        self.input, self.width, self.output = input, width, output   # tensor indices; the input's columns
+        self.rows = 0   # not allocated yet
 
-class _Last(NamedTuple):
-    asked: int        # the batch size last asked for in this thread
-    runner: _Runner   # the runner it got
+    def resize(self, rows: int) -> None:
+        if rows != self.rows:
+            self.interpreter.resize_tensor_input(self.input, [rows, self.width])
+            self.interpreter.allocate_tensors()
+            self.rows = rows
 
 
 class Int8Step(_Interpreters):
@@ -139,12 +144,11 @@ class Int8Step(_Interpreters):
         runner = self._interpreter(rows)
         packed = runner.interpreter.tensor(runner.input)()   # written in place: no view survives invoke()
         for part, start, stop in zip((inputs, *state), edges[:-1], edges[1:]):
-            packed[:rows, start:stop] = part
-        packed[rows:] = 0   # zero rows fill the bucket
+            packed[:, start:stop] = part
         del packed
         runner.interpreter.invoke()
         result = runner.interpreter.tensor(runner.output)()
-        new_state = [result[:rows, start - edges[1]:stop - edges[1]].copy() for start, stop in zip(edges[1:-1], edges[2:])]
+        new_state = [result[:, start - edges[1]:stop - edges[1]].copy() for start, stop in zip(edges[1:-1], edges[2:])]
         del result
         count = self._local.invocations = getattr(self._local, "invocations", 0) + 1
         return new_state, StepLogits(self, runner, rows, count)

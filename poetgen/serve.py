@@ -22,8 +22,9 @@ from starlette.routing import Route
 from poetgen.batching import BatchFailed, Batcher, BatchOptions, Busy, Unavailable
 from poetgen.control import STYLES
 from poetgen.errors import BadInput
-from poetgen.generate import Generator, traditional
+from poetgen.generate import Generator, in_every_thread, traditional
 from poetgen.options import bounds
+from poetgen.polish import VERSIONS
 from poetgen.quantize import cores
 from poetgen.request import (FORM_NAMES, MAX_THEME, MAX_TITLE, SERVER_MAX_ACROSTIC, SERVER_MAX_BEST_OF,
                              SERVER_MAX_POEMS, SERVER_MAX_POLISH, SERVER_MAX_PROMPT, SERVER_MAX_TEMPERATURE, PoemRequest)
@@ -147,7 +148,9 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
     async def lifespan(app):
         await run_in_threadpool(generator.prepare, PoemRequest(theme="秋"))   # loads jieba's dictionary now
         await run_in_threadpool(generator.fold_tables)   # whole now (~1 s): memory flat while serving
-        batcher.start()
+        # each thread that steps the model steps it once at the largest batches it can meet, for the same reason
+        await run_in_threadpool(batcher.start, True)
+        await run_in_threadpool(in_every_thread, polishers, cores(), lambda: generator.warm_up(VERSIONS))
         try:
             yield
         finally:

@@ -175,3 +175,42 @@ def test_submit_after_the_worker_died_is_refused(generator):
     with pytest.raises(Unavailable, match="worker is down"):
         batcher.submit(prepared(generator, 2))
     batcher.stop()
+
+
+class Warming:
+    """The real generator; warm_up records its thread and size, or fails when told to."""
+
+    def __init__(self, generator, fail=False):
+        self.generator, self.fail, self.calls = generator, fail, []
+
+    def __getattr__(self, name):
+        return getattr(self.generator, name)
+
+    def warm_up(self, max_rows):
+        self.calls.append((threading.current_thread().name, max_rows))
+        if self.fail:
+            raise MemoryError("injected in the warm-up")
+        self.generator.warm_up(max_rows)
+
+
+def test_start_with_warm_up_returns_once_the_worker_has_warmed_up(generator):
+    warming = Warming(generator)
+    batcher = Batcher(warming, BatchOptions(max_rows=40, max_wait_ms=0))
+    batcher.start(warm_up=True)
+    try:
+        assert warming.calls == [("poetgen-batcher", 40)]   # in the thread that steps the model, before start() returned
+        assert batcher.submit(prepared(generator, 1)).result(timeout=120)["poems"]
+    finally:
+        batcher.stop()
+    plain = Warming(generator)
+    Batcher(plain, BatchOptions(max_wait_ms=0)).start()   # tests and library users skip it
+    assert plain.calls == []
+
+
+def test_a_failed_warm_up_leaves_the_worker_down_not_hanging(generator):
+    batcher = Batcher(Warming(generator, fail=True), BatchOptions(max_wait_ms=0))
+    batcher.start(warm_up=True)   # returns: the worker died
+    assert not batcher.alive and "MemoryError" in batcher.died
+    with pytest.raises(Unavailable, match="worker is down"):
+        batcher.submit(prepared(generator, 1))
+    batcher.stop()

@@ -4,6 +4,8 @@ import dataclasses
 import json
 import shutil
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -134,7 +136,9 @@ def test_serve_with_int8(int8_generator):
     assert [p["text"] for p in answer.json()["poems"]] == [p["text"] for p in expected["poems"]]
 
 
-def test_int8_batches_share_power_of_two_interpreters():
+def test_int8_batches_of_every_size_share_one_interpreter_per_thread():
+    """Each thread holds one interpreter (per thread count), resized to the batch in hand: not one per
+    batch size, each with its own packed weights (a server's memory grew by 300 MB with those)."""
     from poetgen.quantize import Int8Product
 
     rng = np.random.default_rng(2)
@@ -142,9 +146,16 @@ def test_int8_batches_share_power_of_two_interpreters():
     product = Int8Product(kernel)
     x = rng.standard_normal((8, 16)).astype(np.float32)
     whole = product(x)
-    for rows in (5, 6, 7):                                # one interpreter of 8 rows, zero-padded
+    for rows in (5, 1, 7, 8, 3):                          # each row is quantized alone, whatever the batch
         np.testing.assert_array_equal(product(x[:rows]), whole[:rows])
-    assert sorted(product._local.runners) == [1, 8]                # 1: made at start-up
+    runners = product._local.runners
+    assert list(runners) == [1] and runners[1].rows == 3   # one single-threaded interpreter, now for 3 rows
+    np.testing.assert_array_equal(product.last_at(3, np.array([0, 5, 23])), whole[[0, 1, 2], [0, 5, 23]])
+    with pytest.raises(RuntimeError, match="latest"):     # a product of another size was not kept
+        product.last_at(8, np.zeros(8, np.int64))
+    with ThreadPoolExecutor(1) as other:                  # another thread has its own
+        np.testing.assert_array_equal(other.submit(product, x[:2]).result(), whole[:2])
+    assert runners[1].rows == 3
     assert np.abs(whole - x @ kernel).max() < 0.05 * np.abs(x @ kernel).max()
     assert product.shape == kernel.shape and not hasattr(product, "kernel")   # no float32 copy kept
 
@@ -357,3 +368,42 @@ def test_int8_generation_sums_rows_on_one_blas_thread(int8_generator, generator,
     seen.clear()
     generator.generate(PoemRequest(form="wujue", best_of=1, sample=SampleOptions(seed=1)))   # float32
     assert set(seen) == {default}
+
+
+def test_after_warm_up_no_batch_makes_an_interpreter_or_grows_one(with_reverse, monkeypatch):
+    """A server warms its generator up (Generator.warm_up) so its memory stays flat: afterwards no batch
+    size up to max_rows, stepped or read backwards, makes an interpreter or allocates one larger."""
+    from poetgen import quantize
+    from poetgen.sampling import row_streams
+
+    made, largest = [], {}   # interpreters made (their threads); each one's largest allocated batch
+
+    class Counted(quantize._interpreter_class()):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(threading.current_thread().name)
+
+        def resize_tensor_input(self, index, shape, *args, **kwargs):
+            largest[id(self)] = max(largest.get(id(self), 0), shape[0])
+            return super().resize_tensor_input(index, shape, *args, **kwargs)
+
+    monkeypatch.setattr(quantize, "_interpreter_class", lambda: Counted)
+    max_rows = 2 * quantize.cores() * 16 + 3   # some batches split across the cores (SHARE_ROWS 16)
+
+    def traffic(generator):
+        prepared = generator.prepare(PoemRequest(best_of=2))
+        for rows in range(1, max_rows + 1):
+            poems = generator.sample_rows(prepared, row_streams(rows, 0, rows))
+            generator.backward_scores(prepared, [poem["text"] for poem in poems])
+
+    cold = Generator.load(with_reverse[0], int8=True)
+    assert cold.reverse_scorer is not None and cold.reverse_scorer.stepper.int8
+    before = len(made)
+    traffic(cold)
+    assert len(made) > before   # without warming up, traffic makes interpreters: the check below can fail
+
+    warm = Generator.load(with_reverse[0], int8=True)
+    warm.warm_up(max_rows)
+    made_then, largest_then = len(made), dict(largest)
+    traffic(warm)
+    assert len(made) == made_then and largest == largest_then

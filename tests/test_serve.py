@@ -402,6 +402,32 @@ def test_polish_runs_on_its_own_few_threads(generator):
     assert len(spy.threads) == 3 and all(name.startswith("poetgen-polish") for name in spy.threads)
 
 
+def test_a_server_warms_up_every_thread_that_steps_the_model(generator):
+    """Before it serves, the batching thread warms up for the server's largest batch and each polishing
+    thread for a polish's (Generator.warm_up), so the server's memory is flat while it serves."""
+    from poetgen.polish import VERSIONS
+    from poetgen.quantize import cores
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, []
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def warm_up(self, max_rows):
+            self.calls.append((threading.current_thread().name, max_rows))
+            return self.inner.warm_up(max_rows)
+
+    spy = Spy(generator)
+    with TestClient(create_app(spy, BatchOptions(max_rows=24, max_wait_ms=2))):
+        calls = list(spy.calls)   # start-up is over
+    assert calls[0] == ("poetgen-batcher", 24)
+    polishing = calls[1:]
+    assert len(polishing) == cores() and {rows for _, rows in polishing} == {VERSIONS}
+    assert len({name for name, _ in polishing}) == cores() and all(name.startswith("poetgen-polish") for name, _ in polishing)
+
+
 def test_a_server_folds_its_tables_whole_at_start_up(tiny_bundle, monkeypatch):
     """A server folds each model's first-layer table at start-up, so its memory does not grow with each
     character it meets for the first time (serve_soak.py's goal)."""
