@@ -157,7 +157,7 @@ def test_page_polishes_by_default_and_not_when_unchecked(page):
     with page.expect_request(lambda request: "/api/generate" in request.url) as sent:
         generate(page, form="五绝", acrostic="", prompt="", theme="")
     body = json.loads(sent.value.post_data)
-    assert body["polish"] == 1 and body["polish_lines"] == 2   # the light polish: the two weakest lines
+    assert body["polish"] == 2 and "polish_lines" not in body   # two full rounds (README, Blind reading)
     expect(page.locator("#banner")).to_be_hidden()
     expect(page.locator("#meta")).to_contain_text("精修")   # the answer says how many lines it replaced
     lines = poem_lines(page)
