@@ -108,9 +108,11 @@ class Batcher:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, warm_up: bool = False) -> None:
-        """Start the worker; with `warm_up`, return once it has stepped the model at every batch size it
-        can meet (Generator.warm_up), so that a server's memory is all taken before it serves."""
+    def start(self, warm_up: int = 0) -> None:
+        """Start the worker. With `warm_up` (the most rows a batch can have: max_rows, or a larger single
+        request, which is never split), return once it has stepped the model at the largest batches it
+        can meet (Generator.warm_up), so that a server's memory is all taken before it serves; if that
+        fails, the worker is down (`died` says why) and `alive` is False."""
         if not self.alive:
             self._stopping.clear()
             self.died = None
@@ -154,11 +156,11 @@ class Batcher:
             raise Busy(f"the server is busy ({self.options.max_queue} requests waiting); try again shortly") from None
         return job.future
 
-    def _run(self, warm_up: bool, ready: threading.Event) -> None:
+    def _run(self, warm_up: int, ready: threading.Event) -> None:
         jobs: list[Job] = []
         try:
             if warm_up:
-                self.generator.warm_up(self.options.max_rows)
+                self.generator.warm_up(warm_up)
             ready.set()
             while not self._stopping.is_set():
                 jobs = []

@@ -68,11 +68,17 @@ def _read_members(path: Path, outputs: tuple[Output, ...]) -> dict[str, bytes]:
 def _records(source: Source, members: dict[str, bytes]) -> Iterator[RawPoem]:
     names = sorted((key, name) for name in members if (key := source.order(name)) is not None)
     for _, name in names:
-        for record in json.loads(members[name]):
-            tune = str(record.get("rhythmic") or "") if source.genre == "ci" else ""
-            # chinese-poetry's Song ci have no title; they are known by their tune
-            yield RawPoem("".join(record.get("paragraphs", [])), record.get("title", "") or tune,
-                          record.get("author", ""), source.dynasty, source.genre, tune)
+        try:
+            records = json.loads(members[name])
+            for record in records:
+                tune = str(record.get("rhythmic") or "") if source.genre == "ci" else ""
+                # chinese-poetry's Song ci have no title; they are known by their tune
+                poem = RawPoem("".join(record.get("paragraphs", [])), record.get("title", "") or tune,
+                               record.get("author", ""), source.dynasty, source.genre, tune)
+                yield poem
+        except (ValueError, TypeError, AttributeError) as error:   # not chinese-poetry's JSON: a list of poems
+            raise BadCorpus(f"{name}: not a chinese-poetry file of poems ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0][:120]})") from None
 
 
 def build(path: Path, outputs: tuple[Output, ...] = OUTPUTS) -> dict[str, ImportResult]:

@@ -6,6 +6,7 @@ None of these commands imports TensorFlow.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 
 from pathlib import Path
@@ -125,28 +126,39 @@ def _print_build(result, out: Path) -> None:
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory to write tang.jsonl.gz, song.jsonl.gz and ci.jsonl.gz into "
                    "(default: the shipped corpus/).")
-def build_command(tarball: Path, out_dir: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Replace the files if they exist (the shipped ones do).")
+def build_command(tarball: Path, out_dir: Path | None, force: bool) -> None:
     """Rebuild the whole shipped corpus from `npm pack chinese-poetry@2.0.1` (the same bytes every time)."""
-    from poetgen.build_corpus import build
+    from poetgen.build_corpus import OUTPUTS, build
 
-    results = build(tarball)
     out_dir = out_dir or shipped_corpus_path().parent
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputExists(f"{out_dir} is not a directory")
+    for output in OUTPUTS:
+        _check_output(out_dir / output.name, force)
+    results = build(tarball)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, result in results.items():
-        write_corpus(result.poems, out_dir / name)
-        _print_build(result, out_dir / name)
+    with contextlib.ExitStack() as locks:   # a second build onto the same files refuses, naming this one
+        for name in results:
+            locks.enter_context(Lock.file(out_dir / name))
+        for name, result in results.items():
+            write_corpus(result.poems, out_dir / name)
+            _print_build(result, out_dir / name)
 
 
 @corpus.command("build-tang")
 @click.argument("tarball", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Where to write (default: the shipped corpus/tang.jsonl.gz).")
-def build_tang_command(tarball: Path, out: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Replace --out if it exists (the shipped one does).")
+def build_tang_command(tarball: Path, out: Path | None, force: bool) -> None:
     """Rebuild only the shipped Tang corpus from `npm pack chinese-poetry` (the same bytes every time)."""
     from poetgen.build_corpus import build_tang
 
     out = out or shipped_corpus_path()
+    _check_output(out, force)
     result = build_tang(tarball)
-    write_corpus(result.poems, out)
+    with Lock.file(out):
+        write_corpus(result.poems, out)
     _print_build(result, out)
 

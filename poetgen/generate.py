@@ -28,6 +28,7 @@ from poetgen.model import NumpyStepper
 from poetgen.polish import Polisher
 from poetgen.quantize import THREADED_ROWS, choose_precision, cores
 from poetgen.request import PoemRequest, PreparedRequest
+from poetgen.rerank import OUTPUT_ROWS
 from poetgen.rules import build_rules
 from poetgen.sampling import Resume, Sampled, SampleOptions, row_streams, sample
 from poetgen.tables import VocabularyTables
@@ -54,7 +55,7 @@ class Generator:
         self.int8 = choose_precision(self.stepper, bundle.path if bundle.model is None else None, int8)
         self.prefixer = Prefixer(bundle.tokenizer)   # no prefix for a model without control tokens
         self.reads_titles = bool(bundle.config.get("train", {}).get("titles"))   # trained with --titles
-        self._workers = None   # threads for batches split across cores, started on first use
+        self._workers = None   # (pool, threads) for batches split across cores, started on first use
         release_freed()   # what loading freed (the weights file, raw arrays) back to the system
 
     def knows_ci(self) -> bool:
@@ -77,7 +78,11 @@ class Generator:
         thread that steps them: this one, and each core's share thread for the large ones. An int8
         thread makes its interpreters on first use (poetgen.quantize: one for a few rows, one for more)
         and grows their buffers with the largest batch each has run, so without this a server's memory
-        grows for minutes as it meets new sizes (and the request that meets one waits)."""
+        grows for minutes as it meets new sizes (and the request that meets one waits). In float32
+        there is nothing per thread to make, and it does nothing."""
+        reverse = self.reverse_scorer
+        if not (self.int8 or (reverse is not None and reverse.stepper.int8)):
+            return
         prepared = self.prepare(PoemRequest())
         split_from = cores() * SHARE_ROWS if cores() > 1 else max_rows + 1   # sample_rows splits from here
         single = min(max_rows, split_from - 1)   # the most rows this thread steps alone
@@ -85,14 +90,19 @@ class Generator:
             self._warm(prepared, rows)
         if max_rows >= split_from:
             largest = max(-(-rows // min(cores(), rows // SHARE_ROWS)) for rows in range(split_from, max_rows + 1))
-            in_every_thread(self._share_pool(), cores(), lambda: self._warm(prepared, largest))
+            pool, threads = self._share_pool()
+            in_every_thread(pool, threads, lambda: self._warm(prepared, largest))
 
     def _warm(self, prepared: PreparedRequest, rows: int) -> None:
-        """One batch of `rows` in this thread, read backwards too where ranking does."""
+        """One batch of `rows` in this thread, read backwards too where ranking does, and the reverse
+        model's output layer at the largest block it scores at once (rerank.OUTPUT_ROWS)."""
         with self._one_blas_thread():
             poems = self._sample_share(prepared, row_streams(0, 0, rows))
             if self.ranks_backwards(prepared):
-                self.reverse_scorer.mean_log_probs([poem["text"] for poem in poems], self.controls(prepared))
+                scorer = self.reverse_scorer
+                scorer.mean_log_probs([poem["text"] for poem in poems], self.controls(prepared))
+                if scorer.stepper.fused is None:
+                    scorer.stepper.logits_of_tops(np.zeros((OUTPUT_ROWS, scorer.stepper.output_inputs), np.float32))
 
     @functools.cached_property
     def reverse_scorer(self):
@@ -147,14 +157,16 @@ class Generator:
 
     def _in_shares(self, rows: list, shares: int, work) -> list:
         """work(part) for `shares` consecutive parts of `rows`, one thread each, with a single-threaded BLAS."""
-        size = -(-len(rows) // shares)
-        parts = [rows[start:start + size] for start in range(0, len(rows), size)]
+        edges = np.linspace(0, len(rows), shares + 1).round().astype(int)   # sizes differ by one at most
+        parts = [rows[start:stop] for start, stop in zip(edges[:-1], edges[1:])]
         with _blas().limit(limits=1):
-            return list(self._share_pool().map(work, parts))
+            return list(self._share_pool()[0].map(work, parts))
 
-    def _share_pool(self) -> ThreadPoolExecutor:
+    def _share_pool(self) -> tuple[ThreadPoolExecutor, int]:
+        """The threads that step a large batch's shares, started on first use, and how many they are."""
         if self._workers is None:
-            self._workers = ThreadPoolExecutor(cores(), thread_name_prefix="poetgen-share")
+            threads = cores()
+            self._workers = ThreadPoolExecutor(threads, thread_name_prefix="poetgen-share"), threads
         return self._workers
 
     def _sample_share(self, prepared: PreparedRequest, streams: list[tuple[int, int]]) -> list[dict]:
@@ -234,16 +246,24 @@ class Generator:
         return {**result, "ms_per_poem": round(result["ms_per_poem"] + spent, 3)}
 
 
+_EVERY_THREAD = threading.Lock()   # one in_every_thread() at a time: two would interleave their tasks
+
+
 def in_every_thread(pool: ThreadPoolExecutor, threads: int, work) -> None:
-    """work() once in each of the `threads` threads of `pool`: each call waits for the others to start,
-    so no thread can take two."""
+    """work() once in each of the `threads` threads of `pool` (all it has): each call waits for the
+    others to start, so no thread can take two."""
     barrier = threading.Barrier(threads)
 
     def each(_):
-        barrier.wait(timeout=600)
+        barrier.wait(timeout=60)
         work()
 
-    list(pool.map(each, range(threads)))
+    with _EVERY_THREAD:
+        try:
+            list(pool.map(each, range(threads)))
+        except BaseException:
+            barrier.abort()   # no task still waits for a partner
+            raise
 
 
 @functools.lru_cache(maxsize=None)

@@ -118,6 +118,7 @@ class _Runner:
 
     def resize(self, rows: int) -> None:
         if rows != self.rows:
+            self.rows = 0   # until allocated: a failed resize must not pass for the old size
             self.interpreter.resize_tensor_input(self.input, [rows, self.width])
             self.interpreter.allocate_tensors()
             self.rows = rows

@@ -17,13 +17,14 @@ from poetgen.options import check_settings, setting
 from poetgen.rules import NEG, Rule, Step
 from poetgen.tokenizer import BOUNDARY
 
+GREEDY_BELOW = 1e-6      # a temperature below this samples greedily, as 0 does
 SEED_LIMIT = 2**63        # a given seed is in [0, SEED_LIMIT): what NumPy and an int64 graph input take
 DRAWN_SEED_LIMIT = 2**31  # a drawn seed is below this, so a browser (53-bit numbers) or a shell repeats it
 
 
 @dataclasses.dataclass(frozen=True)
 class SampleOptions:
-    temperature: float = setting(0.8, low=0)                     # 0 is greedy; higher is wilder
+    temperature: float = setting(0.8, low=0, high=100)           # 0 is greedy (so is below 1e-6); higher is wilder
     top_k: int = setting(0, low=0)                               # sample among the k likeliest (0: off)
     top_p: float = setting(1.0, low=0, high=1, low_open=True)    # nucleus mass kept (1: off)
     seed: int | None = setting(None, low=0, high=SEED_LIMIT, high_open=True)   # same seed, same poems; default: drawn
@@ -80,7 +81,7 @@ def choose(logits: np.ndarray, options: SampleOptions, rngs: Sequence[np.random.
     `scratch`, when given, is a zeroed (batch, vocab rounded up to BLOCK) float32 buffer whose padding
     columns stay zero; reusing it saves an allocation per step. A top-k cut edits `logits` in place.
     """
-    if options.temperature == 0:
+    if options.temperature < GREEDY_BELOW:   # 1 / T would overflow float32 for the tiniest
         return logits.argmax(axis=1)
     x = logits
     if options.top_k and options.top_k < x.shape[1]:

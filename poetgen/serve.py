@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from poetgen.batching import BatchFailed, Batcher, BatchOptions, Busy, Unavailable
 from poetgen.control import STYLES
-from poetgen.errors import BadInput
+from poetgen.errors import BadInput, BadModel
 from poetgen.generate import Generator, in_every_thread, traditional
 from poetgen.options import bounds
 from poetgen.polish import VERSIONS
@@ -52,8 +52,8 @@ class GenerateBody(BaseModel):
     title: str = Field("", max_length=MAX_TITLE)             # write to this title (a model trained with titles)
     rhyme: bool | None = _DEFAULT_REQUEST.rhyme              # None: on for the regular forms
     tone: bool = _DEFAULT_REQUEST.tone                       # steer toward a standard 平仄 pattern
-    temperature: float = Field(_DEFAULT_SAMPLE.temperature, **bounds(SampleOptions, "temperature"),
-                               le=SERVER_MAX_TEMPERATURE, allow_inf_nan=False)   # 0 is greedy
+    temperature: float = Field(_DEFAULT_SAMPLE.temperature, **{**bounds(SampleOptions, "temperature"),
+                               "le": SERVER_MAX_TEMPERATURE}, allow_inf_nan=False)   # 0 is greedy
     top_k: int = Field(_DEFAULT_SAMPLE.top_k, **bounds(SampleOptions, "top_k"))   # 0 turns the top-k cut off
     top_p: float = Field(_DEFAULT_SAMPLE.top_p, **bounds(SampleOptions, "top_p"), allow_inf_nan=False)
     seed: int | None = Field(_DEFAULT_SAMPLE.seed, **bounds(SampleOptions, "seed"))   # None draws one
@@ -135,12 +135,16 @@ async def _unless_disconnected(request: Request, pending: asyncio.Future):
     return None if pending.cancelled() else pending.result()
 
 
+MAX_POLISH_THREADS = 4   # polishing threads at most (one per core below that): polish batches are 4 rows
+
+
 def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> Starlette:
     """The ASGI app; the batching thread runs from startup to shutdown."""
     batcher = Batcher(generator, options)
     # polishing (a request's `polish`) runs after its batch on a few threads of its own: each thread
-    # that steps the model keeps its own interpreters, so the web server's many threads must not
-    polishers = ThreadPoolExecutor(cores(), thread_name_prefix="poetgen-polish")
+    # that steps the model keeps its own interpreters (~20 MB), so the web server's many threads must not
+    polishing_threads = min(cores(), MAX_POLISH_THREADS)
+    polishers = ThreadPoolExecutor(polishing_threads, thread_name_prefix="poetgen-polish")
     page = resources.files("poetgen").joinpath("static/index.html").read_text(encoding="utf-8")
     bundle = generator.bundle
 
@@ -148,10 +152,13 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
     async def lifespan(app):
         await run_in_threadpool(generator.prepare, PoemRequest(theme="秋"))   # loads jieba's dictionary now
         await run_in_threadpool(generator.fold_tables)   # whole now (~1 s): memory flat while serving
-        # each thread that steps the model steps it once at the largest batches it can meet, for the same reason
-        await run_in_threadpool(batcher.start, True)
-        await run_in_threadpool(in_every_thread, polishers, cores(), lambda: generator.warm_up(VERSIONS))
         try:
+            # each thread that steps the model steps it at the largest batches it can meet, for the same reason
+            await run_in_threadpool(batcher.start, max(options.max_rows, SERVER_MAX_POEMS * SERVER_MAX_BEST_OF))
+            if not batcher.alive:
+                raise BadModel(f"the generation worker failed to start ({batcher.died})")
+            await run_in_threadpool(in_every_thread, polishers, polishing_threads,
+                                    lambda: generator.warm_up(VERSIONS))
             yield
         finally:
             await run_in_threadpool(batcher.stop)

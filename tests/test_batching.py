@@ -196,7 +196,7 @@ class Warming:
 def test_start_with_warm_up_returns_once_the_worker_has_warmed_up(generator):
     warming = Warming(generator)
     batcher = Batcher(warming, BatchOptions(max_rows=40, max_wait_ms=0))
-    batcher.start(warm_up=True)
+    batcher.start(warm_up=40)
     try:
         assert warming.calls == [("poetgen-batcher", 40)]   # in the thread that steps the model, before start() returned
         assert batcher.submit(prepared(generator, 1)).result(timeout=120)["poems"]
@@ -209,7 +209,7 @@ def test_start_with_warm_up_returns_once_the_worker_has_warmed_up(generator):
 
 def test_a_failed_warm_up_leaves_the_worker_down_not_hanging(generator):
     batcher = Batcher(Warming(generator, fail=True), BatchOptions(max_wait_ms=0))
-    batcher.start(warm_up=True)   # returns: the worker died
+    batcher.start(warm_up=8)   # returns: the worker died
     assert not batcher.alive and "MemoryError" in batcher.died
     with pytest.raises(Unavailable, match="worker is down"):
         batcher.submit(prepared(generator, 1))

@@ -275,3 +275,49 @@ def test_stats_count_dynasties_genres_and_tunes(tmp_path):
     assert stats["forms"]["wujue"] == 1 and stats["forms"]["qijue"] == 1 and sum(stats["forms"].values()) == 2
     text = CliRunner().invoke(cli, ["corpus", "stats", str(tmp_path / "mixed.jsonl")])
     assert "song/ci" in text.output and "浣溪沙 2, 菩萨蛮 1" in text.output
+
+
+def test_builds_never_replace_an_existing_file_without_force(tmp_path):
+    dist = "package/dist/"
+    tarball = _tarball(tmp_path / "chinese-poetry.tgz", {
+        dist + "quantangshi/poet.tang.0.json": [{"title": "登鸛雀樓", "author": "王之渙", "paragraphs": [POEM_A]}],
+        dist + "quantangshi/poet.song.0.json": [{"title": "甲", "author": "某", "paragraphs": [POEM_B]}],
+        dist + "songci/ci.song.0.json": [{"author": "苏轼", "rhythmic": "浣溪沙",
+                                          "paragraphs": ["山下兰芽短浸溪，松间沙路净无泥。", "萧萧暮雨子规啼。"]}],
+        dist + "wudaishici/huajianji/huajianji-1-juan.json": [
+            {"title": "菩萨蛮 其一", "author": "温庭筠", "rhythmic": "菩萨蛮", "paragraphs": ["小山重叠金明灭，鬓云欲度香腮雪。"]}],
+        dist + "wudaishici/nantang/poetrys.json": [
+            {"title": "相见欢", "author": "李煜", "rhythmic": "相见欢", "paragraphs": ["无言独上西楼，月如钩。"]}]})
+    precious = tmp_path / "precious.jsonl.gz"
+    precious.write_bytes(b"my own corpus")
+    refused = CliRunner().invoke(cli, ["corpus", "build-tang", str(tarball), "--out", str(precious)])
+    assert refused.exit_code == 2 and "--force" in refused.output and precious.read_bytes() == b"my own corpus"
+    out_dir = tmp_path / "dir"
+    out_dir.mkdir()
+    (out_dir / "song.jsonl.gz").write_bytes(b"mine")
+    refused = CliRunner().invoke(cli, ["corpus", "build", str(tarball), "--out-dir", str(out_dir)])
+    assert refused.exit_code == 2 and "song.jsonl.gz exists" in refused.output
+    assert sorted(p.name for p in out_dir.iterdir()) == ["song.jsonl.gz"]   # nothing written before the refusal
+    replaced = CliRunner().invoke(cli, ["corpus", "build-tang", str(tarball), "--out", str(precious), "--force"])
+    assert replaced.exit_code == 0, replaced.output
+    assert gzip.decompress(precious.read_bytes()).decode("utf-8").count("\n") == 1
+    rebuilt = CliRunner().invoke(cli, ["corpus", "build", str(tarball), "--out-dir", str(out_dir), "--force"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert sorted(p.name for p in out_dir.iterdir()) == ["ci.jsonl.gz", "song.jsonl.gz", "tang.jsonl.gz"]
+
+
+def test_a_member_that_is_not_chinese_poetry_json_is_one_line(tmp_path):
+    import io
+    import tarfile
+
+    tarball = tmp_path / "bad.tgz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        for name, data in (("package/dist/quantangshi/poet.tang.0.json", b'[{"title": "\x01'),
+                           ("package/dist/quantangshi/poet.tang.1000.json", b'{"not": "a list"}')):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    result = CliRunner().invoke(cli, ["corpus", "build-tang", str(tarball), "--out", str(tmp_path / "t.jsonl.gz")])
+    assert result.exit_code == 2, result.output
+    assert "poet.tang.0.json: not a chinese-poetry file" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "t.jsonl.gz").exists()

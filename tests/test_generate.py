@@ -202,3 +202,12 @@ def test_generate_speed_times_another_model_alternately(tiny_bundle, capsys):
              for m in [re.search(r": ([\d,]+) characters/s$", line)] if m]
     assert len(rates) == 2 and all(rate > 0 for rate in rates)
     assert re.search(r"writes \d+\.\d\dx as fast", lines[-1])
+
+
+def test_a_batch_is_shared_evenly_across_threads(generator):
+    """Shares differ by one row at most, so none falls to a few rows (a different interpreter, unwarmed)."""
+    for rows, shares in ((33, 2), (257, 16), (50, 3)):
+        sizes = generator._in_shares(list(range(rows)), shares, len)
+        assert sum(sizes) == rows and len(sizes) == shares and max(sizes) - min(sizes) <= 1
+    parts = generator._in_shares(list(range(10)), 3, list)
+    assert [x for part in parts for x in part] == list(range(10))   # in order

@@ -142,6 +142,20 @@ def test_top_k_and_top_p_restrict_choices():
     assert choose(logits.copy(), SampleOptions(0.0), rngs)[0] == 0
 
 
+def test_extreme_temperatures_keep_the_rules():
+    """A temperature so small that 1 / T overflows samples greedily, as 0 does; masked ids stay masked
+    at the highest temperature allowed (100; more is refused)."""
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], np.float32))
+    masked = logits.copy()
+    masked[0, 0] = rules.NEG
+    for temperature in (1e-39, 1e-7):
+        assert choose(logits.copy(), SampleOptions(temperature), [np.random.default_rng(1)])[0] == 0
+    picks = {int(choose(masked.copy(), SampleOptions(100.0), [np.random.default_rng(i)])[0]) for i in range(100)}
+    assert picks == {1, 2, 3}
+    with pytest.raises(BadInput, match="temperature"):
+        SampleOptions(100.5).validate()
+
+
 @pytest.mark.parametrize("options", [SampleOptions(-1), SampleOptions(float("nan")), SampleOptions(top_k=-1),
                                      SampleOptions(top_p=0), SampleOptions(top_p=1.5)])
 def test_bad_sampling_options(options):

@@ -20,6 +20,7 @@ from poetgen import batching  # noqa: E402
 from poetgen.batching import Batcher, BatchOptions  # noqa: E402
 from poetgen.checks import check_poem  # noqa: E402
 from poetgen.cli import cli  # noqa: E402
+from poetgen.errors import BadModel  # noqa: E402
 from poetgen.layout import FORM_SHAPES  # noqa: E402
 from poetgen.request import PoemRequest  # noqa: E402
 from poetgen.prosody import table  # noqa: E402
@@ -407,6 +408,8 @@ def test_a_server_warms_up_every_thread_that_steps_the_model(generator):
     thread for a polish's (Generator.warm_up), so the server's memory is flat while it serves."""
     from poetgen.polish import VERSIONS
     from poetgen.quantize import cores
+    from poetgen.request import SERVER_MAX_BEST_OF, SERVER_MAX_POEMS
+    from poetgen.serve import MAX_POLISH_THREADS
 
     class Spy:
         def __init__(self, inner):
@@ -422,10 +425,27 @@ def test_a_server_warms_up_every_thread_that_steps_the_model(generator):
     spy = Spy(generator)
     with TestClient(create_app(spy, BatchOptions(max_rows=24, max_wait_ms=2))):
         calls = list(spy.calls)   # start-up is over
-    assert calls[0] == ("poetgen-batcher", 24)
-    polishing = calls[1:]
-    assert len(polishing) == cores() and {rows for _, rows in polishing} == {VERSIONS}
-    assert len({name for name, _ in polishing}) == cores() and all(name.startswith("poetgen-polish") for name, _ in polishing)
+    # a request is never split, so the largest one the server accepts counts too
+    assert calls[0] == ("poetgen-batcher", max(24, SERVER_MAX_POEMS * SERVER_MAX_BEST_OF))
+    polishing, threads = calls[1:], min(cores(), MAX_POLISH_THREADS)
+    assert len(polishing) == threads and {rows for _, rows in polishing} == {VERSIONS}
+    assert len({name for name, _ in polishing}) == threads and all(name.startswith("poetgen-polish") for name, _ in polishing)
+
+
+def test_a_server_whose_worker_cannot_start_does_not_serve(generator):
+    class Failing:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def warm_up(self, max_rows):
+            raise MemoryError("injected in the warm-up")
+
+    with pytest.raises(BadModel, match="failed to start .*MemoryError"):
+        with TestClient(create_app(Failing(generator))):
+            pass
 
 
 def test_a_server_folds_its_tables_whole_at_start_up(tiny_bundle, monkeypatch):
