@@ -59,6 +59,9 @@ class PoetgenGroup(click.Group):
             super().main(args=args, prog_name=prog_name or "poetgen", standalone_mode=False, **extra)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
+        except click.exceptions.NoArgsIsHelpError as error:   # `poetgen` or `poetgen corpus` alone: the help
+            error.show()
+            sys.exit(EXIT_USAGE)
         except click.ClickException as error:
             click.echo(f"poetgen: error: {_one_line(error.format_message())}", err=True)
             sys.exit(EXIT_USAGE if isinstance(error, click.UsageError) else error.exit_code)
@@ -81,6 +84,23 @@ class PoetgenGroup(click.Group):
                        f"(run with --debug for the traceback)", err=True)
             sys.exit(EXIT_INTERNAL)
         sys.exit(EXIT_OK)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:   # `poetgen tunes | head -1`: the reader has all it wanted (click would exit 1)
+            _drop_stdout()
+            raise click.exceptions.Exit(EXIT_OK) from None
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):   # no real stdout (a test runner's buffer): nothing to flush
+        pass
 
 
 @click.group(cls=PoetgenGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -163,8 +163,10 @@ def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, bl
 
         from poetgen.serve import create_app
     except ImportError as error:
-        raise click.ClickException(f"`poetgen serve` needs the serve extra ({error.name} is missing): "
-                                   f"pip install 'poetgen[serve]'") from None
+        from poetgen.errors import BadInput
+
+        raise BadInput(f"`poetgen serve` needs the serve extra ({error.name} is missing): "
+                       f"pip install 'poetgen[serve]'") from None
 
     options = BatchOptions(max_rows=max_rows, max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s)
     options.validate()

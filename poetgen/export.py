@@ -97,12 +97,20 @@ def export(bundle: Bundle, options: ExportOptions) -> Path:
 
 def write_keras(bundle: Bundle, directory: Path) -> None:
     """model.keras, tokenizer.json, config.json and the int8 products (poetgen.quantize) that generation
-    runs by default: no resume state, logs or curves."""
+    runs by default, and the same for the bundle's reverse model (reverse/, which best-of ranking and
+    polishing read) when it has one: no resume state, logs or curves."""
+    from poetgen.bundle import load_bundle
     from poetgen.model import NumpyStepper
     from poetgen.quantize import INT8_FILE, write_products
+    from poetgen.rerank import REVERSE_DIR
 
     save_bundle(directory, bundle.model, bundle.tokenizer, bundle.config)
     write_products(NumpyStepper.from_model(bundle.model, bundle.model_config), directory / INT8_FILE)
+    if bundle.path is not None and (Path(bundle.path) / REVERSE_DIR).is_dir():
+        reverse = inference_bundle(load_bundle(Path(bundle.path) / REVERSE_DIR))
+        save_bundle(directory / REVERSE_DIR, reverse.model, reverse.tokenizer, reverse.config)
+        write_products(NumpyStepper.from_model(reverse.model, reverse.model_config),
+                       directory / REVERSE_DIR / INT8_FILE, step=False)   # read in blocks: products only
 
 
 def _write_sidecars(bundle: Bundle, directory: Path) -> None:

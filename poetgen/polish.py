@@ -112,7 +112,7 @@ class Polisher:
         """The first `end` characters of VERSIONS poems that start with `head`, under the request's
         rules, from their own seed, the model picked up after `head` where `resume` holds it."""
         seed = int(np.random.SeedSequence(list(stream)).generate_state(1, np.uint64)[0] >> 1)
-        request = dataclasses.replace(prepared.request, prompt=head, n=VERSIONS, best_of=1, polish=0,
+        request = dataclasses.replace(prepared.request, prompt=head, n=VERSIONS, best_of=1, polish=0, polish_lines=0,
                                       sample=dataclasses.replace(prepared.options, seed=seed))
         version = self.generator.prepare(request)
         return self.generator.sample_texts(version, row_streams(seed, 0, VERSIONS), end, resume)

@@ -341,3 +341,32 @@ def test_internal_error_is_one_line_unless_debug(monkeypatch):
         monkeypatch.setenv("POETGEN_DEBUG", env.get("POETGEN_DEBUG", "0"))
         debug = CliRunner().invoke(cli, args)
         assert debug.exit_code == 1 and "Traceback" in debug.stderr
+
+
+def test_a_reader_that_stops_early_is_not_an_error():
+    """`poetgen tunes | head -1`: the pipe closes under poetgen's feet; that is exit 0, silently (click
+    itself would exit 1, the code for a bug)."""
+    import fcntl
+
+    process = subprocess.Popen([sys.executable, "-m", "poetgen", "tunes"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    fcntl.fcntl(process.stdout.fileno(), 1031, 4096)   # F_SETPIPE_SZ: a small pipe, so the writer meets EPIPE
+    first = process.stdout.readline()
+    process.stdout.close()
+    stderr = process.stderr.read().decode("utf-8")
+    assert process.wait(60) == 0, stderr
+    assert first.strip() and stderr == ""
+
+
+def test_a_bare_group_prints_its_help_not_an_error_line():
+    for args in ([], ["corpus"]):
+        result = subprocess.run([sys.executable, "-m", "poetgen", *args], capture_output=True, text=True)
+        assert result.returncode == 2
+        assert result.stderr.startswith("Usage: poetgen") and len(result.stderr.splitlines()) > 5
+        assert "poetgen: error" not in result.stderr
+
+
+def test_serve_without_its_extra_is_a_usage_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)   # import uvicorn raises ImportError
+    result = CliRunner().invoke(cli, ["serve"])
+    assert result.exit_code == 2 and "pip install 'poetgen[serve]'" in result.output

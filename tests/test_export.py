@@ -135,6 +135,21 @@ def test_keras_export_is_a_bundle_that_generate_loads(tiny_bundle, tmp_path):
         assert texts == [p["text"] for p in json.loads(original.stdout)["poems"]]
 
 
+def test_keras_export_carries_the_reverse_model(with_reverse, tmp_path):
+    """Best-of ranking and polishing read the reverse model: an exported bundle without it would write
+    other poems from the same seed."""
+    out = tmp_path / "exp"
+    result = CliRunner().invoke(cli, ["export", "--model", str(with_reverse[0]), "--out", str(out), "--format", "keras"])
+    assert result.exit_code == 0, result.output
+    assert (out / "reverse" / "model.keras").is_file() and (out / "reverse" / "int8.npz").is_file()
+    args = ["generate", "-n", "4", "--seed", "3", "--polish", "1", "--format", "json", "--float32"]   # both alike
+    original = CliRunner().invoke(cli, args + ["--model", str(with_reverse[0])])
+    exported = CliRunner().invoke(cli, args + ["--model", str(out)])
+    assert original.exit_code == 0 and exported.exit_code == 0, original.output + exported.output
+    poems = [[(p["text"], p.get("reverse_logprob")) for p in json.loads(r.output)["poems"]] for r in (original, exported)]
+    assert poems[0] == poems[1] and all(score is not None for _, score in poems[1])
+
+
 def test_tflite_step_model_matches_the_numpy_stepper(tiny_bundle, tmp_path):
     import tensorflow as tf
 

@@ -211,3 +211,13 @@ def test_a_batch_is_shared_evenly_across_threads(generator):
         assert sum(sizes) == rows and len(sizes) == shares and max(sizes) - min(sizes) <= 1
     parts = generator._in_shares(list(range(10)), 3, list)
     assert [x for part in parts for x in part] == list(range(10))   # in order
+
+
+@pytest.mark.parametrize("request_, field", [
+    (PoemRequest(prompt="白日依山尽黄河入海流", form="free", max_chars=5), "prompt"),   # would be cut silently
+    (PoemRequest(polish_lines=2), "polish_lines"),                                    # would be ignored silently
+])
+def test_requests_that_would_lose_part_of_what_they_ask_are_refused(generator, request_, field):
+    with pytest.raises(BadInput) as refused:
+        generator.prepare(request_)
+    assert refused.value.field == field
