@@ -67,6 +67,8 @@ def read_config(directory: Path) -> dict:
         raise BadModel(f"{directory}: not a poetgen model bundle (no {CONFIG_FILE})") from None
     except (ValueError, UnicodeDecodeError):
         raise BadModel(f"{path}: corrupt config (not valid JSON)") from None
+    if not isinstance(config, dict):
+        raise BadModel(f"{path}: corrupt config (not a JSON object)")
     version = config.get("format_version")
     if not isinstance(version, int):
         raise BadModel(f"{path}: no format_version: not a poetgen bundle")

@@ -28,7 +28,10 @@ def ci_counts(path: Path, tunes: TuneTable) -> collections.Counter:
             for line in stream:
                 if not line.strip():
                     continue
-                name = json.loads(line).get("tune") or ""
+                record = json.loads(line)
+                name = record.get("tune") if isinstance(record, dict) else None
+                if name is not None and not isinstance(name, str):
+                    raise ValueError(f"a tune that is not text: {name!r}")
                 tune = tunes.find(name) if name else None
                 if tune is not None:
                     counts[tune.name] += 1

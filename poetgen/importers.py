@@ -88,6 +88,9 @@ def _text_stream(path: Path, encoding: str, on_bytes: Callable[[int], None] | No
                 pending += decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as error:
                 raise BadCorpus(_decode_error(path, encoding, offset + error.start)) from None
+            except UnicodeError as error:   # utf-16 or utf-32 without a byte-order mark
+                raise BadCorpus(f"{path}: not {encoding} text ({error}); pass the right --encoding, "
+                                f"e.g. utf-16-le") from None
             offset += len(chunk)
             if on_bytes:
                 on_bytes(len(chunk))
@@ -158,7 +161,7 @@ def _read_json(path: Path, encoding: str) -> Iterator[RawPoem | str]:
     try:
         with _open_binary(path) as raw:
             records = json.load(io.TextIOWrapper(raw, encoding=encoding, errors="strict"))
-    except UnicodeDecodeError:
+    except UnicodeError:   # undecodable bytes, or utf-16 / utf-32 without a byte-order mark
         raise BadCorpus(f"{path}: not valid {encoding} text; pass the right --encoding") from None
     except ValueError as error:
         raise BadCorpus(f"{path}: not valid JSON ({error})") from None
@@ -198,6 +201,7 @@ def _has_blank_separators(lines: Iterable[str]) -> bool:
 def read_raw(path: Path, encoding: str = "utf-8",
              on_bytes: Callable[[int], None] | None = None) -> Iterator[RawPoem | str]:
     """Raw poems of one file; a string in the stream is the reason an entry was unusable."""
+    check_encoding(encoding)
     _check_text(path, encoding)
     kind = _sniff_format(path, encoding)
     if kind == "json":
@@ -209,14 +213,21 @@ def read_raw(path: Path, encoding: str = "utf-8",
         yield from _read_text(_text_stream(path, encoding, on_bytes), blank)
 
 
+def check_encoding(encoding: str) -> None:
+    """Refuse an encoding Python does not know, or one that is not a text encoding (base64, hex, zlib)."""
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        raise BadCorpus(f"unknown encoding {encoding!r}") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise BadCorpus(f"{encoding!r} is not a text encoding; give the corpus's character encoding (e.g. gbk)")
+
+
 def stream_poems(paths: Iterable[str | os.PathLike], dropped: collections.Counter, encoding: str = "utf-8",
                  simplify: bool = True, on_bytes: Callable[[int], None] | None = None) -> Iterator[Poem]:
     """Clean poems of all files, one at a time; drop reasons are counted into `dropped`."""
     files = expand_paths(paths)
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise BadCorpus(f"unknown encoding {encoding!r}") from None
+    check_encoding(encoding)
     raws = (raw for path in files for raw in read_raw(path, encoding, on_bytes))
     return iter_clean(raws, dropped, simplify)
 

@@ -99,6 +99,8 @@ class Tokenizer:
             raise BadModel(f"{path}: tokenizer file is missing") from None
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             raise BadModel(f"{path}: tokenizer file is corrupt") from None
+        if not isinstance(record.get("format_version", 0), int):
+            raise BadModel(f"{path}: tokenizer file is corrupt (format_version is not a number)")
         if record.get("format_version", 0) > FORMAT_VERSION:
             raise BadModel(f"{path}: tokenizer format {record['format_version']} is newer than this poetgen")
         if record.get("hash") != tokenizer.hash:

@@ -66,6 +66,7 @@ def inputs(tmp_path_factory):
     (root / "existing.jsonl").write_text('{"text": "old"}\n', encoding="utf-8")
     (root / "a_file").write_text("not a directory", encoding="utf-8")
     (root / "good.txt").write_text(POEM + "\n", encoding="utf-8")
+    (root / "u16.txt").write_bytes((POEM + "\n").encode("utf-16-le"))
     return root
 
 
@@ -77,19 +78,30 @@ CORPUS_CASES = [
     (["binary.txt"], "binary data"),
     (["gbk.txt"], "--encoding gbk"),
     (["punct.txt"], "no usable poem"),
+    (["u16.txt", "--encoding", "utf-16"], "pass the right --encoding"),   # no byte-order mark
+    (["good.txt", "--encoding", "base64"], "not a text encoding"),
 ]
 
 
 @pytest.mark.parametrize("paths, message", CORPUS_CASES)
 def test_corpus_import_failures(inputs, paths, message):
     out = inputs / "out.jsonl"
-    assert_one_line_failure(["corpus", "import", *[str(inputs / p) for p in paths], "--out", str(out)],
+    args = [arg if arg.startswith("--") or arg in ("utf-16", "base64") else str(inputs / arg) for arg in paths]
+    assert_one_line_failure(["corpus", "import", *args, "--out", str(out)],
                             message, watch=[inputs])
     assert not out.exists()
 
 
 def test_corpus_stats_failure(inputs):
     assert_one_line_failure(["corpus", "stats", str(inputs / "gbk.txt")], "--encoding gbk", watch=[inputs])
+    assert_one_line_failure(["corpus", "stats", str(inputs / "good.txt"), "--encoding", "hex"], "not a text encoding",
+                            watch=[inputs])
+
+
+def test_a_tune_corpus_of_the_wrong_shape_is_one_line(tmp_path):
+    corpus = tmp_path / "ci.jsonl"
+    corpus.write_text('{"tune": 5}\n', encoding="utf-8")
+    assert_one_line_failure(["tunes", "--corpus", str(corpus)], "a tune that is not text", watch=[tmp_path])
 
 
 @pytest.mark.parametrize("out, message", [
@@ -266,13 +278,20 @@ def corrupt_tokenizer(bundle: Path):
     (bundle / "tokenizer.json").write_text('{"chars": 5}', encoding="utf-8")
 
 
+def string_format_tokenizer(bundle: Path):
+    record = json.loads((bundle / "tokenizer.json").read_text(encoding="utf-8"))
+    (bundle / "tokenizer.json").write_text(json.dumps({**record, "format_version": "3"}), encoding="utf-8")
+
+
 @pytest.mark.parametrize("damage, message", [
     (truncate_model, "truncated or corrupt"),
     (foreign_tokenizer, "belongs to another model"),
     (newer_format, "newer than this poetgen"),
     (lambda_model, "safe mode"),
     (corrupt_config, "corrupt config"),
+    (lambda bundle: (bundle / "config.json").write_text("[]", encoding="utf-8"), "not a JSON object"),
     (corrupt_tokenizer, "tokenizer file is corrupt"),
+    (string_format_tokenizer, "format_version is not a number"),
     (lambda bundle: (bundle / "model.keras").unlink(), "model file is missing"),
 ])
 def test_broken_models(tiny_bundle, tmp_path, damage, message):
