@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 import math
 import re
 import sys
@@ -89,11 +90,35 @@ def display_name(name: str) -> str:
     return name.replace("_", "-")
 
 
+_CHECKED_TYPES = {"int": numbers.Integral, "float": numbers.Real, "str": str, "bool": bool, "None": type(None)}
+
+
+def _type_problem(annotation, value) -> str | None:
+    """What is wrong with `value`'s type for a field annotated `annotation` (a string such as "int | None"),
+    or None. Only plain scalar annotations are checked; a bool is not taken for a number."""
+    if not isinstance(annotation, str):
+        return None
+    names = [part.strip() for part in annotation.split("|")]
+    if not all(name in _CHECKED_TYPES for name in names):
+        return None   # a dataclass, a tuple…: not checked here
+    kinds = [_CHECKED_TYPES[name] for name in names]
+    if isinstance(value, bool) and bool not in kinds:
+        return "a number" if any(kind is not str for kind in kinds) else "text"
+    if any(isinstance(value, kind) for kind in kinds):
+        return None
+    wanted = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false"}
+    return " or ".join(wanted[name] for name in names if name != "None")
+
+
 def check_settings(instance) -> None:
-    """BadInput, naming the field, for the first field outside its declared range or choices."""
+    """BadInput, naming the field, for the first field of the wrong type, or outside its declared range
+    or choices."""
     for field in dataclasses.fields(instance):
         value = getattr(instance, field.name)
         name = display_name(field.name)
+        problem = _type_problem(field.type, value)
+        if problem is not None:
+            raise BadInput(f"{name} must be {problem}, not {value!r}", field=field.name)
         allowed = field.metadata.get("range")
         if allowed is not None and value is not None and not allowed.holds(value):
             raise BadInput(f"{name} must be {allowed.describe()}, not {value}", field=field.name)

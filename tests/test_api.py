@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 import poetgen
 from poetgen.cli import cli
+from poetgen.errors import BadInput
 
 REPO = Path(__file__).resolve().parent.parent
 LIGHT = "import sys, poetgen; print(sorted(m for m in ('tensorflow', 'keras', 'jieba') if m in sys.modules))"
@@ -162,3 +163,27 @@ def test_train_export_evaluate(tiny_corpus, tmp_path):
     assert report["corpus"]["poems"] == 30 and report["perplexity"] > 1
     assert report["form_compliance"] == {"wujue": 1.0, "qijue": 1.0, "wulv": 1.0, "qilv": 1.0}
     assert seen[0][0] == 0 and seen[-1][0] == seen[-1][1] and len({total for _, total in seen}) == 1
+
+
+@pytest.mark.parametrize("options, field", [
+    ({"n": "3"}, "n"), ({"n": 2.5}, "n"), ({"n": True}, "n"), ({"best_of": 1.5}, "best_of"),
+    ({"seed": 1.5}, "seed"), ({"top_k": 2.5}, "top_k"), ({"max_chars": 10.5}, "max_chars"),
+    ({"prompt": None}, "prompt"), ({"theme": None}, "theme"), ({"tone": "yes"}, "tone"),
+    ({"tune": "浣溪沙", "variant": 1.5}, "variant"),
+])
+def test_a_value_of_the_wrong_type_is_one_line_naming_its_field(options, field):
+    """Checked where the request is made, not found as a TypeError deep inside sampling."""
+    from poetgen.api import poem_request
+
+    with pytest.raises(BadInput) as refused:
+        poem_request(**options)
+    assert refused.value.field == field
+
+
+def test_numbers_of_any_numeric_type_are_accepted():
+    import numpy as np
+
+    from poetgen.api import poem_request
+
+    request = poem_request(n=np.int64(2), temperature=1, top_p=np.float32(0.9))
+    assert request.n == 2 and request.sample.temperature == 1
