@@ -20,7 +20,7 @@ from poetgen.tunes import Variant, resolve
 
 MAX_POEMS = 1000          # poems per request
 MAX_CANDIDATES = 64       # candidates per poem (best-of)
-MAX_PROMPT = 200          # characters of prompt
+MAX_PROMPT = 300          # characters of prompt: the longest tune's whole text with its punctuation (莺啼序, 295)
 MAX_THEME = 200           # characters of theme
 MAX_POLISH = 4            # polishing rounds (each visits every line, or --polish-lines of them; poetgen.polish)
 MAX_POLISH_LINES = 16     # lines a round visits (a ci has up to ~16 clauses a stanza)
@@ -30,6 +30,7 @@ SERVER_MAX_BEST_OF = 16   # candidates per poem: a request costs n × best_of ro
 SERVER_MAX_PROMPT = 64    # a whole qilv with its punctuation
 SERVER_MAX_ACROSTIC = 8   # one character per line of a lüshi
 SERVER_MAX_TEMPERATURE = 10.0
+SERVER_MAX_CHARS = 300   # a free verse poem's length cap: the longest tune's
 SERVER_MAX_POLISH = 2     # polishing rounds: two cost ~0.1-0.5 s a poem
 FORM_NAMES = ("wujue", "qijue", "wulv", "qilv", "free", "五绝", "七绝", "五律", "七律")
 _HAN_ONLY = re.compile(f"[{HAN}]")

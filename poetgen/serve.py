@@ -27,7 +27,8 @@ from poetgen.options import bounds
 from poetgen.polish import VERSIONS
 from poetgen.quantize import cores
 from poetgen.request import (FORM_NAMES, MAX_THEME, MAX_TITLE, SERVER_MAX_ACROSTIC, SERVER_MAX_BEST_OF,
-                             SERVER_MAX_POEMS, SERVER_MAX_POLISH, SERVER_MAX_PROMPT, SERVER_MAX_TEMPERATURE, PoemRequest)
+                             SERVER_MAX_CHARS, SERVER_MAX_POEMS, SERVER_MAX_POLISH, SERVER_MAX_PROMPT,
+                             SERVER_MAX_TEMPERATURE, PoemRequest)
 from poetgen.sampling import SampleOptions
 from poetgen.tunes import tune_table
 
@@ -61,6 +62,11 @@ class GenerateBody(BaseModel):
     best_of: int = Field(_DEFAULT_REQUEST.best_of, ge=1, le=SERVER_MAX_BEST_OF)   # candidates per poem (1: fastest)
     polish: int = Field(_DEFAULT_REQUEST.polish, ge=0, le=SERVER_MAX_POLISH)   # line-by-line rewriting rounds (slow)
     polish_lines: int = Field(_DEFAULT_REQUEST.polish_lines, **bounds(PoemRequest, "polish_lines"))   # lines a round visits (0: all)
+    no_repeat: bool = _DEFAULT_REQUEST.no_repeat             # no character twice within a line
+    max_chars: int = Field(_DEFAULT_REQUEST.max_chars, **{**bounds(PoemRequest, "max_chars"),
+                                                          "le": SERVER_MAX_CHARS})   # free verse length cap
+    reverse_weight: float = Field(_DEFAULT_REQUEST.reverse_weight, **bounds(PoemRequest, "reverse_weight"),
+                                  allow_inf_nan=False)       # weight of the reverse model in best-of scores
     style: Literal[STYLES] = _DEFAULT_REQUEST.style          # a conditioned model's style; others ignore it
     traditional: bool = False                                # answer in traditional characters
 
@@ -69,7 +75,8 @@ class GenerateBody(BaseModel):
         return PoemRequest(prompt=self.prompt, form=self.form, tune=self.tune, variant=self.variant,
                            acrostic=self.acrostic, theme=self.theme, title=self.title,
                            rhyme=self.rhyme, tone=self.tone, n=self.n, best_of=self.best_of, style=self.style,
-                           polish=self.polish, polish_lines=self.polish_lines, sample=options)
+                           polish=self.polish, polish_lines=self.polish_lines, no_repeat=self.no_repeat,
+                           max_chars=self.max_chars, reverse_weight=self.reverse_weight, sample=options)
 
 
 def refusal(status: int, problems: list[tuple[str, str]], headers: dict | None = None) -> JSONResponse:

@@ -249,3 +249,24 @@ def test_the_reverse_reading_keeps_its_states_and_reads_splices_from_their_line(
     for splice, ahead in zip(splices, continued):   # an accepted splice keeps its row's reading as it is
         np.testing.assert_allclose(ahead.log_probs, scorer.reading(splice, []).log_probs, atol=1e-5)
         assert reading.log_probs.shape == ahead.log_probs.shape == (len(first) + 1,)
+
+
+def test_every_line_of_the_longest_tune_is_visited(ranked, monkeypatch):
+    """A line's versions are sampled after the lines before it, given as their prompt: the prompt limit
+    must hold the longest tune (莺啼序), or its last lines would never be polished."""
+    from poetgen.polish import Polisher
+    from poetgen.request import MAX_PROMPT
+    from poetgen.tunes import tune_table
+
+    longest = max((v.layout.length, v.number, t.name) for t in tune_table().tunes for v in t.variants)
+    assert longest[0] <= MAX_PROMPT
+    heads, versions = [], Polisher._versions
+
+    def recorded(self, prepared, head, end, resume, stream):
+        heads.append(len(head))
+        return versions(self, prepared, head, end, resume, stream)
+
+    monkeypatch.setattr(Polisher, "_versions", recorded)
+    poem = ranked.generate(PoemRequest(tune=longest[2], variant=longest[1], polish=1, sample=SampleOptions(seed=2)))
+    lines = len(ranked.prepare(PoemRequest(tune=longest[2], variant=longest[1])).variant.layout.line_lengths)
+    assert len(heads) == lines and max(heads) > 200 and poem["poems"][0]["text"]

@@ -403,6 +403,21 @@ def test_polish_runs_on_its_own_few_threads(generator):
     assert len(spy.threads) == 3 and all(name.startswith("poetgen-polish") for name in spy.threads)
 
 
+@pytest.mark.parametrize("body, args", [
+    ({"no_repeat": False}, ["--allow-repeat"]),
+    ({"form": "free", "max_chars": 40}, ["--form", "free", "--max-chars", "40"]),
+    ({"reverse_weight": 0.0, "best_of": 3}, ["--reverse-weight", "0", "--best-of", "3"]),
+])
+def test_the_server_takes_every_generate_option(client, tiny_bundle, body, args):
+    """no_repeat, max_chars and reverse_weight too: the answer is what the CLI prints for the same options."""
+    response = client.post("/api/generate", json={"seed": 5, "n": 2, **body})
+    assert response.status_code == 200, response.text
+    printed = CliRunner().invoke(cli, ["generate", "--model", str(tiny_bundle), "--format", "json", "--seed", "5",
+                                       "-n", "2", *args])
+    assert printed.exit_code == 0, printed.output
+    assert without_timing(response.json()) == without_timing(json.loads(printed.output))
+
+
 def test_a_server_warms_up_every_thread_that_steps_the_model(generator):
     """Before it serves, the batching thread warms up for the server's largest batch and each polishing
     thread for a polish's (Generator.warm_up), so the server's memory is flat while it serves."""
