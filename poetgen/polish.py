@@ -55,8 +55,8 @@ class Polisher:
                 better = self._visit(prepared, current, i, (prepared.seed, index, round_, i), passed, repeats)
                 if better is not None:
                     current, replaced = better, replaced + 1
-        if not replaced:
-            return {**poem, "polished": 0}
+        # scored as a polished poem is, even when no line changed: the forward model's mean over the whole
+        # poem (a sampled poem's logprob counts its sampled characters only), so the poems compare
         backward = None if current.back is None else np.array([current.back.mean()])
         record = self._record(prepared, poem, current.text, current.reading.mean(), backward, weight)
         return {**record, "polished": replaced}

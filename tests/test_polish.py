@@ -270,3 +270,19 @@ def test_every_line_of_the_longest_tune_is_visited(ranked, monkeypatch):
     poem = ranked.generate(PoemRequest(tune=longest[2], variant=longest[1], polish=1, sample=SampleOptions(seed=2)))
     lines = len(ranked.prepare(PoemRequest(tune=longest[2], variant=longest[1])).variant.layout.line_lengths)
     assert len(heads) == lines and max(heads) > 200 and poem["poems"][0]["text"]
+
+
+def test_polished_results_score_every_poem_alike(ranked):
+    """With --polish every poem's logprob is the forward model's mean over the whole poem, whether a line
+    changed or not (a sampled poem's counts its sampled characters only); a poem the prompt fills whole
+    still gets a real score."""
+    from poetgen.rerank import Reading
+
+    result = ranked.generate(PoemRequest(form="wujue", n=6, polish=1, sample=SampleOptions(seed=2)))
+    prepared = ranked.prepare(PoemRequest(form="wujue"))
+    for poem in result["poems"]:
+        ids = ranked.tokenizer.encode(poem["text"]) + [BOUNDARY]
+        whole = Reading.read(ranked.stepper, ids, ranked.prefix(prepared)).mean()
+        assert poem["logprob"] == pytest.approx(whole, abs=1e-3)
+    full = ranked.generate(PoemRequest(prompt="白日依山尽，黄河入海流。欲穷千里目，更上一层楼。", polish=1))
+    assert full["poems"][0]["logprob"] < 0
