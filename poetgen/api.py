@@ -158,7 +158,7 @@ class Poet:
         if traditional:
             from poetgen.generate import traditional as to_traditional
 
-            result = to_traditional(result)
+            result = to_traditional(result, request)   # the user's own characters kept as written
         return Poems(tuple(Poem.from_dict(p) for p in result["poems"]), result["seed"], result["form"],
                      tuple(result.get("keywords", ())), result.get("ms_per_poem", 0.0), result.get("tune", ""),
                      result.get("variant"), result.get("title", ""))

@@ -21,7 +21,7 @@ from poetgen.bundle import TOKENIZER_FILE, Bundle, load_bundle, model_config_of,
 from poetgen.checks import check_poem
 from poetgen.ci_checks import check_ci
 from poetgen.control import Prefixer, tune_label
-from poetgen.corpus import to_traditional
+from poetgen.corpus import normalize_text, to_simplified, to_traditional
 from poetgen.errors import BadInput
 from poetgen.heap import release_freed
 from poetgen.model import NumpyStepper
@@ -275,12 +275,41 @@ def _blas():
     return threadpoolctl.ThreadpoolController().select(user_api="blas")
 
 
-def traditional(result: dict) -> dict:
-    """The same result with poems in traditional characters."""
-    poems = [{**p, "text": to_traditional(p["text"]), "lines": [to_traditional(l) for l in p["lines"]]}
-             for p in result["poems"]]
-    title = {"title": to_traditional(result["title"])} if result.get("title") else {}
+def traditional(result: dict, request: PoemRequest | None = None) -> dict:
+    """The same result with poems in traditional characters. Converting back from simplified is lossy
+    (发 is 發 or 髮), so where `request` is given the characters its user wrote (prompt, acrostic, title)
+    are kept as written."""
+    poems = []
+    for poem in result["poems"]:
+        text = to_traditional(poem["text"])
+        if request is not None:
+            text = _own_characters(text, poem["text"], request)
+        ends = np.cumsum([len(line) for line in poem["lines"]]).tolist()   # the lines are the text, cut
+        poems.append({**poem, "text": text, "lines": [text[a:b] for a, b in zip([0] + ends[:-1], ends)]})
+    title = {}
+    if result.get("title"):
+        own = normalize_text(request.title, simplify=False) if request is not None else ""
+        title = {"title": own if to_simplified(own) == result["title"] else to_traditional(result["title"])}
     return {**result, "poems": poems, **title}
+
+
+def _own_characters(converted: str, simplified: str, request: PoemRequest) -> str:
+    """`converted` (to_traditional of `simplified`) with the prompt's characters as the user wrote them
+    at the poem's start, and the acrostic's at its line heads, wherever they simplify to the poem's."""
+    chars = list(converted)
+    han = [i for i, ch in enumerate(simplified) if _is_han(ch)]   # positions of the poem's characters
+    written = [ch for ch in normalize_text(request.prompt, simplify=False) if _is_han(ch)]
+    places = list(zip(han, written))
+    heads = [i for i in han if i == 0 or not _is_han(simplified[i - 1])]   # each line's first character
+    places += list(zip(heads, [ch for ch in normalize_text(request.acrostic, simplify=False) if _is_han(ch)]))
+    for i, ch in places:
+        if to_simplified(ch) == simplified[i]:
+            chars[i] = ch
+    return "".join(chars)
+
+
+def _is_han(ch: str) -> bool:
+    return ch.isalpha() and not ch.isascii()
 
 
 def sample_from_model(model, bundle_dir, seed: int = 0) -> str:

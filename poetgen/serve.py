@@ -224,7 +224,7 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         if body.polish:   # after the batch, on the polishing threads: the batcher never waits for it
             result = await asyncio.wrap_future(polishers.submit(generator.polish, prepared, result))
         if body.traditional:
-            result = await run_in_threadpool(traditional, result)
+            result = await run_in_threadpool(traditional, result, prepared.request)
         return JSONResponse(result)
 
     async def internal_error(request: Request, error: Exception) -> JSONResponse:

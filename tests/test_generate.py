@@ -221,3 +221,18 @@ def test_requests_that_would_lose_part_of_what_they_ask_are_refused(generator, r
     with pytest.raises(BadInput) as refused:
         generator.prepare(request_)
     assert refused.value.field == field
+
+
+def test_traditional_keeps_the_characters_its_user_wrote(generator):
+    """Simplified to traditional is lossy (发: 發 or 髮; 松: 松 or 鬆): the prompt's and the acrostic's
+    characters come back as written; the others are converted; the lines are the text, cut."""
+    from poetgen.generate import traditional
+
+    request = PoemRequest(prompt="髮白", acrostic="髮鬆後松", sample=SampleOptions(seed=3))
+    result = traditional(generator.generate(request), request)
+    for poem in result["poems"]:
+        assert poem["text"].startswith("髮白")
+        assert [line[0] for line in poem["lines"]] == list("髮鬆後松")
+        assert "".join(poem["lines"]) == poem["text"]
+    plain = traditional(generator.generate(request))   # without the request: the converter's choice
+    assert plain["poems"][0]["text"].startswith("發白")
