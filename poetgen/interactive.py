@@ -41,9 +41,10 @@ def _usage(param: click.Option) -> str:
 class Session:
     """The options of one interactive session and the commands that change them."""
 
-    def __init__(self, command: click.Command, options: dict):
+    def __init__(self, command: click.Command, options: dict, check=None):
         self.command = command
         self.options = dict(options)
+        self.check = check   # check(request) raises for a request the model cannot write (Generator.prepare)
         self.names = _settable(command)
         self.context = click.Context(command)
 
@@ -68,7 +69,9 @@ class Session:
             raise click.UsageError(f"/{name} needs a value: {_usage(param)}")
         else:
             new = param.type.convert(value, param, self.context)
-        _request("", {**self.options, param.name: new})   # a value the request refuses is not kept
+        request = _request("", {**self.options, param.name: new})[0]   # a value the request refuses is not kept,
+        if self.check is not None:
+            self.check(request)                                            # nor one the model cannot write
         self.options[param.name] = new
         return f"{_spelling(param)} = {new!r}"
 
@@ -92,6 +95,7 @@ def run_session(command: click.Command, prompt: str, model_dir, int8: bool, opti
     session = Session(command, options)
     _request(prompt, session.options)   # bad starting options fail before the model loads
     poet = api.load(model_dir, int8)
+    session.check = poet.generator.prepare
     stdin = click.get_text_stream("stdin")
     tty = stdin.isatty()
     if tty:

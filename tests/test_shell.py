@@ -104,3 +104,15 @@ def test_interactive_prompt_argument_is_the_first_line(tiny_bundle):
     assert result.exit_code == 0, result.output
     first, second = poems_in(result.stdout)
     assert first[0].startswith("明月") and second[0].startswith("明月") and first != second
+
+
+def test_interactive_keeps_no_value_the_model_cannot_write(tiny_bundle):
+    """A value only the model's checks refuse (Latin letters for an acrostic) is refused when set, not
+    kept to fail every later poem."""
+    session = "/acrostic none\n\n"
+    result = CliRunner().invoke(cli, ["generate", "--interactive", "--model", str(tiny_bundle), "--seed", "1"],
+                                input=session)
+    assert result.exit_code == 0, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("poetgen: error:")]
+    assert len(errors) == 1 and "Latin letter" in errors[0]
+    assert len(poems_in(result.stdout)) == 1   # the empty line still gets its poem
