@@ -1,5 +1,6 @@
 """Soak test of `poetgen serve`: full load on loopback for a bounded time, with a mix of forms, prompts,
-bad requests and clients that leave mid-request; reports errors, latency and the server's memory.
+polishing (as the web page's 精修 asks), bad requests and clients that leave mid-request; reports errors,
+latency and the server's memory.
 
 It starts its own server on 127.0.0.1 (serve_load.py's) and stops it afterwards; it changes no model.
 Goals: no unexpected error, resident memory growing at most 5 %, a queued request whose client left
@@ -50,6 +51,8 @@ def good_body(rng: random.Random) -> dict:
         body["tone"] = True
     if rng.random() < 0.1:
         body["traditional"] = True
+    if rng.random() < 0.05:   # the web page's 精修: two polishing rounds on the server's polishing threads
+        body["polish"] = 2
     return body
 
 
