@@ -72,6 +72,11 @@ def _converter(config: str):
     return opencc.OpenCC(config)
 
 
+def is_han(ch: str) -> bool:
+    """True for one Han character (what a poem's lines are made of)."""
+    return _HAN_CHAR.fullmatch(ch) is not None
+
+
 def to_simplified(text: str) -> str:
     return _converter("t2s").convert(text)
 

@@ -21,7 +21,7 @@ from poetgen.bundle import TOKENIZER_FILE, Bundle, load_bundle, model_config_of,
 from poetgen.checks import check_poem
 from poetgen.ci_checks import check_ci
 from poetgen.control import Prefixer, tune_label
-from poetgen.corpus import normalize_text, to_simplified, to_traditional
+from poetgen.corpus import is_han, normalize_text, to_simplified, to_traditional
 from poetgen.errors import BadInput
 from poetgen.heap import release_freed
 from poetgen.model import NumpyStepper
@@ -297,19 +297,15 @@ def _own_characters(converted: str, simplified: str, request: PoemRequest) -> st
     """`converted` (to_traditional of `simplified`) with the prompt's characters as the user wrote them
     at the poem's start, and the acrostic's at its line heads, wherever they simplify to the poem's."""
     chars = list(converted)
-    han = [i for i, ch in enumerate(simplified) if _is_han(ch)]   # positions of the poem's characters
-    written = [ch for ch in normalize_text(request.prompt, simplify=False) if _is_han(ch)]
+    han = [i for i, ch in enumerate(simplified) if is_han(ch)]   # positions of the poem's characters
+    written = [ch for ch in normalize_text(request.prompt, simplify=False) if is_han(ch)]
     places = list(zip(han, written))
-    heads = [i for i in han if i == 0 or not _is_han(simplified[i - 1])]   # each line's first character
-    places += list(zip(heads, [ch for ch in normalize_text(request.acrostic, simplify=False) if _is_han(ch)]))
+    heads = [i for i in han if i == 0 or not is_han(simplified[i - 1])]   # each line's first character
+    places += list(zip(heads, [ch for ch in normalize_text(request.acrostic, simplify=False) if is_han(ch)]))
     for i, ch in places:
         if to_simplified(ch) == simplified[i]:
             chars[i] = ch
     return "".join(chars)
-
-
-def _is_han(ch: str) -> bool:
-    return ch.isalpha() and not ch.isascii()
 
 
 def sample_from_model(model, bundle_dir, seed: int = 0) -> str:

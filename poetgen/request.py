@@ -6,10 +6,9 @@ Every refusal of a request is raised here, as BadInput; nothing here runs the mo
 from __future__ import annotations
 
 import dataclasses
-import re
 
 from poetgen.control import DEFAULT_STYLE, MAX_TITLE, STYLES
-from poetgen.corpus import HAN, PUNCTUATION, normalize_text
+from poetgen.corpus import PUNCTUATION, is_han, normalize_text
 from poetgen.errors import BadInput
 from poetgen.layout import FORM_ALIASES, FORMS, Layout, layout_of
 from poetgen.options import check_settings, setting
@@ -33,7 +32,6 @@ SERVER_MAX_TEMPERATURE = 10.0
 SERVER_MAX_CHARS = 300   # a free verse poem's length cap: the longest tune's
 SERVER_MAX_POLISH = 2     # polishing rounds: two cost ~0.1-0.5 s a poem
 FORM_NAMES = ("wujue", "qijue", "wulv", "qilv", "free", "五绝", "七绝", "五律", "七律")
-_HAN_ONLY = re.compile(f"[{HAN}]")
 # Words of the request itself ("write a poem about …"), not of its theme.
 _REQUEST_WORDS = frozenset("写 作 一首 一篇 首 篇 关于 有关 诗 诗歌 诗词 古诗 请 帮 帮我 我 给 创作 描写 表达 主题 一下 的".split())
 
@@ -165,7 +163,7 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
 
 def check_chars(text: str, what: str, allow_punctuation: bool) -> None:
     for ch in text:
-        if _HAN_ONLY.fullmatch(ch) or (allow_punctuation and ch in PUNCTUATION):
+        if is_han(ch) or (allow_punctuation and ch in PUNCTUATION):
             continue
         kind = "a Latin letter or digit" if ch.isascii() and ch.isalnum() else "not a Chinese character"
         raise BadInput(f"{what} contains {ch!r}, which is {kind}", field=what)
