@@ -107,6 +107,7 @@ def given_options(options: dict) -> frozenset[str]:
 @option(PoemRequest, "rhyme", "--rhyme/--no-rhyme")
 @option(PoemRequest, "tone", "--tone/--no-tone")
 @option(PoemRequest, "no_repeat", "--no-repeat/--allow-repeat")
+@option(PoemRequest, "repeat_penalty")
 @option(SampleOptions, "temperature")
 @option(SampleOptions, "top_k")
 @option(SampleOptions, "top_p")

@@ -1,5 +1,6 @@
 """The SavedModel's endpoints as one tf.Module: `serve` (ids → next-character logits) and `generate`
-(a whole poem in-graph: layout, prompt fitting, acrostic, 平水韵 rhyme, 平仄 tone, no-repeat, top-k/top-p),
+(a whole poem in-graph: layout, prompt fitting, acrostic, 平水韵 rhyme, 平仄 tone, no-repeat, the
+generate default's repeat penalty, top-k/top-p),
 of a shi form or of a ci tune's variant (词林正韵 rhyme groups, 叶, the tune's 平/仄), after the control
 prefix a conditioned model reads (the one `poetgen generate` feeds).
 
@@ -16,6 +17,7 @@ from poetgen.graph_tables import (DECORATION, FIRST_LINE_RHYMES, HALF_WIDTH, Gra
                                   rhyme_columns)
 from poetgen.layout import MARKS
 from poetgen.model import ModelConfig, states_per_layer
+from poetgen.request import REPEAT_PENALTY
 from poetgen.quiet import import_tensorflow
 from poetgen.tokenizer import BOUNDARY, UNK
 
@@ -216,17 +218,19 @@ class PoemGraph(tf.Module):
         """The stepping loop: the control prefix, then one model step per position, forced or sampled;
         returns the poem's ids."""
 
-        def body(pos, previous, state, history, allowed, used):
+        def body(pos, previous, state, history, allowed, used, seen):
             logits, state = self._step(previous, state)
             column = tf.maximum(layout["column"][pos], 0)
             rhyme = (rhyme_group[pos], layout["rhyme_xie"][pos])
             edited = self._edit(logits, history[pos - column:pos], rhyme, allowed, used,
-                                required[pos], layout["tone_strict"][pos])
+                                required[pos], layout["tone_strict"][pos], seen)
             chosen = tf.where(forced[pos] >= 0, forced[pos], self._sample(edited, temperature, top_k, top_p, seed,
                                                                            pos))
-            allowed, used = self._observe_rhyme(chosen, rhyme, allowed, used)
+            allowed, used = self._observe_rhyme(chosen, rhyme, allowed, used, layout["first_line_end"][pos])
+            is_chosen = tf.equal(tf.range(self.vocab_size), chosen)
+            seen = seen | (is_chosen & ~self.banned)   # characters only, as poetgen.tables.repeatable
             history = tf.tensor_scatter_nd_update(history, [[pos]], [chosen])
-            return pos + 1, chosen, state, history, allowed, used
+            return pos + 1, chosen, state, history, allowed, used, seen
 
         previous = tf.constant(BOUNDARY)
         state = tuple(tf.zeros([1, self.units]) for _ in range(self.state_count))
@@ -235,7 +239,7 @@ class PoemGraph(tf.Module):
             previous = prefix[k]
         groups = tf.gather(self.rhyme_kinds, tf.maximum(layout["group_kind"], 0)) & (layout["group_kind"] >= 0)[:, None]
         start = (tf.constant(0), previous, state, tf.fill([self.positions], BOUNDARY), groups,
-                 tf.zeros([self.vocab_size], tf.bool))
+                 tf.zeros([self.vocab_size], tf.bool), tf.zeros([self.vocab_size], tf.bool))
         result = tf.while_loop(lambda pos, *_: pos < layout["length"], body, start)
         return result[3]
 
@@ -261,15 +265,16 @@ class PoemGraph(tf.Module):
         columns = allowed[tf.maximum(group, 0)]
         return tf.where(xie, tf.gather(columns, self.flip), columns)
 
-    def _edit(self, logits, line_so_far, rhyme, allowed, used, required, strict):
-        """Layout, no-repeat, tone and rhyme; when together they forbid everything, the layout alone."""
+    def _edit(self, logits, line_so_far, rhyme, allowed, used, required, strict, seen):
+        """Layout, no-repeat, the repeat penalty (`seen`: the characters written so far), tone and rhyme;
+        when together they forbid everything, the layout alone."""
         layout = tf.where(self.banned, NEG, logits)
         repeated = tf.scatter_nd(line_so_far[:, None], tf.ones_like(line_so_far), [self.vocab_size]) > 0
         rhyme_slot = rhyme[0] >= 0
         fits = tf.reduce_any(self.membership & self._group_columns(allowed, rhyme)[None, :], axis=1) & ~used
         off_tone = (required >= 0) & ~tf.gather(self.can_be, tf.maximum(required, 0))
         forbidden = repeated | (rhyme_slot & ~fits) | (off_tone & strict)
-        nudged = layout - tf.where(off_tone & ~strict, TONE_NUDGE, 0.0)
+        nudged = layout - tf.where(off_tone & ~strict, TONE_NUDGE, 0.0) - tf.where(seen, REPEAT_PENALTY, 0.0)
         edited = tf.where(forbidden, NEG, nudged)
         return tf.where(tf.reduce_any(tf.math.is_finite(edited)), edited, layout)
 
@@ -297,9 +302,10 @@ class PoemGraph(tf.Module):
 
         return tf.cond(temperature > 0, draw, greedy)
 
-    def _observe_rhyme(self, chosen, rhyme, allowed, used):
+    def _observe_rhyme(self, chosen, rhyme, allowed, used, first_line_end):
         """After a rhyming line: its group keeps the columns its last character has (read through 叶 at
-        a 叶 slot), and that character is banned from later rhymes."""
+        a 叶 slot), and that character is banned from later rhymes; so is line 1's last character, rhyming
+        or not (poetgen.rules.Rhyme)."""
         group, xie = rhyme
         rhyme_slot = group >= 0
         codes = self.membership[chosen]
@@ -307,5 +313,5 @@ class PoemGraph(tf.Module):
         keep = rhyme_slot & tf.reduce_any(narrowed)   # a prompt character outside the table keeps the old set
         row = tf.equal(tf.range(tf.shape(allowed)[0]), group)[:, None]
         allowed = tf.where(keep & row, narrowed[None, :], allowed)
-        used = tf.where(rhyme_slot, used | tf.equal(tf.range(self.vocab_size), chosen), used)
+        used = tf.where(rhyme_slot | first_line_end, used | tf.equal(tf.range(self.vocab_size), chosen), used)
         return allowed, used

@@ -30,6 +30,7 @@ SERVER_MAX_PROMPT = 64    # a whole qilv with its punctuation
 SERVER_MAX_ACROSTIC = 8   # one character per line of a lüshi
 SERVER_MAX_TEMPERATURE = 10.0
 SERVER_MAX_CHARS = 300   # a free verse poem's length cap: the longest tune's
+REPEAT_PENALTY = 1.0      # the default repeat penalty (the SavedModel's graph applies it too); see README, Blind reading
 SERVER_MAX_POLISH = 2     # polishing rounds: two cost ~0.1-0.5 s a poem
 FORM_NAMES = ("wujue", "qijue", "wulv", "qilv", "free", "五绝", "七绝", "五律", "七律")
 # Words of the request itself ("write a poem about …"), not of its theme.
@@ -48,6 +49,7 @@ class PoemRequest:
     rhyme: bool | None = None        # rhyme lines 2, 4, 6, 8 in one 平水韵 group; default: on for regular forms
     tone: bool = True                # steer toward a standard 平仄 pattern (--no-tone: off)
     no_repeat: bool = True           # no character twice within a line
+    repeat_penalty: float = setting(REPEAT_PENALTY, low=0, high=20)   # logit taken off each character the poem already has (0: off)
     n: int = setting(1, low=1, high=MAX_POEMS)                 # poems to return
     best_of: int = setting(2, low=1, high=MAX_CANDIDATES)      # candidates per poem; the best score wins (1: fastest)
     max_chars: int = setting(120, low=5, high=1000)            # free verse length cap, punctuation included
@@ -125,7 +127,7 @@ class PreparedRequest:
         request, options = self.request, self.options
         tune = (self.variant.tune, self.variant.number) if self.variant else None
         return (self.form, tune, self.prompt, self.acrostic, self.theme_ids, request.rhyme, request.tone,
-                request.no_repeat, request.max_chars, options.temperature, options.top_k, options.top_p,
+                request.no_repeat, request.repeat_penalty, request.max_chars, options.temperature, options.top_k, options.top_p,
                 request.style, self.title)
 
 

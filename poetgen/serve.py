@@ -63,6 +63,8 @@ class GenerateBody(BaseModel):
     polish: int = Field(_DEFAULT_REQUEST.polish, ge=0, le=SERVER_MAX_POLISH)   # line-by-line rewriting rounds (slow)
     polish_lines: int = Field(_DEFAULT_REQUEST.polish_lines, **bounds(PoemRequest, "polish_lines"))   # lines a round visits (0: all)
     no_repeat: bool = _DEFAULT_REQUEST.no_repeat             # no character twice within a line
+    repeat_penalty: float = Field(_DEFAULT_REQUEST.repeat_penalty, **bounds(PoemRequest, "repeat_penalty"),
+                                  allow_inf_nan=False)       # logit off each character the poem already has
     max_chars: int = Field(_DEFAULT_REQUEST.max_chars, **{**bounds(PoemRequest, "max_chars"),
                                                           "le": SERVER_MAX_CHARS})   # free verse length cap
     reverse_weight: float = Field(_DEFAULT_REQUEST.reverse_weight, **bounds(PoemRequest, "reverse_weight"),
@@ -76,6 +78,7 @@ class GenerateBody(BaseModel):
                            acrostic=self.acrostic, theme=self.theme, title=self.title,
                            rhyme=self.rhyme, tone=self.tone, n=self.n, best_of=self.best_of, style=self.style,
                            polish=self.polish, polish_lines=self.polish_lines, no_repeat=self.no_repeat,
+                           repeat_penalty=self.repeat_penalty,
                            max_chars=self.max_chars, reverse_weight=self.reverse_weight, sample=options)
 
 

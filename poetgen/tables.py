@@ -12,8 +12,9 @@ import numpy as np
 from poetgen.ci_rhyme import CODES, COLUMN, FLIP, CiRhyme
 from poetgen.corpus import PUNCTUATION
 from poetgen.errors import BadInput
+from poetgen.layout import banned_inside
 from poetgen.prosody import PING, ZE, Prosody, table
-from poetgen.tokenizer import Tokenizer
+from poetgen.tokenizer import SPECIALS, Tokenizer
 
 
 NEG = np.float32(-np.inf)
@@ -56,6 +57,15 @@ class VocabularyTables:
         self.comma = tokenizer.id_of("，")            # ends odd lines of the regular forms
         self.period = tokenizer.id_of("。")           # ends even lines
         self.punctuation_ids = [tokenizer.id_of(p) for p in PUNCTUATION if p in tokenizer.index]
+
+    @functools.cached_property
+    def repeatable(self) -> np.ndarray:
+        """(vocab,) float32: 1 for the ids of characters, 0 for special ids, marks and control ids (the
+        ids poetgen.rules.Repeated penalises once used; the SavedModel's graph: those not `banned`)."""
+        ids = np.zeros(self.tokenizer.vocab_size, np.float32)
+        ids[len(SPECIALS):self.tokenizer.char_limit] = 1
+        ids[banned_inside(self.tokenizer.index, range(len(SPECIALS)))] = 0
+        return ids
 
     @functools.cached_property
     def prosody(self) -> Prosody:

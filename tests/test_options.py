@@ -25,7 +25,8 @@ from poetgen.train import TrainConfig, refuse_multiworker
 OWNED = {
     "train": {f.name: (TrainConfig, f.name) for f in dataclasses.fields(TrainConfig)},
     "generate": {**{name: (PoemRequest, name) for name in ("form", "acrostic", "theme", "rhyme", "tone",
-                                                           "no_repeat", "n", "best_of", "max_chars")},
+                                                           "no_repeat", "repeat_penalty", "n", "best_of",
+                                                           "max_chars")},
                  **{f.name: (SampleOptions, f.name) for f in dataclasses.fields(SampleOptions)}},
     "serve": {"max_rows": (BatchOptions, "max_rows"), "max_wait_ms": (BatchOptions, "max_wait_ms"),
               "max_queue": (BatchOptions, "max_queue")},

@@ -231,3 +231,23 @@ def test_export_tunes_keeps_the_most_common_tunes(conditioned):
         graph_poem(poet, dropped)
     result = CliRunner().invoke(cli, ["export", "--out", "unused", "--tunes", "-2"])
     assert result.exit_code == 2 and "--tunes" in result.output
+
+
+def test_graph_keeps_line_one_ending_from_later_rhymes_as_the_cli_rule_does(tiny_bundle):
+    """poetgen.rules.Rhyme bans line 1's last character from every later rhyme, rhyming or not (重韵); the
+    graph's _observe_rhyme must too: at line 1's end (no rhyme slot there) the chosen id joins `used`."""
+    import tensorflow as tf
+
+    from poetgen.bundle import load_bundle
+    from poetgen.export import generation_tables
+    from poetgen.export_graph import PoemGraph
+
+    bundle = load_bundle(tiny_bundle)
+    vocabulary, layouts = generation_tables(bundle, [])
+    graph = PoemGraph(bundle.model, bundle.model_config, vocabulary, layouts)
+    allowed = tf.ones([2, graph.membership.shape[1]], tf.bool)
+    used = tf.zeros([graph.vocab_size], tf.bool)
+    no_slot = (tf.constant(-1), tf.constant(False))
+    for first_line_end in (False, True):
+        _, after = graph._observe_rhyme(tf.constant(7), no_slot, allowed, used, tf.constant(first_line_end))
+        assert bool(after[7]) == first_line_end and int(tf.reduce_sum(tf.cast(after, tf.int32))) == first_line_end

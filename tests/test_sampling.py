@@ -100,6 +100,47 @@ def test_rhyme_keeps_one_group_and_no_repeated_rhyme():
     assert endings[1] in (11, 13, 14, 15, 16) and endings[1] != 12
 
 
+def test_no_rhyme_takes_line_one_ending_again_even_where_line_one_need_not_rhyme():
+    """重韵: a line 1 outside the rhyme (first_line False) that ends in a rhyming character must not
+    see a later rhyme take the same character; line 1's ending itself is free."""
+    membership = np.zeros((VOCAB, 1), bool)
+    membership[[12, 13, 14], 0] = True
+    preferred = [12 if pos in (4, 10, 22) else 10 for pos in range(24)]   # the model wants 12 at each line end
+    for first_line in (False, True):
+        ids = run(preferred, [layout(1), rules.Rhyme(membership, np.array([first_line]))])[0]
+        assert ids[4] == 12                                   # line 1 ends as the model wants
+        assert ids[10] in (13, 14) and ids[22] in (13, 14) and ids[10] != ids[22]
+
+
+def test_repeated_penalises_each_character_the_poem_holds_but_not_punctuation():
+    repeatable = np.ones(VOCAB, np.float32)
+    repeatable[[0, 1, 2, COMMA, PERIOD]] = 0
+    history = np.array([[10, 11, 10, COMMA], [12, 12, PERIOD, 13]])
+    step = rules.Step(4, np.zeros(2, np.int64), np.zeros(2, np.int64), layout_of("wujue"), history)
+    logits = np.zeros((2, VOCAB), np.float32)
+    rules.Repeated(repeatable, 1.5).apply(logits, step)
+    expected = np.zeros((2, VOCAB), np.float32)
+    expected[0, [10, 11]] = expected[1, [12, 13]] = -1.5   # once per character, however often it came
+    np.testing.assert_array_equal(logits, expected)
+    rules.Repeated(repeatable, 1.5).apply(logits, rules.Step(0, step.line, step.column, None, history[:, :0]))
+    np.testing.assert_array_equal(logits, expected)       # nothing written yet: nothing penalised
+
+
+def test_repeated_steers_away_from_used_characters_softly():
+    """The model prefers 10 at every position and 11 a little less: a penalty above the margin makes
+    each line take a character the poem has not used; the hard NoRepeat bans only within a line."""
+    preferred = [10] * 24
+    ids = run(preferred, [layout(1), rules.NoRepeat()])[0]
+    lines = ids.reshape(4, 6)[:, :5]
+    assert all(line[0] == 10 for line in lines)              # each line starts over with the favourite
+    repeatable = np.ones(VOCAB, np.float32)
+    repeatable[[0, 1, 2, COMMA, PERIOD]] = 0
+    ids = run(preferred, [layout(1), rules.NoRepeat(), rules.Repeated(repeatable, 1000.0)])[0]
+    chars = np.delete(ids, np.s_[5::6])
+    assert len(set(chars)) == len(chars) == 20               # no character twice in the poem
+    assert list(ids[5::6]) == [COMMA, PERIOD, COMMA, PERIOD]
+
+
 def test_tone_enforces_strict_positions():
     level = np.zeros(VOCAB, bool)
     level[20:] = True

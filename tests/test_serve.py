@@ -407,6 +407,8 @@ def test_polish_runs_on_its_own_few_threads(generator):
     ({"no_repeat": False}, ["--allow-repeat"]),
     ({"form": "free", "max_chars": 40}, ["--form", "free", "--max-chars", "40"]),
     ({"reverse_weight": 0.0, "best_of": 3}, ["--reverse-weight", "0", "--best-of", "3"]),
+    ({"repeat_penalty": 0.0}, ["--repeat-penalty", "0"]),
+    ({"repeat_penalty": 5.5}, ["--repeat-penalty", "5.5"]),
 ])
 def test_the_server_takes_every_generate_option(client, tiny_bundle, body, args):
     """no_repeat, max_chars and reverse_weight too: the answer is what the CLI prints for the same options."""
