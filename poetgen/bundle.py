@@ -138,6 +138,11 @@ def _load_bundle(directory: Path, keras: bool) -> Bundle:
     output_size = model.outputs[0].shape[-1]
     if output_size != tokenizer.vocab_size:
         raise BadModel(f"{directory}: model predicts {output_size} ids but the tokenizer has {tokenizer.vocab_size}")
+    from poetgen.weights import check_layers, layer_weights
+
+    # the same check as generation's reader: config.json's model options (units, cell, ...) must fit the weights
+    layers = [{"class_name": type(layer).__name__, "config": {"name": layer.name}} for layer in model.layers]
+    check_layers(layers, layer_weights(model), model_config, directory / MODEL_FILE)
     return Bundle(directory, model, tokenizer, config, model_config)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import gzip
 import json
+import zlib
 from pathlib import Path
 
 import click
@@ -35,7 +36,7 @@ def ci_counts(path: Path, tunes: TuneTable) -> collections.Counter:
                 tune = tunes.find(name) if name else None
                 if tune is not None:
                     counts[tune.name] += 1
-    except (OSError, ValueError, EOFError) as error:
+    except (OSError, ValueError, EOFError, zlib.error) as error:   # zlib.error: a corrupt .gz
         raise BadCorpus(f"cannot read the ci corpus {path}: {error}") from None
     return counts
 

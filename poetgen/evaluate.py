@@ -154,6 +154,8 @@ class Evaluation:
         options.validate()
         self.bundle, self.options = bundle, options
         self.val_split = float(bundle.config.get("train", {}).get("val_split", HELD_OUT_FRACTION))
+        # a reverse model (train --reverse) reads each poem backwards, as in training; it writes no poems
+        self.reverse = bool(bundle.config.get("train", {}).get("reverse"))
         self._corpora: dict[tuple, list] = {}
         dynasty, genre = options.subset()
         if options.corpus is None:
@@ -170,12 +172,12 @@ class Evaluation:
         if not self.texts:
             raise BadCorpus(f"{self.source['path']}: no poem to score in its {self.source['split']} split"
                             f" (dynasty {dynasty}, genre {genre})")
-        self.training_lines = self._training_lines()
+        self.training_lines = None if self.reverse else self._training_lines()
 
     @property
     def work(self) -> int:
         """Units of progress: one per poem scored, one per poem generated."""
-        return len(self.texts) + (len(FORMS) + 1) * self.options.samples
+        return len(self.texts) + (0 if self.reverse else (len(FORMS) + 1) * self.options.samples)
 
     def _corpus(self, paths: tuple) -> list:
         key = tuple(map(str, paths))
@@ -200,13 +202,16 @@ class Evaluation:
     def run(self, advance: Callable[[int], None] = lambda n: None) -> dict:
         tokenizer = self.bundle.tokenizer
         prefixer = Prefixer(tokenizer)   # a conditioned model reads each poem's control prefix first
-        scored = perplexity(self.bundle.model, [tokenizer.encode(t) for t in self.texts],
-                            self.options.batch_size, advance, [prefixer.for_poem(p) for p in self.poems])
+        ids = [tokenizer.encode(text[::-1] if self.reverse else text) for text in self.texts]
+        scored = perplexity(self.bundle.model, ids, self.options.batch_size, advance,
+                            [prefixer.for_poem(p) for p in self.poems])
         report = {"model": str(self.bundle.path), "config_hash": config_hash(self.bundle.config),
                   "corpus": {**self.source, "poems": len(self.texts), "tokens": scored["tokens"]},
                   "perplexity": round(scored["perplexity"], 4), "bits_per_char": round(scored["bits_per_char"], 4),
                   "unknown_chars": unknown_report(self.texts, tokenizer.index),
                   "samples": self.options.samples, "seed": self.options.seed}
+        if self.reverse:   # the held-out figure training reports; the poem sections need a forward model
+            return {**report, "samples": 0, "reverse": True}
         per_form = {}
         generator = Generator(self.bundle)
         for form in FORMS:
@@ -256,9 +261,11 @@ def format_text(report: dict) -> str:
             f"perplexity   {report['perplexity']:.2f}   bits per character {report['bits_per_char']:.3f}",
             f"unknown      {unknown['count']:,} characters ({unknown['share']:.2%}), {unknown['distinct']} distinct"
             + (f": {unknown['examples']}" if unknown["examples"] else ""),
-            "",
-            f"{report['samples']} poems per form, seed {report['seed']}",
-            "form    layout  rhyme   tone    copied  dist-1  dist-2  ms/poem"]
+            ""]
+    if report.get("reverse"):
+        return "\n".join(rows + ["a reverse model (trained with --reverse): poems scored backwards, none generated"])
+    rows += [f"{report['samples']} poems per form, seed {report['seed']}",
+             "form    layout  rhyme   tone    copied  dist-1  dist-2  ms/poem"]
     for form in FORMS:
         copied = report["copied_line_rate"][form]
         rows.append(f"{form:<7} {report['form_compliance'][form]:<7.3f} {report['rhyme_compliance'][form]:<7.3f} "

@@ -17,7 +17,7 @@ from pathlib import Path
 from poetgen.atomic import atomic_directory, write_text
 from poetgen.bundle import TOKENIZER_FILE, Bundle, save_bundle, write_config
 from poetgen.errors import BadInput, BadModel, OutputExists
-from poetgen.lock import Lock
+from poetgen.lock import LOCK_NAME, Lock
 from poetgen.model import build_step_model, states_per_layer
 from poetgen.options import check_settings, setting
 from poetgen.quiet import import_tensorflow, muted_stderr
@@ -42,12 +42,17 @@ class ExportOptions:
         check_settings(self)
 
 
+def is_empty_directory(out: Path) -> bool:
+    """A directory that holds nothing but our own lock file (export takes it before it looks inside)."""
+    return out.is_dir() and not out.is_symlink() and all(p.name == LOCK_NAME for p in out.iterdir())
+
+
 def check_target(bundle: Bundle, options: ExportOptions) -> None:
     """Refuse early, before any slow conversion, what the final rename would refuse or regret."""
     out = Path(options.out)
-    if (out.exists() or out.is_symlink()) and not options.force:
+    if (out.exists() or out.is_symlink()) and not options.force and not is_empty_directory(out):
         raise OutputExists(f"{out} already exists; pass --force to replace it")
-    if out.is_dir() and not out.is_symlink() and any(out.iterdir()) \
+    if out.is_dir() and not out.is_symlink() and not is_empty_directory(out) \
             and not any((out / marker).exists() for marker in EXPORT_MARKERS):
         raise OutputExists(f"{out} is a directory that holds no export; not replacing it, even with --force")
     if not out.parent.is_dir():
@@ -86,9 +91,10 @@ def export(bundle: Bundle, options: ExportOptions) -> Path:
     lock = Lock.directory(out) if out.is_dir() and not out.is_symlink() else contextlib.nullcontext()
     with lock:
         check_target(bundle, options)
+        replace = options.force or is_empty_directory(out)   # an empty directory is as good as none
         bundle = inference_bundle(bundle)
         try:
-            with atomic_directory(options.out, options.force) as directory:
+            with atomic_directory(options.out, replace) as directory:
                 writer(bundle, directory)
         except FileExistsError:   # created by someone else while we converted
             raise OutputExists(f"{options.out} already exists; pass --force to replace it") from None

@@ -22,7 +22,7 @@ from poetgen.checks import check_poem
 from poetgen.ci_checks import check_ci
 from poetgen.control import Prefixer, tune_label
 from poetgen.corpus import is_han, normalize_text, to_simplified, to_traditional
-from poetgen.errors import BadInput
+from poetgen.errors import BadInput, BadModel
 from poetgen.heap import release_freed
 from poetgen.model import NumpyStepper
 from poetgen.polish import Polisher
@@ -64,7 +64,11 @@ class Generator:
 
     @classmethod
     def load(cls, path=None, int8: bool | None = None) -> "Generator":
-        return cls(load_bundle(path, keras=False), int8)   # no TensorFlow on this path
+        bundle = load_bundle(path, keras=False)   # no TensorFlow on this path
+        if bundle.config.get("train", {}).get("reverse"):
+            raise BadModel(f"{bundle.path}: a reverse model (trained with --reverse) reads poems backwards and "
+                           f"cannot write them; generate with the forward bundle whose reverse/ folder holds it")
+        return cls(bundle, int8)
 
     def fold_tables(self) -> None:
         """Fold both models' first-layer tables whole now (NumpyStepper.fold_all): for a server, whose

@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -21,6 +22,8 @@ from poetgen.errors import BadCorpus
 
 SUFFIXES = (".txt", ".json", ".jsonl", ".gz")
 _SNIFF_BYTES = 8192
+# What reading a damaged file raises: a truncated .gz (EOFError), a corrupt one (zlib.error, BadGzipFile), I/O.
+_READ_ERRORS = (OSError, EOFError, zlib.error)
 # A line longer than this is not read whole: it is skipped and counted as "too long".
 MAX_LINE_CHARS = 8 * MAX_CHARS
 
@@ -65,14 +68,25 @@ def _open_binary(path: Path):
     return gzip.open(raw) if head == b"\x1f\x8b" else raw
 
 
+def _unreadable(path: Path, error: BaseException) -> BadCorpus:
+    reason = str(error) or ("the compressed data ends early: a truncated .gz"
+                            if isinstance(error, EOFError) else type(error).__name__)
+    return BadCorpus(f"{path}: cannot read it ({reason})")
+
+
 def _check_text(path: Path, encoding: str) -> None:
     try:
         with _open_binary(path) as raw:
             head = raw.read(_SNIFF_BYTES)
-    except (OSError, EOFError) as error:
-        raise BadCorpus(f"{path}: cannot read it ({error})") from None
+    except _READ_ERRORS as error:
+        raise _unreadable(path, error) from None
     if b"\x00" in head and not encoding.lower().startswith("utf-16"):
         raise BadCorpus(f"{path}: binary data, not a text corpus")
+
+
+def _without_bom(encoding: str) -> str:
+    """The codec that reads `encoding` and drops a leading UTF-8 byte-order mark (Notepad writes one)."""
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
 
 
 def _text_stream(path: Path, encoding: str, on_bytes: Callable[[int], None] | None) -> Iterator[str]:
@@ -80,10 +94,14 @@ def _text_stream(path: Path, encoding: str, on_bytes: Callable[[int], None] | No
     decoder = codecs.getincrementaldecoder(encoding)("strict")
     offset = 0
     pending = ""
+    at_start = True    # a byte-order mark is dropped here, so decoding errors keep their true byte offsets
     skipping = False   # inside a line already reported as too long
     with _open_binary(path) as raw:
         while True:
-            chunk = raw.read(1 << 20)
+            try:
+                chunk = raw.read(1 << 20)
+            except _READ_ERRORS as error:
+                raise _unreadable(path, error) from None
             try:
                 pending += decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as error:
@@ -92,6 +110,8 @@ def _text_stream(path: Path, encoding: str, on_bytes: Callable[[int], None] | No
                 raise BadCorpus(f"{path}: not {encoding} text ({error}); pass the right --encoding, "
                                 f"e.g. utf-16-le") from None
             offset += len(chunk)
+            if at_start and pending:
+                pending, at_start = pending.removeprefix("\ufeff"), False
             if on_bytes:
                 on_bytes(len(chunk))
             if skipping:
@@ -160,11 +180,13 @@ def _read_jsonl(lines: Iterator[str]) -> Iterator[RawPoem | str]:
 def _read_json(path: Path, encoding: str) -> Iterator[RawPoem | str]:
     try:
         with _open_binary(path) as raw:
-            records = json.load(io.TextIOWrapper(raw, encoding=encoding, errors="strict"))
+            records = json.load(io.TextIOWrapper(raw, encoding=_without_bom(encoding), errors="strict"))
     except UnicodeError:   # undecodable bytes, or utf-16 / utf-32 without a byte-order mark
         raise BadCorpus(f"{path}: not valid {encoding} text; pass the right --encoding") from None
     except ValueError as error:
         raise BadCorpus(f"{path}: not valid JSON ({error})") from None
+    except _READ_ERRORS as error:
+        raise _unreadable(path, error) from None
     if not isinstance(records, list):
         raise BadCorpus(f"{path}: expected a JSON list of poems with title, author and paragraphs")
     for record in records:
@@ -188,13 +210,16 @@ def _read_text(lines: Iterable[str], blank_separated: bool) -> Iterator[RawPoem]
 
 
 def _has_blank_separators(lines: Iterable[str]) -> bool:
-    """True when blank lines separate poems of several lines each (else: one poem per line)."""
-    seen_text = False
+    """True when blank lines separate poems of several lines each (else: one poem per line). Only a blank
+    line between two lines of text separates: blank lines before the first poem or after the last do not."""
+    seen_text = blank_after_text = False
     for line in lines:
-        if line.strip():
-            seen_text = True
-        elif seen_text:
+        if not line.strip():
+            blank_after_text = seen_text
+        elif blank_after_text:
             return True
+        else:
+            seen_text = True
     return False
 
 

@@ -41,8 +41,8 @@ def save_state(resume_dir: Path, model, tokenizer: Tokenizer, record: dict) -> N
     """
     resume_dir.mkdir(parents=True, exist_ok=True)
     tokenizer_path = resume_dir / RESUME_TOKENIZER
-    if not tokenizer_path.exists():
-        tokenizer.save(tokenizer_path)
+    if not tokenizer_path.exists() or Tokenizer.load(tokenizer_path).hash != tokenizer.hash:
+        tokenizer.save(tokenizer_path)   # a run started over with --force has its own vocabulary
     generations = [int(m.group(1)) for p in model_files(resume_dir) if (m := _GENERATION.fullmatch(p.name))]
     name = f"last-{max(generations, default=0) + 1}.keras"
     save_model_file(model, resume_dir / name)
@@ -87,16 +87,22 @@ def _check_archive(path: Path, what: str, way_out: str) -> None:
         raise _damaged(path, f"{what} is corrupt ({bad} fails its checksum)", way_out)
 
 
-def load_resume_model(path: Path):
-    """The compiled model with its optimizer state; a file Keras cannot read is one line, not a crash."""
+def load_resume_model(path: Path, vocab_size: int):
+    """The compiled model with its optimizer state, checked against the resume tokenizer's `vocab_size`;
+    a file Keras cannot read is one line, not a crash."""
     import keras
 
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        model = keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for damaged archives
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise _damaged(path, f"resume model cannot be loaded ({first})",
                        f"restore it from a backup, {START_OVER}") from None
+    output_size = model.outputs[0].shape[-1]
+    if output_size != vocab_size:
+        raise _damaged(path, f"resume model predicts {output_size} ids but {RESUME_DIR}/{RESUME_TOKENIZER} has "
+                       f"{vocab_size}", START_OVER.removeprefix("or "))
+    return model
 
 
 def check_bundle(out: Path) -> None:
@@ -108,6 +114,9 @@ def check_bundle(out: Path) -> None:
             return   # killed before the first epoch's best model was written: the run writes them
         config = read_config(out)
         Tokenizer.load(out / TOKENIZER_FILE, expected_hash=config.get("tokenizer_hash"))
+        # the run's best model and its resume state share one vocabulary; an older poetgen left the first
+        # run's resume tokenizer behind when --force started over on another corpus
+        Tokenizer.load(out / RESUME_DIR / RESUME_TOKENIZER, expected_hash=config.get("tokenizer_hash"))
     except BadModel as error:
         raise BadModel(f"{error}; {restore}") from None
     model = out / MODEL_FILE
@@ -116,18 +125,20 @@ def check_bundle(out: Path) -> None:
     _check_archive(model, "the best model", restore)
 
 
-def resumed_config(config, saved: dict, explicit, model_options) -> object:
+def resumed_config(config, saved: dict, explicit, fixed) -> object:
     """The run's own options from its resume state, except those the user gave explicitly.
 
-    Explicit model options must match the run's (its weights have their shapes); explicit training
-    options (epochs, learning rate, ...) win.
+    Explicit `fixed` options must match the run's: the model's (its weights have their shapes) and the
+    optimizer's (its saved schedule and clipping go on as they were); other explicit training options
+    (epochs, batch size, ...) win.
     """
     train_options = saved["train"]
     different = [f"--{name.replace('_', '-')} {train_options[name]} (not {getattr(config, name)})"
-                 for name in model_options if name in explicit and name in train_options
+                 for name in fixed if name in explicit and name in train_options
                  and train_options[name] != getattr(config, name)]
     if different:
-        raise BadInput("cannot resume with different model options; the run used " + ", ".join(different))
+        raise BadInput("cannot resume with different model or optimizer options; the run used "
+                       + ", ".join(different) + " (start over with --force to change them)")
     taken = {f.name for f in dataclasses.fields(config)} - {"out", "resume", "force"} - set(explicit)
     resumed = dataclasses.replace(config, **{k: v for k, v in train_options.items() if k in taken})
     resumed.validate()

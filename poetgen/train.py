@@ -26,11 +26,11 @@ from poetgen.control import Prefixer, control_vocabulary, vocabulary_texts
 from poetgen.corpus import corpus_hash, is_held_out, shipped_label
 from poetgen.errors import BadInput
 from poetgen.importers import load_corpus
-from poetgen.lock import Lock
+from poetgen.lock import LOCK_NAME, Lock
 from poetgen.model import CELLS, ModelConfig, build_model
 from poetgen.options import check_settings, setting
-from poetgen.resume import (LOG_FILE, RESUME_DIR, RESUME_STATE, check_bundle, explicit_options, load_resume_model,
-                            read_state, repair_log, resumed_config, save_state)
+from poetgen.resume import (LOG_FILE, RESUME_DIR, RESUME_STATE, RESUME_TOKENIZER, check_bundle, explicit_options,
+                            load_resume_model, read_state, repair_log, resumed_config, save_state)
 from poetgen.tokenizer import BOUNDARY, SPECIALS, Tokenizer
 from poetgen.train_step import use_sampled_softmax
 
@@ -38,6 +38,11 @@ STRATEGIES = ("default", "mirrored")   # one machine only: MultiWorkerMirroredSt
 PRECISIONS = ("float32", "mixed_bfloat16")
 MODEL_OPTIONS = ("cell", "layers", "units", "embedding_dim", "dropout", "min_count", "projection", "tie_embeddings",
                  "embedding_dropout", "recurrent_dropout", "conditioned", "top_tunes", "titles", "reverse")
+# Options a resumed run keeps in its saved optimizer (its schedule, clipping) and layers' dtype policy:
+# --resume refuses other values for them, as for MODEL_OPTIONS, rather than ignore them.
+OPTIMIZER_OPTIONS = ("learning_rate", "warmup_steps", "clipnorm", "precision")
+# What a run leaves in --out before its first epoch ends (TensorBoard starts at once): not someone's files.
+EARLY_FILES = (LOCK_NAME, "tensorboard")
 logger = logging.getLogger(__name__)
 
 
@@ -192,6 +197,13 @@ class Run:
             self._load_resume_state()
         elif (self.out / CONFIG_FILE).exists() and not config.force:
             raise BadInput(f"{self.out} already holds a model; pass --resume to continue it or --force to start over")
+        elif not self.holds_run() and not config.force:
+            foreign = sorted(p.name for p in self.out.iterdir() if p.name not in EARLY_FILES) \
+                if self.out.is_dir() else []
+            if foreign:
+                raise BadInput(f"{self.out} holds files that are not a poetgen run's ({', '.join(foreign[:3])}"
+                               f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty --out, or pass "
+                               f"--force to train into it (the run writes its own files there)")
         poems = load_corpus(self.corpus)
         fraction = config.val_split
         train_poems = [p for p in poems if not is_held_out(p.text, fraction)]
@@ -216,6 +228,10 @@ class Run:
                               "held_out_chars": sum(len(t) + 1 for t in self.held_out)}
         if config.resume and self.state.get("corpus_hash") not in (None, self.corpus_record["hash"]):
             logger.warning("the corpus changed since this run started; continuing on the new one")
+
+    def holds_run(self) -> bool:
+        """Whether `out` holds a run of poetgen (a bundle or a resume state), whose files a new run may replace."""
+        return (self.out / CONFIG_FILE).exists() or (self.out / RESUME_DIR).is_dir()
 
     def _load_resume_state(self) -> None:
         saved = self.saved if self.saved is not None else read_state(self.out)
@@ -262,18 +278,21 @@ def _fit_verbosity() -> int:
 def train(config: TrainConfig, extra_callbacks: Sequence = (), explicit=None) -> Run:
     """Train into config.out, holding its lock; `explicit` names the options the user gave (for --resume)."""
     config.validate()
+    explicit = explicit_options(config) if explicit is None else explicit
+    if config.corpus is not None:   # recorded absolute: a --resume from another directory reads the same file
+        config = dataclasses.replace(config, corpus=os.path.abspath(config.corpus))
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out} exists and is not a directory")
     with Lock.directory(out):
-        return _train(config, extra_callbacks, explicit_options(config) if explicit is None else explicit)
+        return _train(config, extra_callbacks, explicit)
 
 
 def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     saved = None
     if config.resume:
         saved = read_state(Path(config.out))
-        config = resumed_config(config, saved, explicit, MODEL_OPTIONS)
+        config = resumed_config(config, saved, explicit, MODEL_OPTIONS + OPTIMIZER_OPTIONS)
         check_bundle(Path(config.out))
     run = Run(config, saved)
     run.prepare()
@@ -288,10 +307,11 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
                                         config.seq_len, config.seed + start_epoch)
     steps = config.steps_per_epoch or max(1, windows // (config.batch_size * strategy.num_replicas_in_sync))
     model_config = run.model_config()
+    held_run = run.holds_run()
     keras.mixed_precision.set_global_policy(config.precision)
     with strategy.scope():
         if config.resume:
-            model = load_resume_model(saved["model_path"])
+            model = load_resume_model(saved["model_path"], run.tokenizer.vocab_size)
         else:
             model = build_model(model_config)
             compile_model(model, config, steps * config.epochs)
@@ -299,8 +319,8 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     run.out.mkdir(parents=True, exist_ok=True)
     if config.resume:
         repair_log(run.out / LOG_FILE, start_epoch)
-    else:
-        for stale in (LOG_FILE, RESUME_DIR + "/" + RESUME_STATE):
+    elif held_run:   # an earlier run's progress; files in a directory that held no run are not ours to delete
+        for stale in (LOG_FILE, RESUME_DIR + "/" + RESUME_STATE, RESUME_DIR + "/" + RESUME_TOKENIZER):
             with contextlib.suppress(FileNotFoundError):
                 (run.out / stale).unlink()
     versions = library_versions()

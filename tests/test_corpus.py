@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 from poetgen.cli import cli
 from poetgen.corpus import (Poem, clean_text, is_held_out, normalize_text, shipped_corpus_path, split,
                             write_corpus)
+from poetgen.errors import BadCorpus
 from poetgen.importers import import_poems, load_corpus
 from poetgen.layout import form_of
 
@@ -88,6 +89,32 @@ def test_import_keep_script_and_duplicates(tmp_path):
     result = import_poems([tmp_path / "a.txt"], simplify=False)
     assert [p.text for p in result.poems] == ["孤舟蓑笠翁，獨釣寒江雪。"]
     assert result.dropped["duplicate"] == 1
+
+
+def test_blank_lines_after_the_last_poem_do_not_merge_one_poem_per_line(tmp_path):
+    path = tmp_path / "trail.txt"
+    path.write_text("\n床前明月光，疑是地上霜。举头望明月，低头思故乡。\n"
+                    f"{POEM_A}\n春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。\n\n\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["corpus", "import", str(path), "--out", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "kept 3 poems" in result.output
+    assert [p.form for p in load_corpus(tmp_path / "o.jsonl")] == ["wujue"] * 3
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_poem(tmp_path):
+    bom = "\ufeff"
+    (tmp_path / "a.txt").write_text(f"{bom}{POEM_A}\n{POEM_B}\n", encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text(bom + json.dumps({"text": POEM_A}) + "\n"
+                                      + json.dumps({"text": POEM_B}) + "\n", encoding="utf-8")
+    (tmp_path / "c.json").write_text(bom + json.dumps([{"paragraphs": [POEM_A]}, {"paragraphs": [POEM_B]}]),
+                                     encoding="utf-8")
+    for name in ["a.txt", "b.jsonl", "c.json"]:
+        result = import_poems([tmp_path / name])
+        assert [p.text for p in result.poems] == [POEM_A, POEM_B] and not result.dropped, name
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(("\ufeff" + POEM_A).encode("utf-8") + b"\xff\n")
+    with pytest.raises(BadCorpus, match=f"at byte {3 + len(POEM_A.encode())};"):   # offsets count the mark
+        import_poems([bad])
 
 
 def test_gbk_file_needs_encoding(tmp_path):

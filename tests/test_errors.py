@@ -3,6 +3,7 @@ no existing file changed. Each case runs through click's CliRunner and through a
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import SHIPPED, wait_until
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -96,6 +97,36 @@ def test_corpus_stats_failure(inputs):
     assert_one_line_failure(["corpus", "stats", str(inputs / "gbk.txt")], "--encoding gbk", watch=[inputs])
     assert_one_line_failure(["corpus", "stats", str(inputs / "good.txt"), "--encoding", "hex"], "not a text encoding",
                             watch=[inputs])
+
+
+def damaged_gzip(tmp_path, name: str, how: str) -> Path:
+    """A .gz of shipped poems longer than the sniffed head: cut short, its middle overwritten (a CRC
+    mismatch at the end) or its first deflate block made invalid (zlib.error at the start)."""
+    with gzip.open(SHIPPED, "rb") as handle:
+        text = handle.read(400_000)
+    data = gzip.compress(text[:text.rindex(b"\n") + 1])
+    if name.endswith(".json.gz"):   # a chinese-poetry JSON list
+        records = [json.loads(line) for line in text[:text.rindex(b"\n")].decode().splitlines()]
+        data = gzip.compress(json.dumps(records, ensure_ascii=False).encode())
+    middle = len(data) // 2
+    data = {"truncated": data[:middle], "crc": data[:middle] + bytes(4096) + data[middle + 4096:],
+            "deflate": data[:10] + b"\xff" * 64 + data[74:]}[how]
+    (tmp_path / name).write_bytes(data)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("name", ["poems.jsonl.gz", "poems.txt.gz", "poems.json.gz"])
+@pytest.mark.parametrize("how", ["truncated", "crc", "deflate"])
+def test_a_truncated_or_corrupt_gzip_is_one_line_naming_the_file(tmp_path, name, how):
+    path = damaged_gzip(tmp_path, name, how)
+    out = tmp_path / "out.jsonl"
+    assert_one_line_failure(["corpus", "import", str(path), "--out", str(out)], f"{path}: cannot read it",
+                            watch=[tmp_path])
+    assert not out.exists()
+    if name == "poems.jsonl.gz" and how == "truncated":
+        assert_one_line_failure(["corpus", "stats", str(path)], f"{path}: cannot read it", watch=[tmp_path])
+        assert_one_line_failure(["train", "--corpus", str(path), "--out", str(tmp_path / "m"), "--epochs", "1"],
+                                f"{path}: cannot read it", watch=[tmp_path])
 
 
 def test_a_tune_corpus_of_the_wrong_shape_is_one_line(tmp_path):
@@ -297,6 +328,19 @@ def string_format_tokenizer(bundle: Path):
 def test_broken_models(tiny_bundle, tmp_path, damage, message):
     bundle = broken_bundle(tiny_bundle, tmp_path, damage)
     assert_one_line_failure(["generate", "--model", str(bundle)], message, watch=[bundle])
+
+
+def test_a_config_that_does_not_describe_the_weights_is_one_line_on_every_loading_path(tiny_bundle, tmp_path):
+    def wider(bundle: Path):
+        config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
+        config["model"]["units"] = 32
+        (bundle / "config.json").write_text(json.dumps(config), encoding="utf-8")
+
+    bundle = broken_bundle(tiny_bundle, tmp_path, wider)
+    for args in (["generate"], ["evaluate", "--samples", "1"],
+                 ["export", "--format", "keras", "--out", str(tmp_path / "out")]):
+        assert_one_line_failure([*args, "--model", str(bundle)], "but config.json describes", watch=[bundle])
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_bundle(tmp_path):

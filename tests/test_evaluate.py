@@ -94,6 +94,27 @@ def test_default_scores_the_held_out_split_and_knows_the_training_lines(bundle, 
     assert evaluation.work == len(evaluation.texts) + 5   # four forms and the unconstrained samples
 
 
+def test_a_reverse_model_is_scored_backwards_as_in_training_and_writes_no_poems(with_reverse, tiny_corpus, tmp_path):
+    from poetgen.corpus import write_corpus
+
+    bundle, run = with_reverse
+    reverse = bundle / "reverse"
+    split = run.config.val_split
+    held = tmp_path / "held.jsonl"
+    write_corpus([p for p in load_corpus(tiny_corpus) if is_held_out(p.text, split)], held)
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(reverse), "--corpus", str(held), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    trained = json.loads((reverse / "config.json").read_text(encoding="utf-8"))["metrics"]["best_val_perplexity"]
+    assert report["perplexity"] == pytest.approx(trained, rel=1e-3)   # the held-out figure of training
+    assert report["reverse"] is True and report["samples"] == 0
+    text = CliRunner().invoke(cli, ["evaluate", "--model", str(reverse), "--corpus", str(held)])
+    assert text.exit_code == 0 and "scored backwards" in text.stdout, text.output
+    refused = CliRunner().invoke(cli, ["generate", "--model", str(reverse)])
+    assert refused.exit_code == 2 and not refused.stdout
+    assert len(refused.stderr.strip().splitlines()) == 1 and "reverse model" in refused.stderr
+
+
 def test_evaluate_json_is_finite_and_layout_is_perfect(tiny_bundle, tiny_corpus, bundle):
     done = subprocess.run([sys.executable, "-m", "poetgen", "evaluate", "--model", str(tiny_bundle),
                            "--corpus", str(tiny_corpus), "--samples", "30", "--format", "json"],

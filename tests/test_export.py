@@ -241,6 +241,16 @@ def test_force_never_replaces_a_directory_that_is_not_an_export(tiny_bundle, tmp
     assert (out / "thesis.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_an_empty_directory_is_exported_into_with_or_without_force(tiny_bundle, tmp_path, force):
+    out = tmp_path / "emptyout"
+    out.mkdir()
+    result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras", *force)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "int8.npz", "model.keras", "tokenizer.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emptyout"]   # no temporary left behind
+
+
 @pytest.mark.parametrize("args, message", [
     (["--format", "onnx"], "'onnx' is not one of"),
     (["--model", "/nonexistent/model"], "model bundle not found"),

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 import poetgen.atomic
-from conftest import wait_until
+from conftest import shipped_records, wait_until
 from poetgen.cli import cli
 from poetgen.errors import InUse
 from poetgen.lock import LOCK_NAME, Lock
@@ -153,7 +153,28 @@ def test_resume_continues_with_the_runs_own_options(run_copy):
     rows = (run_copy / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"]   # the torn line went, the new one came
     explicit = invoke("train", "--out", run_copy, "--resume", "--epochs", 3, "--units", 256)
-    assert_one_line(explicit, "different model options", "--units 32 (not 256)")
+    assert_one_line(explicit, "different model or optimizer options", "--units 32 (not 256)")
+
+
+def test_a_forced_retrain_on_another_corpus_resumes_with_its_own_vocabulary(run_copy, tmp_path):
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in shipped_records(400)[::-1]),
+                     encoding="utf-8")
+    old_tokenizer = (run_copy / "resume" / "tokenizer.json").read_bytes()
+    result = invoke("train", "--corpus", other, "--out", run_copy, "--force", "--epochs", 1, *RUN_ARGS)
+    assert result.exit_code == 0, result.output
+    config = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
+    resume_tokenizer = run_copy / "resume" / "tokenizer.json"
+    assert resume_tokenizer.read_bytes() == (run_copy / "tokenizer.json").read_bytes() != old_tokenizer
+    result = invoke("train", "--out", run_copy, "--resume", "--epochs", 2)
+    assert result.exit_code == 0, result.output
+    assert json.loads((run_copy / "config.json").read_text(encoding="utf-8"))["tokenizer_hash"] == \
+        config["tokenizer_hash"]
+    resume_tokenizer.write_bytes(old_tokenizer)   # what an older poetgen left behind: refused, nothing changed
+    before = {p: digest(p) for p in run_copy.rglob("*") if p.is_file()}
+    line = assert_one_line(invoke("train", "--out", run_copy, "--resume", "--epochs", 3), "belongs to another model")
+    assert str(resume_tokenizer) in line
+    assert {p: digest(p) for p in run_copy.rglob("*") if p.is_file()} == before
 
 
 # ---- corrupt or partial state ----------------------------------------------------------------------

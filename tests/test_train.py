@@ -92,7 +92,19 @@ def test_resume_with_other_model_options_is_refused(tiny_bundle):
     result = CliRunner().invoke(cli, ["train", "--out", str(tiny_bundle), "--resume", "--units", "64",
                                       "--epochs", "5", "--embedding-dim", "32"])
     assert result.exit_code == 2
-    assert "different model options" in result.output and "--units 48" in result.output
+    assert "different model or optimizer options" in result.output and "--units 48" in result.output
+
+
+@pytest.mark.parametrize("option, value", [("--learning-rate", "0.5"), ("--warmup-steps", "0"), ("--clipnorm", "0.25"),
+                                           ("--precision", "mixed_bfloat16")])
+def test_resume_refuses_optimizer_options_it_would_ignore(tiny_bundle, option, value):
+    """The resumed run goes on with its saved optimizer (schedule, clipping) and dtype policy: another
+    value for them was silently ignored while config.json recorded it; now it is refused in one line."""
+    before = (tiny_bundle / "config.json").read_bytes()
+    result = CliRunner().invoke(cli, ["train", "--out", str(tiny_bundle), "--resume", "--epochs", "5", option, value])
+    assert result.exit_code == 2, result.output
+    assert "different model or optimizer options" in result.output and option in result.output
+    assert (tiny_bundle / "config.json").read_bytes() == before
 
 
 def test_existing_bundle_needs_resume_or_force(tiny_bundle):
@@ -100,6 +112,46 @@ def test_existing_bundle_needs_resume_or_force(tiny_bundle):
     result = CliRunner().invoke(cli, ["train", "--out", str(tiny_bundle)])
     assert result.exit_code == 2 and "--resume" in result.output
     assert (tiny_bundle / "model.keras").read_bytes() == before
+
+
+def test_a_directory_that_holds_no_run_needs_force_and_keeps_its_files(tiny_corpus, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    mine = {"log.csv": "my,own\n1,2\n", "notes.txt": "mine"}
+    for name, text in mine.items():
+        (out / name).write_text(text, encoding="utf-8")
+    args = ["train", "--corpus", str(tiny_corpus), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "2",
+            *TRAIN_ARGS]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip()
+    assert "\n" not in line and "not a poetgen run's (log.csv, notes.txt)" in line and "--force" in line
+    assert sorted(p.name for p in out.iterdir()) == sorted(mine)
+    assert all((out / name).read_text(encoding="utf-8") == text for name, text in mine.items())
+    forced = CliRunner().invoke(cli, [*args, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "mine" and (out / "model.keras").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert CliRunner().invoke(cli, [*args[:4], str(empty), *args[5:]]).exit_code == 0   # empty is fine
+
+
+def test_a_relative_corpus_path_is_recorded_absolute_so_resume_works_from_elsewhere(tiny_corpus, tmp_path,
+                                                                                  monkeypatch):
+    (tmp_path / "start").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "start" / "small.jsonl").write_bytes(tiny_corpus.read_bytes())
+    (tmp_path / "elsewhere" / "small.jsonl").write_text('{"text": "not this one"}\n', encoding="utf-8")
+    args = ["--steps-per-epoch", "2", *TRAIN_ARGS]
+    monkeypatch.chdir(tmp_path / "start")
+    result = CliRunner().invoke(cli, ["train", "--corpus", "small.jsonl", "--out", "../run", "--epochs", "1", *args])
+    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = CliRunner().invoke(cli, ["train", "--out", "../run", "--resume", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
+    assert config["corpus"]["path"] == str(tmp_path / "start" / "small.jsonl")
+    assert config["progress"]["epochs_done"] == 2
 
 
 def test_mirrored_strategy_on_two_logical_cpus(tiny_corpus, tmp_path):

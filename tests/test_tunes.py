@@ -179,6 +179,19 @@ def test_tunes_command_lists_searches_and_counts(tmp_path):
     assert result.exit_code == 2
 
 
+def test_tunes_with_a_corrupt_gzip_corpus_is_one_line(tmp_path):
+    import gzip
+
+    data = bytearray(gzip.compress(("\n".join(json.dumps({"text": "x", "tune": "浣溪沙"}) for _ in range(200))
+                                    ).encode()))
+    data[20:40] = bytes(20)   # inside the deflate stream: zlib.error
+    corrupt = tmp_path / "ci.jsonl.gz"
+    corrupt.write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, ["tunes", "--corpus", str(corrupt)])
+    assert result.exit_code == 2 and "internal error" not in result.output
+    assert str(corrupt) in result.output and len(result.output.strip().splitlines()) == 1
+
+
 def test_the_table_and_its_licence_are_package_data():
     import configparser
 
