@@ -128,16 +128,15 @@ def check_bundle(out: Path) -> None:
 def resumed_config(config, saved: dict, explicit, fixed) -> object:
     """The run's own options from its resume state, except those the user gave explicitly.
 
-    Explicit `fixed` options must match the run's: the model's (its weights have their shapes) and the
-    optimizer's (its saved schedule and clipping go on as they were); other explicit training options
-    (epochs, batch size, ...) win.
+    Explicit `fixed` options must match the run's (its weights have their shapes, its layers their dtype
+    policy); other explicit training options (epochs, learning rate, ...) win.
     """
     train_options = saved["train"]
     different = [f"--{name.replace('_', '-')} {train_options[name]} (not {getattr(config, name)})"
                  for name in fixed if name in explicit and name in train_options
                  and train_options[name] != getattr(config, name)]
     if different:
-        raise BadInput("cannot resume with different model or optimizer options; the run used "
+        raise BadInput("cannot resume with different model options; the run used "
                        + ", ".join(different) + " (start over with --force to change them)")
     taken = {f.name for f in dataclasses.fields(config)} - {"out", "resume", "force"} - set(explicit)
     resumed = dataclasses.replace(config, **{k: v for k, v in train_options.items() if k in taken})

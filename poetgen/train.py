@@ -38,9 +38,9 @@ STRATEGIES = ("default", "mirrored")   # one machine only: MultiWorkerMirroredSt
 PRECISIONS = ("float32", "mixed_bfloat16")
 MODEL_OPTIONS = ("cell", "layers", "units", "embedding_dim", "dropout", "min_count", "projection", "tie_embeddings",
                  "embedding_dropout", "recurrent_dropout", "conditioned", "top_tunes", "titles", "reverse")
-# Options a resumed run keeps in its saved optimizer (its schedule, clipping) and layers' dtype policy:
-# --resume refuses other values for them, as for MODEL_OPTIONS, rather than ignore them.
-OPTIMIZER_OPTIONS = ("learning_rate", "warmup_steps", "clipnorm", "precision")
+# A resumed model's layers keep their dtype policy: --resume refuses another, as for MODEL_OPTIONS
+# (the optimizer's schedule and clipping are rebuilt from the options: retune_optimizer).
+FIXED_ON_RESUME = MODEL_OPTIONS + ("precision",)
 # What a run leaves in --out before its first epoch ends (TensorBoard starts at once): not someone's files.
 EARLY_FILES = (LOCK_NAME, "tensorboard")
 logger = logging.getLogger(__name__)
@@ -159,14 +159,29 @@ def training_dataset(stream: np.ndarray, batch_size: int, seq_len: int, seed: in
     return ds.map(windows, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE), len(starts)
 
 
+def learning_rate_schedule(config: TrainConfig, total_steps: int):
+    """Warm-up to config.learning_rate, then cosine decay to 5 % of it at `total_steps`."""
+    import keras
+
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, total_steps - config.warmup_steps), alpha=0.05,
+        warmup_target=config.learning_rate, warmup_steps=config.warmup_steps)
+
+
 def compile_model(model, config: TrainConfig, total_steps: int) -> None:
     import keras
 
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=max(1, total_steps - config.warmup_steps), alpha=0.05,
-        warmup_target=config.learning_rate, warmup_steps=config.warmup_steps)
-    optimizer = keras.optimizers.Adam(schedule, clipnorm=config.clipnorm or None)
+    optimizer = keras.optimizers.Adam(learning_rate_schedule(config, total_steps), clipnorm=config.clipnorm or None)
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+
+def retune_optimizer(model, config: TrainConfig, total_steps: int) -> None:
+    """A resumed model's optimizer, keeping its moments and step count, with the schedule and clipping of
+    `config` for `total_steps`: a run resumed as it was goes on exactly as before, one given more
+    --epochs stretches its schedule over them (instead of spending them at the floor), and an explicit
+    --learning-rate, --warmup-steps or --clipnorm applies from the next step on."""
+    model.optimizer.learning_rate = learning_rate_schedule(config, total_steps)
+    model.optimizer.clipnorm = config.clipnorm or None
 
 
 def library_versions() -> dict:
@@ -292,7 +307,7 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     saved = None
     if config.resume:
         saved = read_state(Path(config.out))
-        config = resumed_config(config, saved, explicit, MODEL_OPTIONS + OPTIMIZER_OPTIONS)
+        config = resumed_config(config, saved, explicit, FIXED_ON_RESUME)
         check_bundle(Path(config.out))
     run = Run(config, saved)
     run.prepare()
@@ -312,6 +327,7 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     with strategy.scope():
         if config.resume:
             model = load_resume_model(saved["model_path"], run.tokenizer.vocab_size)
+            retune_optimizer(model, config, steps * config.epochs)
         else:
             model = build_model(model_config)
             compile_model(model, config, steps * config.epochs)

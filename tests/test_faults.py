@@ -153,7 +153,7 @@ def test_resume_continues_with_the_runs_own_options(run_copy):
     rows = (run_copy / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"]   # the torn line went, the new one came
     explicit = invoke("train", "--out", run_copy, "--resume", "--epochs", 3, "--units", 256)
-    assert_one_line(explicit, "different model or optimizer options", "--units 32 (not 256)")
+    assert_one_line(explicit, "different model options", "--units 32 (not 256)")
 
 
 def test_a_forced_retrain_on_another_corpus_resumes_with_its_own_vocabulary(run_copy, tmp_path):
