@@ -19,9 +19,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from poetgen.corpus import is_held_out, shipped_corpus_path, shipped_corpus_paths
+from poetgen.corpus import is_han, is_held_out, shipped_corpus_path, shipped_corpus_paths
 from poetgen.importers import load_corpus
 from poetgen.layout import FORMS, clauses
+from poetgen.tunes import tune_table
 
 # generate's options that the set itself chooses for every setting
 RESERVED = {"--form", "--tune", "-n", "--seed", "--format", "--traditional"}
@@ -59,12 +60,17 @@ def check_output(parser: argparse.ArgumentParser, out: Path, per_form: int, forc
 
 
 def real_poems(kinds: list[str], per_kind: int, seed: int, tune: str | None) -> dict[str, list[str]]:
-    """Held-out real poems: regular Tang shi per form, or Song ci of the tune (the model never saw them)."""
+    """Held-out real poems: regular Tang shi per form, or Song ci of the tune (the model never saw them),
+    whole ones: as many characters as one of the tune's variants (the corpus keeps fragments of lost ci,
+    such as a single clause under 鹧鸪天)."""
     rng = random.Random(seed)
     if tune is None:
         poems = [p for p in load_corpus(shipped_corpus_path()) if is_held_out(p.text)]
     else:
-        poems = [p for p in load_corpus(shipped_corpus_paths()[2:]) if p.tune == tune and is_held_out(p.text)]
+        found = tune_table().find(tune)
+        lengths = {variant.length for variant in found.variants} if found else set()
+        poems = [p for p in load_corpus(shipped_corpus_paths()[2:]) if p.tune == tune and is_held_out(p.text)
+                 and sum(map(is_han, p.text)) in lengths]
     chosen = {}
     for kind in kinds:
         texts = sorted(p.text for p in poems if (p.tune == tune if tune else p.form == kind))

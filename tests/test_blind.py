@@ -80,6 +80,18 @@ def test_blind_set_ci_by_tune(tiny_bundle, tmp_path):
     assert len(poems) == 4
 
 
+def test_blind_set_reads_whole_real_ci_only():
+    """The shipped ci corpus keeps fragments of lost ci (a single clause filed under 鹧鸪天): a blind set
+    must set whole poems beside generated ones, as many characters as one of the tune's variants."""
+    from poetgen.corpus import is_han
+    from poetgen.tunes import tune_table
+
+    lengths = {variant.length for variant in tune_table().find("鹧鸪天").variants}
+    chosen = blind_set.real_poems(["ci:鹧鸪天"], 500, 1291, "鹧鸪天")["ci:鹧鸪天"]
+    assert len(chosen) >= 10
+    assert all(sum(map(is_han, text)) in lengths for text in chosen)
+
+
 def test_auc_counts_pairs_and_ties():
     assert blind_score.auc([0.9, 0.4], [0.5, 0.1]) == 0.75
     assert blind_score.auc([0.5], [0.5]) == 0.5
