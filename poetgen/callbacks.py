@@ -154,7 +154,9 @@ def sample_callback(bundle_dir: str | os.PathLike):
 
     class SamplePoem(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            logger.info("sample: " + sample_from_model(self.model, bundle_dir, seed=epoch))
+            poem = sample_from_model(self.model, bundle_dir, seed=epoch)
+            if poem is not None:   # a reverse model writes none
+                logger.info("sample: " + poem)
 
     return SamplePoem()
 

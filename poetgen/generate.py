@@ -312,10 +312,13 @@ def _own_characters(converted: str, simplified: str, request: PoemRequest) -> st
     return "".join(chars)
 
 
-def sample_from_model(model, bundle_dir, seed: int = 0) -> str:
-    """One wujue from a model being trained (the per-epoch sample), with the run's tokenizer."""
+def sample_from_model(model, bundle_dir, seed: int = 0) -> str | None:
+    """One wujue from a model being trained (the per-epoch sample), with the run's tokenizer; None for
+    a reverse model (train --reverse), which reads poems backwards and writes none."""
     directory = Path(bundle_dir)
     config = read_config(directory)
+    if config.get("train", {}).get("reverse"):
+        return None
     tokenizer = Tokenizer.load(directory / TOKENIZER_FILE, expected_hash=config.get("tokenizer_hash"))
     generator = Generator(Bundle(directory, model, tokenizer, config, model_config_of(config, directory)))
     return generator.generate(PoemRequest(sample=SampleOptions(seed=seed)))["poems"][0]["text"]

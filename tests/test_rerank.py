@@ -147,3 +147,14 @@ def test_many_texts_are_read_backwards_in_shares_with_the_same_scores(with_rever
     # equal but for float32 rounding in the row sums (a row's place in its block of steps)
     np.testing.assert_allclose(generator.backward_scores(prepared, texts), whole, rtol=1e-7)
     assert shared == ([min(generate.cores(), 3)] if generate.cores() > 1 else [])
+
+
+def test_a_reverse_run_logs_no_backwards_sample_poem(with_reverse):
+    """The per-epoch sample of `train --reverse` used to be a forward poem written by a model that reads
+    backwards; a reverse model writes none (the forward model still does)."""
+    from poetgen.bundle import load_bundle
+    from poetgen.generate import sample_from_model
+
+    bundle, _ = with_reverse
+    assert sample_from_model(load_bundle(bundle / "reverse").model, bundle / "reverse") is None
+    assert sample_from_model(load_bundle(bundle).model, bundle)
