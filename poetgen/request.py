@@ -192,7 +192,8 @@ def check_acrostic(acrostic: str, prompt: str, form: str, layout: Layout | None 
     elif len(acrostic) != layout.line_count:
         raise BadInput(f"acrostic has {len(acrostic)} characters but a {form} poem has {layout.line_count} lines",
                        field="acrostic")
-    for i, head in enumerate(prompt[start] for start in layout.starts if start < len(prompt)):
+    heads = [prompt[start] for start in layout.starts if start < len(prompt)][:len(acrostic)]   # a ci's may be fewer
+    for i, head in enumerate(heads):
         if head != acrostic[i]:
             raise BadInput(f"prompt line {i + 1} starts with {head!r}, but the acrostic asks for {acrostic[i]!r}",
                            field="acrostic")

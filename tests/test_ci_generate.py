@@ -147,3 +147,17 @@ def test_the_model_alone_row_is_one_candidate_without_rules_whatever_the_default
     ruled, alone = requests
     assert ruled.tone and ruled.best_of == PoemRequest().best_of
     assert (alone.rhyme, alone.tone, alone.no_repeat, alone.best_of) == (False, False, False, 1)
+
+
+def test_a_ci_acrostic_shorter_than_the_prompt_or_polished_is_no_crash(generator):
+    """A ci acrostic may give fewer heads than the tune has clauses; a prompt (or polishing, which
+    re-prepares each version with the lines before it as the prompt) covering more clause heads than
+    the acrostic gives used to index past its end (IndexError, HTTP 500)."""
+    prompted = generator.generate(PoemRequest(tune="浣溪沙", acrostic="春", prompt="春风吹雨过江城，花",
+                                              sample=SampleOptions(seed=1)))["poems"][0]
+    assert prompted["text"].startswith("春风吹雨过江城，花") and prompted["acrostic_ok"]
+    request = PoemRequest(tune="浣溪沙", acrostic="春花秋月", polish=1, sample=SampleOptions(seed=7))
+    polished = generator.generate(request)["poems"][0]   # generate polishes
+    assert [clause[0] for clause in polished["lines"][:4]] == list("春花秋月")
+    with pytest.raises(BadInput, match="acrostic asks for"):
+        generator.generate(PoemRequest(tune="浣溪沙", acrostic="夏", prompt="春风吹雨过江城，"))
