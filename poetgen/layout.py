@@ -21,6 +21,7 @@ PAUSE_MARKS = "，；："   # a clause that continues: accepted after the odd li
 STOP_MARKS = "。？！"    # a sentence that ends: accepted after the even lines (and any poem's last)
 MARKS = PAUSE_MARKS + STOP_MARKS
 _CLAUSE = re.compile(f"[^{MARKS}]+[{MARKS}]")
+_SHOWN_LINE = re.compile(f"[^{MARKS}]+(?:[{MARKS}]|$)")   # a clause, or the unmarked tail of a cut poem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +136,12 @@ class Layout:
 def clauses(text: str) -> list[str]:
     """The lines of a poem, each with its closing mark."""
     return _CLAUSE.findall(text)
+
+
+def shown_lines(text: str) -> list[str]:
+    """The lines a poem is shown in: its clauses, and the tail after its last mark (a free verse poem
+    cut at max_chars) as a last line of its own, so that no character is left out."""
+    return _SHOWN_LINE.findall(text)
 
 
 def shi_layout(form: str, line_length: int, line_count: int) -> Layout:

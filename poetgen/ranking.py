@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from poetgen.checks import PoemCheck
 from poetgen.ci_checks import CiCheck
-from poetgen.layout import clauses
+from poetgen.layout import shown_lines
 
 RHYME_BONUS = 0.5    # added when the rhyming lines share one 平水韵 group
 TONE_WEIGHT = 0.5    # times the share of strict positions that fit the 平仄 pattern
@@ -20,7 +20,7 @@ def score(logprob: float, check: PoemCheck | CiCheck) -> float:
 
 def poem_record(text: str, form: str, logprob: float, check: PoemCheck, tone_pattern: str | None) -> dict:
     """One candidate as the answer shows it, score included."""
-    return {"text": text, "lines": clauses(text) or [text], "form": form, "logprob": round(logprob, 4),
+    return {"text": text, "lines": shown_lines(text) or [text], "form": form, "logprob": round(logprob, 4),
             "score": round(score(logprob, check), 4), "rhyme_group": check.rhyme_group,
             "tone_pattern": tone_pattern,
             "tone_score": None if check.tone_score is None else round(check.tone_score, 4),
@@ -29,7 +29,7 @@ def poem_record(text: str, form: str, logprob: float, check: PoemCheck, tone_pat
 
 def ci_record(text: str, logprob: float, check: CiCheck) -> dict:
     """One ci candidate: its clauses, the tune variant and the ci checks (ci_checks.py)."""
-    return {"text": text, "lines": clauses(text) or [text], "form": "ci", "tune": check.tune,
+    return {"text": text, "lines": shown_lines(text) or [text], "form": "ci", "tune": check.tune,
             "variant": check.variant, "logprob": round(logprob, 4), "score": round(score(logprob, check), 4),
             "rhyme_group": "、".join(check.rhyme_parts or []) or None, "tone_pattern": None,
             "tone_score": None if check.tone_score is None else round(check.tone_score, 4),

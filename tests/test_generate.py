@@ -143,6 +143,19 @@ def test_free_form_ends_and_respects_cap(generator):
     result = generator.generate(PoemRequest(form="free", n=10, max_chars=30, sample=SampleOptions(seed=2)))
     for poem in result["poems"]:
         assert 0 < len(poem["text"]) <= 30
+        assert "".join(poem["lines"]) == poem["text"]   # a tail cut at max_chars is shown too
+
+
+def test_the_lines_shown_hold_every_character_of_a_cut_poem():
+    """A free verse poem cut at max_chars after its last mark: its tail used to be in "text" but in no
+    line, so the text output dropped it."""
+    from poetgen.checks import check_poem
+    from poetgen.ranking import poem_record
+
+    for text, lines in (("甲乙，丙丁。戊己", ["甲乙，", "丙丁。", "戊己"]), ("青溪百里柳", ["青溪百里柳"]),
+                        ("白日依山尽，黄河入海流。", ["白日依山尽，", "黄河入海流。"])):
+        record = poem_record(text, "free", -3.0, check_poem(text, "free", table()), None)
+        assert record["lines"] == lines
 
 
 @pytest.mark.parametrize("request_kwargs, message", [
