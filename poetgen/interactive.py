@@ -96,6 +96,7 @@ def run_session(command: click.Command, prompt: str, model_dir, int8: bool, opti
     _request(prompt, session.options)   # bad starting options fail before the model loads
     poet = api.load(model_dir, int8)
     session.check = poet.generator.prepare
+    session.check(_request("", session.options)[0])   # and those the model cannot write, before the session
     stdin = click.get_text_stream("stdin")
     tty = stdin.isatty()
     if tty:

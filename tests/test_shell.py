@@ -75,6 +75,11 @@ def test_interactive_bad_start_and_missing_model_are_one_line(tiny_bundle, tmp_p
     result = CliRunner().invoke(cli, ["generate", "--interactive", "--model", str(tiny_bundle), "--top-p", "3"],
                                 input="白日\n")
     assert result.exit_code == 2 and "top-p" in result.stderr and result.stdout == ""
+    # a starting option only the model refuses (the tiny model has no titles): one line, exit 2, no session
+    result = CliRunner().invoke(cli, ["generate", "--interactive", "--model", str(tiny_bundle), "--title", "送友人"],
+                                input="\n白日\n")
+    assert result.exit_code == 2 and "title" in result.stderr and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def completion(env: dict) -> subprocess.CompletedProcess:
