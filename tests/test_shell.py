@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -121,3 +122,23 @@ def test_interactive_keeps_no_value_the_model_cannot_write(tiny_bundle):
     errors = [line for line in result.stderr.splitlines() if line.startswith("poetgen: error:")]
     assert len(errors) == 1 and "Latin letter" in errors[0]
     assert len(poems_in(result.stdout)) == 1   # the empty line still gets its poem
+
+
+def test_the_readmes_example_outputs_are_what_the_shipped_model_prints():
+    """Each ```-block of the README that starts with `$ poetgen …` or `$ printf … | poetgen …` shows the
+    command's output: it must be what the command prints now (they went stale unseen once)."""
+    import shlex
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```\n\$ (.+?)\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) >= 2
+    for command, shown in blocks:
+        feed = ""
+        if command.startswith("printf "):
+            printf, command = command.split(" | ", 1)
+            feed = shlex.split(printf)[1].encode().decode("unicode_escape").encode("latin-1").decode("utf-8")
+        args = shlex.split(command.replace("2>/dev/null", ""))
+        assert args[0] == "poetgen", command
+        result = CliRunner().invoke(cli, args[1:], input=feed)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.strip() == shown.strip(), command
