@@ -80,6 +80,7 @@ class PoemGraph(tf.Module):
         self.banned = tf.constant(vocabulary.banned)
         # rhyme columns: the 平水韵 groups, then the 词林正韵 codes (graph_tables.rhyme_columns)
         self.membership = tf.constant(np.concatenate([vocabulary.rhyme_membership, vocabulary.ci_membership], 1))
+        self.shi_groups = vocabulary.rhyme_membership.shape[1]   # the 平水韵 columns come first
         kinds, flip = rhyme_columns(vocabulary.rhyme_membership.shape[1])
         self.rhyme_kinds, self.flip = tf.constant(kinds), tf.constant(flip)
         self.can_be = tf.constant(vocabulary.can_be)
@@ -119,8 +120,10 @@ class PoemGraph(tf.Module):
             forced, prompt_ok = self._prompt(self._normalised(prompt), layout)
             forced, acrostic_ok = self._acrostic(heads, forced, layout)
         forced = self._end_marks(forced, layout)
-        pattern = tf.random.stateless_uniform([], tf.stack([seed, tf.constant(-1, tf.int64)]), 0,
-                                              len(FIRST_LINE_RHYMES), tf.int32)
+        fitting = self._fitting_patterns(forced, layout)   # the patterns the fixed characters allow
+        drawn = tf.random.stateless_uniform([], tf.stack([seed, tf.constant(-1, tf.int64)]), 0,
+                                            tf.reduce_sum(tf.cast(fitting, tf.int32)), tf.int32)
+        pattern = tf.cast(tf.gather(tf.where(fitting)[:, 0], drawn), tf.int32)
         tone = tone & layout["has_tones"]
         first_line = tone & tf.gather(self.first_line_rhymes, pattern) & layout["first_line_end"]
         rhyme_group = tf.where(first_line, 0, layout["rhyme_group"])   # 入韵: line 1 joins the shi's group
@@ -129,6 +132,26 @@ class PoemGraph(tf.Module):
             ids = self._loop(forced, layout, rhyme_group, required, temperature, top_k, top_p, seed,
                              tf.gather(self.prefixes, entry))
         return {"poem": tf.strings.reduce_join(tf.gather(self.chars, ids[:layout["length"]]))}
+
+    def _fitting_patterns(self, forced, layout):
+        """(patterns,) bool, as poetgen.rules.fitting_patterns: the standard 平仄 patterns that the fixed
+        characters allow (their tone at strict columns; a shared 平水韵 group at the pattern's rhyme
+        positions, line 1's end too where it rhymes), else those keeping the rhyme, the tones, or all."""
+        given = (forced >= 0) & (layout["column"] >= 0)   # characters: marks are fixed too
+        ids = tf.maximum(forced, 0)
+        required = layout["tone"]                          # (patterns, positions), -1: no tone asked
+        pairs = tf.stack([tf.maximum(required, 0), tf.broadcast_to(ids[None, :], tf.shape(required))], -1)
+        can = tf.gather_nd(self.can_be, pairs)
+        checked = (given & layout["tone_strict"])[None, :] & (required >= 0)
+        tones_fit = tf.reduce_all(~checked | can, axis=1)
+        slots = (layout["rhyme_group"] >= 0)[None, :] | (self.first_line_rhymes[:, None] & layout["first_line_end"][None, :])
+        considered = slots & given[None, :]                # (patterns, positions)
+        groups = tf.gather(self.membership[:, :self.shi_groups], ids)   # (positions, 平水韵 groups)
+        rhymes_fit = tf.reduce_any(tf.reduce_all(~considered[:, :, None] | groups[None, :, :], axis=1), axis=1)
+        both = tones_fit & rhymes_fit
+        for fallback in (rhymes_fit, tones_fit, tf.ones_like(both)):
+            both = tf.where(tf.reduce_any(both), both, fallback)
+        return both
 
     def _normalised(self, text):
         """Characters of a prompt or acrostic as normalize_text leaves them: no spaces or quote marks,

@@ -281,7 +281,8 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
         active += ci_rules(prepared.variant, tables, batch, rhyme, request.tone)
     elif regular and request.tone:
         standard = tone_patterns(layout.uniform_length, layout.line_count)
-        names = list(standard)
+        rhyme = request.rhyme if request.rhyme is not None else True
+        names = fitting_patterns(standard, layout, forced_ids(prepared, layout), tables, rhyme)
         # Each poem's pattern comes from its own stream, so batching does not change it.
         patterns = [names[np.random.default_rng([seed, index, 1]).integers(len(names))] for seed, index in streams]
         active.append(Tone(tables.tone_masks, [standard[p] for p in patterns], strict_positions(layout.uniform_length)))
@@ -294,3 +295,35 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
         lines = layout.line_count if regular else 8
         active.append(Theme([theme_ids[i % len(theme_ids)] for i in range(lines)], list(theme_ids)))
     return active, patterns
+
+
+def forced_ids(prepared: PreparedRequest, layout) -> dict[int, int]:
+    """Position → id of every character the request fixes: the prompt's, then the acrostic's line heads."""
+    forced = dict(enumerate(prepared.prompt_ids))
+    for start, head in zip(layout.starts, prepared.acrostic_ids):
+        forced.setdefault(start, head)
+    return forced
+
+
+def fitting_patterns(standard: dict[str, list[str]], layout, forced: dict[int, int], tables: VocabularyTables,
+                     rhyme: bool) -> list[str]:
+    """The names of the standard 平仄 patterns the request's fixed characters allow: each one at a strict
+    column can be read in the pattern's tone there, and (with rhyme) those at the pattern's rhyme
+    positions (line 1's end too in a 入韵 pattern) share a 平水韵 group. When none allows both, those that
+    keep the rhyme, then those that keep the tones, then all: the poem reports its tone and rhyme as they
+    are. The SavedModel's graph picks alike (export_graph)."""
+    strict = strict_positions(layout.uniform_length)
+    ends = {start + length - 1: line for line, (start, length) in enumerate(zip(layout.starts, layout.line_lengths))}
+    fits = {}
+    for name, lines in standard.items():
+        tones_fit = all(tables.tone_masks[lines[line][column]][i] for pos, i in forced.items()
+                        for line, column in [layout.line_column(pos)] if column in strict)
+        rhyming = [i for pos, i in forced.items() if pos in ends
+                   and (ends[pos] in layout.rhyme_lines or (ends[pos] == 0 and name.endswith("入韵")))]
+        rhymes_fit = not rhyme or not rhyming or bool(tables.rhyme_membership[rhyming].all(axis=0).any())
+        fits[name] = (rhymes_fit, tones_fit)
+    for wanted in ((True, True), (True, None), (None, True)):
+        chosen = [name for name, fit in fits.items() if all(w is None or w == f for w, f in zip(wanted, fit))]
+        if chosen:
+            return chosen
+    return list(standard)

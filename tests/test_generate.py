@@ -275,3 +275,23 @@ def test_the_default_repeat_penalty_brings_repeats_down_to_real_poems_and_keeps_
         assert poem["layout_ok"] and poem["rhyme_ok"]
         ends = [line[-2] for line in clauses(poem["text"])]
         assert ends[0] not in ends[1::2]
+
+
+def test_the_tone_pattern_is_drawn_among_those_the_prompt_allows():
+    """Shipped model. The pattern used to be drawn from the seed alone: 白日 (仄仄) under a 平起 pattern
+    broke the enforced tones, and a qilv prompt whose lines 1 and 2 end in characters of no common group
+    (城, 帆) under a 入韵 pattern rhymed lines 4, 6, 8 with line 1 instead of line 2."""
+    from poetgen.generate import Generator
+    from poetgen.prosody import tone_patterns
+    from poetgen.rules import fitting_patterns, forced_ids
+
+    shipped = Generator.load()
+    prepared = shipped.prepare(PoemRequest(prompt="白日"))
+    forced = forced_ids(prepared, prepared.layout)
+    assert fitting_patterns(tone_patterns(5, 4), prepared.layout, forced, shipped.tables, True) == ["仄起", "仄起入韵"]
+    for prompt, form in (("白日", "wujue"), ("春风", "qijue"), ("明月", "wulv")):
+        poems = shipped.generate(PoemRequest(prompt=prompt, form=form, n=20, best_of=1, sample=SampleOptions(seed=0)))
+        assert all(p["tone_score"] == 1.0 and p["rhyme_ok"] for p in poems["poems"]), prompt
+    clash = shipped.generate(PoemRequest(prompt="春风吹雨过江城，细柳垂丝拂客帆", form="qilv", n=20, best_of=1,
+                                         sample=SampleOptions(seed=0)))["poems"]
+    assert all(p["rhyme_ok"] and not p["tone_pattern"].endswith("入韵") for p in clash)

@@ -36,6 +36,8 @@ def requests():
         yield form, "", ACROSTICS[count], False, 1.0
         yield form, "", "", True, 1.0
         yield form, ACROSTICS[count][0], ACROSTICS[count], True, 0.8   # a prompt column off-pattern could not fit
+        yield form, plain, "", True, 1.0         # the pattern drawn among those the prompt's tones allow
+        yield form, punctuated, "", True, 0.9
 
 
 def verdict(poem: str, form: str, acrostic: str, tone: bool) -> dict:
