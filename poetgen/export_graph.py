@@ -120,7 +120,10 @@ class PoemGraph(tf.Module):
             forced, prompt_ok = self._prompt(self._normalised(prompt), layout)
             forced, acrostic_ok = self._acrostic(heads, forced, layout)
         forced = self._end_marks(forced, layout)
-        fitting = self._fitting_patterns(forced, layout)   # the patterns the fixed characters allow
+        fitting, rhymes_possible = self._fitting_patterns(forced, layout)   # the patterns the fixed characters allow
+        rhyme_ok = _check(rhymes_possible | tf.not_equal(layout["group_kind"][0], 0),   # shi only (kind 0: 平水韵)
+                          "prompt ends a rhyming line in a character that shares no 平水韵 level-tone group with the "
+                          "other rhyme ends it gives; change it (the CLI's --no-rhyme keeps it)")
         drawn = tf.random.stateless_uniform([], tf.stack([seed, tf.constant(-1, tf.int64)]), 0,
                                             tf.reduce_sum(tf.cast(fitting, tf.int32)), tf.int32)
         pattern = tf.cast(tf.gather(tf.where(fitting)[:, 0], drawn), tf.int32)
@@ -128,7 +131,7 @@ class PoemGraph(tf.Module):
         first_line = tone & tf.gather(self.first_line_rhymes, pattern) & layout["first_line_end"]
         rhyme_group = tf.where(first_line, 0, layout["rhyme_group"])   # 入韵: line 1 joins the shi's group
         required = tf.where(tone, tf.gather(layout["tone"], pattern), -tf.ones_like(layout["column"]))
-        with tf.control_dependencies(options + prompt_ok + acrostic_ok):
+        with tf.control_dependencies(options + prompt_ok + acrostic_ok + [rhyme_ok]):
             ids = self._loop(forced, layout, rhyme_group, required, temperature, top_k, top_p, seed,
                              tf.gather(self.prefixes, entry))
         return {"poem": tf.strings.reduce_join(tf.gather(self.chars, ids[:layout["length"]]))}
@@ -136,7 +139,8 @@ class PoemGraph(tf.Module):
     def _fitting_patterns(self, forced, layout):
         """(patterns,) bool, as poetgen.rules.fitting_patterns: the standard 平仄 patterns that the fixed
         characters allow (their tone at strict columns; a shared 平水韵 group at the pattern's rhyme
-        positions, line 1's end too where it rhymes), else those keeping the rhyme, the tones, or all."""
+        positions, line 1's end too where it rhymes), else those keeping the rhyme, the tones, or all; and
+        whether any pattern keeps the rhyme."""
         given = (forced >= 0) & (layout["column"] >= 0)   # characters: marks are fixed too
         ids = tf.maximum(forced, 0)
         required = layout["tone"]                          # (patterns, positions), -1: no tone asked
@@ -151,7 +155,7 @@ class PoemGraph(tf.Module):
         both = tones_fit & rhymes_fit
         for fallback in (rhymes_fit, tones_fit, tf.ones_like(both)):
             both = tf.where(tf.reduce_any(both), both, fallback)
-        return both
+        return both, tf.reduce_any(rhymes_fit)   # and whether the rhyme lines can rhyme at all (CLI: check_prompt_rhymes)
 
     def _normalised(self, text):
         """Characters of a prompt or acrostic as normalize_text leaves them: no spaces or quote marks,

@@ -295,3 +295,18 @@ def test_the_tone_pattern_is_drawn_among_those_the_prompt_allows():
     clash = shipped.generate(PoemRequest(prompt="春风吹雨过江城，细柳垂丝拂客帆", form="qilv", n=20, best_of=1,
                                          sample=SampleOptions(seed=0)))["poems"]
     assert all(p["rhyme_ok"] and not p["tone_pattern"].endswith("入韵") for p in clash)
+
+
+def test_a_prompt_that_leaves_its_rhyme_lines_no_common_group_is_refused():
+    """白日依山尽黄河入海去: line 2 ends in 去, which rhymes in no level-tone group, so the poem could only
+    fail its rhyme; it is refused naming the prompt, and --no-rhyme keeps it."""
+    from poetgen.generate import Generator
+
+    shipped = Generator.load()
+    with pytest.raises(BadInput, match="prompt line 2 ends in '去'") as refused:
+        shipped.generate(PoemRequest(prompt="白日依山尽黄河入海去"))
+    assert refused.value.field == "prompt"
+    with pytest.raises(BadInput, match="shares no rhyme group"):
+        shipped.generate(PoemRequest(prompt="白日依山尽，黄河入海流。欲穷千里目，更上一层台", form="wujue"))
+    kept = shipped.generate(PoemRequest(prompt="白日依山尽黄河入海去", rhyme=False, sample=SampleOptions(seed=1)))
+    assert kept["poems"][0]["text"].startswith("白日依山尽，黄河入海去。")

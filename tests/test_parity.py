@@ -100,6 +100,7 @@ def test_greedy_graph_poem_is_the_greedy_cli_poem(generator, poet):
     ("prompt", {"form": "wujue", "prompt": "龘"}, {"form": "wujue", "prompt": "龘"}),
     ("prompt", {"form": "wujue", "prompt": "白日，依山"}, {"form": "wujue", "prompt": "白日，依山"}),
     ("prompt", {"form": "wujue", "prompt": "白" * 21}, {"form": "wujue", "prompt": "白" * 21}),
+    ("prompt", {"form": "wujue", "prompt": "白日依山尽，黄河依山尽"}, {"form": "wujue", "prompt": "白日依山尽，黄河依山尽"}),
     ("acrostic", {"form": "wujue", "acrostic": "龘龘龘龘"}, {"form": "wujue", "acrostic": "龘龘龘龘"}),
     ("top_p", {"sample": SampleOptions(top_p=0.0)}, {"top_p": 0.0}),
     ("form", {"tune": "浣溪莎"}, {"form": "浣溪莎"}),
