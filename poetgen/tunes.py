@@ -156,5 +156,13 @@ def tune_table(path: Path = TABLE_PATH) -> TuneTable:
 
 
 def resolve(name: str, variant: int | None = None) -> Variant:
-    """The variant of a tune named by any of its names; the first variant when `variant` is None."""
+    """The variant of a tune named by any of its names, with an optional "#k" (as errors, the SavedModel
+    and `poetgen tunes` spell a variant: 浣溪沙#3); the first variant when neither gives one."""
+    base, mark, number = name.strip().partition("#")
+    if mark:
+        if not number.strip().isdigit():
+            raise BadInput(f"{name!r}: a variant after '#' is a number (浣溪沙#3)", field="variant")
+        if variant is not None and variant != int(number):
+            raise BadInput(f"{name!r} names variant {int(number)} but the variant asked is {variant}", field="variant")
+        name, variant = base, int(number)
     return tune_table().get(name).variant(variant)

@@ -161,3 +161,14 @@ def test_a_ci_acrostic_shorter_than_the_prompt_or_polished_is_no_crash(generator
     assert [clause[0] for clause in polished["lines"][:4]] == list("春花秋月")
     with pytest.raises(BadInput, match="acrostic asks for"):
         generator.generate(PoemRequest(tune="浣溪沙", acrostic="夏", prompt="春风吹雨过江城，"))
+
+
+def test_a_tune_name_may_carry_its_variant_as_errors_and_the_savedmodel_spell_it(generator):
+    """Errors name a variant 浣溪沙#1 and the SavedModel takes 浣溪沙#3: --tune takes that spelling too."""
+    spelled = generator.generate(PoemRequest(tune="浣溪沙#3", sample=SampleOptions(seed=1)))
+    numbered = generator.generate(PoemRequest(tune="浣溪沙", variant=3, sample=SampleOptions(seed=1)))
+    assert spelled["variant"] == 3 and spelled["poems"] == numbered["poems"]
+    for tune, variant, message in (("浣溪沙#3", 2, "names variant 3"), ("浣溪沙#x", None, "is a number")):
+        with pytest.raises(BadInput, match=message) as refused:
+            generator.generate(PoemRequest(tune=tune, variant=variant))
+        assert refused.value.field == "variant"
