@@ -152,7 +152,7 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
     prompt_ids = encode_known(tables.tokenizer, prompt, "prompt")
     acrostic_ids = encode_known(tables.tokenizer, acrostic, "acrostic")
     if layout is not None and variant is None and (request.rhyme if request.rhyme is not None else True):
-        check_prompt_rhymes(prompt, layout, tables)
+        check_prompt_rhymes(prompt, prompt_ids, layout, tables)
     words, theme_ids = theme_keywords(request.theme, tables.tokenizer) if request.theme.strip() else ([], [])
     title = normalize_text(request.title)
     check_chars(title, "title", allow_punctuation=False)
@@ -165,19 +165,20 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
                            variant, title)
 
 
-def check_prompt_rhymes(prompt: str, layout: Layout, tables: VocabularyTables) -> None:
+def check_prompt_rhymes(prompt: str, prompt_ids, layout: Layout, tables: VocabularyTables) -> None:
     """A prompt that ends rhyming lines (2, 4, 6, 8) must leave them a shared 平水韵 level-tone group: the
     rule could not rhyme the rest with them, and the poem would fail its rhyme (--no-rhyme keeps it)."""
-    ends = [(line, prompt[start + length - 1]) for line, (start, length) in enumerate(zip(layout.starts, layout.line_lengths))
-            if line in layout.rhyme_lines and start + length - 1 < len(prompt)]
-    common = None
-    for line, ch in ends:
-        groups = tables.prosody.rhyme_groups(ch)
-        common = groups if common is None else common & groups
-        if not common:
-            why = "rhymes in no level-tone group" if not groups else "shares no rhyme group with the lines before"
-            raise BadInput(f"prompt line {line + 1} ends in {ch!r}, which {why}; change it, or pass --no-rhyme "
-                           f"(rhyme: false) to keep it", field="prompt")
+    ends = []
+    for line, (start, length) in enumerate(zip(layout.starts, layout.line_lengths)):
+        end = start + length - 1
+        if line not in layout.rhyme_lines or end >= len(prompt):
+            continue
+        ends.append(prompt_ids[end])
+        if not tables.share_rhyme(ends):
+            why = "rhymes in no level-tone group" if not tables.share_rhyme(ends[-1:]) else \
+                "shares no rhyme group with the lines before"
+            raise BadInput(f"prompt line {line + 1} ends in {prompt[end]!r}, which {why}; change it, or pass "
+                           f"--no-rhyme (rhyme: false) to keep it", field="prompt")
 
 
 def check_chars(text: str, what: str, allow_punctuation: bool) -> None:

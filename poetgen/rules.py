@@ -320,7 +320,7 @@ def fitting_patterns(standard: dict[str, list[str]], layout, forced: dict[int, i
                         for line, column in [layout.line_column(pos)] if column in strict)
         rhyming = [i for pos, i in forced.items() if pos in ends
                    and (ends[pos] in layout.rhyme_lines or (ends[pos] == 0 and name.endswith("入韵")))]
-        rhymes_fit = not rhyme or not rhyming or bool(tables.rhyme_membership[rhyming].all(axis=0).any())
+        rhymes_fit = not rhyme or tables.share_rhyme(rhyming)
         fits[name] = (rhymes_fit, tones_fit)
     for wanted in ((True, True), (True, None), (None, True)):
         chosen = [name for name, fit in fits.items() if all(w is None or w == f for w, f in zip(wanted, fit))]

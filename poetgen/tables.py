@@ -82,6 +82,10 @@ class VocabularyTables:
                 membership[i, index[group]] = True
         return membership
 
+    def share_rhyme(self, ids) -> bool:
+        """True when the characters `ids` have a 平水韵 level-tone group in common (none given: True)."""
+        return not len(ids) or bool(self.rhyme_membership[list(ids)].all(axis=0).any())
+
     @functools.cached_property
     def rhyme_masks(self) -> FitMasks:
         """The Rhyme rule's masks by set of 平水韵 groups."""
