@@ -5,6 +5,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from poetgen.corpus import is_held_out, shipped_corpus_path
@@ -227,3 +228,20 @@ def test_blind_pairs_set_wants_exactly_two_settings(tiny_bundle, tmp_path, capsy
     with pytest.raises(SystemExit):
         blind_pairs.main(["set", "--out", str(tmp_path), "--model", str(tiny_bundle), "--setting", "a="])
     assert "exactly two" in capsys.readouterr().err
+
+
+def test_calibration_bias_steers_every_generator_only_inside_its_context():
+    """calibration_reading.py's bias reaches the sampler through generate's rules, and only while asked."""
+    import poetgen
+
+    calibration = _module("calibration_reading")
+    poet = poetgen.load()
+    tokenizer = poet.generator.tokenizer
+    plain = [p.text for p in poet.generate(form="wujue", n=4, seed=5)]
+    bias = np.zeros(tokenizer.vocab_size, np.float32)
+    favoured = tokenizer.id_of("鹤")
+    bias[favoured] = 30.0   # far above any other logit: every free slot of a line may take it once
+    with calibration.calibrated(bias):
+        steered = [p.text for p in poet.generate(form="wujue", n=4, seed=5)]
+    assert all(text.count("鹤") == 4 for text in steered)   # once a line: no repeat within a line
+    assert [p.text for p in poet.generate(form="wujue", n=4, seed=5)] == plain
