@@ -38,11 +38,16 @@ def rhyme_of(lines: list[str], prosody: Prosody, layout: Layout) -> tuple[bool, 
     return True, sorted(common)[0]
 
 
+def pattern_fits(lines: list[str], pattern: list[str], length: int, prosody: Prosody) -> list[bool]:
+    """Per strict position of `pattern` (one string per line), in order: does the poem's character fit it."""
+    return [tone_fits(line[col], pattern[i][col], prosody) for i, line in enumerate(lines)
+            for col in strict_positions(length)]
+
+
 def tone_of(lines: list[str], length: int, prosody: Prosody) -> tuple[float, str, list[bool]]:
-    strict = strict_positions(length)
     best = (-1.0, "", [])
     for name, pattern in tone_patterns(length, len(lines)).items():
-        fits = [tone_fits(line[col], pattern[i][col], prosody) for i, line in enumerate(lines) for col in strict]
+        fits = pattern_fits(lines, pattern, length, prosody)
         score = sum(fits) / len(fits)
         if score > best[0]:
             best = (score, name, fits)

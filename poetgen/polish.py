@@ -18,9 +18,10 @@ import dataclasses
 import numpy as np
 
 from poetgen import ranking
-from poetgen.checks import check_poem
+from poetgen.checks import check_poem, pattern_fits, rhyme_of
 from poetgen.ci_checks import check_ci
 from poetgen.layout import clauses
+from poetgen.prosody import tone_patterns
 from poetgen.request import MAX_PROMPT, PreparedRequest
 from poetgen.rerank import Reading
 from poetgen.sampling import Resume, row_streams
@@ -50,9 +51,15 @@ class Polisher:
         back = generator.reverse_scorer.reading(text, controls) if weight else None
         current = _Candidate(text, Reading.read(generator.stepper, self._ids(text), prefix), back, weight)
         passed, repeats, replaced = self._check(prepared, text), _repeats(text), 0
+        # versions keep the poem's own 平仄 pattern and rhyme group: drawn afresh, a version of line 1 could
+        # take another pattern (and a 入韵 one another group) and leave the poem in none
+        rhymes = prepared.variant is None and bool(passed.rhyme_ok)
+        kept = dataclasses.replace(prepared, pattern=poem.get("tone_pattern"),
+                                   rhyme_group=passed.rhyme_group if rhymes else None)
+        standing = self._standing(kept, text)
         for round_ in range(prepared.request.polish):
             for i in self._lines(prepared, current):
-                better = self._visit(prepared, current, i, (prepared.seed, index, round_, i), passed, repeats)
+                better = self._visit(kept, current, i, (prepared.seed, index, round_, i), (passed, standing), repeats)
                 if better is not None:
                     current, replaced = better, replaced + 1
         # scored as a polished poem is, even when no line changed: the forward model's mean over the whole
@@ -61,12 +68,14 @@ class Polisher:
         record = self._record(prepared, poem, current.text, current.reading.mean(), backward, weight)
         return {**record, "polished": replaced}
 
-    def _visit(self, prepared: PreparedRequest, current: "_Candidate", i: int, stream: tuple, passed,
+    def _visit(self, prepared: PreparedRequest, current: "_Candidate", i: int, stream: tuple, passed: tuple,
                repeats: tuple) -> "_Candidate | None":
         """The best splice of VERSIONS fresh versions of line i into `current`, if it scores higher and
-        keeps what the poem passed; None otherwise (or when the prompt fixes the line). The splices are
-        read as one batch from the line on, and the kept one's readings are those rows'."""
+        keeps what the poem passed (its check, and its standing in its own pattern); None otherwise (or
+        when the prompt fixes the line). The splices are read as one batch from the line on, and the kept
+        one's readings are those rows'."""
         generator, text = self.generator, current.text
+        check, standing = passed
         start, end = _spans(text)[i]
         head = text[:max(start, len(prepared.prompt))]   # the prompt's characters are never rewritten
         if end <= len(prepared.prompt) or len(head) > MAX_PROMPT:
@@ -77,7 +86,8 @@ class Polisher:
         for version in self._versions(prepared, head, end, resume, stream):
             splice = text[:start] + version[start:end] + text[end:]
             if (splice != text and splice not in splices and _fewer_or_as_many(_repeats(splice), repeats)
-                    and _keeps(self._check(prepared, splice), passed)):
+                    and _keeps(self._check(prepared, splice), check)
+                    and all(new >= old for new, old in zip(self._standing(prepared, splice), standing))):
                 splices.append(splice)
         if not splices:
             return None
@@ -112,9 +122,13 @@ class Polisher:
         """The first `end` characters of VERSIONS poems that start with `head`, under the request's
         rules, from their own seed, the model picked up after `head` where `resume` holds it."""
         seed = int(np.random.SeedSequence(list(stream)).generate_state(1, np.uint64)[0] >> 1)
+        options = dataclasses.replace(prepared.options, seed=seed)
         request = dataclasses.replace(prepared.request, prompt=head, n=VERSIONS, best_of=1, polish=0, polish_lines=0,
-                                      sample=dataclasses.replace(prepared.options, seed=seed))
-        version = self.generator.prepare(request)
+                                      sample=options)
+        # the head is the poem's own text, not a user's: never normalised (traditional forms such as 沈
+        # would change) nor checked again as a prompt
+        version = dataclasses.replace(prepared, request=request, prompt=head, options=options,
+                                      prompt_ids=tuple(self.generator.tokenizer.encode(head)))
         return self.generator.sample_texts(version, row_streams(seed, 0, VERSIONS), end, resume)
 
     def _ids(self, text: str) -> list[int]:
@@ -126,6 +140,21 @@ class Polisher:
         if prepared.variant is not None:
             return check_ci(text, prepared.variant, tables.prosody, tables.ci_rhyme, prepared.acrostic)
         return check_poem(text, prepared.form, tables.prosody, prepared.acrostic)
+
+    def _standing(self, prepared: PreparedRequest, text: str) -> tuple:
+        """How a shi poem holds the pattern `prepared` keeps: the share of its strict positions that fit,
+        and in a 入韵 pattern whether line 1 ends in the rhyme lines' group; () for a ci or no pattern."""
+        layout, pattern = prepared.layout, prepared.pattern
+        if pattern is None or prepared.variant is not None or not layout.fits(text):
+            return ()
+        prosody, lines = self.generator.tables.prosody, clauses(text)
+        fits = pattern_fits(lines, tone_patterns(layout.uniform_length, layout.line_count)[pattern],
+                            layout.uniform_length, prosody)
+        first = True
+        if pattern.endswith("入韵"):
+            group = rhyme_of(lines, prosody, layout)[1]
+            first = group is not None and group in prosody.rhyme_groups(lines[0][-2])
+        return sum(fits) / len(fits), first
 
     def _record(self, prepared: PreparedRequest, poem: dict, text: str, forward: float, backward, weight: float) -> dict:
         """The polished poem's record, scored as best-of scores a candidate; its logprob is the forward

@@ -164,12 +164,15 @@ class Rhyme(Rule):
     `first_line` is set, but in every row no rhyme takes line 1's last character again.
     """
 
-    def __init__(self, membership: np.ndarray, first_line: np.ndarray, masks: FitMasks | None = None):
+    def __init__(self, membership: np.ndarray, first_line: np.ndarray, masks: FitMasks | None = None,
+                 group: int | None = None):
         self.membership = membership                     # (vocab, groups) bool
         # the additive mask of each set of groups; pass the vocabulary's (tables.rhyme_masks) to share them
         self.masks = masks if masks is not None else FitMasks(membership.T.astype(np.float32))
         self.first_line = first_line                     # (batch,) bool
-        self.allowed = np.ones((len(first_line), membership.shape[1]), bool)
+        self.allowed = np.ones((len(first_line), membership.shape[1]), bool)   # the groups each row may still take
+        if group is not None:                            # one group from the start (polish: the poem's own)
+            self.allowed[:] = np.arange(membership.shape[1]) == group
         self.used: list[tuple[np.ndarray, np.ndarray]] = []   # (rows, the id each took) per rhyme position
 
     def rows_here(self, step: Step, ending: bool = False) -> np.ndarray | None:
@@ -282,14 +285,17 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
     elif regular and request.tone:
         standard = tone_patterns(layout.uniform_length, layout.line_count)
         rhyme = request.rhyme if request.rhyme is not None else True
-        names = fitting_patterns(standard, layout, forced_ids(prepared, layout), tables, rhyme)
-        # Each poem's pattern comes from its own stream, so batching does not change it.
-        patterns = [names[np.random.default_rng([seed, index, 1]).integers(len(names))] for seed, index in streams]
+        if prepared.pattern is not None:   # one the request fixes (polish: the poem's own)
+            patterns = [prepared.pattern] * batch
+        else:   # each poem's pattern comes from its own stream, so batching does not change it
+            names = fitting_patterns(standard, layout, forced_ids(prepared, layout), tables, rhyme)
+            patterns = [names[np.random.default_rng([seed, index, 1]).integers(len(names))] for seed, index in streams]
         active.append(Tone(tables.tone_masks, [standard[p] for p in patterns], strict_positions(layout.uniform_length)))
     rhyme = request.rhyme if request.rhyme is not None else regular
     if regular and rhyme and prepared.variant is None:
         first_line = np.array([p is not None and p.endswith("入韵") for p in (patterns or [None] * batch)])
-        active.append(Rhyme(tables.rhyme_membership, first_line, tables.rhyme_masks))
+        groups = None if prepared.rhyme_group is None else tables.prosody.level_groups.index(prepared.rhyme_group)
+        active.append(Rhyme(tables.rhyme_membership, first_line, tables.rhyme_masks, groups))
     theme_ids = prepared.theme_ids
     if theme_ids:
         lines = layout.line_count if regular else 8

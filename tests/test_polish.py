@@ -286,3 +286,50 @@ def test_polished_results_score_every_poem_alike(ranked):
         assert poem["logprob"] == pytest.approx(whole, abs=1e-3)
     full = ranked.generate(PoemRequest(prompt="白日依山尽，黄河入海流。欲穷千里目，更上一层楼。", polish=1))
     assert full["poems"][0]["logprob"] < 0
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from poetgen.generate import Generator
+
+    return Generator.load()
+
+
+def holds_its_pattern(poem: dict, form: str, prosody) -> bool:
+    """The poem fits the 平仄 pattern its record names at every strict position, and in a 入韵 pattern
+    line 1 ends in the rhyme lines' group."""
+    from poetgen.layout import layout_of
+    from poetgen.prosody import strict_positions, tone_fits, tone_patterns
+
+    layout, lines = layout_of(form), clauses(poem["text"])
+    pattern = tone_patterns(layout.uniform_length, layout.line_count)[poem["tone_pattern"]]
+    fits = all(tone_fits(line[col], pattern[i][col], prosody)
+               for i, line in enumerate(lines) for col in strict_positions(layout.uniform_length))
+    first = not poem["tone_pattern"].endswith("入韵") or poem["rhyme_group"] in prosody.rhyme_groups(lines[0][-2])
+    return fits and first
+
+
+def test_polished_shipped_poems_keep_the_pattern_they_report(shipped):
+    """A version of line 1 was sampled under a freshly drawn pattern: 11 of these 40 wujue ended in
+    none of the four (line 1's end off its pattern's tone, or a 入韵 line 1 off the rhyme), while
+    their records still named the old one."""
+    prosody = shipped.tables.prosody
+    poems = shipped.generate(PoemRequest(form="wujue", n=40, polish=2, sample=SampleOptions(seed=3)))["poems"]
+    assert sum(p["polished"] for p in poems) >= 40   # the test must see lines replaced, line 1 among them
+    assert [i for i, poem in enumerate(poems) if not holds_its_pattern(poem, "wujue", prosody)] == []
+
+
+def test_polishing_never_reads_the_poems_own_lines_as_a_users_prompt(shipped):
+    """The model writes traditional forms its vocabulary holds (沈 ends line 2 of this qilv). Polishing
+    once sent the lines before a visited one through the prompt's normalisation, which made 沈 into 沉,
+    a character in no rhyme group, and refused the poem's own line as a bad prompt."""
+    from poetgen import ranking
+
+    text = ("竹沼清涟满碧浔，烟波人静绿浮沈。明河水静知何处，落月笙吹喜欲吟。"
+            "雨迸久花惊夏口，浪飞轻练见秋岑。五更摇落门前见，寂寞村东鼓吹深。")
+    prepared = shipped.prepare(PoemRequest(form="qilv", polish=2, sample=SampleOptions(seed=1)))
+    check = check_poem(text, "qilv", shipped.tables.prosody)
+    assert check.rhyme_ok and "沈" in text
+    record = ranking.poem_record(text, "qilv", -4.0, check, "平起入韵")
+    poem = shipped.polish(prepared, {"poems": [record], "ms_per_poem": 0.0})["poems"][0]
+    assert poem["polished"] >= 1 and poem["rhyme_ok"] and holds_its_pattern(poem, "qilv", shipped.tables.prosody)
