@@ -51,11 +51,9 @@ class Polisher:
         back = generator.reverse_scorer.reading(text, controls) if weight else None
         current = _Candidate(text, Reading.read(generator.stepper, self._ids(text), prefix), back, weight)
         passed, repeats, replaced = self._check(prepared, text), _repeats(text), 0
-        # versions keep the poem's own 平仄 pattern and rhyme group: drawn afresh, a version of line 1 could
-        # take another pattern (and a 入韵 one another group) and leave the poem in none
-        rhymes = prepared.variant is None and bool(passed.rhyme_ok)
-        kept = dataclasses.replace(prepared, pattern=poem.get("tone_pattern"),
-                                   rhyme_group=passed.rhyme_group if rhymes else None)
+        # versions keep the poem's own 平仄 pattern: drawn afresh, a version of line 1 could take another
+        # and leave the poem in none (a 入韵 line 1 must also keep the rhyme: _standing)
+        kept = dataclasses.replace(prepared, pattern=poem.get("tone_pattern"))
         standing = self._standing(kept, text)
         for round_ in range(prepared.request.polish):
             for i in self._lines(prepared, current):

@@ -114,7 +114,6 @@ class PreparedRequest:
     variant: Variant | None = None  # the ci tune variant written (form "ci"), None for shi
     title: str = ""               # normalised; "" for none
     pattern: str | None = None    # every row's 平仄 pattern (polish keeps a poem's own); None: each row draws one
-    rhyme_group: str | None = None  # the 平水韵 group every rhyme takes (polish keeps a poem's own); None: any
 
     @property
     def layout(self) -> Layout | None:
@@ -130,7 +129,7 @@ class PreparedRequest:
         tune = (self.variant.tune, self.variant.number) if self.variant else None
         return (self.form, tune, self.prompt, self.acrostic, self.theme_ids, request.rhyme, request.tone,
                 request.no_repeat, request.repeat_penalty, request.max_chars, options.temperature, options.top_k, options.top_p,
-                request.style, self.title, self.pattern, self.rhyme_group)
+                request.style, self.title, self.pattern)
 
 
 def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:

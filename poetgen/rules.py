@@ -164,15 +164,12 @@ class Rhyme(Rule):
     `first_line` is set, but in every row no rhyme takes line 1's last character again.
     """
 
-    def __init__(self, membership: np.ndarray, first_line: np.ndarray, masks: FitMasks | None = None,
-                 group: int | None = None):
+    def __init__(self, membership: np.ndarray, first_line: np.ndarray, masks: FitMasks | None = None):
         self.membership = membership                     # (vocab, groups) bool
         # the additive mask of each set of groups; pass the vocabulary's (tables.rhyme_masks) to share them
         self.masks = masks if masks is not None else FitMasks(membership.T.astype(np.float32))
         self.first_line = first_line                     # (batch,) bool
-        self.allowed = np.ones((len(first_line), membership.shape[1]), bool)   # the groups each row may still take
-        if group is not None:                            # one group from the start (polish: the poem's own)
-            self.allowed[:] = np.arange(membership.shape[1]) == group
+        self.allowed = np.ones((len(first_line), membership.shape[1]), bool)
         self.used: list[tuple[np.ndarray, np.ndarray]] = []   # (rows, the id each took) per rhyme position
 
     def rows_here(self, step: Step, ending: bool = False) -> np.ndarray | None:
@@ -294,8 +291,7 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
     rhyme = request.rhyme if request.rhyme is not None else regular
     if regular and rhyme and prepared.variant is None:
         first_line = np.array([p is not None and p.endswith("入韵") for p in (patterns or [None] * batch)])
-        groups = None if prepared.rhyme_group is None else tables.prosody.level_groups.index(prepared.rhyme_group)
-        active.append(Rhyme(tables.rhyme_membership, first_line, tables.rhyme_masks, groups))
+        active.append(Rhyme(tables.rhyme_membership, first_line, tables.rhyme_masks))
     theme_ids = prepared.theme_ids
     if theme_ids:
         lines = layout.line_count if regular else 8
