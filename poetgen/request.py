@@ -143,9 +143,10 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
     prompt = layout.fit_prompt(prompt) if layout else prompt
     if layout is None and len(prompt) > request.max_chars:   # free verse stops there: the prompt would be cut
         raise BadInput(f"the prompt has {len(prompt)} characters, more than max_chars ({request.max_chars}); "
-                       f"shorten it or raise max_chars", field="prompt")
+                       f"shorten it or raise --max-chars (max_chars)", field="prompt")
     if request.polish_lines and not request.polish:
-        raise BadInput("polish_lines chooses the lines a polishing round visits: it needs polish (1 or more)",
+        raise BadInput("--polish-lines (polish_lines) chooses the lines a polishing round visits: it needs "
+                       "--polish 1 or more (polish)",
                        field="polish_lines")
     acrostic = normalize_text(request.acrostic)
     check_chars(acrostic, "acrostic", allow_punctuation=False)

@@ -333,3 +333,9 @@ def test_polishing_never_reads_the_poems_own_lines_as_a_users_prompt(shipped):
     record = ranking.poem_record(text, "qilv", -4.0, check, "平起入韵")
     poem = shipped.polish(prepared, {"poems": [record], "ms_per_poem": 0.0})["poems"][0]
     assert poem["polished"] >= 1 and poem["rhyme_ok"] and holds_its_pattern(poem, "qilv", shipped.tables.prosody)
+
+
+def test_polish_lines_without_polish_is_one_line_naming_both_options(tiny_bundle):
+    result = CliRunner().invoke(cli, ["generate", "--model", str(tiny_bundle), "--polish-lines", "2"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--polish-lines" in result.output and "--polish 1 or more" in result.output
