@@ -30,7 +30,7 @@ from poetgen.lock import LOCK_NAME, Lock
 from poetgen.model import CELLS, ModelConfig, build_model
 from poetgen.options import check_settings, setting
 from poetgen.resume import (LOG_FILE, RESUME_DIR, RESUME_STATE, RESUME_TOKENIZER, check_bundle, explicit_options,
-                            load_resume_model, read_state, repair_log, resumed_config, save_state)
+                            load_resume_model, model_files, read_state, repair_log, resumed_config, save_state)
 from poetgen.tokenizer import BOUNDARY, SPECIALS, Tokenizer
 from poetgen.train_step import use_sampled_softmax
 
@@ -192,6 +192,14 @@ def library_versions() -> dict:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
+def _bundle_config(path: Path) -> bool:
+    """True when `path` is a poetgen bundle's config.json (it names the bundle format)."""
+    try:
+        return "format_version" in json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 class Run:
     """What a training run knows: its data, tokenizer, config record and progress."""
 
@@ -245,8 +253,9 @@ class Run:
             logger.warning("the corpus changed since this run started; continuing on the new one")
 
     def holds_run(self) -> bool:
-        """Whether `out` holds a run of poetgen (a bundle or a resume state), whose files a new run may replace."""
-        return (self.out / CONFIG_FILE).exists() or (self.out / RESUME_DIR).is_dir()
+        """Whether `out` holds a run of poetgen (a bundle's config.json, or a saved resume model), whose
+        files a new run may replace; a user's folder that merely has a config.json or a resume/ is not one."""
+        return _bundle_config(self.out / CONFIG_FILE) or bool(model_files(self.out / RESUME_DIR))
 
     def _load_resume_state(self) -> None:
         saved = self.saved if self.saved is not None else read_state(self.out)

@@ -170,6 +170,21 @@ def test_a_directory_that_holds_no_run_needs_force_and_keeps_its_files(tiny_corp
     assert CliRunner().invoke(cli, [*args[:4], str(empty), *args[5:]]).exit_code == 0   # empty is fine
 
 
+def test_a_users_config_json_or_resume_folder_is_not_a_run(tiny_corpus, tmp_path):
+    """A folder with its own resume/ (a CV, say) was taken for a run, and its log.csv and
+    resume/state.json were deleted without --force. A run is a bundle's config.json or a saved model."""
+    out = tmp_path / "docs"
+    (out / "resume").mkdir(parents=True)
+    mine = {"log.csv": "expenses,1\n", "resume/state.json": "cv",
+            "resume/tokenizer.json": "cv"}
+    for name, text in mine.items():
+        (out / name).write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["train", "--corpus", str(tiny_corpus), "--out", str(out), "--epochs", "1",
+                                      "--steps-per-epoch", "2", *TRAIN_ARGS])
+    assert result.exit_code == 2 and "--force" in result.stderr and "\n" not in result.stderr.strip()
+    assert all((out / name).read_text(encoding="utf-8") == text for name, text in mine.items())
+
+
 def test_a_relative_corpus_path_is_recorded_absolute_so_resume_works_from_elsewhere(tiny_corpus, tmp_path,
                                                                                   monkeypatch):
     (tmp_path / "start").mkdir()
