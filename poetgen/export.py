@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from poetgen.atomic import atomic_directory, write_text
+from poetgen.atomic import atomic_directory, check_parent, write_text
 from poetgen.bundle import TOKENIZER_FILE, Bundle, save_bundle, write_config
 from poetgen.errors import BadInput, BadModel, OutputExists
 from poetgen.lock import LOCK_NAME, Lock
@@ -52,6 +52,8 @@ def check_target(bundle: Bundle, options: ExportOptions) -> None:
     out = Path(options.out)
     if (out.exists() or out.is_symlink()) and not options.force and not is_empty_directory(out):
         raise OutputExists(f"{out} already exists; pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise OutputExists(f"{out} is a file, not an export; not replacing it, even with --force")
     if out.is_dir() and not out.is_symlink() and not is_empty_directory(out) \
             and not any((out / marker).exists() for marker in EXPORT_MARKERS):
         raise OutputExists(f"{out} is a directory that holds no export; not replacing it, even with --force")
@@ -87,8 +89,17 @@ def export(bundle: Bundle, options: ExportOptions) -> Path:
     writer = {"keras": write_keras, "savedmodel": functools.partial(write_savedmodel, tunes=options.tunes),
               "tflite": write_tflite}[options.format]
     out = Path(options.out)
-    # Replacing a directory a run is writing would lose it: hold its lock, or refuse naming the holder.
-    lock = Lock.directory(out) if out.is_dir() and not out.is_symlink() else contextlib.nullcontext()
+    if out.resolve().name == "" or out.name in ("", ".", ".."):
+        raise BadInput(f"--out {options.out} names no directory of its own; give a new directory's name")
+    check_parent(out)
+    train = bundle.config.get("train")
+    if isinstance(train, dict) and train.get("reverse") and options.format == "savedmodel":
+        raise BadInput("a reverse model (train --reverse) reads poems backwards and cannot write them: "
+                       "export the forward model, or --format keras")
+    # Replacing a directory a run is writing would lose it: hold its lock (a new directory's too, made
+    # for it, so no run can start there meanwhile), or refuse naming the holder.
+    lock = Lock.directory(out) if not out.exists() or (out.is_dir() and not out.is_symlink()) \
+        else contextlib.nullcontext()
     with lock:
         check_target(bundle, options)
         replace = options.force or is_empty_directory(out)   # an empty directory is as good as none

@@ -148,7 +148,10 @@ class Lock:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.lock_path)   # unlinked before unlocking: a waiter re-checks the inode
+            # unlinked before unlocking (a waiter re-checks the inode), and only if it is still ours: a
+            # directory swapped out under us (export --force) may hold another process's lock by now
+            if os.stat(self.lock_path).st_ino == os.fstat(self.fd).st_ino:
+                os.unlink(self.lock_path)
         os.close(self.fd)
         self.fd = None
         if self.created_dir:

@@ -263,3 +263,46 @@ def test_export_errors_are_one_line(tiny_bundle, tmp_path, args, message):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output
+
+
+def test_an_export_to_a_new_directory_holds_its_lock_while_it_writes(tiny_bundle, tmp_path, monkeypatch):
+    """Without the lock a training run could start in the new directory during the export, and the
+    final swap (--force) would replace it under the run."""
+    import importlib
+
+    from poetgen.errors import InUse
+    from poetgen.lock import Lock
+
+    module = importlib.import_module("poetgen.export")   # poetgen.export is also the API's function
+    out, seen, write = tmp_path / "fresh", [], module.write_keras
+
+    def writing(bundle, directory):
+        with pytest.raises(InUse, match="in use by"):
+            with Lock.directory(out):
+                pass
+        seen.append(True)
+        write(bundle, directory)
+
+    monkeypatch.setattr(module, "write_keras", writing)
+    result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras", "--force")
+    assert result.exit_code == 0, result.output
+    assert seen and sorted(p.name for p in out.iterdir()) == ["config.json", "int8.npz", "model.keras", "tokenizer.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh"]
+
+
+def test_export_never_replaces_a_file_nor_the_current_directory(tiny_bundle, tmp_path, monkeypatch):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("important")
+    result = run_cli("export", "--model", tiny_bundle, "--out", mine, "--format", "keras", "--force")
+    assert result.exit_code == 2 and "is a file" in result.output and len(result.output.strip().splitlines()) == 1
+    assert mine.read_text() == "important"
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("export", "--model", tiny_bundle, "--out", ".", "--format", "keras", "--force")
+    assert result.exit_code == 2 and "names no directory" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_reverse_model_is_not_exported_as_a_savedmodel_that_writes(with_reverse, tmp_path):
+    result = run_cli("export", "--model", with_reverse[0] / "reverse", "--out", tmp_path / "sm", "--tunes", "0")
+    assert result.exit_code == 2 and "reverse model" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "sm").exists()
