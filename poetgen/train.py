@@ -149,13 +149,16 @@ def training_dataset(stream: np.ndarray, batch_size: int, seq_len: int, seed: in
                        f"{len(stream)} characters")
     offsets = tf.range(seq_len + 1)
 
-    def windows(start_batch):
-        jitter = tf.random.uniform(tf.shape(start_batch), 0, seq_len, dtype=tf.int32, seed=seed)
+    def windows(index, start_batch):
+        # stateless, keyed by the batch's index: a stateful draw inside a parallel map is taken in
+        # whatever order the threads run, and the same --seed gave other windows from run to run
+        key = tf.stack([tf.constant(seed, tf.int64), index])
+        jitter = tf.random.stateless_uniform(tf.shape(start_batch), key, 0, seq_len, dtype=tf.int32)
         w = tf.gather(stream_t, (start_batch + jitter)[:, None] + offsets)
         return w[:, :-1], w[:, 1:]
 
     ds = tf.data.Dataset.from_tensor_slices(starts).shuffle(len(starts), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat().batch(batch_size, drop_remainder=True)
+    ds = ds.repeat().batch(batch_size, drop_remainder=True).enumerate()
     return ds.map(windows, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE), len(starts)
 
 
