@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -291,8 +292,9 @@ class Run:
 
 
 def resume_command(config: TrainConfig) -> str:
-    corpus = f" --corpus {config.corpus}" if config.corpus else ""
-    return f"poetgen train{corpus} --out {config.out} --resume --epochs {config.epochs}"
+    """The command that continues the run, quoted for a shell (paths may hold spaces)."""
+    corpus = ["--corpus", str(config.corpus)] if config.corpus else []
+    return shlex.join(["poetgen", "train", *corpus, "--out", str(config.out), "--resume", "--epochs", str(config.epochs)])
 
 
 def _fit_verbosity() -> int:

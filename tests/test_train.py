@@ -298,3 +298,13 @@ def test_the_same_seed_gives_the_same_training_windows():
     first = windows(7)
     assert all((windows(7) == first).all() for _ in range(3))
     assert not (windows(8) == first).all()
+
+
+def test_the_printed_resume_command_is_quoted_for_a_shell():
+    import shlex
+
+    from poetgen.train import TrainConfig, resume_command
+
+    command = resume_command(TrainConfig(corpus="/data/my corpus.jsonl", out="my run", epochs=4))
+    assert shlex.split(command) == ["poetgen", "train", "--corpus", "/data/my corpus.jsonl", "--out", "my run",
+                                    "--resume", "--epochs", "4"]
