@@ -148,8 +148,9 @@ def _commit_directory(tmp: Path, path: Path) -> None:
 
 def _replace_directory(tmp: Path, path: Path) -> None:
     """Swap `tmp` in for `path`; if the swap fails, the old directory goes back where it was."""
-    old = path.with_name(f".{path.name}.old")
-    _remove(old)
+    # a fresh name of our own (reserved, then freed for the rename): a user's .NAME.old is never removed
+    old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+    old.rmdir()
     try:
         os.replace(path, old)
     except OSError as error:

@@ -306,3 +306,14 @@ def test_a_reverse_model_is_not_exported_as_a_savedmodel_that_writes(with_revers
     result = run_cli("export", "--model", with_reverse[0] / "reverse", "--out", tmp_path / "sm", "--tunes", "0")
     assert result.exit_code == 2 and "reverse model" in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "sm").exists()
+
+
+def test_force_leaves_a_users_own_dot_old_directory_alone(tiny_bundle, tmp_path):
+    out, theirs = tmp_path / "pb", tmp_path / ".pb.old"
+    theirs.mkdir()
+    (theirs / "mydata.txt").write_text("precious")
+    assert run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras").exit_code == 0
+    result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras", "--force")
+    assert result.exit_code == 0, result.output
+    assert (theirs / "mydata.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".pb.old", "pb"]   # no temporary left behind
