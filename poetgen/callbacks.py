@@ -61,26 +61,67 @@ def plot_curves(log_csv: Path, png: Path) -> None:
     plt.close(figure)
 
 
-def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper):
+class Interval:
+    """Due once `seconds` have passed since the last restart; never when `seconds` is 0."""
+
+    def __init__(self, seconds: float, clock=time.monotonic):
+        self.seconds, self.clock = seconds, clock
+        self.restart()
+
+    def restart(self) -> None:
+        self.since = self.clock()
+
+    def due(self) -> bool:
+        return self.seconds > 0 and self.clock() - self.since >= self.seconds
+
+
+def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper, clock=time.monotonic):
     import keras
 
+    def finished() -> bool:
+        """Whether the epoch that just ended ran all its steps (a stop cuts one short: no held-out loss,
+        no log row, no curve point for it)."""
+        return not run.state["step_in_epoch"]
+
     class HeldOutCheckpoint(keras.callbacks.Callback):
-        """Held-out loss per epoch; the best model to the bundle, the last one to the resume state."""
+        """Held-out loss per epoch; the best model to the bundle, the last one to the resume state, and
+        the resume state also every --checkpoint-minutes within an epoch and when a stop cuts one short."""
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.started, self.batches = time.time(), 0
+            self.first_step = run.state["step_in_epoch"]   # a run resumed within this epoch starts there
+            self.batches = self.counted = 0
+            self.mark = clock()
+            self.interval = Interval(run.config.checkpoint_minutes * 60, clock)
 
         def on_train_batch_end(self, batch, logs=None):
             self.batches += 1
+            if self.interval.due() and self.first_step + self.batches < run.steps_per_epoch:
+                self._save_within(epoch_number=run.state["epochs_done"] + 1)
+
+        def _account(self):
+            now = clock()
+            run.advance(self.batches - self.counted, now - self.mark)
+            self.counted, self.mark = self.batches, now
+
+        def _save_within(self, epoch_number: int):
+            if self.counted == self.batches and self.batches:
+                return   # saved at this very step already
+            self._account()
+            run.state["step_in_epoch"] = self.first_step + self.batches
+            run.save_resume(self.model, versions)
+            self.interval.restart()
+            logger.info(f"saved the resume state at step {run.state['step_in_epoch']} of epoch {epoch_number}")
 
         def on_epoch_end(self, epoch, logs=None):
+            if self.first_step + self.batches < run.steps_per_epoch:   # a stop cut the epoch short
+                self._save_within(epoch + 1)
+                return
             total, count = sequence_log_likelihood(self.model, run.held_out, prefixes=run.held_out_prefixes)
             val_loss = -total / count
             logs["val_loss"], logs["val_perplexity"] = val_loss, math.exp(val_loss)
+            self._account()
             state = run.state
-            state["epochs_done"] = epoch + (0 if stopper.stopped else 1)
-            state["tokens_seen"] += self.batches * run.config.batch_size * run.config.seq_len
-            state["wall_time_s"] = round(state["wall_time_s"] + time.time() - self.started, 1)
+            state["epochs_done"], state["step_in_epoch"] = epoch + 1, 0
             improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"]
             if improved:
                 state["best_val_loss"], state["best_epoch"] = val_loss, epoch + 1
@@ -95,15 +136,16 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
 
     class Curves(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            plot_curves(run.out / "log.csv", run.out / "curves.png")
+            if finished():
+                plot_curves(run.out / "log.csv", run.out / "curves.png")
 
     return [HeldOutCheckpoint(),
-            epoch_log(run.out / "log.csv", append=run.config.resume),
-            Curves(), tensorboard_logs(run.out / "tensorboard"),
+            epoch_log(run.out / "log.csv", append=run.config.resume, finished=finished),
+            Curves(), tensorboard_logs(run.out / "tensorboard", finished),
             stopper.callback]
 
 
-def tensorboard_logs(directory: Path):
+def tensorboard_logs(directory: Path, finished=lambda: True):
     """Keras' TensorBoard callback, but its event files are optional: TensorFlow writes them outside
     poetgen's atomic saves, so a write error there (disk full, read-only, quota) is one warning and the
     run goes on without them; the bundle's own files are what must survive."""
@@ -134,7 +176,8 @@ def tensorboard_logs(directory: Path):
             self._guarded(super().on_epoch_begin, epoch, logs)
 
         def on_epoch_end(self, epoch, logs=None):
-            self._guarded(super().on_epoch_end, epoch, logs)
+            if finished():   # an epoch a stop cut short has no held-out loss to show
+                self._guarded(super().on_epoch_end, epoch, logs)
 
         def on_train_end(self, logs=None):
             self._guarded(super().on_train_end, logs)

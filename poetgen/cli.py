@@ -13,9 +13,7 @@ import traceback
 import click
 
 from poetgen import __version__
-from poetgen.errors import PoetgenError
-
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from poetgen.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PoetgenError
 
 
 class StderrHandler(logging.Handler):
@@ -56,7 +54,9 @@ class PoetgenGroup(click.Group):
         args = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in args or os.environ.get("POETGEN_DEBUG") == "1"
         try:
-            super().main(args=args, prog_name=prog_name or "poetgen", standalone_mode=False, **extra)
+            code = super().main(args=args, prog_name=prog_name or "poetgen", standalone_mode=False, **extra)
+            if isinstance(code, int) and code:   # click returns a command's Exit(code) without standalone_mode
+                sys.exit(code)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
         except click.exceptions.NoArgsIsHelpError as error:   # `poetgen` or `poetgen corpus` alone: the help

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from poetgen.batching import BatchOptions
+from poetgen.errors import EXIT_INTERRUPTED
 from poetgen.evaluate import EvalOptions
 from poetgen.export import ExportOptions
 from poetgen.options import option
@@ -56,6 +57,7 @@ int8_option = click.option(
 @option(TrainConfig, "reverse")
 @option(TrainConfig, "epochs")
 @option(TrainConfig, "steps_per_epoch")
+@option(TrainConfig, "checkpoint_minutes")
 @option(TrainConfig, "batch_size")
 @option(TrainConfig, "seq_len")
 @option(TrainConfig, "learning_rate")
@@ -82,6 +84,8 @@ def train(sample: bool, **options) -> None:
     if result.best_val_perplexity is not None:
         click.echo(f"best held-out perplexity {result.best_val_perplexity:.1f} at epoch "
                    f"{result.best_epoch}; bundle in {result.path}")
+    if result.stopped:   # saved, but not done: a script's `train && quantize` must not carry on
+        raise click.exceptions.Exit(EXIT_INTERRUPTED)
 
 
 def given_options(options: dict) -> frozenset[str]:

@@ -3,11 +3,13 @@
 The CLI turns each into one line on stderr and the exit code below; anything else is a bug.
 """
 
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130   # README, "Errors and exit codes"
+
 
 class PoetgenError(Exception):
     """A problem with the user's input, files or options."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class BadInput(PoetgenError, ValueError):

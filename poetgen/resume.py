@@ -22,6 +22,7 @@ from poetgen.tokenizer import Tokenizer
 RESUME_DIR, RESUME_STATE, RESUME_TOKENIZER = "resume", "state.json", "tokenizer.json"
 LEGACY_MODEL = "last.keras"        # what runs before generations wrote; still read
 LOG_FILE = "log.csv"
+SEED_STATE = "seed_generator_state"   # Keras names a SeedGenerator's variable so
 _GENERATION = re.compile(r"last-(\d+)\.keras")
 START_OVER = "or start over with --force (it replaces the bundle's best model once the first epoch ends)"
 
@@ -53,12 +54,34 @@ def save_state(resume_dir: Path, model, tokenizer: Tokenizer, record: dict) -> N
             old.unlink(missing_ok=True)
 
 
+def _seed_variables(model) -> dict:
+    """The dropout seed generators' state variables, keyed by their layer's name and rank in it (the
+    variables' own paths are numbered per process, seed_generator_12, and differ after a load)."""
+    return {f"{layer.name}/{rank}": variable for layer in model.layers
+            for rank, variable in enumerate(v for v in layer.variables if v.path.endswith(SEED_STATE))}
+
+
+def seed_states(model) -> dict[str, list[int]]:
+    """The model's dropout seed generators' states: a .keras file does not keep them, and without them a
+    resumed run would draw its first epoch's dropout masks again."""
+    return {key: [int(x) for x in v.numpy().ravel()] for key, v in _seed_variables(model).items()}
+
+
+def restore_seed_states(model, states: dict | None) -> None:
+    """Put back what seed_states saved (a state without them, from an older poetgen, keeps the fresh ones)."""
+    import numpy as np
+
+    for key, variable in _seed_variables(model).items():
+        if key in (states or {}):
+            variable.assign(np.asarray(states[key], variable.dtype).reshape(variable.shape))
+
+
 def read_state(out: Path) -> dict:
     """state.json of the run in `out`, checked: it parses, has its parts, and names a whole model file."""
     resume_dir = out / RESUME_DIR
     path = resume_dir / RESUME_STATE
     if not path.exists():
-        raise BadInput(f"nothing to resume in {out}: no finished epoch was saved there")
+        raise BadInput(f"nothing to resume in {out}: nothing was saved there yet")
     restore = f"restore {path.name} from a backup, {START_OVER}"
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -196,8 +219,9 @@ def read_log(path: Path) -> tuple[list[str], list[list[str]]]:
     return (rows[0], rows[1:]) if rows else ([], [])
 
 
-def epoch_log(path: Path, append: bool):
-    """A CSVLogger that rewrites log.csv whole each epoch (atomically), so no kill tears a line."""
+def epoch_log(path: Path, append: bool, finished=lambda: True):
+    """A CSVLogger that rewrites log.csv whole each epoch (atomically), so no kill tears a line; an epoch
+    for which `finished()` is false (a stop cut it short) gets no row."""
     import keras
 
     class EpochLog(keras.callbacks.Callback):
@@ -205,6 +229,8 @@ def epoch_log(path: Path, append: bool):
             self.header, self.rows = read_log(path) if append else ([], [])
 
         def on_epoch_end(self, epoch, logs=None):
+            if not finished():
+                return
             logs = logs or {}
             if not self.header:
                 self.header = ["epoch"] + sorted(logs)

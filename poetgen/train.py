@@ -31,7 +31,8 @@ from poetgen.lock import LOCK_NAME, Lock
 from poetgen.model import CELLS, ModelConfig, build_model
 from poetgen.options import check_settings, setting
 from poetgen.resume import (LOG_FILE, RESUME_DIR, RESUME_STATE, RESUME_TOKENIZER, check_bundle, explicit_options,
-                            load_resume_model, model_files, read_state, repair_log, resumed_config, save_state)
+                            load_resume_model, model_files, read_state, repair_log, restore_seed_states,
+                            resumed_config, save_state, seed_states)
 from poetgen.tokenizer import BOUNDARY, SPECIALS, Tokenizer
 from poetgen.train_step import use_sampled_softmax
 
@@ -67,6 +68,7 @@ class TrainConfig:
     reverse: bool = False                                     # train on reversed poems: a best-of reranker
     epochs: int = setting(10, low=1)                          # epochs to reach (a resumed run continues up to this)
     steps_per_epoch: int = setting(0, low=0)                  # steps per epoch; 0: one pass over the training text
+    checkpoint_minutes: float = setting(8.0, low=0)           # save the resume state this often in an epoch; 0: at its end
     batch_size: int = setting(128, low=1)                     # windows per step
     seq_len: int = setting(64, low=2)                         # characters per window
     learning_rate: float = setting(3e-3, low=0, low_open=True)   # peak Adam rate; warm-up, cosine decay to 5%
@@ -139,8 +141,12 @@ def token_stream(tokenizer: Tokenizer, texts: Sequence[str], prefixes: Sequence[
     return np.asarray(ids, np.int32)
 
 
-def training_dataset(stream: np.ndarray, batch_size: int, seq_len: int, seed: int):
-    """Infinite shuffled windows: every epoch visits each stride of the stream once, jittered."""
+def training_dataset(stream: np.ndarray, batch_size: int, seq_len: int, seed: int, start: int = 0):
+    """Infinite jittered windows from batch number `start` on: each pass over the data visits every stride
+    of the stream once, in an order drawn for that pass; batch n is the same whenever a run asks for it,
+    so a run resumed at any step sees the windows it would have seen uninterrupted.
+
+    Returns the dataset of (inputs, targets) and the number of strides (windows) in one pass."""
     import tensorflow as tf
 
     stream_t = tf.constant(stream)
@@ -148,19 +154,28 @@ def training_dataset(stream: np.ndarray, batch_size: int, seq_len: int, seed: in
     if len(starts) < batch_size:
         raise BadInput(f"corpus too small for --batch-size {batch_size} x --seq-len {seq_len}: "
                        f"{len(stream)} characters")
+    per_pass = len(starts) // batch_size
+    starts_t = tf.constant(starts[:per_pass * batch_size])
     offsets = tf.range(seq_len + 1)
+    seed_t = tf.constant(seed, tf.int64)
+
+    def one_pass(number):
+        # stateless draws keyed by (seed, pass) and (seed, batch): nothing depends on the order in which
+        # parallel threads run or on where a run started (negative keys for passes, so the two never meet)
+        order = tf.random.experimental.stateless_shuffle(starts_t, tf.stack([seed_t, -1 - number]))
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [per_pass, batch_size]))
 
     def windows(index, start_batch):
-        # stateless, keyed by the batch's index: a stateful draw inside a parallel map is taken in
-        # whatever order the threads run, and the same --seed gave other windows from run to run
-        key = tf.stack([tf.constant(seed, tf.int64), index])
-        jitter = tf.random.stateless_uniform(tf.shape(start_batch), key, 0, seq_len, dtype=tf.int32)
+        jitter = tf.random.stateless_uniform(tf.shape(start_batch), tf.stack([seed_t, index]), 0, seq_len,
+                                             dtype=tf.int32)
         w = tf.gather(stream_t, (start_batch + jitter)[:, None] + offsets)
         return w[:, :-1], w[:, 1:]
 
-    ds = tf.data.Dataset.from_tensor_slices(starts).shuffle(len(starts), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat().batch(batch_size, drop_remainder=True).enumerate()
-    return ds.map(windows, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE), len(starts)
+    first_pass = start // per_pass
+    batches = tf.data.Dataset.range(first_pass, np.iinfo(np.int64).max).flat_map(one_pass)
+    batches = batches.skip(start - first_pass * per_pass)
+    numbered = tf.data.Dataset.zip(tf.data.Dataset.range(start, np.iinfo(np.int64).max), batches)
+    return numbered.map(windows, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE), len(starts)
 
 
 def learning_rate_schedule(config: TrainConfig, total_steps: int):
@@ -213,8 +228,10 @@ class Run:
         self.out = Path(config.out)
         self.resume_dir = self.out / RESUME_DIR
         self.corpus = config.corpus
-        self.state = {"epochs_done": 0, "tokens_seen": 0, "wall_time_s": 0.0,
+        self.state = {"epochs_done": 0, "step_in_epoch": 0, "tokens_seen": 0, "wall_time_s": 0.0,
                       "best_val_loss": None, "best_epoch": None}
+        self.global_batch = config.batch_size       # windows per step over all replicas (set by train)
+        self.steps_per_epoch = 1                    # steps of one epoch (set by train)
 
     def prepare(self) -> None:
         config = self.config
@@ -263,7 +280,7 @@ class Run:
 
     def _load_resume_state(self) -> None:
         saved = self.saved if self.saved is not None else read_state(self.out)
-        self.state = saved["state"]
+        self.state = {"step_in_epoch": 0, **saved["state"]}   # states saved before mid-epoch saves lack it
         if self.corpus is None:   # --resume without --corpus continues on the run's own corpus
             self.corpus = saved["train"].get("corpus")
 
@@ -280,6 +297,16 @@ class Run:
     def state_progress(self) -> dict:
         return {k: self.state[k] for k in ("epochs_done", "tokens_seen", "wall_time_s")}
 
+    def advance(self, batches: int, seconds: float) -> None:
+        """Count `batches` more trained steps and `seconds` more training time."""
+        self.state["tokens_seen"] += batches * self.global_batch * self.config.seq_len
+        self.state["wall_time_s"] = round(self.state["wall_time_s"] + seconds, 1)
+
+    def position(self) -> str:
+        """Where the run stands, for messages: "3 epochs" or "step 120 of epoch 4"."""
+        done, step = self.state["epochs_done"], self.state["step_in_epoch"]
+        return f"step {step} of epoch {done + 1}" if step else f"{done} epochs"
+
     def metrics(self) -> dict:
         best = self.state["best_val_loss"]
         return {"best_val_loss": best, "best_val_perplexity": math.exp(best) if best is not None else None,
@@ -287,7 +314,8 @@ class Run:
 
     def save_resume(self, model, versions: dict) -> None:
         record = {"train": dataclasses.asdict(self.config), "state": {**self.state,
-                  "corpus_hash": self.corpus_record["hash"]}, "versions": versions}
+                  "corpus_hash": self.corpus_record["hash"]}, "versions": versions,
+                  "seed_states": seed_states(model)}
         save_state(self.resume_dir, model, self.tokenizer, record)
 
 
@@ -325,22 +353,23 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
         check_bundle(Path(config.out))
     run = Run(config, saved)
     run.prepare()
-    start_epoch = run.state["epochs_done"]
+    start_epoch, step_in_epoch = run.state["epochs_done"], run.state["step_in_epoch"]
     if start_epoch >= config.epochs:
         raise BadInput(f"{config.out} has already trained {start_epoch} epochs; raise --epochs to continue")
     strategy = _setup_devices(config.strategy)
     import keras
 
-    keras.utils.set_random_seed(config.seed + start_epoch)
-    dataset, windows = training_dataset(run.train_stream, config.batch_size * strategy.num_replicas_in_sync,
-                                        config.seq_len, config.seed + start_epoch)
-    steps = config.steps_per_epoch or max(1, windows // (config.batch_size * strategy.num_replicas_in_sync))
+    keras.utils.set_random_seed(config.seed)
+    run.global_batch = config.batch_size * strategy.num_replicas_in_sync
+    windows = window_count(len(run.train_stream), config.seq_len)
+    steps = run.steps_per_epoch = config.steps_per_epoch or max(1, windows // run.global_batch)
     model_config = run.model_config()
     held_run = run.holds_run()
     keras.mixed_precision.set_global_policy(config.precision)
     with strategy.scope():
         if config.resume:
             model = load_resume_model(saved["model_path"], run.tokenizer.vocab_size)
+            restore_seed_states(model, saved.get("seed_states"))
             retune_optimizer(model, config, steps * config.epochs)
         else:
             model = build_model(model_config)
@@ -355,14 +384,38 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
                 (run.out / stale).unlink()
     versions = library_versions()
     replicas = f" on {strategy.num_replicas_in_sync} replicas" if config.strategy == "mirrored" else ""
+    from_step = f", epoch {start_epoch + 1} from step {step_in_epoch}" if step_in_epoch else ""
     logger.info(f"training {model.count_params():,} parameters{replicas} on {run.corpus_record['train_chars']:,} characters "
-        f"(vocabulary {run.tokenizer.vocab_size}), epochs {start_epoch + 1}..{config.epochs} of {steps} steps")
+        f"(vocabulary {run.tokenizer.vocab_size}), epochs {start_epoch + 1}..{config.epochs} of {steps} steps{from_step}")
     with StopOnSignal() as stopper, contextlib.redirect_stdout(sys.stderr):
-        callbacks = make_callbacks(run, model_config, versions, stopper)
-        model.fit(dataset, epochs=config.epochs, initial_epoch=start_epoch, steps_per_epoch=steps, shuffle=False,
-                  callbacks=callbacks + list(extra_callbacks), verbose=_fit_verbosity())
+        callbacks = make_callbacks(run, model_config, versions, stopper) + list(extra_callbacks)
+        for first, last, epoch_steps in fit_segments(start_epoch, step_in_epoch, config.epochs, steps):
+            if stopper.stopped:
+                break
+            # the data goes on at the batch the run has reached (the optimizer counts them), the same
+            # batches an uninterrupted run would see
+            dataset, _ = training_dataset(run.train_stream, run.global_batch, config.seq_len, config.seed,
+                                          start=int(model.optimizer.iterations.numpy()))
+            model.fit(dataset, epochs=last, initial_epoch=first, steps_per_epoch=epoch_steps, shuffle=False,
+                      callbacks=callbacks, verbose=_fit_verbosity())
     if stopper.stopped:
-        logger.warning(f"stopped after {run.state['epochs_done']} finished epochs; saved. Continue with: "
-            f"{resume_command(config)}")
+        logger.warning(f"stopped at {run.position()}; saved. Continue with: {resume_command(config)}")
     run.stopped = stopper.stopped
     return run
+
+
+def window_count(stream_length: int, seq_len: int) -> int:
+    """Windows (strides of seq_len) in one pass over a stream: training_dataset's second value."""
+    return len(range(0, stream_length - 2 * seq_len - 1, seq_len))
+
+
+def fit_segments(epochs_done: int, step_in_epoch: int, epochs: int, steps: int) -> list[tuple[int, int, int]]:
+    """(initial_epoch, epochs, steps_per_epoch) of each model.fit: a run saved within an epoch first
+    finishes that epoch's remaining steps (at least one), then runs whole epochs."""
+    segments = []
+    if step_in_epoch:
+        segments.append((epochs_done, epochs_done + 1, max(1, steps - step_in_epoch)))
+        epochs_done += 1
+    if epochs_done < epochs:
+        segments.append((epochs_done, epochs, steps))
+    return segments

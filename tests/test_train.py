@@ -82,10 +82,116 @@ def test_sigterm_stops_cleanly_and_says_how_to_resume(tiny_corpus, tmp_path):
                       "--steps-per-epoch", "40", *TRAIN_ARGS)
     _wait_for(out / "resume" / "state.json")
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr   # saved, but not done: `train && quantize` must not go on
     assert "--resume" in stderr and "Traceback" not in stderr
-    assert (out / "model.keras").exists()
+    assert (out / "model.keras").exists() and stdout.startswith("best held-out perplexity")
+    state = json.loads((out / "resume" / "state.json").read_text())["state"]
+    assert state["step_in_epoch"] > 0 and f"stopped at step {state['step_in_epoch']} of epoch " in stderr
+    config = json.loads((out / "config.json").read_text())
+    # the epoch the stop cut short is neither measured nor logged: best and log stay with finished epochs
+    assert config["metrics"]["best_epoch"] <= state["epochs_done"]
+    assert len((out / "log.csv").read_text().splitlines()) == 1 + state["epochs_done"]
+
+
+class StopAtBatch:
+    """SIGTERM to this process after the `n`-th batch of a run (counted over its fits): a user's kill at
+    a known step. The signal is the run's own stop path; the batch is the observed event."""
+
+    def __new__(cls, n: int):
+        import keras
+
+        class Callback(keras.callbacks.Callback):
+            seen = 0
+
+            def on_train_batch_end(self, batch, logs=None):
+                Callback.seen += 1
+                if Callback.seen == n:
+                    os.kill(os.getpid(), signal.SIGTERM)
+
+        return Callback()
+
+
+def test_a_run_stopped_within_an_epoch_resumes_at_that_step_exactly(tiny_corpus, tmp_path):
+    """A stop in epoch 1 saves step, weights, optimizer and dropout seeds; the resumed run finishes the
+    epoch's remaining steps on the very windows an unstopped run saw, so held-out losses are identical."""
+    import poetgen
+
+    options = dict(corpus=str(tiny_corpus), units=48, embedding_dim=32, batch_size=16, seq_len=32,
+                   learning_rate=0.01, warmup_steps=10, val_split=0.05, steps_per_epoch=20, epochs=2,
+                   embedding_dropout=0.1)
+    straight = poetgen.train(out=str(tmp_path / "straight"), **options)
+    stopped = poetgen.train(out=str(tmp_path / "stopped"), callbacks=[StopAtBatch(7)], **options)
+    assert stopped.stopped and stopped.epochs_done == 0 and stopped.best_epoch is None
+    saved = json.loads((tmp_path / "stopped" / "resume" / "state.json").read_text())
+    # the signal lands after batch 7's stop check, so the run stops after batch 8
+    assert saved["state"]["step_in_epoch"] == 8 and saved["state"]["tokens_seen"] == 8 * 16 * 32
+    assert saved["seed_states"] and not (tmp_path / "stopped" / "model.keras").exists()
+    resumed = poetgen.train(out=str(tmp_path / "stopped"), resume=True, epochs=2)
+    assert not resumed.stopped and resumed.epochs_done == 2
+
+    def held_out(run):
+        header, *rows = (tmp_path / run / "log.csv").read_text().splitlines()
+        column = header.split(",").index("val_loss")
+        return [float(row.split(",")[column]) for row in rows]
+
+    assert held_out("stopped") == pytest.approx(held_out("straight"), rel=1e-6, abs=0)
+    config = json.loads((tmp_path / "stopped" / "config.json").read_text())
+    assert config["progress"]["tokens_seen"] == 2 * 20 * 16 * 32
+
+
+def test_kill_9_within_a_long_epoch_loses_only_the_steps_since_the_last_save(tiny_corpus, tmp_path):
+    """--checkpoint-minutes saves within an epoch (here after nearly every step): after kill -9, --resume
+    goes on from the saved step of the unfinished epoch, not from its start."""
+    out = tmp_path / "run"
+    args = ["train", "--corpus", str(tiny_corpus), "--out", str(out), *TRAIN_ARGS]
+    process = poetgen(*args, "--steps-per-epoch", "100000", "--epochs", "1", "--checkpoint-minutes", "0.0001")
+
+    def saved_step() -> int:
+        try:
+            return json.loads((out / "resume" / "state.json").read_text())["state"]["step_in_epoch"]
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    try:
+        wait_until(lambda: saved_step() >= 3 or process.poll() is not None, "a save within epoch 1", 240, poll=0.1)
+    finally:
+        process.kill()
+        process.wait()
+    step = saved_step()
+    assert step >= 3, process.stderr.read()
+    assert not (out / "model.keras").exists() and not (out / "log.csv").exists()   # no epoch finished
+    resumed = subprocess.run([sys.executable, "-m", "poetgen", "train", "--out", str(out), "--resume",
+                              "--steps-per-epoch", str(step + 5), "--checkpoint-minutes", "0"],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"epoch 1 from step {step}" in resumed.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["progress"]["epochs_done"] == 1 and config["progress"]["tokens_seen"] == (step + 5) * 16 * 32
+    assert len((out / "log.csv").read_text().splitlines()) == 2
+
+
+def test_interval_is_due_once_its_time_has_passed_since_the_last_restart():
+    from poetgen.callbacks import Interval
+
+    now = [100.0]
+    interval = Interval(60, clock=lambda: now[0])
+    now[0] = 159.9
+    assert not interval.due()
+    now[0] = 160.0
+    assert interval.due()
+    interval.restart()
+    assert not interval.due()
+    assert not Interval(0, clock=lambda: now[0] + 1e9).due()   # 0: only at epoch ends
+
+
+def test_fit_segments_finish_a_cut_epoch_first():
+    from poetgen.train import fit_segments
+
+    assert fit_segments(0, 0, 3, 100) == [(0, 3, 100)]
+    assert fit_segments(1, 40, 3, 100) == [(1, 2, 60), (2, 3, 100)]
+    assert fit_segments(2, 40, 3, 100) == [(2, 3, 60)]
+    assert fit_segments(1, 150, 3, 100) == [(1, 2, 1), (2, 3, 100)]   # --steps-per-epoch lowered on resume
 
 
 def test_resume_with_other_model_options_is_refused(tiny_bundle):
