@@ -122,7 +122,12 @@ def print_report(program: str, key_path: Path, judgements_path: Path, fmt: str, 
         key = json.loads(key_path.read_text(encoding="utf-8"))
         if not isinstance(key, dict) or not isinstance(key.get(entries), dict):
             raise BadJudgements(f"{key_path}: not a key written by {writer}")
-        report = score(key, read(json.loads(judgements_path.read_text(encoding="utf-8"))))
+        judgements = read(json.loads(judgements_path.read_text(encoding="utf-8")))
+        try:
+            report = score(key, judgements)
+        except (KeyError, TypeError, IndexError, AttributeError) as error:   # read() checked the judgements
+            raise BadJudgements(f"{key_path}: a malformed key, not as {writer} writes it "
+                                f"({type(error).__name__}: {error})") from None
     except (OSError, ValueError) as error:   # BadJudgements and JSONDecodeError are ValueErrors
         print(f"{program}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2

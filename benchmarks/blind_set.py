@@ -45,18 +45,32 @@ def parse_setting(text: str) -> tuple[str, list[str]]:
     if not sep or not name.strip() or name.strip() == "real":
         raise ValueError(f"--setting {text!r}: expected NAME=OPTIONS with a name other than 'real'")
     args = shlex.split(options)
-    reserved = sorted(RESERVED & {arg.split("=")[0] for arg in args})
+    reserved = sorted({option for option in RESERVED for arg in args if _names(arg, option)})
     if reserved:
         raise ValueError(f"--setting {name}: {', '.join(reserved)} is chosen by blind_set.py itself")
     return name.strip(), args
 
 
+def _names(arg: str, option: str) -> bool:
+    """Whether command-line word `arg` gives `option`: --seed, --seed=3, or a short one joined, -n3."""
+    if option.startswith("--"):
+        return arg == option or arg.startswith(option + "=")
+    return arg.startswith(option) and not arg.startswith("--")
+
+
 def check_output(parser: argparse.ArgumentParser, out: Path, per_form: int, force: bool) -> None:
-    """One line and exit 2 for a count below one or an existing key that --force does not replace."""
+    """One line and exit 2, before any poem is written, for a count below one, an --out that is not a
+    directory one can make, or an existing key that --force does not replace."""
     if per_form < 1:
         parser.error("--per-form must be at least 1")
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {out} is a file; give a directory for poems.md and key.json")
     if (out / "key.json").exists() and not force:
         parser.error(f"{out / 'key.json'} exists; pass --force to replace it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"cannot make --out {out}: {error.strerror or error}")
 
 
 def real_poems(kinds: list[str], per_kind: int, seed: int, tune: str | None) -> dict[str, list[str]]:

@@ -34,6 +34,16 @@ class Bundle:
     model_config: ModelConfig
     weights: dict | None = None   # {layer name: arrays} (keras=False); None: take them from `model`
 
+    @property
+    def train_options(self) -> dict:
+        """The options it was trained with (config.json's "train", checked by read_config; {} if none)."""
+        return self.config.get("train") or {}
+
+    @property
+    def reverse(self) -> bool:
+        """Trained with --reverse: it reads poems backwards (a best-of reranker) and writes none."""
+        return bool(self.train_options.get("reverse"))
+
 
 def default_model_dir() -> Path:
     from poetgen.resources import shipped_path
@@ -59,6 +69,35 @@ def save_bundle(directory: Path, model, tokenizer: Tokenizer, config: dict) -> N
     write_config(directory, {**config, "format_version": FORMAT_VERSION, "tokenizer_hash": tokenizer.hash})
 
 
+def is_bundle_config(path: Path) -> bool:
+    """Whether `path` is a poetgen bundle's config.json (it names the bundle format): a run may replace
+    the files of a directory that holds one; a user's own config.json is not one."""
+    try:
+        return "format_version" in json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+# config.json's training options that loading reads, and what each must be
+_TRAIN_KINDS = {"reverse": (bool, "true or false"), "titles": (bool, "true or false"),
+                "val_split": ((int, float), "a number between 0 and 0.5")}
+
+
+def _check_train_options(config: dict, path: Path) -> None:
+    train = config.get("train")
+    if train is None:
+        return
+    if not isinstance(train, dict):
+        raise BadModel(f"{path}: corrupt config (train is not a JSON object)")
+    for name, (kind, wanted) in _TRAIN_KINDS.items():
+        value = train.get(name)
+        if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+            raise BadModel(f"{path}: corrupt config (train.{name} must be {wanted}, not {value!r})")
+    split = train.get("val_split")
+    if split is not None and not 0 < split < 0.5:
+        raise BadModel(f"{path}: corrupt config (train.val_split must be between 0 and 0.5, not {split!r})")
+
+
 def read_config(directory: Path) -> dict:
     path = directory / CONFIG_FILE
     try:
@@ -75,6 +114,7 @@ def read_config(directory: Path) -> dict:
     if version > FORMAT_VERSION:
         raise BadModel(f"{directory}: bundle format {version} is newer than this poetgen supports "
                        f"({FORMAT_VERSION}); upgrade poetgen")
+    _check_train_options(config, path)
     return config
 
 

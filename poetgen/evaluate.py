@@ -153,9 +153,9 @@ class Evaluation:
     def __init__(self, bundle: Bundle, options: EvalOptions):
         options.validate()
         self.bundle, self.options = bundle, options
-        self.val_split = float(bundle.config.get("train", {}).get("val_split", HELD_OUT_FRACTION))
+        self.val_split = float(bundle.train_options.get("val_split", HELD_OUT_FRACTION))
         # a reverse model (train --reverse) reads each poem backwards, as in training; it writes no poems
-        self.reverse = bool(bundle.config.get("train", {}).get("reverse"))
+        self.reverse = bundle.reverse
         self._corpora: dict[tuple, list] = {}
         dynasty, genre = options.subset()
         if options.corpus is None:

@@ -92,8 +92,7 @@ def export(bundle: Bundle, options: ExportOptions) -> Path:
     if out.resolve().name == "" or out.name in ("", ".", ".."):
         raise BadInput(f"--out {options.out} names no directory of its own; give a new directory's name")
     check_parent(out)
-    train = bundle.config.get("train")
-    if isinstance(train, dict) and train.get("reverse") and options.format == "savedmodel":
+    if bundle.reverse and options.format == "savedmodel":
         raise BadInput("a reverse model (train --reverse) reads poems backwards and cannot write them: "
                        "export the forward model, or --format keras")
     # Replacing a directory a run is writing would lose it: hold its lock (a new directory's too, made

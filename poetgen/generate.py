@@ -54,7 +54,7 @@ class Generator:
         self.requested_int8 = int8   # True, False, or None: int8 when the bundle carries its products
         self.int8 = choose_precision(self.stepper, bundle.path if bundle.model is None else None, int8)
         self.prefixer = Prefixer(bundle.tokenizer)   # no prefix for a model without control tokens
-        self.reads_titles = bool(bundle.config.get("train", {}).get("titles"))   # trained with --titles
+        self.reads_titles = bool(bundle.train_options.get("titles"))   # trained with --titles
         self._workers = None   # (pool, threads) for batches split across cores, started on first use
         release_freed()   # what loading freed (the weights file, raw arrays) back to the system
 
@@ -65,7 +65,7 @@ class Generator:
     @classmethod
     def load(cls, path=None, int8: bool | None = None) -> "Generator":
         bundle = load_bundle(path, keras=False)   # no TensorFlow on this path
-        if bundle.config.get("train", {}).get("reverse"):
+        if bundle.reverse:
             raise BadModel(f"{bundle.path}: a reverse model (trained with --reverse) reads poems backwards and "
                            f"cannot write them; generate with the forward bundle whose reverse/ folder holds it")
         return cls(bundle, int8)
@@ -317,8 +317,9 @@ def sample_from_model(model, bundle_dir, seed: int = 0) -> str | None:
     a reverse model (train --reverse), which reads poems backwards and writes none."""
     directory = Path(bundle_dir)
     config = read_config(directory)
-    if config.get("train", {}).get("reverse"):
-        return None
     tokenizer = Tokenizer.load(directory / TOKENIZER_FILE, expected_hash=config.get("tokenizer_hash"))
-    generator = Generator(Bundle(directory, model, tokenizer, config, model_config_of(config, directory)))
+    bundle = Bundle(directory, model, tokenizer, config, model_config_of(config, directory))
+    if bundle.reverse:
+        return None
+    generator = Generator(bundle)
     return generator.generate(PoemRequest(sample=SampleOptions(seed=seed)))["poems"][0]["text"]

@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import os
+import re
 import zlib
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -135,15 +136,21 @@ def _decode_error(path: Path, encoding: str, where: int) -> str:
     return f"{path}: not valid {encoding} text at byte {where}; {hint}"
 
 
+_JSON_ARRAY = re.compile(r'\[\s*(?:[\[{"\]\-\d]|true|false|null)')
+_JSON_OBJECT = re.compile(r'\{\s*["}]')
+
+
 def _sniff_format(path: Path, encoding: str) -> str:
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(".jsonl"):
         return "jsonl"
     with _open_binary(path) as raw:
         head = raw.read(_SNIFF_BYTES).decode(encoding, errors="ignore").lstrip("\ufeff \t\r\n")
-    if head.startswith("["):
+    # a JSON array or object opens with a value or a key; a poem line may open with a bracket too
+    # ("[唐] 李白 静夜思"): that is text
+    if _JSON_ARRAY.match(head):
         return "json"
-    if head.startswith("{"):
+    if _JSON_OBJECT.match(head):
         return "jsonl"
     return "text"
 

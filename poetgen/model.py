@@ -16,6 +16,7 @@ import weakref
 import numpy as np
 
 from poetgen.errors import BadInput
+from poetgen.options import check_settings
 from poetgen.tokenizer import BOUNDARY
 
 CELLS = ("lstm", "gru", "simplernn")
@@ -46,6 +47,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         """BadInput (a ValueError) naming the field that cannot build a model."""
+        check_settings(self)   # the types first: a config.json may say "units": 16.0
         if self.cell not in CELLS:
             raise BadInput(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}", field="cell")
         for name in ("layers", "units", "embedding_dim"):

@@ -43,7 +43,7 @@ class ReverseScorer:
         if reverse.tokenizer.hash != tokenizer.hash:
             raise BadModel(f"{directory}: the reverse model's tokenizer {reverse.tokenizer.hash} is not the "
                            f"model's ({tokenizer.hash}); train it on the same corpus and options")
-        if not reverse.config.get("train", {}).get("reverse"):
+        if not reverse.reverse:
             raise BadModel(f"{directory}: not a reverse model (train it with --reverse)")
         weights = reverse.weights if reverse.weights is not None else layer_weights(reverse.model)
         stepper = NumpyStepper(weights, reverse.model_config)

@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 from poetgen.atomic import write_text
-from poetgen.bundle import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, read_config, save_model_file
+from poetgen.bundle import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, model_config_of, read_config, save_model_file
 from poetgen.errors import BadInput, BadModel
 from poetgen.tokenizer import Tokenizer
 
@@ -90,6 +90,9 @@ def read_state(out: Path) -> dict:
     if not (isinstance(record, dict) and isinstance(record.get("train"), dict)
             and isinstance(record.get("state"), dict) and "epochs_done" in record["state"]):
         raise _damaged(path, "resume state is incomplete (no train options or progress)", restore)
+    wrong = _wrong_types(record)
+    if wrong:
+        raise _damaged(path, f"resume state is corrupt ({wrong})", restore)
     model = resume_dir / record.get("model_file", LEGACY_MODEL)
     if not model.exists():
         raise _damaged(model, f"the resume model that {RESUME_STATE} names is missing",
@@ -97,6 +100,37 @@ def read_state(out: Path) -> dict:
     _check_archive(model, "resume model", f"restore it from a backup, {START_OVER}")
     record["model_path"] = model
     return record
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# what each part of state.json must be, as (test, description)
+_STATE_KINDS = {"epochs_done": (_whole, "a whole number"), "step_in_epoch": (_whole, "a whole number"),
+                "tokens_seen": (_whole, "a whole number"), "wall_time_s": (_number, "a number"),
+                "best_val_loss": (lambda v: v is None or _number(v), "a number or null"),
+                "best_epoch": (lambda v: v is None or _whole(v), "a whole number or null")}
+
+
+def _wrong_types(record: dict) -> str | None:
+    """What in a resume state has the wrong type (a hand edit, another tool), or None."""
+    state = record["state"]
+    for name, (test, wanted) in _STATE_KINDS.items():
+        if (name in state or name == "epochs_done") and not test(state.get(name)):
+            return f"state.{name} must be {wanted}, not {state.get(name)!r}"
+    name = record.get("model_file", LEGACY_MODEL)
+    if not (isinstance(name, str) and (name == LEGACY_MODEL or _GENERATION.fullmatch(name))):
+        return f"model_file must name a last-N.keras beside it, not {name!r}"
+    seeds = record.get("seed_states", {})
+    if not (isinstance(seeds, dict) and all(isinstance(v, list) and all(_number(x) and int(x) == x for x in v)
+                                            for v in seeds.values())):
+        return "seed_states must map layers to lists of whole numbers"
+    return None
 
 
 def _check_archive(path: Path, what: str, way_out: str) -> None:
@@ -136,6 +170,7 @@ def check_bundle(out: Path) -> None:
         if not (out / CONFIG_FILE).exists():
             return   # killed before the first epoch's best model was written: the run writes them
         config = read_config(out)
+        model_config_of(config, out)
         Tokenizer.load(out / TOKENIZER_FILE, expected_hash=config.get("tokenizer_hash"))
         # the run's best model and its resume state share one vocabulary; an older poetgen left the first
         # run's resume tokenizer behind when --force started over on another corpus

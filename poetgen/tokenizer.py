@@ -20,6 +20,16 @@ SPECIALS = ("<pad>", "<unk>", "<eop>")
 FORMAT_VERSION = 2   # 2: control tokens; a file without them is still written as version 1
 
 
+def _fields(record) -> tuple:
+    """(chars, min_count, controls) of a tokenizer file's record, of the types they must have; a
+    ValueError for anything else (the caller names the file corrupt)."""
+    chars, min_count, controls = record["chars"], record.get("min_count", 1), record.get("controls", [])
+    if not (isinstance(chars, str) and isinstance(min_count, int) and not isinstance(min_count, bool)
+            and isinstance(controls, list) and all(isinstance(token, str) for token in controls)):
+        raise ValueError("wrong types")
+    return chars, min_count, controls
+
+
 class Tokenizer:
     def __init__(self, chars: Iterable[str], min_count: int = 1, controls: Iterable[str] = ()):
         self.chars = list(chars)
@@ -94,7 +104,7 @@ class Tokenizer:
         try:
             with open(path, encoding="utf-8") as handle:
                 record = json.load(handle)
-            tokenizer = cls(record["chars"], record.get("min_count", 1), record.get("controls", ()))
+            tokenizer = cls(*_fields(record))
         except FileNotFoundError:
             raise BadModel(f"{path}: tokenizer file is missing") from None
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):

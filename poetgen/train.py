@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from poetgen import __version__
-from poetgen.bundle import CONFIG_FILE
+from poetgen.bundle import CONFIG_FILE, is_bundle_config
 from poetgen.callbacks import StopOnSignal, make_callbacks
 from poetgen.control import Prefixer, control_vocabulary, vocabulary_texts
 from poetgen.corpus import corpus_hash, is_held_out, shipped_label
@@ -211,14 +211,6 @@ def library_versions() -> dict:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
-def _bundle_config(path: Path) -> bool:
-    """True when `path` is a poetgen bundle's config.json (it names the bundle format)."""
-    try:
-        return "format_version" in json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        return False
-
-
 class Run:
     """What a training run knows: its data, tokenizer, config record and progress."""
 
@@ -276,7 +268,7 @@ class Run:
     def holds_run(self) -> bool:
         """Whether `out` holds a run of poetgen (a bundle's config.json, or a saved resume model), whose
         files a new run may replace; a user's folder that merely has a config.json or a resume/ is not one."""
-        return _bundle_config(self.out / CONFIG_FILE) or bool(model_files(self.out / RESUME_DIR))
+        return is_bundle_config(self.out / CONFIG_FILE) or bool(model_files(self.out / RESUME_DIR))
 
     def _load_resume_state(self) -> None:
         saved = self.saved if self.saved is not None else read_state(self.out)

@@ -62,7 +62,7 @@ def test_blind_set_mixes_real_and_generated_poems_unlabelled(blind_dir):
 def test_blind_set_is_reproducible_and_refuses_reserved_options(blind_dir, tiny_bundle, tmp_path):
     blind_set.main(["--out", str(tmp_path), "--per-form", "2", "--seed", "3", "--model", str(tiny_bundle), *SETTINGS])
     assert (tmp_path / "key.json").read_bytes() == (blind_dir / "key.json").read_bytes()
-    for setting in ("x=--seed 1", "x=-n 3", "real=", "noequals"):
+    for setting in ("x=--seed 1", "x=-n 3", "x=-n3", "x=--seed=2", "real=", "noequals"):
         with pytest.raises(SystemExit) as error:
             blind_set.main(["--out", str(tmp_path / "other"), "--setting", setting])
         assert error.value.code == 2
@@ -136,6 +136,28 @@ def test_blind_score_errors_are_one_line(blind_dir, tmp_path, capsys, judgements
     assert blind_score.main([str(blind_dir / "key.json"), str(tmp_path / "j.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_blind_set_refuses_an_out_that_is_a_file_before_generating(tmp_path, capsys, monkeypatch):
+    """--out naming a file wrote every poem, then died in a traceback."""
+    monkeypatch.setattr(blind_set, "build_set", lambda *a, **k: pytest.fail("generated before checking --out"))
+    (tmp_path / "file").write_text("mine", encoding="utf-8")
+    for out in (tmp_path / "file", tmp_path / "file" / "below"):
+        with pytest.raises(SystemExit) as error:
+            blind_set.main(["--out", str(out)])
+        assert error.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "--out" in err[-1] and "Traceback" not in "".join(err)
+    assert (tmp_path / "file").read_text(encoding="utf-8") == "mine"
+
+
+@pytest.mark.parametrize("key", [{"poems": {"1": "text"}}, {"poems": {"1": {"form": "wujue"}}}])
+def test_blind_score_of_a_malformed_key_is_one_line(tmp_path, capsys, key):
+    (tmp_path / "key.json").write_text(json.dumps(key), encoding="utf-8")
+    (tmp_path / "j.json").write_text(json.dumps([{"id": 1, "overall": 3}]), encoding="utf-8")
+    assert blind_score.main([str(tmp_path / "key.json"), str(tmp_path / "j.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "malformed key" in err[0]
 
 
 def test_title_reading_writes_untitled_and_self_titled_poems_unlabelled(titled_bundle, tmp_path):

@@ -84,6 +84,19 @@ def test_importers_read_every_format(tmp_path):
     assert result.files == 5
 
 
+def test_a_text_file_opening_with_a_bracket_is_text_and_json_is_still_json(tmp_path):
+    """The format was sniffed from the first character, so a plain-text corpus whose first line opened
+    with "[" or "{" was read as JSON and refused as corrupt."""
+    (tmp_path / "a.txt").write_text(f"[静夜思] 床前明月光，疑是地上霜。举头望明月，低头思故乡。\n{POEM_A}\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text(f"{{春晓}}\n{POEM_B}\n", encoding="utf-8")
+    (tmp_path / "c.txt").write_text(' \n[ {"text": "红豆生南国，春来发几枝。"} ]', encoding="utf-8")
+    (tmp_path / "d.txt").write_text(json.dumps({"text": "千山鸟飞绝，万径人踪灭。"}) + "\n", encoding="utf-8")
+    assert [p.text for p in import_poems([tmp_path / "a.txt"]).poems] == [POEM_A]   # the bracketed line: dropped
+    assert [p.text for p in import_poems([tmp_path / "b.txt"]).poems] == [POEM_B]
+    assert [p.text for p in import_poems([tmp_path / "c.txt"]).poems] == ["红豆生南国，春来发几枝。"]
+    assert [p.text for p in import_poems([tmp_path / "d.txt"]).poems] == ["千山鸟飞绝，万径人踪灭。"]
+
+
 def test_import_keep_script_and_duplicates(tmp_path):
     (tmp_path / "a.txt").write_text("孤舟蓑笠翁，獨釣寒江雪。\n孤舟蓑笠翁，獨釣寒江雪。\n", encoding="utf-8")
     result = import_poems([tmp_path / "a.txt"], simplify=False)

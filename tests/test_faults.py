@@ -205,6 +205,36 @@ def test_truncated_state_is_one_line_naming_the_file(run_copy, target, message, 
     assert {p: digest(p) for p in run_copy.rglob("*") if p.is_file()} == before
 
 
+def _edit_json(path: Path, edit) -> None:
+    record = json.loads(path.read_text(encoding="utf-8"))
+    edit(record)
+    path.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+
+
+@pytest.mark.parametrize("file, edit, message", [
+    ("config.json", lambda r: r.update(train=[1]), "train is not a JSON object"),
+    ("config.json", lambda r: r["train"].update(reverse="yes"), "train.reverse must be true or false"),
+    ("config.json", lambda r: r["model"].update(units=16.0), "units must be a whole number"),
+    ("tokenizer.json", lambda r: r.update(chars=[1, 2]), "tokenizer file is corrupt"),
+    ("resume/tokenizer.json", lambda r: r.update(controls="<tang>"), "tokenizer file is corrupt"),
+    ("resume/state.json", lambda r: r.update(model_file=5), "model_file must name a last-N.keras"),
+    ("resume/state.json", lambda r: r.update(model_file="../model.keras"), "model_file must name"),
+    ("resume/state.json", lambda r: r["state"].update(epochs_done="1"), "state.epochs_done must be a whole number"),
+    ("resume/state.json", lambda r: r.update(seed_states=[1]), "seed_states must map"),
+    ("resume/state.json", lambda r: r["train"].update(units=16.0), "units must be a whole number"),
+], ids=["train-list", "reverse-text", "units-float", "chars-ints", "controls-text", "model-file-int",
+        "model-file-path", "epochs-text", "seeds-list", "train-units-float"])
+def test_wrong_types_in_state_files_are_one_line(run_copy, file, edit, message):
+    """Valid JSON of the wrong shape (a hand edit, another tool) is one line too, not an internal error."""
+    _edit_json(run_copy / file, edit)
+    before = {p: digest(p) for p in run_copy.rglob("*") if p.is_file()}
+    line = assert_one_line(invoke("train", "--out", run_copy, "--resume", "--epochs", 2), message)
+    assert "internal error" not in line
+    if not file.startswith("resume/"):   # the bundle is read by every command
+        assert_one_line(invoke("generate", "--model", run_copy, "--seed", 1), message)
+    assert {p: digest(p) for p in run_copy.rglob("*") if p.is_file()} == before
+
+
 def test_garbage_log_is_one_line(run_copy):
     (run_copy / "log.csv").write_bytes(b"\xff\xfe garbage")
     assert_one_line(invoke("train", "--out", run_copy, "--resume", "--epochs", 2), "log.csv",

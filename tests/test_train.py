@@ -318,6 +318,9 @@ def test_mirrored_strategy_on_two_logical_cpus(tiny_corpus, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "2 replicas" in result.stderr
     assert (out / "model.keras").exists()
+    # --batch-size is per replica: each step reads 2 x 16 windows (it used to count half of them)
+    progress = json.loads((out / "config.json").read_text())["progress"]
+    assert progress["tokens_seen"] == 10 * 2 * 16 * 32
 
 
 def test_new_model_options_train_resume_and_generate(tiny_corpus, tmp_path):
