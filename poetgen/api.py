@@ -226,8 +226,9 @@ def train(config: "TrainConfig | None" = None, /, *, callbacks: Sequence = (), e
     """Train a model into a bundle, as `poetgen train` does: a TrainConfig, keyword options, or both.
 
     train(out="runs/mine", epochs=2) or train(TrainConfig(out=...), epochs=3). callbacks: extra Keras
-    callbacks. explicit: the option names the caller gave, which resume=True compares with the run's
-    own (the others are taken from the run); by default those that differ from TrainConfig's defaults.
+    callbacks (an epoch that a stop cuts short ends without "val_loss" in its logs). explicit: the option
+    names the caller gave, which resume=True compares with the run's own (the others are taken from the
+    run); by default those that differ from TrainConfig's defaults.
     Raises BadInput / BadCorpus (one line) for what cannot be used.
     """
     from poetgen.quiet import import_tensorflow

@@ -197,6 +197,8 @@ def sample_callback(bundle_dir: str | os.PathLike):
 
     class SamplePoem(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            if "val_loss" not in (logs or {}):   # a stop cut the epoch short: no bundle to read yet, maybe
+                return
             poem = sample_from_model(self.model, bundle_dir, seed=epoch)
             if poem is not None:   # a reverse model writes none
                 logger.info("sample: " + poem)

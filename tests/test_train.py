@@ -121,7 +121,11 @@ def test_a_run_stopped_within_an_epoch_resumes_at_that_step_exactly(tiny_corpus,
                    learning_rate=0.01, warmup_steps=10, val_split=0.05, steps_per_epoch=20, epochs=2,
                    embedding_dropout=0.1)
     straight = poetgen.train(out=str(tmp_path / "straight"), **options)
-    stopped = poetgen.train(out=str(tmp_path / "stopped"), callbacks=[StopAtBatch(7)], **options)
+    from poetgen.callbacks import sample_callback
+
+    # with the per-epoch sample too, as `poetgen train` runs by default: the cut epoch has no bundle to sample
+    stopped = poetgen.train(out=str(tmp_path / "stopped"), callbacks=[sample_callback(tmp_path / "stopped"),
+                                                                     StopAtBatch(7)], **options)
     assert stopped.stopped and stopped.epochs_done == 0 and stopped.best_epoch is None
     saved = json.loads((tmp_path / "stopped" / "resume" / "state.json").read_text())
     # the signal lands after batch 7's stop check, so the run stops after batch 8
@@ -367,7 +371,8 @@ def test_sample_callback_logs_a_poem_after_each_epoch(tiny_bundle, caplog):
     callback = sample_callback(tiny_bundle)
     callback.set_model(load_bundle(tiny_bundle).model)
     with caplog.at_level(logging.INFO, logger="poetgen.callbacks"):
-        callback.on_epoch_end(0)
+        callback.on_epoch_end(0, {})   # an epoch a stop cut short (no held-out loss): no bundle to read yet
+        callback.on_epoch_end(0, {"val_loss": 5.0})
     [sample] = [record.getMessage() for record in caplog.records if record.name == "poetgen.callbacks"]
     assert sample.startswith("sample: ") and len(sample) == len("sample: ") + 24   # a wujue, punctuated
 
