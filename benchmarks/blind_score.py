@@ -65,6 +65,8 @@ def read_judgements(data) -> dict[str, dict]:
 
 def score(key: dict, judgements: dict[str, dict]) -> dict:
     poems = key["poems"]
+    if not all(isinstance(poem, dict) and isinstance(poem.get("source"), str) for poem in poems.values()):
+        raise BadJudgements("a malformed key: every poem needs a source named in text")
     unknown = sorted(set(judgements) - set(poems), key=lambda n: (len(n), n))
     if unknown:
         raise BadJudgements(f"poems {', '.join(unknown)} are not in the key")

@@ -25,7 +25,7 @@ from poetgen.layout import FORMS, clauses
 from poetgen.tunes import tune_table
 
 # generate's options that the set itself chooses for every setting
-RESERVED = {"--form", "--tune", "-n", "--seed", "--format", "--traditional"}
+RESERVED = {"--form", "--tune", "-n", "--seed", "--format", "--traditional", "--interactive", "--help", "-h"}
 SCORES = ("fluency", "coherence", "imagery", "overall")
 INSTRUCTIONS = """# Blind reading
 
@@ -67,10 +67,9 @@ def check_output(parser: argparse.ArgumentParser, out: Path, per_form: int, forc
         parser.error(f"--out {out} is a file; give a directory for poems.md and key.json")
     if (out / "key.json").exists() and not force:
         parser.error(f"{out / 'key.json'} exists; pass --force to replace it")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        parser.error(f"cannot make --out {out}: {error.strerror or error}")
+    existing = next(p for p in (out, *out.parents) if p.exists())   # made after the poems are written
+    if not existing.is_dir():
+        parser.error(f"cannot make --out {out}: {existing} is a file")
 
 
 def real_poems(kinds: list[str], per_kind: int, seed: int, tune: str | None) -> dict[str, list[str]]:
@@ -107,8 +106,12 @@ def generated_poems(model: str | None, kind: str, n: int, seed: int, args: list[
     result = CliRunner().invoke(cli, command)
     if result.exit_code != 0:
         raise SystemExit(f"blind_set.py: poetgen {shlex.join(command)} failed: {result.output.strip()}")
-    start = result.stdout.index("{")   # anything before the JSON (a warning) is not part of it
-    return [poem["text"] for poem in json.loads(result.stdout[start:])["poems"]]
+    start = result.stdout.find("{")   # anything before the JSON (a warning) is not part of it
+    try:
+        return [poem["text"] for poem in json.loads(result.stdout[start:])["poems"]]
+    except (ValueError, KeyError, TypeError):
+        raise SystemExit(f"blind_set.py: poetgen {shlex.join(command)} wrote no poems as JSON: "
+                         f"{' '.join(result.output.split())[:200]}") from None
 
 
 def build_set(settings: dict[str, list[str]], per_form: int, seed: int, model: str | None = None,

@@ -80,7 +80,7 @@ def is_bundle_config(path: Path) -> bool:
 
 # config.json's training options that loading reads, and what each must be
 _TRAIN_KINDS = {"reverse": (bool, "true or false"), "titles": (bool, "true or false"),
-                "val_split": ((int, float), "a number between 0 and 0.5")}
+                "val_split": ((int, float), "a number between 0 and 1")}
 
 
 def _check_train_options(config: dict, path: Path) -> None:
@@ -94,8 +94,20 @@ def _check_train_options(config: dict, path: Path) -> None:
         if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
             raise BadModel(f"{path}: corrupt config (train.{name} must be {wanted}, not {value!r})")
     split = train.get("val_split")
-    if split is not None and not 0 < split < 0.5:
-        raise BadModel(f"{path}: corrupt config (train.val_split must be between 0 and 0.5, not {split!r})")
+    if split is not None and not 0 < split < 1:   # train allows below 0.5; other trainers may not check
+        raise BadModel(f"{path}: corrupt config (train.val_split must be between 0 and 1, not {split!r})")
+
+
+def _check_corpus_record(config: dict, path: Path) -> None:
+    """config.json's corpus record (evaluate reads its path and hash): absent, or an object of text."""
+    corpus = config.get("corpus")
+    if corpus is None:
+        return
+    if not isinstance(corpus, dict):
+        raise BadModel(f"{path}: corrupt config (corpus is not a JSON object)")
+    for name in ("path", "hash"):
+        if not isinstance(corpus.get(name, ""), str):
+            raise BadModel(f"{path}: corrupt config (corpus.{name} must be text, not {corpus[name]!r})")
 
 
 def read_config(directory: Path) -> dict:
@@ -109,12 +121,13 @@ def read_config(directory: Path) -> dict:
     if not isinstance(config, dict):
         raise BadModel(f"{path}: corrupt config (not a JSON object)")
     version = config.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise BadModel(f"{path}: no format_version: not a poetgen bundle")
     if version > FORMAT_VERSION:
         raise BadModel(f"{directory}: bundle format {version} is newer than this poetgen supports "
                        f"({FORMAT_VERSION}); upgrade poetgen")
     _check_train_options(config, path)
+    _check_corpus_record(config, path)
     return config
 
 

@@ -219,6 +219,10 @@ class StopOnSignal:
                 if outer.stopped:
                     self.model.stop_training = True
 
+            def on_epoch_end(self, epoch, logs=None):   # a signal during the held-out scoring or the saves
+                if outer.stopped:
+                    self.model.stop_training = True
+
         self.callback = Callback()
         self.stopped = False
 

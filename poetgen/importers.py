@@ -12,7 +12,6 @@ import gzip
 import io
 import json
 import os
-import re
 import zlib
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -136,23 +135,46 @@ def _decode_error(path: Path, encoding: str, where: int) -> str:
     return f"{path}: not valid {encoding} text at byte {where}; {hint}"
 
 
-_JSON_ARRAY = re.compile(r'\[\s*(?:[\[{"\]\-\d]|true|false|null)')
-_JSON_OBJECT = re.compile(r'\{\s*["}]')
-
-
 def _sniff_format(path: Path, encoding: str) -> str:
+    """jsonl, json or text, from the name where it says and from the content: a poem line may open with
+    a bracket too ("[静夜思] 床前…", "[1] 春眠…"), so a guess of JSON must parse to be taken."""
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(".jsonl"):
         return "jsonl"
-    with _open_binary(path) as raw:
-        head = raw.read(_SNIFF_BYTES).decode(encoding, errors="ignore").lstrip("\ufeff \t\r\n")
-    # a JSON array or object opens with a value or a key; a poem line may open with a bracket too
-    # ("[唐] 李白 静夜思"): that is text
-    if _JSON_ARRAY.match(head):
-        return "json"
-    if _JSON_OBJECT.match(head):
+    first = _first_line(path, encoding)
+    if first.startswith("{") and _parses(first, dict):
         return "jsonl"
+    if name.endswith(".json"):
+        return "json"
+    if first.startswith(("[", "{")) and _is_json_document(path, encoding):
+        return "json"
     return "text"
+
+
+def _first_line(path: Path, encoding: str) -> str:
+    """The first line that is not blank, stripped (a byte-order mark too); errors are the readers' to report."""
+    with _open_binary(path) as raw:
+        for line in io.TextIOWrapper(raw, encoding=encoding, errors="ignore"):
+            line = line.lstrip("\ufeff").strip()
+            if line:
+                return line
+    return ""
+
+
+def _parses(text: str, kind: type) -> bool:
+    try:
+        return isinstance(json.loads(text), kind)
+    except ValueError:
+        return False
+
+
+def _is_json_document(path: Path, encoding: str) -> bool:
+    try:
+        with _open_binary(path) as raw:
+            json.load(io.TextIOWrapper(raw, encoding=_without_bom(encoding), errors="strict"))
+        return True
+    except (ValueError, UnicodeError):
+        return False
 
 
 def _record_to_raw(record) -> RawPoem | None:

@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import re
 import zipfile
 from pathlib import Path
@@ -67,13 +68,20 @@ def seed_states(model) -> dict[str, list[int]]:
     return {key: [int(x) for x in v.numpy().ravel()] for key, v in _seed_variables(model).items()}
 
 
-def restore_seed_states(model, states: dict | None) -> None:
-    """Put back what seed_states saved (a state without them, from an older poetgen, keeps the fresh ones)."""
+def restore_seed_states(model, states: dict | None, source: Path) -> None:
+    """Put back what seed_states saved (a state without them, from an older poetgen, keeps the fresh ones);
+    values that do not fit a variable (edited by hand) are one line naming `source`."""
     import numpy as np
 
     for key, variable in _seed_variables(model).items():
-        if key in (states or {}):
-            variable.assign(np.asarray(states[key], variable.dtype).reshape(variable.shape))
+        if key not in (states or {}):
+            continue
+        values = states[key]
+        bounds = np.iinfo(variable.dtype)
+        if len(values) != int(np.prod(variable.shape)) or not all(bounds.min <= x <= bounds.max for x in values):
+            raise _damaged(source, f"resume state is corrupt (seed_states[{key!r}] does not fit its "
+                           f"{variable.dtype} seed {list(variable.shape)})", f"restore it from a backup, {START_OVER}")
+        variable.assign(np.asarray(values, variable.dtype).reshape(variable.shape))
 
 
 def read_state(out: Path) -> dict:
@@ -98,7 +106,7 @@ def read_state(out: Path) -> dict:
         raise _damaged(model, f"the resume model that {RESUME_STATE} names is missing",
                        f"restore it from a backup, {START_OVER}")
     _check_archive(model, "resume model", f"restore it from a backup, {START_OVER}")
-    record["model_path"] = model
+    record["model_path"], record["state_path"] = model, path
     return record
 
 
@@ -107,7 +115,11 @@ def _whole(value) -> bool:
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # what each part of state.json must be, as (test, description)
@@ -127,9 +139,11 @@ def _wrong_types(record: dict) -> str | None:
     if not (isinstance(name, str) and (name == LEGACY_MODEL or _GENERATION.fullmatch(name))):
         return f"model_file must name a last-N.keras beside it, not {name!r}"
     seeds = record.get("seed_states", {})
-    if not (isinstance(seeds, dict) and all(isinstance(v, list) and all(_number(x) and int(x) == x for x in v)
-                                            for v in seeds.values())):
+    if not (isinstance(seeds, dict) and all(isinstance(v, list) and all(map(_integer, v)) for v in seeds.values())):
         return "seed_states must map layers to lists of whole numbers"
+    corpus = record["train"].get("corpus")
+    if not (corpus is None or (isinstance(corpus, str) and corpus)):
+        return f"train.corpus must be a file or directory name, not {corpus!r}"
     return None
 
 
@@ -198,7 +212,14 @@ def resumed_config(config, saved: dict, explicit, fixed) -> object:
                        + ", ".join(different) + " (start over with --force to change them)")
     taken = {f.name for f in dataclasses.fields(config)} - {"out", "resume", "force"} - set(explicit)
     resumed = dataclasses.replace(config, **{k: v for k, v in train_options.items() if k in taken})
-    resumed.validate()
+    try:
+        resumed.validate()
+    except BadInput as error:
+        if error.field not in taken or error.field not in train_options:
+            raise   # the user's own option: validated like any other
+        source = saved.get("state_path", RESUME_STATE)   # a value the state itself holds: a damaged file
+        raise _damaged(source, f"resume state is corrupt (train.{error})",
+                       f"restore it from a backup, {START_OVER}") from None
     return resumed
 
 

@@ -105,15 +105,18 @@ class Tokenizer:
             with open(path, encoding="utf-8") as handle:
                 record = json.load(handle)
             tokenizer = cls(*_fields(record))
+            content_hash = tokenizer.hash   # a lone surrogate ("\ud800") cannot be encoded: corrupt too
         except FileNotFoundError:
             raise BadModel(f"{path}: tokenizer file is missing") from None
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        except (ValueError, KeyError, TypeError, UnicodeError):
             raise BadModel(f"{path}: tokenizer file is corrupt") from None
-        if not isinstance(record.get("format_version", 0), int):
+        except BadModel as error:   # repeated characters or controls
+            raise BadModel(f"{path}: {error}") from None
+        if not isinstance(record.get("format_version", 0), int) or isinstance(record.get("format_version"), bool):
             raise BadModel(f"{path}: tokenizer file is corrupt (format_version is not a number)")
         if record.get("format_version", 0) > FORMAT_VERSION:
             raise BadModel(f"{path}: tokenizer format {record['format_version']} is newer than this poetgen")
-        if record.get("hash") != tokenizer.hash:
+        if record.get("hash") != content_hash:
             raise BadModel(f"{path}: tokenizer content does not match its hash (edited or corrupt)")
         if expected_hash is not None and tokenizer.hash != expected_hash:
             raise BadModel(f"{path}: tokenizer {tokenizer.hash} belongs to another model (expected {expected_hash})")

@@ -155,7 +155,7 @@ def training_dataset(stream: np.ndarray, batch_size: int, seq_len: int, seed: in
         raise BadInput(f"corpus too small for --batch-size {batch_size} x --seq-len {seq_len}: "
                        f"{len(stream)} characters")
     per_pass = len(starts) // batch_size
-    starts_t = tf.constant(starts[:per_pass * batch_size])
+    starts_t = tf.constant(starts)
     offsets = tf.range(seq_len + 1)
     seed_t = tf.constant(seed, tf.int64)
 
@@ -163,7 +163,8 @@ def training_dataset(stream: np.ndarray, batch_size: int, seq_len: int, seed: in
         # stateless draws keyed by (seed, pass) and (seed, batch): nothing depends on the order in which
         # parallel threads run or on where a run started (negative keys for passes, so the two never meet)
         order = tf.random.experimental.stateless_shuffle(starts_t, tf.stack([seed_t, -1 - number]))
-        return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [per_pass, batch_size]))
+        # the strides left over (fewer than a batch) are others in every pass, never the same ones
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:per_pass * batch_size], [per_pass, batch_size]))
 
     def windows(index, start_batch):
         jitter = tf.random.stateless_uniform(tf.shape(start_batch), tf.stack([seed_t, index]), 0, seq_len,
@@ -231,8 +232,10 @@ class Run:
             raise BadInput(f"--out {self.out} exists and is not a directory")
         if config.resume:
             self._load_resume_state()
-        elif (self.out / CONFIG_FILE).exists() and not config.force:
-            raise BadInput(f"{self.out} already holds a model; pass --resume to continue it or --force to start over")
+        elif ((self.out / CONFIG_FILE).exists() or (self.resume_dir / RESUME_STATE).exists()) and not config.force:
+            # a run stopped within its first epoch has a resume state and no model yet: as precious
+            raise BadInput(f"{self.out} already holds a model or a run's saved progress; pass --resume to continue "
+                           f"it or --force to start over")
         elif not self.holds_run() and not config.force:
             foreign = sorted(p.name for p in self.out.iterdir() if p.name not in EARLY_FILES) \
                 if self.out.is_dir() else []
@@ -361,8 +364,10 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     with strategy.scope():
         if config.resume:
             model = load_resume_model(saved["model_path"], run.tokenizer.vocab_size)
-            restore_seed_states(model, saved.get("seed_states"))
+            restore_seed_states(model, saved.get("seed_states"), saved["state_path"])
             retune_optimizer(model, config, steps * config.epochs)
+            # what still draws from the global seed (the sampled softmax's sampler) goes on, not over
+            keras.utils.set_random_seed(config.seed + int(model.optimizer.iterations.numpy()))
         else:
             model = build_model(model_config)
             compile_model(model, config, steps * config.epochs)
@@ -382,17 +387,18 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     with StopOnSignal() as stopper, contextlib.redirect_stdout(sys.stderr):
         callbacks = make_callbacks(run, model_config, versions, stopper) + list(extra_callbacks)
         for first, last, epoch_steps in fit_segments(start_epoch, step_in_epoch, config.epochs, steps):
-            if stopper.stopped:
-                break
             # the data goes on at the batch the run has reached (the optimizer counts them), the same
             # batches an uninterrupted run would see
             dataset, _ = training_dataset(run.train_stream, run.global_batch, config.seq_len, config.seed,
                                           start=int(model.optimizer.iterations.numpy()))
             model.fit(dataset, epochs=last, initial_epoch=first, steps_per_epoch=epoch_steps, shuffle=False,
                       callbacks=callbacks, verbose=_fit_verbosity())
-    if stopper.stopped:
+            if model.stop_training or run.state["step_in_epoch"]:   # a signal, or a caller's callback
+                break
+    # stopped: short of --epochs (a signal after the last batch changes nothing)
+    run.stopped = run.state["epochs_done"] < config.epochs or bool(run.state["step_in_epoch"])
+    if run.stopped:
         logger.warning(f"stopped at {run.position()}; saved. Continue with: {resume_command(config)}")
-    run.stopped = stopper.stopped
     return run
 
 

@@ -62,7 +62,7 @@ def test_blind_set_mixes_real_and_generated_poems_unlabelled(blind_dir):
 def test_blind_set_is_reproducible_and_refuses_reserved_options(blind_dir, tiny_bundle, tmp_path):
     blind_set.main(["--out", str(tmp_path), "--per-form", "2", "--seed", "3", "--model", str(tiny_bundle), *SETTINGS])
     assert (tmp_path / "key.json").read_bytes() == (blind_dir / "key.json").read_bytes()
-    for setting in ("x=--seed 1", "x=-n 3", "x=-n3", "x=--seed=2", "real=", "noequals"):
+    for setting in ("x=--seed 1", "x=-n 3", "x=-n3", "x=--seed=2", "x=--interactive", "x=--help", "real=", "noequals"):
         with pytest.raises(SystemExit) as error:
             blind_set.main(["--out", str(tmp_path / "other"), "--setting", setting])
         assert error.value.code == 2
@@ -151,7 +151,8 @@ def test_blind_set_refuses_an_out_that_is_a_file_before_generating(tmp_path, cap
     assert (tmp_path / "file").read_text(encoding="utf-8") == "mine"
 
 
-@pytest.mark.parametrize("key", [{"poems": {"1": "text"}}, {"poems": {"1": {"form": "wujue"}}}])
+@pytest.mark.parametrize("key", [{"poems": {"1": "text"}}, {"poems": {"1": {"form": "wujue"}}},
+                                 {"poems": {"1": {"source": None, "form": "wujue"}}}])
 def test_blind_score_of_a_malformed_key_is_one_line(tmp_path, capsys, key):
     (tmp_path / "key.json").write_text(json.dumps(key), encoding="utf-8")
     (tmp_path / "j.json").write_text(json.dumps([{"id": 1, "overall": 3}]), encoding="utf-8")

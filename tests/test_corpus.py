@@ -91,10 +91,20 @@ def test_a_text_file_opening_with_a_bracket_is_text_and_json_is_still_json(tmp_p
     (tmp_path / "b.txt").write_text(f"{{春晓}}\n{POEM_B}\n", encoding="utf-8")
     (tmp_path / "c.txt").write_text(' \n[ {"text": "红豆生南国，春来发几枝。"} ]', encoding="utf-8")
     (tmp_path / "d.txt").write_text(json.dumps({"text": "千山鸟飞绝，万径人踪灭。"}) + "\n", encoding="utf-8")
+    (tmp_path / "e.txt").write_text(f"[1] 床前明月光，疑是地上霜。举头望明月，低头思故乡。\n{POEM_A}\n", encoding="utf-8")
+    (tmp_path / "f.txt").write_text(f'{{"静夜思"}} 床前明月光，疑是地上霜。举头望明月，低头思故乡。\n{POEM_B}\n',
+                                    encoding="utf-8")
+    (tmp_path / "g").write_text('\ufeff\n[\n {"text": "春眠不觉晓，处处闻啼鸟。"}\n]\n', encoding="utf-8")
+    (tmp_path / "h.json").write_text(json.dumps({"text": "独在异乡为异客，每逢佳节倍思亲。"}, ensure_ascii=False)
+                                     + "\n", encoding="utf-8")
     assert [p.text for p in import_poems([tmp_path / "a.txt"]).poems] == [POEM_A]   # the bracketed line: dropped
     assert [p.text for p in import_poems([tmp_path / "b.txt"]).poems] == [POEM_B]
     assert [p.text for p in import_poems([tmp_path / "c.txt"]).poems] == ["红豆生南国，春来发几枝。"]
     assert [p.text for p in import_poems([tmp_path / "d.txt"]).poems] == ["千山鸟飞绝，万径人踪灭。"]
+    assert [p.text for p in import_poems([tmp_path / "e.txt"]).poems] == [POEM_A]   # "[1]" parses, the file not
+    assert [p.text for p in import_poems([tmp_path / "f.txt"]).poems] == [POEM_B]
+    assert [p.text for p in import_poems([tmp_path / "g"]).poems] == ["春眠不觉晓，处处闻啼鸟。"]
+    assert [p.text for p in import_poems([tmp_path / "h.json"]).poems] == ["独在异乡为异客，每逢佳节倍思亲。"]
 
 
 def test_import_keep_script_and_duplicates(tmp_path):

@@ -208,7 +208,7 @@ def test_truncated_state_is_one_line_naming_the_file(run_copy, target, message, 
 def _edit_json(path: Path, edit) -> None:
     record = json.loads(path.read_text(encoding="utf-8"))
     edit(record)
-    path.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+    path.write_text(json.dumps(record), encoding="utf-8")   # escaped: a lone surrogate is written as \ud800
 
 
 @pytest.mark.parametrize("file, edit, message", [
@@ -221,9 +221,18 @@ def _edit_json(path: Path, edit) -> None:
     ("resume/state.json", lambda r: r.update(model_file="../model.keras"), "model_file must name"),
     ("resume/state.json", lambda r: r["state"].update(epochs_done="1"), "state.epochs_done must be a whole number"),
     ("resume/state.json", lambda r: r.update(seed_states=[1]), "seed_states must map"),
-    ("resume/state.json", lambda r: r["train"].update(units=16.0), "units must be a whole number"),
+    ("resume/state.json", lambda r: r.update(seed_states={"rnn_0/0": [float("inf"), 0]}), "seed_states must map"),
+    ("resume/state.json", lambda r: r["state"].update(wall_time_s=float("inf")), "state.wall_time_s must be"),
+    ("resume/state.json", lambda r: r["train"].update(units=16.0), f"{Path('resume', 'state.json')}: resume state is "
+                                                                   "corrupt (train.units must be a whole number"),
+    ("resume/state.json", lambda r: r["train"].update(corpus=""), "train.corpus must be a file or directory"),
+    ("config.json", lambda r: r.update(corpus=[1]), "corpus is not a JSON object"),
+    ("config.json", lambda r: r["corpus"].update(path=5), "corpus.path must be text"),
+    ("config.json", lambda r: r.update(format_version=True), "no format_version"),
+    ("tokenizer.json", lambda r: r.update(chars=r["chars"][:-1] + "\ud800"), "tokenizer file is corrupt"),
 ], ids=["train-list", "reverse-text", "units-float", "chars-ints", "controls-text", "model-file-int",
-        "model-file-path", "epochs-text", "seeds-list", "train-units-float"])
+        "model-file-path", "epochs-text", "seeds-list", "seeds-infinity", "wall-infinity", "train-units-float",
+        "corpus-empty", "config-corpus-list", "config-corpus-path", "format-version-bool", "lone-surrogate"])
 def test_wrong_types_in_state_files_are_one_line(run_copy, file, edit, message):
     """Valid JSON of the wrong shape (a hand edit, another tool) is one line too, not an internal error."""
     _edit_json(run_copy / file, edit)

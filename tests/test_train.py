@@ -131,6 +131,8 @@ def test_a_run_stopped_within_an_epoch_resumes_at_that_step_exactly(tiny_corpus,
     # the signal lands after batch 7's stop check, so the run stops after batch 8
     assert saved["state"]["step_in_epoch"] == 8 and saved["state"]["tokens_seen"] == 8 * 16 * 32
     assert saved["seed_states"] and not (tmp_path / "stopped" / "model.keras").exists()
+    with pytest.raises(poetgen.BadInput, match="saved progress"):   # a plain rerun must not replace it
+        poetgen.train(out=str(tmp_path / "stopped"), **options)
     resumed = poetgen.train(out=str(tmp_path / "stopped"), resume=True, epochs=2)
     assert not resumed.stopped and resumed.epochs_done == 2
 
@@ -142,6 +144,73 @@ def test_a_run_stopped_within_an_epoch_resumes_at_that_step_exactly(tiny_corpus,
     assert held_out("stopped") == pytest.approx(held_out("straight"), rel=1e-6, abs=0)
     config = json.loads((tmp_path / "stopped" / "config.json").read_text())
     assert config["progress"]["tokens_seen"] == 2 * 20 * 16 * 32
+
+
+def test_a_signal_after_the_last_batch_is_not_a_stop_and_a_callbacks_stop_is_saved(tiny_corpus, tmp_path):
+    """A signal while the final epoch is scored and saved changes nothing: the run is complete (it
+    exited 130 and offered a --resume that refused). A caller's callback that stops the cut epoch of a
+    resumed run (EarlyStopping, TerminateOnNaN) is a stop like a signal: saved at its step, no more fits."""
+    import keras
+
+    import poetgen
+
+    options = dict(corpus=str(tiny_corpus), units=32, embedding_dim=16, batch_size=16, seq_len=32,
+                   warmup_steps=2, val_split=0.05, steps_per_epoch=6)
+
+    class SignalAtTheEnd(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    done = poetgen.train(out=str(tmp_path / "a"), epochs=1, callbacks=[SignalAtTheEnd()], **options)
+    assert not done.stopped and done.epochs_done == 1
+
+    cut = poetgen.train(out=str(tmp_path / "b"), epochs=3, callbacks=[StopAtBatch(2)], **options)
+    assert cut.stopped and json.loads((tmp_path / "b" / "resume" / "state.json").read_text())["state"][
+        "step_in_epoch"] == 3
+
+    class HaltAfterTwo(keras.callbacks.Callback):
+        seen = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            HaltAfterTwo.seen += 1
+            if HaltAfterTwo.seen == 2:
+                self.model.stop_training = True
+
+    halted = poetgen.train(out=str(tmp_path / "b"), resume=True, epochs=3, callbacks=[HaltAfterTwo()])
+    state = json.loads((tmp_path / "b" / "resume" / "state.json").read_text())["state"]
+    assert halted.stopped and state["epochs_done"] == 0 and state["step_in_epoch"] == 5
+    assert state["tokens_seen"] == 5 * 16 * 32
+
+
+def test_every_stride_is_trained_on_and_batches_are_numbered_from_the_start():
+    """A pass drops the strides that do not fill a batch: other ones each pass (cutting them before the
+    shuffle dropped the corpus's last poems from every pass)."""
+    from poetgen.train import training_dataset
+
+    seq_len, batch = 32, 16
+    stream = np.arange(31 * seq_len + 2 * seq_len + 1, dtype=np.int32)   # 31 strides: one batch a pass, 15 left
+    dataset, windows = training_dataset(stream, batch, seq_len, seed=5)
+    assert windows == 31
+    seen = {int(w[0]) // seq_len for inputs, _ in dataset.take(20) for w in inputs.numpy()}
+    assert seen == set(range(31))
+    later, _ = training_dataset(stream, batch, seq_len, seed=5, start=7)
+    first = [inputs.numpy() for inputs, _ in dataset.take(10)]
+    assert all((a == b).all() for a, b in zip(first[7:], [x.numpy() for x, _ in later.take(3)]))
+
+
+def test_seed_states_that_do_not_fit_are_one_line_naming_the_state(tmp_path):
+    from poetgen.errors import BadModel
+    from poetgen.model import ModelConfig, build_model
+    from poetgen.resume import restore_seed_states, seed_states
+
+    model = build_model(ModelConfig(vocab_size=12, units=4, embedding_dim=4, dropout=0.1))
+    states = seed_states(model)
+    assert states and all(len(v) == 2 for v in states.values())
+    restore_seed_states(model, {k: [7, 1] for k in states}, tmp_path / "state.json")
+    assert set(map(tuple, seed_states(model).values())) == {(7, 1)}
+    for bad in ([1, 2, 3], [2**70, 0]):
+        with pytest.raises(BadModel, match="state.json: resume state is corrupt .seed_states"):
+            restore_seed_states(model, {k: bad for k in states}, tmp_path / "state.json")
 
 
 def test_kill_9_within_a_long_epoch_loses_only_the_steps_since_the_last_save(tiny_corpus, tmp_path):
