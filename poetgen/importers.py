@@ -152,12 +152,17 @@ def _sniff_format(path: Path, encoding: str) -> str:
 
 
 def _first_line(path: Path, encoding: str) -> str:
-    """The first line that is not blank, stripped (a byte-order mark too); errors are the readers' to report."""
-    with _open_binary(path) as raw:
-        for line in io.TextIOWrapper(raw, encoding=encoding, errors="ignore"):
-            line = line.lstrip("\ufeff").strip()
-            if line:
-                return line
+    """The first line that is not blank, stripped (a byte-order mark too); "" when it cannot be read: a
+    damaged file is the reader's to report, with its own message."""
+    try:
+        with _open_binary(path) as raw:
+            text = io.TextIOWrapper(raw, encoding=encoding, errors="ignore")
+            while line := text.readline(MAX_LINE_CHARS):   # a file of one huge line is not read whole
+                line = line.lstrip("\ufeff").strip()
+                if line:
+                    return line
+    except (UnicodeError, *_READ_ERRORS):
+        pass
     return ""
 
 
@@ -173,7 +178,7 @@ def _is_json_document(path: Path, encoding: str) -> bool:
         with _open_binary(path) as raw:
             json.load(io.TextIOWrapper(raw, encoding=_without_bom(encoding), errors="strict"))
         return True
-    except (ValueError, UnicodeError):
+    except (ValueError, UnicodeError, *_READ_ERRORS):
         return False
 
 
