@@ -154,12 +154,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
         check_output(parser, args.out, args.per_form, args.force)
         pairs = build_pairs(settings, args.per_form, args.seed, args.model)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "pairs.md").write_text(pairs_markdown(pairs), encoding="utf-8")
         key = {"seed": args.seed, "per_form": args.per_form, "model": args.model or "shipped",
                "settings": {name: shlex.join(options) for name, options in settings.items()},
                "pairs": {str(p["number"]): {k: p[k] for k in ("form", "sources", "texts")} for p in pairs}}
-        (args.out / "key.json").write_text(json.dumps(key, ensure_ascii=False, indent=1), encoding="utf-8")
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "pairs.md").write_text(pairs_markdown(pairs), encoding="utf-8")
+            (args.out / "key.json").write_text(json.dumps(key, ensure_ascii=False, indent=1), encoding="utf-8")
+        except OSError as error:   # what check_output cannot foresee (a full disk, /proc)
+            parser.error(f"cannot write the pairs in {args.out}: {error.strerror or error}")
         print(f"wrote {len(pairs)} pairs to {args.out / 'pairs.md'} and the key to {args.out / 'key.json'}")
         return 0
     return print_report("blind_pairs.py", args.key, args.judgements, args.format, entries="pairs",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shlex
 import sys
@@ -59,8 +60,8 @@ def _names(arg: str, option: str) -> bool:
 
 
 def check_output(parser: argparse.ArgumentParser, out: Path, per_form: int, force: bool) -> None:
-    """One line and exit 2, before any poem is written, for a count below one, an --out that is not a
-    directory one can make, or an existing key that --force does not replace."""
+    """One line and exit 2, before any poem is generated, for a count below one, an --out under a file or
+    a directory one cannot write, or an existing key that --force does not replace."""
     if per_form < 1:
         parser.error("--per-form must be at least 1")
     if out.exists() and not out.is_dir():
@@ -70,6 +71,8 @@ def check_output(parser: argparse.ArgumentParser, out: Path, per_form: int, forc
     existing = next(p for p in (out, *out.parents) if p.exists())   # made after the poems are written
     if not existing.is_dir():
         parser.error(f"cannot make --out {out}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"cannot make --out {out}: {existing} is not writable")
 
 
 def real_poems(kinds: list[str], per_kind: int, seed: int, tune: str | None) -> dict[str, list[str]]:
@@ -157,14 +160,24 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(error))
     check_output(parser, args.out, args.per_form, args.force)
     entries = build_set(settings, args.per_form, args.seed, args.model, args.tune)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "poems.md").write_text(poems_markdown(entries), encoding="utf-8")
-    key = {"seed": args.seed, "per_form": args.per_form, "model": args.model or "shipped", "tune": args.tune,
-           "settings": {name: shlex.join(options) for name, options in settings.items()},
-           "poems": {str(e["number"]): {"source": e["source"], "form": e["form"], "text": e["text"]}
-                     for e in entries}}
-    (args.out / "key.json").write_text(json.dumps(key, ensure_ascii=False, indent=1), encoding="utf-8")
+    try:
+        write_set(args.out, entries, key_of(args, settings, entries))
+    except OSError as error:   # what check_output cannot foresee (a full disk, /proc)
+        parser.error(f"cannot write the set in {args.out}: {error.strerror or error}")
     print(f"wrote {len(entries)} poems to {args.out / 'poems.md'} and the key to {args.out / 'key.json'}")
+
+
+def key_of(args, settings: dict[str, list[str]], entries: list[dict]) -> dict:
+    return {"seed": args.seed, "per_form": args.per_form, "model": args.model or "shipped", "tune": args.tune,
+            "settings": {name: shlex.join(options) for name, options in settings.items()},
+            "poems": {str(e["number"]): {"source": e["source"], "form": e["form"], "text": e["text"]}
+                      for e in entries}}
+
+
+def write_set(out: Path, entries: list[dict], key: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "poems.md").write_text(poems_markdown(entries), encoding="utf-8")
+    (out / "key.json").write_text(json.dumps(key, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from poetgen.errors import BadCorpus
 
 SUFFIXES = (".txt", ".json", ".jsonl", ".gz")
 _SNIFF_BYTES = 8192
+_HEAD_CHARS = 65536   # characters of a file's head read to tell JSON from text
 # What reading a damaged file raises: a truncated .gz (EOFError), a corrupt one (zlib.error, BadGzipFile), I/O.
 _READ_ERRORS = (OSError, EOFError, zlib.error)
 # A line longer than this is not read whole: it is skipped and counted as "too long".
@@ -136,50 +137,71 @@ def _decode_error(path: Path, encoding: str, where: int) -> str:
 
 
 def _sniff_format(path: Path, encoding: str) -> str:
-    """jsonl, json or text, from the name where it says and from the content: a poem line may open with
-    a bracket too ("[静夜思] 床前…", "[1] 春眠…"), so a guess of JSON must parse to be taken."""
+    """jsonl, json or text, from the name where it says so and from the file's head: a poem line may open
+    with a bracket too ("[静夜思] 床前…", "[1] 春眠…"), so a guess of JSON must parse as far as the head
+    goes. Only the head is read (memory stays bounded); a damaged JSON file still goes to the JSON readers,
+    which report it."""
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(".jsonl"):
         return "jsonl"
-    first = _first_line(path, encoding)
-    if first.startswith("{") and _parses(first, dict):
+    head, whole = _head(path, encoding)
+    if head.startswith("{") and _json_lines(head, whole):
         return "jsonl"
     if name.endswith(".json"):
         return "json"
-    if first.startswith(("[", "{")) and _is_json_document(path, encoding):
+    if head.startswith(("[", "{")) and _json_document(head, whole):
         return "json"
     return "text"
 
 
-def _first_line(path: Path, encoding: str) -> str:
-    """The first line that is not blank, stripped (a byte-order mark too); "" when it cannot be read: a
-    damaged file is the reader's to report, with its own message."""
+def _head(path: Path, encoding: str) -> tuple[str, bool]:
+    """The file's first _HEAD_CHARS characters from the first that is not blank (nor a byte-order mark),
+    and whether that is the whole file; ("", True) when it cannot be read: its reader reports that."""
     try:
         with _open_binary(path) as raw:
-            text = io.TextIOWrapper(raw, encoding=encoding, errors="ignore")
-            while line := text.readline(MAX_LINE_CHARS):   # a file of one huge line is not read whole
-                line = line.lstrip("\ufeff").strip()
-                if line:
-                    return line
+            text = io.TextIOWrapper(raw, encoding=encoding, errors="ignore").read(_HEAD_CHARS + 1)
     except (UnicodeError, *_READ_ERRORS):
-        pass
-    return ""
+        return "", True
+    whole = len(text) <= _HEAD_CHARS
+    return text[:_HEAD_CHARS].lstrip("\ufeff \t\r\n"), whole
 
 
-def _parses(text: str, kind: type) -> bool:
-    try:
-        return isinstance(json.loads(text), kind)
-    except ValueError:
+def _ran_out(error: json.JSONDecodeError, text: str) -> bool:
+    """Whether JSON parsing stopped because the text ended (a head cut short), not at a wrong character."""
+    return error.msg.startswith("Unterminated string") or error.pos >= len(text.rstrip())
+
+
+def _json_lines(head: str, whole: bool) -> bool:
+    """JSON lines: one of the first lines is a JSON object (a damaged one aside), or the first record is
+    longer than the head and parses as far as it goes."""
+    lines = [line for line in head.splitlines() if line.strip()]
+    complete = lines if whole else lines[:-1]   # the head's last line may be cut
+    for line in complete[:5]:
+        try:
+            if isinstance(json.loads(line), dict):
+                return True
+        except ValueError:
+            continue
+    if complete or not lines:
         return False
-
-
-def _is_json_document(path: Path, encoding: str) -> bool:
     try:
-        with _open_binary(path) as raw:
-            json.load(io.TextIOWrapper(raw, encoding=_without_bom(encoding), errors="strict"))
-        return True
-    except (ValueError, UnicodeError, *_READ_ERRORS):
-        return False
+        json.loads(lines[0])
+    except json.JSONDecodeError as error:
+        return _ran_out(error, lines[0])
+    return False
+
+
+def _json_document(head: str, whole: bool) -> bool:
+    """One JSON document: the head parses whole with nothing after it, or parsing runs out at the head's
+    end, or it fails only after the first line (damaged: the JSON reader says where)."""
+    try:
+        _, end = json.JSONDecoder().raw_decode(head)
+    except json.JSONDecodeError as error:
+        if not whole and _ran_out(error, head):
+            return True
+        first_line = head.find("\n") if "\n" in head else len(head)
+        return error.pos > first_line
+    return not head[end:].strip()   # "[1] 春眠…" parses "[1]", then text follows
 
 
 def _record_to_raw(record) -> RawPoem | None:

@@ -115,7 +115,7 @@ def _whole(value) -> bool:
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return _integer(value) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _integer(value) -> bool:
@@ -218,7 +218,7 @@ def resumed_config(config, saved: dict, explicit, fixed) -> object:
         if error.field not in taken or error.field not in train_options:
             raise   # the user's own option: validated like any other
         source = saved.get("state_path", RESUME_STATE)   # a value the state itself holds: a damaged file
-        raise _damaged(source, f"resume state is corrupt (train.{error})",
+        raise _damaged(source, f"resume state is corrupt (its train options: {error})",
                        f"restore it from a backup, {START_OVER}") from None
     return resumed
 

@@ -76,7 +76,7 @@ class TrainConfig:
     clipnorm: float = setting(1.0, low=0)                     # clip gradients to this global norm; 0: no clipping
     min_count: int = setting(3, low=1)                        # characters seen fewer times become <unk>
     val_split: float = setting(0.02, low=0, high=0.5, low_open=True, high_open=True)   # held-out share, by hash
-    seed: int = 0                                             # seed of the weights, window order and jitter
+    seed: int = setting(0, low=0, high=2**32 - 1)             # seed of the weights, window order and jitter
     strategy: str = setting("default", choices=STRATEGIES)    # distribution; mirrored: over all GPUs or CPUs here
     precision: str = setting("float32", choices=PRECISIONS)   # mixed_bfloat16: bf16 maths with float32 weights
     resume: bool = False                                      # continue the run saved in `out`
@@ -367,7 +367,7 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
             restore_seed_states(model, saved.get("seed_states"), saved["state_path"])
             retune_optimizer(model, config, steps * config.epochs)
             # what still draws from the global seed (the sampled softmax's sampler) goes on, not over
-            keras.utils.set_random_seed(config.seed + int(model.optimizer.iterations.numpy()))
+            keras.utils.set_random_seed((config.seed + int(model.optimizer.iterations.numpy())) % 2**32)
         else:
             model = build_model(model_config)
             compile_model(model, config, steps * config.epochs)
@@ -387,6 +387,8 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     with StopOnSignal() as stopper, contextlib.redirect_stdout(sys.stderr):
         callbacks = make_callbacks(run, model_config, versions, stopper) + list(extra_callbacks)
         for first, last, epoch_steps in fit_segments(start_epoch, step_in_epoch, config.epochs, steps):
+            if stopper.stopped:   # a signal between two fits (while the cut epoch's end was saved)
+                break
             # the data goes on at the batch the run has reached (the optimizer counts them), the same
             # batches an uninterrupted run would see
             dataset, _ = training_dataset(run.train_stream, run.global_batch, config.seq_len, config.seed,

@@ -3,6 +3,7 @@ judgement files written here."""
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,42 @@ def test_blind_set_refuses_an_out_that_is_a_file_before_generating(tmp_path, cap
         err = capsys.readouterr().err.strip().splitlines()
         assert "--out" in err[-1] and "Traceback" not in "".join(err)
     assert (tmp_path / "file").read_text(encoding="utf-8") == "mine"
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if not os.access(locked, os.W_OK):   # root may write anywhere: then only the write error below is seen
+        with pytest.raises(SystemExit):
+            blind_set.main(["--out", str(locked / "set")])
+        assert "not writable" in capsys.readouterr().err
+
+
+def test_blind_set_write_errors_after_generating_are_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(blind_set, "build_set", lambda *a, **k: [{"number": 1, "source": "real", "form": "wujue",
+                                                                  "text": "床前明月光，疑是地上霜。举头望明月，低头思故乡。"}])
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(blind_set, "write_set", full_disk)
+    with pytest.raises(SystemExit) as error:
+        blind_set.main(["--out", str(tmp_path / "set")])
+    assert error.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot write the set" in err and "No space left" in err and "Traceback" not in err
+
+
+def test_a_generate_reply_without_json_is_one_line(monkeypatch):
+    class Reply:
+        exit_code, stdout, output = 0, "Usage: poetgen generate ...", "Usage: poetgen generate ..."
+
+    class Runner:
+        def invoke(self, cli, command):
+            return Reply()
+
+    import click.testing
+
+    monkeypatch.setattr(click.testing, "CliRunner", Runner)
+    with pytest.raises(SystemExit, match="wrote no poems as JSON"):
+        blind_set.generated_poems(None, "wujue", 1, 0, [], None)
 
 
 @pytest.mark.parametrize("key", [{"poems": {"1": "text"}}, {"poems": {"1": {"form": "wujue"}}},

@@ -107,6 +107,28 @@ def test_a_text_file_opening_with_a_bracket_is_text_and_json_is_still_json(tmp_p
     assert [p.text for p in import_poems([tmp_path / "h.json"]).poems] == ["独在异乡为异客，每逢佳节倍思亲。"]
 
 
+def test_json_is_still_json_when_long_damaged_or_misnamed(tmp_path):
+    """The sniffing reads a bounded head: a first record longer than it is still JSON lines, and a damaged
+    JSON file still reaches the JSON reader's message instead of being imported as text fragments."""
+    records = [{"text": POEM_A, "notes": "注" * 70_000}, {"text": POEM_B}]
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    for name in ("long.json", "long.txt"):
+        (tmp_path / name).write_text(lines, encoding="utf-8")
+        assert [p.text for p in import_poems([tmp_path / name]).poems] == [POEM_A, POEM_B]
+    damaged = "{broken\n" + lines.split("\n", 1)[1]   # JSON lines whose first line is damaged
+    (tmp_path / "damaged.txt").write_text(damaged, encoding="utf-8")
+    result = import_poems([tmp_path / "damaged.txt"])
+    assert [p.text for p in result.poems] == [POEM_B] and result.dropped["not valid JSON"] == 1
+    pretty = json.dumps([{"paragraphs": ["床前明月光，", "疑是地上霜。"]}, {"paragraphs": ["春眠不觉晓，", "处处闻啼鸟。"]}],
+                        ensure_ascii=False, indent=1)
+    (tmp_path / "cut.txt").write_text(pretty[:-20], encoding="utf-8")
+    with gzip.open(tmp_path / "cut.gz", "wt", encoding="utf-8") as handle:
+        handle.write(pretty[:-20])
+    for name in ("cut.txt", "cut.gz"):
+        with pytest.raises(BadCorpus, match="not valid JSON"):
+            import_poems([tmp_path / name])
+
+
 def test_import_keep_script_and_duplicates(tmp_path):
     (tmp_path / "a.txt").write_text("孤舟蓑笠翁，獨釣寒江雪。\n孤舟蓑笠翁，獨釣寒江雪。\n", encoding="utf-8")
     result = import_poems([tmp_path / "a.txt"], simplify=False)

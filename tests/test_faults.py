@@ -224,7 +224,7 @@ def _edit_json(path: Path, edit) -> None:
     ("resume/state.json", lambda r: r.update(seed_states={"rnn_0/0": [float("inf"), 0]}), "seed_states must map"),
     ("resume/state.json", lambda r: r["state"].update(wall_time_s=float("inf")), "state.wall_time_s must be"),
     ("resume/state.json", lambda r: r["train"].update(units=16.0), f"{Path('resume', 'state.json')}: resume state is "
-                                                                   "corrupt (train.units must be a whole number"),
+                                                                   "corrupt (its train options: units must be a whole"),
     ("resume/state.json", lambda r: r["train"].update(corpus=""), "train.corpus must be a file or directory"),
     ("config.json", lambda r: r.update(corpus=[1]), "corpus is not a JSON object"),
     ("config.json", lambda r: r["corpus"].update(path=5), "corpus.path must be text"),

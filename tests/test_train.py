@@ -185,6 +185,19 @@ def test_a_signal_after_the_last_batch_is_not_a_stop_and_a_callbacks_stop_is_sav
     assert state["tokens_seen"] == 5 * 16 * 32
 
 
+def test_the_largest_seed_resumes_and_a_seed_out_of_range_is_one_line(tiny_corpus, tmp_path):
+    """A resumed run reseeds with seed + steps; numpy takes seeds below 2**32 only (it failed at resume)."""
+    import poetgen
+
+    options = dict(corpus=str(tiny_corpus), units=16, embedding_dim=8, batch_size=16, seq_len=32,
+                   warmup_steps=1, val_split=0.05, steps_per_epoch=2, seed=2**32 - 1)
+    poetgen.train(out=str(tmp_path / "run"), epochs=1, **options)
+    assert poetgen.train(out=str(tmp_path / "run"), resume=True, epochs=2).epochs_done == 2
+    for seed in ("-1", str(2**32)):
+        result = CliRunner().invoke(cli, ["train", "--out", str(tmp_path / "other"), "--seed", seed])
+        assert result.exit_code == 2 and "seed" in result.output and "Traceback" not in result.output
+
+
 def test_every_stride_is_trained_on_and_batches_are_numbered_from_the_start():
     """A pass drops the strides that do not fill a batch: other ones each pass (cutting them before the
     shuffle dropped the corpus's last poems from every pass)."""
