@@ -145,7 +145,7 @@ def _sniff_format(path: Path, encoding: str) -> str:
     if name.endswith(".jsonl"):
         return "jsonl"
     head, whole = _head(path, encoding)
-    if head.startswith("{") and _json_lines(head, whole):
+    if head.startswith("{") and _json_lines(head, whole, first_only=name.endswith(".json")):
         return "jsonl"
     if name.endswith(".json"):
         return "json"
@@ -155,7 +155,7 @@ def _sniff_format(path: Path, encoding: str) -> str:
 
 
 def _head(path: Path, encoding: str) -> tuple[str, bool]:
-    """The file's first _HEAD_CHARS characters from the first that is not blank (nor a byte-order mark),
+    """The file's first _HEAD_CHARS characters, without the blanks (and byte-order mark) they start with,
     and whether that is the whole file; ("", True) when it cannot be read: its reader reports that."""
     try:
         with _open_binary(path) as raw:
@@ -166,17 +166,18 @@ def _head(path: Path, encoding: str) -> tuple[str, bool]:
     return text[:_HEAD_CHARS].lstrip("\ufeff \t\r\n"), whole
 
 
-def _ran_out(error: json.JSONDecodeError, text: str) -> bool:
-    """Whether JSON parsing stopped because the text ended (a head cut short), not at a wrong character."""
-    return error.msg.startswith("Unterminated string") or error.pos >= len(text.rstrip())
+def _ran_out(error: json.JSONDecodeError, text: str, margin: int = 8) -> bool:
+    """Whether JSON parsing stopped because the text ended (a head cut short), not at a wrong character:
+    a token cut at the end fails up to a few characters back (\\ud83d\\ude0, fals, 1e+)."""
+    return error.msg.startswith("Unterminated string") or error.pos >= len(text.rstrip()) - margin
 
 
-def _json_lines(head: str, whole: bool) -> bool:
+def _json_lines(head: str, whole: bool, first_only: bool = False) -> bool:
     """JSON lines: one of the first lines is a JSON object (a damaged one aside), or the first record is
     longer than the head and parses as far as it goes."""
-    lines = [line for line in head.splitlines() if line.strip()]
+    lines = [line for line in head.split("\n") if line.strip()]   # not splitlines: U+2028 may be in a record
     complete = lines if whole else lines[:-1]   # the head's last line may be cut
-    for line in complete[:5]:
+    for line in complete[:1 if first_only else 5]:   # a .json file's later lines may be a list's items
         try:
             if isinstance(json.loads(line), dict):
                 return True
@@ -199,6 +200,8 @@ def _json_document(head: str, whole: bool) -> bool:
     except json.JSONDecodeError as error:
         if not whole and _ran_out(error, head):
             return True
+        if "\n" not in head.rstrip() and _ran_out(error, head, margin=0):
+            return True   # one line, cut short: a damaged minified document, for the JSON reader to report
         first_line = head.find("\n") if "\n" in head else len(head)
         return error.pos > first_line
     return not head[end:].strip()   # "[1] 春眠…" parses "[1]", then text follows

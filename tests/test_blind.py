@@ -305,3 +305,22 @@ def test_calibration_bias_steers_every_generator_only_inside_its_context():
         steered = [p.text for p in poet.generate(form="wujue", n=4, seed=5)]
     assert all(text.count("鹤") == 4 for text in steered)   # once a line: no repeat within a line
     assert [p.text for p in poet.generate(form="wujue", n=4, seed=5)] == plain
+
+
+def test_blind_kit_write_errors_are_one_line_before_or_after_generating(tmp_path, capsys, monkeypatch):
+    """An --out that cannot be made (here under /proc, where even root cannot): one line, exit 2 — refused
+    before generating where that can be seen (a read-only parent), else when writing (mkdir inside the
+    guarded block)."""
+    out = Path("/proc/poetgen-no-such-dir/set")
+    poem = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
+    monkeypatch.setattr(blind_set, "build_set", lambda *a, **k: [{"number": 1, "source": "real", "form": "wujue",
+                                                                  "text": poem}])
+    monkeypatch.setattr(blind_pairs, "build_pairs", lambda *a, **k: [
+        {"number": 1, "form": "wujue", "sources": ["a", "b"], "texts": [poem, poem]}])
+    for main, args in ((blind_set.main, ["--out", str(out)]),
+                       (blind_pairs.main, ["set", "--out", str(out), "--setting", "a=", "--setting", "b=--top-k 5"])):
+        with pytest.raises(SystemExit) as error:
+            main(args)
+        assert error.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "cannot" in err[-1] and str(out) in err[-1] and not any("Traceback" in line for line in err)

@@ -124,9 +124,36 @@ def test_json_is_still_json_when_long_damaged_or_misnamed(tmp_path):
     (tmp_path / "cut.txt").write_text(pretty[:-20], encoding="utf-8")
     with gzip.open(tmp_path / "cut.gz", "wt", encoding="utf-8") as handle:
         handle.write(pretty[:-20])
-    for name in ("cut.txt", "cut.gz"):
+    (tmp_path / "cut-minified.txt").write_text(json.dumps(json.loads(pretty), ensure_ascii=False)[:-5], encoding="utf-8")
+    for name in ("cut.txt", "cut.gz", "cut-minified.txt"):
         with pytest.raises(BadCorpus, match="not valid JSON"):
             import_poems([tmp_path / name])
+
+
+def test_json_sniffing_survives_escapes_cut_by_the_head_line_separators_and_wrapped_lists(tmp_path):
+    """Three more ways the head check misread JSON as text (found by a reviewer): a head cut inside a
+    \\uXXXX escape or a literal fails a few characters before its end; U+2028 in a record split a line for
+    str.splitlines; and a .json wrapper object's last list item looked like a line of JSON lines."""
+    from poetgen.importers import _HEAD_CHARS, _sniff_format
+
+    record = {"paragraphs": ["床前明月光，", "疑是地上霜。"], "title": "静夜思", "author": "李白", "id": 7, "ok": True}
+    minified = json.dumps([record] * 3000)   # ensure_ascii: every character an escape, 200 K characters
+    assert len(minified) > 2 * _HEAD_CHARS
+    for shift in range(8):   # the head's cut at each position within an escape
+        path = tmp_path / f"tang{shift}"
+        path.write_text(" " * shift + minified, encoding="utf-8")
+        assert _sniff_format(path, "utf-8") == "json", shift
+    assert len(import_poems([tmp_path / "tang0"]).poems) == 1   # 3000 copies of one poem
+    long_lines = "".join(json.dumps(r) + "\n" for r in [{"text": POEM_A, "notes": "注释" * 40000}, {"text": POEM_B}])
+    (tmp_path / "long.txt").write_text(long_lines, encoding="utf-8")
+    assert [p.text for p in import_poems([tmp_path / "long.txt"]).poems] == [POEM_A, POEM_B]
+    separated = "".join(json.dumps({"text": t, "notes": "注\u2028释"}, ensure_ascii=False) + "\n" for t in (POEM_A, POEM_B))
+    (tmp_path / "sep.txt").write_text(separated, encoding="utf-8")
+    assert [p.text for p in import_poems([tmp_path / "sep.txt"]).poems] == [POEM_A, POEM_B]
+    (tmp_path / "wrapped.json").write_text('{"poems": [\n  {"text": "%s"},\n  {"text": "%s"}\n]}\n' % (POEM_A, POEM_B),
+                                           encoding="utf-8")
+    with pytest.raises(BadCorpus, match="expected a JSON list"):
+        import_poems([tmp_path / "wrapped.json"])
 
 
 def test_import_keep_script_and_duplicates(tmp_path):
