@@ -75,7 +75,7 @@ class Interval:
         return self.seconds > 0 and self.clock() - self.since >= self.seconds
 
 
-def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper, clock=time.monotonic):
+def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper):
     import keras
 
     def finished() -> bool:
@@ -90,31 +90,31 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper,
         def on_epoch_begin(self, epoch, logs=None):
             self.first_step = run.state["step_in_epoch"]   # a run resumed within this epoch starts there
             self.batches = self.counted = 0
-            self.mark = clock()
-            self.interval = Interval(run.config.checkpoint_minutes * 60, clock)
+            self.mark = time.monotonic()
+            self.interval = Interval(run.config.checkpoint_minutes * 60)
 
         def on_train_batch_end(self, batch, logs=None):
             self.batches += 1
             if self.interval.due() and self.first_step + self.batches < run.steps_per_epoch:
-                self._save_within(epoch_number=run.state["epochs_done"] + 1)
+                self._save_within()
 
         def _account(self):
-            now = clock()
+            now = time.monotonic()
             run.advance(self.batches - self.counted, now - self.mark)
             self.counted, self.mark = self.batches, now
 
-        def _save_within(self, epoch_number: int):
+        def _save_within(self):
             if self.counted == self.batches and self.batches:
                 return   # saved at this very step already
             self._account()
             run.state["step_in_epoch"] = self.first_step + self.batches
             run.save_resume(self.model, versions)
             self.interval.restart()
-            logger.info(f"saved the resume state at step {run.state['step_in_epoch']} of epoch {epoch_number}")
+            logger.info(f"saved the resume state at {run.position()}")
 
         def on_epoch_end(self, epoch, logs=None):
             if self.first_step + self.batches < run.steps_per_epoch:   # a stop cut the epoch short
-                self._save_within(epoch + 1)
+                self._save_within()
                 return
             total, count = sequence_log_likelihood(self.model, run.held_out, prefixes=run.held_out_prefixes)
             val_loss = -total / count

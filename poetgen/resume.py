@@ -110,16 +110,16 @@ def read_state(out: Path) -> dict:
     return record
 
 
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return _integer(value) and value >= 0
 
 
 def _number(value) -> bool:
     return _integer(value) or (isinstance(value, float) and math.isfinite(value))
-
-
-def _integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # what each part of state.json must be, as (test, description)

@@ -151,7 +151,7 @@ def training_dataset(stream: np.ndarray, batch_size: int, seq_len: int, seed: in
     import tensorflow as tf
 
     stream_t = tf.constant(stream)
-    starts = np.arange(0, len(stream) - 2 * seq_len - 1, seq_len, dtype=np.int32)
+    starts = window_starts(len(stream), seq_len)
     if len(starts) < batch_size:
         raise BadInput(f"corpus too small for --batch-size {batch_size} x --seq-len {seq_len}: "
                        f"{len(stream)} characters")
@@ -357,7 +357,7 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
 
     keras.utils.set_random_seed(config.seed)
     run.global_batch = config.batch_size * strategy.num_replicas_in_sync
-    windows = window_count(len(run.train_stream), config.seq_len)
+    windows = len(window_starts(len(run.train_stream), config.seq_len))
     steps = run.steps_per_epoch = config.steps_per_epoch or max(1, windows // run.global_batch)
     model_config = run.model_config()
     held_run = run.holds_run()
@@ -405,9 +405,10 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     return run
 
 
-def window_count(stream_length: int, seq_len: int) -> int:
-    """Windows (strides of seq_len) in one pass over a stream: training_dataset's second value."""
-    return len(range(0, stream_length - 2 * seq_len - 1, seq_len))
+def window_starts(stream_length: int, seq_len: int) -> np.ndarray:
+    """Where each window (stride of seq_len) of one pass over a stream starts, before its jitter; the
+    last leaves room for a window's jitter and its targets."""
+    return np.arange(0, stream_length - 2 * seq_len - 1, seq_len, dtype=np.int32)
 
 
 def fit_segments(epochs_done: int, step_in_epoch: int, epochs: int, steps: int) -> list[tuple[int, int, int]]:
