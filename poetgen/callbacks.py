@@ -1,4 +1,5 @@
-"""The callbacks of a training run: held-out checkpointing, curves, the per-epoch sample, stop on a signal.
+"""The callbacks of a training run: held-out checkpointing, curves, the per-epoch sample, stop on a signal,
+the progress line.
 
 They save through the Run they are given (poetgen.train) and never decide what to train.
 """
@@ -143,6 +144,21 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
             epoch_log(run.out / "log.csv", append=run.config.resume, finished=finished),
             Curves(), tensorboard_logs(run.out / "tensorboard", finished),
             stopper.callback]
+
+
+def progress_bar():
+    """Keras's progress bar, except that an epoch a stop cuts short ends its line at the step it reached:
+    Keras's own finalises it at the epoch's whole count ("10/10" after 4 steps)."""
+    import keras
+
+    class Progress(keras.callbacks.ProgbarLogger):
+        def on_epoch_end(self, epoch, logs=None):
+            if self.progbar is not None and self.target is not None and self.seen < self.target:
+                self.progbar.update(self.seen, list((logs or {}).items()), finalize=True)
+                return
+            super().on_epoch_end(epoch, logs)
+
+    return Progress()
 
 
 def tensorboard_logs(directory: Path, finished=lambda: True):

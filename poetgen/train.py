@@ -23,7 +23,7 @@ import numpy as np
 
 from poetgen import __version__
 from poetgen.bundle import CONFIG_FILE, is_bundle_config
-from poetgen.callbacks import StopOnSignal, make_callbacks
+from poetgen.callbacks import StopOnSignal, make_callbacks, progress_bar
 from poetgen.control import Prefixer, control_vocabulary, vocabulary_texts
 from poetgen.corpus import corpus_hash, is_held_out, shipped_label
 from poetgen.errors import BadInput
@@ -386,7 +386,8 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     logger.info(f"training {model.count_params():,} parameters{replicas} on {run.corpus_record['train_chars']:,} characters "
         f"(vocabulary {run.tokenizer.vocab_size}), epochs {start_epoch + 1}..{config.epochs} of {steps} steps{from_step}")
     with StopOnSignal() as stopper, contextlib.redirect_stdout(sys.stderr):
-        callbacks = make_callbacks(run, model_config, versions, stopper) + list(extra_callbacks)
+        # the progress bar last, as Keras places its own: its line shows what the others added to the logs
+        callbacks = make_callbacks(run, model_config, versions, stopper) + list(extra_callbacks) + [progress_bar()]
         for first, last, epoch_steps in fit_segments(start_epoch, step_in_epoch, config.epochs, steps):
             if stopper.stopped:   # a signal between two fits (while the cut epoch's end was saved)
                 break

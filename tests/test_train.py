@@ -115,7 +115,7 @@ class StopAtBatch:
         return Callback()
 
 
-def test_a_run_stopped_within_an_epoch_resumes_at_that_step_exactly(tiny_corpus, tmp_path):
+def test_a_run_stopped_within_an_epoch_resumes_at_that_step_exactly(tiny_corpus, tmp_path, caplog, capsys):
     """A stop in epoch 1 saves step, weights, optimizer and dropout seeds; the resumed run finishes the
     epoch's remaining steps on the very windows an unstopped run saw, so held-out losses are identical."""
     import poetgen
@@ -127,6 +127,8 @@ def test_a_run_stopped_within_an_epoch_resumes_at_that_step_exactly(tiny_corpus,
     from poetgen.callbacks import sample_callback
 
     # with the per-epoch sample too, as `poetgen train` runs by default: the cut epoch has no bundle to sample
+    caplog.set_level(logging.INFO, logger="poetgen")   # Keras's progress lines too, as the CLI shows them
+    capsys.readouterr()
     stopped = poetgen.train(out=str(tmp_path / "stopped"), callbacks=[sample_callback(tmp_path / "stopped"),
                                                                      StopAtBatch(7)], **options)
     assert stopped.stopped and stopped.epochs_done == 0 and stopped.best_epoch is None
@@ -134,10 +136,14 @@ def test_a_run_stopped_within_an_epoch_resumes_at_that_step_exactly(tiny_corpus,
     # the signal lands after batch 7's stop check, so the run stops after batch 8
     assert saved["state"]["step_in_epoch"] == 8 and saved["state"]["tokens_seen"] == 8 * 16 * 32
     assert saved["seed_states"] and not (tmp_path / "stopped" / "model.keras").exists()
+    progress = capsys.readouterr().err   # the cut epoch's line ends at its step, not at the epoch's 20/20
+    assert " 8/20 - " in progress and "20/20" not in progress, progress
     with pytest.raises(poetgen.BadInput, match="saved progress"):   # a plain rerun must not replace it
         poetgen.train(out=str(tmp_path / "stopped"), **options)
     resumed = poetgen.train(out=str(tmp_path / "stopped"), resume=True, epochs=2)
     assert not resumed.stopped and resumed.epochs_done == 2
+    progress = capsys.readouterr().err   # the rest of epoch 1, then the whole of epoch 2
+    assert "12/12 - " in progress and "20/20 - " in progress, progress
 
     def held_out(run):
         header, *rows = (tmp_path / run / "log.csv").read_text().splitlines()
