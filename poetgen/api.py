@@ -24,6 +24,31 @@ if TYPE_CHECKING:
 PathLike = str | os.PathLike
 
 
+def _path(value, name: str, optional: bool = True) -> Path | None:
+    """A path argument (text or os.PathLike; None stays None when `optional`), or BadInput naming it."""
+    if value is None and optional:
+        return None
+    if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+        return Path(value)
+    raise BadInput(f"{name} must be a path (text or os.PathLike), not {value!r}", field=name)
+
+
+def _flag(value, name: str, none: bool = False):
+    """A True/False argument (NumPy's bool too; None too when `none`), or BadInput naming it."""
+    if value is None and none:
+        return None
+    if isinstance(value, bool) or type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
+        return bool(value)
+    raise BadInput(f"{name} must be True or False{' or None' if none else ''}, not {value!r}", field=name)
+
+
+def _plain(values: dict) -> dict:
+    """NumPy scalars as the Python values they hold: what a caller passes ends up in JSON (a poem's
+    seed, a bundle's config), which takes no numpy.int64."""
+    return {k: (v.item() if type(v).__module__ == "numpy" and getattr(v, "ndim", None) == 0 else v)
+            for k, v in values.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class Poem:
     """One finished poem and what the checker found in it."""
@@ -115,6 +140,7 @@ def poem_request(prompt: str = "", **options) -> "PoemRequest":
     if unknown:
         raise BadInput(f"unknown generate option {unknown[0]!r}; known: "
                        f"{', '.join(sorted(known | sampling | {'traditional'}))}", field=unknown[0])
+    options = _plain(options)
     sample = SampleOptions(**{name: options.pop(name) for name in sampling & set(options)})
     sample.validate()
     request = PoemRequest(prompt=prompt, sample=sample, **options)
@@ -154,6 +180,7 @@ class Poet:
 
     def run(self, request: "PoemRequest", traditional: bool = False) -> Poems:
         """Write the poems of a prepared PoemRequest (what generate builds from its arguments)."""
+        traditional = _flag(traditional, "traditional")
         result = self._generator.generate(request)
         if traditional:
             from poetgen.generate import traditional as to_traditional
@@ -186,7 +213,7 @@ def load(path: PathLike | None = None, int8: bool | None = None) -> Poet:
     """
     from poetgen.generate import Generator
 
-    return Poet(Generator.load(Path(path) if path is not None else None, int8))
+    return Poet(Generator.load(_path(path, "path"), _flag(int8, "int8", none=True)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,24 +228,29 @@ class TrainResult:
 
 
 def _options(cls, given, overrides: dict, what: str):
-    """`given` (an options dataclass or None) with keyword overrides, validated; BadInput for a bad name."""
+    """`given` (an options dataclass or None) with keyword overrides, validated; BadInput for a bad name
+    or a `given` of another type. Path-like values of text fields become text, NumPy scalars Python ones,
+    in `given` as in the overrides."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise BadInput(f"unknown {what} option {unknown[0]!r}; known: {', '.join(sorted(names))}")
-    if given is None:
-        try:
-            options = cls(**overrides)
-        except TypeError as error:   # a required field is missing
-            raise BadInput(f"{what}: {error}") from None
-    else:
-        options = dataclasses.replace(given, **overrides)
+    if given is not None and not isinstance(given, cls):
+        raise BadInput(f"{what} takes a {cls.__name__} or keyword options, not {type(given).__name__}")
+    values = {} if given is None else {name: getattr(given, name) for name in names}
+    values = _plain(_strings(cls, {**values, **overrides}))
+    try:
+        options = cls(**values)
+    except TypeError as error:   # a required field is missing
+        raise BadInput(f"{what}: {error}") from None
     options.validate()
     return options
 
 
-def _strings(values: dict) -> dict:
-    return {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in values.items()}
+def _strings(cls, values: dict) -> dict:
+    """Path-like values of the fields typed as text, as text (the options dataclasses keep paths as text)."""
+    text = {f.name for f in dataclasses.fields(cls) if "str" in str(f.type).replace(" ", "").split("|")}
+    return {k: (os.fspath(v) if k in text and isinstance(v, os.PathLike) else v) for k, v in values.items()}
 
 
 def train(config: "TrainConfig | None" = None, /, *, callbacks: Sequence = (), explicit=None,
@@ -234,7 +266,7 @@ def train(config: "TrainConfig | None" = None, /, *, callbacks: Sequence = (), e
     from poetgen.quiet import import_tensorflow
     from poetgen.train import TrainConfig, train as run_training
 
-    config = _options(TrainConfig, config, _strings(options), "train")
+    config = _options(TrainConfig, config, options, "train")
     import_tensorflow()
     run = run_training(config, callbacks, explicit=explicit)
     metrics = run.metrics()
@@ -251,14 +283,15 @@ def export(options: "ExportOptions | None" = None, /, *, model: PathLike | None 
     from poetgen.export import ExportOptions, export as run_export
 
     if "out" in overrides:
-        overrides["out"] = Path(overrides["out"])
+        overrides["out"] = _path(overrides["out"], "out", optional=False)
+    model = _path(model, "model")
     options = _options(ExportOptions, options, overrides, "export")
     from poetgen.quiet import import_tensorflow
 
     import_tensorflow()
     from poetgen.bundle import load_bundle
 
-    return run_export(load_bundle(Path(model) if model is not None else None), options)
+    return run_export(load_bundle(model), options)
 
 
 def quantize(model: PathLike | None = None) -> list[Path]:
@@ -271,7 +304,7 @@ def quantize(model: PathLike | None = None) -> list[Path]:
     from poetgen.rerank import REVERSE_DIR
     from poetgen.weights import layer_weights
 
-    bundle = load_bundle(Path(model) if model is not None else None, keras=False)
+    bundle = load_bundle(_path(model, "model"), keras=False)
     parts = [bundle]
     if (bundle.path / REVERSE_DIR).is_dir():
         parts.append(load_bundle(bundle.path / REVERSE_DIR, keras=False))
@@ -283,29 +316,43 @@ def quantize(model: PathLike | None = None) -> list[Path]:
 
 
 def evaluate(options: "EvalOptions | None" = None, /, *, model: PathLike | None = None,
-             progress: Callable[[int, int], None] | None = None, **overrides) -> dict:
+             progress: Callable[[int, int], None] | None = None, tunes: Sequence[str] = (), **overrides) -> dict:
     """Evaluate a bundle (None: the shipped model), as `poetgen evaluate --format json` reports it.
 
-    evaluate(corpus=None, samples=100, seed=0), or an EvalOptions. progress(done, total) is called as
-    the work advances. Raises BadInput, BadCorpus or BadModel (one line).
+    evaluate(corpus=None, samples=100, seed=0), or an EvalOptions. tunes: ci tunes to report on instead
+    (as `--tune`: layout, rhyme and 平仄 of `samples` ci per tune, with the rules and the model alone; no
+    TensorFlow). progress(done, total) is called as the work advances. Raises BadInput, BadCorpus or
+    BadModel (one line).
     """
     from poetgen.evaluate import EvalOptions, Evaluation
 
-    options = _options(EvalOptions, options, _strings(overrides), "evaluate")
+    options = _options(EvalOptions, options, overrides, "evaluate")
+    model = _path(model, "model")
+    done = 0
+
+    def advance(steps: int, total: int) -> None:
+        nonlocal done
+        done += steps
+        if progress is not None:
+            progress(done, total)
+
+    if isinstance(tunes, str) or not all(isinstance(tune, str) for tune in tunes):
+        raise BadInput(f"tunes must be a list of tune names, not {tunes!r}", field="tunes")
+    if tunes:
+        from poetgen.evaluate_ci import tune_report
+        from poetgen.tunes import resolve
+
+        for tune in tunes:
+            resolve(tune)   # an unknown tune fails before the model loads
+        total = 2 * options.samples * len(tunes)
+        generator = load(model).generator
+        advance(0, total)
+        return tune_report(generator, list(tunes), options.samples, options.seed, lambda n: advance(n, total))
     from poetgen.quiet import import_tensorflow
 
     import_tensorflow()
     from poetgen.bundle import load_bundle
 
-    evaluation = Evaluation(load_bundle(Path(model) if model is not None else None), options)
-    done = 0
-    if progress is not None:
-        progress(0, evaluation.work)
-
-    def advance(steps: int) -> None:
-        nonlocal done
-        done += steps
-        if progress is not None:
-            progress(done, evaluation.work)
-
-    return evaluation.run(advance)
+    evaluation = Evaluation(load_bundle(model), options)
+    advance(0, evaluation.work)
+    return evaluation.run(lambda steps: advance(steps, evaluation.work))

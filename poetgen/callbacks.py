@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -243,7 +244,10 @@ class StopOnSignal:
         self.stopped = False
 
     def __enter__(self):
-        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # Python runs handlers in the main thread only, and installs them only from it: a run in another
+        # thread (a library caller's) trains without them
+        in_main = threading.current_thread() is threading.main_thread()
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
         return self
 
     def __exit__(self, *exc):

@@ -240,21 +240,10 @@ def evaluate(model_dir, corpus, dynasty, genre, samples, seed, fmt, tunes) -> No
 
     from poetgen import api
     from poetgen.evaluate import format_text
-    from poetgen.tunes import resolve
+    from poetgen.evaluate_ci import format_tune_text
 
     options = EvalOptions(str(corpus) if corpus is not None else None, samples, seed, dynasty=dynasty, genre=genre)
     options.validate()
-    if tunes:
-        for tune in tunes:
-            resolve(tune)   # an unknown tune fails before the model loads
-        from poetgen.evaluate_ci import format_tune_text, tune_report
-
-        poet = api.load(model_dir)
-        with contextlib.redirect_stdout(sys.stderr):
-            with click.progressbar(length=2 * samples * len(tunes), label="evaluating", file=sys.stderr) as bar:
-                report = tune_report(poet.generator, list(tunes), samples, seed, bar.update)
-        click.echo(json.dumps(report, ensure_ascii=False, indent=1) if fmt == "json" else format_tune_text(report))
-        return
     # Stray prints must not spoil --format json; the bar appears once the model and texts are read.
     with contextlib.redirect_stdout(sys.stderr), contextlib.ExitStack() as stack:
         bars = []
@@ -265,5 +254,6 @@ def evaluate(model_dir, corpus, dynasty, genre, samples, seed, fmt, tunes) -> No
                                                                   file=sys.stderr)))
             bars[0].update(done - bars[0].pos)
 
-        report = api.evaluate(options, model=model_dir, progress=progress)
-    click.echo(json.dumps(report, ensure_ascii=False, indent=1) if fmt == "json" else format_text(report))
+        report = api.evaluate(options, model=model_dir, progress=progress, tunes=tunes)
+    as_text = format_tune_text if tunes else format_text
+    click.echo(json.dumps(report, ensure_ascii=False, indent=1) if fmt == "json" else as_text(report))

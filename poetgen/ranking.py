@@ -45,7 +45,7 @@ def add_reverse_scores(candidates: list[dict], backward, weight: float) -> None:
     (1 - w) × forward mean log-prob + w × reverse mean log-prob + the rhyme and tone terms."""
     for candidate, value in zip(candidates, backward):
         candidate["reverse_logprob"] = round(float(value), 4)
-        candidate["score"] = round(candidate["score"] + weight * (float(value) - candidate["logprob"]), 4)
+        candidate["score"] = round(float(candidate["score"] + weight * (float(value) - candidate["logprob"])), 4)
 
 
 def keep_best(candidates: list[dict], n: int, best_of: int) -> list[dict]:

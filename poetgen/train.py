@@ -337,8 +337,27 @@ def train(config: TrainConfig, extra_callbacks: Sequence = (), explicit=None) ->
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out} exists and is not a directory")
-    with Lock.directory(out):
+    with Lock.directory(out), caller_state_kept():
         return _train(config, extra_callbacks, explicit)
+
+
+@contextlib.contextmanager
+def caller_state_kept():
+    """The process's global state as the caller had it: a run sets Keras's dtype policy (--precision) and
+    reseeds Python's and NumPy's global random generators (keras.utils.set_random_seed), which a library
+    caller's own models and draws would otherwise inherit. (TensorFlow's global seed stays set.)"""
+    import random
+
+    import keras
+
+    policy = keras.mixed_precision.global_policy()
+    python_random, numpy_random = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+        random.setstate(python_random)
+        np.random.set_state(numpy_random)
 
 
 def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:

@@ -187,3 +187,86 @@ def test_numbers_of_any_numeric_type_are_accepted():
 
     request = poem_request(n=np.int64(2), temperature=1, top_p=np.float32(0.9))
     assert request.n == 2 and request.sample.temperature == 1
+
+
+def test_numpy_numbers_come_back_as_python_ones_and_serialise(poet):
+    """What a caller passes ends up in the result's JSON: a numpy.int64 seed or float32 weight broke to_json."""
+    import json
+
+    import numpy as np
+
+    poems = poet.generate(seed=np.int64(5), reverse_weight=np.float32(0.3), n=np.uint32(2))
+    assert type(poems.seed) is int and json.loads(poems.to_json())["seed"] == 5
+    assert all(type(poem.score) is float for poem in poems)
+
+
+def test_flags_and_paths_of_the_wrong_type_are_one_line(poet, tiny_bundle, tmp_path):
+    """int8=0 meant int8 (and could import TensorFlow), traditional="no" printed traditional characters,
+    and a path that is not one was a TypeError from pathlib."""
+    import numpy as np
+
+    for call, field in ((lambda: poetgen.load(tiny_bundle, int8=0), "int8"),
+                        (lambda: poetgen.load(tiny_bundle, int8="no"), "int8"),
+                        (lambda: poet.generate(traditional="no"), "traditional"),
+                        (lambda: poetgen.load(123), "path"), (lambda: poetgen.load(b"/x"), "path"),
+                        (lambda: poetgen.export(out=None), "out"), (lambda: poetgen.export(out=5), "out"),
+                        (lambda: poetgen.export(out=str(tmp_path / "e"), model=5), "model"),
+                        (lambda: poetgen.evaluate(model=5), "model")):
+        with pytest.raises(BadInput) as refused:
+            call()
+        one_line(refused)
+        assert refused.value.field == field
+    assert poetgen.load(tiny_bundle, int8=np.False_).generator.int8 is False
+
+
+def test_an_options_object_of_another_type_is_one_line_and_paths_are_taken_in_either_form(tmp_path):
+    for call, takes in ((lambda: poetgen.export("exported"), "ExportOptions"),
+                        (lambda: poetgen.train("runs/x"), "TrainConfig"),
+                        (lambda: poetgen.export(poetgen.EvalOptions()), "ExportOptions")):
+        with pytest.raises(BadInput, match=takes) as refused:
+            call()
+        one_line(refused)
+    from poetgen.api import _options
+    from poetgen.train import TrainConfig
+
+    config = _options(TrainConfig, TrainConfig(out=tmp_path / "r"), {"corpus": tmp_path / "c.jsonl"}, "train")
+    assert config.out == str(tmp_path / "r") and config.corpus == str(tmp_path / "c.jsonl")
+
+
+def test_training_leaves_the_callers_global_state_and_runs_off_the_main_thread(tiny_corpus, tmp_path):
+    """A run set Keras's dtype policy for good and reseeded the caller's random and NumPy generators; in
+    another thread than the main one it failed installing its signal handlers."""
+    import random
+    import threading
+
+    import keras
+    import numpy as np
+
+    options = dict(corpus=tiny_corpus, units=16, embedding_dim=16, batch_size=8, seq_len=16, epochs=1,
+                   steps_per_epoch=2, warmup_steps=1, min_count=2, dropout=0.0, precision="mixed_bfloat16")
+    random.seed(12345)
+    np.random.seed(12345)
+    expected = (random.random(), np.random.rand())
+    random.seed(12345)
+    np.random.seed(12345)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(poetgen.train(out=tmp_path / "run", **options)))
+    thread.start()
+    thread.join()
+    assert results and results[0].epochs_done == 1
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert (random.random(), np.random.rand()) == expected
+
+
+def test_evaluate_reports_tunes_as_the_command_does(poet, tiny_bundle):
+    """`poetgen evaluate --tune` had no API equivalent; it takes no TensorFlow either."""
+    seen = []
+    report = poetgen.evaluate(model=tiny_bundle, samples=2, tunes=["浣溪沙"],
+                              progress=lambda done, total: seen.append((done, total)))
+    assert list(report["tunes"]) == ["浣溪沙"] and report["samples"] == 2
+    assert report["tunes"]["浣溪沙"]["with_rules"]["layout"] == 1.0
+    assert seen[0] == (0, 4) and seen[-1] == (4, 4)
+    with pytest.raises(BadInput):
+        poetgen.evaluate(model=tiny_bundle, tunes="浣溪沙")
+    with pytest.raises(BadInput):
+        poetgen.evaluate(model=tiny_bundle, tunes=["没有这个调"])
