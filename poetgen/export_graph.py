@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from poetgen.graph_tables import (DECORATION, FIRST_LINE_RHYMES, HALF_WIDTH, GraphVocabulary, LayoutTables,
+from poetgen.graph_tables import (DECORATION, FIRST_LINE_RHYMES, HALF_WIDTH, SPACES, GraphVocabulary, LayoutTables,
                                   rhyme_columns)
 from poetgen.layout import MARKS
 from poetgen.model import ModelConfig, states_per_layer
@@ -161,7 +161,7 @@ class PoemGraph(tf.Module):
         """Characters of a prompt or acrostic as normalize_text leaves them: no spaces or quote marks,
         full-width marks."""
         chars = tf.strings.unicode_split(text, "UTF-8")
-        chars = tf.boolean_mask(chars, ~tf.strings.regex_full_match(chars, rf"\s|[{DECORATION}]"))
+        chars = tf.boolean_mask(chars, ~tf.strings.regex_full_match(chars, f"[{SPACES}{DECORATION}]"))
         full = self.half_width.lookup(chars)
         return tf.where(tf.equal(full, ""), chars, full)
 

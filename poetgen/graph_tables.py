@@ -20,6 +20,10 @@ FIRST_LINE_RHYMES = np.array([n.endswith("入韵") for n in PATTERN_NAMES])   # 
 HALF_WIDTH = {",": "，", ".": "。", "．": "。", "?": "？", "!": "！", ";": "；", ":": "：", "、": "，", "︰": "："}
 RHYME_KINDS = ("shi", PING, ZE, "中")   # where a rhyme group starts: 平水韵, ci 平, ci 仄, ci either (tunes.EITHER)
 DECORATION = "《》「」『』“”‘’\"'〝〞"   # dropped from prompts and acrostics, as normalize_text does
+SPACES = "".join(f"\\x{{{code:x}}}" for code in range(0x110000) if chr(code).isspace())
+# ^ RE2's character class of what Python's \s matches (RE2's own \s is ASCII only), dropped likewise
+HAN_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x323AF))
+# ^ the CJK ideographs (extension A, the unified block, compatibility ones, extensions B to H)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,16 +73,20 @@ class LayoutTables:
 def vocabulary_tables(tables) -> GraphVocabulary:
     """What generation needs of a model's vocabulary tables (poetgen.tables.VocabularyTables): characters,
     banned ids, rhyme and tone."""
-    from poetgen.corpus import to_traditional
+    from poetgen.corpus import to_simplified
 
     tokenizer = tables.tokenizer
     chars = [""] * len(SPECIALS) + list(tokenizer.chars) + [""] * len(tokenizer.controls)
     lookup = dict(tokenizer.index)
-    traditional = to_traditional("\n".join(tokenizer.chars)).split("\n")
-    if len(traditional) == len(tokenizer.chars):   # a prompt in traditional characters still encodes
-        for simplified, spelled in zip(tokenizer.chars, traditional):
-            if len(spelled) == 1 and spelled not in lookup:
-                lookup[spelled] = tokenizer.index[simplified]
+    # a prompt in traditional characters still encodes: every Han character the model does not know is
+    # read as its simplified form, converted alone (one per line, so no phrase spans two), as
+    # normalize_text converts it; a character the model knows is kept as typed (乾坤)
+    han = [chr(code) for low, high in HAN_RANGES for code in range(low, high + 1)]
+    simplified = to_simplified("\n".join(han)).split("\n")
+    if len(simplified) == len(han):
+        for spelled, plain in zip(han, simplified):
+            if spelled not in lookup and plain in tokenizer.index:
+                lookup[spelled] = tokenizer.index[plain]
     banned = np.zeros(tokenizer.vocab_size, bool)
     banned[banned_inside(tokenizer.index, range(len(SPECIALS)))] = True
     banned[tokenizer.char_limit:] = True   # a conditioned model's control tokens (the graph feeds no prefix)

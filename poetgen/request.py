@@ -140,7 +140,7 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
     layout = variant.layout if variant else layout_of(form)
     prompt = normalize_text(request.prompt)
     check_chars(prompt, "prompt", allow_punctuation=True)
-    prompt = layout.fit_prompt(prompt) if layout else prompt
+    prompt = layout.fit_prompt(prompt) if layout else check_free_prompt(prompt)
     if layout is None and len(prompt) > request.max_chars:   # free verse stops there: the prompt would be cut
         raise BadInput(f"the prompt has {len(prompt)} characters, more than max_chars ({request.max_chars}); "
                        f"shorten it or raise --max-chars (max_chars)", field="prompt")
@@ -181,6 +181,16 @@ def check_prompt_rhymes(prompt: str, prompt_ids, layout: Layout, tables: Vocabul
                 "shares no rhyme group with the lines before"
             raise BadInput(f"prompt line {line + 1} ends in {prompt[end]!r}, which {why}; change it, or pass "
                            f"--no-rhyme (rhyme: false) to keep it", field="prompt")
+
+
+def check_free_prompt(prompt: str) -> str:
+    """Free verse has no layout to fit a prompt to, but each of its clauses still needs a character
+    before its mark (a prompt of marks alone was kept in the text and dropped from the lines)."""
+    for at, ch in enumerate(prompt):
+        if ch in PUNCTUATION and (at == 0 or prompt[at - 1] in PUNCTUATION):
+            raise BadInput(f"prompt has a mark with no character before it ({ch!r} at character {at + 1}): "
+                           f"each clause needs one", field="prompt")
+    return prompt
 
 
 def check_chars(text: str, what: str, allow_punctuation: bool) -> None:

@@ -229,11 +229,18 @@ def test_a_batch_is_shared_evenly_across_threads(generator):
 @pytest.mark.parametrize("request_, field", [
     (PoemRequest(prompt="白日依山尽黄河入海流", form="free", max_chars=5), "prompt"),   # would be cut silently
     (PoemRequest(polish_lines=2), "polish_lines"),                                    # would be ignored silently
+    (PoemRequest(prompt="，，，，", form="free"), "prompt"),   # kept in the text, dropped from the lines
+    (PoemRequest(prompt="春风，，明月", form="free"), "prompt"),
 ])
 def test_requests_that_would_lose_part_of_what_they_ask_are_refused(generator, request_, field):
     with pytest.raises(BadInput) as refused:
         generator.prepare(request_)
     assert refused.value.field == field
+
+
+def test_a_free_verse_prompt_of_whole_clauses_is_kept(generator):
+    poem = generator.generate(PoemRequest(prompt="春风,明月。", form="free", sample=SampleOptions(seed=1)))["poems"][0]
+    assert poem["text"].startswith("春风，明月。") and poem["lines"][:2] == ["春风，", "明月。"]
 
 
 def test_traditional_keeps_the_characters_its_user_wrote(generator):

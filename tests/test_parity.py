@@ -117,6 +117,23 @@ def test_bad_input_is_refused_on_both_sides_naming_the_field(generator, poet, fi
         graph_poem(poet, **graph_args)
 
 
+def test_traditional_characters_and_unicode_spaces_read_as_the_cli_reads_them(generator, poet):
+    """The graph knew one traditional spelling per character (发 → 發: 白髮 was refused) and dropped
+    ASCII spaces only (RE2's \\s): an ideographic or no-break space was an unknown character."""
+    from poetgen.corpus import to_simplified
+
+    known = generator.tokenizer.index
+    spellings = [c for c in "髮裡週鐘麵隻迴纔颱檯嚮於" if to_simplified(c) in known and c not in known]
+    assert len(spellings) >= 2, spellings   # traditional spellings the tiny model knows simplified only
+    prompt = "\u3000".join(spellings[:4]) + "\u00a0"
+    heads = "\u00a0".join(spellings[:4])
+    for form, acrostic in (("wujue", ""), ("wujue", heads)):
+        cli = generator.generate(PoemRequest(prompt=prompt, form=form, acrostic=acrostic, tone=False, best_of=1,
+                                             sample=SampleOptions(temperature=0, seed=0)))["poems"][0]["text"]
+        graph = graph_poem(poet, form, prompt, acrostic, temperature=0.0)
+        assert graph == cli and cli.startswith(normalize_text(prompt)), (cli, graph)
+
+
 # (form as the graph reads it, tune, variant, prompt, acrostic, tone): 浣溪沙 one 平 rhyme; 西江月 叶 slots;
 # 菩萨蛮 four rhymes, 仄 and 平 in turn; a variant by pinyin, with a prompt and an acrostic on clause heads;
 # a punctuated prompt (any mark is accepted after a clause but the last).
