@@ -166,7 +166,7 @@ def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, bl
         import threadpoolctl
         import uvicorn
 
-        from poetgen.serve import create_app
+        from poetgen.serve import create_app, listening_socket, run_server
     except ImportError as error:
         from poetgen.errors import BadInput
 
@@ -179,9 +179,10 @@ def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, bl
         threadpoolctl.threadpool_limits(blas_threads, user_api="blas")
     from poetgen.generate import Generator
 
-    app = create_app(Generator.load(model_dir, int8), options)
-    logger.info(f"serving poems on http://{host}:{port}/ (Ctrl-C stops)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    with listening_socket(host, port) as sock:
+        app = create_app(Generator.load(model_dir, int8), options)
+        logger.info(f"serving poems on http://{host}:{port}/ (Ctrl-C stops)")
+        run_server(app, sock)
 
 
 @command

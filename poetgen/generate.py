@@ -239,13 +239,14 @@ class Generator:
             candidates += self.sample_rows(prepared, streams)
         return self.polish(prepared, self.finish(prepared, candidates, time.perf_counter() - started))
 
-    def polish(self, prepared: PreparedRequest, result: dict) -> dict:
+    def polish(self, prepared: PreparedRequest, result: dict, stop: threading.Event | None = None) -> dict:
         """`result`'s poems polished line by line, `prepared.request.polish` rounds (poetgen.polish), its
-        ms_per_poem grown by the time that took; `result` itself when the request asks for none."""
+        ms_per_poem grown by the time that took; `result` itself when the request asks for none. Once
+        `stop` is set it raises poetgen.polish.Stopped at the next line (the server's client left)."""
         if not prepared.request.polish:
             return result
         started = time.perf_counter()
-        result = Polisher(self).polish(prepared, result)
+        result = Polisher(self).polish(prepared, result, stop)
         spent = 1000 * (time.perf_counter() - started) / prepared.request.n
         return {**result, "ms_per_poem": round(result["ms_per_poem"] + spent, 3)}
 

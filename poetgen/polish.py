@@ -14,6 +14,7 @@ The Generator is passed in, not imported: it calls this stage.
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 
@@ -30,17 +31,23 @@ from poetgen.tokenizer import BOUNDARY
 VERSIONS = 4   # fresh versions of a line sampled at each visit
 
 
+class Stopped(Exception):
+    """A polish asked to stop (Polisher.polish's `stop`) before its end."""
+
+
 class Polisher:
     """Polishes the poems of one result with the generator that wrote them."""
 
     def __init__(self, generator):
         self.generator = generator
 
-    def polish(self, prepared: PreparedRequest, result: dict) -> dict:
+    def polish(self, prepared: PreparedRequest, result: dict, stop: threading.Event | None = None) -> dict:
         """`result` (Generator.finish's) with every poem polished `prepared.request.polish` rounds; each
-        poem record gains "polished", the number of lines replaced, and its scores are recomputed."""
+        poem record gains "polished", the number of lines replaced, and its scores are recomputed.
+        Raises Stopped before the next line's visit once `stop` is set (a server's client left)."""
         if not prepared.request.polish or prepared.layout is None:
             return result
+        self.stop = stop
         return {**result, "poems": [self._poem(prepared, poem, index) for index, poem in enumerate(result["poems"])]}
 
     def _poem(self, prepared: PreparedRequest, poem: dict, index: int) -> dict:
@@ -57,6 +64,8 @@ class Polisher:
         standing = self._standing(kept, text)
         for round_ in range(prepared.request.polish):
             for i in self._lines(prepared, current):
+                if self.stop is not None and self.stop.is_set():
+                    raise Stopped("polishing stopped: nobody waits for it")
                 better = self._visit(kept, current, i, (prepared.seed, index, round_, i), (passed, standing), repeats)
                 if better is not None:
                     current, replaced = better, replaced + 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Literal
@@ -145,6 +146,53 @@ async def _unless_disconnected(request: Request, pending: asyncio.Future):
     return None if pending.cancelled() else pending.result()
 
 
+def listening_socket(host: str, port: int):
+    """A socket bound to host:port and listening, or BadInput with the reason: checked before the model
+    loads, so a port in use or an unknown host is one line (uvicorn's own bind failed after loading,
+    with its own message and exit status 3)."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as error:
+        raise BadInput(f"cannot listen on {host}:{port}: {error.strerror or error}", field="port") from None
+
+
+def run_server(app, sock) -> None:
+    """Serve `app` on the listening `sock` until Ctrl-C or SIGTERM: requests in flight finish (a second
+    Ctrl-C cuts them short, each answered 503), then KeyboardInterrupt, which the command reports as
+    `interrupted` (exit 130). uvicorn re-raises the signals it caught once it has stopped, where asyncio's
+    own handler swallowed them (exit 0)."""
+    import signal
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        signalled = False
+
+        def handle_exit(self, sig, frame):
+            self.signalled = True
+            super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():   # only the main thread gets them
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    server = Server(uvicorn.Config(app, log_level="warning"))
+    server.run(sockets=[sock])
+    if server.signalled:
+        raise KeyboardInterrupt
+
+
 MAX_POLISH_THREADS = 4   # polishing threads at most (one per core below that): polish batches are 4 rows
 
 
@@ -169,9 +217,12 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
                 raise BadModel(f"the generation worker failed to start ({batcher.died})")
             await run_in_threadpool(in_every_thread, polishers, polishing_threads,
                                     lambda: generator.warm_up(VERSIONS))
-            yield
-        finally:
-            await run_in_threadpool(batcher.stop)
+            try:
+                yield
+            except asyncio.CancelledError:   # a forced stop (a second Ctrl-C): an end like any other
+                pass
+        finally:   # not awaited: a forced stop (a second Ctrl-C) cancels this task while it ends
+            batcher.stop()
             polishers.shutdown(wait=False, cancel_futures=True)
 
     async def index(request: Request) -> HTMLResponse:
@@ -197,7 +248,18 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
                                         "characters": [v.length for v in t.variants]} for t in found],
                              "knows_ci": generator.knows_ci()})
 
+    def timed_out() -> JSONResponse:
+        return refusal(503, [("request", f"no answer within {options.timeout_s:g} s; try again")],
+                       headers={"Retry-After": "1"})
+
     async def generate(request: Request) -> JSONResponse:
+        try:
+            return await answer(request)
+        except asyncio.CancelledError:   # the server is stopping at once (a second Ctrl-C): still an answer
+            return refusal(503, [("request", "the server is stopping; try again later")])
+
+    async def answer(request: Request) -> JSONResponse:
+        deadline = asyncio.get_running_loop().time() + options.timeout_s
         raw = await _read_body(request)
         if raw is None:
             return refusal(413, [("body", f"the request body is larger than {MAX_BODY} bytes")])
@@ -218,14 +280,22 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         except Unavailable as error:
             return refusal(503, [("request", str(error))])
         except asyncio.TimeoutError:
-            return refusal(503, [("request", f"no answer within {options.timeout_s:g} s; try again")],
-                           headers={"Retry-After": "1"})
+            return timed_out()
         except BatchFailed as error:   # the worker logged the traceback
             return refusal(500, [("request", str(error))])
+        if result is not None and body.polish:   # after the batch, on the polishing threads (the batcher never
+            # waits for them), within the same time limit; a client that leaves stops it at its next line
+            stop = threading.Event()
+            polished = asyncio.wrap_future(polishers.submit(generator.polish, prepared, result, stop))
+            try:
+                result = await asyncio.wait_for(_unless_disconnected(request, polished),
+                                                max(deadline - asyncio.get_running_loop().time(), 0))
+            except asyncio.TimeoutError:
+                return timed_out()
+            finally:
+                stop.set()   # a polish still running stops (one that finished has nothing left to stop)
         if result is None:   # nobody to answer; the status only shows in logs
             return refusal(499, [("request", "the client disconnected")])
-        if body.polish:   # after the batch, on the polishing threads: the batcher never waits for it
-            result = await asyncio.wrap_future(polishers.submit(generator.polish, prepared, result))
         if body.traditional:
             result = await run_in_threadpool(traditional, result, prepared.request)
         return JSONResponse(result)

@@ -392,9 +392,9 @@ def test_polish_runs_on_its_own_few_threads(generator):
         def __getattr__(self, name):
             return getattr(self.inner, name)
 
-        def polish(self, prepared, result):
+        def polish(self, prepared, result, stop=None):
             self.threads.append(threading.current_thread().name)
-            return self.inner.polish(prepared, result)
+            return self.inner.polish(prepared, result, stop)
 
     spy = Spy(generator)
     with TestClient(create_app(spy, BatchOptions(max_wait_ms=2))) as test_client:
@@ -505,3 +505,124 @@ def test_a_model_trained_with_titles_writes_to_the_requests_title(titled_bundle)
     printed = CliRunner().invoke(cli, ["generate", "--model", str(out), "-n", "2", "--seed", "4", "--title", "春日",
                                        "--format", "json"])
     assert without_timing(answer) == without_timing(json.loads(printed.output))
+
+
+class BlockingPolish:
+    """The generator, except that polishing waits until it is told to stop (or 30 s): a polish still
+    running when its request is answered or cut short."""
+
+    def __init__(self, inner):
+        self.inner, self.started, self.stopped = inner, threading.Event(), threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def polish(self, prepared, result, stop=None):
+        self.started.set()
+        if stop is not None and stop.wait(30):
+            self.stopped.set()
+        return result
+
+
+def test_a_polish_past_the_time_limit_is_answered_503_and_stopped(generator):
+    """--request-timeout bounded the batch only: a polish ran as long as it took (8 s against 2 here),
+    and went on for a client that had gone."""
+    slow = BlockingPolish(generator)
+    with TestClient(create_app(slow, BatchOptions(max_wait_ms=2, timeout_s=1))) as client:
+        response = client.post("/api/generate", json={"seed": 1, "polish": 1})
+    assert response.status_code == 503 and "no answer within 1 s" in response.text
+    assert slow.started.is_set() and slow.stopped.wait(30)   # the polishing thread was told to stop
+
+
+def test_a_polish_stops_at_its_next_line_once_asked(generator):
+    from poetgen.polish import Stopped
+
+    request = PoemRequest(form="wujue", polish=2, sample=SampleOptions(seed=4))
+    prepared, result = generator.prepare(request), generator.generate(PoemRequest(form="wujue", sample=SampleOptions(seed=4)))
+    stop = threading.Event()
+    assert "polished" in generator.polish(prepared, result, stop)["poems"][0]
+    stop.set()
+    with pytest.raises(Stopped):
+        generator.polish(prepared, result, stop)
+
+
+def test_a_forced_stop_answers_requests_in_flight_with_503(generator):
+    """A second Ctrl-C cancels the requests still running: each is answered 503 in JSON (it was a
+    plain-text 500 and a traceback per request), and the app's own shutdown still runs."""
+    import asyncio
+
+    slow = BlockingPolish(generator)
+    app = create_app(slow, BatchOptions(max_wait_ms=2))
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            sent = []
+            messages = [{"type": "http.request", "body": json.dumps({"seed": 1, "polish": 1}).encode(),
+                         "more_body": False}]
+
+            async def receive():
+                if messages:
+                    return messages.pop(0)
+                await asyncio.Event().wait()   # the client stays
+
+            async def send(message):
+                sent.append(message)
+
+            scope = {"type": "http", "method": "POST", "path": "/api/generate", "raw_path": b"/api/generate",
+                     "headers": [(b"content-type", b"application/json")], "query_string": b"",
+                     "http_version": "1.1", "scheme": "http", "server": ("test", 80), "client": ("test", 1),
+                     "root_path": ""}
+            task = asyncio.ensure_future(app(scope, receive, send))
+            await asyncio.to_thread(slow.started.wait, 30)
+            task.cancel()   # what asyncio.run does to the tasks left when uvicorn exits at once
+            await task
+            return sent
+
+    sent = asyncio.run(scenario())
+    assert sent[0]["status"] == 503
+    assert "stopping" in json.loads(sent[1]["body"])["detail"][0]["message"]
+
+
+def test_serve_on_a_port_in_use_is_one_line_before_the_model_loads(tmp_path):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", "--port", str(port), "--model", str(tmp_path / "none")])
+    assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "none" not in result.output   # refused before the (missing) model was looked for
+
+
+def test_ctrl_c_stops_the_server_with_the_interrupted_status(tiny_bundle, tmp_path):
+    """uvicorn re-raised the signal once stopped and asyncio swallowed it: exit 0, no `interrupted`."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "poetgen", "serve", "--model", str(tiny_bundle), "--port",
+                                str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+                    return json.load(answer)["status"] == "ok"
+            except OSError:
+                return False
+
+        wait_until(lambda: process.poll() is not None or healthy(), "poetgen serve answering /healthz", 180, 0.3)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and stderr.rstrip().endswith("poetgen: interrupted"), stderr
+    assert "Traceback" not in stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
