@@ -165,9 +165,9 @@ def _draw(row: np.ndarray, uniform: float) -> int:
     """_inverse_cdf's two-level search for one row (width a multiple of BLOCK) and its uniform draw:
     the same id, with a handful of NumPy calls instead of a dozen batched ones."""
     block_cumulative = np.cumsum(row_sums(row.reshape(-1, BLOCK)))
-    draw = uniform * block_cumulative[-1]
+    draw = uniform * float(block_cumulative[-1])   # in float64, as the batched search (a float32 product rounds)
     block = min(int(block_cumulative.searchsorted(draw, side="right")), len(block_cumulative) - 1)
-    before = block_cumulative[block - 1] if block else 0.0
+    before = float(block_cumulative[block - 1]) if block else 0.0
     within = np.cumsum(row[block * BLOCK:(block + 1) * BLOCK])
     chosen = block * BLOCK + min(int(within.searchsorted(draw - before, side="right")), BLOCK - 1)
     return chosen if row[chosen] != 0 else int(row.argmax())   # rounding pushed the draw past the last id

@@ -235,6 +235,37 @@ def test_row_by_row_draw_picks_what_the_batched_search_picks():
     assert (probs[np.arange(64), batched] > 0).all()
 
 
+def test_row_by_row_draw_agrees_with_the_batched_search_at_block_boundaries():
+    """_draw scaled the uniform by a float32 total (NumPy 2 keeps a Python float times a float32 in
+    float32), the batched search by a float64 one: a draw near a boundary took the next id alone and not
+    in a batch of four (`generate --seed 9` and `-n 4` wrote different first poems)."""
+    from poetgen.model import row_sums
+    from poetgen.sampling import BLOCK, FEW_ROWS, _inverse_cdf, padded_buffer
+
+    class Fixed:
+        def __init__(self, value):
+            self.value = value
+
+        def random(self):
+            return self.value
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        probs = padded_buffer(1, 9 * BLOCK - 7)
+        probs[0, :9 * BLOCK - 7] = rng.random(9 * BLOCK - 7).astype(np.float32) ** 6
+        blocks = np.cumsum(row_sums(probs[0].reshape(-1, BLOCK)))   # as the search sums them, in float32
+        total = float(blocks[-1])
+        edges = [float(edge) for edge in blocks] + [float(blocks[2]) + float(within) for within in
+                                                    np.cumsum(probs[0, 3 * BLOCK:4 * BLOCK])[::4]]
+        for edge in edges:   # uniforms at and around the sums the search compares with, where rounding decides
+            for uniform in (edge / total, np.nextafter(edge / total, 0), np.nextafter(edge / total, 1)):
+                if not 0 <= uniform < 1:
+                    continue
+                alone = _inverse_cdf(probs, [Fixed(uniform)])[0]
+                batched = _inverse_cdf(np.repeat(probs, FEW_ROWS, axis=0), [Fixed(uniform)] * FEW_ROWS)[0]
+                assert alone == batched, uniform
+
+
 def test_row_sums_of_a_row_do_not_depend_on_its_batch():
     """The log-normaliser (hence logprob and best-of scores) and the draw sum rows: a row's sum must be
     the same bits alone as among other rows (one matrix-vector product rounds it by the batch's shape)."""
