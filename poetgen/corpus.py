@@ -31,7 +31,7 @@ DYNASTY_ALIASES = {"唐": "tang", "宋": "song", "五代": "wudai", "五代十�
 PUNCTUATION = MARKS
 HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
 _HALF_TO_FULL = str.maketrans({",": "，", ".": "。", "．": "。", "?": "？", "!": "！", ";": "；",
-                               ":": "：", "、": "，", "︰": "："})
+                               ":": "：", "、": "，", "︰": "：", "､": "，", "｡": "。"})
 _DECORATION = re.compile("[《》「」『』“”‘’\"'〝〞]")
 _SPACE = re.compile(r"\s+")
 _PLACEHOLDER = re.compile("[□○●■◎]")

@@ -97,7 +97,7 @@ def run_session(command: click.Command, prompt: str, model_dir, int8: bool, opti
     poet = api.load(model_dir, int8)
     session.check = poet.generator.prepare
     session.check(_request("", session.options)[0])   # and those the model cannot write, before the session
-    stdin = click.get_text_stream("stdin")
+    stdin = click.get_text_stream("stdin", errors="surrogateescape")   # bytes that are not text: refused per line
     tty = stdin.isatty()
     if tty:
         click.echo(f"poetgen: model {poet.path}; type a prompt, /help for commands, Ctrl-D to quit", err=True)

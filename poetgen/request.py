@@ -6,6 +6,7 @@ Every refusal of a request is raised here, as BadInput; nothing here runs the mo
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 
 from poetgen.control import DEFAULT_STYLE, MAX_TITLE, STYLES
 from poetgen.corpus import PUNCTUATION, is_han, normalize_text
@@ -29,6 +30,7 @@ SERVER_MAX_BEST_OF = 16   # candidates per poem: a request costs n × best_of ro
 SERVER_MAX_PROMPT = 64    # a whole qilv with its punctuation
 SERVER_MAX_ACROSTIC = 8   # one character per line of a lüshi
 SERVER_MAX_TEMPERATURE = 10.0
+RAW_TEXT = 4              # a prompt, theme or title is refused unread beyond this many times its limit
 SERVER_MAX_CHARS = 300   # a free verse poem's length cap: the longest tune's
 REPEAT_PENALTY = 1.0      # the default repeat penalty (the SavedModel's graph applies it too); see README, Blind reading
 SERVER_MAX_POLISH = 2     # polishing rounds: two cost ~0.1-0.5 s a poem
@@ -81,11 +83,14 @@ class PoemRequest:
     def validate(self) -> None:
         self.sample.validate()
         check_settings(self)
-        for name, limit in (("prompt", MAX_PROMPT), ("theme", MAX_THEME)):
-            if len(getattr(self, name)) > limit:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, str) and any("\ud800" <= c <= "\udfff" for c in value):   # undecodable bytes
+                raise BadInput(f"{field.name} is not valid text: it holds bytes that are not UTF-8", field=field.name)
+        for name, limit in (("prompt", MAX_PROMPT), ("theme", MAX_THEME), ("title", MAX_TITLE)):
+            text = getattr(self, name)   # counted as prepared: spaces and quote marks do not count
+            if len(text) > RAW_TEXT * limit or len(normalize_text(text, simplify=False)) > limit:
                 raise BadInput(f"{name} is longer than {limit} characters", field=name)
-        if len(self.title) > MAX_TITLE:
-            raise BadInput(f"title is longer than {MAX_TITLE} characters", field="title")
         if self.resolved_form() == "ci":
             self.resolved_variant()
             if self.title.strip():
@@ -197,7 +202,9 @@ def check_chars(text: str, what: str, allow_punctuation: bool) -> None:
     for ch in text:
         if is_han(ch) or (allow_punctuation and ch in PUNCTUATION):
             continue
-        kind = "a Latin letter or digit" if ch.isascii() and ch.isalnum() else "not a Chinese character"
+        kind = ("a Latin letter or digit" if ch.isascii() and ch.isalnum() else
+                f"a mark poetgen does not write (it writes {PUNCTUATION})" if unicodedata.category(ch)[0] == "P"
+                else "not a Chinese character")
         raise BadInput(f"{what} contains {ch!r}, which is {kind}", field=what)
 
 

@@ -238,6 +238,18 @@ def test_requests_that_would_lose_part_of_what_they_ask_are_refused(generator, r
     assert refused.value.field == field
 
 
+def test_lengths_count_what_is_kept_and_half_width_ideographic_marks_are_marks(generator):
+    """A prompt, theme or title was measured before its spaces were dropped (a pasted prompt with line
+    breaks was "too long"); ､ and ｡ (U+FF64, U+FF61) were "not a Chinese character"."""
+    spaced = PoemRequest(prompt="白日依山尽" + " " * 70, theme="秋天" + "\n" * 250, title="送 送 送 送 送 送 送 ",
+                         sample=SampleOptions(seed=1))
+    spaced.validate()
+    poem = generator.generate(PoemRequest(prompt="白日依山尽､黄河入海流｡", sample=SampleOptions(seed=1)))["poems"][0]
+    assert poem["text"].startswith("白日依山尽，黄河入海流。")
+    with pytest.raises(BadInput, match="a mark poetgen does not write"):
+        generator.prepare(PoemRequest(prompt="白日依山尽#"))
+
+
 def test_a_free_verse_prompt_of_whole_clauses_is_kept(generator):
     poem = generator.generate(PoemRequest(prompt="春风,明月。", form="free", sample=SampleOptions(seed=1)))["poems"][0]
     assert poem["text"].startswith("春风，明月。") and poem["lines"][:2] == ["春风，", "明月。"]

@@ -142,3 +142,16 @@ def test_the_readmes_example_outputs_are_what_the_shipped_model_prints():
         result = CliRunner().invoke(cli, args[1:], input=feed)
         assert result.exit_code == 0, result.output
         assert result.stdout.strip() == shown.strip(), command
+
+
+def test_bytes_that_are_not_utf8_are_one_line_and_the_session_goes_on(tiny_bundle):
+    """They reached OpenCC as lone surrogates: `internal error`, exit 1; in a session the line ended it."""
+    command = [sys.executable, "-m", "poetgen", "generate", "--model", str(tiny_bundle), "--seed", "1"]
+    for extra in ([b"\xff\xe6\x98\xa5"], [b"--acrostic", b"\xff\xe6\x98\xa5"], [b"--theme", b"\xff\xe6\x98\xa5"]):
+        result = subprocess.run([*command, *extra], capture_output=True)
+        stderr = result.stderr.decode("utf-8", "replace")
+        assert result.returncode == 2 and "is not valid text" in stderr and "Traceback" not in stderr, stderr
+    session = subprocess.run([*command, "--interactive"], input=b"\xff\n" + "春风\n".encode(), capture_output=True)
+    stderr = session.stderr.decode("utf-8", "replace")
+    assert session.returncode == 0 and "prompt is not valid text" in stderr, stderr
+    assert poems_in(session.stdout.decode())[0][0].startswith("春风")
