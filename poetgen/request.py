@@ -158,8 +158,11 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
     check_acrostic(acrostic, prompt, form, layout)
     prompt_ids = encode_known(tables.tokenizer, prompt, "prompt")
     acrostic_ids = encode_known(tables.tokenizer, acrostic, "acrostic")
-    if layout is not None and variant is None and (request.rhyme if request.rhyme is not None else True):
-        check_prompt_rhymes(prompt, prompt_ids, layout, tables)
+    if layout is not None and (request.rhyme if request.rhyme is not None else True):
+        if variant is None:
+            check_prompt_rhymes(prompt, prompt_ids, layout, tables)
+        else:
+            check_ci_prompt_rhymes(prompt, variant)
     words, theme_ids = theme_keywords(request.theme, tables.tokenizer) if request.theme.strip() else ([], [])
     title = normalize_text(request.title)
     check_chars(title, "title", allow_punctuation=False)
@@ -175,10 +178,17 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
 def check_prompt_rhymes(prompt: str, prompt_ids, layout: Layout, tables: VocabularyTables) -> None:
     """A prompt that ends rhyming lines (2, 4, 6, 8) must leave them a shared 平水韵 level-tone group: the
     rule could not rhyme the rest with them, and the poem would fail its rhyme (--no-rhyme keeps it)."""
-    ends = []
+    ends, used = [], {}   # used: a line-end character fixed by the prompt -> its line (1-based)
     for line, (start, length) in enumerate(zip(layout.starts, layout.line_lengths)):
         end = start + length - 1
-        if line not in layout.rhyme_lines or end >= len(prompt):
+        if end >= len(prompt) or (line > 0 and line not in layout.rhyme_lines):
+            continue
+        if prompt[end] in used:   # a rhyme used twice, or line 1's end taken by a rhyme: the rule never does
+            raise BadInput(f"prompt lines {used[prompt[end]]} and {line + 1} both end in {prompt[end]!r}: no rhyme "
+                           f"is used twice, nor line 1's last character; change one, or pass --no-rhyme "
+                           f"(rhyme: false) to keep them", field="prompt")
+        used[prompt[end]] = line + 1
+        if line not in layout.rhyme_lines:
             continue
         ends.append(prompt_ids[end])
         if not tables.share_rhyme(ends):
@@ -186,6 +196,25 @@ def check_prompt_rhymes(prompt: str, prompt_ids, layout: Layout, tables: Vocabul
                 "shares no rhyme group with the lines before"
             raise BadInput(f"prompt line {line + 1} ends in {prompt[end]!r}, which {why}; change it, or pass "
                            f"--no-rhyme (rhyme: false) to keep it", field="prompt")
+
+
+def check_ci_prompt_rhymes(prompt: str, variant: Variant) -> None:
+    """A prompt that fills rhyme slots of a tune must leave each rhyme group a 部 of the group's tone
+    that all its characters there share (a 叶 slot's in the other tone), as check_ci reads them: the
+    rule could not rhyme the rest with them, and the ci would fail its rhyme (--no-rhyme keeps it)."""
+    from poetgen.ci_checks import han_chars
+    from poetgen.ci_rhyme import ci_rhyme, codes_for_tone, flip
+
+    chars, rhyme = han_chars(prompt), ci_rhyme()
+    for group in range(variant.group_count):
+        shared = set(codes_for_tone(variant.group_tone(group)))
+        for slot in (s for s in variant.rhymes if s.group == group and s.pos < len(chars)):
+            shared &= {flip(c) if slot.xie else c for c in rhyme.codes(chars[slot.pos])}
+            if not shared:
+                raise BadInput(f"prompt puts {chars[slot.pos]!r} at character {slot.pos + 1}, a rhyme of "
+                               f"{variant.tune} that cannot rhyme with the tune's tone there or with the "
+                               f"prompt's rhymes before it; change it, or pass --no-rhyme (rhyme: false) to keep it",
+                               field="prompt")
 
 
 def check_free_prompt(prompt: str) -> str:

@@ -107,6 +107,10 @@ def test_greedy_graph_poem_is_the_greedy_cli_poem(generator, poet):
     ("form", {"tune": "浣溪沙", "variant": 99}, {"form": "浣溪沙#99"}),
     ("acrostic", {"tune": "十六字令", "acrostic": "春夏秋冬五"}, {"form": "十六字令", "acrostic": "春夏秋冬五"}),
     ("prompt", {"tune": "十六字令", "prompt": "春风，"}, {"form": "十六字令", "prompt": "春风，"}),
+    ("prompt", {"form": "wujue", "prompt": "白日依山尽黄河入海流春风吹柳絮秋水向东流"},   # 流 rhymes twice
+     {"form": "wujue", "prompt": "白日依山尽黄河入海流春风吹柳絮秋水向东流"}),
+    ("prompt", {"form": "wujue", "prompt": "白日依山流黄河入海流"}, {"form": "wujue", "prompt": "白日依山流黄河入海流"}),
+    ("prompt", {"tune": "浣溪沙", "prompt": "白日依山尽黄尽"}, {"form": "浣溪沙", "prompt": "白日依山尽黄尽"}),   # 仄 at a 平 rhyme
 ])
 def test_bad_input_is_refused_on_both_sides_naming_the_field(generator, poet, field, request_args, graph_args):
     import tensorflow as tf
