@@ -11,6 +11,7 @@ import errno
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -47,8 +48,28 @@ def _sync(path: Path) -> None:
         os.close(fd)
 
 
+_STOP = threading.Event()   # a signal asked the process to stop (poetgen.lock's SIGTERM handler)
+
+
+def ask_stop(asked: bool = True) -> None:
+    """Record (or, with False, forget) that a signal asked to stop. Its KeyboardInterrupt can be swallowed
+    where it lands (Python prints and drops one raised in a gc callback or a __del__), so no write is
+    committed once a stop was asked: the commit raises KeyboardInterrupt instead."""
+    _STOP.set() if asked else _STOP.clear()
+
+
+def stop_asked() -> bool:
+    return _STOP.is_set()
+
+
+def _unless_stopping() -> None:
+    if _STOP.is_set():
+        raise KeyboardInterrupt
+
+
 def _commit(tmp: Path, path: Path) -> None:
     """Make the finished temporary file durable, then put it in place: the one step a torn write skips."""
+    _unless_stopping()
     _sync(tmp)
     os.replace(tmp, path)
 
@@ -125,6 +146,7 @@ def atomic_directory(path: str | os.PathLike, force: bool = False):
             if error.errno not in WRITE_ERRNOS:
                 raise
             raise write_failed(path, error) from None
+        _unless_stopping()   # before anything moves: a swapped-out old directory must never be left aside
         if path.exists() or path.is_symlink():
             if not force:
                 raise FileExistsError(path)

@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from poetgen.atomic import check_parent
+from poetgen.atomic import ask_stop, check_parent, stop_asked
 from poetgen.errors import InUse
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ def _alive(holder: dict) -> bool:
 
 
 def _terminate(signum, frame):
+    ask_stop()           # remembered too: where this lands (a gc callback, a __del__) Python may drop it
     raise KeyboardInterrupt   # unwinds the with-blocks: the lock and half-written files are cleaned up
 
 
@@ -82,8 +83,13 @@ class Lock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        handled_sigterm = self._previous_sigterm is not None
         self.release()
+        if handled_sigterm and stop_asked():   # a SIGTERM whose KeyboardInterrupt was dropped on its way
+            ask_stop(False)
+            if exc_type is None:
+                raise KeyboardInterrupt
 
     def acquire(self) -> None:
         if self.lock_path.parent != self.target:

@@ -381,3 +381,33 @@ def test_disk_full_at_quantize_keeps_the_previous_int8_products(tiny_bundle, tmp
                                                             "int8.npz", "log.csv", "resume")]
     monkeypatch.undo()
     assert Generator.load(bundle).int8                    # the products kept still fit the weights
+
+
+def test_a_sigterm_whose_interrupt_was_dropped_still_stops_the_write(tmp_path):
+    """The handler's KeyboardInterrupt can land in a gc callback or a __del__, where Python prints and
+    drops it: an export then went on and exited 0 (1 in 7 tries). The handler also records the stop,
+    so no commit happens, the previous output stays, and the lock's exit raises it again."""
+    import contextlib
+    import signal
+
+    from poetgen.atomic import atomic_directory, stop_asked
+    from poetgen.lock import Lock
+
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "keep.txt").write_text("old", encoding="utf-8")
+    with pytest.raises(KeyboardInterrupt):
+        with Lock.directory(tmp_path / "locked"):
+            with atomic_directory(out, force=True) as tmp:
+                (tmp / "keep.txt").write_text("new", encoding="utf-8")
+                with contextlib.suppress(KeyboardInterrupt):   # where Python dropped it
+                    signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+    assert (out / "keep.txt").read_text(encoding="utf-8") == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]   # no temporary or swapped-out copy left
+    assert not stop_asked() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+    with pytest.raises(KeyboardInterrupt):   # dropped outside any write: the lock's exit raises it
+        with Lock.directory(tmp_path / "locked"):
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+    assert not stop_asked()
