@@ -47,7 +47,7 @@ class Range:
             low = None if self.low is None else int(self.low) + (1 if self.low_open else 0)
             high = None if self.high is None else int(self.high) - (1 if self.high_open else 0)
             return click.IntRange(low, high)
-        return click.FloatRange(self.low, self.high, min_open=self.low_open, max_open=self.high_open)
+        return _FiniteRange(self.low, self.high, min_open=self.low_open, max_open=self.high_open)
 
     def bounds(self) -> dict:
         """The range as pydantic's (and annotated-types') ge / gt / le / lt keywords."""
@@ -57,6 +57,17 @@ class Range:
         if self.high is not None:
             found["lt" if self.high_open else "le"] = self.high
         return found
+
+
+class _FiniteRange(click.FloatRange):
+    """click's FloatRange, refusing nan and ±inf too (nan passes its comparisons, and a range without an
+    upper end takes inf): refused by click, under the option's own name."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def _number(value) -> str:

@@ -192,3 +192,13 @@ def test_the_python_api_signature_carries_the_dataclass_defaults():
         if name in defaults:
             assert parameter.default == defaults[name], name
     assert {"prompt", "n", "seed", "temperature", "top_p"} <= set(parameters)
+
+
+@pytest.mark.parametrize("args, option", [
+    (["serve", "--batch-wait-ms", "nan"], "--batch-wait-ms"), (["serve", "--request-timeout", "nan"], "--request-timeout"),
+    (["generate", "--temperature", "nan"], "--temperature"), (["generate", "--reverse-weight", "-inf"], "--reverse-weight"),
+])
+def test_a_number_that_is_not_finite_is_refused_under_the_options_own_name(args, option):
+    """nan passed click's range check and was refused later under the field's name (max-wait-ms, timeout-s)."""
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and f"'{option}'" in result.output, result.output
