@@ -223,8 +223,10 @@ class PoemGraph(tf.Module):
         before = tf.cumsum(tf.cast(~is_mark, tf.int32), exclusive=True)
         after_mark = tf.concat([[False], is_mark[:-1]], 0)
         ends = tf.equal(before[:, None], layout["line_ends"][None, :]) & (layout["line_ends"][None, :] > 0)
-        placed = _check(tf.reduce_all(~is_mark | (tf.reduce_any(ends, 1) & ~after_mark)),
-                        "prompt does not fit the form: a mark stands inside a line, at character", before)
+        misplaced = is_mark & ~(tf.reduce_any(ends, 1) & ~after_mark)
+        placed = _check(~tf.reduce_any(misplaced),   # named by the characters before the first misplaced mark
+                        "prompt does not fit the form: a mark stands inside a line or after another mark, after "
+                        "character", tf.reduce_min(tf.boolean_mask(before, misplaced)))
         with tf.control_dependencies([known, fits, placed]):
             count = tf.minimum(count, capacity)
             forced = tf.fill([self.positions], -1)

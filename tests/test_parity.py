@@ -275,3 +275,13 @@ def test_graph_keeps_line_one_ending_from_later_rhymes_as_the_cli_rule_does(tiny
     for first_line_end in (False, True):
         _, after = graph._observe_rhyme(tf.constant(7), no_slot, allowed, used, tf.constant(first_line_end))
         assert bool(after[7]) == first_line_end and int(tf.reduce_sum(tf.cast(after, tf.int32))) == first_line_end
+
+
+def test_a_misplaced_mark_is_named_by_one_position(poet):
+    """The message printed the running count of every character ([0 1 2 3 4 5 5]), not where it went wrong."""
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"after character\] \[5\]"):
+        graph_poem(poet, "wujue", "白日依山尽，，")
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"after character\] \[2\]"):
+        graph_poem(poet, "wujue", "白日，依山")
