@@ -3,6 +3,7 @@ generation path that uses them without importing TensorFlow."""
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import zipfile
@@ -82,11 +83,14 @@ def test_generate_imports_neither_tensorflow_nor_keras(which, tiny_bundle):
 
 def test_serve_imports_neither_tensorflow_nor_keras(tiny_bundle):
     pytest.importorskip("uvicorn")
-    code = ("import sys, uvicorn; "
-            "uvicorn.run = lambda app, **kw: print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)); "
-            "from poetgen.cli import cli; cli.main(sys.argv[1:])")
-    done = subprocess.run([sys.executable, "-c", code, "serve", "--model", str(tiny_bundle)], capture_output=True,
-                          text=True, timeout=120)
+    code = ("import sys, poetgen.serve; "
+            "poetgen.serve.run_server = lambda app, sock: print(sorted(m for m in ('tensorflow', 'keras') "
+            "if m in sys.modules)); from poetgen.cli import cli; cli.main(sys.argv[1:])")
+    with socket.socket() as probe:   # a free port: serve binds it before loading the model
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run([sys.executable, "-c", code, "serve", "--model", str(tiny_bundle), "--port", str(port)],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
