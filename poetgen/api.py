@@ -339,6 +339,10 @@ def evaluate(options: "EvalOptions | None" = None, /, *, model: PathLike | None 
     if isinstance(tunes, str) or not all(isinstance(tune, str) for tune in tunes):
         raise BadInput(f"tunes must be a list of tune names, not {tunes!r}", field="tunes")
     if tunes:
+        given = [f"--{name}" for name in ("corpus", "dynasty", "genre") if getattr(options, name) is not None]
+        if given:
+            raise BadInput(f"tunes (--tune) report on generated ci alone: they take no {', '.join(given)}",
+                           field="tunes")
         from poetgen.evaluate_ci import tune_report
         from poetgen.tunes import resolve
 

@@ -73,8 +73,8 @@ def _records(source: Source, members: dict[str, bytes]) -> Iterator[RawPoem]:
             for record in records:
                 tune = str(record.get("rhythmic") or "") if source.genre == "ci" else ""
                 # chinese-poetry's Song ci have no title; they are known by their tune
-                poem = RawPoem("".join(record.get("paragraphs", [])), record.get("title", "") or tune,
-                               record.get("author", ""), source.dynasty, source.genre, tune)
+                poem = RawPoem("".join(record.get("paragraphs", [])), str(record.get("title") or "") or tune,
+                               str(record.get("author") or ""), source.dynasty, source.genre, tune)   # null: none
                 yield poem
         except (ValueError, TypeError, AttributeError) as error:   # not chinese-poetry's JSON: a list of poems
             raise BadCorpus(f"{name}: not a chinese-poetry file of poems ({type(error).__name__}: "

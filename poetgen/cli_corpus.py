@@ -17,6 +17,7 @@ from poetgen.corpus import (DYNASTIES, GENRES, EmptyCorpus, Poem, form_counts, s
                             shipped_corpus_paths, write_corpus)
 from poetgen.errors import BadCorpus, OutputExists
 from poetgen.importers import expand_paths, load_corpus, stream_poems
+from poetgen.quiet import progress_shown
 from poetgen.layout import FORMS
 from poetgen.lock import Lock
 
@@ -35,8 +36,8 @@ def _check_output(out: Path, force: bool) -> None:
         raise OutputExists(f"{out} is a directory; give a file name such as poems.jsonl.gz")
 
 
-def _input_bytes(paths) -> int:
-    return sum(path.stat().st_size for path in expand_paths(paths))
+def _input_bytes(paths, exclude) -> int:
+    return sum(path.stat().st_size for path in expand_paths(paths, exclude))
 
 
 def _print_import_summary(kept: int, dropped: collections.Counter, out: Path) -> None:
@@ -55,15 +56,16 @@ def _print_import_summary(kept: int, dropped: collections.Counter, out: Path) ->
 def import_command(paths, out: Path, encoding: str, keep_script: bool, force: bool) -> None:
     """Import plain text, JSON lines, chinese-poetry JSON files or directories of them."""
     _check_output(out, force)
-    total = _input_bytes(paths)
+    total = _input_bytes(paths, [out])   # the output, in an input directory, is not read back (--force)
     dropped = collections.Counter()
     try:
         with Lock.file(out):   # a second import onto the same file refuses, naming this one
-            if total > PROGRESS_BYTES:
+            if total > PROGRESS_BYTES and progress_shown():
                 with click.progressbar(length=total, label="importing", file=click.get_text_stream("stderr")) as bar:
-                    kept = write_corpus(stream_poems(paths, dropped, encoding, not keep_script, bar.update), out)
+                    kept = write_corpus(stream_poems(paths, dropped, encoding, not keep_script, bar.update, [out]),
+                                        out)
             else:
-                kept = write_corpus(stream_poems(paths, dropped, encoding, not keep_script), out)
+                kept = write_corpus(stream_poems(paths, dropped, encoding, not keep_script, exclude=[out]), out)
     except EmptyCorpus:
         reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.most_common()) or "nothing found"
         raise BadCorpus(f"no usable poem in the input ({reasons}); {out} not written") from None

@@ -15,7 +15,7 @@ from poetgen.errors import EXIT_INTERRUPTED
 from poetgen.evaluate import EvalOptions
 from poetgen.export import ExportOptions
 from poetgen.options import option
-from poetgen.quiet import import_tensorflow
+from poetgen.quiet import import_tensorflow, progress_shown
 from poetgen.request import PoemRequest
 from poetgen.sampling import SampleOptions
 from poetgen.train import TrainConfig
@@ -250,6 +250,8 @@ def evaluate(model_dir, corpus, dynasty, genre, samples, seed, fmt, tunes) -> No
         bars = []
 
         def progress(done: int, total: int) -> None:
+            if not progress_shown():   # --quiet
+                return
             if not bars:
                 bars.append(stack.enter_context(click.progressbar(length=total, label="evaluating",
                                                                   file=sys.stderr)))

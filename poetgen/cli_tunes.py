@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from poetgen.errors import BadCorpus, BadInput
+from poetgen.quiet import progress_shown
 from poetgen.resources import shipped_path
 from poetgen.tunes import TuneTable, tune_table
 
@@ -75,4 +76,5 @@ def tunes_command(query: str, corpus: Path | None, fmt: str) -> None:
         count = "" if row["ci_in_corpus"] is None else f"  {row['ci_in_corpus']} ci"
         click.echo(f"{row['name']}{others}  {row['pinyin']}  {row['sections']}  {chars} chars  "
                    f"{row['variants']} variant{'s' if row['variants'] > 1 else ''}{count}")
-    click.echo(f"{len(rows)} tune{'s' if len(rows) > 1 else ''}", err=True)
+    if progress_shown():   # a count, not a result: --quiet drops it
+        click.echo(f"{len(rows)} tune{'s' if len(rows) > 1 else ''}", err=True)

@@ -26,7 +26,7 @@ from poetgen.model import sequence_log_likelihood
 from poetgen.options import check_settings, setting
 from poetgen.prosody import strict_positions
 from poetgen.request import MAX_POEMS, PoemRequest
-from poetgen.sampling import SampleOptions
+from poetgen.sampling import SEED_LIMIT, SampleOptions
 
 ALL = "all"                 # a subset value that keeps every dynasty or genre
 SCORE_CHUNK = 128           # poems scored between two progress updates
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 class EvalOptions:
     corpus: str | None = None   # a corpus file scored whole; default: the shipped corpus's held-out split
     samples: int = setting(100, low=1, high=MAX_POEMS)   # poems generated per regular form
-    seed: int = 0               # sampling seed, fixed so that two runs (and two models) compare
+    seed: int = setting(0, low=0, high=SEED_LIMIT, high_open=True)   # sampling seed, fixed so that two runs (and two models) compare
     batch_size: int = setting(64, low=1)                 # poems scored together for perplexity
     dynasty: str | None = setting(None, choices=DYNASTIES + (ALL,))   # score only this dynasty's poems
     # (dynasty None: all, except on the shipped corpus with no genre either, where it means tang: the

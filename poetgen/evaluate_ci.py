@@ -30,16 +30,21 @@ def _compliance(generator, variant, request: PoemRequest) -> dict:
 
 def tune_report(generator, tunes: list[str], samples: int, seed: int,
                 advance: Callable[[int], None] = lambda n: None) -> dict:
-    """Per tune (its first variant): compliance of `samples` ci with rhyme and --tone, and of as many
-    with the layout alone (no rhyme, tone or repetition rule: the model alone)."""
+    """Per tune asked (its first variant, or the one `name#k` names; keyed so, each once): compliance of
+    `samples` ci with rhyme and --tone, and of as many with the layout alone (no rhyme, tone or
+    repetition rule: the model alone)."""
     report = {"samples": samples, "seed": seed, "knows_ci": generator.knows_ci(), "tunes": {}}
     for name in tunes:
         variant = resolve(name)
+        key = variant.tune if variant.number == 1 else f"{variant.tune}#{variant.number}"
+        if key in report["tunes"]:   # the same variant by another name (huanxisha, 浣溪沙)
+            advance(2 * samples)
+            continue
         options = SampleOptions(seed=seed)
         ruled = _compliance(generator, variant, PoemRequest(tune=name, tone=True, n=samples, sample=options))
         alone = _compliance(generator, variant, PoemRequest(tune=name, rhyme=False, tone=False, no_repeat=False,
                                                             best_of=1, n=samples, sample=options))
-        report["tunes"][variant.tune] = {"variant": variant.number, "with_rules": ruled, "model_alone": alone}
+        report["tunes"][key] = {"variant": variant.number, "with_rules": ruled, "model_alone": alone}
         advance(2 * samples)
     return report
 

@@ -46,20 +46,39 @@ class RawPoem:
     tune: str = ""          # a ci's tune (chinese-poetry calls it `rhythmic`)
 
 
-def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+def expand_paths(paths: Iterable[str | os.PathLike], exclude: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """The corpus files of `paths`: files as given, and a directory's .txt, .json, .jsonl and .gz files
+    at any depth, except hidden ones, the `exclude` paths (a command's own output) and whatever lies in
+    a poetgen run or bundle (its config.json, tokenizer.json and state are no corpus: a run whose --out
+    was inside its corpus directory read them back on --resume)."""
+    excluded = {Path(p).resolve() for p in exclude}
     files = []
     for path in map(Path, paths):
         if not path.exists():
             raise BadCorpus(f"{path}: no such file or directory")
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.name.endswith(SUFFIXES) and not p.name.startswith("."))
+            found = []
+            for folder, subfolders, names in os.walk(path, followlinks=True):
+                subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")
+                                       and not _poetgen_output(Path(folder) / d))
+                found += [Path(folder) / name for name in names if name.endswith(SUFFIXES)
+                          and not name.startswith(".") and (Path(folder) / name).resolve() not in excluded
+                          and (Path(folder) / name).is_file()]
             if not found:
                 raise BadCorpus(f"{path}: directory holds no .txt, .json, .jsonl or .gz file")
-            files.extend(found)
+            files.extend(sorted(found))
         else:
             files.append(path)
     return files
+
+
+def _poetgen_output(folder: Path) -> bool:
+    """Whether `folder` is a poetgen run or bundle (or an export of one), or a run is writing it."""
+    from poetgen.bundle import is_bundle_config
+    from poetgen.lock import LOCK_NAME
+
+    return ((folder / LOCK_NAME).exists() or (folder / "resume" / "state.json").exists()
+            or is_bundle_config(folder / "config.json"))
 
 
 def _open_binary(path: Path):
@@ -115,6 +134,9 @@ def _text_stream(path: Path, encoding: str, on_bytes: Callable[[int], None] | No
                 pending, at_start = pending.removeprefix("\ufeff"), False
             if on_bytes:
                 on_bytes(len(chunk))
+            # line ends as \r\n or a lone \r (old Mac files) too; a \r last in a chunk waits for the next
+            held = "\r" if chunk and pending.endswith("\r") else ""
+            pending = pending[:len(pending) - len(held)].replace("\r\n", "\n").replace("\r", "\n") + held
             if skipping:
                 end = pending.find("\n")
                 pending, skipping = ("", True) if end < 0 else (pending[end + 1:], False)
@@ -258,12 +280,18 @@ def _read_text(lines: Iterable[str], blank_separated: bool) -> Iterator[RawPoem]
         yield from (RawPoem(line) for line in lines if line.strip())
         return
     block: list[str] = []
+    size, skipping = 0, False   # skipping: the rest of a block already reported as too long
     for line in lines:
-        if line.strip():
+        if not line.strip():
+            if block:
+                yield RawPoem("".join(block))
+            block, size, skipping = [], 0, False
+        elif not skipping:
             block.append(line)
-        elif block:
-            yield RawPoem("".join(block))
-            block = []
+            size += len(line)
+            if size > MAX_LINE_CHARS:   # no poem is that long: reported as such, and not held in memory
+                yield RawPoem("".join(block)[:MAX_LINE_CHARS + 1])
+                block, size, skipping = [], 0, True
     if block:
         yield RawPoem("".join(block))
 
@@ -308,9 +336,11 @@ def check_encoding(encoding: str) -> None:
 
 
 def stream_poems(paths: Iterable[str | os.PathLike], dropped: collections.Counter, encoding: str = "utf-8",
-                 simplify: bool = True, on_bytes: Callable[[int], None] | None = None) -> Iterator[Poem]:
-    """Clean poems of all files, one at a time; drop reasons are counted into `dropped`."""
-    files = expand_paths(paths)
+                 simplify: bool = True, on_bytes: Callable[[int], None] | None = None,
+                 exclude: Iterable[str | os.PathLike] = ()) -> Iterator[Poem]:
+    """Clean poems of all files (but `exclude`, see expand_paths), one at a time; drop reasons are
+    counted into `dropped`."""
+    files = expand_paths(paths, exclude)
     check_encoding(encoding)
     raws = (raw for path in files for raw in read_raw(path, encoding, on_bytes))
     return iter_clean(raws, dropped, simplify)

@@ -1,4 +1,5 @@
-"""Imports TensorFlow and Keras without the C++ start-up chatter they print to stderr.
+"""Imports TensorFlow and Keras without the C++ start-up chatter they print to stderr, and whether the
+commands show progress at all.
 
 TensorFlow logs oneDNN and CUDA notices before its log level is read; only muting fd 2 hides them.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import sys
 
@@ -46,3 +48,9 @@ def muted_stderr():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def progress_shown() -> bool:
+    """Whether a command shows progress (bars, counts) on stderr: not under --quiet (poetgen's loggers
+    at WARNING), which keeps only warnings and errors."""
+    return logging.getLogger("poetgen").isEnabledFor(logging.INFO)

@@ -86,6 +86,9 @@ class TrainConfig:
     def validate(self) -> None:
         refuse_multiworker()
         check_settings(self)
+        if self.resume and self.force:
+            raise BadInput("--resume goes on with a run's saved state and --force starts over, replacing it: "
+                           "give one of them", field="force")
         if self.titles and not self.conditioned:
             raise BadInput("--titles needs --conditioned: a title is read after the control tokens", field="titles")
         if self.titles and self.reverse:

@@ -119,6 +119,34 @@ def test_evaluate_tune_reports_rules_and_the_model_alone(tiny_bundle):
     assert result.exit_code == 2 and "浣溪沙" in result.stderr
 
 
+def test_evaluate_tune_keeps_each_variant_and_refuses_what_it_would_ignore(tiny_bundle):
+    """Two variants of one tune were keyed by the tune alone (the first scored, then overwritten), and
+    --corpus, --dynasty and --genre (even a missing corpus) were ignored silently; a bad seed was
+    refused after the whole evaluation."""
+    runner = CliRunner()
+    result = runner.invoke(cli, ["evaluate", "--model", str(tiny_bundle), "--tune", "浣溪沙", "--tune", "浣溪沙#3",
+                                 "--tune", "huanxisha", "--samples", "2", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert list(report["tunes"]) == ["浣溪沙", "浣溪沙#3"] and report["tunes"]["浣溪沙#3"]["variant"] == 3
+    for extra in (["--corpus", "/nonexistent"], ["--dynasty", "song"], ["--genre", "shi"]):
+        result = runner.invoke(cli, ["evaluate", "--model", str(tiny_bundle), "--tune", "浣溪沙", *extra])
+        assert result.exit_code == 2 and extra[0] in result.stderr, result.output
+    result = runner.invoke(cli, ["evaluate", "--model", str(tiny_bundle), "--seed", "-1"])
+    assert result.exit_code == 2 and "--seed" in result.output
+
+
+def test_quiet_shows_no_progress(tiny_bundle, tmp_path):
+    """--quiet keeps only warnings and errors: evaluate's bar, import's bar and tunes' count were shown."""
+    result = CliRunner().invoke(cli, ["-q", "evaluate", "--model", str(tiny_bundle), "--tune", "浣溪沙",
+                                      "--samples", "2", "--format", "json"])
+    assert result.exit_code == 0 and result.stderr == "", result.stderr
+    result = CliRunner().invoke(cli, ["-q", "tunes", "浣溪"])
+    assert result.exit_code == 0 and result.stderr == "" and "浣溪沙" in result.stdout
+    result = CliRunner().invoke(cli, ["tunes", "浣溪"])
+    assert "tune" in result.stderr   # the count is shown without -q
+
+
 def test_a_conditioned_model_reads_the_ci_prefix_with_the_tunes_token():
     from types import SimpleNamespace
 

@@ -420,3 +420,57 @@ def test_a_member_that_is_not_chinese_poetry_json_is_one_line(tmp_path):
     assert result.exit_code == 2, result.output
     assert "poet.tang.0.json: not a chinese-poetry file" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "t.jsonl.gz").exists()
+
+
+def test_an_output_inside_an_input_directory_is_not_read_back(tmp_path):
+    """--force re-imported the previous output with the inputs (a deleted poem came back), and a run
+    whose --out lay in its corpus directory read its own config.json on --resume."""
+    folder = tmp_path / "poems"
+    folder.mkdir()
+    (folder / "a.txt").write_text(POEM_A + "\n", encoding="utf-8")
+    (folder / "b.txt").write_text(POEM_B + "\n", encoding="utf-8")
+    out = folder / "all.jsonl"
+    assert CliRunner().invoke(cli, ["corpus", "import", str(folder), "--out", str(out)]).exit_code == 0
+    (folder / "b.txt").unlink()
+    result = CliRunner().invoke(cli, ["corpus", "import", str(folder), "--out", str(out), "--force"])
+    assert result.exit_code == 0 and "kept 1 poems, dropped 0" in result.output, result.output
+    assert [p.text for p in load_corpus(out)] == [POEM_A]
+    run = folder / "run"                            # a bundle or a run in the folder is not corpus either
+    (run / "resume").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"format_version": 1}), encoding="utf-8")
+    (run / "resume" / "state.json").write_text("{}", encoding="utf-8")
+    (run / "tokenizer.json").write_text("{}", encoding="utf-8")
+    assert [p.text for p in load_corpus(folder)] == [POEM_A]
+
+
+def test_line_ends_of_every_kind_and_a_huge_block_in_bounded_memory(tmp_path):
+    r"""A lone \r (old Mac files) merged every poem into one; a blank-line separated block with no
+    blank line for millions of lines was held whole (1.3 GB for 42 MB) before being dropped as too long."""
+    import tracemalloc
+
+    path = tmp_path / "cr.txt"
+    path.write_text(f"{POEM_A}\r{POEM_B}\r", encoding="utf-8", newline="")
+    assert [p.text for p in load_corpus(path)] == [POEM_A, POEM_B]
+    path.write_bytes(f"{POEM_A}\r\n\r\n{POEM_B}\r\n".encode())   # \r\n cut between chunks is one line end
+    assert [p.text for p in load_corpus(path)] == [POEM_A, POEM_B]
+    big = tmp_path / "block.txt"
+    with open(big, "w", encoding="utf-8") as handle:
+        handle.write(POEM_A + "\n\n")
+        handle.write("春眠不觉晓处处闻啼鸟\n" * 300_000)   # 3 M characters without a blank line
+        handle.write("\n" + POEM_B + "\n")
+    tracemalloc.start()
+    result = import_poems([big])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert result.dropped["too long"] == 1 and [p.text for p in result.poems] == [POEM_A, POEM_B]
+    assert peak < 15_000_000, peak   # the block is not held (~30 MB in 300,000 strings); chunks are 1 MB
+
+
+def test_a_null_author_or_title_in_chinese_poetry_is_none(tmp_path):
+    dist = "package/dist/"
+    tarball = _tarball(tmp_path / "chinese-poetry.tgz", {
+        dist + "quantangshi/poet.tang.0.json": [{"title": None, "author": None, "paragraphs": [POEM_A]}]})
+    result = CliRunner().invoke(cli, ["corpus", "build-tang", str(tarball), "--out", str(tmp_path / "t.jsonl.gz")])
+    assert result.exit_code == 0, result.output
+    poem, = load_corpus(tmp_path / "t.jsonl.gz")
+    assert poem.author == "" and poem.text == POEM_A

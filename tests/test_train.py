@@ -342,6 +342,12 @@ def test_resume_rebuilds_the_schedule_for_more_epochs_and_applies_new_optimizer_
     assert seen["rate"] > 10 * 0.05 * 0.02   # four of done + 4 epochs remain: far from the floor (5 %)
 
 
+def test_resume_and_force_together_are_refused():
+    """--force (start over) beside --resume (go on) was ignored: the run resumed."""
+    result = CliRunner().invoke(cli, ["train", "--out", "anywhere", "--resume", "--force"])
+    assert result.exit_code == 2 and "--resume" in result.output and "--force" in result.output
+
+
 def test_existing_bundle_needs_resume_or_force(tiny_bundle):
     before = (tiny_bundle / "model.keras").read_bytes()
     result = CliRunner().invoke(cli, ["train", "--out", str(tiny_bundle)])
