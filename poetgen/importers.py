@@ -83,6 +83,10 @@ def _poetgen_output(folder: Path) -> bool:
 
 def _open_binary(path: Path):
     raw = open(path, "rb")
+    if not raw.seekable():   # a pipe or a FIFO: the format is sniffed first, then the file read again
+        raw.close()
+        raise BadCorpus(f"{path}: not a regular file (a pipe?); a corpus is read more than once, so save it "
+                        f"to a file first")
     head = raw.read(2)
     raw.seek(0)
     return gzip.open(raw) if head == b"\x1f\x8b" else raw

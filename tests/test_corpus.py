@@ -1,3 +1,4 @@
+import contextlib
 import gzip
 import json
 import subprocess
@@ -474,3 +475,23 @@ def test_a_null_author_or_title_in_chinese_poetry_is_none(tmp_path):
     assert result.exit_code == 0, result.output
     poem, = load_corpus(tmp_path / "t.jsonl.gz")
     assert poem.author == "" and poem.text == POEM_A
+
+
+def test_a_pipe_is_one_line_saying_to_save_it(tmp_path):
+    """A corpus is read more than once (sniffed, then read): a pipe gave "File or stream is not seekable"."""
+    import os
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def feed():
+        with contextlib.suppress(BrokenPipeError):   # the reader refuses and closes its end
+            with open(fifo, "w", encoding="utf-8") as pipe:
+                pipe.write(POEM_A + "\n")
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    result = CliRunner().invoke(cli, ["corpus", "import", str(fifo), "--out", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 2 and "not a regular file" in result.output, result.output
+    writer.join(10)
