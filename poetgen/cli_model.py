@@ -166,7 +166,7 @@ def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, bl
         import threadpoolctl
         import uvicorn
 
-        from poetgen.serve import create_app, listening_socket, run_server
+        from poetgen.serve import create_app, listening_sockets, run_server
     except ImportError as error:
         from poetgen.errors import BadInput
 
@@ -179,10 +179,14 @@ def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, bl
         threadpoolctl.threadpool_limits(blas_threads, user_api="blas")
     from poetgen.generate import Generator
 
-    with listening_socket(host, port) as sock:
+    sockets = listening_sockets(host, port)
+    try:
         app = create_app(Generator.load(model_dir, int8), options)
         logger.info(f"serving poems on http://{host}:{port}/ (Ctrl-C stops)")
-        run_server(app, sock)
+        run_server(app, sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @command

@@ -117,19 +117,18 @@ class PoemGraph(tf.Module):
         f, entry, form_ok = self._form(form, tf.size(heads))
         with tf.control_dependencies([form_ok]):
             layout = {name: _widened(tf.gather(table, f)) for name, table in self.layout.items()}
-            forced, prompt_ok = self._prompt(self._normalised(prompt), layout)
-            forced, acrostic_ok = self._acrostic(heads, forced, layout)
+            prompted, prompt_ok = self._prompt(self._normalised(prompt), layout)
+            forced, acrostic_ok = self._acrostic(heads, prompted, layout)
         forced = self._end_marks(forced, layout)
         fitting, rhymes_possible = self._fitting_patterns(forced, layout)   # the patterns the fixed characters allow
         shi = tf.equal(layout["group_kind"][0], 0)   # shi only (kind 0: 平水韵)
         rhyme_ok = _check(rhymes_possible | ~shi,
                           "prompt ends a rhyming line in a character that shares no 平水韵 level-tone group with the "
                           "other rhyme ends it gives; change it (the CLI's --no-rhyme keeps it)")
-        ends = tf.boolean_mask(forced, ((layout["rhyme_group"] >= 0) | layout["first_line_end"]) & (forced >= 0))
+        ends = tf.boolean_mask(forced, (layout["rhyme_group"] >= 0) & (forced >= 0))   # line 1's end aside
         distinct_ok = _check(tf.equal(tf.size(tf.unique(ends).y), tf.size(ends)) | ~shi,
-                             "prompt ends two lines in the same character, rhyming lines or line 1 and a rhyming "
-                             "line: no rhyme is used twice, nor line 1's last character; change one (the CLI's "
-                             "--no-rhyme keeps them)")
+                             "prompt ends two rhyming lines in the same character: no rhyme is used twice; change "
+                             "one (the CLI's --no-rhyme keeps them)")
         drawn = tf.random.stateless_uniform([], tf.stack([seed, tf.constant(-1, tf.int64)]), 0,
                                             tf.reduce_sum(tf.cast(fitting, tf.int32)), tf.int32)
         pattern = tf.cast(tf.gather(tf.where(fitting)[:, 0], drawn), tf.int32)
@@ -137,10 +136,15 @@ class PoemGraph(tf.Module):
         first_line = tone & tf.gather(self.first_line_rhymes, pattern) & layout["first_line_end"]
         rhyme_group = tf.where(first_line, 0, layout["rhyme_group"])   # 入韵: line 1 joins the shi's group
         required = tf.where(tone, tf.gather(layout["tone"], pattern), -tf.ones_like(layout["column"]))
-        ci_rhyme_ok = _check(self._ci_rhymes_possible(forced, layout) | shi,
-                             "prompt puts a character at a rhyme of the tune that cannot rhyme with the tune's tone "
-                             "there or with the prompt's rhymes before it; change it (the CLI's --no-rhyme keeps it)")
-        with tf.control_dependencies(options + prompt_ok + acrostic_ok + [rhyme_ok, distinct_ok, ci_rhyme_ok]):
+        prompt_rhymes = self._ci_rhymes_possible(prompted, layout) | shi
+        ci_rhyme_ok = [_check(prompt_rhymes, "prompt puts a character at a rhyme of the tune that cannot rhyme with "
+                              "the tune's tone there or with the rhymes given before it; change it (the CLI's "
+                              "--no-rhyme keeps it)"),
+                       _check(self._ci_rhymes_possible(forced, layout) | shi | ~prompt_rhymes,
+                              "acrostic puts a character at a rhyme of the tune that cannot rhyme with the tune's "
+                              "tone there or with the rhymes given before it; change it (the CLI's --no-rhyme "
+                              "keeps it)")]
+        with tf.control_dependencies(options + prompt_ok + acrostic_ok + [rhyme_ok, distinct_ok] + ci_rhyme_ok):
             ids = self._loop(forced, layout, rhyme_group, required, temperature, top_k, top_p, seed,
                              tf.gather(self.prefixes, entry))
         return {"poem": tf.strings.reduce_join(tf.gather(self.chars, ids[:layout["length"]]))}
@@ -167,11 +171,13 @@ class PoemGraph(tf.Module):
         return both, tf.reduce_any(rhymes_fit)   # and whether the rhyme lines can rhyme at all (CLI: check_prompt_rhymes)
 
     def _ci_rhymes_possible(self, forced, layout):
-        """Whether each rhyme group of a tune keeps a column (a 部 of its tone) that every prompt character
-        at its slots has, read through 叶 at a 叶 slot (CLI: request.check_ci_prompt_rhymes)."""
+        """Whether each rhyme group of a tune keeps a column (a 部 of its tone) that every character the
+        prompt and acrostic fix at its slots has, read through 叶 at a 叶 slot; one the table does not
+        know is left out, as the rule leaves it (CLI: request.check_ci_prompt_rhymes)."""
         group_rows = tf.shape(layout["group_kind"])[0]
-        fixed = (layout["rhyme_group"] >= 0) & (forced >= 0)
         codes = tf.gather(self.membership, tf.maximum(forced, 0))                  # (positions, columns)
+        known = tf.reduce_any(codes[:, self.shi_groups:], axis=1)   # a character outside the table is left out
+        fixed = (layout["rhyme_group"] >= 0) & (forced >= 0) & known
         codes = tf.where(layout["rhyme_xie"][:, None], tf.gather(codes, self.flip, axis=1), codes)
         in_group = tf.equal(layout["rhyme_group"][:, None], tf.range(group_rows)[None, :]) & fixed[:, None]
         start = tf.gather(self.rhyme_kinds, tf.maximum(layout["group_kind"], 0))   # (groups, columns)

@@ -58,7 +58,7 @@ def expand_paths(paths: Iterable[str | os.PathLike], exclude: Iterable[str | os.
             raise BadCorpus(f"{path}: no such file or directory")
         if path.is_dir():
             found = []
-            for folder, subfolders, names in os.walk(path, followlinks=True):
+            for folder, subfolders, names in os.walk(path):   # not into linked folders: a link loop never ends
                 subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")
                                        and not _poetgen_output(Path(folder) / d))
                 found += [Path(folder) / name for name in names if name.endswith(SUFFIXES)

@@ -6,6 +6,7 @@ Every refusal of a request is raised here, as BadInput; nothing here runs the mo
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import unicodedata
 
 from poetgen.control import DEFAULT_STYLE, MAX_TITLE, STYLES
@@ -162,7 +163,7 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
         if variant is None:
             check_prompt_rhymes(prompt, prompt_ids, layout, tables)
         else:
-            check_ci_prompt_rhymes(prompt, variant)
+            check_ci_prompt_rhymes(prompt, acrostic, variant)
     words, theme_ids = theme_keywords(request.theme, tables.tokenizer) if request.theme.strip() else ([], [])
     title = normalize_text(request.title)
     check_chars(title, "title", allow_punctuation=False)
@@ -178,18 +179,16 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
 def check_prompt_rhymes(prompt: str, prompt_ids, layout: Layout, tables: VocabularyTables) -> None:
     """A prompt that ends rhyming lines (2, 4, 6, 8) must leave them a shared 平水韵 level-tone group: the
     rule could not rhyme the rest with them, and the poem would fail its rhyme (--no-rhyme keeps it)."""
-    ends, used = [], {}   # used: a line-end character fixed by the prompt -> its line (1-based)
+    ends, used = [], {}   # used: a rhyme fixed by the prompt -> its line (1-based)
     for line, (start, length) in enumerate(zip(layout.starts, layout.line_lengths)):
         end = start + length - 1
-        if end >= len(prompt) or (line > 0 and line not in layout.rhyme_lines):
+        if line not in layout.rhyme_lines or end >= len(prompt):
             continue
-        if prompt[end] in used:   # a rhyme used twice, or line 1's end taken by a rhyme: the rule never does
+        if prompt[end] in used:   # the checker fails a rhyme used twice (line 1's end it leaves alone)
             raise BadInput(f"prompt lines {used[prompt[end]]} and {line + 1} both end in {prompt[end]!r}: no rhyme "
-                           f"is used twice, nor line 1's last character; change one, or pass --no-rhyme "
-                           f"(rhyme: false) to keep them", field="prompt")
+                           f"is used twice; change one, or pass --no-rhyme (rhyme: false) to keep them",
+                           field="prompt")
         used[prompt[end]] = line + 1
-        if line not in layout.rhyme_lines:
-            continue
         ends.append(prompt_ids[end])
         if not tables.share_rhyme(ends):
             why = "rhymes in no level-tone group" if not tables.share_rhyme(ends[-1:]) else \
@@ -198,23 +197,37 @@ def check_prompt_rhymes(prompt: str, prompt_ids, layout: Layout, tables: Vocabul
                            f"--no-rhyme (rhyme: false) to keep it", field="prompt")
 
 
-def check_ci_prompt_rhymes(prompt: str, variant: Variant) -> None:
-    """A prompt that fills rhyme slots of a tune must leave each rhyme group a 部 of the group's tone
-    that all its characters there share (a 叶 slot's in the other tone), as check_ci reads them: the
-    rule could not rhyme the rest with them, and the ci would fail its rhyme (--no-rhyme keeps it)."""
+def check_ci_prompt_rhymes(prompt: str, acrostic: str, variant: Variant) -> None:
+    """The characters a prompt (then an acrostic too) fixes at rhyme slots of a tune must leave each rhyme
+    group a 部 of the group's tone that they all share (a 叶 slot's in the other tone), as check_ci reads
+    them: the rule could not rhyme the rest with them, and the ci would fail its rhyme (--no-rhyme keeps
+    it). A character the rhyme table does not know is left out, as the rule leaves it."""
     from poetgen.ci_checks import han_chars
+
+    fixed = dict(enumerate(han_chars(prompt)))
+    heads = itertools.accumulate(variant.layout.line_lengths[:-1], initial=0)   # each clause's first character
+    for what, given in (("prompt", fixed), ("acrostic", {**fixed, **dict(zip(heads, acrostic))})):
+        slot = _ci_rhyme_conflict(given, variant)
+        if slot is not None:
+            raise BadInput(f"{what} puts {given[slot.pos]!r} at character {slot.pos + 1}, a rhyme of {variant.tune} "
+                           f"that cannot rhyme with the tune's tone there or with the rhymes given before it; "
+                           f"change it, or pass --no-rhyme (rhyme: false) to keep it", field=what)
+
+
+def _ci_rhyme_conflict(fixed: dict, variant: Variant):
+    """The first rhyme slot whose fixed character (`fixed`: position -> character) leaves its group no
+    shared 部, or None."""
     from poetgen.ci_rhyme import ci_rhyme, codes_for_tone, flip
 
-    chars, rhyme = han_chars(prompt), ci_rhyme()
+    rhyme = ci_rhyme()
     for group in range(variant.group_count):
         shared = set(codes_for_tone(variant.group_tone(group)))
-        for slot in (s for s in variant.rhymes if s.group == group and s.pos < len(chars)):
-            shared &= {flip(c) if slot.xie else c for c in rhyme.codes(chars[slot.pos])}
+        for slot in (s for s in variant.rhymes if s.group == group and s.pos in fixed):
+            codes = rhyme.codes(fixed[slot.pos])
+            shared &= {flip(c) if slot.xie else c for c in codes} if codes else shared
             if not shared:
-                raise BadInput(f"prompt puts {chars[slot.pos]!r} at character {slot.pos + 1}, a rhyme of "
-                               f"{variant.tune} that cannot rhyme with the tune's tone there or with the "
-                               f"prompt's rhymes before it; change it, or pass --no-rhyme (rhyme: false) to keep it",
-                               field="prompt")
+                return slot
+    return None
 
 
 def check_free_prompt(prompt: str) -> str:

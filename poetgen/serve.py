@@ -146,21 +146,26 @@ async def _unless_disconnected(request: Request, pending: asyncio.Future):
     return None if pending.cancelled() else pending.result()
 
 
-def listening_socket(host: str, port: int):
-    """A socket bound to host:port and listening, or BadInput with the reason: checked before the model
-    loads, so a port in use or an unknown host is one line (uvicorn's own bind failed after loading,
-    with its own message and exit status 3)."""
+def listening_sockets(host: str, port: int) -> list:
+    """Sockets bound to every address `host` resolves to (localhost: ::1 and 127.0.0.1, as uvicorn's own
+    binding did), listening; or BadInput with the reason. Checked before the model loads, so a port in
+    use or an unknown host is one line (uvicorn's own bind failed after loading, with exit status 3)."""
     import socket
 
+    sockets = []
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family, backlog=2048)
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, address in dict.fromkeys((info[0], info[4]) for info in found):   # each once, in order
+            sockets.append(socket.create_server(address, family=family, backlog=2048))   # IPv6 ones v6-only
     except OSError as error:
+        for sock in sockets:
+            sock.close()
         raise BadInput(f"cannot listen on {host}:{port}: {error.strerror or error}", field="port") from None
+    return sockets
 
 
-def run_server(app, sock) -> None:
-    """Serve `app` on the listening `sock` until Ctrl-C or SIGTERM: requests in flight finish (a second
+def run_server(app, sockets: list) -> None:
+    """Serve `app` on the listening `sockets` until Ctrl-C or SIGTERM: requests in flight finish (a second
     Ctrl-C cuts them short, each answered 503), then KeyboardInterrupt, which the command reports as
     `interrupted` (exit 130). uvicorn re-raises the signals it caught once it has stopped, where asyncio's
     own handler swallowed them (exit 0)."""
@@ -188,7 +193,7 @@ def run_server(app, sock) -> None:
                     signal.signal(sig, handler)
 
     server = Server(uvicorn.Config(app, log_level="warning"))
-    server.run(sockets=[sock])
+    server.run(sockets=sockets)
     if server.signalled:
         raise KeyboardInterrupt
 

@@ -495,3 +495,14 @@ def test_a_pipe_is_one_line_saying_to_save_it(tmp_path):
     result = CliRunner().invoke(cli, ["corpus", "import", str(fifo), "--out", str(tmp_path / "o.jsonl")])
     assert result.exit_code == 2 and "not a regular file" in result.output, result.output
     writer.join(10)
+
+
+def test_a_link_loop_in_a_corpus_directory_is_read_once(tmp_path):
+    """Following linked folders walked x/y/x/y/… (two links to '.' never ended; one gave 41 copies)."""
+    import os
+
+    (tmp_path / "a.txt").write_text(POEM_A + "\n", encoding="utf-8")
+    os.symlink(".", tmp_path / "x")
+    os.symlink(".", tmp_path / "y")
+    result = import_poems([tmp_path])
+    assert [p.text for p in result.poems] == [POEM_A] and result.files == 1

@@ -329,3 +329,17 @@ def test_a_prompt_that_leaves_its_rhyme_lines_no_common_group_is_refused():
         shipped.generate(PoemRequest(prompt="白日依山尽，黄河入海流。欲穷千里目，更上一层台", form="wujue"))
     kept = shipped.generate(PoemRequest(prompt="白日依山尽黄河入海去", rhyme=False, sample=SampleOptions(seed=1)))
     assert kept["poems"][0]["text"].startswith("白日依山尽，黄河入海去。")
+
+
+def test_real_openings_are_not_refused_by_the_prompt_rhyme_checks():
+    """Shipped model: a real qilv whose line 1 ends as line 4 does, and a real 鹧鸪天 opening whose
+    葱 the ci rhyme table does not know (the rule leaves it out, so must the check)."""
+    from poetgen.generate import Generator
+
+    generator = Generator.load()
+    for request in (PoemRequest(prompt="幸免低头向府中，贵将藜藿与君同。阳雁呌霜来枕上，寒山映月在湖中。", form="qilv"),
+                    PoemRequest(prompt="月琯循环届仲冬。蓂生十叶气葱葱。", tune="鹧鸪天")):
+        generator.prepare(request)
+    with pytest.raises(BadInput, match="acrostic puts '月'") as refused:   # 入 where 十六字令 rhymes in 平
+        generator.prepare(PoemRequest(tune="十六字令", acrostic="月夏秋"))
+    assert refused.value.field == "acrostic"

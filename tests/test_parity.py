@@ -109,7 +109,7 @@ def test_greedy_graph_poem_is_the_greedy_cli_poem(generator, poet):
     ("prompt", {"tune": "十六字令", "prompt": "春风，"}, {"form": "十六字令", "prompt": "春风，"}),
     ("prompt", {"form": "wujue", "prompt": "白日依山尽黄河入海流春风吹柳絮秋水向东流"},   # 流 rhymes twice
      {"form": "wujue", "prompt": "白日依山尽黄河入海流春风吹柳絮秋水向东流"}),
-    ("prompt", {"form": "wujue", "prompt": "白日依山流黄河入海流"}, {"form": "wujue", "prompt": "白日依山流黄河入海流"}),
+    ("acrostic", {"tune": "十六字令", "acrostic": "月夏秋"}, {"form": "十六字令", "acrostic": "月夏秋"}),   # 入 at a 平 rhyme
     ("prompt", {"tune": "浣溪沙", "prompt": "白日依山尽黄尽"}, {"form": "浣溪沙", "prompt": "白日依山尽黄尽"}),   # 仄 at a 平 rhyme
 ])
 def test_bad_input_is_refused_on_both_sides_naming_the_field(generator, poet, field, request_args, graph_args):
@@ -285,3 +285,13 @@ def test_a_misplaced_mark_is_named_by_one_position(poet):
         graph_poem(poet, "wujue", "白日依山尽，，")
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"after character\] \[2\]"):
         graph_poem(poet, "wujue", "白日，依山")
+
+
+def test_line_one_may_end_as_a_rhyming_line_does_on_both_sides(generator, poet):
+    """Real poems do (幸免低头向府中…寒山映月在湖中); the checker leaves line 1's end alone, so neither
+    side refuses such a prompt."""
+    prompt = "白日依山流，黄河入海流。"
+    cli = generator.generate(PoemRequest(prompt=prompt, form="wujue", sample=SampleOptions(seed=1)))["poems"][0]
+    assert cli["text"].startswith(prompt) and cli["rhyme_ok"]
+    assert graph_poem(poet, "wujue", prompt, seed=1).startswith(prompt)
+

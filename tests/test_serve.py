@@ -626,3 +626,23 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_serve_listens_on_every_address_its_host_resolves_to(monkeypatch):
+    """localhost may resolve to ::1 and 127.0.0.1: one socket bound only the first."""
+    import socket
+
+    from poetgen.serve import listening_sockets
+
+    real = socket.getaddrinfo
+
+    def two(host, port, *args, **kwargs):
+        return real("127.0.0.1", port, *args, **kwargs) + real("127.0.0.2", port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", two)
+    sockets = listening_sockets("twohosts", free_port())
+    try:
+        assert sorted(sock.getsockname()[0] for sock in sockets) == ["127.0.0.1", "127.0.0.2"]
+    finally:
+        for sock in sockets:
+            sock.close()
