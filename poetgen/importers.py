@@ -73,12 +73,17 @@ def expand_paths(paths: Iterable[str | os.PathLike], exclude: Iterable[str | os.
 
 
 def _poetgen_output(folder: Path) -> bool:
-    """Whether `folder` is a poetgen run or bundle (or an export of one), or a run is writing it."""
-    from poetgen.bundle import is_bundle_config
+    """Whether `folder` is a poetgen run or bundle (or an export of one), or a run is writing it: it holds
+    a run's lock or resume state, or a config.json naming the bundle format (bundle.is_bundle_config's
+    test, spelled here: importers sit below bundle)."""
     from poetgen.lock import LOCK_NAME
 
-    return ((folder / LOCK_NAME).exists() or (folder / "resume" / "state.json").exists()
-            or is_bundle_config(folder / "config.json"))
+    if (folder / LOCK_NAME).exists() or (folder / "resume" / "state.json").exists():
+        return True
+    try:
+        return "format_version" in json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _open_binary(path: Path):
