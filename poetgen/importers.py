@@ -73,17 +73,11 @@ def expand_paths(paths: Iterable[str | os.PathLike], exclude: Iterable[str | os.
 
 
 def _poetgen_output(folder: Path) -> bool:
-    """Whether `folder` is a poetgen run or bundle (or an export of one), or a run is writing it: it holds
-    a run's lock or resume state, or a config.json naming the bundle format (bundle.is_bundle_config's
-    test, spelled here: importers sit below bundle)."""
+    """Whether `folder` is a poetgen bundle or run, or a run is writing it: its model, resume state or
+    lock is there (a user's corpus folder holds none of them)."""
     from poetgen.lock import LOCK_NAME
 
-    if (folder / LOCK_NAME).exists() or (folder / "resume" / "state.json").exists():
-        return True
-    try:
-        return "format_version" in json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        return False
+    return any((folder / name).exists() for name in ("model.keras", "resume/state.json", LOCK_NAME))
 
 
 def _open_binary(path: Path):

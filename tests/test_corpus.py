@@ -439,6 +439,7 @@ def test_an_output_inside_an_input_directory_is_not_read_back(tmp_path):
     run = folder / "run"                            # a bundle or a run in the folder is not corpus either
     (run / "resume").mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"format_version": 1}), encoding="utf-8")
+    (run / "model.keras").write_bytes(b"PK")
     (run / "resume" / "state.json").write_text("{}", encoding="utf-8")
     (run / "tokenizer.json").write_text("{}", encoding="utf-8")
     assert [p.text for p in load_corpus(folder)] == [POEM_A]
