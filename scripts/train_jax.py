@@ -78,11 +78,13 @@ def prepare(args) -> None:
           f"vocabulary {tokenizer.vocab_size} in {out}", flush=True)
 
 
-def held_out_batches(data: Path, reverse: bool, boundary: int, tokens_per_batch: int, poems: int = 0):
+def held_out_batches(data: Path, reverse: bool, boundary: int, tokens_per_batch: int, poems: int = 0,
+                     style_id: int | None = None):
     """Held-out poems as (x, y, mask) batches, scored as poetgen scores them: boundary, prefix (read,
     not scored), the poem, a closing boundary; each from a fresh state. Poems are bucketed by length
     into a few widths, and each batch is padded to its bucket's row count, so few shapes compile.
-    `poems` > 0 keeps a fixed random sample of that many."""
+    `poems` > 0 keeps a fixed random sample of that many; `style_id` keeps the poems whose prefix
+    starts with that control (e.g. `<tang>`)."""
     held = np.load(data / f"held_out{'_reverse' if reverse else ''}.npz")
     ids, lengths = held["ids"], held["lengths"]
     prefix_ids, prefix_lengths = held["prefix_ids"], held["prefix_lengths"]
@@ -94,6 +96,8 @@ def held_out_batches(data: Path, reverse: bool, boundary: int, tokens_per_batch:
     for i in chosen:
         prefix = prefix_ids[prefix_starts[i]:prefix_starts[i] + prefix_lengths[i]].tolist()
         poem = ids[starts[i]:starts[i] + lengths[i]].tolist()
+        if style_id is not None and prefix[:1] != [style_id]:
+            continue
         rows.append(([boundary] + prefix + poem + [boundary], len(prefix)))
     rows.sort(key=lambda r: len(r[0]))
     batches, width = [], 32
@@ -241,6 +245,103 @@ def load_weights(path: Path) -> dict[str, list[np.ndarray]]:
     return {name: [ws[k] for k in sorted(ws)] for name, ws in params.items()}
 
 
+def weights_from_bundle(bundle: Path) -> dict[str, list[np.ndarray]]:
+    """A poetgen bundle's weights under this script's names, read from its model.keras with h5py alone
+    (no Keras: the GPU machine has none), so a later lease continues the shipped model itself."""
+    import io
+    import zipfile
+
+    import h5py
+
+    config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))["model"]
+    if config.get("cell", "lstm") != "lstm" or not config.get("tie_embeddings") or not config.get("projection"):
+        raise SystemExit(f"{bundle}: --init reads bundles of tied LSTM models with a projection only")
+    with zipfile.ZipFile(bundle / "model.keras") as archive:
+        h5 = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+    layers = h5["layers"]
+
+    def variables(group) -> list[np.ndarray]:
+        group = group["cell"] if "cell" in group else group
+        return [np.asarray(group["vars"][k], np.float32) for k in sorted(group["vars"], key=int)]
+
+    def numbered(prefix: str) -> list[str]:   # Keras names repeats lstm, lstm_1, lstm_2...
+        names = [n for n in layers if n == prefix or (n.startswith(prefix + "_") and n[len(prefix) + 1:].isdigit())]
+        return sorted(names, key=lambda n: int(n[len(prefix) + 1:] or 0) if n != prefix else 0)
+
+    rnns = numbered("lstm")
+    params = {"embedding": variables(layers["reversible_embedding"]),
+              **{f"rnn_{i}": variables(layers[name]) for i, name in enumerate(rnns)},
+              "projection": variables(layers[numbered("dense")[0]])}
+    if len(rnns) != config["layers"]:
+        raise SystemExit(f"{bundle}: {len(rnns)} LSTM layers in model.keras, config.json says {config['layers']}")
+    return params
+
+
+def initial_weights(path: Path) -> dict[str, list[np.ndarray]]:
+    """--init: a weights.npz this script wrote, or a poetgen bundle directory."""
+    return weights_from_bundle(path) if path.is_dir() else load_weights(path)
+
+
+def style_positions(stream: np.ndarray, boundary: int, style_ids: dict[str, int], weights: dict[str, float]):
+    """For --style-weights: each style's token positions (a window starts at one of them) and the share
+    of windows it gets. A token belongs to the poem whose boundary precedes it, and a poem's style is the
+    control right after its boundary; named styles get their weight, the rest share what is left in
+    proportion to their size."""
+    bounds = np.flatnonzero(stream == boundary)
+    if not len(bounds):
+        raise SystemExit("--style-weights: the training stream has no poem boundaries")
+    following = stream[np.minimum(bounds + 1, len(stream) - 1)]
+    poem_of = np.repeat(np.arange(len(bounds)), np.diff(np.append(bounds, len(stream))))
+    token_style = np.full(len(stream), -1, np.int64)
+    token_style[bounds[0]:] = following[poem_of]
+    unknown = set(weights) - set(style_ids)
+    if unknown:
+        raise SystemExit(f"--style-weights: no style {', '.join(sorted(unknown))} (styles: {', '.join(style_ids)})")
+    named = sum(weights.values())
+    if not 0 < named <= 1 or any(w < 0 for w in weights.values()):
+        raise SystemExit("--style-weights: weights must be ≥ 0 and add up to at most 1")
+    groups = {name: np.flatnonzero(token_style == i) for name, i in style_ids.items()}
+    rest = sum(len(g) for name, g in groups.items() if name not in weights)
+    shares = {name: weights[name] if name in weights else (1 - named) * len(g) / max(rest, 1)
+              for name, g in groups.items()}
+    kept = [name for name in groups if shares[name] > 0 and len(groups[name])]
+    missing = [name for name in weights if weights[name] > 0 and not len(groups[name])]
+    if missing:
+        raise SystemExit(f"--style-weights: the training stream has no {', '.join(missing)} poems")
+    total = sum(shares[name] for name in kept)
+    return kept, [groups[name].astype(np.int32) for name in kept], np.array([shares[name] / total for name in kept])
+
+
+def parse_style_weights(text: str) -> dict[str, float]:
+    try:
+        return {name.strip(): float(value) for name, value in (item.split("=") for item in text.split(",") if item)}
+    except ValueError:
+        raise SystemExit(f"--style-weights: expected e.g. tang=0.5,ci=0.15, got {text!r}") from None
+
+
+def window_sampler(groups: list[np.ndarray], shares) -> tuple:
+    """What draw_windows needs on the device: every group's positions end to end, where each group
+    starts and how long it is, and the log of its share of windows."""
+    import jax.numpy as jnp
+
+    return (jnp.asarray(np.concatenate(groups)), jnp.asarray(np.cumsum([0] + [len(g) for g in groups[:-1]]), jnp.int32),
+            jnp.asarray([len(g) for g in groups], jnp.int32), jnp.log(jnp.asarray(shares, jnp.float32)))
+
+
+def draw_windows(stream, sampler, key, batch: int, seq_len: int):
+    """batch windows of seq_len + 1 ids: each row picks a group by its share, then a start among that
+    group's positions (a window may run on into the poems after its start)."""
+    import jax
+    import jax.numpy as jnp
+
+    positions, group_starts, group_sizes, log_shares = sampler
+    key_group, key_start = jax.random.split(key)
+    group = jax.random.categorical(key_group, log_shares, shape=(batch,))
+    picks = jax.random.randint(key_start, (batch,), 0, group_sizes[group])
+    starts = jnp.minimum(positions[group_starts[group] + picks], stream.shape[0] - seq_len - 1)
+    return stream[starts[:, None] + jnp.arange(seq_len + 1)]
+
+
 def learning_rate(fraction: float, peak: float, warmup: float) -> float:
     """Linear warm-up over the first `warmup` of the budget, then a cosine down to 5 % of the peak."""
     if fraction < warmup:
@@ -263,23 +364,49 @@ def train(args) -> None:
                   args.tie_embeddings)
     dropouts = Dropouts(args.embedding_dropout, args.dropout, args.recurrent_dropout, args.dropout)
     suffix = "_reverse" if args.reverse else ""
-    stream = jnp.asarray(np.load(data / f"train{suffix}.npy").astype(np.int32))
+    batch, seq_len = args.batch_size, args.seq_len
+    host_stream = np.load(data / f"train{suffix}.npy").astype(np.int32)
+    stream = jnp.asarray(host_stream)
     held_out = [tuple(jnp.asarray(a) for a in batch)
                 for batch in held_out_batches(data, args.reverse, BOUNDARY, args.eval_tokens, args.held_out_poems)]
-    start = load_weights(Path(args.init)) if args.init else init_params(shape, args.seed)
+    style_ids = {}
+    if args.style_weights or args.select_style:
+        from poetgen.control import STYLES, style_token
+        from poetgen.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer.load(data / "tokenizer.json")
+        style_ids = {name: tokenizer.control_id(style_token(name)) for name in STYLES
+                     if tokenizer.has_control(style_token(name))}
+        if not style_ids:
+            raise SystemExit("--style-weights/--select-style need data prepared with --conditioned")
+    selected = []
+    if args.select_style:
+        if args.select_style not in style_ids:
+            raise SystemExit(f"--select-style: no style {args.select_style} (styles: {', '.join(style_ids)})")
+        selected = [tuple(jnp.asarray(a) for a in batch)
+                    for batch in held_out_batches(data, args.reverse, BOUNDARY, args.eval_tokens,
+                                                  args.held_out_poems, style_ids[args.select_style])]
+        if not selected:
+            raise SystemExit(f"--select-style: no held-out {args.select_style} poems")
+    # windows start anywhere in the stream, or (--style-weights) first pick a style, then a start in it
+    if args.style_weights:
+        names, groups, shares = style_positions(host_stream, BOUNDARY, style_ids,
+                                                parse_style_weights(args.style_weights))
+    else:
+        names, groups, shares = ["all"], [np.arange(len(host_stream) - seq_len - 1, dtype=np.int32)], np.ones(1)
+    sampler = window_sampler(groups, shares)
+    del host_stream, groups
+    start = initial_weights(Path(args.init)) if args.init else init_params(shape, args.seed)
     params = jax.tree_util.tree_map(jnp.asarray, start)
     optimizer = optax.chain(optax.clip_by_global_norm(args.clipnorm),
                             optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=args.weight_decay))
     opt_state = optimizer.init(params)
-    batch, seq_len = args.batch_size, args.seq_len
-    offsets = jnp.arange(seq_len + 1)
     ones = jnp.ones((batch, seq_len), jnp.float32)
 
     @jax.jit
-    def step(params, opt_state, stream, key, lr):
+    def step(params, opt_state, stream, sampler, key, lr):
         key_windows, key_drop = jax.random.split(key)
-        starts = jax.random.randint(key_windows, (batch,), 0, stream.shape[0] - seq_len - 1)
-        windows = stream[starts[:, None] + offsets]
+        windows = draw_windows(stream, sampler, key_windows, batch, seq_len)
 
         def loss_fn(p):
             total, count = masked_loss(p, windows[:, :-1], windows[:, 1:], ones, shape, dropouts, key_drop)
@@ -294,9 +421,9 @@ def train(args) -> None:
     def held_loss(params, x, y, mask):
         return masked_loss(params, x, y, mask, shape)
 
-    def evaluate(params) -> float:
+    def evaluate(params, batches) -> float:
         total, count = 0.0, 0.0
-        for x, y, mask in held_out:
+        for x, y, mask in batches:
             t, c = held_loss(params, x, y, mask)
             total, count = total + float(t), count + float(c)
         return total / count
@@ -304,44 +431,64 @@ def train(args) -> None:
     n_params = sum(int(np.prod(w.shape)) for ws in params.values() for w in ws)
     print(f"{jax.devices()[0].platform}: {n_params:,} parameters, {shape}, {dropouts}, reverse={args.reverse}, "
           f"{len(stream):,} training ids, {sum(int(m.any(1).sum()) for _, _, m in held_out)} held-out poems, "
-          f"budget {args.minutes} min", flush=True)
+          f"budget {args.minutes} min, window shares {dict(zip(names, np.round(shares, 3).tolist()))}", flush=True)
     budget = args.minutes * 60.0
     key = jax.random.PRNGKey(args.seed)
-    log, best, steps, tokens = [], None, 0, 0
+    log, best, best_all, steps, tokens = [], None, None, 0, 0
     started = time.monotonic()
     next_eval = args.eval_every
     record = {"shape": dataclasses.asdict(shape), "dropouts": dataclasses.asdict(dropouts), "reverse": args.reverse,
               "batch_size": batch, "seq_len": seq_len, "learning_rate": args.learning_rate,
               "weight_decay": args.weight_decay, "minutes": args.minutes, "seed": args.seed, "init": args.init,
+              "style_weights": args.style_weights, "select_style": args.select_style,
               "device": str(jax.devices()[0]), "log": log}
     while True:
         elapsed = time.monotonic() - started
         done = elapsed >= budget or (args.max_steps and steps >= args.max_steps)
         if done or elapsed >= next_eval:
-            val = evaluate(params)
-            improved = best is None or val < best
-            best = val if improved else best
+            val = evaluate(params, held_out)
+            chosen_by = evaluate(params, selected) if selected else val   # --select-style: its poems decide
+            improved = best is None or chosen_by < best
+            if improved:
+                best, best_all = chosen_by, val
             log.append({"step": steps, "seconds": round(elapsed, 1), "tokens": tokens,
                         "train_loss": round(float(loss), 4) if steps else None,
                         "held_out_perplexity": round(math.exp(val), 2)})
+            if selected:
+                log[-1][f"{args.select_style}_perplexity"] = round(math.exp(chosen_by), 2)
             print(json.dumps(log[-1]), flush=True)
             if improved:
                 save_weights(params, out / "weights.npz")
-            record.update(best_held_out_perplexity=round(math.exp(best), 2), steps=steps, tokens=tokens)
+            record.update(best_held_out_perplexity=round(math.exp(best_all), 2), steps=steps, tokens=tokens)
+            if selected:
+                record[f"best_{args.select_style}_perplexity"] = round(math.exp(best), 2)
             (out / "train.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
             next_eval = elapsed + args.eval_every
             if done:
                 break
         key, sub = jax.random.split(key)
         fraction = elapsed / budget if not args.max_steps else steps / args.max_steps
-        params, opt_state, loss = step(params, opt_state, stream, sub, jnp.float32(
+        params, opt_state, loss = step(params, opt_state, stream, sampler, sub, jnp.float32(
             learning_rate(fraction, args.learning_rate, args.warmup)))
         steps += 1
         tokens += batch * seq_len
-    print(f"done: {steps} steps, {tokens:,} tokens, best held-out perplexity {math.exp(best):.2f}", flush=True)
+    print(f"done: {steps} steps, {tokens:,} tokens, best held-out perplexity {math.exp(best_all):.2f}"
+          + (f" ({args.select_style} {math.exp(best):.2f}, which chose it)" if selected else ""), flush=True)
 
 
 # ---------------------------------------------------------------------------------------- bundle
+def chosen_point(record: dict) -> dict:
+    """A stage's record as of the weights it kept (the best scoring, not the last step): its steps,
+    tokens and seconds then, and its all-genre held-out perplexity there."""
+    key = f"{record['select_style']}_perplexity" if record.get("select_style") else "held_out_perplexity"
+    scored = [entry for entry in record["log"] if entry.get(key) is not None]
+    if not scored:
+        return {**record, "seconds": 0.0}
+    best = min(scored, key=lambda entry: entry[key])
+    return {**record, "steps": best["step"], "tokens": best["tokens"], "seconds": best["seconds"],
+            "best_held_out_perplexity": best["held_out_perplexity"]}
+
+
 def bundle(args) -> None:
     """A poetgen bundle (model.keras, tokenizer.json, config.json) from trained weights."""
     from poetgen import __version__
@@ -352,8 +499,10 @@ def bundle(args) -> None:
 
     data = Path(args.data)
     meta = json.loads((data / "meta.json").read_text(encoding="utf-8"))
-    trained = json.loads((Path(args.weights).parent / "train.json").read_text(encoding="utf-8"))
-    stages = [json.loads(Path(p).read_text(encoding="utf-8")) for p in args.earlier] + [trained]
+    trained = chosen_point(json.loads((Path(args.weights).parent / "train.json").read_text(encoding="utf-8")))
+    stages = [chosen_point(json.loads(Path(p).read_text(encoding="utf-8"))) for p in args.earlier] + [trained]
+    before = json.loads((Path(args.earlier_bundle) / "config.json").read_text(encoding="utf-8")) \
+        if args.earlier_bundle else None
     weights = load_weights(Path(args.weights))
     shape, dropouts = trained["shape"], trained["dropouts"]
     config = ModelConfig(vocab_size=shape["vocab_size"], cell="lstm", layers=shape["layers"], units=shape["units"],
@@ -367,6 +516,14 @@ def bundle(args) -> None:
             layer.set_weights(weights[layer.name])
     import keras
 
+    stage_keys = ("minutes", "learning_rate", "seed", "steps", "tokens", "best_held_out_perplexity", "dropouts",
+                  "device", "batch_size", "style_weights", "select_style")
+    progress = {"steps": sum(stage["steps"] for stage in stages),
+                "tokens_seen": sum(stage["tokens"] for stage in stages),
+                "wall_time_s": sum(stage["seconds"] for stage in stages)}
+    if before:   # --earlier-bundle: the stages that made that bundle come first
+        progress = {k: round(before["progress"][k] + v, 1) if k == "wall_time_s" else before["progress"][k] + v
+                    for k, v in progress.items()}
     record = {"model": dataclasses.asdict(config),
               "train": {"trainer": "scripts/train_jax.py", "reverse": trained["reverse"],
                         "conditioned": meta["conditioned"], "top_tunes": meta["top_tunes"],
@@ -375,18 +532,14 @@ def bundle(args) -> None:
                         "batch_size": trained["batch_size"], "seq_len": trained["seq_len"],
                         "learning_rate": trained["learning_rate"], "weight_decay": trained["weight_decay"],
                         "device": trained["device"],
-                        "stages": [{k: stage.get(k) for k in ("minutes", "learning_rate", "seed", "steps", "tokens",
-                                                               "best_held_out_perplexity", "dropouts", "device",
-                                                               "batch_size")}
-                                   for stage in stages]},
+                        "stages": (before["train"]["stages"] if before else [])
+                        + [{k: stage.get(k) for k in stage_keys} for stage in stages]},
               "corpus": meta["corpus"],
               "versions": {"poetgen": __version__, "keras": keras.__version__, "numpy": np.__version__},
-              "progress": {"steps": sum(stage["steps"] for stage in stages),
-                           "tokens_seen": sum(stage["tokens"] for stage in stages),
-                           "wall_time_s": sum(stage["log"][-1]["seconds"] for stage in stages if stage["log"])},
+              "progress": progress,
               "metrics": {"best_val_perplexity": trained["best_held_out_perplexity"],
                           "best_val_loss": math.log(trained["best_held_out_perplexity"])},
-              "log": [entry for stage in stages for entry in stage["log"]]}
+              "log": (before["log"] if before else []) + [entry for stage in stages for entry in stage["log"]]}
     save_bundle(Path(args.out), inference_copy(model, config), Tokenizer.load(data / "tokenizer.json"), record)
     print(f"wrote {args.out}: {model.count_params():,} parameters, held-out perplexity "
           f"{trained['best_held_out_perplexity']}", flush=True)
@@ -427,13 +580,19 @@ def main(argv=None) -> None:
     p.add_argument("--eval-tokens", type=int, default=65536, help="padded positions per held-out batch")
     p.add_argument("--held-out-poems", type=int, default=0, help="score this many held-out poems; 0: all")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--init", default=None, help="start from these weights (a weights.npz of the same shape): "
-                   "a second budget with its own warm-up and cosine, e.g. on a later lease")
+    p.add_argument("--init", default=None, help="start from these weights (a weights.npz of the same shape, or a "
+                   "poetgen bundle directory): a second budget with its own warm-up and cosine, e.g. on a later lease")
+    p.add_argument("--style-weights", default="", help="share of training windows per style, e.g. tang=0.5,ci=0.15 "
+                   "(the other styles share the rest by size; default: windows start anywhere, by size)")
+    p.add_argument("--select-style", default="", help="keep the weights that score best on this style's held-out "
+                   "poems (default: on all held-out poems)")
     p = commands.add_parser("bundle", help="write a poetgen bundle from trained weights")
     p.add_argument("--data", required=True)
     p.add_argument("--weights", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--earlier", nargs="*", default=[], help="train.json of the stages that --init continued")
+    p.add_argument("--earlier-bundle", default=None, help="the bundle that --init continued: its stages, progress "
+                   "and log come first in the new bundle's config.json")
     args = parser.parse_args(argv)
     {"prepare": prepare, "train": train, "bundle": bundle}[args.command](args)
 

@@ -126,5 +126,81 @@ def test_init_continues_from_saved_weights(data, tmp_path):
     train_jax.main(["bundle", "--data", str(data), "--weights", str(second / "weights.npz"), "--out", str(bundle),
                     "--earlier", str(first / "train.json")])
     config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
-    assert config["train"]["reverse"] is True and config["progress"]["steps"] == 21
+    # progress counts each stage up to the weights it kept (its best scoring), not to its last step: the
+    # second stage's one step at a rate of 1e-9 scored no better than its start, so its step 0 was kept
+    kept = [min(json.loads((run / "train.json").read_text(encoding="utf-8"))["log"],
+                key=lambda entry: entry["held_out_perplexity"])["step"] for run in (first, second)]
+    assert kept[1] == 0
+    assert config["train"]["reverse"] is True and config["progress"]["steps"] == sum(kept)
     assert len(config["train"]["stages"]) == 2
+
+
+def test_init_reads_a_bundle_directory_as_the_weights_it_was_written_from(data, tmp_path):
+    """--init BUNDLE (the shipped model itself, read with h5py alone) gives exactly the float16 weights
+    the bundle was written from, and config.json of a continued bundle keeps the stages before it."""
+    weights = tmp_path / "w"
+    train_jax.main(["train", "--data", str(data), "--out", str(weights), "--units", "32", "--projection", "16",
+                    "--tie-embeddings", "--max-steps", "3", "--learning-rate", "1e-2", *TINY])
+    bundle = tmp_path / "bundle"
+    train_jax.main(["bundle", "--data", str(data), "--weights", str(weights / "weights.npz"), "--out", str(bundle)])
+    saved, read = train_jax.load_weights(weights / "weights.npz"), train_jax.initial_weights(bundle)
+    assert sorted(read) == sorted(saved) == ["embedding", "projection", "rnn_0"]
+    for name in saved:
+        assert len(read[name]) == len(saved[name])
+        for a, b in zip(read[name], saved[name]):
+            np.testing.assert_array_equal(a, b)
+    more = tmp_path / "more"
+    train_jax.main(["train", "--data", str(data), "--out", str(more), "--units", "32", "--projection", "16",
+                    "--tie-embeddings", "--max-steps", "2", "--learning-rate", "1e-2", "--init", str(bundle), *TINY])
+    continued = tmp_path / "continued"
+    train_jax.main(["bundle", "--data", str(data), "--weights", str(more / "weights.npz"), "--out", str(continued),
+                    "--earlier-bundle", str(bundle)])
+    before = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
+    after = json.loads((continued / "config.json").read_text(encoding="utf-8"))
+    assert len(after["train"]["stages"]) == 2 and after["train"]["stages"][0] == before["train"]["stages"][0]
+    assert after["progress"]["steps"] >= before["progress"]["steps"]
+    assert after["log"][:len(before["log"])] == before["log"]
+
+
+def test_style_positions_give_each_style_its_share_of_windows():
+    boundary, tang, song, ci = 2, 10, 11, 12
+    # three poems: tang (5 ids), song (4), ci (3); each starts at a boundary followed by its style control
+    stream = np.array([boundary, tang, 20, 21, 22, boundary, song, 23, 24, boundary, ci, 25, boundary], np.int32)
+    ids = {"tang": tang, "song": song, "ci": ci}
+    names, groups, shares = train_jax.style_positions(stream, boundary, ids, {"tang": 0.5})
+    assert names == ["tang", "song", "ci"]
+    assert [g.tolist() for g in groups] == [[0, 1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11]]
+    np.testing.assert_allclose(shares, [0.5, 0.5 * 4 / 7, 0.5 * 3 / 7])   # the rest shared by size
+    names, groups, shares = train_jax.style_positions(stream, boundary, ids, {"tang": 0.2, "song": 0.8})
+    assert names == ["tang", "song"] and shares.tolist() == pytest.approx([0.2, 0.8])   # ci gets nothing
+    for bad in ({"tang": 1.2}, {"han": 0.5}, {"tang": -0.1, "song": 0.5}):
+        with pytest.raises(SystemExit):
+            train_jax.style_positions(stream, boundary, ids, bad)
+    # drawn windows follow the shares
+    long = np.tile(stream, 200)
+    names, groups, shares = train_jax.style_positions(long, boundary, ids, {"tang": 0.7, "song": 0.3})
+    windows = np.asarray(train_jax.draw_windows(jax.numpy.asarray(long), train_jax.window_sampler(groups, shares),
+                                                jax.random.PRNGKey(0), 4000, 3))
+    # a window's style is its first id's poem's: the control itself, one of its characters, or (at a
+    # boundary) the control that follows
+    first = np.where(windows[:, 0] == boundary, windows[:, 1], windows[:, 0])
+    tang_rows, song_rows = np.isin(first, [tang, 20, 21, 22]), np.isin(first, [song, 23, 24])
+    assert (tang_rows | song_rows).all()   # ci was given no share
+    assert abs(tang_rows.mean() - 0.7) < 0.03
+
+
+def test_select_style_keeps_the_weights_that_score_best_on_that_style(data, tmp_path):
+    run = tmp_path / "tang"
+    train_jax.main(["train", "--data", str(data), "--out", str(run), "--units", "16", "--projection", "0",
+                    "--max-steps", "6", "--learning-rate", "1e-2", "--style-weights", "tang=0.6",
+                    "--select-style", "tang", *TINY])
+    record = json.loads((run / "train.json").read_text(encoding="utf-8"))
+    scored = [entry for entry in record["log"] if "tang_perplexity" in entry]
+    assert len(scored) == len(record["log"]) == 7
+    best = min(scored, key=lambda entry: entry["tang_perplexity"])
+    assert record["best_tang_perplexity"] == best["tang_perplexity"]
+    assert record["best_held_out_perplexity"] == best["held_out_perplexity"]
+    assert record["style_weights"] == "tang=0.6" and record["select_style"] == "tang"
+    with pytest.raises(SystemExit, match="no style han"):
+        train_jax.main(["train", "--data", str(data), "--out", str(tmp_path / "bad"), "--units", "16",
+                        "--projection", "0", "--max-steps", "1", "--select-style", "han", *TINY])
