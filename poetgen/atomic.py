@@ -118,6 +118,55 @@ def atomic_save(path: str | os.PathLike, save: Callable[[Path], object]) -> None
         raise
 
 
+class Staged:
+    """Files written aside (staged()), put in place together when all are written."""
+
+    def __init__(self):
+        self.pending: list[tuple[Path, Path]] = []   # (temporary file, its final path)
+
+    def save(self, path: str | os.PathLike, save: Callable[[Path], object]) -> None:
+        """Let `save` write a temporary file with `path`'s suffix (as atomic_save)."""
+        path = Path(path)
+        check_parent(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+        os.close(fd)
+        self.pending.append((Path(tmp), path))
+        try:
+            save(Path(tmp))
+            os.chmod(tmp, 0o666 & ~_umask())
+            _ready(Path(tmp), path)
+        except OSError as error:
+            raise write_failed(path, error) from None
+
+    def text(self, path: str | os.PathLike, text: str) -> None:
+        self.save(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _ready(tmp: Path, path: Path) -> None:
+    """A staged file for `path` is written whole and durable: the last step where a full disk shows."""
+    _sync(tmp)
+
+
+@contextlib.contextmanager
+def staged():
+    """Write several files aside, then rename them all into place: a write that fails (a full disk)
+    replaces none of them, so files that belong together (a bundle's model, tokenizer and config)
+    never mix two versions. The renames themselves do not fail for want of space."""
+    stage = Staged()
+    try:
+        yield stage
+        _unless_stopping()
+        for tmp, path in stage.pending:
+            try:
+                os.replace(tmp, path)
+            except OSError as error:
+                raise write_failed(path, error) from None
+    finally:
+        for tmp, _ in stage.pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -12,7 +12,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from poetgen.atomic import atomic_save, write_text
+from poetgen.atomic import atomic_save, staged, write_text
 from poetgen.errors import BadModel
 from poetgen.model import ModelConfig
 from poetgen.tokenizer import Tokenizer
@@ -55,18 +55,25 @@ def save_model_file(model, path: Path) -> None:
     atomic_save(path, model.save)   # the temporary name keeps the .keras suffix Keras insists on
 
 
+def config_text(config: dict) -> str:
+    return json.dumps(config, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+
+
 def write_config(directory: Path, config: dict) -> None:
-    write_text(directory / CONFIG_FILE, json.dumps(config, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+    write_text(directory / CONFIG_FILE, config_text(config))
 
 
 def save_bundle(directory: Path, model, tokenizer: Tokenizer, config: dict) -> None:
-    """Write or update a bundle; each file is replaced atomically, the model last but one."""
+    """Write or update a bundle: all its files are written aside first and put in place together
+    (atomic.staged), so a write that fails (a full disk) leaves the bundle before it whole."""
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer_path = directory / TOKENIZER_FILE
-    if not tokenizer_path.exists() or Tokenizer.load(tokenizer_path).hash != tokenizer.hash:
-        tokenizer.save(tokenizer_path)
-    save_model_file(model, directory / MODEL_FILE)
-    write_config(directory, {**config, "format_version": FORMAT_VERSION, "tokenizer_hash": tokenizer.hash})
+    with staged() as stage:
+        if not tokenizer_path.exists() or Tokenizer.load(tokenizer_path).hash != tokenizer.hash:
+            stage.text(tokenizer_path, tokenizer.to_json())
+        stage.save(directory / MODEL_FILE, model.save)
+        stage.text(directory / CONFIG_FILE, config_text({**config, "format_version": FORMAT_VERSION,
+                                                          "tokenizer_hash": tokenizer.hash}))
 
 
 def is_bundle_config(path: Path) -> bool:

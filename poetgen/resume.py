@@ -89,6 +89,9 @@ def read_state(out: Path) -> dict:
     resume_dir = out / RESUME_DIR
     path = resume_dir / RESUME_STATE
     if not path.exists():
+        if (out / CONFIG_FILE).exists():   # a finished run, or one whose progress was lost before it was saved
+            raise BadInput(f"nothing to resume in {out}: it holds a model but no saved progress; "
+                           f"pass --force instead of --resume to train it again from the start")
         raise BadInput(f"nothing to resume in {out}: nothing was saved there yet")
     restore = f"restore {path.name} from a backup, {START_OVER}"
     try:
@@ -176,13 +179,15 @@ def load_resume_model(path: Path, vocab_size: int):
     return model
 
 
-def check_bundle(out: Path) -> None:
-    """Before resuming: the bundle files the run will update are whole (config, tokenizer, best model)."""
+def check_bundle(out: Path, epochs_done: int) -> None:
+    """Before resuming: the bundle files the run will update are whole (config, tokenizer, best model).
+    Before its first epoch ends a run has written none of them: what is there (nothing, or what the
+    run that --force replaced left) is overwritten at that epoch's end, so it is not checked."""
     restore = f"restore it from a backup, {START_OVER}"
     try:
         Tokenizer.load(out / RESUME_DIR / RESUME_TOKENIZER)
-        if not (out / CONFIG_FILE).exists():
-            return   # killed before the first epoch's best model was written: the run writes them
+        if not (out / CONFIG_FILE).exists() or epochs_done == 0:
+            return
         config = read_config(out)
         model_config_of(config, out)
         Tokenizer.load(out / TOKENIZER_FILE, expected_hash=config.get("tokenizer_hash"))

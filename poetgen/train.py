@@ -155,9 +155,7 @@ def training_dataset(stream: np.ndarray, batch_size: int, seq_len: int, seed: in
 
     stream_t = tf.constant(stream)
     starts = window_starts(len(stream), seq_len)
-    if len(starts) < batch_size:
-        raise BadInput(f"corpus too small for --batch-size {batch_size} x --seq-len {seq_len}: "
-                       f"{len(stream)} characters")
+    check_windows(len(starts), batch_size, seq_len, len(stream))
     per_pass = len(starts) // batch_size
     starts_t = tf.constant(starts)
     offsets = tf.range(seq_len + 1)
@@ -368,7 +366,7 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     if config.resume:
         saved = read_state(Path(config.out))
         config = resumed_config(config, saved, explicit, FIXED_ON_RESUME)
-        check_bundle(Path(config.out))
+        check_bundle(Path(config.out), saved["state"]["epochs_done"])
     run = Run(config, saved)
     run.prepare()
     start_epoch, step_in_epoch = run.state["epochs_done"], run.state["step_in_epoch"]
@@ -380,6 +378,7 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     keras.utils.set_random_seed(config.seed)
     run.global_batch = config.batch_size * strategy.num_replicas_in_sync
     windows = len(window_starts(len(run.train_stream), config.seq_len))
+    check_windows(windows, run.global_batch, config.seq_len, len(run.train_stream))   # before anything is deleted
     steps = run.steps_per_epoch = config.steps_per_epoch or max(1, windows // run.global_batch)
     model_config = run.model_config()
     held_run = run.holds_run()
@@ -426,6 +425,13 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     if run.stopped:
         logger.warning(f"stopped at {run.position()}; saved. Continue with: {resume_command(config)}")
     return run
+
+
+def check_windows(windows: int, batch_size: int, seq_len: int, characters: int) -> None:
+    """One batch of windows fits in the training stream, or a one-line error."""
+    if windows < batch_size:
+        raise BadInput(f"corpus too small for --batch-size {batch_size} x --seq-len {seq_len}: "
+                       f"{characters} characters")
 
 
 def window_starts(stream_length: int, seq_len: int) -> np.ndarray:

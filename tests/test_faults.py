@@ -177,6 +177,57 @@ def test_a_forced_retrain_on_another_corpus_resumes_with_its_own_vocabulary(run_
     assert {p: digest(p) for p in run_copy.rglob("*") if p.is_file()} == before
 
 
+def test_a_forced_retrain_on_another_vocabulary_stopped_in_its_first_epoch_resumes(run_copy, tmp_path):
+    """Until its first epoch ends, a --force run has written no bundle file: the old run's tokenizer and
+    config are still there, and --resume must not hold them against the new run's own resume state."""
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in shipped_records(400)[::-1]),
+                     encoding="utf-8")
+    old_tokenizer = (run_copy / "tokenizer.json").read_bytes()
+    process = subprocess.Popen([sys.executable, "-m", "poetgen", "train", "--corpus", str(other), "--out",
+                                str(run_copy), "--force", "--epochs", "1", *RUN_ARGS, "--steps-per-epoch", "100000",
+                                "--checkpoint-minutes", "0.0001"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+
+    def saved_step() -> int:   # the new run's own save within its first epoch
+        try:
+            record = json.loads((run_copy / "resume" / "state.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
+        return record["state"]["step_in_epoch"] if record["train"]["corpus"] == str(other) else 0
+
+    try:
+        wait_until(lambda: saved_step() >= 2 or process.poll() is not None, "a save within epoch 1", 240, poll=0.1)
+    finally:
+        process.kill()
+        process.wait()
+    step = saved_step()
+    assert step >= 2, process.stderr.read()
+    assert (run_copy / "tokenizer.json").read_bytes() == old_tokenizer   # the old run's, until the epoch ends
+    assert (run_copy / "resume" / "tokenizer.json").read_bytes() != old_tokenizer
+    (run_copy / LOCK_NAME).unlink(missing_ok=True)   # kill -9 leaves the lock; a stale one is taken over anyway
+    result = invoke("train", "--out", run_copy, "--resume", "--steps-per-epoch", step + 3, "--checkpoint-minutes", 0)
+    assert result.exit_code == 0, result.output
+    assert (run_copy / "tokenizer.json").read_bytes() == (run_copy / "resume" / "tokenizer.json").read_bytes()
+    assert json.loads((run_copy / "config.json").read_text(encoding="utf-8"))["corpus"]["path"] == str(other)
+
+
+def test_a_forced_start_that_fails_its_checks_keeps_the_old_runs_progress(run_copy, tiny_corpus):
+    kept = {p: digest(p) for p in run_copy.rglob("*") if p.is_file() and p.name != LOCK_NAME}
+    assert run_copy / "log.csv" in kept and run_copy / "resume" / "state.json" in kept
+    result = invoke("train", "--corpus", tiny_corpus, "--out", run_copy, "--force", "--epochs", 1, *RUN_ARGS,
+                    "--seq-len", 4096)
+    assert_one_line(result, "corpus too small for --batch-size 16 x --seq-len 4096")
+    assert {p: digest(p) for p in run_copy.rglob("*") if p.is_file() and p.name != LOCK_NAME} == kept
+    assert invoke("train", "--out", run_copy, "--resume", "--epochs", 2).exit_code == 0
+
+
+def test_resume_where_only_a_model_is_left_says_to_start_over(run_copy):
+    shutil.rmtree(run_copy / "resume")
+    assert_one_line(invoke("train", "--out", run_copy, "--resume", "--epochs", 2),
+                    "holds a model but no saved progress", "--force instead of --resume")
+
+
 # ---- corrupt or partial state ----------------------------------------------------------------------
 
 def truncate(path: Path) -> None:
@@ -286,15 +337,17 @@ def test_a_kill_between_the_model_and_state_json_keeps_the_last_good_state(tmp_p
 # ---- write errors ----------------------------------------------------------------------------------
 
 def fail_writes_to(monkeypatch, name: str, code: int) -> None:
-    """Every atomic save whose file name starts with `name` fails as a full disk (or read-only, quota) would."""
-    original = poetgen.atomic._commit
+    """Every atomic save whose file name starts with `name` fails as a full disk (or read-only, quota) would:
+    at its commit, or (files staged to be put in place together) when its staged copy is finished."""
+    for hook in ("_commit", "_ready"):
+        original = getattr(poetgen.atomic, hook)
 
-    def failing(tmp, path):
-        if path.name.startswith(name):
-            raise OSError(code, os.strerror(code))
-        original(tmp, path)
+        def failing(tmp, path, original=original):
+            if path.name.startswith(name):
+                raise OSError(code, os.strerror(code))
+            original(tmp, path)
 
-    monkeypatch.setattr(poetgen.atomic, "_commit", failing)
+        monkeypatch.setattr(poetgen.atomic, hook, failing)
 
 
 @pytest.mark.parametrize("name, kept", [("model.keras", "the previous model.keras is unchanged"),
@@ -321,6 +374,26 @@ def test_disk_full_at_every_training_save(run_copy, monkeypatch, name, kept):
     assert read_state(run_copy)["state"]["epochs_done"] >= 1   # and the run can resume
     assert not (run_copy / LOCK_NAME).exists()
     assert not [p for p in run_copy.rglob("*.tmp")] and not [p for p in run_copy.rglob(".*.keras")]
+
+
+def test_disk_full_while_a_forced_retrain_saves_keeps_the_old_bundle_whole(run_copy, tmp_path, monkeypatch):
+    """A --force run on another corpus (another vocabulary) that cannot write its model.keras leaves the
+    old model, tokenizer and config together: the bundle still loads and writes as before."""
+    from poetgen.bundle import load_bundle
+
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in shipped_records(400)[::-1]),
+                     encoding="utf-8")
+    before = {name: digest(run_copy / name) for name in ("model.keras", "tokenizer.json", "config.json")}
+    fail_writes_to(monkeypatch, "model.keras", errno.EFBIG)
+    result = invoke("train", "--corpus", other, "--out", run_copy, "--force", "--epochs", 1, *RUN_ARGS)
+    assert_one_line(result, "cannot write", "model.keras", "(EFBIG)")
+    monkeypatch.undo()
+    assert {name: digest(run_copy / name) for name in before} == before
+    load_bundle(run_copy)
+    result = invoke("generate", "--model", run_copy, "--seed", 1)
+    assert result.exit_code == 0 and len(result.stdout.strip().splitlines()) == 4, result.output
+    assert not [p for p in run_copy.rglob("*.tmp")] and not [p for p in run_copy.rglob(".*")]
 
 
 def test_read_only_export_target_keeps_the_previous_export(tiny_bundle, tmp_path, monkeypatch):
