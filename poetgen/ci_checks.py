@@ -43,10 +43,14 @@ def normalize_marks(text: str) -> str:
 
 
 def rhyme_of(chars: str, variant: Variant, rhyme: CiRhyme) -> tuple[list[bool], list[str]]:
-    """Per rhyme slot: fits its group's most shared 部; and each group's 部 (— when none is shared)."""
+    """Per rhyme slot: fits its group's most shared 部; and each group's 部 (— when none is shared). A
+    character the rhyme table does not know (盏, 葱, 遍…) is not judged, as tone_fits does not judge one
+    the tone table lacks: the rules never write one at a rhyme slot, and a prompt that fixes one there
+    is not refused for it (request.check_ci_prompt_rhymes), so the ci keeps its rhyme."""
     fits, parts = {}, []
     for group in range(variant.group_count):
-        slots = [s for s in variant.rhymes if s.group == group]
+        slots = [s for s in variant.rhymes if s.group == group and rhyme.codes(chars[s.pos])]
+        fits.update({s.pos: True for s in variant.rhymes if s.group == group and s not in slots})
         allowed = codes_for_tone(variant.group_tone(group))
         sets = {s.pos: {c for c in (flip(c) if s.xie else c for c in rhyme.codes(chars[s.pos])) if c in allowed}
                 for s in slots}

@@ -110,10 +110,24 @@ def control_vocabulary(poems: Iterable, top_tunes: int = 200) -> list[str]:
             + [tune_token(t) for t in sorted(common)])
 
 
+TUNE_JOINS = "・·"   # the corpus spells some tunes as two names joined (望江南・忆江南): its token does too
+
+
 def tune_label(tokenizer, names) -> str:
     """The first of a tune's `names` (its name, then other names) that the model has a control token for;
-    the tune's own name when it has none (the prefix then takes the generic tune token)."""
-    return next((name for name in names if tokenizer.has_control(tune_token(name))), names[0])
+    else the first token (in the model's order) that joins one of them with another name (望江南・忆江南
+    for 忆江南); the tune's own name when there is none (the prefix then takes the generic tune token)."""
+    exact = next((name for name in names if tokenizer.has_control(tune_token(name))), None)
+    if exact is not None:
+        return exact
+    prefix = tune_token("")[:-1]
+    joined = {}
+    for token in tokenizer.controls:
+        if token.startswith(prefix) and any(mark in token for mark in TUNE_JOINS):
+            label = token[len(prefix):-1]
+            for part in label.translate({ord(mark): "・" for mark in TUNE_JOINS}).split("・"):
+                joined.setdefault(part, label)
+    return next((joined[name] for name in names if name in joined), names[0])
 
 
 class Prefixer:

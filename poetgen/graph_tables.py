@@ -5,6 +5,7 @@ writes them beside model.tflite (tables.npz). It builds tables only: no TensorFl
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -33,7 +34,7 @@ class GraphVocabulary:
     banned: np.ndarray             # (vocab,) bool: special ids and marks, never inside a line
     rhyme_membership: np.ndarray   # (vocab, groups) bool: the 平水韵 level-tone groups of each id
     ci_membership: np.ndarray      # (vocab, len(ci_rhyme.CODES)) bool: the 词林正韵 codes of each id
-    can_be: np.ndarray             # (2, vocab) bool: id may be read 平 (row 0) / 仄 (row 1); unknown: both
+    can_be: np.ndarray             # (2, vocab) bool: id may be read 平 (row 0) / 仄 (row 1); unknown: neither
     mark_ids: np.ndarray           # (len(MARKS),) id of each mark of poetgen.layout.MARKS; -1 if not in vocab
 
 
@@ -127,9 +128,12 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
     first, count = list(range(len(layouts))), [1] * len(layouts)
     keys = {**{n: n for n in layouts}, **(FORM_ALIASES if aliases is None else aliases)}
     entry_of = {key.lower(): list(layouts).index(target) for key, target in keys.items() if target in layouts}
+    owners = collections.Counter(key for tune in tunes for key in {k.strip().lower() for k in
+                                                                   (*tune.names, *tune.names_trad, *tune.pinyin)})
     for tune in tunes:
         for key in (*tune.names, *tune.names_trad, *tune.pinyin):
-            entry_of.setdefault(key.strip().lower(), len(first))
+            if owners[key.strip().lower()] == 1:   # a key several tunes share (yjm) finds none, as in the CLI
+                entry_of.setdefault(key.strip().lower(), len(first))
         first.append(first[-1] + count[-1] if first else 0)
         count.append(len(tune.variants))
     rows, positions = len(rows_layouts), max(layout.length for layout in rows_layouts)

@@ -64,6 +64,8 @@ class PoemRequest:
     sample: SampleOptions = SampleOptions()                    # temperature, top-k, top-p and seed
 
     def resolved_form(self) -> str:
+        if self.tune and not self.tune.strip():
+            raise BadInput("tune is blank: give a tune's name, or leave tune out for shi", field="tune")
         if self.tune.strip():
             if self.form:
                 raise BadInput("give a form or a tune, not both", field="form")

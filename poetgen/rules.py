@@ -214,7 +214,7 @@ class Tone(Rule):
     def __init__(self, can_be: dict[str, np.ndarray], patterns: list[list[str]], strict: tuple[int, ...],
                  nudge: float = 1.5):
         tones = sorted(can_be)
-        self.can_be = np.stack([can_be[t] for t in tones])      # (tones, vocab); unknown chars fit both
+        self.can_be = np.stack([can_be[t] for t in tones])      # (tones, vocab); unknown chars fit neither
         # Added to the logits (a boolean-mask assignment costs ten times more): -inf or -nudge off the tone
         self.strict_add = np.where(self.can_be, np.float32(0), NEG)
         self.nudge_add = np.where(self.can_be, np.float32(0), -np.float32(nudge))

@@ -118,19 +118,29 @@ class TuneTable:
         self.source: str = raw["source"]
         self.tunes: list[Tune] = []
         self._by_key: dict[str, Tune] = {}
+        self._shared: dict[str, list[Tune]] = {}   # keys several tunes have (pinyin initials: yjm)
         for entry in raw["tunes"]:
             name = entry["names"][0]
             tune = Tune(tuple(entry["names"]), tuple(entry["names_trad"]), tuple(entry["pinyin"]), entry["sections"],
                         tuple(_variant(name, i + 1, v) for i, v in enumerate(entry["variants"])))
             self.tunes.append(tune)
-            for key in (*tune.names, *tune.names_trad, *tune.pinyin):
-                self._by_key.setdefault(key.lower(), tune)
+            for key in dict.fromkeys(k.lower() for k in (*tune.names, *tune.names_trad, *tune.pinyin)):
+                first = self._by_key.setdefault(key, tune)
+                if first is not tune:
+                    self._shared.setdefault(key, [first]).append(tune)
 
     def find(self, name: str) -> Tune | None:
-        return self._by_key.get(name.strip().lower())
+        """The tune of `name`; None when no tune, or several, have it."""
+        key = name.strip().lower()
+        return None if key in self._shared else self._by_key.get(key)
 
     def get(self, name: str) -> Tune:
-        """The tune of `name`; UnknownTune naming the closest names when there is none."""
+        """The tune of `name`; UnknownTune naming the closest names when there is none, or the tunes
+        that share it (pinyin initials: yjm is 谒金门 and 一剪梅)."""
+        shared = self._shared.get(name.strip().lower())
+        if shared:
+            raise UnknownTune(f"{name.strip()!r} names {len(shared)} tunes: "
+                              f"{', '.join(t.names[0] for t in shared)}; give the tune's name", field="tune")
         tune = self.find(name)
         if tune is None:
             close = difflib.get_close_matches(name.strip().lower(), list(self._by_key), n=3, cutoff=0.4)
@@ -159,6 +169,8 @@ def resolve(name: str, variant: int | None = None) -> Variant:
     """The variant of a tune named by any of its names, with an optional "#k" (as errors, the SavedModel
     and `poetgen tunes` spell a variant: 浣溪沙#3); the first variant when neither gives one."""
     base, mark, number = name.strip().partition("#")
+    if not base.strip():
+        raise BadInput(f"{name!r}: no tune name" + (" before '#' (浣溪沙#3)" if mark else ""), field="tune")
     if mark:
         if not number.strip().isdigit():
             raise BadInput(f"{name!r}: a variant after '#' is a number (浣溪沙#3)", field="variant")

@@ -200,3 +200,47 @@ def test_a_tune_name_may_carry_its_variant_as_errors_and_the_savedmodel_spell_it
         with pytest.raises(BadInput, match=message) as refused:
             generator.generate(PoemRequest(tune=tune, variant=variant))
         assert refused.value.field == "variant"
+
+
+def strictly_fits(text: str, variant, prosody) -> list[str]:
+    """The characters of a ci at 平 or 仄 positions that the tone table does not show in that tone
+    (a character it lacks included: check_ci does not judge those, a rule must not write them)."""
+    from poetgen.tunes import EITHER
+
+    return [ch for ch, required in zip(han_chars(text), variant.tones)
+            if required != EITHER and required not in prosody.tones(ch)]
+
+
+@pytest.mark.parametrize("tune, seed", [("临江仙", 5), ("长相思", 5), ("莺啼序", 3)])
+def test_no_character_the_tone_table_lacks_is_written_where_a_tone_is_required(tune, seed):
+    """The shipped model wrote 啼, 遍, 懒, 葱 (absent from the tone table) at 平/仄 positions, some in the
+    wrong tone, and the ci still scored 平仄 1.0. Shi's strict columns likewise."""
+    from poetgen.generate import Generator
+    from poetgen.prosody import strict_positions, tone_patterns
+
+    shipped, prosody = Generator.load(), table()
+    variant = resolve(tune)
+    for poem in shipped.generate(PoemRequest(tune=tune, n=12, sample=SampleOptions(seed=seed)))["poems"]:
+        assert not strictly_fits(poem["text"], variant, prosody), poem["text"]
+    for form in ("wujue", "qilv"):
+        for poem in shipped.generate(PoemRequest(form=form, n=12, sample=SampleOptions(seed=seed)))["poems"]:
+            lines = [line[:-1] for line in poem["lines"]]
+            strict = strict_positions(len(lines[0]))
+            pattern = tone_patterns(len(lines[0]), len(lines))[poem["tone_pattern"]]
+            off = [line[c] for i, line in enumerate(lines) for c in strict if pattern[i][c] not in prosody.tones(line[c])]
+            assert not off, (poem["text"], off)
+
+
+def test_a_prompt_rhyme_the_table_lacks_is_kept_and_the_ci_still_rhymes():
+    """The prompt check leaves out a character the rhyme table does not know (盏), so check_ci must not
+    count it as a miss either: the ci it allowed failed its own rhyme check. A known 仄 character at
+    浣溪沙's 平 rhyme is refused."""
+    from poetgen.generate import Generator
+
+    shipped = Generator.load()
+    assert not ci_rhyme().codes("盏") and ci_rhyme().codes("酒")
+    for seed in (1, 2, 3):
+        poem = shipped.generate(PoemRequest(prompt="一曲新词酒一盏", tune="浣溪沙", sample=SampleOptions(seed=seed)))["poems"][0]
+        assert poem["text"].startswith("一曲新词酒一盏") and poem["checks"]["rhyme_ok"], poem
+    with pytest.raises(BadInput, match="puts '酒' at character 7"):
+        shipped.generate(PoemRequest(prompt="一曲新词饮美酒", tune="浣溪沙"))

@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -201,3 +202,33 @@ def test_the_table_and_its_licence_are_package_data():
     for name in ("data/cipu.json.gz", "data/CIPU_LICENSE"):
         assert name in listed and (REPO / "poetgen" / name).is_file()
     assert "MIT License" in (REPO / "poetgen" / "data" / "CIPU_LICENSE").read_text(encoding="utf-8")
+
+
+def test_blank_names_and_shared_pinyin_initials_are_refused_naming_tune():
+    """A blank tune wrote a 五绝 (exit 0); '#3' said "unknown tune ''"; pinyin initials that several
+    tunes share (yjm: 谒金门 and 一剪梅) silently took the first."""
+    from poetgen.errors import BadInput
+    from poetgen.request import PoemRequest
+    from poetgen.tunes import resolve, tune_table
+
+    for blank in ("  ", "\u3000"):
+        with pytest.raises(BadInput, match="tune is blank") as error:
+            PoemRequest(tune=blank).validate()
+        assert error.value.field == "tune"
+    with pytest.raises(BadInput, match="no tune name before '#'"):
+        resolve("#3")
+    with pytest.raises(BadInput, match="'yjm' names 2 tunes: 谒金门, 一剪梅") as error:
+        resolve("yjm")
+    assert error.value.field == "tune"
+    assert tune_table().find("yjm") is None
+    assert resolve("yijianmei").tune == resolve("一剪梅").tune == "一剪梅"
+
+
+def test_the_savedmodel_tables_find_no_tune_by_a_shared_key():
+    from poetgen.graph_tables import layout_tables, shi_layouts
+    from poetgen.layout import MARKS
+    from poetgen.tunes import tune_table
+
+    table = tune_table()
+    tables = layout_tables(shi_layouts(), np.arange(len(MARKS), dtype=np.int32) + 3, tunes=[table.get("谒金门"), table.get("一剪梅")])
+    assert "yjm" not in tables.aliases and "一剪梅" in tables.aliases and "yijianmei" in tables.aliases
