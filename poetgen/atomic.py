@@ -28,6 +28,17 @@ def check_parent(path: Path) -> None:
         raise BadInput(f"cannot write {path}: directory {parent} is not writable")
 
 
+def make_parents(path: Path) -> None:
+    """Create the missing directories above `path` (as `train --out runs/x` does), or a one-line error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        pass   # a file where a directory should be: check_parent says so
+    except OSError as error:
+        raise BadInput(f"cannot write {path}: cannot create directory {path.parent} "
+                       f"({error.strerror or type(error).__name__})") from None
+
+
 # What a full disk, a read-only mount or a quota raises from inside a writer's own block.
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.EIO})
 

@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from poetgen.atomic import atomic_directory, check_parent, write_text
+from poetgen.atomic import atomic_directory, check_parent, make_parents, write_text
 from poetgen.bundle import TOKENIZER_FILE, Bundle, save_bundle, write_config
 from poetgen.errors import BadInput, BadModel, OutputExists
 from poetgen.lock import LOCK_NAME, Lock
@@ -91,6 +91,7 @@ def export(bundle: Bundle, options: ExportOptions) -> Path:
     out = Path(options.out)
     if out.resolve().name == "" or out.name in ("", ".", ".."):
         raise BadInput(f"--out {options.out} names no directory of its own; give a new directory's name")
+    make_parents(out)   # models/poet/1 for TF Serving: its parents are made as train makes its --out's
     check_parent(out)
     if bundle.reverse and options.format == "savedmodel":
         raise BadInput("a reverse model (train --reverse) reads poems backwards and cannot write them: "

@@ -206,7 +206,7 @@ def _json_lines(head: str, whole: bool, first_only: bool = False) -> bool:
         try:
             if isinstance(json.loads(line), dict):
                 return True
-        except ValueError:
+        except (ValueError, RecursionError):   # RecursionError: nested deeper than the parser goes
             continue
     if complete or not lines:
         return False
@@ -214,6 +214,8 @@ def _json_lines(head: str, whole: bool, first_only: bool = False) -> bool:
         json.loads(lines[0])
     except json.JSONDecodeError as error:
         return _ran_out(error, lines[0])
+    except RecursionError:
+        return False
     return False
 
 
@@ -222,6 +224,8 @@ def _json_document(head: str, whole: bool) -> bool:
     end, or it fails only after the first line (damaged: the JSON reader says where)."""
     try:
         _, end = json.JSONDecoder().raw_decode(head)
+    except RecursionError:   # nested deeper than the parser goes: JSON, for the JSON reader to refuse
+        return head.lstrip()[:1] in ("[", "{")
     except json.JSONDecodeError as error:
         if not whole and _ran_out(error, head):
             return True
@@ -254,7 +258,7 @@ def _read_jsonl(lines: Iterator[str]) -> Iterator[RawPoem | str]:
             continue
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             yield "not valid JSON"
             continue
         raw = _record_to_raw(record)
@@ -269,6 +273,8 @@ def _read_json(path: Path, encoding: str) -> Iterator[RawPoem | str]:
         raise BadCorpus(f"{path}: not valid {encoding} text; pass the right --encoding") from None
     except ValueError as error:
         raise BadCorpus(f"{path}: not valid JSON ({error})") from None
+    except RecursionError:
+        raise BadCorpus(f"{path}: not valid JSON (nested deeper than a corpus ever is)") from None
     except _READ_ERRORS as error:
         raise _unreadable(path, error) from None
     if not isinstance(records, list):

@@ -213,7 +213,7 @@ def resumed_config(config, saved: dict, explicit, fixed) -> object:
                  for name in fixed if name in explicit and name in train_options
                  and train_options[name] != getattr(config, name)]
     if different:
-        raise BadInput("cannot resume with different model options; the run used "
+        raise BadInput("cannot resume with different model options (or held-out split); the run used "
                        + ", ".join(different) + " (start over with --force to change them)")
     taken = {f.name for f in dataclasses.fields(config)} - {"out", "resume", "force"} - set(explicit)
     resumed = dataclasses.replace(config, **{k: v for k, v in train_options.items() if k in taken})

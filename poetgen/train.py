@@ -43,7 +43,9 @@ MODEL_OPTIONS = ("cell", "layers", "units", "embedding_dim", "dropout", "min_cou
                  "embedding_dropout", "recurrent_dropout", "conditioned", "top_tunes", "titles", "reverse")
 # A resumed model's layers keep their dtype policy: --resume refuses another, as for MODEL_OPTIONS
 # (the optimizer's schedule and clipping are rebuilt from the options: retune_optimizer).
-FIXED_ON_RESUME = MODEL_OPTIONS + ("precision",)
+# a resumed run keeps these: its weights' shapes, its layers' dtype policy, and the held-out split its
+# best model was chosen on (another split would score poems it trained on, and compare unlike figures)
+FIXED_ON_RESUME = MODEL_OPTIONS + ("precision", "val_split")
 # What a run leaves in --out before its first epoch ends (TensorBoard starts at once): not someone's files.
 EARLY_FILES = (LOCK_NAME, "tensorboard")
 logger = logging.getLogger(__name__)

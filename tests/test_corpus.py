@@ -507,3 +507,17 @@ def test_a_link_loop_in_a_corpus_directory_is_read_once(tmp_path):
     os.symlink(".", tmp_path / "y")
     result = import_poems([tmp_path])
     assert [p.text for p in result.poems] == [POEM_A] and result.files == 1
+
+
+def test_json_nested_deeper_than_the_parser_goes_is_one_line(tmp_path):
+    """200,000 nested brackets were `internal error: RecursionError`, exit 1."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200000 + "]" * 200000, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["corpus", "import", str(deep), "--out", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip() == f"poetgen: error: {deep}: not valid JSON (nested deeper than a corpus ever is)"
+    lines = tmp_path / "deep.jsonl"
+    lines.write_text(json.dumps({"text": "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"}, ensure_ascii=False) + "\n"
+                     + "[" * 200000 + "]" * 200000 + "\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["corpus", "import", str(lines), "--out", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 0 and "dropped 1: not valid JSON" in result.output, result.output

@@ -317,3 +317,17 @@ def test_force_leaves_a_users_own_dot_old_directory_alone(tiny_bundle, tmp_path)
     assert result.exit_code == 0, result.output
     assert (theirs / "mydata.txt").read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".pb.old", "pb"]   # no temporary left behind
+
+
+def test_export_makes_the_missing_directories_above_out(tiny_bundle, tmp_path):
+    """The README's TF Serving command, `poetgen export --out models/poet/1`, failed in a fresh directory
+    (directory models/poet does not exist); a file in the way is still one line."""
+    out = tmp_path / "models" / "poet" / "1"
+    result = CliRunner().invoke(cli, ["export", "--model", str(tiny_bundle), "--out", str(out), "--format", "keras"])
+    assert result.exit_code == 0, result.output
+    assert (out / "model.keras").exists()
+    (tmp_path / "afile").write_text("x")
+    result = CliRunner().invoke(cli, ["export", "--model", str(tiny_bundle), "--out", str(tmp_path / "afile" / "x" / "1"),
+                                      "--format", "keras"])
+    assert result.exit_code == 2 and result.stderr.startswith("poetgen: error: cannot write") and "Traceback" not in result.output
+    assert (tmp_path / "afile").read_text() == "x"

@@ -154,6 +154,9 @@ def test_resume_continues_with_the_runs_own_options(run_copy):
     assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"]   # the torn line went, the new one came
     explicit = invoke("train", "--out", run_copy, "--resume", "--epochs", 3, "--units", 256)
     assert_one_line(explicit, "different model options", "--units 32 (not 256)")
+    # another held-out split would score poems the run trained on and crown that epoch the best
+    split = invoke("train", "--out", run_copy, "--resume", "--epochs", 3, "--val-split", 0.3)
+    assert_one_line(split, "held-out split", "--val-split 0.05 (not 0.3)")
 
 
 def test_a_forced_retrain_on_another_corpus_resumes_with_its_own_vocabulary(run_copy, tmp_path):
