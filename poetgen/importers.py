@@ -59,9 +59,13 @@ def expand_paths(paths: Iterable[str | os.PathLike], exclude: Iterable[str | os.
         if path.is_dir():
             found = []
             for folder, subfolders, names in os.walk(path):   # not into linked folders: a link loop never ends
+                # the corpus directory may itself be the run's --out: its own files are left out, the rest read
+                own = _poetgen_output(Path(folder))
                 subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")
-                                       and not _poetgen_output(Path(folder) / d))
-                found += [Path(folder) / name for name in names if name.endswith(SUFFIXES)
+                                       and not _poetgen_output(Path(folder) / d)
+                                       and not (own and d in RUN_FOLDERS))
+                found += [Path(folder) / name for name in names if name.lower().endswith(SUFFIXES)
+                          and not (own and name in RUN_FILES)
                           and not name.startswith(".") and (Path(folder) / name).resolve() not in excluded
                           and (Path(folder) / name).is_file()]
             if not found:
@@ -70,6 +74,10 @@ def expand_paths(paths: Iterable[str | os.PathLike], exclude: Iterable[str | os.
         else:
             files.append(path)
     return files
+
+
+RUN_FILES = ("config.json", "tokenizer.json")   # what a run or bundle writes that looks like a corpus file
+RUN_FOLDERS = ("resume", "reverse", "tensorboard")   # and the folders it writes inside itself
 
 
 def _poetgen_output(folder: Path) -> bool:
@@ -265,7 +273,7 @@ def _read_jsonl(lines: Iterator[str]) -> Iterator[RawPoem | str]:
         yield raw if raw else "no text or paragraphs field"
 
 
-def _read_json(path: Path, encoding: str) -> Iterator[RawPoem | str]:
+def _read_json(path: Path, encoding: str, found: bool = False) -> Iterator[RawPoem | str]:
     try:
         with _open_binary(path) as raw:
             records = json.load(io.TextIOWrapper(raw, encoding=_without_bom(encoding), errors="strict"))
@@ -278,6 +286,9 @@ def _read_json(path: Path, encoding: str) -> Iterator[RawPoem | str]:
     except _READ_ERRORS as error:
         raise _unreadable(path, error) from None
     if not isinstance(records, list):
+        if found:
+            yield "a .json file that is not a list of poems"
+            return
         raise BadCorpus(f"{path}: expected a JSON list of poems with title, author and paragraphs")
     for record in records:
         raw = _record_to_raw(record)
@@ -293,7 +304,7 @@ def _read_text(lines: Iterable[str], blank_separated: bool) -> Iterator[RawPoem]
     for line in lines:
         if not line.strip():
             if block:
-                yield RawPoem("".join(block))
+                yield RawPoem(_joined(block))
             block, size, skipping = [], 0, False
         elif not skipping:
             block.append(line)
@@ -302,7 +313,19 @@ def _read_text(lines: Iterable[str], blank_separated: bool) -> Iterator[RawPoem]
                 yield RawPoem("".join(block)[:MAX_LINE_CHARS + 1])
                 block, size, skipping = [], 0, True
     if block:
-        yield RawPoem("".join(block))
+        yield RawPoem(_joined(block))
+
+
+LINE_END_MARKS = "，。！？；：、,.!?;:"
+
+
+def _joined(lines: list[str]) -> str:
+    """A blank-line separated block's lines as one poem: a line without a mark of its own ends in ， or
+    。 by turns (the last in 。), as a couplet's lines do, so unpunctuated lines keep their form."""
+    parts = [line.strip() for line in lines]
+    return "".join(part if part.endswith(tuple(LINE_END_MARKS)) else part + ("。" if i % 2 or i == len(parts) - 1
+                                                                              else "，")
+                   for i, part in enumerate(parts))
 
 
 def _has_blank_separators(lines: Iterable[str]) -> bool:
@@ -319,14 +342,16 @@ def _has_blank_separators(lines: Iterable[str]) -> bool:
     return False
 
 
-def read_raw(path: Path, encoding: str = "utf-8",
-             on_bytes: Callable[[int], None] | None = None) -> Iterator[RawPoem | str]:
-    """Raw poems of one file; a string in the stream is the reason an entry was unusable."""
+def read_raw(path: Path, encoding: str = "utf-8", on_bytes: Callable[[int], None] | None = None,
+             found: bool = False) -> Iterator[RawPoem | str]:
+    """Raw poems of one file; a string in the stream is the reason an entry was unusable. `found`: the
+    file was found in a directory, where a .json that is not a list of poems (chinese-poetry's
+    package.json) is passed over as one drop, not an error."""
     check_encoding(encoding)
     _check_text(path, encoding)
     kind = _sniff_format(path, encoding)
     if kind == "json":
-        yield from _read_json(path, encoding)
+        yield from _read_json(path, encoding, found)
     elif kind == "jsonl":
         yield from _read_jsonl(_text_stream(path, encoding, on_bytes))
     else:
@@ -350,8 +375,9 @@ def stream_poems(paths: Iterable[str | os.PathLike], dropped: collections.Counte
     """Clean poems of all files (but `exclude`, see expand_paths), one at a time; drop reasons are
     counted into `dropped`."""
     files = expand_paths(paths, exclude)
+    given = {Path(p) for p in paths if not Path(p).is_dir()}
     check_encoding(encoding)
-    raws = (raw for path in files for raw in read_raw(path, encoding, on_bytes))
+    raws = (raw for path in files for raw in read_raw(path, encoding, on_bytes, found=path not in given))
     return iter_clean(raws, dropped, simplify)
 
 

@@ -1,6 +1,7 @@
 import contextlib
 import gzip
 import json
+import shutil
 import subprocess
 import sys
 
@@ -521,3 +522,52 @@ def test_json_nested_deeper_than_the_parser_goes_is_one_line(tmp_path):
                      + "[" * 200000 + "]" * 200000 + "\n", encoding="utf-8")
     result = CliRunner().invoke(cli, ["corpus", "import", str(lines), "--out", str(tmp_path / "p.jsonl")])
     assert result.exit_code == 0 and "dropped 1: not valid JSON" in result.output, result.output
+
+
+def test_a_corpus_directory_that_is_also_the_runs_out_gives_its_poems_not_the_runs_files(tmp_path):
+    """`train --corpus D --out D --force` worked, then `--resume` read D/config.json as a corpus file."""
+    from poetgen.importers import expand_paths
+
+    folder = tmp_path / "both"
+    (folder / "resume").mkdir(parents=True)
+    (folder / "poems.jsonl").write_text(json.dumps({"text": "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"},
+                                                   ensure_ascii=False) + "\n", encoding="utf-8")
+    (folder / "more").mkdir()
+    (folder / "more" / "b.txt").write_text("床前明月光，疑是地上霜。举头望明月，低头思故乡。\n", encoding="utf-8")
+    for name in ("model.keras", "config.json", "tokenizer.json", "resume/state.json", "resume/tokenizer.json"):
+        (folder / name).write_text("{}", encoding="utf-8")
+    assert expand_paths([folder]) == [folder / "more" / "b.txt", folder / "poems.jsonl"]
+    (folder / "model.keras").unlink()
+    shutil.rmtree(folder / "resume")   # no run here: a config.json is the user's own file
+    assert folder / "config.json" in expand_paths([folder])
+
+
+def test_a_directory_import_reads_upper_case_suffixes_and_passes_over_a_package_json(tmp_path):
+    """A.TXT was skipped without a word, and the unpacked chinese-poetry package's package.json stopped
+    the whole import (expected a JSON list of poems)."""
+    from poetgen.importers import import_poems
+
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    (folder / "A.TXT").write_text("床前明月光，疑是地上霜。举头望明月，低头思故乡。\n", encoding="utf-8")
+    (folder / "b.txt").write_text("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。\n", encoding="utf-8")
+    (folder / "package.json").write_text(json.dumps({"name": "chinese-poetry", "version": "2.0.1"}, indent=2),
+                                          encoding="utf-8")
+    result = import_poems([folder])
+    assert sorted(p.text for p in result.poems) == sorted(["床前明月光，疑是地上霜。举头望明月，低头思故乡。",
+                                                           "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"])
+    assert result.dropped == {"a .json file that is not a list of poems": 1}
+    with pytest.raises(BadCorpus, match="expected a JSON list"):   # named on its own: an error, as before
+        import_poems([folder / "package.json"])
+
+
+def test_unpunctuated_lines_of_a_blank_line_separated_poem_keep_their_breaks(tmp_path):
+    """A wujue typed one line per line, without marks, was joined into one run-on line of form other."""
+    from poetgen.importers import import_poems
+
+    source = tmp_path / "a.txt"
+    source.write_text("白日依山尽\n黄河入海流\n欲穷千里目\n更上一层楼\n\n千山鸟飞绝，万径人踪灭。\n孤舟蓑笠翁，独钓寒江雪。\n",
+                      encoding="utf-8")
+    poems = import_poems([source]).poems
+    assert [(p.text, p.form) for p in poems] == [("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。", "wujue"),
+                                                 ("千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江雪。", "wujue")]
