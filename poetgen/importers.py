@@ -111,8 +111,18 @@ def _check_text(path: Path, encoding: str) -> None:
             head = raw.read(_SNIFF_BYTES)
     except _READ_ERRORS as error:
         raise _unreadable(path, error) from None
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not encoding.lower().startswith("utf-16"):
+        raise BadCorpus(f"{path}: UTF-16 text (it starts with a byte-order mark); "
+                        + _encoding_hint("utf-16"))
     if b"\x00" in head and not encoding.lower().startswith("utf-16"):
         raise BadCorpus(f"{path}: binary data, not a text corpus")
+
+
+def _encoding_hint(encoding: str) -> str:
+    """How to read a file in `encoding`: `corpus import` and `corpus stats` take --encoding; `train`
+    reads UTF-8, so a file in another encoding is imported (converted) first."""
+    return (f"pass --encoding {encoding} (train has none: convert the file first with "
+            f"`poetgen corpus import --encoding {encoding}`)")
 
 
 def _without_bom(encoding: str) -> str:
@@ -164,7 +174,7 @@ def _text_stream(path: Path, encoding: str, on_bytes: Callable[[int], None] | No
 
 
 def _decode_error(path: Path, encoding: str, where: int) -> str:
-    hint = "pass --encoding gbk if it is GBK" if codecs.lookup(encoding).name == "utf-8" \
+    hint = "if it is GBK, " + _encoding_hint("gbk") if codecs.lookup(encoding).name == "utf-8" \
         else "pass the right --encoding"
     return f"{path}: not valid {encoding} text at byte {where}; {hint}"
 

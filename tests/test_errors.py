@@ -433,3 +433,18 @@ def test_serve_without_its_extra_is_a_usage_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "uvicorn", None)   # import uvicorn raises ImportError
     result = CliRunner().invoke(cli, ["serve"])
     assert result.exit_code == 2 and "pip install 'poetgen[serve]'" in result.output
+
+
+def test_an_encoding_hint_fits_the_command_and_a_utf16_file_gets_one(tmp_path):
+    """train said "pass --encoding gbk", an option it does not have; a UTF-16 file with its byte-order
+    mark was "binary data" with no hint at all."""
+    gbk, u16 = tmp_path / "gbk.txt", tmp_path / "u16.txt"
+    gbk.write_bytes("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。\n".encode("gbk"))
+    u16.write_bytes("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。\n".encode("utf-16"))   # with its mark
+    assert_one_line_failure(["train", "--corpus", str(gbk), "--out", str(tmp_path / "run")],
+                            "train has none: convert the file first with `poetgen corpus import --encoding gbk`",
+                            watch=[tmp_path])
+    assert_one_line_failure(["corpus", "import", str(u16), "--out", str(tmp_path / "o.jsonl")],
+                            "UTF-16 text (it starts with a byte-order mark); pass --encoding utf-16", watch=[tmp_path])
+    ok = CliRunner().invoke(cli, ["corpus", "import", str(u16), "--encoding", "utf-16", "--out", str(tmp_path / "o.jsonl")])
+    assert ok.exit_code == 0 and "kept 1 poems" in ok.output
