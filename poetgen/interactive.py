@@ -55,8 +55,8 @@ class Session:
         param = self.names.get(name)
         if param is None:
             raise click.UsageError(f"unknown command or option /{name}; try /help")
-        if value.lower() in RESET and param.default is None or value.lower() == "default":
-            new = param.default
+        if value.lower() == "default" or (value.lower() in RESET and param.default in (None, "")):
+            new = param.default   # `/seed none`, `/tune none`, `/acrostic none`: back to none
         elif f"--{name}" in param.secondary_opts:   # /no-tone, /allow-repeat
             if value:
                 raise click.UsageError(f"/{name} takes no value")
@@ -83,7 +83,8 @@ class Session:
     def help(self) -> str:
         params = dict.fromkeys(self.names.values())
         lines = ["Type a prompt (or an empty line) for a poem; Ctrl-D ends the session.",
-                 f"Commands: {COMMANDS}. Options, as on the command line:"]
+                 f"Commands: {COMMANDS}. Options, as on the command line (/NAME default puts one back to its "
+                 f"default; /seed none, /tune none, /acrostic none clear them):"]
         lines += [f"  {_usage(p):24} {p.help or ''}" for p in params]
         return "\n".join(lines)
 

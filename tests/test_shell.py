@@ -115,7 +115,7 @@ def test_interactive_prompt_argument_is_the_first_line(tiny_bundle):
 def test_interactive_keeps_no_value_the_model_cannot_write(tiny_bundle):
     """A value only the model's checks refuse (Latin letters for an acrostic) is refused when set, not
     kept to fail every later poem."""
-    session = "/acrostic none\n\n"
+    session = "/acrostic abc\n\n"
     result = CliRunner().invoke(cli, ["generate", "--interactive", "--model", str(tiny_bundle), "--seed", "1"],
                                 input=session)
     assert result.exit_code == 0, result.output
@@ -155,3 +155,13 @@ def test_bytes_that_are_not_utf8_are_one_line_and_the_session_goes_on(tiny_bundl
     stderr = session.stderr.decode("utf-8", "replace")
     assert session.returncode == 0 and "prompt is not valid text" in stderr, stderr
     assert poems_in(session.stdout.decode())[0][0].startswith("春风")
+
+
+def test_interactive_none_clears_a_tune_or_an_acrostic(tiny_bundle):
+    """`/tune none` looked for a tune called none, and nothing cleared /acrostic but /acrostic default."""
+    session = "/tune 浣溪沙\n/tune none\n/form qilv\n/acrostic 春夏秋冬远近高低\n/acrostic none\n/options\n"
+    result = CliRunner().invoke(cli, ["generate", "--interactive", "--model", str(tiny_bundle), "--seed", "1"],
+                                input=session)
+    assert result.exit_code == 0, result.output
+    assert "poetgen: error" not in result.stderr, result.stderr
+    assert "tune = ''" in result.stderr and "acrostic = ''" in result.stderr and "form = 'qilv'" in result.stderr
