@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from poetgen.ci_rhyme import COLUMN, codes_for_tone
+from poetgen.ci_rhyme import COLUMN, codes_for_group
 from poetgen.ci_rhyme import FLIP as FLIP_COLUMNS
 from poetgen.tables import FitMasks
 from poetgen.tunes import EITHER, Variant
@@ -49,7 +49,7 @@ class CiRhyme(_CiRule):
         self.slots = {int(positions[s.pos]): (s.group, s.xie) for s in variant.rhymes}
         self.allowed = np.zeros((batch, max(variant.group_count, 1), membership.shape[1]), bool)
         for group in range(variant.group_count):
-            self.allowed[:, group, [COLUMN[c] for c in codes_for_tone(variant.group_tone(group))]] = True
+            self.allowed[:, group, [COLUMN[c] for c in codes_for_group(variant, group)]] = True
         self.used: list[np.ndarray] = []                               # the ids each rhyme took, (batch,) each
 
     def apply(self, logits, step):

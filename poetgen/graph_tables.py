@@ -19,7 +19,9 @@ TONES = (PING, ZE)                                          # index 0 平, 1 仄
 PATTERN_NAMES = tuple(tone_patterns(5, 4))                  # 仄起 平起 仄起入韵 平起入韵, same for every shi
 FIRST_LINE_RHYMES = np.array([n.endswith("入韵") for n in PATTERN_NAMES])   # line 1 rhymes too
 HALF_WIDTH = {",": "，", ".": "。", "．": "。", "?": "？", "!": "！", ";": "；", ":": "：", "、": "，", "︰": "：", "､": "，", "｡": "。"}
-RHYME_KINDS = ("shi", PING, ZE, "中")   # where a rhyme group starts: 平水韵, ci 平, ci 仄, ci either (tunes.EITHER)
+# where a rhyme group starts: 平水韵, ci 平, ci 仄, ci either (tunes.EITHER), and 仄 / either without 入声
+# for a group with 叶 slots (ci_rhyme.group_kind)
+RHYME_KINDS = ("shi", PING, ZE, "中", ZE + "叶", "中叶")
 DECORATION = "《》「」『』“”‘’\"'〝〞"   # dropped from prompts and acrostics, as normalize_text does
 SPACES = "".join(f"\\x{{{code:x}}}" for code in range(0x110000) if chr(code).isspace())
 # ^ RE2's character class of what Python's \s matches (RE2's own \s is ASCII only), dropped likewise
@@ -107,13 +109,13 @@ def rhyme_columns(shi_groups: int) -> tuple[np.ndarray, np.ndarray]:
     Returns RHYME_KINDS rows (the columns a rhyme group starts from: shi, ci 平, ci 仄, ci either) and
     the 叶 permutation of the columns (a 叶 slot reads column i as the character's column flip[i]).
     """
-    from poetgen.ci_rhyme import CODES, codes_for_tone
+    from poetgen.ci_rhyme import CODES, kind_codes
     from poetgen.ci_rhyme import FLIP
 
     kinds = np.zeros((len(RHYME_KINDS), shi_groups + len(CODES)), bool)
     kinds[0, :shi_groups] = True
     for k, tone in enumerate(RHYME_KINDS[1:], 1):
-        kinds[k, shi_groups:] = [code in codes_for_tone(tone) for code in CODES]
+        kinds[k, shi_groups:] = [code in kind_codes(tone) for code in CODES]
     flip = np.concatenate([np.arange(shi_groups), shi_groups + np.array(FLIP)]).astype(np.int32)
     return kinds, flip
 
@@ -193,13 +195,15 @@ def _shi_rhyme_and_tone(t: dict, f: int, layout: Layout) -> None:
 def _tune_rhyme_and_tone(t: dict, f: int, variant, slots: list[int]) -> None:
     """A tune variant (as ci_rules reads it): its rhyme groups by 词林正韵 部, 叶 slots, and its 平/仄
     positions enforced (中 free), the same in every pattern row."""
+    from poetgen.ci_rhyme import group_kind
+
     t["partial_acrostic"][f] = True
     t["rhyme_slot"][f] = False
     for s in variant.rhymes:
         pos = slots[s.pos]
         t["rhyme_slot"][f, pos], t["rhyme_group"][f, pos], t["rhyme_xie"][f, pos] = True, s.group, s.xie
     for group in range(variant.group_count):
-        t["group_kind"][f, group] = RHYME_KINDS.index(variant.group_tone(group))
+        t["group_kind"][f, group] = RHYME_KINDS.index(group_kind(variant, group))
     for k, tone in enumerate(variant.tones):
         if tone in TONES:
             t["tone"][f, :, slots[k]] = TONES.index(tone)

@@ -219,11 +219,11 @@ def check_ci_prompt_rhymes(prompt: str, acrostic: str, variant: Variant) -> None
 def _ci_rhyme_conflict(fixed: dict, variant: Variant):
     """The first rhyme slot whose fixed character (`fixed`: position -> character) leaves its group no
     shared 部, or None."""
-    from poetgen.ci_rhyme import ci_rhyme, codes_for_tone, flip
+    from poetgen.ci_rhyme import ci_rhyme, codes_for_group, flip
 
     rhyme = ci_rhyme()
     for group in range(variant.group_count):
-        shared = set(codes_for_tone(variant.group_tone(group)))
+        shared = set(codes_for_group(variant, group))
         for slot in (s for s in variant.rhymes if s.group == group and s.pos in fixed):
             codes = rhyme.codes(fixed[slot.pos])
             shared &= {flip(c) if slot.xie else c for c in codes} if codes else shared

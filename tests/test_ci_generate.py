@@ -244,3 +244,28 @@ def test_a_prompt_rhyme_the_table_lacks_is_kept_and_the_ci_still_rhymes():
         assert poem["text"].startswith("一曲新词酒一盏") and poem["checks"]["rhyme_ok"], poem
     with pytest.raises(BadInput, match="puts '酒' at character 7"):
         shipped.generate(PoemRequest(prompt="一曲新词饮美酒", tune="浣溪沙"))
+
+
+@pytest.mark.parametrize("tune, seed, n", [("醉公子#3", 2, 1), ("穆护砂", 2, 1), ("哨遍#7", 4, 10), ("哨遍#7", 5, 10)])
+def test_a_group_with_xie_slots_never_keeps_a_rusheng_bu(tune, seed, n):
+    """A 仄 group with 平 叶 slots could pick an 入声 部, which has no 平 reading: its 叶 slots ran out
+    and the rules gave way silently (rhyme_ok false, a 去声 character on a 平 position)."""
+    from poetgen.ci_rhyme import codes_for_group, flip
+    from poetgen.generate import Generator
+
+    from poetgen.ci_rhyme import CODES
+    from poetgen.ci_rules import CiRhyme
+
+    variant = resolve(tune)
+    xie_groups = {s.group for s in variant.rhymes if s.xie}
+    assert xie_groups and all(flip(c) != c for g in xie_groups for c in codes_for_group(variant, g))
+    shipped = Generator.load()
+    rule = CiRhyme(variant, shipped.tables.ci_membership, shipped.tables.ci_masks, 2)
+    rusheng = [i for i, code in enumerate(CODES) if flip(code) == code]
+    assert not rule.allowed[:, sorted(xie_groups)][..., rusheng].any()   # the rule starts such groups without 入
+    from poetgen.graph_tables import RHYME_KINDS, rhyme_columns   # and the SavedModel's graph alike
+    kinds, _ = rhyme_columns(0)
+    assert kinds[RHYME_KINDS.index("仄"), rusheng].all() and not kinds[RHYME_KINDS.index("仄叶"), rusheng].any()
+    result = shipped.generate(PoemRequest(tune=tune, n=n, best_of=1, sample=SampleOptions(seed=seed)))
+    for poem in result["poems"]:
+        assert poem["checks"]["rhyme_ok"] and poem["checks"]["tone_score"] == 1.0, poem["text"]
