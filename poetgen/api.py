@@ -253,21 +253,27 @@ def _strings(cls, values: dict) -> dict:
     return {k: (os.fspath(v) if k in text and isinstance(v, os.PathLike) else v) for k, v in values.items()}
 
 
-def train(config: "TrainConfig | None" = None, /, *, callbacks: Sequence = (), explicit=None,
+def train(config: "TrainConfig | None" = None, /, *, callbacks: Sequence = (), explicit=None, sample: bool = False,
           **options) -> TrainResult:
     """Train a model into a bundle, as `poetgen train` does: a TrainConfig, keyword options, or both.
 
     train(out="runs/mine", epochs=2) or train(TrainConfig(out=...), epochs=3). callbacks: extra Keras
     callbacks (an epoch that a stop cuts short ends without "val_loss" in its logs). explicit: the option
     names the caller gave, which resume=True compares with the run's own (the others are taken from the
-    run); by default those that differ from TrainConfig's defaults.
+    run); by default those that differ from TrainConfig's defaults. sample: log a sample poem after
+    each epoch (`train --sample`, the CLI's default; logger "poetgen.callbacks").
     Raises BadInput / BadCorpus (one line) for what cannot be used.
     """
     from poetgen.quiet import import_tensorflow
     from poetgen.train import TrainConfig, train as run_training
 
     config = _options(TrainConfig, config, options, "train")
+    sample = _flag(sample, "sample")
     import_tensorflow()
+    if sample:
+        from poetgen.callbacks import sample_callback
+
+        callbacks = [*callbacks, sample_callback(config.out)]
     run = run_training(config, callbacks, explicit=explicit)
     metrics = run.metrics()
     return TrainResult(Path(config.out), int(run.state["epochs_done"]), metrics["best_epoch"],

@@ -75,13 +75,11 @@ int8_option = click.option(
 def train(sample: bool, **options) -> None:
     """Train a next-character model into a bundle directory."""
     from poetgen import api
-    from poetgen.callbacks import sample_callback
 
     config = TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
     config.validate()
     import_tensorflow()
-    result = api.train(config, callbacks=[sample_callback(config.out)] if sample else [],
-                       explicit=given_options(options))
+    result = api.train(config, sample=sample, explicit=given_options(options))
     if result.best_val_perplexity is not None:
         click.echo(f"best held-out perplexity {result.best_val_perplexity:.1f} at epoch "
                    f"{result.best_epoch}; bundle in {result.path}")

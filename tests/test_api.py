@@ -303,3 +303,15 @@ def test_ms_per_poem_leaves_out_the_word_segmenters_one_time_start(monkeypatch):
     monkeypatch.setattr(generate_module.time, "perf_counter", lambda: clock[0])
     poems = poetgen.load().generate(theme="秋天思乡", seed=1)
     assert poems.keywords and poems.ms_per_poem == 0.0
+
+
+def test_train_can_log_a_sample_poem_each_epoch_as_the_cli_does(tiny_corpus, tmp_path, caplog):
+    """`train --sample` (the CLI's default) had no API: sample= was an unknown option."""
+    options = dict(corpus=tiny_corpus, units=16, embedding_dim=16, batch_size=8, seq_len=16, epochs=1,
+                   steps_per_epoch=3, warmup_steps=1, min_count=2, dropout=0.0)
+    with caplog.at_level("INFO", logger="poetgen.callbacks"):
+        poetgen.train(out=tmp_path / "run", sample=True, **options)
+    samples = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sample: ")]
+    assert len(samples) == 1 and len(samples[0]) > len("sample: ")
+    with pytest.raises(poetgen.BadInput, match="sample must be True or False"):
+        poetgen.train(out=tmp_path / "other", sample="yes", **options)
