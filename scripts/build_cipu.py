@@ -2,6 +2,10 @@
 
 Reproducible byte for byte: sorted keys, fixed separators, gzip with mtime 0 and no file name.
 Usage: python scripts/build_cipu.py [SOURCE_DIR] [OUTPUT]   (default ../shared/data/cipu)
+
+The shipped ci corpus (corpus/ci.jsonl.gz) adds other names: it labels some ci with two names joined
+(凤栖梧・蝶恋花), and a part that no tune has is added to the one tune its other part names (凤栖梧 to
+蝶恋花), so `--tune 凤栖梧` finds it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = next((p / "shared" / "data" / "cipu" for p in ROOT.parents if (p / "shared" / "data" / "cipu").is_dir()),
                       ROOT.parent / "shared" / "data" / "cipu")
 DEFAULT_OUTPUT = ROOT / "poetgen" / "data" / "cipu.json.gz"
+CORPUS = ROOT / "corpus" / "ci.jsonl.gz"   # its `tune` labels give other names (see above)
+JOINS = "・·"
 # Marks of the model poems; "、" (读, a pause inside a sentence) breaks a clause like "，".
 MARKS = "，。、？！；："
 TONES = set("平仄中")
@@ -62,7 +68,32 @@ def variant_of(raw: dict, where: str) -> dict:
     return {"tones": tones, "lengths": lengths, "marks": marks, "rhymes": groups}
 
 
-def build(source: Path) -> dict:
+def corpus_names(corpus: Path, tunes: list[dict]) -> dict[int, list[str]]:
+    """Tune index -> other names from the corpus's joined labels: each part no tune has, when exactly
+    one tune has another part of the label."""
+    owner: dict[str, set[int]] = {}
+    for i, tune in enumerate(tunes):
+        for name in tune["names"]:
+            owner.setdefault(name, set()).add(i)
+    with gzip.open(corpus, "rt", encoding="utf-8") as stream:
+        labels = {json.loads(line).get("tune") or "" for line in stream if line.strip()}
+    added: dict[str, set[int]] = {}
+    for label in labels:
+        parts = [part for part in label.translate({ord(j): "・" for j in JOINS}).split("・") if part]
+        known = set().union(*(owner.get(part, set()) for part in parts))
+        if len(parts) < 2 or len(known) != 1:
+            continue
+        for part in parts:   # a name of two characters or more, all Han (not 凌, not □□□)
+            if part not in owner and len(part) > 1 and all("\u4e00" <= ch <= "\u9fff" for ch in part):
+                added.setdefault(part, set()).update(known)
+    names: dict[int, list[str]] = {}
+    for part, tunes_of in sorted(added.items()):
+        if len(tunes_of) == 1:   # one a label gives to two tunes (自度曲, "a tune of one's own") names neither
+            names.setdefault(next(iter(tunes_of)), []).append(part)
+    return names
+
+
+def build(source: Path, corpus: Path | None = CORPUS) -> dict:
     index = json.loads((source / "ci_index.json").read_text(encoding="utf-8"))
     tunes = []
     for entry in sorted(index, key=lambda e: e["idx"]):
@@ -75,6 +106,9 @@ def build(source: Path) -> dict:
             "sections": entry["type"][0],         # 单调 / 双调 / 三段 / 四段
             "variants": variants,
         })
+    if corpus is not None:
+        for i, names in corpus_names(corpus, tunes).items():
+            tunes[i]["names"] = tunes[i]["names"] + names
     return {"source": ATTRIBUTION, "tunes": tunes}
 
 

@@ -232,3 +232,20 @@ def test_the_savedmodel_tables_find_no_tune_by_a_shared_key():
     table = tune_table()
     tables = layout_tables(shi_layouts(), np.arange(len(MARKS), dtype=np.int32) + 3, tunes=[table.get("谒金门"), table.get("一剪梅")])
     assert "yjm" not in tables.aliases and "一剪梅" in tables.aliases and "yijianmei" in tables.aliases
+
+
+def test_other_names_the_corpus_joins_to_a_tune_find_it_and_its_ci_are_counted(tmp_path):
+    """凤栖梧, 醉落魄, 一翦梅, 台城路… were unknown tunes with unrelated suggestions, though the corpus
+    labels its ci 凤栖梧・蝶恋花 and so on; `poetgen tunes 忆江南` counted 0 of its 望江南・忆江南 ci."""
+    from poetgen.cli_tunes import ci_counts
+    from poetgen.tunes import resolve, tune_table
+
+    for alias, tune in (("凤栖梧", "蝶恋花"), ("鹊踏枝", "蝶恋花"), ("醉落魄", "一斛珠"), ("一翦梅", "一剪梅"),
+                        ("台城路", "齐天乐"), ("百字令", "念奴娇"), ("江神子", "江城子"), ("南柯子", "南歌子")):
+        assert resolve(alias).tune == tune, alias
+    assert tune_table().find("自度曲") is None   # a label two tunes share names neither
+    corpus = tmp_path / "ci.jsonl"
+    corpus.write_text("".join(json.dumps({"tune": t, "text": "x"}, ensure_ascii=False) + "\n"
+                              for t in ("望江南・忆江南", "忆江南", "一剪梅・一翦梅", "渔父・渔歌子")), encoding="utf-8")
+    counts = ci_counts(corpus, tune_table())
+    assert counts["忆江南"] == 2 and counts["一剪梅"] == 1
