@@ -13,7 +13,6 @@ from pathlib import Path
 
 import click
 
-from poetgen.control import TUNE_JOINS
 from poetgen.errors import BadCorpus, BadInput
 from poetgen.quiet import progress_shown
 from poetgen.resources import shipped_path
@@ -35,11 +34,7 @@ def ci_counts(path: Path, tunes: TuneTable) -> collections.Counter:
                 name = record.get("tune") if isinstance(record, dict) else None
                 if name is not None and not isinstance(name, str):
                     raise ValueError(f"a tune that is not text: {name!r}")
-                tune = tunes.find(name) if name else None
-                if tune is None and name:   # a label joining two names (望江南・忆江南) counts for their one tune
-                    found = {t.name: t for part in name.translate({ord(j): "・" for j in TUNE_JOINS}).split("・")
-                             if (t := tunes.find(part)) is not None}
-                    tune = next(iter(found.values())) if len(found) == 1 else None
+                tune = tunes.find_label(name) if name else None   # 望江南・忆江南 counts for 忆江南
                 if tune is not None:
                     counts[tune.name] += 1
     except (OSError, ValueError, EOFError, zlib.error) as error:   # zlib.error: a corrupt .gz

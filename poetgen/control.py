@@ -111,6 +111,7 @@ def control_vocabulary(poems: Iterable, top_tunes: int = 200) -> list[str]:
 
 
 TUNE_JOINS = "・·"   # the corpus spells some tunes as two names joined (望江南・忆江南): its token does too
+# (poetgen.tunes.TUNE_JOINS reads its labels alike; control sits below tunes and does not import it)
 
 
 def tune_label(tokenizer, names) -> str:

@@ -84,6 +84,7 @@ class PoemGraph(tf.Module):
         kinds, flip = rhyme_columns(vocabulary.rhyme_membership.shape[1])
         self.rhyme_kinds, self.flip = tf.constant(kinds), tf.constant(flip)
         self.can_be = tf.constant(vocabulary.can_be)
+        self.tone_known = tf.constant(vocabulary.tone_known)
         self.mark_ids = tf.constant(vocabulary.mark_ids)
         self.first_line_rhymes = tf.constant(FIRST_LINE_RHYMES)
         self.positions = int(layouts.line.shape[1])
@@ -158,7 +159,7 @@ class PoemGraph(tf.Module):
         ids = tf.maximum(forced, 0)
         required = layout["tone"]                          # (patterns, positions), -1: no tone asked
         pairs = tf.stack([tf.maximum(required, 0), tf.broadcast_to(ids[None, :], tf.shape(required))], -1)
-        can = tf.gather_nd(self.can_be, pairs)
+        can = tf.gather_nd(self.can_be, pairs) | ~tf.gather(self.tone_known, ids)[None, :]   # unknown: not judged
         checked = (given & layout["tone_strict"])[None, :] & (required >= 0)
         tones_fit = tf.reduce_all(~checked | can, axis=1)
         slots = (layout["rhyme_group"] >= 0)[None, :] | (self.first_line_rhymes[:, None] & layout["first_line_end"][None, :])

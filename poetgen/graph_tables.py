@@ -37,6 +37,7 @@ class GraphVocabulary:
     rhyme_membership: np.ndarray   # (vocab, groups) bool: the 平水韵 level-tone groups of each id
     ci_membership: np.ndarray      # (vocab, len(ci_rhyme.CODES)) bool: the 词林正韵 codes of each id
     can_be: np.ndarray             # (2, vocab) bool: id may be read 平 (row 0) / 仄 (row 1); unknown: neither
+    tone_known: np.ndarray         # (vocab,) bool: the tone table lists the id (a fixed one it lacks fits any pattern)
     mark_ids: np.ndarray           # (len(MARKS),) id of each mark of poetgen.layout.MARKS; -1 if not in vocab
 
 
@@ -96,7 +97,8 @@ def vocabulary_tables(tables) -> GraphVocabulary:
     masks = tables.tone_masks
     can_be = np.stack([masks[t] for t in TONES])
     mark_ids = np.array([tokenizer.index.get(m, -1) for m in MARKS], np.int32)
-    return GraphVocabulary(chars, lookup, banned, tables.rhyme_membership, tables.ci_membership, can_be, mark_ids)
+    return GraphVocabulary(chars, lookup, banned, tables.rhyme_membership, tables.ci_membership, can_be,
+                           tables.tone_known, mark_ids)
 
 
 def shi_layouts() -> dict[str, Layout]:
@@ -120,6 +122,13 @@ def rhyme_columns(shi_groups: int) -> tuple[np.ndarray, np.ndarray]:
     return kinds, flip
 
 
+def _shared_keys(tunes) -> set[str]:
+    """The lookup keys (names, traditional names, pinyin; lower-cased) that two or more of `tunes` have."""
+    owners = collections.Counter(key for tune in tunes
+                                 for key in {k.strip().lower() for k in (*tune.names, *tune.names_trad, *tune.pinyin)})
+    return {key for key, count in owners.items() if count > 1}
+
+
 def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dict[str, str] | None = None,
                   tunes=()) -> LayoutTables:
     """Tables of the shi `layouts` (found by name or `aliases`) and of every variant of `tunes`
@@ -130,11 +139,13 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
     first, count = list(range(len(layouts))), [1] * len(layouts)
     keys = {**{n: n for n in layouts}, **(FORM_ALIASES if aliases is None else aliases)}
     entry_of = {key.lower(): list(layouts).index(target) for key, target in keys.items() if target in layouts}
-    owners = collections.Counter(key for tune in tunes for key in {k.strip().lower() for k in
-                                                                   (*tune.names, *tune.names_trad, *tune.pinyin)})
+    from poetgen.tunes import tune_table
+
+    # keys several tunes share, in the whole table or among these: the CLI refuses them whatever is exported
+    shared = _shared_keys(tune_table().tunes) | _shared_keys(tunes) if tunes else set()
     for tune in tunes:
         for key in (*tune.names, *tune.names_trad, *tune.pinyin):
-            if owners[key.strip().lower()] == 1:   # a key several tunes share (yjm) finds none, as in the CLI
+            if key.strip().lower() not in shared:   # a key several tunes share (yjm) finds none, as in the CLI
                 entry_of.setdefault(key.strip().lower(), len(first))
         first.append(first[-1] + count[-1] if first else 0)
         count.append(len(tune.variants))

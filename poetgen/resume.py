@@ -16,7 +16,8 @@ import zipfile
 from pathlib import Path
 
 from poetgen.atomic import write_text
-from poetgen.bundle import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, model_config_of, read_config, save_model_file
+from poetgen.bundle import (CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, is_bundle_config, model_config_of, read_config,
+                            save_model_file)
 from poetgen.errors import BadInput, BadModel
 from poetgen.tokenizer import Tokenizer
 
@@ -89,7 +90,7 @@ def read_state(out: Path) -> dict:
     resume_dir = out / RESUME_DIR
     path = resume_dir / RESUME_STATE
     if not path.exists():
-        if (out / CONFIG_FILE).exists():   # a finished run, or one whose progress was lost before it was saved
+        if is_bundle_config(out / CONFIG_FILE):   # a finished run, or one whose progress was lost before it was saved
             raise BadInput(f"nothing to resume in {out}: it holds a model but no saved progress; "
                            f"pass --force instead of --resume to train it again from the start")
         raise BadInput(f"nothing to resume in {out}: nothing was saved there yet")

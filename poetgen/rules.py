@@ -318,8 +318,8 @@ def fitting_patterns(standard: dict[str, list[str]], layout, forced: dict[int, i
     ends = {start + length - 1: line for line, (start, length) in enumerate(zip(layout.starts, layout.line_lengths))}
     fits = {}
     for name, lines in standard.items():
-        tones_fit = all(tables.tone_masks[lines[line][column]][i] for pos, i in forced.items()
-                        for line, column in [layout.line_column(pos)] if column in strict)
+        tones_fit = all(tables.tone_masks[lines[line][column]][i] or not tables.tone_known[i]   # unknown: not judged
+                        for pos, i in forced.items() for line, column in [layout.line_column(pos)] if column in strict)
         rhyming = [i for pos, i in forced.items() if pos in ends
                    and (ends[pos] in layout.rhyme_lines or (ends[pos] == 0 and name.endswith("入韵")))]
         rhymes_fit = not rhyme or tables.share_rhyme(rhyming)

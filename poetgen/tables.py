@@ -103,6 +103,15 @@ class VocabularyTables:
         return masks
 
     @functools.cached_property
+    def tone_known(self) -> np.ndarray:
+        """(vocab,) bool: the ids the tone table lists. One it lacks is never written where a tone is
+        required (tone_masks), but fixed by a prompt it fits any pattern (rules.fitting_patterns)."""
+        known = np.zeros(self.tokenizer.vocab_size, bool)
+        for ch, i in self.tokenizer.index.items():
+            known[i] = bool(self.prosody.tones(ch))
+        return known
+
+    @functools.cached_property
     def ci_rhyme(self):
         """The 词林正韵 codes of each character (ci_rhyme.py)."""
         return CiRhyme(self.prosody)

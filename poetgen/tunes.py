@@ -111,6 +111,9 @@ def _variant(tune: str, number: int, raw: dict) -> Variant:
     return Variant(tune, number, raw["tones"], tuple(raw["lengths"]), raw["marks"], tuple(slots))
 
 
+TUNE_JOINS = "・·"   # the corpus joins two names of one tune in a label (望江南・忆江南)
+
+
 class TuneTable:
     """Every tune, found by name, other name, traditional name or pinyin."""
 
@@ -133,6 +136,16 @@ class TuneTable:
         """The tune of `name`; None when no tune, or several, have it."""
         key = name.strip().lower()
         return None if key in self._shared else self._by_key.get(key)
+
+    def find_label(self, label: str) -> Tune | None:
+        """The tune of a corpus label: a name, or names joined (望江南・忆江南) when they are all of one
+        tune or of none (`poetgen tunes` counts and `export --tunes N` ranks tunes so)."""
+        tune = self.find(label) if label else None
+        if tune is None and label:
+            found = {t.name: t for part in label.translate({ord(j): "・" for j in TUNE_JOINS}).split("・")
+                     if part and (t := self.find(part)) is not None}
+            tune = next(iter(found.values())) if len(found) == 1 else None
+        return tune
 
     def get(self, name: str) -> Tune:
         """The tune of `name`; UnknownTune naming the closest names when there is none, or the tunes

@@ -459,6 +459,7 @@ def train(args) -> None:
             print(json.dumps(log[-1]), flush=True)
             if improved:
                 save_weights(params, out / "weights.npz")
+                record.update(best_step=steps, best_tokens=tokens, best_seconds=round(elapsed, 1))   # what was saved
             record.update(best_held_out_perplexity=round(math.exp(best_all), 2), steps=steps, tokens=tokens)
             if selected:
                 record[f"best_{args.select_style}_perplexity"] = round(math.exp(best), 2)
@@ -481,10 +482,14 @@ def chosen_point(record: dict) -> dict:
     """A stage's record as of the weights it kept (the best scoring, not the last step): its steps,
     tokens and seconds then, and its all-genre held-out perplexity there."""
     key = f"{record['select_style']}_perplexity" if record.get("select_style") else "held_out_perplexity"
+    if "best_step" in record:   # recorded when the weights were saved (the log's figures are rounded)
+        best = next(entry for entry in record["log"] if entry["step"] == record["best_step"])
+        return {**record, "steps": best["step"], "tokens": best["tokens"], "seconds": best["seconds"],
+                "best_held_out_perplexity": best["held_out_perplexity"]}
     scored = [entry for entry in record["log"] if entry.get(key) is not None]
     if not scored:
         return {**record, "seconds": 0.0}
-    best = min(scored, key=lambda entry: entry[key])
+    best = min(scored, key=lambda entry: entry[key])   # a record written before best_step was
     return {**record, "steps": best["step"], "tokens": best["tokens"], "seconds": best["seconds"],
             "best_held_out_perplexity": best["held_out_perplexity"]}
 

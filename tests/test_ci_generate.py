@@ -269,3 +269,22 @@ def test_a_group_with_xie_slots_never_keeps_a_rusheng_bu(tune, seed, n):
     result = shipped.generate(PoemRequest(tune=tune, n=n, best_of=1, sample=SampleOptions(seed=seed)))
     for poem in result["poems"]:
         assert poem["checks"]["rhyme_ok"] and poem["checks"]["tone_score"] == 1.0, poem["text"]
+
+
+def test_a_prompt_character_the_tone_table_lacks_fits_any_pattern_when_one_is_chosen():
+    """Once unknown characters fitted no tone, 啼 in a prompt made every pattern "not fit" and the
+    pattern was drawn at random, against the prompt's known characters (落 at a strict 平 column)."""
+    from poetgen.generate import Generator
+    from poetgen.prosody import tone_patterns
+    from poetgen.rules import fitting_patterns, forced_ids
+
+    shipped = Generator.load()
+    assert not table().tones("啼") and not shipped.tables.tone_known[shipped.tokenizer.index["啼"]]
+    for prompt in ("月落乌啼霜满天", "月落乌鸣霜满天"):
+        prepared = shipped.prepare(PoemRequest(form="qijue", prompt=prompt))
+        layout = prepared.shape.layout
+        assert fitting_patterns(tone_patterns(7, 4), layout, forced_ids(prepared, layout), shipped.tables,
+                                True) == ["平起入韵"], prompt
+    for poem in shipped.generate(PoemRequest(form="qijue", prompt="月落乌啼霜满天", n=3,
+                                             sample=SampleOptions(seed=1)))["poems"]:
+        assert poem["tone_pattern"] == "平起入韵" and poem["tone_score"] == 1.0, poem

@@ -225,10 +225,15 @@ def test_a_forced_start_that_fails_its_checks_keeps_the_old_runs_progress(run_co
     assert invoke("train", "--out", run_copy, "--resume", "--epochs", 2).exit_code == 0
 
 
-def test_resume_where_only_a_model_is_left_says_to_start_over(run_copy):
+def test_resume_where_only_a_model_is_left_says_to_start_over(run_copy, tmp_path):
     shutil.rmtree(run_copy / "resume")
     assert_one_line(invoke("train", "--out", run_copy, "--resume", "--epochs", 2),
                     "holds a model but no saved progress", "--force instead of --resume")
+    own = tmp_path / "mine"   # a user's own config.json is no model: nothing saved, and no --force advised
+    own.mkdir()
+    (own / "config.json").write_text('{"name": "my settings"}', encoding="utf-8")
+    line = assert_one_line(invoke("train", "--out", own, "--resume"), "nothing was saved there yet")
+    assert "--force" not in line
 
 
 # ---- corrupt or partial state ----------------------------------------------------------------------

@@ -128,8 +128,7 @@ def test_init_continues_from_saved_weights(data, tmp_path):
     config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
     # progress counts each stage up to the weights it kept (its best scoring), not to its last step: the
     # second stage's one step at a rate of 1e-9 scored no better than its start, so its step 0 was kept
-    kept = [min(json.loads((run / "train.json").read_text(encoding="utf-8"))["log"],
-                key=lambda entry: entry["held_out_perplexity"])["step"] for run in (first, second)]
+    kept = [json.loads((run / "train.json").read_text(encoding="utf-8"))["best_step"] for run in (first, second)]
     assert kept[1] == 0
     assert config["train"]["reverse"] is True and config["progress"]["steps"] == sum(kept)
     assert len(config["train"]["stages"]) == 2
@@ -204,3 +203,16 @@ def test_select_style_keeps_the_weights_that_score_best_on_that_style(data, tmp_
     with pytest.raises(SystemExit, match="no style han"):
         train_jax.main(["train", "--data", str(data), "--out", str(tmp_path / "bad"), "--units", "16",
                         "--projection", "0", "--max-steps", "1", "--select-style", "han", *TINY])
+
+
+def test_the_bundle_counts_a_stage_up_to_the_step_whose_weights_were_saved():
+    """The log rounds perplexity to two decimals: two scorings equal there must not make the first one
+    pass for the saved one (the weights of the later, better one were saved)."""
+    record = {"log": [{"step": 0, "tokens": 0, "seconds": 0.0, "held_out_perplexity": 60.0},
+                      {"step": 1000, "tokens": 10, "seconds": 60.0, "held_out_perplexity": 54.6},
+                      {"step": 2000, "tokens": 20, "seconds": 120.0, "held_out_perplexity": 54.6}],
+              "best_step": 2000}
+    chosen = train_jax.chosen_point(record)
+    assert (chosen["steps"], chosen["tokens"], chosen["seconds"]) == (2000, 20, 120.0)
+    del record["best_step"]   # a train.json of an earlier stage: its best scoring
+    assert train_jax.chosen_point(record)["steps"] == 1000

@@ -249,3 +249,29 @@ def test_other_names_the_corpus_joins_to_a_tune_find_it_and_its_ci_are_counted(t
                               for t in ("望江南・忆江南", "忆江南", "一剪梅・一翦梅", "渔父・渔歌子")), encoding="utf-8")
     counts = ci_counts(corpus, tune_table())
     assert counts["忆江南"] == 2 and counts["一剪梅"] == 1
+
+
+def test_export_ranks_tunes_by_the_counts_poetgen_tunes_reports():
+    """export --tunes N counted 5 ci for 忆江南 (its 望江南・忆江南 label went uncounted), so the top 100
+    left it out while `poetgen tunes` counted 202."""
+    from poetgen.cli_tunes import CI_CORPUS, ci_counts
+    from poetgen.export import exported_tunes
+    from poetgen.resources import shipped_path
+    from poetgen.tunes import tune_table
+
+    counts = ci_counts(shipped_path(CI_CORPUS), tune_table())
+    top = {t.name for t in exported_tunes(100)}
+    assert "忆江南" in top and "一斛珠" in top
+    assert min(counts[name] for name in top) >= max(counts[t.name] for t in tune_table().tunes if t.name not in top)
+
+
+def test_a_savedmodel_of_some_tunes_refuses_keys_the_whole_table_shares():
+    """With --tunes N, a shared key (htc: 画堂春 and 海棠春) whose second tune was not exported found the
+    first in the graph, while the CLI refuses it."""
+    from poetgen.graph_tables import layout_tables, shi_layouts
+    from poetgen.layout import MARKS
+    from poetgen.tunes import tune_table
+
+    table = tune_table()
+    tables = layout_tables(shi_layouts(), np.arange(len(MARKS), dtype=np.int32) + 3, tunes=[table.get("画堂春")])
+    assert table.find("htc") is None and "htc" not in tables.aliases and "画堂春" in tables.aliases
