@@ -156,7 +156,8 @@ class TuneTable:
                               f"{', '.join(t.names[0] for t in shared)}; give the tune's name", field="tune")
         tune = self.find(name)
         if tune is None:
-            close = difflib.get_close_matches(name.strip().lower(), list(self._by_key), n=3, cutoff=0.4)
+            keys = difflib.get_close_matches(name.strip().lower(), list(self._by_key), n=12, cutoff=0.4)
+            close = list(dict.fromkeys(self._by_key[key].name for key in keys))[:3]   # tunes, not their spellings
             hint = f"; closest: {', '.join(close)}" if close else ""
             raise UnknownTune(f"unknown tune {name!r}{hint} (list them with `poetgen tunes`)", field="tune")
         return tune

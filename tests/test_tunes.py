@@ -92,6 +92,8 @@ def test_unknown_tune_names_the_closest():
     with pytest.raises(UnknownTune, match="浣溪沙") as error:
         resolve("浣溪莎")
     assert error.value.field == "tune" and "\n" not in str(error.value)
+    # each close tune once, by its name: 浣溪纱 and 浣沙溪 are other names of 浣溪沙 (corpus labels)
+    assert "closest: 浣溪沙, " in str(error.value) and "浣溪纱," not in str(error.value)
 
 
 def test_variant_out_of_range_is_one_line():
