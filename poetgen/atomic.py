@@ -112,21 +112,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
 
 def atomic_save(path: str | os.PathLike, save: Callable[[Path], object]) -> None:
     """Let `save` write a temporary file with the same suffix, then rename it over `path`."""
-    path = Path(path)
-    check_parent(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        try:
-            save(Path(tmp))
-            os.chmod(tmp, 0o666 & ~_umask())
-            _commit(Path(tmp), path)
-        except OSError as error:
-            raise write_failed(path, error) from None
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with staged() as stage:
+        stage.save(path, save)
 
 
 class Staged:
