@@ -77,25 +77,23 @@ def codes_for_tone(tone: str) -> frozenset[int]:
 XIE = "叶"   # a rhyme kind's mark for a group with 叶 slots (graph_tables.RHYME_KINDS)
 
 
-def codes_for_group(variant, group: int) -> frozenset[int]:
-    """The codes a rhyme group of `variant` may keep: its tone's, and no 入声 部 when the group has 叶
-    slots (入 has no other tone, so those slots could not rhyme: the rules then gave way silently)."""
-    codes = codes_for_tone(variant.group_tone(group))
-    if any(s.group == group and s.xie for s in variant.rhymes):
-        codes = frozenset(c for c in codes if flip(c) != c)
-    return codes
-
-
 def group_kind(variant, group: int) -> str:
     """The group's rhyme kind: its tone, marked 叶 when it has 叶 slots and that narrows its codes."""
     tone = variant.group_tone(group)
-    return tone + XIE if codes_for_group(variant, group) != codes_for_tone(tone) else tone
+    has_xie = any(s.group == group and s.xie for s in variant.rhymes)
+    return tone + XIE if has_xie and kind_codes(tone + XIE) != codes_for_tone(tone) else tone
 
 
 def kind_codes(kind: str) -> frozenset[int]:
-    """The codes of a rhyme kind (group_kind's names)."""
+    """The codes of a rhyme kind (group_kind's names): a tone's, without 入声 部 when marked 叶 (入 has
+    no other tone, so a group's 叶 slots could not rhyme in one: the rules then gave way silently)."""
     codes = codes_for_tone(kind.removesuffix(XIE))
     return frozenset(c for c in codes if flip(c) != c) if kind.endswith(XIE) else codes
+
+
+def codes_for_group(variant, group: int) -> frozenset[int]:
+    """The codes a rhyme group of `variant` may keep (its kind's)."""
+    return kind_codes(group_kind(variant, group))
 
 
 def describe(code: int) -> str:

@@ -111,7 +111,11 @@ def control_vocabulary(poems: Iterable, top_tunes: int = 200) -> list[str]:
 
 
 TUNE_JOINS = "・·"   # the corpus spells some tunes as two names joined (望江南・忆江南): its token does too
-# (poetgen.tunes.TUNE_JOINS reads its labels alike; control sits below tunes and does not import it)
+
+
+def label_parts(label: str) -> list[str]:
+    """The names a corpus tune label joins (望江南・忆江南 → 望江南, 忆江南); a plain name alone."""
+    return [part for part in label.translate({ord(mark): "・" for mark in TUNE_JOINS}).split("・") if part]
 
 
 def tune_label(tokenizer, names) -> str:
@@ -126,7 +130,7 @@ def tune_label(tokenizer, names) -> str:
     for token in tokenizer.controls:
         if token.startswith(prefix) and any(mark in token for mark in TUNE_JOINS):
             label = token[len(prefix):-1]
-            for part in label.translate({ord(mark): "・" for mark in TUNE_JOINS}).split("・"):
+            for part in label_parts(label):
                 joined.setdefault(part, label)
     return next((joined[name] for name in names if name in joined), names[0])
 

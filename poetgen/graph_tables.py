@@ -5,7 +5,6 @@ writes them beside model.tflite (tables.npz). It builds tables only: no TensorFl
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 
 import numpy as np
@@ -122,13 +121,6 @@ def rhyme_columns(shi_groups: int) -> tuple[np.ndarray, np.ndarray]:
     return kinds, flip
 
 
-def _shared_keys(tunes) -> set[str]:
-    """The lookup keys (names, traditional names, pinyin; lower-cased) that two or more of `tunes` have."""
-    owners = collections.Counter(key for tune in tunes
-                                 for key in {k.strip().lower() for k in (*tune.names, *tune.names_trad, *tune.pinyin)})
-    return {key for key, count in owners.items() if count > 1}
-
-
 def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dict[str, str] | None = None,
                   tunes=()) -> LayoutTables:
     """Tables of the shi `layouts` (found by name or `aliases`) and of every variant of `tunes`
@@ -141,8 +133,7 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
     entry_of = {key.lower(): list(layouts).index(target) for key, target in keys.items() if target in layouts}
     from poetgen.tunes import tune_table
 
-    # keys several tunes share, in the whole table or among these: the CLI refuses them whatever is exported
-    shared = _shared_keys(tune_table().tunes) | _shared_keys(tunes) if tunes else set()
+    shared = tune_table().shared_keys if tunes else frozenset()   # refused by the CLI whatever is exported
     for tune in tunes:
         for key in (*tune.names, *tune.names_trad, *tune.pinyin):
             if key.strip().lower() not in shared:   # a key several tunes share (yjm) finds none, as in the CLI

@@ -13,6 +13,7 @@ import gzip
 import json
 from pathlib import Path
 
+from poetgen.control import label_parts
 from poetgen.errors import BadInput, PoetgenError
 from poetgen.layout import MARKS, STOP_MARKS, Layout
 
@@ -111,9 +112,6 @@ def _variant(tune: str, number: int, raw: dict) -> Variant:
     return Variant(tune, number, raw["tones"], tuple(raw["lengths"]), raw["marks"], tuple(slots))
 
 
-TUNE_JOINS = "・·"   # the corpus joins two names of one tune in a label (望江南・忆江南)
-
-
 class TuneTable:
     """Every tune, found by name, other name, traditional name or pinyin."""
 
@@ -132,6 +130,11 @@ class TuneTable:
                 if first is not tune:
                     self._shared.setdefault(key, [first]).append(tune)
 
+    @property
+    def shared_keys(self) -> frozenset[str]:
+        """The lookup keys several tunes have (lower-cased): find() and get() give none of them a tune."""
+        return frozenset(self._shared)
+
     def find(self, name: str) -> Tune | None:
         """The tune of `name`; None when no tune, or several, have it."""
         key = name.strip().lower()
@@ -142,8 +145,7 @@ class TuneTable:
         tune or of none (`poetgen tunes` counts and `export --tunes N` ranks tunes so)."""
         tune = self.find(label) if label else None
         if tune is None and label:
-            found = {t.name: t for part in label.translate({ord(j): "・" for j in TUNE_JOINS}).split("・")
-                     if part and (t := self.find(part)) is not None}
+            found = {t.name: t for part in label_parts(label) if (t := self.find(part)) is not None}
             tune = next(iter(found.values())) if len(found) == 1 else None
         return tune
 

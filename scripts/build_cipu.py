@@ -17,12 +17,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from poetgen.control import label_parts  # noqa: E402  (the corpus's joined tune labels, read as poetgen reads them)
 # ../shared/data/cipu beside the repository (or beside the folder holding its worktree)
 DEFAULT_SOURCE = next((p / "shared" / "data" / "cipu" for p in ROOT.parents if (p / "shared" / "data" / "cipu").is_dir()),
                       ROOT.parent / "shared" / "data" / "cipu")
 DEFAULT_OUTPUT = ROOT / "poetgen" / "data" / "cipu.json.gz"
 CORPUS = ROOT / "corpus" / "ci.jsonl.gz"   # its `tune` labels give other names (see above)
-JOINS = "・·"
 # Marks of the model poems; "、" (读, a pause inside a sentence) breaks a clause like "，".
 MARKS = "，。、？！；："
 TONES = set("平仄中")
@@ -79,7 +80,7 @@ def corpus_names(corpus: Path, tunes: list[dict]) -> dict[int, list[str]]:
         labels = {json.loads(line).get("tune") or "" for line in stream if line.strip()}
     added: dict[str, set[int]] = {}
     for label in labels:
-        parts = [part for part in label.translate({ord(j): "・" for j in JOINS}).split("・") if part]
+        parts = label_parts(label)
         known = set().union(*(owner.get(part, set()) for part in parts))
         if len(parts) < 2 or len(known) != 1:
             continue
