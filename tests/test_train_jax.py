@@ -216,3 +216,25 @@ def test_the_bundle_counts_a_stage_up_to_the_step_whose_weights_were_saved():
     assert (chosen["steps"], chosen["tokens"], chosen["seconds"]) == (2000, 20, 120.0)
     del record["best_step"]   # a train.json of an earlier stage: its best scoring
     assert train_jax.chosen_point(record)["steps"] == 1000
+
+
+def test_average_after_scores_and_saves_the_mean_of_the_iterates(data, tmp_path):
+    """--average-after 0.5 over 10 steps: from the fifth step on, the model scored (and saved) is the
+    running mean of the weights after each step; a mean of one iterate is that iterate."""
+    run = tmp_path / "avg"
+    train_jax.main(["train", "--data", str(data), "--out", str(run), "--units", "16", "--projection", "0",
+                    "--max-steps", "10", "--learning-rate", "1e-2", "--average-after", "0.5", *TINY])
+    record = json.loads((run / "train.json").read_text(encoding="utf-8"))
+    averaged = [entry for entry in record["log"] if "averaged_steps" in entry]
+    assert [entry["averaged_steps"] for entry in averaged] == [1, 2, 3, 4, 5]
+    assert [entry["step"] for entry in averaged] == [6, 7, 8, 9, 10]
+    assert averaged[0]["held_out_perplexity"] == pytest.approx(averaged[0]["last_iterate_perplexity"], rel=1e-4)
+    assert averaged[-1]["held_out_perplexity"] != averaged[-1]["last_iterate_perplexity"]
+    assert record["average_after"] == 0.5
+    # the weights saved are the scored ones: the mean, where the mean scored best
+    bundle = tmp_path / "bundle"
+    train_jax.main(["bundle", "--data", str(data), "--weights", str(run / "weights.npz"), "--out", str(bundle)])
+    config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
+    best = min(record["log"], key=lambda entry: entry["held_out_perplexity"])
+    assert config["metrics"]["best_val_perplexity"] == best["held_out_perplexity"]
+    assert config["progress"]["steps"] == best["step"]
