@@ -78,7 +78,7 @@ def corpus_stats(poems: list[Poem], top: int = 20) -> dict:
         counts.update(poem.text)
     han = {ch: n for ch, n in counts.items() if ch not in "，。？！；："}
     kinds = collections.Counter((poem.dynasty, poem.genre) for poem in poems)
-    tunes = collections.Counter(poem.tune for poem in poems if poem.genre == "ci")
+    tunes = collections.Counter(poem.tune for poem in poems if poem.genre == "ci" and poem.tune)   # untuned ci: none
     return {"poems": len(poems), "chars": sum(len(p.text) for p in poems), "han_chars": sum(han.values()),
             "vocab": len(han), "forms": form_counts(p for p in poems if p.genre == "shi"),
             "by_dynasty_genre": {f"{d}/{g}": kinds[d, g] for d in DYNASTIES for g in GENRES if kinds[d, g]},

@@ -130,7 +130,13 @@ def given_options(options: dict) -> frozenset[str]:
               help="Load the model once, then write a poem for each line typed on stdin (/help lists commands).")
 def generate(prompt, model_dir, fmt, traditional, int8, interactive, **options) -> None:
     """Write poems, starting with PROMPT if given."""
+    from click.core import ParameterSource
+
     from poetgen import api
+    from poetgen.request import blank_tune
+
+    if options["tune"] == "" and click.get_current_context().get_parameter_source("tune") == ParameterSource.COMMANDLINE:
+        raise blank_tune()   # `--tune ""` given, which parses as the default (shi)
 
     if interactive:
         from poetgen.interactive import run_session

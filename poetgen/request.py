@@ -37,7 +37,7 @@ REPEAT_PENALTY = 1.0      # the default repeat penalty (the SavedModel's graph a
 SERVER_MAX_POLISH = 2     # polishing rounds: two cost ~0.1-0.5 s a poem
 FORM_NAMES = ("wujue", "qijue", "wulv", "qilv", "free", "五绝", "七绝", "五律", "七律")
 # Words of the request itself ("write a poem about …"), not of its theme.
-_REQUEST_WORDS = frozenset("写 作 一首 一篇 首 篇 关于 有关 诗 诗歌 诗词 古诗 请 帮 帮我 我 给 创作 描写 表达 主题 一下 的".split())
+_REQUEST_WORDS = frozenset("写 作 写诗 作诗 赋诗 一首 一篇 首 篇 关于 有关 诗 诗歌 诗词 古诗 请 帮 帮我 我 给 创作 描写 表达 主题 一下 的".split())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +65,7 @@ class PoemRequest:
 
     def resolved_form(self) -> str:
         if self.tune and not self.tune.strip():
-            raise BadInput("tune is blank: give a tune's name, or leave tune out for shi", field="tune")
+            raise blank_tune()
         if self.tune.strip():
             if self.form:
                 raise BadInput("give a form or a tune, not both", field="form")
@@ -178,6 +178,11 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
                            variant, title)
 
 
+def blank_tune() -> BadInput:
+    """A tune given but blank (the CLI's `--tune ""` too, which reads as no tune once parsed)."""
+    return BadInput("tune is blank: give a tune's name, or leave tune out for shi", field="tune")
+
+
 def check_prompt_rhymes(prompt: str, prompt_ids, layout: Layout, tables: VocabularyTables) -> None:
     """A prompt that ends rhyming lines (2, 4, 6, 8) must leave them a shared 平水韵 level-tone group: the
     rule could not rhyme the rest with them, and the poem would fail its rhyme (--no-rhyme keeps it)."""
@@ -193,8 +198,10 @@ def check_prompt_rhymes(prompt: str, prompt_ids, layout: Layout, tables: Vocabul
         used[prompt[end]] = line + 1
         ends.append(prompt_ids[end])
         if not tables.share_rhyme(ends):
-            why = "rhymes in no level-tone group" if not tables.share_rhyme(ends[-1:]) else \
-                "shares no rhyme group with the lines before"
+            own = tables.prosody.rhyme_groups(prompt[end])
+            why = "shares no rhyme group with the lines before" if own else \
+                "is not in the rhyme table (no 平水韵 level-tone group is known for it)" \
+                if not tables.prosody.tones(prompt[end]) else "has no level-tone (平) reading to rhyme in"
             raise BadInput(f"prompt line {line + 1} ends in {prompt[end]!r}, which {why}; change it, or pass "
                            f"--no-rhyme (rhyme: false) to keep it", field="prompt")
 
@@ -290,12 +297,20 @@ def encode_known(tokenizer: Tokenizer, text: str, what: str) -> list[int]:
 
 
 def theme_keywords(theme: str, tokenizer: Tokenizer) -> tuple[list[str], list[int]]:
-    """Up to six keywords of a free-text theme (jieba's TF-IDF), and the ids of their known characters."""
+    """Up to six keywords of a free-text theme (jieba's TF-IDF), and the ids of their known characters.
+    jieba drops one-character words, so a theme it finds no Chinese keyword in (月, 秋雨) gives its own
+    characters, one keyword each; a theme with no character the model knows is refused."""
     import jieba
     import jieba.analyse
 
     jieba.setLogLevel(60)
-    words = [w for w in jieba.analyse.extract_tags(normalize_text(theme), topK=12)
-             if w not in _REQUEST_WORDS][:6]
+    text = normalize_text(theme)
+    words = [w for w in jieba.analyse.extract_tags(text, topK=12)
+             if w not in _REQUEST_WORDS and any(is_han(ch) for ch in w)][:6]
+    if not words:
+        words = [ch for ch in dict.fromkeys(text) if is_han(ch) and ch not in _REQUEST_WORDS][:6]
     chars = [ch for ch in dict.fromkeys("".join(words)) if ch in tokenizer.index]
+    if not chars:
+        raise BadInput(f"theme {theme!r} names nothing to write about in characters the model knows; give "
+                       f"one such as 写一首关于秋天思乡的诗, or 月", field="theme")
     return words, [tokenizer.id_of(ch) for ch in chars]

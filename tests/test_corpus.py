@@ -366,12 +366,14 @@ def test_stats_count_dynasties_genres_and_tunes(tmp_path):
     poems = [Poem(POEM_A, form="wujue"), Poem(POEM_B, form="qijue", dynasty="song"),
              Poem("山下兰芽短浸溪，松间沙路净无泥。", "", "", "ci", "song", "ci", "浣溪沙"),
              Poem("小山重叠金明灭，鬓云欲度香腮雪。", "", "", "ci", "wudai", "ci", "菩萨蛮"),
-             Poem("无言独上西楼，月如钩。", "", "", "ci", "song", "ci", "浣溪沙")]
+             Poem("无言独上西楼，月如钩。", "", "", "ci", "song", "ci", "浣溪沙"),
+             Poem("帘外雨潺潺，春意阑珊。", "", "", "ci", "wudai", "ci", "")]   # a ci without its tune
     write_corpus(poems, tmp_path / "mixed.jsonl")
     result = CliRunner().invoke(cli, ["corpus", "stats", str(tmp_path / "mixed.jsonl"), "--format", "json"])
     assert result.exit_code == 0, result.output
     stats = json.loads(result.output)
-    assert stats["by_dynasty_genre"] == {"tang/shi": 1, "song/shi": 1, "song/ci": 2, "wudai/ci": 1}
+    assert stats["by_dynasty_genre"] == {"tang/shi": 1, "song/shi": 1, "song/ci": 2, "wudai/ci": 2}
+    # a ci without a tune is no tune named "" (it was: "most written:  1")
     assert stats["top_tunes"] == [["浣溪沙", 2], ["菩萨蛮", 1]] and stats["ci_tunes"] == 2
     assert stats["forms"]["wujue"] == 1 and stats["forms"]["qijue"] == 1 and sum(stats["forms"].values()) == 2
     text = CliRunner().invoke(cli, ["corpus", "stats", str(tmp_path / "mixed.jsonl")])

@@ -127,6 +127,19 @@ def test_theme_keywords_steer_the_poem(generator):
     assert hits(themed) > 2 * hits(plain)
 
 
+def test_a_one_character_theme_steers_and_a_theme_with_nothing_known_is_refused(generator):
+    """jieba drops one-character words: --theme 月 gave no keyword and the very poem no theme gives;
+    --theme hello was taken silently (a Latin prompt is refused)."""
+    themed = generator.generate(PoemRequest(theme="月", n=30, sample=SampleOptions(seed=5)))
+    plain = generator.generate(PoemRequest(n=30, sample=SampleOptions(seed=5)))
+    assert themed["keywords"] == ["月"]
+    assert sum(p["text"].count("月") for p in themed["poems"]) > sum(p["text"].count("月") for p in plain["poems"])
+    for theme in ("hello", "写诗"):
+        with pytest.raises(BadInput, match="names nothing to write about") as refused:
+            generator.generate(PoemRequest(theme=theme))
+        assert refused.value.field == "theme"
+
+
 def test_best_of_keeps_the_best_candidate_of_each_group(generator):
     # Candidate k draws from stream (seed, k) whatever the request, so n=32 yields the 4 × 8 candidates
     # of n=4, best_of=8, in order: poem i must be the best of candidates 8i … 8i + 7.
@@ -322,9 +335,12 @@ def test_a_prompt_that_leaves_its_rhyme_lines_no_common_group_is_refused():
     from poetgen.generate import Generator
 
     shipped = Generator.load()
-    with pytest.raises(BadInput, match="prompt line 2 ends in '去'") as refused:
+    with pytest.raises(BadInput, match="prompt line 2 ends in '去', which has no level-tone") as refused:
         shipped.generate(PoemRequest(prompt="白日依山尽黄河入海去"))
     assert refused.value.field == "prompt"
+    # a character the table does not know is not said to rhyme in no group: the table lacks it
+    with pytest.raises(BadInput, match="ends in '忻', which is not in the rhyme table"):
+        shipped.generate(PoemRequest(prompt="白日依山尽黄河入海忻"))
     with pytest.raises(BadInput, match="shares no rhyme group"):
         shipped.generate(PoemRequest(prompt="白日依山尽，黄河入海流。欲穷千里目，更上一层台", form="wujue"))
     kept = shipped.generate(PoemRequest(prompt="白日依山尽黄河入海去", rhyme=False, sample=SampleOptions(seed=1)))

@@ -217,6 +217,14 @@ def test_blank_names_and_shared_pinyin_initials_are_refused_naming_tune():
         with pytest.raises(BadInput, match="tune is blank") as error:
             PoemRequest(tune=blank).validate()
         assert error.value.field == "tune"
+    # `--tune ""` parses as the default (no tune: shi), so the CLI itself refuses it; it wrote a 五绝
+    from click.testing import CliRunner
+
+    from poetgen.cli import cli
+
+    for args in (["--tune", ""], ["--tune=", "--interactive"]):
+        result = CliRunner().invoke(cli, ["generate", *args], input="")
+        assert result.exit_code == 2 and "tune is blank" in result.output, (args, result.output)
     with pytest.raises(BadInput, match="no tune name before '#'"):
         resolve("#3")
     with pytest.raises(BadInput, match="'yjm' names 2 tunes: 谒金门, 一剪梅") as error:
