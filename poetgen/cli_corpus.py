@@ -16,7 +16,7 @@ import click
 from poetgen.corpus import (DYNASTIES, GENRES, EmptyCorpus, Poem, form_counts, shipped_corpus_path,
                             shipped_corpus_paths, write_corpus)
 from poetgen.errors import BadCorpus, OutputExists
-from poetgen.importers import expand_paths, load_corpus, stream_poems
+from poetgen.importers import WHOLE_LINES, expand_paths, load_corpus, stream_poems
 from poetgen.quiet import progress_shown
 from poetgen.layout import FORMS
 from poetgen.lock import Lock
@@ -53,23 +53,31 @@ def _print_import_summary(kept: int, dropped: collections.Counter, out: Path) ->
 @click.option("--encoding", default="utf-8", show_default=True, help="Encoding of the input files (e.g. gbk).")
 @click.option("--keep-script", is_flag=True, help="Keep traditional characters instead of converting to simplified.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
-def import_command(paths, out: Path, encoding: str, keep_script: bool, force: bool) -> None:
+@click.option("--per-line", is_flag=True,
+              help="Plain text: one poem per line, whatever blank lines there are (by default blank lines, where "
+                   "they separate lines of text, separate poems of several lines).")
+def import_command(paths, out: Path, encoding: str, keep_script: bool, force: bool, per_line: bool) -> None:
     """Import plain text, JSON lines, chinese-poetry JSON files or directories of them."""
     _check_output(out, force)
     total = _input_bytes(paths, [out])   # the output, in an input directory, is not read back (--force)
-    dropped = collections.Counter()
+    dropped, notes = collections.Counter(), collections.Counter()
+    options = {"per_line": per_line, "notes": notes}
     try:
         with Lock.file(out):   # a second import onto the same file refuses, naming this one
             if total > PROGRESS_BYTES and progress_shown():
                 with click.progressbar(length=total, label="importing", file=click.get_text_stream("stderr")) as bar:
-                    kept = write_corpus(stream_poems(paths, dropped, encoding, not keep_script, bar.update, [out]),
-                                        out)
+                    kept = write_corpus(stream_poems(paths, dropped, encoding, not keep_script, bar.update, [out],
+                                                     **options), out)
             else:
-                kept = write_corpus(stream_poems(paths, dropped, encoding, not keep_script, exclude=[out]), out)
+                kept = write_corpus(stream_poems(paths, dropped, encoding, not keep_script, exclude=[out], **options),
+                                    out)
     except EmptyCorpus:
         reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.most_common()) or "nothing found"
         raise BadCorpus(f"no usable poem in the input ({reasons}); {out} not written") from None
     _print_import_summary(kept, dropped, out)
+    if notes[WHOLE_LINES] and not per_line:
+        click.echo(f"poetgen: warning: {notes[WHOLE_LINES]} {WHOLE_LINES} were each read as one poem (as a 律诗 "
+                   f"written four clauses a line must be); pass --per-line to read one poem per line", err=True)
 
 
 def corpus_stats(poems: list[Poem], top: int = 20) -> dict:

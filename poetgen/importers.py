@@ -16,9 +16,10 @@ import zlib
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from poetgen.corpus import (GENRES, MAX_CHARS, Deduplicator, Poem, dynasty_name, make_poem,
+from poetgen.corpus import (GENRES, MAX_CHARS, Deduplicator, Poem, dynasty_name, make_poem, normalize_text,
                             shipped_corpus_paths)
 from poetgen.errors import BadCorpus
+from poetgen.layout import form_of
 
 SUFFIXES = (".txt", ".json", ".jsonl", ".gz")
 _SNIFF_BYTES = 8192
@@ -44,6 +45,7 @@ class RawPoem:
     dynasty: str = "tang"   # one of corpus.DYNASTIES
     genre: str = "shi"      # one of corpus.GENRES; a tune makes it ci
     tune: str = ""          # a ci's tune (chinese-poetry calls it `rhythmic`)
+    whole_lines: bool = False   # a blank-line separated block whose every line is a whole poem of its own
 
 
 def expand_paths(paths: Iterable[str | os.PathLike], exclude: Iterable[str | os.PathLike] = ()) -> list[Path]:
@@ -314,7 +316,7 @@ def _read_text(lines: Iterable[str], blank_separated: bool) -> Iterator[RawPoem]
     for line in lines:
         if not line.strip():
             if block:
-                yield RawPoem(_joined(block))
+                yield _block_poem(block)
             block, size, skipping = [], 0, False
         elif not skipping:
             block.append(line)
@@ -323,7 +325,15 @@ def _read_text(lines: Iterable[str], blank_separated: bool) -> Iterator[RawPoem]
                 yield RawPoem("".join(block)[:MAX_LINE_CHARS + 1])
                 block, size, skipping = [], 0, True
     if block:
-        yield RawPoem(_joined(block))
+        yield _block_poem(block)
+
+
+def _block_poem(block: list[str]) -> RawPoem:
+    """A block as one poem, marked when each of its lines is a whole regular poem by itself (two 五绝 a
+    line read as one 五律: the importer cannot tell them from a 五律 written four clauses a line, so it
+    says so and --per-line reads them apart)."""
+    whole = len(block) > 1 and all(form_of(normalize_text(line.strip())) != "other" for line in block)
+    return RawPoem(_joined(block), whole_lines=whole)
 
 
 LINE_END_MARKS = "，。！？；：、,.!?;:"
@@ -353,10 +363,11 @@ def _has_blank_separators(lines: Iterable[str]) -> bool:
 
 
 def read_raw(path: Path, encoding: str = "utf-8", on_bytes: Callable[[int], None] | None = None,
-             found: bool = False) -> Iterator[RawPoem | str]:
+             found: bool = False, per_line: bool = False) -> Iterator[RawPoem | str]:
     """Raw poems of one file; a string in the stream is the reason an entry was unusable. `found`: the
     file was found in a directory, where a .json that is not a list of poems (chinese-poetry's
-    package.json) is passed over as one drop, not an error."""
+    package.json) is passed over as one drop, not an error. `per_line`: a text file holds one poem per
+    line, whatever blank lines it has."""
     check_encoding(encoding)
     _check_text(path, encoding)
     kind = _sniff_format(path, encoding)
@@ -365,7 +376,7 @@ def read_raw(path: Path, encoding: str = "utf-8", on_bytes: Callable[[int], None
     elif kind == "jsonl":
         yield from _read_jsonl(_text_stream(path, encoding, on_bytes))
     else:
-        blank = _has_blank_separators(_text_stream(path, encoding, None))
+        blank = not per_line and _has_blank_separators(_text_stream(path, encoding, None))
         yield from _read_text(_text_stream(path, encoding, on_bytes), blank)
 
 
@@ -381,32 +392,39 @@ def check_encoding(encoding: str) -> None:
 
 def stream_poems(paths: Iterable[str | os.PathLike], dropped: collections.Counter, encoding: str = "utf-8",
                  simplify: bool = True, on_bytes: Callable[[int], None] | None = None,
-                 exclude: Iterable[str | os.PathLike] = ()) -> Iterator[Poem]:
+                 exclude: Iterable[str | os.PathLike] = (), per_line: bool = False,
+                 notes: collections.Counter | None = None) -> Iterator[Poem]:
     """Clean poems of all files (but `exclude`, see expand_paths), one at a time; drop reasons are
-    counted into `dropped`."""
+    counted into `dropped`, and what the reader should know into `notes` (see iter_clean)."""
     files = expand_paths(paths, exclude)
     given = {Path(p) for p in paths if not Path(p).is_dir()}
     check_encoding(encoding)
-    raws = (raw for path in files for raw in read_raw(path, encoding, on_bytes, found=path not in given))
-    return iter_clean(raws, dropped, simplify)
+    raws = (raw for path in files for raw in read_raw(path, encoding, on_bytes, path not in given, per_line))
+    return iter_clean(raws, dropped, simplify, notes=notes)
 
 
 def import_poems(paths: Iterable[str | os.PathLike], encoding: str = "utf-8", simplify: bool = True,
-                 on_bytes: Callable[[int], None] | None = None) -> ImportResult:
+                 on_bytes: Callable[[int], None] | None = None, per_line: bool = False) -> ImportResult:
     dropped = collections.Counter()
     files = len(expand_paths(paths))
-    return ImportResult(list(stream_poems(paths, dropped, encoding, simplify, on_bytes)), dropped, files)
+    return ImportResult(list(stream_poems(paths, dropped, encoding, simplify, on_bytes, per_line=per_line)),
+                        dropped, files)
+
+
+WHOLE_LINES = "blank-line separated blocks whose every line is a whole poem by itself"
 
 
 def iter_clean(raws: Iterable[RawPoem | str], dropped: collections.Counter, simplify: bool = True,
-               seen: Deduplicator | None = None) -> Iterator[Poem]:
+               seen: Deduplicator | None = None, notes: collections.Counter | None = None) -> Iterator[Poem]:
     """Clean and deduplicate raw poems (against `seen` too, when given); a string in the stream is
-    counted as a drop reason."""
+    counted as a drop reason; a block of whole-poem lines is counted into `notes` as WHOLE_LINES."""
     seen = seen if seen is not None else Deduplicator()
     for raw in raws:
         if isinstance(raw, str):
             dropped[raw] += 1
             continue
+        if raw.whole_lines and notes is not None:
+            notes[WHOLE_LINES] += 1
         poem, reason = make_poem(raw.text, raw.title, raw.author, simplify, raw.dynasty, raw.genre, raw.tune)
         if poem is None:
             dropped[reason] += 1

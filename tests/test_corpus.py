@@ -175,6 +175,31 @@ def test_blank_lines_after_the_last_poem_do_not_merge_one_poem_per_line(tmp_path
     assert [p.form for p in load_corpus(tmp_path / "o.jsonl")] == ["wujue"] * 3
 
 
+def test_blocks_of_whole_poem_lines_are_said_and_per_line_reads_them_apart(tmp_path):
+    """One 五绝 a line, two lines a group, groups between blank lines: each group was silently imported as
+    one 五律. The importer cannot tell it from a 五律 written four clauses a line, so it warns, and
+    --per-line reads one poem per line."""
+    path = tmp_path / "groups.txt"
+    path.write_text("床前明月光，疑是地上霜。举头望明月，低头思故乡。\n白日依山尽，黄河入海流。欲穷千里目，更上一层楼。\n\n"
+                    "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。\n千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江雪。\n",
+                    encoding="utf-8")
+    out = tmp_path / "o.jsonl"
+    joined = CliRunner().invoke(cli, ["corpus", "import", str(path), "--out", str(out)])
+    assert joined.exit_code == 0 and "kept 2 poems" in joined.output
+    assert "warning: 2 blank-line separated blocks whose every line is a whole poem" in joined.output
+    assert "--per-line" in joined.output
+    apart = CliRunner().invoke(cli, ["corpus", "import", str(path), "--out", str(out), "--force", "--per-line"])
+    assert apart.exit_code == 0 and "kept 4 poems" in apart.output and "warning" not in apart.output
+    assert [p.form for p in load_corpus(out)] == ["wujue"] * 4
+    assert len(import_poems([path], per_line=True).poems) == 4
+    # a poem written a couplet a line is no such block: no warning
+    couplets = tmp_path / "couplets.txt"
+    couplets.write_text("床前明月光，疑是地上霜。\n举头望明月，低头思故乡。\n\n春眠不觉晓，处处闻啼鸟。\n夜来风雨声，花落知多少。\n",
+                        encoding="utf-8")
+    plain = CliRunner().invoke(cli, ["corpus", "import", str(couplets), "--out", str(tmp_path / "c.jsonl")])
+    assert "kept 2 poems" in plain.output and "warning" not in plain.output
+
+
 def test_a_utf8_byte_order_mark_is_not_part_of_the_first_poem(tmp_path):
     bom = "\ufeff"
     (tmp_path / "a.txt").write_text(f"{bom}{POEM_A}\n{POEM_B}\n", encoding="utf-8")
