@@ -91,11 +91,11 @@ def export(bundle: Bundle, options: ExportOptions) -> Path:
     out = Path(options.out)
     if out.resolve().name == "" or out.name in ("", ".", ".."):
         raise BadInput(f"--out {options.out} names no directory of its own; give a new directory's name")
-    make_parents(out)   # models/poet/1 for TF Serving: its parents are made as train makes its --out's
-    check_parent(out)
-    if bundle.reverse and options.format == "savedmodel":
+    if bundle.reverse and options.format == "savedmodel":   # refused before any folder is made
         raise BadInput("a reverse model (train --reverse) reads poems backwards and cannot write them: "
                        "export the forward model, or --format keras")
+    make_parents(out)   # models/poet/1 for TF Serving: its parents are made as train makes its --out's
+    check_parent(out)
     # Replacing a directory a run is writing would lose it: hold its lock (a new directory's too, made
     # for it, so no run can start there meanwhile), or refuse naming the holder.
     lock = Lock.directory(out) if not out.exists() or (out.is_dir() and not out.is_symlink()) \

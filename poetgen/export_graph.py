@@ -69,6 +69,8 @@ class PoemGraph(tf.Module):
         self.mark_index = _table(list(MARKS), list(range(len(MARKS))), -1)
         self.half_width = _table(list(HALF_WIDTH), list(HALF_WIDTH.values()), "", tf.string)
         self.form_index = _table(list(layouts.aliases), list(layouts.aliases.values()), -1)
+        self.left_out = _table(["\0", *layouts.left_out], [0] + [1] * len(layouts.left_out), 0)   # tunes not exported
+        self.entry_tune = tf.constant(layouts.entry_tune)
         self.form_names = ", ".join(layouts.names[:int(np.sum(~layouts.entry_tune))])
         self.default_forms = (layouts.aliases["wujue"], layouts.aliases["wulv"])
         self.entry_first = tf.constant(layouts.entry_first)
@@ -205,14 +207,22 @@ class PoemGraph(tf.Module):
         number = tf.where(numbered & digits, tf.strings.to_number(tf.where(digits, suffix, "1"), tf.int32), 1)
         default = tf.where(tf.equal(acrostic_size, 8), self.default_forms[1], self.default_forms[0])
         entry = tf.where(tf.equal(form, ""), tf.cast(default, tf.int64), self.form_index.lookup(name))
-        known = _check(entry >= 0, f"form must be one of {self.form_names} (or 五绝 七绝 五律 七律) or a ci tune's "
-                                   "name, other name or pinyin (`poetgen tunes`), not", form)
+        exported = _check((entry >= 0) | tf.equal(self.left_out.lookup(name), 0),
+                          "form names a ci tune this export left out (export --tunes N writes the N most written "
+                          "tunes; --tunes -1, the default, every tune):", form)
+        with tf.control_dependencies([exported]):   # that first: the tune exists, the export lacks it
+            known = _check(entry >= 0, f"form must be one of {self.form_names} (or 五绝 七绝 五律 七律) or a ci "
+                                       "tune's name, other name or pinyin (`poetgen tunes`), not", form)
         entry = tf.cast(tf.maximum(entry, 0), tf.int32)
         count = tf.gather(self.entry_count, entry)
-        variant_ok = _check(~numbered | (digits & (number <= count)), "form names variant", suffix,
-                            "but its tune has", count, "variant(s): write <tune>#1 to #", count)
+        with tf.control_dependencies([known]):
+            is_tune = _check(~numbered | tf.gather(self.entry_tune, entry),
+                             "form: only a ci tune takes a variant (#n), not the shi form", name)
+        with tf.control_dependencies([is_tune]):
+            variant_ok = _check(~numbered | (digits & (number <= count)), "form names variant", suffix,
+                                "but its tune has", count, "variant(s): write <tune>#1 to #", count)
         return tf.gather(self.entry_first, entry) + tf.minimum(number, count) - 1, entry, \
-            tf.group(known, variant_ok)
+            tf.group(exported, known, is_tune, variant_ok)
 
     def _prompt(self, chars, layout):
         """Forced ids per position: the prompt's characters in the character slots, its marks at the ends

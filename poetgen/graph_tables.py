@@ -71,6 +71,7 @@ class LayoutTables:
     tone: np.ndarray               # (layouts, patterns, positions) 0 平, 1 仄, -1 none (marks, padding, 中)
     tone_strict: np.ndarray        # (layouts, positions) the tone at this column is enforced, not nudged
     partial_acrostic: np.ndarray   # (layouts,) an acrostic may name fewer heads than lines (a tune's clauses)
+    left_out: tuple[str, ...] = ()  # names of the 词谱's tunes not exported (lower-cased), for a clear refusal
 
 
 def vocabulary_tables(tables) -> GraphVocabulary:
@@ -133,7 +134,7 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
     entry_of = {key.lower(): list(layouts).index(target) for key, target in keys.items() if target in layouts}
     from poetgen.tunes import tune_table
 
-    shared = tune_table().shared_keys if tunes else frozenset()   # refused by the CLI whatever is exported
+    shared = tune_table().shared_keys   # refused by the CLI whatever is exported
     for tune in tunes:
         for key in (*tune.names, *tune.names_trad, *tune.pinyin):
             if key.strip().lower() not in shared:   # a key several tunes share (yjm) finds none, as in the CLI
@@ -175,8 +176,11 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
             _shi_rhyme_and_tone(t, f, layout)
         else:
             _tune_rhyme_and_tone(t, f, variants[f - len(layouts)], slots)
+    exported = {tune.name for tune in tunes}
+    left_out = sorted({key.strip().lower() for tune in tune_table().tunes if tune.name not in exported
+                       for key in (*tune.names, *tune.names_trad, *tune.pinyin)} - set(entry_of) - shared)
     return LayoutTables(names, entry_of, np.array(first, np.int32), np.array(count, np.int32),
-                        np.arange(len(first)) >= len(layouts), **t)
+                        np.arange(len(first)) >= len(layouts), **t, left_out=tuple(left_out))
 
 
 def _shi_rhyme_and_tone(t: dict, f: int, layout: Layout) -> None:

@@ -306,6 +306,9 @@ def test_a_reverse_model_is_not_exported_as_a_savedmodel_that_writes(with_revers
     result = run_cli("export", "--model", with_reverse[0] / "reverse", "--out", tmp_path / "sm", "--tunes", "0")
     assert result.exit_code == 2 and "reverse model" in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "sm").exists()
+    # nor are the folders above a deep --out made for it (they were, before the refusal)
+    result = run_cli("export", "--model", with_reverse[0] / "reverse", "--out", tmp_path / "new" / "deep" / "1")
+    assert result.exit_code == 2 and "reverse model" in result.output and not (tmp_path / "new").exists()
 
 
 def test_force_leaves_a_users_own_dot_old_directory_alone(tiny_bundle, tmp_path):
