@@ -1,5 +1,5 @@
 """Checks a ci against a tune variant: layout (clauses and marks), rhyme at its rhyme positions by
-词林正韵 部, and 平仄 at its 平/仄 positions (中 free). The shi checker is checks.py.
+词林正韵 部, 平仄 at its 平/仄 positions (中 free), and its 叠 phrases repeated. The shi checker is checks.py.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ class CiCheck:
     tone_score: float | None           # share of 平/仄 positions whose character can be read in that tone
     tone_positions: list[bool] | None  # per 平/仄 position: fits or not
     acrostic_ok: bool | None           # clause heads spell the acrostic (None: none asked)
+    repeat_ok: bool | None = None      # every 叠 phrase repeats the characters before it (None: the variant has
+                                       # none, or the character count is off)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -77,9 +79,10 @@ def check_ci(text: str, variant: Variant, prosody: Prosody, rhyme: CiRhyme, acro
         return CiCheck(variant.tune, variant.number, False, False, None, None, None, None, None, None, acrostic_ok)
     rhyme_fits, parts = rhyme_of(chars, variant, rhyme)
     tones = tone_of(chars, variant, prosody)
+    repeat_ok = all(chars[p] == chars[s] for p, s in variant.repeats) if variant.repeats else None
     return CiCheck(variant.tune, variant.number, lines is not None, True, all(rhyme_fits),
                    sum(rhyme_fits) / len(rhyme_fits) if rhyme_fits else 1.0, parts, rhyme_fits,
-                   sum(tones) / len(tones) if tones else 1.0, tones, acrostic_ok)
+                   sum(tones) / len(tones) if tones else 1.0, tones, acrostic_ok, repeat_ok)
 
 
 def check_against_tune(text: str, tune: Tune, prosody: Prosody, rhyme: CiRhyme) -> CiCheck:

@@ -1,5 +1,6 @@
-"""The logit rules of a ci written to a tune variant: rhyme at its rhyme positions by 词林正韵 部,
-and 平仄 at its 平/仄 positions. The layout itself is the shared Layout rule (rules.py).
+"""The logit rules of a ci written to a tune variant: its 叠 phrases repeated, rhyme at its rhyme
+positions by 词林正韵 部, and 平仄 at its 平/仄 positions. The layout itself is the shared Layout rule
+(rules.py).
 """
 
 from __future__ import annotations
@@ -74,6 +75,22 @@ class CiRhyme(_CiRule):
         self.used.append(chosen.copy())
 
 
+class CiRepeat(_CiRule):
+    """A 叠 phrase repeats the characters just before it (如梦令's 如梦。如梦, 忆秦娥's 秦楼月): each of its
+    characters is the one its source position took. The prompt's and the acrostic's characters, forced
+    by rules before this one, come first."""
+
+    essential = True
+
+    def __init__(self, variant: Variant):
+        positions = char_positions(variant)
+        self.sources = {int(positions[p]): int(positions[s]) for p, s in variant.repeats}
+
+    def forced(self, step):
+        source = self.sources.get(step.pos)
+        return None if source is None else step.history[:, source].copy()
+
+
 class CiTone(_CiRule):
     """Every 平 or 仄 position of the variant takes a character readable in that tone; 中 is free."""
 
@@ -90,8 +107,9 @@ class CiTone(_CiRule):
 
 
 def ci_rules(variant: Variant, tables, batch: int, rhyme: bool, tone: bool) -> list[_CiRule]:
-    """The rhyme and tone rules of a variant (the layout, prompt, acrostic and theme are shi's own)."""
-    rules: list[_CiRule] = []
+    """The repeat, rhyme and tone rules of a variant (the layout, prompt, acrostic and theme are shi's own);
+    a 叠 phrase is the form itself, so it repeats whatever rhyme and tone say."""
+    rules: list[_CiRule] = [CiRepeat(variant)] if variant.repeats else []
     if tone:
         rules.append(CiTone(variant, tables.tone_masks))
     if rhyme and variant.rhymes:

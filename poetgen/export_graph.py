@@ -93,7 +93,7 @@ class PoemGraph(tf.Module):
         self.layout = {name: tf.constant(getattr(layouts, name)) for name in (
             "length", "line_count", "line", "column", "char_slots", "line_starts", "line_ends", "end_ids",
             "accepted", "rhyme_group", "rhyme_xie", "group_kind", "first_line_end", "has_tones", "tone",
-            "tone_strict", "partial_acrostic")}
+            "tone_strict", "partial_acrostic", "copy_from")}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")], autograph=False)
     def serve(self, ids):
@@ -282,8 +282,8 @@ class PoemGraph(tf.Module):
         return tf.where((forced < 0) & tf.equal(layout["column"], -1) & (layout["line"] >= 0), ends, forced)
 
     def _loop(self, forced, layout, rhyme_group, required, temperature, top_k, top_p, seed, prefix):
-        """The stepping loop: the control prefix, then one model step per position, forced or sampled;
-        returns the poem's ids."""
+        """The stepping loop: the control prefix, then one model step per position, forced, copied (a 叠
+        phrase) or sampled; returns the poem's ids."""
 
         def body(pos, previous, state, history, allowed, used, seen):
             logits, state = self._step(previous, state)
@@ -291,8 +291,10 @@ class PoemGraph(tf.Module):
             rhyme = (rhyme_group[pos], layout["rhyme_xie"][pos])
             edited = self._edit(logits, history[pos - column:pos], rhyme, allowed, used,
                                 required[pos], layout["tone_strict"][pos], seen)
-            chosen = tf.where(forced[pos] >= 0, forced[pos], self._sample(edited, temperature, top_k, top_p, seed,
-                                                                           pos))
+            sampled = self._sample(edited, temperature, top_k, top_p, seed, pos)
+            copied = layout["copy_from"][pos]   # a 叠 phrase repeats what its source took (ci_rules.CiRepeat)
+            sampled = tf.where(copied >= 0, history[tf.maximum(copied, 0)], sampled)
+            chosen = tf.where(forced[pos] >= 0, forced[pos], sampled)
             allowed, used = self._observe_rhyme(chosen, rhyme, allowed, used, layout["first_line_end"][pos])
             is_chosen = tf.equal(tf.range(self.vocab_size), chosen)
             seen = seen | (is_chosen & ~self.banned)   # characters only, as poetgen.tables.repeatable

@@ -71,6 +71,7 @@ class LayoutTables:
     tone: np.ndarray               # (layouts, patterns, positions) 0 平, 1 仄, -1 none (marks, padding, 中)
     tone_strict: np.ndarray        # (layouts, positions) the tone at this column is enforced, not nudged
     partial_acrostic: np.ndarray   # (layouts,) an acrostic may name fewer heads than lines (a tune's clauses)
+    copy_from: np.ndarray          # (layouts, positions) a 叠 phrase's slot: the position it repeats; -1 elsewhere
     left_out: tuple[str, ...] = ()  # names of the 词谱's tunes not exported (lower-cased), for a clear refusal
 
 
@@ -157,7 +158,8 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
              group_kind=full((rows, groups), -1, np.int8),
              first_line_end=full((rows, positions), False, bool), has_tones=full(rows, False, bool),
              tone=full((rows, len(PATTERN_NAMES), positions), -1, np.int8),
-             tone_strict=full((rows, positions), False, bool), partial_acrostic=full(rows, False, bool))
+             tone_strict=full((rows, positions), False, bool), partial_acrostic=full(rows, False, bool),
+             copy_from=full((rows, positions), -1, slot))
     for f, layout in enumerate(rows_layouts):
         t["length"][f], t["line_count"][f] = layout.length, layout.line_count
         slots = [p for p, (_, c) in enumerate(layout.positions) if c >= 0]
@@ -199,8 +201,8 @@ def _shi_rhyme_and_tone(t: dict, f: int, layout: Layout) -> None:
 
 
 def _tune_rhyme_and_tone(t: dict, f: int, variant, slots: list[int]) -> None:
-    """A tune variant (as ci_rules reads it): its rhyme groups by 词林正韵 部, 叶 slots, and its 平/仄
-    positions enforced (中 free), the same in every pattern row."""
+    """A tune variant (as ci_rules reads it): its rhyme groups by 词林正韵 部, 叶 slots, its 平/仄
+    positions enforced (中 free), the same in every pattern row, and its 叠 phrases' sources."""
     from poetgen.ci_rhyme import group_kind
 
     t["partial_acrostic"][f] = True
@@ -216,6 +218,8 @@ def _tune_rhyme_and_tone(t: dict, f: int, variant, slots: list[int]) -> None:
             t["tone_strict"][f, slots[k]] = True
             t["has_tones"][f] = True
     t["first_line_end"][f] = False
+    for position, source in variant.repeats:   # as ci_rules.CiRepeat: the prompt's and acrostic's come first
+        t["copy_from"][f, slots[position]] = slots[source]
 
 
 def control_prefixes(tokenizer, layouts: LayoutTables, tunes=()) -> np.ndarray:

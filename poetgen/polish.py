@@ -209,8 +209,8 @@ def _keeps(check, passed) -> bool:
     """True when `check` (a splice's) keeps everything `passed` (the poem's) held."""
     if not check.layout_ok:
         return False
-    for name in ("rhyme_ok", "acrostic_ok"):
-        if getattr(passed, name) and not getattr(check, name):
+    for name in ("rhyme_ok", "acrostic_ok", "repeat_ok"):   # repeat_ok: a ci's 叠 phrases (shi have none)
+        if getattr(passed, name, None) and not getattr(check, name, None):
             return False
     if getattr(check, "rhyme_group", None) != getattr(passed, "rhyme_group", None):
         return False

@@ -37,7 +37,8 @@ def ci_record(text: str, logprob: float, check: CiCheck) -> dict:
             "checks": {"layout_ok": check.layout_ok, "rhyme_ok": check.rhyme_ok,
                        "rhyme_score": None if check.rhyme_score is None else round(check.rhyme_score, 4),
                        "rhyme_parts": check.rhyme_parts,
-                       "tone_score": None if check.tone_score is None else round(check.tone_score, 4)}}
+                       "tone_score": None if check.tone_score is None else round(check.tone_score, 4),
+                       "repeat_ok": check.repeat_ok}}
 
 
 def add_reverse_scores(candidates: list[dict], backward, weight: float) -> None:

@@ -50,6 +50,7 @@ class Variant:
     line_lengths: tuple[int, ...]      # characters per clause, from the model poem's punctuation
     marks: str                         # the model poem's mark after each clause
     rhymes: tuple[RhymeSlot, ...]      # in position order
+    repeats: tuple[tuple[int, int], ...] = ()   # (position, source): a 叠 phrase's characters copy those before it
 
     @property
     def length(self) -> int:
@@ -109,7 +110,8 @@ class Tune:
 def _variant(tune: str, number: int, raw: dict) -> Variant:
     slots = sorted((RhymeSlot(abs(p), g, p < 0) for g, positions in enumerate(raw["rhymes"]) for p in positions),
                    key=lambda s: s.pos)
-    return Variant(tune, number, raw["tones"], tuple(raw["lengths"]), raw["marks"], tuple(slots))
+    return Variant(tune, number, raw["tones"], tuple(raw["lengths"]), raw["marks"], tuple(slots),
+                   tuple((position, source) for position, source in raw.get("repeats", ())))
 
 
 class TuneTable:

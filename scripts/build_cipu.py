@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -27,6 +28,10 @@ CORPUS = ROOT / "corpus" / "ci.jsonl.gz"   # its `tune` labels give other names 
 # Marks of the model poems; "、" (读, a pause inside a sentence) breaks a clause like "，".
 MARKS = "，。、？！；："
 TONES = set("平仄中")
+EITHER_TONE = "中"
+# the mark after a phrase's tones in ge_lyu_sep, up to its last word: 韵 rhyme, 句 clause, 读 pause, 叶, 叠
+# repeat, 重 rhyme again, with a tone or 换 before it (仄韵, 换平韵: a rhyme in that tone, a new rhyme)
+PHRASE_MARK = re.compile(r"[^韵句读叶叠重]*[韵句读叶叠重]?")
 ATTRIBUTION = ("钦定词谱 (1715) patterns from the couyun project by hulbji (MIT licence, see CIPU_LICENSE), "
                "files ci_pu/ci_index.json and ci_pu/ci_list/cipai_N.json at commit 1744e87 (v2.0.0)")
 
@@ -66,7 +71,36 @@ def variant_of(raw: dict, where: str) -> dict:
     flat = sorted(abs(p) for g in groups for p in g)
     if flat != sorted(raw["rhyme_pos"]) or any(p not in ends for p in flat):
         raise ValueError(f"{where}: rhyme positions disagree with rhyme_pos or fall inside a clause")
-    return {"tones": tones, "lengths": lengths, "marks": marks, "rhymes": groups}
+    entry = {"tones": tones, "lengths": lengths, "marks": marks, "rhymes": groups}
+    repeats = repeats_of(raw, tones, groups)
+    if repeats:
+        entry["repeats"] = repeats
+    return entry
+
+
+def repeats_of(raw: dict, tones: str, groups: list[list[int]]) -> list[list[int]]:
+    """[position, source] of every character of a 叠 phrase (ge_lyu_sep marks it 叠: 如梦令's 如梦。如梦,
+    忆秦娥's 秦楼月 after 秦娥梦断秦楼月, 钗头凤's 错。错。错) that repeats the characters just before it
+    exactly in the model poem. Phrases the 谱 marks 叠 that only echo (长相思's 汴水流，泗水流) are not
+    kept, nor a repeat whose tones or rhyme slots disagree with its source's, so a copied character keeps
+    the 谱's tone and rhyme; nor those of a variant whose phrases do not add up to its model poem."""
+    text = "".join(ch for ch in raw["origin"] if ch not in MARKS)
+    slot_of = {abs(p): (g, p < 0) for g, positions in enumerate(groups) for p in positions}
+    repeats, pos = [], 0
+    for words, pattern in zip(raw.get("ci_sep", ()), raw.get("ge_lyu_sep", ())):
+        for phrase in words.split("\u3000"):   # each phrase: its tones, then its mark (see PHRASE_MARK)
+            n = len(phrase)
+            mark = PHRASE_MARK.match(pattern, n).group()
+            pattern = pattern[n + len(mark):]
+            if text[pos:pos + n] != phrase:
+                return []
+            if mark.endswith("叠") and n <= pos and text[pos:pos + n] == text[pos - n:pos]:
+                pairs = [(pos + k, pos - n + k) for k in range(n)]
+                if all(tones[a] == tones[b] or EITHER_TONE in (tones[a], tones[b]) for a, b in pairs) \
+                        and all(slot_of.get(a) == slot_of.get(b) for a, b in pairs if a in slot_of):
+                    repeats += [list(pair) for pair in pairs]
+            pos += n
+    return repeats if pos == len(tones) == len(text) else []
 
 
 def corpus_names(corpus: Path, tunes: list[dict]) -> dict[int, list[str]]:

@@ -289,3 +289,50 @@ def test_a_prompt_character_the_tone_table_lacks_fits_any_pattern_when_one_is_ch
     for poem in shipped.generate(PoemRequest(form="qijue", prompt="月落乌忻霜满天", n=3,
                                              sample=SampleOptions(seed=1)))["poems"]:
         assert poem["tone_pattern"] == "平起入韵" and poem["tone_score"] == 1.0, poem
+
+
+@pytest.mark.parametrize("tune, variant", [("如梦令", 1), ("忆秦娥", 1), ("撷芳词", 5), ("东坡引", 3)])
+def test_a_repeated_phrase_repeats_what_it_follows(generator, tune, variant):
+    """叠: 如梦令's 如梦。如梦, 忆秦娥's 秦楼月 after 秦娥梦断秦楼月, 钗头凤's 难。难。难 were written as
+    two different phrases (the rule that no character rhymes twice even forbade the repeat)."""
+    chosen = resolve(tune, variant)
+    assert chosen.repeats
+    result = generator.generate(PoemRequest(tune=tune, variant=variant, tone=True, n=8, best_of=2,
+                                            sample=SampleOptions(seed=5)))
+    for poem in result["poems"]:
+        chars = han_chars(poem["text"])
+        assert all(chars[p] == chars[s] for p, s in chosen.repeats), poem["text"]
+        check = check_ci(poem["text"], chosen, table(), ci_rhyme())
+        assert check.repeat_ok and check.rhyme_ok and check.tone_score == 1.0 and check.layout_ok, poem["text"]
+        assert poem["checks"]["repeat_ok"] is True
+
+
+def test_the_check_reads_repeats_in_real_ci_and_a_prompt_is_kept_as_given(generator):
+    """李清照's 如梦令 repeats 争渡 and passes; a prompt that does not repeat is the user's text: kept, and
+    the check says so (repeat_ok false), as a prompt's rhyme is kept when it cannot be judged."""
+    from poetgen.ci_checks import check_against_tune
+    from poetgen.tunes import tune_table
+
+    real = "常记溪亭日暮，沉醉不知归路。兴尽晚回舟，误入藕花深处。争渡，争渡，惊起一滩鸥鹭。"
+    check = check_against_tune(real, tune_table().get("如梦令"), table(), ci_rhyme())
+    assert check.repeat_ok is True and check.layout_ok
+    assert check_ci(real.replace("争渡，争渡", "争渡，抢渡"), resolve("如梦令"), table(), ci_rhyme()).repeat_ok is False
+    assert check_ci("小山重叠金明灭，鬓云欲度香腮雪。懒起画蛾眉，弄妆梳洗迟。照花前后镜，花面交相映。新帖绣罗襦，双双金鹧鸪。",
+                    resolve("菩萨蛮"), table(), ci_rhyme()).repeat_ok is None   # a tune without 叠
+    # the tiny model's own 如梦令 up to its repeated phrase, which the prompt then writes reversed
+    first = generator.generate(PoemRequest(tune="如梦令", sample=SampleOptions(seed=1)))["poems"][0]["text"]
+    repeat = first.index("。", first.index("。", first.index("。", first.index("。") + 1) + 1) + 1) + 1   # 5th clause
+    source = first[repeat - 3:repeat - 1]
+    prompt = first[:repeat] + source[::-1]
+    assert source[::-1] != source
+    poem = generator.generate(PoemRequest(tune="如梦令", prompt=prompt, rhyme=False,   # its last character rhymes
+                                          sample=SampleOptions(seed=1)))["poems"][0]
+    assert poem["text"].startswith(prompt) and poem["checks"]["repeat_ok"] is False
+
+
+def test_polishing_keeps_the_repeats(generator):
+    result = generator.generate(PoemRequest(tune="忆秦娥", polish=2, n=2, sample=SampleOptions(seed=2)))
+    variant = resolve("忆秦娥")
+    for poem in result["poems"]:
+        chars = han_chars(poem["text"])
+        assert all(chars[p] == chars[s] for p, s in variant.repeats), poem["text"]

@@ -178,9 +178,25 @@ def test_same_tune_request_same_ci_verdicts(generator, poet, form, tune, variant
 
 
 def test_greedy_graph_ci_is_the_greedy_cli_ci(generator, poet):
-    for tune, tone in (("菩萨蛮", True), ("西江月", False)):
+    for tune, tone in (("菩萨蛮", True), ("西江月", False), ("如梦令", True), ("忆秦娥", False)):
         request = PoemRequest(tune=tune, tone=tone, sample=SampleOptions(temperature=0, seed=0))
         assert graph_poem(poet, tune, tone=tone, temperature=0.0) == generator.generate(request)["poems"][0]["text"]
+
+
+def test_the_graph_repeats_a_phrase_as_the_cli_does(poet):
+    """叠 (如梦令's 如梦。如梦, 忆秦娥's 秦楼月), sampled: the graph copies the source's characters, and a
+    prompt that does not repeat is kept on both sides."""
+    from poetgen.ci_checks import check_ci
+    from poetgen.ci_rhyme import ci_rhyme
+    from poetgen.prosody import table
+
+    for tune, number in (("如梦令", 1), ("忆秦娥", 1), ("撷芳词", 5)):
+        variant = resolve(tune, number)
+        for seed in (1, 2, 3):
+            poem = graph_poem(poet, f"{tune}#{number}", seed=seed)
+            chars = han_chars(poem)
+            assert all(chars[p] == chars[s] for p, s in variant.repeats), poem
+            assert check_ci(poem, variant, table(), ci_rhyme()).repeat_ok, poem
 
 
 def test_a_tune_is_found_by_every_name_the_cli_takes(poet):
