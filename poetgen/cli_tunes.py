@@ -6,7 +6,6 @@ It reads the shipped table and, when present, counts the ci of each tune in the 
 from __future__ import annotations
 
 import collections
-import gzip
 import json
 import zlib
 from pathlib import Path
@@ -22,24 +21,31 @@ CI_CORPUS = "corpus/ci.jsonl.gz"   # h5's combined ci corpus: records with genre
 
 
 def ci_counts(path: Path, tunes: TuneTable) -> collections.Counter:
-    """Ci per tune (by its main name) in a corpus file with a `tune` field."""
+    """Ci per tune (by its main name) in a corpus file of any format `corpus import` reads: JSON lines
+    with a `tune` field, chinese-poetry JSON with `rhythmic`, gzipped or not (text has no tunes)."""
+    from poetgen.importers import NOT_TEXT_TUNE, read_raw
+
     counts = collections.Counter()
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as stream:
-            for line in stream:
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                name = record.get("tune") if isinstance(record, dict) else None
-                if name is not None and not isinstance(name, str):
-                    raise ValueError(f"a tune that is not text: {name!r}")
-                tune = tunes.find_label(name) if name else None   # 望江南・忆江南 counts for 忆江南
-                if tune is not None:
-                    counts[tune.name] += 1
+        for raw in read_raw(path):
+            if raw == NOT_TEXT_TUNE:   # a reason the importer drops a record for; here the corpus is wrong
+                raise ValueError(f"{NOT_TEXT_TUNE} in a record")
+            tune = tunes.find_label(raw.tune) if not isinstance(raw, str) and raw.tune else None
+            if tune is not None:   # 望江南・忆江南 counts for 忆江南
+                counts[tune.name] += 1
     except (OSError, ValueError, EOFError, zlib.error) as error:   # zlib.error: a corrupt .gz
         raise BadCorpus(f"cannot read the ci corpus {path}: {error}") from None
+    except BadCorpus as error:
+        raise BadCorpus(f"cannot read the ci corpus {path}: {error}") from None
     return counts
+
+
+def full_pinyin(tune) -> str:
+    """The tune's full pinyin keys, "/"-joined (念奴娇: dajiangdongqu/leijiangyue/niannujiao): the 词谱
+    gives them sorted, not aligned with its names, so no one of them can be named the main name's;
+    initials (nnj) are left out: no longer than the longest name."""
+    longest = max(len(name) for name in tune.names)
+    return "/".join(key for key in tune.pinyin if len(key) > longest)
 
 
 def tune_rows(query: str, corpus: Path | None) -> list[dict]:
@@ -47,7 +53,7 @@ def tune_rows(query: str, corpus: Path | None) -> list[dict]:
     path = corpus if corpus is not None else shipped_path(CI_CORPUS)
     counts = ci_counts(path, tunes) if path.exists() else None
     return [{"name": t.name, "other_names": list(t.names[1:]), "traditional": t.names_trad[0],
-             "pinyin": max(t.pinyin, key=len, default=""), "sections": t.sections,
+             "pinyin": full_pinyin(t), "sections": t.sections,
              "characters": [v.length for v in t.variants], "variants": len(t.variants),
              "ci_in_corpus": None if counts is None else counts[t.name]}
             for t in tunes.search(query)]
@@ -56,7 +62,8 @@ def tune_rows(query: str, corpus: Path | None) -> list[dict]:
 @click.command("tunes")
 @click.argument("query", required=False, default="")
 @click.option("--corpus", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help=f"Corpus with a `tune` field to count ci in (default: the shipped {CI_CORPUS} when present).")
+              help=f"Corpus to count ci per tune in: JSON lines with `tune`, or chinese-poetry JSON with "
+                   f"`rhythmic` (default: the shipped {CI_CORPUS} when present).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text: one tune per line; json: one object per tune.")
 def tunes_command(query: str, corpus: Path | None, fmt: str) -> None:

@@ -300,7 +300,9 @@ def traditional(result: dict, request: PoemRequest | None = None) -> dict:
 
 def _own_characters(converted: str, simplified: str, request: PoemRequest) -> str:
     """`converted` (to_traditional of `simplified`) with the prompt's characters as the user wrote them
-    at the poem's start, and the acrostic's at its line heads, wherever they simplify to the poem's."""
+    at the poem's start, and the acrostic's at its line heads, wherever they simplify to the poem's; a
+    character typed in its simplified form is converted as the rest of the poem is (白日依山尽 prints
+    白日依山盡 beside the poem's 過, not a mix of scripts)."""
     chars = list(converted)
     han = [i for i, ch in enumerate(simplified) if is_han(ch)]   # positions of the poem's characters
     written = [ch for ch in normalize_text(request.prompt, simplify=False) if is_han(ch)]
@@ -308,7 +310,7 @@ def _own_characters(converted: str, simplified: str, request: PoemRequest) -> st
     heads = [i for i in han if i == 0 or not is_han(simplified[i - 1])]   # each line's first character
     places += list(zip(heads, [ch for ch in normalize_text(request.acrostic, simplify=False) if is_han(ch)]))
     for i, ch in places:
-        if to_simplified(ch) == simplified[i]:
+        if ch != simplified[i] and to_simplified(ch) == simplified[i]:
             chars[i] = ch
     return "".join(chars)
 

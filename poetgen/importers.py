@@ -256,15 +256,22 @@ def _json_document(head: str, whole: bool) -> bool:
     return not head[end:].strip()   # "[1] 春眠…" parses "[1]", then text follows
 
 
-def _record_to_raw(record) -> RawPoem | None:
+NO_TEXT = "no text or paragraphs field"
+NOT_TEXT_TUNE = "a tune that is not text"
+
+
+def _record_to_raw(record) -> RawPoem | str:
+    """A record's raw poem, or the reason it is unusable."""
     if not isinstance(record, dict):
-        return None
+        return NO_TEXT
+    tune = record.get("tune") or record.get("rhythmic") or ""
+    if not isinstance(tune, str):   # "tune": 7 became a tune named "7"
+        return NOT_TEXT_TUNE
     text = record.get("text", record.get("paragraphs"))
     if isinstance(text, list):
         text = "".join(str(part) for part in text)
     if not isinstance(text, str):
-        return None
-    tune = str(record.get("tune") or record.get("rhythmic") or "")
+        return NO_TEXT
     genre = str(record.get("genre") or "").lower()
     genre = "ci" if tune else genre if genre in GENRES else "shi"
     # chinese-poetry's Song ci have a tune and no title: the tune is the title they are known by
@@ -281,8 +288,7 @@ def _read_jsonl(lines: Iterator[str]) -> Iterator[RawPoem | str]:
         except (ValueError, RecursionError):
             yield "not valid JSON"
             continue
-        raw = _record_to_raw(record)
-        yield raw if raw else "no text or paragraphs field"
+        yield _record_to_raw(record)
 
 
 def _read_json(path: Path, encoding: str, found: bool = False) -> Iterator[RawPoem | str]:
@@ -303,8 +309,7 @@ def _read_json(path: Path, encoding: str, found: bool = False) -> Iterator[RawPo
             return
         raise BadCorpus(f"{path}: expected a JSON list of poems with title, author and paragraphs")
     for record in records:
-        raw = _record_to_raw(record)
-        yield raw if raw else "no text or paragraphs field"
+        yield _record_to_raw(record)
 
 
 def _read_text(lines: Iterable[str], blank_separated: bool) -> Iterator[RawPoem]:

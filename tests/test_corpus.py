@@ -598,3 +598,12 @@ def test_unpunctuated_lines_of_a_blank_line_separated_poem_keep_their_breaks(tmp
     poems = import_poems([source]).poems
     assert [(p.text, p.form) for p in poems] == [("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。", "wujue"),
                                                  ("千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江雪。", "wujue")]
+
+
+def test_a_record_whose_tune_is_not_text_is_dropped_with_its_reason(tmp_path):
+    """"tune": 7 was imported as a ci to a tune named "7"."""
+    path = tmp_path / "ci.jsonl"
+    path.write_text(json.dumps({"text": POEM_A, "tune": 7}) + "\n" + json.dumps({"text": POEM_B}) + "\n",
+                    encoding="utf-8")
+    result = import_poems([path])
+    assert [p.text for p in result.poems] == [POEM_B] and result.dropped["a tune that is not text"] == 1

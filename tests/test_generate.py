@@ -281,6 +281,9 @@ def test_traditional_keeps_the_characters_its_user_wrote(generator):
         assert "".join(poem["lines"]) == poem["text"]
     plain = traditional(generator.generate(request))   # without the request: the converter's choice
     assert plain["poems"][0]["text"].startswith("發白")
+    # a character typed in simplified is converted like the rest (白发 stayed 白发 above a traditional poem)
+    simplified = PoemRequest(prompt="白发", sample=SampleOptions(seed=3))
+    assert traditional(generator.generate(simplified), simplified)["poems"][0]["text"].startswith("白髮")   # OpenCC's
 
 
 def test_the_default_repeat_penalty_brings_repeats_down_to_real_poems_and_keeps_the_guarantees():

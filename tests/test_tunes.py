@@ -197,6 +197,23 @@ def test_tunes_command_lists_searches_and_counts(tmp_path):
     assert rows["浣溪沙"]["ci_in_corpus"] == 2 and rows["浣溪沙"]["variants"] == 5
     result = runner.invoke(cli, ["tunes", "--corpus", str(tmp_path / "missing.jsonl")])
     assert result.exit_code == 2
+    # chinese-poetry's own JSON (a list with `rhythmic`) counts too; it was a raw parser error
+    songci = tmp_path / "ci.song.0.json"
+    songci.write_text(json.dumps([{"rhythmic": "浣溪沙", "author": "晏殊", "paragraphs": ["一曲新词酒一杯。"]},
+                                  {"rhythmic": "浣溪沙", "author": "苏轼", "paragraphs": ["山下兰芽短浸溪。"]}],
+                                 ensure_ascii=False), encoding="utf-8")
+    result = runner.invoke(cli, ["tunes", "浣溪沙", "--format", "json", "--corpus", str(songci)])
+    assert result.exit_code == 0, result.output
+    assert {row["name"]: row["ci_in_corpus"] for row in json.loads(result.output)}["浣溪沙"] == 2
+
+
+def test_the_pinyin_column_lists_the_full_pinyin_keys_not_the_longest():
+    """念奴娇 showed dajiangdongqu (大江东去's pinyin): the 词谱's pinyin list is sorted, not aligned with the
+    names, so the column lists every full form, initials left out."""
+    result = CliRunner().invoke(cli, ["tunes", "念奴娇", "--format", "json"])
+    row = next(r for r in json.loads(result.output) if r["name"] == "念奴娇")
+    assert "niannujiao" in row["pinyin"].split("/") and "nnj" not in row["pinyin"].split("/")
+    assert row["pinyin"] == "dajiangdongqu/leijiangyue/niannujiao"
 
 
 def test_tunes_with_a_corrupt_gzip_corpus_is_one_line(tmp_path):
