@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import os
+import re
 import zlib
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -312,9 +313,32 @@ def _read_json(path: Path, encoding: str, found: bool = False) -> Iterator[RawPo
         yield _record_to_raw(record)
 
 
+# a line that opens with its title or number in brackets: [静夜思] 床前…, 【静夜思】床前…, 《江雪》, [1] 春眠…
+_OPEN, _CLOSE = "[【《〔(（", "]】》〕)）"
+_HEADED = re.compile(rf"\s*([{re.escape(_OPEN)}])([^{re.escape(_CLOSE)}\n]{{1,30}})([{re.escape(_CLOSE)}])\s*(.*)",
+                     re.S)
+
+
+def _title_head(line: str) -> tuple[str | None, str]:
+    """(title, the rest) of a line that opens with a bracketed head, the title "" for a number (digits
+    only); (None, line) for a line without one."""
+    match = _HEADED.match(line)
+    if not match or _OPEN.index(match.group(1)) != _CLOSE.index(match.group(3)):
+        return None, line
+    head = match.group(2).strip()
+    return ("" if head.isdigit() else head), match.group(4)
+
+
+def _headed(line: str) -> RawPoem:
+    """A text line as a raw poem: a bracketed head before the poem is its title or number, not part of
+    its text (which would be dropped for its brackets)."""
+    title, rest = _title_head(line)
+    return RawPoem(line) if title is None or not rest.strip() else RawPoem(rest, title)
+
+
 def _read_text(lines: Iterable[str], blank_separated: bool) -> Iterator[RawPoem]:
     if not blank_separated:
-        yield from (RawPoem(line) for line in lines if line.strip())
+        yield from (_headed(line) for line in lines if line.strip())
         return
     block: list[str] = []
     size, skipping = 0, False   # skipping: the rest of a block already reported as too long
@@ -337,8 +361,11 @@ def _block_poem(block: list[str]) -> RawPoem:
     """A block as one poem, marked when each of its lines is a whole regular poem by itself (two 五绝 a
     line read as one 五律: the importer cannot tell them from a 五律 written four clauses a line, so it
     says so and --per-line reads them apart)."""
+    title, rest = _title_head(block[0])   # [静夜思] alone on the block's first line, or before the poem's first line
+    if title is not None and (rest.strip() or len(block) > 1):
+        block = [rest, *block[1:]] if rest.strip() else block[1:]
     whole = len(block) > 1 and all(form_of(normalize_text(line.strip())) != "other" for line in block)
-    return RawPoem(_joined(block), whole_lines=whole)
+    return RawPoem(_joined(block), title or "", whole_lines=whole)
 
 
 LINE_END_MARKS = "，。！？；：、,.!?;:"

@@ -99,11 +99,13 @@ def test_a_text_file_opening_with_a_bracket_is_text_and_json_is_still_json(tmp_p
     (tmp_path / "g").write_text('\ufeff\n[\n {"text": "春眠不觉晓，处处闻啼鸟。"}\n]\n', encoding="utf-8")
     (tmp_path / "h.json").write_text(json.dumps({"text": "独在异乡为异客，每逢佳节倍思亲。"}, ensure_ascii=False)
                                      + "\n", encoding="utf-8")
-    assert [p.text for p in import_poems([tmp_path / "a.txt"]).poems] == [POEM_A]   # the bracketed line: dropped
+    quiet_night = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"   # its bracketed head is its title or number
+    assert [(p.title, p.text) for p in import_poems([tmp_path / "a.txt"]).poems] == [("静夜思", quiet_night),
+                                                                                  ("", POEM_A)]
     assert [p.text for p in import_poems([tmp_path / "b.txt"]).poems] == [POEM_B]
     assert [p.text for p in import_poems([tmp_path / "c.txt"]).poems] == ["红豆生南国，春来发几枝。"]
     assert [p.text for p in import_poems([tmp_path / "d.txt"]).poems] == ["千山鸟飞绝，万径人踪灭。"]
-    assert [p.text for p in import_poems([tmp_path / "e.txt"]).poems] == [POEM_A]   # "[1]" parses, the file not
+    assert [p.text for p in import_poems([tmp_path / "e.txt"]).poems] == [quiet_night, POEM_A]   # "[1]" parses, the file not
     assert [p.text for p in import_poems([tmp_path / "f.txt"]).poems] == [POEM_B]
     assert [p.text for p in import_poems([tmp_path / "g"]).poems] == ["春眠不觉晓，处处闻啼鸟。"]
     assert [p.text for p in import_poems([tmp_path / "h.json"]).poems] == ["独在异乡为异客，每逢佳节倍思亲。"]
@@ -607,3 +609,19 @@ def test_a_record_whose_tune_is_not_text_is_dropped_with_its_reason(tmp_path):
                     encoding="utf-8")
     result = import_poems([path])
     assert [p.text for p in result.poems] == [POEM_B] and result.dropped["a tune that is not text"] == 1
+
+
+def test_a_bracketed_head_is_the_title_not_part_of_the_text(tmp_path):
+    """[静夜思] 床前… was dropped for its brackets; a number [1] is no title; a bracket elsewhere still drops."""
+    lines = tmp_path / "lines.txt"
+    lines.write_text(f"[静夜思] {POEM_A}\n[1] {POEM_B}\n《江雪》千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江雪。\n"
+                     "春眠不觉晓，处处闻啼鸟。[注]夜来风雨声，花落知多少。\n", encoding="utf-8")
+    result = import_poems([lines])
+    assert [(p.title, p.text) for p in result.poems] == [("静夜思", POEM_A), ("", POEM_B),
+                                                         ("江雪", "千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江雪。")]
+    assert result.dropped["brackets or notes"] == 1
+    blocks = tmp_path / "blocks.txt"
+    blocks.write_text("【静夜思】\n床前明月光，疑是地上霜。\n举头望明月，低头思故乡。\n\n（其二）千山鸟飞绝，万径人踪灭。\n"
+                      "孤舟蓑笠翁，独钓寒江雪。\n", encoding="utf-8")
+    result = import_poems([blocks])
+    assert [(p.title, p.form) for p in result.poems] == [("静夜思", "wujue"), ("其二", "wujue")]
