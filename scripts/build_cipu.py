@@ -3,7 +3,7 @@
 Reproducible byte for byte: sorted keys, fixed separators, gzip with mtime 0 and no file name.
 Usage: python scripts/build_cipu.py [SOURCE_DIR] [OUTPUT]   (default ../shared/data/cipu)
 
-The shipped ci corpus (corpus/ci.jsonl.gz) adds other names: it labels some ci with two names joined
+EXTRA_NAMES adds a few other names by hand; the shipped ci corpus (corpus/ci.jsonl.gz) adds others: it labels some ci with two names joined
 (凤栖梧・蝶恋花), and a part that no tune has is added to the one tune its other part names (凤栖梧 to
 蝶恋花), so `--tune 凤栖梧` finds it.
 """
@@ -34,6 +34,17 @@ EITHER_TONE = "中"
 PHRASE_MARK = re.compile(r"[^韵句读叶叠重]*[韵句读叶叠重]?")
 ATTRIBUTION = ("钦定词谱 (1715) patterns from the couyun project by hulbji (MIT licence, see CIPU_LICENSE), "
                "files ci_pu/ci_index.json and ci_pu/ci_list/cipai_N.json at commit 1744e87 (v2.0.0)")
+
+
+# Other names of a tune that the couyun tables lack and the shipped ci corpus labels ci with (思佳客 33 ci,
+# 摸鱼子 7, 六么令 17, 锁窗寒 7, 红林擒近 9): the 钦定词谱's own 又名, or a variant spelling of the name.
+EXTRA_NAMES = {
+    "鹧鸪天": ["思佳客"],
+    "摸鱼儿": ["摸鱼子", "迈陂塘", "双蕖怨"],
+    "六幺令": ["六么令"],
+    "琐窗寒": ["锁窗寒", "琐寒窗"],
+    "红林檎近": ["红林擒近"],
+}
 
 
 def clauses_of(model_poem: str) -> tuple[list[int], str]:
@@ -141,9 +152,11 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
             "sections": entry["type"][0],         # 单调 / 双调 / 三段 / 四段
             "variants": variants,
         })
+    for tune in tunes:   # other names the couyun tables lack, each checked by hand against the 词谱
+        tune["names"] = tune["names"] + [n for n in EXTRA_NAMES.get(tune["names"][0], ()) if n not in tune["names"]]
     if corpus is not None:
         for i, names in corpus_names(corpus, tunes).items():
-            tunes[i]["names"] = tunes[i]["names"] + names
+            tunes[i]["names"] = tunes[i]["names"] + [n for n in names if n not in tunes[i]["names"]]
     return {"source": ATTRIBUTION, "tunes": tunes}
 
 
