@@ -23,14 +23,14 @@ CI_CORPUS = "corpus/ci.jsonl.gz"   # h5's combined ci corpus: records with genre
 def ci_counts(path: Path, tunes: TuneTable) -> collections.Counter:
     """Ci per tune (by its main name) in a corpus file of any format `corpus import` reads: JSON lines
     with a `tune` field, chinese-poetry JSON with `rhythmic`, gzipped or not (text has no tunes)."""
-    from poetgen.importers import NOT_TEXT_TUNE, read_raw
+    from poetgen.importers import read_raw
 
     counts = collections.Counter()
     try:
-        for raw in read_raw(path):
-            if raw == NOT_TEXT_TUNE:   # a reason the importer drops a record for; here the corpus is wrong
-                raise ValueError(f"{NOT_TEXT_TUNE} in a record")
-            tune = tunes.find_label(raw.tune) if not isinstance(raw, str) and raw.tune else None
+        for number, raw in enumerate(read_raw(path), 1):
+            if isinstance(raw, str):   # a reason `corpus import` would drop the record for: the counts would be off
+                raise ValueError(f"record {number}: {raw}")
+            tune = tunes.find_label(raw.tune) if raw.tune else None
             if tune is not None:   # 望江南・忆江南 counts for 忆江南
                 counts[tune.name] += 1
     except (OSError, ValueError, EOFError, zlib.error) as error:   # zlib.error: a corrupt .gz

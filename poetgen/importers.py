@@ -265,8 +265,8 @@ def _record_to_raw(record) -> RawPoem | str:
     """A record's raw poem, or the reason it is unusable."""
     if not isinstance(record, dict):
         return NO_TEXT
-    tune = record.get("tune") or record.get("rhythmic") or ""
-    if not isinstance(tune, str):   # "tune": 7 became a tune named "7"
+    tune = next((record[key] for key in ("tune", "rhythmic") if record.get(key) not in (None, "")), "")
+    if not isinstance(tune, str):   # "tune": 7 became a tune named "7" ("tune": 0, a shi)
         return NOT_TEXT_TUNE
     text = record.get("text", record.get("paragraphs"))
     if isinstance(text, list):

@@ -307,8 +307,10 @@ def theme_keywords(theme: str, tokenizer: Tokenizer) -> tuple[list[str], list[in
     text = normalize_text(theme)
     words = [w for w in jieba.analyse.extract_tags(text, topK=12)
              if w not in _REQUEST_WORDS and any(is_han(ch) for ch in w)][:6]
-    if not words:
-        words = [ch for ch in dict.fromkeys(text) if is_han(ch) and ch not in _REQUEST_WORDS][:6]
+    if not words:   # the request words out first, the longest first (一首, 关于 before 一, 关), then each character
+        for word in sorted(_REQUEST_WORDS, key=len, reverse=True):
+            text = text.replace(word, " ")
+        words = [ch for ch in dict.fromkeys(text) if is_han(ch)][:6]
     chars = [ch for ch in dict.fromkeys("".join(words)) if ch in tokenizer.index]
     if not chars:
         raise BadInput(f"theme {theme!r} names nothing to write about in characters the model knows; give "

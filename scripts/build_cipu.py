@@ -82,8 +82,14 @@ def variant_of(raw: dict, where: str) -> dict:
     flat = sorted(abs(p) for g in groups for p in g)
     if flat != sorted(raw["rhyme_pos"]) or any(p not in ends for p in flat):
         raise ValueError(f"{where}: rhyme positions disagree with rhyme_pos or fall inside a clause")
-    entry = {"tones": tones, "lengths": lengths, "marks": marks, "rhymes": groups}
     repeats = repeats_of(raw, tones, groups)
+    if repeats:   # a source the 谱 marks 中 (either) takes its copy's 平 or 仄: it is written there too
+        pinned = list(tones)
+        for position, source in reversed(repeats):   # last first, so a chain (错。错。错) pins back to its start
+            if pinned[source] == EITHER_TONE:
+                pinned[source] = pinned[position]
+        tones = "".join(pinned)
+    entry = {"tones": tones, "lengths": lengths, "marks": marks, "rhymes": groups}
     if repeats:
         entry["repeats"] = repeats
     return entry
@@ -93,8 +99,9 @@ def repeats_of(raw: dict, tones: str, groups: list[list[int]]) -> list[list[int]
     """[position, source] of every character of a 叠 phrase (ge_lyu_sep marks it 叠: 如梦令's 如梦。如梦,
     忆秦娥's 秦楼月 after 秦娥梦断秦楼月, 钗头凤's 错。错。错) that repeats the characters just before it
     exactly in the model poem. Phrases the 谱 marks 叠 that only echo (长相思's 汴水流，泗水流) are not
-    kept, nor a repeat whose tones or rhyme slots disagree with its source's, so a copied character keeps
-    the 谱's tone and rhyme; nor those of a variant whose phrases do not add up to its model poem."""
+    kept, nor a repeat whose tones (平 against 仄) or rhyme slots disagree with its source's, so a copied
+    character keeps the 谱's tone and rhyme (a source marked 中 is given its copy's tone: variant_of); nor
+    those of a variant whose phrases do not add up to its model poem."""
     text = "".join(ch for ch in raw["origin"] if ch not in MARKS)
     slot_of = {abs(p): (g, p < 0) for g, positions in enumerate(groups) for p in positions}
     repeats, pos = [], 0

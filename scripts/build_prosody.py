@@ -14,7 +14,7 @@ overridden):
 3. rhyme votes: in the corpus's regular shi (Tang and Song), a line that must rhyme ends in the
    character, and the other rhyme characters of the poem share exactly one level-tone group; at least
    VOTES such poems and a share of at least SHARE for one group give the character that group (平):
-   啼 → 八齐 (719 of 791 poems);
+   啼 → 八齐 (697 of 733 poems);
 4. tones listed below (TONES, checked by hand), with no rhyme group: 迹 仄, 扫 仄, 嫦 平…
 
     python scripts/build_prosody.py            # rewrites poetgen/data/prosody_extra.json

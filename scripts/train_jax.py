@@ -355,6 +355,8 @@ def train(args) -> None:
     import jax.numpy as jnp
     import optax
 
+    if not 0 <= args.average_after < 1:
+        raise SystemExit(f"--average-after must be in [0, 1) (a share of the budget; 0: off), not {args.average_after}")
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = json.loads((data / "meta.json").read_text(encoding="utf-8"))

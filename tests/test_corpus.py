@@ -605,10 +605,10 @@ def test_unpunctuated_lines_of_a_blank_line_separated_poem_keep_their_breaks(tmp
 def test_a_record_whose_tune_is_not_text_is_dropped_with_its_reason(tmp_path):
     """"tune": 7 was imported as a ci to a tune named "7"."""
     path = tmp_path / "ci.jsonl"
-    path.write_text(json.dumps({"text": POEM_A, "tune": 7}) + "\n" + json.dumps({"text": POEM_B}) + "\n",
-                    encoding="utf-8")
+    path.write_text(json.dumps({"text": POEM_A, "tune": 7}) + "\n" + json.dumps({"text": POEM_B}) + "\n"
+                    + json.dumps({"text": "千山鸟飞绝，万径人踪灭。", "tune": 0}) + "\n", encoding="utf-8")
     result = import_poems([path])
-    assert [p.text for p in result.poems] == [POEM_B] and result.dropped["a tune that is not text"] == 1
+    assert [p.text for p in result.poems] == [POEM_B] and result.dropped["a tune that is not text"] == 2
 
 
 def test_a_bracketed_head_is_the_title_not_part_of_the_text(tmp_path):

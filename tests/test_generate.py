@@ -134,7 +134,9 @@ def test_a_one_character_theme_steers_and_a_theme_with_nothing_known_is_refused(
     plain = generator.generate(PoemRequest(n=30, sample=SampleOptions(seed=5)))
     assert themed["keywords"] == ["月"]
     assert sum(p["text"].count("月") for p in themed["poems"]) > sum(p["text"].count("月") for p in plain["poems"])
-    for theme in ("hello", "写诗"):
+    # the request words come out before the characters are taken (写一首诗 gave 一; 关于月 gave 关, 于)
+    assert generator.generate(PoemRequest(theme="写一首关于月的诗"))["keywords"] == ["月"]
+    for theme in ("hello", "写诗", "写一首诗"):
         with pytest.raises(BadInput, match="names nothing to write about") as refused:
             generator.generate(PoemRequest(theme=theme))
         assert refused.value.field == "theme"

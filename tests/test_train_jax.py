@@ -231,6 +231,10 @@ def test_average_after_scores_and_saves_the_mean_of_the_iterates(data, tmp_path)
     assert averaged[0]["held_out_perplexity"] == pytest.approx(averaged[0]["last_iterate_perplexity"], rel=1e-4)
     assert averaged[-1]["held_out_perplexity"] != averaged[-1]["last_iterate_perplexity"]
     assert record["average_after"] == 0.5
+    for bad in ("1", "-0.1"):   # 1 or more never averaged, a negative share averaged from the first step
+        with pytest.raises(SystemExit, match="--average-after must be in"):
+            train_jax.main(["train", "--data", str(data), "--out", str(tmp_path / "bad"), "--units", "16",
+                            "--projection", "0", "--max-steps", "1", "--average-after", bad, *TINY])
     # the weights saved are the scored ones: the mean, where the mean scored best
     bundle = tmp_path / "bundle"
     train_jax.main(["bundle", "--data", str(data), "--weights", str(run / "weights.npz"), "--out", str(bundle)])
