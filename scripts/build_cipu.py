@@ -96,12 +96,12 @@ def variant_of(raw: dict, where: str) -> dict:
 
 
 def repeats_of(raw: dict, tones: str, groups: list[list[int]]) -> list[list[int]]:
-    """[position, source] of every character of a 叠 phrase (ge_lyu_sep marks it 叠: 如梦令's 如梦。如梦,
-    忆秦娥's 秦楼月 after 秦娥梦断秦楼月, 钗头凤's 错。错。错) that repeats the characters just before it
-    exactly in the model poem. Phrases the 谱 marks 叠 that only echo (长相思's 汴水流，泗水流) are not
-    kept, nor a repeat whose tones (平 against 仄) or rhyme slots disagree with its source's, so a copied
-    character keeps the 谱's tone and rhyme (a source marked 中 is given its copy's tone: variant_of); nor
-    those of a variant whose phrases do not add up to its model poem."""
+    """[position, source] of every character of a 叠 phrase (ge_lyu_sep marks it 叠) that repeats, in the
+    model poem, the character as far before it as the phrase is long: all of 如梦令's 如梦。如梦, 忆秦娥's
+    秦楼月 after 秦娥梦断秦楼月 and 钗头凤's 错。错。错; the echoed part of a phrase that varies its source
+    (长相思's 汴水流，泗水流: 水流; 醉花间's 深相忆，莫相忆: 相忆). Not a pair whose tones (平 against 仄) or
+    rhyme slots disagree, so a copied character keeps the 谱's tone and rhyme (a source marked 中 is given
+    its copy's tone: variant_of); nor any of a variant whose phrases do not add up to its model poem."""
     text = "".join(ch for ch in raw["origin"] if ch not in MARKS)
     slot_of = {abs(p): (g, p < 0) for g, positions in enumerate(groups) for p in positions}
     repeats, pos = [], 0
@@ -112,11 +112,11 @@ def repeats_of(raw: dict, tones: str, groups: list[list[int]]) -> list[list[int]
             pattern = pattern[n + len(mark):]
             if text[pos:pos + n] != phrase:
                 return []
-            if mark.endswith("叠") and n <= pos and text[pos:pos + n] == text[pos - n:pos]:
-                pairs = [(pos + k, pos - n + k) for k in range(n)]
-                if all(tones[a] == tones[b] or EITHER_TONE in (tones[a], tones[b]) for a, b in pairs) \
-                        and all(slot_of.get(a) == slot_of.get(b) for a, b in pairs if a in slot_of):
-                    repeats += [list(pair) for pair in pairs]
+            if mark.endswith("叠") and n <= pos and pos + n <= len(tones):
+                repeats += [[pos + k, pos - n + k] for k in range(n)
+                            if text[pos + k] == text[pos - n + k]
+                            and (tones[pos + k] == tones[pos - n + k] or EITHER_TONE in (tones[pos + k], tones[pos - n + k]))
+                            and slot_of.get(pos + k) == slot_of.get(pos - n + k)]
             pos += n
     return repeats if pos == len(tones) == len(text) else []
 

@@ -291,7 +291,7 @@ def test_a_prompt_character_the_tone_table_lacks_fits_any_pattern_when_one_is_ch
         assert poem["tone_pattern"] == "平起入韵" and poem["tone_score"] == 1.0, poem
 
 
-@pytest.mark.parametrize("tune, variant", [("如梦令", 1), ("忆秦娥", 1), ("撷芳词", 5), ("东坡引", 3)])
+@pytest.mark.parametrize("tune, variant", [("如梦令", 1), ("忆秦娥", 1), ("撷芳词", 5), ("东坡引", 3), ("长相思", 1)])
 def test_a_repeated_phrase_repeats_what_it_follows(generator, tune, variant):
     """叠: 如梦令's 如梦。如梦, 忆秦娥's 秦楼月 after 秦娥梦断秦楼月, 钗头凤's 难。难。难 were written as
     two different phrases (the rule that no character rhymes twice even forbade the repeat)."""
