@@ -239,10 +239,11 @@ def _options(cls, given, overrides: dict, what: str):
         raise BadInput(f"{what} takes a {cls.__name__} or keyword options, not {type(given).__name__}")
     values = {} if given is None else {name: getattr(given, name) for name in names}
     values = _plain(_strings(cls, {**values, **overrides}))
-    try:
-        options = cls(**values)
-    except TypeError as error:   # a required field is missing
-        raise BadInput(f"{what}: {error}") from None
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:   # Python's own TypeError named __init__ and no field
+        raise BadInput(f"{what} needs {missing[0]}=…", field=missing[0])
+    options = cls(**values)
     options.validate()
     return options
 
@@ -260,20 +261,26 @@ def train(config: "TrainConfig | None" = None, /, *, callbacks: Sequence = (), e
     train(out="runs/mine", epochs=2) or train(TrainConfig(out=...), epochs=3). callbacks: extra Keras
     callbacks (an epoch that a stop cuts short ends without "val_loss" in its logs). explicit: the option
     names the caller gave, which resume=True compares with the run's own (the others are taken from the
-    run); by default those that differ from TrainConfig's defaults. sample: log a sample poem after
-    each epoch (`train --sample`, the CLI's default; logger "poetgen.callbacks").
+    run); by default every keyword option given, and the fields of a given TrainConfig that differ from
+    their defaults, so train(out=..., resume=True, units=256) is refused on a units=32 run as the CLI
+    refuses --units 256, and a learning_rate given at its default value is still applied. sample: log a
+    sample poem after each epoch (`train --sample`, the CLI's default; logger "poetgen.callbacks").
     Raises BadInput / BadCorpus (one line) for what cannot be used.
     """
     from poetgen.quiet import import_tensorflow
     from poetgen.train import TrainConfig, train as run_training
 
-    config = _options(TrainConfig, config, options, "train")
+    given, config = config, _options(TrainConfig, config, options, "train")
     sample = _flag(sample, "sample")
     import_tensorflow()
     if sample:
         from poetgen.callbacks import sample_callback
 
         callbacks = [*callbacks, sample_callback(config.out)]
+    if explicit is None:   # the keywords given count even at their default values, as the CLI's flags do
+        from poetgen.resume import explicit_options
+
+        explicit = frozenset(options) | (explicit_options(given) if given is not None else frozenset())
     run = run_training(config, callbacks, explicit=explicit)
     metrics = run.metrics()
     return TrainResult(Path(config.out), int(run.state["epochs_done"]), metrics["best_epoch"],

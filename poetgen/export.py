@@ -21,6 +21,7 @@ from poetgen.lock import LOCK_NAME, Lock
 from poetgen.model import build_step_model, states_per_layer
 from poetgen.options import check_settings, setting
 from poetgen.quiet import import_tensorflow, muted_stderr
+from poetgen.resume import RESUME_DIR
 
 FORMATS = ("savedmodel", "keras", "tflite")
 TFLITE_FILE = "model.tflite"
@@ -57,6 +58,9 @@ def check_target(bundle: Bundle, options: ExportOptions) -> None:
     if out.is_dir() and not out.is_symlink() and not is_empty_directory(out) \
             and not any((out / marker).exists() for marker in EXPORT_MARKERS):
         raise OutputExists(f"{out} is a directory that holds no export; not replacing it, even with --force")
+    if out.is_dir() and not out.is_symlink() and (out / RESUME_DIR).is_dir():   # --force would lose its resume state
+        raise OutputExists(f"{out} is a training run (it holds {RESUME_DIR}/, what `train --resume` needs); not "
+                           f"replacing it, even with --force: export to another --out")
     if not out.parent.is_dir():
         raise BadInput(f"cannot write {out}: directory {out.parent} does not exist")
     if out.resolve() == Path(bundle.path).resolve():

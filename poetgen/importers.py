@@ -122,10 +122,10 @@ def _check_text(path: Path, encoding: str) -> None:
 
 
 def _encoding_hint(encoding: str) -> str:
-    """How to read a file in `encoding`: `corpus import` and `corpus stats` take --encoding; `train`
-    reads UTF-8, so a file in another encoding is imported (converted) first."""
-    return (f"pass --encoding {encoding} (train has none: convert the file first with "
-            f"`poetgen corpus import --encoding {encoding}`)")
+    """How to read a file in `encoding`: `corpus import` and `corpus stats` take --encoding; `train`,
+    `evaluate` and the Python API read UTF-8, so a file in another encoding is imported (converted) first."""
+    return (f"pass --encoding {encoding} to `corpus import` or `corpus stats`; train and evaluate read UTF-8: "
+            f"convert the file first with `poetgen corpus import FILE --encoding {encoding} --out corpus.jsonl`")
 
 
 def _without_bom(encoding: str) -> str:

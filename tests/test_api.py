@@ -149,9 +149,17 @@ def test_errors_are_the_public_classes_with_one_line(poet, tiny_bundle, tmp_path
 
 def test_train_export_evaluate(tiny_corpus, tmp_path):
     run = poetgen.train(out=tmp_path / "run", corpus=tiny_corpus, units=16, embedding_dim=16, batch_size=8,
-                        seq_len=16, epochs=1, steps_per_epoch=5, warmup_steps=1, min_count=2, dropout=0.0)
+                        seq_len=16, epochs=1, steps_per_epoch=5, warmup_steps=1, min_count=2, dropout=0.0,
+                        learning_rate=1e-3)
     assert isinstance(run, poetgen.TrainResult) and run.epochs_done == 1 and run.best_epoch == 1
     assert run.best_val_perplexity > 1 and not run.stopped
+    # resume: a keyword given at its default value counts as given, as the CLI's flags do (units=256 on a
+    # units=16 run was trained on without a word, learning_rate=3e-3 silently dropped)
+    with pytest.raises(poetgen.BadInput, match="cannot resume with different model options"):
+        poetgen.train(out=run.path, resume=True, epochs=2, units=256)
+    resumed = poetgen.train(out=run.path, resume=True, epochs=2, learning_rate=3e-3)
+    assert resumed.epochs_done == 2
+    assert json.loads((run.path / "config.json").read_text(encoding="utf-8"))["train"]["learning_rate"] == 3e-3
     exported = poetgen.export(poetgen.ExportOptions(tmp_path / "exported", "keras"), model=run.path)
     assert exported == tmp_path / "exported"
     assert len(poetgen.load(exported).generate(form="qijue", seed=1)[0].lines) == 4
@@ -211,11 +219,14 @@ def test_flags_and_paths_of_the_wrong_type_are_one_line(poet, tiny_bundle, tmp_p
                         (lambda: poetgen.load(123), "path"), (lambda: poetgen.load(b"/x"), "path"),
                         (lambda: poetgen.export(out=None), "out"), (lambda: poetgen.export(out=5), "out"),
                         (lambda: poetgen.export(out=str(tmp_path / "e"), model=5), "model"),
-                        (lambda: poetgen.evaluate(model=5), "model")):
+                        (lambda: poetgen.evaluate(model=5), "model"),
+                        # a required option left out: it was Python's "__init__() missing 1 required …"
+                        (lambda: poetgen.export(format="keras", model=tiny_bundle), "out"),
+                        (lambda: poetgen.train(epochs=1), "out")):
         with pytest.raises(BadInput) as refused:
             call()
         one_line(refused)
-        assert refused.value.field == field
+        assert refused.value.field == field and "__init__" not in str(refused.value)
     assert poetgen.load(tiny_bundle, int8=np.False_).generator.int8 is False
 
 

@@ -442,8 +442,10 @@ def test_an_encoding_hint_fits_the_command_and_a_utf16_file_gets_one(tmp_path):
     gbk.write_bytes("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。\n".encode("gbk"))
     u16.write_bytes("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。\n".encode("utf-16"))   # with its mark
     assert_one_line_failure(["train", "--corpus", str(gbk), "--out", str(tmp_path / "run")],
-                            "train has none: convert the file first with `poetgen corpus import --encoding gbk`",
-                            watch=[tmp_path])
+                            "train and evaluate read UTF-8: convert the file first with `poetgen corpus import "
+                            "FILE --encoding gbk --out corpus.jsonl`", watch=[tmp_path])
+    # evaluate has no --encoding either (it was told to pass one)
+    assert_one_line_failure(["evaluate", "--corpus", str(gbk)], "train and evaluate read UTF-8", watch=[tmp_path])
     assert_one_line_failure(["corpus", "import", str(u16), "--out", str(tmp_path / "o.jsonl")],
                             "UTF-16 text (it starts with a byte-order mark); pass --encoding utf-16", watch=[tmp_path])
     ok = CliRunner().invoke(cli, ["corpus", "import", str(u16), "--encoding", "utf-16", "--out", str(tmp_path / "o.jsonl")])

@@ -311,6 +311,21 @@ def test_a_reverse_model_is_not_exported_as_a_savedmodel_that_writes(with_revers
     assert result.exit_code == 2 and "reverse model" in result.output and not (tmp_path / "new").exists()
 
 
+def test_force_does_not_replace_a_training_run(tiny_bundle, tmp_path):
+    """--force onto a finished run deleted its resume/, log and curves (model.keras counts as an export)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_bundle, run)
+    (run / "resume").mkdir(exist_ok=True)
+    (run / "resume" / "state.json").write_text("{}", encoding="utf-8")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    result = run_cli("export", "--model", tiny_bundle, "--out", run, "--format", "keras", "--force")
+    assert result.exit_code == 2 and "is a training run" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
 def test_force_leaves_a_users_own_dot_old_directory_alone(tiny_bundle, tmp_path):
     out, theirs = tmp_path / "pb", tmp_path / ".pb.old"
     theirs.mkdir()
