@@ -33,9 +33,7 @@ def ci_counts(path: Path, tunes: TuneTable) -> collections.Counter:
             tune = tunes.find_label(raw.tune) if raw.tune else None
             if tune is not None:   # 望江南・忆江南 counts for 忆江南
                 counts[tune.name] += 1
-    except (OSError, ValueError, EOFError, zlib.error) as error:   # zlib.error: a corrupt .gz
-        raise BadCorpus(f"cannot read the ci corpus {path}: {error}") from None
-    except BadCorpus as error:
+    except (OSError, ValueError, EOFError, zlib.error, BadCorpus) as error:   # zlib.error: a corrupt .gz
         raise BadCorpus(f"cannot read the ci corpus {path}: {error}") from None
     return counts
 

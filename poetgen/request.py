@@ -298,8 +298,9 @@ def encode_known(tokenizer: Tokenizer, text: str, what: str) -> list[int]:
 
 def theme_keywords(theme: str, tokenizer: Tokenizer) -> tuple[list[str], list[int]]:
     """Up to six keywords of a free-text theme (jieba's TF-IDF), and the ids of their known characters.
-    jieba drops one-character words, so a theme it finds no Chinese keyword in (月, 秋雨) gives its own
-    characters, one keyword each; a theme with no character the model knows is refused."""
+    jieba drops one-character words, so a theme it finds no Chinese keyword in (月) gives its own
+    characters but the request words', one keyword each; a theme with no character the model knows is
+    refused."""
     import jieba
     import jieba.analyse
 
