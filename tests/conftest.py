@@ -44,6 +44,17 @@ def wait_until(condition, what: str = "the awaited event", timeout: float = 60, 
         time.sleep(poll)
 
 
+def kill_after_save(process, saved_step, steps: int) -> int:
+    """Kill a training `process` once `saved_step()` reaches `steps` (or it exited); the step saved then."""
+    try:
+        wait_until(lambda: saved_step() >= steps or process.poll() is not None, "a save within epoch 1", 240,
+                   poll=0.1)
+    finally:
+        process.kill()
+        process.wait()
+    return saved_step()
+
+
 def assert_h5py_bundle_steps_like_keras(path, ids):
     """The bundle's weights read with h5py, stepped by NumpyStepper, give the Keras-loaded model's logits."""
     import numpy as np

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 import poetgen.atomic
-from conftest import shipped_records, wait_until
+from conftest import kill_after_save, shipped_records, wait_until
 from poetgen.cli import cli
 from poetgen.errors import InUse
 from poetgen.lock import LOCK_NAME, Lock
@@ -199,12 +199,7 @@ def test_a_forced_retrain_on_another_vocabulary_stopped_in_its_first_epoch_resum
             return 0
         return record["state"]["step_in_epoch"] if record["train"]["corpus"] == str(other) else 0
 
-    try:
-        wait_until(lambda: saved_step() >= 2 or process.poll() is not None, "a save within epoch 1", 240, poll=0.1)
-    finally:
-        process.kill()
-        process.wait()
-    step = saved_step()
+    step = kill_after_save(process, saved_step, 2)
     assert step >= 2, process.stderr.read()
     assert (run_copy / "tokenizer.json").read_bytes() == old_tokenizer   # the old run's, until the epoch ends
     assert (run_copy / "resume" / "tokenizer.json").read_bytes() != old_tokenizer

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY_TRAIN, assert_h5py_bundle_steps_like_keras, wait_until
+from conftest import TINY_TRAIN, assert_h5py_bundle_steps_like_keras, kill_after_save, wait_until
 from poetgen.cli import cli
 
 TRAIN_ARGS = ["--units", "48", "--embedding-dim", "32", "--batch-size", "16", "--seq-len", "32",
@@ -248,12 +248,7 @@ def test_kill_9_within_a_long_epoch_loses_only_the_steps_since_the_last_save(tin
         except (FileNotFoundError, ValueError):
             return 0
 
-    try:
-        wait_until(lambda: saved_step() >= 3 or process.poll() is not None, "a save within epoch 1", 240, poll=0.1)
-    finally:
-        process.kill()
-        process.wait()
-    step = saved_step()
+    step = kill_after_save(process, saved_step, 3)
     assert step >= 3, process.stderr.read()
     assert not (out / "model.keras").exists() and not (out / "log.csv").exists()   # no epoch finished
     resumed = subprocess.run([sys.executable, "-m", "poetgen", "train", "--out", str(out), "--resume",
