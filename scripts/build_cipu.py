@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from poetgen.control import label_parts  # noqa: E402  (the corpus's joined tune labels, read as poetgen reads them)
+from poetgen.corpus import to_traditional  # noqa: E402  (OpenCC, as `--traditional` converts)
 # ../shared/data/cipu beside the repository (or beside the folder holding its worktree)
 DEFAULT_SOURCE = next((p / "shared" / "data" / "cipu" for p in ROOT.parents if (p / "shared" / "data" / "cipu").is_dir()),
                       ROOT.parent / "shared" / "data" / "cipu")
@@ -164,7 +165,24 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
     if corpus is not None:
         for i, names in corpus_names(corpus, tunes).items():
             tunes[i]["names"] = tunes[i]["names"] + [n for n in names if n not in tunes[i]["names"]]
+    add_traditional_names(tunes)
     return {"source": ATTRIBUTION, "tunes": tunes}
+
+
+def add_traditional_names(tunes: list[dict]) -> None:
+    """Give every name its traditional spelling: the couyun tables spell only some (渔父词, 宴齐云 and the
+    names added above had none), so `--tune 漁父詞` was unknown. A spelling another tune already has as a
+    key is left out, so no key that found one tune becomes shared."""
+    owner: dict[str, set[int]] = {}
+    for i, tune in enumerate(tunes):
+        for key in (*tune["names"], *tune["names_trad"], *tune["pinyin"]):
+            owner.setdefault(key.lower(), set()).add(i)
+    for i, tune in enumerate(tunes):
+        for name in tune["names"]:
+            spelling = to_traditional(name)
+            if spelling not in tune["names_trad"] and owner.get(spelling.lower(), {i}) == {i}:
+                tune["names_trad"] = tune["names_trad"] + [spelling]
+                owner.setdefault(spelling.lower(), set()).add(i)
 
 
 def write(table: dict, output: Path) -> None:

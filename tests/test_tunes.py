@@ -336,6 +336,27 @@ def test_other_names_the_tables_lack_find_their_tune():
         assert resolve(name).tune == tune, name
 
 
+def test_every_name_is_found_by_its_traditional_spelling_too():
+    """The couyun tables spell only some names in traditional characters: 漁父詞, 浣溪紗, 摸魚子 and
+    鳳棲梧 (the names added from the corpus and by hand) were unknown tunes. A spelling another tune
+    has as a key is left out rather than shared."""
+    from poetgen.corpus import to_traditional
+    from poetgen.tunes import resolve
+
+    for name, tune in (("漁父詞", "渔歌子"), ("浣溪紗", "浣溪沙"), ("摸魚子", "摸鱼儿"), ("鳳棲梧", "蝶恋花"),
+                       ("臺城路", "齐天乐"), ("紅林擒近", "红林檎近")):
+        assert resolve(name).tune == tune, name
+    table = tune_table()
+    keys = {}
+    for t in table.tunes:
+        for key in (*t.names, *t.names_trad, *t.pinyin):
+            keys.setdefault(key.lower(), set()).add(t.name)
+    missing = [(t.name, name) for t in table.tunes for name in t.names
+               if to_traditional(name) not in t.names_trad and keys.get(to_traditional(name).lower()) == {t.name}]
+    assert missing == []
+    assert table.shared_keys == {key for key, owners in keys.items() if len(owners) > 1}
+
+
 def test_a_repeated_character_is_asked_the_tone_its_copy_is_asked():
     """章台柳: the copy's 平 sat on a source the 谱 marks 中, so the repeat wrote a 仄 at a 平 position (9 of
     20 poems); a source marked 中 now takes its copy's tone, chains (错。错。错) back to their start."""
