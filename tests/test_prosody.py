@@ -19,7 +19,7 @@ import build_prosody  # noqa: E402
 
 def test_the_supplement_gives_common_rhyme_characters_their_groups():
     package = Prosody(raw_table())
-    full = table()
+    full = Prosody(raw_table(), {"add": extra_table()["add"]})   # without the rare readings' drops
     for ch, group in (("啼", "上平八齐"), ("沉", "下平十二侵"), ("樽", "上平十三元"), ("炉", "上平七虞"),
                       ("疎", "上平六鱼"), ("堤", "上平八齐")):
         assert not package.tones(ch), ch   # the package lacks it…
@@ -32,7 +32,7 @@ def test_the_supplement_gives_common_rhyme_characters_their_groups():
 
 def test_the_supplement_never_overrides_the_package_and_each_entry_holds_its_evidence():
     package = Prosody(raw_table())
-    extra = extra_table()
+    extra = extra_table()["add"]
     assert len(extra) > 200
     for ch, entry in extra.items():
         assert not package.tones(ch), ch
@@ -59,3 +59,45 @@ def test_famous_prompts_that_rhyme_on_characters_the_package_lacks_are_kept(prom
                                                    sample=SampleOptions(seed=3)))
     for poem in result["poems"]:
         assert poem["text"].startswith(prompt) and poem["rhyme_ok"], poem
+
+
+def test_each_rare_reading_holds_its_evidence_and_is_dropped():
+    """深 could stand at a 仄 column (a 去声 reading of another word), 不 at a 平 one, 逢 rhyme in 三江: the
+    package lists every reading. Those the corpus's poets took in at most 5 % of their votes are dropped."""
+    added = Prosody(raw_table(), {"add": extra_table()["add"]})
+    full = table()
+    rare = extra_table()["rare"]
+    assert len(rare) > 200
+    for ch, entry in rare.items():
+        if "tone" in entry:
+            taken, reads = entry["tone_votes"]
+            assert added.tones(ch) == {PING, ZE} and full.tones(ch) == {PING, ZE} - {entry["tone"]}, ch
+            assert reads >= build_prosody.TONE_VOTES and taken <= build_prosody.RARE * reads, (ch, entry)
+        if "groups" in entry:
+            counts, poems = entry["group_votes"]
+            assert poems >= build_prosody.VOTES and all(n <= build_prosody.RARE * poems for n in counts), (ch, entry)
+            assert set(entry["groups"]) <= added.rhyme_groups(ch) and full.rhyme_groups(ch), ch
+            assert not set(entry["groups"]) & full.rhyme_groups(ch), ch
+    for ch, tone in (("深", ZE), ("回", ZE), ("如", ZE), ("衣", ZE), ("横", ZE), ("不", PING)):
+        assert full.tones(ch) == {PING, ZE} - {tone}, ch
+    for ch in "看听思望过教醒忘胜重长为更应":   # two readings poets use: both kept
+        assert full.tones(ch) == {PING, ZE}, ch
+    assert full.rhyme_groups("逢") == {"上平一东", "上平二冬"} and "下平一先" not in full.rhyme_groups("干")
+    assert full.rhyme_groups("听") == {"下平九青"}
+    levels = {n for kind, n in full.numbered_groups_of["横"] if kind == PING}
+    assert full.numbered_groups_of["横"] == {(PING, n) for n in levels}   # its 仄 (敬) groups went with the tone
+
+
+def test_a_rare_reading_is_neither_asked_for_nor_accepted():
+    """The generator wrote 暗想珠帘卷深处 (深 at a 仄 column) and the checker scored it 1.0."""
+    from poetgen.checks import check_poem
+    from poetgen.generate import Generator
+
+    generator = Generator.load()
+    ids = generator.tokenizer.encode("深不")
+    assert not generator.tables.tone_masks[ZE][ids[0]] and not generator.tables.tone_masks[PING][ids[1]]
+    real = check_poem("独在异乡为异客，每逢佳节倍思亲。遥知兄弟登高处，遍插茱萸少一人。", "qijue", table())
+    faulty = check_poem("独在异乡为深客，每逢佳节倍思亲。遥知兄弟登高处，遍插茱萸少一人。", "qijue", table())
+    assert real.tone_score == 1.0 and faulty.tone_score < 1.0
+    assert check_poem("独在异乡为深客，每逢佳节倍思亲。遥知兄弟登高处，遍插茱萸少一人。", "qijue",
+                      Prosody(raw_table(), {"add": extra_table()["add"]})).tone_score == 1.0   # what it was
