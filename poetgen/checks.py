@@ -44,13 +44,16 @@ def pattern_fits(lines: list[str], pattern: list[str], length: int, prosody: Pro
             for col in strict_positions(length)]
 
 
-def tone_of(lines: list[str], length: int, prosody: Prosody) -> tuple[float, str, list[bool]]:
-    best = (-1.0, "", [])
+def tone_of(lines: list[str], length: int, prosody: Prosody, first_line_rhymes: bool = False
+            ) -> tuple[float, str, list[bool]]:
+    """The standard pattern the poem fits best: its share of fitting strict positions, name and fits.
+    Of patterns that fit alike, a 入韵 one when line 1 rhymes (`first_line_rhymes`), else one without."""
+    best, rank = (-1.0, "", []), None
     for name, pattern in tone_patterns(length, len(lines)).items():
         fits = pattern_fits(lines, pattern, length, prosody)
         score = sum(fits) / len(fits)
-        if score > best[0]:
-            best = (score, name, fits)
+        if rank is None or (score, name.endswith("入韵") == first_line_rhymes) > rank:
+            best, rank = (score, name, fits), (score, name.endswith("入韵") == first_line_rhymes)
     return best
 
 
@@ -67,5 +70,6 @@ def check_poem(text: str, form: str | Layout, prosody: Prosody, acrostic: str = 
     rhyme_ok, group = rhyme_of(lines, prosody, layout)
     if layout.uniform_length not in (5, 7) or layout.line_count not in (4, 8):   # the shi patterns only
         return PoemCheck(ok, rhyme_ok, group, None, None, None, acrostic_ok)
-    score, pattern, fits = tone_of(lines, layout.uniform_length, prosody)
+    first_rhymes = group is not None and group in prosody.rhyme_groups(lines[0][-2])
+    score, pattern, fits = tone_of(lines, layout.uniform_length, prosody, first_rhymes)
     return PoemCheck(ok, rhyme_ok, group, score, pattern, fits, acrostic_ok)

@@ -15,7 +15,7 @@ from poetgen.tokenizer import SPECIALS
 
 TABLES_FILE = "tables.npz"
 TONES = (PING, ZE)                                          # index 0 平, 1 仄 in tone tables
-PATTERN_NAMES = tuple(tone_patterns(5, 4))                  # 仄起 平起 仄起入韵 平起入韵, same for every shi
+PATTERN_NAMES = tuple(tone_patterns(5, 4))                  # 仄起 平起 仄起入韵 平起入韵: by index, as every shi's
 FIRST_LINE_RHYMES = np.array([n.endswith("入韵") for n in PATTERN_NAMES])   # line 1 rhymes too
 HALF_WIDTH = {",": "，", ".": "。", "．": "。", "?": "？", "!": "！", ";": "；", ":": "：", "、": "，", "︰": "：", "､": "，", "｡": "。"}
 # where a rhyme group starts: 平水韵, ci 平, ci 仄, ci either (tunes.EITHER), and 仄 / either without 入声

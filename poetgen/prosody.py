@@ -141,7 +141,10 @@ def _seven(line: str) -> str:
 
 
 def tone_patterns(line_length: int, line_count: int) -> dict[str, list[str]]:
-    """Standard 平仄 patterns of a form: name -> one pattern string per line."""
+    """Standard 平仄 patterns of a form: name -> one pattern string per line, in the same order for every
+    form. A pattern is named by line 1's second character (平起: 平), so a seven-character line, which
+    prefixes the opposite of the five-character line's first two, swaps the names: 仄起's 仄仄平平仄
+    becomes 平起's 平平仄仄平平仄."""
     patterns = {}
     for name, quatrain in _QUATRAINS.items():
         lines = list(quatrain)
@@ -149,6 +152,7 @@ def tone_patterns(line_length: int, line_count: int) -> dict[str, list[str]]:
             lines += [_A, _B, _C, _D] if quatrain[3] == _D else [_C, _D, _A, _B]
         if line_length == 7:
             lines = [_seven(line) for line in lines]
+            name = name.replace("仄起", "?").replace("平起", "仄起").replace("?", "平起")
         patterns[name] = lines
     return patterns
 

@@ -285,10 +285,10 @@ def test_a_prompt_character_the_tone_table_lacks_fits_any_pattern_when_one_is_ch
         prepared = shipped.prepare(PoemRequest(form="qijue", prompt=prompt))
         layout = prepared.shape.layout
         assert fitting_patterns(tone_patterns(7, 4), layout, forced_ids(prepared, layout), shipped.tables,
-                                True) == ["平起入韵"], prompt
+                                True) == ["仄起入韵"], prompt
     for poem in shipped.generate(PoemRequest(form="qijue", prompt="月落乌忻霜满天", n=3,
                                              sample=SampleOptions(seed=1)))["poems"]:
-        assert poem["tone_pattern"] == "平起入韵" and poem["tone_score"] == 1.0, poem
+        assert poem["tone_pattern"] == "仄起入韵" and poem["tone_score"] == 1.0, poem
 
 
 @pytest.mark.parametrize("tune, variant", [("如梦令", 1), ("忆秦娥", 1), ("撷芳词", 5), ("东坡引", 3), ("长相思", 1)])

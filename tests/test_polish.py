@@ -330,7 +330,7 @@ def test_polishing_never_reads_the_poems_own_lines_as_a_users_prompt(shipped):
     prepared = shipped.prepare(PoemRequest(form="qilv", polish=2, sample=SampleOptions(seed=1)))
     check = check_poem(text, "qilv", shipped.tables.prosody)
     assert check.rhyme_ok and "沈" in text
-    record = ranking.poem_record(text, "qilv", -4.0, check, "平起入韵")
+    record = ranking.poem_record(text, "qilv", -4.0, check, "仄起入韵")
     poem = shipped.polish(prepared, {"poems": [record], "ms_per_poem": 0.0})["poems"][0]
     assert poem["polished"] >= 1 and poem["rhyme_ok"] and holds_its_pattern(poem, "qilv", shipped.tables.prosody)
 

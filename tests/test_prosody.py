@@ -101,3 +101,22 @@ def test_a_rare_reading_is_neither_asked_for_nor_accepted():
     assert real.tone_score == 1.0 and faulty.tone_score < 1.0
     assert check_poem("独在异乡为深客，每逢佳节倍思亲。遥知兄弟登高处，遍插茱萸少一人。", "qijue",
                       Prosody(raw_table(), {"add": extra_table()["add"]})).tone_score == 1.0   # what it was
+
+
+def test_patterns_are_named_by_line_one_s_second_character_and_a_rhyming_line_one_is_ruyun():
+    """Every seven-character pattern was named as the five-character one it extends, the opposite of
+    what it is (月落乌啼霜满天 was 平起); a line 1 ending in the rhyme took the 不入韵 name on a tie."""
+    from poetgen.checks import check_poem
+    from poetgen.prosody import tone_patterns
+
+    for length in (5, 7):
+        for count in (4, 8):
+            for name, lines in tone_patterns(length, count).items():
+                assert name.startswith(lines[0][1] + "起"), (length, name)
+                assert name.endswith("入韵") == (lines[0][-1] == PING), (length, name)
+    for text, pattern in (("月落乌啼霜满天，江枫渔火对愁眠。姑苏城外寒山寺，夜半钟声到客船。", "仄起入韵"),
+                          ("秦时明月汉时关，万里长征人未还。但使龙城飞将在，不教胡马度阴山。", "平起入韵"),
+                          ("朝辞白帝彩云间，千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。", "平起入韵"),
+                          ("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。", "仄起")):
+        check = check_poem(text, "qijue" if len(text) > 24 else "wujue", table())
+        assert (check.tone_pattern, check.tone_score) == (pattern, 1.0), text
