@@ -81,8 +81,25 @@ def to_simplified(text: str) -> str:
     return _converter("t2s").convert(text)
 
 
+# OpenCC's s2t writes 征 as 徵 and 斗 as 鬥 outside the phrases it knows (征人 → 徵人, 斗牛 → 鬥牛), readings
+# a poem almost never means: 征 (a journey, a campaign) and 斗 (the Dipper, a measure) stay, but in these.
+_KEPT_AS_OPENCC = {"征": ("征召", "角征", "征羽", "征调"), "斗": ("斗争", "争斗", "战斗", "斗鸡", "斗草", "斗殴")}
+
+
 def to_traditional(text: str) -> str:
-    return _converter("s2t").convert(text)
+    """Simplified to traditional (OpenCC s2t), keeping 征 and 斗 as poems mean them, and a doubled
+    character doubled (郁郁 came out 鬱郁)."""
+    converted = _converter("s2t").convert(text)
+    if len(converted) != len(text):   # not one character for one: nothing to line up
+        return converted
+    out = list(converted)
+    for i, ch in enumerate(text):
+        if ch in _KEPT_AS_OPENCC and out[i] != ch \
+                and not any(phrase in text[max(0, i - 1):i + 2] for phrase in _KEPT_AS_OPENCC[ch]):
+            out[i] = ch
+        if i and ch == text[i - 1]:
+            out[i] = out[i - 1]
+    return "".join(out)
 
 
 def normalize_text(text: str, simplify: bool = True) -> str:

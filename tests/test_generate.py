@@ -372,3 +372,13 @@ def test_punctuation_in_an_acrostic_is_named_as_such(generator):
                                        "characters only") as error:
         generator.prepare(PoemRequest(acrostic="春，秋冬"))
     assert error.value.field == "acrostic"
+
+
+def test_traditional_keeps_zheng_and_dou_as_poems_mean_them():
+    """OpenCC wrote 征人 as 徵人 and 斗牛 (two constellations) as 鬥牛, so --traditional printed 鬥橫銀燭;
+    郁郁 came out half converted (鬱郁)."""
+    from poetgen.corpus import to_traditional
+
+    assert to_traditional("征人斗牛瑶池斗底") == "征人斗牛瑤池斗底"
+    assert to_traditional("郁郁涧底松") == "鬱鬱澗底松"
+    assert to_traditional("宫商角征羽，斗争") == "宮商角徵羽，鬥爭"   # the phrases that do mean 徵 and 鬥
