@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from poetgen.layout import Layout, clauses, layout_of
-from poetgen.prosody import Prosody, strict_positions, tone_fits, tone_patterns
+from poetgen.prosody import Prosody, line_fits, tone_patterns
 
 
 @dataclasses.dataclass
@@ -39,9 +39,9 @@ def rhyme_of(lines: list[str], prosody: Prosody, layout: Layout) -> tuple[bool, 
 
 
 def pattern_fits(lines: list[str], pattern: list[str], length: int, prosody: Prosody) -> list[bool]:
-    """Per strict position of `pattern` (one string per line), in order: does the poem's character fit it."""
-    return [tone_fits(line[col], pattern[i][col], prosody) for i, line in enumerate(lines)
-            for col in strict_positions(length)]
+    """Per strict position of `pattern` (one string per line; prosody.strict_columns), line by line: does
+    the poem's character fit it (prosody.line_fits: 拗救 and 特拗 are accepted)."""
+    return [ok for line, line_pattern in zip(lines, pattern) for ok in line_fits(line[:length], line_pattern, prosody)]
 
 
 def tone_of(lines: list[str], length: int, prosody: Prosody, first_line_rhymes: bool = False

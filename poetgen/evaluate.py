@@ -24,7 +24,7 @@ from poetgen.importers import load_corpus
 from poetgen.layout import FORM_SHAPES, FORMS, clauses, form_of
 from poetgen.model import sequence_log_likelihood
 from poetgen.options import check_settings, setting
-from poetgen.prosody import strict_positions
+from poetgen.prosody import strict_columns, tone_patterns
 from poetgen.request import MAX_POEMS, PoemRequest
 from poetgen.sampling import SEED_LIMIT, SampleOptions
 
@@ -108,15 +108,19 @@ def distinct(lines: list[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def tone_report(checks: list, form_length: int) -> dict:
-    """Share of strict 平仄 positions that fit the poem's best standard pattern, overall and per column."""
-    columns = strict_positions(form_length)
-    fits: dict[int, list[bool]] = {column: [] for column in columns}
+def tone_report(checks: list, form_length: int, line_count: int) -> dict:
+    """Share of strict 平仄 positions that fit the poem's best standard pattern, overall and per column
+    (a column strict in some lines only, as 仄仄仄平平's third, counts those lines)."""
+    patterns = tone_patterns(form_length, line_count)
+    fits: dict[int, list[bool]] = {}
     for check in checks:
-        for i, ok in enumerate(check.tone_positions or []):
-            fits[columns[i % len(columns)]].append(ok)
+        if not check.tone_positions:
+            continue
+        columns = [c for line in patterns[check.tone_pattern] for c in strict_columns(line)]
+        for column, ok in zip(columns, check.tone_positions):
+            fits.setdefault(column, []).append(ok)
     every = [ok for values in fits.values() for ok in values]
-    return {"overall": _share(every), "by_position": {str(c + 1): _share(fits[c]) for c in columns}}
+    return {"overall": _share(every), "by_position": {str(c + 1): _share(fits[c]) for c in sorted(fits)}}
 
 
 def form_census(texts: list[str], prosody) -> dict:
@@ -244,7 +248,7 @@ class Evaluation:
             copied = _share([line in self.training_lines for line in lines])
         return {"form_compliance": _share([c.layout_ok for c in checks]),
                 "rhyme_compliance": _share([bool(c.rhyme_ok) for c in checks]),
-                "tone_compliance": tone_report(checks, FORM_SHAPES[form][0]),
+                "tone_compliance": tone_report(checks, *FORM_SHAPES[form][:2]),
                 "copied_line_rate": copied,
                 "distinct_1": round(distinct(lines, 1), 4), "distinct_2": round(distinct(lines, 2), 4),
                 "ms_per_poem": result["ms_per_poem"]}

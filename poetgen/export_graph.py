@@ -93,7 +93,7 @@ class PoemGraph(tf.Module):
         self.layout = {name: tf.constant(getattr(layouts, name)) for name in (
             "length", "line_count", "line", "column", "char_slots", "line_starts", "line_ends", "end_ids",
             "accepted", "rhyme_group", "rhyme_xie", "group_kind", "first_line_end", "has_tones", "tone",
-            "tone_strict", "partial_acrostic", "copy_from")}
+            "tone_strict", "tone_prompt", "tone_rescue", "partial_acrostic", "copy_from")}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")], autograph=False)
     def serve(self, ids):
@@ -139,6 +139,15 @@ class PoemGraph(tf.Module):
         first_line = tone & tf.gather(self.first_line_rhymes, pattern) & layout["first_line_end"]
         rhyme_group = tf.where(first_line, 0, layout["rhyme_group"])   # 入韵: line 1 joins the shi's group
         required = tf.where(tone, tf.gather(layout["tone"], pattern), -tf.ones_like(layout["column"]))
+        strict = tf.gather(layout["tone_strict"], pattern)   # the pattern's lines' strict columns
+        # 拗救 (prosody.rescue): where a fixed character that cannot be 平 holds a rescue's first column,
+        # its third must be 平
+        source = tf.gather(layout["tone_rescue"], pattern)
+        fixed = tf.gather(forced, tf.maximum(source, 0))
+        rescued = tone & (source >= 0) & (fixed >= 0) & tf.gather(self.tone_known, tf.maximum(fixed, 0)) \
+            & ~tf.gather(self.can_be[0], tf.maximum(fixed, 0))
+        required = tf.where(rescued, 0, required)
+        strict = strict | rescued
         prompt_rhymes = self._ci_rhymes_possible(prompted, layout) | shi
         ci_rhyme_ok = [_check(prompt_rhymes, "prompt puts a character at a rhyme of the tune that cannot rhyme with "
                               "the tune's tone there or with the rhymes given before it; change it (the CLI's "
@@ -148,7 +157,7 @@ class PoemGraph(tf.Module):
                               "tone there or with the rhymes given before it; change it (the CLI's --no-rhyme "
                               "keeps it)")]
         with tf.control_dependencies(options + prompt_ok + acrostic_ok + [rhyme_ok, distinct_ok] + ci_rhyme_ok):
-            ids = self._loop(forced, layout, rhyme_group, required, temperature, top_k, top_p, seed,
+            ids = self._loop(forced, layout, rhyme_group, required, strict, temperature, top_k, top_p, seed,
                              tf.gather(self.prefixes, entry))
         return {"poem": tf.strings.reduce_join(tf.gather(self.chars, ids[:layout["length"]]))}
 
@@ -162,7 +171,7 @@ class PoemGraph(tf.Module):
         required = layout["tone"]                          # (patterns, positions), -1: no tone asked
         pairs = tf.stack([tf.maximum(required, 0), tf.broadcast_to(ids[None, :], tf.shape(required))], -1)
         can = tf.gather_nd(self.can_be, pairs) | ~tf.gather(self.tone_known, ids)[None, :]   # unknown: not judged
-        checked = (given & layout["tone_strict"])[None, :] & (required >= 0)
+        checked = given[None, :] & layout["tone_prompt"] & (required >= 0)
         tones_fit = tf.reduce_all(~checked | can, axis=1)
         slots = (layout["rhyme_group"] >= 0)[None, :] | (self.first_line_rhymes[:, None] & layout["first_line_end"][None, :])
         considered = slots & given[None, :]                # (patterns, positions)
@@ -281,7 +290,7 @@ class PoemGraph(tf.Module):
         ends = tf.gather(layout["end_ids"], tf.maximum(layout["line"], 0))
         return tf.where((forced < 0) & tf.equal(layout["column"], -1) & (layout["line"] >= 0), ends, forced)
 
-    def _loop(self, forced, layout, rhyme_group, required, temperature, top_k, top_p, seed, prefix):
+    def _loop(self, forced, layout, rhyme_group, required, strict, temperature, top_k, top_p, seed, prefix):
         """The stepping loop: the control prefix, then one model step per position, forced, copied (a 叠
         phrase) or sampled; returns the poem's ids."""
 
@@ -290,7 +299,7 @@ class PoemGraph(tf.Module):
             column = tf.maximum(layout["column"][pos], 0)
             rhyme = (rhyme_group[pos], layout["rhyme_xie"][pos])
             edited = self._edit(logits, history[pos - column:pos], rhyme, allowed, used,
-                                required[pos], layout["tone_strict"][pos], seen)
+                                required[pos], strict[pos], seen)
             sampled = self._sample(edited, temperature, top_k, top_p, seed, pos)
             copied = layout["copy_from"][pos]   # a 叠 phrase repeats what its source took (ci_rules.CiRepeat)
             sampled = tf.where(copied >= 0, history[tf.maximum(copied, 0)], sampled)

@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 
 from poetgen.layout import FORM_ALIASES, FORMS, MARKS, Layout, banned_inside, layout_of
-from poetgen.prosody import PING, ZE, strict_positions, tone_patterns
+from poetgen.prosody import PING, ZE, prompt_columns, rescue, strict_columns, tone_patterns
 from poetgen.tokenizer import SPECIALS
 
 TABLES_FILE = "tables.npz"
@@ -69,7 +69,9 @@ class LayoutTables:
     first_line_end: np.ndarray     # (layouts, positions) last character of line 1 (rhymes in 入韵 patterns)
     has_tones: np.ndarray          # (layouts,) tone=True has 平仄 to apply (shi patterns, a tune's 平/仄)
     tone: np.ndarray               # (layouts, patterns, positions) 0 平, 1 仄, -1 none (marks, padding, 中)
-    tone_strict: np.ndarray        # (layouts, positions) the tone at this column is enforced, not nudged
+    tone_strict: np.ndarray        # (layouts, patterns, positions) the tone at this column is enforced, not nudged
+    tone_prompt: np.ndarray        # (layouts, patterns, positions) a character fixed here must fit (prosody.prompt_columns)
+    tone_rescue: np.ndarray        # (layouts, patterns, positions) a 拗救 column: the position whose fixed 仄 makes it 平
     partial_acrostic: np.ndarray   # (layouts,) an acrostic may name fewer heads than lines (a tune's clauses)
     copy_from: np.ndarray          # (layouts, positions) a 叠 phrase's slot: the position it repeats; -1 elsewhere
     left_out: tuple[str, ...] = ()  # names of the 词谱's tunes not exported (lower-cased), for a clear refusal
@@ -158,7 +160,9 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
              group_kind=full((rows, groups), -1, np.int8),
              first_line_end=full((rows, positions), False, bool), has_tones=full(rows, False, bool),
              tone=full((rows, len(PATTERN_NAMES), positions), -1, np.int8),
-             tone_strict=full((rows, positions), False, bool), partial_acrostic=full(rows, False, bool),
+             tone_strict=full((rows, len(PATTERN_NAMES), positions), False, bool),
+             tone_prompt=full((rows, len(PATTERN_NAMES), positions), False, bool),
+             tone_rescue=full((rows, len(PATTERN_NAMES), positions), -1, slot), partial_acrostic=full(rows, False, bool),
              copy_from=full((rows, positions), -1, slot))
     for f, layout in enumerate(rows_layouts):
         t["length"][f], t["line_count"][f] = layout.length, layout.line_count
@@ -192,12 +196,14 @@ def _shi_rhyme_and_tone(t: dict, f: int, layout: Layout) -> None:
     length = layout.uniform_length
     if length in (5, 7) and layout.line_count in (4, 8):
         t["has_tones"][f] = True
-        strict = strict_positions(length)
+        at = {(i, c): p for p, (i, c) in enumerate(layout.positions) if c >= 0}
         for k, lines_pattern in enumerate(tone_patterns(length, layout.line_count).values()):
-            for p, (i, c) in enumerate(layout.positions):
-                if c >= 0:
-                    t["tone"][f, k, p] = TONES.index(lines_pattern[i][c])
-                    t["tone_strict"][f, p] = c in strict
+            for (i, c), p in at.items():
+                t["tone"][f, k, p] = TONES.index(lines_pattern[i][c])
+                t["tone_strict"][f, k, p] = c in strict_columns(lines_pattern[i])
+                t["tone_prompt"][f, k, p] = c in prompt_columns(lines_pattern[i])
+                if rescue(lines_pattern[i]) is not None and c == rescue(lines_pattern[i])[1]:
+                    t["tone_rescue"][f, k, p] = at[(i, rescue(lines_pattern[i])[0])]
 
 
 def _tune_rhyme_and_tone(t: dict, f: int, variant, slots: list[int]) -> None:
@@ -215,7 +221,7 @@ def _tune_rhyme_and_tone(t: dict, f: int, variant, slots: list[int]) -> None:
     for k, tone in enumerate(variant.tones):
         if tone in TONES:
             t["tone"][f, :, slots[k]] = TONES.index(tone)
-            t["tone_strict"][f, slots[k]] = True
+            t["tone_strict"][f, :, slots[k]] = t["tone_prompt"][f, :, slots[k]] = True
             t["has_tones"][f] = True
     t["first_line_end"][f] = False
     for position, source in variant.repeats:   # as ci_rules.CiRepeat: the prompt's and acrostic's come first

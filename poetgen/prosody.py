@@ -162,6 +162,45 @@ def strict_positions(line_length: int) -> tuple[int, ...]:
     return (1, 3, 4) if line_length == 5 else (1, 3, 5, 6)
 
 
+def strict_columns(line: str) -> tuple[int, ...]:
+    """Columns (0-based) whose tone a line of this pattern fixes: strict_positions, and where 一三五不论
+    would allow one of the two faults of regular verse, the column that prevents it: 仄仄仄平平's third
+    (平 there ends the line in three 平, 三平尾) and 平平仄仄平's first (仄 there leaves one 平 besides the
+    rhyme, 孤平); in seven-character lines the same columns two further on."""
+    extra = {_D: len(line) - 3, _B: len(line) - 5}.get(line[-5:])
+    return tuple(sorted({*strict_positions(len(line)), *(() if extra is None else (extra,))}))
+
+
+def rescue(line: str) -> tuple[int, int] | None:
+    """(first, third) for a 平平仄仄平 line (two columns further on in seven characters): a 仄 that a
+    prompt or acrostic fixes at the first is rescued by a 平 at the third (拗救: 仄平平仄平, no 孤平);
+    None for the other lines."""
+    n = len(line)
+    return (n - 5, n - 3) if line[-5:] == _B else None
+
+
+def prompt_columns(line: str) -> tuple[int, ...]:
+    """The strict columns at which a fixed character must fit the pattern: strict_columns but the first
+    of a rescue, which the third makes good (rescue)."""
+    rescued = rescue(line)
+    return tuple(c for c in strict_columns(line) if rescued is None or c != rescued[0])
+
+
+def line_fits(line: str, pattern: str, prosody: Prosody) -> list[bool]:
+    """Per strict column of `pattern` (strict_columns), does the line's character fit it, as a reader
+    judges: 平平仄仄平 may take 仄 first when its third is 平 (拗救, 仄平平仄平), and 平平平仄仄 may be
+    平平仄平仄 (特拗: 仄 third, 平 fourth); the same two columns further on in seven-character lines."""
+    n, fits = len(line), []
+    for col in strict_columns(pattern):
+        ok = tone_fits(line[col], pattern[col], prosody)
+        if not ok and rescue(pattern) == (col, n - 3):
+            ok = tone_fits(line[n - 3], PING, prosody)
+        if not ok and pattern[-5:] == _C and col == n - 2:
+            ok = tone_fits(line[n - 3], ZE, prosody) and tone_fits(line[col], PING, prosody)
+        fits.append(ok)
+    return fits
+
+
 def tone_fits(ch: str, required: str, prosody: Prosody) -> bool:
     """True when a character can be read in the required tone (unknown characters are not judged)."""
     tones = prosody.tones(ch)

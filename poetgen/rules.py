@@ -15,7 +15,7 @@ import numpy as np
 from poetgen.ci_rules import ci_rules
 from poetgen.layout import Layout as LayoutSpec
 from poetgen.layout import banned_inside
-from poetgen.prosody import strict_positions, tone_patterns
+from poetgen.prosody import PING, prompt_columns, rescue, strict_columns, tone_patterns
 from poetgen.tables import FitMasks
 from poetgen.tokenizer import BOUNDARY, PAD, SPECIALS, UNK
 
@@ -211,24 +211,30 @@ class Rhyme(Rule):
 class Tone(Rule):
     """Steer each character toward a 平仄 pattern: strict columns are enforced, the others nudged."""
 
-    def __init__(self, can_be: dict[str, np.ndarray], patterns: list[list[str]], strict: tuple[int, ...],
-                 nudge: float = 1.5):
+    def __init__(self, can_be: dict[str, np.ndarray], patterns: list[list[str]], nudge: float = 1.5,
+                 rescued: frozenset = frozenset()):
+        """`rescued`: the lines whose rescue column (prosody.rescue) a prompt or acrostic fixes with a
+        character that cannot be 平, so that line's third column must be 平 instead (拗救)."""
         tones = sorted(can_be)
         self.can_be = np.stack([can_be[t] for t in tones])      # (tones, vocab); unknown chars fit neither
-        # Added to the logits (a boolean-mask assignment costs ten times more): -inf or -nudge off the tone
-        self.strict_add = np.where(self.can_be, np.float32(0), NEG)
-        self.nudge_add = np.where(self.can_be, np.float32(0), -np.float32(nudge))
-        # (batch, lines, columns): the index of the tone each position asks for
-        self.required = np.array([[[tones.index(t) for t in line] for line in pattern] for pattern in patterns])
-        self.strict = set(strict)
+        # Added to the logits (a boolean-mask assignment costs ten times more), one row per tone and
+        # strictness: rows 0.. -inf off the tone (a strict column), rows len(tones).. -nudge (the others)
+        self.add = np.concatenate([np.where(self.can_be, np.float32(0), NEG),
+                                   np.where(self.can_be, np.float32(0), -np.float32(nudge))])
+        # (batch, lines, columns): the row of `add` each position takes (its line's strict_columns enforced)
+        self.required = np.array([[[tones.index(t) + (0 if c in strict_columns(line) else len(tones))
+                                    for c, t in enumerate(line)] for line in pattern] for pattern in patterns])
+        for row, pattern in enumerate(patterns):
+            for i, line in enumerate(pattern):
+                if rescue(line) is not None and (i, rescue(line)[0]) in rescued:
+                    self.required[row, i, rescue(line)[1]] = tones.index(PING)
         self.nudge = np.float32(nudge)
 
     def apply(self, logits, step):
         column = int(step.column[0])
         if column < 0:
             return
-        asked = self.required[np.arange(len(logits)), step.line, column]   # (batch,) tone index
-        logits += (self.strict_add if column in self.strict else self.nudge_add)[asked]
+        logits += self.add[self.required[np.arange(len(logits)), step.line, column]]
 
 
 class Theme(Rule):
@@ -287,7 +293,9 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
         else:   # each poem's pattern comes from its own stream, so batching does not change it
             names = fitting_patterns(standard, layout, forced_ids(prepared, layout), tables, rhyme)
             patterns = [names[np.random.default_rng([seed, index, 1]).integers(len(names))] for seed, index in streams]
-        active.append(Tone(tables.tone_masks, [standard[p] for p in patterns], strict_positions(layout.uniform_length)))
+        forced = {layout.line_column(pos): i for pos, i in forced_ids(prepared, layout).items()}
+        rescued = frozenset(at for at, i in forced.items() if tables.tone_known[i] and not tables.tone_masks[PING][i])
+        active.append(Tone(tables.tone_masks, [standard[p] for p in patterns], rescued=rescued))
     rhyme = request.rhyme if request.rhyme is not None else regular
     if regular and rhyme and prepared.variant is None:
         first_line = np.array([p is not None and p.endswith("入韵") for p in (patterns or [None] * batch)])
@@ -314,12 +322,12 @@ def fitting_patterns(standard: dict[str, list[str]], layout, forced: dict[int, i
     positions (line 1's end too in a 入韵 pattern) share a 平水韵 group. When none allows both, those that
     keep the rhyme, then those that keep the tones, then all: the poem reports its tone and rhyme as they
     are. The SavedModel's graph picks alike (export_graph)."""
-    strict = strict_positions(layout.uniform_length)
     ends = {start + length - 1: line for line, (start, length) in enumerate(zip(layout.starts, layout.line_lengths))}
     fits = {}
     for name, lines in standard.items():
         tones_fit = all(tables.tone_masks[lines[line][column]][i] or not tables.tone_known[i]   # unknown: not judged
-                        for pos, i in forced.items() for line, column in [layout.line_column(pos)] if column in strict)
+                        for pos, i in forced.items() for line, column in [layout.line_column(pos)]
+                        if column in prompt_columns(lines[line]))
         rhyming = [i for pos, i in forced.items() if pos in ends
                    and (ends[pos] in layout.rhyme_lines or (ends[pos] == 0 and name.endswith("入韵")))]
         rhymes_fit = not rhyme or tables.share_rhyme(rhyming)

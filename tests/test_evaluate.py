@@ -138,7 +138,7 @@ def test_evaluate_json_is_finite_and_layout_is_perfect(tiny_bundle, tiny_corpus,
         assert 0 <= report["copied_line_rate"][form] <= 1
         assert 0 < report["distinct_1"][form] <= 1 and 0 < report["distinct_2"][form] <= 1
         assert math.isfinite(report["ms_per_poem"][form]) and report["ms_per_poem"][form] > 0
-    assert list(report["tone_compliance"]["qijue"]["by_position"]) == ["2", "4", "6", "7"]
+    assert list(report["tone_compliance"]["qijue"]["by_position"]) == ["2", "3", "4", "5", "6", "7"]
     free = report["unconstrained"]
     assert set(free["by_form"]) == set(FORMS) and 0 <= free["regular_share"] <= 1
     assert free["regular_share"] == pytest.approx(sum(free["by_form"].values()), abs=1e-3)

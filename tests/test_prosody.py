@@ -97,9 +97,9 @@ def test_a_rare_reading_is_neither_asked_for_nor_accepted():
     ids = generator.tokenizer.encode("深不")
     assert not generator.tables.tone_masks[ZE][ids[0]] and not generator.tables.tone_masks[PING][ids[1]]
     real = check_poem("独在异乡为异客，每逢佳节倍思亲。遥知兄弟登高处，遍插茱萸少一人。", "qijue", table())
-    faulty = check_poem("独在异乡为深客，每逢佳节倍思亲。遥知兄弟登高处，遍插茱萸少一人。", "qijue", table())
+    faulty = check_poem("独在异乡为异客，每逢佳深倍思亲。遥知兄弟登高处，遍插茱萸少一人。", "qijue", table())
     assert real.tone_score == 1.0 and faulty.tone_score < 1.0
-    assert check_poem("独在异乡为深客，每逢佳节倍思亲。遥知兄弟登高处，遍插茱萸少一人。", "qijue",
+    assert check_poem("独在异乡为异客，每逢佳深倍思亲。遥知兄弟登高处，遍插茱萸少一人。", "qijue",
                       Prosody(raw_table(), {"add": extra_table()["add"]})).tone_score == 1.0   # what it was
 
 
@@ -120,3 +120,47 @@ def test_patterns_are_named_by_line_one_s_second_character_and_a_rhyming_line_on
                           ("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。", "仄起")):
         check = check_poem(text, "qijue" if len(text) > 24 else "wujue", table())
         assert (check.tone_pattern, check.tone_score) == (pattern, 1.0), text
+
+
+def test_the_checker_knows_three_ping_endings_lone_ping_and_the_accepted_licences():
+    """一三五不论 left 仄仄仄平平's third and 平平仄仄平's first free, so poems ending 一望江山青 (三平尾) or
+    reading 入云乱五峰 (孤平) scored 1.0, while 移舟泊烟渚 (特拗) and 羌笛何须怨杨柳 scored below it."""
+    from poetgen.checks import check_poem
+    from poetgen.prosody import line_fits, strict_columns
+
+    assert strict_columns("仄仄仄平平") == (1, 2, 3, 4) and strict_columns("平平仄仄平") == (0, 1, 3, 4)
+    assert strict_columns("平平仄仄仄平平") == (1, 3, 4, 5, 6) and strict_columns("仄仄平平仄仄平") == (1, 2, 3, 5, 6)
+    assert strict_columns("仄仄平平仄") == strict_columns("平平平仄仄") == (1, 3, 4)
+    prosody = table()
+    assert line_fits("一望江山青", "仄仄仄平平", prosody) == [True, False, True, True]     # 三平尾
+    assert line_fits("入云乱五峰", "平平仄仄平", prosody) == [False, True, True, True]     # 孤平
+    assert line_fits("春山一路行", "平平仄仄平", prosody) == [True] * 4
+    assert line_fits("鸟鸣山涧中", "平平仄仄平", prosody) == [True] * 4                    # 拗救: 仄平平仄平
+    for text, form in (("移舟泊烟渚，日暮客愁新。野旷天低树，江清月近人。", "wujue"),
+                       ("黄河远上白云间，一片孤城万仞山。羌笛何须怨杨柳，春风不度玉门关。", "qijue")):
+        assert check_poem(text, form, prosody).tone_score == 1.0, text
+
+
+@pytest.mark.parametrize("form, acrostic", [("wujue", ""), ("qijue", ""), ("wulv", "月雪柳鸟水木竹石"),
+                                            ("wujue", "雪月柳鸟")])
+def test_generated_lines_have_no_three_ping_ending_nor_lone_ping(form, acrostic):
+    """With --tone every line keeps its pattern's strict columns; a head the acrostic fixes at 平平仄仄平's
+    first column in 仄 is rescued by a 平 third (拗救)."""
+    from poetgen.checks import check_poem
+    from poetgen.generate import Generator
+    from poetgen.layout import clauses
+
+    prosody = table()
+    only = lambda ch, tone: prosody.tones(ch) == {tone}   # noqa: E731
+    result = Generator.load().generate(PoemRequest(form=form, acrostic=acrostic, tone=True, n=24, best_of=1,
+                                                   sample=SampleOptions(seed=5)))
+    rescued = 0
+    for poem in result["poems"]:
+        assert check_poem(poem["text"], form, prosody, acrostic).tone_score == 1.0, poem["text"]
+        for line in (line[:-1] for line in clauses(poem["text"])):
+            assert not all(only(ch, PING) for ch in line[-3:]), line                       # 三平尾
+            head = line[-5]
+            if only(head, ZE) and only(line[-4], PING) and only(line[-2], ZE) and only(line[-1], PING):
+                assert PING in prosody.tones(line[-3]), line                               # 孤平
+                rescued += only(line[-3], PING)
+    assert rescued > 0 or not acrostic
