@@ -24,6 +24,7 @@ from poetgen.control import Prefixer, tune_label
 from poetgen.corpus import is_han, normalize_text, to_simplified, to_traditional
 from poetgen.errors import BadInput, BadModel
 from poetgen.heap import release_freed
+from poetgen.layout import MARKS
 from poetgen.model import NumpyStepper
 from poetgen.polish import Polisher
 from poetgen.quantize import THREADED_ROWS, choose_precision, cores
@@ -32,7 +33,7 @@ from poetgen.rerank import OUTPUT_ROWS
 from poetgen.rules import build_rules
 from poetgen.sampling import Resume, Sampled, SampleOptions, row_streams, sample
 from poetgen.tables import VocabularyTables
-from poetgen.tokenizer import SPECIALS, Tokenizer
+from poetgen.tokenizer import BOUNDARY, SPECIALS, Tokenizer
 from poetgen.tunes import tune_table
 from poetgen.weights import layer_weights
 
@@ -41,6 +42,13 @@ __all__ = ["Generator", "PoemRequest", "PreparedRequest", "traditional", "sample
 CI_CONTROL = "<ci>"        # the control token of a model conditioned on genre (poetgen.control)
 SHARE_ROWS = 16           # a batch is split across CPU cores only when each core gets this many rows
 
+
+
+def cut_to_clause(text: str, kept: int) -> str:
+    """A free verse poem that reached max_chars before its end, cut back to its last whole clause (not
+    into its first `kept` characters, the prompt); unchanged when no clause ends after them."""
+    end = max(text.rfind(mark) for mark in MARKS)
+    return text[:end + 1] if end >= kept else text
 
 class Generator:
     """A loaded model, its vocabulary tables and the threads that step it."""
@@ -191,6 +199,8 @@ class Generator:
 
     def _candidate(self, result: Sampled, row: int, prepared: PreparedRequest, patterns) -> dict:
         text = self.tokenizer.decode(i for i in result.ids[row] if i >= len(SPECIALS))
+        if prepared.layout is None and BOUNDARY not in result.ids[row]:
+            text = cut_to_clause(text, len(prepared.prompt_ids))
         logprob = float(result.log_probs[row]) / max(int(result.sampled[row]), 1)
         if prepared.variant is not None:
             check = check_ci(text, prepared.variant, self.tables.prosody, self.tables.ci_rhyme, prepared.acrostic)
