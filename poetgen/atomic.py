@@ -94,7 +94,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
     os.chmod(tmp, 0o666 & ~_umask())   # mkstemp's 0600 would surprise whoever shares the file
     try:
         try:
-            with os.fdopen(fd, mode) as handle:   # closing flushes: a full disk may show only then
+            text = {} if "b" in mode else {"encoding": "utf-8", "errors": "backslashreplace"}   # as Stage.text
+            with os.fdopen(fd, mode, **text) as handle:   # closing flushes: a full disk may show only then
                 yield handle
         except OSError as error:
             if error.errno not in WRITE_ERRNOS:   # the caller's own reading, say: not ours to name
@@ -137,7 +138,9 @@ class Staged:
             raise write_failed(path, error) from None
 
     def text(self, path: str | os.PathLike, text: str) -> None:
-        self.save(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        # a path given on the command line may hold bytes that are no UTF-8 (lone surrogates): written
+        # as \udcff, which JSON reads back as the same character
+        self.save(path, lambda tmp: tmp.write_text(text, encoding="utf-8", errors="backslashreplace"))
 
 
 def _ready(tmp: Path, path: Path) -> None:

@@ -95,8 +95,11 @@ class Lock:
         if self.lock_path.parent != self.target:
             check_parent(self.target)        # the messages a write there would give, before we write
         elif not self.target.exists():
-            self.target.mkdir(parents=True)
-            self.created_dir = True
+            try:   # two runs may create it at once: the second one finds it there
+                self.target.mkdir(parents=True)
+                self.created_dir = True
+            except FileExistsError:
+                pass
         while True:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
@@ -121,7 +124,8 @@ class Lock:
             self.notice(f"taking over the stale lock on {self.target} ({_describe(stale)}); {gone}")
         record = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(), "since": time.time()}
         os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"), 0)
+        # ASCII: a command line may hold bytes that are no UTF-8 (a file name), as lone surrogates
+        os.pwrite(fd, (json.dumps(record) + "\n").encode("ascii"), 0)
         if threading.current_thread() is threading.main_thread() \
                 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
             self._previous_sigterm = signal.signal(signal.SIGTERM, _terminate)

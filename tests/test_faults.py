@@ -487,3 +487,49 @@ def test_a_sigterm_whose_interrupt_was_dropped_still_stops_the_write(tmp_path):
             with contextlib.suppress(KeyboardInterrupt):
                 signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
     assert not stop_asked()
+
+
+def test_import_force_replaces_only_a_regular_file(tmp_path):
+    """`corpus import --out /dev/null --force` replaced the device node with a regular file (as root);
+    a symbolic link or a pipe at --out was replaced too, its target left behind."""
+    source = tmp_path / "poems.txt"
+    source.write_text(POEM + "\n", encoding="utf-8")
+    target = tmp_path / "real.jsonl"
+    target.write_text("keep\n", encoding="utf-8")
+    link, pipe = tmp_path / "link.jsonl", tmp_path / "pipe.jsonl"
+    link.symlink_to(target.name)
+    os.mkfifo(pipe)
+    for out, kind in ((link, "a symbolic link"), (pipe, "not a regular file")):
+        assert_one_line(invoke("corpus", "import", source, "--out", out, "--force"), f"{out} is {kind}")
+    assert link.is_symlink() and target.read_text(encoding="utf-8") == "keep\n"
+    assert pipe.exists() and not pipe.is_file()
+    assert invoke("corpus", "import", source, "--out", target, "--force").exit_code == 0   # a file: replaced
+    assert target.read_text(encoding="utf-8") != "keep\n"
+
+
+def test_paths_that_are_no_utf8_are_written_and_locked(tmp_path, monkeypatch):
+    """A corpus or output name with bytes that are no UTF-8 (lone surrogates in Python) was an internal
+    error in train, export and corpus import: the lock's record and config.json were written as UTF-8."""
+    from poetgen.atomic import write_text
+
+    name = os.fsdecode(b"c\xff.txt")
+    source = tmp_path / name
+    source.write_text(POEM + "\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["poetgen", "corpus", "import", str(source)])
+    result = invoke("corpus", "import", source, "--out", tmp_path / "out.jsonl")
+    assert result.exit_code == 0, result.output
+    write_text(tmp_path / "config.json", json.dumps({"corpus": str(source)}, ensure_ascii=False))
+    assert json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))["corpus"] == str(source)
+    with Lock.directory(tmp_path / os.fsdecode(b"run\xfd")):
+        pass
+
+
+def test_a_lock_whose_directory_another_run_creates_first_is_taken(tmp_path, monkeypatch):
+    """Two runs creating the same new --out at once: the second's mkdir raised FileExistsError (an
+    internal error) instead of waiting its turn at the lock."""
+    out = tmp_path / "run"
+    out.mkdir()
+    real_exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self, *a, **k: False if self == out else real_exists(self, *a, **k))
+    with Lock.directory(out):   # it looked absent, then mkdir found it: made by the other run
+        assert (out / LOCK_NAME).exists()
