@@ -314,12 +314,12 @@ def quantize(model: PathLike | None = None) -> list[Path]:
     from poetgen.bundle import load_bundle
     from poetgen.model import NumpyStepper
     from poetgen.quantize import INT8_FILE, write_products
-    from poetgen.rerank import REVERSE_DIR
+    from poetgen.rerank import REVERSE_DIR, reverse_dir
     from poetgen.weights import layer_weights
 
     bundle = load_bundle(_path(model, "model"), keras=False)
     parts = [bundle]
-    if (bundle.path / REVERSE_DIR).is_dir():
+    if reverse_dir(bundle.path) is not None:
         parts.append(load_bundle(bundle.path / REVERSE_DIR, keras=False))
     for part in parts:
         weights = part.weights if part.weights is not None else layer_weights(part.model)

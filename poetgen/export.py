@@ -16,7 +16,7 @@ from pathlib import Path
 
 from poetgen.atomic import atomic_directory, check_parent, make_parents, write_text
 from poetgen.bundle import TOKENIZER_FILE, Bundle, save_bundle, write_config
-from poetgen.errors import BadInput, BadModel, OutputExists
+from poetgen.errors import BadInput, BadModel, OutputError, OutputExists
 from poetgen.lock import LOCK_NAME, Lock
 from poetgen.model import build_step_model, states_per_layer
 from poetgen.options import check_settings, setting
@@ -123,11 +123,11 @@ def write_keras(bundle: Bundle, directory: Path) -> None:
     from poetgen.bundle import load_bundle
     from poetgen.model import NumpyStepper
     from poetgen.quantize import INT8_FILE, write_products
-    from poetgen.rerank import REVERSE_DIR
+    from poetgen.rerank import REVERSE_DIR, reverse_dir
 
     save_bundle(directory, bundle.model, bundle.tokenizer, bundle.config)
     write_products(NumpyStepper.from_model(bundle.model, bundle.model_config), directory / INT8_FILE)
-    if bundle.path is not None and (Path(bundle.path) / REVERSE_DIR).is_dir():
+    if bundle.path is not None and reverse_dir(Path(bundle.path)) is not None:
         reverse = inference_bundle(load_bundle(Path(bundle.path) / REVERSE_DIR))
         save_bundle(directory / REVERSE_DIR, reverse.model, reverse.tokenizer, reverse.config)
         write_products(NumpyStepper.from_model(reverse.model, reverse.model_config),
@@ -187,8 +187,12 @@ def write_savedmodel(bundle: Bundle, directory: Path, tunes: int = ALL_TUNES) ->
     prefixes = control_prefixes(bundle.tokenizer, layouts, tunes)
     graph = PoemGraph(bundle.model, bundle.model_config, vocabulary, layouts, prefixes)
     signatures = {"serving_default": graph.serve, "serve": graph.serve, "generate": graph.generate}
-    with muted_stderr():
-        tf.saved_model.save(graph, str(directory), signatures=signatures)
+    try:
+        with muted_stderr():
+            tf.saved_model.save(graph, str(directory), signatures=signatures)
+    except tf.errors.OpError as error:   # TensorFlow's writer: a full disk or a file size limit is no OSError
+        reason = (error.message or type(error).__name__).splitlines()[0]
+        raise OutputError(f"cannot write the SavedModel: {reason}; no earlier export was replaced") from None
     _write_sidecars(bundle, directory / EXTRA_DIR)
 
 

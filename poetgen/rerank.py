@@ -8,6 +8,7 @@ lives in the forward bundle's `reverse/` folder and must share its tokenizer. It
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,23 @@ from poetgen.weights import layer_weights
 from poetgen.tokenizer import BOUNDARY
 
 REVERSE_DIR = "reverse"   # inside a bundle
+logger = logging.getLogger(__name__)
+
+
+def reverse_dir(bundle_dir: Path) -> Path | None:
+    """The bundle's reverse model directory, or None when it has none or it is not a model yet: a run
+    training it (`train --reverse --out BUNDLE/reverse`) or killed in its first epoch has written no
+    config.json and model.keras there, and the forward model stays usable (a one-line warning)."""
+    from poetgen.bundle import CONFIG_FILE, MODEL_FILE
+
+    directory = Path(bundle_dir) / REVERSE_DIR
+    if not directory.is_dir():
+        return None
+    if not ((directory / CONFIG_FILE).is_file() and (directory / MODEL_FILE).is_file()):
+        logger.warning(f"{directory} holds no finished model yet (is it being trained?); the forward model "
+                       f"is used alone")
+        return None
+    return directory
 OUTPUT_ROWS = 128         # rows (steps × poems) per output-layer product when scoring
 
 
@@ -36,8 +54,8 @@ class ReverseScorer:
         model (poetgen.quantize.choose_precision: None is int8 when reverse/ carries its products)."""
         from poetgen.bundle import load_bundle
 
-        directory = Path(bundle_dir) / REVERSE_DIR
-        if not directory.is_dir():
+        directory = reverse_dir(bundle_dir)
+        if directory is None:
             return None
         reverse = load_bundle(directory, keras=False)   # weights only: no TensorFlow
         if reverse.tokenizer.hash != tokenizer.hash:

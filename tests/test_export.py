@@ -349,3 +349,20 @@ def test_export_makes_the_missing_directories_above_out(tiny_bundle, tmp_path):
                                       "--format", "keras"])
     assert result.exit_code == 2 and result.stderr.startswith("poetgen: error: cannot write") and "Traceback" not in result.output
     assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_a_savedmodel_that_the_disk_cannot_hold_is_one_clear_line(tiny_bundle, tmp_path, monkeypatch):
+    """A full disk (or `ulimit -f`) reaches TensorFlow's writer as ResourceExhaustedError or
+    OutOfRangeError, no OSError: it was an internal error; the keras and tflite formats said one line."""
+    import tensorflow as tf
+
+    def full(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "SaveV2: No space left on device\n\t [[{{node SaveV2}}]]")
+
+    monkeypatch.setattr(tf.saved_model, "save", full)
+    out = tmp_path / "sm"
+    result = run_cli("export", "--model", tiny_bundle, "--out", out)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("poetgen: error: cannot write the SavedModel: SaveV2: No space left on device"), line
+    assert not out.exists() or [p.name for p in out.iterdir()] == []

@@ -158,3 +158,22 @@ def test_a_reverse_run_logs_no_backwards_sample_poem(with_reverse):
     bundle, _ = with_reverse
     assert sample_from_model(load_bundle(bundle / "reverse").model, bundle / "reverse") is None
     assert sample_from_model(load_bundle(bundle).model, bundle)
+
+
+def test_a_reverse_model_still_being_trained_leaves_the_forward_model_usable(with_reverse, tmp_path, caplog):
+    """While `train --reverse --out BUNDLE/reverse` ran (or after it was killed in its first epoch),
+    reverse/ held only its lock: generate, export, quantize and evaluate all failed, "no config.json"."""
+    from poetgen.api import quantize
+    from poetgen.generate import Generator
+    from poetgen.lock import LOCK_NAME
+
+    bundle, _ = with_reverse
+    other = tmp_path / "model"
+    shutil.copytree(bundle, other, ignore=shutil.ignore_patterns("reverse"))
+    (other / "reverse").mkdir()
+    (other / "reverse" / LOCK_NAME).write_text("{}", encoding="utf-8")
+    assert Generator.load(other).reverse_scorer is None
+    assert "holds no finished model yet" in caplog.text
+    result = CliRunner().invoke(cli, ["generate", "--model", str(other), "--best-of", "2", "--seed", "1"])
+    assert result.exit_code == 0 and result.stdout.count("\n") == 4, result.output
+    assert [path.parent.name for path in quantize(other)] == ["model"]
