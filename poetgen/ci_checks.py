@@ -67,9 +67,29 @@ def tone_of(chars: str, variant: Variant, prosody: Prosody) -> list[bool]:
     return [tone_fits(ch, required, prosody) for ch, required in zip(chars, variant.tones) if required != EITHER]
 
 
+def with_dou_marks(text: str, variant: Variant) -> str:
+    """`text` with "，" where the variant has a 读 ("、", a pause inside a sentence) and the text no mark:
+    editions seldom mark a 读 (故国不堪回首月明中, the 谱's 故国不堪回首、月明中)."""
+    ends, count = set(), 0
+    for length, mark in zip(variant.line_lengths, variant.marks):
+        count += length
+        if mark == "、":
+            ends.add(count)
+    out, count = [], 0
+    for i, ch in enumerate(text):
+        out.append(ch)
+        if not _NOT_HAN.match(ch):
+            count += 1
+            if count in ends and (i + 1 >= len(text) or not _NOT_HAN.match(text[i + 1])):
+                out.append("，")
+    return "".join(out)
+
+
 def check_ci(text: str, variant: Variant, prosody: Prosody, rhyme: CiRhyme, acrostic: str = "") -> CiCheck:
     text = normalize_marks(text)
     lines = variant.layout.lines(text)
+    if lines is None and "、" in variant.marks:   # a 读 the text leaves unmarked still ends a clause
+        lines = variant.layout.lines(with_dou_marks(text, variant))
     chars = han_chars(text)
     acrostic_ok = None
     if acrostic:

@@ -143,6 +143,10 @@ def test_cilin_merges_and_splits():
     # 灰 splits: 回 stays with 支 (第三部), 来 goes with 佳 (第五部)
     assert rhyme.codes("回") & rhyme.codes("支") and not rhyme.codes("来") & rhyme.codes("回") - {-3}
     assert rhyme.codes("来") & rhyme.codes("街")
+    # the 咍 half of 十一队 (代韵) goes with 第五部 as 咍 does: 裁 was 第五部 in 平 but 第三部 in 仄
+    from poetgen.ci_rhyme import _QU
+
+    assert all(ch in _QU[10][2] for ch in "裁代载再在叇劾") and not set(_QU[10][2]) & set("队内对退配佩碎")
     # 入声 stand apart from 平 and 上去
     assert all(c >= 15 for c in rhyme.codes("月"))
     assert flip(3) == -3 and flip(-3) == 3 and flip(17) == 17
@@ -184,6 +188,21 @@ def test_check_against_tune_reads_dou_marks():
     variant = tune.variants[check.variant - 1]
     broken = check_ci(_replace_char(text, variant.rhymes[2].pos, "东"), variant, prosody, rhyme)
     assert not broken.rhyme_ok and broken.rhyme_score == 1 - 1 / len(variant.rhymes)
+
+
+def test_a_dou_the_text_leaves_unmarked_still_fits_the_layout():
+    """李煜's 虞美人 as editions print it (故国不堪回首月明中, no mark at the 谱's 读) failed the layout, and so
+    did 相见欢 and any ci with a 读 printed without its mark; the same text with a mark at another place
+    still fails."""
+    prosody, rhyme = table(), ci_rhyme()
+    yu = ("春花秋月何时了，往事知多少。小楼昨夜又东风，故国不堪回首月明中。"
+          "雕栏玉砌应犹在，只是朱颜改。问君能有几多愁，恰似一江春水向东流。")
+    xiang = "无言独上西楼，月如钩。寂寞梧桐深院锁清秋。剪不断，理还乱，是离愁。别是一般滋味在心头。"
+    for name, text in (("虞美人", yu), ("相见欢", xiang)):
+        check = check_against_tune(text, tune_table().get(name), prosody, rhyme)
+        assert check.layout_ok and check.rhyme_ok and check.tone_score == 1.0, (name, check)
+    misplaced = yu.replace("故国不堪回首月明中", "故国不堪，回首月明中")
+    assert not check_against_tune(misplaced, tune_table().get("虞美人"), prosody, rhyme).layout_ok
 
 
 def test_tunes_command_lists_searches_and_counts(tmp_path):
