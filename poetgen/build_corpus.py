@@ -61,7 +61,10 @@ def _read_members(path: Path, outputs: tuple[Output, ...]) -> dict[str, bytes]:
                 if info.isfile() and any(source.order(info.name) for source in sources):
                     found[info.name] = archive.extractfile(info).read()
     except (OSError, EOFError, tarfile.TarError) as error:
-        raise BadCorpus(f"{path}: not a readable npm tarball ({error})") from None
+        reason = str(error)
+        if reason == "empty file" and path.stat().st_size:   # tarfile's words for a gzip with no archive in it
+            reason = "no archive in it: truncated or damaged"
+        raise BadCorpus(f"{path}: not a readable npm tarball ({reason})") from None
     return found
 
 

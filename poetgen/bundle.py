@@ -16,6 +16,7 @@ from poetgen.atomic import atomic_save, staged, write_text
 from poetgen.errors import BadModel
 from poetgen.model import ModelConfig
 from poetgen.tokenizer import Tokenizer
+from poetgen.weights import missing_model
 
 FORMAT_VERSION = 1
 MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE = "model.keras", "tokenizer.json", "config.json"
@@ -150,7 +151,7 @@ def model_config_of(config: dict, path: Path) -> ModelConfig:
 def load_keras_model(path: Path):
     """Load a .keras file with safe mode on: a file with Lambda layers or foreign code is refused."""
     if not path.exists():
-        raise BadModel(f"{path}: model file is missing")
+        raise missing_model(path)
     if not zipfile.is_zipfile(path):
         raise BadModel(f"{path}: model file is truncated or corrupt (not a .keras archive)")
     import keras

@@ -29,6 +29,16 @@ def layer_weights(model) -> dict[str, list[np.ndarray]]:
     return {layer.name: layer.get_weights() for layer in model.layers}
 
 
+def missing_model(path: Path) -> BadModel:
+    """The error for a bundle without its model file: a tflite or SavedModel export beside it is named
+    (it has the bundle's config and tokenizer, so it looked like a damaged bundle)."""
+    for marker, kind in (("model.tflite", "tflite"), ("saved_model.pb", "SavedModel")):
+        if (path.parent / marker).exists():
+            return BadModel(f"{path.parent}: a {kind} export, which poetgen does not load (it loads a bundle "
+                            f"or a keras export: poetgen export --format keras)")
+    return BadModel(f"{path}: model file is missing")
+
+
 def read_weights(path: Path, config: ModelConfig) -> dict[str, list[np.ndarray]]:
     """{layer name: arrays} for every layer of the archive, in the order of Keras' get_weights().
 
@@ -36,7 +46,7 @@ def read_weights(path: Path, config: ModelConfig) -> dict[str, list[np.ndarray]]
     match `config`; UnknownLayout when the archive is sound but laid out unlike Keras 3's .keras files.
     """
     if not path.exists():
-        raise BadModel(f"{path}: model file is missing")
+        raise missing_model(path)
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())

@@ -625,3 +625,12 @@ def test_a_bracketed_head_is_the_title_not_part_of_the_text(tmp_path):
                       "孤舟蓑笠翁，独钓寒江雪。\n", encoding="utf-8")
     result = import_poems([blocks])
     assert [(p.title, p.form) for p in result.poems] == [("静夜思", "wujue"), ("其二", "wujue")]
+
+
+def test_a_damaged_tarball_is_not_called_empty(tmp_path):
+    """A gzip header followed by garbage was refused as "(empty file)": tarfile's words."""
+    bad = tmp_path / "bad.tgz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    result = CliRunner().invoke(cli, ["corpus", "build", str(bad), "--out-dir", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "no archive in it: truncated or damaged" in result.output and "empty file" not in result.output

@@ -366,3 +366,19 @@ def test_a_savedmodel_that_the_disk_cannot_hold_is_one_clear_line(tiny_bundle, t
     line = result.output.strip().splitlines()[-1]
     assert line.startswith("poetgen: error: cannot write the SavedModel: SaveV2: No space left on device"), line
     assert not out.exists() or [p.name for p in out.iterdir()] == []
+
+
+@pytest.mark.parametrize("marker, kind", [("model.tflite", "tflite"), ("saved_model.pb", "SavedModel")])
+def test_generate_on_an_export_it_cannot_load_names_the_export(tiny_bundle, tmp_path, marker, kind):
+    """`generate --model EXPORT` of a tflite export said "model.keras: model file is missing; restore the
+    file from a backup…", though nothing was damaged."""
+    import shutil
+
+    out = tmp_path / "export"
+    shutil.copytree(tiny_bundle, out)
+    (out / "model.keras").unlink()
+    (out / marker).write_bytes(b"\0")
+    result = run_cli("generate", "--model", out, "--seed", 1)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    line = result.output.strip().splitlines()[-1]
+    assert f"a {kind} export, which poetgen does not load" in line and "backup" not in line, line
