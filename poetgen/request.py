@@ -96,6 +96,9 @@ class PoemRequest:
                 raise BadInput(f"{name} is longer than {limit} characters", field=name)
         if self.resolved_form() == "ci":
             self.resolved_variant()
+            if self.style == "song":   # the default (tang) is no choice; song shi is: a tune writes ci
+                raise BadInput("a tune writes a ci, in the ci style: --style song is for shi; leave it out",
+                               field="style")
             if self.title.strip():
                 raise BadInput("a title is for shi: a ci is written to its tune", field="title")
         if self.polish and self.resolved_form() == "free":

@@ -336,3 +336,10 @@ def test_polishing_keeps_the_repeats(generator):
     for poem in result["poems"]:
         chars = han_chars(poem["text"])
         assert all(chars[p] == chars[s] for p, s in variant.repeats), poem["text"]
+
+
+def test_style_song_with_a_tune_is_refused_not_ignored():
+    """`--style song --tune 浣溪沙` wrote the same ci as `--style ci`, silently."""
+    result = CliRunner().invoke(cli, ["generate", "--style", "song", "--tune", "浣溪沙", "--seed", "1"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--style song is for shi" in result.output.strip().splitlines()[-1]
