@@ -244,9 +244,16 @@ def repair_log(path: Path, epochs_done: int) -> None:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise _damaged(path, "training log is corrupt (not text)", way_out) from None
+    if "\0" in text:   # zeros where a crash left blocks unwritten
+        raise _damaged(path, "training log is corrupt (zero bytes)", way_out)
     complete = text[:text.rfind("\n") + 1]          # a line without its newline was torn by a kill
-    rows = list(csv.reader(io.StringIO(complete)))
+    try:
+        rows = list(csv.reader(io.StringIO(complete)))
+    except csv.Error as error:   # a field beyond csv's limit: no log wrote it
+        raise _damaged(path, f"training log is corrupt ({error})", way_out) from None
     if not rows:
+        if text.strip() and not (text.startswith("epoch") or "epoch".startswith(text.strip())):
+            raise _damaged(path, "training log is corrupt (no epoch header)", way_out)   # no torn header
         return
     header, body = rows[0], rows[1:]
     if not header or header[0] != "epoch":

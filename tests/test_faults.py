@@ -533,3 +533,14 @@ def test_a_lock_whose_directory_another_run_creates_first_is_taken(tmp_path, mon
     monkeypatch.setattr(Path, "exists", lambda self, *a, **k: False if self == out else real_exists(self, *a, **k))
     with Lock.directory(out):   # it looked absent, then mkdir found it: made by the other run
         assert (out / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("content", [b"\0" * 4096, b"\0" * 200_000, b"epoch,loss\n" + b"x" * 200_000 + b"\n",
+                                     b"x" * 300])
+def test_a_log_of_zeros_or_huge_fields_is_one_line(run_copy, content):
+    """A zero-filled log.csv (a crash's unwritten blocks) was an internal error (csv's field limit), or at
+    4 KiB was taken for a torn header, and the next log began with 4,096 zero bytes."""
+    (run_copy / "log.csv").write_bytes(content)
+    assert_one_line(invoke("train", "--out", run_copy, "--resume", "--epochs", 2), "log.csv",
+                    "training log is corrupt", "move it away")
+    assert (run_copy / "log.csv").read_bytes() == content
