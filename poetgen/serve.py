@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
@@ -119,6 +119,7 @@ def _body_field(error: BadInput) -> str:
 
 
 async def _read_body(request: Request) -> bytes | None:
+    """The body, or None when it is larger than MAX_BODY (ClientDisconnect when the client leaves first)."""
     body = b""
     async for chunk in request.stream():
         body += chunk
@@ -265,7 +266,10 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
 
     async def answer(request: Request) -> JSONResponse:
         deadline = asyncio.get_running_loop().time() + options.timeout_s
-        raw = await _read_body(request)
+        try:
+            raw = await _read_body(request)
+        except ClientDisconnect:   # it left while sending: a 499 in the log, not an internal error
+            return refusal(499, [("request", "the client disconnected")])
         if raw is None:
             return refusal(413, [("body", f"the request body is larger than {MAX_BODY} bytes")])
         try:

@@ -52,3 +52,26 @@ def test_a_client_that_leaves_while_queued_costs_no_rows(generator):
         assert batcher.stats.abandoned == 1
         assert batcher.stats.rows == 1                    # only the first request's one poem was sampled
         assert client.post("/api/generate", json={"seed": 3}).status_code == 200
+
+
+def test_a_client_that_leaves_while_sending_its_body_is_no_internal_error(generator, caplog):
+    """A client gone half-way through its body was logged as "internal error on /api/generate" with
+    starlette's ClientDisconnect traceback, then uvicorn's second one."""
+    sent = []
+    with TestClient(create_app(generator)) as client:
+        messages = [{"type": "http.disconnect"}, {"type": "http.request", "body": b'{"seed":1', "more_body": True}]
+
+        async def receive():
+            return messages.pop()
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/api/generate", "raw_path": b"/api/generate", "query_string": b"",
+                 "root_path": "", "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        asyncio.run(asyncio.wait_for(client.app(scope, receive, send), 60))
+        assert sent[0]["status"] == 499
+        assert "internal error" not in caplog.text and "Traceback" not in caplog.text
+        assert client.post("/api/generate", json={"seed": 3, "best_of": 1}).status_code == 200
