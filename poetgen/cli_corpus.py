@@ -16,7 +16,7 @@ import click
 from poetgen.corpus import (DYNASTIES, GENRES, EmptyCorpus, Poem, form_counts, shipped_corpus_path,
                             shipped_corpus_paths, write_corpus)
 from poetgen.errors import BadCorpus, OutputExists
-from poetgen.importers import WHOLE_LINES, expand_paths, load_corpus, stream_poems
+from poetgen.importers import ONE_CLAUSE, WHOLE_LINES, expand_paths, load_corpus, stream_poems
 from poetgen.quiet import progress_shown
 from poetgen.layout import FORMS
 from poetgen.lock import Lock
@@ -78,6 +78,10 @@ def import_command(paths, out: Path, encoding: str, keep_script: bool, force: bo
         reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.most_common()) or "nothing found"
         raise BadCorpus(f"no usable poem in the input ({reasons}); {out} not written") from None
     _print_import_summary(kept, dropped, out)
+    if kept > 1 and notes[ONE_CLAUSE] == kept:
+        click.echo(f"poetgen: warning: every poem kept is one five- or seven-character clause (a file without blank "
+                   f"lines holds a poem per line): write each poem on one line, or its verses on lines of their own "
+                   f"with a blank line between poems", err=True)
     if notes[WHOLE_LINES] and not per_line:
         click.echo(f"poetgen: warning: {notes[WHOLE_LINES]} {WHOLE_LINES} were each read as one poem (as a 律诗 "
                    f"written four clauses a line must be); pass --per-line to read one poem per line", err=True)

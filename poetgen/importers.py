@@ -444,6 +444,7 @@ def import_poems(paths: Iterable[str | os.PathLike], encoding: str = "utf-8", si
 
 
 WHOLE_LINES = "blank-line separated blocks whose every line is a whole poem by itself"
+ONE_CLAUSE = "poems of one five- or seven-character clause"   # a poem a verse per line, read one poem per line
 
 
 def iter_clean(raws: Iterable[RawPoem | str], dropped: collections.Counter, simplify: bool = True,
@@ -463,6 +464,9 @@ def iter_clean(raws: Iterable[RawPoem | str], dropped: collections.Counter, simp
         elif not seen.is_new(poem.text):
             dropped["duplicate"] += 1
         else:
+            if notes is not None and len(poem.text) in (6, 8) and poem.text.count("。") == 1 \
+                    and poem.text[-1] == "。" and "，" not in poem.text:
+                notes[ONE_CLAUSE] += 1
             yield poem
 
 

@@ -634,3 +634,17 @@ def test_a_damaged_tarball_is_not_called_empty(tmp_path):
     result = CliRunner().invoke(cli, ["corpus", "build", str(bad), "--out-dir", str(tmp_path / "out")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "no archive in it: truncated or damaged" in result.output and "empty file" not in result.output
+
+
+def test_a_poem_written_a_verse_per_line_in_a_file_without_blank_lines_is_warned_of(tmp_path):
+    """One poem, a verse per line, no blank line: read as four one-clause poems, silently (the opposite
+    mistake, whole poems in one block, was warned of)."""
+    source, out = tmp_path / "one.txt", tmp_path / "one.jsonl"
+    source.write_text("床前明月光\n疑是地上霜\n举头望明月\n低头思故乡\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["corpus", "import", str(source), "--out", str(out)])
+    assert result.exit_code == 0 and "kept 4 poems" in result.stdout
+    assert "warning: every poem kept is one five- or seven-character clause" in result.stderr
+    source.write_text("床前明月光，疑是地上霜。举头望明月，低头思故乡。\n红豆生南国，春来发几枝。愿君多采撷，此物最相思。\n",
+                      encoding="utf-8")
+    result = CliRunner().invoke(cli, ["corpus", "import", str(source), "--out", str(out), "--force"])
+    assert result.exit_code == 0 and "warning" not in result.stderr
