@@ -12,6 +12,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -122,6 +123,7 @@ class Lock:
         if stale:
             gone = "that process is gone" if not _alive(stale) else "it no longer holds the lock"
             self.notice(f"taking over the stale lock on {self.target} ({_describe(stale)}); {gone}")
+            self._remove_leftovers()
         record = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(), "since": time.time()}
         os.ftruncate(fd, 0)
         # ASCII: a command line may hold bytes that are no UTF-8 (a file name), as lone surrogates
@@ -129,6 +131,20 @@ class Lock:
         if threading.current_thread() is threading.main_thread() \
                 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
             self._previous_sigterm = signal.signal(signal.SIGTERM, _terminate)
+
+    def _remove_leftovers(self) -> None:
+        """The temporary files and folders (poetgen.atomic's `.NAME.*.tmp`) a killed holder left: beside
+        the target, and inside a locked directory. Only the lock's holder writes them, and it is gone."""
+        places = [(self.target.parent, f".{self.target.name}.*.tmp")]
+        if self.lock_path.parent == self.target:
+            places.append((self.target, ".*.tmp"))
+        for folder, pattern in places:
+            for leftover in folder.glob(pattern):
+                with contextlib.suppress(OSError):
+                    if leftover.is_dir() and not leftover.is_symlink():
+                        shutil.rmtree(leftover)
+                    else:
+                        leftover.unlink()
 
     def _refuse(self) -> None:
         holder = self._read_path()

@@ -544,3 +544,29 @@ def test_a_log_of_zeros_or_huge_fields_is_one_line(run_copy, content):
     assert_one_line(invoke("train", "--out", run_copy, "--resume", "--epochs", 2), "log.csv",
                     "training log is corrupt", "move it away")
     assert (run_copy / "log.csv").read_bytes() == content
+
+
+def test_taking_over_a_stale_lock_removes_the_temporary_files_its_holder_left(tmp_path):
+    """`kill -9` of an export or import left `.esm.8cc9b4ng.tmp/` (tens of MB for the shipped model) or
+    `.big.jsonl.gz.….tmp` for good: the run that took the stale lock over kept them."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    record = json.dumps({"pid": dead.pid, "host": socket.gethostname(), "command": "poetgen export", "since": 0})
+    out = tmp_path / "esm"
+    out.mkdir()
+    (out / LOCK_NAME).write_text(record)
+    (tmp_path / ".esm.8cc9b4ng.tmp").mkdir()
+    (tmp_path / ".esm.8cc9b4ng.tmp" / "saved_model.pb").write_bytes(b"x")
+    (out / ".model.keras.abc.tmp").write_bytes(b"x")
+    (out / "model.keras").write_bytes(b"kept")
+    (tmp_path / ".other.abc.tmp").write_bytes(b"not ours")
+    with Lock.directory(out, notice=lambda _: None):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.abc.tmp", "esm"]
+    assert [p.name for p in out.iterdir()] == ["model.keras"]
+    corpus = tmp_path / "big.jsonl.gz"
+    corpus.with_name(".big.jsonl.gz.lock").write_text(record)
+    corpus.with_name(".big.jsonl.gz.x1y2.tmp").write_bytes(b"half")
+    with Lock.file(corpus, notice=lambda _: None):
+        pass
+    assert not corpus.with_name(".big.jsonl.gz.x1y2.tmp").exists()
