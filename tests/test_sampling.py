@@ -7,6 +7,7 @@ from poetgen import rules
 from poetgen.errors import BadInput
 from poetgen.layout import layout_of
 from poetgen.model import Stepper
+from poetgen.prosody import strict_columns
 from poetgen.sampling import SampleOptions, Shape, choose, sample
 from poetgen.tokenizer import BOUNDARY
 
@@ -146,10 +147,13 @@ def test_tone_enforces_strict_positions():
     level[20:] = True
     masks = {"平": level, "仄": ~level}
     pattern = ["仄仄平平仄", "平平仄仄平", "平平平仄仄", "仄仄仄平平"]
-    ids = run([10] * 30, [layout(1), rules.Tone(masks, [pattern], (1, 3, 4))])[0]
+    ids = run([10] * 30, [layout(1), rules.Tone(masks, [pattern])])[0]
     for line, tones in zip(ids.reshape(4, 6)[:, :5], pattern):
-        for column in (1, 3, 4):
+        for column in strict_columns(tones):   # 仄仄仄平平's third and 平平仄仄平's first too
             assert (line[column] >= 20) == (tones[column] == "平")
+    # a fixed 仄 at 平平仄仄平's first column: its third is 平 instead (拗救)
+    ids = run([10] * 30, [layout(1), rules.Tone(masks, [pattern], rescued=frozenset({(1, 0)}))])[0]
+    assert ids[6 + 2] >= 20 and ids[6 + 1] >= 20
 
 
 def test_theme_nudges_planned_character():
