@@ -47,7 +47,9 @@ def write_failed(path: Path, error: OSError) -> OutputError:
     """One sentence: which file, the operating system's reason, and that the old one is intact."""
     reason = os.strerror(error.errno) if error.errno else str(error)
     name = errno.errorcode.get(error.errno, "")
-    kept = f"the previous {path.name} is unchanged" if path.exists() else "nothing was written"
+    # a folder holding only hidden files is the one a run's lock made, not a previous output
+    earlier = path.exists() and not (path.is_dir() and all(p.name.startswith(".") for p in path.iterdir()))
+    kept = f"the previous {path.name} is unchanged" if earlier else "nothing was written"
     return OutputError(f"cannot write {path}: {reason}{f' ({name})' if name else ''}; {kept}")
 
 

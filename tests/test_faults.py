@@ -570,3 +570,16 @@ def test_taking_over_a_stale_lock_removes_the_temporary_files_its_holder_left(tm
     with Lock.file(corpus, notice=lambda _: None):
         pass
     assert not corpus.with_name(".big.jsonl.gz.x1y2.tmp").exists()
+
+
+def test_a_write_failure_into_a_new_folder_claims_no_previous_output(tmp_path):
+    """A tflite export into a new --out on a full disk said "the previous OUT is unchanged": the folder
+    existed only because the run's lock had made it."""
+    from poetgen.atomic import write_failed
+
+    out = tmp_path / "export"
+    with Lock.directory(out):
+        message = str(write_failed(out, OSError(errno.ENOSPC, "No space left on device")))
+    assert message.endswith("nothing was written"), message
+    (out / "model.tflite").write_bytes(b"x")
+    assert str(write_failed(out, OSError(errno.ENOSPC, "full"))).endswith("the previous export is unchanged")
