@@ -581,5 +581,6 @@ def test_a_write_failure_into_a_new_folder_claims_no_previous_output(tmp_path):
     with Lock.directory(out):
         message = str(write_failed(out, OSError(errno.ENOSPC, "No space left on device")))
     assert message.endswith("nothing was written"), message
+    out.mkdir()   # (the lock removed the folder it made)
     (out / "model.tflite").write_bytes(b"x")
     assert str(write_failed(out, OSError(errno.ENOSPC, "full"))).endswith("the previous export is unchanged")
