@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from poetgen.layout import Layout, clauses, layout_of
-from poetgen.prosody import Prosody, line_fits, tone_patterns
+from poetgen.prosody import PING, Prosody, couplet_rescue, line_fits, strict_columns, tone_fits, tone_patterns
 
 
 @dataclasses.dataclass
@@ -40,8 +40,14 @@ def rhyme_of(lines: list[str], prosody: Prosody, layout: Layout) -> tuple[bool, 
 
 def pattern_fits(lines: list[str], pattern: list[str], length: int, prosody: Prosody) -> list[bool]:
     """Per strict position of `pattern` (one string per line; prosody.strict_columns), line by line: does
-    the poem's character fit it (prosody.line_fits: 拗救 and 特拗 are accepted)."""
-    return [ok for line, line_pattern in zip(lines, pattern) for ok in line_fits(line[:length], line_pattern, prosody)]
+    the poem's character fit it (prosody.line_fits: 拗救 and 特拗 are accepted, and 对句相救:
+    prosody.couplet_rescue)."""
+    fits = [line_fits(line[:length], line_pattern, prosody) for line, line_pattern in zip(lines, pattern)]
+    for i in range(len(fits) - 1):   # 对句相救: the next line rescues a 仄 at this one's fourth
+        rescued = couplet_rescue(pattern[i], pattern[i + 1])
+        if rescued is not None and tone_fits(lines[i + 1][rescued[1]], PING, prosody):
+            fits[i][strict_columns(pattern[i]).index(rescued[0])] = True
+    return [ok for line_fits_ in fits for ok in line_fits_]
 
 
 def tone_of(lines: list[str], length: int, prosody: Prosody, first_line_rhymes: bool = False

@@ -235,13 +235,13 @@ class Evaluation:
         request = PoemRequest(form="free", n=self.options.samples, no_repeat=False, rhyme=False, tone=False,
                               best_of=1, sample=SampleOptions(FREE_TEMPERATURE, seed=self.options.seed))
         texts = [poem["text"] for poem in generator.generate(request)["poems"]]
-        return {**form_census(texts, generator.tables.prosody), "temperature": request.sample.temperature}
+        return {**form_census(texts, generator.tables.checking), "temperature": request.sample.temperature}
 
     def poem_report(self, generator: Generator, form: str) -> dict:
         request = PoemRequest(form=form, n=self.options.samples, sample=SampleOptions(seed=self.options.seed))
         result = generator.generate(request)
         texts = [poem["text"] for poem in result["poems"]]
-        checks = [check_poem(text, form, generator.tables.prosody) for text in texts]
+        checks = [check_poem(text, form, generator.tables.checking) for text in texts]
         lines = [line for text in texts for line in line_bodies(text)]
         copied = None
         if self.training_lines is not None:

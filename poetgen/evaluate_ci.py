@@ -18,7 +18,7 @@ def _share(values: list[float]) -> float | None:
 
 def _compliance(generator, variant, request: PoemRequest) -> dict:
     result = generator.generate(request)
-    prosody, rhyme = generator.tables.prosody, generator.tables.ci_rhyme
+    prosody, rhyme = generator.tables.checking, generator.tables.checking_ci_rhyme
     checks = [check_ci(p["text"], variant, prosody, rhyme) for p in result["poems"]]
     slots = [ok for c in checks for ok in (c.rhyme_positions or [])]
     tones = [ok for c in checks for ok in (c.tone_positions or [])]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from poetgen.graph_tables import (DECORATION, FIRST_LINE_RHYMES, HALF_WIDTH, SPACES, GraphVocabulary, LayoutTables,
-                                  rhyme_columns)
+                                  TONE_BITS, TONE_RESCUE, TONE_STRICT, TONE_UNCHECKED, rhyme_columns)
 from poetgen.layout import MARKS
 from poetgen.model import ModelConfig, states_per_layer
 from poetgen.request import REPEAT_PENALTY
@@ -93,7 +93,7 @@ class PoemGraph(tf.Module):
         self.layout = {name: tf.constant(getattr(layouts, name)) for name in (
             "length", "line_count", "line", "column", "char_slots", "line_starts", "line_ends", "end_ids",
             "accepted", "rhyme_group", "rhyme_xie", "group_kind", "first_line_end", "has_tones", "tone",
-            "tone_strict", "tone_prompt", "tone_rescue", "partial_acrostic", "copy_from")}
+            "partial_acrostic", "copy_from")}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")], autograph=False)
     def serve(self, ids):
@@ -138,14 +138,12 @@ class PoemGraph(tf.Module):
         tone = tone & layout["has_tones"]
         first_line = tone & tf.gather(self.first_line_rhymes, pattern) & layout["first_line_end"]
         rhyme_group = tf.where(first_line, 0, layout["rhyme_group"])   # 入韵: line 1 joins the shi's group
-        required = tf.where(tone, tf.gather(layout["tone"], pattern), -tf.ones_like(layout["column"]))
-        strict = tf.gather(layout["tone_strict"], pattern)   # the pattern's lines' strict columns
-        # 拗救 (prosody.rescue): where a fixed character that cannot be 平 holds a rescue's first column,
-        # its third must be 平
-        source = tf.gather(layout["tone_rescue"], pattern)
-        fixed = tf.gather(forced, tf.maximum(source, 0))
-        rescued = tone & (source >= 0) & (fixed >= 0) & tf.gather(self.tone_known, tf.maximum(fixed, 0)) \
-            & ~tf.gather(self.can_be[0], tf.maximum(fixed, 0))
+        codes = tf.gather(layout["tone"], pattern)          # the pattern's tones and flags (graph_tables.TONE_*)
+        asked = tone & (codes >= 0)
+        required = tf.where(asked, tf.bitwise.bitwise_and(codes, TONE_BITS), -tf.ones_like(codes))
+        strict = asked & (tf.bitwise.bitwise_and(codes, TONE_STRICT) > 0)
+        # 拗救 (prosody.rescue): a rescue's third column is 平 where its first holds a fixed non-平 character
+        rescued = asked & (tf.bitwise.bitwise_and(codes, TONE_RESCUE) > 0) & self._fixed_not_ping(forced, 2)
         required = tf.where(rescued, 0, required)
         strict = strict | rescued
         prompt_rhymes = self._ci_rhymes_possible(prompted, layout) | shi
@@ -168,11 +166,15 @@ class PoemGraph(tf.Module):
         whether any pattern keeps the rhyme."""
         given = (forced >= 0) & (layout["column"] >= 0)   # characters: marks are fixed too
         ids = tf.maximum(forced, 0)
-        required = layout["tone"]                          # (patterns, positions), -1: no tone asked
+        codes = layout["tone"]                             # (patterns, positions), -1: no tone asked
+        required = tf.where(codes >= 0, tf.bitwise.bitwise_and(codes, TONE_BITS), -1)
         pairs = tf.stack([tf.maximum(required, 0), tf.broadcast_to(ids[None, :], tf.shape(required))], -1)
         can = tf.gather_nd(self.can_be, pairs) | ~tf.gather(self.tone_known, ids)[None, :]   # unknown: not judged
-        checked = given[None, :] & layout["tone_prompt"] & (required >= 0)
-        tones_fit = tf.reduce_all(~checked | can, axis=1)
+        flagged = lambda flag: (codes >= 0) & (tf.bitwise.bitwise_and(codes, flag) > 0)   # noqa: E731
+        checked = given[None, :] & flagged(TONE_STRICT) & ~flagged(TONE_UNCHECKED)
+        # a rescue whose first and third columns both hold fixed non-平 characters cannot avoid 孤平
+        lone = flagged(TONE_RESCUE) & (self._fixed_not_ping(forced, 2) & self._fixed_not_ping(forced, 0))[None, :]
+        tones_fit = tf.reduce_all(~checked | can, axis=1) & ~tf.reduce_any(lone, axis=1)
         slots = (layout["rhyme_group"] >= 0)[None, :] | (self.first_line_rhymes[:, None] & layout["first_line_end"][None, :])
         considered = slots & given[None, :]                # (patterns, positions)
         groups = tf.gather(self.membership[:, :self.shi_groups], ids)   # (positions, 平水韵 groups)
@@ -181,6 +183,13 @@ class PoemGraph(tf.Module):
         for fallback in (rhymes_fit, tones_fit, tf.ones_like(both)):
             both = tf.where(tf.reduce_any(both), both, fallback)
         return both, tf.reduce_any(rhymes_fit)   # and whether the rhyme lines can rhyme at all (CLI: check_prompt_rhymes)
+
+    def _fixed_not_ping(self, forced, back: int):
+        """(positions,) bool: the position `back` before each holds a fixed character the tone table
+        knows and that cannot be read 平 (rules.build_rules' `rescued`)."""
+        fixed = tf.concat([tf.fill([back], -1), forced[:tf.size(forced) - back]], 0) if back else forced
+        ids = tf.maximum(fixed, 0)
+        return (fixed >= 0) & tf.gather(self.tone_known, ids) & ~tf.gather(self.can_be[0], ids)
 
     def _ci_rhymes_possible(self, forced, layout):
         """Whether each rhyme group of a tune keeps a column (a 部 of its tone) that every character the

@@ -203,9 +203,10 @@ class Generator:
             text = cut_to_clause(text, len(prepared.prompt_ids))
         logprob = float(result.log_probs[row]) / max(int(result.sampled[row]), 1)
         if prepared.variant is not None:
-            check = check_ci(text, prepared.variant, self.tables.prosody, self.tables.ci_rhyme, prepared.acrostic)
+            check = check_ci(text, prepared.variant, self.tables.checking, self.tables.checking_ci_rhyme,
+                             prepared.acrostic)
             return ranking.ci_record(text, logprob, check)
-        check = check_poem(text, prepared.form, self.tables.prosody, prepared.acrostic)
+        check = check_poem(text, prepared.form, self.tables.checking, prepared.acrostic)
         return ranking.poem_record(text, prepared.form, logprob, check, patterns[row] if patterns else None)
 
     def ranks_backwards(self, prepared: PreparedRequest) -> bool:

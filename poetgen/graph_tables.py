@@ -15,6 +15,11 @@ from poetgen.tokenizer import SPECIALS
 
 TABLES_FILE = "tables.npz"
 TONES = (PING, ZE)                                          # index 0 平, 1 仄 in tone tables
+# Flags added to a tone in the tone table (one int8 table keeps the export small): the tone is enforced,
+# not nudged; a character a prompt fixes here need not fit it (a rescue's first column: prosody.rescue);
+# a rescue's third column, which becomes 平 where the character two before is fixed and cannot be 平.
+TONE_STRICT, TONE_UNCHECKED, TONE_RESCUE = 4, 8, 16
+TONE_BITS = 3                                               # the tone itself: code & TONE_BITS
 PATTERN_NAMES = tuple(tone_patterns(5, 4))                  # 仄起 平起 仄起入韵 平起入韵: by index, as every shi's
 FIRST_LINE_RHYMES = np.array([n.endswith("入韵") for n in PATTERN_NAMES])   # line 1 rhymes too
 HALF_WIDTH = {",": "，", ".": "。", "．": "。", "?": "？", "!": "！", ";": "；", ":": "：", "、": "，", "︰": "：", "､": "，", "｡": "。"}
@@ -68,10 +73,8 @@ class LayoutTables:
     group_kind: np.ndarray         # (layouts, groups) RHYME_KINDS row a group starts from; -1 unused
     first_line_end: np.ndarray     # (layouts, positions) last character of line 1 (rhymes in 入韵 patterns)
     has_tones: np.ndarray          # (layouts,) tone=True has 平仄 to apply (shi patterns, a tune's 平/仄)
-    tone: np.ndarray               # (layouts, patterns, positions) 0 平, 1 仄, -1 none (marks, padding, 中)
-    tone_strict: np.ndarray        # (layouts, patterns, positions) the tone at this column is enforced, not nudged
-    tone_prompt: np.ndarray        # (layouts, patterns, positions) a character fixed here must fit (prosody.prompt_columns)
-    tone_rescue: np.ndarray        # (layouts, patterns, positions) a 拗救 column: the position whose fixed 仄 makes it 平
+    tone: np.ndarray               # (layouts, patterns, positions) -1 none (marks, padding, 中), else the tone
+                                   # (0 平, 1 仄) plus the flags TONE_STRICT, TONE_UNCHECKED and TONE_RESCUE
     partial_acrostic: np.ndarray   # (layouts,) an acrostic may name fewer heads than lines (a tune's clauses)
     copy_from: np.ndarray          # (layouts, positions) a 叠 phrase's slot: the position it repeats; -1 elsewhere
     left_out: tuple[str, ...] = ()  # names of the 词谱's tunes not exported (lower-cased), for a clear refusal
@@ -160,9 +163,7 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
              group_kind=full((rows, groups), -1, np.int8),
              first_line_end=full((rows, positions), False, bool), has_tones=full(rows, False, bool),
              tone=full((rows, len(PATTERN_NAMES), positions), -1, np.int8),
-             tone_strict=full((rows, len(PATTERN_NAMES), positions), False, bool),
-             tone_prompt=full((rows, len(PATTERN_NAMES), positions), False, bool),
-             tone_rescue=full((rows, len(PATTERN_NAMES), positions), -1, slot), partial_acrostic=full(rows, False, bool),
+             partial_acrostic=full(rows, False, bool),
              copy_from=full((rows, positions), -1, slot))
     for f, layout in enumerate(rows_layouts):
         t["length"][f], t["line_count"][f] = layout.length, layout.line_count
@@ -196,14 +197,18 @@ def _shi_rhyme_and_tone(t: dict, f: int, layout: Layout) -> None:
     length = layout.uniform_length
     if length in (5, 7) and layout.line_count in (4, 8):
         t["has_tones"][f] = True
-        at = {(i, c): p for p, (i, c) in enumerate(layout.positions) if c >= 0}
         for k, lines_pattern in enumerate(tone_patterns(length, layout.line_count).values()):
-            for (i, c), p in at.items():
-                t["tone"][f, k, p] = TONES.index(lines_pattern[i][c])
-                t["tone_strict"][f, k, p] = c in strict_columns(lines_pattern[i])
-                t["tone_prompt"][f, k, p] = c in prompt_columns(lines_pattern[i])
-                if rescue(lines_pattern[i]) is not None and c == rescue(lines_pattern[i])[1]:
-                    t["tone_rescue"][f, k, p] = at[(i, rescue(lines_pattern[i])[0])]
+            for p, (i, c) in enumerate(layout.positions):
+                if c >= 0:
+                    t["tone"][f, k, p] = tone_code(lines_pattern[i], c)
+
+
+def tone_code(line: str, column: int) -> int:
+    """The tone table's entry for a column of a line of a 平仄 pattern (see TONE_STRICT)."""
+    rescued = rescue(line)
+    return (TONES.index(line[column]) | (TONE_STRICT if column in strict_columns(line) else 0)
+            | (TONE_UNCHECKED if column not in prompt_columns(line) and column in strict_columns(line) else 0)
+            | (TONE_RESCUE if rescued is not None and column == rescued[1] else 0))
 
 
 def _tune_rhyme_and_tone(t: dict, f: int, variant, slots: list[int]) -> None:
@@ -220,8 +225,7 @@ def _tune_rhyme_and_tone(t: dict, f: int, variant, slots: list[int]) -> None:
         t["group_kind"][f, group] = RHYME_KINDS.index(group_kind(variant, group))
     for k, tone in enumerate(variant.tones):
         if tone in TONES:
-            t["tone"][f, :, slots[k]] = TONES.index(tone)
-            t["tone_strict"][f, :, slots[k]] = t["tone_prompt"][f, :, slots[k]] = True
+            t["tone"][f, :, slots[k]] = TONES.index(tone) | TONE_STRICT
             t["has_tones"][f] = True
     t["first_line_end"][f] = False
     for position, source in variant.repeats:   # as ci_rules.CiRepeat: the prompt's and acrostic's come first

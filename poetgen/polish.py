@@ -145,8 +145,8 @@ class Polisher:
     def _check(self, prepared: PreparedRequest, text: str):
         tables = self.generator.tables
         if prepared.variant is not None:
-            return check_ci(text, prepared.variant, tables.prosody, tables.ci_rhyme, prepared.acrostic)
-        return check_poem(text, prepared.form, tables.prosody, prepared.acrostic)
+            return check_ci(text, prepared.variant, tables.checking, tables.checking_ci_rhyme, prepared.acrostic)
+        return check_poem(text, prepared.form, tables.checking, prepared.acrostic)
 
     def _standing(self, prepared: PreparedRequest, text: str) -> tuple:
         """How a shi poem holds the pattern `prepared` keeps: the share of its strict positions that fit,
@@ -154,7 +154,7 @@ class Polisher:
         layout, pattern = prepared.layout, prepared.pattern
         if pattern is None or prepared.variant is not None or not layout.fits(text):
             return ()
-        prosody, lines = self.generator.tables.prosody, clauses(text)
+        prosody, lines = self.generator.tables.checking, clauses(text)
         fits = pattern_fits(lines, tone_patterns(layout.uniform_length, layout.line_count)[pattern],
                             layout.uniform_length, prosody)
         first = True

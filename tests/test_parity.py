@@ -319,3 +319,15 @@ def test_line_one_may_end_as_a_rhyming_line_does_on_both_sides(generator, poet):
     assert cli["text"].startswith(prompt) and cli["rhyme_ok"]
     assert graph_poem(poet, "wujue", prompt, seed=1).startswith(prompt)
 
+
+
+@pytest.mark.parametrize("form, prompt", [("wujue", "入云乱"), ("qijue", "落日入云乱"), ("wujue", "白云")])
+def test_a_prompt_that_leaves_lone_ping_unavoidable_rules_its_pattern_out(generator, poet, form, prompt):
+    """入 and 乱 (both 仄) at 平平仄仄平's first and third columns: no rescue is left, yet the pattern counted
+    as fitting, and half the seeds drew it (tone_score 0.93). The CLI and the graph now both draw among the
+    patterns that keep every tone."""
+    for seed in range(4):
+        request = PoemRequest(prompt=prompt, form=form, tone=True, sample=SampleOptions(seed=seed))
+        cli = generator.generate(request)["poems"][0]["text"]
+        graph = graph_poem(poet, form, prompt, "", True, 1.0, seed)
+        assert verdict(cli, form, "", True)["tone"] and verdict(graph, form, "", True)["tone"], (cli, graph)
