@@ -30,13 +30,14 @@ def corpus() -> None:
 
 
 def _check_output(out: Path, force: bool) -> None:
-    if (out.exists() or out.is_symlink()) and not force:
-        raise OutputExists(f"{out} exists; pass --force to replace it")
-    if out.is_dir():
+    if out.is_dir() and not out.is_symlink():
         raise OutputExists(f"{out} is a directory; give a file name such as poems.jsonl.gz")
     if out.is_symlink() or (out.exists() and not out.is_file()):   # --force replaces an earlier corpus file only
         kind = "a symbolic link" if out.is_symlink() else "not a regular file (a device or a pipe)"
-        raise OutputExists(f"{out} is {kind}; --force replaces only a file it wrote: give another --out")
+        raise OutputExists(f"{out} is {kind}; poetgen writes only a new file or replaces one (--force): "
+                           f"give another --out")
+    if out.exists() and not force:
+        raise OutputExists(f"{out} exists; pass --force to replace it")
 
 
 def _input_bytes(paths, exclude) -> int:

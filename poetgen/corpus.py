@@ -83,7 +83,12 @@ def to_simplified(text: str) -> str:
 
 # OpenCC's s2t writes 征 as 徵 and 斗 as 鬥 outside the phrases it knows (征人 → 徵人, 斗牛 → 鬥牛), readings
 # a poem almost never means: 征 (a journey, a campaign) and 斗 (the Dipper, a measure) stay, but in these.
-_KEPT_AS_OPENCC = {"征": ("征召", "角征", "征羽", "征调"), "斗": ("斗争", "争斗", "战斗", "斗鸡", "斗草", "斗殴")}
+_KEPT_AS_OPENCC = {
+    "征": ("征召", "角征", "征羽", "征调", "征君", "征士", "征辟", "征诏", "征求", "征兆", "象征", "征聘", "征引",
+          "特征", "征验", "征信", "征用", "征收", "征税", "征敛", "征发", "征集", "征拜", "征书"),
+    "斗": ("斗争", "争斗", "战斗", "斗鸡", "斗草", "斗殴", "斗艳", "斗茶", "斗巧", "斗雪", "斗妍", "相斗", "斗百",
+          "斗智", "角斗", "奋斗", "斗胜", "斗力", "斗武", "斗蟋", "斗气", "斗嘴", "决斗", "搏斗", "格斗", "打斗",
+          "斗牌", "斗富", "斗奇", "斗靡", "斗丽", "斗新", "斗春", "斗芳", "斗香")}
 
 
 def to_traditional(text: str) -> str:

@@ -24,7 +24,7 @@ from poetgen.control import Prefixer, tune_label
 from poetgen.corpus import is_han, normalize_text, to_simplified, to_traditional
 from poetgen.errors import BadInput, BadModel
 from poetgen.heap import release_freed
-from poetgen.layout import MARKS
+from poetgen.layout import MARKS, STOP_MARKS
 from poetgen.model import NumpyStepper
 from poetgen.polish import Polisher
 from poetgen.quantize import THREADED_ROWS, choose_precision, cores
@@ -45,10 +45,14 @@ SHARE_ROWS = 16           # a batch is split across CPU cores only when each cor
 
 
 def cut_to_clause(text: str, kept: int) -> str:
-    """A free verse poem that reached max_chars before its end, cut back to its last whole clause (not
-    into its first `kept` characters, the prompt); unchanged when no clause ends after them."""
-    end = max(text.rfind(mark) for mark in MARKS)
-    return text[:end + 1] if end >= kept else text
+    """A free verse poem that reached max_chars before its end, cut back to its last whole sentence (a
+    stop mark) or else its last whole clause, not into its first `kept` characters (the prompt);
+    unchanged when no clause ends after them."""
+    for marks in (STOP_MARKS, MARKS):
+        end = max(text.rfind(mark) for mark in marks)
+        if end >= kept:
+            return text[:end + 1]
+    return text
 
 class Generator:
     """A loaded model, its vocabulary tables and the threads that step it."""

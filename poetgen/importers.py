@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 from poetgen.corpus import (GENRES, MAX_CHARS, Deduplicator, Poem, dynasty_name, make_poem, normalize_text,
                             shipped_corpus_paths)
 from poetgen.errors import BadCorpus
-from poetgen.layout import form_of
+from poetgen.layout import MARKS, form_of
 
 SUFFIXES = (".txt", ".json", ".jsonl", ".gz")
 _SNIFF_BYTES = 8192
@@ -464,8 +464,8 @@ def iter_clean(raws: Iterable[RawPoem | str], dropped: collections.Counter, simp
         elif not seen.is_new(poem.text):
             dropped["duplicate"] += 1
         else:
-            if notes is not None and len(poem.text) in (6, 8) and poem.text.count("。") == 1 \
-                    and poem.text[-1] == "。" and "，" not in poem.text:
+            if notes is not None and len(poem.text) in (6, 8) and poem.text[-1] in MARKS \
+                    and not any(mark in poem.text[:-1] for mark in MARKS):
                 notes[ONE_CLAUSE] += 1
             yield poem
 

@@ -12,6 +12,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -57,6 +58,8 @@ def _terminate(signum, frame):
     ask_stop()           # remembered too: where this lands (a gc callback, a __del__) Python may drop it
     raise KeyboardInterrupt   # unwinds the with-blocks: the lock and half-written files are cleaned up
 
+
+_RANDOM = "[a-z0-9_]{8}"   # the random part of a name tempfile.mkstemp or mkdtemp makes
 
 class Lock:
     """Held from __enter__ to __exit__ (every exit path: return, exception, Ctrl-C, SIGTERM)."""
@@ -133,13 +136,15 @@ class Lock:
             self._previous_sigterm = signal.signal(signal.SIGTERM, _terminate)
 
     def _remove_leftovers(self) -> None:
-        """The temporary files and folders (poetgen.atomic's `.NAME.*.tmp`) a killed holder left: beside
-        the target, and inside a locked directory. Only the lock's holder writes them, and it is gone."""
-        places = [(self.target.parent, f".{self.target.name}.*.tmp")]
+        """The temporary files and folders a killed holder left, named as poetgen.atomic names them (a
+        random part of 8 characters): `.NAME.XXXXXXXX.tmp` beside the target, and inside a locked folder
+        the same and Staged's `.STEM.XXXXXXXX.SUFFIX`. Only the lock's holder writes them, and it is gone;
+        `.NAME.XXXXXXXX.old` (a replaced output not yet removed) is left alone."""
+        places = [(self.target.parent, re.compile(rf"\.{re.escape(self.target.name)}\.{_RANDOM}\.tmp"))]
         if self.lock_path.parent == self.target:
-            places.append((self.target, ".*.tmp"))
+            places.append((self.target, re.compile(rf"\..+\.{_RANDOM}\.(?!old$)[A-Za-z0-9]+")))
         for folder, pattern in places:
-            for leftover in folder.glob(pattern):
+            for leftover in (p for p in folder.iterdir() if pattern.fullmatch(p.name)):
                 with contextlib.suppress(OSError):
                     if leftover.is_dir() and not leftover.is_symlink():
                         shutil.rmtree(leftover)

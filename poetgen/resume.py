@@ -244,9 +244,9 @@ def repair_log(path: Path, epochs_done: int) -> None:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise _damaged(path, "training log is corrupt (not text)", way_out) from None
-    if "\0" in text:   # zeros where a crash left blocks unwritten
-        raise _damaged(path, "training log is corrupt (zero bytes)", way_out)
     complete = text[:text.rfind("\n") + 1]          # a line without its newline was torn by a kill
+    if "\0" in complete:   # zeros where a crash left blocks unwritten (after the last newline: a torn line)
+        raise _damaged(path, "training log is corrupt (zero bytes)", way_out)
     try:
         rows = list(csv.reader(io.StringIO(complete)))
     except csv.Error as error:   # a field beyond csv's limit: no log wrote it

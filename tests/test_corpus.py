@@ -648,3 +648,10 @@ def test_a_poem_written_a_verse_per_line_in_a_file_without_blank_lines_is_warned
                       encoding="utf-8")
     result = CliRunner().invoke(cli, ["corpus", "import", str(source), "--out", str(out), "--force"])
     assert result.exit_code == 0 and "warning" not in result.stderr
+
+
+def test_one_clause_poems_with_their_own_marks_are_warned_of_too(tmp_path):
+    source, out = tmp_path / "marked.txt", tmp_path / "marked.jsonl"
+    source.write_text("白日依山尽，\n黄河入海流。\n欲穷千里目，\n更上一层楼。\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["corpus", "import", str(source), "--out", str(out)])
+    assert result.exit_code == 0 and "warning: every poem kept is one five- or seven-character clause" in result.stderr

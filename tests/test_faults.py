@@ -500,7 +500,9 @@ def test_import_force_replaces_only_a_regular_file(tmp_path):
     link.symlink_to(target.name)
     os.mkfifo(pipe)
     for out, kind in ((link, "a symbolic link"), (pipe, "not a regular file")):
-        assert_one_line(invoke("corpus", "import", source, "--out", out, "--force"), f"{out} is {kind}")
+        for force in ("--force", "--no-force"):   # without --force too: not "pass --force to replace it"
+            assert_one_line(invoke("corpus", "import", source, "--out", out, *[force][:force == "--force"]),
+                            f"{out} is {kind}")
     assert link.is_symlink() and target.read_text(encoding="utf-8") == "keep\n"
     assert pipe.exists() and not pipe.is_file()
     assert invoke("corpus", "import", source, "--out", target, "--force").exit_code == 0   # a file: replaced
@@ -536,7 +538,7 @@ def test_a_lock_whose_directory_another_run_creates_first_is_taken(tmp_path, mon
 
 
 @pytest.mark.parametrize("content", [b"\0" * 4096, b"\0" * 200_000, b"epoch,loss\n" + b"x" * 200_000 + b"\n",
-                                     b"x" * 300])
+                                     b"x" * 300], ids=["zeros-4k", "zeros-200k", "huge-field", "no-header"])
 def test_a_log_of_zeros_or_huge_fields_is_one_line(run_copy, content):
     """A zero-filled log.csv (a crash's unwritten blocks) was an internal error (csv's field limit), or at
     4 KiB was taken for a torn header, and the next log began with 4,096 zero bytes."""
@@ -544,6 +546,15 @@ def test_a_log_of_zeros_or_huge_fields_is_one_line(run_copy, content):
     assert_one_line(invoke("train", "--out", run_copy, "--resume", "--epochs", 2), "log.csv",
                     "training log is corrupt", "move it away")
     assert (run_copy / "log.csv").read_bytes() == content
+
+
+def test_a_log_whose_torn_last_line_is_zeros_is_repaired(run_copy):
+    """Zeros after the last newline are a torn last line, as any other: dropped on --resume, not refused."""
+    log = run_copy / "log.csv"
+    log.write_bytes(log.read_bytes() + b"\0" * 64)
+    result = invoke("train", "--out", run_copy, "--resume", "--epochs", 2)
+    assert result.exit_code == 0, result.output
+    assert b"\0" not in log.read_bytes() and log.read_text().splitlines()[0].startswith("epoch")
 
 
 def test_taking_over_a_stale_lock_removes_the_temporary_files_its_holder_left(tmp_path):
@@ -555,21 +566,24 @@ def test_taking_over_a_stale_lock_removes_the_temporary_files_its_holder_left(tm
     out = tmp_path / "esm"
     out.mkdir()
     (out / LOCK_NAME).write_text(record)
-    (tmp_path / ".esm.8cc9b4ng.tmp").mkdir()
+    (tmp_path / ".esm.8cc9b4ng.tmp").mkdir()   # atomic_directory's
     (tmp_path / ".esm.8cc9b4ng.tmp" / "saved_model.pb").write_bytes(b"x")
-    (out / ".model.keras.abc.tmp").write_bytes(b"x")
+    (out / ".model.x1b2c3d4.keras").write_bytes(b"x")     # Staged's, as save_bundle writes them
+    (out / ".config.k_9m2p0q.json").write_bytes(b"x")
+    (out / ".log.csv.abcdefgh.tmp").write_bytes(b"x")     # atomic_write's
     (out / "model.keras").write_bytes(b"kept")
-    (tmp_path / ".other.abc.tmp").write_bytes(b"not ours")
+    (tmp_path / ".esm.v2.abcdefgh.tmp").mkdir()            # another export's (to esm.v2, under its own lock)
+    (tmp_path / ".esm.q1w2e3r4.old").mkdir()               # a replaced output not yet removed: left alone
     with Lock.directory(out, notice=lambda _: None):
         pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.abc.tmp", "esm"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".esm.q1w2e3r4.old", ".esm.v2.abcdefgh.tmp", "esm"]
     assert [p.name for p in out.iterdir()] == ["model.keras"]
     corpus = tmp_path / "big.jsonl.gz"
     corpus.with_name(".big.jsonl.gz.lock").write_text(record)
-    corpus.with_name(".big.jsonl.gz.x1y2.tmp").write_bytes(b"half")
+    corpus.with_name(".big.jsonl.gz.x1y2z3w4.tmp").write_bytes(b"half")
     with Lock.file(corpus, notice=lambda _: None):
         pass
-    assert not corpus.with_name(".big.jsonl.gz.x1y2.tmp").exists()
+    assert not corpus.with_name(".big.jsonl.gz.x1y2z3w4.tmp").exists()
 
 
 def test_a_write_failure_into_a_new_folder_claims_no_previous_output(tmp_path):

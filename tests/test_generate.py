@@ -382,6 +382,8 @@ def test_traditional_keeps_zheng_and_dou_as_poems_mean_them():
     assert to_traditional("征人斗牛瑶池斗底") == "征人斗牛瑤池斗底"
     assert to_traditional("郁郁涧底松") == "鬱鬱澗底松"
     assert to_traditional("宫商角征羽，斗争") == "宮商角徵羽，鬥爭"   # the phrases that do mean 徵 and 鬥
+    assert to_traditional("征君象征，争奇斗艳斗茶") == "徵君象徵，爭奇鬥豔鬥茶"
+    assert to_traditional("北斗星斗斗酒斗柄") == "北斗星斗斗酒斗柄"
 
 
 def test_free_verse_that_reaches_max_chars_ends_at_its_last_whole_clause():
@@ -391,8 +393,10 @@ def test_free_verse_that_reaches_max_chars_ends_at_its_last_whole_clause():
     from poetgen.layout import MARKS
 
     assert cut_to_clause("春风，明月。围军", 0) == "春风，明月。" and cut_to_clause("春风明月", 0) == "春风明月"
+    assert cut_to_clause("春风，明月。青山，围军", 0) == "春风，明月。"   # a whole sentence, not a clause
+    assert cut_to_clause("春风，明月，围军", 0) == "春风，明月，"           # no sentence ends: the last clause
     assert cut_to_clause("春风，明月", 3) == "春风，明月"   # never into the prompt
     shipped = Generator.load()
     poems = shipped.generate(PoemRequest(form="free", max_chars=40, n=8, best_of=1,
                                          sample=SampleOptions(seed=1)))["poems"]
-    assert all(p["text"][-1] in MARKS and len(p["text"]) <= 40 for p in poems), [p["text"] for p in poems]
+    assert all(p["text"][-1] in "。？！" and len(p["text"]) <= 40 for p in poems), [p["text"] for p in poems]
