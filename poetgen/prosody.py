@@ -47,7 +47,8 @@ def extra_table() -> dict:
     """scripts/build_prosody.py's supplement: {"add": characters the package's table lacks, {char:
     {"as": standard spelling} | {"tone": 平, "group": level-tone group, "votes": [agreeing, poems]} |
     {"tone": 平 or 仄}}, "rare": readings the corpus's poets barely used, {char: {"tone": 平 or 仄,
-    "tone_votes": [reads in it, reads]} and/or {"groups": [level-tone groups], "group_votes": [...]}}}."""
+    "tone_votes": [reads in it, reads]} and/or {"groups": [level-tone groups], "group_votes": [...]} and/or
+    {"oblique": [[上/去/入, n], ...] (numbered_groups_of), "oblique_votes": [...]}}}."""
     return json.loads(_EXTRA.read_text(encoding="utf-8"))
 
 
@@ -134,6 +135,7 @@ class Prosody:
         usual.numbered_groups_of = {ch: set(groups) for ch, groups in self.numbered_groups_of.items()}
         for ch, entry in self.rare.items():
             dropped = {(PING, self.level_groups.index(g)) for g in entry.get("groups", ())}
+            dropped |= {(kind, n) for kind, n in entry.get("oblique", ())}   # 仄 groups of ci rhymes
             if "tone" in entry:
                 usual.tones_of[ch].discard(entry["tone"])
                 dropped |= {(kind, n) for kind, n in usual.numbered_groups_of.get(ch, ())

@@ -28,7 +28,8 @@ wrong there. From the corpus's regular shi (Tang and Song):
    at least TONE_VOTES such places that takes one tone in at most RARE of them loses that tone:
    深 仄 (111 of 6,856), 不 平 (664 of 13,456);
 6. group votes: of a level-tone character's groups, one that at most RARE of the poems voting as in 3
-   (at least VOTES of them) rhyme it in is dropped: 逢 三江 (5 of 344), 干 一先 (14 of 744).
+   (at least VOTES of them) rhyme it in is dropped: 逢 三江 (5 of 344), 干 一先 (14 of 744);
+7. oblique group votes, from the ci (regular shi rhyme in 平 only): see rare_oblique.
 
 Generation leaves a rare reading out (poetgen.prosody.usual_table), so the rules never ask for it; the
 checkers still accept it (poetgen.prosody.table), as a poet may use one (王天下).
@@ -92,7 +93,11 @@ def build() -> dict:
 
     poems = list(corpus_texts())
     add = added(poems)
-    return {"add": add, "rare": rare(poems, Prosody(raw_table(), {"add": add}))}
+    table = Prosody(raw_table(), {"add": add})
+    found = rare(poems, table)
+    for ch, entry in rare_oblique(poems, table).items():
+        found.setdefault(ch, {}).update(entry)
+    return {"add": add, "rare": dict(sorted(found.items()))}
 
 
 def added(poems: list[dict]) -> dict:
@@ -203,6 +208,52 @@ def rare(poems: list[dict], table) -> dict:
         groups = sorted(g for g in table.rhyme_groups(ch) if votes[g] <= RARE * poems_of)
         if groups and len(groups) < len(table.rhyme_groups(ch)):   # it keeps at least one group
             result.setdefault(ch, {}).update(groups=groups, group_votes=[[votes[g] for g in groups], poems_of])
+    return result
+
+
+def rare_oblique(poems: list[dict], table) -> dict:
+    """Character -> {"oblique": its 仄 groups ([kind, n] as prosody.numbered_groups_of) it barely rhymes
+    in, "oblique_votes": [rhymes in each, rhymes]} (7 above): from the corpus's ci, each read against the
+    one variant of its tune it fits; at a 仄 rhyme whose other (not 叶) characters share exactly one 词林正韵
+    部, the character votes for that 部. A 仄 group whose 部 gets at most RARE of at least VOTES votes
+    is dropped, the character keeping one at least: 近 in 寘 (第三部), 屏 in 梗."""
+    from poetgen.ci_checks import check_ci, han_chars, normalize_marks
+    from poetgen.ci_rhyme import CiRhyme, _bu, _signed, codes_for_tone
+    from poetgen.prosody import PING, ZE
+    from poetgen.tunes import tune_table
+
+    tunes, rhyme, oblique = tune_table(), CiRhyme(table), codes_for_tone(ZE)
+    votes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for poem in poems:
+        tune = tunes.find_label(poem.get("tune") or "") if poem.get("genre") == "ci" else None
+        if tune is None:
+            continue
+        text = normalize_marks(poem["text"])
+        chars = han_chars(text)
+        fitting = [v for v in tune.variants if v.length == len(chars)]
+        if len(fitting) > 1:
+            fitting = [v for v in fitting if check_ci(text, v, table, rhyme).layout_ok]
+        if len(fitting) != 1:   # no variant, or several: the rhyme positions are not known
+            continue
+        variant = fitting[0]
+        for group in range(variant.group_count):
+            if variant.group_tone(group) != ZE:
+                continue
+            rhymes = [chars[s.pos] for s in variant.rhymes if s.group == group and not s.xie]
+            for k, ch in enumerate(rhymes):
+                others = [rhyme.codes(o) & oblique for j, o in enumerate(rhymes) if j != k and rhyme.codes(o)]
+                shared = set.intersection(*map(set, others)) if len(others) >= 2 else set()
+                if len(shared) == 1:
+                    votes[ch][shared.pop()] += 1
+    result = {}
+    for ch, counts in sorted(votes.items()):
+        rhymes_of = sum(counts.values())
+        groups = sorted((kind, n) for kind, n in table.numbered_groups_of.get(ch, ()) if kind != PING)
+        code = {g: _signed(g[0], _bu(g[0], g[1], ch)) for g in groups}
+        rare_groups = [g for g in groups if counts[code[g]] <= RARE * rhymes_of]
+        if rhymes_of >= VOTES and rare_groups and len(rare_groups) < len(groups):
+            result[ch] = {"oblique": [list(g) for g in rare_groups],
+                          "oblique_votes": [[counts[code[g]] for g in rare_groups], rhymes_of]}
     return result
 
 

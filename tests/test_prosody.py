@@ -179,3 +179,19 @@ def test_the_next_line_rescues_a_ze_fourth_and_xian_is_ping():
     assert check_poem(unrescued, "wujue", prosody).tone_score < 1.0
     spring = "竹外桃花三两枝，春江水暖鸭先知。蒌蒿满地芦芽短，正是河豚欲上时。"
     assert check_poem(spring, "qijue", prosody).tone_score == 1.0 and "下平一先" in prosody.rhyme_groups("先")
+
+
+def test_oblique_groups_the_ci_barely_rhyme_in_are_left_out_of_generation():
+    """钗头凤 rhymed 近 in 第三部仄 with 丽 and 吹, through a 寘 reading; the ci rhyme it in 第六部."""
+    from poetgen.ci_rhyme import CiRhyme
+
+    rare = extra_table()["rare"]
+    oblique = {ch: entry for ch, entry in rare.items() if "oblique" in entry}
+    assert len(oblique) >= 30
+    for ch, entry in oblique.items():
+        counts, rhymes = entry["oblique_votes"]
+        assert rhymes >= build_prosody.VOTES and all(n <= build_prosody.RARE * rhymes for n in counts), ch
+        dropped = {tuple(g) for g in entry["oblique"]}
+        assert dropped <= table().numbered_groups_of[ch] and not dropped & usual_table().numbered_groups_of[ch], ch
+        assert any(kind != PING for kind, _ in usual_table().numbered_groups_of[ch]), ch   # one 仄 group kept
+    assert -3 in CiRhyme(table()).codes("近") and CiRhyme(usual_table()).codes("近") == {-6}
