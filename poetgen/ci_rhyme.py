@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from poetgen.prosody import PING, Prosody, table
+from poetgen.prosody import PING, Prosody, table, usual_table
 
 # 戈载《词林正韵》(1821), 发凡 and its 目录: each 部 as 平水韵 groups. Groups split between two 部
 # ("半") are listed as (the 部 most of the group goes to, the other 部, characters of the other half).
@@ -106,4 +106,11 @@ def describe(code: int) -> str:
 
 @functools.lru_cache(maxsize=1)
 def ci_rhyme() -> CiRhyme:
+    """By every attested reading: what a finished ci is checked by."""
     return CiRhyme(table())
+
+
+@functools.lru_cache(maxsize=1)
+def usual_ci_rhyme() -> CiRhyme:
+    """By the readings generation uses (prosody.usual_table)."""
+    return CiRhyme(usual_table())

@@ -229,10 +229,9 @@ def check_ci_prompt_rhymes(prompt: str, acrostic: str, variant: Variant) -> None
 def _ci_rhyme_conflict(fixed: dict, variant: Variant):
     """The first rhyme slot whose fixed character (`fixed`: position -> character) leaves its group no
     shared 部, or None."""
-    from poetgen.ci_rhyme import CiRhyme, codes_for_group, flip
-    from poetgen.prosody import usual_table
+    from poetgen.ci_rhyme import codes_for_group, flip, usual_ci_rhyme
 
-    rhyme = CiRhyme(usual_table())   # the readings the rules use (VocabularyTables.ci_rhyme), as the graph does
+    rhyme = usual_ci_rhyme()   # the readings the rules use (VocabularyTables.ci_rhyme), as the graph does
     for group in range(variant.group_count):
         shared = set(codes_for_group(variant, group))
         for slot in (s for s in variant.rhymes if s.group == group and s.pos in fixed):

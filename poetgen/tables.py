@@ -9,7 +9,7 @@ import functools
 
 import numpy as np
 
-from poetgen.ci_rhyme import CODES, COLUMN, FLIP, CiRhyme
+from poetgen.ci_rhyme import CODES, COLUMN, FLIP, ci_rhyme, usual_ci_rhyme
 from poetgen.corpus import PUNCTUATION
 from poetgen.errors import BadInput
 from poetgen.layout import banned_inside
@@ -120,12 +120,12 @@ class VocabularyTables:
     @functools.cached_property
     def ci_rhyme(self):
         """The 词林正韵 codes of each character (ci_rhyme.py), by the readings generation uses."""
-        return CiRhyme(self.prosody)
+        return usual_ci_rhyme()
 
     @functools.cached_property
     def checking_ci_rhyme(self):
         """The same by every attested reading: what a finished ci is checked by."""
-        return CiRhyme(self.checking)
+        return ci_rhyme()
 
     @functools.cached_property
     def ci_membership(self) -> np.ndarray:
