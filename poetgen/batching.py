@@ -106,7 +106,10 @@ class Batcher:
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """The worker serves: its thread runs and has not died. `died` is set before the waiting requests
+        are failed, so a client answered "worker is down" never finds /healthz still "ok" (the thread
+        lives on for a moment after it failed them)."""
+        return self._thread is not None and self._thread.is_alive() and self.died is None
 
     def start(self, warm_up: int = 0) -> None:
         """Start the worker. With `warm_up` (the most rows a batch can have: max_rows, or a larger single
