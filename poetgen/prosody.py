@@ -111,11 +111,12 @@ class Prosody:
                         self.groups_of.setdefault(head, set()).add(name)
         extra = extra or {}
         self.rare: dict = extra.get("rare", {})         # char -> the readings poets barely used (usual())
+        self.spelled_as: dict[str, str] = {}             # a variant spelling -> the standard one it reads as
         for ch, entry in extra.get("add", {}).items():   # never overrides the package's table
             if ch in self.tones_of:
                 continue
             if "as" in entry:   # a variant spelling: all its standard form's readings
-                standard = entry["as"]
+                standard = self.spelled_as[ch] = entry["as"]
                 for own, of in ((self.tones_of, standard), (self.groups_of, standard),
                                 (self.numbered_groups_of, standard)):
                     if of in own:
@@ -133,7 +134,12 @@ class Prosody:
         usual.tones_of = {ch: set(tones) for ch, tones in self.tones_of.items()}
         usual.groups_of = {ch: set(groups) for ch, groups in self.groups_of.items()}
         usual.numbered_groups_of = {ch: set(groups) for ch, groups in self.numbered_groups_of.items()}
-        for ch, entry in self.rare.items():
+        rare = dict(self.rare)
+        for ch, standard in self.spelled_as.items():   # a variant spelling loses what its standard form loses
+            entry = self.rare.get(standard) or self.rare.get(to_simplified(standard))
+            if entry is not None and ch not in rare and self.tones_of.get(ch) == self.tones_of.get(standard):
+                rare[ch] = entry
+        for ch, entry in rare.items():
             dropped = {(PING, self.level_groups.index(g)) for g in entry.get("groups", ())}
             dropped |= {(kind, n) for kind, n in entry.get("oblique", ())}   # 仄 groups of ci rhymes
             if "tone" in entry:

@@ -252,7 +252,7 @@ def repair_log(path: Path, epochs_done: int) -> None:
     except csv.Error as error:   # a field beyond csv's limit: no log wrote it
         raise _damaged(path, f"training log is corrupt ({error})", way_out) from None
     if not rows:
-        if text.strip() and not (text.startswith("epoch") or "epoch".startswith(text.strip())):
+        if text.strip() and ("\0" in text or not (text.startswith("epoch") or "epoch".startswith(text.strip()))):
             raise _damaged(path, "training log is corrupt (no epoch header)", way_out)   # no torn header
         return
     header, body = rows[0], rows[1:]

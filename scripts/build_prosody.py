@@ -26,9 +26,9 @@ wrong there. From the corpus's regular shi (Tang and Song):
    columns (poetgen.prosody; not the fourth of 仄仄平平仄 and 平平平仄仄, where 拗 lines such as 野火烧不尽
    put the other tone on purpose) tells what tone each two-tone character there is read in; a character with
    at least TONE_VOTES such places that takes one tone in at most RARE of them loses that tone:
-   深 仄 (111 of 6,856), 不 平 (664 of 13,456);
+   深 仄 (1 of 7,750), 不 平 (328 of 10,389);
 6. group votes: of a level-tone character's groups, one that at most RARE of the poems voting as in 3
-   (at least VOTES of them) rhyme it in is dropped: 逢 三江 (5 of 344), 干 一先 (14 of 744);
+   (at least VOTES of them) rhyme it in is dropped: 逢 三江 (9 of 450), 干 一先 (20 of 882);
 7. oblique group votes, from the ci (regular shi rhyme in 平 only): see rare_oblique.
 
 Generation leaves a rare reading out (poetgen.prosody.usual_table), so the rules never ask for it; the

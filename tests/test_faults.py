@@ -538,7 +538,8 @@ def test_a_lock_whose_directory_another_run_creates_first_is_taken(tmp_path, mon
 
 
 @pytest.mark.parametrize("content", [b"\0" * 4096, b"\0" * 200_000, b"epoch,loss\n" + b"x" * 200_000 + b"\n",
-                                     b"x" * 300], ids=["zeros-4k", "zeros-200k", "huge-field", "no-header"])
+                                     b"x" * 300, b"epoch,lo" + b"\0" * 64],
+                         ids=["zeros-4k", "zeros-200k", "huge-field", "no-header", "torn-header-zeros"])
 def test_a_log_of_zeros_or_huge_fields_is_one_line(run_copy, content):
     """A zero-filled log.csv (a crash's unwritten blocks) was an internal error (csv's field limit), or at
     4 KiB was taken for a torn header, and the next log began with 4,096 zero bytes."""
@@ -572,12 +573,17 @@ def test_taking_over_a_stale_lock_removes_the_temporary_files_its_holder_left(tm
     (out / ".config.k_9m2p0q.json").write_bytes(b"x")
     (out / ".log.csv.abcdefgh.tmp").write_bytes(b"x")     # atomic_write's
     (out / "model.keras").write_bytes(b"kept")
+    (out / "resume").mkdir()                               # the resume state, saved at each epoch's end
+    (out / "resume" / ".last-3.a1b2c3d4.keras").write_bytes(b"x")
+    (out / "resume" / ".state.json.z9y8x7w6.tmp").write_bytes(b"x")
+    (out / "resume" / "state.json").write_bytes(b"kept")
     (tmp_path / ".esm.v2.abcdefgh.tmp").mkdir()            # another export's (to esm.v2, under its own lock)
     (tmp_path / ".esm.q1w2e3r4.old").mkdir()               # a replaced output not yet removed: left alone
     with Lock.directory(out, notice=lambda _: None):
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == [".esm.q1w2e3r4.old", ".esm.v2.abcdefgh.tmp", "esm"]
-    assert [p.name for p in out.iterdir()] == ["model.keras"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.keras", "resume"]
+    assert [p.name for p in (out / "resume").iterdir()] == ["state.json"]
     corpus = tmp_path / "big.jsonl.gz"
     corpus.with_name(".big.jsonl.gz.lock").write_text(record)
     corpus.with_name(".big.jsonl.gz.x1y2z3w4.tmp").write_bytes(b"half")

@@ -331,3 +331,37 @@ def test_a_prompt_that_leaves_lone_ping_unavoidable_rules_its_pattern_out(genera
         cli = generator.generate(request)["poems"][0]["text"]
         graph = graph_poem(poet, form, prompt, "", True, 1.0, seed)
         assert verdict(cli, form, "", True)["tone"] and verdict(graph, form, "", True)["tone"], (cli, graph)
+
+
+@pytest.mark.parametrize("form, prompt, acrostic", [
+    ("wujue", "白云", ""), ("wujue", "入云乱", ""), ("wujue", "白日依山", ""), ("qijue", "落日入云乱", ""),
+    ("qijue", "春风不度玉", ""), ("wulv", "", "月雪柳鸟水木竹石"), ("wujue", "", "雪月柳鸟"), ("qilv", "青山", "")])
+def test_the_graph_allows_the_patterns_the_cli_allows(tiny_bundle, generator, form, prompt, acrostic):
+    """The patterns a request's fixed characters allow, in the graph (its tone table's flags: a rescue's
+    first column is not checked, both its columns fixed non-平 rule the pattern out) and in the CLI
+    (rules.fitting_patterns): verdicts alone could not tell a pattern that is never drawn."""
+    import tensorflow as tf
+
+    from poetgen.bundle import load_bundle
+    from poetgen.export import generation_tables
+    from poetgen.export_graph import PoemGraph, _widened
+    from poetgen.graph_tables import control_prefixes
+    from poetgen.prosody import tone_patterns
+    from poetgen.rules import fitting_patterns, forced_ids
+
+    bundle = load_bundle(tiny_bundle)
+    vocabulary, layouts = generation_tables(bundle, [])
+    graph = PoemGraph(bundle.model, bundle.model_config, vocabulary, layouts,
+                      control_prefixes(bundle.tokenizer, layouts, []))
+    heads = graph._normalised(tf.constant(acrostic))
+    f, _, _ = graph._form(tf.constant(form), tf.size(heads))
+    layout = {name: _widened(tf.gather(table, f)) for name, table in graph.layout.items()}
+    prompted, _ = graph._prompt(graph._normalised(tf.constant(prompt)), layout)
+    forced, _ = graph._acrostic(heads, prompted, layout)
+    fitting, _ = graph._fitting_patterns(graph._end_marks(forced, layout), layout)
+
+    prepared = generator.prepare(PoemRequest(form=form, prompt=prompt, acrostic=acrostic, tone=True))
+    shape = prepared.shape.layout
+    standard = tone_patterns(shape.uniform_length, shape.line_count)
+    cli = fitting_patterns(standard, shape, forced_ids(prepared, shape), generator.tables, True)
+    assert [k for k, name in enumerate(standard) if name in cli] == [int(k) for k in tf.where(fitting)[:, 0]]

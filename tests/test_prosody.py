@@ -87,6 +87,8 @@ def test_each_rare_reading_holds_its_evidence_and_generation_leaves_it_out():
     levels = {n for kind, n in usual.numbered_groups_of["横"] if kind == PING}
     assert usual.numbered_groups_of["横"] == {(PING, n) for n in levels}   # its 仄 (敬) groups went with the tone
     assert full.tones("先") == {PING, ZE} and "下平一先" in full.rhyme_groups("先")   # the package lists 先 in 霰 only
+    for variant, standard in (("寖", "浸"), ("衹", "只"), ("揺", "摇")):   # a variant loses what its standard loses
+        assert usual.tones(variant) == usual.tones(standard) != full.tones(variant), variant
 
 
 def test_a_rare_reading_is_never_asked_for_but_a_checker_accepts_it():
@@ -195,3 +197,22 @@ def test_oblique_groups_the_ci_barely_rhyme_in_are_left_out_of_generation():
         assert dropped <= table().numbered_groups_of[ch] and not dropped & usual_table().numbered_groups_of[ch], ch
         assert any(kind != PING for kind, _ in usual_table().numbered_groups_of[ch]), ch   # one 仄 group kept
     assert -3 in CiRhyme(table()).codes("近") and CiRhyme(usual_table()).codes("近") == {-6}
+
+
+def test_finished_poems_are_judged_by_every_attested_reading(monkeypatch):
+    """Generation uses the usual readings; a finished poem's checks (tone_score, rhyme_ok, polish's
+    standing) use every attested one, as a real poem's do."""
+    import poetgen.generate
+    import poetgen.polish
+    from poetgen.generate import Generator
+
+    judged = []
+    for module in (poetgen.generate, poetgen.polish):
+        real = module.check_poem
+        monkeypatch.setattr(module, "check_poem",
+                            lambda text, form, prosody, acrostic="", real=real: (judged.append(prosody),
+                                                                                  real(text, form, prosody, acrostic))[1])
+    generator = Generator.load()
+    generator.generate(PoemRequest(form="wujue", polish=1, n=1, sample=SampleOptions(seed=1)))
+    assert len(judged) >= 2 and all(prosody is table() for prosody in judged)
+    assert generator.tables.prosody is usual_table() and generator.tables.checking is table()
