@@ -138,14 +138,14 @@ class Lock:
     def _remove_leftovers(self) -> None:
         """The temporary files and folders a killed holder left, named as poetgen.atomic names them (a
         random part of 8 characters): `.NAME.XXXXXXXX.tmp` beside the target, and inside a locked folder
-        and its resume/ the same and Staged's `.STEM.XXXXXXXX.SUFFIX`. Only the lock's holder writes them, and it is gone;
+        and its folders (resume/; not one with a lock of its own) the same and Staged's `.STEM.XXXXXXXX.SUFFIX`. Only the lock's holder writes them, and it is gone;
         `.NAME.XXXXXXXX.old` (a replaced output not yet removed) is left alone."""
-        from poetgen.resume import RESUME_DIR   # (resume imports atomic, as this module does)
-
         places = [(self.target.parent, re.compile(rf"\.{re.escape(self.target.name)}\.{_RANDOM}\.tmp"))]
-        if self.lock_path.parent == self.target:   # a bundle: its files, and its resume state's (saved each epoch)
-            inside = re.compile(rf"\..+\.{_RANDOM}\.(?!old$)[A-Za-z0-9]+")
-            places += [(self.target, inside), (self.target / RESUME_DIR, inside)]
+        if self.lock_path.parent == self.target:   # a bundle: its files, and its folders' (resume/, saved each
+            inside = re.compile(rf"\..+\.{_RANDOM}\.(?!old$)[A-Za-z0-9]+")   # epoch) but one with a lock of
+            places += [(self.target, inside)] + [   # its own (reverse/, which another run may be writing)
+                (folder, inside) for folder in self.target.iterdir()
+                if folder.is_dir() and not folder.name.startswith(".") and not (folder / LOCK_NAME).exists()]
         for folder, pattern in places:
             if not folder.is_dir():
                 continue

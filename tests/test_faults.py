@@ -577,12 +577,16 @@ def test_taking_over_a_stale_lock_removes_the_temporary_files_its_holder_left(tm
     (out / "resume" / ".last-3.a1b2c3d4.keras").write_bytes(b"x")
     (out / "resume" / ".state.json.z9y8x7w6.tmp").write_bytes(b"x")
     (out / "resume" / "state.json").write_bytes(b"kept")
+    (out / "reverse").mkdir()                              # another run's, under its own lock: left alone
+    (out / "reverse" / LOCK_NAME).write_text("{}")
+    (out / "reverse" / ".model.q1w2e3r4.keras").write_bytes(b"being written")
     (tmp_path / ".esm.v2.abcdefgh.tmp").mkdir()            # another export's (to esm.v2, under its own lock)
     (tmp_path / ".esm.q1w2e3r4.old").mkdir()               # a replaced output not yet removed: left alone
     with Lock.directory(out, notice=lambda _: None):
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == [".esm.q1w2e3r4.old", ".esm.v2.abcdefgh.tmp", "esm"]
-    assert sorted(p.name for p in out.iterdir()) == ["model.keras", "resume"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.keras", "resume", "reverse"]
+    assert (out / "reverse" / ".model.q1w2e3r4.keras").exists()
     assert [p.name for p in (out / "resume").iterdir()] == ["state.json"]
     corpus = tmp_path / "big.jsonl.gz"
     corpus.with_name(".big.jsonl.gz.lock").write_text(record)
