@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 
 from poetgen.layout import FORM_ALIASES, FORMS, MARKS, Layout, banned_inside, layout_of
-from poetgen.prosody import PING, ZE, prompt_columns, rescue, strict_columns, tone_patterns
+from poetgen.prosody import PING, ZE, rescue, strict_columns, tone_patterns
 from poetgen.tokenizer import SPECIALS
 
 TABLES_FILE = "tables.npz"
@@ -205,10 +205,9 @@ def _shi_rhyme_and_tone(t: dict, f: int, layout: Layout) -> None:
 
 def tone_code(line: str, column: int) -> int:
     """The tone table's entry for a column of a line of a 平仄 pattern (see TONE_STRICT)."""
-    rescued = rescue(line)
+    first, third = rescue(line) or (None, None)
     return (TONES.index(line[column]) | (TONE_STRICT if column in strict_columns(line) else 0)
-            | (TONE_UNCHECKED if column not in prompt_columns(line) and column in strict_columns(line) else 0)
-            | (TONE_RESCUE if rescued is not None and column == rescued[1] else 0))
+            | (TONE_UNCHECKED if column == first else 0) | (TONE_RESCUE if column == third else 0))
 
 
 def _tune_rhyme_and_tone(t: dict, f: int, variant, slots: list[int]) -> None:
