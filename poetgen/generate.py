@@ -133,7 +133,7 @@ class Generator:
         request = prepared.request
         if prepared.variant is not None:   # a ci by tune: the ci prefix, with the tune's token if the model has one
             return self.prefixer.for_request("ci", "ci", self._tune_label(prepared.variant.tune))
-        return self.prefixer.for_request(request.style, prepared.form, "", prepared.title)
+        return self.prefixer.for_request(request.resolved_style(), prepared.form, "", prepared.title)
 
     def controls(self, prepared: PreparedRequest) -> list[int]:
         """The control ids alone: what the reverse model reads before a poem (it never reads titles)."""

@@ -105,14 +105,15 @@ class Layout:
         lines = clauses(text)
         return "".join(lines) == text and [len(line) - 1 for line in lines] == list(self.line_lengths)
 
-    def fit_prompt(self, prompt: str) -> str:
+    def fit_prompt(self, prompt: str, shown: str = "") -> str:
         """Lay a prompt onto the lines: a missing line-end mark is inserted, a mark the layout does not
         accept at that line end is replaced by the one it writes there; a mark inside a line is an error.
+        `shown`: how errors name the layout (its name by default).
         """
-        fitted, line, column = [], 0, 0
+        fitted, line, column, name = [], 0, 0, shown or self.name
         for ch in prompt:
             if line >= self.line_count:
-                raise BadInput(f"prompt is longer than a {self.name} poem "
+                raise BadInput(f"prompt is longer than a {name} poem "
                                f"({self.line_count} lines of {self.describe_lengths()} characters)", field="prompt")
             if column == self.line_lengths[line]:   # the mark slot
                 fitted.append(ch if ch in MARKS and self.accepts(line, ch) else self.end_marks[line])
@@ -120,10 +121,10 @@ class Layout:
                 if ch in MARKS:
                     continue
                 if line >= self.line_count:
-                    raise BadInput(f"prompt is longer than a {self.name} poem "
+                    raise BadInput(f"prompt is longer than a {name} poem "
                                    f"({self.line_count} lines of {self.describe_lengths()} characters)", field="prompt")
             if ch in MARKS:
-                raise BadInput(f"prompt does not fit {self.name}: line {line + 1} has {column} characters before "
+                raise BadInput(f"prompt does not fit {name}: line {line + 1} has {column} characters before "
                                f"{ch!r}, but that line has {self.line_lengths[line]}", field="prompt")
             fitted.append(ch)
             column += 1

@@ -17,7 +17,7 @@ from poetgen.options import check_settings, setting
 from poetgen.sampling import SampleOptions, Shape, new_seed
 from poetgen.tables import VocabularyTables
 from poetgen.tokenizer import Tokenizer
-from poetgen.tunes import Variant, resolve
+from poetgen.tunes import Variant, resolve, shown_name
 
 MAX_POEMS = 1000          # poems per request
 MAX_CANDIDATES = 64       # candidates per poem (best-of)
@@ -59,7 +59,7 @@ class PoemRequest:
     reverse_weight: float = setting(0.5, low=0, high=1)        # weight of the bundle's reverse model in best-of scores
     polish: int = setting(0, low=0, high=MAX_POLISH)           # rounds of line-by-line rewriting judged by both models (0: off; slow)
     polish_lines: int = setting(0, low=0, high=MAX_POLISH_LINES)   # lines a polishing round visits, the weakest first-read (0: every line)
-    style: str = setting(DEFAULT_STYLE, choices=STYLES)        # a conditioned model's style; others ignore it
+    style: str | None = setting(None, choices=STYLES)          # a conditioned model's style: tang shi (default), song shi, or ci (free verse; a tune writes ci); other models ignore it
     batch_size: int = setting(256, low=1)                      # sequences stepped together
     sample: SampleOptions = SampleOptions()                    # temperature, top-k, top-p and seed
 
@@ -96,14 +96,18 @@ class PoemRequest:
                 raise BadInput(f"{name} is longer than {limit} characters", field=name)
         if self.resolved_form() == "ci":
             self.resolved_variant()
-            if self.style == "song":   # the default (tang) is no choice; song shi is: a tune writes ci
-                raise BadInput("a tune writes a ci, in the ci style: --style song is for shi; leave it out",
+            if self.style in ("tang", "song"):   # a tune writes ci: a shi style would be ignored
+                raise BadInput(f"a tune writes a ci, in the ci style: --style {self.style} is for shi; leave it out",
                                field="style")
             if self.title.strip():
                 raise BadInput("a title is for shi: a ci is written to its tune", field="title")
         if self.polish and self.resolved_form() == "free":
             raise BadInput("polish rewrites a poem line by line: it needs a form or a tune, not free verse",
                            field="polish")
+
+    def resolved_style(self) -> str:
+        """The style asked for; none given: tang (a tune's ci reads the ci prefix whatever this says)."""
+        return self.style or DEFAULT_STYLE
 
     def resolved_variant(self) -> Variant | None:
         """The tune variant asked for (None for shi); UnknownTune naming the closest names."""
@@ -140,7 +144,7 @@ class PreparedRequest:
         tune = (self.variant.tune, self.variant.number) if self.variant else None
         return (self.form, tune, self.prompt, self.acrostic, self.theme_ids, request.rhyme, request.tone,
                 request.no_repeat, request.repeat_penalty, request.max_chars, options.temperature, options.top_k, options.top_p,
-                request.style, self.title, self.pattern)
+                request.resolved_style(), self.title, self.pattern)
 
 
 def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
@@ -149,9 +153,10 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
     form = request.resolved_form()
     variant = request.resolved_variant()
     layout = variant.layout if variant else layout_of(form)
+    shown = shown_name(request.tune, variant.tune, layout.name) if variant else ""   # 十六字令（归字谣#1）: as the user named it
     prompt = normalize_text(request.prompt)
     check_chars(prompt, "prompt", allow_punctuation=True)
-    prompt = layout.fit_prompt(prompt) if layout else check_free_prompt(prompt)
+    prompt = layout.fit_prompt(prompt, shown) if layout else check_free_prompt(prompt)
     if layout is None and len(prompt) > request.max_chars:   # free verse stops there: the prompt would be cut
         raise BadInput(f"the prompt has {len(prompt)} characters, more than max_chars ({request.max_chars}); "
                        f"shorten it or raise --max-chars (max_chars)", field="prompt")
@@ -161,14 +166,14 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
                        field="polish_lines")
     acrostic = normalize_text(request.acrostic)
     check_chars(acrostic, "acrostic", allow_punctuation=False)
-    check_acrostic(acrostic, prompt, form, layout)
+    check_acrostic(acrostic, prompt, form, layout, shown)
     prompt_ids = encode_known(tables.tokenizer, prompt, "prompt")
     acrostic_ids = encode_known(tables.tokenizer, acrostic, "acrostic")
     if layout is not None and (request.rhyme if request.rhyme is not None else True):
         if variant is None:
             check_prompt_rhymes(prompt, prompt_ids, layout, tables)
         else:
-            check_ci_prompt_rhymes(prompt, acrostic, variant)
+            check_ci_prompt_rhymes(prompt, acrostic, variant, shown)
     words, theme_ids = theme_keywords(request.theme, tables.tokenizer) if request.theme.strip() else ([], [])
     title = normalize_text(request.title)
     check_chars(title, "title", allow_punctuation=False)
@@ -209,7 +214,7 @@ def check_prompt_rhymes(prompt: str, prompt_ids, layout: Layout, tables: Vocabul
                            f"--no-rhyme (rhyme: false) to keep it", field="prompt")
 
 
-def check_ci_prompt_rhymes(prompt: str, acrostic: str, variant: Variant) -> None:
+def check_ci_prompt_rhymes(prompt: str, acrostic: str, variant: Variant, shown: str = "") -> None:
     """The characters a prompt (then an acrostic too) fixes at rhyme slots of a tune must leave each rhyme
     group a 部 of the group's tone that they all share (a 叶 slot's in the other tone), as check_ci reads
     them: the rule could not rhyme the rest with them, and the ci would fail its rhyme (--no-rhyme keeps
@@ -221,7 +226,7 @@ def check_ci_prompt_rhymes(prompt: str, acrostic: str, variant: Variant) -> None
     for what, given in (("prompt", fixed), ("acrostic", {**fixed, **dict(zip(heads, acrostic))})):
         slot = _ci_rhyme_conflict(given, variant)
         if slot is not None:
-            raise BadInput(f"{what} puts {given[slot.pos]!r} at character {slot.pos + 1}, a rhyme of {variant.tune} "
+            raise BadInput(f"{what} puts {given[slot.pos]!r} at character {slot.pos + 1}, a rhyme of {shown or variant.tune} "
                            f"that cannot rhyme with the tune's tone there or with the rhymes given before it; "
                            f"change it, or pass --no-rhyme (rhyme: false) to keep it", field=what)
 
@@ -270,8 +275,9 @@ def fit_prompt(prompt: str, form: str) -> str:
     return layout.fit_prompt(prompt) if layout else prompt
 
 
-def check_acrostic(acrostic: str, prompt: str, form: str, layout: Layout | None = None) -> None:
-    """Shi: one head per line; ci (form "ci"): heads of the first clauses, as many as given."""
+def check_acrostic(acrostic: str, prompt: str, form: str, layout: Layout | None = None, shown: str = "") -> None:
+    """Shi: one head per line; ci (form "ci"): heads of the first clauses, as many as given. `shown`: how
+    errors name the layout (its name by default)."""
     if not acrostic:
         return
     layout = layout or layout_of(form)
@@ -279,7 +285,7 @@ def check_acrostic(acrostic: str, prompt: str, form: str, layout: Layout | None 
         raise BadInput("an acrostic needs a regular form (wujue, qijue, wulv or qilv) or a tune", field="acrostic")
     if form == "ci":
         if len(acrostic) > layout.line_count:
-            raise BadInput(f"acrostic has {len(acrostic)} characters but {layout.name} has "
+            raise BadInput(f"acrostic has {len(acrostic)} characters but {shown or layout.name} has "
                            f"{layout.line_count} clauses", field="acrostic")
     elif len(acrostic) != layout.line_count:
         raise BadInput(f"acrostic has {len(acrostic)} characters but a {form} poem has {layout.line_count} lines",

@@ -70,7 +70,7 @@ class GenerateBody(BaseModel):
                                                           "le": SERVER_MAX_CHARS})   # free verse length cap
     reverse_weight: float = Field(_DEFAULT_REQUEST.reverse_weight, **bounds(PoemRequest, "reverse_weight"),
                                   allow_inf_nan=False)       # weight of the reverse model in best-of scores
-    style: Literal[STYLES] = _DEFAULT_REQUEST.style          # a conditioned model's style; others ignore it
+    style: Literal[STYLES] | None = _DEFAULT_REQUEST.style   # a conditioned model's style (default tang; a tune's is ci)
     traditional: bool = False                                # answer in traditional characters
 
     def poem_request(self) -> PoemRequest:

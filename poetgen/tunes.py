@@ -94,12 +94,13 @@ class Tune:
     def name(self) -> str:
         return self.names[0]
 
-    def variant(self, number: int | None) -> Variant:
-        """Variant `number` (1-based); None means the first, the 词谱's main form."""
+    def variant(self, number: int | None, asked: str = "") -> Variant:
+        """Variant `number` (1-based); None means the first, the 词谱's main form. `asked`: the name the
+        user gave, which an error repeats (shown_name)."""
         if number is None:
             return self.variants[0]
         if not 1 <= number <= len(self.variants):
-            raise BadInput(f"{self.name} has {len(self.variants)} variant(s); the variant must be "
+            raise BadInput(f"{shown_name(asked, self.name)} has {len(self.variants)} variant(s); the variant must be "
                            f"1 to {len(self.variants)}", field="variant")
         return self.variants[number - 1]
 
@@ -195,4 +196,11 @@ def resolve(name: str, variant: int | None = None) -> Variant:
         if variant is not None and variant != int(number):
             raise BadInput(f"{name!r} names variant {int(number)} but the variant asked is {variant}", field="variant")
         name, variant = base, int(number)
-    return tune_table().get(name).variant(variant)
+    return tune_table().get(name).variant(variant, name)
+
+
+def shown_name(asked: str, name: str, label: str = "") -> str:
+    """How messages name a tune (`name`) or one of its variants (`label`: 归字谣#1): after the name the
+    user gave when that differs (十六字令 is 归字谣's other name: 十六字令（归字谣#1）)."""
+    asked = asked.strip().partition("#")[0].strip()
+    return label or name if not asked or asked == name else f"{asked}（{label or name}）"

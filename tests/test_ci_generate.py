@@ -338,11 +338,35 @@ def test_polishing_keeps_the_repeats(generator):
         assert all(chars[p] == chars[s] for p, s in variant.repeats), poem["text"]
 
 
-def test_style_song_with_a_tune_is_refused_not_ignored():
-    """`--style song --tune 浣溪沙` wrote the same ci as `--style ci`, silently."""
-    result = CliRunner().invoke(cli, ["generate", "--style", "song", "--tune", "浣溪沙", "--seed", "1"])
+@pytest.mark.parametrize("style", ["song", "tang"])
+def test_a_shi_style_with_a_tune_is_refused_not_ignored(style):
+    """`--style song --tune 浣溪沙` wrote the same ci as `--style ci`, silently; so did `--style tang`,
+    which was the default and so could not be told from no choice."""
+    result = CliRunner().invoke(cli, ["generate", "--style", style, "--tune", "浣溪沙", "--seed", "1"])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "--style song is for shi" in result.output.strip().splitlines()[-1]
+    assert f"--style {style} is for shi" in result.output.strip().splitlines()[-1]
+
+
+def test_no_style_is_tang_for_shi_and_ci_for_a_tune(generator):
+    """The style left out writes what --style tang writes, and a tune's ci as --style ci does."""
+    same = dict(n=2, best_of=1, sample=SampleOptions(seed=3))
+    assert generator.generate(PoemRequest(**same))["poems"] == \
+        generator.generate(PoemRequest(style="tang", **same))["poems"]
+    assert generator.generate(PoemRequest(tune="浣溪沙", **same))["poems"] == \
+        generator.generate(PoemRequest(tune="浣溪沙", style="ci", **same))["poems"]
+
+
+@pytest.mark.parametrize("request_args, shown", [
+    ({"tune": "十六字令", "acrostic": "春夏秋冬五"}, "十六字令（归字谣#1） has 4 clauses"),
+    ({"tune": "十六字令", "variant": 3}, "十六字令（归字谣） has 1 variant"),
+    ({"tune": "十六字令", "prompt": "春" * 20}, "a 十六字令（归字谣#1） poem"),
+    ({"tune": "归字谣", "variant": 3}, "归字谣 has 1 variant"),
+    ({"tune": "十六字令", "acrostic": "月夏秋"}, "a rhyme of 十六字令（归字谣#1）")])
+def test_errors_name_the_tune_as_the_user_named_it(generator, request_args, shown):
+    """`--tune 十六字令 --variant 3` answered "归字谣 has 1 variant(s)": the user never wrote 归字谣."""
+    with pytest.raises(BadInput) as error:
+        generator.generate(PoemRequest(**request_args))
+    assert shown in str(error.value)
 
 
 def test_preparing_a_ci_builds_no_rhyme_table(monkeypatch):

@@ -117,6 +117,7 @@ def test_acrostic_and_traditional(client):
     ({"acrostic": "春夏秋冬", "form": "free"}, "acrostic", "needs a regular form"),
     ({"temprature": 1}, "temprature", "unknown field"),
     ({"style": "yuan"}, "style", "must be one of tang, song, ci"),
+    ({"style": "tang", "tune": "浣溪沙"}, "style", "--style tang is for shi"),
     ({"title": "春" * 13}, "title", "longer than 12"),
     ({"title": "春日"}, "title", "not trained with titles"),   # the tiny model reads none
 ])
