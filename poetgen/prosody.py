@@ -13,6 +13,7 @@ import copy
 import functools
 import importlib.util
 import json
+import types
 from pathlib import Path
 
 from poetgen.errors import PoetgenError
@@ -174,11 +175,12 @@ def _seven(line: str) -> str:
     return flip[line[0]] + flip[line[1]] + line
 
 
-def tone_patterns(line_length: int, line_count: int) -> dict[str, list[str]]:
-    """Standard 平仄 patterns of a form: name -> one pattern string per line, in the same order for every
-    form. A pattern is named by line 1's second character (平起: 平), so a seven-character line, which
-    prefixes the opposite of the five-character line's first two, swaps the names: 仄起's 仄仄平平仄
-    becomes 平起's 平平仄仄平平仄."""
+@functools.lru_cache(maxsize=None)
+def tone_patterns(line_length: int, line_count: int) -> types.MappingProxyType:
+    """Standard 平仄 patterns of a form: name -> one pattern string per line (a tuple), in the same order
+    for every form; read-only, as it is shared. A pattern is named by line 1's second character (平起: 平),
+    so a seven-character line, which prefixes the opposite of the five-character line's first two, swaps
+    the names: 仄起's 仄仄平平仄 becomes 平起's 平平仄仄平平仄."""
     patterns = {}
     for name, quatrain in _QUATRAINS.items():
         lines = list(quatrain)
@@ -187,8 +189,8 @@ def tone_patterns(line_length: int, line_count: int) -> dict[str, list[str]]:
         if line_length == 7:
             lines = [_seven(line) for line in lines]
             name = name.replace("仄起", "?").replace("平起", "仄起").replace("?", "平起")
-        patterns[name] = lines
-    return patterns
+        patterns[name] = tuple(lines)
+    return types.MappingProxyType(patterns)
 
 
 def strict_positions(line_length: int) -> tuple[int, ...]:
@@ -196,6 +198,7 @@ def strict_positions(line_length: int) -> tuple[int, ...]:
     return (1, 3, 4) if line_length == 5 else (1, 3, 5, 6)
 
 
+@functools.lru_cache(maxsize=None)
 def strict_columns(line: str) -> tuple[int, ...]:
     """Columns (0-based) whose tone a line of this pattern fixes: strict_positions, and where 一三五不论
     would allow one of the two faults of regular verse, the column that prevents it: 仄仄仄平平's third
@@ -233,14 +236,26 @@ def line_fits(line: str, pattern: str, prosody: Prosody) -> list[bool]:
     judges: 平平仄仄平 may take 仄 first when its third is 平 (拗救, 仄平平仄平), and 平平平仄仄 may be
     平平仄平仄 (特拗: 仄 third, 平 fourth); the same two columns further on in seven-character lines."""
     n, fits = len(line), []
-    for col in strict_columns(pattern):
-        ok = tone_fits(line[col], pattern[col], prosody)
-        if not ok and rescue(pattern) == (col, n - 3):
+    for col, required, licence in _line_plan(pattern):
+        ok = tone_fits(line[col], required, prosody)
+        if not ok and licence == _AOJIU:
             ok = tone_fits(line[n - 3], PING, prosody)
-        if not ok and pattern[-5:] == _C and col == n - 2:
+        if not ok and licence == _TE_AO:
             ok = tone_fits(line[n - 3], ZE, prosody) and tone_fits(line[col], PING, prosody)
         fits.append(ok)
     return fits
+
+
+_AOJIU, _TE_AO = "拗救", "特拗"   # the licences line_fits accepts at a column
+
+
+@functools.lru_cache(maxsize=None)
+def _line_plan(pattern: str) -> tuple[tuple[int, str, str | None], ...]:
+    """(column, tone, licence) per strict column of `pattern`: the licence line_fits accepts there when
+    the tone does not fit (拗救 at a rescue's first column, 特拗 at 平平平仄仄's fourth), else None."""
+    n = len(pattern)
+    return tuple((col, pattern[col], _AOJIU if rescue(pattern) == (col, n - 3) else
+                  _TE_AO if pattern[-5:] == _C and col == n - 2 else None) for col in strict_columns(pattern))
 
 
 def tone_fits(ch: str, required: str, prosody: Prosody) -> bool:
