@@ -17,14 +17,14 @@ import sys
 import types
 
 from poetgen.api import Poem, Poems, Poet, TrainResult, evaluate, export, load, train
-from poetgen.errors import BadCorpus, BadInput, BadModel, OutputExists, PoetgenError
+from poetgen.errors import BadCorpus, BadInput, BadModel, InUse, OutputError, OutputExists, PoetgenError
 
 # The option dataclasses live with their stages; they are imported on first use (PEP 562).
 _LAZY = {"PoemRequest": "poetgen.request", "SampleOptions": "poetgen.sampling", "TrainConfig": "poetgen.train",
          "ExportOptions": "poetgen.export", "EvalOptions": "poetgen.evaluate"}
 
 __all__ = ["__version__", "load", "Poet", "Poem", "Poems", "train", "TrainResult", "export", "evaluate",
-           "PoetgenError", "BadInput", "BadCorpus", "BadModel", "OutputExists", *_LAZY]
+           "PoetgenError", "BadInput", "BadCorpus", "BadModel", "OutputExists", "InUse", "OutputError", *_LAZY]
 
 
 class _Package(types.ModuleType):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
@@ -124,12 +124,13 @@ class Poems(Sequence):
         return "\n\n".join(heading + str(poem) for poem in self.poems)
 
 
-def poem_request(prompt: str = "", **options) -> "PoemRequest":
+def poem_request(prompt: str = "", _also: tuple = (), **options) -> "PoemRequest":
     """A validated request from generate's keyword arguments (sampling ones folded into SampleOptions).
 
     Any option the request knows is accepted (form, acrostic, theme, rhyme, tone, n, best_of, …), and
     SampleOptions' (temperature, top_k, top_p, seed), with their defaults; an unknown name or a bad
-    value raises BadInput with one line.
+    value raises BadInput with one line. `_also`: options the caller takes itself (Poet.generate's
+    traditional), listed with the known ones when a name is unknown.
     """
     from poetgen.request import PoemRequest
     from poetgen.sampling import SampleOptions
@@ -139,7 +140,7 @@ def poem_request(prompt: str = "", **options) -> "PoemRequest":
     unknown = sorted(set(options) - known - sampling)
     if unknown:
         raise BadInput(f"unknown generate option {unknown[0]!r}; known: "
-                       f"{', '.join(sorted(known | sampling | {'traditional'}))}", field=unknown[0])
+                       f"{', '.join(sorted(known | sampling | set(_also)))}", field=unknown[0])
     options = _plain(options)
     sample = SampleOptions(**{name: options.pop(name) for name in sampling & set(options)})
     sample.validate()
@@ -175,7 +176,7 @@ class Poet:
         """
         request = poem_request(prompt, form=form, n=n, acrostic=acrostic, theme=theme, rhyme=rhyme, tone=tone,
                                no_repeat=no_repeat, best_of=best_of, max_chars=max_chars, temperature=temperature,
-                               top_k=top_k, top_p=top_p, seed=seed, **more)
+                               top_k=top_k, top_p=top_p, seed=seed, _also=("traditional",), **more)
         return self.run(request, traditional)
 
     def run(self, request: "PoemRequest", traditional: bool = False) -> Poems:
@@ -236,7 +237,9 @@ def _options(cls, given, overrides: dict, what: str):
     if unknown:
         raise BadInput(f"unknown {what} option {unknown[0]!r}; known: {', '.join(sorted(names))}")
     if given is not None and not isinstance(given, cls):
-        raise BadInput(f"{what} takes a {cls.__name__} or keyword options, not {type(given).__name__}")
+        article = "an" if cls.__name__[0] in "AEIOU" else "a"
+        raise BadInput(f"{what} takes {article} {cls.__name__} or keyword options, not {type(given).__name__}",
+                       field="options")
     values = {} if given is None else {name: getattr(given, name) for name in names}
     values = _plain(_strings(cls, {**values, **overrides}))
     missing = [f.name for f in dataclasses.fields(cls) if f.name not in values
@@ -349,8 +352,13 @@ def evaluate(options: "EvalOptions | None" = None, /, *, model: PathLike | None 
         if progress is not None:
             progress(done, total)
 
-    if isinstance(tunes, str) or not all(isinstance(tune, str) for tune in tunes):
+    if isinstance(tunes, str) or not isinstance(tunes, Iterable):
         raise BadInput(f"tunes must be a list of tune names, not {tunes!r}", field="tunes")
+    tunes = list(tunes)
+    if not all(isinstance(tune, str) for tune in tunes):
+        raise BadInput(f"tunes must be a list of tune names, not {tunes!r}", field="tunes")
+    if progress is not None and not callable(progress):
+        raise BadInput(f"progress must be a function progress(done, total), not {progress!r}", field="progress")
     if tunes:
         given = [f"--{name}" for name in ("corpus", "dynasty", "genre") if getattr(options, name) is not None]
         if given:

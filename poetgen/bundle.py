@@ -176,6 +176,9 @@ def load_bundle(directory: str | os.PathLike | None = None, keras: bool = True) 
     weights, with h5py (poetgen.weights): no TensorFlow, for generation; an archive that reader does
     not know is loaded with Keras after a one-line notice."""
     directory = Path(directory) if directory is not None else default_model_dir()
+    if directory.exists() and not directory.is_dir():
+        raise BadModel(f"{directory}: a file, not a model bundle (a bundle is the directory `poetgen train` "
+                       f"or `poetgen export --format keras` writes)")
     if not directory.is_dir():
         raise BadModel(f"{directory}: model bundle not found")
     try:

@@ -133,10 +133,11 @@ def generate(prompt, model_dir, fmt, traditional, int8, interactive, **options) 
     from click.core import ParameterSource
 
     from poetgen import api
-    from poetgen.request import blank_tune
+    from poetgen.request import BLANK_REFUSED, blank
 
-    if options["tune"] == "" and click.get_current_context().get_parameter_source("tune") == ParameterSource.COMMANDLINE:
-        raise blank_tune()   # `--tune ""` given, which parses as the default (shi)
+    for name in BLANK_REFUSED:   # `--tune ""` given, which parses as left out (a shi)
+        if options[name] == "" and click.get_current_context().get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            raise blank(name)
 
     if interactive:
         from poetgen.interactive import run_session

@@ -310,7 +310,15 @@ def traditional(result: dict, request: PoemRequest | None = None) -> dict:
     if result.get("title"):
         own = normalize_text(request.title, simplify=False) if request is not None else ""
         title = {"title": own if to_simplified(own) == result["title"] else to_traditional(result["title"])}
-    return {**result, "poems": poems, **title}
+    theme = normalize_text(request.theme, simplify=False) if request is not None else ""
+    keywords = [_as_written(word, theme) for word in result.get("keywords", ())]
+    return {**result, "poems": poems, **title, **({"keywords": keywords} if "keywords" in result else {})}
+
+
+def _as_written(word: str, text: str) -> str:
+    """A simplified `word` found in `text`: as `text` spells it there (頭髮 in 頭髮斑白), else converted."""
+    spelled = (text[i:i + len(word)] for i in range(len(text) - len(word) + 1))
+    return next((part for part in spelled if to_simplified(part) == word), to_traditional(word))
 
 
 def _own_characters(converted: str, simplified: str, request: PoemRequest) -> str:

@@ -64,8 +64,10 @@ class PoemRequest:
     sample: SampleOptions = SampleOptions()                    # temperature, top-k, top-p and seed
 
     def resolved_form(self) -> str:
-        if self.tune and not self.tune.strip():
-            raise blank_tune()
+        for name in BLANK_REFUSED:   # given, but blank: refused, not read as left out
+            value = getattr(self, name)
+            if isinstance(value, str) and (value or name == "form") and not value.strip():
+                raise blank(name)
         if self.tune.strip():
             if self.form:
                 raise BadInput("give a form or a tune, not both", field="form")
@@ -153,7 +155,7 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
     form = request.resolved_form()
     variant = request.resolved_variant()
     layout = variant.layout if variant else layout_of(form)
-    shown = shown_name(request.tune, variant.tune, layout.name) if variant else ""   # 十六字令（归字谣#1）: as the user named it
+    shown = shown_name(request.tune, variant.tune, layout.name) if variant else ""   # as the user named it: 十六字令 (归字谣#1 in the 词谱)
     prompt = normalize_text(request.prompt)
     check_chars(prompt, "prompt", allow_punctuation=True)
     prompt = layout.fit_prompt(prompt, shown) if layout else check_free_prompt(prompt)
@@ -186,9 +188,18 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
                            variant, title)
 
 
-def blank_tune() -> BadInput:
-    """A tune given but blank (the CLI's `--tune ""` too, which reads as no tune once parsed)."""
-    return BadInput("tune is blank: give a tune's name, or leave tune out for shi", field="tune")
+# The text fields a blank value is refused in rather than read as left out (a blank tune would write a
+# shi, a blank acrostic a poem without one), with what to give instead.
+BLANK_REFUSED = {"tune": "a tune's name, or leave tune out for shi",
+                 "form": "wujue, qijue, wulv, qilv or free, or leave form out",
+                 "acrostic": "the characters that start the lines, or leave acrostic out",
+                 "theme": "a few words, or leave theme out",
+                 "title": "a title, or leave title out"}
+
+
+def blank(name: str) -> BadInput:
+    """A text field given but blank (the CLI's `--tune ""` too, which parses as left out)."""
+    return BadInput(f"{name} is blank: give {BLANK_REFUSED[name]}", field=name)
 
 
 def check_prompt_rhymes(prompt: str, prompt_ids, layout: Layout, tables: VocabularyTables) -> None:
@@ -265,7 +276,15 @@ def check_chars(text: str, what: str, allow_punctuation: bool) -> None:
                 f"punctuation, and the {what} holds Chinese characters only" if ch in PUNCTUATION else
                 f"a mark poetgen does not write (it writes {PUNCTUATION})" if unicodedata.category(ch)[0] == "P"
                 else "not a Chinese character")
-        raise BadInput(f"{what} contains {ch!r}, which is {kind}", field=what)
+        raise BadInput(f"{what} contains {shown_char(ch)}, which is {kind}", field=what)
+
+
+def shown_char(ch: str) -> str:
+    """A character as a message names it: quoted, and as its code point when it would not show (a
+    combining mark, a variation selector, a format or control character): '\\ufe0f'."""
+    invisible = unicodedata.category(ch) in ("Mn", "Me", "Cf", "Cc", "Co", "Cn", "Zl", "Zp")
+    return f"'\\u{ord(ch):04x}'" if invisible and ord(ch) < 0x10000 else \
+        f"'\\U{ord(ch):08x}'" if invisible else repr(ch)
 
 
 def fit_prompt(prompt: str, form: str) -> str:

@@ -89,6 +89,11 @@ def refusal(status: int, problems: list[tuple[str, str]], headers: dict | None =
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
+def _number(value) -> str:
+    """A limit as the CLI and the Python API write it: 0, not pydantic's 0.0."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _validation_problem(error: dict) -> tuple[str, str]:
     loc = [part for part in error.get("loc", ()) if isinstance(part, str)]
     field = loc[0] if loc else "body"
@@ -98,10 +103,10 @@ def _validation_problem(error: dict) -> tuple[str, str]:
         "model_type": "the request body must be a JSON object",
         "extra_forbidden": f"unknown field {field!r}",
         "string_too_long": f"{field} is longer than {ctx.get('max_length')} characters",
-        "greater_than_equal": f"{field} must be at least {ctx.get('ge')}",
-        "greater_than": f"{field} must be greater than {ctx.get('gt')}",
-        "less_than_equal": f"{field} must be at most {ctx.get('le')}",
-        "less_than": f"{field} must be less than {ctx.get('lt')}",
+        "greater_than_equal": f"{field} must be at least {_number(ctx.get('ge'))}",
+        "greater_than": f"{field} must be greater than {_number(ctx.get('gt'))}",
+        "less_than_equal": f"{field} must be at most {_number(ctx.get('le'))}",
+        "less_than": f"{field} must be less than {_number(ctx.get('lt'))}",
         "finite_number": f"{field} must be a finite number",
         "literal_error": f"{field} must be one of {', '.join(STYLES if field == 'style' else FORM_NAMES)}",
     }

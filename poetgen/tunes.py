@@ -23,6 +23,9 @@ PING, ZE, EITHER = "平", "仄", "中"
 WRITTEN_MARK = {"。": "。", "？": "。", "！": "。", "，": "，", "、": "，", "；": "，", "：": "，"}
 
 
+SHOWN_NAME = 40   # characters of an unknown tune name an error repeats
+
+
 class TableUnavailable(PoetgenError):
     """The shipped 词谱 table is missing or corrupt."""
 
@@ -164,7 +167,8 @@ class TuneTable:
             keys = difflib.get_close_matches(name.strip().lower(), list(self._by_key), n=12, cutoff=0.4)
             close = list(dict.fromkeys(self._by_key[key].name for key in keys))[:3]   # tunes, not their spellings
             hint = f"; closest: {', '.join(close)}" if close else ""
-            raise UnknownTune(f"unknown tune {name!r}{hint} (list them with `poetgen tunes`)", field="tune")
+            given = name if len(name) <= SHOWN_NAME else name[:SHOWN_NAME] + "…"   # the message stays a line
+            raise UnknownTune(f"unknown tune {given!r}{hint} (list them with `poetgen tunes`)", field="tune")
         return tune
 
     def search(self, query: str = "") -> list[Tune]:
@@ -201,6 +205,7 @@ def resolve(name: str, variant: int | None = None) -> Variant:
 
 def shown_name(asked: str, name: str, label: str = "") -> str:
     """How messages name a tune (`name`) or one of its variants (`label`: 归字谣#1): after the name the
-    user gave when that differs (十六字令 is 归字谣's other name: 十六字令（归字谣#1）)."""
+    user gave when that differs (十六字令 is 归字谣's other name: "十六字令 (归字谣#1 in the 词谱)", which does
+    not read as a name to type back)."""
     asked = asked.strip().partition("#")[0].strip()
-    return label or name if not asked or asked == name else f"{asked}（{label or name}）"
+    return label or name if not asked or asked == name else f"{asked} ({label or name} in the 词谱)"

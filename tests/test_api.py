@@ -281,6 +281,70 @@ def test_evaluate_reports_tunes_as_the_command_does(poet, tiny_bundle):
         poetgen.evaluate(model=tiny_bundle, tunes="浣溪沙")
     with pytest.raises(BadInput):
         poetgen.evaluate(model=tiny_bundle, tunes=["没有这个调"])
+    for call, field in ((lambda: poetgen.evaluate(model=tiny_bundle, tunes=None), "tunes"),   # TypeErrors
+                        (lambda: poetgen.evaluate(model=tiny_bundle, tunes=["浣溪沙"], progress=5), "progress")):
+        with pytest.raises(BadInput) as refused:
+            call()
+        assert refused.value.field == field
+    generated = poetgen.evaluate(model=tiny_bundle, samples=1, tunes=(t for t in ["浣溪沙"]))   # any iterable
+    assert list(generated["tunes"]) == ["浣溪沙"]
+
+
+def test_an_options_object_of_another_type_names_the_argument_and_a_file_is_not_a_bundle(tmp_path):
+    with pytest.raises(BadInput, match="takes an ExportOptions") as refused:
+        poetgen.export(poetgen.TrainConfig(out=str(tmp_path / "x")))
+    assert refused.value.field == "options"
+    (tmp_path / "model").write_text("not a bundle")
+    with pytest.raises(poetgen.BadModel, match="a file, not a model bundle"):
+        poetgen.load(tmp_path / "model")
+
+
+def test_an_unknown_option_lists_what_that_call_takes(poet):
+    """Poet.generate takes traditional, api.poem_request does not: each listed the other's options."""
+    from poetgen.api import poem_request
+
+    with pytest.raises(BadInput, match="traditional, tune") as refused:
+        poet.generate(foo=1)
+    assert refused.value.field == "foo"
+    with pytest.raises(BadInput) as refused:
+        poem_request(traditional=True)
+    assert "traditional" not in str(refused.value).split("known:")[1]
+
+
+def test_traditional_output_writes_the_theme_keywords_as_the_user_did(poet):
+    """頭髮斑白 printed its keywords simplified (头发) beside a traditional poem."""
+    poems = poet.generate(theme="頭髮斑白", traditional=True, seed=1)
+    assert "頭髮" in poems.keywords and "头发" not in poems.keywords
+    assert "头发" in poet.generate(theme="頭髮斑白", seed=1).keywords
+
+
+@pytest.mark.parametrize("field", ["form", "acrostic", "theme", "title", "tune"])
+def test_a_blank_text_option_is_refused_not_read_as_left_out(poet, field):
+    """acrostic="  " wrote a poem without an acrostic (a blank tune was already refused: it wrote a shi)."""
+    with pytest.raises(BadInput, match=f"{field} is blank") as refused:
+        poet.generate(**{field: " \u3000"})
+    assert refused.value.field == field
+    result = CliRunner().invoke(cli, ["generate", f"--{field}", ""])
+    assert result.exit_code == 2 and f"{field} is blank" in result.output.strip().splitlines()[-1]
+    assert poet.generate(seed=1, **({"form": None} if field == "form" else {field: ""})).seed == 1   # left out
+    if field == "form":
+        with pytest.raises(BadInput, match="form is blank"):
+            poet.generate(form="")
+
+
+def test_an_invisible_character_is_named_by_its_code_point(poet):
+    """A variation selector was printed raw: the message named nothing visible."""
+    for text, shown in (("春\ufe0f风", "'\\ufe0f'"), ("春\u200b风", "'\\u200b'"), ("春\U000e0101风", "'\\U000e0101'"),
+                        ("春😀风", "'😀'")):
+        with pytest.raises(BadInput) as refused:
+            poet.generate(text)
+        assert f"contains {shown}, which" in str(refused.value), text
+
+
+def test_an_unknown_tune_s_message_stays_short(poet):
+    with pytest.raises(BadInput) as refused:
+        poet.generate(tune="浣" * 5000)
+    assert refused.value.field == "tune" and len(str(refused.value)) < 200
 
 
 def test_importing_tensorflow_leaves_the_callers_random_generators_alone():

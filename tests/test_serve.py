@@ -92,6 +92,13 @@ def test_acrostic_and_traditional(client):
     assert shown["poems"][0]["text"] == to_traditional(poem["text"])
 
 
+def test_limits_read_as_the_readme_and_the_cli_write_them(client):
+    """The README's example refusal says "at least 0"; pydantic's limits printed 0.0 and 10.0."""
+    for body, message in (({"temperature": -1}, "temperature must be at least 0"),
+                          ({"temperature": 11}, "temperature must be at most 10")):
+        assert client.post("/api/generate", json=body).json()["detail"][0]["message"] == message
+
+
 @pytest.mark.parametrize("body, field, message", [
     ({"temperature": -1}, "temperature", "at least 0"),
     ({"temperature": "hot"}, "temperature", "must be a number"),
@@ -118,6 +125,8 @@ def test_acrostic_and_traditional(client):
     ({"temprature": 1}, "temprature", "unknown field"),
     ({"style": "yuan"}, "style", "must be one of tang, song, ci"),
     ({"style": "tang", "tune": "浣溪沙"}, "style", "--style tang is for shi"),
+    ({"theme": "  "}, "theme", "theme is blank"),
+    ({"acrostic": " "}, "acrostic", "acrostic is blank"),
     ({"title": "春" * 13}, "title", "longer than 12"),
     ({"title": "春日"}, "title", "not trained with titles"),   # the tiny model reads none
 ])
