@@ -218,7 +218,9 @@ class PoemGraph(tf.Module):
         optional 1-based variant after "#" ("浣溪沙#2"; the first variant without)."""
         form = tf.strings.strip(form)
         parts = tf.strings.split(form, "#", maxsplit=1)
-        name = tf.strings.lower(tf.strings.strip(parts[0]), encoding="utf-8")
+        name = tf.strings.lower(tf.strings.strip(parts[0]), encoding="utf-8")   # as poetgen.tunes.lookup_key:
+        name = tf.strings.regex_replace(name, r"[\s'’\-]", "")                   # no spaces, apostrophes or
+        name = tf.strings.regex_replace(tf.strings.regex_replace(name, "ü", "v"), "u:", "v")   # hyphens; ü is v
         numbered = tf.size(parts) > 1
         suffix = tf.strings.strip(parts[-1])
         digits = tf.strings.regex_full_match(suffix, "[1-9][0-9]{0,3}")

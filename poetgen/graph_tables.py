@@ -140,11 +140,11 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
     entry_of = {key.lower(): list(layouts).index(target) for key, target in keys.items() if target in layouts}
     from poetgen.tunes import tune_table
 
-    shared = tune_table().shared_keys   # refused by the CLI whatever is exported
+    table = tune_table()
+    shared = table.shared_keys   # refused by the CLI whatever is exported
     for tune in tunes:
-        for key in (*tune.names, *tune.names_trad, *tune.pinyin):
-            if key.strip().lower() not in shared:   # a key several tunes share (yjm) finds none, as in the CLI
-                entry_of.setdefault(key.strip().lower(), len(first))
+        for key in table.keys_of(tune):   # as poetgen.tunes.lookup_key spells them (the graph reads a name so);
+            entry_of.setdefault(key, len(first))   # none that several tunes share (yjm), as in the CLI
         first.append(first[-1] + count[-1] if first else 0)
         count.append(len(tune.variants))
     rows, positions = len(rows_layouts), max(layout.length for layout in rows_layouts)
@@ -184,8 +184,8 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
         else:
             _tune_rhyme_and_tone(t, f, variants[f - len(layouts)], slots)
     exported = {tune.name for tune in tunes}
-    left_out = sorted({key.strip().lower() for tune in tune_table().tunes if tune.name not in exported
-                       for key in (*tune.names, *tune.names_trad, *tune.pinyin)} - set(entry_of) - shared)
+    left_out = sorted({key for tune in table.tunes if tune.name not in exported
+                       for key in table.keys_of(tune)} - set(entry_of) - shared)
     return LayoutTables(names, entry_of, np.array(first, np.int32), np.array(count, np.int32),
                         np.arange(len(first)) >= len(layouts), **t, left_out=tuple(left_out))
 

@@ -11,6 +11,7 @@ import difflib
 import functools
 import gzip
 import json
+import re
 from pathlib import Path
 
 from poetgen.control import label_parts
@@ -103,8 +104,10 @@ class Tune:
         if number is None:
             return self.variants[0]
         if not 1 <= number <= len(self.variants):
-            raise BadInput(f"{shown_name(asked, self.name)} has {len(self.variants)} variant(s); the variant must be "
-                           f"1 to {len(self.variants)}", field="variant")
+            count = len(self.variants)
+            raise BadInput(f"{shown_name(asked, self.name)} has one variant: leave the variant out, or give 1"
+                           if count == 1 else f"{shown_name(asked, self.name)} has {count} variants; the variant "
+                           f"must be 1 to {count}", field="variant")
         return self.variants[number - 1]
 
     def variant_lengths(self) -> str:
@@ -131,10 +134,18 @@ class TuneTable:
             tune = Tune(tuple(entry["names"]), tuple(entry["names_trad"]), tuple(entry["pinyin"]), entry["sections"],
                         tuple(_variant(name, i + 1, v) for i, v in enumerate(entry["variants"])))
             self.tunes.append(tune)
-            for key in dict.fromkeys(k.lower() for k in (*tune.names, *tune.names_trad, *tune.pinyin)):
+            for key in dict.fromkeys(lookup_keys(tune)):
                 first = self._by_key.setdefault(key, tune)
                 if first is not tune:
                     self._shared.setdefault(key, [first]).append(tune)
+        for tune in self.tunes:   # ü typed u (nuguanzi), where no tune has that spelling itself
+            for key in lookup_keys(tune, typed=True):
+                self._by_key.setdefault(key, tune)
+
+    def keys_of(self, tune: Tune) -> list[str]:
+        """Every lookup key (lookup_key's spelling) that finds `tune`."""
+        return [key for key in dict.fromkeys((*lookup_keys(tune), *lookup_keys(tune, typed=True)))
+                if key not in self._shared and self._by_key.get(key) is tune]
 
     @property
     def shared_keys(self) -> frozenset[str]:
@@ -143,7 +154,7 @@ class TuneTable:
 
     def find(self, name: str) -> Tune | None:
         """The tune of `name`; None when no tune, or several, have it."""
-        key = name.strip().lower()
+        key = lookup_key(name)
         return None if key in self._shared else self._by_key.get(key)
 
     def find_label(self, label: str) -> Tune | None:
@@ -158,7 +169,7 @@ class TuneTable:
     def get(self, name: str) -> Tune:
         """The tune of `name`; UnknownTune naming the closest names when there is none, or the tunes
         that share it (pinyin initials: yjm is 谒金门 and 一剪梅)."""
-        shared = self._shared.get(name.strip().lower())
+        shared = self._shared.get(lookup_key(name))
         if shared:
             raise UnknownTune(f"{name.strip()!r} names {len(shared)} tunes: "
                               f"{', '.join(t.names[0] for t in shared)}; give the tune's name", field="tune")
@@ -173,10 +184,25 @@ class TuneTable:
 
     def search(self, query: str = "") -> list[Tune]:
         """Tunes any of whose names or pinyin contain `query` (all tunes for an empty query)."""
-        query = query.strip().lower()
+        query = lookup_key(query)
         if not query:
             return list(self.tunes)
-        return [t for t in self.tunes if any(query in key.lower() for key in (*t.names, *t.names_trad, *t.pinyin))]
+        return [t for t in self.tunes if any(query in key for key in (*lookup_keys(t), *lookup_keys(t, typed=True)))]
+
+
+def lookup_key(text: str) -> str:
+    """How a tune is looked up: lower case, without spaces, apostrophes or hyphens (Man Jiang Hong, xi'jiang
+    yue), ü written v as the tables write it (nüguanzi, nu:guanzi: nvguanzi)."""
+    return re.sub(r"[\s'’\-]", "", text.lower()).replace("ü", "v").replace("u:", "v")
+
+
+def lookup_keys(tune: Tune, typed: bool = False) -> list[str]:
+    """A tune's lookup keys: its names in both scripts and its pinyin; `typed`: instead, its pinyin with
+    ü typed u (nuguanzi for nvguanzi), which finds it only where no tune has that spelling itself."""
+    pinyin = [lookup_key(p) for p in tune.pinyin]
+    if typed:
+        return [p.replace("v", "u") for p in pinyin if "v" in p]
+    return [lookup_key(k) for k in (*tune.names, *tune.names_trad)] + pinyin
 
 
 @functools.lru_cache(maxsize=2)

@@ -45,6 +45,15 @@ EXTRA_NAMES = {
     "六幺令": ["六么令"],
     "琐窗寒": ["锁窗寒", "琐寒窗"],
     "红林檎近": ["红林擒近"],
+    # other names readers know the tunes by (the 词谱's 又名), which neither the tables nor the corpus give
+    "古调笑": ["转应曲", "宫中调笑"],
+    "浪淘沙令": ["卖花声"],
+    "忆江南": ["谢秋娘"],
+    "长相思": ["双红豆"],
+    "卜算子": ["百尺楼", "楚天遥"],
+    "满江红": ["上江虹"],
+    "虞美人": ["一江春水", "玉壶冰"],
+    "一剪梅": ["玉簟秋"],
 }
 
 
@@ -83,6 +92,7 @@ def variant_of(raw: dict, where: str) -> dict:
     flat = sorted(abs(p) for g in groups for p in g)
     if flat != sorted(raw["rhyme_pos"]) or any(p not in ends for p in flat):
         raise ValueError(f"{where}: rhyme positions disagree with rhyme_pos or fall inside a clause")
+    groups = split_contradicted(groups, "".join(ch for ch in raw["origin"] if ch not in MARKS))
     repeats = repeats_of(raw, tones, groups)
     if repeats:   # a source the 谱 marks 中 (either) takes its copy's 平 or 仄: it is written there too
         pinned = list(tones)
@@ -94,6 +104,36 @@ def variant_of(raw: dict, where: str) -> dict:
     if repeats:
         entry["repeats"] = repeats
     return entry
+
+
+def split_contradicted(groups: list[list[int]], text: str) -> list[list[int]]:
+    """The groups, each cut into its runs (positions not interrupted by another group's) where the model
+    poem itself rhymes the runs apart: each run's characters share a 词林正韵 部, the whole group's share
+    neither a 部 nor a 平水韵 group (灰 and 咍 rhyme together, though 词林正韵 puts them in two 部). 减字木兰花's
+    main form marks its two 平 pairs one rhyme, but its model poem (欧阳修) rhymes 圆 穿 in 第七部 (先) and
+    云 醺 in 第六部 (文): the 谱's 前后段各两仄韵、两平韵, each pair its own."""
+    from poetgen.ci_rhyme import ci_rhyme
+    from poetgen.prosody import table
+
+    rhyme, order = ci_rhyme(), sorted(abs(p) for g in groups for p in g)
+    pingshui = table().numbered_groups_of
+    result = []
+    for group in groups:
+        runs, previous = [], None
+        for p in group:   # sorted by position
+            if previous is None or order.index(abs(p)) != order.index(abs(previous)) + 1:
+                runs.append([])
+            runs[-1].append(p)
+            previous = p
+
+        def shared(positions):
+            codes = [rhyme.codes(text[abs(p)]) for p in positions]
+            return set.intersection(*map(set, codes)) if all(codes) else None
+
+        one_group = set.intersection(*(set(pingshui.get(text[abs(p)], ())) for p in group))
+        apart = len(runs) > 1 and shared(group) == set() and not one_group and all(shared(run) for run in runs)
+        result += runs if apart else [group]
+    return sorted(result, key=lambda g: abs(g[0]))
 
 
 def repeats_of(raw: dict, tones: str, groups: list[list[int]]) -> list[list[int]]:

@@ -358,9 +358,9 @@ def test_no_style_is_tang_for_shi_and_ci_for_a_tune(generator):
 
 @pytest.mark.parametrize("request_args, shown", [
     ({"tune": "十六字令", "acrostic": "春夏秋冬五"}, "十六字令 (归字谣#1 in the 词谱) has 4 clauses"),
-    ({"tune": "十六字令", "variant": 3}, "十六字令 (归字谣 in the 词谱) has 1 variant"),
+    ({"tune": "十六字令", "variant": 3}, "十六字令 (归字谣 in the 词谱) has one variant: leave the variant out"),
     ({"tune": "十六字令", "prompt": "春" * 20}, "a 十六字令 (归字谣#1 in the 词谱) poem"),
-    ({"tune": "归字谣", "variant": 3}, "归字谣 has 1 variant"),
+    ({"tune": "归字谣", "variant": 3}, "归字谣 has one variant"), ({"tune": "浣溪沙", "variant": 9}, "浣溪沙 has 5 variants;"),
     ({"tune": "十六字令", "acrostic": "月夏秋"}, "a rhyme of 十六字令 (归字谣#1 in the 词谱)")])
 def test_errors_name_the_tune_as_the_user_named_it(generator, request_args, shown):
     """`--tune 十六字令 --variant 3` answered "归字谣 has 1 variant(s)": the user never wrote 归字谣."""

@@ -200,8 +200,9 @@ def test_the_graph_repeats_a_phrase_as_the_cli_does(poet):
 
 
 def test_a_tune_is_found_by_every_name_the_cli_takes(poet):
-    """Other name, pinyin (any case) and "#1" find the same variant as the tune's name."""
-    for name, other in (("念奴娇", "大江东去"), ("浣溪沙", "HuanXiSha"), ("浣溪沙", " 浣溪沙#1 ")):
+    """Other name, pinyin (any case, spaced or hyphenated) and "#1" find the same variant as the tune's name."""
+    for name, other in (("念奴娇", "大江东去"), ("浣溪沙", "HuanXiSha"), ("浣溪沙", " 浣溪沙#1 "),
+                        ("满江红", "Man Jiang-Hong"), ("满江红", "上江虹")):
         assert graph_poem(poet, name, seed=4) == graph_poem(poet, other, seed=4)
     assert resolve("浣溪沙", 2).layout.fits(graph_poem(poet, "浣溪沙#2", seed=4))
 

@@ -106,6 +106,25 @@ def test_lookup_by_any_name(name):
     assert name.strip().lower() in [k.lower() for k in (*tune.names, *tune.names_trad, *tune.pinyin)]
 
 
+@pytest.mark.parametrize("typed, name", [("Man Jiang Hong", "满江红"), ("xi'jiang-yue", "西江月"),
+                                         ("nüguanzi", "女冠子"), ("nuguanzi", "女冠子"), ("NU:GUANZI", "女冠子"),
+                                         ("转应曲", "古调笑"), ("卖花声", "浪淘沙令"), ("一江春水", "虞美人")])
+def test_a_tune_is_found_as_readers_type_it(typed, name):
+    """Man Jiang Hong, nuguanzi (ü typed u) and names readers know a tune by (转应曲) found nothing."""
+    assert tune_table().get(typed).name == name
+    assert name in [t.name for t in tune_table().search(typed)]
+
+
+def test_a_u_typed_for_u_umlaut_never_hides_a_tune_that_has_that_spelling():
+    table = tune_table()
+    for tune in table.tunes:
+        for key in table.keys_of(tune):
+            assert table.find(key) is tune
+    for tune in table.tunes:   # every own pinyin still finds its tune (or is shared and refused)
+        for key in tune.pinyin:
+            assert table.find(key) is tune or key.lower() in table.shared_keys
+
+
 def test_unknown_tune_names_the_closest():
     with pytest.raises(UnknownTune, match="浣溪沙") as error:
         resolve("浣溪莎")
@@ -386,3 +405,24 @@ def test_a_repeated_character_is_asked_the_tone_its_copy_is_asked():
                 assert copy == EITHER or original == copy, (tune.name, variant.number, position, source)
     zhangtai = tune_table().get("章台柳").variants[0]
     assert zhangtai.repeats and zhangtai.tones[1] == zhangtai.tones[4] == "平"
+
+
+def test_a_rhyme_the_model_poem_changes_is_two_rhymes_not_one():
+    """减字木兰花's main form had its two 平 pairs as one rhyme (the tables' grouping), so every ci rhymed
+    云 醺 with 圆 穿, and 欧阳修's own model poem failed its rhyme; 灰 and 咍 (定西番: 梅 台 来 徊, one 平水韵
+    group in two 部 of the 词林正韵) stay one rhyme."""
+    variant = resolve("减字木兰花")
+    assert variant.group_count == 3 and [variant.group_tone(g) for g in range(3)] == [ZE, PING, PING]
+    ouyang = "歌檀敛袂，缭绕雕梁尘暗起。柔润清圆，百琲明珠一线穿。樱唇玉齿，天上仙音心下事。留住行云，满座迷魂酒半醺。"
+    assert check_ci(ouyang, variant, table(), ci_rhyme()).rhyme_ok
+    assert resolve("定西番").group_count == 2
+
+
+def test_split_contradicted_cuts_only_a_group_its_model_poem_rhymes_apart():
+    build = _build_module()
+    text = "歌檀敛袂缭绕雕梁尘暗起柔润清圆百琲明珠一线穿樱唇玉齿天上仙音心下事留住行云满座迷魂酒半醺"
+    groups = [[3, 10, 25, 32], [14, 21, 36, 43]]
+    assert build.split_contradicted(groups, text) == [[3, 10, 25, 32], [14, 21], [36, 43]]
+    same = text[:36] + "天" + text[37:43] + "仙"   # 天 仙 at the second pair's ends: 先, as 圆 穿 are
+    assert len(same) == len(text) and (same[36], same[43]) == ("天", "仙")
+    assert build.split_contradicted(groups, same) == groups
