@@ -8,8 +8,8 @@ import collections
 import dataclasses
 import re
 
-from poetgen.ci_rhyme import CiRhyme, codes_for_tone, describe, flip
-from poetgen.prosody import Prosody, tone_fits
+from poetgen.ci_rhyme import LEVEL_CODES, OBLIQUE_CODES, CiRhyme, codes_for_tone, describe, flip
+from poetgen.prosody import PING, Prosody, tone_fits
 from poetgen.tunes import EITHER, Tune, Variant
 
 _NOT_HAN = re.compile(r"[，。、？！；：\s]")
@@ -58,9 +58,34 @@ def rhyme_of(chars: str, variant: Variant, rhyme: CiRhyme) -> tuple[list[bool], 
                 for s in slots}
         votes = collections.Counter(c for codes in sets.values() for c in codes)
         best = min(votes, key=lambda c: (-votes[c], c)) if votes else None
-        parts.append(describe(best) if best is not None else "—")
-        fits.update({pos: best is not None and best in codes for pos, codes in sets.items()})
+        fitting = {pos: best is not None and best in codes for pos, codes in sets.items()}
+        merged = None if all(fitting.values()) else _one_pingshui_group(chars, slots, allowed, rhyme)
+        if merged is not None:   # 杯 台: 第三部 and 第五部, both 十灰
+            fitting = dict.fromkeys(fitting, True)
+        if best is None:
+            parts.append("—")
+        elif merged is None:
+            parts.append(describe(best))
+        else:   # the 部 its characters fall in, and their 平水韵 group: 第三部平·第五部平（十灰）
+            parts.append("·".join(describe(c) for c in sorted(votes, key=lambda c: (-votes[c], c))[:2]) + f"（{merged}）")
+        fits.update(fitting)
     return [fits[s.pos] for s in variant.rhymes], parts
+
+
+def _one_pingshui_group(chars: str, slots: list, allowed: frozenset, rhyme: CiRhyme) -> str | None:
+    """The 平水韵 group every character of a rhyme group (叶 slots aside: none may be one) shares, in the
+    group's tone, or None. The 词林正韵 cuts some groups in two 部 (灰: 杯 回 in 第三部, 台 来 in 第五部), which
+    Song poets rhymed as one (晏殊's 浣溪沙: 杯 台 回 来 徊); the checker accepts such a group, the rules keep
+    to one 部."""
+    if not slots or any(s.xie for s in slots):
+        return None
+    kinds = {PING} if allowed == LEVEL_CODES else {"上", "去", "入"} if allowed == OBLIQUE_CODES else \
+        {PING, "上", "去", "入"}
+    common = set.intersection(*({g for g in rhyme.groups_of.get(chars[s.pos], ()) if g[0] in kinds} for s in slots))
+    if not common:
+        return None
+    kind, number = min(common)
+    return rhyme.level_names[number][2:] if kind == PING else "同属平水韵一韵"
 
 
 def tone_of(chars: str, variant: Variant, prosody: Prosody) -> list[bool]:

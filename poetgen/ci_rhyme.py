@@ -52,6 +52,8 @@ class CiRhyme:
     """The 词林正韵 codes of every character the 平水韵 table knows."""
 
     def __init__(self, prosody: Prosody):
+        self.groups_of = prosody.numbered_groups_of   # the 平水韵 groups: (平/上/去/入, number) per character
+        self.level_names = prosody.level_groups       # 平 group names by number (上平十灰)
         self.codes_of: dict[str, frozenset[int]] = {
             ch: frozenset(_signed(kind, _bu(kind, number, ch)) for kind, number in groups)
             for ch, groups in prosody.numbered_groups_of.items()}

@@ -238,8 +238,29 @@ def check_ci_prompt_rhymes(prompt: str, acrostic: str, variant: Variant, shown: 
         slot = _ci_rhyme_conflict(given, variant)
         if slot is not None:
             raise BadInput(f"{what} puts {given[slot.pos]!r} at character {slot.pos + 1}, a rhyme of {shown or variant.tune} "
-                           f"that cannot rhyme with the tune's tone there or with the rhymes given before it; "
-                           f"change it, or pass --no-rhyme (rhyme: false) to keep it", field=what)
+                           f"that cannot rhyme with the tune's tone there or with the rhymes given before it"
+                           f"{_split_group_note(given, variant, slot)}; change it, or pass --no-rhyme (rhyme: false) "
+                           f"to keep it", field=what)
+
+
+def _split_group_note(fixed: dict, variant: Variant, slot) -> str:
+    """Why a rhyme a reader accepts is refused, when it is the 词林正韵's cut of one 平水韵 group: 杯 and 台
+    are both 十灰, which the 词林正韵 puts in 第三部 and 第五部; the rules rhyme a ci within one 部."""
+    from poetgen.ci_rhyme import describe, usual_ci_rhyme
+    from poetgen.prosody import PING
+
+    rhyme = usual_ci_rhyme()
+    before = [fixed[s.pos] for s in variant.rhymes if s.group == slot.group and s.pos < slot.pos and s.pos in fixed
+              and not s.xie]
+    chars = [*before, fixed[slot.pos]]
+    common = set.intersection(*({g for g in rhyme.groups_of.get(ch, ()) if g[0] == PING} for ch in chars))
+    if slot.xie or not before or not common:
+        return ""
+    name = rhyme.level_names[min(common)[1]][2:]
+    parts = "、".join(f"{ch} {'/'.join(describe(c) for c in sorted(rhyme.codes(ch)) if c > 0)}"
+                     for ch in dict.fromkeys(chars))
+    return (f" ({'、'.join(dict.fromkeys(chars))} share {name} in the 平水韵, but the rules rhyme a ci within one "
+            f"部 of the 词林正韵: {parts})")
 
 
 def _ci_rhyme_conflict(fixed: dict, variant: Variant):

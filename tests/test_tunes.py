@@ -426,3 +426,22 @@ def test_split_contradicted_cuts_only_a_group_its_model_poem_rhymes_apart():
     same = text[:36] + "天" + text[37:43] + "仙"   # 天 仙 at the second pair's ends: 先, as 圆 穿 are
     assert len(same) == len(text) and (same[36], same[43]) == ("天", "仙")
     assert build.split_contradicted(groups, same) == groups
+
+
+def test_a_rhyme_within_one_pingshui_group_the_cilin_splits_is_accepted_by_the_checker():
+    """晏殊's 浣溪沙 rhymes 杯 回 徊 (第三部) with 台 来 (第五部): all 十灰, which the 词林正韵 cuts in two. The
+    checker failed it (the 谱's own model poems: 17 more pass); a rhyme across 平水韵 groups still fails."""
+    variant, prosody, rhyme = resolve("浣溪沙"), table(), ci_rhyme()
+    check = check_ci(YAN_SHU, variant, prosody, rhyme)
+    assert check.rhyme_ok and check.rhyme_parts == ["第三部平·第五部平（十灰）"]
+    ends = [s.pos for s in variant.rhymes]
+    across = _replace_char(YAN_SHU, ends[1], "鞋")   # 佳: 第五部 (or 第十部), not 十灰
+    assert not check_ci(across, variant, prosody, rhyme).rhyme_ok
+
+
+def test_a_prompt_refused_for_that_split_says_why():
+    from poetgen.errors import BadInput
+    from poetgen.request import check_ci_prompt_rhymes
+
+    with pytest.raises(BadInput, match="share 十灰 in the 平水韵, but the rules rhyme a ci within one 部"):
+        check_ci_prompt_rhymes("一曲新词酒一杯，去年天气旧亭台。", "", resolve("浣溪沙"))
