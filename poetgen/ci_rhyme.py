@@ -79,8 +79,15 @@ def codes_for_tone(tone: str) -> frozenset[int]:
 XIE = "叶"   # a rhyme kind's mark for a group with 叶 slots (graph_tables.RHYME_KINDS)
 
 
+ENTERING = "入"   # the rhyme kind of a 仄 group the tune rhymes in 入声 (Variant.entering)
+ENTERING_CODES = frozenset(range(15, 20))
+
+
 def group_kind(variant, group: int) -> str:
-    """The group's rhyme kind: its tone, marked 叶 when it has 叶 slots and that narrows its codes."""
+    """The group's rhyme kind: its tone, marked 叶 when it has 叶 slots and that narrows its codes; 入 for
+    a 仄 group the tune rhymes in 入声 (Variant.entering: 雨霖铃, 忆秦娥)."""
+    if group in getattr(variant, "entering", ()):
+        return ENTERING
     tone = variant.group_tone(group)
     has_xie = any(s.group == group and s.xie for s in variant.rhymes)
     return tone + XIE if has_xie and kind_codes(tone + XIE) != codes_for_tone(tone) else tone
@@ -88,14 +95,31 @@ def group_kind(variant, group: int) -> str:
 
 def kind_codes(kind: str) -> frozenset[int]:
     """The codes of a rhyme kind (group_kind's names): a tone's, without 入声 部 when marked 叶 (入 has
-    no other tone, so a group's 叶 slots could not rhyme in one: the rules then gave way silently)."""
+    no other tone, so a group's 叶 slots could not rhyme in one: the rules then gave way silently); the
+    入声 部 alone for 入."""
+    if kind == ENTERING:
+        return ENTERING_CODES
     codes = codes_for_tone(kind.removesuffix(XIE))
     return frozenset(c for c in codes if flip(c) != c) if kind.endswith(XIE) else codes
 
 
-def codes_for_group(variant, group: int) -> frozenset[int]:
-    """The codes a rhyme group of `variant` may keep (its kind's)."""
-    return kind_codes(group_kind(variant, group))
+def fallback_kind(kind: str) -> str:
+    """The kind a group keeps when the characters a prompt fixes at its slots share none of `kind`'s
+    codes: an 入声 group rhymed in 上去 by the user is a 仄 group; other kinds have none."""
+    return "仄" if kind == ENTERING else kind
+
+
+def codes_for_group(variant, group: int, fixed: list[frozenset[int]] = ()) -> frozenset[int]:
+    """The codes a rhyme group of `variant` may keep (its kind's), or its fallback kind's where the codes
+    of the characters a prompt or acrostic fixes at its slots (`fixed`, read through 叶) share none of
+    them but do share some of the fallback's."""
+    kind = group_kind(variant, group)
+    codes = kind_codes(kind)
+    if fixed and not codes.intersection(*fixed):
+        wider = kind_codes(fallback_kind(kind))
+        if wider.intersection(*fixed):
+            return wider
+    return codes
 
 
 def describe(code: int) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from poetgen.ci_rhyme import COLUMN, codes_for_group
+from poetgen.ci_rhyme import CODES, COLUMN, codes_for_group
 from poetgen.ci_rhyme import FLIP as FLIP_COLUMNS
 from poetgen.tables import FitMasks
 from poetgen.tunes import EITHER, Variant
@@ -43,15 +43,27 @@ class CiRhyme(_CiRule):
     the 部 the group's tone allows, later ones narrow to what it shares; 叶 slots take the other tone.
     No character rhymes twice in a poem."""
 
-    def __init__(self, variant: Variant, membership: np.ndarray, masks: tuple[FitMasks, FitMasks], batch: int):
+    def __init__(self, variant: Variant, membership: np.ndarray, masks: tuple[FitMasks, FitMasks], batch: int,
+                 fixed: dict[int, int] | None = None):
         self.membership = membership                                   # (vocab, codes) bool
         self.masks = masks                                             # by codes: read plainly, read by a 叶 slot
         positions = char_positions(variant)
         self.slots = {int(positions[s.pos]): (s.group, s.xie) for s in variant.rhymes}
         self.allowed = np.zeros((batch, max(variant.group_count, 1), membership.shape[1]), bool)
-        for group in range(variant.group_count):
-            self.allowed[:, group, [COLUMN[c] for c in codes_for_group(variant, group)]] = True
+        for group in range(variant.group_count):   # `fixed` (position -> id, a prompt's): an 入声 group they
+            given = self._codes_fixed(fixed or {}, group)   # rhyme in 上去 starts as a 仄 one (codes_for_group)
+            self.allowed[:, group, [COLUMN[c] for c in codes_for_group(variant, group, given)]] = True
         self.used: list[np.ndarray] = []                               # the ids each rhyme took, (batch,) each
+
+    def _codes_fixed(self, fixed: dict[int, int], group: int) -> list[frozenset[int]]:
+        """The codes (read through 叶 at a 叶 slot) of each character `fixed` puts at the group's slots; one
+        the table does not know is left out, as observe() leaves it."""
+        found = []
+        for pos, (g, xie) in self.slots.items():
+            if g == group and pos in fixed and self.membership[fixed[pos]].any():
+                columns = self.membership[fixed[pos]][FLIP] if xie else self.membership[fixed[pos]]
+                found.append(frozenset(CODES[j] for j in np.flatnonzero(columns)))
+        return found
 
     def apply(self, logits, step):
         slot = self.slots.get(step.pos)
@@ -106,12 +118,14 @@ class CiTone(_CiRule):
             logits += added
 
 
-def ci_rules(variant: Variant, tables, batch: int, rhyme: bool, tone: bool) -> list[_CiRule]:
+def ci_rules(variant: Variant, tables, batch: int, rhyme: bool, tone: bool,
+             fixed: dict[int, int] | None = None) -> list[_CiRule]:
     """The repeat, rhyme and tone rules of a variant (the layout, prompt, acrostic and theme are shi's own);
-    a 叠 phrase is the form itself, so it repeats whatever rhyme and tone say."""
+    a 叠 phrase is the form itself, so it repeats whatever rhyme and tone say. `fixed`: position -> id of
+    the characters the prompt and acrostic fix (rules.forced_ids)."""
     rules: list[_CiRule] = [CiRepeat(variant)] if variant.repeats else []
     if tone:
         rules.append(CiTone(variant, tables.tone_masks))
     if rhyme and variant.rhymes:
-        rules.append(CiRhyme(variant, tables.ci_membership, tables.ci_masks, batch))
+        rules.append(CiRhyme(variant, tables.ci_membership, tables.ci_masks, batch, fixed))
     return rules

@@ -83,8 +83,8 @@ class PoemGraph(tf.Module):
         # rhyme columns: the 平水韵 groups, then the 词林正韵 codes (graph_tables.rhyme_columns)
         self.membership = tf.constant(np.concatenate([vocabulary.rhyme_membership, vocabulary.ci_membership], 1))
         self.shi_groups = vocabulary.rhyme_membership.shape[1]   # the 平水韵 columns come first
-        kinds, flip = rhyme_columns(vocabulary.rhyme_membership.shape[1])
-        self.rhyme_kinds, self.flip = tf.constant(kinds), tf.constant(flip)
+        kinds, flip, fallback = rhyme_columns(vocabulary.rhyme_membership.shape[1])
+        self.rhyme_kinds, self.flip, self.fallback_kinds = tf.constant(kinds), tf.constant(flip), tf.constant(fallback)
         self.can_be = tf.constant(vocabulary.can_be)
         self.tone_known = tf.constant(vocabulary.tone_known)
         self.mark_ids = tf.constant(vocabulary.mark_ids)
@@ -195,15 +195,28 @@ class PoemGraph(tf.Module):
         """Whether each rhyme group of a tune keeps a column (a 部 of its tone) that every character the
         prompt and acrostic fix at its slots has, read through 叶 at a 叶 slot; one the table does not
         know is left out, as the rule leaves it (CLI: request.check_ci_prompt_rhymes)."""
+        start, in_group, together = self._group_start(forced, layout)
+        return tf.reduce_all(~tf.reduce_any(in_group, axis=0) | tf.reduce_any(start & together, axis=1))
+
+    def _group_start(self, forced, layout):
+        """The columns each rhyme group starts from, (groups, columns): its kind's, or its fallback kind's
+        where the characters fixed at its slots share none of the kind's but some of the fallback's (an 入声
+        group a prompt rhymes in 上去: ci_rhyme.codes_for_group); with which group each fixed rhyme
+        character is in and the columns they all have, per group."""
         group_rows = tf.shape(layout["group_kind"])[0]
         codes = tf.gather(self.membership, tf.maximum(forced, 0))                  # (positions, columns)
         known = tf.reduce_any(codes[:, self.shi_groups:], axis=1)   # a character outside the table is left out
         fixed = (layout["rhyme_group"] >= 0) & (forced >= 0) & known
         codes = tf.where(layout["rhyme_xie"][:, None], tf.gather(codes, self.flip, axis=1), codes)
         in_group = tf.equal(layout["rhyme_group"][:, None], tf.range(group_rows)[None, :]) & fixed[:, None]
-        start = tf.gather(self.rhyme_kinds, tf.maximum(layout["group_kind"], 0))   # (groups, columns)
-        shared = start & tf.reduce_all(~in_group[:, :, None] | codes[:, None, :], axis=0)
-        return tf.reduce_all(~tf.reduce_any(in_group, axis=0) | tf.reduce_any(shared, axis=1))
+        together = tf.reduce_all(~in_group[:, :, None] | codes[:, None, :], axis=0)   # (groups, columns)
+        kind = tf.maximum(layout["group_kind"], 0)
+        start = tf.gather(self.rhyme_kinds, kind)
+        wider = tf.gather(self.rhyme_kinds, tf.gather(self.fallback_kinds, kind))
+        widen = tf.reduce_any(in_group, axis=0) & ~tf.reduce_any(start & together, axis=1) & \
+            tf.reduce_any(wider & together, axis=1)
+        start = tf.where(widen[:, None], wider, start) & (layout["group_kind"] >= 0)[:, None]
+        return start, in_group, together
 
     def _normalised(self, text):
         """Characters of a prompt or acrostic as normalize_text leaves them: no spaces or quote marks,
@@ -326,7 +339,7 @@ class PoemGraph(tf.Module):
         for k in range(self.prefixes.shape[1]):   # read after the boundary, before the first character
             _, state = self._step(previous, state)
             previous = prefix[k]
-        groups = tf.gather(self.rhyme_kinds, tf.maximum(layout["group_kind"], 0)) & (layout["group_kind"] >= 0)[:, None]
+        groups = self._group_start(forced, layout)[0]
         start = (tf.constant(0), previous, state, tf.fill([self.positions], BOUNDARY), groups,
                  tf.zeros([self.vocab_size], tf.bool), tf.zeros([self.vocab_size], tf.bool))
         result = tf.while_loop(lambda pos, *_: pos < layout["length"], body, start)

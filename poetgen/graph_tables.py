@@ -23,9 +23,9 @@ TONE_BITS = 3                                               # the tone itself: c
 PATTERN_NAMES = tuple(tone_patterns(5, 4))                  # 仄起 平起 仄起入韵 平起入韵: by index, as every shi's
 FIRST_LINE_RHYMES = np.array([n.endswith("入韵") for n in PATTERN_NAMES])   # line 1 rhymes too
 HALF_WIDTH = {",": "，", ".": "。", "．": "。", "?": "？", "!": "！", ";": "；", ":": "：", "、": "，", "︰": "：", "､": "，", "｡": "。"}
-# where a rhyme group starts: 平水韵, ci 平, ci 仄, ci either (tunes.EITHER), and 仄 / either without 入声
-# for a group with 叶 slots (ci_rhyme.group_kind)
-RHYME_KINDS = ("shi", PING, ZE, "中", ZE + "叶", "中叶")
+# where a rhyme group starts: 平水韵, ci 平, ci 仄, ci either (tunes.EITHER), 仄 / either without 入声
+# for a group with 叶 slots, and 入声 alone for a group the tune rhymes in 入 (ci_rhyme.group_kind)
+RHYME_KINDS = ("shi", PING, ZE, "中", ZE + "叶", "中叶", "入")
 DECORATION = "《》「」『』“”‘’\"'〝〞"   # dropped from prompts and acrostics, as normalize_text does
 SPACES = "".join(f"\\x{{{code:x}}}" for code in range(0x110000) if chr(code).isspace())
 # ^ RE2's character class of what Python's \s matches (RE2's own \s is ASCII only), dropped likewise
@@ -111,13 +111,14 @@ def shi_layouts() -> dict[str, Layout]:
     return {form: layout_of(form) for form in FORMS}
 
 
-def rhyme_columns(shi_groups: int) -> tuple[np.ndarray, np.ndarray]:
+def rhyme_columns(shi_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The graph's rhyme columns: the 平水韵 groups, then the 词林正韵 codes (ci_rhyme.CODES).
 
-    Returns RHYME_KINDS rows (the columns a rhyme group starts from: shi, ci 平, ci 仄, ci either) and
-    the 叶 permutation of the columns (a 叶 slot reads column i as the character's column flip[i]).
+    Returns RHYME_KINDS rows (the columns a rhyme group starts from: shi, ci 平, ci 仄, ci either…), the
+    叶 permutation of the columns (a 叶 slot reads column i as the character's column flip[i]) and each
+    kind's fallback row (ci_rhyme.fallback_kind: 入 gives way to 仄 for a prompt's 上去 rhyme).
     """
-    from poetgen.ci_rhyme import CODES, kind_codes
+    from poetgen.ci_rhyme import CODES, fallback_kind, kind_codes
     from poetgen.ci_rhyme import FLIP
 
     kinds = np.zeros((len(RHYME_KINDS), shi_groups + len(CODES)), bool)
@@ -125,7 +126,8 @@ def rhyme_columns(shi_groups: int) -> tuple[np.ndarray, np.ndarray]:
     for k, tone in enumerate(RHYME_KINDS[1:], 1):
         kinds[k, shi_groups:] = [code in kind_codes(tone) for code in CODES]
     flip = np.concatenate([np.arange(shi_groups), shi_groups + np.array(FLIP)]).astype(np.int32)
-    return kinds, flip
+    fallback = np.array([RHYME_KINDS.index(fallback_kind(kind)) for kind in RHYME_KINDS], np.int32)
+    return kinds, flip, fallback
 
 
 def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dict[str, str] | None = None,

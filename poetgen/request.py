@@ -270,7 +270,9 @@ def _ci_rhyme_conflict(fixed: dict, variant: Variant):
 
     rhyme = usual_ci_rhyme()   # the readings the rules use (VocabularyTables.ci_rhyme), as the graph does
     for group in range(variant.group_count):
-        shared = set(codes_for_group(variant, group))
+        given = [frozenset(flip(c) if s.xie else c for c in rhyme.codes(fixed[s.pos])) for s in variant.rhymes
+                 if s.group == group and s.pos in fixed and rhyme.codes(fixed[s.pos])]
+        shared = set(codes_for_group(variant, group, given))   # an 入声 group rhymed in 上去 by the user: 仄
         for slot in (s for s in variant.rhymes if s.group == group and s.pos in fixed):
             codes = rhyme.codes(fixed[slot.pos])
             shared &= {flip(c) if slot.xie else c for c in codes} if codes else shared

@@ -284,7 +284,7 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
     patterns = None
     if prepared.variant is not None:   # a ci: the tune's rhyme and 平仄 instead of a shi pattern's
         rhyme = request.rhyme if request.rhyme is not None else True
-        active += ci_rules(prepared.variant, tables, batch, rhyme, request.tone)
+        active += ci_rules(prepared.variant, tables, batch, rhyme, request.tone, forced_ids(prepared, layout))
     elif regular and request.tone:
         standard = tone_patterns(layout.uniform_length, layout.line_count)
         rhyme = request.rhyme if request.rhyme is not None else True

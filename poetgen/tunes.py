@@ -55,6 +55,7 @@ class Variant:
     marks: str                         # the model poem's mark after each clause
     rhymes: tuple[RhymeSlot, ...]      # in position order
     repeats: tuple[tuple[int, int], ...] = ()   # (position, source): a 叠 phrase's characters copy those before it
+    entering: tuple[int, ...] = ()     # 仄 groups the 谱's model poem and most of the corpus rhyme in 入声
 
     @property
     def length(self) -> int:
@@ -118,7 +119,8 @@ def _variant(tune: str, number: int, raw: dict) -> Variant:
     slots = sorted((RhymeSlot(abs(p), g, p < 0) for g, positions in enumerate(raw["rhymes"]) for p in positions),
                    key=lambda s: s.pos)
     return Variant(tune, number, raw["tones"], tuple(raw["lengths"]), raw["marks"], tuple(slots),
-                   tuple((position, source) for position, source in raw.get("repeats", ())))
+                   tuple((position, source) for position, source in raw.get("repeats", ())),
+                   tuple(raw.get("entering", ())))
 
 
 class TuneTable:

@@ -26,6 +26,8 @@ DEFAULT_SOURCE = next((p / "shared" / "data" / "cipu" for p in ROOT.parents if (
                       ROOT.parent / "shared" / "data" / "cipu")
 DEFAULT_OUTPUT = ROOT / "poetgen" / "data" / "cipu.json.gz"
 CORPUS = ROOT / "corpus" / "ci.jsonl.gz"   # its `tune` labels give other names (see above)
+ENTERING_VOTES = 5      # a variant's 入声 group needs this many corpus ci to be judged by their share…
+ENTERING_SHARE = 0.75   # …of which at least this share rhyme it in 入声 (mark_entering)
 # Marks of the model poems; "、" (读, a pause inside a sentence) breaks a clause like "，".
 MARKS = "，。、？！；："
 TONES = set("平仄中")
@@ -189,8 +191,9 @@ def corpus_names(corpus: Path, tunes: list[dict]) -> dict[int, list[str]]:
 
 def build(source: Path, corpus: Path | None = CORPUS) -> dict:
     index = json.loads((source / "ci_index.json").read_text(encoding="utf-8"))
-    tunes = []
+    tunes, files = [], []
     for entry in sorted(index, key=lambda e: e["idx"]):
+        files.append(source / "ci_list" / f"cipai_{entry['idx']}.json")
         raw_variants = json.loads((source / "ci_list" / f"cipai_{entry['idx']}.json").read_text(encoding="utf-8"))
         variants = [variant_of(v, f"{entry['names'][0]} variant {i + 1}") for i, v in enumerate(raw_variants)]
         tunes.append({
@@ -206,7 +209,69 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
         for i, names in corpus_names(corpus, tunes).items():
             tunes[i]["names"] = tunes[i]["names"] + [n for n in names if n not in tunes[i]["names"]]
     add_traditional_names(tunes)
+    mark_entering(tunes, files, corpus)
     return {"source": ATTRIBUTION, "tunes": tunes}
+
+
+def _is_entering(chars: list[str], rhyme) -> bool:
+    """A 仄 rhyme in 入声: every character has an 入 reading and they share no 上去 部 (苏轼's 念奴娇 rhymes
+    物 壁 雪 杰 发 灭 月, 入 部 17 and 18 together, as Song poets did)."""
+    codes = [rhyme.codes(ch) for ch in chars]
+    return bool(codes) and all(any(c >= 15 for c in cs) for cs in codes) and \
+        not set.intersection(*({c for c in cs if -14 <= c < 0} for cs in codes))
+
+
+def mark_entering(tunes: list[dict], files: list[Path], corpus: Path | None) -> None:
+    """Give each variant its "entering" groups: the 仄 rhyme groups (without 叶 slots) that the 谱's model
+    poem rhymes in 入声 and the corpus's ci of that variant do too, in at least ENTERING_SHARE of them
+    (all of them when it has fewer than ENTERING_VOTES): 雨霖铃, 忆秦娥's main form, 满江红, 念奴娇.
+    Generation rhymes those groups in 入声 (a prompt's 上去 rhyme there turns the group back to 仄); the
+    checker accepts 上去 as well."""
+    from poetgen.ci_rhyme import ci_rhyme
+    from poetgen.tunes import ZE, _variant
+
+    rhyme = ci_rhyme()
+    models, owner = {}, {}
+    for i, tune in enumerate(tunes):
+        for name in tune["names"]:
+            owner.setdefault(name, set()).add(i)
+        raw = json.loads(files[i].read_text(encoding="utf-8"))   # the model poems
+        for k, entry in enumerate(tune["variants"]):
+            variant = _variant(tune["names"][0], k + 1, entry)
+            text = "".join(ch for ch in raw[k]["origin"] if ch not in MARKS)
+            for group in range(variant.group_count):
+                slots = [s for s in variant.rhymes if s.group == group]
+                if variant.group_tone(group) == ZE and not any(s.xie for s in slots) and \
+                        _is_entering([text[s.pos] for s in slots], rhyme):
+                    models[(i, k, group)] = variant
+    votes = {key: [0, 0] for key in models}   # [ci rhyming the group in 入声, ci of the variant]
+    by_tune = {}
+    for (i, k, group), variant in models.items():
+        by_tune.setdefault(i, {})[k] = variant
+    if corpus is not None:
+        with gzip.open(corpus, "rt", encoding="utf-8") as stream:
+            poems = [json.loads(line) for line in stream if line.strip()]
+        for poem in poems:
+            found = set().union(*(owner.get(part, set()) for part in label_parts(poem.get("tune") or "")))
+            if len(found) != 1 or next(iter(found)) not in by_tune:
+                continue
+            i = next(iter(found))
+            text = poem["text"].replace("、", "，")
+            chars = [ch for ch in text if ch not in MARKS]
+            fitting = [(k, v) for k, v in by_tune[i].items() if v.length == len(chars)]
+            if len(fitting) > 1:
+                fitting = [(k, v) for k, v in fitting if v.layout.fits(text)]
+            if len(fitting) != 1:
+                continue
+            k, variant = fitting[0]
+            for group in range(variant.group_count):
+                if (i, k, group) in votes:
+                    votes[(i, k, group)][1] += 1
+                    votes[(i, k, group)][0] += _is_entering([chars[s.pos] for s in variant.rhymes if s.group == group],
+                                                            rhyme)
+    for (i, k, group), (entering, count) in sorted(votes.items()):
+        if entering >= (ENTERING_SHARE * count if count >= ENTERING_VOTES else count):
+            tunes[i]["variants"][k].setdefault("entering", []).append(group)
 
 
 def add_traditional_names(tunes: list[dict]) -> None:

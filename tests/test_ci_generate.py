@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from poetgen.ci_checks import check_ci, han_chars
-from poetgen.ci_rhyme import ci_rhyme, flip
+from poetgen.ci_rhyme import ci_rhyme, codes_for_tone, flip
 from poetgen.cli import cli
 from poetgen.errors import BadInput
 from poetgen.prosody import table
@@ -264,7 +264,7 @@ def test_a_group_with_xie_slots_never_keeps_a_rusheng_bu(tune, seed, n):
     rusheng = [i for i, code in enumerate(CODES) if flip(code) == code]
     assert not rule.allowed[:, sorted(xie_groups)][..., rusheng].any()   # the rule starts such groups without 入
     from poetgen.graph_tables import RHYME_KINDS, rhyme_columns   # and the SavedModel's graph alike
-    kinds, _ = rhyme_columns(0)
+    kinds = rhyme_columns(0)[0]
     assert kinds[RHYME_KINDS.index("仄"), rusheng].all() and not kinds[RHYME_KINDS.index("仄叶"), rusheng].any()
     result = shipped.generate(PoemRequest(tune=tune, n=n, best_of=1, sample=SampleOptions(seed=seed)))
     for poem in result["poems"]:
@@ -383,3 +383,24 @@ def test_preparing_a_ci_builds_no_rhyme_table(monkeypatch):
     for _ in range(3):
         generator.prepare(PoemRequest(tune="浣溪沙", prompt="一曲新词酒一杯"))
     assert built == [] and generator.tables.ci_rhyme is ci_rhyme.usual_ci_rhyme()
+
+
+def test_a_tune_that_rhymes_in_rusheng_is_written_in_rusheng_unless_the_prompt_rhymes_otherwise(generator):
+    """满江红, 雨霖铃 and 忆秦娥's main form rhyme in 入声 (the 谱's model poem and most of the corpus), but
+    their groups were only 仄, so half the ci rhymed in 上去. A prompt's 上去 rhyme is kept: the group
+    then rhymes in 仄, where it was refused as unrhymable."""
+    from poetgen.ci_rhyme import ENTERING_CODES, codes_for_group
+
+    variant = resolve("满江红")
+    assert variant.entering == (0,) and resolve("念奴娇").entering == ()
+    assert codes_for_group(variant, 0) == ENTERING_CODES
+    assert codes_for_group(variant, 0, [frozenset({-4})]) == codes_for_tone("仄")   # 住: 上去 only
+    for tune in ("满江红", "雨霖铃", "忆秦娥"):
+        result = generator.generate(PoemRequest(tune=tune, n=6, best_of=1, sample=SampleOptions(seed=40)))
+        for poem in result["poems"]:
+            assert poem["checks"]["rhyme_ok"] and all(p.endswith("入") for p in poem["checks"]["rhyme_parts"]), \
+                poem["text"]
+    kept = generator.generate(PoemRequest(tune="满江红", prompt="怒发冲冠，凭栏处，萧然雨住", n=3,
+                                          sample=SampleOptions(seed=4)))
+    for poem in kept["poems"]:
+        assert poem["checks"]["rhyme_ok"] and poem["checks"]["rhyme_parts"] == ["第四部仄"], poem["text"]

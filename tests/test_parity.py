@@ -144,7 +144,9 @@ def test_traditional_characters_and_unicode_spaces_read_as_the_cli_reads_them(ge
 TUNE_REQUESTS = [("浣溪沙", "浣溪沙", None, "", "", False), ("浣溪沙", "浣溪沙", None, "", "", True),
                  ("西江月", "西江月", None, "", "", True), ("菩萨蛮", "菩萨蛮", None, "", "春夏", False),
                  ("huanxisha#3", "浣溪沙", 3, "春风", "春花秋月", True), ("菩萨蛮", "菩萨蛮", None, "山月", "山", True),
-                 ("十六字令", "十六字令", None, "天,", "", True)]
+                 ("十六字令", "十六字令", None, "天,", "", True),
+                 # 满江红 rhymes in 入声; a prompt that rhymes it in 上去 (住) turns the group back to 仄
+                 ("满江红", "满江红", None, "", "", True), ("满江红", "满江红", None, "怒发冲冠，凭栏处，萧然雨住", "", True)]
 
 
 def ci_verdict(poem: str, variant, acrostic: str, tone: bool, forced: set[int]) -> dict:
@@ -154,6 +156,7 @@ def ci_verdict(poem: str, variant, acrostic: str, tone: bool, forced: set[int]) 
     tones = [tone_fits(ch, t, table()) for k, (ch, t) in enumerate(zip(chars, variant.tones))
              if t != EITHER and k not in forced]
     return {"layout": check.layout_ok, "rhyme": check.rhyme_ok, "acrostic": check.acrostic_ok,
+            "entering": [part.endswith("入") for part in check.rhyme_parts or ()],
             "tone": tones if tone else None,
             "no_repeat": all(len(set(line[:-1])) == len(line) - 1 for line in clauses(poem))}
 
@@ -175,12 +178,17 @@ def test_same_tune_request_same_ci_verdicts(generator, poet, form, tune, variant
         assert expected["acrostic"] is (True if acrostic else None)
         assert expected["tone"] is None or all(expected["tone"]), cli
         assert cli.startswith(fitted) and graph.startswith(fitted)
+        if tune == "满江红":
+            assert expected["entering"] == [not prompt], cli
 
 
 def test_greedy_graph_ci_is_the_greedy_cli_ci(generator, poet):
     for tune, tone in (("菩萨蛮", True), ("西江月", False), ("如梦令", True), ("忆秦娥", False)):
         request = PoemRequest(tune=tune, tone=tone, sample=SampleOptions(temperature=0, seed=0))
         assert graph_poem(poet, tune, tone=tone, temperature=0.0) == generator.generate(request)["poems"][0]["text"]
+    for prompt in ("怒发冲冠，凭栏处，萧然雨住", "怒发冲冠，凭栏处，萧然雨歇"):   # 上去, then 入, where 满江红 rhymes 入
+        request = PoemRequest(tune="满江红", prompt=prompt, tone=False, sample=SampleOptions(temperature=0, seed=0))
+        assert graph_poem(poet, "满江红", prompt, temperature=0.0) == generator.generate(request)["poems"][0]["text"]
 
 
 def test_the_graph_repeats_a_phrase_as_the_cli_does(poet):
