@@ -144,7 +144,11 @@ def repeats_of(raw: dict, tones: str, groups: list[list[int]]) -> list[list[int]
     秦楼月 after 秦娥梦断秦楼月 and 钗头凤's 错。错。错; the echoed part of a phrase that varies its source
     (长相思's 汴水流，泗水流: 水流; 醉花间's 深相忆，莫相忆: 相忆). Not a pair whose tones (平 against 仄) or
     rhyme slots disagree, so a copied character keeps the 谱's tone and rhyme (a source marked 中 is given
-    its copy's tone: variant_of); nor any of a variant whose phrases do not add up to its model poem."""
+    its copy's tone: variant_of); nor any of a variant whose phrases do not add up to its model poem.
+    Also 调笑令's 转应: a two-character phrase that turns round the last two of the phrase before it in the
+    model poem (王建's 百叶桃花树红。红树。红树: the tables mark it a new rhyme, not a 叠), whose tones agree;
+    the second character, a rhyme of the new group, copies a character no rule rhymes, and the rhyme rule
+    then keeps the group to what it reads."""
     text = "".join(ch for ch in raw["origin"] if ch not in MARKS)
     slot_of = {abs(p): (g, p < 0) for g, positions in enumerate(groups) for p in positions}
     repeats, pos = [], 0
@@ -155,6 +159,11 @@ def repeats_of(raw: dict, tones: str, groups: list[list[int]]) -> list[list[int]
             pattern = pattern[n + len(mark):]
             if text[pos:pos + n] != phrase:
                 return []
+            if n == 2 and pos >= 2 and pos + n <= len(tones) and text[pos] != text[pos + 1] \
+                    and (text[pos], text[pos + 1]) == (text[pos - 1], text[pos - 2]) \
+                    and all(tones[a] == tones[b] or EITHER_TONE in (tones[a], tones[b])
+                            for a, b in ((pos, pos - 1), (pos + 1, pos - 2))):
+                repeats += [[pos, pos - 1], [pos + 1, pos - 2]]   # 转应: 树红 turned round, 红树
             if mark.endswith("叠") and n <= pos and pos + n <= len(tones):
                 repeats += [[pos + k, pos - n + k] for k in range(n)
                             if text[pos + k] == text[pos - n + k]

@@ -404,3 +404,16 @@ def test_a_tune_that_rhymes_in_rusheng_is_written_in_rusheng_unless_the_prompt_r
                                           sample=SampleOptions(seed=4)))
     for poem in kept["poems"]:
         assert poem["checks"]["rhyme_ok"] and poem["checks"]["rhyme_parts"] == ["第四部仄"], poem["text"]
+
+
+def test_tiaoxiaoling_turns_round_the_clause_before_it(generator):
+    """调笑令's 转应 (王建: 百叶桃花树红。红树。红树。) was written freely: the 谱's tables mark the clause a new
+    rhyme, not a 叠. Its two characters are now the previous clause's last two, turned round, and the new
+    rhyme group keeps to the turned character."""
+    variant = resolve("转应曲")
+    assert [[22, 21], [23, 20]] == [list(pair) for pair in variant.repeats if pair[0] in (22, 23)]
+    result = generator.generate(PoemRequest(tune="调笑令", n=4, sample=SampleOptions(seed=11)))
+    for poem in result["poems"]:
+        chars = han_chars(poem["text"])
+        assert (chars[22], chars[23]) == (chars[21], chars[20]) == (chars[24], chars[25]), poem["text"]
+        assert poem["checks"]["repeat_ok"] and poem["checks"]["rhyme_ok"], poem["text"]

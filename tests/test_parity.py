@@ -198,7 +198,7 @@ def test_the_graph_repeats_a_phrase_as_the_cli_does(poet):
     from poetgen.ci_rhyme import ci_rhyme
     from poetgen.prosody import table
 
-    for tune, number in (("如梦令", 1), ("忆秦娥", 1), ("撷芳词", 5)):
+    for tune, number in (("如梦令", 1), ("忆秦娥", 1), ("撷芳词", 5), ("调笑令", 1)):   # 调笑令: 转应 too
         variant = resolve(tune, number)
         for seed in (1, 2, 3):
             poem = graph_poem(poet, f"{tune}#{number}", seed=seed)
