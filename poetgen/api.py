@@ -124,7 +124,7 @@ class Poems(Sequence):
         return "\n\n".join(heading + str(poem) for poem in self.poems)
 
 
-def poem_request(prompt: str = "", _also: tuple = (), **options) -> "PoemRequest":
+def poem_request(prompt: str = "", *, _also: tuple = (), **options) -> "PoemRequest":
     """A validated request from generate's keyword arguments (sampling ones folded into SampleOptions).
 
     Any option the request knows is accepted (form, acrostic, theme, rhyme, tone, n, best_of, …), and

@@ -72,20 +72,22 @@ def rhyme_of(chars: str, variant: Variant, rhyme: CiRhyme) -> tuple[list[bool], 
     return [fits[s.pos] for s in variant.rhymes], parts
 
 
+# The 平水韵 groups whose two halves in the 词林正韵 Song poets rhymed as one: 灰 (杯 回 in 第三部, 台 来 in
+# 第五部) and its 上 and 去, 贿 and 队 (晏殊's 浣溪沙 rhymes 杯 台 回 来 徊). Not 元 (园 言 with 寒先, 门 魂 with
+# 真文: rhyming 樽 园 门 is the classic 出韵 of ci), 佳, 泰 or 卦.
+HALVES_RHYMED_AS_ONE = {(PING, 9): "十灰", ("上", 9): "十贿", ("去", 10): "十一队"}
+
+
 def _one_pingshui_group(chars: str, slots: list, allowed: frozenset, rhyme: CiRhyme) -> str | None:
-    """The 平水韵 group every character of a rhyme group (叶 slots aside: none may be one) shares, in the
-    group's tone, or None. The 词林正韵 cuts some groups in two 部 (灰: 杯 回 in 第三部, 台 来 in 第五部), which
-    Song poets rhymed as one (晏殊's 浣溪沙: 杯 台 回 来 徊); the checker accepts such a group, the rules keep
-    to one 部."""
+    """The group of HALVES_RHYMED_AS_ONE that every character of a rhyme group (叶 slots aside: none may be
+    one) shares, in the group's tone, or None: the checker accepts such a group, the rules keep to one 部."""
     if not slots or any(s.xie for s in slots):
         return None
     kinds = {PING} if allowed == LEVEL_CODES else {"上", "去", "入"} if allowed == OBLIQUE_CODES else \
         {PING, "上", "去", "入"}
     common = set.intersection(*({g for g in rhyme.groups_of.get(chars[s.pos], ()) if g[0] in kinds} for s in slots))
-    if not common:
-        return None
-    kind, number = min(common)
-    return rhyme.level_names[number][2:] if kind == PING else "同属平水韵一韵"
+    common &= set(HALVES_RHYMED_AS_ONE)
+    return HALVES_RHYMED_AS_ONE[min(common)] if common else None
 
 
 def tone_of(chars: str, variant: Variant, prosody: Prosody) -> list[bool]:
@@ -134,11 +136,20 @@ LAYOUT_WEIGHT = 0.05   # what a layout that fits adds to a variant's rhyme and �
 
 
 def check_against_tune(text: str, tune: Tune, prosody: Prosody, rhyme: CiRhyme) -> CiCheck:
-    """Against the variant the ci fits best: of those with its character count, the best rhyme and 平仄
-    scores, a layout that fits adding LAYOUT_WEIGHT. Editions punctuate clauses differently (岳飞's 满江红
+    """Against the variant the ci fits best (`fit`): of those with its character count, the most rhyme and
+    平仄 positions that fit, a layout that fits adding LAYOUT_WEIGHT. Editions punctuate clauses differently (岳飞's 满江红
     breaks 驾长车，踏破贺兰山缺 three and six where the 谱 breaks five and four), while the 平仄 of ninety
     characters tells variants apart: ranked by layout first, that 满江红 was read as variant 3, 13 of its
     平仄 wrong, rather than variant 1, where all fit."""
     checks = [check_ci(text, v, prosody, rhyme) for v in tune.variants]
-    return max(checks, key=lambda c: (c.chars_ok, (c.rhyme_score or 0) + (c.tone_score or 0)
-                                      + (LAYOUT_WEIGHT if c.layout_ok else 0), -c.variant))
+    return max(checks, key=lambda c: (fit(c), -c.variant))
+
+
+def fit(check: CiCheck) -> tuple:
+    """How well a ci fits the variant `check` read it against: its character count, then the share of its
+    rhyme and 平/仄 positions that fit, each position alike (a variant with one more 句中韵 loses one
+    position, not a ninth of its rhyme score: 苏轼's 水调歌头 is the 谱's third variant, his own), a layout
+    that fits adding LAYOUT_WEIGHT."""
+    positions = (check.rhyme_positions or []) + (check.tone_positions or [])
+    share = sum(positions) / len(positions) if positions else 0.0
+    return check.chars_ok, share + (LAYOUT_WEIGHT if check.layout_ok else 0)

@@ -117,6 +117,10 @@ class PoemGraph(tf.Module):
             _check((top_p > 0) & (top_p <= 1), "top_p must be in (0, 1] (1 turns it off), not", top_p),
             _check(seed >= 0, "seed must be >= 0, not", seed)]
         heads = self._normalised(acrostic)
+        options += [_check(~tf.strings.regex_full_match(text, f"[{SPACES}]+"), f"{name} is blank: {advice}")
+                    for text, name, advice in ((acrostic, "acrostic", "give the characters that start the lines, "
+                                                "or leave it out"),
+                                               (form, "form", "give a form or a tune, or leave it out"))]
         f, entry, form_ok = self._form(form, tf.size(heads))
         with tf.control_dependencies([form_ok]):
             layout = {name: _widened(tf.gather(table, f)) for name, table in self.layout.items()}
@@ -229,13 +233,13 @@ class PoemGraph(tf.Module):
     def _form(self, form, acrostic_size):
         """The layout row and entry of `form`: a shi form, or a tune by any name `--tune` accepts, with an
         optional 1-based variant after "#" ("浣溪沙#2"; the first variant without)."""
-        form = tf.strings.strip(form)
+        form = tf.strings.regex_replace(form, f"^[{SPACES}]+|[{SPACES}]+$", "")   # any space, as str.strip
         parts = tf.strings.split(form, "#", maxsplit=1)
-        name = tf.strings.lower(tf.strings.strip(parts[0]), encoding="utf-8")   # as poetgen.tunes.lookup_key:
-        name = tf.strings.regex_replace(name, r"[\s'’\-]", "")                   # no spaces, apostrophes or
-        name = tf.strings.regex_replace(tf.strings.regex_replace(name, "ü", "v"), "u:", "v")   # hyphens; ü is v
+        name = tf.strings.lower(parts[0], encoding="utf-8")   # as poetgen.tunes.lookup_key: no spaces,
+        name = tf.strings.regex_replace(name, f"[{SPACES}'’\\-]", "")   # apostrophes or hyphens; ü is v
+        name = tf.strings.regex_replace(tf.strings.regex_replace(name, "ü", "v"), "u:", "v")
         numbered = tf.size(parts) > 1
-        suffix = tf.strings.strip(parts[-1])
+        suffix = tf.strings.regex_replace(parts[-1], f"[{SPACES}]", "")
         digits = tf.strings.regex_full_match(suffix, "[1-9][0-9]{0,3}")
         number = tf.where(numbered & digits, tf.strings.to_number(tf.where(digits, suffix, "1"), tf.int32), 1)
         default = tf.where(tf.equal(acrostic_size, 8), self.default_forms[1], self.default_forms[0])

@@ -124,6 +124,8 @@ class Prosody:
                         own[ch] = set(own[of])
                 continue
             self.tones_of[ch] = {entry["tone"]}
+            if "oblique" in entry:   # 仄 groups from the rhyme books (迹 陌): what ci rhyme it by
+                self.numbered_groups_of[ch] = {(kind, n) for kind, n in entry["oblique"]}
             if "group" in entry:   # a level-tone group, from rhyme votes
                 self.groups_of[ch] = {entry["group"]}
                 self.numbered_groups_of[ch] = {(PING, self.level_groups.index(entry["group"]))}

@@ -17,7 +17,7 @@ from poetgen.options import check_settings, setting
 from poetgen.sampling import SampleOptions, Shape, new_seed
 from poetgen.tables import VocabularyTables
 from poetgen.tokenizer import Tokenizer
-from poetgen.tunes import Variant, resolve, shown_name
+from poetgen.tunes import Variant, lookup_key, resolve, shown_name
 
 MAX_POEMS = 1000          # poems per request
 MAX_CANDIDATES = 64       # candidates per poem (best-of)
@@ -74,7 +74,8 @@ class PoemRequest:
             return "ci"
         if self.variant is not None:
             raise BadInput("a variant needs a tune", field="variant")
-        form = FORM_ALIASES.get(self.form, self.form) if self.form else None
+        key = lookup_key(self.form) if self.form else None   # as tunes are looked up: Qi Jue, QIJUE
+        form = FORM_ALIASES.get(key, key) if key else None
         if form is None and self.style == "ci" and not self.acrostic:
             form = "free"   # a ci has no shi layout
         if form is None:
@@ -249,16 +250,22 @@ def _split_group_note(fixed: dict, variant: Variant, slot) -> str:
     from poetgen.ci_rhyme import describe, usual_ci_rhyme
     from poetgen.prosody import PING
 
+    from poetgen.ci_checks import HALVES_RHYMED_AS_ONE
+    from poetgen.ci_rhyme import LEVEL_CODES, codes_for_group
+
     rhyme = usual_ci_rhyme()
     before = [fixed[s.pos] for s in variant.rhymes if s.group == slot.group and s.pos < slot.pos and s.pos in fixed
               and not s.xie]
     chars = [*before, fixed[slot.pos]]
+    level = [rhyme.codes(ch) & LEVEL_CODES for ch in chars]   # their 平 部
     common = set.intersection(*({g for g in rhyme.groups_of.get(ch, ()) if g[0] == PING} for ch in chars))
-    if slot.xie or not before or not common:
-        return ""
-    name = rhyme.level_names[min(common)[1]][2:]
-    parts = "、".join(f"{ch} {'/'.join(describe(c) for c in sorted(rhyme.codes(ch)) if c > 0)}"
-                     for ch in dict.fromkeys(chars))
+    common &= set(HALVES_RHYMED_AS_ONE)   # what the checker accepts (十灰), though the rules cannot write it
+    if slot.xie or not before or not common or not codes_for_group(variant, slot.group) <= LEVEL_CODES \
+            or not all(level) or set.intersection(*map(set, level)):
+        return ""   # not a 平 rhyme, or not one the 词林正韵's cut alone refuses
+    name = HALVES_RHYMED_AS_ONE[min(common)]
+    parts = "、".join(f"{ch} {'/'.join(describe(c) for c in sorted(codes))}"
+                     for ch, codes in dict(zip(chars, level)).items())
     return (f" ({'、'.join(dict.fromkeys(chars))} share {name} in the 平水韵, but the rules rhyme a ci within one "
             f"部 of the 词林正韵: {parts})")
 

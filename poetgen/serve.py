@@ -253,9 +253,11 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
     async def tunes(request: Request) -> JSONResponse:
         """GET /api/tunes?q=…: the tunes whose names or pinyin contain q (all without q)."""
         query = request.query_params.get("q", "")[:MAX_TUNE]
-        found = tune_table().search(query)
+        table = tune_table()
+        found = table.search(query)
         return JSONResponse({"tunes": [{"name": t.name, "other_names": list(t.names[1:]),
                                         "pinyin": max(t.pinyin, key=len, default=""),
+                                        "keys": table.keys_of(t),   # what finds it, as tunes.lookup_key spells it
                                         "characters": [v.length for v in t.variants]} for t in found],
                              "knows_ci": generator.knows_ci()})
 

@@ -173,15 +173,14 @@ class TuneTable:
         that share it (pinyin initials: yjm is 谒金门 and 一剪梅)."""
         shared = self._shared.get(lookup_key(name))
         if shared:
-            raise UnknownTune(f"{name.strip()!r} names {len(shared)} tunes: "
+            raise UnknownTune(f"{_short(name)!r} names {len(shared)} tunes: "
                               f"{', '.join(t.names[0] for t in shared)}; give the tune's name", field="tune")
         tune = self.find(name)
         if tune is None:
             keys = difflib.get_close_matches(name.strip().lower(), list(self._by_key), n=12, cutoff=0.4)
             close = list(dict.fromkeys(self._by_key[key].name for key in keys))[:3]   # tunes, not their spellings
             hint = f"; closest: {', '.join(close)}" if close else ""
-            given = name if len(name) <= SHOWN_NAME else name[:SHOWN_NAME] + "…"   # the message stays a line
-            raise UnknownTune(f"unknown tune {given!r}{hint} (list them with `poetgen tunes`)", field="tune")
+            raise UnknownTune(f"unknown tune {_short(name)!r}{hint} (list them with `poetgen tunes`)", field="tune")
         return tune
 
     def search(self, query: str = "") -> list[Tune]:
@@ -190,6 +189,12 @@ class TuneTable:
         if not query:
             return list(self.tunes)
         return [t for t in self.tunes if any(query in key for key in (*lookup_keys(t), *lookup_keys(t, typed=True)))]
+
+
+def _short(name: str) -> str:
+    """A name as an error repeats it: on one line, at most SHOWN_NAME characters."""
+    name = " ".join(name.split())
+    return name if len(name) <= SHOWN_NAME else name[:SHOWN_NAME] + "…"
 
 
 def lookup_key(text: str) -> str:
@@ -235,5 +240,6 @@ def shown_name(asked: str, name: str, label: str = "") -> str:
     """How messages name a tune (`name`) or one of its variants (`label`: 归字谣#1): after the name the
     user gave when that differs (十六字令 is 归字谣's other name: "十六字令 (归字谣#1 in the 词谱)", which does
     not read as a name to type back)."""
-    asked = asked.strip().partition("#")[0].strip()
+    asked = " ".join(asked.partition("#")[0].split())   # one line, however it was spaced
+    asked = asked if len(asked) <= SHOWN_NAME else asked[:SHOWN_NAME] + "…"
     return label or name if not asked or asked == name else f"{asked} ({label or name} in the 词谱)"

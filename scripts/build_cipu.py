@@ -20,14 +20,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from poetgen.control import label_parts  # noqa: E402  (the corpus's joined tune labels, read as poetgen reads them)
-from poetgen.corpus import to_traditional  # noqa: E402  (OpenCC, as `--traditional` converts)
+from poetgen.corpus import to_simplified, to_traditional  # noqa: E402  (OpenCC, as `--traditional` converts)
 # ../shared/data/cipu beside the repository (or beside the folder holding its worktree)
 DEFAULT_SOURCE = next((p / "shared" / "data" / "cipu" for p in ROOT.parents if (p / "shared" / "data" / "cipu").is_dir()),
                       ROOT.parent / "shared" / "data" / "cipu")
 DEFAULT_OUTPUT = ROOT / "poetgen" / "data" / "cipu.json.gz"
 CORPUS = ROOT / "corpus" / "ci.jsonl.gz"   # its `tune` labels give other names (see above)
 ENTERING_VOTES = 5      # a variant's 入声 group needs this many corpus ci to be judged by their share…
-ENTERING_SHARE = 0.75   # …of which at least this share rhyme it in 入声 (mark_entering)
+ENTERING_SHARE = 2 / 3  # …of which at least this share rhyme it in 入声 (mark_entering)
 # Marks of the model poems; "、" (读, a pause inside a sentence) breaks a clause like "，".
 MARKS = "，。、？！；："
 TONES = set("平仄中")
@@ -57,6 +57,13 @@ EXTRA_NAMES = {
     "虞美人": ["一江春水", "玉壶冰"],
     "一剪梅": ["玉簟秋"],
 }
+# the full pinyin of the names above that readers know tunes by, so `poetgen tunes maihuasheng` finds them
+EXTRA_PINYIN = {"转应曲": "zhuanyingqu", "宫中调笑": "gongzhongtiaoxiao", "卖花声": "maihuasheng",
+                "谢秋娘": "xieqiuniang", "双红豆": "shuanghongdou", "百尺楼": "baichilou", "楚天遥": "chutianyao",
+                "上江虹": "shangjianghong", "一江春水": "yijiangchunshui", "玉壶冰": "yuhubing", "玉簟秋": "yudianqiu"}
+# what the couyun tables hold that is not the 词谱's: 贺新郎's variant 12 is a modern joke poem, and its
+# first words (男同久) were made a name of the tune
+EXCLUDED = {"贺新郎": {"variants": (12,), "names": ("男同久",), "pinyin": ("nantongjiu", "ntj")}}
 
 
 def clauses_of(model_poem: str) -> tuple[list[int], str]:
@@ -113,28 +120,43 @@ def split_contradicted(groups: list[list[int]], text: str) -> list[list[int]]:
     poem itself rhymes the runs apart: each run's characters share a 词林正韵 部, the whole group's share
     neither a 部 nor a 平水韵 group (灰 and 咍 rhyme together, though 词林正韵 puts them in two 部). 减字木兰花's
     main form marks its two 平 pairs one rhyme, but its model poem (欧阳修) rhymes 圆 穿 in 第七部 (先) and
-    云 醺 in 第六部 (文): the 谱's 前后段各两仄韵、两平韵, each pair its own."""
+    云 醺 in 第六部 (文): the 谱's 前后段各两仄韵、两平韵, each pair its own. A group whose runs, pairs at
+    least, alternate run for run with those of a group so cut is cut too, though its model poem happens to
+    keep one 部 (欧阳修's 仄 pairs 袂 起, 齿 事 are both 第三部): the two rhymes change together."""
     from poetgen.ci_rhyme import ci_rhyme
     from poetgen.prosody import table
 
     rhyme, order = ci_rhyme(), sorted(abs(p) for g in groups for p in g)
     pingshui = table().numbered_groups_of
-    result = []
-    for group in groups:
+
+    def runs_of(group):
         runs, previous = [], None
         for p in group:   # sorted by position
             if previous is None or order.index(abs(p)) != order.index(abs(previous)) + 1:
                 runs.append([])
             runs[-1].append(p)
             previous = p
+        return runs
 
-        def shared(positions):
-            codes = [rhyme.codes(text[abs(p)]) for p in positions]
-            return set.intersection(*map(set, codes)) if all(codes) else None
+    def shared(positions):
+        codes = [rhyme.codes(text[abs(p)]) for p in positions]
+        return set.intersection(*map(set, codes)) if all(codes) else None
 
+    def apart(group):
+        runs = runs_of(group)
         one_group = set.intersection(*(set(pingshui.get(text[abs(p)], ())) for p in group))
-        apart = len(runs) > 1 and shared(group) == set() and not one_group and all(shared(run) for run in runs)
-        result += runs if apart else [group]
+        return len(runs) > 1 and shared(group) == set() and not one_group and all(shared(run) for run in runs)
+
+    def alternate(one, other):   # ABAB…: their runs, pairs at least, take turns
+        a, b = runs_of(one), runs_of(other)
+        turns = sorted([(abs(run[0]), 0) for run in a] + [(abs(run[0]), 1) for run in b])
+        return len(a) == len(b) > 1 and all(len(run) >= 2 for run in a + b) and \
+            all(turns[k][1] != turns[k + 1][1] for k in range(len(turns) - 1))
+
+    cut = [apart(group) for group in groups]
+    cut = [c or any(cut[j] and alternate(group, other) for j, other in enumerate(groups) if j != k)
+           for k, (group, c) in enumerate(zip(groups, cut))]
+    result = [run for group, c in zip(groups, cut) for run in (runs_of(group) if c else [group])]
     return sorted(result, key=lambda g: abs(g[0]))
 
 
@@ -204,16 +226,21 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
     for entry in sorted(index, key=lambda e: e["idx"]):
         files.append(source / "ci_list" / f"cipai_{entry['idx']}.json")
         raw_variants = json.loads((source / "ci_list" / f"cipai_{entry['idx']}.json").read_text(encoding="utf-8"))
-        variants = [variant_of(v, f"{entry['names'][0]} variant {i + 1}") for i, v in enumerate(raw_variants)]
+        excluded = EXCLUDED.get(entry["names"][0], {})
+        variants = [variant_of(v, f"{entry['names'][0]} variant {i + 1}") for i, v in enumerate(raw_variants)
+                    if i + 1 not in excluded.get("variants", ())]
         tunes.append({
-            "names": entry["names"],              # the tune name first, then its other names (simplified)
-            "names_trad": entry["names_trad"],    # the same in traditional characters
-            "pinyin": entry["pinyins"],           # full pinyin and initials of the names
+            "names": [n for n in entry["names"] if n not in excluded.get("names", ())],   # the tune name first,
+            "names_trad": [n for n in entry["names_trad"] if to_simplified(n) not in excluded.get("names", ())],
+            "pinyin": [p for p in entry["pinyins"] if p not in excluded.get("pinyin", ())],   # then other names;
+            # the same in traditional characters; full pinyin and initials of the names
             "sections": entry["type"][0],         # 单调 / 双调 / 三段 / 四段
             "variants": variants,
         })
     for tune in tunes:   # other names the couyun tables lack, each checked by hand against the 词谱
         tune["names"] = tune["names"] + [n for n in EXTRA_NAMES.get(tune["names"][0], ()) if n not in tune["names"]]
+        tune["pinyin"] = tune["pinyin"] + [EXTRA_PINYIN[n] for n in EXTRA_NAMES.get(tune["names"][0], ())
+                                           if n in EXTRA_PINYIN and EXTRA_PINYIN[n] not in tune["pinyin"]]
     if corpus is not None:
         for i, names in corpus_names(corpus, tunes).items():
             tunes[i]["names"] = tunes[i]["names"] + [n for n in names if n not in tunes[i]["names"]]
@@ -223,61 +250,64 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
 
 
 def _is_entering(chars: list[str], rhyme) -> bool:
-    """A 仄 rhyme in 入声: every character has an 入 reading and they share no 上去 部 (苏轼's 念奴娇 rhymes
-    物 壁 雪 杰 发 灭 月, 入 部 17 and 18 together, as Song poets did)."""
+    """A 仄 rhyme in 入声: at least two thirds of its characters have an 入 reading (a ci that 次韵 another
+    by a different variant puts a character or two off the slots) and they share no 上去 部 (苏轼's 念奴娇
+    rhymes 物 壁 雪 杰 发 灭 月, 入 部 17 and 18 together, as Song poets did)."""
     codes = [rhyme.codes(ch) for ch in chars]
-    return bool(codes) and all(any(c >= 15 for c in cs) for cs in codes) and \
+    entering = sum(any(c >= 15 for c in cs) for cs in codes)
+    return bool(codes) and 3 * entering >= 2 * len(codes) and \
         not set.intersection(*({c for c in cs if -14 <= c < 0} for cs in codes))
 
 
 def mark_entering(tunes: list[dict], files: list[Path], corpus: Path | None) -> None:
     """Give each variant its "entering" groups: the 仄 rhyme groups (without 叶 slots) that the 谱's model
     poem rhymes in 入声 and the corpus's ci of that variant do too, in at least ENTERING_SHARE of them
-    (all of them when it has fewer than ENTERING_VOTES): 雨霖铃, 忆秦娥's main form, 满江红, 念奴娇.
-    Generation rhymes those groups in 入声 (a prompt's 上去 rhyme there turns the group back to 仄); the
-    checker accepts 上去 as well."""
+    (all of them when it has fewer than ENTERING_VOTES): 雨霖铃, 忆秦娥's main form, 满江红. A ci as long as
+    several variants of its tune (菩萨蛮's have one length) counts for the one it fits best (ci_checks.fit),
+    for each on a tie; a group no ci fits is judged by the model poem alone. Generation rhymes those groups in 入声 (a prompt's 上去 rhyme
+    there turns the group back to 仄); the checker accepts 上去 as well."""
+    from poetgen.ci_checks import check_ci, fit
     from poetgen.ci_rhyme import ci_rhyme
+    from poetgen.prosody import table
     from poetgen.tunes import ZE, _variant
 
-    rhyme = ci_rhyme()
-    models, owner = {}, {}
+    rhyme, prosody = ci_rhyme(), table()
+    models, owner, by_tune = {}, {}, {}
     for i, tune in enumerate(tunes):
         for name in tune["names"]:
             owner.setdefault(name, set()).add(i)
         raw = json.loads(files[i].read_text(encoding="utf-8"))   # the model poems
+        kept = [k for k in range(len(raw)) if k + 1 not in EXCLUDED.get(tune["names"][0], {}).get("variants", ())]
         for k, entry in enumerate(tune["variants"]):
-            variant = _variant(tune["names"][0], k + 1, entry)
-            text = "".join(ch for ch in raw[k]["origin"] if ch not in MARKS)
+            variant = by_tune.setdefault(i, {})[k] = _variant(tune["names"][0], k + 1, entry)
+            text = "".join(ch for ch in raw[kept[k]]["origin"] if ch not in MARKS)
             for group in range(variant.group_count):
                 slots = [s for s in variant.rhymes if s.group == group]
                 if variant.group_tone(group) == ZE and not any(s.xie for s in slots) and \
                         _is_entering([text[s.pos] for s in slots], rhyme):
                     models[(i, k, group)] = variant
     votes = {key: [0, 0] for key in models}   # [ci rhyming the group in 入声, ci of the variant]
-    by_tune = {}
-    for (i, k, group), variant in models.items():
-        by_tune.setdefault(i, {})[k] = variant
+    candidates = {i for i, _, _ in models}
     if corpus is not None:
         with gzip.open(corpus, "rt", encoding="utf-8") as stream:
             poems = [json.loads(line) for line in stream if line.strip()]
         for poem in poems:
             found = set().union(*(owner.get(part, set()) for part in label_parts(poem.get("tune") or "")))
-            if len(found) != 1 or next(iter(found)) not in by_tune:
+            if len(found) != 1 or next(iter(found)) not in candidates:
                 continue
             i = next(iter(found))
             text = poem["text"].replace("、", "，")
             chars = [ch for ch in text if ch not in MARKS]
             fitting = [(k, v) for k, v in by_tune[i].items() if v.length == len(chars)]
-            if len(fitting) > 1:
-                fitting = [(k, v) for k, v in fitting if v.layout.fits(text)]
-            if len(fitting) != 1:
-                continue
-            k, variant = fitting[0]
-            for group in range(variant.group_count):
-                if (i, k, group) in votes:
-                    votes[(i, k, group)][1] += 1
-                    votes[(i, k, group)][0] += _is_entering([chars[s.pos] for s in variant.rhymes if s.group == group],
-                                                            rhyme)
+            if len(fitting) > 1:   # the ones it fits best (ci_checks.fit), all of them on a tie
+                fits = [fit(check_ci(text, v, prosody, rhyme)) for _, v in fitting]
+                fitting = [pair for pair, f in zip(fitting, fits) if f == max(fits)]
+            for k, variant in fitting:
+                for group in range(variant.group_count):
+                    if (i, k, group) in votes:
+                        slots = [chars[s.pos] for s in variant.rhymes if s.group == group]
+                        votes[(i, k, group)][1] += 1
+                        votes[(i, k, group)][0] += _is_entering(slots, rhyme)
     for (i, k, group), (entering, count) in sorted(votes.items()):
         if entering >= (ENTERING_SHARE * count if count >= ENTERING_VOTES else count):
             tunes[i]["variants"][k].setdefault("entering", []).append(group)

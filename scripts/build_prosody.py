@@ -15,7 +15,9 @@ overridden):
    character, and the other rhyme characters of the poem share exactly one level-tone group; at least
    VOTES such poems and a share of at least SHARE for one group give the character that group (平):
    啼 → 八齐 (697 of 733 poems);
-4. tones listed below (TONES, checked by hand), with no rhyme group: 迹 仄, 扫 仄, 嫦 平…
+4. tones listed below (TONES, checked by hand), with no rhyme group: 迹 仄, 扫 仄, 嫦 平…; a 仄 one that
+   ci rhyme on also takes its 平水韵 groups (OBLIQUE_GROUPS, from the rhyme books: 迹 陌, 遍 霰, 扫 皓 号),
+   so the 词林正韵 knows its 部 (ci_rhyme) and a ci may rhyme on it;
 
 It also marks the readings poets barely used ("rare"). The package lists every reading a character has,
 so 深 (沁, a 去声 reading of another word), 回 (队), 如 (御), 衣 (未), 横 (敬) and 不 (尤) could stand where
@@ -77,6 +79,18 @@ TONES = {
     "鼈": "仄", "稿": "仄", "浣": "仄", "髣": "仄", "髴": "仄", "嘴": "仄", "桔": "仄", "蚋": "仄",
     "嫦": "平", "姮": "平", "菩": "平", "蝴": "平", "葡": "平", "胭": "平", "臙": "平", "玻": "平", "濂": "平",
     "昂": "平", "燃": "平", "粗": "平", "它": "平",
+}
+
+# 仄 groups of TONES characters ci rhyme on, by (上/去/入, 0-based number), from the rhyme books (佩文诗韵:
+# 迹 跡 in 十一陌, 遍 徧 in 十七霰, 懒 嬾 in 十四旱, 扫 in 十九皓 and 二十号, 棹 櫂 in 十九效, 盏 琖 in 十五潸,
+# 袜 韈 in 六月, 睹 覩 in 七麌, 涩 澀 in 十四缉, 灶 竈 in 二十号, 坞 in 七麌, 珮 in 十一队, 倏 in 一屋, 碗 椀 盌
+# in 十四旱, 鲙 in 九泰, 嗅 in 二十六宥, 袴 in 七遇, 撒 in 七曷, 稿 in 十九皓, 浣 in 十四旱, 嘴 in 四纸)
+OBLIQUE_GROUPS = {
+    "迹": [["入", 10]], "遍": [["去", 16]], "徧": [["去", 16]], "懒": [["上", 13]], "扫": [["上", 18], ["去", 19]],
+    "棹": [["去", 18]], "盏": [["上", 14]], "袜": [["入", 5]], "睹": [["上", 6]], "覩": [["上", 6]],
+    "涩": [["入", 13]], "灶": [["去", 19]], "坞": [["上", 6]], "珮": [["去", 10]], "倏": [["入", 0]],
+    "碗": [["上", 13]], "椀": [["上", 13]], "盌": [["上", 13]], "鲙": [["去", 8]], "嗅": [["去", 25]],
+    "袴": [["去", 6]], "撒": [["入", 6]], "稿": [["上", 18]], "浣": [["上", 13]], "嘴": [["上", 3]],
 }
 
 
@@ -141,7 +155,7 @@ def added(poems: list[dict]) -> dict:
             group, n = vote.most_common(1)[0]
             extra[ch] = {"tone": PING, "group": group, "votes": [n, sum(vote.values())]}
         elif ch in TONES:
-            extra[ch] = {"tone": TONES[ch]}
+            extra[ch] = {"tone": TONES[ch], **({"oblique": OBLIQUE_GROUPS[ch]} if ch in OBLIQUE_GROUPS else {})}
     return extra
 
 

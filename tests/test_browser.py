@@ -183,6 +183,17 @@ def test_traditional_and_vertical_display_then_screenshot(page):
     assert shot.stat().st_size > 10_000
 
 
+def test_a_tune_typed_as_readers_type_it_shows_its_variants(page):
+    """The server found "Man Jiang Hong" and "nuguanzi", the page's own match did not: no variant to pick."""
+    from poetgen.tunes import tune_table
+
+    for typed, name in (("Man Jiang Hong", "满江红"), ("nuguanzi", "女冠子"), ("上江虹 ", "满江红")):
+        page.fill("#tune", typed)
+        expect(page.locator("#variant-label")).to_be_visible()
+        assert page.locator("#variant option").count() == len(tune_table().get(name).variants), typed
+    page.fill("#tune", "")
+
+
 def test_page_writes_a_ci_by_tune(page):
     page.uncheck("#vertical")
     page.uncheck("#traditional")

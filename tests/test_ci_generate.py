@@ -232,16 +232,16 @@ def test_no_character_the_tone_table_lacks_is_written_where_a_tone_is_required(t
 
 
 def test_a_prompt_rhyme_the_table_lacks_is_kept_and_the_ci_still_rhymes():
-    """The prompt check leaves out a character the rhyme table does not know (盏), so check_ci must not
-    count it as a miss either: the ci it allowed failed its own rhyme check. A known 仄 character at
-    浣溪沙's 平 rhyme is refused."""
+    """The prompt check leaves out a character the rhyme table does not know (做; 盏 was one until its
+    平水韵 group was added), so check_ci must not count it as a miss either: the ci it allowed failed its
+    own rhyme check. A known 仄 character at 浣溪沙's 平 rhyme is refused."""
     from poetgen.generate import Generator
 
     shipped = Generator.load()
-    assert not ci_rhyme().codes("盏") and ci_rhyme().codes("酒")
+    assert not ci_rhyme().codes("做") and ci_rhyme().codes("酒") and ci_rhyme().codes("盏")
     for seed in (1, 2, 3):
-        poem = shipped.generate(PoemRequest(prompt="一曲新词酒一盏", tune="浣溪沙", sample=SampleOptions(seed=seed)))["poems"][0]
-        assert poem["text"].startswith("一曲新词酒一盏") and poem["checks"]["rhyme_ok"], poem
+        poem = shipped.generate(PoemRequest(prompt="一曲新词酒一做", tune="浣溪沙", sample=SampleOptions(seed=seed)))["poems"][0]
+        assert poem["text"].startswith("一曲新词酒一做") and poem["checks"]["rhyme_ok"], poem
     with pytest.raises(BadInput, match="puts '酒' at character 7"):
         shipped.generate(PoemRequest(prompt="一曲新词饮美酒", tune="浣溪沙"))
 
@@ -367,6 +367,20 @@ def test_errors_name_the_tune_as_the_user_named_it(generator, request_args, show
     with pytest.raises(BadInput) as error:
         generator.generate(PoemRequest(**request_args))
     assert shown in str(error.value)
+
+
+@pytest.mark.parametrize("tune", ["满\n江红", "满" + "-" * 300 + "江红", "y" + "-" * 5000 + "jm"])
+def test_a_tune_named_across_lines_or_at_length_is_one_short_line_in_errors(generator, tune):
+    with pytest.raises(BadInput) as error:
+        generator.generate(PoemRequest(tune=tune, variant=99))
+    assert "\n" not in str(error.value) and len(str(error.value)) < 160
+
+
+def test_the_note_on_a_split_rhyme_group_is_given_only_for_one(generator):
+    """卜算子 rhymes in 仄, and 安 is 平: the note said 看 and 安 share 十四寒, as if the 词林正韵 were at fault."""
+    with pytest.raises(BadInput) as error:
+        generator.generate(PoemRequest(tune="卜算子", prompt="春风吹柳岸，明月照江看。白日依山尽山远，清溪绕长安。"))
+    assert "cannot rhyme" in str(error.value) and "平水韵" not in str(error.value)
 
 
 def test_preparing_a_ci_builds_no_rhyme_table(monkeypatch):

@@ -170,3 +170,16 @@ def test_a_tune_the_corpus_names_with_another_gets_its_joined_token():
     prefix = generator.prefix(generator.prepare(PoemRequest(tune="忆江南")))
     assert tokenizer.control_id("<tune:望江南・忆江南>") in prefix
     assert tokenizer.control_id("<anytune>") not in prefix
+
+
+def test_no_style_reads_the_tang_prefix_and_a_tune_the_ci_one(conditioned_bundle):
+    """`style` left out (None) is tang for shi: on a conditioned model the prefix says so (a test on an
+    unconditioned model, whose prefix is empty for every style, could not tell)."""
+    from poetgen.generate import Generator
+    from poetgen.request import PoemRequest
+
+    generator = Generator.load(conditioned_bundle[0])
+    prefix = lambda **kw: generator.prefix(generator.prepare(PoemRequest(**kw)))   # noqa: E731
+    assert prefix() == prefix(style="tang") != prefix(style="song")
+    assert prefix(tune="浣溪沙") == prefix(tune="浣溪沙", style="ci") != prefix(style="ci")[:1] + prefix()[1:]
+    assert prefix(tune="浣溪沙")[0] == generator.tokenizer.control_id("<ci>")

@@ -103,6 +103,8 @@ def test_greedy_graph_poem_is_the_greedy_cli_poem(generator, poet):
     ("prompt", {"form": "wujue", "prompt": "白日依山尽，黄河依山尽"}, {"form": "wujue", "prompt": "白日依山尽，黄河依山尽"}),
     ("acrostic", {"form": "wujue", "acrostic": "龘龘龘龘"}, {"form": "wujue", "acrostic": "龘龘龘龘"}),
     ("top_p", {"sample": SampleOptions(top_p=0.0)}, {"top_p": 0.0}),
+    ("acrostic", {"form": "wujue", "acrostic": " \u3000"}, {"form": "wujue", "acrostic": " \u3000"}),   # blank
+    ("form", {"form": "\u3000"}, {"form": "\u3000"}),
     ("form", {"tune": "浣溪莎"}, {"form": "浣溪莎"}),
     ("form", {"tune": "浣溪沙", "variant": 99}, {"form": "浣溪沙#99"}),
     ("acrostic", {"tune": "十六字令", "acrostic": "春夏秋冬五"}, {"form": "十六字令", "acrostic": "春夏秋冬五"}),
@@ -156,7 +158,7 @@ def ci_verdict(poem: str, variant, acrostic: str, tone: bool, forced: set[int]) 
     tones = [tone_fits(ch, t, table()) for k, (ch, t) in enumerate(zip(chars, variant.tones))
              if t != EITHER and k not in forced]
     return {"layout": check.layout_ok, "rhyme": check.rhyme_ok, "acrostic": check.acrostic_ok,
-            "entering": [part.endswith("入") for part in check.rhyme_parts or ()],
+            "entering": [part.endswith("入") for g, part in enumerate(check.rhyme_parts or ()) if g in variant.entering],
             "tone": tones if tone else None,
             "no_repeat": all(len(set(line[:-1])) == len(line) - 1 for line in clauses(poem))}
 
@@ -178,7 +180,7 @@ def test_same_tune_request_same_ci_verdicts(generator, poet, form, tune, variant
         assert expected["acrostic"] is (True if acrostic else None)
         assert expected["tone"] is None or all(expected["tone"]), cli
         assert cli.startswith(fitted) and graph.startswith(fitted)
-        if tune == "满江红":
+        if tune == "满江红":   # its group rhymes in 入声, but for a prompt that rhymes it in 上去
             assert expected["entering"] == [not prompt], cli
 
 
@@ -207,10 +209,20 @@ def test_the_graph_repeats_a_phrase_as_the_cli_does(poet):
             assert check_ci(poem, variant, table(), ci_rhyme()).repeat_ok, poem
 
 
+def test_a_form_is_found_as_the_cli_finds_it(generator, poet):
+    """The graph lowercased form names (QIJUE) and, once tunes were, dropped their spaces (qi jue); the
+    CLI took only the exact names: both now read a form as a tune's name is read."""
+    for typed in ("QIJUE", "Qi Jue", "qi-jue"):
+        cli = generator.generate(PoemRequest(form=typed, tone=False, sample=SampleOptions(seed=1)))
+        assert cli["form"] == "qijue"
+        assert layout_of("qijue").fits(graph_poem(poet, typed, seed=1))
+
+
 def test_a_tune_is_found_by_every_name_the_cli_takes(poet):
     """Other name, pinyin (any case, spaced or hyphenated) and "#1" find the same variant as the tune's name."""
     for name, other in (("念奴娇", "大江东去"), ("浣溪沙", "HuanXiSha"), ("浣溪沙", " 浣溪沙#1 "),
-                        ("满江红", "Man Jiang-Hong"), ("满江红", "上江虹")):
+                        ("满江红", "Man Jiang-Hong"), ("满江红", "上江虹"),
+                        ("满江红", "满\u3000江红"), ("满江红", "\u3000Man\xa0Jiang Hong\u3000")):   # any space
         assert graph_poem(poet, name, seed=4) == graph_poem(poet, other, seed=4)
     assert resolve("浣溪沙", 2).layout.fits(graph_poem(poet, "浣溪沙#2", seed=4))
 

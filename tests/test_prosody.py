@@ -27,7 +27,9 @@ def test_the_supplement_gives_common_rhyme_characters_their_groups():
     assert full.tones("疎") == package.tones("疏") and full.rhyme_groups("疎") == package.rhyme_groups("疏")
     assert full.numbered_groups_of["疎"] == package.numbered_groups_of["疏"]
     assert full.numbered_groups_of["啼"] == {(PING, full.level_groups.index("上平八齐"))}
-    assert full.tones("迹") == {ZE} and not full.rhyme_groups("迹") and "迹" not in full.numbered_groups_of
+    assert full.tones("迹") == {ZE} and not full.rhyme_groups("迹")   # 仄: no level group, but its 陌 for ci
+    assert full.numbered_groups_of["迹"] == {("入", 10)} and full._numbered[[n for n, (_, k) in enumerate(
+        full._numbered) if k == "入"][10]][0] == "入十一陌"
 
 
 def test_the_supplement_never_overrides_the_package_and_each_entry_holds_its_evidence():

@@ -88,7 +88,7 @@ def test_shipped_table_is_what_the_script_builds(tmp_path):
 
 def test_every_variant_is_a_valid_layout_with_rhymes_at_clause_ends():
     tunes = tune_table().tunes
-    assert len(tunes) == 817 and sum(len(t.variants) for t in tunes) == 2294
+    assert len(tunes) == 817 and sum(len(t.variants) for t in tunes) == 2293   # 贺新郎#12 left out
     for tune in tunes:
         for variant in tune.variants:
             layout = variant.layout
@@ -117,10 +117,9 @@ def test_a_tune_is_found_as_readers_type_it(typed, name):
 
 def test_a_u_typed_for_u_umlaut_never_hides_a_tune_that_has_that_spelling():
     table = tune_table()
-    for tune in table.tunes:
-        for key in table.keys_of(tune):
-            assert table.find(key) is tune
-    for tune in table.tunes:   # every own pinyin still finds its tune (or is shared and refused)
+    typed = {k.replace("v", "u") for tune in table.tunes for k in tune.pinyin if "v" in k}
+    assert typed and typed <= set(table._by_key)   # every ü typed u finds a tune…
+    for tune in table.tunes:   # …but every own pinyin still finds its tune (or is shared and refused)
         for key in tune.pinyin:
             assert table.find(key) is tune or key.lower() in table.shared_keys
 
@@ -414,10 +413,11 @@ def test_a_repeated_character_is_asked_the_tone_its_copy_is_asked():
 
 def test_a_rhyme_the_model_poem_changes_is_two_rhymes_not_one():
     """减字木兰花's main form had its two 平 pairs as one rhyme (the tables' grouping), so every ci rhymed
-    云 醺 with 圆 穿, and 欧阳修's own model poem failed its rhyme; 灰 and 咍 (定西番: 梅 台 来 徊, one 平水韵
+    云 醺 with 圆 穿, and 欧阳修's own model poem failed its rhyme; its 仄 pairs change with them (前后段各两仄韵、
+    两平韵); 灰 and 咍 (定西番: 梅 台 来 徊, one 平水韵
     group in two 部 of the 词林正韵) stay one rhyme."""
     variant = resolve("减字木兰花")
-    assert variant.group_count == 3 and [variant.group_tone(g) for g in range(3)] == [ZE, PING, PING]
+    assert variant.group_count == 4 and [variant.group_tone(g) for g in range(4)] == [ZE, PING, ZE, PING]
     ouyang = "歌檀敛袂，缭绕雕梁尘暗起。柔润清圆，百琲明珠一线穿。樱唇玉齿，天上仙音心下事。留住行云，满座迷魂酒半醺。"
     assert check_ci(ouyang, variant, table(), ci_rhyme()).rhyme_ok
     assert resolve("定西番").group_count == 2
@@ -427,7 +427,7 @@ def test_split_contradicted_cuts_only_a_group_its_model_poem_rhymes_apart():
     build = _build_module()
     text = "歌檀敛袂缭绕雕梁尘暗起柔润清圆百琲明珠一线穿樱唇玉齿天上仙音心下事留住行云满座迷魂酒半醺"
     groups = [[3, 10, 25, 32], [14, 21, 36, 43]]
-    assert build.split_contradicted(groups, text) == [[3, 10, 25, 32], [14, 21], [36, 43]]
+    assert build.split_contradicted(groups, text) == [[3, 10], [14, 21], [25, 32], [36, 43]]   # 仄 pairs alike
     same = text[:36] + "天" + text[37:43] + "仙"   # 天 仙 at the second pair's ends: 先, as 圆 穿 are
     assert len(same) == len(text) and (same[36], same[43]) == ("天", "仙")
     assert build.split_contradicted(groups, same) == groups
@@ -435,7 +435,7 @@ def test_split_contradicted_cuts_only_a_group_its_model_poem_rhymes_apart():
 
 def test_a_rhyme_within_one_pingshui_group_the_cilin_splits_is_accepted_by_the_checker():
     """晏殊's 浣溪沙 rhymes 杯 回 徊 (第三部) with 台 来 (第五部): all 十灰, which the 词林正韵 cuts in two. The
-    checker failed it (the 谱's own model poems: 17 more pass); a rhyme across 平水韵 groups still fails."""
+    checker failed it (the 谱's own model poems: 16 more pass); a rhyme across 平水韵 groups still fails."""
     variant, prosody, rhyme = resolve("浣溪沙"), table(), ci_rhyme()
     check = check_ci(YAN_SHU, variant, prosody, rhyme)
     assert check.rhyme_ok and check.rhyme_parts == ["第三部平·第五部平（十灰）"]
