@@ -48,7 +48,7 @@ class CiRhyme(_CiRule):
         self.membership = membership                                   # (vocab, codes) bool
         self.masks = masks                                             # by codes: read plainly, read by a 叶 slot
         positions = char_positions(variant)
-        self.slots = {int(positions[s.pos]): (s.group, s.xie) for s in variant.rhymes}
+        self.slots = {int(positions[s.pos]): (s.group, s.xie) for s in variant.steered_rhymes}
         self.allowed = np.zeros((batch, max(variant.group_count, 1), membership.shape[1]), bool)
         for group in range(variant.group_count):   # `fixed` (position -> id, a prompt's): an 入声 group they
             given = self._codes_fixed(fixed or {}, group)   # rhyme in 上去 starts as a 仄 one (codes_for_group)

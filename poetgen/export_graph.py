@@ -239,7 +239,7 @@ class PoemGraph(tf.Module):
         name = tf.strings.regex_replace(name, f"[{SPACES}'’\\-]", "")   # apostrophes or hyphens; ü is v
         name = tf.strings.regex_replace(tf.strings.regex_replace(name, "ü", "v"), "u:", "v")
         numbered = tf.size(parts) > 1
-        suffix = tf.strings.regex_replace(parts[-1], f"[{SPACES}]", "")
+        suffix = tf.strings.regex_replace(parts[-1], f"^[{SPACES}]+|[{SPACES}]+$", "")   # "#1 2" stays refused
         digits = tf.strings.regex_full_match(suffix, "[1-9][0-9]{0,3}")
         number = tf.where(numbered & digits, tf.strings.to_number(tf.where(digits, suffix, "1"), tf.int32), 1)
         default = tf.where(tf.equal(acrostic_size, 8), self.default_forms[1], self.default_forms[0])

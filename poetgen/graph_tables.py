@@ -219,9 +219,9 @@ def _tune_rhyme_and_tone(t: dict, f: int, variant, slots: list[int]) -> None:
 
     t["partial_acrostic"][f] = True
     t["rhyme_slot"][f] = False
-    for s in variant.rhymes:
+    for s in variant.steered_rhymes:   # the rhyme slots, and 转应's source (tunes.Variant.steered_rhymes)
         pos = slots[s.pos]
-        t["rhyme_slot"][f, pos], t["rhyme_group"][f, pos], t["rhyme_xie"][f, pos] = True, s.group, s.xie
+        t["rhyme_slot"][f, pos], t["rhyme_group"][f, pos], t["rhyme_xie"][f, pos] = s in variant.rhymes, s.group, s.xie
     for group in range(variant.group_count):
         t["group_kind"][f, group] = RHYME_KINDS.index(group_kind(variant, group))
     for k, tone in enumerate(variant.tones):

@@ -75,7 +75,7 @@ class PoemRequest:
         if self.variant is not None:
             raise BadInput("a variant needs a tune", field="variant")
         key = lookup_key(self.form) if self.form else None   # as tunes are looked up: Qi Jue, QIJUE
-        form = FORM_ALIASES.get(key, key) if key else None
+        form = FORM_ALIASES.get(key, key) if self.form else None   # "'" (no key left) is an unknown form
         if form is None and self.style == "ci" and not self.acrostic:
             form = "free"   # a ci has no shi layout
         if form is None:
@@ -247,15 +247,13 @@ def check_ci_prompt_rhymes(prompt: str, acrostic: str, variant: Variant, shown: 
 def _split_group_note(fixed: dict, variant: Variant, slot) -> str:
     """Why a rhyme a reader accepts is refused, when it is the 词林正韵's cut of one 平水韵 group: 杯 and 台
     are both 十灰, which the 词林正韵 puts in 第三部 and 第五部; the rules rhyme a ci within one 部."""
-    from poetgen.ci_rhyme import describe, usual_ci_rhyme
+    from poetgen.ci_checks import HALVES_RHYMED_AS_ONE
+    from poetgen.ci_rhyme import LEVEL_CODES, codes_for_group, describe, usual_ci_rhyme
     from poetgen.prosody import PING
 
-    from poetgen.ci_checks import HALVES_RHYMED_AS_ONE
-    from poetgen.ci_rhyme import LEVEL_CODES, codes_for_group
-
     rhyme = usual_ci_rhyme()
-    before = [fixed[s.pos] for s in variant.rhymes if s.group == slot.group and s.pos < slot.pos and s.pos in fixed
-              and not s.xie]
+    before = [fixed[s.pos] for s in variant.steered_rhymes if s.group == slot.group and s.pos < slot.pos
+              and s.pos in fixed and not s.xie]
     chars = [*before, fixed[slot.pos]]
     level = [rhyme.codes(ch) & LEVEL_CODES for ch in chars]   # their 平 部
     common = set.intersection(*({g for g in rhyme.groups_of.get(ch, ()) if g[0] == PING} for ch in chars))
@@ -277,10 +275,11 @@ def _ci_rhyme_conflict(fixed: dict, variant: Variant):
 
     rhyme = usual_ci_rhyme()   # the readings the rules use (VocabularyTables.ci_rhyme), as the graph does
     for group in range(variant.group_count):
-        given = [frozenset(flip(c) if s.xie else c for c in rhyme.codes(fixed[s.pos])) for s in variant.rhymes
-                 if s.group == group and s.pos in fixed and rhyme.codes(fixed[s.pos])]
+        slots = [s for s in variant.steered_rhymes if s.group == group and s.pos in fixed]   # 转应's source too
+        given = [frozenset(flip(c) if s.xie else c for c in rhyme.codes(fixed[s.pos])) for s in slots
+                 if rhyme.codes(fixed[s.pos])]
         shared = set(codes_for_group(variant, group, given))   # an 入声 group rhymed in 上去 by the user: 仄
-        for slot in (s for s in variant.rhymes if s.group == group and s.pos in fixed):
+        for slot in slots:
             codes = rhyme.codes(fixed[slot.pos])
             shared &= {flip(c) if slot.xie else c for c in codes} if codes else shared
             if not shared:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -31,7 +31,7 @@ from poetgen.request import (FORM_NAMES, MAX_THEME, MAX_TITLE, SERVER_MAX_ACROST
                              SERVER_MAX_CHARS, SERVER_MAX_POEMS, SERVER_MAX_POLISH, SERVER_MAX_PROMPT,
                              SERVER_MAX_TEMPERATURE, PoemRequest)
 from poetgen.sampling import SampleOptions
-from poetgen.tunes import tune_table
+from poetgen.tunes import lookup_key, tune_table
 
 MAX_BODY = 16 * 1024       # bytes of JSON
 MAX_TUNE = 32              # characters of a tune name or pinyin
@@ -72,6 +72,13 @@ class GenerateBody(BaseModel):
                                   allow_inf_nan=False)       # weight of the reverse model in best-of scores
     style: Literal[STYLES] | None = _DEFAULT_REQUEST.style   # a conditioned model's style (default tang; a tune's is ci)
     traditional: bool = False                                # answer in traditional characters
+
+    @field_validator("form", mode="before")
+    @classmethod
+    def _form_as_the_cli_reads_it(cls, form):
+        """QIJUE, Qi Jue: a form name spelled as the CLI and the SavedModel take it (tunes.lookup_key)."""
+        key = lookup_key(form) if isinstance(form, str) else None
+        return key if key in FORM_NAMES else form
 
     def poem_request(self) -> PoemRequest:
         options = SampleOptions(self.temperature, self.top_k, self.top_p, self.seed)

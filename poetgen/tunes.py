@@ -74,6 +74,16 @@ class Variant:
         return {PING: ZE, ZE: PING}[xie.pop()] if len(xie) == 1 else EITHER
 
     @functools.cached_property
+    def steered_rhymes(self) -> tuple[RhymeSlot, ...]:
+        """The rhyme slots the rules steer: the variant's, and the source of a repeat that copies into one
+        from a position no rhyme holds, with that slot's group and 叶 (调笑令's 转应: the 树 of 树红 becomes
+        the next clause's 红树's rhyme, so it is written as that rhyme)."""
+        slot_at = {s.pos: s for s in self.rhymes}
+        sources = [RhymeSlot(source, slot_at[pos].group, slot_at[pos].xie) for pos, source in self.repeats
+                   if pos in slot_at and source not in slot_at]
+        return tuple(sorted(self.rhymes + tuple(sources), key=lambda s: s.pos))
+
+    @functools.cached_property
     def layout(self) -> Layout:
         """The variant as a Layout: its clauses, "。" or "，" after each, any mark accepted but the last."""
         ends, pos = [], 0
@@ -228,7 +238,7 @@ def resolve(name: str, variant: int | None = None) -> Variant:
     if not base.strip():
         raise BadInput(f"{name!r}: no tune name" + (" before '#' (浣溪沙#3)" if mark else ""), field="tune")
     if mark:
-        if not number.strip().isdigit():
+        if not re.fullmatch(r"[1-9][0-9]{0,3}", number.strip()):   # as the SavedModel reads it (not ２, 01 or ²)
             raise BadInput(f"{name!r}: a variant after '#' is a number (浣溪沙#3)", field="variant")
         if variant is not None and variant != int(number):
             raise BadInput(f"{name!r} names variant {int(number)} but the variant asked is {variant}", field="variant")
@@ -240,6 +250,5 @@ def shown_name(asked: str, name: str, label: str = "") -> str:
     """How messages name a tune (`name`) or one of its variants (`label`: 归字谣#1): after the name the
     user gave when that differs (十六字令 is 归字谣's other name: "十六字令 (归字谣#1 in the 词谱)", which does
     not read as a name to type back)."""
-    asked = " ".join(asked.partition("#")[0].split())   # one line, however it was spaced
-    asked = asked if len(asked) <= SHOWN_NAME else asked[:SHOWN_NAME] + "…"
+    asked = _short(asked.partition("#")[0])   # one line, however it was spaced
     return label or name if not asked or asked == name else f"{asked} ({label or name} in the 词谱)"

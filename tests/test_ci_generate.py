@@ -426,8 +426,12 @@ def test_tiaoxiaoling_turns_round_the_clause_before_it(generator):
     rhyme group keeps to the turned character."""
     variant = resolve("转应曲")
     assert [[22, 21], [23, 20]] == [list(pair) for pair in variant.repeats if pair[0] in (22, 23)]
-    result = generator.generate(PoemRequest(tune="调笑令", n=4, sample=SampleOptions(seed=11)))
-    for poem in result["poems"]:
-        chars = han_chars(poem["text"])
-        assert (chars[22], chars[23]) == (chars[21], chars[20]) == (chars[24], chars[25]), poem["text"]
-        assert poem["checks"]["repeat_ok"] and poem["checks"]["rhyme_ok"], poem["text"]
+    for tone in (True, False):   # without --tone too: the turned character is written as the new rhyme
+        result = generator.generate(PoemRequest(tune="调笑令", n=8, tone=tone, sample=SampleOptions(seed=3)))
+        for poem in result["poems"]:
+            chars = han_chars(poem["text"])
+            assert (chars[22], chars[23]) == (chars[21], chars[20]) == (chars[24], chars[25]), poem["text"]
+            assert poem["checks"]["repeat_ok"] and poem["checks"]["rhyme_ok"], poem["text"]
+    # a prompt that fixes the turned character in another tone cannot rhyme there: refused, as any rhyme is
+    with pytest.raises(BadInput, match="puts '丝' at character 21"):   # 丝弦 turned: 弦丝, 丝 a 仄 rhyme
+        generator.generate(PoemRequest(tune="调笑令", prompt="团扇，团扇，美人病来遮面。玉颜憔悴三年，谁复商量丝弦。"))

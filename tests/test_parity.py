@@ -104,6 +104,8 @@ def test_greedy_graph_poem_is_the_greedy_cli_poem(generator, poet):
     ("acrostic", {"form": "wujue", "acrostic": "龘龘龘龘"}, {"form": "wujue", "acrostic": "龘龘龘龘"}),
     ("top_p", {"sample": SampleOptions(top_p=0.0)}, {"top_p": 0.0}),
     ("acrostic", {"form": "wujue", "acrostic": " \u3000"}, {"form": "wujue", "acrostic": " \u3000"}),   # blank
+    ("form", {"form": "'"}, {"form": "'"}), ("form", {"form": "-"}, {"form": "-"}),   # no name left: unknown
+    ("form", {"tune": "浣溪沙#1 2"}, {"form": "浣溪沙#1 2"}), ("form", {"tune": "浣溪沙#01"}, {"form": "浣溪沙#01"}),
     ("form", {"form": "\u3000"}, {"form": "\u3000"}),
     ("form", {"tune": "浣溪莎"}, {"form": "浣溪莎"}),
     ("form", {"tune": "浣溪沙", "variant": 99}, {"form": "浣溪沙#99"}),
@@ -207,6 +209,7 @@ def test_the_graph_repeats_a_phrase_as_the_cli_does(poet):
             chars = han_chars(poem)
             assert all(chars[p] == chars[s] for p, s in variant.repeats), poem
             assert check_ci(poem, variant, table(), ci_rhyme()).repeat_ok, poem
+            assert check_ci(poem, variant, table(), ci_rhyme()).rhyme_ok, poem   # 转应's turned rhyme too
 
 
 def test_a_form_is_found_as_the_cli_finds_it(generator, poet):

@@ -92,6 +92,14 @@ def test_acrostic_and_traditional(client):
     assert shown["poems"][0]["text"] == to_traditional(poem["text"])
 
 
+def test_a_form_is_read_as_the_cli_reads_it(client):
+    """QIJUE and Qi Jue write a 七绝 in the CLI, the Python API and the SavedModel: the server refused them."""
+    for form in ("QIJUE", "Qi Jue", "七绝"):
+        response = client.post("/api/generate", json={"form": form, "seed": 1})
+        assert response.status_code == 200 and response.json()["form"] == "qijue", (form, response.text)
+    assert client.post("/api/generate", json={"form": "sonnet"}).status_code == 422
+
+
 def test_limits_read_as_the_readme_and_the_cli_write_them(client):
     """The README's example refusal says "at least 0"; pydantic's limits printed 0.0 and 10.0."""
     for body, message in (({"temperature": -1}, "temperature must be at least 0"),
