@@ -145,6 +145,12 @@ def generate(prompt, model_dir, fmt, traditional, int8, interactive, **options) 
         return run_session(generate, prompt, model_dir, int8, dict(options, fmt=fmt, traditional=traditional))
     request = api.poem_request(prompt, **options)   # a bad option fails before the model loads
     poet = api.load(model_dir, int8)
+    if request.tune and request.variant is None and "#" not in request.tune:
+        from poetgen.tunes import tune_table, written_as_note
+
+        note = written_as_note(tune_table().get(request.tune))
+        if note:   # 浪淘沙 is the 谱's 28-character form; most Song ci so titled are 浪淘沙令
+            click.echo(f"poetgen: note: {note}", err=True)
     if request.tune and not poet.knows_ci:
         click.echo("poetgen: warning: this model was not trained on ci (no <ci> control token in its tokenizer): "
                    "its ci keep the tune's layout, rhyme and 平仄 but read like shi", err=True)

@@ -53,7 +53,8 @@ def tune_rows(query: str, corpus: Path | None) -> list[dict]:
     return [{"name": t.name, "other_names": list(t.names[1:]), "traditional": t.names_trad[0],
              "pinyin": full_pinyin(t), "sections": t.sections,
              "characters": [v.length for v in t.variants], "variants": len(t.variants),
-             "ci_in_corpus": None if counts is None else counts[t.name]}
+             "ci_in_corpus": None if counts is None else counts[t.name],
+             "written_as": t.written_as[0] if t.written_as else None}
             for t in tunes.search(query)]
 
 
@@ -79,7 +80,8 @@ def tunes_command(query: str, corpus: Path | None, fmt: str) -> None:
         others = f" ({'、'.join(row['other_names'])})" if row["other_names"] else ""
         chars = "/".join(map(str, row["characters"]))
         count = "" if row["ci_in_corpus"] is None else f"  {row['ci_in_corpus']} ci"
+        written = f"  (most ci so titled: {row['written_as']})" if row["written_as"] else ""
         click.echo(f"{row['name']}{others}  {row['pinyin']}  {row['sections']}  {chars} chars  "
-                   f"{row['variants']} variant{'s' if row['variants'] > 1 else ''}{count}")
+                   f"{row['variants']} variant{'s' if row['variants'] > 1 else ''}{count}{written}")
     if progress_shown():   # a count, not a result: --quiet drops it
         click.echo(f"{len(rows)} tune{'s' if len(rows) > 1 else ''}", err=True)

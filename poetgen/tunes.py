@@ -104,6 +104,8 @@ class Tune:
     pinyin: tuple[str, ...]         # full pinyin and initials
     sections: str                   # 单调 / 双调 / 三段 / 四段
     variants: tuple[Variant, ...]
+    written_as: tuple = ()          # (tune, ci, of all ci, characters): the form most corpus ci under this
+                                    # name have, another tune's (浪淘沙: 浪淘沙令, 164 of 174, 54)
 
     @property
     def name(self) -> str:
@@ -144,7 +146,8 @@ class TuneTable:
         for entry in raw["tunes"]:
             name = entry["names"][0]
             tune = Tune(tuple(entry["names"]), tuple(entry["names_trad"]), tuple(entry["pinyin"]), entry["sections"],
-                        tuple(_variant(name, i + 1, v) for i, v in enumerate(entry["variants"])))
+                        tuple(_variant(name, i + 1, v) for i, v in enumerate(entry["variants"])),
+                        tuple(entry.get("written_as", ())))
             self.tunes.append(tune)
             for key in dict.fromkeys(lookup_keys(tune)):
                 first = self._by_key.setdefault(key, tune)
@@ -199,6 +202,15 @@ class TuneTable:
         if not query:
             return list(self.tunes)
         return [t for t in self.tunes if any(query in key for key in (*lookup_keys(t), *lookup_keys(t, typed=True)))]
+
+
+def written_as_note(tune: Tune) -> str:
+    """A line for a tune whose name most corpus ci use for another tune's form, else ""."""
+    if not tune.written_as:
+        return ""
+    other, count, total, length = tune.written_as
+    return (f"{count} of the corpus's {total} ci titled {tune.name} have {other}'s {length} characters; "
+            f"--tune {other} writes that form")
 
 
 def _short(name: str) -> str:

@@ -10,6 +10,7 @@ EXTRA_NAMES adds a few other names by hand; the shipped ci corpus (corpus/ci.jso
 
 from __future__ import annotations
 
+import collections
 import gzip
 import io
 import json
@@ -26,6 +27,7 @@ DEFAULT_SOURCE = next((p / "shared" / "data" / "cipu" for p in ROOT.parents if (
                       ROOT.parent / "shared" / "data" / "cipu")
 DEFAULT_OUTPUT = ROOT / "poetgen" / "data" / "cipu.json.gz"
 CORPUS = ROOT / "corpus" / "ci.jsonl.gz"   # its `tune` labels give other names (see above)
+WRITTEN_AS_CI = 10      # corpus ci under a tune's name before mark_written_as judges it
 ENTERING_VOTES = 5      # a variant's 入声 group needs this many corpus ci to be judged by their share…
 ENTERING_SHARE = 2 / 3  # …of which at least this share rhyme it in 入声 (mark_entering)
 # Marks of the model poems; "、" (读, a pause inside a sentence) breaks a clause like "，".
@@ -246,7 +248,36 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
             tunes[i]["names"] = tunes[i]["names"] + [n for n in names if n not in tunes[i]["names"]]
     add_traditional_names(tunes)
     mark_entering(tunes, files, corpus)
+    if corpus is not None:
+        mark_written_as(tunes, corpus)
     return {"source": ATTRIBUTION, "tunes": tunes}
+
+
+def mark_written_as(tunes: list[dict], corpus: Path) -> None:
+    """Give a tune "written_as": [other tune, ci, of all ci, characters] when most of the corpus's ci under
+    its name (at least WRITTEN_AS_CI) have one length that none of its variants has, a variant's of
+    exactly one tune whose name holds this one's: 164 of the 174 ci titled
+    浪淘沙 are 浪淘沙令's 54 characters (李煜's 帘外雨潺潺), 126 of 148 诉衷情 are 诉衷情令's 44, while the 谱's
+    浪淘沙 is 刘禹锡's 28-character 单调. `generate` and `tunes` say so."""
+    with gzip.open(corpus, "rt", encoding="utf-8") as stream:
+        labelled = [json.loads(line) for line in stream if line.strip()]
+    lengths_of = collections.defaultdict(list)
+    for poem in labelled:
+        if poem.get("tune"):
+            lengths_of[poem["tune"]].append(sum(ch not in MARKS for ch in poem["text"]))
+    for tune in tunes:
+        name, own = tune["names"][0], {len(v["tones"]) for v in tune["variants"]}
+        found = lengths_of.get(name, [])
+        other = collections.Counter(n for n in found if n not in own)
+        if len(found) < WRITTEN_AS_CI or not other:
+            continue
+        length, count = other.most_common(1)[0]
+        if 2 * count <= len(found):   # that one length, not the others together, is most of them
+            continue
+        holders = [t["names"][0] for t in tunes if name in t["names"][0] and t["names"][0] != name
+                   and length in {len(v["tones"]) for v in t["variants"]}]
+        if len(holders) == 1:
+            tune["written_as"] = [holders[0], count, len(found), length]
 
 
 def _is_entering(chars: list[str], rhyme) -> bool:

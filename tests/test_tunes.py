@@ -456,3 +456,20 @@ def test_a_prompt_refused_for_that_split_says_why():
 
     with pytest.raises(BadInput, match="share 十灰 in the 平水韵, but the rules rhyme a ci within one 部"):
         check_ci_prompt_rhymes("一曲新词酒一杯，去年天气旧亭台。", "", resolve("浣溪沙"))
+
+
+def test_a_name_most_ci_use_for_another_form_says_so():
+    """`--tune 浪淘沙` writes the 谱's 28-character 单调 (刘禹锡), while 164 of the corpus's 174 ci so titled
+    are 浪淘沙令's 54 characters (李煜's 帘外雨潺潺): generate and tunes now say which tune writes that form."""
+    table = tune_table()
+    assert table.get("浪淘沙").written_as[:1] == ("浪淘沙令",) and table.get("诉衷情").written_as[:1] == ("诉衷情令",)
+    assert not table.get("浣溪沙").written_as and not table.get("杨柳枝").written_as   # 9 of 19: not most
+    runner = CliRunner()
+    noted = runner.invoke(cli, ["generate", "--tune", "浪淘沙", "--seed", "1"])
+    assert noted.exit_code == 0 and "--tune 浪淘沙令 writes that form" in noted.stderr
+    for chosen in (["--tune", "浪淘沙#1"], ["--tune", "浪淘沙", "--variant", "1"], ["--tune", "浪淘沙令"]):
+        assert "note:" not in runner.invoke(cli, ["generate", *chosen, "--seed", "1"]).stderr, chosen
+    listed = runner.invoke(cli, ["tunes", "浪淘沙"])
+    assert "(most ci so titled: 浪淘沙令)" in listed.output.splitlines()[0]
+    rows = json.loads(runner.invoke(cli, ["tunes", "浪淘沙", "--format", "json"]).stdout)
+    assert rows[0]["written_as"] == "浪淘沙令" and rows[1]["written_as"] is None
