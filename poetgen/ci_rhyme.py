@@ -53,7 +53,6 @@ class CiRhyme:
 
     def __init__(self, prosody: Prosody):
         self.groups_of = prosody.numbered_groups_of   # the 平水韵 groups: (平/上/去/入, number) per character
-        self.level_names = prosody.level_groups       # 平 group names by number (上平十灰)
         self.codes_of: dict[str, frozenset[int]] = {
             ch: frozenset(_signed(kind, _bu(kind, number, ch)) for kind, number in groups)
             for ch, groups in prosody.numbered_groups_of.items()}
@@ -86,7 +85,7 @@ ENTERING_CODES = frozenset(range(15, 20))
 def group_kind(variant, group: int) -> str:
     """The group's rhyme kind: its tone, marked 叶 when it has 叶 slots and that narrows its codes; 入 for
     a 仄 group the tune rhymes in 入声 (Variant.entering: 雨霖铃, 忆秦娥)."""
-    if group in getattr(variant, "entering", ()):
+    if group in variant.entering:
         return ENTERING
     tone = variant.group_tone(group)
     has_xie = any(s.group == group and s.xie for s in variant.rhymes)
