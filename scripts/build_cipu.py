@@ -197,15 +197,22 @@ def repeats_of(raw: dict, tones: str, groups: list[list[int]]) -> list[list[int]
     return repeats if pos == len(tones) == len(text) else []
 
 
-def corpus_names(corpus: Path, tunes: list[dict]) -> dict[int, list[str]]:
+def corpus_poems(corpus: Path | None) -> list[dict]:
+    """The corpus's poems (none without a corpus), read once for every use below."""
+    if corpus is None:
+        return []
+    with gzip.open(corpus, "rt", encoding="utf-8") as stream:
+        return [json.loads(line) for line in stream if line.strip()]
+
+
+def corpus_names(poems: list[dict], tunes: list[dict]) -> dict[int, list[str]]:
     """Tune index -> other names from the corpus's joined labels: each part no tune has, when exactly
     one tune has another part of the label."""
     owner: dict[str, set[int]] = {}
     for i, tune in enumerate(tunes):
         for name in tune["names"]:
             owner.setdefault(name, set()).add(i)
-    with gzip.open(corpus, "rt", encoding="utf-8") as stream:
-        labels = {json.loads(line).get("tune") or "" for line in stream if line.strip()}
+    labels = {poem.get("tune") or "" for poem in poems}
     added: dict[str, set[int]] = {}
     for label in labels:
         parts = label_parts(label)
@@ -224,13 +231,13 @@ def corpus_names(corpus: Path, tunes: list[dict]) -> dict[int, list[str]]:
 
 def build(source: Path, corpus: Path | None = CORPUS) -> dict:
     index = json.loads((source / "ci_index.json").read_text(encoding="utf-8"))
-    tunes, files = [], []
+    tunes, model_poems = [], []   # model_poems: per tune, its kept variants' model poems, marks left out
     for entry in sorted(index, key=lambda e: e["idx"]):
-        files.append(source / "ci_list" / f"cipai_{entry['idx']}.json")
         raw_variants = json.loads((source / "ci_list" / f"cipai_{entry['idx']}.json").read_text(encoding="utf-8"))
         excluded = EXCLUDED.get(entry["names"][0], {})
-        variants = [variant_of(v, f"{entry['names'][0]} variant {i + 1}") for i, v in enumerate(raw_variants)
-                    if i + 1 not in excluded.get("variants", ())]
+        raw_variants = [v for i, v in enumerate(raw_variants) if i + 1 not in excluded.get("variants", ())]
+        variants = [variant_of(v, f"{entry['names'][0]} variant {i + 1}") for i, v in enumerate(raw_variants)]
+        model_poems.append(["".join(ch for ch in v["origin"] if ch not in MARKS) for v in raw_variants])
         tunes.append({
             "names": [n for n in entry["names"] if n not in excluded.get("names", ())],   # the tune name first,
             "names_trad": [n for n in entry["names_trad"] if to_simplified(n) not in excluded.get("names", ())],
@@ -243,26 +250,23 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
         tune["names"] = tune["names"] + [n for n in EXTRA_NAMES.get(tune["names"][0], ()) if n not in tune["names"]]
         tune["pinyin"] = tune["pinyin"] + [EXTRA_PINYIN[n] for n in EXTRA_NAMES.get(tune["names"][0], ())
                                            if n in EXTRA_PINYIN and EXTRA_PINYIN[n] not in tune["pinyin"]]
-    if corpus is not None:
-        for i, names in corpus_names(corpus, tunes).items():
-            tunes[i]["names"] = tunes[i]["names"] + [n for n in names if n not in tunes[i]["names"]]
+    poems = corpus_poems(corpus)
+    for i, names in corpus_names(poems, tunes).items():
+        tunes[i]["names"] = tunes[i]["names"] + [n for n in names if n not in tunes[i]["names"]]
     add_traditional_names(tunes)
-    mark_entering(tunes, files, corpus)
-    if corpus is not None:
-        mark_written_as(tunes, corpus)
+    mark_entering(tunes, model_poems, poems)
+    mark_written_as(tunes, poems)
     return {"source": ATTRIBUTION, "tunes": tunes}
 
 
-def mark_written_as(tunes: list[dict], corpus: Path) -> None:
+def mark_written_as(tunes: list[dict], poems: list[dict]) -> None:
     """Give a tune "written_as": [other tune, ci, of all ci, characters] when most of the corpus's ci under
     its name (at least WRITTEN_AS_CI) have one length that none of its variants has, a variant's of
     exactly one tune whose name holds this one's: 164 of the 174 ci titled
     浪淘沙 are 浪淘沙令's 54 characters (李煜's 帘外雨潺潺), 126 of 148 诉衷情 are 诉衷情令's 44, while the 谱's
     浪淘沙 is 刘禹锡's 28-character 单调. `generate` and `tunes` say so."""
-    with gzip.open(corpus, "rt", encoding="utf-8") as stream:
-        labelled = [json.loads(line) for line in stream if line.strip()]
     lengths_of = collections.defaultdict(list)
-    for poem in labelled:
+    for poem in poems:
         if poem.get("tune"):
             lengths_of[poem["tune"]].append(sum(ch not in MARKS for ch in poem["text"]))
     for tune in tunes:
@@ -290,13 +294,14 @@ def _is_entering(chars: list[str], rhyme) -> bool:
         not set.intersection(*({c for c in cs if -14 <= c < 0} for cs in codes))
 
 
-def mark_entering(tunes: list[dict], files: list[Path], corpus: Path | None) -> None:
+def mark_entering(tunes: list[dict], model_poems: list[list[str]], poems: list[dict]) -> None:
     """Give each variant its "entering" groups: the 仄 rhyme groups (without 叶 slots) that the 谱's model
-    poem rhymes in 入声 and the corpus's ci of that variant do too, in at least ENTERING_SHARE of them
-    (all of them when it has fewer than ENTERING_VOTES): 雨霖铃, 忆秦娥's main form, 满江红. A ci as long as
-    several variants of its tune (菩萨蛮's have one length) counts for the one it fits best (ci_checks.fit),
-    for each on a tie; a group no ci fits is judged by the model poem alone. Generation rhymes those groups in 入声 (a prompt's 上去 rhyme
-    there turns the group back to 仄); the checker accepts 上去 as well."""
+    poem (`model_poems`, per tune and variant) rhymes in 入声 and the corpus's ci (`poems`) of that variant
+    do too, in at least ENTERING_SHARE of them (all of them when it has fewer than ENTERING_VOTES): 雨霖铃,
+    忆秦娥's main form, 满江红. A ci as long as several variants of its tune (菩萨蛮's have one length)
+    counts for the one it fits best (ci_checks.fit), for each on a tie; a group no ci fits is judged by
+    the model poem alone. Generation rhymes those groups in 入声 (a prompt's 上去 rhyme there turns the
+    group back to 仄); the checker accepts 上去 as well."""
     from poetgen.ci_checks import check_ci, fit
     from poetgen.ci_rhyme import ci_rhyme
     from poetgen.prosody import table
@@ -307,11 +312,8 @@ def mark_entering(tunes: list[dict], files: list[Path], corpus: Path | None) -> 
     for i, tune in enumerate(tunes):
         for name in tune["names"]:
             owner.setdefault(name, set()).add(i)
-        raw = json.loads(files[i].read_text(encoding="utf-8"))   # the model poems
-        kept = [k for k in range(len(raw)) if k + 1 not in EXCLUDED.get(tune["names"][0], {}).get("variants", ())]
-        for k, entry in enumerate(tune["variants"]):
+        for k, (entry, text) in enumerate(zip(tune["variants"], model_poems[i])):
             variant = by_tune.setdefault(i, {})[k] = _variant(tune["names"][0], k + 1, entry)
-            text = "".join(ch for ch in raw[kept[k]]["origin"] if ch not in MARKS)
             for group in range(variant.group_count):
                 slots = [s for s in variant.rhymes if s.group == group]
                 if variant.group_tone(group) == ZE and not any(s.xie for s in slots) and \
@@ -319,26 +321,23 @@ def mark_entering(tunes: list[dict], files: list[Path], corpus: Path | None) -> 
                     models[(i, k, group)] = variant
     votes = {key: [0, 0] for key in models}   # [ci rhyming the group in 入声, ci of the variant]
     candidates = {i for i, _, _ in models}
-    if corpus is not None:
-        with gzip.open(corpus, "rt", encoding="utf-8") as stream:
-            poems = [json.loads(line) for line in stream if line.strip()]
-        for poem in poems:
-            found = set().union(*(owner.get(part, set()) for part in label_parts(poem.get("tune") or "")))
-            if len(found) != 1 or next(iter(found)) not in candidates:
-                continue
-            i = next(iter(found))
-            text = poem["text"].replace("、", "，")
-            chars = [ch for ch in text if ch not in MARKS]
-            fitting = [(k, v) for k, v in by_tune[i].items() if v.length == len(chars)]
-            if len(fitting) > 1:   # the ones it fits best (ci_checks.fit), all of them on a tie
-                fits = [fit(check_ci(text, v, prosody, rhyme)) for _, v in fitting]
-                fitting = [pair for pair, f in zip(fitting, fits) if f == max(fits)]
-            for k, variant in fitting:
-                for group in range(variant.group_count):
-                    if (i, k, group) in votes:
-                        slots = [chars[s.pos] for s in variant.rhymes if s.group == group]
-                        votes[(i, k, group)][1] += 1
-                        votes[(i, k, group)][0] += _is_entering(slots, rhyme)
+    for poem in poems:
+        found = set().union(*(owner.get(part, set()) for part in label_parts(poem.get("tune") or "")))
+        if len(found) != 1 or next(iter(found)) not in candidates:
+            continue
+        i = next(iter(found))
+        text = poem["text"].replace("、", "，")
+        chars = [ch for ch in text if ch not in MARKS]
+        fitting = [(k, v) for k, v in by_tune[i].items() if v.length == len(chars)]
+        if len(fitting) > 1:   # the ones it fits best (ci_checks.fit), all of them on a tie
+            fits = [fit(check_ci(text, v, prosody, rhyme)) for _, v in fitting]
+            fitting = [pair for pair, f in zip(fitting, fits) if f == max(fits)]
+        for k, variant in fitting:
+            for group in range(variant.group_count):
+                if (i, k, group) in votes:
+                    slots = [chars[s.pos] for s in variant.rhymes if s.group == group]
+                    votes[(i, k, group)][1] += 1
+                    votes[(i, k, group)][0] += _is_entering(slots, rhyme)
     for (i, k, group), (entering, count) in sorted(votes.items()):
         if entering >= (ENTERING_SHARE * count if count >= ENTERING_VOTES else count):
             tunes[i]["variants"][k].setdefault("entering", []).append(group)
