@@ -262,9 +262,10 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
 def mark_written_as(tunes: list[dict], poems: list[dict]) -> None:
     """Give a tune "written_as": [other tune, ci, of all ci, characters] when most of the corpus's ci under
     its name (at least WRITTEN_AS_CI) have one length that none of its variants has, a variant's of
-    exactly one tune whose name holds this one's: 164 of the 174 ci titled
-    浪淘沙 are 浪淘沙令's 54 characters (李煜's 帘外雨潺潺), 126 of 148 诉衷情 are 诉衷情令's 44, while the 谱's
-    浪淘沙 is 刘禹锡's 28-character 单调. `generate` and `tunes` say so."""
+    exactly one other tune whose name starts with this one's or who has this name with or without 令
+    (`_same_tune_name`): 164 of the 174 ci titled 浪淘沙 are 浪淘沙令's 54 characters (李煜's 帘外雨潺潺),
+    126 of 148 诉衷情 are 诉衷情令's 44, while the 谱's 浪淘沙 is 刘禹锡's 28-character 单调; 18 of 19
+    木兰花令 are 玉楼春's 56 (玉楼春 is also called 木兰花). `generate` and `tunes` say so."""
     lengths_of = collections.defaultdict(list)
     for poem in poems:
         if poem.get("tune"):
@@ -278,10 +279,16 @@ def mark_written_as(tunes: list[dict], poems: list[dict]) -> None:
         length, count = other.most_common(1)[0]
         if 2 * count <= len(found):   # that one length, not the others together, is most of them
             continue
-        holders = [t["names"][0] for t in tunes if name in t["names"][0] and t["names"][0] != name
+        holders = [t["names"][0] for t in tunes if t is not tune and _same_tune_name(name, t["names"])
                    and length in {len(v["tones"]) for v in t["variants"]}]
         if len(holders) == 1:
             tune["written_as"] = [holders[0], count, len(found), length]
+
+
+def _same_tune_name(name: str, names: list[str]) -> bool:
+    """True when the first of `names` is `name` with something after it (浪淘沙 → 浪淘沙令, not 减字木兰花 for
+    木兰花), or one of them is `name` with or without 令 (木兰花令 → 玉楼春, also called 木兰花)."""
+    return names[0].startswith(name) or name.removesuffix("令") in {n.removesuffix("令") for n in names}
 
 
 def _is_entering(chars: list[str], rhyme) -> bool:

@@ -464,6 +464,11 @@ def test_a_name_most_ci_use_for_another_form_says_so():
     table = tune_table()
     assert table.get("浪淘沙").written_as[:1] == ("浪淘沙令",) and table.get("诉衷情").written_as[:1] == ("诉衷情令",)
     assert not table.get("浣溪沙").written_as and not table.get("杨柳枝").written_as   # 9 of 19: not most
+    # 18 of 19 木兰花令 have 玉楼春's 56 characters: 玉楼春 is also called 木兰花, the name without 令
+    assert table.get("木兰花令").written_as == ("玉楼春", 18, 19, 56)
+    same = _build_module()._same_tune_name
+    assert same("浪淘沙", ["浪淘沙令"]) and same("木兰花令", ["玉楼春", "木兰花"]) and same("木兰花", ["玉楼春", "木兰花令"])
+    assert not same("木兰花", ["减字木兰花"]) and not same("木兰花令", ["木兰花慢"])
     runner = CliRunner()
     noted = runner.invoke(cli, ["generate", "--tune", "浪淘沙", "--seed", "1"])
     assert noted.exit_code == 0 and "--tune 浪淘沙令 writes that form" in noted.stderr
