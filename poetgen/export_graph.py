@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from poetgen.graph_tables import (DECORATION, FIRST_LINE_RHYMES, HALF_WIDTH, SPACES, GraphVocabulary, LayoutTables,
-                                  TONE_BITS, TONE_RESCUE, TONE_STRICT, TONE_UNCHECKED, rhyme_columns)
+                                  TONE_BITS, TONE_GUARD, TONE_RESCUE, TONE_STRICT, TONE_UNCHECKED, rhyme_columns)
 from poetgen.layout import MARKS
 from poetgen.model import ModelConfig, states_per_layer
 from poetgen.request import REPEAT_PENALTY
@@ -86,6 +86,8 @@ class PoemGraph(tf.Module):
         kinds, flip, fallback = rhyme_columns(vocabulary.rhyme_membership.shape[1])
         self.rhyme_kinds, self.flip, self.fallback_kinds = tf.constant(kinds), tf.constant(flip), tf.constant(fallback)
         self.can_be = tf.constant(vocabulary.can_be)
+        only = vocabulary.can_be & (vocabulary.can_be.sum(axis=0) == 1)   # read in that tone alone
+        self.tone_rows = tf.constant(np.concatenate([vocabulary.can_be, only]))   # (4, vocab): 平, 仄, 平 alone, 仄 alone
         self.tone_known = tf.constant(vocabulary.tone_known)
         self.mark_ids = tf.constant(vocabulary.mark_ids)
         self.first_line_rhymes = tf.constant(FIRST_LINE_RHYMES)
@@ -144,11 +146,13 @@ class PoemGraph(tf.Module):
         rhyme_group = tf.where(first_line, 0, layout["rhyme_group"])   # 入韵: line 1 joins the shi's group
         codes = tf.gather(layout["tone"], pattern)          # the pattern's tones and flags (graph_tables.TONE_*)
         asked = tone & (codes >= 0)
-        required = tf.where(asked, tf.bitwise.bitwise_and(codes, TONE_BITS), -tf.ones_like(codes))
+        # the tone (0 平, 1 仄), or 2 + the tone at a guard column: that tone alone (rows of self.tone_rows)
+        guard = 2 * tf.cast(tf.bitwise.bitwise_and(codes, TONE_GUARD) > 0, codes.dtype)
+        required = tf.where(asked, tf.bitwise.bitwise_and(codes, TONE_BITS) + guard, -tf.ones_like(codes))
         strict = asked & (tf.bitwise.bitwise_and(codes, TONE_STRICT) > 0)
-        # 拗救 (prosody.rescue): a rescue's third column is 平 where its first holds a fixed non-平 character
+        # 拗救 (prosody.rescue): a rescue's third column is 平 alone where its first holds a fixed non-平 character
         rescued = asked & (tf.bitwise.bitwise_and(codes, TONE_RESCUE) > 0) & self._fixed_not_ping(forced, 2)
-        required = tf.where(rescued, 0, required)
+        required = tf.where(rescued, 2, required)
         strict = strict | rescued
         prompt_rhymes = self._ci_rhymes_possible(prompted, layout) | shi
         ci_rhyme_ok = [_check(prompt_rhymes, "prompt puts a character at a rhyme of the tune that cannot rhyme with "
@@ -378,7 +382,7 @@ class PoemGraph(tf.Module):
         repeated = tf.scatter_nd(line_so_far[:, None], tf.ones_like(line_so_far), [self.vocab_size]) > 0
         rhyme_slot = rhyme[0] >= 0
         fits = tf.reduce_any(self.membership & self._group_columns(allowed, rhyme)[None, :], axis=1) & ~used
-        off_tone = (required >= 0) & ~tf.gather(self.can_be, tf.maximum(required, 0))
+        off_tone = (required >= 0) & ~tf.gather(self.tone_rows, tf.maximum(required, 0))
         forbidden = repeated | (rhyme_slot & ~fits) | (off_tone & strict)
         nudged = layout - tf.where(off_tone & ~strict, TONE_NUDGE, 0.0) - tf.where(seen, REPEAT_PENALTY, 0.0)
         edited = tf.where(forbidden, NEG, nudged)

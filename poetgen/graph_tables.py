@@ -10,15 +10,17 @@ import dataclasses
 import numpy as np
 
 from poetgen.layout import FORM_ALIASES, FORMS, MARKS, Layout, banned_inside, layout_of
-from poetgen.prosody import PING, ZE, rescue, strict_columns, tone_patterns
+from poetgen.prosody import PING, ZE, guard_columns, rescue, strict_columns, tone_patterns
 from poetgen.tokenizer import SPECIALS
 
 TABLES_FILE = "tables.npz"
 TONES = (PING, ZE)                                          # index 0 平, 1 仄 in tone tables
 # Flags added to a tone in the tone table (one int8 table keeps the export small): the tone is enforced,
 # not nudged; a character a prompt fixes here need not fit it (a rescue's first column: prosody.rescue);
-# a rescue's third column, which becomes 平 where the character two before is fixed and cannot be 平.
-TONE_STRICT, TONE_UNCHECKED, TONE_RESCUE = 4, 8, 16
+# a rescue's third column, which becomes 平 where the character two before is fixed and cannot be 平;
+# a column that keeps the line from 三平尾 or 孤平 (prosody.guard_columns), where only a character of
+# that tone alone is written (rules.Tone), as at a rescue's third when it rescues.
+TONE_STRICT, TONE_UNCHECKED, TONE_RESCUE, TONE_GUARD = 4, 8, 16, 32
 TONE_BITS = 3                                               # the tone itself: code & TONE_BITS
 PATTERN_NAMES = tuple(tone_patterns(5, 4))                  # 仄起 平起 仄起入韵 平起入韵: by index, as every shi's
 FIRST_LINE_RHYMES = np.array([n.endswith("入韵") for n in PATTERN_NAMES])   # line 1 rhymes too
@@ -209,7 +211,8 @@ def tone_code(line: str, column: int) -> int:
     """The tone table's entry for a column of a line of a 平仄 pattern (see TONE_STRICT)."""
     first, third = rescue(line) or (None, None)
     return (TONES.index(line[column]) | (TONE_STRICT if column in strict_columns(line) else 0)
-            | (TONE_UNCHECKED if column == first else 0) | (TONE_RESCUE if column == third else 0))
+            | (TONE_UNCHECKED if column == first else 0) | (TONE_RESCUE if column == third else 0)
+            | (TONE_GUARD if column in guard_columns(line) else 0))
 
 
 def _tune_rhyme_and_tone(t: dict, f: int, variant, slots: list[int]) -> None:

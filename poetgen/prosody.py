@@ -210,6 +210,14 @@ def strict_columns(line: str) -> tuple[int, ...]:
     return tuple(sorted({*strict_positions(len(line)), *(() if extra is None else (extra,))}))
 
 
+@functools.lru_cache(maxsize=None)
+def guard_columns(line: str) -> tuple[int, ...]:
+    """The columns of a line of this pattern that strict_columns adds to strict_positions: the one that
+    prevents 三平尾 or 孤平. Generation puts there only a character that cannot be read in the other tone
+    (and at a rescue's third, when it rescues: rules.Tone): 长 at 仄仄仄平平's third may be 平 (长安), 三平尾."""
+    return tuple(c for c in strict_columns(line) if c not in strict_positions(len(line)))
+
+
 def rescue(line: str) -> tuple[int, int] | None:
     """(first, third) for a 平平仄仄平 line (two columns further on in seven characters): a 仄 that a
     prompt or acrostic fixes at the first is rescued by a 平 at the third (拗救: 仄平平仄平, no 孤平);

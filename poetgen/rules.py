@@ -15,7 +15,7 @@ import numpy as np
 from poetgen.ci_rules import ci_rules
 from poetgen.layout import Layout as LayoutSpec
 from poetgen.layout import banned_inside
-from poetgen.prosody import PING, prompt_columns, rescue, strict_columns, tone_patterns
+from poetgen.prosody import PING, guard_columns, prompt_columns, rescue, strict_columns, tone_patterns
 from poetgen.tables import FitMasks
 from poetgen.tokenizer import BOUNDARY, PAD, SPECIALS, UNK
 
@@ -209,7 +209,9 @@ class Rhyme(Rule):
 
 
 class Tone(Rule):
-    """Steer each character toward a 平仄 pattern: strict columns are enforced, the others nudged."""
+    """Steer each character toward a 平仄 pattern: strict columns are enforced, the others nudged, and at
+    the columns that keep a line from 三平尾 or 孤平 (prosody.guard_columns) only a character with no
+    reading in the other tone is written."""
 
     def __init__(self, can_be: dict[str, np.ndarray], patterns: list[list[str]], nudge: float = 1.5,
                  rescued: frozenset = frozenset()):
@@ -217,17 +219,20 @@ class Tone(Rule):
         character that cannot be 平, so that line's third column must be 平 instead (拗救)."""
         tones = sorted(can_be)
         self.can_be = np.stack([can_be[t] for t in tones])      # (tones, vocab); unknown chars fit neither
+        only = self.can_be & (self.can_be.sum(axis=0) == 1)    # (tones, vocab): read in that tone alone
         # Added to the logits (a boolean-mask assignment costs ten times more), one row per tone and
-        # strictness: rows 0.. -inf off the tone (a strict column), rows len(tones).. -nudge (the others)
+        # strictness: rows 0.. -inf off the tone (a strict column), rows len(tones).. -nudge (the others),
+        # rows 2 len(tones).. -inf but for characters of that tone alone (a guard column)
         self.add = np.concatenate([np.where(self.can_be, np.float32(0), NEG),
-                                   np.where(self.can_be, np.float32(0), -np.float32(nudge))])
-        # (batch, lines, columns): the row of `add` each position takes (its line's strict_columns enforced)
-        self.required = np.array([[[tones.index(t) + (0 if c in strict_columns(line) else len(tones))
-                                    for c, t in enumerate(line)] for line in pattern] for pattern in patterns])
+                                   np.where(self.can_be, np.float32(0), -np.float32(nudge)),
+                                   np.where(only, np.float32(0), NEG)])
+        # (batch, lines, columns): the row of `add` each position takes
+        self.required = np.array([[[tones.index(t) + len(tones) * _strictness(line, c) for c, t in enumerate(line)]
+                                   for line in pattern] for pattern in patterns])
         for row, pattern in enumerate(patterns):
             for i, line in enumerate(pattern):
                 if rescue(line) is not None and (i, rescue(line)[0]) in rescued:
-                    self.required[row, i, rescue(line)[1]] = tones.index(PING)
+                    self.required[row, i, rescue(line)[1]] = tones.index(PING) + 2 * len(tones)
         self.nudge = np.float32(nudge)
 
     def apply(self, logits, step):
@@ -235,6 +240,11 @@ class Tone(Rule):
         if column < 0:
             return
         logits += self.add[self.required[np.arange(len(logits)), step.line, column]]
+
+
+def _strictness(line: str, column: int) -> int:
+    """Tone's row block for a column of a pattern line: 0 strict, 1 nudged, 2 a guard column."""
+    return 2 if column in guard_columns(line) else 0 if column in strict_columns(line) else 1
 
 
 class Theme(Rule):

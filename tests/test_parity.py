@@ -16,7 +16,7 @@ from poetgen.errors import BadInput
 from poetgen.export import ExportOptions, export
 from poetgen.generate import PoemRequest
 from poetgen.layout import FORMS, clauses, layout_of
-from poetgen.prosody import table, tone_fits
+from poetgen.prosody import guard_columns, table, tone_fits, tone_patterns, usual_table
 from poetgen.sampling import SampleOptions
 from poetgen.tunes import EITHER, resolve
 
@@ -92,6 +92,23 @@ def test_greedy_graph_poem_is_the_greedy_cli_poem(generator, poet):
         cli = generator.generate(PoemRequest(form=form, tone=False, best_of=1,
                                              sample=SampleOptions(temperature=0, seed=0)))["poems"][0]
         assert graph_poem(poet, form, temperature=0.0) == cli["text"]
+
+
+def test_both_sides_write_a_character_of_one_tone_alone_at_the_columns_that_guard_a_line(generator, poet):
+    """仄仄仄平平's third and 平平仄仄平's first (prosody.guard_columns): a character the generation table
+    reads in both tones could make 三平尾 or 孤平 there; neither side writes one (rules.Tone, TONE_GUARD)."""
+    usual, guarded = usual_table(), 0
+    for form in FORMS:
+        for seed in range(4):
+            cli = generator.generate(PoemRequest(form=form, best_of=1, sample=SampleOptions(seed=seed)))["poems"][0]
+            for poem in (cli["text"], graph_poem(poet, form, tone=True, seed=seed)):
+                lines = [line[:-1] for line in clauses(poem)]
+                pattern = tone_patterns(len(lines[0]), len(lines))[check_poem(poem, form, usual).tone_pattern]
+                for line, tones in zip(lines, pattern):
+                    for column in guard_columns(tones):
+                        guarded += 1
+                        assert usual.tones(line[column]) == {tones[column]}, (poem, line, column)
+    assert guarded >= 100
 
 
 @pytest.mark.parametrize("field, request_args, graph_args", [

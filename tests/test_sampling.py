@@ -156,6 +156,23 @@ def test_tone_enforces_strict_positions():
     assert ids[6 + 2] >= 20 and ids[6 + 1] >= 20
 
 
+def test_tone_writes_a_character_of_one_tone_alone_where_a_line_could_end_in_three_level_tones():
+    """仄仄仄平平's third and 平平仄仄平's first keep the line from 三平尾 and 孤平: a character the table
+    reads in both tones (长: 长安 平, 长大 仄) may be the wrong one there, so it is not written there; at
+    the other strict columns it still is (思 in 相思), and a rescued third is 平 alone too."""
+    level = np.zeros(VOCAB, bool)
+    level[20:] = True
+    oblique = ~level
+    oblique[10] = level[10] = True           # the model's favourite reads both ways
+    masks = {"平": level, "仄": oblique}
+    pattern = ["仄仄平平仄", "平平仄仄平", "平平平仄仄", "仄仄仄平平"]
+    lines = run([10] * 30, [layout(1), rules.Tone(masks, [pattern])])[0].reshape(4, 6)[:, :5]
+    assert lines[3][2] != 10 and lines[3][2] < 20 and lines[1][0] != 10 and lines[1][0] >= 20
+    assert list(lines[0]) == [10] * 5 and lines[1][1] == lines[3][3] == 10   # at other strict columns it is
+    ids = run([10] * 30, [layout(1), rules.Tone(masks, [pattern], rescued=frozenset({(1, 0)}))])[0]
+    assert ids[6 + 2] >= 20 and ids[6 + 2] != 10
+
+
 def test_theme_nudges_planned_character():
     ids = run([], [layout(1), rules.Theme([25, 26, 27, 28], [25, 26, 27, 28])],
               options=SampleOptions(temperature=0))
