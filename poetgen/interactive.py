@@ -12,6 +12,7 @@ from poetgen.errors import PoetgenError
 
 FIXED = ("model_dir", "int8", "interactive", "prompt", "help")   # chosen once, when the session starts
 RESET = ("default", "none")   # `/seed none`: back to the command's default
+BELONGS = {"tune": ("variant",)}   # options that go back to their default when this one changes
 COMMANDS = "/help, /options, /quit"
 BOOLEAN_WORDS = ("", "on", "off", "yes", "no", "true", "false", "1", "0")   # what a flag accepts (empty: on)
 
@@ -69,11 +70,16 @@ class Session:
             raise click.UsageError(f"/{name} needs a value: {_usage(param)}")
         else:
             new = param.type.convert(value, param, self.context)
-        request = _request("", {**self.options, param.name: new})[0]   # a value the request refuses is not kept,
+        changed = {param.name: new}
+        if param.name in BELONGS and new != self.options.get(param.name):   # a variant is its tune's
+            changed.update({n: p.default for p in self.names.values() for n in BELONGS[param.name] if p.name == n
+                            and self.options.get(n) != p.default})
+        request = _request("", {**self.options, **changed})[0]   # a value the request refuses is not kept,
         if self.check is not None:
-            self.check(request)                                            # nor one the model cannot write
-        self.options[param.name] = new
-        return f"{_spelling(param)} = {new!r}"
+            self.check(request)                                      # nor one the model cannot write
+        self.options.update(changed)
+        params = {p.name: p for p in self.names.values()}
+        return "\n".join(f"{_spelling(params[n])} = {v!r}" for n, v in changed.items())
 
     def describe(self) -> str:
         params = {p.name: p for p in self.names.values()}

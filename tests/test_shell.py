@@ -165,3 +165,15 @@ def test_interactive_none_clears_a_tune_or_an_acrostic(tiny_bundle):
     assert result.exit_code == 0, result.output
     assert "poetgen: error" not in result.stderr, result.stderr
     assert "tune = ''" in result.stderr and "acrostic = ''" in result.stderr and "form = 'qilv'" in result.stderr
+
+
+def test_a_variant_goes_with_its_tune_in_an_interactive_session(tiny_bundle):
+    """With a variant set, `/tune none` was refused (a variant needs a tune) and the session stayed on
+    that tune; a new tune kept the old tune's variant number. Changing the tune now resets the variant."""
+    session = "/tune none\n/form qilv\n/form default\n/tune 满江红\n/variant 2\n/tune 浣溪沙\n/options\n"
+    result = CliRunner().invoke(cli, ["generate", "--interactive", "--model", str(tiny_bundle), "--seed", "1",
+                                      "--tune", "浣溪沙", "--variant", "3"], input=session)
+    assert result.exit_code == 0 and "poetgen: error" not in result.stderr, result.stderr
+    assert "tune = ''\nvariant = None" in result.stderr and "form = 'qilv'" in result.stderr
+    assert "variant = 2\ntune = '浣溪沙'\nvariant = None" in result.stderr
+    assert result.stderr.rstrip().count("variant = None") == 3   # the two resets and /options
