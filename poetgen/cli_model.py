@@ -195,7 +195,7 @@ def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, bl
     try:
         app = create_app(Generator.load(model_dir, int8), options)
         logger.info(f"serving poems on http://{host}:{port}/ (Ctrl-C stops)")
-        run_server(app, sockets)
+        run_server(app, sockets, options.timeout_s)
     finally:
         for sock in sockets:
             sock.close()

@@ -177,11 +177,12 @@ def listening_sockets(host: str, port: int) -> list:
     return sockets
 
 
-def run_server(app, sockets: list) -> None:
-    """Serve `app` on the listening `sockets` until Ctrl-C or SIGTERM: requests in flight finish (a second
-    Ctrl-C cuts them short, each answered 503), then KeyboardInterrupt, which the command reports as
-    `interrupted` (exit 130). uvicorn re-raises the signals it caught once it has stopped, where asyncio's
-    own handler swallowed them (exit 0)."""
+def run_server(app, sockets: list, timeout_s: float = BatchOptions.timeout_s) -> None:
+    """Serve `app` on the listening `sockets` until Ctrl-C or SIGTERM: requests in flight finish, for at
+    most `timeout_s` (the requests' own limit) and a few seconds more (a second Ctrl-C or SIGTERM cuts them
+    short, each answered 503), then KeyboardInterrupt, which the command reports as `interrupted` (exit
+    130). uvicorn re-raises the signals it caught once it has stopped, where asyncio's own handler
+    swallowed them (exit 0)."""
     import signal
 
     import uvicorn
@@ -190,6 +191,8 @@ def run_server(app, sockets: list) -> None:
         signalled = False
 
         def handle_exit(self, sig, frame):
+            if self.signalled:   # uvicorn forces only a second SIGINT; a second SIGTERM does too
+                self.force_exit = True
             self.signalled = True
             super().handle_exit(sig, frame)
 
@@ -205,12 +208,13 @@ def run_server(app, sockets: list) -> None:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
-    server = Server(uvicorn.Config(app, log_level="warning"))
+    server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=timeout_s + STOP_GRACE_S))
     server.run(sockets=sockets)
     if server.signalled:
         raise KeyboardInterrupt
 
 
+STOP_GRACE_S = 5   # seconds a stop waits beyond the requests' own limit before it cancels what is left
 MAX_POLISH_THREADS = 4   # polishing threads at most (one per core below that): polish batches are 4 rows
 
 
@@ -280,10 +284,12 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
 
     async def answer(request: Request) -> JSONResponse:
         deadline = asyncio.get_running_loop().time() + options.timeout_s
-        try:
-            raw = await _read_body(request)
+        try:   # a client that stalls while sending holds a connection (and a stop) no longer than this
+            raw = await asyncio.wait_for(_read_body(request), options.timeout_s)
         except ClientDisconnect:   # it left while sending: a 499 in the log, not an internal error
             return refusal(499, [("request", "the client disconnected")])
+        except asyncio.TimeoutError:
+            return refusal(408, [("body", f"the request body did not arrive within {options.timeout_s:g} s")])
         if raw is None:
             return refusal(413, [("body", f"the request body is larger than {MAX_BODY} bytes")])
         try:

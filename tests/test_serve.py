@@ -638,6 +638,44 @@ def test_ctrl_c_stops_the_server_with_the_interrupted_status(tiny_bundle, tmp_pa
     assert "Traceback" not in stderr
 
 
+def test_a_client_stalled_in_its_body_is_answered_408_and_does_not_hold_a_stop(tiny_bundle):
+    """A client that sent part of its body and then nothing held its connection for as long as it liked,
+    and SIGTERM (twice) waited for it: the server stopped listening but never exited."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "poetgen", "serve", "--model", str(tiny_bundle), "--port",
+                                str(port), "--request-timeout", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    partial = (b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 100\r\n\r\n{\"se")
+    try:
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+                    return json.load(answer)["status"] == "ok"
+            except OSError:
+                return False
+
+        wait_until(lambda: process.poll() is not None or healthy(), "poetgen serve answering /healthz", 180, 0.3)
+        with socket.create_connection(("127.0.0.1", port)) as stalled:
+            stalled.sendall(partial)
+            stalled.settimeout(60)
+            answer = stalled.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 408") and "did not arrive within 2 s" in answer, answer
+        with socket.create_connection(("127.0.0.1", port)) as stalled:   # held open through the stop
+            stalled.sendall(partial)
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and stderr.rstrip().endswith("poetgen: interrupted"), stderr
+
+
 def free_port() -> int:
     import socket
 
