@@ -2,6 +2,7 @@
 
 Everything is written next to its destination under a temporary name, synced, then renamed over it;
 a write error (disk full, read-only, quota) becomes one OutputError naming the file, the old file kept.
+A small file (a bundle's config or tokenizer) is read with a bound (read_small_text).
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import tempfile
 import threading
 from pathlib import Path
 from typing import Callable
 
-from poetgen.errors import BadInput, OutputError
+from poetgen.errors import BadInput, BadModel, OutputError
 
 
 def check_parent(path: Path) -> None:
@@ -242,3 +244,19 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+MAX_SMALL_FILE = 64 << 20   # bytes: a config or tokenizer larger than this is not one (a link to /dev/zero)
+
+
+def read_small_text(path: str | os.PathLike, what: str) -> str:
+    """A small JSON file of a bundle as text, refused as corrupt `what` when it is not a regular file (a
+    pipe would block the open) or is larger than MAX_SMALL_FILE: read whole, a link to /dev/zero filled
+    the memory (a MemoryError, or the kernel killed the process)."""
+    if not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path):   # a folder: IsADirectoryError
+        raise BadModel(f"{path}: corrupt {what} (not a regular file)")
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_SMALL_FILE + 1)
+    if len(data) > MAX_SMALL_FILE:
+        raise BadModel(f"{path}: corrupt {what} (larger than {MAX_SMALL_FILE >> 20} MiB)")
+    return data.decode("utf-8")   # a UnicodeDecodeError is the caller's "not valid JSON"

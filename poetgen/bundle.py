@@ -12,7 +12,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from poetgen.atomic import atomic_save, staged, write_text
+from poetgen.atomic import atomic_save, read_small_text, staged, write_text
 from poetgen.errors import BadModel
 from poetgen.model import ModelConfig
 from poetgen.tokenizer import Tokenizer
@@ -81,8 +81,8 @@ def is_bundle_config(path: Path) -> bool:
     """Whether `path` is a poetgen bundle's config.json (it names the bundle format): a run may replace
     the files of a directory that holds one; a user's own config.json is not one."""
     try:
-        return "format_version" in json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
+        return "format_version" in json.loads(read_small_text(path, "config"))
+    except (OSError, ValueError, TypeError, BadModel):
         return False
 
 
@@ -121,7 +121,7 @@ def _check_corpus_record(config: dict, path: Path) -> None:
 def read_config(directory: Path) -> dict:
     path = directory / CONFIG_FILE
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(read_small_text(path, "config"))
     except FileNotFoundError:
         raise BadModel(f"{directory}: not a poetgen model bundle (no {CONFIG_FILE})") from None
     except (ValueError, UnicodeDecodeError):

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import gzip
 import json
+import os
 import re
 from pathlib import Path
 
@@ -53,6 +54,9 @@ def check_target(bundle: Bundle, options: ExportOptions) -> None:
     out = Path(options.out)
     if (out.exists() or out.is_symlink()) and not options.force and not is_empty_directory(out):
         raise OutputExists(f"{out} already exists; pass --force to replace it")
+    if out.is_symlink():   # --force replaced the link with a directory and left its target as it was
+        raise OutputExists(f"{out} is a symbolic link; not replacing it, even with --force: export to the "
+                           f"directory it names ({os.path.realpath(out)}) or another --out")
     if out.exists() and not out.is_dir():
         raise OutputExists(f"{out} is a file, not an export; not replacing it, even with --force")
     if out.is_dir() and not out.is_symlink() and not is_empty_directory(out) \
@@ -97,7 +101,7 @@ def export(bundle: Bundle, options: ExportOptions) -> Path:
         raise BadInput(f"--out {options.out} names no directory of its own; give a new directory's name")
     if bundle.reverse and options.format == "savedmodel":   # refused before any folder is made
         raise BadInput("a reverse model (train --reverse) reads poems backwards and cannot write them: "
-                       "export the forward model, or --format keras")
+                       "export the forward model, or --format keras or tflite", field="format")
     make_parents(out)   # models/poet/1 for TF Serving: its parents are made as train makes its --out's
     check_parent(out)
     # Replacing a directory a run is writing would lose it: hold its lock (a new directory's too, made

@@ -100,7 +100,7 @@ class PoemRequest:
         if self.resolved_form() == "ci":
             self.resolved_variant()
             if self.style in ("tang", "song"):   # a tune writes ci: a shi style would be ignored
-                raise BadInput(f"a tune writes a ci, in the ci style: --style {self.style} is for shi; leave it out",
+                raise BadInput(f"a tune writes a ci, in the ci style: style {self.style} is for shi; leave style out",
                                field="style")
             if self.title.strip():
                 raise BadInput("a title is for shi: a ci is written to its tune", field="title")

@@ -15,7 +15,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from poetgen.atomic import write_text
+from poetgen.atomic import read_small_text, write_text
 from poetgen.bundle import (CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, is_bundle_config, model_config_of, read_config,
                             save_model_file)
 from poetgen.errors import BadInput, BadModel
@@ -96,9 +96,11 @@ def read_state(out: Path) -> dict:
         raise BadInput(f"nothing to resume in {out}: nothing was saved there yet")
     restore = f"restore {path.name} from a backup, {START_OVER}"
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(read_small_text(path, "resume state"))
     except (ValueError, UnicodeDecodeError):
         raise _damaged(path, "resume state is truncated or corrupt (not valid JSON)", restore) from None
+    except BadModel as error:   # not a regular file, or far too large
+        raise _damaged(path, str(error).removeprefix(f"{path}: "), restore) from None
     if not (isinstance(record, dict) and isinstance(record.get("train"), dict)
             and isinstance(record.get("state"), dict) and "epochs_done" in record["state"]):
         raise _damaged(path, "resume state is incomplete (no train options or progress)", restore)
@@ -210,12 +212,12 @@ def resumed_config(config, saved: dict, explicit, fixed) -> object:
     policy); other explicit training options (epochs, learning rate, ...) win.
     """
     train_options = saved["train"]
-    different = [f"--{name.replace('_', '-')} {train_options[name]} (not {getattr(config, name)})"
-                 for name in fixed if name in explicit and name in train_options
-                 and train_options[name] != getattr(config, name)]
+    changed = [name for name in fixed if name in explicit and name in train_options
+               and train_options[name] != getattr(config, name)]
+    different = [f"--{name.replace('_', '-')} {train_options[name]} (not {getattr(config, name)})" for name in changed]
     if different:
         raise BadInput("cannot resume with different model options (or held-out split); the run used "
-                       + ", ".join(different) + " (start over with --force to change them)")
+                       + ", ".join(different) + " (start over with --force to change them)", field=changed[0])
     taken = {f.name for f in dataclasses.fields(config)} - {"out", "resume", "force"} - set(explicit)
     resumed = dataclasses.replace(config, **{k: v for k, v in train_options.items() if k in taken})
     try:

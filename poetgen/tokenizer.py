@@ -12,7 +12,7 @@ import json
 import os
 from typing import Iterable
 
-from poetgen.atomic import write_text
+from poetgen.atomic import read_small_text, write_text
 from poetgen.errors import BadModel
 
 PAD, UNK, BOUNDARY = 0, 1, 2
@@ -102,8 +102,11 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike, expected_hash: str | None = None) -> "Tokenizer":
         try:
-            with open(path, encoding="utf-8") as handle:
-                record = json.load(handle)
+            text = read_small_text(path, "tokenizer file")   # BadModel naming the path if not a small file
+        except FileNotFoundError:
+            raise BadModel(f"{path}: tokenizer file is missing") from None
+        try:
+            record = json.loads(text)
             tokenizer = cls(*_fields(record))
             content_hash = tokenizer.hash   # a lone surrogate ("\ud800") cannot be encoded: corrupt too
         except FileNotFoundError:

@@ -155,8 +155,9 @@ def test_train_export_evaluate(tiny_corpus, tmp_path):
     assert run.best_val_perplexity > 1 and not run.stopped
     # resume: a keyword given at its default value counts as given, as the CLI's flags do (units=256 on a
     # units=16 run was trained on without a word, learning_rate=3e-3 silently dropped)
-    with pytest.raises(poetgen.BadInput, match="cannot resume with different model options"):
+    with pytest.raises(poetgen.BadInput, match="cannot resume with different model options") as refused:
         poetgen.train(out=run.path, resume=True, epochs=2, units=256)
+    assert refused.value.field == "units"   # the option at fault, as every other BadInput names it
     resumed = poetgen.train(out=run.path, resume=True, epochs=2, learning_rate=3e-3)
     assert resumed.epochs_done == 2
     assert json.loads((run.path / "config.json").read_text(encoding="utf-8"))["train"]["learning_rate"] == 3e-3

@@ -344,7 +344,7 @@ def test_a_shi_style_with_a_tune_is_refused_not_ignored(style):
     which was the default and so could not be told from no choice."""
     result = CliRunner().invoke(cli, ["generate", "--style", style, "--tune", "浣溪沙", "--seed", "1"])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert f"--style {style} is for shi" in result.output.strip().splitlines()[-1]
+    assert f"style {style} is for shi" in result.output.strip().splitlines()[-1]
 
 
 def test_no_style_is_tang_for_shi_and_ci_for_a_tune(generator):

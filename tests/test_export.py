@@ -302,9 +302,24 @@ def test_export_never_replaces_a_file_nor_the_current_directory(tiny_bundle, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+def test_force_does_not_replace_a_symbolic_link(tiny_bundle, tmp_path):
+    """`export --force` onto a link to an earlier export replaced the link with a new directory and left
+    the export it named as it was."""
+    first, link = tmp_path / "e1", tmp_path / "current"
+    assert run_cli("export", "--model", tiny_bundle, "--out", first, "--format", "keras").exit_code == 0
+    link.symlink_to(first.name)
+    before = sorted(p.relative_to(first) for p in first.rglob("*"))
+    result = run_cli("export", "--model", tiny_bundle, "--out", link, "--format", "keras", "--force")
+    assert result.exit_code == 2 and "is a symbolic link" in result.output and str(first) in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert link.is_symlink() and sorted(p.relative_to(first) for p in first.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "e1"]
+
+
 def test_a_reverse_model_is_not_exported_as_a_savedmodel_that_writes(with_reverse, tmp_path):
     result = run_cli("export", "--model", with_reverse[0] / "reverse", "--out", tmp_path / "sm", "--tunes", "0")
     assert result.exit_code == 2 and "reverse model" in result.output and len(result.output.strip().splitlines()) == 1
+    assert "--format keras or tflite" in result.output   # both write it (the message named keras alone)
     assert not (tmp_path / "sm").exists()
     # nor are the folders above a deep --out made for it (they were, before the refusal)
     result = run_cli("export", "--model", with_reverse[0] / "reverse", "--out", tmp_path / "new" / "deep" / "1")

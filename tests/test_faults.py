@@ -608,3 +608,38 @@ def test_a_write_failure_into_a_new_folder_claims_no_previous_output(tmp_path):
     out.mkdir()   # (the lock removed the folder it made)
     (out / "model.tflite").write_bytes(b"x")
     assert str(write_failed(out, OSError(errno.ENOSPC, "full"))).endswith("the previous export is unchanged")
+
+
+def test_a_closed_standard_output_is_an_error_not_a_silent_success(tiny_bundle):
+    """With fd 1 closed (`>&-`) Python leaves sys.stdout None and print() drops the poems: exit 0, no word."""
+    for args in (["tunes", "浣溪沙"], ["generate", "--model", str(tiny_bundle), "--seed", "1"]):
+        command = " ".join(f"'{a}'" for a in [sys.executable, "-m", "poetgen", *args])
+        result = subprocess.run(["sh", "-c", f"{command} >&-"], capture_output=True, text=True)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.strip() == "poetgen: error: standard output is closed: nowhere to write the result"
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json"])
+def test_a_bundle_file_that_is_no_regular_file_is_named_not_read_whole(tiny_bundle, tmp_path, name):
+    """config.json as a link to /dev/zero was read whole: MemoryError or the kernel's OOM killer; a pipe
+    blocked the open. Each is now a corrupt file, named in one line."""
+    for damage in ("zero", "pipe"):
+        bundle = tmp_path / damage
+        shutil.copytree(tiny_bundle, bundle)
+        (bundle / name).unlink()
+        if damage == "zero":
+            (bundle / name).symlink_to("/dev/zero")
+        else:
+            os.mkfifo(bundle / name)
+        result = CliRunner().invoke(cli, ["generate", "--model", str(bundle), "--seed", "1"])
+        assert result.exit_code == 2 and "not a regular file" in result.output, result.output
+        assert result.output.strip().splitlines() == [result.output.strip()]
+        assert f"{bundle / name}: corrupt" in result.output and result.output.count(str(bundle / name)) == 1
+
+
+def test_a_bundle_file_larger_than_any_config_is_refused_before_it_is_read(tiny_bundle, tmp_path, monkeypatch):
+    import poetgen.atomic
+
+    monkeypatch.setattr(poetgen.atomic, "MAX_SMALL_FILE", 100)
+    result = CliRunner().invoke(cli, ["generate", "--model", str(tiny_bundle), "--seed", "1"])
+    assert result.exit_code == 2 and "config.json: corrupt config (larger than" in result.output, result.output

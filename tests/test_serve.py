@@ -132,7 +132,7 @@ def test_limits_read_as_the_readme_and_the_cli_write_them(client):
     ({"acrostic": "春夏秋冬", "form": "free"}, "acrostic", "needs a regular form"),
     ({"temprature": 1}, "temprature", "unknown field"),
     ({"style": "yuan"}, "style", "must be one of tang, song, ci"),
-    ({"style": "tang", "tune": "浣溪沙"}, "style", "--style tang is for shi"),
+    ({"style": "tang", "tune": "浣溪沙"}, "style", "style tang is for shi; leave style out"),
     ({"theme": "  "}, "theme", "theme is blank"),
     ({"acrostic": " "}, "acrostic", "acrostic is blank"),
     ({"title": "春" * 13}, "title", "longer than 12"),
