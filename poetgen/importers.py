@@ -276,8 +276,15 @@ def _record_to_raw(record) -> RawPoem | str:
     genre = str(record.get("genre") or "").lower()
     genre = "ci" if tune else genre if genre in GENRES else "shi"
     # chinese-poetry's Song ci have a tune and no title: the tune is the title they are known by
-    title = str(record.get("title") or "") or tune
-    return RawPoem(text, title, str(record.get("author") or ""), dynasty_name(record.get("dynasty")), genre, tune)
+    title = _text_field(record.get("title")) or tune
+    return RawPoem(text, title, _text_field(record.get("author")), dynasty_name(record.get("dynasty")), genre, tune)
+
+
+def _text_field(value) -> str:
+    """A title or author as text: a list (some files hold ["静夜思"]) joined, not written as "['静夜思']"."""
+    if isinstance(value, list):
+        return "".join(str(part) for part in value if part is not None)
+    return str(value or "")
 
 
 def _read_jsonl(lines: Iterator[str]) -> Iterator[RawPoem | str]:

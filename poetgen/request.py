@@ -104,6 +104,8 @@ class PoemRequest:
                                field="style")
             if self.title.strip():
                 raise BadInput("a title is for shi: a ci is written to its tune", field="title")
+        if self.rhyme and self.resolved_form() == "free":   # was ignored without a word
+            raise BadInput("rhyme needs a regular form or a tune: free verse has no rhyming lines", field="rhyme")
         if self.polish and self.resolved_form() == "free":
             raise BadInput("polish rewrites a poem line by line: it needs a form or a tune, not free verse",
                            field="polish")

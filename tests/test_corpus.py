@@ -655,3 +655,11 @@ def test_one_clause_poems_with_their_own_marks_are_warned_of_too(tmp_path):
     source.write_text("白日依山尽，\n黄河入海流。\n欲穷千里目，\n更上一层楼。\n", encoding="utf-8")
     result = CliRunner().invoke(cli, ["corpus", "import", str(source), "--out", str(out)])
     assert result.exit_code == 0 and "warning: every poem kept is one five- or seven-character clause" in result.stderr
+
+
+def test_a_title_or_author_given_as_a_list_is_joined(tmp_path):
+    """A chinese-poetry-like record with "title": ["静夜思"] was imported as the title "['静夜思']"."""
+    record = {"paragraphs": ["床前明月光，", "疑是地上霜。"], "title": ["静夜思"], "author": ["李", "白"]}
+    (tmp_path / "t.json").write_text(json.dumps([record], ensure_ascii=False), encoding="utf-8")
+    poem = import_poems([tmp_path / "t.json"]).poems[0]
+    assert (poem.title, poem.author) == ("静夜思", "李白")

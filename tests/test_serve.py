@@ -130,6 +130,7 @@ def test_limits_read_as_the_readme_and_the_cli_write_them(client):
     ({"prompt": "白日依，"}, "prompt", "line 1 has 3 characters"),
     ({"acrostic": "春夏秋"}, "acrostic", "3 characters but a wujue poem has 4 lines"),
     ({"acrostic": "春夏秋冬", "form": "free"}, "acrostic", "needs a regular form"),
+    ({"rhyme": True, "form": "free"}, "rhyme", "rhyme needs a regular form or a tune"),   # it was ignored
     ({"temprature": 1}, "temprature", "unknown field"),
     ({"style": "yuan"}, "style", "must be one of tang, song, ci"),
     ({"style": "tang", "tune": "浣溪沙"}, "style", "style tang is for shi; leave style out"),
