@@ -5,8 +5,6 @@ Heavy imports (TensorFlow, jieba) happen inside the commands that need them, so 
 
 from __future__ import annotations
 
-import errno
-import io
 import logging
 import os
 import sys
@@ -49,27 +47,12 @@ def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
-class ClosedOutput(io.TextIOBase):
-    """sys.stdout when the command started with its standard output closed (`>&-`): Python leaves it None
-    and print() then drops the poems without a word, exit 0. Writing here fails as a full disk does."""
-
-    encoding = "utf-8"
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        raise OSError(errno.EBADF, "standard output is closed: nowhere to write the result")
-
-
 class PoetgenGroup(click.Group):
     """Turns every failure into one line on stderr and a documented exit code."""
 
     def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
         args = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in args or os.environ.get("POETGEN_DEBUG") == "1"
-        if sys.stdout is None:
-            sys.stdout = ClosedOutput()
         try:
             code = super().main(args=args, prog_name=prog_name or "poetgen", standalone_mode=False, **extra)
             if isinstance(code, int) and code:   # click returns a command's Exit(code) without standalone_mode

@@ -17,7 +17,7 @@ from poetgen.corpus import (DYNASTIES, GENRES, EmptyCorpus, Poem, form_counts, s
                             shipped_corpus_paths, write_corpus)
 from poetgen.errors import BadCorpus, OutputExists
 from poetgen.importers import ONE_CLAUSE, WHOLE_LINES, expand_paths, load_corpus, stream_poems
-from poetgen.quiet import progress_shown
+from poetgen.quiet import progress_shown, require_output
 from poetgen.layout import FORMS
 from poetgen.lock import Lock
 
@@ -111,6 +111,7 @@ def corpus_stats(poems: list[Poem], top: int = 20) -> dict:
 def stats_command(paths: tuple[Path, ...], fmt: str, encoding: str) -> None:
     """Poems, characters, vocabulary, dynasties, genres, forms and ci tunes of corpus files (default: the
     whole shipped corpus)."""
+    require_output()
     stats = corpus_stats(load_corpus(list(paths) or None, encoding=encoding))
     if fmt == "json":
         click.echo(json.dumps(stats, ensure_ascii=False))

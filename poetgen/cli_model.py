@@ -15,7 +15,7 @@ from poetgen.errors import EXIT_INTERRUPTED
 from poetgen.evaluate import EvalOptions
 from poetgen.export import ExportOptions
 from poetgen.options import option
-from poetgen.quiet import import_tensorflow, progress_shown
+from poetgen.quiet import import_tensorflow, progress_shown, require_output
 from poetgen.request import PoemRequest
 from poetgen.sampling import SampleOptions
 from poetgen.train import TrainConfig
@@ -131,6 +131,8 @@ def given_options(options: dict) -> frozenset[str]:
 def generate(prompt, model_dir, fmt, traditional, int8, interactive, **options) -> None:
     """Write poems, starting with PROMPT if given."""
     from click.core import ParameterSource
+
+    require_output()
 
     from poetgen import api
     from poetgen.request import BLANK_REFUSED, blank
@@ -253,6 +255,8 @@ def evaluate(model_dir, corpus, dynasty, genre, samples, seed, fmt, tunes) -> No
     """Held-out perplexity, and form, rhyme, 平仄, novelty and diversity of generated poems."""
     import contextlib
     import json
+
+    require_output()
     import sys
 
     from poetgen import api

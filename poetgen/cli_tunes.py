@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from poetgen.errors import BadCorpus, BadInput
-from poetgen.quiet import progress_shown
+from poetgen.quiet import progress_shown, require_output
 from poetgen.resources import shipped_path
 from poetgen.tunes import TuneTable, tune_table
 
@@ -67,6 +67,7 @@ def tune_rows(query: str, corpus: Path | None) -> list[dict]:
               help="text: one tune per line; json: one object per tune.")
 def tunes_command(query: str, corpus: Path | None, fmt: str) -> None:
     """List the ci tunes (词牌) of the 词谱, or those whose names or pinyin contain QUERY."""
+    require_output()
     if corpus is not None and not corpus.exists():
         raise BadCorpus(f"{corpus}: no such corpus file")
     rows = tune_rows(query, corpus)

@@ -52,11 +52,11 @@ def is_empty_directory(out: Path) -> bool:
 def check_target(bundle: Bundle, options: ExportOptions) -> None:
     """Refuse early, before any slow conversion, what the final rename would refuse or regret."""
     out = Path(options.out)
-    if (out.exists() or out.is_symlink()) and not options.force and not is_empty_directory(out):
-        raise OutputExists(f"{out} already exists; pass --force to replace it")
     if out.is_symlink():   # --force replaced the link with a directory and left its target as it was
         raise OutputExists(f"{out} is a symbolic link; not replacing it, even with --force: export to the "
                            f"directory it names ({os.path.realpath(out)}) or another --out")
+    if out.exists() and not options.force and not is_empty_directory(out):
+        raise OutputExists(f"{out} already exists; pass --force to replace it")
     if out.exists() and not out.is_dir():
         raise OutputExists(f"{out} is a file, not an export; not replacing it, even with --force")
     if out.is_dir() and not out.is_symlink() and not is_empty_directory(out) \
@@ -106,8 +106,8 @@ def export(bundle: Bundle, options: ExportOptions) -> Path:
     check_parent(out)
     # Replacing a directory a run is writing would lose it: hold its lock (a new directory's too, made
     # for it, so no run can start there meanwhile), or refuse naming the holder.
-    lock = Lock.directory(out) if not out.exists() or (out.is_dir() and not out.is_symlink()) \
-        else contextlib.nullcontext()
+    lock = Lock.directory(out) if not out.is_symlink() and (not out.exists() or out.is_dir()) \
+        else contextlib.nullcontext()   # a link (broken too) is refused by check_target, not followed
     with lock:
         check_target(bundle, options)
         replace = options.force or is_empty_directory(out)   # an empty directory is as good as none

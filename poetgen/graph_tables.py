@@ -76,7 +76,7 @@ class LayoutTables:
     first_line_end: np.ndarray     # (layouts, positions) last character of line 1 (rhymes in 入韵 patterns)
     has_tones: np.ndarray          # (layouts,) tone=True has 平仄 to apply (shi patterns, a tune's 平/仄)
     tone: np.ndarray               # (layouts, patterns, positions) -1 none (marks, padding, 中), else the tone
-                                   # (0 平, 1 仄) plus the flags TONE_STRICT, TONE_UNCHECKED and TONE_RESCUE
+                                   # (0 平, 1 仄) plus the flags TONE_STRICT, TONE_UNCHECKED, TONE_RESCUE, TONE_GUARD
     partial_acrostic: np.ndarray   # (layouts,) an acrostic may name fewer heads than lines (a tune's clauses)
     copy_from: np.ndarray          # (layouts, positions) a 叠 phrase's slot: the position it repeats; -1 elsewhere
     left_out: tuple[str, ...] = ()  # names of the 词谱's tunes not exported (lower-cased), for a clear refusal

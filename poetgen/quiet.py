@@ -1,5 +1,5 @@
-"""Imports TensorFlow and Keras without the C++ start-up chatter they print to stderr, and whether the
-commands show progress at all.
+"""Imports TensorFlow and Keras without the C++ start-up chatter they print to stderr, whether the
+commands show progress at all, and whether a command that writes its result can write it.
 
 TensorFlow logs oneDNN and CUDA notices before its log level is read; only muting fd 2 hides them.
 """
@@ -62,3 +62,13 @@ def progress_shown() -> bool:
     """Whether a command shows progress (bars, counts) on stderr: not under --quiet (poetgen's loggers
     at WARNING), which keeps only warnings and errors."""
     return logging.getLogger("poetgen").isEnabledFor(logging.INFO)
+
+
+def require_output() -> None:
+    """Refuse, before any work, a command whose result is its standard output (generate, evaluate,
+    tunes, corpus stats) when that is closed (`>&-`): Python leaves sys.stdout None, and print() then
+    drops the result without a word, exit 0. A command whose result is a file (train, export) goes on."""
+    if sys.stdout is None:
+        from poetgen.errors import BadInput
+
+        raise BadInput("standard output is closed: nowhere to write the result")

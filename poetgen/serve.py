@@ -283,7 +283,9 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
             return refusal(503, [("request", "the server is stopping; try again later")])
 
     async def answer(request: Request) -> JSONResponse:
-        deadline = asyncio.get_running_loop().time() + options.timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + options.timeout_s   # the whole request: body, batch and polish
+        left = lambda: max(deadline - loop.time(), 0)   # noqa: E731
         try:   # a client that stalls while sending holds a connection (and a stop) no longer than this
             raw = await asyncio.wait_for(_read_body(request), options.timeout_s)
         except ClientDisconnect:   # it left while sending: a 499 in the log, not an internal error
@@ -301,7 +303,7 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
                 prepared = await run_in_threadpool(generator.prepare, body.poem_request())
                 future = batcher.submit(prepared)
             result = await asyncio.wait_for(_unless_disconnected(request, asyncio.wrap_future(future)),
-                                            options.timeout_s)   # a timeout cancels the job too
+                                            left())   # a timeout cancels the job too
         except BadInput as error:
             return refusal(422, [(_body_field(error), str(error))])
         except Busy as error:
@@ -317,8 +319,7 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
             stop = threading.Event()
             polished = asyncio.wrap_future(polishers.submit(generator.polish, prepared, result, stop))
             try:
-                result = await asyncio.wait_for(_unless_disconnected(request, polished),
-                                                max(deadline - asyncio.get_running_loop().time(), 0))
+                result = await asyncio.wait_for(_unless_disconnected(request, polished), left())
             except asyncio.TimeoutError:
                 return timed_out()
             finally:

@@ -105,6 +105,8 @@ class Tokenizer:
             text = read_small_text(path, "tokenizer file")   # BadModel naming the path if not a small file
         except FileNotFoundError:
             raise BadModel(f"{path}: tokenizer file is missing") from None
+        except UnicodeError:   # cut inside a character
+            raise BadModel(f"{path}: tokenizer file is corrupt") from None
         try:
             record = json.loads(text)
             tokenizer = cls(*_fields(record))

@@ -314,6 +314,13 @@ def test_force_does_not_replace_a_symbolic_link(tiny_bundle, tmp_path):
     assert len(result.output.strip().splitlines()) == 1
     assert link.is_symlink() and sorted(p.relative_to(first) for p in first.rglob("*")) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "e1"]
+    for force in ([], ["--force"]):   # without --force, or to a link whose target is gone: the same refusal
+        dangling = tmp_path / "gone"
+        dangling.unlink(missing_ok=True)
+        dangling.symlink_to("nowhere")
+        result = run_cli("export", "--model", tiny_bundle, "--out", dangling, "--format", "keras", *force)
+        assert result.exit_code == 2 and "is a symbolic link" in result.output, result.output
+        assert dangling.is_symlink() and not (tmp_path / "nowhere").exists()
 
 
 def test_a_reverse_model_is_not_exported_as_a_savedmodel_that_writes(with_reverse, tmp_path):

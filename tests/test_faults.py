@@ -610,13 +610,21 @@ def test_a_write_failure_into_a_new_folder_claims_no_previous_output(tmp_path):
     assert str(write_failed(out, OSError(errno.ENOSPC, "full"))).endswith("the previous export is unchanged")
 
 
-def test_a_closed_standard_output_is_an_error_not_a_silent_success(tiny_bundle):
-    """With fd 1 closed (`>&-`) Python leaves sys.stdout None and print() drops the poems: exit 0, no word."""
-    for args in (["tunes", "浣溪沙"], ["generate", "--model", str(tiny_bundle), "--seed", "1"]):
+def test_a_closed_standard_output_is_an_error_not_a_silent_success(tiny_bundle, tmp_path):
+    """With fd 1 closed (`>&-`) Python leaves sys.stdout None and print() drops the poems: exit 0, no word.
+    A command whose result is a file still writes it (its summary line has nowhere to go)."""
+    def closed(*args):
         command = " ".join(f"'{a}'" for a in [sys.executable, "-m", "poetgen", *args])
-        result = subprocess.run(["sh", "-c", f"{command} >&-"], capture_output=True, text=True)
+        return subprocess.run(["sh", "-c", f"{command} >&-"], capture_output=True, text=True)
+
+    for args in (["tunes", "浣溪沙"], ["generate", "--model", str(tiny_bundle), "--seed", "1"], ["corpus", "stats"]):
+        result = closed(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.strip() == "poetgen: error: standard output is closed: nowhere to write the result"
+    source = tmp_path / "poems.txt"
+    source.write_text(POEM + "\n", encoding="utf-8")
+    result = closed("corpus", "import", str(source), "--out", str(tmp_path / "out.jsonl"))
+    assert result.returncode == 0 and (tmp_path / "out.jsonl").read_text(encoding="utf-8"), result.stderr
 
 
 @pytest.mark.parametrize("name", ["config.json", "tokenizer.json"])

@@ -677,6 +677,40 @@ def test_a_client_stalled_in_its_body_is_answered_408_and_does_not_hold_a_stop(t
     assert process.returncode == 130 and stderr.rstrip().endswith("poetgen: interrupted"), stderr
 
 
+def test_a_second_sigterm_stops_a_server_that_waits_for_a_stalled_client(tiny_bundle):
+    """uvicorn forces a stop on a second SIGINT only: a second SIGTERM (docker stop, systemd) waited on."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "poetgen", "serve", "--model", str(tiny_bundle), "--port",
+                                str(port), "--request-timeout", "600"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+                return json.load(answer)["status"] == "ok"
+        except OSError:
+            return False
+
+    try:
+        wait_until(lambda: process.poll() is not None or healthy(), "poetgen serve answering /healthz", 180, 0.3)
+        with socket.create_connection(("127.0.0.1", port)) as stalled:
+            stalled.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            process.send_signal(signal.SIGTERM)
+            wait_until(lambda: not healthy(), "the server stopping to listen after SIGTERM", 60, 0.1)
+            assert process.poll() is None   # still waiting for the stalled body (up to 605 s)
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and stderr.rstrip().endswith("poetgen: interrupted"), stderr
+
+
 def free_port() -> int:
     import socket
 
