@@ -15,9 +15,17 @@ __version__ = "0.1.0"
 
 import sys
 import types
+from typing import TYPE_CHECKING
 
 from poetgen.api import Poem, Poems, Poet, TrainResult, evaluate, export, load, train
 from poetgen.errors import BadCorpus, BadInput, BadModel, InUse, OutputError, OutputExists, PoetgenError
+
+if TYPE_CHECKING:   # what a type checker sees of the lazy names below
+    from poetgen.evaluate import EvalOptions
+    from poetgen.export import ExportOptions
+    from poetgen.request import PoemRequest
+    from poetgen.sampling import SampleOptions
+    from poetgen.train import TrainConfig
 
 # The option dataclasses live with their stages; they are imported on first use (PEP 562).
 _LAZY = {"PoemRequest": "poetgen.request", "SampleOptions": "poetgen.sampling", "TrainConfig": "poetgen.train",

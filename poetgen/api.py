@@ -10,9 +10,10 @@ import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, overload
 
 from poetgen.errors import BadInput
+from poetgen.quiet import tensorflow_required
 
 if TYPE_CHECKING:
     from poetgen.evaluate import EvalOptions
@@ -84,7 +85,7 @@ class Poem:
 
 
 @dataclasses.dataclass(frozen=True)
-class Poems(Sequence):
+class Poems(Sequence[Poem]):
     """The poems of one generate call, in order, with what the call decided for all of them."""
 
     poems: tuple[Poem, ...]            # one per requested poem (the best of its candidates)
@@ -95,6 +96,12 @@ class Poems(Sequence):
     tune: str = ""                     # the ci tune written ("" for shi)
     variant: int | None = None         # its variant (格), 1-based; None for shi
     title: str = ""                    # the title the poems were written to ("" for none)
+
+    @overload
+    def __getitem__(self, index: int) -> Poem: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Poem, ...]: ...
 
     def __getitem__(self, index):
         return self.poems[index]
@@ -181,6 +188,10 @@ class Poet:
 
     def run(self, request: "PoemRequest", traditional: bool = False) -> Poems:
         """Write the poems of a prepared PoemRequest (what generate builds from its arguments)."""
+        from poetgen.request import PoemRequest
+
+        if not isinstance(request, PoemRequest):   # "abc" failed deep inside as an AttributeError
+            raise BadInput(f"run takes a PoemRequest, not {type(request).__name__}", field="request")
         traditional = _flag(traditional, "traditional")
         result = self._generator.generate(request)
         if traditional:
@@ -235,7 +246,7 @@ def _options(cls, given, overrides: dict, what: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise BadInput(f"unknown {what} option {unknown[0]!r}; known: {', '.join(sorted(names))}")
+        raise BadInput(f"unknown {what} option {unknown[0]!r}; known: {', '.join(sorted(names))}", field=unknown[0])
     if given is not None and not isinstance(given, cls):
         article = "an" if cls.__name__[0] in "AEIOU" else "a"
         raise BadInput(f"{what} takes {article} {cls.__name__} or keyword options, not {type(given).__name__}",
@@ -257,6 +268,7 @@ def _strings(cls, values: dict) -> dict:
     return {k: (os.fspath(v) if k in text and isinstance(v, os.PathLike) else v) for k, v in values.items()}
 
 
+@tensorflow_required()
 def train(config: "TrainConfig | None" = None, /, *, callbacks: Sequence = (), explicit=None, sample: bool = False,
           **options) -> TrainResult:
     """Train a model into a bundle, as `poetgen train` does: a TrainConfig, keyword options, or both.
@@ -275,6 +287,7 @@ def train(config: "TrainConfig | None" = None, /, *, callbacks: Sequence = (), e
 
     given, config = config, _options(TrainConfig, config, options, "train")
     sample = _flag(sample, "sample")
+    callbacks = _callbacks(callbacks)
     import_tensorflow()
     if sample:
         from poetgen.callbacks import sample_callback
@@ -290,6 +303,20 @@ def train(config: "TrainConfig | None" = None, /, *, callbacks: Sequence = (), e
                        metrics["best_val_perplexity"], bool(getattr(run, "stopped", False)))
 
 
+def _callbacks(callbacks) -> list:
+    """train's extra callbacks as a list, refused before any work unless each has Keras's set_model (a
+    wrong type failed deep inside Keras once the model was built)."""
+    if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, (list, tuple)):
+        raise BadInput(f"callbacks must be a list of Keras callbacks, not {type(callbacks).__name__}",
+                       field="callbacks")
+    for callback in callbacks:
+        if not callable(getattr(callback, "set_model", None)):
+            raise BadInput(f"callbacks must be Keras callbacks (keras.callbacks.Callback), not "
+                           f"{type(callback).__name__}", field="callbacks")
+    return list(callbacks)
+
+
+@tensorflow_required()
 def export(options: "ExportOptions | None" = None, /, *, model: PathLike | None = None, **overrides) -> Path:
     """Export a bundle (None: the shipped model), as `poetgen export` does; returns the directory written.
 
@@ -310,6 +337,7 @@ def export(options: "ExportOptions | None" = None, /, *, model: PathLike | None 
     return run_export(load_bundle(model), options)
 
 
+@tensorflow_required()
 def quantize(model: PathLike | None = None) -> list[Path]:
     """Convert a bundle's matrix products to int8 once, as `poetgen quantize` does, so that load() runs
     it in int8 without TensorFlow; returns the files written (the bundle's and its reverse model's).
@@ -331,6 +359,7 @@ def quantize(model: PathLike | None = None) -> list[Path]:
     return [part.path / INT8_FILE for part in parts]
 
 
+@tensorflow_required()
 def evaluate(options: "EvalOptions | None" = None, /, *, model: PathLike | None = None,
              progress: Callable[[int, int], None] | None = None, tunes: Sequence[str] = (), **overrides) -> dict:
     """Evaluate a bundle (None: the shipped model), as `poetgen evaluate --format json` reports it.

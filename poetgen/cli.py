@@ -14,6 +14,7 @@ import click
 
 from poetgen import __version__
 from poetgen.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PoetgenError
+from poetgen.quiet import tensorflow_required
 
 
 class StderrHandler(logging.Handler):
@@ -54,7 +55,8 @@ class PoetgenGroup(click.Group):
         args = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in args or os.environ.get("POETGEN_DEBUG") == "1"
         try:
-            code = super().main(args=args, prog_name=prog_name or "poetgen", standalone_mode=False, **extra)
+            with tensorflow_required():   # a --no-deps install without TensorFlow: one line, not an internal error
+                code = super().main(args=args, prog_name=prog_name or "poetgen", standalone_mode=False, **extra)
             if isinstance(code, int) and code:   # click returns a command's Exit(code) without standalone_mode
                 sys.exit(code)
         except click.exceptions.Exit as done:

@@ -42,6 +42,24 @@ def import_tensorflow():
     return tf
 
 
+TENSORFLOW_MODULES = ("tensorflow", "keras")
+
+
+@contextlib.contextmanager
+def tensorflow_required():
+    """A missing TensorFlow or Keras (an install with --no-deps: generation needs neither) as one line
+    naming the fix, not an internal error: `train`, `export`, `evaluate` and `quantize` need them."""
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] not in TENSORFLOW_MODULES:
+            raise
+        from poetgen.errors import BadInput
+
+        raise BadInput(f"this needs TensorFlow and Keras, which generation does not ({error.name} is missing): "
+                       f"pip install tensorflow") from None
+
+
 @contextlib.contextmanager
 def muted_stderr():
     """Silence fd 2 for a block (TensorFlow's converters log from C++); Python errors still propagate."""

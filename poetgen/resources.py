@@ -18,8 +18,9 @@ def shipped_path(relative: str) -> Path:
     """The first existing copy of a shipped file; the checkout's path when none exists."""
     candidates = [REPO_ROOT / relative]
     # A wheel's data files go under the prefix of the scheme that installed the package (a venv, --user,
-    # the system): an ancestor of <prefix>/lib/pythonX.Y/site-packages/poetgen.
-    candidates += [parent / SHARE / relative for parent in list(PACKAGE_DIR.parents)[1:5]]
+    # the system): an ancestor of <prefix>/lib/pythonX.Y/site-packages/poetgen; with `pip install
+    # --target DIR`, DIR itself (DIR/poetgen, DIR/share/poetgen).
+    candidates += [parent / SHARE / relative for parent in list(PACKAGE_DIR.parents)[:5]]
     for prefix in (sys.prefix, getattr(site, "USER_BASE", None) or "", "/usr/local"):
         if prefix:
             candidates.append(Path(prefix) / SHARE / relative)

@@ -391,3 +391,20 @@ def test_train_can_log_a_sample_poem_each_epoch_as_the_cli_does(tiny_corpus, tmp
     assert len(samples) == 1 and len(samples[0]) > len("sample: ")
     with pytest.raises(poetgen.BadInput, match="sample must be True or False"):
         poetgen.train(out=tmp_path / "other", sample="yes", **options)
+
+
+def test_arguments_the_library_review_found_unchecked_are_one_line_naming_them(poet, tmp_path):
+    """train(callbacks=5) failed inside Keras once the model was built; run("abc") inside the generator;
+    an unknown train/export/evaluate option named no field."""
+    for callbacks in (5, "x", [5]):
+        with pytest.raises(BadInput, match="callbacks must be") as refused:
+            poetgen.train(out=tmp_path / "run", corpus=tmp_path / "none.jsonl", callbacks=callbacks)
+        assert refused.value.field == "callbacks" and not (tmp_path / "run").exists()
+    for request in ("abc", None):
+        with pytest.raises(BadInput, match="run takes a PoemRequest") as refused:
+            poet.run(request)
+        assert refused.value.field == "request"
+    for call in (poetgen.train, poetgen.export, poetgen.evaluate):
+        with pytest.raises(BadInput, match="unknown .* option 'foo'") as refused:
+            call(foo=1)
+        assert refused.value.field == "foo"

@@ -450,3 +450,33 @@ def test_an_encoding_hint_fits_the_command_and_a_utf16_file_gets_one(tmp_path):
                             "UTF-16 text (it starts with a byte-order mark); pass --encoding utf-16", watch=[tmp_path])
     ok = CliRunner().invoke(cli, ["corpus", "import", str(u16), "--encoding", "utf-16", "--out", str(tmp_path / "o.jsonl")])
     assert ok.exit_code == 0 and "kept 1 poems" in ok.output
+
+
+def test_a_missing_tensorflow_is_one_line_naming_the_fix(tmp_path):
+    """An install with --no-deps runs generation without TensorFlow; train, export and evaluate then
+    failed as internal errors (ModuleNotFoundError) in the CLI and raw in the library."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "without_tf.py"
+    script.write_text(
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow', 'keras'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import poetgen\n"
+        "try:\n"
+        f"    poetgen.export(out={str(tmp_path / 'e')!r})\n"
+        "except poetgen.BadInput as error:\n"
+        "    print('library:', error)\n"
+        "from poetgen.cli import cli\n"
+        f"cli.main(['export', '--out', {str(tmp_path / 'e2')!r}])\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout.startswith("library: this needs TensorFlow and Keras") and "pip install tensorflow" in result.stdout
+    assert result.stderr.strip().splitlines() == [
+        "poetgen: error: this needs TensorFlow and Keras, which generation does not (tensorflow is missing): "
+        "pip install tensorflow"]
+    assert not (tmp_path / "e").exists() and not (tmp_path / "e2").exists()

@@ -10,7 +10,7 @@ from poetgen import resources
 
 
 @pytest.mark.parametrize("site_packages", ["lib/python3.11/site-packages", "Lib/site-packages",
-                                           "lib/python3/dist-packages"])
+                                           "lib/python3/dist-packages", "."])   # ".": pip install --target
 def test_shipped_files_are_found_under_the_installing_prefix(tmp_path, monkeypatch, site_packages):
     prefix = tmp_path / "venv"
     package = prefix / site_packages / "poetgen"
