@@ -666,7 +666,7 @@ def test_a_client_stalled_in_its_body_is_answered_408_and_does_not_hold_a_stop(t
         with socket.create_connection(("127.0.0.1", port)) as stalled:
             stalled.sendall(partial)
             stalled.settimeout(60)
-            answer = stalled.recv(4096).decode()
+            answer = _http_answer(stalled)
         assert answer.startswith("HTTP/1.1 408") and "did not arrive within 2 s" in answer, answer
         with socket.create_connection(("127.0.0.1", port)) as stalled:   # held open through the stop
             stalled.sendall(partial)
@@ -709,6 +709,22 @@ def test_a_second_sigterm_stops_a_server_that_waits_for_a_stalled_client(tiny_bu
     finally:
         process.kill()
     assert process.returncode == 130 and stderr.rstrip().endswith("poetgen: interrupted"), stderr
+
+
+def _http_answer(connection) -> str:
+    """One whole HTTP answer from a socket: its head, then as many body bytes as it announces (the two
+    may come in separate packets)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += connection.recv(4096) or b"\r\n\r\n"   # closed early: what came
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: *(\d+)", head, re.IGNORECASE).group(1))
+    while len(body) < length:
+        chunk = connection.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode()
 
 
 def free_port() -> int:
