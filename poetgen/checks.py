@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 
 from poetgen.layout import Layout, clauses, layout_of
-from poetgen.prosody import PING, Prosody, couplet_rescue, line_fits, strict_columns, tone_fits, tone_patterns
+from poetgen.prosody import (PING, Prosody, couplet_rescue, line_fits, neighbours, strict_columns, tone_fits,
+                             tone_patterns)
 
 
 @dataclasses.dataclass
@@ -36,6 +37,19 @@ def rhyme_of(lines: list[str], prosody: Prosody, layout: Layout) -> tuple[bool, 
     if not common or len(set(endings)) != len(endings):
         return False, None
     return True, sorted(common)[0]
+
+
+def first_line_fault(lines: list[str], prosody: Prosody, layout: Layout, group: str | None) -> bool:
+    """True when line 1 of a regular poem ends in a character that can only be 平, so it rhymes (首句入韵),
+    but in no group the rhyme lines share nor one beside it (出韵: 朝辞白帝彩云东 in a 删 poem), or in the
+    character of a later rhyme (重韵). A 仄 ending, or one with a 仄 reading, is not judged here. It counts
+    against the 平仄 of line 1's end (check_poem), as a line that does not rhyme must end 仄: the rhyme
+    lines' own verdict (rhyme_ok) is theirs, and --no-tone leaves line 1 free."""
+    end = lines[0][-2]
+    if group is None or 0 in layout.rhyme_lines or prosody.tones(end) != {PING}:
+        return False
+    shared = set.intersection(*(prosody.rhyme_groups(lines[i][-2]) for i in layout.rhyme_lines))
+    return end in {lines[i][-2] for i in layout.rhyme_lines} or not prosody.rhyme_groups(end) & neighbours(shared)
 
 
 def pattern_fits(lines: list[str], pattern: list[str], length: int, prosody: Prosody) -> list[bool]:
@@ -78,4 +92,8 @@ def check_poem(text: str, form: str | Layout, prosody: Prosody, acrostic: str = 
         return PoemCheck(ok, rhyme_ok, group, None, None, None, acrostic_ok)
     first_rhymes = group is not None and group in prosody.rhyme_groups(lines[0][-2])
     score, pattern, fits = tone_of(lines, layout.uniform_length, prosody, first_rhymes)
+    if first_line_fault(lines, prosody, layout, group):   # a 平 end makes line 1 a 入韵 line: it must rhyme
+        line_one = len(strict_columns(tone_patterns(layout.uniform_length, layout.line_count)[pattern][0]))
+        fits = [*fits[:line_one - 1], False, *fits[line_one:]]
+        score = sum(fits) / len(fits)
     return PoemCheck(ok, rhyme_ok, group, score, pattern, fits, acrostic_ok)

@@ -161,6 +161,21 @@ class Prosody:
         return self.tones_of.get(ch, set())
 
 
+# Level-tone groups close enough that line 1 of a poem rhyming in one may end in another (孤雁出群:
+# 林逋's 众芳摇落独暄妍 rhymes 妍 in 一先 with 园 in 十三元): a checker accepts it there, nowhere else.
+NEIGHBOURS = (
+    {"上平一东", "上平二冬"}, {"上平三江", "下平七阳"}, {"上平四支", "上平五微", "上平八齐"}, {"上平六鱼", "上平七虞"},
+    {"上平九佳", "上平十灰"}, {"上平十一真", "上平十二文", "上平十三元"},
+    {"上平十三元", "上平十四寒", "上平十五删", "下平一先"}, {"下平二萧", "下平三肴", "下平四豪"},
+    {"下平八庚", "下平九青", "下平十蒸"}, {"下平十三覃", "下平十四盐", "下平十五咸"},
+)
+
+
+def neighbours(groups: set[str]) -> set[str]:
+    """`groups` and the groups NEIGHBOURS puts beside any of them."""
+    return set(groups).union(*(near for near in NEIGHBOURS if near & groups))
+
+
 # The four five-character line types; seven-character lines prefix the opposite of the first two.
 _A, _B, _C, _D = "仄仄平平仄", "平平仄仄平", "平平平仄仄", "仄仄仄平平"
 # Quatrain patterns (first two lines, last two lines) by how the first line starts and ends.

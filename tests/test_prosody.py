@@ -185,6 +185,26 @@ def test_the_next_line_rescues_a_ze_fourth_and_xian_is_ping():
     assert check_poem(spring, "qijue", prosody).tone_score == 1.0 and "下平一先" in prosody.rhyme_groups("先")
 
 
+def test_a_first_line_that_must_rhyme_is_held_to_the_rhyme_or_a_group_beside_it():
+    """Line 1 was never judged: 朝辞白帝彩云东 (一东) or …彩云还 (the rhyme of line 2 again) in a 删 poem passed.
+    A 平 end makes line 1 a 入韵 line, so the fault counts against line 1's last 平仄 position. A group
+    beside the rhyme's (孤雁出群: 林逋's 妍 in 一先 with 园 in 十三元) and a 仄 ending stay accepted."""
+    from poetgen.checks import check_poem
+
+    prosody = table()
+    rest = "千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。"
+    assert check_poem("朝辞白帝彩云间，" + rest, "qijue", prosody).tone_score == 1.0
+    for off in ("朝辞白帝彩云东，", "朝辞白帝彩云还，"):
+        check = check_poem(off + rest, "qijue", prosody)
+        assert check.tone_score < 1.0 and check.rhyme_ok and check.rhyme_group == "上平十五删", off
+        assert check.tone_positions.index(False) == 4 and check.tone_positions.count(False) == 1   # line 1 end: 5th of 1 3 4 5 6
+    assert check_poem("朝辞白帝彩云去，" + rest, "qijue", prosody).tone_score == 1.0      # 仄: no 入韵 asked
+    plum = ("众芳摇落独暄妍，占尽风情向小园。疏影横斜水清浅，暗香浮动月黄昏。霜禽欲下先偷眼，粉蝶如知合断魂。"
+            "幸有微吟可相狎，不须檀板共金尊。")
+    assert check_poem(plum, "qilv", prosody).tone_score == 1.0
+    assert check_poem("白日依山林，黄河入海流。欲穷千里目，更上一层楼。", "wujue", prosody).tone_score < 1.0   # 侵
+
+
 def test_oblique_groups_the_ci_barely_rhyme_in_are_left_out_of_generation():
     """钗头凤 rhymed 近 in 第三部仄 with 丽 and 吹, through a 寘 reading; the ci rhyme it in 第六部."""
     from poetgen.ci_rhyme import CiRhyme
