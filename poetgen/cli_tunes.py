@@ -38,20 +38,12 @@ def ci_counts(path: Path, tunes: TuneTable) -> collections.Counter:
     return counts
 
 
-def full_pinyin(tune) -> str:
-    """The tune's full pinyin keys, "/"-joined (念奴娇: dajiangdongqu/leijiangyue/niannujiao): the 词谱
-    gives them sorted, not aligned with its names, so no one of them can be named the main name's;
-    initials (nnj) are left out: no longer than the longest name."""
-    longest = max(len(name) for name in tune.names)
-    return "/".join(key for key in tune.pinyin if len(key) > longest)
-
-
 def tune_rows(query: str, corpus: Path | None) -> list[dict]:
     tunes = tune_table()
     path = corpus if corpus is not None else shipped_path(CI_CORPUS)
     counts = ci_counts(path, tunes) if path.exists() else None
     return [{"name": t.name, "other_names": list(t.names[1:]), "traditional": t.names_trad[0],
-             "pinyin": full_pinyin(t), "sections": t.sections,
+             "pinyin": t.full_pinyin, "sections": t.sections,
              "characters": [v.length for v in t.variants], "variants": len(t.variants),
              "ci_in_corpus": None if counts is None else counts[t.name],
              "written_as": t.written_as[0] if t.written_as else None}

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
@@ -267,7 +268,7 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         table = tune_table()
         found = table.search(query)
         return JSONResponse({"tunes": [{"name": t.name, "other_names": list(t.names[1:]),
-                                        "pinyin": max(t.pinyin, key=len, default=""),
+                                        "pinyin": t.full_pinyin,   # every full form: the 词谱's are not aligned with its names
                                         "keys": table.keys_of(t),   # what finds it, as tunes.lookup_key spells it
                                         "characters": [v.length for v in t.variants]} for t in found],
                              "knows_ci": generator.knows_ci()})
@@ -334,8 +335,14 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         logger.exception("internal error on %s", request.url.path, exc_info=error)
         return refusal(500, [("request", f"internal error ({type(error).__name__}); the server logged it")])
 
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        """404, 405 and the like in the one error shape (starlette answered them in plain text)."""
+        problem = ("request", f"{request.method} {request.url.path}: {error.detail}")
+        return refusal(error.status_code, [problem], headers=getattr(error, "headers", None))
+
     routes = [Route("/", index), Route("/healthz", healthz), Route("/api/model", model_info),
               Route("/api/generate", generate, methods=["POST"]), Route("/api/tunes", tunes)]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: internal_error})
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: http_error, Exception: internal_error})
     app.state.batcher = batcher
     return app

@@ -126,6 +126,14 @@ class Tune:
     def variant_lengths(self) -> str:
         return "/".join(str(v.length) for v in self.variants)
 
+    @property
+    def full_pinyin(self) -> str:
+        """The full pinyin keys, "/"-joined (念奴娇: dajiangdongqu/leijiangyue/niannujiao): the 词谱 gives
+        them sorted, not aligned with its names, so no one of them can be named the main name's; initials
+        (nnj) are left out: no longer than the longest name."""
+        longest = max(len(name) for name in self.names)
+        return "/".join(key for key in self.pinyin if len(key) > longest)
+
 
 def _variant(tune: str, number: int, raw: dict) -> Variant:
     slots = sorted((RhymeSlot(abs(p), g, p < 0) for g, positions in enumerate(raw["rhymes"]) for p in positions),

@@ -209,8 +209,53 @@ def test_page_writes_a_ci_by_tune(page):
     variant = resolve("西江月")
     assert "".join(rows).count("。") == variant.layout.end_marks.count("。") == len(rows)
     assert sum(len(row) for row in rows) == variant.layout.length
+    page.click("#copy")   # as shown: one sentence a row (it copied one clause a line)
+    expect(page.locator("#copy")).to_contain_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == "\n".join(rows)
     page.fill("#tune", "浣溪莎")
     generate(page)
     expect(page.locator("#tune-error")).to_contain_text("浣溪沙")
     page.fill("#tune", "")
     assert not page.locator("#form").is_disabled()
+
+
+def test_a_long_pasted_prompt_is_refused_not_cut(page):
+    """The prompt box cut a paste at 64 characters and wrote from what was left, without a word."""
+    page.fill("#tune", "")
+    long = "风急天高猿啸哀， 渚清沙白鸟飞回。 无边落木萧萧下， 不尽长江滚滚来。 万里悲秋常作客， 百年多病独登台。 艰难苦恨繁霜鬓， 潦倒新停浊酒杯。"
+    generate(page, form="七律", prompt=long, acrostic="", theme="")
+    assert page.locator("#prompt").input_value() == long
+    expect(page.locator("#prompt-error")).to_contain_text("longer than 64 characters")
+    page.fill("#prompt", "")
+
+
+def test_ticking_traditional_while_a_poem_is_on_its_way_shows_that_poem_in_traditional(page):
+    """Ticking 繁體 while a request was in flight sent the poem before it again: whichever answer came
+    last was shown, so the new poem could be lost or shown in the other script. The answer is held here
+    until the box is ticked, so the order is the one that went wrong."""
+    page.uncheck("#traditional")
+    page.fill("#tune", "")
+    generate(page, form="五绝", prompt="", acrostic="", theme="")
+    held = []
+    page.route("**/api/generate", lambda route: held.append(route))
+    before = page.locator("#meta").inner_text()
+    page.click("#generate")
+    page.wait_for_function("() => document.querySelector('#generate').disabled")
+
+    def arrived() -> bool:
+        page.evaluate("0")   # lets Playwright deliver the route event
+        return bool(held)
+
+    wait_until(arrived, "the request reaching the route", 60, 0.05)
+    page.check("#traditional")
+    held[0].continue_()
+    page.unroute("**/api/generate")
+    page.wait_for_function("(before) => document.querySelector('#meta').textContent !== before", arg=before)
+    new_seed = page.locator("#meta").inner_text().split("seed ")[1].split(" ")[0]
+    simplified = poem_lines(page)
+    page.wait_for_function("(text) => [...document.querySelectorAll('#poem p')].map(p => p.textContent).join('')"
+                           " === text", arg="".join(to_traditional(line) for line in simplified))
+    assert page.locator("#meta").inner_text().split("seed ")[1].split(" ")[0] == new_seed   # that poem, not the one before
+    assert page.is_checked("#traditional") and page.is_enabled("#generate")
+    page.uncheck("#traditional")
+

@@ -51,4 +51,7 @@ def test_tune_search(client):
     assert "浣溪沙" in [tune["name"] for tune in found["tunes"]] and found["knows_ci"] is False
     every = client.get("/api/tunes").json()["tunes"]
     assert len(every) == 817 and all(tune["characters"] for tune in every)
+    # the pinyin shown is every full form, as `poetgen tunes` shows it: the longest was 上江虹's for 满江红
+    mjh = next(t for t in client.get("/api/tunes", params={"q": "满江红"}).json()["tunes"] if t["name"] == "满江红")
+    assert mjh["pinyin"] == "manjianghong/shangjianghong"
     assert "tune-list" in client.get("/").text

@@ -753,3 +753,14 @@ def test_serve_listens_on_every_address_its_host_resolves_to(monkeypatch):
     finally:
         for sock in sockets:
             sock.close()
+
+
+def test_a_wrong_method_or_path_is_refused_in_the_one_error_shape(client):
+    """404 and 405 came as plain text, not the README's {"detail": [...]}."""
+    for method, path, status in (("GET", "/api/generate", 405), ("PUT", "/api/generate", 405),
+                                 ("DELETE", "/api/tunes", 405), ("GET", "/api/nothing", 404)):
+        answer = client.request(method, path)
+        assert answer.status_code == status and answer.headers["content-type"] == "application/json", path
+        detail = answer.json()["detail"]
+        assert len(detail) == 1 and detail[0]["field"] == "request" and detail[0]["message"].startswith(method)
+    assert client.get("/api/generate").headers["allow"] == "POST"
