@@ -129,8 +129,9 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
                 state["best_val_loss"], state["best_epoch"] = val_loss, epoch + 1
                 save_bundle(run.out, inference_copy(self.model, model_config), run.tokenizer, run.record(versions))
             else:
+                record = run.record(versions)   # the options as resumed (--epochs, --learning-rate) too
                 write_config(run.out, {**json.loads((run.out / CONFIG_FILE).read_text(encoding="utf-8")),
-                                       "progress": run.state_progress()})
+                                       "train": record["train"], "progress": record["progress"]})
             run.save_resume(self.model, versions)
             logger.info(f"epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, held-out perplexity "
                 f"{math.exp(val_loss):.1f} (best {math.exp(state['best_val_loss']):.1f} at epoch "

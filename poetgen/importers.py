@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from poetgen.corpus import (GENRES, MAX_CHARS, Deduplicator, Poem, dynasty_name, make_poem, normalize_text,
-                            shipped_corpus_paths)
+                            shipped_corpus_paths, to_simplified)
 from poetgen.errors import BadCorpus
 from poetgen.layout import MARKS, form_of
 
@@ -454,6 +454,22 @@ WHOLE_LINES = "blank-line separated blocks whose every line is a whole poem by i
 ONE_CLAUSE = "poems of one five- or seven-character clause"   # a poem a verse per line, read one poem per line
 
 
+def simplified_tune(tune: str) -> str:
+    """A tune name in simplified characters, as the 词谱 writes it: 蝶戀花 → 蝶恋花, 浣溪紗 → 浣溪沙. A
+    traditional name was kept as written, so a conditioned model trained a <tune:蝶戀花> token that
+    `--tune 蝶恋花` never fed. Not OpenCC's phrase conversion, which turns 徵招 into 征招: a name the tune
+    table does not know stays as written."""
+    plain = to_simplified(tune)
+    if plain == tune:
+        return tune
+    from poetgen.tunes import tune_table
+
+    found = tune_table().find(tune)
+    if found is None:
+        return tune
+    return plain if plain in found.names else found.name
+
+
 def iter_clean(raws: Iterable[RawPoem | str], dropped: collections.Counter, simplify: bool = True,
                seen: Deduplicator | None = None, notes: collections.Counter | None = None) -> Iterator[Poem]:
     """Clean and deduplicate raw poems (against `seen` too, when given); a string in the stream is
@@ -465,7 +481,8 @@ def iter_clean(raws: Iterable[RawPoem | str], dropped: collections.Counter, simp
             continue
         if raw.whole_lines and notes is not None:
             notes[WHOLE_LINES] += 1
-        poem, reason = make_poem(raw.text, raw.title, raw.author, simplify, raw.dynasty, raw.genre, raw.tune)
+        tune = simplified_tune(raw.tune) if simplify and raw.tune else raw.tune
+        poem, reason = make_poem(raw.text, raw.title, raw.author, simplify, raw.dynasty, raw.genre, tune)
         if poem is None:
             dropped[reason] += 1
         elif not seen.is_new(poem.text):

@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -271,6 +272,8 @@ class Run:
                               "held_out_chars": sum(len(t) + 1 for t in self.held_out)}
         if config.resume and self.state.get("corpus_hash") not in (None, self.corpus_record["hash"]):
             logger.warning("the corpus changed since this run started; continuing on the new one")
+        if config.force and not config.resume and self.holds_run():   # starting over: not the old run's curves
+            shutil.rmtree(self.out / "tensorboard", ignore_errors=True)   # beside the new run's in TensorBoard
 
     def holds_run(self) -> bool:
         """Whether `out` holds a run of poetgen (a bundle's config.json, or a saved resume model), whose

@@ -183,3 +183,19 @@ def test_no_style_reads_the_tang_prefix_and_a_tune_the_ci_one(conditioned_bundle
     assert prefix() == prefix(style="tang") != prefix(style="song")
     assert prefix(tune="浣溪沙") == prefix(tune="浣溪沙", style="ci") != prefix(style="ci")[:1] + prefix()[1:]
     assert prefix(tune="浣溪沙")[0] == generator.tokenizer.control_id("<ci>")
+
+
+def test_a_model_trained_on_traditional_tune_labels_gets_its_token():
+    """A corpus imported before tune names were simplified gave <tune:蝶戀花>: `--tune 蝶恋花` looked for
+    the simplified names only and fed <anytune>. The traditional names are looked for after them."""
+    import json
+
+    from poetgen.generate import Generator
+    from poetgen.tokenizer import Tokenizer, _fields
+
+    record = json.loads((REPO / "checkpoints" / "default" / "tokenizer.json").read_text(encoding="utf-8"))
+    record["controls"] = [c.replace("<tune:蝶恋花>", "<tune:蝶戀花>") for c in record["controls"]]
+    generator = Generator.load()
+    generator.tokenizer = Tokenizer(*_fields(record))
+    assert generator._tune_label("蝶恋花") == "蝶戀花"
+    assert generator._tune_label("浣溪沙") == "浣溪沙"   # a simplified token still comes first

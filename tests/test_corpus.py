@@ -663,3 +663,15 @@ def test_a_title_or_author_given_as_a_list_is_joined(tmp_path):
     (tmp_path / "t.json").write_text(json.dumps([record], ensure_ascii=False), encoding="utf-8")
     poem = import_poems([tmp_path / "t.json"]).poems[0]
     assert (poem.title, poem.author) == ("静夜思", "李白")
+
+
+def test_a_traditional_tune_name_is_simplified_as_the_tune_table_writes_it(tmp_path):
+    """A traditional ci file kept its tunes as written (蝶戀花) while its text became simplified: a
+    conditioned model trained <tune:蝶戀花>, which `--tune 蝶恋花` never fed, and stats counted 鷓鴣天 apart
+    from 鹧鸪天. A name the table lacks stays as written (OpenCC would turn 徵招 into 征招)."""
+    records = [{"rhythmic": tune, "paragraphs": [f"{line}花落知多少，春风又一年。"]}
+               for line, tune in zip("一二三四", ("蝶戀花", "鷓鴣天", "徵招", "不知名調"))]
+    (tmp_path / "ci.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    assert [p.tune for p in import_poems([tmp_path / "ci.json"]).poems] == ["蝶恋花", "鹧鸪天", "徵招", "不知名調"]
+    kept = import_poems([tmp_path / "ci.json"], simplify=False).poems
+    assert [p.tune for p in kept] == ["蝶戀花", "鷓鴣天", "徵招", "不知名調"]

@@ -514,3 +514,38 @@ def test_the_printed_resume_command_is_quoted_for_a_shell():
     command = resume_command(TrainConfig(corpus="/data/my corpus.jsonl", out="my run", epochs=4))
     assert shlex.split(command) == ["poetgen", "train", "--corpus", "/data/my corpus.jsonl", "--out", "my run",
                                     "--resume", "--epochs", "4"]
+
+
+def test_force_starts_the_tensorboard_logs_over_too(tiny_bundle, tiny_corpus, tmp_path):
+    """--force replaced the model, log and resume state but left the old run's TensorBoard events, whose
+    curves TensorBoard then drew beside the new run's."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_bundle, run)
+    old = {p.name for p in (run / "tensorboard").rglob("*") if p.is_file()}
+    assert old
+    args = ["train", "--corpus", str(tiny_corpus), "--out", str(run), "--epochs", "1", "--steps-per-epoch", "2",
+            *TRAIN_ARGS, "--force"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    new = {p.name for p in (run / "tensorboard").rglob("*") if p.is_file()}
+    assert new and not new & old
+
+
+def test_config_json_records_the_resumed_options_when_the_epoch_does_not_improve(tiny_bundle, tmp_path):
+    """config.json took the resumed --epochs and --learning-rate only with a better model: after an epoch
+    that did not improve it said epochs 2, learning rate 0.01 beside "epochs_done": 3."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(tiny_bundle, out)
+    before = json.loads((out / "config.json").read_text())
+    done = before["train"]["epochs"]
+    result = CliRunner().invoke(cli, ["train", "--out", str(out), "--resume", "--epochs", str(done + 1),
+                                      "--learning-rate", "1e-12", "--no-sample"])
+    assert result.exit_code == 0, result.output
+    after = json.loads((out / "config.json").read_text())
+    assert after["metrics"] == before["metrics"]   # no better model: the epoch did not improve
+    assert (after["train"]["epochs"], after["train"]["learning_rate"], after["progress"]["epochs_done"]) == \
+        (done + 1, 1e-12, done + 1)
