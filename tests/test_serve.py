@@ -1,5 +1,6 @@
 """`poetgen serve`'s API through Starlette's test client, and dynamic batching against lone generation."""
 
+import contextlib
 import json
 import re
 import threading
@@ -612,83 +613,16 @@ def test_serve_on_a_port_in_use_is_one_line_before_the_model_loads(tmp_path):
     assert "none" not in result.output   # refused before the (missing) model was looked for
 
 
-def test_ctrl_c_stops_the_server_with_the_interrupted_status(tiny_bundle, tmp_path):
-    """uvicorn re-raised the signal once stopped and asyncio swallowed it: exit 0, no `interrupted`."""
-    import signal
+@contextlib.contextmanager
+def serving(bundle, *options):
+    """`poetgen serve` on a free port, answering /healthz: yields (process, port, healthy); killed after."""
     import subprocess
     import sys
     import urllib.request
 
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "poetgen", "serve", "--model", str(tiny_bundle), "--port",
-                                str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
-                    return json.load(answer)["status"] == "ok"
-            except OSError:
-                return False
-
-        wait_until(lambda: process.poll() is not None or healthy(), "poetgen serve answering /healthz", 180, 0.3)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 130 and stderr.rstrip().endswith("poetgen: interrupted"), stderr
-    assert "Traceback" not in stderr
-
-
-def test_a_client_stalled_in_its_body_is_answered_408_and_does_not_hold_a_stop(tiny_bundle):
-    """A client that sent part of its body and then nothing held its connection for as long as it liked,
-    and SIGTERM (twice) waited for it: the server stopped listening but never exited."""
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import urllib.request
-
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "poetgen", "serve", "--model", str(tiny_bundle), "--port",
-                                str(port), "--request-timeout", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    partial = (b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               b"Content-Length: 100\r\n\r\n{\"se")
-    try:
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
-                    return json.load(answer)["status"] == "ok"
-            except OSError:
-                return False
-
-        wait_until(lambda: process.poll() is not None or healthy(), "poetgen serve answering /healthz", 180, 0.3)
-        with socket.create_connection(("127.0.0.1", port)) as stalled:
-            stalled.sendall(partial)
-            stalled.settimeout(60)
-            answer = _http_answer(stalled)
-        assert answer.startswith("HTTP/1.1 408") and "did not arrive within 2 s" in answer, answer
-        with socket.create_connection(("127.0.0.1", port)) as stalled:   # held open through the stop
-            stalled.sendall(partial)
-            process.send_signal(signal.SIGTERM)
-            _, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 130 and stderr.rstrip().endswith("poetgen: interrupted"), stderr
-
-
-def test_a_second_sigterm_stops_a_server_that_waits_for_a_stalled_client(tiny_bundle):
-    """uvicorn forces a stop on a second SIGINT only: a second SIGTERM (docker stop, systemd) waited on."""
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import urllib.request
-
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "poetgen", "serve", "--model", str(tiny_bundle), "--port",
-                                str(port), "--request-timeout", "600"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "poetgen", "serve", "--model", str(bundle), "--port", str(port),
+                                *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def healthy() -> bool:
         try:
@@ -699,6 +633,49 @@ def test_a_second_sigterm_stops_a_server_that_waits_for_a_stalled_client(tiny_bu
 
     try:
         wait_until(lambda: process.poll() is not None or healthy(), "poetgen serve answering /healthz", 180, 0.3)
+        yield process, port, healthy
+    finally:
+        process.kill()
+
+
+def test_ctrl_c_stops_the_server_with_the_interrupted_status(tiny_bundle, tmp_path):
+    """uvicorn re-raised the signal once stopped and asyncio swallowed it: exit 0, no `interrupted`."""
+    import signal
+
+    with serving(tiny_bundle) as (process, _, _):
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and stderr.rstrip().endswith("poetgen: interrupted"), stderr
+    assert "Traceback" not in stderr
+
+
+def test_a_client_stalled_in_its_body_is_answered_408_and_does_not_hold_a_stop(tiny_bundle):
+    """A client that sent part of its body and then nothing held its connection for as long as it liked,
+    and SIGTERM (twice) waited for it: the server stopped listening but never exited."""
+    import signal
+    import socket
+
+    partial = (b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 100\r\n\r\n{\"se")
+    with serving(tiny_bundle, "--request-timeout", "2") as (process, port, _):
+        with socket.create_connection(("127.0.0.1", port)) as stalled:
+            stalled.sendall(partial)
+            stalled.settimeout(60)
+            answer = _http_answer(stalled)
+        assert answer.startswith("HTTP/1.1 408") and "did not arrive within 2 s" in answer, answer
+        with socket.create_connection(("127.0.0.1", port)) as stalled:   # held open through the stop
+            stalled.sendall(partial)
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and stderr.rstrip().endswith("poetgen: interrupted"), stderr
+
+
+def test_a_second_sigterm_stops_a_server_that_waits_for_a_stalled_client(tiny_bundle):
+    """uvicorn forces a stop on a second SIGINT only: a second SIGTERM (docker stop, systemd) waited on."""
+    import signal
+    import socket
+
+    with serving(tiny_bundle, "--request-timeout", "600") as (process, port, healthy):
         with socket.create_connection(("127.0.0.1", port)) as stalled:
             stalled.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
             process.send_signal(signal.SIGTERM)
@@ -706,8 +683,6 @@ def test_a_second_sigterm_stops_a_server_that_waits_for_a_stalled_client(tiny_bu
             assert process.poll() is None   # still waiting for the stalled body (up to 605 s)
             process.send_signal(signal.SIGTERM)
             _, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
     assert process.returncode == 130 and stderr.rstrip().endswith("poetgen: interrupted"), stderr
 
 
