@@ -140,10 +140,9 @@ class Generator:
         return self.prefix(dataclasses.replace(prepared, title="")) if prepared.title else self.prefix(prepared)
 
     def _tune_label(self, tune: str) -> str:
-        """The name of the tune (or one of its other names) that the model has a control token for; the
-        tune's own name when it has none (the prefix then takes the generic tune token)."""
-        tune = tune_table().get(tune)   # a model trained on traditional labels (<tune:蝶戀花>) too
-        return tune_label(self.tokenizer, (*tune.names, *tune.names_trad))
+        """The name of the tune (or one of its other names, or a traditional spelling: Tune.labels) that the
+        model has a control token for; the tune's own name when it has none (the generic tune token)."""
+        return tune_label(self.tokenizer, tune_table().get(tune).labels)
 
     def prepare(self, request: PoemRequest) -> PreparedRequest:
         """Validate and normalise a request; raise BadInput with a sentence for what cannot be used."""

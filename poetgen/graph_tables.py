@@ -245,7 +245,7 @@ def control_prefixes(tokenizer, layouts: LayoutTables, tunes=()) -> np.ndarray:
     prefixer = Prefixer(tokenizer)
     shi = len(layouts.entry_tune) - len(tunes)
     rows = [prefixer.for_request(DEFAULT_STYLE, layouts.names[layouts.entry_first[e]]) for e in range(shi)]
-    rows += [prefixer.for_request("ci", "ci", tune_label(tokenizer, (*tune.names, *tune.names_trad))) for tune in tunes]
+    rows += [prefixer.for_request("ci", "ci", tune_label(tokenizer, tune.labels)) for tune in tunes]
     return np.array(rows, np.int32).reshape(len(rows), -1)
 
 

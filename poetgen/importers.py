@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import collections
 import dataclasses
+import functools
 import gzip
 import io
 import json
@@ -454,6 +455,7 @@ WHOLE_LINES = "blank-line separated blocks whose every line is a whole poem by i
 ONE_CLAUSE = "poems of one five- or seven-character clause"   # a poem a verse per line, read one poem per line
 
 
+@functools.lru_cache(maxsize=4096)   # a corpus repeats its ~1,400 tune names thousands of times
 def simplified_tune(tune: str) -> str:
     """A tune name in simplified characters, as the 词谱 writes it: 蝶戀花 → 蝶恋花, 浣溪紗 → 浣溪沙. A
     traditional name was kept as written, so a conditioned model trained a <tune:蝶戀花> token that

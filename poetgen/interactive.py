@@ -70,15 +70,15 @@ class Session:
             raise click.UsageError(f"/{name} needs a value: {_usage(param)}")
         else:
             new = param.type.convert(value, param, self.context)
+        params = {p.name: p for p in self.names.values()}
         changed = {param.name: new}
-        if param.name in BELONGS and new != self.options.get(param.name):   # a variant is its tune's
-            changed.update({n: p.default for p in self.names.values() for n in BELONGS[param.name] if p.name == n
-                            and self.options.get(n) != p.default})
+        if new != self.options.get(param.name):   # a variant is its tune's: a new tune resets it
+            changed.update({n: params[n].default for n in BELONGS.get(param.name, ())
+                            if self.options.get(n) != params[n].default})
         request = _request("", {**self.options, **changed})[0]   # a value the request refuses is not kept,
         if self.check is not None:
             self.check(request)                                      # nor one the model cannot write
         self.options.update(changed)
-        params = {p.name: p for p in self.names.values()}
         return "\n".join(f"{_spelling(params[n])} = {v!r}" for n, v in changed.items())
 
     def describe(self) -> str:

@@ -127,6 +127,12 @@ class Tune:
         return "/".join(str(v.length) for v in self.variants)
 
     @property
+    def labels(self) -> tuple[str, ...]:
+        """Every name a corpus may label its ci with: the names, then the traditional spellings (a model
+        trained on 蝶戀花 before import simplified tune names has <tune:蝶戀花>)."""
+        return (*self.names, *self.names_trad)
+
+    @property
     def full_pinyin(self) -> str:
         """The full pinyin keys, "/"-joined (念奴娇: dajiangdongqu/leijiangyue/niannujiao): the 词谱 gives
         them sorted, not aligned with its names, so no one of them can be named the main name's; initials
