@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from poetgen.atomic import atomic_save
 from poetgen.bundle import CONFIG_FILE, save_bundle, write_config
 from poetgen.model import ModelConfig, build_model, sequence_log_likelihood
-from poetgen.resume import epoch_log
+from poetgen.resume import EpochLog
 
 if TYPE_CHECKING:
     from poetgen.train import Run
@@ -85,9 +85,16 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
         no log row, no curve point for it)."""
         return not run.state["step_in_epoch"]
 
+    log = EpochLog(run.out / "log.csv", append=run.config.resume)
+
     class HeldOutCheckpoint(keras.callbacks.Callback):
-        """Held-out loss per epoch; the best model to the bundle, the last one to the resume state, and
-        the resume state also every --checkpoint-minutes within an epoch and when a stop cuts one short."""
+        """Held-out loss per epoch; its log.csv row, the best model to the bundle, the last one to the
+        resume state, and the resume state also every --checkpoint-minutes within an epoch and when a stop
+        cuts one short. The row is written before the state: a kill between them left a saved epoch with no
+        row (--resume drops a row whose epoch was not saved, so the other order is safe)."""
+
+        def on_train_begin(self, logs=None):
+            log.on_train_begin(logs)
 
         def on_epoch_begin(self, epoch, logs=None):
             self.first_step = run.state["step_in_epoch"]   # a run resumed within this epoch starts there
@@ -122,6 +129,7 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
             val_loss = -total / count
             logs["val_loss"], logs["val_perplexity"] = val_loss, math.exp(val_loss)
             self._account()
+            log.write(epoch, logs)
             state = run.state
             state["epochs_done"], state["step_in_epoch"] = epoch + 1, 0
             improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"]
@@ -143,7 +151,6 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
                 plot_curves(run.out / "log.csv", run.out / "curves.png")
 
     return [HeldOutCheckpoint(),
-            epoch_log(run.out / "log.csv", append=run.config.resume, finished=finished),
             Curves(), tensorboard_logs(run.out / "tensorboard", finished),
             stopper.callback]
 

@@ -290,22 +290,20 @@ def read_log(path: Path) -> tuple[list[str], list[list[str]]]:
     return (rows[0], rows[1:]) if rows else ([], [])
 
 
-def epoch_log(path: Path, append: bool, finished=lambda: True):
-    """A CSVLogger that rewrites log.csv whole each epoch (atomically), so no kill tears a line; an epoch
-    for which `finished()` is false (a stop cut it short) gets no row."""
-    import keras
+class EpochLog:
+    """log.csv's rows, rewritten whole (atomically) for each finished epoch, so no kill tears a line;
+    callbacks.HeldOutCheckpoint writes an epoch's row before it saves that epoch's resume state."""
 
-    class EpochLog(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.header, self.rows = read_log(path) if append else ([], [])
+    def __init__(self, path: Path, append: bool):
+        self.path, self.append = path, append
+        self.header, self.rows = [], []
 
-        def on_epoch_end(self, epoch, logs=None):
-            if not finished():
-                return
-            logs = logs or {}
-            if not self.header:
-                self.header = ["epoch"] + sorted(logs)
-            self.rows.append([epoch] + [logs.get(key, "NA") for key in self.header[1:]])
-            write_log(path, self.header, self.rows)
+    def on_train_begin(self, logs=None) -> None:
+        self.header, self.rows = read_log(self.path) if self.append else ([], [])
 
-    return EpochLog()
+    def write(self, epoch: int, logs: dict | None) -> None:
+        logs = logs or {}
+        if not self.header:
+            self.header = ["epoch"] + sorted(logs)
+        self.rows.append([epoch] + [logs.get(key, "NA") for key in self.header[1:]])
+        write_log(self.path, self.header, self.rows)

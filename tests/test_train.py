@@ -549,3 +549,24 @@ def test_config_json_records_the_resumed_options_when_the_epoch_does_not_improve
     assert after["metrics"] == before["metrics"]   # no better model: the epoch did not improve
     assert (after["train"]["epochs"], after["train"]["learning_rate"], after["progress"]["epochs_done"]) == \
         (done + 1, 1e-12, done + 1)
+
+
+def test_an_epoch_s_log_row_is_written_before_its_resume_state(tiny_corpus, tmp_path, monkeypatch):
+    """The state was saved first: a kill between the two left a saved epoch with no log.csv row, and the
+    resumed run's log lacked it (the kill-and-resume test failed now and then)."""
+    from poetgen import api
+    from poetgen.train import Run
+
+    seen = []
+    original = Run.save_resume
+
+    def save_resume(self, model, versions):
+        if not self.state["step_in_epoch"]:   # an epoch's end, not a save within it
+            rows = (self.out / "log.csv").read_text(encoding="utf-8").splitlines()[1:]
+            seen.append((self.state["epochs_done"], len(rows)))
+        original(self, model, versions)
+
+    monkeypatch.setattr(Run, "save_resume", save_resume)
+    api.train(out=str(tmp_path / "run"), corpus=str(tiny_corpus), epochs=2, steps_per_epoch=3, units=16,
+              embedding_dim=16, batch_size=8, seq_len=16, min_count=2, dropout=0.0)
+    assert seen == [(1, 1), (2, 2)]
