@@ -16,7 +16,7 @@ import click
 from poetgen.corpus import (DYNASTIES, GENRES, EmptyCorpus, Poem, form_counts, shipped_corpus_path,
                             shipped_corpus_paths, write_corpus)
 from poetgen.errors import BadCorpus, OutputExists
-from poetgen.importers import ONE_CLAUSE, WHOLE_LINES, expand_paths, load_corpus, stream_poems
+from poetgen.importers import ONE_CLAUSE, UNKNOWN_DYNASTY, WHOLE_LINES, expand_paths, load_corpus, stream_poems
 from poetgen.quiet import progress_shown, require_output
 from poetgen.layout import FORMS
 from poetgen.lock import Lock
@@ -83,6 +83,8 @@ def import_command(paths, out: Path, encoding: str, keep_script: bool, force: bo
         click.echo(f"poetgen: warning: every poem kept is one five- or seven-character clause (a file without blank "
                    f"lines holds a poem per line): write each poem on one line, or its verses on lines of their own "
                    f"with a blank line between poems", err=True)
+    if notes[UNKNOWN_DYNASTY]:
+        click.echo(f"poetgen: warning: {notes[UNKNOWN_DYNASTY]} {UNKNOWN_DYNASTY} were read as Tang", err=True)
     if notes[WHOLE_LINES] and not per_line:
         click.echo(f"poetgen: warning: {notes[WHOLE_LINES]} {WHOLE_LINES} were each read as one poem (as a 律诗 "
                    f"written four clauses a line must be); pass --per-line to read one poem per line", err=True)

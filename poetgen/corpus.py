@@ -157,11 +157,12 @@ def make_poem(text: str, title: str = "", author: str = "", simplify: bool = Tru
                 dynasty, genre, tune), None
 
 
-def dynasty_name(value) -> str:
-    """A record's dynasty field as one of DYNASTIES; missing or unknown values mean tang."""
+def known_dynasty(value) -> str | None:
+    """A record's dynasty field as one of DYNASTIES (its Chinese names too); None when it is missing or
+    names none of them."""
     value = str(value or "").strip()
     value = DYNASTY_ALIASES.get(value, value.lower())
-    return value if value in DYNASTIES else "tang"
+    return value if value in DYNASTIES else None
 
 
 def is_held_out(text: str, fraction: float = HELD_OUT_FRACTION) -> bool:

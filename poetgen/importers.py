@@ -18,7 +18,7 @@ import zlib
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from poetgen.corpus import (GENRES, MAX_CHARS, Deduplicator, Poem, dynasty_name, make_poem, normalize_text,
+from poetgen.corpus import (GENRES, MAX_CHARS, Deduplicator, Poem, known_dynasty, make_poem, normalize_text,
                             shipped_corpus_paths, to_simplified)
 from poetgen.errors import BadCorpus
 from poetgen.layout import MARKS, form_of
@@ -48,6 +48,7 @@ class RawPoem:
     genre: str = "shi"      # one of corpus.GENRES; a tune makes it ci
     tune: str = ""          # a ci's tune (chinese-poetry calls it `rhythmic`)
     whole_lines: bool = False   # a blank-line separated block whose every line is a whole poem of its own
+    unknown_dynasty: bool = False   # the record named a dynasty none of DYNASTIES is (read as tang)
 
 
 def expand_paths(paths: Iterable[str | os.PathLike], exclude: Iterable[str | os.PathLike] = ()) -> list[Path]:
@@ -262,8 +263,19 @@ NO_TEXT = "no text or paragraphs field"
 NOT_TEXT_TUNE = "a tune that is not text"
 
 
-def _record_to_raw(record) -> RawPoem | str:
-    """A record's raw poem, or the reason it is unusable."""
+def file_dynasty(path: Path) -> str:
+    """The dynasty of a file's records that name none: chinese-poetry's files leave it to their names
+    (poet.song.1000.json, ci.song.0.json); any other file's are Tang (the corpus contract)."""
+    match = _FILE_DYNASTY.match(path.name)
+    return match.group(1).lower() if match else "tang"
+
+
+_FILE_DYNASTY = re.compile(r"(?:poet|ci)\.(tang|song)\.", re.I)
+
+
+def _record_to_raw(record, dynasty: str = "tang") -> RawPoem | str:
+    """A record's raw poem, or the reason it is unusable; `dynasty` is the file's, for a record without
+    its own."""
     if not isinstance(record, dict):
         return NO_TEXT
     tune = next((record[key] for key in ("tune", "rhythmic") if record.get(key) not in (None, "")), "")
@@ -278,7 +290,11 @@ def _record_to_raw(record) -> RawPoem | str:
     genre = "ci" if tune else genre if genre in GENRES else "shi"
     # chinese-poetry's Song ci have a tune and no title: the tune is the title they are known by
     title = _text_field(record.get("title")) or tune
-    return RawPoem(text, title, _text_field(record.get("author")), dynasty_name(record.get("dynasty")), genre, tune)
+    given = record.get("dynasty")
+    named = known_dynasty(given)
+    unknown = named is None and str(given or "").strip() != ""
+    return RawPoem(text, title, _text_field(record.get("author")), named or ("tang" if unknown else dynasty), genre,
+                   tune, unknown_dynasty=unknown)
 
 
 def _text_field(value) -> str:
@@ -288,7 +304,7 @@ def _text_field(value) -> str:
     return str(value or "")
 
 
-def _read_jsonl(lines: Iterator[str]) -> Iterator[RawPoem | str]:
+def _read_jsonl(lines: Iterator[str], dynasty: str = "tang") -> Iterator[RawPoem | str]:
     for line in lines:
         if not line.strip():
             continue
@@ -297,7 +313,7 @@ def _read_jsonl(lines: Iterator[str]) -> Iterator[RawPoem | str]:
         except (ValueError, RecursionError):
             yield "not valid JSON"
             continue
-        yield _record_to_raw(record)
+        yield _record_to_raw(record, dynasty)
 
 
 def _read_json(path: Path, encoding: str, found: bool = False) -> Iterator[RawPoem | str]:
@@ -317,8 +333,9 @@ def _read_json(path: Path, encoding: str, found: bool = False) -> Iterator[RawPo
             yield "a .json file that is not a list of poems"
             return
         raise BadCorpus(f"{path}: expected a JSON list of poems with title, author and paragraphs")
+    dynasty = file_dynasty(path)
     for record in records:
-        yield _record_to_raw(record)
+        yield _record_to_raw(record, dynasty)
 
 
 # a line that opens with its title or number in brackets: [静夜思] 床前…, 【静夜思】床前…, 《江雪》, [1] 春眠…
@@ -414,7 +431,7 @@ def read_raw(path: Path, encoding: str = "utf-8", on_bytes: Callable[[int], None
     if kind == "json":
         yield from _read_json(path, encoding, found)
     elif kind == "jsonl":
-        yield from _read_jsonl(_text_stream(path, encoding, on_bytes))
+        yield from _read_jsonl(_text_stream(path, encoding, on_bytes), file_dynasty(path))
     else:
         blank = not per_line and _has_blank_separators(_text_stream(path, encoding, None))
         yield from _read_text(_text_stream(path, encoding, on_bytes), blank)
@@ -452,7 +469,8 @@ def import_poems(paths: Iterable[str | os.PathLike], encoding: str = "utf-8", si
 
 
 WHOLE_LINES = "blank-line separated blocks whose every line is a whole poem by itself"
-ONE_CLAUSE = "poems of one five- or seven-character clause"   # a poem a verse per line, read one poem per line
+ONE_CLAUSE = "poems of one five- or seven-character clause"
+UNKNOWN_DYNASTY = "records whose dynasty is none of tang, song, wudai (唐, 宋, 五代, 南唐)"   # a poem a verse per line, read one poem per line
 
 
 @functools.lru_cache(maxsize=4096)   # a corpus repeats its ~1,400 tune names thousands of times
@@ -483,6 +501,8 @@ def iter_clean(raws: Iterable[RawPoem | str], dropped: collections.Counter, simp
             continue
         if raw.whole_lines and notes is not None:
             notes[WHOLE_LINES] += 1
+        if raw.unknown_dynasty and notes is not None:
+            notes[UNKNOWN_DYNASTY] += 1
         tune = simplified_tune(raw.tune) if simplify and raw.tune else raw.tune
         poem, reason = make_poem(raw.text, raw.title, raw.author, simplify, raw.dynasty, raw.genre, tune)
         if poem is None:

@@ -389,6 +389,26 @@ def test_importing_chinese_poetry_ci_keeps_the_tune(tmp_path):
     assert [p.tune for p in load_corpus(out)] == ["浣溪沙", "徵招", ""]
 
 
+def test_a_records_dynasty_comes_from_the_chinese_poetry_file_name_and_an_unknown_one_is_named(tmp_path):
+    # chinese-poetry's Song files carry no dynasty field: their names say it (they were read as Tang)
+    ci, shi = "山下兰芽短浸溪，松间沙路净无泥。", "春眠不觉晓，处处闻啼鸟。"
+    (tmp_path / "ci.song.0.json").write_text(json.dumps([{"author": "苏轼", "rhythmic": "浣溪沙", "paragraphs": [ci]}],
+                                                        ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "poet.song.1000.json").write_text(json.dumps([{"title": "甲", "paragraphs": [POEM_B]}],
+                                                           ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "mine.json").write_text(json.dumps([
+        {"title": "乙", "paragraphs": [shi]},                                    # no field, no telling name: Tang
+        {"title": "丙", "dynasty": "清", "paragraphs": [POEM_A]}], ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(cli, ["corpus", "import", str(tmp_path / "ci.song.0.json"),
+                                      str(tmp_path / "poet.song.1000.json"), str(tmp_path / "mine.json"),
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert {p.text: p.dynasty for p in load_corpus(out)} == {ci: "song", POEM_B: "song", shi: "tang", POEM_A: "tang"}
+    assert "warning: 1 records whose dynasty is none of tang, song, wudai" in result.stderr
+    assert "were read as Tang" in result.stderr
+
+
 def test_stats_count_dynasties_genres_and_tunes(tmp_path):
     poems = [Poem(POEM_A, form="wujue"), Poem(POEM_B, form="qijue", dynasty="song"),
              Poem("山下兰芽短浸溪，松间沙路净无泥。", "", "", "ci", "song", "ci", "浣溪沙"),
