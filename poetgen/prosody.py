@@ -49,7 +49,8 @@ def extra_table() -> dict:
     {"as": standard spelling} | {"tone": 平, "group": level-tone group, "votes": [agreeing, poems]} |
     {"tone": 平 or 仄}}, "rare": readings the corpus's poets barely used, {char: {"tone": 平 or 仄,
     "tone_votes": [reads in it, reads]} and/or {"groups": [level-tone groups], "group_votes": [...]} and/or
-    {"oblique": [[上/去/入, n], ...] (numbered_groups_of), "oblique_votes": [...]}}}."""
+    {"oblique": [[上/去/入, n], ...] (numbered_groups_of), "oblique_votes": [...]}}, "readings": level-tone
+    readings the table lacks for characters it has, {char: {"group": level-tone group, "votes": [...]}}}."""
     return json.loads(_EXTRA.read_text(encoding="utf-8"))
 
 
@@ -129,6 +130,11 @@ class Prosody:
             if "group" in entry:   # a level-tone group, from rhyme votes
                 self.groups_of[ch] = {entry["group"]}
                 self.numbered_groups_of[ch] = {(PING, self.level_groups.index(entry["group"]))}
+
+        for ch, entry in extra.get("readings", {}).items():   # a level-tone reading the table lacks (衰 cuī)
+            self.tones_of.setdefault(ch, set()).add(PING)
+            self.groups_of.setdefault(ch, set()).add(entry["group"])
+            self.numbered_groups_of.setdefault(ch, set()).add((PING, self.level_groups.index(entry["group"])))
 
     def usual(self) -> "Prosody":
         """This table without the readings poets barely used (`rare`): as if the package lacked them."""

@@ -19,6 +19,11 @@ overridden):
    ci rhyme on also takes its 平水韵 groups (OBLIQUE_GROUPS, from the rhyme books: 迹 陌, 遍 霰, 扫 皓 号),
    so the 词林正韵 knows its 部 (ci_rhyme) and a ci may rhyme on it;
 
+and it gives characters the table has a level-tone reading it lacks (READINGS, from the rhyme books; the
+corpus's rhyme votes, as in 3 but counting the poem's other rhyme characters, are kept as evidence):
+衰 cuī in 十灰, so 贺知章's 回乡偶书 (回, 衰, 来) rhymes; 槎 in 六麻, which the table reads 仄 only (206 of
+207 poems that vote rhyme it in 六麻).
+
 It also marks the readings poets barely used ("rare"). The package lists every reading a character has,
 so 深 (沁, a 去声 reading of another word), 回 (队), 如 (御), 衣 (未), 横 (敬) and 不 (尤) could stand where
 a line asks 仄 (or 平), and 逢 could rhyme in 三江, 听 in 文, 干 in 先: readings a reader hears as
@@ -81,6 +86,11 @@ TONES = {
     "昂": "平", "燃": "平", "粗": "平", "它": "平",
 }
 
+# level-tone readings the table lacks for characters it has, from the rhyme books (佩文诗韵): 衰 cuī 十灰,
+# 槎 (浮槎) 六麻, 僊 (仙) 一先, 彊 (强) 七阳, 犁 八齐, 茆 (茅) 三肴, 鞞 (鼙) 八齐, 镫 (灯) 十蒸
+READINGS = {"衰": "上平十灰", "槎": "下平六麻", "僊": "下平一先", "彊": "下平七阳", "犁": "上平八齐",
+            "茆": "下平三肴", "鞞": "上平八齐", "镫": "下平十蒸"}
+
 # 仄 groups of TONES characters ci rhyme on, by (上/去/入, 0-based number), from the rhyme books (佩文诗韵:
 # 迹 跡 in 十一陌, 遍 徧 in 十七霰, 懒 嬾 in 十四旱, 扫 in 十九皓 and 二十号, 棹 櫂 in 十九效, 盏 琖 in 十五潸,
 # 袜 韈 in 六月, 睹 覩 in 七麌, 涩 澀 in 十四缉, 灶 竈 in 二十号, 坞 in 七麌, 珮 in 十一队, 倏 in 一屋, 碗 椀 盌
@@ -107,11 +117,31 @@ def build() -> dict:
 
     poems = list(corpus_texts())
     add = added(poems)
-    table = Prosody(raw_table(), {"add": add})
+    readings = more_readings(poems, Prosody(raw_table(), {"add": add}))
+    table = Prosody(raw_table(), {"add": add, "readings": readings})
     found = rare(poems, table)
     for ch, entry in rare_oblique(poems, table).items():
         found.setdefault(ch, {}).update(entry)
-    return {"add": add, "rare": dict(sorted(found.items()))}
+    return {"add": add, "rare": dict(sorted(found.items())), "readings": readings}
+
+
+def more_readings(poems: list[dict], table) -> dict:
+    """READINGS as {char: {"group": level-tone group, "votes": [poems rhyming it there, poems voting]}}: a
+    poem votes for a character that ends one of its rhyming lines when its other rhyme characters share
+    exactly one level-tone group."""
+    votes: dict[str, collections.Counter] = {ch: collections.Counter() for ch in READINGS}
+    for poem in poems:
+        lines = regular_lines(poem)
+        if lines is None:
+            continue
+        ends = [line[-1] for line in lines[1::2]]
+        for ch in set(ends) & set(READINGS):
+            others = [table.rhyme_groups(c) for c in ends if c != ch]
+            shared = set.intersection(*others) if others and all(others) else set()
+            if len(shared) == 1:
+                votes[ch][next(iter(shared))] += 1
+    return {ch: {"group": group, "votes": [votes[ch][group], sum(votes[ch].values())]}
+            for ch, group in sorted(READINGS.items())}
 
 
 def added(poems: list[dict]) -> dict:
@@ -274,11 +304,12 @@ def rare_oblique(poems: list[dict], table) -> dict:
 def main() -> None:
     extra = build()
     OUT.write_text(json.dumps(extra, ensure_ascii=False, sort_keys=True, indent=0) + "\n", encoding="utf-8")
-    add, rare_ = extra["add"], extra["rare"]
+    add, rare_, readings = extra["add"], extra["rare"], extra["readings"]
     kinds = collections.Counter("as" if "as" in e else "group" if "group" in e else "tone" for e in add.values())
     print(f"wrote {OUT}: {len(add)} characters ({kinds['as']} variants, {kinds['group']} by rhyme votes, "
           f"{kinds['tone']} tones only); rare readings of {len(rare_)} characters "
-          f"({sum('tone' in e for e in rare_.values())} tones, {sum('groups' in e for e in rare_.values())} with groups)")
+          f"({sum('tone' in e for e in rare_.values())} tones, {sum('groups' in e for e in rare_.values())} with groups); "
+          f"{len(readings)} level-tone readings the table lacks")
 
 
 if __name__ == "__main__":

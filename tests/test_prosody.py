@@ -48,6 +48,22 @@ def test_the_supplement_never_overrides_the_package_and_each_entry_holds_its_evi
             assert entry["tone"] == build_prosody.TONES[ch]
 
 
+def test_level_readings_the_table_lacks_are_added_and_a_famous_rhyme_on_one_is_accepted():
+    from poetgen.checks import check_poem
+
+    package = Prosody(raw_table())
+    readings = extra_table()["readings"]
+    assert set(readings) == set(build_prosody.READINGS)
+    for ch, entry in readings.items():
+        assert package.tones(ch) and entry["group"] not in package.rhyme_groups(ch), ch   # it has the char…
+        assert entry["group"] in table().rhyme_groups(ch) and PING in table().tones(ch), ch   # …not this reading
+    assert readings["槎"]["votes"][0] >= 200 and package.tones("槎") == {ZE}   # 浮槎: the package read it 仄 only
+    # 贺知章's 回乡偶书 rhymes 回, 衰 (cuī), 来 in 十灰: its rhyme was judged off
+    check = check_poem("少小离家老大回，乡音无改鬓毛衰。儿童相见不相识，笑问客从何处来。", "qijue", table())
+    assert check.rhyme_ok and check.rhyme_group == "上平十灰"
+    assert PING in usual_table().tones("槎") and ZE not in usual_table().tones("槎")   # generation reads it 平
+
+
 def test_the_supplement_is_what_the_script_builds_from_the_shipped_corpus():
     assert build_prosody.build() == json.loads(build_prosody.OUT.read_text(encoding="utf-8"))
 
