@@ -81,6 +81,26 @@ def to_simplified(text: str) -> str:
     return _converter("t2s").convert(text)
 
 
+def chinese_forms(chars: list[str]) -> list[str]:
+    """Each character as simplified Chinese writes it: a Japanese form as its Chinese one (髪 → 发, 隠 →
+    隐, 歳 → 岁: OpenCC jp2t, then t2s), any other as t2s leaves it; converted one by one, no phrases."""
+    if not chars:
+        return []
+    converted = to_simplified(_converter("jp2t").convert("\n".join(chars))).split("\n")
+    if len(converted) != len(chars):
+        converted = [to_simplified(_converter("jp2t").convert(ch)) for ch in chars]
+    return [plain if len(plain) == 1 else ch for ch, plain in zip(chars, converted)]
+
+
+def everyday(ch: str) -> bool:
+    """True for one of GB 2312's 6,763 characters, the everyday set of simplified Chinese."""
+    try:
+        ch.encode("gb2312")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 # OpenCC's s2t writes 征 as 徵 and 斗 as 鬥 outside the phrases it knows (征人 → 徵人, 斗牛 → 鬥牛), readings
 # a poem almost never means: 征 (a journey, a campaign) and 斗 (the Dipper, a measure) stay, but in these.
 _KEPT_AS_OPENCC = {

@@ -102,6 +102,7 @@ def vocabulary_tables(tables) -> GraphVocabulary:
     banned = np.zeros(tokenizer.vocab_size, bool)
     banned[banned_inside(tokenizer.index, range(len(SPECIALS)))] = True
     banned[tokenizer.char_limit:] = True   # a conditioned model's control tokens (the graph feeds no prefix)
+    banned[tables.foreign_ids] = True       # forms a reader takes for misspellings (髪, 疎), as rules.Banned
     masks = tables.tone_masks
     can_be = np.stack([masks[t] for t in TONES])
     mark_ids = np.array([tokenizer.index.get(m, -1) for m in MARKS], np.int32)

@@ -63,7 +63,8 @@ class Prompt(Rule):
 
 
 class Banned(Rule):
-    """Ids never sampled inside a poem (a conditioned model's control tokens)."""
+    """Ids never sampled inside a poem (a conditioned model's control tokens, forms a reader takes for
+    misspellings)."""
 
     essential = True
 
@@ -283,8 +284,11 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
     else:
         active.append(FreeVerse(tables.punctuation_ids))
     tokenizer = tables.tokenizer
-    if tokenizer.controls:   # a conditioned model's control tokens never appear inside a poem
-        active.append(Banned(list(range(tokenizer.char_limit, tokenizer.vocab_size))))
+    # a conditioned model's control tokens never appear inside a poem, nor a form a reader takes for a
+    # misspelling (tables.foreign_ids: 髪, 疎)
+    banned = list(range(tokenizer.char_limit, tokenizer.vocab_size)) + tables.foreign_ids
+    if banned:
+        active.append(Banned(banned))
     if prepared.acrostic_ids:
         active.append(Acrostic(list(prepared.acrostic_ids), batch))
     if request.no_repeat:

@@ -10,7 +10,7 @@ import functools
 import numpy as np
 
 from poetgen.ci_rhyme import CODES, COLUMN, FLIP, ci_rhyme, usual_ci_rhyme
-from poetgen.corpus import PUNCTUATION
+from poetgen.corpus import PUNCTUATION, chinese_forms, everyday, to_simplified
 from poetgen.errors import BadInput
 from poetgen.layout import banned_inside
 from poetgen.prosody import PING, ZE, Prosody, table, usual_table
@@ -66,6 +66,23 @@ class VocabularyTables:
         ids[len(SPECIALS):self.tokenizer.char_limit] = 1
         ids[banned_inside(self.tokenizer.index, range(len(SPECIALS)))] = 0
         return ids
+
+    @functools.cached_property
+    def foreign_ids(self) -> list[int]:
+        """Ids of characters a reader of simplified Chinese takes for misspellings, never sampled: Japanese
+        forms (髪, 隠, 歳) and old variant spellings (疎, 劒, 髙) that the corpus keeps as its sources wrote
+        them. One counts when it is not among GB 2312's 6,763 everyday characters while the form Chinese
+        writes (corpus.chinese_form, or the rhyme table's standard spelling) is, and the vocabulary has that
+        form too. 樽, 炉 and 翻 are everyday characters and stay."""
+        index = self.tokenizer.index
+        chars = [ch for ch in index if len(ch) == 1 and not everyday(ch)]
+        ids = []
+        for ch, plain in zip(chars, chinese_forms(chars)):
+            if plain == ch:
+                plain = to_simplified(self.checking.spelled_as.get(ch, ch))
+            if plain != ch and plain in index and everyday(plain):
+                ids.append(index[ch])
+        return sorted(ids)
 
     @functools.cached_property
     def prosody(self) -> Prosody:

@@ -400,3 +400,32 @@ def test_free_verse_that_reaches_max_chars_ends_at_its_last_whole_clause():
     poems = shipped.generate(PoemRequest(form="free", max_chars=40, n=8, best_of=1,
                                          sample=SampleOptions(seed=1)))["poems"]
     assert all(p["text"][-1] in "。？！" and len(p["text"]) <= 40 for p in poems), [p["text"] for p in poems]
+
+
+def test_forms_a_reader_takes_for_misspellings_are_never_written(monkeypatch):
+    """Shipped model: the corpus keeps Japanese forms (髪, 歳) and old variants (疎) as its sources wrote
+    them, and the model wrote them (髪 in ~1 of 200 poems). A model that prefers them by far still writes
+    none, in the CLI's sampler and in the exported graph's tables; everyday characters (翻, 郎, 樽, 炉) stay."""
+    from poetgen.generate import Generator
+    from poetgen.graph_tables import vocabulary_tables
+
+    shipped = Generator.load()
+    index = shipped.tokenizer.index
+    foreign = set(shipped.tables.foreign_ids)
+    assert {index[ch] for ch in "髪隠歳疎劒髙鶑"} <= foreign
+    assert not {index[ch] for ch in "翻郎樽炉着发疏" if ch in index} & foreign
+    assert vocabulary_tables(shipped.tables).banned[sorted(foreign)].all()
+    liked = [index[ch] for ch in "髪疎歳"]
+    logits = shipped.stepper.logits
+
+    def preferring(state, out=None):
+        result = logits(state, out=out)
+        result[:, liked] += 50.0
+        return result
+
+    monkeypatch.setattr(shipped.stepper, "logits", preferring)
+    for form in ("wujue", "free"):
+        request = PoemRequest(form=form, n=8, best_of=1, rhyme=None if form == "wujue" else False,
+                              tone=form == "wujue", sample=SampleOptions(seed=3))
+        for poem in shipped.generate(request)["poems"]:
+            assert not set(poem["text"]) & set("髪疎歳"), poem["text"]
