@@ -233,10 +233,13 @@ def strict_columns(line: str) -> tuple[int, ...]:
 
 @functools.lru_cache(maxsize=None)
 def guard_columns(line: str) -> tuple[int, ...]:
-    """The columns of a line of this pattern that strict_columns adds to strict_positions: the one that
-    prevents 三平尾 or 孤平. Generation puts there only a character that cannot be read in the other tone
-    (and at a rescue's third, when it rescues: rules.Tone): 长 at 仄仄仄平平's third may be 平 (长安), 三平尾."""
-    return tuple(c for c in strict_columns(line) if c not in strict_positions(len(line)))
+    """The columns of a line of this pattern where generation puts only a character that cannot be read
+    in the other tone (and at a rescue's third, when it rescues: rules.Tone): the one strict_columns adds
+    to strict_positions, which prevents 三平尾 or 孤平 (长 at 仄仄仄平平's third may be 平, 长安: 三平尾),
+    and the last of a line that ends 仄, which does not rhyme (人间, 天长, 翠屏 end a line 平 as a reader
+    hears them, where the table also lists a 仄 reading: 4 % of such line ends were so)."""
+    guarded = [c for c in strict_columns(line) if c not in strict_positions(len(line))]
+    return tuple(guarded + [len(line) - 1] if line[-1] == ZE else guarded)
 
 
 def rescue(line: str) -> tuple[int, int] | None:
