@@ -50,7 +50,8 @@ def extra_table() -> dict:
     {"tone": 平 or 仄}}, "rare": readings the corpus's poets barely used, {char: {"tone": 平 or 仄,
     "tone_votes": [reads in it, reads]} and/or {"groups": [level-tone groups], "group_votes": [...]} and/or
     {"oblique": [[上/去/入, n], ...] (numbered_groups_of), "oblique_votes": [...]}}, "readings": level-tone
-    readings the table lacks for characters it has, {char: {"group": level-tone group, "votes": [...]}}}."""
+    readings the table lacks for characters it has, {char: {"group": level-tone group, "votes": [...]}},
+    "wrong": readings the rhyme books do not give, removed, {char: [[平/上/去/入, n], ...]}}."""
     return json.loads(_EXTRA.read_text(encoding="utf-8"))
 
 
@@ -131,10 +132,19 @@ class Prosody:
                 self.groups_of[ch] = {entry["group"]}
                 self.numbered_groups_of[ch] = {(PING, self.level_groups.index(entry["group"]))}
 
+        for ch, wrong in extra.get("wrong", {}).items():   # a reading the rhyme books do not give (国 in 屋)
+            self._remove(ch, {(kind, n) for kind, n in wrong})
         for ch, entry in extra.get("readings", {}).items():   # a level-tone reading the table lacks (衰 cuī)
             self.tones_of.setdefault(ch, set()).add(PING)
             self.groups_of.setdefault(ch, set()).add(entry["group"])
             self.numbered_groups_of.setdefault(ch, set()).add((PING, self.level_groups.index(entry["group"])))
+
+    def _remove(self, ch: str, readings: set) -> None:
+        """Drop (tone kind, n) readings of a character: its groups, and a tone none of its groups is left in."""
+        self.numbered_groups_of[ch] = self.numbered_groups_of.get(ch, set()) - readings
+        self.groups_of[ch] = {g for g in self.groups_of.get(ch, ()) if (PING, self.level_groups.index(g)) not in readings}
+        left = {PING if kind == PING else ZE for kind, _ in self.numbered_groups_of[ch]}
+        self.tones_of[ch] = self.tones_of.get(ch, set()) & left
 
     def usual(self) -> "Prosody":
         """This table without the readings poets barely used (`rare`): as if the package lacked them."""

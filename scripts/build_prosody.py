@@ -19,7 +19,10 @@ overridden):
    ci rhyme on also takes its 平水韵 groups (OBLIQUE_GROUPS, from the rhyme books: 迹 陌, 遍 霰, 扫 皓 号),
    so the 词林正韵 knows its 部 (ci_rhyme) and a ci may rhyme on it;
 
-and it gives characters the table has a level-tone reading it lacks (READINGS, from the rhyme books; the
+It removes readings the package lists that the rhyme books do not (WRONG): 国 and 北 in 屋 / 沃 (they are
+职), 听 in 文 / 吻 (another character's, merged into 听 by simplification).
+
+And it gives characters the table has a level-tone reading it lacks (READINGS, from the rhyme books; the
 corpus's rhyme votes, as in 3 but counting the poem's other rhyme characters, are kept as evidence):
 衰 cuī in 十灰, so 贺知章's 回乡偶书 (回, 衰, 来) rhymes; 槎 in 六麻, which the table reads 仄 only (206 of
 207 poems that vote rhyme it in 六麻).
@@ -91,6 +94,12 @@ TONES = {
 READINGS = {"衰": "上平十灰", "槎": "下平六麻", "僊": "下平一先", "彊": "下平七阳", "犁": "上平八齐",
             "茆": "下平三肴", "鞞": "上平八齐", "镫": "下平十蒸"}
 
+# readings the package lists that the rhyme books do not, removed from every table (checking included):
+# 國 国 古或切 and 北 博墨切 are 德, so 十三职 (第十七部), not 一屋 / 二沃 (第十五部), where ci wrote 旧时安国
+# among 屋 玉 足; 听 took 聽's 九青 / 径 and the other character 听 (yǐn)'s 十二文 / 十二吻 when the two
+# were merged in simplification
+WRONG = {"国": [["入", 0]], "國": [["入", 0]], "北": [["入", 1]], "听": [["平", 11], ["上", 11]]}
+
 # 仄 groups of TONES characters ci rhyme on, by (上/去/入, 0-based number), from the rhyme books (佩文诗韵:
 # 迹 跡 in 十一陌, 遍 徧 in 十七霰, 懒 嬾 in 十四旱, 扫 in 十九皓 and 二十号, 棹 櫂 in 十九效, 盏 琖 in 十五潸,
 # 袜 韈 in 六月, 睹 覩 in 七麌, 涩 澀 in 十四缉, 灶 竈 in 二十号, 坞 in 七麌, 珮 in 十一队, 倏 in 一屋, 碗 椀 盌
@@ -117,12 +126,12 @@ def build() -> dict:
 
     poems = list(corpus_texts())
     add = added(poems)
-    readings = more_readings(poems, Prosody(raw_table(), {"add": add}))
-    table = Prosody(raw_table(), {"add": add, "readings": readings})
+    readings = more_readings(poems, Prosody(raw_table(), {"add": add, "wrong": WRONG}))
+    table = Prosody(raw_table(), {"add": add, "readings": readings, "wrong": WRONG})
     found = rare(poems, table)
     for ch, entry in rare_oblique(poems, table).items():
         found.setdefault(ch, {}).update(entry)
-    return {"add": add, "rare": dict(sorted(found.items())), "readings": readings}
+    return {"add": add, "rare": dict(sorted(found.items())), "readings": readings, "wrong": WRONG}
 
 
 def more_readings(poems: list[dict], table) -> dict:

@@ -64,6 +64,22 @@ def test_level_readings_the_table_lacks_are_added_and_a_famous_rhyme_on_one_is_a
     assert PING in usual_table().tones("槎") and ZE not in usual_table().tones("槎")   # generation reads it 平
 
 
+def test_readings_the_rhyme_books_do_not_give_are_removed_from_every_table():
+    """国 and 北 are 职 (第十七部): the package also lists them in 屋 / 沃, so a 满江红 rhymed 旧时安国 among
+    屋 玉 足 and passed; 听 took 十二文 / 吻 from another character merged into it by simplification."""
+    from poetgen.ci_rhyme import ci_rhyme, usual_ci_rhyme
+
+    package = Prosody(raw_table())
+    assert ("入", 0) in package.numbered_groups_of["国"] and ("平", 11) in package.numbered_groups_of["听"]
+    for prosody in (table(), usual_table()):
+        assert prosody.numbered_groups_of["国"] == {("入", 12)}
+        assert ("入", 1) not in prosody.numbered_groups_of["北"] and ("入", 12) in prosody.numbered_groups_of["北"]
+        assert prosody.rhyme_groups("听") == {"下平九青"} and ("上", 11) not in prosody.numbered_groups_of["听"]
+    for rhyme in (ci_rhyme(), usual_ci_rhyme()):
+        assert 15 not in rhyme.codes("国") and 17 in rhyme.codes("国") and 15 not in rhyme.codes("北")
+        assert 6 not in {abs(code) for code in rhyme.codes("听")}
+
+
 def test_the_supplement_is_what_the_script_builds_from_the_shipped_corpus():
     assert build_prosody.build() == json.loads(build_prosody.OUT.read_text(encoding="utf-8"))
 
