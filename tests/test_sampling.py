@@ -158,8 +158,9 @@ def test_tone_enforces_strict_positions():
 
 def test_tone_writes_a_character_of_one_tone_alone_where_a_line_could_end_in_three_level_tones():
     """仄仄仄平平's third and 平平仄仄平's first keep the line from 三平尾 and 孤平: a character the table
-    reads in both tones (长: 长安 平, 长大 仄) may be the wrong one there, so it is not written there; at
-    the other strict columns it still is (思 in 相思), and a rescued third is 平 alone too."""
+    reads in both tones (长: 长安 平, 长大 仄) may be the wrong one there, so it is not written there, nor
+    at the end of a line that ends 仄 (人间 would end it 平); at the other strict columns it still is (思
+    in 相思), and a rescued third is 平 alone too."""
     level = np.zeros(VOCAB, bool)
     level[20:] = True
     oblique = ~level
@@ -168,7 +169,8 @@ def test_tone_writes_a_character_of_one_tone_alone_where_a_line_could_end_in_thr
     pattern = ["仄仄平平仄", "平平仄仄平", "平平平仄仄", "仄仄仄平平"]
     lines = run([10] * 30, [layout(1), rules.Tone(masks, [pattern])])[0].reshape(4, 6)[:, :5]
     assert lines[3][2] != 10 and lines[3][2] < 20 and lines[1][0] != 10 and lines[1][0] >= 20
-    assert list(lines[0]) == [10] * 5 and lines[1][1] == lines[3][3] == 10   # at other strict columns it is
+    assert list(lines[0][:4]) == [10] * 4 and lines[1][1] == lines[3][3] == 10   # at other strict columns it is
+    assert all(line[4] != 10 and line[4] < 20 for line in (lines[0], lines[2]))   # a 仄 line end: 仄 alone
     ids = run([10] * 30, [layout(1), rules.Tone(masks, [pattern], rescued=frozenset({(1, 0)}))])[0]
     assert ids[6 + 2] >= 20 and ids[6 + 2] != 10
 
