@@ -44,7 +44,7 @@ def tune_rows(query: str, corpus: Path | None) -> list[dict]:
     counts = ci_counts(path, tunes) if path.exists() else None
     return [{"name": t.name, "other_names": list(t.names[1:]), "traditional": t.names_trad[0],
              "pinyin": t.full_pinyin, "sections": t.sections,
-             "characters": [v.length for v in t.variants], "variants": len(t.variants),
+             "characters": [v.length for v in t.variants], "variants": len(t.variants), "usual": t.usual,
              "ci_in_corpus": None if counts is None else counts[t.name],
              "written_as": t.written_as[0] if t.written_as else None}
             for t in tunes.search(query)]
@@ -71,7 +71,8 @@ def tunes_command(query: str, corpus: Path | None, fmt: str) -> None:
                        field="query")
     for row in rows:
         others = f" ({'、'.join(row['other_names'])})" if row["other_names"] else ""
-        chars = "/".join(map(str, row["characters"]))
+        chars = "/".join(f"[{n}]" if k == row["usual"] and row["variants"] > 1 else str(n)
+                         for k, n in enumerate(row["characters"], 1))   # [60]: the variant written by default
         count = "" if row["ci_in_corpus"] is None else f"  {row['ci_in_corpus']} ci"
         written = f"  (most ci so titled: {row['written_as']})" if row["written_as"] else ""
         click.echo(f"{row['name']}{others}  {row['pinyin']}  {row['sections']}  {chars} chars  "

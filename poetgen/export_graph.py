@@ -75,6 +75,7 @@ class PoemGraph(tf.Module):
         self.default_forms = (layouts.aliases["wujue"], layouts.aliases["wulv"])
         self.entry_first = tf.constant(layouts.entry_first)
         self.entry_count = tf.constant(layouts.entry_count)
+        self.entry_usual = tf.constant(layouts.entry_usual)
         # (entries, prefix length): the control ids fed after the boundary (none for an unconditioned model)
         self.prefixes = tf.constant(np.zeros((len(layouts.entry_first), 0), np.int32) if prefixes is None
                                     else prefixes.astype(np.int32))
@@ -236,7 +237,7 @@ class PoemGraph(tf.Module):
 
     def _form(self, form, acrostic_size):
         """The layout row and entry of `form`: a shi form, or a tune by any name `--tune` accepts, with an
-        optional 1-based variant after "#" ("浣溪沙#2"; the first variant without)."""
+        optional 1-based variant after "#" ("浣溪沙#2"; without, the tune's usual one: tunes.Tune.usual)."""
         form = tf.strings.regex_replace(form, f"^[{SPACES}]+|[{SPACES}]+$", "")   # any space, as str.strip
         parts = tf.strings.split(form, "#", maxsplit=1)
         name = tf.strings.lower(parts[0], encoding="utf-8")   # as poetgen.tunes.lookup_key: no spaces,
@@ -256,6 +257,7 @@ class PoemGraph(tf.Module):
                                        "tune's name, other name or pinyin (`poetgen tunes`), not", form)
         entry = tf.cast(tf.maximum(entry, 0), tf.int32)
         count = tf.gather(self.entry_count, entry)
+        number = tf.where(numbered, number, tf.gather(self.entry_usual, entry))   # none named: the usual one
         with tf.control_dependencies([known]):
             is_tune = _check(~numbered | tf.gather(self.entry_tune, entry),
                              "form: only a ci tune takes a variant (#n), not the shi form", name)

@@ -59,6 +59,7 @@ class LayoutTables:
     aliases: dict[str, int]        # every accepted name, lower-cased (Chinese names, pinyin too) -> entry
     entry_first: np.ndarray        # (entries,) row of the entry's first variant
     entry_count: np.ndarray        # (entries,) its variants (1 for a shi form)
+    entry_usual: np.ndarray        # (entries,) the 1-based variant written when none is named (tunes.Tune.usual)
     entry_tune: np.ndarray         # (entries,) bool: a ci tune (the graph feeds a ci's control prefix)
     length: np.ndarray             # (layouts,) positions, marks included
     line_count: np.ndarray         # (layouts,)
@@ -141,6 +142,7 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
     rows_layouts = list(layouts.values()) + [v.layout for v in variants]
     names = list(layouts) + [layout.name for layout in rows_layouts[len(layouts):]]
     first, count = list(range(len(layouts))), [1] * len(layouts)
+    usual = [1] * len(layouts)
     keys = {**{n: n for n in layouts}, **(FORM_ALIASES if aliases is None else aliases)}
     entry_of = {key.lower(): list(layouts).index(target) for key, target in keys.items() if target in layouts}
     from poetgen.tunes import tune_table
@@ -152,6 +154,7 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
             entry_of.setdefault(key, len(first))   # none that several tunes share (yjm), as in the CLI
         first.append(first[-1] + count[-1] if first else 0)
         count.append(len(tune.variants))
+        usual.append(tune.usual)
     rows, positions = len(rows_layouts), max(layout.length for layout in rows_layouts)
     lines = max(layout.line_count for layout in rows_layouts)
     groups = max([1] + [v.group_count for v in variants])
@@ -192,7 +195,8 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
     left_out = sorted({key for tune in table.tunes if tune.name not in exported
                        for key in table.keys_of(tune)} - set(entry_of) - shared)
     return LayoutTables(names, entry_of, np.array(first, np.int32), np.array(count, np.int32),
-                        np.arange(len(first)) >= len(layouts), **t, left_out=tuple(left_out))
+                        np.array(usual, np.int32), np.arange(len(first)) >= len(layouts), **t,
+                        left_out=tuple(left_out))
 
 
 def _shi_rhyme_and_tone(t: dict, f: int, layout: Layout) -> None:

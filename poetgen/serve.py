@@ -270,7 +270,8 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         return JSONResponse({"tunes": [{"name": t.name, "other_names": list(t.names[1:]),
                                         "pinyin": t.full_pinyin,   # every full form: the 词谱's are not aligned with its names
                                         "keys": table.keys_of(t),   # what finds it, as tunes.lookup_key spells it
-                                        "characters": [v.length for v in t.variants]} for t in found],
+                                        "characters": [v.length for v in t.variants],
+                                        "usual": t.usual} for t in found],   # the variant written by default
                              "knows_ci": generator.knows_ci()})
 
     def timed_out() -> JSONResponse:

@@ -106,16 +106,18 @@ class Tune:
     variants: tuple[Variant, ...]
     written_as: tuple = ()          # (tune, ci, of all ci, characters): the form most corpus ci under this
                                     # name have, another tune's (浪淘沙: 浪淘沙令, 164 of 174, 54)
+    usual: int = 1                  # the variant written when none is asked: the 谱's first, or the one far
+                                    # more corpus ci take (临江仙: the 8th, 60 characters; build_cipu.mark_usual)
 
     @property
     def name(self) -> str:
         return self.names[0]
 
     def variant(self, number: int | None, asked: str = "") -> Variant:
-        """Variant `number` (1-based); None means the first, the 词谱's main form. `asked`: the name the
-        user gave, which an error repeats (shown_name)."""
+        """Variant `number` (1-based); None means the usual one (`usual`). `asked`: the name the user gave,
+        which an error repeats (shown_name)."""
         if number is None:
-            return self.variants[0]
+            return self.variants[self.usual - 1]
         if not 1 <= number <= len(self.variants):
             count = len(self.variants)
             raise BadInput(f"{shown_name(asked, self.name)} has one variant: leave the variant out, or give 1"
@@ -161,7 +163,7 @@ class TuneTable:
             name = entry["names"][0]
             tune = Tune(tuple(entry["names"]), tuple(entry["names_trad"]), tuple(entry["pinyin"]), entry["sections"],
                         tuple(_variant(name, i + 1, v) for i, v in enumerate(entry["variants"])),
-                        tuple(entry.get("written_as", ())))
+                        tuple(entry.get("written_as", ())), entry.get("usual", [1])[0])
             self.tunes.append(tune)
             for key in dict.fromkeys(lookup_keys(tune)):
                 first = self._by_key.setdefault(key, tune)

@@ -191,6 +191,9 @@ def test_a_tune_typed_as_readers_type_it_shows_its_variants(page):
         page.fill("#tune", typed)
         expect(page.locator("#variant-label")).to_be_visible()
         assert page.locator("#variant option").count() == len(tune_table().get(name).variants), typed
+    page.fill("#tune", "临江仙")   # the variant picked is the one written by default (its 8th), not the first
+    expect(page.locator("#variant")).to_have_value(str(tune_table().get("临江仙").usual))
+    assert tune_table().get("临江仙").usual == 8
     page.fill("#tune", "")
 
 

@@ -166,6 +166,8 @@ TUNE_REQUESTS = [("浣溪沙", "浣溪沙", None, "", "", False), ("浣溪沙", 
                  ("西江月", "西江月", None, "", "", True), ("菩萨蛮", "菩萨蛮", None, "", "春夏", False),
                  ("huanxisha#3", "浣溪沙", 3, "春风", "春花秋月", True), ("菩萨蛮", "菩萨蛮", None, "山月", "山", True),
                  ("十六字令", "十六字令", None, "天,", "", True),
+                 # no variant named: the usual one, not the 谱's first (临江仙's 8th, 60 characters)
+                 ("linjiangxian", "临江仙", None, "", "", True),
                  # 满江红 rhymes in 入声; a prompt that rhymes it in 上去 (住) turns the group back to 仄
                  ("满江红", "满江红", None, "", "", True), ("满江红", "满江红", None, "怒发冲冠，凭栏处，萧然雨住", "", True)]
 

@@ -458,6 +458,25 @@ def test_a_prompt_refused_for_that_split_says_why():
         check_ci_prompt_rhymes("一曲新词酒一杯，去年天气旧亭台。", "", resolve("浣溪沙"))
 
 
+def test_a_tune_without_a_variant_writes_the_form_most_ci_take():
+    """The 谱 puts a tune's oldest form first: 临江仙's 54 characters, which 0 of the corpus's 492 临江仙 take
+    (370 take the 8th's 60); 江城子's first is a 35-character 单调 (101 of 114 are the 5th's 70, 苏轼's)."""
+    assert (resolve("临江仙").number, resolve("临江仙").length) == (8, 60)
+    assert (resolve("江城子").number, resolve("江城子").length) == (5, 70)
+    assert resolve("浣溪沙").number == 1 and resolve("临江仙", 1).length == 54   # asked for, the first still
+    table = tune_table()
+    usual = [tune for tune in table.tunes if tune.usual != 1]
+    assert 15 <= len(usual) <= 40 and all(1 <= t.usual <= len(t.variants) for t in usual)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["generate", "--tune", "临江仙", "--seed", "2", "--format", "json"])
+    poem = json.loads(result.stdout)["poems"][0]
+    assert (poem["variant"], sum(ch not in "，。" for ch in poem["text"])) == (8, 60)
+    listed = runner.invoke(cli, ["tunes", "临江仙"]).output.splitlines()[0]
+    assert listed.count("[60]") == 1   # the variant written by default, bracketed
+    rows = json.loads(runner.invoke(cli, ["tunes", "临江仙", "--format", "json"]).stdout)
+    assert rows[0]["usual"] == 8
+
+
 def test_a_name_most_ci_use_for_another_form_says_so():
     """`--tune 浪淘沙` writes the 谱's 28-character 单调 (刘禹锡), while 164 of the corpus's 174 ci so titled
     are 浪淘沙令's 54 characters (李煜's 帘外雨潺潺): generate and tunes now say which tune writes that form."""
