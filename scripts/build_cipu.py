@@ -44,6 +44,18 @@ ATTRIBUTION = ("钦定词谱 (1715) patterns from the couyun project by hulbji (
                "files ci_pu/ci_index.json and ci_pu/ci_list/cipai_N.json at commit 1744e87 (v2.0.0)")
 
 
+# Pinyin the couyun tables give in a polyphone's other reading (and its initials): 长 is cháng in 长相思 and
+# 应天长, 重 chóng in 小重山, 还 huán in 还京乐, 卜 bǔ in 卜算子, 徵 zhǐ in 徵招 (the tables' own 徵招调中腔 has
+# zhizhao), 乾 gān (dry) in 乾荷叶; `poetgen tunes changxiangsi` found nothing
+PINYIN_FIXES = {
+    "zhangxiangsi": "changxiangsi", "zxs": "cxs", "zhangxiangsiman": "changxiangsiman", "zxsm": "cxsm",
+    "yingtianzhang": "yingtianchang", "ytz": "ytc", "xizhangxin": "xichangxin", "xzx": "xcx",
+    "diandaizhangzhongdiao": "diandaichangzhongdiao", "ddzzd": "ddczd", "bajiezhanghuan": "bajiechanghuan",
+    "bjzh": "bjch", "xiaozhongshan": "xiaochongshan", "xzs": "xcs", "jiangyuehuangzhongshan":
+    "jiangyuehuangchongshan", "jyhzs": "jyhcs", "haijingyue": "huanjingyue", "menghaijing": "menghuanjing",
+    "bosuanzi": "busuanzi", "bosuanziman": "busuanziman", "zhengzhao": "zhizhao", "qianheye": "ganheye",
+    "qhy": "ghy"}
+
 # Other names of a tune that the couyun tables lack and the shipped ci corpus labels ci with (思佳客 33 ci,
 # 摸鱼子 7, 六么令 17, 锁窗寒 7, 红林擒近 9): the 钦定词谱's own 又名, or a variant spelling of the name.
 EXTRA_NAMES = {
@@ -244,11 +256,15 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
         tunes.append({
             "names": [n for n in entry["names"] if n not in excluded.get("names", ())],   # the tune name first,
             "names_trad": [n for n in entry["names_trad"] if to_simplified(n) not in excluded.get("names", ())],
-            "pinyin": [p for p in entry["pinyins"] if p not in excluded.get("pinyin", ())],   # then other names;
+            "pinyin": [PINYIN_FIXES.get(p, p) for p in entry["pinyins"] if p not in excluded.get("pinyin", ())],
             # the same in traditional characters; full pinyin and initials of the names
             "sections": entry["type"][0],         # 单调 / 双调 / 三段 / 四段
             "variants": variants,
         })
+    for tune in tunes:   # a name given in traditional first, its simplified spelling after (閒中好, 闲中好)
+        names = tune["names"]
+        plain = [n for n in names[1:] if n == names[0].replace("閒", "闲")]
+        tune["names"] = plain[:1] + [n for n in names if n not in plain[:1]]
     for tune in tunes:   # other names the couyun tables lack, each checked by hand against the 词谱
         tune["names"] = tune["names"] + [n for n in EXTRA_NAMES.get(tune["names"][0], ()) if n not in tune["names"]]
         tune["pinyin"] = tune["pinyin"] + [EXTRA_PINYIN[n] for n in EXTRA_NAMES.get(tune["names"][0], ())

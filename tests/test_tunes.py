@@ -458,6 +458,18 @@ def test_a_prompt_refused_for_that_split_says_why():
         check_ci_prompt_rhymes("一曲新词酒一杯，去年天气旧亭台。", "", resolve("浣溪沙"))
 
 
+def test_a_tune_is_found_by_its_name_read_as_the_name_means_it():
+    """The tables spelled 长相思 zhangxiangsi, 卜算子 bosuanzi, 小重山 xiaozhongshan, 还京乐 haijingyue and 徵招
+    zhengzhao; typing the right reading found nothing."""
+    table = tune_table()
+    for typed, name in (("changxiangsi", "长相思"), ("cxs", "长相思"), ("busuanzi", "卜算子"), ("yingtianchang", "应天长"),
+                        ("xiaochongshan", "小重山"), ("huanjingyue", "还京乐"), ("zhizhao", "徵招"), ("ganheye", "乾荷叶")):
+        assert table.find(typed) is not None and table.find(typed).name == name, typed
+    assert table.find("zhangxiangsi") is None and table.find("bosuanzi") is None
+    assert "changxiangsi" in table.get("长相思").full_pinyin and table.get("闲中好").name == "闲中好"   # not 閒中好
+    assert resolve("busuanzi").tune == "卜算子"
+
+
 def test_a_tune_without_a_variant_writes_the_form_most_ci_take():
     """The 谱 puts a tune's oldest form first: 临江仙's 54 characters, which 0 of the corpus's 492 临江仙 take
     (370 take the 8th's 60); 江城子's first is a 35-character 单调 (101 of 114 are the 5th's 70, 苏轼's)."""
