@@ -60,13 +60,14 @@ def rhyme_of(chars: str, variant: Variant, rhyme: CiRhyme) -> tuple[list[bool], 
         best = min(votes, key=lambda c: (-votes[c], c)) if votes else None
         fitting = {pos: best is not None and best in codes for pos, codes in sets.items()}
         merged = None if all(fitting.values()) else _one_pingshui_group(chars, slots, allowed, rhyme)
-        if merged is not None:   # 杯 台: 第三部 and 第五部, both 十灰
+        merged = merged or (None if all(fitting.values()) else _neighbours(sets, slots))
+        if merged is not None:   # 杯 台: 第三部 and 第五部, both 十灰; 合 缺: 第十九部 and 第十八部, 通押
             fitting = dict.fromkeys(fitting, True)
         if best is None:
             parts.append("—")
         elif merged is None:
             parts.append(describe(best))
-        else:   # the 部 its characters fall in, and their 平水韵 group: 第三部平·第五部平（十灰）
+        else:   # the 部 its characters fall in, and why they rhyme: 第三部平·第五部平（十灰）
             parts.append("·".join(describe(c) for c in sorted(votes, key=lambda c: (-votes[c], c))[:2]) + f"（{merged}）")
         fits.update(fitting)
     return [fits[s.pos] for s in variant.rhymes], parts
@@ -88,6 +89,29 @@ def _one_pingshui_group(chars: str, slots: list, allowed: frozenset, rhyme: CiRh
     common = set.intersection(*({g for g in rhyme.groups_of.get(chars[s.pos], ()) if g[0] in kinds} for s in slots))
     common &= set(HALVES_RHYMED_AS_ONE)
     return HALVES_RHYMED_AS_ONE[min(common)] if common else None
+
+
+# Neighbouring 部 that Song poets rhymed together (通押), by 部 number, in either tone: -n with -m (元寒删先
+# with 覃盐咸), 真文 with 庚青蒸 and with 侵, 支微齐 with 鱼虞, 萧肴豪 with 尤, and the 入声 部 of -t, -k and
+# -p endings (苏轼's 水调歌头 rhymes 合 of 第十九部 with 缺 of 第十八部, the 谱's own model poem for it).
+TONGYA = frozenset(map(frozenset, [(7, 14), (6, 11), (6, 13), (3, 4), (8, 12), (17, 18), (17, 19), (18, 19)]))
+
+
+def _neighbours(sets: dict, slots: list) -> str | None:
+    """"通押" when every character of a rhyme group (叶 slots aside: none may be one) rhymes in one of two
+    neighbouring 部 of TONGYA, in the group's tone, and both are rhymed; None otherwise. The checker
+    accepts such a group; the rules keep to one 部."""
+    if not slots or any(s.xie for s in slots):
+        return None
+    found = set().union(*sets.values())
+    for one in found:
+        for other in found:
+            if one != other and (one > 0) == (other > 0) and frozenset((abs(one), abs(other))) in TONGYA:
+                pair = {one, other}
+                if all(codes & pair for codes in sets.values()) and \
+                        all(any(code in codes for codes in sets.values()) for code in pair):
+                    return "通押"
+    return None
 
 
 def tone_of(chars: str, variant: Variant, prosody: Prosody) -> list[bool]:
