@@ -582,10 +582,11 @@ def test_taking_over_a_stale_lock_removes_the_temporary_files_its_holder_left(tm
     (out / "reverse" / ".model.q1w2e3r4.keras").write_bytes(b"being written")
     (tmp_path / ".esm.v2.abcdefgh.tmp").mkdir()            # another export's (to esm.v2, under its own lock)
     (tmp_path / ".esm.q1w2e3r4.old").mkdir()               # a replaced output not yet removed: left alone
+    (out / ".reverse.q1w2e3r4.old").mkdir()                # the same inside: maybe the only copy of reverse/
     with Lock.directory(out, notice=lambda _: None):
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == [".esm.q1w2e3r4.old", ".esm.v2.abcdefgh.tmp", "esm"]
-    assert sorted(p.name for p in out.iterdir()) == ["model.keras", "resume", "reverse"]
+    assert sorted(p.name for p in out.iterdir()) == [".reverse.q1w2e3r4.old", "model.keras", "resume", "reverse"]
     assert (out / "reverse" / ".model.q1w2e3r4.keras").exists()
     assert [p.name for p in (out / "resume").iterdir()] == ["state.json"]
     corpus = tmp_path / "big.jsonl.gz"
@@ -594,6 +595,49 @@ def test_taking_over_a_stale_lock_removes_the_temporary_files_its_holder_left(tm
     with Lock.file(corpus, notice=lambda _: None):
         pass
     assert not corpus.with_name(".big.jsonl.gz.x1y2z3w4.tmp").exists()
+
+
+def test_a_lock_is_taken_on_the_file_at_its_path_and_its_release_removes_only_its_own(tmp_path, monkeypatch):
+    """The holder before us may unlink the lock file between our open and our flock: the lock must then be
+    taken again on the file at the path, or two runs hold it at once. And a release whose lock file was
+    replaced (a folder swapped under it) must leave the other run's file."""
+    import fcntl
+
+    import poetgen.lock
+
+    out = tmp_path / "run"
+    real, calls = fcntl.flock, []
+
+    def racing(fd, operation):   # the first flock comes just after the holder unlinked the file
+        if not calls:
+            os.unlink(out / LOCK_NAME)
+        calls.append(fd)
+        return real(fd, operation)
+
+    monkeypatch.setattr(poetgen.lock.fcntl, "flock", racing)
+    lock = Lock.directory(out)
+    lock.acquire()
+    try:
+        assert len(calls) >= 2 and os.stat(out / LOCK_NAME).st_ino == os.fstat(lock.fd).st_ino
+    finally:
+        lock.release()
+    monkeypatch.setattr(poetgen.lock.fcntl, "flock", real)
+    with Lock.directory(out):
+        os.unlink(out / LOCK_NAME)
+        (out / LOCK_NAME).write_text('{"pid": 1}')   # another run's lock, in a folder swapped in
+    assert (out / LOCK_NAME).read_text() == '{"pid": 1}'
+
+
+def test_written_files_take_the_umask_not_mkstemps_private_mode(tmp_path):
+    """mkstemp makes 0600 files: an output others share (a corpus, a bundle) would be unreadable to them."""
+    old = os.umask(0o022)
+    try:
+        poetgen.atomic.write_text(tmp_path / "a.txt", "x")
+        with poetgen.atomic.atomic_write(tmp_path / "b.bin") as stream:
+            stream.write(b"x")
+    finally:
+        os.umask(old)
+    assert {oct(os.stat(tmp_path / name).st_mode & 0o777) for name in ("a.txt", "b.bin")} == {oct(0o644)}
 
 
 def test_a_write_failure_into_a_new_folder_claims_no_previous_output(tmp_path):

@@ -306,3 +306,12 @@ def test_the_pattern_tables_are_built_once_and_cannot_be_changed_by_a_caller():
         shared["仄起"] = ("平",) * 8
     with pytest.raises((TypeError, AttributeError)):
         shared["仄起"][0] = "平" * 7
+
+
+def test_the_checker_fails_a_rhyme_character_used_twice_and_a_rhyme_off_its_group():
+    """重韵 and 出韵 are failures: every rhyme assertion elsewhere checked a poem that passes."""
+    from poetgen.checks import check_poem
+
+    assert check_poem("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。", "wujue", table()).rhyme_ok
+    assert not check_poem("白日依山尽，黄河入海流。欲穷千里目，更上一层流。", "wujue", table()).rhyme_ok   # 流 twice
+    assert not check_poem("白日依山尽，黄河入海流。欲穷千里目，更上一层山。", "wujue", table()).rhyme_ok   # 山: 删

@@ -202,6 +202,10 @@ def test_int8_logprob_survives_rows_that_rules_empty(int8_generator):
             expected += log_probs[np.arange(batch), result.ids[:, t]]
         previous = result.ids[:, t]
     np.testing.assert_allclose(result.log_probs, expected, atol=2e-3)
+    from poetgen.tokenizer import SPECIALS
+
+    chars = np.delete(result.ids, np.s_[5::6], axis=1)   # the redone rows wrote characters, not specials
+    assert (chars >= len(SPECIALS)).all() and (chars < generator.tokenizer.char_limit).all()
 
 
 def test_int8_steps_with_projection_and_tied_output():

@@ -85,6 +85,20 @@ def test_a_reverse_model_of_another_tokenizer_is_refused(with_reverse, tmp_path)
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "reverse" in result.output
 
 
+def test_a_forward_model_in_the_reverse_folder_is_refused(with_reverse, tmp_path):
+    """A forward model put where the reverse one belongs reads every poem the wrong way: refused in one line."""
+    from poetgen.generate import Generator
+
+    bundle, _ = with_reverse
+    other = tmp_path / "model"
+    shutil.copytree(bundle, other, ignore=shutil.ignore_patterns("reverse"))
+    shutil.copytree(bundle, other / "reverse", ignore=shutil.ignore_patterns("reverse"))
+    with pytest.raises(BadModel, match="not a reverse model"):
+        Generator.load(other).reverse_scorer
+    result = CliRunner().invoke(cli, ["generate", "--model", str(other), "--best-of", "2"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "not a reverse model" in result.output
+
+
 def test_reverse_scores_do_not_depend_on_how_the_output_layer_is_blocked(with_reverse, monkeypatch):
     import poetgen.rerank as rerank
     from poetgen.generate import Generator

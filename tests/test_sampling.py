@@ -187,6 +187,9 @@ def test_impossible_rules_fall_back_to_essentials():
     membership = np.zeros((VOCAB, 1), bool)    # no character rhymes at all
     ids = run([10] * 30, [layout(1), rules.Rhyme(membership, np.array([False]))])[0]
     assert list(ids[5::6]) == [COMMA, PERIOD, COMMA, PERIOD]
+    # the rows the rhyme left nothing are redone with the essential rules alone: the model's favourite, not
+    # a padding id the dead rule would leave
+    assert list(np.delete(ids, np.s_[5::6])) == [10] * 20
 
 
 def test_free_verse_stops_at_boundary():
@@ -301,3 +304,34 @@ def test_row_sums_of_a_row_do_not_depend_on_its_batch():
     together = row_sums(batch)
     assert [float(s) for s in together] == [float(row_sums(batch[i:i + 1])[0]) for i in range(11)]
     np.testing.assert_allclose(together, batch.astype(np.float64).sum(axis=1), rtol=1e-5)
+
+
+class RowPaced(FakeStepper):
+    """Row r's state holds r; row 0 wants the boundary from position 6 on, the other rows from 12 on."""
+
+    def initial_state(self, batch):
+        return [np.arange(batch, dtype=np.float32)[:, None]]
+
+    def advance(self, ids, state):
+        self.pos += 1
+        return state
+
+    def logits(self, state, out=None):
+        rows = len(state[0])
+        logits = np.tile(-np.arange(VOCAB, dtype=np.float32) / 10, (rows, 1))
+        logits[:, 10 + self.pos % 7] += 5.0
+        ends = np.where(state[0][:, 0] == 0, 6, 12) <= self.pos
+        logits[ends, BOUNDARY] += 50.0
+        return logits
+
+
+def test_a_finished_free_verse_row_scores_only_its_own_characters():
+    """A row that has ended stops adding to its log-probability and count: in a batch it scores as alone
+    (its score had kept growing with the later rows' steps, so best-of ranked free verse wrongly)."""
+    shape, active = Shape(None, 40, frozenset([COMMA, PERIOD])), [rules.FreeVerse([COMMA, PERIOD])]
+    options = SampleOptions(temperature=0)
+    alone = sample(RowPaced([]), active, shape, 1, options)
+    both = sample(RowPaced([]), active, shape, 2, options)
+    assert list(both.ids[0][:alone.ids.shape[1]]) == list(alone.ids[0]) and both.ids.shape[1] > alone.ids.shape[1]
+    assert both.sampled[0] == alone.sampled[0] < both.sampled[1]
+    assert both.log_probs[0] == pytest.approx(alone.log_probs[0])

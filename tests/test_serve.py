@@ -18,7 +18,7 @@ with warnings.catch_warnings():   # newer Starlette asks for the httpx2 fork; ht
 
 from conftest import wait_until  # noqa: E402
 from poetgen import batching  # noqa: E402
-from poetgen.batching import Batcher, BatchOptions  # noqa: E402
+from poetgen.batching import Batcher, BatchFailed, BatchOptions  # noqa: E402
 from poetgen.checks import check_poem  # noqa: E402
 from poetgen.cli import cli  # noqa: E402
 from poetgen.errors import BadModel  # noqa: E402
@@ -393,7 +393,7 @@ def test_stats_count_a_batch_before_its_requests_hear(generator, fails):
     try:
         future = batcher.submit(generator.prepare(PoemRequest(n=2, best_of=1, sample=SampleOptions(seed=1))))
         if fails:
-            with pytest.raises(Exception):
+            with pytest.raises(BatchFailed, match="model exploded"):   # Held's injected failure, nothing else
                 future.result(60)
         else:
             future.result(60)
@@ -545,7 +545,7 @@ class BlockingPolish:
 
 
 def test_a_polish_past_the_time_limit_is_answered_503_and_stopped(generator):
-    """--request-timeout bounded the batch only: a polish ran as long as it took (8 s against 2 here),
+    """--request-timeout bounded the batch only: a polish ran as long as it took (8 s against the 1 s limit here),
     and went on for a client that had gone."""
     slow = BlockingPolish(generator)
     with TestClient(create_app(slow, BatchOptions(max_wait_ms=2, timeout_s=1))) as client:
