@@ -1,6 +1,7 @@
-"""`poetgen train | generate | export | evaluate | serve`: the commands that need a model.
+"""`poetgen train | generate | export | quantize | evaluate | serve`: the commands that need a model.
 
-Each imports TensorFlow and the stage it drives only when it runs.
+Each imports TensorFlow (and jieba) only when it runs, and only where its stage needs it; the stages' option
+classes are imported up front, since the options are derived from them. The commands do not sample or train.
 """
 
 from __future__ import annotations

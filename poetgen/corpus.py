@@ -29,10 +29,15 @@ CI_FORM = "ci"        # the form tag of every ci (its shape is its tune's)
 DYNASTY_ALIASES = {"唐": "tang", "宋": "song", "五代": "wudai", "五代十国": "wudai", "南唐": "wudai"}
 
 PUNCTUATION = MARKS
-HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
-_HALF_TO_FULL = str.maketrans({",": "，", ".": "。", "．": "。", "?": "？", "!": "！", ";": "；",
-                               ":": "：", "、": "，", "︰": "：", "､": "，", "｡": "。"})
-_DECORATION = re.compile("[《》「」『』“”‘’\"'〝〞]")
+# The CJK ideographs: extension A, the unified block, the compatibility ones, extensions B to G. One spec
+# for the corpus, prompts and the SavedModel's graph (graph_tables), as are the two tables below.
+HAN_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F))
+HAN = "".join(f"{chr(low)}-{chr(high)}" for low, high in HAN_RANGES)
+HALF_WIDTH = {",": "，", ".": "。", "．": "。", "?": "？", "!": "！", ";": "；", ":": "：", "、": "，", "︰": "：",
+              "､": "，", "｡": "。"}            # marks written full-width, as the corpus writes them
+DECORATION = "《》「」『』“”‘’\"'〝〞"      # dropped from texts, prompts and acrostics
+_HALF_TO_FULL = str.maketrans(HALF_WIDTH)
+_DECORATION = re.compile(f"[{re.escape(DECORATION)}]")
 _SPACE = re.compile(r"\s+")
 _PLACEHOLDER = re.compile("[□○●■◎]")
 _NOTE = re.compile(r"[()（）\[\]【】〖〗{}〈〉<>⿰-⿻／/|=＝]")

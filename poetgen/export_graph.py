@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from poetgen.graph_tables import (DECORATION, FIRST_LINE_RHYMES, HALF_WIDTH, SPACES, GraphVocabulary, LayoutTables,
-                                  TONE_BITS, TONE_GUARD, TONE_RESCUE, TONE_STRICT, TONE_UNCHECKED, rhyme_columns)
+from poetgen.corpus import DECORATION, HALF_WIDTH   # as normalize_text reads a prompt: one spec
+from poetgen.graph_tables import (FIRST_LINE_RHYMES, SPACES, GraphVocabulary, LayoutTables, TONE_BITS, TONE_GUARD,
+                                  TONE_RESCUE, TONE_STRICT, TONE_UNCHECKED, rhyme_columns)
 from poetgen.layout import MARKS
 from poetgen.model import ModelConfig, states_per_layer
-from poetgen.request import REPEAT_PENALTY
 from poetgen.quiet import import_tensorflow
+from poetgen.request import REPEAT_PENALTY
+from poetgen.rules import TONE_NUDGE
 from poetgen.tokenizer import BOUNDARY, UNK
 
 tf = import_tensorflow()
 
 NEG = float("-inf")
-TONE_NUDGE = 1.5     # as poetgen's Tone rule: an off-pattern character at a free column loses this much
 
 
 def _table(keys, values, default, value_dtype=tf.int64):

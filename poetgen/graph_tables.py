@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 
+from poetgen.corpus import HAN_RANGES
 from poetgen.layout import FORM_ALIASES, FORMS, MARKS, Layout, banned_inside, layout_of
 from poetgen.prosody import PING, ZE, guard_columns, rescue, strict_columns, tone_patterns
 from poetgen.tokenizer import SPECIALS
@@ -24,15 +25,11 @@ TONE_STRICT, TONE_UNCHECKED, TONE_RESCUE, TONE_GUARD = 4, 8, 16, 32
 TONE_BITS = 3                                               # the tone itself: code & TONE_BITS
 PATTERN_NAMES = tuple(tone_patterns(5, 4))                  # 仄起 平起 仄起入韵 平起入韵: by index, as every shi's
 FIRST_LINE_RHYMES = np.array([n.endswith("入韵") for n in PATTERN_NAMES])   # line 1 rhymes too
-HALF_WIDTH = {",": "，", ".": "。", "．": "。", "?": "？", "!": "！", ";": "；", ":": "：", "、": "，", "︰": "：", "､": "，", "｡": "。"}
 # where a rhyme group starts: 平水韵, ci 平, ci 仄, ci either (tunes.EITHER), 仄 / either without 入声
 # for a group with 叶 slots, and 入声 alone for a group the tune rhymes in 入 (ci_rhyme.group_kind)
 RHYME_KINDS = ("shi", PING, ZE, "中", ZE + "叶", "中叶", "入")
-DECORATION = "《》「」『』“”‘’\"'〝〞"   # dropped from prompts and acrostics, as normalize_text does
 SPACES = "".join(f"\\x{{{code:x}}}" for code in range(0x110000) if chr(code).isspace())
 # ^ RE2's character class of what Python's \s matches (RE2's own \s is ASCII only), dropped likewise
-HAN_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x323AF))
-# ^ the CJK ideographs (extension A, the unified block, compatibility ones, extensions B to H)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,7 +45,7 @@ class PoemRequest:
     prompt: str = ""                 # the poem starts with this text (may span lines)
     form: str | None = None          # wujue|qijue|wulv|qilv|free or 五绝…; default wujue (wulv for 8 heads)
     tune: str = ""                   # write a ci (词) to this tune: a name, other name or pinyin, instead of a form
-    variant: int | None = setting(None, low=1)   # the tune's variant (格), 1-based; default 1, the 词谱's main form
+    variant: int | None = setting(None, low=1)   # the tune's variant (格), 1-based; default: the one most ci take (the 词谱's first for most tunes)
     acrostic: str = ""               # 藏头: line i starts with character i
     theme: str = ""                  # free text; keywords steer the lines
     title: str = ""                  # write to this title (a model trained with --titles reads it first; shi only)

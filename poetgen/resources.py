@@ -1,4 +1,4 @@
-"""Finds the files shipped with poetgen: the Tang corpus and the default model.
+"""Finds the files shipped with poetgen: the corpus (Tang, Song shi, ci) and the default model.
 
 A source checkout reads them in place; an installed wheel reads them from <prefix>/share/poetgen.
 """

@@ -209,12 +209,15 @@ class Rhyme(Rule):
         self.allowed[keep] = narrowed[keep]
 
 
+TONE_NUDGE = 1.5   # an off-pattern character at a free column loses this much logit (the SavedModel's too)
+
+
 class Tone(Rule):
     """Steer each character toward a 平仄 pattern: strict columns are enforced, the others nudged, and at
     the columns that keep a line from 三平尾 or 孤平 (prosody.guard_columns) only a character with no
     reading in the other tone is written."""
 
-    def __init__(self, can_be: dict[str, np.ndarray], patterns: list[list[str]], nudge: float = 1.5,
+    def __init__(self, can_be: dict[str, np.ndarray], patterns: list[list[str]], nudge: float = TONE_NUDGE,
                  rescued: frozenset = frozenset()):
         """`rescued`: the lines whose rescue column (prosody.rescue) a prompt or acrostic fixes with a
         character that cannot be 平, so that line's third column must be 平 instead (拗救)."""

@@ -49,7 +49,7 @@ class GenerateBody(BaseModel):
     prompt: str = Field("", max_length=SERVER_MAX_PROMPT)    # the poem starts with this text
     form: Literal[FORM_NAMES] | None = _DEFAULT_REQUEST.form   # None: wujue, or by acrostic length
     tune: str = Field("", max_length=MAX_TUNE)               # a ci tune by any name or pinyin; "" for shi
-    variant: int | None = Field(None, ge=1, le=MAX_VARIANT)  # the tune's variant (格); None: the first
+    variant: int | None = Field(None, ge=1, le=MAX_VARIANT)  # the tune's variant (格); None: its usual one
     acrostic: str = Field("", max_length=SERVER_MAX_ACROSTIC)   # 藏头: line i starts with character i
     theme: str = Field("", max_length=MAX_THEME)             # free text; keywords steer the lines
     title: str = Field("", max_length=MAX_TITLE)             # write to this title (a model trained with titles)

@@ -125,9 +125,6 @@ class Tune:
                            f"must be 1 to {count}", field="variant")
         return self.variants[number - 1]
 
-    def variant_lengths(self) -> str:
-        return "/".join(str(v.length) for v in self.variants)
-
     @property
     def labels(self) -> tuple[str, ...]:
         """Every name a corpus may label its ci with: the names, then the traditional spellings (a model
