@@ -343,7 +343,7 @@ def quantize(model: PathLike | None = None) -> list[Path]:
     it in int8 without TensorFlow; returns the files written (the bundle's and its reverse model's).
     Raises BadModel, or OutputError when a file cannot be written (one line)."""
     from poetgen.bundle import load_bundle
-    from poetgen.model import NumpyStepper
+    from poetgen.stepper import NumpyStepper
     from poetgen.quantize import INT8_FILE, write_products
     from poetgen.rerank import REVERSE_DIR, reverse_dir
     from poetgen.weights import layer_weights

@@ -125,7 +125,7 @@ def write_keras(bundle: Bundle, directory: Path) -> None:
     runs by default, and the same for the bundle's reverse model (reverse/, which best-of ranking and
     polishing read) when it has one: no resume state, logs or curves."""
     from poetgen.bundle import load_bundle
-    from poetgen.model import NumpyStepper
+    from poetgen.stepper import NumpyStepper
     from poetgen.quantize import INT8_FILE, write_products
     from poetgen.rerank import REVERSE_DIR, reverse_dir
 

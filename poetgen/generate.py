@@ -25,7 +25,7 @@ from poetgen.corpus import is_han, normalize_text, to_simplified, to_traditional
 from poetgen.errors import BadInput, BadModel
 from poetgen.heap import release_freed
 from poetgen.layout import MARKS, STOP_MARKS
-from poetgen.model import NumpyStepper
+from poetgen.stepper import NumpyStepper
 from poetgen.polish import Polisher
 from poetgen.quantize import THREADED_ROWS, choose_precision, cores
 from poetgen.request import PoemRequest, PreparedRequest

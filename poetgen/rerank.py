@@ -15,7 +15,7 @@ import numpy as np
 
 from poetgen.errors import BadModel
 from poetgen.heap import release_freed
-from poetgen.model import NumpyStepper, row_sums
+from poetgen.stepper import NumpyStepper, row_sums
 from poetgen.quantize import choose_precision
 from poetgen.weights import layer_weights
 from poetgen.tokenizer import BOUNDARY
@@ -164,7 +164,7 @@ def _step_log_probs(stepper: NumpyStepper, state, previous: np.ndarray, targets:
 
 def log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """log-softmax(logits)[row, ids[row]] per row; `logits` (a fresh array) is overwritten. Each row
-    sum is its own product (model.row_sums), so a row's value does not depend on its batch."""
+    sum is its own product (stepper.row_sums), so a row's value does not depend on its batch."""
     chosen = logits[np.arange(len(logits)), ids]
     top = logits.max(axis=1)
     np.subtract(logits, top[:, None], out=logits)

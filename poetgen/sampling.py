@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from poetgen.layout import Layout
-from poetgen.model import row_sums
+from poetgen.stepper import row_sums
 from poetgen.options import check_settings, setting
 from poetgen.rules import NEG, Rule, Step
 from poetgen.tokenizer import BOUNDARY

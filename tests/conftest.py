@@ -60,7 +60,7 @@ def assert_h5py_bundle_steps_like_keras(path, ids):
     import numpy as np
 
     from poetgen.bundle import load_bundle
-    from poetgen.model import NumpyStepper
+    from poetgen.stepper import NumpyStepper
 
     keras_bundle, h5py_bundle = load_bundle(path), load_bundle(path, keras=False)
     assert h5py_bundle.model is None and h5py_bundle.weights

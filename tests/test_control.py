@@ -72,7 +72,7 @@ def test_prefix_is_read_after_the_boundary_before_the_first_character():
     from poetgen.rules import Prompt
     from poetgen.sampling import SampleOptions, Shape, sample
 
-    from poetgen.model import Stepper
+    from poetgen.stepper import Stepper
 
     class Recorder(Stepper):   # a stepper that records what it is fed
         def __init__(self):

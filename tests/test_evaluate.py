@@ -48,7 +48,7 @@ def test_uniform_model_perplexity_is_the_vocabulary_size(tiny_bundle, texts):
 
 
 def test_perplexity_equals_stepping_the_model_one_character_at_a_time(bundle, texts):
-    from poetgen.model import NumpyStepper
+    from poetgen.stepper import NumpyStepper
 
     stepper = NumpyStepper.from_model(bundle.model, bundle.model_config)
     total, count = 0.0, 0

@@ -154,7 +154,7 @@ def test_tflite_step_model_matches_the_numpy_stepper(tiny_bundle, tmp_path):
     import tensorflow as tf
 
     from poetgen.bundle import load_bundle
-    from poetgen.model import NumpyStepper
+    from poetgen.stepper import NumpyStepper
 
     out = tmp_path / "poet_tflite"
     result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "tflite")
@@ -179,7 +179,8 @@ def test_tflite_converts_every_cell_with_stacked_layers(tiny_bundle, tmp_path, c
 
     from poetgen.bundle import Bundle, load_bundle
     from poetgen.export import ExportOptions, export
-    from poetgen.model import ModelConfig, NumpyStepper, build_model
+    from poetgen.model import ModelConfig, build_model
+    from poetgen.stepper import NumpyStepper
 
     tiny = load_bundle(tiny_bundle)
     config = ModelConfig(tiny.tokenizer.vocab_size, cell=cell, layers=2, units=12, embedding_dim=8)

@@ -79,7 +79,7 @@ def test_shipped_keras_export_has_no_dropout_and_same_logits(shipped, shipped_ke
 def test_shipped_tflite_steps_like_numpy(shipped, shipped_tflite):
     from ai_edge_litert.interpreter import Interpreter
 
-    from poetgen.model import NumpyStepper
+    from poetgen.stepper import NumpyStepper
 
     runner = Interpreter(model_path=str(shipped_tflite / "model.tflite")).get_signature_runner()
     stepper = NumpyStepper.from_model(shipped.model, shipped.model_config)

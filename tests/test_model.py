@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_h5py_bundle_steps_like_keras
-from poetgen.model import CELLS, ModelConfig, NumpyStepper, build_model, build_step_model
+from poetgen.model import CELLS, ModelConfig, build_model, build_step_model
+from poetgen.stepper import NumpyStepper
 
 
 def test_h5py_loaded_bundle_steps_like_the_keras_loaded_model(tiny_bundle):
@@ -111,13 +112,13 @@ def test_a_wide_models_first_layer_keeps_its_input_product_and_steps_the_same(ti
     table would be 115 MB): only the ids seen are folded, with the same logits and state."""
     import numpy as np
 
-    from poetgen import model as model_module
+    from poetgen import stepper as stepper_module
     from poetgen.bundle import load_bundle
-    from poetgen.model import NumpyStepper
+    from poetgen.stepper import NumpyStepper
 
     bundle = load_bundle(tiny_bundle, keras=False)
     folded = NumpyStepper(bundle.weights, bundle.model_config)
-    monkeypatch.setattr(model_module, "FOLD_LIMIT_BYTES", 0)
+    monkeypatch.setattr(stepper_module, "FOLD_LIMIT_BYTES", 0)
     unfolded = NumpyStepper(bundle.weights, bundle.model_config)
     assert folded._folded.all() and not unfolded._folded.any()
     ids = np.random.default_rng(1).integers(3, bundle.model_config.vocab_size, (12, 3))
@@ -133,11 +134,11 @@ def test_a_wide_models_first_layer_keeps_its_input_product_and_steps_the_same(ti
 def test_folding_the_whole_table_gives_the_rows_first_use_gives(tiny_bundle, monkeypatch):
     """fold_all (poetgen serve, at start-up) folds each row as its first use would: the same values, so a
     server's poems are the command line's."""
-    from poetgen import model as model_module
+    from poetgen import stepper as stepper_module
     from poetgen.bundle import load_bundle
 
     bundle = load_bundle(tiny_bundle, keras=False)
-    monkeypatch.setattr(model_module, "FOLD_LIMIT_BYTES", 0)
+    monkeypatch.setattr(stepper_module, "FOLD_LIMIT_BYTES", 0)
     lazy, whole = NumpyStepper(bundle.weights, bundle.model_config), NumpyStepper(bundle.weights, bundle.model_config)
     ids = np.arange(bundle.model_config.vocab_size)
     lazy._input_rows(ids[:7])   # a few rows first, as a poem would
@@ -155,7 +156,7 @@ def test_a_row_by_row_table_costs_small_pages_not_huge_ones():
     import re
     import sys
 
-    from poetgen.model import _sparse_table
+    from poetgen.stepper import _sparse_table
 
     table = _sparse_table(4096, 3072)   # 48 MB, as wide as the shipped model's gate inputs
     assert table.shape == (4096, 3072) and table.dtype == np.float32 and table.flags.writeable
@@ -182,7 +183,7 @@ def test_a_row_by_row_table_costs_small_pages_not_huge_ones():
 def test_prefix_states_are_kept_a_few_and_shared_safely_between_threads():
     import threading
 
-    from poetgen.model import PREFIX_STATES
+    from poetgen.stepper import PREFIX_STATES
     from poetgen.tokenizer import BOUNDARY
 
     config = ModelConfig(vocab_size=30, units=8, embedding_dim=8)

@@ -16,7 +16,8 @@ from poetgen.layout import layout_of
 from poetgen.cli import cli
 from poetgen.errors import BadInput
 from poetgen.generate import Generator
-from poetgen.model import CELLS, ModelConfig, NumpyStepper, build_model
+from poetgen.model import CELLS, ModelConfig, build_model
+from poetgen.stepper import NumpyStepper
 from poetgen.request import PoemRequest
 from poetgen.sampling import SampleOptions
 from poetgen.tokenizer import BOUNDARY

@@ -6,7 +6,7 @@ import pytest
 from poetgen import rules
 from poetgen.errors import BadInput
 from poetgen.layout import layout_of
-from poetgen.model import Stepper
+from poetgen.stepper import Stepper
 from poetgen.prosody import strict_columns
 from poetgen.sampling import SampleOptions, Shape, choose, sample
 from poetgen.tokenizer import BOUNDARY
@@ -265,7 +265,7 @@ def test_row_by_row_draw_agrees_with_the_batched_search_at_block_boundaries():
     """_draw scaled the uniform by a float32 total (NumPy 2 keeps a Python float times a float32 in
     float32), the batched search by a float64 one: a draw near a boundary took the next id alone and not
     in a batch of four (`generate --seed 9` and `-n 4` wrote different first poems)."""
-    from poetgen.model import row_sums
+    from poetgen.stepper import row_sums
     from poetgen.sampling import BLOCK, FEW_ROWS, _inverse_cdf, padded_buffer
 
     class Fixed:
@@ -295,7 +295,7 @@ def test_row_by_row_draw_agrees_with_the_batched_search_at_block_boundaries():
 def test_row_sums_of_a_row_do_not_depend_on_its_batch():
     """The log-normaliser (hence logprob and best-of scores) and the draw sum rows: a row's sum must be
     the same bits alone as among other rows (one matrix-vector product rounds it by the batch's shape)."""
-    from poetgen.model import row_sums
+    from poetgen.stepper import row_sums
     from poetgen.sampling import padded_buffer
 
     rng = np.random.default_rng(4)

@@ -488,10 +488,10 @@ def test_a_server_whose_worker_cannot_start_does_not_serve(generator):
 def test_a_server_folds_its_tables_whole_at_start_up(tiny_bundle, monkeypatch):
     """A server folds each model's first-layer table at start-up, so its memory does not grow with each
     character it meets for the first time (serve_soak.py's goal)."""
-    from poetgen import model as model_module
+    from poetgen import stepper as stepper_module
     from poetgen.generate import Generator
 
-    monkeypatch.setattr(model_module, "FOLD_LIMIT_BYTES", 0)   # as for the shipped model's wide table
+    monkeypatch.setattr(stepper_module, "FOLD_LIMIT_BYTES", 0)   # as for the shipped model's wide table
     generator = Generator.load(tiny_bundle)
     assert not generator.stepper._complete
     with TestClient(create_app(generator, BatchOptions(max_wait_ms=2))) as test_client:
