@@ -197,6 +197,26 @@ def test_a_tune_typed_as_readers_type_it_shows_its_variants(page):
     page.fill("#tune", "")
 
 
+def test_a_tune_typed_before_the_tune_list_arrives_still_shows_its_variants(page, server):
+    """The page matched a typed tune only when it was typed after /api/tunes answered: typed (or restored
+    by Back) before, no variant choice ever showed, and the ci was written in its default variant."""
+    from poetgen.tunes import tune_table
+
+    other = page.context.new_page()
+    held = []
+    other.route("**/api/tunes", lambda route: held.append(route))   # answered only once the tune is typed
+    try:
+        with other.expect_request("**/api/tunes"):
+            other.goto(server + "/")
+        other.fill("#tune", "临江仙")
+        expect(other.locator("#variant-label")).to_be_hidden()   # no list yet: nothing to match
+        held[0].continue_()
+        expect(other.locator("#variant-label")).to_be_visible()
+        expect(other.locator("#variant")).to_have_value(str(tune_table().get("临江仙").usual))
+    finally:
+        other.close()
+
+
 def test_page_writes_a_ci_by_tune(page):
     page.uncheck("#vertical")
     page.uncheck("#traditional")
