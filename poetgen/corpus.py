@@ -26,7 +26,9 @@ DYNASTIES = ("tang", "song", "wudai")
 GENRES = ("shi", "ci")
 CI_FORM = "ci"        # the form tag of every ci (its shape is its tune's)
 # Names a user's file may give a dynasty; anything else is read as the default, tang.
-DYNASTY_ALIASES = {"唐": "tang", "宋": "song", "五代": "wudai", "五代十国": "wudai", "南唐": "wudai"}
+DYNASTY_ALIASES = {"唐": "tang", "唐代": "tang", "初唐": "tang", "盛唐": "tang", "中唐": "tang", "晚唐": "tang",
+                   "宋": "song", "宋代": "song", "北宋": "song", "南宋": "song", "五代": "wudai", "五代十国": "wudai",
+                   "南唐": "wudai", "后蜀": "wudai", "前蜀": "wudai"}
 
 PUNCTUATION = MARKS
 # The CJK ideographs: extension A, the unified block, the compatibility ones, extensions B to G. One spec
@@ -94,7 +96,24 @@ def chinese_forms(chars: list[str]) -> list[str]:
     converted = to_simplified(_converter("jp2t").convert("\n".join(chars))).split("\n")
     if len(converted) != len(chars):
         converted = [to_simplified(_converter("jp2t").convert(ch)) for ch in chars]
-    return [plain if len(plain) == 1 else ch for ch, plain in zip(chars, converted)]
+    return [VARIANT_FORMS.get(ch, plain if len(plain) == 1 else ch) for ch, plain in zip(chars, converted)]
+
+
+# variant spellings OpenCC does not convert (checked by hand): 徧 遍, 鴈 雁, 廻 回, 塲 场, 醆 盏
+VARIANT_FORMS = {"徧": "遍", "鴈": "雁", "廻": "回", "塲": "场", "醆": "盏"}
+
+
+TRADITIONAL_SHARE = 0.05   # a vocabulary with more of its Han characters in traditional form is traditional
+
+
+def traditional_script(chars) -> bool:
+    """True when a vocabulary (its characters) is in traditional characters: over TRADITIONAL_SHARE of its
+    Han characters change when written simplified (the shipped one: 7 of 9,186, 乾 於 徵…)."""
+    han = [ch for ch in chars if len(ch) == 1 and is_han(ch)]
+    if not han:
+        return False
+    converted = to_simplified("\n".join(han)).split("\n")
+    return sum(a != b for a, b in zip(han, converted)) > TRADITIONAL_SHARE * len(han)
 
 
 def everyday(ch: str) -> bool:

@@ -9,7 +9,7 @@ from typing import Callable
 from poetgen.ci_checks import check_ci
 from poetgen.request import PoemRequest
 from poetgen.sampling import SampleOptions
-from poetgen.tunes import resolve
+from poetgen.tunes import resolve, tune_table
 
 
 def _share(values: list[float]) -> float | None:
@@ -30,13 +30,14 @@ def _compliance(generator, variant, request: PoemRequest) -> dict:
 
 def tune_report(generator, tunes: list[str], samples: int, seed: int,
                 advance: Callable[[int], None] = lambda n: None) -> dict:
-    """Per tune asked (its first variant, or the one `name#k` names; keyed so, each once): compliance of
+    """Per tune asked (its usual variant, or the one `name#k` names; keyed so, each once): compliance of
     `samples` ci with rhyme and --tone, and of as many with the layout alone (no rhyme, tone or
     repetition rule: the model alone)."""
     report = {"samples": samples, "seed": seed, "knows_ci": generator.knows_ci(), "tunes": {}}
     for name in tunes:
         variant = resolve(name)
-        key = variant.tune if variant.number == 1 else f"{variant.tune}#{variant.number}"
+        usual = tune_table().get(variant.tune).usual   # a bare name is the tune's usual variant (tunes.Tune.usual)
+        key = variant.tune if variant.number == usual else f"{variant.tune}#{variant.number}"
         if key in report["tunes"]:   # the same variant by another name (huanxisha, 浣溪沙)
             advance(2 * samples)
             continue

@@ -19,8 +19,8 @@ TONES = (PING, ZE)                                          # index 0 平, 1 仄
 # Flags added to a tone in the tone table (one int8 table keeps the export small): the tone is enforced,
 # not nudged; a character a prompt fixes here need not fit it (a rescue's first column: prosody.rescue);
 # a rescue's third column, which becomes 平 where the character two before is fixed and cannot be 平;
-# a column that keeps the line from 三平尾 or 孤平 (prosody.guard_columns), where only a character of
-# that tone alone is written (rules.Tone), as at a rescue's third when it rescues.
+# a column that keeps the line from 三平尾 or 孤平, or ends a line that ends 仄 (prosody.guard_columns),
+# where only a character of that tone alone is written (rules.Tone), as at a rescue's third when it rescues.
 TONE_STRICT, TONE_UNCHECKED, TONE_RESCUE, TONE_GUARD = 4, 8, 16, 32
 TONE_BITS = 3                                               # the tone itself: code & TONE_BITS
 PATTERN_NAMES = tuple(tone_patterns(5, 4))                  # 仄起 平起 仄起入韵 平起入韵: by index, as every shi's
@@ -36,7 +36,8 @@ SPACES = "".join(f"\\x{{{code:x}}}" for code in range(0x110000) if chr(code).iss
 class GraphVocabulary:
     chars: list[str]               # id -> character; '' for the special ids
     lookup: dict[str, int]         # character -> id: the vocabulary, plus traditional spellings of it
-    banned: np.ndarray             # (vocab,) bool: special ids and marks, never inside a line
+    banned: np.ndarray             # (vocab,) bool: special ids and marks, never inside a line; control
+                                   # tokens and misspelled forms (tables.foreign_ids), never at all
     rhyme_membership: np.ndarray   # (vocab, groups) bool: the 平水韵 level-tone groups of each id
     ci_membership: np.ndarray      # (vocab, len(ci_rhyme.CODES)) bool: the 词林正韵 codes of each id
     can_be: np.ndarray             # (2, vocab) bool: id may be read 平 (row 0) / 仄 (row 1); unknown: neither

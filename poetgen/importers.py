@@ -469,8 +469,8 @@ def import_poems(paths: Iterable[str | os.PathLike], encoding: str = "utf-8", si
 
 
 WHOLE_LINES = "blank-line separated blocks whose every line is a whole poem by itself"
-ONE_CLAUSE = "poems of one five- or seven-character clause"
-UNKNOWN_DYNASTY = "records whose dynasty is none of tang, song, wudai (唐, 宋, 五代, 南唐)"   # a poem a verse per line, read one poem per line
+ONE_CLAUSE = "poems of one five- or seven-character clause"   # a poem a verse per line, read one poem per line
+UNKNOWN_DYNASTY = "poems whose dynasty is none of tang, song, wudai (nor 唐, 宋, 五代 and the like)"
 
 
 @functools.lru_cache(maxsize=4096)   # a corpus repeats its ~1,400 tune names thousands of times
@@ -501,8 +501,6 @@ def iter_clean(raws: Iterable[RawPoem | str], dropped: collections.Counter, simp
             continue
         if raw.whole_lines and notes is not None:
             notes[WHOLE_LINES] += 1
-        if raw.unknown_dynasty and notes is not None:
-            notes[UNKNOWN_DYNASTY] += 1
         tune = simplified_tune(raw.tune) if simplify and raw.tune else raw.tune
         poem, reason = make_poem(raw.text, raw.title, raw.author, simplify, raw.dynasty, raw.genre, tune)
         if poem is None:
@@ -513,6 +511,8 @@ def iter_clean(raws: Iterable[RawPoem | str], dropped: collections.Counter, simp
             if notes is not None and len(poem.text) in (6, 8) and poem.text[-1] in MARKS \
                     and not any(mark in poem.text[:-1] for mark in MARKS):
                 notes[ONE_CLAUSE] += 1
+            if notes is not None and raw.unknown_dynasty:   # counted among the poems kept only
+                notes[UNKNOWN_DYNASTY] += 1
             yield poem
 
 

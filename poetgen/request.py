@@ -224,15 +224,35 @@ def check_prompt_rhymes(prompt: str, prompt_ids, layout: Layout, tables: Vocabul
             why = "shares no rhyme group with the lines before" if own else \
                 "is not in the rhyme table (no 平水韵 level-tone group is known for it)" \
                 if not tables.prosody.tones(prompt[end]) else "has no level-tone (平) reading to rhyme in"
-            raise BadInput(f"prompt line {line + 1} ends in {prompt[end]!r}, which {why}; change it, or pass "
-                           f"--no-rhyme (rhyme: false) to keep it", field="prompt")
+            raise BadInput(f"prompt line {line + 1} ends in {prompt[end]!r}, which {why}"
+                           f"{_rare_reading_note([prompt[e] for e in _rhyme_ends(layout, len(prompt))], tables)}; "
+                           f"change it, or pass --no-rhyme (rhyme: false) to keep it", field="prompt")
+
+
+def _rhyme_ends(layout: Layout, size: int) -> list[int]:
+    """The positions of the rhyme lines' last characters that a prompt of `size` characters fixes."""
+    return [start + length - 1 for line, (start, length) in enumerate(zip(layout.starts, layout.line_lengths))
+            if line in layout.rhyme_lines and start + length - 1 < size]
+
+
+def _rare_reading_note(chars: list[str], tables: VocabularyTables) -> str:
+    """Why a rhyme the checker accepts is refused: the group the characters share is a reading poets barely
+    used for one of them (衰 cuī in 十灰, 回乡偶书), which generation never asks for (prosody.usual_table)."""
+    shared = set.intersection(*(tables.checking.rhyme_groups(ch) for ch in chars)) if chars else set()
+    rare = [ch for ch in chars if not shared <= tables.prosody.rhyme_groups(ch)]
+    if not shared or not rare:
+        return ""
+    group = min(shared)
+    return (f" ({'、'.join(dict.fromkeys(chars))} share {group} only in a reading poets barely used for "
+            f"{'、'.join(dict.fromkeys(rare))}, which the checker accepts but generation never asks for)")
 
 
 def check_ci_prompt_rhymes(prompt: str, acrostic: str, variant: Variant, shown: str = "") -> None:
     """The characters a prompt (then an acrostic too) fixes at rhyme slots of a tune must leave each rhyme
     group a 部 of the group's tone that they all share (a 叶 slot's in the other tone), as check_ci reads
-    them: the rule could not rhyme the rest with them, and the ci would fail its rhyme (--no-rhyme keeps
-    it). A character the rhyme table does not know is left out, as the rule leaves it."""
+    them within one 部: the rule could not rhyme the rest with them (--no-rhyme keeps it; the checker also
+    accepts 十灰's two halves and 通押, and the message says so). A character the rhyme table does not know
+    is left out, as the rule leaves it."""
     from poetgen.ci_checks import han_chars
 
     fixed = dict(enumerate(han_chars(prompt)))
@@ -248,8 +268,9 @@ def check_ci_prompt_rhymes(prompt: str, acrostic: str, variant: Variant, shown: 
 
 def _split_group_note(fixed: dict, variant: Variant, slot) -> str:
     """Why a rhyme a reader accepts is refused, when it is the 词林正韵's cut of one 平水韵 group: 杯 and 台
-    are both 十灰, which the 词林正韵 puts in 第三部 and 第五部; the rules rhyme a ci within one 部."""
-    from poetgen.ci_checks import HALVES_RHYMED_AS_ONE
+    are both 十灰, which the 词林正韵 puts in 第三部 and 第五部; or two neighbouring 部 Song poets rhymed
+    together (通押: 合 and 缺), which the checker accepts; the rules rhyme a ci within one 部."""
+    from poetgen.ci_checks import HALVES_RHYMED_AS_ONE, _neighbours
     from poetgen.ci_rhyme import LEVEL_CODES, codes_for_group, describe, usual_ci_rhyme
     from poetgen.prosody import PING
 
@@ -257,6 +278,12 @@ def _split_group_note(fixed: dict, variant: Variant, slot) -> str:
     before = [fixed[s.pos] for s in variant.steered_rhymes if s.group == slot.group and s.pos < slot.pos
               and s.pos in fixed and not s.xie]
     chars = [*before, fixed[slot.pos]]
+    allowed = codes_for_group(variant, slot.group)
+    sets = {k: rhyme.codes(ch) & allowed for k, ch in enumerate(chars)}
+    if before and not slot.xie and all(sets.values()) and _neighbours(sets, [slot]):
+        parts = "、".join(f"{ch} {'/'.join(describe(c) for c in sorted(sets[k]))}" for k, ch in enumerate(chars))
+        return (f" ({'、'.join(dict.fromkeys(chars))} rhyme in neighbouring 部 (通押), which the checker accepts, "
+                f"but the rules rhyme a ci within one 部 of the 词林正韵: {parts})")
     level = [rhyme.codes(ch) & LEVEL_CODES for ch in chars]   # their 平 部
     common = set.intersection(*({g for g in rhyme.groups_of.get(ch, ()) if g[0] == PING} for ch in chars))
     common &= set(HALVES_RHYMED_AS_ONE)   # what the checker accepts (十灰), though the rules cannot write it

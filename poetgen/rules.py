@@ -214,8 +214,8 @@ TONE_NUDGE = 1.5   # an off-pattern character at a free column loses this much l
 
 class Tone(Rule):
     """Steer each character toward a 平仄 pattern: strict columns are enforced, the others nudged, and at
-    the columns that keep a line from 三平尾 or 孤平 (prosody.guard_columns) only a character with no
-    reading in the other tone is written."""
+    the columns that keep a line from 三平尾 or 孤平, and at the end of a line that ends 仄
+    (prosody.guard_columns), only a character with no reading in the other tone is written."""
 
     def __init__(self, can_be: dict[str, np.ndarray], patterns: list[list[str]], nudge: float = TONE_NUDGE,
                  rescued: frozenset = frozenset()):

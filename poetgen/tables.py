@@ -10,7 +10,7 @@ import functools
 import numpy as np
 
 from poetgen.ci_rhyme import CODES, COLUMN, FLIP, ci_rhyme, usual_ci_rhyme
-from poetgen.corpus import PUNCTUATION, chinese_forms, everyday, to_simplified
+from poetgen.corpus import PUNCTUATION, chinese_forms, everyday, to_simplified, traditional_script
 from poetgen.errors import BadInput
 from poetgen.layout import banned_inside
 from poetgen.prosody import PING, ZE, Prosody, table, usual_table
@@ -70,11 +70,14 @@ class VocabularyTables:
     @functools.cached_property
     def foreign_ids(self) -> list[int]:
         """Ids of characters a reader of simplified Chinese takes for misspellings, never sampled: Japanese
-        forms (髪, 隠, 歳) and old variant spellings (疎, 劒, 髙) that the corpus keeps as its sources wrote
+        forms (髪, 隠, 歳) and old variant spellings (疎, 劒, 鴈) that the corpus keeps as its sources wrote
         them. One counts when it is not among GB 2312's 6,763 everyday characters while the form Chinese
-        writes (corpus.chinese_form, or the rhyme table's standard spelling) is, and the vocabulary has that
-        form too. 樽, 炉 and 翻 are everyday characters and stay."""
+        writes (corpus.chinese_forms, or the rhyme table's standard spelling) is, and the vocabulary has that
+        form too. 樽, 炉 and 翻 are everyday characters and stay. A model trained in traditional characters
+        (`corpus import --keep-script`) has none: its 雲 and 遊 are no misspellings of 云 and 游."""
         index = self.tokenizer.index
+        if traditional_script(index):
+            return []
         chars = [ch for ch in index if len(ch) == 1 and not everyday(ch)]
         ids = []
         for ch, plain in zip(chars, chinese_forms(chars)):

@@ -46,10 +46,11 @@ ATTRIBUTION = ("钦定词谱 (1715) patterns from the couyun project by hulbji (
 
 # Pinyin the couyun tables give in a polyphone's other reading (and its initials): 长 is cháng in 长相思 and
 # 应天长, 重 chóng in 小重山, 还 huán in 还京乐, 卜 bǔ in 卜算子, 徵 zhǐ in 徵招 (the tables' own 徵招调中腔 has
-# zhizhao), 乾 gān (dry) in 乾荷叶; `poetgen tunes changxiangsi` found nothing
+# zhizhao), 乾 gān (dry) in 乾荷叶; `poetgen tunes changxiangsi` found nothing. Initials that another tune
+# already has (应天长's ytc is 玉堂春's) keep the tables' own, so neither tune loses its key
 PINYIN_FIXES = {
     "zhangxiangsi": "changxiangsi", "zxs": "cxs", "zhangxiangsiman": "changxiangsiman", "zxsm": "cxsm",
-    "yingtianzhang": "yingtianchang", "ytz": "ytc", "xizhangxin": "xichangxin", "xzx": "xcx",
+    "yingtianzhang": "yingtianchang", "xizhangxin": "xichangxin",   # initials ytc, xcx: other tunes' already
     "diandaizhangzhongdiao": "diandaichangzhongdiao", "ddzzd": "ddczd", "bajiezhanghuan": "bajiechanghuan",
     "bjzh": "bjch", "xiaozhongshan": "xiaochongshan", "xzs": "xcs", "jiangyuehuangzhongshan":
     "jiangyuehuangchongshan", "jyhzs": "jyhcs", "haijingyue": "huanjingyue", "menghaijing": "menghuanjing",
@@ -283,7 +284,7 @@ def mark_usual(tunes: list[dict], poems: list[dict]) -> None:
     """Give a tune "usual": the 1-based variant `--tune` writes when none is asked, when the corpus's ci
     under its names take that variant's clause lengths far more often than the first's (USUAL_CI,
     USUAL_SHARE, USUAL_OVER_FIRST). The 谱 puts a tune's oldest form first, which Song poets often did not
-    write: 0 of 492 临江仙 have its first form's 54 characters, 370 the eighth's 60; 江城子's first is a
+    write: 1 of 492 临江仙 has its first form's 54 characters, 370 the eighth's 60; 江城子's first is a
     35-character 单调, 101 of 114 are the fifth's 70 (苏轼's 老夫聊发少年狂)."""
     shapes_of = collections.defaultdict(collections.Counter)
     for poem in poems:

@@ -24,8 +24,8 @@ It removes readings the package lists that the rhyme books do not (WRONG): 国 a
 
 And it gives characters the table has a level-tone reading it lacks (READINGS, from the rhyme books; the
 corpus's rhyme votes, as in 3 but counting the poem's other rhyme characters, are kept as evidence):
-衰 cuī in 十灰, so 贺知章's 回乡偶书 (回, 衰, 来) rhymes; 槎 in 六麻, which the table reads 仄 only (206 of
-207 poems that vote rhyme it in 六麻).
+衰 cuī in 十灰, so 贺知章's 回乡偶书 (回, 衰, 来) rhymes; 槎 in 六麻, which the table reads 仄 only (253 of
+254 poems that vote rhyme it in 六麻).
 
 It also marks the readings poets barely used ("rare"). The package lists every reading a character has,
 so 深 (沁, a 去声 reading of another word), 回 (队), 如 (御), 衣 (未), 横 (敬) and 不 (尤) could stand where

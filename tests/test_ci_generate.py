@@ -129,6 +129,11 @@ def test_evaluate_tune_keeps_each_variant_and_refuses_what_it_would_ignore(tiny_
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert list(report["tunes"]) == ["浣溪沙", "浣溪沙#3"] and report["tunes"]["浣溪沙#3"]["variant"] == 3
+    # a bare name is the tune's usual variant (临江仙's 8th): its row is keyed by the name, the first by #1
+    result = runner.invoke(cli, ["evaluate", "--model", str(tiny_bundle), "--tune", "临江仙", "--tune", "临江仙#1",
+                                 "--samples", "1", "--format", "json"])
+    rows = json.loads(result.stdout)["tunes"]
+    assert (rows["临江仙"]["variant"], rows["临江仙#1"]["variant"]) == (8, 1), rows
     for extra in (["--corpus", "/nonexistent"], ["--dynasty", "song"], ["--genre", "shi"]):
         result = runner.invoke(cli, ["evaluate", "--model", str(tiny_bundle), "--tune", "浣溪沙", *extra])
         assert result.exit_code == 2 and extra[0] in result.stderr, result.output

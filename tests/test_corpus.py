@@ -398,14 +398,20 @@ def test_a_records_dynasty_comes_from_the_chinese_poetry_file_name_and_an_unknow
                                                            ensure_ascii=False), encoding="utf-8")
     (tmp_path / "mine.json").write_text(json.dumps([
         {"title": "乙", "paragraphs": [shi]},                                    # no field, no telling name: Tang
-        {"title": "丙", "dynasty": "清", "paragraphs": [POEM_A]}], ensure_ascii=False), encoding="utf-8")
+        {"title": "丙", "dynasty": "清", "paragraphs": [POEM_A]},
+        {"title": "丙", "dynasty": "清", "paragraphs": [POEM_A]},                # a duplicate: not counted again
+        {"title": "戊", "dynasty": "南宋", "paragraphs": ["床前明月光，疑是地上霜。"]}], ensure_ascii=False),
+        encoding="utf-8")
+    (tmp_path / "poet.song.9.jsonl").write_text(json.dumps({"text": "红豆生南国，春来发几枝。"}, ensure_ascii=False) + "\n",
+                                                encoding="utf-8")   # JSON lines named so: Song too
     out = tmp_path / "out.jsonl"
     result = CliRunner().invoke(cli, ["corpus", "import", str(tmp_path / "ci.song.0.json"),
                                       str(tmp_path / "poet.song.1000.json"), str(tmp_path / "mine.json"),
-                                      "--out", str(out)])
+                                      str(tmp_path / "poet.song.9.jsonl"), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert {p.text: p.dynasty for p in load_corpus(out)} == {ci: "song", POEM_B: "song", shi: "tang", POEM_A: "tang"}
-    assert "warning: 1 records whose dynasty is none of tang, song, wudai" in result.stderr
+    assert {p.text: p.dynasty for p in load_corpus(out)} == {ci: "song", POEM_B: "song", shi: "tang", POEM_A: "tang",
+                                                             "床前明月光，疑是地上霜。": "song", "红豆生南国，春来发几枝。": "song"}
+    assert "warning: 1 poems whose dynasty is none of tang, song, wudai" in result.stderr
     assert "were read as Tang" in result.stderr
 
 

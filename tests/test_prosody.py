@@ -62,6 +62,12 @@ def test_level_readings_the_table_lacks_are_added_and_a_famous_rhyme_on_one_is_a
     check = check_poem("少小离家老大回，乡音无改鬓毛衰。儿童相见不相识，笑问客从何处来。", "qijue", table())
     assert check.rhyme_ok and check.rhyme_group == "上平十灰"
     assert PING in usual_table().tones("槎") and ZE not in usual_table().tones("槎")   # generation reads it 平
+    # as a prompt it is refused (衰 cuī is a reading generation leaves out), and the message says so
+    from poetgen.errors import BadInput
+    from poetgen.generate import Generator
+
+    with pytest.raises(BadInput, match="衰、来 share 上平十灰 only in a reading poets barely used for 衰"):
+        Generator.load().generate(PoemRequest(form="qijue", prompt="少小离家老大回，乡音无改鬓毛衰。儿童相见不相识，笑问客从何处来"))
 
 
 def test_readings_the_rhyme_books_do_not_give_are_removed_from_every_table():

@@ -467,6 +467,11 @@ def test_neighbouring_bu_that_song_poets_rhymed_together_pass_the_checker_and_ar
     assert check_ci(far, variant, prosody, rhyme).rhyme_ok
     off = _replace_char(SU_SHI, slots[1], "绿")   # 绿: 第十五部 (沃), no neighbour of 第十九部
     assert not check_ci(off, variant, prosody, rhyme).rhyme_ok
+    from poetgen.errors import BadInput
+    from poetgen.request import check_ci_prompt_rhymes
+
+    with pytest.raises(BadInput, match=r"合、缺 rhyme in neighbouring 部 \(通押\), which the checker accepts"):
+        check_ci_prompt_rhymes(SU_SHI[:SU_SHI.index("缺") + 1], "", variant)   # the rules keep one 部: says why
     result = CliRunner().invoke(cli, ["generate", "--tune", "水调歌头#3", "-n", "6", "--seed", "1", "--format", "json"])
     for poem in json.loads(result.stdout)["poems"]:   # generation: one 部 a group, never 通押
         assert poem["rhyme_ok"] and "通押" not in poem["rhyme_group"], poem["text"]
@@ -490,10 +495,12 @@ def test_a_tune_is_found_by_its_name_read_as_the_name_means_it():
     assert table.find("zhangxiangsi") is None and table.find("bosuanzi") is None
     assert "changxiangsi" in table.get("长相思").full_pinyin and table.get("闲中好").name == "闲中好"   # not 閒中好
     assert resolve("busuanzi").tune == "卜算子"
+    # initials another tune already has are left as the tables give them: ytc stays 玉堂春's
+    assert table.find("ytc").name == "玉堂春" and table.find("ytz").name == "应天长"
 
 
 def test_a_tune_without_a_variant_writes_the_form_most_ci_take():
-    """The 谱 puts a tune's oldest form first: 临江仙's 54 characters, which 0 of the corpus's 492 临江仙 take
+    """The 谱 puts a tune's oldest form first: 临江仙's 54 characters, which 1 of the corpus's 492 临江仙 takes
     (370 take the 8th's 60); 江城子's first is a 35-character 单调 (101 of 114 are the 5th's 70, 苏轼's)."""
     assert (resolve("临江仙").number, resolve("临江仙").length) == (8, 60)
     assert (resolve("江城子").number, resolve("江城子").length) == (5, 70)
