@@ -273,6 +273,11 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
     poems = corpus_poems(corpus)
     for i, names in corpus_names(poems, tunes).items():
         tunes[i]["names"] = tunes[i]["names"] + [n for n in names if n not in tunes[i]["names"]]
+    taken = {n for tune in tunes for n in tune["names"]}
+    for tune in tunes:   # an other name in traditional characters is found simplified too (雁後归: 雁后归)
+        extra = [to_simplified(n) for n in tune["names"][1:] if to_simplified(n) not in taken]
+        tune["names"] = tune["names"] + list(dict.fromkeys(extra))
+        taken.update(extra)
     add_traditional_names(tunes)
     mark_entering(tunes, model_poems, poems)
     mark_written_as(tunes, poems)

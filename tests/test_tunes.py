@@ -497,6 +497,7 @@ def test_a_tune_is_found_by_its_name_read_as_the_name_means_it():
     assert resolve("busuanzi").tune == "卜算子"
     # initials another tune already has are left as the tables give them: ytc stays 玉堂春's
     assert table.find("ytc").name == "玉堂春" and table.find("ytz").name == "应天长"
+    assert table.find("雁后归").name == "临江仙"   # an other name the tables spell 雁後归, found simplified too
 
 
 def test_a_tune_without_a_variant_writes_the_form_most_ci_take():
