@@ -99,8 +99,10 @@ def chinese_forms(chars: list[str]) -> list[str]:
     return [VARIANT_FORMS.get(ch, plain if len(plain) == 1 else ch) for ch, plain in zip(chars, converted)]
 
 
-# variant spellings OpenCC does not convert (checked by hand): 徧 遍, 鴈 雁, 廻 回, 塲 场, 醆 盏
-VARIANT_FORMS = {"徧": "遍", "鴈": "雁", "廻": "回", "塲": "场", "醆": "盏"}
+# variant spellings OpenCC does not convert (checked by hand): 徧 遍, 鴈 雁, 廻 回, 塲 场, 醆 盏, 碁 棋, 慙 惭,
+# 賸 剩, 秪 只, 盌 碗, 煖 暖
+VARIANT_FORMS = {"徧": "遍", "鴈": "雁", "廻": "回", "塲": "场", "醆": "盏", "碁": "棋", "慙": "惭", "賸": "剩",
+                 "秪": "只", "盌": "碗", "煖": "暖"}
 
 
 TRADITIONAL_SHARE = 0.05   # a vocabulary with more of its Han characters in traditional form is traditional
