@@ -57,7 +57,7 @@ class Polisher:
         text = poem["text"]
         back = generator.reverse_scorer.reading(text, controls) if weight else None
         current = _Candidate(text, Reading.read(generator.stepper, self._ids(text), prefix), back, weight)
-        passed, repeats, replaced = self._check(prepared, text), _repeats(text), 0
+        passed, repeats, replaced = self._check(prepared, text, usual=True), _repeats(text), 0
         # versions keep the poem's own 平仄 pattern: drawn afresh, a version of line 1 could take another
         # and leave the poem in none (a 入韵 line 1 must also keep the rhyme: _standing)
         kept = dataclasses.replace(prepared, pattern=poem.get("tone_pattern"))
@@ -93,7 +93,7 @@ class Polisher:
         for version in self._versions(prepared, head, end, resume, stream):
             splice = text[:start] + version[start:end] + text[end:]
             if (splice != text and splice not in splices and _fewer_or_as_many(_repeats(splice), repeats)
-                    and _keeps(self._check(prepared, splice), check)
+                    and _keeps(self._check(prepared, splice, usual=True), check)
                     and all(new >= old for new, old in zip(self._standing(prepared, splice), standing))):
                 splices.append(splice)
         if not splices:
@@ -142,11 +142,16 @@ class Polisher:
         """A poem's ids as the forward model reads them: its characters, then the boundary."""
         return self.generator.tokenizer.encode(text) + [BOUNDARY]
 
-    def _check(self, prepared: PreparedRequest, text: str):
+    def _check(self, prepared: PreparedRequest, text: str, usual: bool = False):
+        """The poem's check by every attested reading (what its record reports), or with `usual` by the
+        readings generation uses: what a splice must keep, so that no rhyme or tone it brings holds only
+        through a reading poets barely used (功流日自干 rhymed 干 with 千 in 一先)."""
         tables = self.generator.tables
         if prepared.variant is not None:
-            return check_ci(text, prepared.variant, tables.checking, tables.checking_ci_rhyme, prepared.acrostic)
-        return check_poem(text, prepared.form, tables.checking, prepared.acrostic)
+            rhyme = tables.ci_rhyme if usual else tables.checking_ci_rhyme
+            return check_ci(text, prepared.variant, tables.prosody if usual else tables.checking, rhyme,
+                            prepared.acrostic)
+        return check_poem(text, prepared.form, tables.prosody if usual else tables.checking, prepared.acrostic)
 
     def _standing(self, prepared: PreparedRequest, text: str) -> tuple:
         """How a shi poem holds the pattern `prepared` keeps: the share of its strict positions that fit,

@@ -314,6 +314,26 @@ def test_the_pattern_tables_are_built_once_and_cannot_be_changed_by_a_caller():
         shared["仄起"][0] = "平" * 7
 
 
+def test_a_rare_reading_does_not_save_a_line_from_three_level_tones():
+    """白云千载空悠悠 is the textbook 三平尾 of 黄鹤楼; the checker accepted it through 空's rare 仄 reading
+    (kòng, 19 of 6,827 reads). At a guard column only the readings poets use count; elsewhere any does."""
+    from poetgen.checks import check_poem
+    from poetgen.layout import clauses
+    from poetgen.prosody import line_fits, strict_columns, tone_patterns
+
+    assert table().tones("空") == {PING, ZE} and usual_table().tones("空") == {PING}
+    pattern = tone_patterns(7, 8)["平起"][3]   # line 4 of 黄鹤楼's pattern: 平平仄仄仄平平
+    assert pattern == "平平仄仄仄平平"
+    fits = dict(zip(strict_columns(pattern), line_fits("白云千载空悠悠", pattern, table())))
+    assert fits[4] is False   # the guard column: 三平尾
+    poem = ("昔人已乘黄鹤去，此地空余黄鹤楼。黄鹤一去不复返，白云千载空悠悠。晴川历历汉阳树，芳草萋萋鹦鹉洲。"
+            "日暮乡关何处是，烟波江上使人愁。")
+    check = check_poem(poem, "qilv", table())
+    assert check.tone_score < 0.95 and len(clauses(poem)) == 8
+    # elsewhere a rare reading still counts for the checker (深 仄 at 仄仄平平仄's second), not for generation
+    assert line_fits("夜深山寂寂", "仄仄平平仄", table())[0] and not line_fits("夜深山寂寂", "仄仄平平仄", usual_table())[0]
+
+
 def test_the_checker_fails_a_rhyme_character_used_twice_and_a_rhyme_off_its_group():
     """重韵 and 出韵 are failures: every rhyme assertion elsewhere checked a poem that passes."""
     from poetgen.checks import check_poem
