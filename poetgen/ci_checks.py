@@ -60,7 +60,7 @@ def rhyme_of(chars: str, variant: Variant, rhyme: CiRhyme) -> tuple[list[bool], 
         best = min(votes, key=lambda c: (-votes[c], c)) if votes else None
         fitting = {pos: best is not None and best in codes for pos, codes in sets.items()}
         merged = None if all(fitting.values()) else _one_pingshui_group(chars, slots, allowed, rhyme)
-        merged = merged or (None if all(fitting.values()) else _neighbours(sets, slots))
+        merged = merged or (None if all(fitting.values()) else neighbouring_bu(sets, slots))
         if merged is not None:   # 杯 台: 第三部 and 第五部, both 十灰; 合 缺: 第十九部 and 第十八部, 通押
             fitting = dict.fromkeys(fitting, True)
         if best is None:
@@ -97,7 +97,7 @@ def _one_pingshui_group(chars: str, slots: list, allowed: frozenset, rhyme: CiRh
 TONGYA = frozenset(map(frozenset, [(7, 14), (6, 11), (6, 13), (3, 4), (8, 12), (17, 18), (17, 19), (18, 19)]))
 
 
-def _neighbours(sets: dict, slots: list) -> str | None:
+def neighbouring_bu(sets: dict, slots: list) -> str | None:
     """"通押" when every character of a rhyme group (叶 slots aside: none may be one) rhymes in one of two
     neighbouring 部 of TONGYA, in the group's tone, and both are rhymed; None otherwise. The checker
     accepts such a group; the rules keep to one 部."""

@@ -142,7 +142,8 @@ class Prosody:
     def _remove(self, ch: str, readings: set) -> None:
         """Drop (tone kind, n) readings of a character: its groups, and a tone none of its groups is left in."""
         self.numbered_groups_of[ch] = self.numbered_groups_of.get(ch, set()) - readings
-        self.groups_of[ch] = {g for g in self.groups_of.get(ch, ()) if (PING, self.level_groups.index(g)) not in readings}
+        self.groups_of[ch] = {group for group in self.groups_of.get(ch, ())
+                              if (PING, self.level_groups.index(group)) not in readings}
         left = {PING if kind == PING else ZE for kind, _ in self.numbered_groups_of[ch]}
         self.tones_of[ch] = self.tones_of.get(ch, set()) & left
 

@@ -45,7 +45,7 @@ class PoemRequest:
     prompt: str = ""                 # the poem starts with this text (may span lines)
     form: str | None = None          # wujue|qijue|wulv|qilv|free or 五绝…; default wujue (wulv for 8 heads)
     tune: str = ""                   # write a ci (词) to this tune: a name, other name or pinyin, instead of a form
-    variant: int | None = setting(None, low=1)   # the tune's variant (格), 1-based; default: the one most ci take (the 词谱's first for most tunes)
+    variant: int | None = setting(None, low=1)   # the tune's variant (格), 1-based; default: the one most ci take
     acrostic: str = ""               # 藏头: line i starts with character i
     theme: str = ""                  # free text; keywords steer the lines
     title: str = ""                  # write to this title (a model trained with --titles reads it first; shi only)
@@ -270,7 +270,7 @@ def _split_group_note(fixed: dict, variant: Variant, slot) -> str:
     """Why a rhyme a reader accepts is refused, when it is the 词林正韵's cut of one 平水韵 group: 杯 and 台
     are both 十灰, which the 词林正韵 puts in 第三部 and 第五部; or two neighbouring 部 Song poets rhymed
     together (通押: 合 and 缺), which the checker accepts; the rules rhyme a ci within one 部."""
-    from poetgen.ci_checks import HALVES_RHYMED_AS_ONE, _neighbours
+    from poetgen.ci_checks import HALVES_RHYMED_AS_ONE, neighbouring_bu
     from poetgen.ci_rhyme import LEVEL_CODES, codes_for_group, describe, usual_ci_rhyme
     from poetgen.prosody import PING
 
@@ -280,7 +280,7 @@ def _split_group_note(fixed: dict, variant: Variant, slot) -> str:
     chars = [*before, fixed[slot.pos]]
     allowed = codes_for_group(variant, slot.group)
     sets = {k: rhyme.codes(ch) & allowed for k, ch in enumerate(chars)}
-    if before and not slot.xie and all(sets.values()) and _neighbours(sets, [slot]):
+    if before and not slot.xie and all(sets.values()) and neighbouring_bu(sets, [slot]):
         parts = "、".join(f"{ch} {'/'.join(describe(c) for c in sorted(sets[k]))}" for k, ch in enumerate(chars))
         return (f" ({'、'.join(dict.fromkeys(chars))} rhyme in neighbouring 部 (通押), which the checker accepts, "
                 f"but the rules rhyme a ci within one 部 of the 词林正韵: {parts})")

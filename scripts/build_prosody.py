@@ -317,8 +317,8 @@ def main() -> None:
     kinds = collections.Counter("as" if "as" in e else "group" if "group" in e else "tone" for e in add.values())
     print(f"wrote {OUT}: {len(add)} characters ({kinds['as']} variants, {kinds['group']} by rhyme votes, "
           f"{kinds['tone']} tones only); rare readings of {len(rare_)} characters "
-          f"({sum('tone' in e for e in rare_.values())} tones, {sum('groups' in e for e in rare_.values())} with groups); "
-          f"{len(readings)} level-tone readings the table lacks")
+          f"({sum('tone' in e for e in rare_.values())} tones, {sum('groups' in e for e in rare_.values())} "
+          f"with groups); {len(readings)} level-tone readings the table lacks")
 
 
 if __name__ == "__main__":
