@@ -283,21 +283,24 @@ def test_oblique_groups_the_ci_barely_rhyme_in_are_left_out_of_generation():
 
 
 def test_finished_poems_are_judged_by_every_attested_reading(monkeypatch):
-    """Generation uses the usual readings; a finished poem's checks (tone_score, rhyme_ok, polish's
-    standing) use every attested one, as a real poem's do."""
+    """Generation uses the usual readings; a finished poem's checks (tone_score, rhyme_ok, the polished
+    record) use every attested one, as a real poem's do. What a polishing splice must keep is judged by the
+    usual readings: a rewritten line may not bring a rhyme that holds only through a rare one."""
     import poetgen.generate
     import poetgen.polish
     from poetgen.generate import Generator
 
-    judged = []
-    for module in (poetgen.generate, poetgen.polish):
+    judged = {"generate": [], "polish": []}
+    for name, module in (("generate", poetgen.generate), ("polish", poetgen.polish)):
         real = module.check_poem
         monkeypatch.setattr(module, "check_poem",
-                            lambda text, form, prosody, acrostic="", real=real: (judged.append(prosody),
-                                                                                  real(text, form, prosody, acrostic))[1])
+                            lambda text, form, prosody, acrostic="", real=real, seen=judged[name]:
+                            (seen.append(prosody), real(text, form, prosody, acrostic))[1])
     generator = Generator.load()
     generator.generate(PoemRequest(form="wujue", polish=1, n=1, sample=SampleOptions(seed=1)))
-    assert len(judged) >= 2 and all(prosody is table() for prosody in judged)
+    assert judged["generate"] and all(prosody is table() for prosody in judged["generate"])
+    assert judged["polish"][-1] is table()   # the polished poem's record
+    assert {id(p) for p in judged["polish"][:-1]} == {id(usual_table())}   # what each splice must keep
     assert generator.tables.prosody is usual_table() and generator.tables.checking is table()
 
 
