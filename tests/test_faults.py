@@ -628,6 +628,30 @@ def test_a_lock_is_taken_on_the_file_at_its_path_and_its_release_removes_only_it
     assert (out / LOCK_NAME).read_text() == '{"pid": 1}'
 
 
+def test_no_write_is_committed_once_a_stop_was_asked(tmp_path):
+    """A SIGTERM's KeyboardInterrupt can be swallowed where it lands (a gc callback); the stop it asked is
+    recorded, and no file write, nor a staged set of files, is then put in place: the old files stay whole
+    and no temporary file is left."""
+    from poetgen.atomic import ask_stop, staged
+
+    (tmp_path / "a.txt").write_text("old a")
+    (tmp_path / "b.txt").write_text("old b")
+    ask_stop()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            poetgen.atomic.write_text(tmp_path / "a.txt", "new a")
+        with pytest.raises(KeyboardInterrupt):
+            with staged() as stage:
+                stage.text(tmp_path / "a.txt", "new a")
+                stage.text(tmp_path / "b.txt", "new b")
+    finally:
+        ask_stop(False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+    assert ((tmp_path / "a.txt").read_text(), (tmp_path / "b.txt").read_text()) == ("old a", "old b")
+    poetgen.atomic.write_text(tmp_path / "a.txt", "new a")   # asked no more: written
+    assert (tmp_path / "a.txt").read_text() == "new a"
+
+
 def test_written_files_take_the_umask_not_mkstemps_private_mode(tmp_path):
     """mkstemp makes 0600 files: an output others share (a corpus, a bundle) would be unreadable to them."""
     old = os.umask(0o022)
