@@ -15,7 +15,8 @@ from typing import Iterator
 
 from poetgen.corpus import Deduplicator
 from poetgen.errors import BadCorpus
-from poetgen.importers import ImportResult, RawPoem, iter_clean
+from poetgen.importers import ImportResult, iter_clean
+from poetgen.readers import RawPoem
 
 _DIST = r"package/dist/"
 

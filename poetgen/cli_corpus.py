@@ -16,7 +16,8 @@ import click
 from poetgen.corpus import (DYNASTIES, GENRES, EmptyCorpus, Poem, form_counts, shipped_corpus_path,
                             shipped_corpus_paths, write_corpus)
 from poetgen.errors import BadCorpus, OutputExists
-from poetgen.importers import ONE_CLAUSE, UNKNOWN_DYNASTY, WHOLE_LINES, expand_paths, load_corpus, stream_poems
+from poetgen.importers import ONE_CLAUSE, UNKNOWN_DYNASTY, WHOLE_LINES, load_corpus, stream_poems
+from poetgen.readers import expand_paths
 from poetgen.quiet import progress_shown, require_output
 from poetgen.layout import FORMS
 from poetgen.lock import Lock

@@ -23,7 +23,7 @@ CI_CORPUS = "corpus/ci.jsonl.gz"   # h5's combined ci corpus: records with genre
 def ci_counts(path: Path, tunes: TuneTable) -> collections.Counter:
     """Ci per tune (by its main name) in a corpus file of any format `corpus import` reads: JSON lines
     with a `tune` field, chinese-poetry JSON with `rhythmic`, gzipped or not (text has no tunes)."""
-    from poetgen.importers import read_raw
+    from poetgen.readers import read_raw
 
     counts = collections.Counter()
     try:

@@ -1,6 +1,6 @@
 """The poem record, the text cleaner, form tags, the fixed held-out split and corpus files.
 
-It knows one file format (JSON lines, optionally gzipped); reading users' raw formats is importers.py.
+It knows one file format (JSON lines, optionally gzipped); reading users' raw formats is readers.py.
 """
 
 from __future__ import annotations
