@@ -65,8 +65,9 @@ def table() -> "Prosody":
 @functools.lru_cache(maxsize=1)
 def usual_table() -> "Prosody":
     """The readings poets use: table() without those they barely used (深 仄, 不 平, 逢 in 三江), which
-    generation never asks for (poetgen.tables.VocabularyTables)."""
-    return table().usual()
+    generation never asks for (poetgen.tables.VocabularyTables); the very copy the checker reads at guard
+    columns (Prosody.usual_readings), not a second one."""
+    return table().usual_readings
 
 
 def to_simplified(text: str) -> str:

@@ -301,8 +301,9 @@ def mark_usual(tunes: list[dict], poems: list[dict]) -> None:
             shapes.update(shapes_of.get(name, {}))
         counts = [shapes.get(tuple(v["lengths"]), 0) for v in tune["variants"]]
         best = max(range(len(counts)), key=lambda i: (counts[i], -i))
-        if counts[best] >= max(USUAL_CI, USUAL_SHARE * sum(shapes.values()), USUAL_OVER_FIRST * counts[0]) and best:
-            tune["usual"] = [best + 1, counts[best], counts[0], sum(shapes.values())]
+        total = sum(shapes.values())
+        if best and counts[best] >= max(USUAL_CI, USUAL_SHARE * total, USUAL_OVER_FIRST * counts[0]):
+            tune["usual"] = [best + 1, counts[best], counts[0], total]
 
 
 def mark_written_as(tunes: list[dict], poems: list[dict]) -> None:
