@@ -91,6 +91,8 @@ class PoemGraph(tf.Module):
         only = vocabulary.can_be & (vocabulary.can_be.sum(axis=0) == 1)   # read in that tone alone
         self.tone_rows = tf.constant(np.concatenate([vocabulary.can_be, only]))   # (4, vocab): 平, 仄, 平 alone, 仄 alone
         self.tone_known = tf.constant(vocabulary.tone_known)
+        # the words that fix a two-tone character's reading, by their first id (tables.VocabularyTables.word_tones)
+        self.word_starts, self.word_seconds, self.word_codes = (tf.constant(a) for a in vocabulary.word_tones)
         self.mark_ids = tf.constant(vocabulary.mark_ids)
         self.first_line_rhymes = tf.constant(FIRST_LINE_RHYMES)
         self.positions = int(layouts.line.shape[1])
@@ -333,8 +335,10 @@ class PoemGraph(tf.Module):
             logits, state = self._step(previous, state)
             column = tf.maximum(layout["column"][pos], 0)
             rhyme = (rhyme_group[pos], layout["rhyme_xie"][pos])
+            before = tf.maximum(pos - 1, 0)   # at pos 0 `previous` is the boundary or a control id: no word
+            asked = tf.stack([tf.where(strict[pos], required[pos], -1), tf.where(strict[before], required[before], -1)])
             edited = self._edit(logits, history[pos - column:pos], rhyme, allowed, used,
-                                required[pos], strict[pos], seen)
+                                required[pos], strict[pos], seen, self._word_off(previous, asked))
             sampled = self._sample(edited, temperature, top_k, top_p, seed, pos)
             copied = layout["copy_from"][pos]   # a 叠 phrase repeats what its source took (ci_rules.CiRepeat)
             sampled = tf.where(copied >= 0, history[tf.maximum(copied, 0)], sampled)
@@ -378,15 +382,27 @@ class PoemGraph(tf.Module):
         columns = allowed[tf.maximum(group, 0)]
         return tf.where(xie, tf.gather(columns, self.flip), columns)
 
-    def _edit(self, logits, line_so_far, rhyme, allowed, used, required, strict, seen):
-        """Layout, no-repeat, the repeat penalty (`seen`: the characters written so far), tone and rhyme;
+    def _word_off(self, previous, asked):
+        """(vocab,) bool: the characters whose word with `previous` reads one of the two off the tone its
+        column asks (rules.WordTone); `asked`: the tone asked here and one position back (rows of
+        self.tone_rows: 0/2 平, 1/3 仄; -1 none)."""
+        entries = tf.range(self.word_starts[previous], self.word_starts[previous + 1])
+        codes = tf.cast(tf.gather(self.word_codes, entries), tf.int32)
+        wanted = tf.cast(tf.gather(asked, codes // 2), tf.int32)   # codes >= 2: the word fixes the first character's (previous's) tone
+        off = (wanted >= 0) & (tf.bitwise.bitwise_and(codes, 1) != tf.bitwise.bitwise_and(wanted, 1))
+        seconds = tf.gather(self.word_seconds, entries)
+        return tf.scatter_nd(seconds[:, None], tf.cast(off, tf.int32), [self.vocab_size]) > 0
+
+    def _edit(self, logits, line_so_far, rhyme, allowed, used, required, strict, seen, word_off):
+        """Layout, no-repeat, the repeat penalty (`seen`: the characters written so far), tone (and the
+        words that fix a reading, `word_off`) and rhyme;
         when together they forbid everything, the layout alone."""
         layout = tf.where(self.banned, NEG, logits)
         repeated = tf.scatter_nd(line_so_far[:, None], tf.ones_like(line_so_far), [self.vocab_size]) > 0
         rhyme_slot = rhyme[0] >= 0
         fits = tf.reduce_any(self.membership & self._group_columns(allowed, rhyme)[None, :], axis=1) & ~used
         off_tone = (required >= 0) & ~tf.gather(self.tone_rows, tf.maximum(required, 0))
-        forbidden = repeated | (rhyme_slot & ~fits) | (off_tone & strict)
+        forbidden = repeated | (rhyme_slot & ~fits) | (off_tone & strict) | word_off
         nudged = layout - tf.where(off_tone & ~strict, TONE_NUDGE, 0.0) - tf.where(seen, REPEAT_PENALTY, 0.0)
         edited = tf.where(forbidden, NEG, nudged)
         return tf.where(tf.reduce_any(tf.math.is_finite(edited)), edited, layout)

@@ -43,6 +43,7 @@ class GraphVocabulary:
     can_be: np.ndarray             # (2, vocab) bool: id may be read 平 (row 0) / 仄 (row 1); unknown: neither
     tone_known: np.ndarray         # (vocab,) bool: the tone table lists the id (a fixed one it lacks fits any pattern)
     mark_ids: np.ndarray           # (len(MARKS),) id of each mark of poetgen.layout.MARKS; -1 if not in vocab
+    word_tones: tuple              # the words that fix a reading (tables.VocabularyTables.word_tones): CSR arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +107,7 @@ def vocabulary_tables(tables) -> GraphVocabulary:
     can_be = np.stack([masks[t] for t in TONES])
     mark_ids = np.array([tokenizer.index.get(m, -1) for m in MARKS], np.int32)
     return GraphVocabulary(chars, lookup, banned, tables.rhyme_membership, tables.ci_membership, can_be,
-                           tables.tone_known, mark_ids)
+                           tables.tone_known, mark_ids, tables.word_tones)
 
 
 def shi_layouts() -> dict[str, Layout]:

@@ -115,6 +115,9 @@ class Prosody:
                         self.groups_of.setdefault(head, set()).add(name)
         extra = extra or {}
         self.rare: dict = extra.get("rare", {})         # char -> the readings poets barely used (usual())
+        # two characters -> (the tone its first is read in, its second's), None where the pair does not fix
+        # it: the words whose meaning decides a two-tone character's reading (相逢 平, 宰相 仄, 万重 平)
+        self.words: dict[str, tuple] = {pair: tuple(e["tones"]) for pair, e in extra.get("words", {}).items()}
         self.spelled_as: dict[str, str] = {}             # a variant spelling -> the standard one it reads as
         for ch, entry in extra.get("add", {}).items():   # never overrides the package's table
             if ch in self.tones_of:
@@ -182,6 +185,15 @@ class Prosody:
 
     def tones(self, ch: str) -> set[str]:
         return self.tones_of.get(ch, set())
+
+    def word_tones(self, line: str, col: int) -> set[str]:
+        """The tones the words around line[col] read it in (`words`): by its pair with the character
+        before and with the one after; empty where neither pair fixes it. Two that disagree give both
+        (汉月五更明: 五更 gēng, 更明 gèng), and a checker then judges the character by its own readings;
+        generation, choosing one character at a time (rules.WordTone), writes neither pair off its tone."""
+        before = self.words.get(line[col - 1:col + 1], (None, None))[1] if col > 0 else None
+        after = self.words.get(line[col:col + 2], (None, None))[0] if col + 1 < len(line) else None
+        return {tone for tone in (before, after) if tone}
 
 
 # Level-tone groups close enough that line 1 of a poem rhyming in one may end in another (孤雁出群:
@@ -290,7 +302,9 @@ def line_fits(line: str, pattern: str, prosody: Prosody) -> list[bool]:
     for col, required, licence in _line_plan(pattern):
         # where a reading decides 三平尾, 孤平 or a 仄 line's end, one poets barely used does not save the
         # line: 白云千载空悠悠 is a 三平尾 though 空 has a rare 仄 reading (kòng)
-        ok = tone_fits(line[col], required, prosody.usual_readings if col in guarded else prosody)
+        words = prosody.word_tones(line, col)   # 万重 at a 仄 column is chóng, 平
+        ok = tone_fits(line[col], required, prosody.usual_readings if col in guarded else prosody) and \
+            (len(words) != 1 or required in words)
         if not ok and licence == _AOJIU:
             ok = tone_fits(line[n - 3], PING, prosody)
         if not ok and licence == _TE_AO:

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from poetgen.ci_rules import ci_rules
+from poetgen.ci_rules import char_positions, ci_rules
 from poetgen.layout import Layout as LayoutSpec
 from poetgen.layout import banned_inside
-from poetgen.prosody import PING, guard_columns, prompt_columns, rescue, strict_columns, tone_patterns
+from poetgen.prosody import PING, ZE, guard_columns, prompt_columns, rescue, strict_columns, tone_patterns
 from poetgen.tables import FitMasks
 from poetgen.tokenizer import BOUNDARY, PAD, SPECIALS, UNK
 
@@ -221,7 +221,7 @@ class Tone(Rule):
                  rescued: frozenset = frozenset()):
         """`rescued`: the lines whose rescue column (prosody.rescue) a prompt or acrostic fixes with a
         character that cannot be 平, so that line's third column must be 平 instead (拗救)."""
-        tones = sorted(can_be)
+        self.tones = tones = sorted(can_be)
         self.can_be = np.stack([can_be[t] for t in tones])      # (tones, vocab); unknown chars fit neither
         only = self.can_be & (self.can_be.sum(axis=0) == 1)    # (tones, vocab): read in that tone alone
         # Added to the logits (a boolean-mask assignment costs ten times more), one row per tone and
@@ -244,6 +244,57 @@ class Tone(Rule):
         if column < 0:
             return
         logits += self.add[self.required[np.arange(len(logits)), step.line, column]]
+
+    def asked(self, layout) -> np.ndarray:
+        """(batch, positions) int8 for WordTone: the tone a strict or guard column asks (0 平, 1 仄), -1
+        where none is (marks, nudged columns)."""
+        strictness, tone = np.divmod(self.required, len(self.tones))
+        codes = np.where(strictness == 1, -1, np.array([self.tones[k] != PING for k in range(len(self.tones))])[tone])
+        asked = np.full((len(codes), layout.length), -1, np.int8)
+        for pos, (line, column) in enumerate(layout.positions):
+            if column >= 0:
+                asked[:, pos] = codes[:, line, column]
+        return asked
+
+
+class WordTone(Rule):
+    """Where a column asks a tone, the words that fix a two-tone character's reading (prosody.Prosody.words)
+    are read as a reader reads them: after 万 a 仄 column takes no 重 (万重 is chóng, 平), and after 相 at a
+    仄 column no 逢 follows (相逢 reads 相 xiāng, 平). Tone and CiTone let a character in by any of its
+    readings; this rule forbids one whose word, with the character before it, reads otherwise."""
+
+    def __init__(self, words: tuple[np.ndarray, np.ndarray, np.ndarray], asked: np.ndarray):
+        """`words`: tables.VocabularyTables.word_tones; `asked`: (batch, positions) the tone each
+        position's column asks, 0 平, 1 仄, -1 none (Tone.asked, or a tune's from ci_asked)."""
+        self.starts, self.seconds, self.codes = words
+        self.asked = asked
+
+    def apply(self, logits, step):
+        if step.pos == 0 or step.pos >= self.asked.shape[1]:
+            return
+        previous = step.history[:, step.pos - 1]
+        first, last = self.starts[previous], self.starts[previous + 1]
+        counts = last - first
+        total = int(counts.sum())
+        if not total:
+            return
+        rows = np.repeat(np.arange(len(previous)), counts)
+        entries = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(first, counts)
+        codes = self.codes[entries]
+        # the tone a word fixes, against what its character's column asks: the second character's here,
+        # the first's (codes >= 2) one position back
+        asked = self.asked[rows, step.pos - (codes >= 2)]
+        off = (asked >= 0) & ((codes & 1) != asked)
+        logits[rows[off], self.seconds[entries[off]]] = NEG
+
+
+def ci_asked(variant, batch: int) -> np.ndarray:
+    """(batch, positions) the tone each position of a tune's variant asks (WordTone), 0 平, 1 仄, -1 none."""
+    asked = np.full((batch, variant.layout.length), -1, np.int8)
+    for pos, tone in zip(char_positions(variant), variant.tones):
+        if tone in (PING, ZE):
+            asked[:, pos] = tone == ZE
+    return asked
 
 
 def _strictness(line: str, column: int) -> int:
@@ -302,6 +353,8 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
     if prepared.variant is not None:   # a ci: the tune's rhyme and 平仄 instead of a shi pattern's
         rhyme = request.rhyme if request.rhyme is not None else True
         active += ci_rules(prepared.variant, tables, batch, rhyme, request.tone, forced_ids(prepared, layout))
+        if request.tone:
+            active.append(WordTone(tables.word_tones, ci_asked(prepared.variant, batch)))
     elif regular and request.tone:
         standard = tone_patterns(layout.uniform_length, layout.line_count)
         rhyme = request.rhyme if request.rhyme is not None else True
@@ -312,7 +365,8 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
             patterns = [names[np.random.default_rng([seed, index, 1]).integers(len(names))] for seed, index in streams]
         forced = {layout.line_column(pos): i for pos, i in forced_ids(prepared, layout).items()}
         rescued = frozenset(at for at, i in forced.items() if tables.tone_known[i] and not tables.tone_masks[PING][i])
-        active.append(Tone(tables.tone_masks, [standard[p] for p in patterns], rescued=rescued))
+        tone = Tone(tables.tone_masks, [standard[p] for p in patterns], rescued=rescued)
+        active += [tone, WordTone(tables.word_tones, tone.asked(layout))]
     rhyme = request.rhyme if request.rhyme is not None else regular
     if regular and rhyme and prepared.variant is None:
         first_line = np.array([p is not None and p.endswith("入韵") for p in (patterns or [None] * batch)])

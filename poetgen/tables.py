@@ -129,6 +129,25 @@ class VocabularyTables:
         return masks
 
     @functools.cached_property
+    def word_tones(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The words that fix a two-tone character's reading (prosody.Prosody.words) by the id of their
+        first character, in CSR form: `starts` (vocab + 1,) int32, and per word `seconds` (words,) int32,
+        the second character's id, and `codes` (words,) int8, the tone fixed (0 平, 1 仄) plus 2 when it
+        is the first character's (rules.WordTone, the SavedModel's graph). A word the vocabulary cannot
+        spell is left out."""
+        index, entries = self.tokenizer.index, []
+        for pair, tones in self.prosody.words.items():
+            if pair[0] in index and pair[1] in index:
+                for which, tone in enumerate(tones):
+                    if tone is not None:
+                        entries.append((index[pair[0]], index[pair[1]], (0 if tone == PING else 1) + 2 * (which == 0)))
+        entries.sort()
+        firsts = np.array([e[0] for e in entries], np.int64)
+        starts = np.searchsorted(firsts, np.arange(self.tokenizer.vocab_size + 1)).astype(np.int32)
+        return (starts, np.array([e[1] for e in entries], np.int32).reshape(-1),
+                np.array([e[2] for e in entries], np.int8).reshape(-1))
+
+    @functools.cached_property
     def tone_known(self) -> np.ndarray:
         """(vocab,) bool: the ids the tone table lists. One it lacks is never written where a tone is
         required (tone_masks), but fixed by a prompt it fits any pattern (rules.fitting_patterns)."""

@@ -41,6 +41,14 @@ wrong there. From the corpus's regular shi (Tang and Song):
    (at least VOTES of them) rhyme it in is dropped: 逢 三江 (9 of 450), 干 一先 (20 of 882);
 7. oblique group votes, from the ci (regular shi rhyme in 平 only): see rare_oblique.
 
+And the words that fix a two-tone character's reading by its meaning ("words"): counting the tone votes
+of 5 by the character before and the one after, a pair of characters (相逢, 宰相, 万重, 重阳, 长安, 生长,
+何为) that holds a two-tone character at least WORD_VOTES times, in one tone in all but at most RARE of
+them, reads it in that tone. Generation asks for a character only where its word reads it in the tone
+the column asks (rules.WordTone: 万重 at a 仄 column is chóng, 平, and was written there before), and
+the checker reads it so (prosody.line_fits). Characters whose tone does not follow the meaning (看 听 过
+in their sense of look, hear, pass) never reach the share, so the words leave them alone.
+
 Generation leaves a rare reading out (poetgen.prosody.usual_table), so the rules never ask for it; the
 checkers still accept it (poetgen.prosody.table), as a poet may use one (王天下).
 
@@ -54,6 +62,7 @@ from __future__ import annotations
 import collections
 import gzip
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -66,7 +75,10 @@ VOTES = 8        # rhyme votes: at least this many poems…
 SHARE = 0.8      # …and at least this share of them agreeing on one group
 TONE_VOTES = 30  # tone votes: a two-tone character read at least this many times at strict columns…
 RARE = 0.05      # …loses a tone (or a level group) it takes in at most this share of its votes
+WORD_VOTES = 8   # a pair of characters holding a two-tone one this many times at strict columns fixes its tone…
+CHANCE = 1e-3    # …when the character alone would take the other tone so seldom with at most this probability
 
+# variant → standard spelling the table knows (all its readings are taken)
 # variant → standard spelling the table knows (all its readings are taken)
 VARIANTS = {
     "疎": "疏", "踈": "疏", "樽": "尊", "罇": "尊", "鶑": "鶯", "劒": "劍", "鬭": "鬥", "鬬": "鬥", "髙": "高",
@@ -131,7 +143,9 @@ def build() -> dict:
     found = rare(poems, table)
     for ch, entry in rare_oblique(poems, table).items():
         found.setdefault(ch, {}).update(entry)
-    return {"add": add, "rare": dict(sorted(found.items())), "readings": readings, "wrong": WRONG}
+    usual = Prosody(raw_table(), {"add": add, "readings": readings, "wrong": WRONG, "rare": found}).usual()
+    return {"add": add, "rare": dict(sorted(found.items())), "readings": readings, "wrong": WRONG,
+            "words": words(poems, table, usual)}
 
 
 def more_readings(poems: list[dict], table) -> dict:
@@ -210,35 +224,90 @@ def regular_lines(poem: dict) -> list[str] | None:
     return lines if len(lines) == shape[1] and all(len(line) == shape[0] for line in lines) else None
 
 
-def rare(poems: list[dict], table) -> dict:
-    """Character -> {"tone": the tone it barely takes, "tone_votes": [reads in it, reads]} and/or
-    {"groups": level groups it barely rhymes in, "group_votes": [rhymes in each, poems]} (5 and 6 above)."""
-    from poetgen.prosody import PING, strict_positions, tone_patterns
+def _voting(line_pattern: str) -> list[int]:
+    """The strict columns that vote: not 仄仄平平仄's or 平平平仄仄's fourth (two further on in seven
+    characters), where 拗 lines (野火烧不尽) and 特拗 put the other tone on purpose."""
+    from poetgen.prosody import strict_positions
 
-    def voting(line_pattern: str) -> list[int]:
-        """The strict columns that vote: not 仄仄平平仄's or 平平平仄仄's fourth (two further on in seven
-        characters), where 拗 lines (野火烧不尽) and 特拗 put the other tone on purpose."""
-        n = len(line_pattern)
-        skip = n - 2 if line_pattern[-5:] in ("仄仄平平仄", "平平平仄仄") else None
-        return [c for c in strict_positions(n) if c != skip]
+    n = len(line_pattern)
+    skip = n - 2 if line_pattern[-5:] in ("仄仄平平仄", "平平平仄仄") else None
+    return [c for c in strict_positions(n) if c != skip]
 
-    tone_votes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    group_votes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+
+def voted_lines(poems: list[dict], table):
+    """(line, its pattern line, pattern name) of each regular poem whose characters of one tone fit
+    exactly one standard 平仄 pattern at its voting columns (5 above)."""
+    from poetgen.prosody import tone_patterns
+
     for poem in poems:
         lines = regular_lines(poem)
         if lines is None:
             continue
-        length = len(lines[0])
-        fitting = [(name, pattern) for name, pattern in tone_patterns(length, len(lines)).items()
+        fitting = [(name, pattern) for name, pattern in tone_patterns(len(lines[0]), len(lines)).items()
                    if all(len(table.tones(line[c])) != 1 or pattern[i][c] in table.tones(line[c])
-                          for i, line in enumerate(lines) for c in voting(pattern[i]))]
+                          for i, line in enumerate(lines) for c in _voting(pattern[i]))]
         if len(fitting) != 1:   # a pattern broken somewhere, or characters that fit several
             continue
         name, pattern = fitting[0]
-        for i, line in enumerate(lines):
-            for c in voting(pattern[i]):
+        yield [(line, pattern[i], name) for i, line in enumerate(lines)]
+
+
+def words(poems: list[dict], table, usual) -> dict:
+    """{pair: [tone of its first character or null, of its second or null], ...} with "votes" per pair:
+    the pairs that fix the reading of a character two-tone in `usual` (the tone votes of 5, counted by
+    the character's neighbour; see the module's text)."""
+    votes: dict[tuple[str, int], collections.Counter] = collections.defaultdict(collections.Counter)
+    for poem_lines in voted_lines(poems, table):
+        for line, pattern, _ in poem_lines:
+            for c in _voting(pattern):
+                if len(usual.tones(line[c])) != 2:
+                    continue
+                if c > 0:
+                    votes[(line[c - 1:c + 1], 1)][pattern[c]] += 1
+                if c + 1 < len(line):
+                    votes[(line[c:c + 2], 0)][pattern[c]] += 1
+    alone: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for (pair, index), counts in votes.items():
+        alone[pair[index]].update(counts)
+    fixed: dict[str, dict] = {}
+    for (pair, index), counts in sorted(votes.items()):
+        reads = sum(counts.values())
+        tone, agreeing = counts.most_common(1)[0]
+        base = alone[pair[index]]   # counted twice (by both neighbours), which leaves its shares alone
+        other = 1 - base[tone] / sum(base.values())
+        if reads >= WORD_VOTES and reads - agreeing <= RARE * reads and \
+                binomial_tail(reads - agreeing, reads, other) <= CHANCE:
+            entry = fixed.setdefault(pair, {"tones": [None, None], "votes": [None, None]})
+            entry["tones"][index], entry["votes"][index] = tone, [agreeing, reads]
+    return fixed
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p): how likely a character read in the other tone with probability p
+    takes it at most k times in n places by chance (看 is 仄 in 28 % of its places: 10 平 of 10 happen by
+    chance 4 % of the time, so 唯看's 10 of 10 fixes nothing; 相逢's 189 of 190 does)."""
+    if p <= 0:
+        return 1.0
+    if p >= 1:
+        return float(k >= n)
+    log = lambda i: (math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)   # noqa: E731
+                     + i * math.log(p) + (n - i) * math.log1p(-p))
+    return min(1.0, sum(math.exp(log(i)) for i in range(k + 1)))
+
+
+def rare(poems: list[dict], table) -> dict:
+    """Character -> {"tone": the tone it barely takes, "tone_votes": [reads in it, reads]} and/or
+    {"groups": level groups it barely rhymes in, "group_votes": [rhymes in each, poems]} (5 and 6 above)."""
+    from poetgen.prosody import PING
+
+    tone_votes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    group_votes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for poem_lines in voted_lines(poems, table):
+        lines, name = [line for line, _, _ in poem_lines], poem_lines[0][2]
+        for line, pattern, _ in poem_lines:
+            for c in _voting(pattern):
                 if len(table.tones(line[c])) == 2:
-                    tone_votes[line[c]][pattern[i][c]] += 1
+                    tone_votes[line[c]][pattern[c]] += 1
         ends = [line[-1] for line in lines[1::2]] + ([lines[0][-1]] if name.endswith("入韵") else [])
         for k, ch in enumerate(ends):
             if len(table.rhyme_groups(ch)) < 2:

@@ -16,7 +16,7 @@ from poetgen.errors import BadInput
 from poetgen.export import ExportOptions, export
 from poetgen.generate import PoemRequest
 from poetgen.layout import FORMS, clauses, layout_of
-from poetgen.prosody import guard_columns, table, tone_fits, tone_patterns, usual_table
+from poetgen.prosody import guard_columns, strict_columns, table, tone_fits, tone_patterns, usual_table
 from poetgen.sampling import SampleOptions
 from poetgen.tunes import EITHER, resolve
 
@@ -408,3 +408,50 @@ def test_the_graph_allows_the_patterns_the_cli_allows(tiny_bundle, generator, fo
     standard = tone_patterns(shape.uniform_length, shape.line_count)
     cli = fitting_patterns(standard, shape, forced_ids(prepared, shape), generator.tables, True)
     assert [k for k, name in enumerate(standard) if name in cli] == [int(k) for k in tf.where(fitting)[:, 0]]
+
+
+def test_both_sides_forbid_a_character_whose_word_reads_it_off_the_column(tiny_bundle, poet, tmp_path, monkeypatch):
+    """The words that fix a reading (prosody words: 万重 reads 重 平, 相逢 reads 相 平), on both sides
+    (rules.WordTone, the graph's _word_off). In each side's greedy tone poem, a pair of characters at a
+    column that asks a tone is declared to read the column's character in the other tone: the second's
+    column (round 0), or the first's (round 1: the character after it, at a column that asks no tone, is
+the one refused). Rewritten
+    with that table, each side's poem keeps every character before the refused one and changes it."""
+    import tensorflow as tf
+
+    from poetgen.bundle import load_bundle
+    from poetgen.generate import Generator
+
+    request = PoemRequest(form="wujue", tone=True, best_of=1, sample=SampleOptions(temperature=0, seed=0))
+    standard = tone_patterns(5, 4)
+
+    def cli_poem() -> str:
+        return Generator.load(tiny_bundle).generate(request)["poems"][0]["text"]
+
+    def a_pair(poem: str, which: int) -> tuple[str, int, str]:
+        """(pair, position of the character refused, the tone the pair is declared to read)."""
+        lines = [line[:-1] for line in clauses(poem)]
+        pattern = standard[check_poem(poem, "wujue", usual_table()).tone_pattern]
+        for i, (line, tones) in enumerate(zip(lines, pattern)):
+            for column in strict_columns(tones):
+                # round 1: the refused character's own column asks nothing, so only the one back can refuse it
+                if 1 - which <= column < 5 - which and not (which and column + 1 in strict_columns(tones)):
+                    pair = line[column - 1 + which:column + 1 + which]
+                    other = "平" if tones[column] == "仄" else "仄"
+                    return pair, 6 * i + column + which, other
+        raise AssertionError(poem)
+
+    for which in (0, 1):
+        before = {"cli": cli_poem(), "graph": graph_poem(poet, "wujue", tone=True, temperature=0.0)}
+        picked = {side: a_pair(poem, which) for side, poem in before.items()}
+        words = {pair: (other, None) if which else (None, other) for pair, _, other in picked.values()}
+        for prosody in (table(), usual_table()):
+            monkeypatch.setattr(prosody, "words", words)
+        out = export(load_bundle(tiny_bundle), ExportOptions(tmp_path / f"sm{which}", "savedmodel"))
+        after = {"cli": cli_poem(),
+                 "graph": graph_poem(tf.saved_model.load(str(out)), "wujue", tone=True, temperature=0.0)}
+        for side in ("cli", "graph"):
+            pair, refused, _ = picked[side]
+            assert after[side][:refused] == before[side][:refused], (side, pair, before[side], after[side])
+            assert after[side][refused] != before[side][refused], (side, pair, before[side], after[side])
+        monkeypatch.undo()

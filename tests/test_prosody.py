@@ -344,3 +344,70 @@ def test_the_checker_fails_a_rhyme_character_used_twice_and_a_rhyme_off_its_grou
     assert check_poem("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。", "wujue", table()).rhyme_ok
     assert not check_poem("白日依山尽，黄河入海流。欲穷千里目，更上一层流。", "wujue", table()).rhyme_ok   # 流 twice
     assert not check_poem("白日依山尽，黄河入海流。欲穷千里目，更上一层山。", "wujue", table()).rhyme_ok   # 山: 删
+
+
+def test_words_that_fix_a_reading_hold_their_evidence_and_chance_alone_fixes_none():
+    """A pair of characters fixes a two-tone character's reading when the corpus's poets read it there in
+    one tone (相逢 xiāng 平, 宰相 xiàng 仄, 万重 chóng 平, 长安 cháng 平, 生长 zhǎng 仄), at least WORD_VOTES
+    times, all but RARE, and more often than the character alone would by chance: 看 is 平 in 72 % of its
+    places, so 唯看's ten 平 of ten fix nothing."""
+    usual, words = usual_table(), extra_table()["words"]
+    assert len(words) > 500
+    for pair, entry in words.items():
+        assert len(pair) == 2 and any(entry["tones"]), pair
+        for ch, tone, votes in zip(pair, entry["tones"], entry["votes"]):
+            if tone is None:
+                assert votes is None, pair
+                continue
+            agreeing, reads = votes
+            assert usual.tones(ch) == {PING, ZE}, (pair, ch)
+            assert reads >= build_prosody.WORD_VOTES and reads - agreeing <= build_prosody.RARE * reads, pair
+    for pair, tones in (("相逢", ("平", None)), ("宰相", (None, "仄")), ("万重", (None, "平")),
+                        ("长安", ("平", None)), ("生长", (None, "仄")), ("何为", (None, "平"))):
+        assert tuple(words[pair]["tones"]) == tones, pair
+    assert "唯看" not in words and build_prosody.binomial_tail(0, 10, 0.28) > build_prosody.CHANCE
+    assert build_prosody.binomial_tail(1, 190, 0.27) < 1e-20
+    assert build_prosody.binomial_tail(3, 3, 0.5) == pytest.approx(1.0)
+
+
+def test_the_checker_reads_a_two_tone_character_by_its_word():
+    """万重 at a 仄 column was accepted (重 has a 仄 reading, zhòng); a reader hears chóng, 平. A pair
+    that fixes the character before it counts too (相逢 at 相's 仄 column). Two pairs that disagree
+    (汉月五更明: 五更 gēng, 更明 gèng) leave the character to its own readings."""
+    from poetgen.prosody import line_fits
+
+    full, bare = table(), Prosody(raw_table(), {})
+    assert line_fits("孤舟万重山", "平平仄仄平", full) == [True, True, False, True]   # 重 at the 仄 fourth: chóng
+    assert line_fits("孤舟万重山", "平平仄仄平", bare) == [True, True, True, True]    # as it was: zhòng fits
+    assert line_fits("远岫万重雪", "仄仄平平仄", full) == [True, True, True]          # 重 at a 平 fourth
+    assert line_fits("何时一相逢", "平平仄仄平", full)[2] is False                    # 相逢 reads 相 平
+    assert line_fits("万里喜相逢", "仄仄仄平平", full) == [True, True, True, True]
+    assert full.word_tones("一相逢", 1) == {PING} and full.word_tones("丞相府", 1) == {ZE}
+    assert full.word_tones("汉月五更明", 3) == {PING, ZE}
+    assert line_fits("汉月五更明", "仄仄仄平平", full) == [True, True, True, True]    # 更 by its own readings
+
+
+def test_word_tone_forbids_a_character_whose_word_reads_it_or_the_one_before_off_the_column():
+    """rules.WordTone on a small vocabulary: after 万 a 仄 column takes no 重 (万重: 重 平), a 平 one
+    does; after 相 written at a 仄 column no 逢 follows (相逢 reads 相 平), after 相 at a 平 one it may."""
+    import numpy as np
+
+    from poetgen.rules import Step, WordTone
+    from poetgen.tables import VocabularyTables
+    from poetgen.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.build(["万重相逢山，。"])
+    words = VocabularyTables(tokenizer).word_tones
+    wan, zhong, xiang, feng, shan = (tokenizer.id_of(ch) for ch in "万重相逢山")
+    # row 0 asks 仄 at position 1, row 1 asks 平; position 0 asks 仄 in row 0, 平 in row 1
+    rule = WordTone(words, np.array([[1, 1, -1], [0, 0, -1]], np.int8))
+    for previous in (wan, xiang):
+        logits = np.zeros((2, tokenizer.vocab_size), np.float32)
+        rule.apply(logits, Step(1, np.zeros(2, int), np.ones(2, int), None, np.array([[previous], [previous]])))
+        forbidden = {tokenizer.decode([int(i)]) for i in np.flatnonzero(np.isinf(logits[0]))}
+        assert forbidden == ({"重"} if previous == wan else {"逢"}), forbidden
+        assert np.isfinite(logits[1]).all()
+        assert logits[0, shan] == 0
+    logits = np.zeros((2, tokenizer.vocab_size), np.float32)   # no tone asked: nothing forbidden
+    rule.apply(logits, Step(2, np.zeros(2, int), np.full(2, 2), None, np.array([[shan, wan], [shan, wan]])))
+    assert np.isfinite(logits).all()
