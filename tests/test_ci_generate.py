@@ -14,7 +14,7 @@ from poetgen.errors import BadInput
 from poetgen.prosody import table
 from poetgen.request import PoemRequest
 from poetgen.sampling import SampleOptions
-from poetgen.tunes import resolve
+from poetgen.tunes import EITHER, resolve
 
 # 浣溪沙: one 平 rhyme; 西江月: 叶 (the 仄 of the 平 rhyme's 部); 菩萨蛮: four rhymes, 仄 and 平 in turn;
 # 定风波: a 平 rhyme broken by three 仄 ones
@@ -210,8 +210,6 @@ def test_a_tune_name_may_carry_its_variant_as_errors_and_the_savedmodel_spell_it
 def strictly_fits(text: str, variant, prosody) -> list[str]:
     """The characters of a ci at 平 or 仄 positions that the tone table does not show in that tone
     (a character it lacks included: check_ci does not judge those, a rule must not write them)."""
-    from poetgen.tunes import EITHER
-
     return [ch for ch, required in zip(han_chars(text), variant.tones)
             if required != EITHER and required not in prosody.tones(ch)]
 
@@ -440,3 +438,23 @@ def test_tiaoxiaoling_turns_round_the_clause_before_it(generator):
     # a prompt that fixes the turned character in another tone cannot rhyme there: refused, as any rhyme is
     with pytest.raises(BadInput, match="puts '丝' at character 21"):   # 丝弦 turned: 弦丝, 丝 a 仄 rhyme
         generator.generate(PoemRequest(tune="调笑令", prompt="团扇，团扇，美人病来遮面。玉颜憔悴三年，谁复商量丝弦。"))
+
+
+def test_the_ci_checker_reads_a_two_tone_character_by_its_word_within_a_clause():
+    """浣溪沙's first clause asks 仄 at its second and sixth characters: 万重 reads 重 chóng (平) and 相逢
+    reads 相 xiāng (平), so neither fits there, where 万里 and 酒一 do; a pair split by a clause's end is
+    no word (prosody.Prosody.word_tones, as rules.WordTone generates)."""
+    from poetgen.ci_checks import tone_of
+
+    variant, prosody = resolve("浣溪沙", 1), table()
+    rest = "去年天气旧亭台夕阳西下几时回无可奈何花落去似曾相识燕归来小园香径独徘徊"
+    assert variant.tones[:7] == "中仄中平中仄平"
+    assert tone_of("一曲新词酒一杯" + rest, variant, prosody)[:4] == [True, True, True, True]
+    assert tone_of("万重新词酒一杯" + rest, variant, prosody)[0] is False
+    assert tone_of("万里新词酒一杯" + rest, variant, prosody)[0] is True
+    assert tone_of("一曲新词酒相逢" + rest, variant, prosody)[2] is False
+    # 相 ends clause 4 at a 仄 position and 逢 starts clause 5: no word across the clause's end, so 相 fits
+    head, tail = "一曲新词酒一杯去年天气旧亭台夕阳西下几时回无可奈何花落相", "曾相识燕归来小园香径独徘徊"
+    split = tone_of(head + "逢" + tail, variant, prosody)
+    assert split == tone_of(head + "似" + tail, variant, prosody)
+    assert variant.tones[27] == "仄" and split[sum(t != EITHER for t in variant.tones[:27])] is True
