@@ -43,7 +43,8 @@ def tune_rows(query: str, corpus: Path | None) -> list[dict]:
     path = corpus if corpus is not None else shipped_path(CI_CORPUS)
     counts = ci_counts(path, tunes) if path.exists() else None
     return [{"name": t.name, "other_names": list(t.names[1:]), "traditional": t.names_trad[0],
-             "pinyin": t.full_pinyin, "sections": t.sections,
+             "pinyin": t.full_pinyin, "sections": t.sections_of(t.variant(None)),   # the variant written by default
+             "variant_sections": [t.sections_of(v) for v in t.variants],
              "characters": [v.length for v in t.variants], "variants": len(t.variants), "usual": t.usual,
              "ci_in_corpus": None if counts is None else counts[t.name],
              "written_as": t.written_as[0] if t.written_as else None}

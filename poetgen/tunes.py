@@ -97,6 +97,9 @@ class Variant:
         return Layout(f"{self.tune}#{self.number}", self.line_lengths, marks, accepted, rhyme_lines)
 
 
+DOUBLED = 1.5   # a 单调 tune's variant this many times its first form's length is a 双调 (Tune.sections_of)
+
+
 @dataclasses.dataclass(frozen=True)
 class Tune:
     names: tuple[str, ...]          # the name first, then other names (simplified)
@@ -124,6 +127,14 @@ class Tune:
                            if count == 1 else f"{shown_name(asked, self.name)} has {count} variants; the variant "
                            f"must be 1 to {count}", field="variant")
         return self.variants[number - 1]
+
+    def sections_of(self, variant: Variant) -> str:
+        """单调, 双调, 三段 or 四段 for one variant. The 谱 gives them for a tune's first form only: a variant
+        of a 单调 tune with at least DOUBLED times its first form's characters doubles it, a 双调 (江城子's
+        70 against 35, 南乡子's 56, 天仙子's 68)."""
+        if self.sections == "单调" and variant.length >= DOUBLED * self.variants[0].length:
+            return "双调"
+        return self.sections
 
     @property
     def labels(self) -> tuple[str, ...]:

@@ -261,6 +261,20 @@ def test_tunes_command_lists_searches_and_counts(tmp_path):
     assert result.exit_code == 2 and "record 2: not valid JSON" in result.output
 
 
+def test_a_variant_that_doubles_a_single_stanza_tune_is_listed_as_two_stanzas():
+    """The 谱 calls 江城子 单调 after its first form (35 characters); the form written by default, the 5th
+    (70, 苏轼's 老夫聊发少年狂), is its 双调, and `poetgen tunes` showed 单调 beside [70]."""
+    runner = CliRunner()
+    rows = {row["name"]: row for row in json.loads(runner.invoke(cli, ["tunes", "--format", "json"]).output)}
+    assert rows["江城子"]["sections"] == "双调" and rows["江城子"]["usual"] == 5
+    assert rows["江城子"]["variant_sections"][:5] == ["单调", "单调", "单调", "单调", "双调"]
+    assert rows["南乡子"]["sections"] == "双调" and rows["南乡子"]["variant_sections"][0] == "单调"
+    assert rows["竹枝"]["sections"] == "单调" and rows["浣溪沙"]["sections"] == "双调"
+    assert set(rows["浣溪沙"]["variant_sections"]) == {"双调"}
+    line = next(line for line in runner.invoke(cli, ["tunes", "江城子"]).output.splitlines() if line.startswith("江城子"))
+    assert "双调" in line and "[70]" in line
+
+
 def test_the_pinyin_column_lists_the_full_pinyin_keys_not_the_longest():
     """念奴娇 showed dajiangdongqu (大江东去's pinyin): the 词谱's pinyin list is sorted, not aligned with the
     names, so the column lists every full form, initials left out."""
