@@ -15,7 +15,7 @@ from poetgen.batching import BatchOptions
 from poetgen.errors import EXIT_INTERRUPTED
 from poetgen.evaluate import EvalOptions
 from poetgen.export import ExportOptions
-from poetgen.options import option
+from poetgen.cli_options import option
 from poetgen.quiet import import_tensorflow, progress_shown, require_output
 from poetgen.request import PoemRequest
 from poetgen.sampling import SampleOptions

@@ -1,7 +1,9 @@
-"""Settings of the frozen option dataclasses, and the click options derived from them.
+"""Settings of the frozen option dataclasses: defaults, ranges and choices, checked and described.
 
 A field declares its default, range and choices once (`setting`); its comment is its help text.
-validate() checks the ranges (`check_settings`) and the CLI builds its options (`option`) from the same field.
+validate() checks the ranges (`check_settings`); the CLI builds its click options from the same field
+(poetgen.cli_options), the server its pydantic bounds (`bounds`). No click here: the library and the
+server import this module without the CLI's toolkit.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ import math
 import re
 import sys
 from pathlib import Path
-
-import click
 
 from poetgen.errors import BadInput
 
@@ -42,13 +42,6 @@ class Range:
             return f"greater than {low}" if self.low_open else f"at least {low}"
         return f"less than {high}" if self.high_open else f"at most {high}"
 
-    def click_type(self, kind: type) -> click.ParamType:
-        if kind is int:   # IntRange has no open ends: an open end is the next whole number
-            low = None if self.low is None else int(self.low) + (1 if self.low_open else 0)
-            high = None if self.high is None else int(self.high) - (1 if self.high_open else 0)
-            return click.IntRange(low, high)
-        return _FiniteRange(self.low, self.high, min_open=self.low_open, max_open=self.high_open)
-
     def bounds(self) -> dict:
         """The range as pydantic's (and annotated-types') ge / gt / le / lt keywords."""
         found = {}
@@ -57,17 +50,6 @@ class Range:
         if self.high is not None:
             found["lt" if self.high_open else "le"] = self.high
         return found
-
-
-class _FiniteRange(click.FloatRange):
-    """click's FloatRange, refusing nan and ±inf too (nan passes its comparisons, and a range without an
-    upper end takes inf): refused by click, under the option's own name."""
-
-    def convert(self, value, param, ctx):
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return number
 
 
 def _number(value) -> str:
@@ -174,37 +156,10 @@ def field_help(cls, name: str) -> str:
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
-def _field_type(field: dataclasses.Field) -> type:
+def field_type(field: dataclasses.Field) -> type:
+    """The Python type of a field's values: its default's, or its annotation's first type but None."""
     if field.default is not None and field.default is not dataclasses.MISSING:
         return type(field.default)
     annotation = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "str")
     kinds = [part.strip() for part in annotation.split("|") if part.strip() != "None"]
     return _TYPES.get(kinds[0], str) if kinds else str
-
-
-def option(cls, name: str, *declarations: str, **overrides):
-    """A click.option for field `name` of dataclass `cls`: its default, type, range, choices and help.
-
-    `declarations` spell the option (default: --field-name); `overrides` are passed to click as they are
-    (a path type, say). A bool field is a flag, or an on/off pair when spelled "--x/--no-x".
-    """
-    field = field_of(cls, name)
-    kind = _field_type(field)
-    settings = {"help": field_help(cls, name), "show_default": field.default not in (None, "")}
-    if field.default is not dataclasses.MISSING:
-        settings["default"] = field.default
-    else:
-        settings["required"] = True
-    if "range" in field.metadata:   # click refuses it first, naming the option as the user typed it
-        settings["type"] = field.metadata["range"].click_type(kind)
-    elif "choices" in field.metadata:
-        settings["type"] = click.Choice(field.metadata["choices"])
-    elif kind is bool:
-        if not any("/" in d for d in declarations):
-            settings["is_flag"] = True
-    else:
-        settings["type"] = kind
-    declarations = declarations or ("--" + display_name(name),)
-    if not any(d.isidentifier() for d in declarations):
-        declarations = (*declarations, name)   # the parameter keeps the field's name
-    return click.option(*declarations, **{**settings, **overrides})

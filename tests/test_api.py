@@ -51,11 +51,12 @@ def readme_api_example() -> str:
 
 
 def test_readme_example_generates_with_the_shipped_model_without_tensorflow(tmp_path):
-    code = readme_api_example() + "\nimport sys\nprint('TF', 'tensorflow' in sys.modules)\n"
+    """Nor the CLI's toolkit: click comes with the command line (cli_options.py), not with the settings."""
+    code = readme_api_example() + "\nimport sys\nprint('CLICK', 'click' in sys.modules)\nprint('TF', 'tensorflow' in sys.modules)\n"
     process = python(code, tmp_path)
     assert process.returncode == 0, process.stderr
     assert re.search(r"^[\u4e00-\u9fff]{7}，$", process.stdout, re.M), process.stdout
-    assert process.stdout.strip().endswith("TF False"), process.stdout
+    assert process.stdout.strip().endswith("CLICK False\nTF False"), process.stdout
 
 
 def test_generate_returns_frozen_checked_poems(poet):

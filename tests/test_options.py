@@ -16,7 +16,8 @@ from poetgen.errors import BadInput
 from poetgen.evaluate import EvalOptions
 from poetgen.export import ExportOptions
 from poetgen.model import ModelConfig
-from poetgen.options import check_settings, field_help, option, setting
+from poetgen.cli_options import click_type, option
+from poetgen.options import check_settings, field_help, setting
 from poetgen.request import PoemRequest
 from poetgen.sampling import DRAWN_SEED_LIMIT, SampleOptions
 from poetgen.train import TrainConfig, refuse_multiworker
@@ -49,7 +50,7 @@ def test_every_option_has_its_dataclass_default_range_and_choices(command):
             assert tuple(param.type.choices) == field.metadata["choices"], name
         allowed = field.metadata.get("range")
         if allowed is not None:
-            expected = allowed.click_type(int if isinstance(param.type, click.IntRange) else float)
+            expected = click_type(allowed, int if isinstance(param.type, click.IntRange) else float)
             assert (param.type.min, param.type.max, param.type.min_open, param.type.max_open) == \
                 (expected.min, expected.max, expected.min_open, expected.max_open), name
 
