@@ -263,29 +263,21 @@ class WordTone(Rule):
     仄 column no 逢 follows (相逢 reads 相 xiāng, 平). Tone and CiTone let a character in by any of its
     readings; this rule forbids one whose word, with the character before it, reads otherwise."""
 
-    def __init__(self, words: tuple[np.ndarray, np.ndarray, np.ndarray], asked: np.ndarray):
-        """`words`: tables.VocabularyTables.word_tones; `asked`: (batch, positions) the tone each
-        position's column asks, 0 平, 1 仄, -1 none (Tone.asked, or a tune's from ci_asked)."""
-        self.starts, self.seconds, self.codes = words
+    def __init__(self, tables: VocabularyTables, asked: np.ndarray):
+        """`asked`: (batch, positions) the tone each position's column asks, 0 平, 1 仄, -1 none (Tone.asked,
+        or a tune's from ci_asked); the words come from `tables` (word_firsts, refused_after)."""
+        self.tables, self.firsts = tables, tables.word_firsts
         self.asked = asked
 
     def apply(self, logits, step):
         if step.pos == 0 or step.pos >= self.asked.shape[1]:
             return
-        previous = step.history[:, step.pos - 1]
-        first, last = self.starts[previous], self.starts[previous + 1]
-        counts = last - first
-        total = int(counts.sum())
-        if not total:
-            return
-        rows = np.repeat(np.arange(len(previous)), counts)
-        entries = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(first, counts)
-        codes = self.codes[entries]
-        # the tone a word fixes, against what its character's column asks: the second character's here,
-        # the first's (codes >= 2) one position back
-        asked = self.asked[rows, step.pos - (codes >= 2)]
-        off = (asked >= 0) & ((codes & 1) != asked)
-        logits[rows[off], self.seconds[entries[off]]] = NEG
+        here, before = self.asked[:, step.pos], self.asked[:, step.pos - 1]
+        for row, previous in enumerate(step.history[:, step.pos - 1].tolist()):
+            if previous in self.firsts:   # a row after a word's first character
+                refused = self.tables.refused_after(previous, int(here[row]), int(before[row]))
+                if refused.size:
+                    logits[row, refused] = NEG
 
 
 def ci_asked(variant, batch: int) -> np.ndarray:
@@ -354,7 +346,7 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
         rhyme = request.rhyme if request.rhyme is not None else True
         active += ci_rules(prepared.variant, tables, batch, rhyme, request.tone, forced_ids(prepared, layout))
         if request.tone:
-            active.append(WordTone(tables.word_tones, ci_asked(prepared.variant, batch)))
+            active.append(WordTone(tables, ci_asked(prepared.variant, batch)))
     elif regular and request.tone:
         standard = tone_patterns(layout.uniform_length, layout.line_count)
         rhyme = request.rhyme if request.rhyme is not None else True
@@ -366,7 +358,7 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
         forced = {layout.line_column(pos): i for pos, i in forced_ids(prepared, layout).items()}
         rescued = frozenset(at for at, i in forced.items() if tables.tone_known[i] and not tables.tone_masks[PING][i])
         tone = Tone(tables.tone_masks, [standard[p] for p in patterns], rescued=rescued)
-        active += [tone, WordTone(tables.word_tones, tone.asked(layout))]
+        active += [tone, WordTone(tables, tone.asked(layout))]
     rhyme = request.rhyme if request.rhyme is not None else regular
     if regular and rhyme and prepared.variant is None:
         first_line = np.array([p is not None and p.endswith("入韵") for p in (patterns or [None] * batch)])

@@ -57,6 +57,7 @@ class VocabularyTables:
         self.comma = tokenizer.id_of("，")            # ends odd lines of the regular forms
         self.period = tokenizer.id_of("。")           # ends even lines
         self.punctuation_ids = [tokenizer.id_of(p) for p in PUNCTUATION if p in tokenizer.index]
+        self._refused: dict[tuple[int, int, int], np.ndarray] = {}   # refused_after's answers
 
     @functools.cached_property
     def repeatable(self) -> np.ndarray:
@@ -146,6 +147,27 @@ class VocabularyTables:
         starts = np.searchsorted(firsts, np.arange(self.tokenizer.vocab_size + 1)).astype(np.int32)
         return (starts, np.array([e[1] for e in entries], np.int32).reshape(-1),
                 np.array([e[2] for e in entries], np.int8).reshape(-1))
+
+    @functools.cached_property
+    def word_firsts(self) -> frozenset:
+        """The ids some word of word_tones starts with (rules.WordTone looks only after those)."""
+        starts = self.word_tones[0]
+        return frozenset(np.flatnonzero(starts[1:] > starts[:-1]).tolist())
+
+    def refused_after(self, previous: int, here: int, before: int) -> np.ndarray:
+        """The ids whose word with `previous` reads one of the two off the tone its column asks (rules.WordTone):
+        `here` the tone asked at the id's column, `before` at previous's (0 平, 1 仄, -1 none). Kept once
+        made: a step asks it once per row, and there are at most nine per id."""
+        key = (previous, here, before)
+        found = self._refused.get(key)
+        if found is None:
+            starts, seconds, codes = self.word_tones
+            span = slice(starts[previous], starts[previous + 1])
+            wanted = np.where(codes[span] >= 2, before, here)   # >= 2: the word fixes previous's tone
+            found = seconds[span][(wanted >= 0) & ((codes[span] & 1) != wanted)]
+            found.flags.writeable = False
+            self._refused[key] = found
+        return found
 
     @functools.cached_property
     def tone_known(self) -> np.ndarray:

@@ -397,10 +397,10 @@ def test_word_tone_forbids_a_character_whose_word_reads_it_or_the_one_before_off
     from poetgen.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.build(["万重相逢山，。"])
-    words = VocabularyTables(tokenizer).word_tones
+    tables = VocabularyTables(tokenizer)
     wan, zhong, xiang, feng, shan = (tokenizer.id_of(ch) for ch in "万重相逢山")
     # row 0 asks 仄 at position 1, row 1 asks 平; position 0 asks 仄 in row 0, 平 in row 1
-    rule = WordTone(words, np.array([[1, 1, -1], [0, 0, -1]], np.int8))
+    rule = WordTone(tables, np.array([[1, 1, -1], [0, 0, -1]], np.int8))
     for previous in (wan, xiang):
         logits = np.zeros((2, tokenizer.vocab_size), np.float32)
         rule.apply(logits, Step(1, np.zeros(2, int), np.ones(2, int), None, np.array([[previous], [previous]])))
