@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -82,13 +83,12 @@ class GenerateBody(BaseModel):
         return key if key in FORM_NAMES else form
 
     def poem_request(self) -> PoemRequest:
-        options = SampleOptions(self.temperature, self.top_k, self.top_p, self.seed)
-        return PoemRequest(prompt=self.prompt, form=self.form, tune=self.tune, variant=self.variant,
-                           acrostic=self.acrostic, theme=self.theme, title=self.title,
-                           rhyme=self.rhyme, tone=self.tone, n=self.n, best_of=self.best_of, style=self.style,
-                           polish=self.polish, polish_lines=self.polish_lines, no_repeat=self.no_repeat,
-                           repeat_penalty=self.repeat_penalty,
-                           max_chars=self.max_chars, reverse_weight=self.reverse_weight, sample=options)
+        """The request these fields ask for: every field that PoemRequest or SampleOptions declares passes
+        through by name (tests/test_serve.py checks that the two sides declare the same fields and defaults)."""
+        given = self.model_dump()
+        options = SampleOptions(**{f.name: given[f.name] for f in dataclasses.fields(SampleOptions)})
+        return PoemRequest(**{f.name: given[f.name] for f in dataclasses.fields(PoemRequest) if f.name in given},
+                           sample=options)
 
 
 def refusal(status: int, problems: list[tuple[str, str]], headers: dict | None = None) -> JSONResponse:

@@ -739,3 +739,26 @@ def test_a_wrong_method_or_path_is_refused_in_the_one_error_shape(client):
         detail = answer.json()["detail"]
         assert len(detail) == 1 and detail[0]["field"] == "request" and detail[0]["message"].startswith(method)
     assert client.get("/api/generate").headers["allow"] == "POST"
+
+
+def test_the_body_declares_every_request_field_with_the_request_s_default_and_passes_each_through():
+    """GenerateBody spells PoemRequest's and SampleOptions' fields again (with the server's tighter limits):
+    a field added to one side only, or a default that drifted, fails here; poem_request passes every
+    field through by name, so a value given to the server reaches the request."""
+    import dataclasses
+
+    from poetgen.serve import GenerateBody
+
+    body = GenerateBody.model_fields
+    request = {f.name: f.default for f in dataclasses.fields(PoemRequest) if f.name not in ("sample", "batch_size")}
+    sample = {f.name: f.default for f in dataclasses.fields(SampleOptions)}
+    assert set(body) == set(request) | set(sample) | {"traditional"}
+    for name, default in {**request, **sample}.items():
+        assert body[name].default == default, name
+    given = {"prompt": "春风", "form": "qijue", "acrostic": "", "theme": "秋思", "title": "夜", "rhyme": False,
+             "tone": False, "temperature": 0.5, "top_k": 7, "top_p": 0.9, "seed": 11, "n": 2, "best_of": 3,
+             "polish": 1, "polish_lines": 2, "no_repeat": False, "repeat_penalty": 0.5, "max_chars": 60,
+             "reverse_weight": 0.25, "style": "song", "variant": None, "tune": ""}
+    made = GenerateBody(**given).poem_request()
+    for name, value in given.items():
+        assert getattr(made.sample if name in sample else made, name) == value, name
