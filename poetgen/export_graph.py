@@ -93,6 +93,8 @@ class PoemGraph(tf.Module):
         self.tone_known = tf.constant(vocabulary.tone_known)
         # the words that fix a two-tone character's reading, by their first id (tables.VocabularyTables.word_tones)
         self.word_starts, self.word_seconds, self.word_codes = (tf.constant(a) for a in vocabulary.word_tones)
+        # the pairs that fix a line end's level group, by their first id (tables.VocabularyTables.rhyme_words)
+        self.rhyme_starts, self.rhyme_lasts, self.rhyme_groups = (tf.constant(a) for a in vocabulary.rhyme_words)
         self.mark_ids = tf.constant(vocabulary.mark_ids)
         self.first_line_rhymes = tf.constant(FIRST_LINE_RHYMES)
         self.positions = int(layouts.line.shape[1])
@@ -337,13 +339,13 @@ class PoemGraph(tf.Module):
             rhyme = (rhyme_group[pos], layout["rhyme_xie"][pos])
             before = tf.maximum(pos - 1, 0)   # at pos 0 `previous` is the boundary or a control id: no word
             asked = tf.stack([tf.where(strict[pos], required[pos], -1), tf.where(strict[before], required[before], -1)])
-            edited = self._edit(logits, history[pos - column:pos], rhyme, allowed, used,
+            edited = self._edit(logits, previous, history[pos - column:pos], rhyme, allowed, used,
                                 required[pos], strict[pos], seen, self._word_off(previous, asked))
             sampled = self._sample(edited, temperature, top_k, top_p, seed, pos)
             copied = layout["copy_from"][pos]   # a 叠 phrase repeats what its source took (ci_rules.CiRepeat)
             sampled = tf.where(copied >= 0, history[tf.maximum(copied, 0)], sampled)
             chosen = tf.where(forced[pos] >= 0, forced[pos], sampled)
-            allowed, used = self._observe_rhyme(chosen, rhyme, allowed, used, layout["first_line_end"][pos])
+            allowed, used = self._observe_rhyme(previous, chosen, rhyme, allowed, used, layout["first_line_end"][pos])
             is_chosen = tf.equal(tf.range(self.vocab_size), chosen)
             seen = seen | (is_chosen & ~self.banned)   # characters only, as poetgen.tables.repeatable
             history = tf.tensor_scatter_nd_update(history, [[pos]], [chosen])
@@ -393,14 +395,24 @@ class PoemGraph(tf.Module):
         seconds = tf.gather(self.word_seconds, entries)
         return tf.scatter_nd(seconds[:, None], tf.cast(off, tf.int32), [self.vocab_size]) > 0
 
-    def _edit(self, logits, line_so_far, rhyme, allowed, used, required, strict, seen, word_off):
+    def _rhyme_words(self, previous):
+        """(last ids, group columns) of the pairs that start with `previous` and fix a line end's group."""
+        entries = tf.range(self.rhyme_starts[previous], self.rhyme_starts[previous + 1])
+        return tf.gather(self.rhyme_lasts, entries), tf.gather(self.rhyme_groups, entries)
+
+    def _edit(self, logits, previous, line_so_far, rhyme, allowed, used, required, strict, seen, word_off):
         """Layout, no-repeat, the repeat penalty (`seen`: the characters written so far), tone (and the
         words that fix a reading, `word_off`) and rhyme;
         when together they forbid everything, the layout alone."""
         layout = tf.where(self.banned, NEG, logits)
         repeated = tf.scatter_nd(line_so_far[:, None], tf.ones_like(line_so_far), [self.vocab_size]) > 0
         rhyme_slot = rhyme[0] >= 0
-        fits = tf.reduce_any(self.membership & self._group_columns(allowed, rhyme)[None, :], axis=1) & ~used
+        columns = self._group_columns(allowed, rhyme)
+        fits = tf.reduce_any(self.membership & columns[None, :], axis=1) & ~used
+        # a shi rhyme (its columns are 平水韵 groups): a pair read in a group it does not allow (rules.Rhyme)
+        lasts, groups = self._rhyme_words(previous)
+        off_group = tf.reduce_any(columns[:self.shi_groups]) & ~tf.gather(columns, groups)
+        fits = fits & ~(tf.scatter_nd(lasts[:, None], tf.cast(off_group, tf.int32), [self.vocab_size]) > 0)
         off_tone = (required >= 0) & ~tf.gather(self.tone_rows, tf.maximum(required, 0))
         forbidden = repeated | (rhyme_slot & ~fits) | (off_tone & strict) | word_off
         nudged = layout - tf.where(off_tone & ~strict, TONE_NUDGE, 0.0) - tf.where(seen, REPEAT_PENALTY, 0.0)
@@ -431,13 +443,19 @@ class PoemGraph(tf.Module):
 
         return tf.cond(temperature > 0, draw, greedy)
 
-    def _observe_rhyme(self, chosen, rhyme, allowed, used, first_line_end):
+    def _observe_rhyme(self, previous, chosen, rhyme, allowed, used, first_line_end):
         """After a rhyming line: its group keeps the columns its last character has (read through 叶 at
-        a 叶 slot), and that character is banned from later rhymes; so is line 1's last character, rhyming
+        a 叶 slot; by its word with `previous` where that fixes one), and that character is banned from later rhymes; so is line 1's last character, rhyming
         or not (poetgen.rules.Rhyme)."""
         group, xie = rhyme
         rhyme_slot = group >= 0
         codes = self.membership[chosen]
+        # a shi rhyme's pair that fixes its group (泪成行: 七阳) keeps that group alone (rules.Rhyme)
+        lasts, groups = self._rhyme_words(previous)
+        match = tf.equal(lasts, chosen)
+        shi = tf.reduce_any(allowed[tf.maximum(group, 0)][:self.shi_groups])
+        fixed = tf.equal(tf.range(tf.shape(codes)[0]), tf.reduce_max(tf.where(match, groups, -1)))
+        codes = tf.where(shi & tf.reduce_any(match), fixed, codes)
         narrowed = allowed[tf.maximum(group, 0)] & tf.where(xie, tf.gather(codes, self.flip), codes)
         keep = rhyme_slot & tf.reduce_any(narrowed)   # a prompt character outside the table keeps the old set
         row = tf.equal(tf.range(tf.shape(allowed)[0]), group)[:, None]

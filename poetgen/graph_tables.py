@@ -44,6 +44,7 @@ class GraphVocabulary:
     tone_known: np.ndarray         # (vocab,) bool: the tone table lists the id (a fixed one it lacks fits any pattern)
     mark_ids: np.ndarray           # (len(MARKS),) id of each mark of poetgen.layout.MARKS; -1 if not in vocab
     word_tones: tuple              # the words that fix a reading (tables.VocabularyTables.word_tones): CSR arrays
+    rhyme_words: tuple             # the pairs that fix a line end's group (tables.VocabularyTables.rhyme_words)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +108,7 @@ def vocabulary_tables(tables) -> GraphVocabulary:
     can_be = np.stack([masks[t] for t in TONES])
     mark_ids = np.array([tokenizer.index.get(m, -1) for m in MARKS], np.int32)
     return GraphVocabulary(chars, lookup, banned, tables.rhyme_membership, tables.ci_membership, can_be,
-                           tables.tone_known, mark_ids, tables.word_tones)
+                           tables.tone_known, mark_ids, tables.word_tones, tables.rhyme_words)
 
 
 def shi_layouts() -> dict[str, Layout]:

@@ -118,6 +118,8 @@ class Prosody:
         # two characters -> (the tone its first is read in, its second's), None where the pair does not fix
         # it: the words whose meaning decides a two-tone character's reading (相逢 平, 宰相 仄, 万重 平)
         self.words: dict[str, tuple] = {pair: tuple(e["tones"]) for pair, e in extra.get("words", {}).items()}
+        # two characters that end a rhyming line -> the level group its last rhymes in (成行 háng 七阳)
+        self.rhyme_words: dict[str, str] = {pair: e["group"] for pair, e in extra.get("rhyme_words", {}).items()}
         self.spelled_as: dict[str, str] = {}             # a variant spelling -> the standard one it reads as
         for ch, entry in extra.get("add", {}).items():   # never overrides the package's table
             if ch in self.tones_of:
@@ -185,6 +187,13 @@ class Prosody:
 
     def tones(self, ch: str) -> set[str]:
         return self.tones_of.get(ch, set())
+
+    def line_end_groups(self, line: str) -> set[str]:
+        """The level groups a line's last character rhymes in, read by its word with the one before it
+        (rhyme_words): 泪成行 rhymes in 七阳 (háng) only, 独行 in 八庚 (xíng) only, 行 alone in both."""
+        groups = self.rhyme_groups(line[-1]) if line else set()
+        fixed = self.rhyme_words.get(line[-2:])
+        return {fixed} if fixed in groups else groups
 
     def word_tones(self, line: str, col: int) -> set[str]:
         """The tones the words around line[col] read it in (`words`): by its pair with the character

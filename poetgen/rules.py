@@ -165,8 +165,12 @@ class Rhyme(Rule):
     `first_line` is set, but in every row no rhyme takes line 1's last character again.
     """
 
-    def __init__(self, membership: np.ndarray, first_line: np.ndarray, masks: FitMasks | None = None):
+    def __init__(self, membership: np.ndarray, first_line: np.ndarray, masks: FitMasks | None = None,
+                 words: dict[int, tuple[np.ndarray, np.ndarray]] | None = None):
         self.membership = membership                     # (vocab, groups) bool
+        # the pairs that fix a line end's group, by first id (tables.rhyme_word_groups): after 成, 行 is
+        # háng, 七阳 alone, both where it may be written and in what the rhyme keeps after it
+        self.words = words or {}
         # the additive mask of each set of groups; pass the vocabulary's (tables.rhyme_masks) to share them
         self.masks = masks if masks is not None else FitMasks(membership.T.astype(np.float32))
         self.first_line = first_line                     # (batch,) bool
@@ -191,6 +195,11 @@ class Rhyme(Rule):
             return
         where = np.flatnonzero(rows)
         logits[where] += self.masks(self.allowed[where])
+        for row in where:
+            found = self.words.get(int(step.history[row, step.pos - 1])) if step.pos else None
+            if found is not None:   # a pair read in a group the rhyme does not allow
+                lasts, groups = found
+                logits[row, lasts[~self.allowed[row, groups]]] = NEG
         for used_rows, ids in self.used:   # no rhyme twice
             here = rows[used_rows]
             logits[used_rows[here], ids[here]] = NEG
@@ -204,7 +213,12 @@ class Rhyme(Rule):
         rows = self.rows_here(step)
         if rows is None:
             return
-        narrowed = self.allowed & self.membership[chosen]
+        codes = self.membership[chosen]
+        for row in np.flatnonzero(rows):
+            found = self.words.get(int(step.history[row, step.pos - 1])) if step.pos else None
+            if found is not None and chosen[row] in found[0]:   # its word's group alone
+                codes[row] = np.arange(codes.shape[1]) == found[1][list(found[0]).index(chosen[row])]
+        narrowed = self.allowed & codes
         keep = rows & narrowed.any(axis=1)   # a forced character outside the table keeps the old set
         self.allowed[keep] = narrowed[keep]
 
@@ -362,7 +376,7 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
     rhyme = request.rhyme if request.rhyme is not None else regular
     if regular and rhyme and prepared.variant is None:
         first_line = np.array([p is not None and p.endswith("入韵") for p in (patterns or [None] * batch)])
-        active.append(Rhyme(tables.rhyme_membership, first_line, tables.rhyme_masks))
+        active.append(Rhyme(tables.rhyme_membership, first_line, tables.rhyme_masks, tables.rhyme_word_groups))
     theme_ids = prepared.theme_ids
     if theme_ids:
         lines = layout.line_count if regular else 8

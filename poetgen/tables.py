@@ -149,6 +149,26 @@ class VocabularyTables:
                 np.array([e[2] for e in entries], np.int8).reshape(-1))
 
     @functools.cached_property
+    def rhyme_words(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs that fix a line end's level group (prosody.Prosody.rhyme_words) by the id of their
+        first character, in CSR form: `starts` (vocab + 1,) int32, per pair the last character's id
+        (int32) and its group's column of rhyme_membership (int32). The SavedModel's graph reads these."""
+        index, column = self.tokenizer.index, {g: i for i, g in enumerate(self.prosody.level_groups)}
+        entries = sorted((index[pair[0]], index[pair[1]], column[group])
+                         for pair, group in self.prosody.rhyme_words.items() if pair[0] in index and pair[1] in index)
+        firsts = np.array([e[0] for e in entries], np.int64)
+        starts = np.searchsorted(firsts, np.arange(self.tokenizer.vocab_size + 1)).astype(np.int32)
+        return (starts, np.array([e[1] for e in entries], np.int32).reshape(-1),
+                np.array([e[2] for e in entries], np.int32).reshape(-1))
+
+    @functools.cached_property
+    def rhyme_word_groups(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """rhyme_words by first id: {id: (last ids, their group columns)} (rules.Rhyme)."""
+        starts, lasts, groups = self.rhyme_words
+        return {first: (lasts[starts[first]:starts[first + 1]], groups[starts[first]:starts[first + 1]])
+                for first in np.flatnonzero(starts[1:] > starts[:-1]).tolist()}
+
+    @functools.cached_property
     def word_firsts(self) -> frozenset:
         """The ids some word of word_tones starts with (rules.WordTone looks only after those)."""
         starts = self.word_tones[0]

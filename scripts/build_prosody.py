@@ -44,7 +44,8 @@ wrong there. From the corpus's regular shi (Tang and Song):
 And the words that fix a two-tone character's reading by its meaning ("words"): counting the tone votes
 of 5 by the character before and the one after, a pair of characters (相逢, 宰相, 万重, 重阳, 长安, 生长,
 何为) that holds a two-tone character at least WORD_VOTES times, in one tone in all but at most RARE of
-them, reads it in that tone. Generation asks for a character only where its word reads it in the tone
+them, reads it in that tone; a pair that ends a rhyming line fixes, likewise, the level group of a character
+in several ("rhyme_words": 成行 háng 七阳, 独行 xíng 八庚). Generation asks for a character only where its word reads it in the tone
 the column asks (rules.WordTone: 万重 at a 仄 column is chóng, 平, and was written there before), and
 the checker reads it so (prosody.line_fits). Characters whose tone does not follow the meaning (看 听 过
 in their sense of look, hear, pass) never reach the share, so the words leave them alone.
@@ -145,7 +146,7 @@ def build() -> dict:
         found.setdefault(ch, {}).update(entry)
     usual = Prosody(raw_table(), {"add": add, "readings": readings, "wrong": WRONG, "rare": found}).usual()
     return {"add": add, "rare": dict(sorted(found.items())), "readings": readings, "wrong": WRONG,
-            "words": words(poems, table, usual)}
+            "words": words(poems, table, usual), "rhyme_words": rhyme_words(poems, table, usual)}
 
 
 def more_readings(poems: list[dict], table) -> dict:
@@ -271,14 +272,51 @@ def words(poems: list[dict], table, usual) -> dict:
         alone[pair[index]].update(counts)
     fixed: dict[str, dict] = {}
     for (pair, index), counts in sorted(votes.items()):
-        reads = sum(counts.values())
-        tone, agreeing = counts.most_common(1)[0]
-        base = alone[pair[index]]   # counted twice (by both neighbours), which leaves its shares alone
-        other = 1 - base[tone] / sum(base.values())
-        if reads >= WORD_VOTES and reads - agreeing <= RARE * reads and \
-                binomial_tail(reads - agreeing, reads, other) <= CHANCE:
+        found = _fixed(counts, alone[pair[index]])   # alone counted twice (by both neighbours): same shares
+        if found is not None:
             entry = fixed.setdefault(pair, {"tones": [None, None], "votes": [None, None]})
-            entry["tones"][index], entry["votes"][index] = tone, [agreeing, reads]
+            entry["tones"][index], entry["votes"][index] = found
+    return fixed
+
+
+def _fixed(counts: collections.Counter, base: collections.Counter) -> tuple[str, list[int]] | None:
+    """(reading, [agreeing, reads]) when `counts` (a pair's votes) fix one reading: at least WORD_VOTES
+    reads, all but RARE of them one reading, and improbably so (CHANCE) for `base`, the character's votes
+    in every pair; None otherwise."""
+    reads = sum(counts.values())
+    reading, agreeing = counts.most_common(1)[0]
+    other = 1 - base[reading] / sum(base.values())
+    if reads >= WORD_VOTES and reads - agreeing <= RARE * reads and \
+            binomial_tail(reads - agreeing, reads, other) <= CHANCE:
+        return reading, [agreeing, reads]
+    return None
+
+
+def rhyme_words(poems: list[dict], table, usual) -> dict:
+    """{pair: {"group": level group, "votes": [agreeing, reads]}}: the pairs that end a rhyming line and fix
+    the level group of a character `usual` puts in several (成行 háng 七阳, 独行 xíng 八庚, 天涯 六麻), from
+    the rhyme votes of 6 (the poem's other rhyme characters share exactly one group), counted by the
+    character before, as `words` counts tones."""
+    votes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    alone: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for poem_lines in voted_lines(poems, table):
+        lines, name = [line for line, _, _ in poem_lines], poem_lines[0][2]
+        rhyming = list(range(1, len(lines), 2)) + ([0] if name.endswith("入韵") else [])
+        for i in rhyming:
+            ch = lines[i][-1]
+            if len(usual.rhyme_groups(ch)) < 2:
+                continue
+            others = [table.rhyme_groups(lines[j][-1]) for j in rhyming if j != i and table.tones(lines[j][-1])]
+            shared = set.intersection(*others) if others else set()
+            if len(shared) == 1 and shared <= usual.rhyme_groups(ch):
+                group = next(iter(shared))
+                votes[lines[i][-2:]][group] += 1
+                alone[ch][group] += 1
+    fixed = {}
+    for pair, counts in sorted(votes.items()):
+        found = _fixed(counts, alone[pair[1]])
+        if found is not None:
+            fixed[pair] = {"group": found[0], "votes": found[1]}
     return fixed
 
 

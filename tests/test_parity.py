@@ -340,7 +340,8 @@ def test_graph_keeps_line_one_ending_from_later_rhymes_as_the_cli_rule_does(tiny
     used = tf.zeros([graph.vocab_size], tf.bool)
     no_slot = (tf.constant(-1), tf.constant(False))
     for first_line_end in (False, True):
-        _, after = graph._observe_rhyme(tf.constant(7), no_slot, allowed, used, tf.constant(first_line_end))
+        _, after = graph._observe_rhyme(tf.constant(2), tf.constant(7), no_slot, allowed, used,
+                                        tf.constant(first_line_end))
         assert bool(after[7]) == first_line_end and int(tf.reduce_sum(tf.cast(after, tf.int32))) == first_line_end
 
 
@@ -455,3 +456,72 @@ the one refused). Rewritten
             assert after[side][:refused] == before[side][:refused], (side, pair, before[side], after[side])
             assert after[side][refused] != before[side][refused], (side, pair, before[side], after[side])
         monkeypatch.undo()
+
+
+def test_a_pair_that_fixes_a_rhyme_s_group_is_read_alike_by_the_rule_and_the_graph(tiny_bundle, monkeypatch):
+    """A pair ending a rhyming line fixes its group (prosody rhyme_words: 泪成行 is háng, 七阳 only): where
+    the rhyme allows only the character's other group, neither rules.Rhyme nor the graph's _edit writes it
+    after the pair's first character, and once written, both keep the pair's group alone, not every group
+    of the character. A character in two groups of the tiny vocabulary stands in for 行."""
+    import numpy as np
+    import tensorflow as tf
+
+    from poetgen.bundle import load_bundle
+    from poetgen.export import generation_tables
+    from poetgen.export_graph import PoemGraph
+    from poetgen.layout import layout_of
+    from poetgen.rules import Rhyme, Step
+    from poetgen.tables import VocabularyTables
+
+    bundle = load_bundle(tiny_bundle)
+    probe = VocabularyTables(bundle.tokenizer)
+    groups = probe.prosody.level_groups
+    last = next(i for i in range(len(probe.rhyme_membership)) if probe.rhyme_membership[i].sum() == 2)
+    kept, fixed = (groups[k] for k in np.flatnonzero(probe.rhyme_membership[last]))
+    first = bundle.tokenizer.id_of("春")
+    assert first != last
+    pair = bundle.tokenizer.decode([first]) + bundle.tokenizer.decode([last])
+    for prosody in (table(), usual_table()):
+        monkeypatch.setattr(prosody, "rhyme_words", {pair: fixed})
+    tables = VocabularyTables(bundle.tokenizer)
+    vocabulary, layouts = generation_tables(bundle, [])
+    graph = PoemGraph(bundle.model, bundle.model_config, vocabulary, layouts)
+    only_kept = np.zeros(graph.membership.shape[1], bool)
+    only_kept[groups.index(kept)] = True
+    width = graph.membership.shape[1]
+    layout = layout_of("wujue")
+    end = layout.starts[1] + 4   # line 2's last character: a rhyme
+    for previous, refused in ((first, True), (bundle.tokenizer.id_of("，"), False)):
+        rule = Rhyme(tables.rhyme_membership, np.array([False]), tables.rhyme_masks, tables.rhyme_word_groups)
+        rule.allowed[0] = only_kept[:len(groups)]
+        history = np.full((1, end), previous)
+        logits = np.zeros((1, tables.tokenizer.vocab_size), np.float32)
+        rule.apply(logits, Step(end, np.array([1]), np.array([4]), layout, history))
+        allowed = tf.constant(np.stack([only_kept, np.ones(width, bool)]))
+        edited = graph._edit(tf.zeros([graph.vocab_size]), tf.constant(previous), tf.zeros([0], tf.int32),
+                             (tf.constant(0), tf.constant(False)), allowed, tf.zeros([graph.vocab_size], tf.bool),
+                             tf.constant(-1), tf.constant(False), tf.zeros([graph.vocab_size], tf.bool),
+                             tf.zeros([graph.vocab_size], tf.bool))
+        assert bool(np.isinf(logits[0, last])) is refused and bool(np.isinf(edited[last].numpy())) is refused
+        # written after the pair's first, the character keeps the pair's group alone on both sides
+        rule = Rhyme(tables.rhyme_membership, np.array([False]), tables.rhyme_masks, tables.rhyme_word_groups)
+        rule.observe(np.array([last]), Step(end, np.array([1]), np.array([4]), layout, history))
+        after, _ = graph._observe_rhyme(tf.constant(previous), tf.constant(last), (tf.constant(0), tf.constant(False)),
+                                        tf.ones([2, width], tf.bool), tf.zeros([graph.vocab_size], tf.bool),
+                                        tf.constant(False))
+        expected = {fixed} if refused else {kept, fixed}
+        assert {groups[k] for k in np.flatnonzero(rule.allowed[0])} == expected
+        assert {groups[k] for k in np.flatnonzero(after[0].numpy()[:len(groups)])} == expected
+    # a ci's rhyme (its columns are 词林正韵 codes, not 平水韵 groups) is not read by the pairs
+    ci_only = np.arange(width) >= len(groups)
+    edited = graph._edit(tf.zeros([graph.vocab_size]), tf.constant(first), tf.zeros([0], tf.int32),
+                         (tf.constant(0), tf.constant(False)), tf.constant(np.stack([ci_only, ci_only])),
+                         tf.zeros([graph.vocab_size], tf.bool), tf.constant(-1), tf.constant(False),
+                         tf.zeros([graph.vocab_size], tf.bool), tf.zeros([graph.vocab_size], tf.bool))
+    in_ci = bool(graph.membership[last].numpy()[len(groups):].any())
+    assert bool(np.isfinite(edited[last].numpy())) is in_ci
+    after, _ = graph._observe_rhyme(tf.constant(first), tf.constant(last), (tf.constant(0), tf.constant(False)),
+                                    tf.constant(np.stack([ci_only, ci_only])), tf.zeros([graph.vocab_size], tf.bool),
+                                    tf.constant(False))
+    narrowed = ci_only & graph.membership[last].numpy()
+    assert (after[0].numpy() == (narrowed if in_ci else ci_only)).all()

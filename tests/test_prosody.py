@@ -411,3 +411,25 @@ def test_word_tone_forbids_a_character_whose_word_reads_it_or_the_one_before_off
     logits = np.zeros((2, tokenizer.vocab_size), np.float32)   # no tone asked: nothing forbidden
     rule.apply(logits, Step(2, np.zeros(2, int), np.full(2, 2), None, np.array([[shan, wan], [shan, wan]])))
     assert np.isfinite(logits).all()
+
+
+def test_a_pair_that_ends_a_rhyming_line_fixes_its_group_and_the_checker_reads_it():
+    """行 rhymes in 八庚 (xíng) and 七阳 (háng): the corpus's poets rhymed 泪成行 in 七阳 (82 of 85 voting
+    poems) and 独行 in 八庚 (38 of 38), so a 八庚 poem that ends a rhyme in 成行 is off (it passed: 行's
+    八庚 reading), and generation keeps to it (tests/test_parity.py: the rule and the graph alike)."""
+    from poetgen.checks import check_poem
+
+    full, rhyme_words = table(), extra_table()["rhyme_words"]
+    assert rhyme_words["成行"] == {"group": "下平七阳", "votes": [82, 85]}
+    assert rhyme_words["独行"]["group"] == "下平八庚" and "同行" not in rhyme_words   # 29 of 32: not fixed
+    for pair, entry in rhyme_words.items():
+        agreeing, reads = entry["votes"]
+        assert entry["group"] in usual_table().rhyme_groups(pair[1]) and len(usual_table().rhyme_groups(pair[1])) > 1
+        assert reads >= build_prosody.WORD_VOTES and reads - agreeing <= build_prosody.RARE * reads, pair
+    assert full.line_end_groups("宫花点尽泪成行") == {"下平七阳"}
+    assert full.line_end_groups("夜深独行") == {"下平八庚"} and full.line_end_groups("行") == full.rhyme_groups("行")
+    geng = "日暮孤城独自行，江边草色又分明。山中夜半闻猿啸，宫花点尽泪成行。"
+    yang = "日暮孤城入夕阳，江边草色满池塘。山中夜半闻猿啸，宫花点尽泪成行。"
+    assert check_poem(geng, "qijue", full).rhyme_ok is False
+    assert check_poem(geng.replace("泪成行", "泪纵横"), "qijue", full).rhyme_ok is True
+    assert check_poem(yang, "qijue", full).rhyme_ok is True
