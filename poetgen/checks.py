@@ -31,8 +31,8 @@ def layout_ok(text: str, form: str | Layout) -> bool:
 def rhyme_of(lines: list[str], prosody: Prosody, layout: Layout) -> tuple[bool, str | None]:
     endings = [lines[i][-2] for i in layout.rhyme_lines]
     common = None
-    for i in layout.rhyme_lines:
-        groups = prosody.line_end_groups(lines[i][:-1])   # by its word: 成行 rhymes in 七阳 only
+    for ch in endings:
+        groups = prosody.rhyme_groups(ch)
         common = groups if common is None else common & groups
     if not common or len(set(endings)) != len(endings):
         return False, None
@@ -48,9 +48,8 @@ def first_line_fault(lines: list[str], prosody: Prosody, layout: Layout, group: 
     end = lines[0][-2]
     if group is None or 0 in layout.rhyme_lines or prosody.tones(end) != {PING}:
         return False
-    shared = set.intersection(*(prosody.line_end_groups(lines[i][:-1]) for i in layout.rhyme_lines))
-    return end in {lines[i][-2] for i in layout.rhyme_lines} or \
-        not prosody.line_end_groups(lines[0][:-1]) & neighbours(shared)
+    shared = set.intersection(*(prosody.rhyme_groups(lines[i][-2]) for i in layout.rhyme_lines))
+    return end in {lines[i][-2] for i in layout.rhyme_lines} or not prosody.rhyme_groups(end) & neighbours(shared)
 
 
 def pattern_fits(lines: list[str], pattern: list[str], length: int, prosody: Prosody) -> list[bool]:
@@ -91,7 +90,7 @@ def check_poem(text: str, form: str | Layout, prosody: Prosody, acrostic: str = 
     rhyme_ok, group = rhyme_of(lines, prosody, layout)
     if layout.uniform_length not in (5, 7) or layout.line_count not in (4, 8):   # the shi patterns only
         return PoemCheck(ok, rhyme_ok, group, None, None, None, acrostic_ok)
-    first_rhymes = group is not None and group in prosody.line_end_groups(lines[0][:-1])
+    first_rhymes = group is not None and group in prosody.rhyme_groups(lines[0][-2])
     score, pattern, fits = tone_of(lines, layout.uniform_length, prosody, first_rhymes)
     if first_line_fault(lines, prosody, layout, group):   # a 平 end makes line 1 a 入韵 line: it must rhyme
         line_one = len(strict_columns(tone_patterns(layout.uniform_length, layout.line_count)[pattern][0]))

@@ -115,17 +115,7 @@ def neighbouring_bu(sets: dict, slots: list) -> str | None:
 
 
 def tone_of(chars: str, variant: Variant, prosody: Prosody) -> list[bool]:
-    """Per 平 or 仄 position of the variant, does its character fit: by its readings, and by its word where
-    a pair within its clause fixes one (prosody.Prosody.word_tones, as rules.WordTone generates)."""
-    fits, start = [], 0
-    for length in variant.layout.line_lengths:
-        clause = chars[start:start + length]
-        for column, (ch, required) in enumerate(zip(clause, variant.tones[start:start + length])):
-            if required != EITHER:
-                words = prosody.word_tones(clause, column)
-                fits.append(tone_fits(ch, required, prosody) and (len(words) != 1 or required in words))
-        start += length
-    return fits
+    return [tone_fits(ch, required, prosody) for ch, required in zip(chars, variant.tones) if required != EITHER]
 
 
 def with_dou_marks(text: str, variant: Variant) -> str:

@@ -260,5 +260,7 @@ def write_tables(path, vocabulary: GraphVocabulary, layouts: LayoutTables) -> No
     arrays.update(layout_names=np.array(layouts.names), chars=np.array(vocabulary.chars),
                   banned=vocabulary.banned, rhyme_membership=vocabulary.rhyme_membership,
                   can_be=vocabulary.can_be, mark_ids=vocabulary.mark_ids, marks=np.array(list(MARKS)))
+    arrays.update(zip(("word_starts", "word_seconds", "word_codes"), vocabulary.word_tones))
+    arrays.update(zip(("rhyme_word_starts", "rhyme_word_lasts", "rhyme_word_groups"), vocabulary.rhyme_words))
     with open(path, "wb") as handle:
         np.savez_compressed(handle, **arrays)

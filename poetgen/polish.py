@@ -165,7 +165,7 @@ class Polisher:
         first = True
         if pattern.endswith("入韵"):
             group = rhyme_of(lines, prosody, layout)[1]
-            first = group is not None and group in prosody.line_end_groups(lines[0][:-1])
+            first = group is not None and group in prosody.rhyme_groups(lines[0][-2])
         return sum(fits) / len(fits), first
 
     def _record(self, prepared: PreparedRequest, poem: dict, text: str, forward: float, backward, weight: float) -> dict:

@@ -90,6 +90,7 @@ class Prosody:
         self.tones_of: dict[str, set[str]] = {}      # char -> {平}, {仄} or both
         # char -> (tone, n): the n-th (0-based) group of 平 (上平 then 下平), 上, 去 or 入 it belongs to
         self.numbered_groups_of: dict[str, set[tuple[str, int]]] = {}
+        traditional: dict[str, set[str]] = {}        # simplified char -> its traditional spellings in the table
         for tone_key, tone in (("ping", PING), ("ze", ZE)):
             for section, sections in raw.get(tone_key, {}).items():
                 kind = PING if tone == PING else section[0]
@@ -100,8 +101,10 @@ class Prosody:
                     self._numbered.append((name, kind))
                     if tone == PING:
                         self.level_groups.append(name)
-                    for traditional, simplified in _simplified_chars(chars):
-                        for ch in {traditional, simplified}:
+                    for spelled, simplified in _simplified_chars(chars):
+                        if len(spelled) == len(simplified) == 1 and spelled != simplified:
+                            traditional.setdefault(simplified, set()).add(spelled)
+                        for ch in {spelled, simplified}:
                             if len(ch) != 1:
                                 continue
                             self.tones_of.setdefault(ch, set()).add(tone)
@@ -116,10 +119,17 @@ class Prosody:
         extra = extra or {}
         self.rare: dict = extra.get("rare", {})         # char -> the readings poets barely used (usual())
         # two characters -> (the tone its first is read in, its second's), None where the pair does not fix
-        # it: the words whose meaning decides a two-tone character's reading (相逢 平, 宰相 仄, 万重 平)
-        self.words: dict[str, tuple] = {pair: tuple(e["tones"]) for pair, e in extra.get("words", {}).items()}
-        # two characters that end a rhyming line -> the level group its last rhymes in (成行 háng 七阳)
-        self.rhyme_words: dict[str, str] = {pair: e["group"] for pair, e in extra.get("rhyme_words", {}).items()}
+        # it: the pairs that decide a two-tone character's reading in the poets' use (相逢 平, 宰相 仄, 万重
+        # 平). Generation reads them (rules.WordTone); a checker does not: a poet may take the rarer reading
+        # a pair allows (孟浩然's 以吾一日长, zhǎng), as he may a rare reading (usual())
+        spellings = lambda pair: {a + b for a in {pair[0], *traditional.get(pair[0], ())}   # noqa: E731
+                                  for b in {pair[1], *traditional.get(pair[1], ())}}   # 万重, 萬重 (--keep-script)
+        self.words: dict[str, tuple] = {spelled: tuple(e["tones"]) for pair, e in extra.get("words", {}).items()
+                                        for spelled in spellings(pair)}
+        # two characters that end a rhyming line -> the level group its last rhymes in (成行 háng 七阳);
+        # generation's too (rules.Rhyme), not a checker's
+        self.rhyme_words: dict[str, str] = {spelled: e["group"] for pair, e in extra.get("rhyme_words", {}).items()
+                                            for spelled in spellings(pair)}
         self.spelled_as: dict[str, str] = {}             # a variant spelling -> the standard one it reads as
         for ch, entry in extra.get("add", {}).items():   # never overrides the package's table
             if ch in self.tones_of:
@@ -189,17 +199,16 @@ class Prosody:
         return self.tones_of.get(ch, set())
 
     def line_end_groups(self, line: str) -> set[str]:
-        """The level groups a line's last character rhymes in, read by its word with the one before it
-        (rhyme_words): 泪成行 rhymes in 七阳 (háng) only, 独行 in 八庚 (xíng) only, 行 alone in both."""
+        """The level groups a line's last character rhymes in as generation reads it, by its pair with the
+        one before (rhyme_words): 泪成行 in 七阳 (háng) only, 独行 in 八庚 (xíng) only, 行 alone in both."""
         groups = self.rhyme_groups(line[-1]) if line else set()
         fixed = self.rhyme_words.get(line[-2:])
         return {fixed} if fixed in groups else groups
 
     def word_tones(self, line: str, col: int) -> set[str]:
-        """The tones the words around line[col] read it in (`words`): by its pair with the character
-        before and with the one after; empty where neither pair fixes it. Two that disagree give both
-        (汉月五更明: 五更 gēng, 更明 gèng), and a checker then judges the character by its own readings;
-        generation, choosing one character at a time (rules.WordTone), writes neither pair off its tone."""
+        """The tones the pairs around line[col] read it in as generation does (`words`, rules.WordTone): by
+        its pair with the character before and with the one after; empty where neither fixes it, both
+        where two disagree (汉月五更明: 五更 gēng, 更明 gèng; generation writes neither off its column)."""
         before = self.words.get(line[col - 1:col + 1], (None, None))[1] if col > 0 else None
         after = self.words.get(line[col:col + 2], (None, None))[0] if col + 1 < len(line) else None
         return {tone for tone in (before, after) if tone}
@@ -311,9 +320,7 @@ def line_fits(line: str, pattern: str, prosody: Prosody) -> list[bool]:
     for col, required, licence in _line_plan(pattern):
         # where a reading decides 三平尾, 孤平 or a 仄 line's end, one poets barely used does not save the
         # line: 白云千载空悠悠 is a 三平尾 though 空 has a rare 仄 reading (kòng)
-        words = prosody.word_tones(line, col)   # 万重 at a 仄 column is chóng, 平
-        ok = tone_fits(line[col], required, prosody.usual_readings if col in guarded else prosody) and \
-            (len(words) != 1 or required in words)
+        ok = tone_fits(line[col], required, prosody.usual_readings if col in guarded else prosody)
         if not ok and licence == _AOJIU:
             ok = tone_fits(line[n - 3], PING, prosody)
         if not ok and licence == _TE_AO:

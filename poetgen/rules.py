@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from poetgen.ci_rules import char_positions, ci_rules
+from poetgen.ci_rules import ci_rules
 from poetgen.layout import Layout as LayoutSpec
 from poetgen.layout import banned_inside
-from poetgen.prosody import PING, ZE, guard_columns, prompt_columns, rescue, strict_columns, tone_patterns
+from poetgen.prosody import PING, guard_columns, prompt_columns, rescue, strict_columns, tone_patterns
 from poetgen.tables import FitMasks
 from poetgen.tokenizer import BOUNDARY, PAD, SPECIALS, UNK
+from poetgen.word_rules import WordTone, ci_asked
 
 if TYPE_CHECKING:
     from poetgen.request import PreparedRequest
@@ -269,38 +270,6 @@ class Tone(Rule):
             if column >= 0:
                 asked[:, pos] = codes[:, line, column]
         return asked
-
-
-class WordTone(Rule):
-    """Where a column asks a tone, the words that fix a two-tone character's reading (prosody.Prosody.words)
-    are read as a reader reads them: after 万 a 仄 column takes no 重 (万重 is chóng, 平), and after 相 at a
-    仄 column no 逢 follows (相逢 reads 相 xiāng, 平). Tone and CiTone let a character in by any of its
-    readings; this rule forbids one whose word, with the character before it, reads otherwise."""
-
-    def __init__(self, tables: VocabularyTables, asked: np.ndarray):
-        """`asked`: (batch, positions) the tone each position's column asks, 0 平, 1 仄, -1 none (Tone.asked,
-        or a tune's from ci_asked); the words come from `tables` (word_firsts, refused_after)."""
-        self.tables, self.firsts = tables, tables.word_firsts
-        self.asked = asked
-
-    def apply(self, logits, step):
-        if step.pos == 0 or step.pos >= self.asked.shape[1]:
-            return
-        here, before = self.asked[:, step.pos], self.asked[:, step.pos - 1]
-        for row, previous in enumerate(step.history[:, step.pos - 1].tolist()):
-            if previous in self.firsts:   # a row after a word's first character
-                refused = self.tables.refused_after(previous, int(here[row]), int(before[row]))
-                if refused.size:
-                    logits[row, refused] = NEG
-
-
-def ci_asked(variant, batch: int) -> np.ndarray:
-    """(batch, positions) the tone each position of a tune's variant asks (WordTone), 0 平, 1 仄, -1 none."""
-    asked = np.full((batch, variant.layout.length), -1, np.int8)
-    for pos, tone in zip(char_positions(variant), variant.tones):
-        if tone in (PING, ZE):
-            asked[:, pos] = tone == ZE
-    return asked
 
 
 def _strictness(line: str, column: int) -> int:

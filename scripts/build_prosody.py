@@ -78,8 +78,10 @@ TONE_VOTES = 30  # tone votes: a two-tone character read at least this many time
 RARE = 0.05      # …loses a tone (or a level group) it takes in at most this share of its votes
 WORD_VOTES = 8   # a pair of characters holding a two-tone one this many times at strict columns fixes its tone…
 CHANCE = 1e-3    # …when the character alone would take the other tone so seldom with at most this probability
+# two-tone characters whose tones share one meaning (看 kān / kàn, look): a pair records a preference, not a
+# reading, so none fixes them
+SAME_MEANING = "看听过望忘醒探稍叹"
 
-# variant → standard spelling the table knows (all its readings are taken)
 # variant → standard spelling the table knows (all its readings are taken)
 VARIANTS = {
     "疎": "疏", "踈": "疏", "樽": "尊", "罇": "尊", "鶑": "鶯", "劒": "劍", "鬭": "鬥", "鬬": "鬥", "髙": "高",
@@ -254,35 +256,60 @@ def voted_lines(poems: list[dict], table):
 
 
 def words(poems: list[dict], table, usual) -> dict:
-    """{pair: [tone of its first character or null, of its second or null], ...} with "votes" per pair:
-    the pairs that fix the reading of a character two-tone in `usual` (the tone votes of 5, counted by
-    the character's neighbour; see the module's text)."""
-    votes: dict[tuple[str, int], collections.Counter] = collections.defaultdict(collections.Counter)
+    """{pair: {"tones": [tone of its first character or null, of its second or null], "votes": [[agreeing,
+    reads] or null, ...]}}: the pairs that fix the reading of a character two-tone in `usual` (the tone
+    votes of 5, counted by the character's neighbour; see the module's text). Pairs are taken strongest
+    first (by their chance, binomial_tail), and a weaker one is counted again without the places whose
+    other neighbour is a pair already taken for the same tone: 丞相归 votes for 丞相 (相 仄), not for 相归,
+    which alone would have fixed 相 仄 before 归 (10 of 10). SAME_MEANING characters get no pair."""
+    places = []   # (character, tone, its pair with the one before or None, with the one after or None)
     for poem_lines in voted_lines(poems, table):
         for line, pattern, _ in poem_lines:
             for c in _voting(pattern):
-                if len(usual.tones(line[c])) != 2:
-                    continue
-                if c > 0:
-                    votes[(line[c - 1:c + 1], 1)][pattern[c]] += 1
-                if c + 1 < len(line):
-                    votes[(line[c:c + 2], 0)][pattern[c]] += 1
+                if len(usual.tones(line[c])) == 2 and line[c] not in SAME_MEANING:
+                    places.append((line[c], pattern[c], (line[c - 1:c + 1], 1) if c > 0 else None,
+                                   (line[c:c + 2], 0) if c + 1 < len(line) else None))
     alone: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    for (pair, index), counts in votes.items():
-        alone[pair[index]].update(counts)
+    at: dict[tuple[str, int], list[int]] = collections.defaultdict(list)
+    for k, (ch, tone, before, after) in enumerate(places):
+        alone[ch][tone] += 1
+        for key in (before, after):
+            if key is not None:
+                at[key].append(k)
+
+    def counted(key, taken) -> collections.Counter:
+        counts: collections.Counter = collections.Counter()
+        for k in at[key]:
+            _, tone, before, after = places[k]
+            other = after if key == before else before
+            if taken.get(other) != tone:   # the other neighbour's pair, already taken, explains this place
+                counts[tone] += 1
+        return counts
+
+    def chance(key) -> float:
+        counts = counted(key, {})
+        tone, agreeing = counts.most_common(1)[0]
+        base = alone[key[0][key[1]]]
+        return binomial_tail(sum(counts.values()) - agreeing, sum(counts.values()), 1 - base[tone] / sum(base.values()))
+
+    taken: dict[tuple[str, int], str] = {}
     fixed: dict[str, dict] = {}
-    for (pair, index), counts in sorted(votes.items()):
-        found = _fixed(counts, alone[pair[index]])   # alone counted twice (by both neighbours): same shares
+    for key in sorted(at, key=lambda key: (chance(key), key)):
+        found = _fixed(counted(key, taken), alone[key[0][key[1]]])
         if found is not None:
+            pair, index = key
+            taken[key] = found[0]
             entry = fixed.setdefault(pair, {"tones": [None, None], "votes": [None, None]})
             entry["tones"][index], entry["votes"][index] = found
-    return fixed
+    return dict(sorted(fixed.items()))
 
 
 def _fixed(counts: collections.Counter, base: collections.Counter) -> tuple[str, list[int]] | None:
     """(reading, [agreeing, reads]) when `counts` (a pair's votes) fix one reading: at least WORD_VOTES
     reads, all but RARE of them one reading, and improbably so (CHANCE) for `base`, the character's votes
     in every pair; None otherwise."""
+    if not counts:
+        return None
     reads = sum(counts.values())
     reading, agreeing = counts.most_common(1)[0]
     other = 1 - base[reading] / sum(base.values())

@@ -14,7 +14,7 @@ from poetgen.errors import BadInput
 from poetgen.prosody import table
 from poetgen.request import PoemRequest
 from poetgen.sampling import SampleOptions
-from poetgen.tunes import EITHER, resolve
+from poetgen.tunes import resolve
 
 # 浣溪沙: one 平 rhyme; 西江月: 叶 (the 仄 of the 平 rhyme's 部); 菩萨蛮: four rhymes, 仄 and 平 in turn;
 # 定风波: a 平 rhyme broken by three 仄 ones
@@ -210,6 +210,8 @@ def test_a_tune_name_may_carry_its_variant_as_errors_and_the_savedmodel_spell_it
 def strictly_fits(text: str, variant, prosody) -> list[str]:
     """The characters of a ci at 平 or 仄 positions that the tone table does not show in that tone
     (a character it lacks included: check_ci does not judge those, a rule must not write them)."""
+    from poetgen.tunes import EITHER
+
     return [ch for ch, required in zip(han_chars(text), variant.tones)
             if required != EITHER and required not in prosody.tones(ch)]
 
@@ -440,21 +442,27 @@ def test_tiaoxiaoling_turns_round_the_clause_before_it(generator):
         generator.generate(PoemRequest(tune="调笑令", prompt="团扇，团扇，美人病来遮面。玉颜憔悴三年，谁复商量丝弦。"))
 
 
-def test_the_ci_checker_reads_a_two_tone_character_by_its_word_within_a_clause():
-    """浣溪沙's first clause asks 仄 at its second and sixth characters: 万重 reads 重 chóng (平) and 相逢
-    reads 相 xiāng (平), so neither fits there, where 万里 and 酒一 do; a pair split by a clause's end is
-    no word (prosody.Prosody.word_tones, as rules.WordTone generates)."""
-    from poetgen.ci_checks import tone_of
+def test_a_ci_reads_a_two_tone_character_by_its_pair_within_a_clause():
+    """浣溪沙's first clause asks 仄 at its second character and 平 at its fourth: after 万, 重 (万重 reads
+    chóng, 平) is refused at the second and not at the fourth (word_rules.WordTone, from ci_asked); after
+    the clause's mark no pair is read (a pair split by a clause's end is no word). build_rules gives a
+    tune's request the rule."""
+    import numpy as np
 
-    variant, prosody = resolve("浣溪沙", 1), table()
-    rest = "去年天气旧亭台夕阳西下几时回无可奈何花落去似曾相识燕归来小园香径独徘徊"
-    assert variant.tones[:7] == "中仄中平中仄平"
-    assert tone_of("一曲新词酒一杯" + rest, variant, prosody)[:4] == [True, True, True, True]
-    assert tone_of("万重新词酒一杯" + rest, variant, prosody)[0] is False
-    assert tone_of("万里新词酒一杯" + rest, variant, prosody)[0] is True
-    assert tone_of("一曲新词酒相逢" + rest, variant, prosody)[2] is False
-    # 相 ends clause 4 at a 仄 position and 逢 starts clause 5: no word across the clause's end, so 相 fits
-    head, tail = "一曲新词酒一杯去年天气旧亭台夕阳西下几时回无可奈何花落相", "曾相识燕归来小园香径独徘徊"
-    split = tone_of(head + "逢" + tail, variant, prosody)
-    assert split == tone_of(head + "似" + tail, variant, prosody)
-    assert variant.tones[27] == "仄" and split[sum(t != EITHER for t in variant.tones[:27])] is True
+    from poetgen.generate import Generator
+    from poetgen.rules import Step, build_rules
+    from poetgen.word_rules import WordTone, ci_asked
+
+    generator = Generator.load()   # the shipped vocabulary: 万, 重
+    variant, tables = resolve("浣溪沙", 1), generator.tables
+    assert variant.tones[:7] == "中仄中平中仄平" and variant.layout.starts[1] == 8
+    rule = WordTone(tables, ci_asked(variant, 1))
+    wan, zhong, mark = (tables.tokenizer.id_of(ch) for ch in "万重，")
+    for pos, previous, refused in ((1, wan, True), (3, wan, False), (8, mark, False)):
+        logits = np.zeros((1, tables.tokenizer.vocab_size), np.float32)
+        rule.apply(logits, Step(pos, np.zeros(1, int), np.zeros(1, int), variant.layout, np.full((1, pos), previous)))
+        assert bool(np.isinf(logits[0, zhong])) is refused, pos
+    rules, _ = build_rules(generator.prepare(PoemRequest(tune="浣溪沙", tone=True)), tables, [(0, 0)])
+    assert [type(r) for r in rules].count(WordTone) == 1
+    rules, _ = build_rules(generator.prepare(PoemRequest(tune="浣溪沙", tone=False)), tables, [(0, 0)])
+    assert WordTone not in [type(r) for r in rules]

@@ -161,6 +161,14 @@ def test_tflite_step_model_matches_the_numpy_stepper(tiny_bundle, tmp_path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.tflite", "tables.npz", "tokenizer.json"]
     bundle = load_bundle(tiny_bundle)
+    from poetgen.tables import VocabularyTables   # the pairs that fix a reading or a line end's group, for a loop
+
+    tables, words = np.load(out / "tables.npz"), VocabularyTables(bundle.tokenizer)
+    for names, arrays in ((("word_starts", "word_seconds", "word_codes"), words.word_tones),
+                          (("rhyme_word_starts", "rhyme_word_lasts", "rhyme_word_groups"), words.rhyme_words)):
+        for name, array in zip(names, arrays):
+            assert np.array_equal(tables[name], array), name
+    assert len(tables["word_starts"]) == bundle.tokenizer.vocab_size + 1
     runner = tf.lite.Interpreter(model_path=str(out / "model.tflite")).get_signature_runner()
     stepper = NumpyStepper.from_model(bundle.model, bundle.model_config)
     state = stepper.initial_state(1)

@@ -412,49 +412,55 @@ def test_the_graph_allows_the_patterns_the_cli_allows(tiny_bundle, generator, fo
 
 
 def test_both_sides_forbid_a_character_whose_word_reads_it_off_the_column(tiny_bundle, poet, tmp_path, monkeypatch):
-    """The words that fix a reading (prosody words: 万重 reads 重 平, 相逢 reads 相 平), on both sides
-    (rules.WordTone, the graph's _word_off). In each side's greedy tone poem, a pair of characters at a
-    column that asks a tone is declared to read the column's character in the other tone: the second's
-    column (round 0), or the first's (round 1: the character after it, at a column that asks no tone, is
-the one refused). Rewritten
-    with that table, each side's poem keeps every character before the refused one and changes it."""
+    """The pairs that fix a reading (prosody words: 万重 reads 重 平, 相逢 reads 相 平), on both sides
+    (word_rules.WordTone, the graph's _word_off), in a shi and a ci. In each side's greedy tone poem, a
+    pair of characters at a position that asks a tone is declared to read that position's character in
+    the other tone: the pair's second (round 0), or its first (round 1: the character after it, at a
+    position that asks no tone, is the one refused). Rewritten with that table, each side's poem keeps
+    every character before the refused one and changes it."""
     import tensorflow as tf
 
     from poetgen.bundle import load_bundle
+    from poetgen.ci_rules import char_positions
     from poetgen.generate import Generator
 
-    request = PoemRequest(form="wujue", tone=True, best_of=1, sample=SampleOptions(temperature=0, seed=0))
-    standard = tone_patterns(5, 4)
+    variant = resolve("浣溪沙")
+    requests = {"wujue": PoemRequest(form="wujue", tone=True, best_of=1, sample=SampleOptions(temperature=0, seed=0)),
+                "浣溪沙": PoemRequest(tune="浣溪沙", tone=True, best_of=1, sample=SampleOptions(temperature=0, seed=0))}
 
-    def cli_poem() -> str:
-        return Generator.load(tiny_bundle).generate(request)["poems"][0]["text"]
+    def asked(poem: str, form: str) -> dict[int, str]:
+        """Position -> the tone asked there (shi: strict columns of the poem's pattern; ci: 平/仄 positions)."""
+        if form != "wujue":
+            return {int(pos): tone for pos, tone in zip(char_positions(variant), variant.tones) if tone in "平仄"}
+        pattern = tone_patterns(5, 4)[check_poem(poem, "wujue", usual_table()).tone_pattern]
+        return {6 * i + c: tones[c] for i, tones in enumerate(pattern) for c in strict_columns(tones)}
 
-    def a_pair(poem: str, which: int) -> tuple[str, int, str]:
+    def a_pair(poem: str, form: str, which: int) -> tuple[str, int, str]:
         """(pair, position of the character refused, the tone the pair is declared to read)."""
-        lines = [line[:-1] for line in clauses(poem)]
-        pattern = standard[check_poem(poem, "wujue", usual_table()).tone_pattern]
-        for i, (line, tones) in enumerate(zip(lines, pattern)):
-            for column in strict_columns(tones):
-                # round 1: the refused character's own column asks nothing, so only the one back can refuse it
-                if 1 - which <= column < 5 - which and not (which and column + 1 in strict_columns(tones)):
-                    pair = line[column - 1 + which:column + 1 + which]
-                    other = "平" if tones[column] == "仄" else "仄"
-                    return pair, 6 * i + column + which, other
+        tones = asked(poem, form)
+        for pos, tone in sorted(tones.items()):
+            refused = pos + which
+            pair = poem[pos - 1 + which:pos + 1 + which]
+            if len(pair) == 2 and "，" not in pair and "。" not in pair and not (which and refused in tones):
+                return pair, refused, "平" if tone == "仄" else "仄"
         raise AssertionError(poem)
 
     for which in (0, 1):
-        before = {"cli": cli_poem(), "graph": graph_poem(poet, "wujue", tone=True, temperature=0.0)}
-        picked = {side: a_pair(poem, which) for side, poem in before.items()}
+        before = {(side, form): poem for form, request in requests.items() for side, poem in (
+            ("cli", Generator.load(tiny_bundle).generate(request)["poems"][0]["text"]),
+            ("graph", graph_poem(poet, form, tone=True, temperature=0.0)))}
+        picked = {key: a_pair(poem, key[1], which) for key, poem in before.items()}
         words = {pair: (other, None) if which else (None, other) for pair, _, other in picked.values()}
         for prosody in (table(), usual_table()):
             monkeypatch.setattr(prosody, "words", words)
-        out = export(load_bundle(tiny_bundle), ExportOptions(tmp_path / f"sm{which}", "savedmodel"))
-        after = {"cli": cli_poem(),
-                 "graph": graph_poem(tf.saved_model.load(str(out)), "wujue", tone=True, temperature=0.0)}
-        for side in ("cli", "graph"):
-            pair, refused, _ = picked[side]
-            assert after[side][:refused] == before[side][:refused], (side, pair, before[side], after[side])
-            assert after[side][refused] != before[side][refused], (side, pair, before[side], after[side])
+        out = tf.saved_model.load(str(export(load_bundle(tiny_bundle),
+                                             ExportOptions(tmp_path / f"sm{which}", "savedmodel"))))
+        generator = Generator.load(tiny_bundle)
+        for (side, form), poem in before.items():
+            again = generator.generate(requests[form])["poems"][0]["text"] if side == "cli" else \
+                graph_poem(out, form, tone=True, temperature=0.0)
+            pair, refused, _ = picked[(side, form)]
+            assert again[:refused] == poem[:refused] and again[refused] != poem[refused], (side, form, pair, poem, again)
         monkeypatch.undo()
 
 
