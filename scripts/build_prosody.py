@@ -81,6 +81,17 @@ CHANCE = 1e-3    # …when the character alone would take the other tone so seld
 # two-tone characters whose tones share one meaning (看 kān / kàn, look): a pair records a preference, not a
 # reading, so none fixes them
 SAME_MEANING = "看听过望忘醒探稍叹"
+# pairs that fix a reading by meaning, checked by hand, where the votes cannot reach: the first of a
+# two-character word seldom sits at a counted column, so 相 (xiāng, mutually) before a 仄 verb, 应 (yīng,
+# should), 长 (cháng, long) and 重 (chóng, again) have few votes as first characters. Added where the votes
+# fix nothing and do not contest it (at least 4 places, a quarter of them in the other tone: 长在, 重寻 are
+# left out) as {"hand": true}; the tone is the first character's.
+HAND_WORDS = {
+    **{"相" + ch: "平" for ch in "见问忆识照送遇待顾对向伴劝许赠别访就隔去近似与共倚映笑语慰醉"},
+    **{"应" + ch: "平" for ch in "是有笑念似恨在自老满到解觉记得"},
+    **{"长" + ch: "平" for ch in "江河亭天城空夜路啸恨叹笛剑袖短在是忆"},
+    **{"重" + ch: "平" for ch in "游到逢见上寻访九楼城"},
+}
 
 # variant → standard spelling the table knows (all its readings are taken)
 VARIANTS = {
@@ -261,7 +272,8 @@ def words(poems: list[dict], table, usual) -> dict:
     votes of 5, counted by the character's neighbour; see the module's text). Pairs are taken strongest
     first (by their chance, binomial_tail), and a weaker one is counted again without the places whose
     other neighbour is a pair already taken for the same tone: 丞相归 votes for 丞相 (相 仄), not for 相归,
-    which alone would have fixed 相 仄 before 归 (10 of 10). SAME_MEANING characters get no pair."""
+    which alone would have fixed 相 仄 before 归 (10 of 10). SAME_MEANING characters get no pair;
+    HAND_WORDS fill in what the votes cannot reach."""
     places = []   # (character, tone, its pair with the one before or None, with the one after or None)
     for poem_lines in voted_lines(poems, table):
         for line, pattern, _ in poem_lines:
@@ -301,6 +313,11 @@ def words(poems: list[dict], table, usual) -> dict:
             taken[key] = found[0]
             entry = fixed.setdefault(pair, {"tones": [None, None], "votes": [None, None]})
             entry["tones"][index], entry["votes"][index] = found
+    for pair, tone in HAND_WORDS.items():
+        counts = counted((pair, 0), {})
+        contested = sum(counts.values()) >= 4 and counts[tone] < 0.75 * sum(counts.values())   # 重寻: 23 平, 22 仄
+        if pair not in fixed and usual.tones(pair[0]) == {"平", "仄"} and not contested:
+            fixed[pair] = {"tones": [tone, None], "votes": [None, None], "hand": True}
     return dict(sorted(fixed.items()))
 
 
