@@ -23,8 +23,9 @@ def char_positions(variant: Variant) -> np.ndarray:
                     np.int64)
 
 
-class _CiRule:
-    """The Rule interface of rules.py (kept here so rules.py can import this module without a cycle)."""
+class RuleBase:
+    """The Rule interface of rules.py (here so that rules.py, ci_rules.py and word_rules.py share it without
+    an import cycle)."""
 
     essential = False
 
@@ -38,7 +39,7 @@ class _CiRule:
         pass
 
 
-class CiRhyme(_CiRule):
+class CiRhyme(RuleBase):
     """Each rhyme group of the variant keeps one 部 in its tone: the first rhyme of a group picks among
     the 部 the group's tone allows, later ones narrow to what it shares; 叶 slots take the other tone.
     No character rhymes twice in a poem."""
@@ -87,7 +88,7 @@ class CiRhyme(_CiRule):
         self.used.append(chosen.copy())
 
 
-class CiRepeat(_CiRule):
+class CiRepeat(RuleBase):
     """A 叠 phrase repeats the characters just before it (如梦令's 如梦。如梦, 忆秦娥's 秦楼月): each of its
     characters is the one its source position took. The prompt's and the acrostic's characters, forced
     by rules before this one, come first."""
@@ -103,7 +104,7 @@ class CiRepeat(_CiRule):
         return None if source is None else step.history[:, source].copy()
 
 
-class CiTone(_CiRule):
+class CiTone(RuleBase):
     """Every 平 or 仄 position of the variant takes a character readable in that tone; 中 is free."""
 
     def __init__(self, variant: Variant, can_be: dict[str, np.ndarray]):
@@ -119,11 +120,11 @@ class CiTone(_CiRule):
 
 
 def ci_rules(variant: Variant, tables, batch: int, rhyme: bool, tone: bool,
-             fixed: dict[int, int] | None = None) -> list[_CiRule]:
+             fixed: dict[int, int] | None = None) -> list[RuleBase]:
     """The repeat, rhyme and tone rules of a variant (the layout, prompt, acrostic and theme are shi's own);
     a 叠 phrase is the form itself, so it repeats whatever rhyme and tone say. `fixed`: position -> id of
     the characters the prompt and acrostic fix (rules.forced_ids)."""
-    rules: list[_CiRule] = [CiRepeat(variant)] if variant.repeats else []
+    rules: list[RuleBase] = [CiRepeat(variant)] if variant.repeats else []
     if tone:
         rules.append(CiTone(variant, tables.tone_masks))
     if rhyme and variant.rhymes:

@@ -94,6 +94,7 @@ class Polisher:
             splice = text[:start] + version[start:end] + text[end:]
             if (splice != text and splice not in splices and _fewer_or_as_many(_repeats(splice), repeats)
                     and _keeps(self._check(prepared, splice, usual=True), check)
+                    and _rhymes_as_generated(splice, check, prepared, generator.tables.prosody)
                     and all(new >= old for new, old in zip(self._standing(prepared, splice), standing))):
                 splices.append(splice)
         if not splices:
@@ -223,6 +224,19 @@ def _keeps(check, passed) -> bool:
         return False
     return all((getattr(check, name, None) or 0) >= (getattr(passed, name, None) or 0)
                for name in ("tone_score", "rhyme_score"))
+
+
+def _rhymes_as_generated(text: str, check, prepared: PreparedRequest, prosody) -> bool:
+    """Whether every rhyming line of a shi ends in the poem's group (`check.rhyme_group`) as generation
+    reads its last pair (prosody.line_end_groups: 泪作行 is háng, 七阳): a version of the first rhyming
+    line is sampled before the group is known, so it may end in a pair of another group that the
+    checker, reading every attested group, accepts. True for a ci and for a poem without a group."""
+    group, layout = getattr(check, "rhyme_group", None), prepared.layout
+    if group is None or prepared.variant is not None or layout is None:
+        return True
+    lines = clauses(text)
+    rhyming = list(layout.rhyme_lines) + ([0] if (prepared.pattern or "").endswith("入韵") else [])
+    return all(group in prosody.line_end_groups(lines[i][:-1]) for i in rhyming)
 
 
 def _repeats(text: str) -> tuple[int, int]:

@@ -120,16 +120,12 @@ class Prosody:
         self.rare: dict = extra.get("rare", {})         # char -> the readings poets barely used (usual())
         # two characters -> (the tone its first is read in, its second's), None where the pair does not fix
         # it: the pairs that decide a two-tone character's reading in the poets' use (相逢 平, 宰相 仄, 万重
-        # 平). Generation reads them (rules.WordTone); a checker does not: a poet may take the rarer reading
-        # a pair allows (孟浩然's 以吾一日长, zhǎng), as he may a rare reading (usual())
-        spellings = lambda pair: {a + b for a in {pair[0], *traditional.get(pair[0], ())}   # noqa: E731
-                                  for b in {pair[1], *traditional.get(pair[1], ())}}   # 万重, 萬重 (--keep-script)
-        self.words: dict[str, tuple] = {spelled: tuple(e["tones"]) for pair, e in extra.get("words", {}).items()
-                                        for spelled in spellings(pair)}
+        # 平). Generation reads them (word_rules.WordTone); a checker does not: a poet may take the rarer
+        # reading a pair allows (孟浩然's 以吾一日长, zhǎng), as he may a rare reading (usual())
+        self.words: dict[str, tuple] = {}
         # two characters that end a rhyming line -> the level group its last rhymes in (成行 háng 七阳);
         # generation's too (rules.Rhyme), not a checker's
-        self.rhyme_words: dict[str, str] = {spelled: e["group"] for pair, e in extra.get("rhyme_words", {}).items()
-                                            for spelled in spellings(pair)}
+        self.rhyme_words: dict[str, str] = {}
         self.spelled_as: dict[str, str] = {}             # a variant spelling -> the standard one it reads as
         for ch, entry in extra.get("add", {}).items():   # never overrides the package's table
             if ch in self.tones_of:
@@ -154,6 +150,20 @@ class Prosody:
             self.tones_of.setdefault(ch, set()).add(PING)
             self.groups_of.setdefault(ch, set()).add(entry["group"])
             self.numbered_groups_of.setdefault(ch, set()).add((PING, self.level_groups.index(entry["group"])))
+        for pair, entry in extra.get("words", {}).items():   # and their traditional spellings (--keep-script)
+            for spelled in self._spellings(pair, traditional):
+                if all(tone is None or self.tones_of.get(ch) == {PING, ZE} for ch, tone in zip(spelled, entry["tones"])):
+                    self.words[spelled] = tuple(entry["tones"])
+        for pair, entry in extra.get("rhyme_words", {}).items():
+            for spelled in self._spellings(pair, traditional):
+                if entry["group"] in self.groups_of.get(spelled[1], ()) and len(self.groups_of[spelled[1]]) > 1:
+                    self.rhyme_words[spelled] = entry["group"]
+
+    @staticmethod
+    def _spellings(pair: str, traditional: dict[str, set[str]]) -> set[str]:
+        """A pair as written, and in traditional characters (each character that has a traditional form
+        in the table replaced by one), never mixing the scripts (宝車)."""
+        return {pair} | {a + b for a in traditional.get(pair[0], {pair[0]}) for b in traditional.get(pair[1], {pair[1]})}
 
     def _remove(self, ch: str, readings: set) -> None:
         """Drop (tone kind, n) readings of a character: its groups, and a tone none of its groups is left in."""

@@ -41,14 +41,15 @@ wrong there. From the corpus's regular shi (Tang and Song):
    (at least VOTES of them) rhyme it in is dropped: 逢 三江 (9 of 450), 干 一先 (20 of 882);
 7. oblique group votes, from the ci (regular shi rhyme in 平 only): see rare_oblique.
 
-And the words that fix a two-tone character's reading by its meaning ("words"): counting the tone votes
-of 5 by the character before and the one after, a pair of characters (相逢, 宰相, 万重, 重阳, 长安, 生长,
-何为) that holds a two-tone character at least WORD_VOTES times, in one tone in all but at most RARE of
-them, reads it in that tone; a pair that ends a rhyming line fixes, likewise, the level group of a character
-in several ("rhyme_words": 成行 háng 七阳, 独行 xíng 八庚). Generation asks for a character only where its word reads it in the tone
-the column asks (rules.WordTone: 万重 at a 仄 column is chóng, 平, and was written there before), and
-the checker reads it so (prosody.line_fits). Characters whose tone does not follow the meaning (看 听 过
-in their sense of look, hear, pass) never reach the share, so the words leave them alone.
+And the pairs that fix a two-tone character's reading ("words"): counting the tone votes of 5 by the
+character before and the one after, a pair of characters (相逢, 宰相, 万重, 重阳, 长安, 生长, 何为) that holds
+a two-tone character at least WORD_VOTES times, in one tone in all but at most RARE of them, and so
+seldom in the other that the character's own share of it makes that chance at most CHANCE, reads it in
+that tone (taken strongest first, see words()); HAND_WORDS adds, by hand, words the votes cannot reach
+(相见, 应是, 长江), and SAME_MEANING characters (看 听 过 望…, one meaning in both tones) get none. A pair
+that ends a rhyming line fixes, likewise, the level group of a character in several ("rhyme_words": 成行
+háng 七阳, 独行 xíng 八庚). Generation reads them (word_rules.WordTone, rules.Rhyme: 万重 at a 仄 column is
+chóng, 平, and was written there before); the checkers do not, as they accept a rare reading.
 
 Generation leaves a rare reading out (poetgen.prosody.usual_table), so the rules never ask for it; the
 checkers still accept it (poetgen.prosody.table), as a poet may use one (王天下).
@@ -270,10 +271,11 @@ def words(poems: list[dict], table, usual) -> dict:
     """{pair: {"tones": [tone of its first character or null, of its second or null], "votes": [[agreeing,
     reads] or null, ...]}}: the pairs that fix the reading of a character two-tone in `usual` (the tone
     votes of 5, counted by the character's neighbour; see the module's text). Pairs are taken strongest
-    first (by their chance, binomial_tail), and a weaker one is counted again without the places whose
-    other neighbour is a pair already taken for the same tone: 丞相归 votes for 丞相 (相 仄), not for 相归,
-    which alone would have fixed 相 仄 before 归 (10 of 10). SAME_MEANING characters get no pair;
-    HAND_WORDS fill in what the votes cannot reach."""
+    first (by their chance on every vote, binomial_tail: a greedy order, not re-sorted as counts fall), and
+    a weaker one is counted again without the places whose other neighbour is a pair already taken for the
+    same tone: 骨相寒 votes for 骨相 (相 仄), not for 相寒, which drops out, and 丞相归 for 丞相 (相归 keeps 9
+    of its 10 from 罢相归 and the like, and stays). SAME_MEANING characters get no pair; HAND_WORDS fill in
+    what the votes cannot reach."""
     places = []   # (character, tone, its pair with the one before or None, with the one after or None)
     for poem_lines in voted_lines(poems, table):
         for line, pattern, _ in poem_lines:
@@ -338,7 +340,7 @@ def _fixed(counts: collections.Counter, base: collections.Counter) -> tuple[str,
 
 def rhyme_words(poems: list[dict], table, usual) -> dict:
     """{pair: {"group": level group, "votes": [agreeing, reads]}}: the pairs that end a rhyming line and fix
-    the level group of a character `usual` puts in several (成行 háng 七阳, 独行 xíng 八庚, 天涯 六麻), from
+    the level group of a character `usual` puts in several (成行 háng 七阳, 独行 xíng 八庚, 车 chē / jū), from
     the rhyme votes of 6 (the poem's other rhyme characters share exactly one group), counted by the
     character before, as `words` counts tones."""
     votes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
@@ -367,7 +369,7 @@ def rhyme_words(poems: list[dict], table, usual) -> dict:
 def binomial_tail(k: int, n: int, p: float) -> float:
     """P(X <= k) for X ~ Binomial(n, p): how likely a character read in the other tone with probability p
     takes it at most k times in n places by chance (看 is 仄 in 28 % of its places: 10 平 of 10 happen by
-    chance 4 % of the time, so 唯看's 10 of 10 fixes nothing; 相逢's 189 of 190 does)."""
+    chance 4 % of the time, so 唯看's 10 of 10 fixes nothing; 相逢's 168 of 168 does)."""
     if p <= 0:
         return 1.0
     if p >= 1:

@@ -518,6 +518,22 @@ def test_a_pair_that_fixes_a_rhyme_s_group_is_read_alike_by_the_rule_and_the_gra
         expected = {fixed} if refused else {kept, fixed}
         assert {groups[k] for k in np.flatnonzero(rule.allowed[0])} == expected
         assert {groups[k] for k in np.flatnonzero(after[0].numpy()[:len(groups)])} == expected
+        # after the pair's first, another character keeps all of its own groups
+        other = next(i for i in range(len(probe.rhyme_membership)) if i != last
+                     and probe.rhyme_membership[i][groups.index(kept)])
+        rule = Rhyme(tables.rhyme_membership, np.array([False]), tables.rhyme_masks, tables.rhyme_word_groups)
+        rule.observe(np.array([other]), Step(end, np.array([1]), np.array([4]), layout, history))
+        after, _ = graph._observe_rhyme(tf.constant(previous), tf.constant(other), (tf.constant(0), tf.constant(False)),
+                                        tf.ones([2, width], tf.bool), tf.zeros([graph.vocab_size], tf.bool),
+                                        tf.constant(False))
+        own = set(np.flatnonzero(probe.rhyme_membership[other]))
+        assert set(np.flatnonzero(rule.allowed[0])) == own == set(np.flatnonzero(after[0].numpy()[:len(groups)]))
+    # rows whose line 1 does not rhyme are not refused there (a batch of a 入韵 row and another)
+    rule = Rhyme(tables.rhyme_membership, np.array([True, False]), tables.rhyme_masks, tables.rhyme_word_groups)
+    rule.allowed[:] = only_kept[:len(groups)]
+    logits = np.zeros((2, tables.tokenizer.vocab_size), np.float32)
+    rule.apply(logits, Step(4, np.array([0, 0]), np.array([4, 4]), layout, np.full((2, 4), first)))
+    assert np.isinf(logits[0, last]) and np.isfinite(logits[1, last])
     # a ci's rhyme (its columns are 词林正韵 codes, not 平水韵 groups) is not read by the pairs
     ci_only = np.arange(width) >= len(groups)
     edited = graph._edit(tf.zeros([graph.vocab_size]), tf.constant(first), tf.zeros([0], tf.int32),

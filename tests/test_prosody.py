@@ -470,5 +470,17 @@ def test_a_pair_that_ends_a_rhyming_line_fixes_its_group_for_generation():
         assert entry["group"] in usual_table().rhyme_groups(pair[1]) and len(usual_table().rhyme_groups(pair[1])) > 1
         assert reads >= build_prosody.WORD_VOTES and reads - agreeing <= build_prosody.RARE * reads, pair
     assert full.line_end_groups("宫花点尽泪成行") == {"下平七阳"} == full.line_end_groups("宫花点尽淚成行")
-    assert full.line_end_groups("夜深独行") == {"下平八庚"} and full.line_end_groups("行") == full.rhyme_groups("行")
+    assert full.line_end_groups("夜深独行") == {"下平八庚"} == full.line_end_groups("夜深獨行")
+    assert full.line_end_groups("行") == full.rhyme_groups("行")
+    assert "公乾" not in full.words and "寶車" in full.rhyme_words and "宝車" not in full.rhyme_words
+    # polish keeps no splice whose first rhyme's pair reads another group than the poem's (rules.Rhyme's)
+    from types import SimpleNamespace
+
+    from poetgen.layout import layout_of
+    from poetgen.polish import _rhymes_as_generated
+
+    prepared = SimpleNamespace(layout=layout_of("wujue"), variant=None, pattern="仄起")
+    check = SimpleNamespace(rhyme_group="下平八庚")
+    assert not _rhymes_as_generated("白日依山尽，宫花泪作行。欲穷千里目，更上一层明。", check, prepared, usual_table())
+    assert _rhymes_as_generated("白日依山尽，宫花泪满城。欲穷千里目，更上一层明。", check, prepared, usual_table())
     assert check_poem("日暮孤城独自行，江边草色又分明。山中夜半闻猿啸，宫花点尽泪成行。", "qijue", full).rhyme_ok
