@@ -184,6 +184,8 @@ class PoemGraph(tf.Module):
         required = tf.where(codes >= 0, tf.bitwise.bitwise_and(codes, TONE_BITS), -1)
         pairs = tf.stack([tf.maximum(required, 0), tf.broadcast_to(ids[None, :], tf.shape(required))], -1)
         can = tf.gather_nd(self.can_be, pairs) | ~tf.gather(self.tone_known, ids)[None, :]   # unknown: not judged
+        read = self._pair_tones(forced)                    # a fixed pair's reading (万重: 重 平), -1 none
+        can = can & ((read < 0)[None, :] | tf.equal(tf.cast(read, required.dtype)[None, :], required))
         flagged = lambda flag: (codes >= 0) & (tf.bitwise.bitwise_and(codes, flag) > 0)   # noqa: E731
         checked = given[None, :] & flagged(TONE_STRICT) & ~flagged(TONE_UNCHECKED)
         # a rescue whose first and third columns both hold fixed non-平 characters cannot avoid 孤平
@@ -383,6 +385,29 @@ class PoemGraph(tf.Module):
         group, xie = rhyme
         columns = allowed[tf.maximum(group, 0)]
         return tf.where(xie, tf.gather(columns, self.flip), columns)
+
+    def _pair_tones(self, forced):
+        """(positions,) the tone (0 平, 1 仄) that the fixed characters' pairs (prosody words) read each
+        fixed character in, -1 where none does or two disagree (poetgen.rules.pair_tones)."""
+        n = tf.shape(forced)[0]
+        before = tf.concat([[-1], forced[:-1]], 0)
+        after = tf.concat([forced[1:], [-1]], 0)
+
+        def read(firsts, seconds, of_first):
+            """Per position, the tone a pair (firsts, seconds) fixes for its first (of_first) or second."""
+            valid = (firsts >= 0) & (seconds >= 0)
+            starts = tf.gather(self.word_starts, tf.maximum(firsts, 0))
+            ends = tf.where(valid, tf.gather(self.word_starts, tf.maximum(firsts, 0) + 1), starts)
+            spans = tf.ragged.range(starts, ends)
+            entries, rows = spans.flat_values, tf.cast(spans.value_rowids(), tf.int32)
+            codes = tf.cast(tf.gather(self.word_codes, entries), tf.int32)
+            match = tf.equal(tf.gather(self.word_seconds, entries), tf.gather(seconds, rows)) & tf.equal(codes >= 2, of_first)
+            tones = tf.where(match, tf.bitwise.bitwise_and(codes, 1), -1)
+            return tf.math.unsorted_segment_max(tf.concat([tones, -tf.ones([n], tf.int32)], 0),
+                                                tf.concat([rows, tf.range(n)], 0), n)
+
+        second, first = read(before, forced, False), read(forced, after, True)
+        return tf.where((second >= 0) & (first >= 0) & tf.not_equal(second, first), -1, tf.maximum(second, first))
 
     def _word_off(self, previous, asked):
         """(vocab,) bool: the characters whose word with `previous` reads one of the two off the tone its

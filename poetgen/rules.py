@@ -353,6 +353,20 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
     return active, patterns
 
 
+def pair_tones(forced: dict[int, int], tables: VocabularyTables) -> dict[int, str]:
+    """Position -> the tone that the fixed characters' pairs read a fixed character in (prosody words:
+    a prompt 万重 reads 重 平), where they read it in one tone; the graph reads the same (_pair_tones)."""
+    chars, found = tables.tokenizer.chars, {}
+    name = lambda i: chars[i - len(SPECIALS)] if len(SPECIALS) <= i < tables.tokenizer.char_limit else ""   # noqa: E731
+    for pos, i in forced.items():
+        before = tables.prosody.words.get(name(forced.get(pos - 1, 0)) + name(i), (None, None))[1]
+        after = tables.prosody.words.get(name(i) + name(forced.get(pos + 1, 0)), (None, None))[0]
+        tones = {tone for tone in (before, after) if tone}
+        if len(tones) == 1:
+            found[pos] = tones.pop()
+    return found
+
+
 def forced_ids(prepared: PreparedRequest, layout) -> dict[int, int]:
     """Position → id of every character the request fixes: the prompt's, then the acrostic's line heads."""
     forced = dict(enumerate(prepared.prompt_ids))
@@ -364,16 +378,18 @@ def forced_ids(prepared: PreparedRequest, layout) -> dict[int, int]:
 def fitting_patterns(standard: dict[str, list[str]], layout, forced: dict[int, int], tables: VocabularyTables,
                      rhyme: bool) -> list[str]:
     """The names of the standard 平仄 patterns the request's fixed characters allow: each one at a strict
-    column can be read in the pattern's tone there, and (with rhyme) those at the pattern's rhyme
+    column can be read in the pattern's tone there (and is, where fixed pairs read it: pair_tones), and (with rhyme) those at the pattern's rhyme
     positions (line 1's end too in a 入韵 pattern) share a 平水韵 group. When none allows both, those that
     keep the rhyme, then those that keep the tones, then all: the poem reports its tone and rhyme as they
     are. The SavedModel's graph picks alike (export_graph)."""
     ends = {start + length - 1: line for line, (start, length) in enumerate(zip(layout.starts, layout.line_lengths))}
     at = {layout.line_column(pos): i for pos, i in forced.items()}
+    read = {layout.line_column(pos): tone for pos, tone in pair_tones(forced, tables).items()}
     not_ping = lambda i: i is not None and tables.tone_known[i] and not tables.tone_masks[PING][i]   # noqa: E731
     fits = {}
     for name, lines in standard.items():
-        tones_fit = all(tables.tone_masks[lines[line][column]][i] or not tables.tone_known[i]   # unknown: not judged
+        tones_fit = all((tables.tone_masks[lines[line][column]][i] or not tables.tone_known[i])   # unknown: not judged
+                        and read.get((line, column), lines[line][column]) == lines[line][column]   # 万重: 重 平
                         for (line, column), i in at.items() if column in prompt_columns(lines[line]))
         # a rescue (拗救) whose first and third columns both hold fixed non-平 characters cannot avoid 孤平
         tones_fit = tones_fit and not any(

@@ -547,3 +547,49 @@ def test_a_pair_that_fixes_a_rhyme_s_group_is_read_alike_by_the_rule_and_the_gra
                                     tf.constant(False))
     narrowed = ci_only & graph.membership[last].numpy()
     assert (after[0].numpy() == (narrowed if in_ci else ci_only)).all()
+
+
+@pytest.mark.parametrize("of_first", [False, True])
+def test_a_prompt_s_pair_reads_its_character_when_the_pattern_is_chosen_on_both_sides(tiny_bundle, generator,
+                                                                                        monkeypatch, of_first):
+    """A prompt 万重 puts 重 at column 2, which 平起 patterns ask 平 and 仄起 ones 仄: by its readings 重
+    fits both, by its pair (万重: 重 chóng, 平) only 平起. The CLI (rules.fitting_patterns, pair_tones) and the
+    graph (_fitting_patterns, _pair_tones) choose among the same patterns. Characters of the tiny
+    vocabulary stand in for 万重: the pair fixes its second (at column 2), or with `of_first` its first,
+    at column 2 before a third character."""
+    import tensorflow as tf
+
+    from poetgen.bundle import load_bundle
+    from poetgen.export import generation_tables
+    from poetgen.export_graph import PoemGraph, _widened
+    from poetgen.rules import fitting_patterns, forced_ids
+    from poetgen.tables import VocabularyTables
+
+    bundle = load_bundle(tiny_bundle)
+    probe = VocabularyTables(bundle.tokenizer)
+    both = next(ch for ch in bundle.tokenizer.chars if usual_table().tones(ch) == {"平", "仄"})
+    first = next(ch for ch in bundle.tokenizer.chars if ch != both and usual_table().tones(ch))
+    assert probe.tone_masks["平"][bundle.tokenizer.id_of(both)]
+    third = next(ch for ch in bundle.tokenizer.chars if ch not in (both, first) and usual_table().tones(ch))
+    prompt, pair = (first + both + third, both + third) if of_first else (first + both, first + both)
+    standard = tone_patterns(5, 4)
+    found = {}
+    for fixed in (None, "平", "仄"):
+        monkeypatch.undo()
+        if fixed:
+            for prosody in (table(), usual_table()):
+                monkeypatch.setattr(prosody, "words", {pair: (fixed, None) if of_first else (None, fixed)})
+        vocabulary, layouts = generation_tables(bundle, [])
+        graph = PoemGraph(bundle.model, bundle.model_config, vocabulary, layouts)
+        f, _, _ = graph._form(tf.constant("wujue"), tf.constant(0))
+        layout = {name: _widened(tf.gather(t, f)) for name, t in graph.layout.items()}
+        forced, _ = graph._prompt(graph._normalised(tf.constant(prompt)), layout)
+        fitting, _ = graph._fitting_patterns(graph._end_marks(forced, layout), layout)
+        prepared = generator.prepare(PoemRequest(form="wujue", prompt=prompt, tone=True))
+        tables = VocabularyTables(bundle.tokenizer)
+        cli = fitting_patterns(standard, prepared.shape.layout, forced_ids(prepared, prepared.shape.layout), tables, True)
+        assert [name for k, name in enumerate(standard) if bool(fitting[k])] == cli, fixed
+        found[fixed] = {name for name in cli}
+    assert {standard[name][0][1] for name in found[None]} == {"平", "仄"}   # by its readings: both
+    for fixed in ("平", "仄"):   # by its pair: those that ask its tone at column 2
+        assert found[fixed] == {name for name in found[None] if standard[name][0][1] == fixed}
