@@ -411,7 +411,7 @@ class PoemGraph(tf.Module):
 
     def _word_off(self, previous, asked):
         """(vocab,) bool: the characters whose word with `previous` reads one of the two off the tone its
-        column asks (rules.WordTone); `asked`: the tone asked here and one position back (rows of
+        column asks (word_rules.WordTone); `asked`: the tone asked here and one position back (rows of
         self.tone_rows: 0/2 平, 1/3 仄; -1 none)."""
         entries = tf.range(self.word_starts[previous], self.word_starts[previous + 1])
         codes = tf.cast(tf.gather(self.word_codes, entries), tf.int32)

@@ -378,8 +378,9 @@ def forced_ids(prepared: PreparedRequest, layout) -> dict[int, int]:
 def fitting_patterns(standard: dict[str, list[str]], layout, forced: dict[int, int], tables: VocabularyTables,
                      rhyme: bool) -> list[str]:
     """The names of the standard 平仄 patterns the request's fixed characters allow: each one at a strict
-    column can be read in the pattern's tone there (and is, where fixed pairs read it: pair_tones), and (with rhyme) those at the pattern's rhyme
-    positions (line 1's end too in a 入韵 pattern) share a 平水韵 group. When none allows both, those that
+    column can be read in the pattern's tone there (and is, where fixed pairs read it: pair_tones), and
+    (with rhyme) those at the pattern's rhyme positions (line 1's end too in a 入韵 pattern) share a 平水韵
+    group. When none allows both, those that
     keep the rhyme, then those that keep the tones, then all: the poem reports its tone and rhyme as they
     are. The SavedModel's graph picks alike (export_graph)."""
     ends = {start + length - 1: line for line, (start, length) in enumerate(zip(layout.starts, layout.line_lengths))}

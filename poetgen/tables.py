@@ -46,6 +46,16 @@ class FitMasks:
         return mask
 
 
+def _by_first(entries: list[tuple[int, int, int]], vocab_size: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first id, second id, value) entries in CSR form: `starts` (vocab_size + 1,) int32 (the entries of
+    first id a are starts[a]:starts[a + 1]), the second ids (int32) and the values (`dtype`), sorted."""
+    entries = sorted(entries)
+    firsts = np.array([e[0] for e in entries], np.int64)
+    starts = np.searchsorted(firsts, np.arange(vocab_size + 1)).astype(np.int32)
+    return (starts, np.array([e[1] for e in entries], np.int32).reshape(-1),
+            np.array([e[2] for e in entries], dtype).reshape(-1))
+
+
 class VocabularyTables:
     """What the rules need to know about each id of one tokenizer's vocabulary."""
 
@@ -134,7 +144,7 @@ class VocabularyTables:
         """The words that fix a two-tone character's reading (prosody.Prosody.words) by the id of their
         first character, in CSR form: `starts` (vocab + 1,) int32, and per word `seconds` (words,) int32,
         the second character's id, and `codes` (words,) int8, the tone fixed (0 平, 1 仄) plus 2 when it
-        is the first character's (rules.WordTone, the SavedModel's graph). A word the vocabulary cannot
+        is the first character's (word_rules.WordTone, the SavedModel's graph). A word the vocabulary cannot
         spell is left out."""
         index, entries = self.tokenizer.index, []
         for pair, tones in self.prosody.words.items():
@@ -142,11 +152,7 @@ class VocabularyTables:
                 for which, tone in enumerate(tones):
                     if tone is not None:
                         entries.append((index[pair[0]], index[pair[1]], (0 if tone == PING else 1) + 2 * (which == 0)))
-        entries.sort()
-        firsts = np.array([e[0] for e in entries], np.int64)
-        starts = np.searchsorted(firsts, np.arange(self.tokenizer.vocab_size + 1)).astype(np.int32)
-        return (starts, np.array([e[1] for e in entries], np.int32).reshape(-1),
-                np.array([e[2] for e in entries], np.int8).reshape(-1))
+        return _by_first(entries, self.tokenizer.vocab_size, np.int8)
 
     @functools.cached_property
     def rhyme_words(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -154,12 +160,9 @@ class VocabularyTables:
         first character, in CSR form: `starts` (vocab + 1,) int32, per pair the last character's id
         (int32) and its group's column of rhyme_membership (int32). The SavedModel's graph reads these."""
         index, column = self.tokenizer.index, {g: i for i, g in enumerate(self.prosody.level_groups)}
-        entries = sorted((index[pair[0]], index[pair[1]], column[group])
-                         for pair, group in self.prosody.rhyme_words.items() if pair[0] in index and pair[1] in index)
-        firsts = np.array([e[0] for e in entries], np.int64)
-        starts = np.searchsorted(firsts, np.arange(self.tokenizer.vocab_size + 1)).astype(np.int32)
-        return (starts, np.array([e[1] for e in entries], np.int32).reshape(-1),
-                np.array([e[2] for e in entries], np.int32).reshape(-1))
+        entries = [(index[pair[0]], index[pair[1]], column[group])
+                   for pair, group in self.prosody.rhyme_words.items() if pair[0] in index and pair[1] in index]
+        return _by_first(entries, self.tokenizer.vocab_size, np.int32)
 
     @functools.cached_property
     def rhyme_word_groups(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -170,12 +173,12 @@ class VocabularyTables:
 
     @functools.cached_property
     def word_firsts(self) -> frozenset:
-        """The ids some word of word_tones starts with (rules.WordTone looks only after those)."""
+        """The ids some word of word_tones starts with (word_rules.WordTone looks only after those)."""
         starts = self.word_tones[0]
         return frozenset(np.flatnonzero(starts[1:] > starts[:-1]).tolist())
 
     def refused_after(self, previous: int, here: int, before: int) -> np.ndarray:
-        """The ids whose word with `previous` reads one of the two off the tone its column asks (rules.WordTone):
+        """The ids whose pair with `previous` reads one of the two off the tone its column asks (WordTone):
         `here` the tone asked at the id's column, `before` at previous's (0 平, 1 仄, -1 none). Kept once
         made: a step asks it once per row, and there are at most nine per id."""
         key = (previous, here, before)

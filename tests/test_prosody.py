@@ -407,7 +407,7 @@ def test_default_poems_read_each_two_tone_character_as_its_pair_does_and_a_check
 
 
 def test_word_tone_forbids_a_character_whose_word_reads_it_or_the_one_before_off_the_column():
-    """rules.WordTone on a small vocabulary: after 万 a 仄 column takes no 重 (万重: 重 平), a 平 one
+    """word_rules.WordTone on a small vocabulary: after 万 a 仄 column takes no 重 (万重: 重 平), a 平 one
     does; after 相 written at a 仄 column no 逢 follows (相逢 reads 相 平), after 相 at a 平 one it may."""
     import numpy as np
 
