@@ -415,7 +415,8 @@ class PoemGraph(tf.Module):
         self.tone_rows: 0/2 平, 1/3 仄; -1 none)."""
         entries = tf.range(self.word_starts[previous], self.word_starts[previous + 1])
         codes = tf.cast(tf.gather(self.word_codes, entries), tf.int32)
-        wanted = tf.cast(tf.gather(asked, codes // 2), tf.int32)   # codes >= 2: the word fixes the first character's (previous's) tone
+        # codes >= 2: the pair fixes its first character's tone (previous's, asked one position back)
+        wanted = tf.cast(tf.gather(asked, codes // 2), tf.int32)
         off = (wanted >= 0) & (tf.bitwise.bitwise_and(codes, 1) != tf.bitwise.bitwise_and(wanted, 1))
         seconds = tf.gather(self.word_seconds, entries)
         return tf.scatter_nd(seconds[:, None], tf.cast(off, tf.int32), [self.vocab_size]) > 0
@@ -470,8 +471,8 @@ class PoemGraph(tf.Module):
 
     def _observe_rhyme(self, previous, chosen, rhyme, allowed, used, first_line_end):
         """After a rhyming line: its group keeps the columns its last character has (read through 叶 at
-        a 叶 slot; by its word with `previous` where that fixes one), and that character is banned from later rhymes; so is line 1's last character, rhyming
-        or not (poetgen.rules.Rhyme)."""
+        a 叶 slot; by its pair with `previous` where that fixes one), and that character is banned from
+        later rhymes; so is line 1's last character, rhyming or not (poetgen.rules.Rhyme)."""
         group, xie = rhyme
         rhyme_slot = group >= 0
         codes = self.membership[chosen]

@@ -216,8 +216,8 @@ class Prosody:
         return {fixed} if fixed in groups else groups
 
     def word_tones(self, line: str, col: int) -> set[str]:
-        """The tones the pairs around line[col] read it in as generation does (`words`, word_rules.WordTone): by
-        its pair with the character before and with the one after; empty where neither fixes it, both
+        """The tones the pairs around line[col] read it in as generation does (`words`, word_rules.WordTone):
+        by its pair with the character before and with the one after; empty where neither fixes it, both
         where two disagree (汉月五更明: 五更 gēng, 更明 gèng; generation writes neither off its column)."""
         before = self.words.get(line[col - 1:col + 1], (None, None))[1] if col > 0 else None
         after = self.words.get(line[col:col + 2], (None, None))[0] if col + 1 < len(line) else None

@@ -356,12 +356,11 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
 def pair_tones(forced: dict[int, int], tables: VocabularyTables) -> dict[int, str]:
     """Position -> the tone that the fixed characters' pairs read a fixed character in (prosody words:
     a prompt 万重 reads 重 平), where they read it in one tone; the graph reads the same (_pair_tones)."""
-    chars, found = tables.tokenizer.chars, {}
-    name = lambda i: chars[i - len(SPECIALS)] if len(SPECIALS) <= i < tables.tokenizer.char_limit else ""   # noqa: E731
-    for pos, i in forced.items():
-        before = tables.prosody.words.get(name(forced.get(pos - 1, 0)) + name(i), (None, None))[1]
-        after = tables.prosody.words.get(name(i) + name(forced.get(pos + 1, 0)), (None, None))[0]
-        tones = {tone for tone in (before, after) if tone}
+    name = lambda i: tables.tokenizer.decode([i]) or "\0"   # noqa: E731  (a special id: no pair)
+    text = "".join(name(forced.get(pos, 0)) for pos in range(max(forced, default=-1) + 1))
+    found = {}
+    for pos in forced:
+        tones = tables.prosody.word_tones(text, pos)
         if len(tones) == 1:
             found[pos] = tones.pop()
     return found
