@@ -15,8 +15,8 @@ from poetgen.prosody import (PING, Prosody, couplet_rescue, line_fits, neighbour
 @dataclasses.dataclass
 class PoemCheck:
     layout_ok: bool                   # exact line lengths, line count and punctuation
-    rhyme_ok: bool | None             # rhyming lines share a level-tone group (None: not a regular form)
-    rhyme_group: str | None           # that group
+    rhyme_ok: bool | None             # rhyming lines share a 平水韵 group (None: not a regular form)
+    rhyme_group: str | None           # that group: a level-tone one (上平一东), or a 仄 one (入九屑) in a 仄韵 poem
     tone_score: float | None          # share of strict positions that fit the best standard pattern
     tone_pattern: str | None          # the name of that pattern
     tone_positions: list[bool] | None # per strict position of the best pattern: fits or not
@@ -29,24 +29,28 @@ def layout_ok(text: str, form: str | Layout) -> bool:
 
 
 def rhyme_of(lines: list[str], prosody: Prosody, layout: Layout) -> tuple[bool, str | None]:
+    """Whether the rhyme lines end in distinct characters that share one 平水韵 group, and that group: a
+    level-tone one as regular verse rhymes, else a 仄 one (上声, 去声, 入声), as 古绝 do (春晓's 晓 鸟 少 in
+    上十七筱, 江雪's 绝 灭 雪 in 入九屑). It does not judge 通押 (neighbouring 仄 groups) as one rhyme."""
     endings = [lines[i][-2] for i in layout.rhyme_lines]
-    common = None
-    for ch in endings:
-        groups = prosody.rhyme_groups(ch)
-        common = groups if common is None else common & groups
-    if not common or len(set(endings)) != len(endings):
+    if len(set(endings)) != len(endings):
         return False, None
-    return True, sorted(common)[0]
+    for groups_of in (prosody.rhyme_groups, prosody.oblique_groups):
+        common = set.intersection(*(groups_of(ch) for ch in endings)) if endings else set()
+        if common:
+            return True, sorted(common)[0]
+    return False, None
 
 
 def first_line_fault(lines: list[str], prosody: Prosody, layout: Layout, group: str | None) -> bool:
     """True when line 1 of a regular poem ends in a character that can only be 平, so it rhymes (首句入韵),
     but in no group the rhyme lines share nor one beside it (出韵: 朝辞白帝彩云东 in a 删 poem), or in the
-    character of a later rhyme (重韵). A 仄 ending, or one with a 仄 reading, is not judged here. It counts
+    character of a later rhyme (重韵). A 仄 ending, or one with a 仄 reading, is not judged here, nor line 1
+    of a 仄韵 poem (a 平 end there does not rhyme, as it should not). It counts
     against the 平仄 of line 1's end (check_poem), as a line that does not rhyme must end 仄: the rhyme
     lines' own verdict (rhyme_ok) is theirs, and --no-tone leaves line 1 free."""
     end = lines[0][-2]
-    if group is None or 0 in layout.rhyme_lines or prosody.tones(end) != {PING}:
+    if group not in prosody.level_groups or 0 in layout.rhyme_lines or prosody.tones(end) != {PING}:
         return False
     shared = set.intersection(*(prosody.rhyme_groups(lines[i][-2]) for i in layout.rhyme_lines))
     return end in {lines[i][-2] for i in layout.rhyme_lines} or not prosody.rhyme_groups(end) & neighbours(shared)

@@ -230,9 +230,10 @@ def _rhymes_as_generated(text: str, check, prepared: PreparedRequest, prosody) -
     """Whether every rhyming line of a shi ends in the poem's group (`check.rhyme_group`) as generation
     reads its last pair (prosody.line_end_groups: 泪作行 is háng, 七阳): a version of the first rhyming
     line is sampled before the group is known, so it may end in a pair of another group that the
-    checker, reading every attested group, accepts. True for a ci and for a poem without a group."""
+    checker, reading every attested group, accepts. True for a ci, for a poem without a group and for one
+    in a 仄 group (rhyme_words are level-tone readings: generation asks for no 仄 rhyme)."""
     group, layout = getattr(check, "rhyme_group", None), prepared.layout
-    if group is None or prepared.variant is not None or layout is None:
+    if group not in prosody.level_groups or prepared.variant is not None or layout is None:
         return True
     lines = clauses(text)
     rhyming = list(layout.rhyme_lines) + ([0] if (prepared.pattern or "").endswith("入韵") else [])

@@ -205,6 +205,20 @@ class Prosody:
     def rhyme_groups(self, ch: str) -> set[str]:
         return self.groups_of.get(ch, set())
 
+    def oblique_groups(self, ch: str) -> set[str]:
+        """The 仄 groups (上声, 去声, 入声) a character rhymes in, by name (上十七筱, 入九屑): what a 仄韵
+        poem rhymes by (春晓's 晓 鸟 少, 江雪's 绝 灭 雪)."""
+        return {self._oblique_names[reading] for reading in self.numbered_groups_of.get(ch, ()) if reading[0] != PING}
+
+    @functools.cached_property
+    def _oblique_names(self) -> dict[tuple[str, int], str]:
+        """(上/去/入, n) -> that group's name, as numbered_groups_of numbers them."""
+        names, seen = {}, {}
+        for name, kind in self._numbered:
+            names[kind, seen.get(kind, 0)] = name
+            seen[kind] = seen.get(kind, 0) + 1
+        return names
+
     def tones(self, ch: str) -> set[str]:
         return self.tones_of.get(ch, set())
 

@@ -348,6 +348,37 @@ def test_the_checker_fails_a_rhyme_character_used_twice_and_a_rhyme_off_its_grou
     assert not check_poem("白日依山尽，黄河入海流。欲穷千里目，更上一层山。", "wujue", table()).rhyme_ok   # 山: 删
 
 
+def test_a_poem_rhyming_in_an_oblique_group_rhymes_and_its_first_line_is_not_held_to_a_level_rhyme():
+    """古绝 rhyme in 仄 groups: 春晓 (晓 鸟 少, 上声 十七筱), 江雪 (绝 灭 雪, 入声 九屑), 寻隐者不遇 (去 处) were
+    reported as not rhyming. A 仄 rhyme is one group too: lines ending in two different 仄 groups, or one
+    平 and one 仄, still fail; a level rhyme is preferred where both hold; line 1 of a 仄韵 poem may end 平."""
+    from types import SimpleNamespace
+
+    from poetgen.checks import check_poem, first_line_fault
+    from poetgen.layout import clauses, layout_of
+    from poetgen.polish import _rhymes_as_generated
+
+    prosody = table()
+    for poem, groups in (("春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。", ("上十七",)),
+                         ("千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江雪。", ("入九屑",)),
+                         ("松下问童子，言师采药去。只言此山中，云深不知处。", ("上六语", "去六御"))):
+        check = check_poem(poem, "wujue", prosody)
+        assert check.rhyme_ok and check.rhyme_group.startswith(groups), poem
+        assert check.rhyme_group in prosody.oblique_groups(clauses(poem)[1][-2]), poem
+    assert prosody.oblique_groups("雪") == {"入九屑"} and prosody.oblique_groups("东") == set()
+    assert not check_poem("千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江晓。", "wujue", prosody).rhyme_ok   # 屑 / 筱
+    assert not check_poem("千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江流。", "wujue", prosody).rhyme_ok   # 仄 / 平
+    assert not check_poem("千山鸟飞绝，万径人踪雪。孤舟蓑笠翁，独钓寒江雪。", "wujue", prosody).rhyme_ok   # 雪 twice
+    assert check_poem("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。", "wujue", prosody).rhyme_group == "下平十一尤"
+    snow = "千山鸟飞还，万径人踪灭。孤舟蓑笠翁，独钓寒江雪。"   # line 1 ends 平 (删): a 仄韵 poem asks no 入韵
+    assert not first_line_fault(clauses(snow), prosody, layout_of("wujue"), "入九屑")
+    assert first_line_fault(clauses("朝辞白帝彩云东，千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。"), prosody,
+                            layout_of("qijue"), "上平十五删")
+    # polish reads rhyme pairs in level groups only: a 仄韵 poem's splices are not refused for them
+    prepared = SimpleNamespace(layout=layout_of("wujue"), variant=None, pattern="仄起")
+    assert _rhymes_as_generated(snow, SimpleNamespace(rhyme_group="入九屑"), prepared, usual_table())
+
+
 def test_words_that_fix_a_reading_hold_their_evidence_and_chance_alone_fixes_none():
     """A pair of characters fixes a two-tone character's reading when the corpus's poets read it there in
     one tone (相逢 xiāng 平, 宰相 xiàng 仄, 万重 chóng 平, 长安 cháng 平, 生长 zhǎng 仄), at least WORD_VOTES
