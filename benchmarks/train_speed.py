@@ -96,7 +96,7 @@ def trainable_model(run, planned_steps: int):
 
 
 def step_times(args) -> None:
-    from poetgen.train import training_dataset
+    from poetgen.windows import training_dataset
 
     import tensorflow as tf
 
@@ -135,7 +135,7 @@ def time_to_quality(args) -> None:
     import keras
 
     from poetgen.model import sequence_log_likelihood
-    from poetgen.train import training_dataset
+    from poetgen.windows import training_dataset
 
     results = []
     for name, options in (parse_recipe(r) for r in args.recipe):
@@ -187,7 +187,8 @@ def pipeline_rate(args, min_count: int, precision: str, plain: bool) -> tuple[fl
     import keras
 
     from poetgen.model import ModelConfig, build_model
-    from poetgen.train import TrainConfig, compile_model, training_dataset
+    from poetgen.train import TrainConfig, compile_model
+    from poetgen.windows import training_dataset
 
     run = prepared_run({"min_count": min_count})
     texts_stream = run.train_stream

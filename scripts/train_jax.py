@@ -43,7 +43,7 @@ def prepare(args) -> None:
     from poetgen.corpus import corpus_hash, is_held_out, shipped_label
     from poetgen.importers import load_corpus
     from poetgen.tokenizer import Tokenizer
-    from poetgen.train import token_stream
+    from poetgen.windows import token_stream
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -207,7 +207,7 @@ def test_the_largest_seed_resumes_and_a_seed_out_of_range_is_one_line(tiny_corpu
 def test_every_stride_is_trained_on_and_batches_are_numbered_from_the_start():
     """A pass drops the strides that do not fill a batch: other ones each pass (cutting them before the
     shuffle dropped the corpus's last poems from every pass)."""
-    from poetgen.train import training_dataset
+    from poetgen.windows import training_dataset
 
     seq_len, batch = 32, 16
     stream = np.arange(31 * seq_len + 2 * seq_len + 1, dtype=np.int32)   # 31 strides: one batch a pass, 15 left
@@ -493,7 +493,7 @@ def test_progress_goes_to_stderr_unless_quiet(tiny_corpus, tmp_path, quiet):
 def test_the_same_seed_gives_the_same_training_windows():
     """The windows' jitter was a stateful draw inside a parallel map, taken in whatever order the
     threads ran: three builds with one seed gave three different streams of windows."""
-    from poetgen.train import training_dataset
+    from poetgen.windows import training_dataset
 
     stream = np.arange(20000, dtype=np.int32) % 97
 
