@@ -17,7 +17,7 @@ from poetgen.corpus import (DYNASTIES, GENRES, EmptyCorpus, Poem, form_counts, s
                             shipped_corpus_paths, write_corpus)
 from poetgen.errors import BadCorpus, OutputExists
 from poetgen.importers import ONE_CLAUSE, UNKNOWN_DYNASTY, WHOLE_LINES, load_corpus, stream_poems
-from poetgen.readers import expand_paths
+from poetgen.corpus_files import expand_paths
 from poetgen.quiet import progress_shown, require_output
 from poetgen.layout import FORMS
 from poetgen.lock import Lock

@@ -1,6 +1,7 @@
 """The poem record, the text cleaner, form tags, the fixed held-out split and corpus files.
 
-It knows one file format (JSON lines, optionally gzipped); reading users' raw formats is readers.py.
+It knows one file format (JSON lines, optionally gzipped); reading users' raw formats is readers.py, finding
+and decoding their files corpus_files.py.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from typing import Callable, Iterable, Iterator
 from poetgen.corpus import Deduplicator, Poem, make_poem, shipped_corpus_paths, to_simplified
 from poetgen.errors import BadCorpus
 from poetgen.layout import MARKS
-from poetgen.readers import RawPoem, check_encoding, expand_paths, read_raw
+from poetgen.corpus_files import check_encoding, expand_paths
+from poetgen.readers import RawPoem, read_raw
 
 
 @dataclasses.dataclass

@@ -138,15 +138,15 @@ def test_json_sniffing_survives_escapes_cut_by_the_head_line_separators_and_wrap
     """Three more ways the head check misread JSON as text (found by a reviewer): a head cut inside a
     \\uXXXX escape or a literal fails a few characters before its end; U+2028 in a record split a line for
     str.splitlines; and a .json wrapper object's last list item looked like a line of JSON lines."""
-    from poetgen.readers import _HEAD_CHARS, _sniff_format
+    from poetgen.corpus_files import HEAD_CHARS, sniff_format
 
     record = {"paragraphs": ["床前明月光，", "疑是地上霜。"], "title": "静夜思", "author": "李白", "id": 7, "ok": True}
     minified = json.dumps([record] * 3000)   # ensure_ascii: every character an escape, 200 K characters
-    assert len(minified) > 2 * _HEAD_CHARS
+    assert len(minified) > 2 * HEAD_CHARS
     for shift in range(8):   # the head's cut at each position within an escape
         path = tmp_path / f"tang{shift}"
         path.write_text(" " * shift + minified, encoding="utf-8")
-        assert _sniff_format(path, "utf-8") == "json", shift
+        assert sniff_format(path, "utf-8") == "json", shift
     assert len(import_poems([tmp_path / "tang0"]).poems) == 1   # 3000 copies of one poem
     long_lines = "".join(json.dumps(r) + "\n" for r in [{"text": POEM_A, "notes": "注释" * 40000}, {"text": POEM_B}])
     (tmp_path / "long.txt").write_text(long_lines, encoding="utf-8")
@@ -581,7 +581,7 @@ def test_json_nested_deeper_than_the_parser_goes_is_one_line(tmp_path):
 
 def test_a_corpus_directory_that_is_also_the_runs_out_gives_its_poems_not_the_runs_files(tmp_path):
     """`train --corpus D --out D --force` worked, then `--resume` read D/config.json as a corpus file."""
-    from poetgen.readers import expand_paths
+    from poetgen.corpus_files import expand_paths
 
     folder = tmp_path / "both"
     (folder / "resume").mkdir(parents=True)
