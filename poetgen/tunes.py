@@ -56,6 +56,7 @@ class Variant:
     rhymes: tuple[RhymeSlot, ...]      # in position order
     repeats: tuple[tuple[int, int], ...] = ()   # (position, source): a 叠 phrase's characters copy those before it
     entering: tuple[int, ...] = ()     # 仄 groups the 谱's model poem and most of the corpus rhyme in 入声
+    free: tuple[int, ...] = ()         # positions the 谱 marks 平 or 仄 that its poets left free: 中 in `tones`
 
     @property
     def length(self) -> int:
@@ -154,9 +155,11 @@ class Tune:
 def _variant(tune: str, number: int, raw: dict) -> Variant:
     slots = sorted((RhymeSlot(abs(p), g, p < 0) for g, positions in enumerate(raw["rhymes"]) for p in positions),
                    key=lambda s: s.pos)
-    return Variant(tune, number, raw["tones"], tuple(raw["lengths"]), raw["marks"], tuple(slots),
+    free = tuple(position for position, _, _ in raw.get("free", ()))   # scripts/build_cipu.py's mark_free
+    tones = "".join(EITHER if i in free else tone for i, tone in enumerate(raw["tones"]))
+    return Variant(tune, number, tones, tuple(raw["lengths"]), raw["marks"], tuple(slots),
                    tuple((position, source) for position, source in raw.get("repeats", ())),
-                   tuple(raw.get("entering", ())))
+                   tuple(raw.get("entering", ())), free)
 
 
 class TuneTable:

@@ -33,6 +33,9 @@ USUAL_SHARE = 1 / 4     # …and at least this share of the tune's ci…
 USUAL_OVER_FIRST = 2    # …and this many times the ci of the first variant's
 ENTERING_VOTES = 5      # a variant's 入声 group needs this many corpus ci to be judged by their share…
 ENTERING_SHARE = 2 / 3  # …of which at least this share rhyme it in 入声 (mark_entering)
+FREE_VOTES = 20         # one-tone characters a variant's corpus ci put at a 平 or 仄 position before mark_free judges it…
+FREE_SHARE = 1 / 3      # …of which at least this share take the other tone: the poets left it free…
+FREE_FIT = 0.85         # …counting the ci whose characters fit this share of the variant's other 平仄 marks
 # Marks of the model poems; "、" (读, a pause inside a sentence) breaks a clause like "，".
 MARKS = "，。、？！；："
 TONES = set("平仄中")
@@ -282,6 +285,7 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
     mark_entering(tunes, model_poems, poems)
     mark_written_as(tunes, poems)
     mark_usual(tunes, poems)
+    mark_free(tunes, poems)
     return {"source": ATTRIBUTION, "tunes": tunes}
 
 
@@ -348,6 +352,37 @@ def _is_entering(chars: list[str], rhyme) -> bool:
         not set.intersection(*({c for c in cs if -14 <= c < 0} for cs in codes))
 
 
+def variant_ci(tunes: list[dict], poems: list[dict], only: set[int] | None = None):
+    """(tune index, variant index, the Variant, its characters) for each corpus ci (`poems`) whose label
+    names exactly one tune (of `only`, when given), for each variant of its length that it fits best
+    (ci_checks.fit; each of them on a tie): the variant a ci was written to, as far as its text tells."""
+    from poetgen.ci_checks import check_ci, fit
+    from poetgen.ci_rhyme import ci_rhyme
+    from poetgen.prosody import table
+    from poetgen.tunes import _variant
+
+    rhyme, prosody = ci_rhyme(), table()
+    owner, by_tune = {}, {}
+    for i, tune in enumerate(tunes):
+        for name in tune["names"]:
+            owner.setdefault(name, set()).add(i)
+    for poem in poems:
+        found = set().union(*(owner.get(part, set()) for part in label_parts(poem.get("tune") or "")))
+        if len(found) != 1 or (only is not None and next(iter(found)) not in only):
+            continue
+        i = next(iter(found))
+        if i not in by_tune:
+            by_tune[i] = [_variant(tunes[i]["names"][0], k + 1, entry) for k, entry in enumerate(tunes[i]["variants"])]
+        text = poem["text"].replace("、", "，")
+        chars = [ch for ch in text if ch not in MARKS]
+        fitting = [(k, v) for k, v in enumerate(by_tune[i]) if v.length == len(chars)]
+        if len(fitting) > 1:
+            fits = [fit(check_ci(text, v, prosody, rhyme)) for _, v in fitting]
+            fitting = [pair for pair, f in zip(fitting, fits) if f == max(fits)]
+        for k, variant in fitting:
+            yield i, k, variant, chars
+
+
 def mark_entering(tunes: list[dict], model_poems: list[list[str]], poems: list[dict]) -> None:
     """Give each variant its "entering" groups: the 仄 rhyme groups (without 叶 slots) that the 谱's model
     poem (`model_poems`, per tune and variant) rhymes in 入声 and the corpus's ci (`poems`) of that variant
@@ -356,45 +391,62 @@ def mark_entering(tunes: list[dict], model_poems: list[list[str]], poems: list[d
     counts for the one it fits best (ci_checks.fit), for each on a tie; a group no ci fits is judged by
     the model poem alone. Generation rhymes those groups in 入声 (a prompt's 上去 rhyme there turns the
     group back to 仄); the checker accepts 上去 as well."""
-    from poetgen.ci_checks import check_ci, fit
     from poetgen.ci_rhyme import ci_rhyme
-    from poetgen.prosody import table
     from poetgen.tunes import ZE, _variant
 
-    rhyme, prosody = ci_rhyme(), table()
-    models, owner, by_tune = {}, {}, {}
+    rhyme = ci_rhyme()
+    models = {}
     for i, tune in enumerate(tunes):
-        for name in tune["names"]:
-            owner.setdefault(name, set()).add(i)
         for k, (entry, text) in enumerate(zip(tune["variants"], model_poems[i])):
-            variant = by_tune.setdefault(i, {})[k] = _variant(tune["names"][0], k + 1, entry)
+            variant = _variant(tune["names"][0], k + 1, entry)
             for group in range(variant.group_count):
                 slots = [s for s in variant.rhymes if s.group == group]
                 if variant.group_tone(group) == ZE and not any(s.xie for s in slots) and \
                         _is_entering([text[s.pos] for s in slots], rhyme):
                     models[(i, k, group)] = variant
     votes = {key: [0, 0] for key in models}   # [ci rhyming the group in 入声, ci of the variant]
-    candidates = {i for i, _, _ in models}
-    for poem in poems:
-        found = set().union(*(owner.get(part, set()) for part in label_parts(poem.get("tune") or "")))
-        if len(found) != 1 or next(iter(found)) not in candidates:
-            continue
-        i = next(iter(found))
-        text = poem["text"].replace("、", "，")
-        chars = [ch for ch in text if ch not in MARKS]
-        fitting = [(k, v) for k, v in by_tune[i].items() if v.length == len(chars)]
-        if len(fitting) > 1:   # the ones it fits best (ci_checks.fit), all of them on a tie
-            fits = [fit(check_ci(text, v, prosody, rhyme)) for _, v in fitting]
-            fitting = [pair for pair, f in zip(fitting, fits) if f == max(fits)]
-        for k, variant in fitting:
-            for group in range(variant.group_count):
-                if (i, k, group) in votes:
-                    slots = [chars[s.pos] for s in variant.rhymes if s.group == group]
-                    votes[(i, k, group)][1] += 1
-                    votes[(i, k, group)][0] += _is_entering(slots, rhyme)
+    for i, k, variant, chars in variant_ci(tunes, poems, {i for i, _, _ in models}):
+        for group in range(variant.group_count):
+            if (i, k, group) in votes:
+                slots = [chars[s.pos] for s in variant.rhymes if s.group == group]
+                votes[(i, k, group)][1] += 1
+                votes[(i, k, group)][0] += _is_entering(slots, rhyme)
     for (i, k, group), (entering, count) in sorted(votes.items()):
         if entering >= (ENTERING_SHARE * count if count >= ENTERING_VOTES else count):
             tunes[i]["variants"][k].setdefault("entering", []).append(group)
+
+
+def mark_free(tunes: list[dict], poems: list[dict]) -> None:
+    """Give a variant "free": [[position, votes for the other tone, votes], ...], the positions its 谱 marks
+    平 or 仄 that the corpus's ci of that variant (variant_ci) leave free: of the characters there that have
+    one tone only, at least FREE_VOTES, a share of at least FREE_SHARE take the other tone. The 谱 marks
+    its model poem's tones where its few examples agree: 贺新郎's main form is 叶梦得's, whose 吹尽残花无人问
+    is 平仄平平平平仄, while 213 of the 305 one-tone first characters its ci put there are 仄 and 224 of 313
+    sixth ones (仄仄平平平仄仄, a regular 七言 line); 玉楼春's and 南乡子's 七言 lines leave their first and third
+    characters free (一三五不论) where the 谱 marks them. Only ci that fit at least FREE_FIT of the variant's
+    other marks count (a ci of another form of the same length would free everything). Rhyme positions and
+    a 叠 phrase's (a copy asks its source's tone) are never freed. Generation and the checker leave these positions free (tunes.Variant.free keeps them)."""
+    from poetgen.prosody import PING, ZE, table
+
+    prosody = table()
+    votes: dict[tuple[int, int], dict[int, list[int]]] = {}   # (tune, variant) -> position -> [other, votes]
+    for i, k, variant, chars in variant_ci(tunes, poems):
+        kept = {s.pos for s in variant.rhymes} | {pos for pair in variant.repeats for pos in pair}
+        asked = [(pos, tone, prosody.tones(ch)) for pos, (ch, tone) in enumerate(zip(chars, variant.tones))
+                 if tone in (PING, ZE) and pos not in kept]
+        if sum(tone in tones for _, tone, tones in asked) < FREE_FIT * len(asked):
+            continue   # not written to this variant (another form of its length, one the 谱 lacks)
+        counts = votes.setdefault((i, k), {})
+        for pos, tone, tones in asked:
+            if len(tones) == 1:
+                count = counts.setdefault(pos, [0, 0])
+                count[0] += tone not in tones
+                count[1] += 1
+    for (i, k), counts in sorted(votes.items()):
+        free = [[pos, other, count] for pos, (other, count) in sorted(counts.items())
+                if count >= FREE_VOTES and other >= FREE_SHARE * count]
+        if free:
+            tunes[i]["variants"][k]["free"] = free
 
 
 def add_traditional_names(tunes: list[dict]) -> None:

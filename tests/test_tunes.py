@@ -553,3 +553,51 @@ def test_a_name_most_ci_use_for_another_form_says_so():
     assert "(most ci so titled: 浪淘沙令)" in listed.output.splitlines()[0]
     rows = json.loads(runner.invoke(cli, ["tunes", "浪淘沙", "--format", "json"]).stdout)
     assert rows[0]["written_as"] == "浪淘沙令" and rows[1]["written_as"] is None
+
+
+def test_positions_the_poets_left_free_are_free_to_generation_and_the_checker(tmp_path):
+    """The 谱 marks its model poem's tones where its few examples agree: 贺新郎's main form is 叶梦得's 拗 line
+    吹尽残花无人问 (平仄平平平平仄), while most of its ci write 仄仄平平平仄仄 there. A 平 or 仄 position where at
+    least FREE_SHARE of FREE_VOTES or more one-tone characters of the variant's ci take the other tone is
+    free (中): only ci that fit the variant's other marks count, and rhyme and 叠 positions stay."""
+    build = _build_module()
+    source = _fake_source(tmp_path / "src")   # 甲调: 平平仄仄平中仄仄平平, rhymes at 4 and 9
+    written = ["春风入画堂，明月照人来。"] * 12 + ["月风入画堂，明月照人来。"] * 12   # position 0: 仄 in a third
+    written += ["春风入画月，明月照人来。"] * 12   # a 仄 at the rhyme 4 as often: a rhyme is never freed
+    written += ["月月春春月，春花花月月。"] * 20   # another form of ten characters: fits few marks, not counted
+    corpus = tmp_path / "ci.jsonl.gz"
+    with gzip.open(corpus, "wt", encoding="utf-8") as stream:
+        for text in written:
+            stream.write(json.dumps({"text": text, "tune": "甲调", "genre": "ci"}, ensure_ascii=False) + "\n")
+    variant = build.build(source, corpus)["tunes"][0]["variants"][0]
+    assert variant["free"] == [[0, 12, 36]]   # not 1 (平 in every counted ci), nor the rhymes 4 and 9
+    loaded = importlib.import_module("poetgen.tunes")._variant("甲调", 1, variant)
+    assert loaded.tones == "中平仄仄平中仄仄平平" and loaded.free == (0,)
+    assert build.FREE_VOTES > 12 and not build.build(source, None)["tunes"][0]["variants"][0].get("free")
+
+    from poetgen.ci_checks import check_ci
+    from poetgen.ci_rhyme import ci_rhyme
+    from poetgen.ci_rules import CiTone, char_positions
+
+    main = tune_table().get("贺新郎").variants[0]
+    assert {16, 21, 75, 80} <= set(main.free) and all(main.tones[p] == EITHER for p in main.free)
+    assert not {s.pos for s in main.rhymes} & set(main.free)
+    masks = CiTone(main, {PING: np.ones(3, bool), ZE: np.ones(3, bool)}).masks
+    positions = char_positions(main)
+    assert positions[16] not in masks and positions[17] in masks   # 仄 asked at 17 still
+    for tune in tune_table().tunes:
+        for v in tune.variants:
+            assert not {s.pos for s in v.rhymes} & set(v.free), (tune.name, v.number)
+            assert not {p for pair in v.repeats for p in pair} & set(v.free), (tune.name, v.number)
+    # the checker judges the marked positions only: four fewer than the 谱's own marks
+    text = "".join("春" * length + mark for length, mark in zip(main.line_lengths, main.marks))
+    check = check_ci(text, main, table(), ci_rhyme())
+    assert check.chars_ok and len(check.tone_positions) == sum(tone != EITHER for tone in main.tones)
+    assert sum(tone != EITHER for tone in variant_tones("贺新郎", 1)) == len(check.tone_positions) + len(main.free)
+
+
+def variant_tones(tune: str, number: int) -> str:
+    """The 谱's own marks of a variant, before the positions its poets left free."""
+    raw = json.loads(gzip.decompress(TABLE_PATH.read_bytes()))
+    entry = next(t for t in raw["tunes"] if t["names"][0] == tune)
+    return entry["variants"][number - 1]["tones"]
