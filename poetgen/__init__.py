@@ -17,7 +17,7 @@ import sys
 import types
 from typing import TYPE_CHECKING
 
-from poetgen.api import Poem, Poems, Poet, TrainResult, evaluate, export, load, train
+from poetgen.api import Poem, Poems, Poet, TrainResult, check, evaluate, export, load, train
 from poetgen.errors import BadCorpus, BadInput, BadModel, InUse, OutputError, OutputExists, PoetgenError
 
 if TYPE_CHECKING:   # what a type checker sees of the lazy names below
@@ -25,13 +25,14 @@ if TYPE_CHECKING:   # what a type checker sees of the lazy names below
     from poetgen.export import ExportOptions
     from poetgen.request import PoemRequest
     from poetgen.sampling import SampleOptions
+    from poetgen.scansion import Scansion
     from poetgen.train import TrainConfig
 
 # The option dataclasses live with their stages; they are imported on first use (PEP 562).
 _LAZY = {"PoemRequest": "poetgen.request", "SampleOptions": "poetgen.sampling", "TrainConfig": "poetgen.train",
-         "ExportOptions": "poetgen.export", "EvalOptions": "poetgen.evaluate"}
+         "ExportOptions": "poetgen.export", "EvalOptions": "poetgen.evaluate", "Scansion": "poetgen.scansion"}
 
-__all__ = ["__version__", "load", "Poet", "Poem", "Poems", "train", "TrainResult", "export", "evaluate",
+__all__ = ["__version__", "load", "Poet", "Poem", "Poems", "train", "TrainResult", "export", "evaluate", "check",
            "PoetgenError", "BadInput", "BadCorpus", "BadModel", "OutputExists", "InUse", "OutputError", *_LAZY]
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from poetgen.export import ExportOptions
     from poetgen.generate import Generator
     from poetgen.request import PoemRequest
+    from poetgen.scansion import Scansion
     from poetgen.train import TrainConfig
 
 PathLike = str | os.PathLike
@@ -357,6 +358,23 @@ def quantize(model: PathLike | None = None) -> list[Path]:
         write_products(NumpyStepper(weights, part.model_config), part.path / INT8_FILE,
                        step=part is bundle)   # the reverse model is scored in blocks, never stepped alone
     return [part.path / INT8_FILE for part in parts]
+
+
+def check(text: str, form: str | None = None, *, tune: str | None = None, variant: int | None = None) -> "Scansion":
+    """Scan a poem someone wrote, as `poetgen check` does: a shi against its form (`form`, or the one its
+    line lengths have), or a ci against `tune` (its `variant`, or the one it fits best; 浣溪沙#3 names
+    one too). The Scansion gives the rhyme, the 平仄 pattern and the faults line by line (`str()` prints
+    them as the command does, `to_dict()` as its JSON). No model is loaded. Raises BadInput (one line)."""
+    from poetgen.layout import FORMS
+    from poetgen.scansion import scan
+
+    if form is not None and form not in FORMS:
+        raise BadInput(f"form must be one of {', '.join(FORMS)}, not {form!r}", field="form")
+    if tune is not None and not isinstance(tune, str):
+        raise BadInput(f"tune must be a tune's name, not {tune!r}", field="tune")
+    if variant is not None and (isinstance(variant, bool) or not isinstance(variant, int) or variant < 1):
+        raise BadInput(f"variant must be a number from 1, not {variant!r}", field="variant")
+    return scan(text, form=form, tune=tune, variant=variant)
 
 
 @tensorflow_required()

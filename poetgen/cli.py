@@ -120,12 +120,14 @@ def main() -> None:
 
 
 def _register() -> None:
+    from poetgen.cli_check import check_command
     from poetgen.cli_corpus import corpus
     from poetgen.cli_model import COMMANDS
     from poetgen.cli_tunes import tunes_command
 
     cli.add_command(corpus)
     cli.add_command(tunes_command)
+    cli.add_command(check_command)
     for command in COMMANDS:
         cli.add_command(command)
 

@@ -4,6 +4,7 @@ The CLI turns each into one line on stderr and the exit code below; anything els
 """
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130   # README, "Errors and exit codes"
+EXIT_FAULTS = 3   # `poetgen check --strict`: the poem was scanned and breaks its form
 
 
 class PoetgenError(Exception):

@@ -1,0 +1,48 @@
+"""`poetgen check [TEXT]`: scans a poem someone wrote (its form's rhyme and 平仄, or a ci's tune) and says
+line by line what breaks them.
+
+It reads the tables only (poetgen.scansion), never a model, so it answers at once; it does not rewrite.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from poetgen.errors import EXIT_FAULTS, BadInput
+from poetgen.layout import FORMS
+from poetgen.quiet import require_output
+
+
+@click.command("check")
+@click.argument("text", required=False, default="-")
+@click.option("--form", type=click.Choice(FORMS), default=None,
+              help="The shi form to scan it as (default: the one its line lengths have).")
+@click.option("--tune", default=None, help="Scan it as a ci of this tune (any name or pinyin, 浣溪沙#3 for a variant).")
+@click.option("--variant", type=click.IntRange(min=1), default=None,
+              help="The tune's variant (格) to scan against (default: the one it fits best).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: each line with its pattern and faults; json: the whole scansion.")
+@click.option("--strict", is_flag=True,
+              help=f"Exit {EXIT_FAULTS} when a 平仄 position or a rhyme breaks the form (the scansion is printed all the same).")
+def check_command(text: str, form: str | None, tune: str | None, variant: int | None, fmt: str, strict: bool) -> None:
+    """Scan a poem: its form's rhyme and 平仄 line by line, or a ci against its tune.
+
+    TEXT is the poem, with its punctuation or one line per line; `-` (the default) reads it from stdin.
+    """
+    from poetgen.scansion import scan
+
+    require_output()
+    if text == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise BadInput("give the poem as TEXT, or pipe it in (poetgen check - < poem.txt)", field="text")
+        text = sys.stdin.read()
+    scansion = scan(text, form=form, tune=tune, variant=variant)
+    if fmt == "json":
+        click.echo(json.dumps(scansion.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        click.echo(str(scansion))
+    if strict and scansion.faults:
+        raise click.exceptions.Exit(EXIT_FAULTS)
