@@ -31,7 +31,7 @@ def layout_ok(text: str, form: str | Layout) -> bool:
 def rhyme_of(lines: list[str], prosody: Prosody, layout: Layout) -> tuple[bool, str | None]:
     """Whether the rhyme lines end in distinct characters that share one 平水韵 group, and that group: a
     level-tone one as regular verse rhymes, else a 仄 one (上声, 去声, 入声), as 古绝 do (春晓's 晓 鸟 少 in
-    上十七筱, 江雪's 绝 灭 雪 in 入九屑). It does not judge 通押 (neighbouring 仄 groups) as one rhyme."""
+    上十七筿 (筱), 江雪's 绝 灭 雪 in 入九屑). It does not judge 通押 (neighbouring 仄 groups) as one rhyme."""
     endings = [lines[i][-2] for i in layout.rhyme_lines]
     if len(set(endings)) != len(endings):
         return False, None

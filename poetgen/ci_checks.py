@@ -160,13 +160,18 @@ LAYOUT_WEIGHT = 0.05   # what a layout that fits adds to a variant's rhyme and �
 
 
 def check_against_tune(text: str, tune: Tune, prosody: Prosody, rhyme: CiRhyme) -> CiCheck:
-    """Against the variant the ci fits best (`fit`): of those with its character count, the most rhyme and
-    平仄 positions that fit, a layout that fits adding LAYOUT_WEIGHT. Editions punctuate clauses differently (岳飞's 满江红
-    breaks 驾长车，踏破贺兰山缺 three and six where the 谱 breaks five and four), while the 平仄 of ninety
+    """Against the variant the ci fits best (`fit`, by the 谱's own marks): of those with its character
+    count, the most rhyme and 平仄 positions that fit, a layout that fits adding LAYOUT_WEIGHT. Editions
+    punctuate clauses differently (岳飞's 满江红 breaks 驾长车，踏破贺兰山缺 three and six where the 谱
+    breaks five and four), while the 平仄 of ninety
     characters tells variants apart: ranked by layout first, that 满江红 was read as variant 3, 13 of its
     平仄 wrong, rather than variant 1, where all fit."""
-    checks = [check_ci(text, v, prosody, rhyme) for v in tune.variants]
-    return max(checks, key=lambda c: (fit(c), -c.variant))
+    checks = [check_ci(text, v.as_marked, prosody, rhyme) for v in tune.variants]
+    best = max(checks, key=lambda c: (fit(c), -c.variant))
+    # chosen by the 谱's own marks (Variant.marked), reported by the marks poets kept (Variant.free):
+    # counting freed positions as fits would draw 满庭芳#2's ci to #1, whose one mark apart they were
+    chosen = tune.variants[best.variant - 1]
+    return best if chosen.as_marked is chosen else check_ci(text, chosen, prosody, rhyme)
 
 
 def fit(check: CiCheck) -> tuple:

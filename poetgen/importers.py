@@ -1,5 +1,5 @@
-"""Imports corpora into clean, deduplicated poems (load_corpus): poetgen.readers reads the files,
-corpus.py cleans each poem. It does not know the file formats.
+"""Imports corpora into clean, deduplicated poems (load_corpus): poetgen.corpus_files finds and decodes
+the files, poetgen.readers reads their records, corpus.py cleans each poem. It does not know the formats.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Callable, Iterable, Iterator
 
 from poetgen.corpus import Deduplicator, Poem, make_poem, shipped_corpus_paths, to_simplified
 from poetgen.errors import BadCorpus
-from poetgen.layout import MARKS
 from poetgen.corpus_files import check_encoding, expand_paths
+from poetgen.layout import MARKS
 from poetgen.readers import RawPoem, read_raw
 
 

@@ -206,7 +206,7 @@ class Prosody:
         return self.groups_of.get(ch, set())
 
     def oblique_groups(self, ch: str) -> set[str]:
-        """The 仄 groups (上声, 去声, 入声) a character rhymes in, by name (上十七筱, 入九屑): what a 仄韵
+        """The 仄 groups (上声, 去声, 入声) a character rhymes in, by name (上十七筿 (筱), 入九屑): what a 仄韵
         poem rhymes by (春晓's 晓 鸟 少, 江雪's 绝 灭 雪)."""
         return {self._oblique_names[reading] for reading in self.numbered_groups_of.get(ch, ()) if reading[0] != PING}
 

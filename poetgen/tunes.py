@@ -57,6 +57,13 @@ class Variant:
     repeats: tuple[tuple[int, int], ...] = ()   # (position, source): a 叠 phrase's characters copy those before it
     entering: tuple[int, ...] = ()     # 仄 groups the 谱's model poem and most of the corpus rhyme in 入声
     free: tuple[int, ...] = ()         # positions the 谱 marks 平 or 仄 that its poets left free: 中 in `tones`
+    marked: str = ""                   # the 谱's own marks (`tones` before `free`): what tells variants apart
+
+    @property
+    def as_marked(self) -> "Variant":
+        """This variant with the 谱's own marks: ci_checks.check_against_tune chooses the variant a ci was
+        written to by them, so a freed position never draws a ci from the variant that marks it."""
+        return dataclasses.replace(self, tones=self.marked, free=()) if self.free else self
 
     @property
     def length(self) -> int:
@@ -159,7 +166,7 @@ def _variant(tune: str, number: int, raw: dict) -> Variant:
     tones = "".join(EITHER if i in free else tone for i, tone in enumerate(raw["tones"]))
     return Variant(tune, number, tones, tuple(raw["lengths"]), raw["marks"], tuple(slots),
                    tuple((position, source) for position, source in raw.get("repeats", ())),
-                   tuple(raw.get("entering", ())), free)
+                   tuple(raw.get("entering", ())), free, raw["tones"])
 
 
 class TuneTable:

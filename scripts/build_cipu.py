@@ -353,7 +353,7 @@ def _is_entering(chars: list[str], rhyme) -> bool:
 
 
 def variant_ci(tunes: list[dict], poems: list[dict], only: set[int] | None = None):
-    """(tune index, variant index, the Variant, its characters) for each corpus ci (`poems`) whose label
+    """(tune index, variant index, the Variant, its characters, its text) for each corpus ci (`poems`) whose label
     names exactly one tune (of `only`, when given), for each variant of its length that it fits best
     (ci_checks.fit; each of them on a tie): the variant a ci was written to, as far as its text tells."""
     from poetgen.ci_checks import check_ci, fit
@@ -380,7 +380,7 @@ def variant_ci(tunes: list[dict], poems: list[dict], only: set[int] | None = Non
             fits = [fit(check_ci(text, v, prosody, rhyme)) for _, v in fitting]
             fitting = [pair for pair, f in zip(fitting, fits) if f == max(fits)]
         for k, variant in fitting:
-            yield i, k, variant, chars
+            yield i, k, variant, chars, text
 
 
 def mark_entering(tunes: list[dict], model_poems: list[list[str]], poems: list[dict]) -> None:
@@ -405,7 +405,7 @@ def mark_entering(tunes: list[dict], model_poems: list[list[str]], poems: list[d
                         _is_entering([text[s.pos] for s in slots], rhyme):
                     models[(i, k, group)] = variant
     votes = {key: [0, 0] for key in models}   # [ci rhyming the group in 入声, ci of the variant]
-    for i, k, variant, chars in variant_ci(tunes, poems, {i for i, _, _ in models}):
+    for i, k, variant, chars, _ in variant_ci(tunes, poems, {i for i, _, _ in models}):
         for group in range(variant.group_count):
             if (i, k, group) in votes:
                 slots = [chars[s.pos] for s in variant.rhymes if s.group == group]
@@ -421,16 +421,20 @@ def mark_free(tunes: list[dict], poems: list[dict]) -> None:
     平 or 仄 that the corpus's ci of that variant (variant_ci) leave free: of the characters there that have
     one tone only, at least FREE_VOTES, a share of at least FREE_SHARE take the other tone. The 谱 marks
     its model poem's tones where its few examples agree: 贺新郎's main form is 叶梦得's, whose 吹尽残花无人问
-    is 平仄平平平平仄, while 213 of the 305 one-tone first characters its ci put there are 仄 and 224 of 313
+    is 平仄平平平平仄, while 175 of the 236 one-tone first characters its ci put there are 仄 and 165 of 237
     sixth ones (仄仄平平平仄仄, a regular 七言 line); 玉楼春's and 南乡子's 七言 lines leave their first and third
-    characters free (一三五不论) where the 谱 marks them. Only ci that fit at least FREE_FIT of the variant's
-    other marks count (a ci of another form of the same length would free everything). Rhyme positions and
-    a 叠 phrase's (a copy asks its source's tone) are never freed. Generation and the checker leave these positions free (tunes.Variant.free keeps them)."""
+    characters free (一三五不论) where the 谱 marks them. Only ci written to the variant count: its clauses
+    (满庭芳#2's ci, read as #1 by their 平仄, would free #1's one mark apart from #2's) and at least FREE_FIT
+    of its other marks. Rhyme positions and a 叠 phrase's (a copy asks its source's tone) are never freed.
+    Generation and the checker leave these positions free (tunes.Variant.free); ci_checks.check_against_tune
+    still chooses a ci's variant by the 谱's own marks (Variant.marked), so no ci changes variant."""
     from poetgen.prosody import PING, ZE, table
 
     prosody = table()
     votes: dict[tuple[int, int], dict[int, list[int]]] = {}   # (tune, variant) -> position -> [other, votes]
-    for i, k, variant, chars in variant_ci(tunes, poems):
+    for i, k, variant, chars, text in variant_ci(tunes, poems):
+        if not variant.layout.fits(text):
+            continue   # clauses of another variant of this length (满庭芳#2's ci read as #1)
         kept = {s.pos for s in variant.rhymes} | {pos for pair in variant.repeats for pos in pair}
         asked = [(pos, tone, prosody.tones(ch)) for pos, (ch, tone) in enumerate(zip(chars, variant.tones))
                  if tone in (PING, ZE) and pos not in kept]

@@ -24,6 +24,7 @@ def test_fifty_poems_per_form_pass_the_checker(generator, form):
         check = check_poem(poem["text"], form, table())
         assert check.layout_ok, poem["text"]
         assert check.rhyme_ok, poem["text"]
+        assert check.rhyme_group in table().level_groups, poem["text"]   # the rules rhyme 平; a 仄 rhyme is a 古绝's
         length, count = FORM_SHAPES[form]
         assert len(poem["lines"]) == count and all(len(line) == length + 1 for line in poem["lines"])
         for line in poem["lines"]:

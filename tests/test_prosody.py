@@ -370,6 +370,8 @@ def test_a_poem_rhyming_in_an_oblique_group_rhymes_and_its_first_line_is_not_hel
     assert not check_poem("千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江流。", "wujue", prosody).rhyme_ok   # 仄 / 平
     assert not check_poem("千山鸟飞绝，万径人踪雪。孤舟蓑笠翁，独钓寒江雪。", "wujue", prosody).rhyme_ok   # 雪 twice
     assert check_poem("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。", "wujue", prosody).rhyme_group == "下平十一尤"
+    # 中 and 空 share 一东 and 一送 (去): the level group, as regular verse rhymes
+    assert check_poem("君行登陇上，妾梦在闺中。玉筯千行落，银床一半空。", "wujue", prosody).rhyme_group == "上平一东"
     snow = "千山鸟飞还，万径人踪灭。孤舟蓑笠翁，独钓寒江雪。"   # line 1 ends 平 (删): a 仄韵 poem asks no 入韵
     assert not first_line_fault(clauses(snow), prosody, layout_of("wujue"), "入九屑")
     assert first_line_fault(clauses("朝辞白帝彩云东，千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。"), prosody,

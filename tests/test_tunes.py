@@ -564,6 +564,7 @@ def test_positions_the_poets_left_free_are_free_to_generation_and_the_checker(tm
     source = _fake_source(tmp_path / "src")   # 甲调: 平平仄仄平中仄仄平平, rhymes at 4 and 9
     written = ["春风入画堂，明月照人来。"] * 12 + ["月风入画堂，明月照人来。"] * 12   # position 0: 仄 in a third
     written += ["春风入画月，明月照人来。"] * 12   # a 仄 at the rhyme 4 as often: a rhyme is never freed
+    written += ["春月入画堂明，月照人来。"] * 24   # 仄 at 1, but clauses of another form: not counted
     written += ["月月春春月，春花花月月。"] * 20   # another form of ten characters: fits few marks, not counted
     corpus = tmp_path / "ci.jsonl.gz"
     with gzip.open(corpus, "wt", encoding="utf-8") as stream:
@@ -589,6 +590,13 @@ def test_positions_the_poets_left_free_are_free_to_generation_and_the_checker(tm
         for v in tune.variants:
             assert not {s.pos for s in v.rhymes} & set(v.free), (tune.name, v.number)
             assert not {p for pair in v.repeats for p in pair} & set(v.free), (tune.name, v.number)
+    # a ci is read against the variant it fits best by the 谱's own marks, so freeing a mark never draws
+    # it to another variant: this 更漏子 is the second form (its rhyme fits), though the first frees 23
+    gengluo = tune_table().get("更漏子")
+    assert 23 in gengluo.variants[0].free and gengluo.variants[0].marked[23] != EITHER
+    check = check_against_tune("杜陵春，秦树晚。伤别更堪临远。南去信，欲凭谁。归鸿多北归。小桃枝，红蓓发。"
+                               "今夜昔时风月。休苦意，说相思。少情人不知。", gengluo, table(), ci_rhyme())
+    assert (check.variant, check.rhyme_ok) == (2, True)
     # the checker judges the marked positions only: four fewer than the 谱's own marks
     text = "".join("春" * length + mark for length, mark in zip(main.line_lengths, main.marks))
     check = check_ci(text, main, table(), ci_rhyme())
