@@ -12,13 +12,13 @@ import sys
 import click
 
 from poetgen.errors import EXIT_FAULTS, BadInput
-from poetgen.layout import FORMS
+from poetgen.layout import FORM_ALIASES, FORMS
 from poetgen.quiet import require_output
 
 
 @click.command("check")
 @click.argument("text", required=False, default="-")
-@click.option("--form", type=click.Choice(FORMS), default=None,
+@click.option("--form", type=click.Choice(FORMS + tuple(FORM_ALIASES)), default=None,
               help="The shi form to scan it as (default: the one its line lengths have).")
 @click.option("--tune", default=None, help="Scan it as a ci of this tune (any name or pinyin, 浣溪沙#3 for a variant).")
 @click.option("--variant", type=click.IntRange(min=1), default=None,

@@ -13,9 +13,10 @@ from poetgen.checks import check_poem, first_line_fault
 from poetgen.ci_checks import check_against_tune, check_ci, han_chars, normalize_marks
 from poetgen.corpus import is_han, normalize_text
 from poetgen.errors import BadInput
-from poetgen.layout import FORMS, MARKS, clauses, form_of, layout_of
+from poetgen.layout import FORM_ALIASES, FORMS, MARKS, clauses, form_of, layout_of
 from poetgen.prosody import PING, ZE, strict_columns, table, tone_patterns
 from poetgen.tunes import EITHER as EITHER_TONE
+from poetgen.tunes import lookup_key
 
 FORM_NAMES = {"wujue": "五言绝句", "qijue": "七言绝句", "wulv": "五言律诗", "qilv": "七言律诗"}
 MAX_SCANNED = 2000   # characters of a poem scanned at most (the longest tune has 240)
@@ -69,6 +70,12 @@ def scan(text: str, form: str | None = None, tune: str | None = None, variant: i
         if not number.strip().isdigit() or int(number) < 1:
             raise BadInput(f"{tune}#{number}: the variant after # must be a number from 1", field="variant")
         variant = int(number)
+    if form is not None:
+        key = lookup_key(form)   # as requests read a form: Qi Jue, QIJUE, 七绝
+        form = FORM_ALIASES.get(key, key) if form.strip() else form
+        if form not in FORMS:
+            raise BadInput(f"form must be one of {', '.join(FORMS)} ({' '.join(FORM_ALIASES)}), not {form!r}",
+                           field="form")
     if form and tune:
         raise BadInput("give a shi form or a ci tune, not both", field="tune")
     if variant is not None and not tune:

@@ -33,6 +33,7 @@ from poetgen.request import (FORM_NAMES, MAX_THEME, MAX_TITLE, SERVER_MAX_ACROST
                              SERVER_MAX_CHARS, SERVER_MAX_POEMS, SERVER_MAX_POLISH, SERVER_MAX_PROMPT,
                              SERVER_MAX_TEMPERATURE, PoemRequest)
 from poetgen.sampling import SampleOptions
+from poetgen.scansion import MAX_SCANNED, scan
 from poetgen.tunes import lookup_key, tune_table
 
 MAX_BODY = 16 * 1024       # bytes of JSON
@@ -91,6 +92,16 @@ class GenerateBody(BaseModel):
                            sample=options)
 
 
+class CheckBody(BaseModel):
+    """POST /api/check: a poem to scan, as `poetgen check` takes it (poetgen.scansion)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    text: str = Field(max_length=MAX_SCANNED)                # the poem, marks optional (one line per line)
+    form: str | None = Field(None, max_length=MAX_TUNE)      # wujue … qilv or 五绝 …; None: by its line lengths
+    tune: str = Field("", max_length=MAX_TUNE)               # scan it as a ci of this tune ("" for shi)
+    variant: int | None = Field(None, ge=1, le=MAX_VARIANT)  # the tune's variant; None: the one it fits best
+
+
 def refusal(status: int, problems: list[tuple[str, str]], headers: dict | None = None) -> JSONResponse:
     """The one error shape: {"detail": [{"field": ..., "message": ...}]}."""
     detail = [{"field": field, "message": message} for field, message in problems]
@@ -128,7 +139,8 @@ def _validation_problem(error: dict) -> tuple[str, str]:
 
 def _body_field(error: BadInput) -> str:
     """The body field a refusal of the generator is about: the request field it names, else "request"."""
-    return error.field if error.field in GenerateBody.model_fields else "request"
+    return error.field if error.field in GenerateBody.model_fields or error.field in CheckBody.model_fields \
+        else "request"
 
 
 async def _read_body(request: Request) -> bytes | None:
@@ -284,10 +296,8 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         except asyncio.CancelledError:   # the server is stopping at once (a second Ctrl-C): still an answer
             return refusal(503, [("request", "the server is stopping; try again later")])
 
-    async def answer(request: Request) -> JSONResponse:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + options.timeout_s   # the whole request: body, batch and polish
-        left = lambda: max(deadline - loop.time(), 0)   # noqa: E731
+    async def read(request: Request, model):
+        """The request's body as `model`, or the refusal that answers it."""
         try:   # a client that stalls while sending holds a connection (and a stop) no longer than this
             raw = await asyncio.wait_for(_read_body(request), options.timeout_s)
         except ClientDisconnect:   # it left while sending: a 499 in the log, not an internal error
@@ -297,9 +307,28 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         if raw is None:
             return refusal(413, [("body", f"the request body is larger than {MAX_BODY} bytes")])
         try:
-            body = GenerateBody.model_validate_json(raw or b"{}")
+            return model.model_validate_json(raw or b"{}")
         except ValidationError as error:
             return refusal(422, [_validation_problem(e) for e in error.errors(include_url=False)])
+
+    async def check(request: Request) -> JSONResponse:
+        """POST /api/check: the scansion `poetgen check --format json` prints; no model step."""
+        body = await read(request, CheckBody)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            scansion = await run_in_threadpool(scan, body.text, body.form, body.tune or None, body.variant)
+        except BadInput as error:
+            return refusal(422, [(_body_field(error), str(error))])
+        return JSONResponse(scansion.to_dict())
+
+    async def answer(request: Request) -> JSONResponse:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + options.timeout_s   # the whole request: body, batch and polish
+        left = lambda: max(deadline - loop.time(), 0)   # noqa: E731
+        body = await read(request, GenerateBody)
+        if isinstance(body, JSONResponse):
+            return body
         try:
             with batcher.arriving():
                 prepared = await run_in_threadpool(generator.prepare, body.poem_request())
@@ -342,7 +371,8 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         return refusal(error.status_code, [problem], headers=getattr(error, "headers", None))
 
     routes = [Route("/", index), Route("/healthz", healthz), Route("/api/model", model_info),
-              Route("/api/generate", generate, methods=["POST"]), Route("/api/tunes", tunes)]
+              Route("/api/generate", generate, methods=["POST"]), Route("/api/tunes", tunes),
+              Route("/api/check", check, methods=["POST"])]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error, Exception: internal_error})
     app.state.batcher = batcher

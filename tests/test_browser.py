@@ -282,3 +282,20 @@ def test_ticking_traditional_while_a_poem_is_on_its_way_shows_that_poem_in_tradi
     assert page.is_checked("#traditional") and page.is_enabled("#generate")
     page.uncheck("#traditional")
 
+
+
+def test_a_poem_typed_into_the_check_panel_is_scanned_with_its_faults_marked(page):
+    """The page's 检查格律 panel: POST /api/check, the head line and each line's faults underlined."""
+    page.fill("#check-text", "床前明月光\n疑是地上霜\n举头望明月\n低头思故乡")
+    page.fill("#check-tune", "")
+    page.click("#check")
+    expect(page.locator("#scansion-head")).to_have_text("五绝 · 平起入韵 · 韵 下平七阳 · 平仄 13/15")
+    assert page.locator("#scansion .fault").all_inner_texts() == ["上", "头"]
+    assert page.locator("#scansion .note").nth(1).inner_text() == "韵 · 上 应平"
+    page.fill("#check-tune", "浣溪沙")
+    page.click("#check")
+    expect(page.locator("#check-error")).to_contain_text("浣溪沙's variants have")
+    page.fill("#check-text", "一曲新词酒一杯，去年天气旧亭台。夕阳西下几时回？无可奈何花落去，似曾相识燕归来。小园香径独徘徊。")
+    page.click("#check")
+    expect(page.locator("#scansion-head")).to_contain_text("浣溪沙 格1")
+    expect(page.locator("#check-error")).to_have_text("")

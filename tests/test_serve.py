@@ -762,3 +762,21 @@ def test_the_body_declares_every_request_field_with_the_request_s_default_and_pa
     made = GenerateBody(**given).poem_request()
     for name, value in given.items():
         assert getattr(made.sample if name in sample else made, name) == value, name
+
+
+def test_a_poem_is_checked_as_the_cli_checks_it(client):
+    """POST /api/check is `poetgen check --format json`: no model step, the same refusals by field."""
+    night = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
+    cli_json = json.loads(CliRunner().invoke(cli, ["check", night, "--format", "json"]).stdout)
+    answer = client.post("/api/check", json={"text": night})
+    assert answer.status_code == 200 and answer.json() == cli_json and answer.json()["faults"] == 2
+    assert client.post("/api/check", json={"text": night, "form": "五绝"}).json() == cli_json
+    yan = "一曲新词酒一杯，去年天气旧亭台。夕阳西下几时回？无可奈何花落去，似曾相识燕归来。小园香径独徘徊。"
+    ci = client.post("/api/check", json={"text": yan, "tune": "浣溪沙", "variant": 2}).json()
+    assert (ci["genre"], ci["form"], ci["variant"]) == ("ci", "浣溪沙", 2)
+    for body, field in (({}, "text"), ({"text": night, "tune": "没有这个词牌"}, "tune"),
+                        ({"text": night, "tune": "浣溪沙"}, "text"), ({"text": night, "form": "sonnet"}, "form"),
+                        ({"text": night, "variant": 0}, "variant"), ({"text": night, "polish": 1}, "polish"),
+                        ({"text": "abc"}, "text")):
+        refused = client.post("/api/check", json=body)
+        assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == field, (body, refused.text)
