@@ -26,7 +26,7 @@ from poetgen.quiet import require_output
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text: each line with its pattern and faults; json: the whole scansion.")
 @click.option("--strict", is_flag=True,
-              help=f"Exit {EXIT_FAULTS} when a 平仄 position or a rhyme breaks the form (the scansion is printed all the same).")
+              help=f"Exit {EXIT_FAULTS} when the layout, a 平仄 position or a rhyme breaks the form (the scansion is printed all the same).")
 def check_command(text: str, form: str | None, tune: str | None, variant: int | None, fmt: str, strict: bool) -> None:
     """Scan a poem: its form's rhyme and 平仄 line by line, or a ci against its tune.
 
@@ -38,11 +38,16 @@ def check_command(text: str, form: str | None, tune: str | None, variant: int | 
     if text == "-":
         if sys.stdin is None or sys.stdin.isatty():
             raise BadInput("give the poem as TEXT, or pipe it in (poetgen check - < poem.txt)", field="text")
-        text = sys.stdin.read()
+        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise BadInput(f"standard input is not UTF-8 text (byte {error.start}); convert it first, e.g. "
+                           f"iconv -f gbk -t utf-8 poem.txt | poetgen check -", field="text") from None
     scansion = scan(text, form=form, tune=tune, variant=variant)
     if fmt == "json":
         click.echo(json.dumps(scansion.to_dict(), ensure_ascii=False, indent=2))
     else:
         click.echo(str(scansion))
-    if strict and scansion.faults:
+    if strict and not scansion.ok:
         raise click.exceptions.Exit(EXIT_FAULTS)

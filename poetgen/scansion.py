@@ -2,16 +2,19 @@
 variant of its tune it fits best, line by line, with every position that breaks them and why.
 
 It reads the checkers' verdicts (checks.check_poem, ci_checks.check_against_tune), by every attested
-reading as they do; it does not judge meaning or fluency, and it loads no model.
+reading as they do; it does not judge meaning or fluency, 失粘 between couplets, nor which of a ci's inner
+rhymes are optional, and it loads no model.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import re
 
 from poetgen.checks import check_poem, first_line_fault
 from poetgen.ci_checks import check_against_tune, check_ci, han_chars, normalize_marks
-from poetgen.corpus import is_han, normalize_text
+from poetgen.corpus import is_han, normalize_text, to_simplified
 from poetgen.errors import BadInput
 from poetgen.layout import FORM_ALIASES, FORMS, MARKS, clauses, form_of, layout_of
 from poetgen.prosody import PING, ZE, strict_columns, table, tone_patterns
@@ -20,11 +23,14 @@ from poetgen.tunes import lookup_key
 
 FORM_NAMES = {"wujue": "五言绝句", "qijue": "七言绝句", "wulv": "五言律诗", "qilv": "七言律诗"}
 MAX_SCANNED = 2000   # characters of a poem scanned at most (the longest tune has 240)
+STOPS = "。？！"       # marks that may end a poem
+# a trailing attribution: ——晏殊, —— 李白, （晏殊）, (王维)
+_ATTRIBUTION = re.compile(r"(?:[—－-]{1,2}\s*[^\s，。？！；：、,.?!;:]{1,12}|[（(][^）)\n]{1,12}[）)])\s*$")
 
 
 @dataclasses.dataclass(frozen=True)
 class ScannedLine:
-    text: str                  # the line with its end mark
+    text: str                  # the line with its end mark, as written
     pattern: str               # per character: 平 or 仄 where the form fixes it, 中 where it leaves it free
     faults: tuple[int, ...]    # 0-based columns whose character cannot be read in the tone asked there
     rhyme: bool | None         # the line ends at a rhyme: True when it fits, False when not; None: no rhyme
@@ -37,20 +43,26 @@ class Scansion:
     variant: int | None        # the tune variant (格) read against, 1-based; None for shi
     layout_ok: bool            # line count, lengths and end marks of the form (the variant's clauses for ci)
     rhyme_ok: bool | None      # every rhyme position fits one group (平水韵 for shi, 词林正韵 部 for ci)
-    rhyme_group: str | None    # that group: 下平十一尤, 入九屑 (a 仄韵 shi), 第七部平 …
-    tone_pattern: str | None   # the standard pattern a shi fits best (仄起, 平起入韵 …); None for ci
-    tone_score: float          # share of the fixed positions whose character fits
+    rhyme_group: str | None    # that group (the one most rhyme lines share when one is off): 下平十一尤 …
+    tone_pattern: str | None   # the standard pattern a shi fits best (仄起, 平起入韵 …); None for ci and 仄韵
+    tone_score: float | None   # share of the fixed positions whose character fits; None: not judged (仄韵 shi)
     lines: tuple[ScannedLine, ...]
+    unknown: str = ""          # characters the rhyme table lacks (nor their simplified form): not judged
 
     @property
     def faults(self) -> int:
         """Positions that break the 平仄, and rhyme positions that break the rhyme."""
         return sum(len(line.faults) + (line.rhyme is False) for line in self.lines)
 
+    @property
+    def ok(self) -> bool:
+        """The poem keeps its form everywhere: its layout, every fixed 平仄 position and every rhyme."""
+        return self.layout_ok and not self.faults
+
     def to_dict(self) -> dict:
-        """As `poetgen check --format json` writes it: plain lists, and the count of faults."""
+        """As `poetgen check --format json` writes it: plain lists, the count of faults and `ok`."""
         lines = [{**dataclasses.asdict(line), "faults": list(line.faults)} for line in self.lines]
-        return {**dataclasses.asdict(self), "lines": lines, "faults": self.faults}
+        return {**dataclasses.asdict(self), "lines": lines, "faults": self.faults, "ok": self.ok}
 
     def __str__(self) -> str:
         return report(self)
@@ -91,35 +103,60 @@ def scan(text: str, form: str | None = None, tune: str | None = None, variant: i
 
 
 def _prepared(text: str) -> str:
-    """The poem with full-width marks and no spaces; lines given without marks (one per line) are closed
-    with ， and 。 in turn, as a couplet is punctuated."""
-    rows = [normalize_text(row, simplify=False) for row in text.strip().splitlines()]
-    rows = [row for row in rows if row]
+    """The poem with full-width marks: a byte-order mark, a trailing attribution (——晏殊) and repeated marks
+    dropped; rows or space-separated runs without an end mark are closed, with ， and 。 in turn when the
+    poem has no mark at all (one line per line, as people type a poem), and the poem ends with a stop."""
+    text = _ATTRIBUTION.sub("", text.replace("\ufeff", "").strip())
+    rows = [part for raw in text.splitlines() for part in re.split(r"[\s\u3000]+", raw.strip()) if part]
+    rows = [row for row in (normalize_text(row, simplify=False) for row in rows) if row]
     if not any(is_han(ch) for row in rows for ch in row):
-        raise BadInput("no poem to scan: give its text in Chinese characters (or - to read it from stdin)",
-                       field="text")
-    if len(rows) > 1 and not any(ch in MARKS for ch in "".join(rows)):
-        rows = [row + ("，" if i % 2 == 0 else "。") for i, row in enumerate(rows)]
-    poem = "".join(rows)
+        raise BadInput("no poem to scan: give its text in Chinese characters, as UTF-8 (or - to read it from "
+                       "stdin)", field="text")
+    marked = any(ch in MARKS for row in rows for ch in row)
+    rows = [row if row[-1] in MARKS else row + ("。" if marked or i % 2 else "，") for i, row in enumerate(rows)]
+    poem = re.sub(f"([{MARKS}])[{MARKS}]+", r"\1", "".join(rows))
     if len(poem) > MAX_SCANNED:
         raise BadInput(f"a poem of {len(poem)} characters: at most {MAX_SCANNED} are scanned", field="text")
-    if poem[-1] not in MARKS:
-        poem += "。"
-    return poem
+    return poem[:-1] + "。" if poem[-1] not in STOPS else poem
+
+
+def _readable(text: str, prosody) -> tuple[str, str]:
+    """`text` with each character the table lacks read as its simplified form where the table has that
+    (迴 as 回, 盃 as 杯, 牀 as 床), and the characters still unknown."""
+    read, unknown = [], []
+    for ch in text:
+        if ch in MARKS or prosody.tones(ch):
+            read.append(ch)
+            continue
+        plain = to_simplified(ch)
+        known = len(plain) == 1 and bool(prosody.tones(plain))
+        read.append(plain if known else ch)
+        if not known and is_han(ch):
+            unknown.append(ch)
+    return "".join(read), "".join(dict.fromkeys(unknown))
 
 
 def _scan_shi(poem: str, form: str) -> Scansion:
     prosody, layout = table(), layout_of(form)
-    check = check_poem(poem, form, prosody)
     lines = clauses(poem)
+    if not layout.fits(poem) and layout.has_lengths_of(poem):   # its own marks (all ， or all 。): the form's
+        lines = [line[:-1] + mark for line, mark in zip(lines, layout.end_marks)]
+    read, unknown = _readable("".join(lines), prosody)
+    check = check_poem(read, form, prosody)
     if not check.layout_ok:
-        return Scansion("shi", form, None, False, None, None, None, 0.0,
-                        tuple(ScannedLine(line, EITHER_TONE * (len(line) - 1), (), None) for line in lines))
+        return Scansion("shi", form, None, False, None, None, None, None,
+                        tuple(ScannedLine(line, EITHER_TONE * (len(line) - 1), (), None) for line in lines), unknown)
+    read_lines = clauses(read)
+    group, rhymes = _shi_rhymes(read_lines, layout, prosody, check)
+    if group is not None and group not in prosody.level_groups:   # 仄韵: a 古绝, not held to regular verse's patterns
+        scanned = [ScannedLine(line, EITHER_TONE * (len(line) - 1), (), rhymes.get(i)) for i, line in enumerate(lines)]
+        return Scansion("shi", form, None, True, all(rhymes.values()), group, None, None, tuple(scanned), unknown)
     pattern = tone_patterns(layout.uniform_length, layout.line_count)[check.tone_pattern]
-    rhyming = set(layout.rhyme_lines) | ({0} if check.tone_pattern.endswith("入韵") else set())
     # a 平 end of line 1 off the rhyme (朝辞白帝彩云东 in a 删 poem) counts against its last 平仄 position
     # (checks.first_line_fault): shown here as the rhyme it breaks, not as a tone it has
-    off_rhyme = first_line_fault(lines, prosody, layout, check.rhyme_group)
+    off_rhyme = first_line_fault(read_lines, prosody, layout, check.rhyme_group)
+    if check.tone_pattern.endswith("入韵"):
+        rhymes[0] = not off_rhyme and group in prosody.rhyme_groups(read_lines[0][-2])
     fits, scanned = list(check.tone_positions), []
     for i, line in enumerate(lines):
         columns = strict_columns(pattern[i])
@@ -127,12 +164,29 @@ def _scan_shi(poem: str, form: str) -> Scansion:
         if i == 0 and off_rhyme:
             line_fits[-1] = True
         shown = "".join(pattern[i][c] if c in columns else EITHER_TONE for c in range(len(pattern[i])))
-        rhyme = None
-        if i in rhyming:
-            rhyme = bool(check.rhyme_ok) if i in layout.rhyme_lines else not off_rhyme and line_fits[-1]
-        scanned.append(ScannedLine(line, shown, tuple(c for c, ok in zip(columns, line_fits) if not ok), rhyme))
-    return Scansion("shi", form, None, True, check.rhyme_ok, check.rhyme_group, check.tone_pattern,
-                    check.tone_score, tuple(scanned))
+        scanned.append(ScannedLine(line, shown, tuple(c for c, ok in zip(columns, line_fits) if not ok), rhymes.get(i)))
+    return Scansion("shi", form, None, True, all(rhymes.values()), group, check.tone_pattern, check.tone_score,
+                    tuple(scanned), unknown)
+
+
+def _shi_rhymes(lines: list[str], layout, prosody, check) -> tuple[str | None, dict[int, bool]]:
+    """The poem's rhyme group and, per rhyme line, whether it fits: the checker's group when all fit;
+    else the group most rhyme lines share (a level one before a 仄 one), the lines outside it off, and a
+    character that rhymes a second time (重韵) off too."""
+    ends = {i: lines[i][-2] for i in layout.rhyme_lines}
+    if check.rhyme_ok:
+        return check.rhyme_group, dict.fromkeys(ends, True)
+    group = None
+    for groups_of in (prosody.rhyme_groups, prosody.oblique_groups):
+        votes = collections.Counter(g for ch in ends.values() for g in groups_of(ch))
+        if votes and max(votes.values()) >= 2:
+            group = min(votes, key=lambda g: (-votes[g], g))
+            break
+    seen, fits = set(), {}
+    for i, ch in ends.items():
+        fits[i] = group is not None and group in prosody.rhyme_groups(ch) | prosody.oblique_groups(ch) and ch not in seen
+        seen.add(ch)
+    return group, fits
 
 
 def _scan_ci(poem: str, tune_name: str, number: int | None) -> Scansion:
@@ -140,16 +194,19 @@ def _scan_ci(poem: str, tune_name: str, number: int | None) -> Scansion:
     from poetgen.tunes import tune_table
 
     tune, prosody, rhyme = tune_table().get(tune_name), table(), ci_rhyme()
+    read, unknown = _readable(poem, prosody)
     if number is not None:
-        check = check_ci(poem, tune.variant(number, tune_name), prosody, rhyme)
+        check = check_ci(read, tune.variant(number, tune_name), prosody, rhyme)
     else:
-        check = check_against_tune(poem, tune, prosody, rhyme)
+        check = check_against_tune(read, tune, prosody, rhyme)
     variant = tune.variants[check.variant - 1]
     if not check.chars_ok:
         count = len(han_chars(normalize_marks(poem)))
         lengths = sorted({v.length for v in tune.variants})
+        other = (f"; most ci so titled are {tune.written_as[0]}'s {tune.written_as[3]}: give --tune {tune.written_as[0]}"
+                 if tune.written_as and tune.written_as[3] == count else "")
         raise BadInput(f"{count} characters: {tune.name}'s variants have {', '.join(map(str, lengths))}"
-                       + ("" if number is None else f" (variant {number}: {variant.length})"), field="text")
+                       + ("" if number is None else f" (variant {number}: {variant.length})") + other, field="text")
     chars = han_chars(normalize_marks(poem))
     own = variant.layout.lines(normalize_marks(poem))   # the poem's own marks where its clauses are the variant's
     tone_at = [pos for pos, tone in enumerate(variant.tones) if tone != EITHER_TONE]
@@ -162,8 +219,9 @@ def _scan_ci(poem: str, tune_name: str, number: int | None) -> Scansion:
                                    variant.tones[start:start + length],
                                    tuple(p - start for p in positions if p in broken), rhyme_at.get(start + length - 1)))
         start += length
-    return Scansion("ci", tune.name, variant.number, check.layout_ok, check.rhyme_ok,
-                    "、".join(check.rhyme_parts or []) or None, None, check.tone_score, tuple(scanned))
+    parts = [part for part in check.rhyme_parts or [] if part != "—"]   # — : a group no character of it shares
+    return Scansion("ci", tune.name, variant.number, check.layout_ok, check.rhyme_ok, "、".join(parts) or None,
+                    None, check.tone_score, tuple(scanned), unknown)
 
 
 def report(scansion: Scansion) -> str:
@@ -173,26 +231,50 @@ def report(scansion: Scansion) -> str:
         head = [FORM_NAMES[scansion.form]] + ([scansion.tone_pattern] if scansion.tone_pattern else [])
     else:
         head = [scansion.form, f"variant {scansion.variant}"]
-    fixed = sum(sum(tone != EITHER_TONE for tone in line.pattern) for line in scansion.lines)
-    fitting = fixed - sum(len(line.faults) for line in scansion.lines)
     head.append("layout ok" if scansion.layout_ok else "layout off (lines or marks differ from the form's)")
-    if scansion.rhyme_ok is not None:
-        head.append(f"rhyme {scansion.rhyme_group} ok" if scansion.rhyme_ok else
-                    f"rhyme broken ({scansion.rhyme_group})" if scansion.rhyme_group else "no shared rhyme")
-    head.append(f"平仄 {fitting}/{fixed}")
-    if scansion.genre == "shi" and scansion.rhyme_ok and scansion.rhyme_group not in prosody.level_groups:
-        head.append("仄韵 (古绝): the 平仄 shown is regular verse's, which rhymes 平")
+    off = sum(line.rhyme is False for line in scansion.lines)
+    if any(line.rhyme is not None for line in scansion.lines):
+        head.append(f"rhyme {scansion.rhyme_group} ok" if not off else
+                    f"rhyme {scansion.rhyme_group}, {off} off" if scansion.rhyme_group else "no shared rhyme")
+    if scansion.tone_score is not None:
+        fixed = sum(sum(tone != EITHER_TONE for tone in line.pattern) for line in scansion.lines)
+        head.append(f"平仄 {fixed - sum(len(line.faults) for line in scansion.lines)}/{fixed}")
+    elif scansion.layout_ok:
+        head.append("仄韵 (古绝): 平仄 not judged (regular verse rhymes 平)")
+    if scansion.unknown:
+        head.append(f"not in the rhyme table, not judged: {scansion.unknown}")
     rows = [" · ".join(head)]
     width = max(len(line.text) for line in scansion.lines)
+    seen = set()
     for line in scansion.lines:
-        notes = [f"{line.text[c]} reads {_tones(line.text[c], prosody)}, {line.pattern[c]} asked" for c in line.faults]
+        notes = [_fault(line, c, prosody) for c in line.faults]
         if line.rhyme is not None:
-            notes.insert(0, "韵" if line.rhyme else "韵 ✗ (off the rhyme)")
+            end = line.text[-2]
+            notes.insert(0, "韵" if line.rhyme else f"韵 ✗ ({_off_rhyme(end, seen, prosody, scansion)})")
+            seen.add(end)
         row = f"{line.text}{'　' * (width - len(line.text))}  {line.pattern}"
         rows.append(row + (f"  {'; '.join(notes)}" if notes else ""))
     return "\n".join(rows)
 
 
-def _tones(ch: str, prosody) -> str:
+def _fault(line: ScannedLine, column: int, prosody) -> str:
+    """Why the character at `column` breaks the line: its tone, or the rule that column guards (三平尾: a
+    平 there ends 仄仄仄平平 in three 平; 孤平: a 仄 there leaves 平平仄仄平 one 平 beside the rhyme), where
+    only the rare reading of a two-tone character would fit."""
+    ch, asked, n = line.text[column], line.pattern[column], len(line.pattern)
     tones = prosody.tones(ch)
-    return "平 or 仄" if tones == {PING, ZE} else next(iter(tones)) if tones else "? (not in the rhyme table)"
+    if tones == {PING, ZE}:
+        rule = "三平尾" if column == n - 3 else "孤平" if column == n - 5 else "a reading poets barely used"
+        return f"{ch}: {asked} asked, read {ZE if asked == PING else PING} ({rule})"
+    shown = next(iter(tones)) if tones else "? (not in the rhyme table)"
+    return f"{ch} reads {shown}, {asked} asked"
+
+
+def _off_rhyme(ch: str, seen: set, prosody, scansion: Scansion) -> str:
+    """Why a rhyme line's last character is off: rhymed twice (重韵), or in another group (出韵)."""
+    if ch in seen:
+        return f"{ch} rhymes twice: 重韵"
+    if scansion.genre == "ci" or scansion.rhyme_group is None:
+        return "off the rhyme"
+    groups = sorted(prosody.rhyme_groups(ch) | prosody.oblique_groups(ch))
+    return f"{ch} in {'/'.join(groups) or 'no group'}, not {scansion.rhyme_group}: 出韵"
