@@ -21,8 +21,8 @@ class CiCheck:
     variant: int                       # the variant checked against (1-based)
     layout_ok: bool                    # clause count, lengths and marks of the variant
     chars_ok: bool                     # as many characters as the variant (rhyme and tone are judged only then)
-    rhyme_ok: bool | None              # every rhyme position fits its group's 部
-    rhyme_score: float | None          # share of rhyme positions that fit
+    rhyme_ok: bool | None              # every rhyme position fits its group's 部 (Variant.optional ones aside)
+    rhyme_score: float | None          # share of rhyme positions that fit (Variant.optional ones aside)
     rhyme_parts: list[str] | None      # each group's 部, e.g. 第七部平
     rhyme_positions: list[bool] | None # per rhyme position: fits its group or not
     tone_score: float | None           # share of 平/仄 positions whose character can be read in that tone
@@ -149,10 +149,12 @@ def check_ci(text: str, variant: Variant, prosody: Prosody, rhyme: CiRhyme, acro
     if len(chars) != variant.length:
         return CiCheck(variant.tune, variant.number, False, False, None, None, None, None, None, None, acrostic_ok)
     rhyme_fits, parts = rhyme_of(chars, variant, rhyme)
+    # a position most poets left unrhymed (Variant.optional) is reported, never held against the ci
+    required = [ok for slot, ok in zip(variant.rhymes, rhyme_fits) if slot.pos not in variant.optional]
     tones = tone_of(chars, variant, prosody)
     repeat_ok = all(chars[p] == chars[s] for p, s in variant.repeats) if variant.repeats else None
-    return CiCheck(variant.tune, variant.number, lines is not None, True, all(rhyme_fits),
-                   sum(rhyme_fits) / len(rhyme_fits) if rhyme_fits else 1.0, parts, rhyme_fits,
+    return CiCheck(variant.tune, variant.number, lines is not None, True, all(required),
+                   sum(required) / len(required) if required else 1.0, parts, rhyme_fits,
                    sum(tones) / len(tones) if tones else 1.0, tones, acrostic_ok, repeat_ok)
 
 

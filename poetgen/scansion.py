@@ -211,7 +211,8 @@ def _scan_ci(poem: str, tune_name: str, number: int | None) -> Scansion:
     own = variant.layout.lines(normalize_marks(poem))   # the poem's own marks where its clauses are the variant's
     tone_at = [pos for pos, tone in enumerate(variant.tones) if tone != EITHER_TONE]
     broken = {pos for pos, ok in zip(tone_at, check.tone_positions) if not ok}
-    rhyme_at = {slot.pos: ok for slot, ok in zip(variant.rhymes, check.rhyme_positions)}
+    rhyme_at = {slot.pos: ok or (None if slot.pos in variant.optional else False)   # an optional rhyme unrhymed: none
+                for slot, ok in zip(variant.rhymes, check.rhyme_positions)}
     scanned, start = [], 0
     for i, (length, mark) in enumerate(zip(variant.line_lengths, variant.marks)):
         positions = range(start, start + length)

@@ -58,6 +58,7 @@ class Variant:
     entering: tuple[int, ...] = ()     # 仄 groups the 谱's model poem and most of the corpus rhyme in 入声
     free: tuple[int, ...] = ()         # positions the 谱 marks 平 or 仄 that its poets left free: 中 in `tones`
     marked: str = ""                   # the 谱's own marks (`tones` before `free`): what tells variants apart
+    optional: tuple[int, ...] = ()     # rhyme positions most of its poets did not rhyme (句中韵): either is accepted
 
     @property
     def as_marked(self) -> "Variant":
@@ -166,7 +167,8 @@ def _variant(tune: str, number: int, raw: dict) -> Variant:
     tones = "".join(EITHER if i in free else tone for i, tone in enumerate(raw["tones"]))
     return Variant(tune, number, tones, tuple(raw["lengths"]), raw["marks"], tuple(slots),
                    tuple((position, source) for position, source in raw.get("repeats", ())),
-                   tuple(raw.get("entering", ())), free, raw["tones"])
+                   tuple(raw.get("entering", ())), free, raw["tones"],
+                   tuple(position for position, _, _ in raw.get("optional", ())))   # build_cipu's mark_optional
 
 
 class TuneTable:

@@ -36,6 +36,7 @@ ENTERING_SHARE = 2 / 3  # …of which at least this share rhyme it in 入声 (ma
 FREE_VOTES = 20         # one-tone characters a variant's corpus ci put at a 平 or 仄 position before mark_free judges it…
 FREE_SHARE = 1 / 3      # …of which at least this share take the other tone: the poets left it free…
 FREE_FIT = 0.85         # …counting the ci whose characters fit this share of the variant's other 平仄 marks
+OPTIONAL_SHARE = 1 / 2  # a rhyme that fewer than this share of FREE_VOTES or more such ci rhyme is optional (mark_optional)
 # Marks of the model poems; "、" (读, a pause inside a sentence) breaks a clause like "，".
 MARKS = "，。、？！；："
 TONES = set("平仄中")
@@ -286,6 +287,7 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
     mark_written_as(tunes, poems)
     mark_usual(tunes, poems)
     mark_free(tunes, poems)
+    mark_optional(tunes, poems)
     return {"source": ATTRIBUTION, "tunes": tunes}
 
 
@@ -451,6 +453,36 @@ def mark_free(tunes: list[dict], poems: list[dict]) -> None:
                 if count >= FREE_VOTES and other >= FREE_SHARE * count]
         if free:
             tunes[i]["variants"][k]["free"] = free
+
+
+def mark_optional(tunes: list[dict], poems: list[dict]) -> None:
+    """Give a variant "optional": [[position, ci that rhyme there, ci], ...], the rhyme positions (句中韵)
+    that fewer than OPTIONAL_SHARE of its ci rhyme, of at least FREE_VOTES counted as mark_free counts
+    them (its clauses, FREE_FIT of its marks): 辛弃疾's and most 青玉案 of the first form do not rhyme 玉壶光转
+    (17 of 75) nor 那人却在 (24 of 75). The checker accepts either there; generation still rhymes them, as the
+    谱 does. The next lowest share is about 70 % (千秋岁, 柳梢青): a share that low is a choice, not a slip."""
+    from poetgen.ci_checks import check_ci
+    from poetgen.ci_rhyme import ci_rhyme
+    from poetgen.prosody import table
+
+    prosody, rhyme = table(), ci_rhyme()
+    votes: dict[tuple[int, int], dict[int, list[int]]] = {}   # (tune, variant) -> position -> [rhymed, ci]
+    for i, k, variant, _, text in variant_ci(tunes, poems):
+        if not variant.layout.fits(text):
+            continue
+        check = check_ci(text, variant.as_marked, prosody, rhyme)
+        if not check.chars_ok or (check.tone_score or 0) < FREE_FIT:
+            continue
+        counts = votes.setdefault((i, k), {})
+        for slot, ok in zip(variant.rhymes, check.rhyme_positions):
+            count = counts.setdefault(slot.pos, [0, 0])
+            count[0] += ok
+            count[1] += 1
+    for (i, k), counts in sorted(votes.items()):
+        optional = [[pos, rhymed, count] for pos, (rhymed, count) in sorted(counts.items())
+                    if count >= FREE_VOTES and rhymed < OPTIONAL_SHARE * count]
+        if optional:
+            tunes[i]["variants"][k]["optional"] = optional
 
 
 def add_traditional_names(tunes: list[dict]) -> None:

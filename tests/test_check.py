@@ -166,3 +166,12 @@ def test_the_python_api_is_the_command():
             poetgen.check(YAN_SHU, **bad)
     with pytest.raises(poetgen.BadInput):
         poetgen.check(None)
+
+
+def test_an_inner_rhyme_most_poets_left_out_is_not_a_fault():
+    """辛弃疾's 青玉案 does not rhyme 玉壶光转 nor 那人却在, as most ci of its form do not (Variant.optional)."""
+    xin = ("东风夜放花千树，更吹落、星如雨。宝马雕车香满路。凤箫声动，玉壶光转，一夜鱼龙舞。蛾儿雪柳黄金缕，笑语盈盈暗香去。"
+           "众里寻他千百度。蓦然回首，那人却在，灯火阑珊处。")
+    data = json.loads(run("--tune", "青玉案", xin, "--format", "json").stdout)
+    assert data["ok"] and data["variant"] == 1 and [line["rhyme"] for line in data["lines"]][5] is None
+

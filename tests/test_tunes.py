@@ -609,3 +609,34 @@ def variant_tones(tune: str, number: int) -> str:
     raw = json.loads(gzip.decompress(TABLE_PATH.read_bytes()))
     entry = next(t for t in raw["tunes"] if t["names"][0] == tune)
     return entry["variants"][number - 1]["tones"]
+
+
+def test_a_rhyme_most_poets_left_unrhymed_is_optional_to_the_checker(tmp_path):
+    """辛弃疾's 青玉案 (and 58 of 75 of the first form) does not rhyme 玉壶光转, nor 51 那人却在: the checker
+    accepts either there (Variant.optional), and still holds the other rhymes."""
+    build = _build_module()
+    root = tmp_path / "src"
+    (root / "ci_list").mkdir(parents=True)
+    index = [{"idx": 0, "names": ["丙调"], "names_trad": ["丙調"], "pinyins": ["bingdiao", "bd"], "type": ["单调", 15, ["平"]]}]
+    variants = [{"ge_lyu_str": "平平仄仄中平仄仄平平仄仄仄平平", "rhyme_pos": [4, 9, 14], "yun_classify": {"0": [4, 9, 14]},
+                 "origin": "春风入画堂，明月照空廊。远客在他乡。"}]
+    (root / "ci_index.json").write_text(json.dumps(index, ensure_ascii=False), encoding="utf-8")
+    (root / "ci_list" / "cipai_0.json").write_text(json.dumps(variants, ensure_ascii=False), encoding="utf-8")
+    corpus = tmp_path / "ci.jsonl.gz"
+    with gzip.open(corpus, "wt", encoding="utf-8") as stream:
+        for text in ["春风入画堂，明月照空廊。远客在他乡。"] * 8 + ["春风入画去，明月照空廊。远客在他乡。"] * 16:
+            stream.write(json.dumps({"text": text, "tune": "丙调", "genre": "ci"}, ensure_ascii=False) + "\n")
+    entry = build.build(root, corpus)["tunes"][0]["variants"][0]
+    assert entry["optional"] == [[4, 8, 24]]   # 9 and 14 rhyme in every ci
+    variant = importlib.import_module("poetgen.tunes")._variant("丙调", 1, entry)
+    assert variant.optional == (4,)
+    unrhymed = check_ci("春风入画去，明月照空廊。远客在他乡。", variant, table(), ci_rhyme())
+    assert unrhymed.rhyme_ok and unrhymed.rhyme_positions == [False, True, True] and unrhymed.rhyme_score == 1.0
+    assert not check_ci("春风入画堂，明月照空去。远客在他乡。", variant, table(), ci_rhyme()).rhyme_ok
+
+    xin = ("东风夜放花千树，更吹落、星如雨。宝马雕车香满路。凤箫声动，玉壶光转，一夜鱼龙舞。蛾儿雪柳黄金缕，笑语盈盈暗香去。"
+           "众里寻他千百度。蓦然回首，那人却在，灯火阑珊处。")
+    main = tune_table().get("青玉案").variants[0]
+    assert set(main.optional) == {27, 61}
+    check = check_against_tune(xin, tune_table().get("青玉案"), table(), ci_rhyme())
+    assert (check.variant, check.rhyme_ok) == (1, True) and check.rhyme_positions.count(False) == 2
