@@ -54,15 +54,23 @@ def rhyme_of(chars: str, variant: Variant, rhyme: CiRhyme) -> tuple[list[bool], 
         slots = [s for s in variant.rhymes if s.group == group and rhyme.codes(chars[s.pos])]
         fits.update({s.pos: True for s in variant.rhymes if s.group == group and s not in slots})
         allowed = codes_for_tone(variant.group_tone(group))
+        # the group's rhyme is decided by its required positions; one most poets left unrhymed
+        # (Variant.optional) is judged against it after, so leaving it out costs the others nothing
+        optional = [s for s in slots if s.pos in variant.optional]
+        required = [s for s in slots if s.pos not in variant.optional] or optional
+        optional = [s for s in optional if s not in required]
         sets = {s.pos: {c for c in (flip(c) if s.xie else c for c in rhyme.codes(chars[s.pos])) if c in allowed}
                 for s in slots}
-        votes = collections.Counter(c for codes in sets.values() for c in codes)
+        kept = {s.pos: sets[s.pos] for s in required}
+        votes = collections.Counter(c for codes in kept.values() for c in codes)
         best = min(votes, key=lambda c: (-votes[c], c)) if votes else None
-        fitting = {pos: best is not None and best in codes for pos, codes in sets.items()}
-        merged = None if all(fitting.values()) else _one_pingshui_group(chars, slots, allowed, rhyme)
-        merged = merged or (None if all(fitting.values()) else neighbouring_bu(sets, slots))
+        fitting = {pos: best is not None and best in codes for pos, codes in kept.items()}
+        merged = None if all(fitting.values()) else _one_pingshui_group(chars, required, allowed, rhyme)
+        merged = merged or (None if all(fitting.values()) else neighbouring_bu(kept, required))
         if merged is not None:   # 杯 台: 第三部 and 第五部, both 十灰; 合 缺: 第十九部 and 第十八部, 通押
             fitting = dict.fromkeys(fitting, True)
+        shared = {best} if merged is None else set(sorted(votes, key=lambda c: (-votes[c], c))[:2])
+        fitting.update({s.pos: bool(sets[s.pos] & shared) for s in optional})
         if best is None:
             parts.append("—")
         elif merged is None:

@@ -18,8 +18,9 @@ from poetgen.quiet import require_output
 
 @click.command("check")
 @click.argument("text", required=False, default="-")
-@click.option("--form", type=click.Choice(FORMS + tuple(FORM_ALIASES)), default=None,
-              help="The shi form to scan it as (default: the one its line lengths have).")
+@click.option("--form", default=None,
+              help=f"The shi form to scan it as: {', '.join(FORMS)} or {' '.join(FORM_ALIASES)} (default: the one its "
+                   f"line lengths have).")
 @click.option("--tune", default=None, help="Scan it as a ci of this tune (any name or pinyin, 浣溪沙#3 for a variant).")
 @click.option("--variant", type=click.IntRange(min=1), default=None,
               help="The tune's variant (格) to scan against (default: the one it fits best).")

@@ -2,8 +2,7 @@
 variant of its tune it fits best, line by line, with every position that breaks them and why.
 
 It reads the checkers' verdicts (checks.check_poem, ci_checks.check_against_tune), by every attested
-reading as they do; it does not judge meaning or fluency, 失粘 between couplets, nor which of a ci's inner
-rhymes are optional, and it loads no model.
+reading as they do; it does not judge meaning or fluency, nor 失粘 between couplets, and it loads no model.
 """
 
 from __future__ import annotations
@@ -25,12 +24,13 @@ FORM_NAMES = {"wujue": "五言绝句", "qijue": "七言绝句", "wulv": "五言�
 MAX_SCANNED = 2000   # characters of a poem scanned at most (the longest tune has 240)
 STOPS = "。？！"       # marks that may end a poem
 # a trailing attribution: ——晏殊, —— 李白, （晏殊）, (王维)
-_ATTRIBUTION = re.compile(r"(?:[—－-]{1,2}\s*[^\s，。？！；：、,.?!;:]{1,12}|[（(][^）)\n]{1,12}[）)])\s*$")
+_ATTRIBUTION = re.compile(r"([，。？！；：、,.?!;:\n]\s*)(?:[—－-]{1,2}\s*[^\s，。？！；：、,.?!;:]{1,12}|[（(][^）)\n]{1,12}[）)])\s*$")
 
 
 @dataclasses.dataclass(frozen=True)
 class ScannedLine:
     text: str                  # the line with its end mark, as written
+    read: str                  # the same as the checker read it (迴 as 回: prosody's spellings), mark included
     pattern: str               # per character: 平 or 仄 where the form fixes it, 中 where it leaves it free
     faults: tuple[int, ...]    # 0-based columns whose character cannot be read in the tone asked there
     rhyme: bool | None         # the line ends at a rhyme: True when it fits, False when not; None: no rhyme
@@ -48,6 +48,7 @@ class Scansion:
     tone_score: float | None   # share of the fixed positions whose character fits; None: not judged (仄韵 shi)
     lines: tuple[ScannedLine, ...]
     unknown: str = ""          # characters the rhyme table lacks (nor their simplified form): not judged
+    repeat_ok: bool | None = None   # a ci's 叠 phrases repeat the characters before them (None: it has none)
 
     @property
     def faults(self) -> int:
@@ -57,7 +58,7 @@ class Scansion:
     @property
     def ok(self) -> bool:
         """The poem keeps its form everywhere: its layout, every fixed 平仄 position and every rhyme."""
-        return self.layout_ok and not self.faults
+        return self.layout_ok and not self.faults and self.repeat_ok is not False
 
     def to_dict(self) -> dict:
         """As `poetgen check --format json` writes it: plain lists, the count of faults and `ok`."""
@@ -75,13 +76,17 @@ def scan(text: str, form: str | None = None, tune: str | None = None, variant: i
     if not isinstance(text, str):
         raise BadInput(f"the poem must be text, not {type(text).__name__}", field="text")
     poem = _prepared(text)
+    tune = tune.strip() or None if isinstance(tune, str) else tune
     if tune and "#" in tune:   # 浣溪沙#3, as errors, `tunes` and the SavedModel spell a variant
         if variant is not None:
             raise BadInput("give the variant once: 浣溪沙#3 or variant 3", field="variant")
         tune, _, number = tune.partition("#")
-        if not number.strip().isdigit() or int(number) < 1:
+        try:
+            variant = int(number) if number.strip().isdecimal() else 0   # ２ as 2; ² is no number
+        except ValueError:
+            variant = 0
+        if variant < 1:
             raise BadInput(f"{tune}#{number}: the variant after # must be a number from 1", field="variant")
-        variant = int(number)
     if form is not None:
         key = lookup_key(form)   # as requests read a form: Qi Jue, QIJUE, 七绝
         form = FORM_ALIASES.get(key, key) if form.strip() else form
@@ -98,7 +103,7 @@ def scan(text: str, form: str | None = None, tune: str | None = None, variant: i
     if found not in FORMS:
         lengths = "/".join(str(len(line) - 1) for line in clauses(poem))
         raise BadInput(f"lines of {lengths} characters are no regular shi form (五绝, 七绝, 五律, 七律: four or eight "
-                       f"lines of five or seven); for a ci give its tune (--tune)", field="form")
+                       f"lines of five or seven); for a ci give its tune", field="form")
     return _scan_shi(poem, found)
 
 
@@ -106,15 +111,14 @@ def _prepared(text: str) -> str:
     """The poem with full-width marks: a byte-order mark, a trailing attribution (——晏殊) and repeated marks
     dropped; rows or space-separated runs without an end mark are closed, with ， and 。 in turn when the
     poem has no mark at all (one line per line, as people type a poem), and the poem ends with a stop."""
-    text = _ATTRIBUTION.sub("", text.replace("\ufeff", "").strip())
+    text = _ATTRIBUTION.sub(r"\1", text.replace("\ufeff", "").strip())
     rows = [part for raw in text.splitlines() for part in re.split(r"[\s\u3000]+", raw.strip()) if part]
     rows = [row for row in (normalize_text(row, simplify=False) for row in rows) if row]
     if not any(is_han(ch) for row in rows for ch in row):
-        raise BadInput("no poem to scan: give its text in Chinese characters, as UTF-8 (or - to read it from "
-                       "stdin)", field="text")
+        raise BadInput("no poem to scan: give its text in Chinese characters", field="text")
     marked = any(ch in MARKS for row in rows for ch in row)
     rows = [row if row[-1] in MARKS else row + ("。" if marked or i % 2 else "，") for i, row in enumerate(rows)]
-    poem = re.sub(f"([{MARKS}])[{MARKS}]+", r"\1", "".join(rows))
+    poem = re.sub(f"([{MARKS}])[{MARKS}]+", r"\1", "".join(rows)).lstrip(MARKS)
     if len(poem) > MAX_SCANNED:
         raise BadInput(f"a poem of {len(poem)} characters: at most {MAX_SCANNED} are scanned", field="text")
     return poem[:-1] + "。" if poem[-1] not in STOPS else poem
@@ -142,48 +146,69 @@ def _scan_shi(poem: str, form: str) -> Scansion:
     if not layout.fits(poem) and layout.has_lengths_of(poem):   # its own marks (all ， or all 。): the form's
         lines = [line[:-1] + mark for line, mark in zip(lines, layout.end_marks)]
     read, unknown = _readable("".join(lines), prosody)
+    read_lines = clauses(read)
     check = check_poem(read, form, prosody)
     if not check.layout_ok:
         return Scansion("shi", form, None, False, None, None, None, None,
-                        tuple(ScannedLine(line, EITHER_TONE * (len(line) - 1), (), None) for line in lines), unknown)
-    read_lines = clauses(read)
+                        tuple(ScannedLine(line, seen, EITHER_TONE * (len(line) - 1), (), None)
+                              for line, seen in zip(lines, read_lines)), unknown)
     group, rhymes = _shi_rhymes(read_lines, layout, prosody, check)
     if group is not None and group not in prosody.level_groups:   # 仄韵: a 古绝, not held to regular verse's patterns
-        scanned = [ScannedLine(line, EITHER_TONE * (len(line) - 1), (), rhymes.get(i)) for i, line in enumerate(lines)]
-        return Scansion("shi", form, None, True, all(rhymes.values()), group, None, None, tuple(scanned), unknown)
+        scanned = [ScannedLine(line, seen, EITHER_TONE * (len(line) - 1), (), rhymes.get(i))
+                   for i, (line, seen) in enumerate(zip(lines, read_lines))]
+        return Scansion("shi", form, None, True, _all(rhymes), group, None, None, tuple(scanned), unknown)
     pattern = tone_patterns(layout.uniform_length, layout.line_count)[check.tone_pattern]
     # a 平 end of line 1 off the rhyme (朝辞白帝彩云东 in a 删 poem) counts against its last 平仄 position
     # (checks.first_line_fault): shown here as the rhyme it breaks, not as a tone it has
     off_rhyme = first_line_fault(read_lines, prosody, layout, check.rhyme_group)
-    if check.tone_pattern.endswith("入韵"):
-        rhymes[0] = not off_rhyme and group in prosody.rhyme_groups(read_lines[0][-2])
+    if check.tone_pattern.endswith("入韵") and prosody.tones(read_lines[0][-2]):
+        rhymes[0] = not off_rhyme and rhymes.get(0, True) is not False and \
+            group in prosody.rhyme_groups(read_lines[0][-2])
     fits, scanned = list(check.tone_positions), []
-    for i, line in enumerate(lines):
+    for i, (line, seen) in enumerate(zip(lines, read_lines)):
         columns = strict_columns(pattern[i])
         line_fits, fits = fits[:len(columns)], fits[len(columns):]
         if i == 0 and off_rhyme:
             line_fits[-1] = True
         shown = "".join(pattern[i][c] if c in columns else EITHER_TONE for c in range(len(pattern[i])))
-        scanned.append(ScannedLine(line, shown, tuple(c for c, ok in zip(columns, line_fits) if not ok), rhymes.get(i)))
-    return Scansion("shi", form, None, True, all(rhymes.values()), group, check.tone_pattern, check.tone_score,
+        faults = tuple(c for c, ok in zip(columns, line_fits) if not ok)
+        scanned.append(ScannedLine(line, seen, shown, faults, rhymes.get(i)))
+    return Scansion("shi", form, None, True, _all(rhymes), group, check.tone_pattern, _score(scanned),
                     tuple(scanned), unknown)
 
 
-def _shi_rhymes(lines: list[str], layout, prosody, check) -> tuple[str | None, dict[int, bool]]:
+def _all(rhymes: dict) -> bool:
+    """Every rhyme judged fits (one not judged, an unknown character's, is left out)."""
+    return all(ok is not False for ok in rhymes.values())
+
+
+def _score(lines: list[ScannedLine]) -> float:
+    """The share of fixed positions whose character fits, as the lines show them."""
+    fixed = sum(sum(tone != EITHER_TONE for tone in line.pattern) for line in lines)
+    return 1.0 - sum(len(line.faults) for line in lines) / fixed if fixed else 1.0
+
+
+def _shi_rhymes(lines: list[str], layout, prosody, check) -> tuple[str | None, dict[int, bool | None]]:
     """The poem's rhyme group and, per rhyme line, whether it fits: the checker's group when all fit;
-    else the group most rhyme lines share (a level one before a 仄 one), the lines outside it off, and a
-    character that rhymes a second time (重韵) off too."""
-    ends = {i: lines[i][-2] for i in layout.rhyme_lines}
+    else the group most rhyme lines share (a level one before a 仄 one; a 入韵 line 1 votes too), the
+    lines outside it off, a character that rhymes a second time (重韵) off too, and one the table lacks
+    not judged (None)."""
+    rhyming = ([0] if check.tone_pattern and check.tone_pattern.endswith("入韵") else []) + list(layout.rhyme_lines)
+    ends = {i: lines[i][-2] for i in dict.fromkeys(rhyming)}
+    known = {i: ch for i, ch in ends.items() if prosody.tones(ch)}
     if check.rhyme_ok:
-        return check.rhyme_group, dict.fromkeys(ends, True)
+        return check.rhyme_group, dict.fromkeys(layout.rhyme_lines, True)
     group = None
     for groups_of in (prosody.rhyme_groups, prosody.oblique_groups):
-        votes = collections.Counter(g for ch in ends.values() for g in groups_of(ch))
-        if votes and max(votes.values()) >= 2:
+        votes = collections.Counter(g for ch in known.values() for g in groups_of(ch))
+        if votes and max(votes.values()) >= min(2, len(known)):
             group = min(votes, key=lambda g: (-votes[g], g))
             break
     seen, fits = set(), {}
     for i, ch in ends.items():
+        if i not in known:
+            fits[i] = None
+            continue
         fits[i] = group is not None and group in prosody.rhyme_groups(ch) | prosody.oblique_groups(ch) and ch not in seen
         seen.add(ch)
     return group, fits
@@ -211,18 +236,21 @@ def _scan_ci(poem: str, tune_name: str, number: int | None) -> Scansion:
     own = variant.layout.lines(normalize_marks(poem))   # the poem's own marks where its clauses are the variant's
     tone_at = [pos for pos, tone in enumerate(variant.tones) if tone != EITHER_TONE]
     broken = {pos for pos, ok in zip(tone_at, check.tone_positions) if not ok}
-    rhyme_at = {slot.pos: ok or (None if slot.pos in variant.optional else False)   # an optional rhyme unrhymed: none
+    read_chars = han_chars(normalize_marks(read))
+    # an optional rhyme left unrhymed, or a character the rhyme table lacks: no rhyme judged there
+    rhyme_at = {slot.pos: None if not rhyme.codes(read_chars[slot.pos]) else
+                ok or (None if slot.pos in variant.optional else False)
                 for slot, ok in zip(variant.rhymes, check.rhyme_positions)}
     scanned, start = [], 0
     for i, (length, mark) in enumerate(zip(variant.line_lengths, variant.marks)):
         positions = range(start, start + length)
-        scanned.append(ScannedLine(own[i] if own else chars[start:start + length] + ("，" if mark == "、" else mark),
-                                   variant.tones[start:start + length],
+        text = own[i] if own else chars[start:start + length] + ("，" if mark == "、" else mark)
+        scanned.append(ScannedLine(text, read_chars[start:start + length] + text[-1], variant.tones[start:start + length],
                                    tuple(p - start for p in positions if p in broken), rhyme_at.get(start + length - 1)))
         start += length
     parts = [part for part in check.rhyme_parts or [] if part != "—"]   # — : a group no character of it shares
     return Scansion("ci", tune.name, variant.number, check.layout_ok, check.rhyme_ok, "、".join(parts) or None,
-                    None, check.tone_score, tuple(scanned), unknown)
+                    None, _score(scanned), tuple(scanned), unknown, check.repeat_ok)
 
 
 def report(scansion: Scansion) -> str:
@@ -235,8 +263,11 @@ def report(scansion: Scansion) -> str:
     head.append("layout ok" if scansion.layout_ok else "layout off (lines or marks differ from the form's)")
     off = sum(line.rhyme is False for line in scansion.lines)
     if any(line.rhyme is not None for line in scansion.lines):
-        head.append(f"rhyme {scansion.rhyme_group} ok" if not off else
+        head.append(f"rhyme {scansion.rhyme_group} ok" if not off and scansion.rhyme_group else
+                    "rhyme ok" if not off else
                     f"rhyme {scansion.rhyme_group}, {off} off" if scansion.rhyme_group else "no shared rhyme")
+    if scansion.repeat_ok is False:
+        head.append("叠 broken (a repeated phrase differs)")
     if scansion.tone_score is not None:
         fixed = sum(sum(tone != EITHER_TONE for tone in line.pattern) for line in scansion.lines)
         head.append(f"平仄 {fixed - sum(len(line.faults) for line in scansion.lines)}/{fixed}")
@@ -250,8 +281,8 @@ def report(scansion: Scansion) -> str:
     for line in scansion.lines:
         notes = [_fault(line, c, prosody) for c in line.faults]
         if line.rhyme is not None:
-            end = line.text[-2]
-            notes.insert(0, "韵" if line.rhyme else f"韵 ✗ ({_off_rhyme(end, seen, prosody, scansion)})")
+            end = line.read[-2]
+            notes.insert(0, "韵" if line.rhyme else f"韵 ✗ ({_off_rhyme(line.text[-2], end, seen, prosody, scansion)})")
             seen.add(end)
         row = f"{line.text}{'　' * (width - len(line.text))}  {line.pattern}"
         rows.append(row + (f"  {'; '.join(notes)}" if notes else ""))
@@ -263,7 +294,7 @@ def _fault(line: ScannedLine, column: int, prosody) -> str:
     平 there ends 仄仄仄平平 in three 平; 孤平: a 仄 there leaves 平平仄仄平 one 平 beside the rhyme), where
     only the rare reading of a two-tone character would fit."""
     ch, asked, n = line.text[column], line.pattern[column], len(line.pattern)
-    tones = prosody.tones(ch)
+    tones = prosody.tones(line.read[column])   # as the checker read it: 峯 as 峰
     if tones == {PING, ZE}:
         rule = "三平尾" if column == n - 3 else "孤平" if column == n - 5 else "a reading poets barely used"
         return f"{ch}: {asked} asked, read {ZE if asked == PING else PING} ({rule})"
@@ -271,11 +302,12 @@ def _fault(line: ScannedLine, column: int, prosody) -> str:
     return f"{ch} reads {shown}, {asked} asked"
 
 
-def _off_rhyme(ch: str, seen: set, prosody, scansion: Scansion) -> str:
-    """Why a rhyme line's last character is off: rhymed twice (重韵), or in another group (出韵)."""
-    if ch in seen:
-        return f"{ch} rhymes twice: 重韵"
+def _off_rhyme(ch: str, read: str, seen: set, prosody, scansion: Scansion) -> str:
+    """Why a rhyme line's last character (`read` as the checker read `ch`) is off: rhymed twice (重韵: it
+    repeats another rhyme, or is in the poem's group and still off), or in another group (出韵)."""
     if scansion.genre == "ci" or scansion.rhyme_group is None:
-        return "off the rhyme"
-    groups = sorted(prosody.rhyme_groups(ch) | prosody.oblique_groups(ch))
-    return f"{ch} in {'/'.join(groups) or 'no group'}, not {scansion.rhyme_group}: 出韵"
+        return f"{ch} rhymes twice: 重韵" if read in seen else "off the rhyme"
+    groups = prosody.rhyme_groups(read) | prosody.oblique_groups(read)
+    if read in seen or scansion.rhyme_group in groups:
+        return f"{ch} rhymes twice: 重韵"
+    return f"{ch} in {'/'.join(sorted(groups)) or 'no group'}, not {scansion.rhyme_group}: 出韵"

@@ -379,7 +379,7 @@ def variant_ci(tunes: list[dict], poems: list[dict], only: set[int] | None = Non
         chars = [ch for ch in text if ch not in MARKS]
         fitting = [(k, v) for k, v in enumerate(by_tune[i]) if v.length == len(chars)]
         if len(fitting) > 1:
-            fits = [fit(check_ci(text, v, prosody, rhyme)) for _, v in fitting]
+            fits = [fit(check_ci(text, v.as_marked, prosody, rhyme)) for _, v in fitting]   # as the checker chooses
             fitting = [pair for pair, f in zip(fitting, fits) if f == max(fits)]
         for k, variant in fitting:
             yield i, k, variant, chars, text

@@ -289,7 +289,7 @@ def test_a_poem_typed_into_the_check_panel_is_scanned_with_its_faults_marked(pag
     page.fill("#check-text", "床前明月光\n疑是地上霜\n举头望明月\n低头思故乡")
     page.fill("#check-tune", "")
     page.click("#check")
-    expect(page.locator("#scansion-head")).to_have_text("五绝 · 平起入韵 · 韵 下平七阳 · 平仄 13/15")
+    expect(page.locator("#scansion-head")).to_have_text("✗ 五绝 · 平起入韵 · 韵 下平七阳 · 平仄 13/15")
     assert page.locator("#scansion .fault").all_inner_texts() == ["上", "头"]
     assert page.locator("#scansion .note").nth(1).inner_text() == "韵 · 上 应平"
     page.fill("#check-tune", "浣溪沙")
@@ -297,5 +297,8 @@ def test_a_poem_typed_into_the_check_panel_is_scanned_with_its_faults_marked(pag
     expect(page.locator("#check-error")).to_contain_text("浣溪沙's variants have")
     page.fill("#check-text", "一曲新词酒一杯，去年天气旧亭台。夕阳西下几时回？无可奈何花落去，似曾相识燕归来。小园香径独徘徊。")
     page.click("#check")
-    expect(page.locator("#scansion-head")).to_contain_text("浣溪沙 格1")
+    expect(page.locator("#scansion-head")).to_have_text("✓ 浣溪沙 格1 · 韵 第三部平·第五部平（十灰） · 平仄 29/29")
     expect(page.locator("#check-error")).to_have_text("")
+    page.fill("#check-text", "一曲新词酒一杯去年天气旧亭台，夕阳西下几时回。无可奈何花落去，似曾相识燕归来。小园香径独徘徊。")
+    page.click("#check")   # the right count in the wrong clauses: shown as the command shows it
+    expect(page.locator("#scansion-head")).to_contain_text("格式不合 layout off")

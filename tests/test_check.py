@@ -144,6 +144,7 @@ def test_a_ci_is_scanned_against_the_variant_it_fits_best_or_the_one_asked():
     (["--variant", "2", STORK], "give the tune too"),
     (["--tune", "浣溪沙", STORK], "浣溪沙's variants have"),
     (["--tune", "浣溪沙#2", "--variant", "2", YAN_SHU], "give the variant once"),
+    (["--tune", "浣溪沙#²", YAN_SHU], "the variant after # must be a number"),   # isdigit, yet no int
     (["--tune", "浣溪沙", "--variant", "9", YAN_SHU], "the variant must be 1 to"),
     (["--tune", "没有这个词牌", YAN_SHU], "没有这个词牌"),
 ])
@@ -174,4 +175,41 @@ def test_an_inner_rhyme_most_poets_left_out_is_not_a_fault():
            "众里寻他千百度。蓦然回首，那人却在，灯火阑珊处。")
     data = json.loads(run("--tune", "青玉案", xin, "--format", "json").stdout)
     assert data["ok"] and data["variant"] == 1 and [line["rhyme"] for line in data["lines"]][5] is None
+
+
+def test_characters_the_table_lacks_are_not_judged_where_they_stand_and_faults_name_what_was_read():
+    """An unknown character at a rhyme is not judged (流 still rhymes; 江雪 still 仄韵); fault notes read the
+    character as the checker did (峯 as 峰, 樑 as 梁: a rhyme repeated, 重韵); line 1 of a 入韵 pattern that
+    repeats a rhyme is 重韵, not 出韵 in the poem's own group."""
+    clear = json.loads(run("白日依山尽，黄河入海流。欲穷千里目，更上一层淸。", "--format", "json").stdout)
+    assert clear["ok"] and clear["unknown"] == "淸" and [line["rhyme"] for line in clear["lines"]][1::2] == [True, None]
+    snow = json.loads(run("千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江淸。", "--format", "json").stdout)
+    assert snow["rhyme_group"] == "入九屑" and snow["tone_score"] is None and snow["faults"] == 0
+    dream = json.loads(run("--tune", "如梦令", "昨夜雨疏风淸，浓睡不消残淸。试问卷帘人，却道海棠依淸。知否，知否。应是绿肥红淸。",
+                           "--format", "json").stdout)
+    assert [line["rhyme"] for line in dream["lines"]][:2] == [None, None]
+    assert run("白峯依山尽，黄河入海流。欲穷千里目，更上一层楼。").stdout.splitlines()[1].endswith("峯 reads 平, 仄 asked")
+    assert run("白日依山尽，黄河入海樑。欲穷千里目，更上一层梁。").stdout.splitlines()[4].endswith("(梁 rhymes twice: 重韵)")
+    assert "(楼 rhymes twice: 重韵)" in run("白日依山楼，黄河入海流。欲穷千里目，更上一层楼。").stdout.splitlines()[1]
+
+
+def test_the_score_the_head_and_the_ok_agree_with_the_lines():
+    """朝辞白帝彩云东: its one fault is line 1's rhyme, so the 平仄 score is whole (it was 0.947); a 入韵 line
+    1 votes for the poem's group (间 and 山 are 删: only 天 is off); a 叠 that differs breaks the ci."""
+    east = json.loads(run("朝辞白帝彩云东，千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。", "--format", "json").stdout)
+    assert east["tone_score"] == 1.0 and east["faults"] == 1 and not east["ok"]
+    sky = json.loads(run("朝辞白帝彩云间，千里江陵一日天。两岸猿声啼不住，轻舟已过万重山。", "--format", "json").stdout)
+    assert sky["rhyme_group"] == "上平十五删" and [line["rhyme"] for line in sky["lines"]] == [True, False, None, True]
+    echo = run("--tune", "如梦令", "昨夜雨疏风骤，浓睡不消残酒。试问卷帘人，却道海棠依旧。知否，知有。应是绿肥红瘦。")
+    assert "叠 broken" in echo.stdout.splitlines()[0]
+    assert run("--tune", "如梦令", "--strict", "昨夜雨疏风骤，浓睡不消残酒。试问卷帘人，却道海棠依旧。知否，知有。"
+               "应是绿肥红瘦。").exit_code == EXIT_FAULTS
+
+
+def test_leading_marks_an_inner_dash_and_forms_as_requests_spell_them():
+    assert json.loads(run("，" + STORK, "--format", "json").stdout)["ok"]
+    assert run("白日依山尽，黄河入海流。欲穷千里目——更上一层楼").exit_code == EXIT_USAGE   # a dash inside is no attribution
+    assert json.loads(run("--form", "QIJUE", "朝辞白帝彩云间，千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。",
+                          "--format", "json").stdout)["ok"]
+    assert json.loads(run("--tune", " ", STORK, "--format", "json").stdout)["genre"] == "shi"
 

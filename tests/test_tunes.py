@@ -597,6 +597,12 @@ def test_positions_the_poets_left_free_are_free_to_generation_and_the_checker(tm
     check = check_against_tune("杜陵春，秦树晚。伤别更堪临远。南去信，欲凭谁。归鸿多北归。小桃枝，红蓓发。"
                                "今夜昔时风月。休苦意，说相思。少情人不知。", gengluo, table(), ci_rhyme())
     assert (check.variant, check.rhyme_ok) == (2, True)
+    # the variant chosen by its marks is reported by its freed tones: as many 平仄 positions as they fix
+    chars = iter("月" if tone == ZE else "春" for tone in main.marked)   # every mark of the main form kept
+    fitting = "".join("".join(next(chars) for _ in range(length)) + mark
+                      for length, mark in zip(main.line_lengths, main.marks))
+    chosen = check_against_tune(fitting, tune_table().get("贺新郎"), table(), ci_rhyme())
+    assert chosen.variant == 1 and len(chosen.tone_positions) == sum(tone != EITHER for tone in main.tones)
     # the checker judges the marked positions only: four fewer than the 谱's own marks
     text = "".join("春" * length + mark for length, mark in zip(main.line_lengths, main.marks))
     check = check_ci(text, main, table(), ci_rhyme())
@@ -640,3 +646,7 @@ def test_a_rhyme_most_poets_left_unrhymed_is_optional_to_the_checker(tmp_path):
     assert set(main.optional) == {27, 61}
     check = check_against_tune(xin, tune_table().get("青玉案"), table(), ci_rhyme())
     assert (check.variant, check.rhyme_ok) == (1, True) and check.rhyme_positions.count(False) == 2
+    # an optional rhyme left out costs the required ones nothing: 水 (第三部) rhymes with 第四部 by 通押 as
+    # when 玉壶光转 and 那人却在 rhyme; it failed when the optional positions voted
+    water = check_against_tune(xin.replace("星如雨", "星如水"), tune_table().get("青玉案"), table(), ci_rhyme())
+    assert water.rhyme_ok and "通押" in water.rhyme_parts[0]
