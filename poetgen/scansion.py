@@ -2,7 +2,8 @@
 variant of its tune it fits best, line by line, with every position that breaks them and why.
 
 It reads the checkers' verdicts (checks.check_poem, ci_checks.check_against_tune), by every attested
-reading as they do; it does not judge meaning or fluency, nor 失粘 between couplets, and it loads no model.
+reading as they do, and names 失粘 where each couplet fits alone; it does not judge meaning or fluency, and
+it loads no model.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import collections
 import dataclasses
 import re
 
-from poetgen.checks import check_poem, first_line_fault
+from poetgen.checks import check_poem, first_line_fault, pattern_fits
 from poetgen.ci_checks import check_against_tune, check_ci, han_chars, normalize_marks
 from poetgen.corpus import is_han, normalize_text, to_simplified
 from poetgen.errors import BadInput
@@ -34,6 +35,7 @@ class ScannedLine:
     pattern: str               # per character: 平 or 仄 where the form fixes it, 中 where it leaves it free
     faults: tuple[int, ...]    # 0-based columns whose character cannot be read in the tone asked there
     rhyme: bool | None         # the line ends at a rhyme: True when it fits, False when not; None: no rhyme
+    unglued: bool = False      # 失粘: its second character's tone is not the line before's, as 粘 asks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +54,8 @@ class Scansion:
 
     @property
     def faults(self) -> int:
-        """Positions that break the 平仄, and rhyme positions that break the rhyme."""
-        return sum(len(line.faults) + (line.rhyme is False) for line in self.lines)
+        """Positions that break the 平仄, rhyme positions that break the rhyme, and lines that break 粘."""
+        return sum(len(line.faults) + (line.rhyme is False) + line.unglued for line in self.lines)
 
     @property
     def ok(self) -> bool:
@@ -173,8 +175,36 @@ def _scan_shi(poem: str, form: str) -> Scansion:
         shown = "".join(pattern[i][c] if c in columns else EITHER_TONE for c in range(len(pattern[i])))
         faults = tuple(c for c, ok in zip(columns, line_fits) if not ok)
         scanned.append(ScannedLine(line, seen, shown, faults, rhymes.get(i)))
-    return Scansion("shi", form, None, True, _all(rhymes), group, check.tone_pattern, _score(scanned),
-                    tuple(scanned), unknown)
+    name = check.tone_pattern
+    couplets = None if off_rhyme or not any(line.faults for line in scanned) else _couplets(read_lines, prosody)
+    if couplets is not None and sum(unglued for _, unglued in couplets) < sum(len(line.faults) for line in scanned):
+        scanned = [dataclasses.replace(line, pattern="".join(t if c in strict_columns(shape) else EITHER_TONE
+                                                             for c, t in enumerate(shape)), faults=(), unglued=unglued)
+                   for line, (shape, unglued) in zip(scanned, couplets)]
+        name = "失粘"
+    return Scansion("shi", form, None, True, _all(rhymes), group, name, _score(scanned), tuple(scanned), unknown)
+
+
+def _couplets(lines: list[str], prosody) -> list[tuple[str, bool]] | None:
+    """When every couplet fits a standard couplet of its place whole, but the poem fits no whole pattern:
+    each line's pattern, and whether it breaks 粘 (a couplet's first line takes the second character's
+    tone of the line before it: 王维's 劝君更尽一杯酒 does not). None when some couplet fits none whole (the
+    faults are then its own, as the whole pattern reads them). Of several couplets that fit, one keeping
+    粘 is taken."""
+    n, count = len(lines[0]) - 1, len(lines)
+    patterns = tone_patterns(n, count).values()
+    chosen: list[tuple[str, bool]] = []
+    for k in range(0, count, 2):
+        places = [0] if k == 0 else range(2, count, 2)   # line 1's 入韵 forms are the first couplet's alone
+        shapes = sorted({(pattern[j], pattern[j + 1]) for pattern in patterns for j in places})
+        whole = [shape for shape in shapes if all(pattern_fits([line[:-1] for line in lines[k:k + 2]], list(shape),
+                                                               n, prosody))]
+        if not whole:
+            return None
+        glued = [shape for shape in whole if not chosen or shape[0][1] == chosen[-1][0][1]]
+        first, second = (glued or whole)[0]
+        chosen += [(first, bool(chosen) and not glued), (second, False)]
+    return chosen
 
 
 def _all(rhymes: dict) -> bool:
@@ -183,9 +213,9 @@ def _all(rhymes: dict) -> bool:
 
 
 def _score(lines: list[ScannedLine]) -> float:
-    """The share of fixed positions whose character fits, as the lines show them."""
+    """The share of fixed positions whose character fits, as the lines show them (a line off 粘 counts one)."""
     fixed = sum(sum(tone != EITHER_TONE for tone in line.pattern) for line in lines)
-    return 1.0 - sum(len(line.faults) for line in lines) / fixed if fixed else 1.0
+    return 1.0 - sum(len(line.faults) + line.unglued for line in lines) / fixed if fixed else 1.0
 
 
 def _shi_rhymes(lines: list[str], layout, prosody, check) -> tuple[str | None, dict[int, bool | None]]:
@@ -270,7 +300,7 @@ def report(scansion: Scansion) -> str:
         head.append("叠 broken (a repeated phrase differs)")
     if scansion.tone_score is not None:
         fixed = sum(sum(tone != EITHER_TONE for tone in line.pattern) for line in scansion.lines)
-        head.append(f"平仄 {fixed - sum(len(line.faults) for line in scansion.lines)}/{fixed}")
+        head.append(f"平仄 {fixed - sum(len(line.faults) + line.unglued for line in scansion.lines)}/{fixed}")
     elif scansion.layout_ok:
         head.append("仄韵 (古绝): 平仄 not judged (regular verse rhymes 平)")
     if scansion.unknown:
@@ -280,6 +310,10 @@ def report(scansion: Scansion) -> str:
     seen = set()
     for line in scansion.lines:
         notes = [_fault(line, c, prosody) for c in line.faults]
+        if line.unglued:   # the line before is the previous couplet's last
+            before = scansion.lines[scansion.lines.index(line) - 1]
+            notes.append(f"失粘: {line.text[1]} {line.pattern[1]}, the line before's {before.text[1]} "
+                         f"{before.pattern[1]}")
         if line.rhyme is not None:
             end = line.read[-2]
             notes.insert(0, "韵" if line.rhyme else f"韵 ✗ ({_off_rhyme(line.text[-2], end, seen, prosody, scansion)})")

@@ -213,3 +213,18 @@ def test_leading_marks_an_inner_dash_and_forms_as_requests_spell_them():
                           "--format", "json").stdout)["ok"]
     assert json.loads(run("--tune", " ", STORK, "--format", "json").stdout)["genre"] == "shi"
 
+
+
+def test_a_couplet_off_glue_is_named_where_it_breaks():
+    """王维's 渭城曲 fits no whole pattern, but each couplet fits one: 劝君更尽一杯酒 does not 粘 (君 平 after
+    舍 仄). It was five faults spread over lines 1-2; now it is one 失粘 at line 3. A poem whose couplets do
+    not each fit whole keeps the whole pattern's faults (静夜思)."""
+    wei = "渭城朝雨浥轻尘，客舍青青柳色新。劝君更尽一杯酒，西出阳关无故人。"
+    data = json.loads(run(wei, "--format", "json").stdout)
+    assert data["tone_pattern"] == "失粘" and data["faults"] == 1 and not data["ok"]
+    assert [line["unglued"] for line in data["lines"]] == [False, False, True, False]
+    assert all(line["faults"] == [] for line in data["lines"])
+    text = run(wei).stdout.splitlines()
+    assert text[0].endswith("平仄 18/19") and text[3].endswith("失粘: 君 平, the line before's 舍 仄")
+    assert run(wei, "--strict").exit_code == EXIT_FAULTS
+    assert json.loads(run(NIGHT, "--format", "json").stdout)["tone_pattern"] == "平起入韵"
