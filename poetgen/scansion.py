@@ -21,7 +21,7 @@ from poetgen.prosody import PING, ZE, strict_columns, table, tone_patterns
 from poetgen.tunes import EITHER as EITHER_TONE
 from poetgen.tunes import lookup_key
 
-FORM_NAMES = {"wujue": "五言绝句", "qijue": "七言绝句", "wulv": "五言律诗", "qilv": "七言律诗"}
+FULL_NAMES = {"wujue": "五言绝句", "qijue": "七言绝句", "wulv": "五言律诗", "qilv": "七言律诗"}
 MAX_SCANNED = 2000   # characters of a poem scanned at most (the longest tune has 240)
 STOPS = "。？！"       # marks that may end a poem
 # a trailing attribution: ——晏殊, —— 李白, （晏殊）, (王维)
@@ -212,10 +212,16 @@ def _all(rhymes: dict) -> bool:
     return all(ok is not False for ok in rhymes.values())
 
 
-def _score(lines: list[ScannedLine]) -> float:
-    """The share of fixed positions whose character fits, as the lines show them (a line off 粘 counts one)."""
+def _counts(lines) -> tuple[int, int]:
+    """(fixed positions, those that break) as the lines show them; a line off 粘 counts one."""
     fixed = sum(sum(tone != EITHER_TONE for tone in line.pattern) for line in lines)
-    return 1.0 - sum(len(line.faults) + line.unglued for line in lines) / fixed if fixed else 1.0
+    return fixed, sum(len(line.faults) + line.unglued for line in lines)
+
+
+def _score(lines) -> float:
+    """The share of fixed positions whose character fits, as the lines show them."""
+    fixed, broken = _counts(lines)
+    return 1.0 - broken / fixed if fixed else 1.0
 
 
 def _shi_rhymes(lines: list[str], layout, prosody, check) -> tuple[str | None, dict[int, bool | None]]:
@@ -287,7 +293,7 @@ def report(scansion: Scansion) -> str:
     """The scansion as text: a head line, then each line with its pattern and what breaks it."""
     prosody = table()
     if scansion.genre == "shi":
-        head = [FORM_NAMES[scansion.form]] + ([scansion.tone_pattern] if scansion.tone_pattern else [])
+        head = [FULL_NAMES[scansion.form]] + ([scansion.tone_pattern] if scansion.tone_pattern else [])
     else:
         head = [scansion.form, f"variant {scansion.variant}"]
     head.append("layout ok" if scansion.layout_ok else "layout off (lines or marks differ from the form's)")
@@ -299,8 +305,8 @@ def report(scansion: Scansion) -> str:
     if scansion.repeat_ok is False:
         head.append("叠 broken (a repeated phrase differs)")
     if scansion.tone_score is not None:
-        fixed = sum(sum(tone != EITHER_TONE for tone in line.pattern) for line in scansion.lines)
-        head.append(f"平仄 {fixed - sum(len(line.faults) + line.unglued for line in scansion.lines)}/{fixed}")
+        fixed, broken = _counts(scansion.lines)
+        head.append(f"平仄 {fixed - broken}/{fixed}")
     elif scansion.layout_ok:
         head.append("仄韵 (古绝): 平仄 not judged (regular verse rhymes 平)")
     if scansion.unknown:
