@@ -324,3 +324,24 @@ def test_blind_kit_write_errors_are_one_line_before_or_after_generating(tmp_path
         assert error.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert "cannot" in err[-1] and str(out) in err[-1] and not any("Traceback" in line for line in err)
+
+
+def test_context_gain_is_each_later_line_in_context_less_alone():
+    """context_rerank.py's gain, against the forward model's readings of the poem and of each line alone
+    (poetgen.rerank.Reading), computed one poem and one line at a time."""
+    from poetgen.request import PoemRequest
+    from poetgen.rerank import Reading
+
+    context = _module("context_rerank")
+    picker = context.Picker()
+    g = picker.generator
+    texts = ["床前明月光，疑是地上霜。举头望明月，低头思故乡。", "千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江雪。"]
+    prefix = g.prefix(g.prepare(PoemRequest(form="wujue")))
+    gains = picker.context_gains(texts, prefix)
+    for text, gain in zip(texts, gains):
+        whole = Reading.read(g.stepper, g.tokenizer.encode(text), prefix).log_probs.reshape(4, 6)[:, :5]
+        lines = [text[6 * k:6 * k + 5] for k in range(4)]
+        alone = np.array([Reading.read(g.stepper, g.tokenizer.encode(line), prefix).log_probs for line in lines])
+        assert np.allclose(whole[0], alone[0], atol=1e-4)   # line 1 has no context: read alike
+        assert gain == pytest.approx((whole[1:] - alone[1:]).mean(), abs=1e-4)
+    assert gains[0] != pytest.approx(gains[1], abs=1e-3)
