@@ -2,8 +2,8 @@
 variant of its tune it fits best, line by line, with every position that breaks them and why.
 
 It reads the checkers' verdicts (checks.check_poem, ci_checks.check_against_tune), by every attested
-reading as they do, and names 失粘 where each couplet fits alone; it does not judge meaning or fluency, and
-it loads no model.
+reading as they do, and names 失粘 and 失对 where each couplet, or each line, fits alone; it does not judge
+meaning or fluency, and it loads no model.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class ScannedLine:
     faults: tuple[int, ...]    # 0-based columns whose character cannot be read in the tone asked there
     rhyme: bool | None         # the line ends at a rhyme: True when it fits, False when not; None: no rhyme
     unglued: bool = False      # 失粘: its second character's tone is not the line before's, as 粘 asks
+    unpaired: bool = False     # 失对: a couplet's second line whose second character's tone is its first line's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Scansion:
     @property
     def faults(self) -> int:
         """Positions that break the 平仄, rhyme positions that break the rhyme, and lines that break 粘."""
-        return sum(len(line.faults) + (line.rhyme is False) + line.unglued for line in self.lines)
+        return sum(len(line.faults) + (line.rhyme is False) + line.unglued + line.unpaired for line in self.lines)
 
     @property
     def ok(self) -> bool:
@@ -177,33 +178,41 @@ def _scan_shi(poem: str, form: str) -> Scansion:
         scanned.append(ScannedLine(line, seen, shown, faults, rhymes.get(i)))
     name = check.tone_pattern
     couplets = None if off_rhyme or not any(line.faults for line in scanned) else _couplets(read_lines, prosody)
-    if couplets is not None and sum(unglued for _, unglued in couplets) < sum(len(line.faults) for line in scanned):
+    if couplets is not None and sum(glue + pair for _, glue, pair in couplets) < sum(len(line.faults) for line in scanned):
         scanned = [dataclasses.replace(line, pattern="".join(t if c in strict_columns(shape) else EITHER_TONE
-                                                             for c, t in enumerate(shape)), faults=(), unglued=unglued)
-                   for line, (shape, unglued) in zip(scanned, couplets)]
-        name = "失粘"
+                                                             for c, t in enumerate(shape)), faults=(),
+                                       unglued=unglued, unpaired=unpaired)
+                   for line, (shape, unglued, unpaired) in zip(scanned, couplets)]
+        name = "、".join(fault for fault, seen in (("失粘", any(line.unglued for line in scanned)),
+                                                  ("失对", any(line.unpaired for line in scanned))) if seen)
     return Scansion("shi", form, None, True, _all(rhymes), group, name, _score(scanned), tuple(scanned), unknown)
 
 
-def _couplets(lines: list[str], prosody) -> list[tuple[str, bool]] | None:
-    """When every couplet fits a standard couplet of its place whole, but the poem fits no whole pattern:
-    each line's pattern, and whether it breaks 粘 (a couplet's first line takes the second character's
-    tone of the line before it: 王维's 劝君更尽一杯酒 does not). None when some couplet fits none whole (the
-    faults are then its own, as the whole pattern reads them). Of several couplets that fit, one keeping
-    粘 is taken."""
+def _couplets(lines: list[str], prosody) -> list[tuple[str, bool, bool]] | None:
+    """When every couplet fits a standard couplet of its place whole, or its two lines each fit a line of
+    one alone, but the poem fits no whole pattern: each line's pattern, whether it breaks 粘 (a couplet's
+    first line takes the second character's tone of the line before it: 王维's 劝君更尽一杯酒 does not), and
+    whether it breaks 对 (a couplet's second line takes the other tone there: 失对 where both lines take
+    one). None when some couplet's lines do not fit so (the faults are then its own, as the whole pattern
+    reads them). Of several shapes that fit, whole couplets come first, then those keeping 粘."""
     n, count = len(lines[0]) - 1, len(lines)
     patterns = tone_patterns(n, count).values()
-    chosen: list[tuple[str, bool]] = []
+    chosen: list[tuple[str, bool, bool]] = []
     for k in range(0, count, 2):
         places = [0] if k == 0 else range(2, count, 2)   # line 1's 入韵 forms are the first couplet's alone
+        bodies = [line[:-1] for line in lines[k:k + 2]]
         shapes = sorted({(pattern[j], pattern[j + 1]) for pattern in patterns for j in places})
-        whole = [shape for shape in shapes if all(pattern_fits([line[:-1] for line in lines[k:k + 2]], list(shape),
-                                                               n, prosody))]
-        if not whole:
-            return None
-        glued = [shape for shape in whole if not chosen or shape[0][1] == chosen[-1][0][1]]
-        first, second = (glued or whole)[0]
-        chosen += [(first, bool(chosen) and not glued), (second, False)]
+        fitting = [shape for shape in shapes if all(pattern_fits(bodies, list(shape), n, prosody))]
+        paired = bool(fitting)
+        if not paired:   # 失对? each line fits a line of its place alone, the two not opposed
+            firsts, seconds = ({pattern[j + d] for pattern in patterns for j in places} for d in (0, 1))
+            fitting = [(first, second) for first in sorted(firsts) for second in sorted(seconds)
+                       if all(pattern_fits(bodies, [first, second], n, prosody))]
+            if not fitting:
+                return None
+        glued = [shape for shape in fitting if not chosen or shape[0][1] == chosen[-1][0][1]]
+        first, second = (glued or fitting)[0]
+        chosen += [(first, bool(chosen) and not glued, False), (second, False, not paired)]
     return chosen
 
 
@@ -213,9 +222,9 @@ def _all(rhymes: dict) -> bool:
 
 
 def _counts(lines) -> tuple[int, int]:
-    """(fixed positions, those that break) as the lines show them; a line off 粘 counts one."""
+    """(fixed positions, those that break) as the lines show them; a line off 粘 or 对 counts one."""
     fixed = sum(sum(tone != EITHER_TONE for tone in line.pattern) for line in lines)
-    return fixed, sum(len(line.faults) + line.unglued for line in lines)
+    return fixed, sum(len(line.faults) + line.unglued + line.unpaired for line in lines)
 
 
 def _score(lines) -> float:
@@ -314,12 +323,13 @@ def report(scansion: Scansion) -> str:
     rows = [" · ".join(head)]
     width = max(len(line.text) for line in scansion.lines)
     seen = set()
-    for line in scansion.lines:
+    for i, line in enumerate(scansion.lines):
         notes = [_fault(line, c, prosody) for c in line.faults]
-        if line.unglued:   # the line before is the previous couplet's last
-            before = scansion.lines[scansion.lines.index(line) - 1]
-            notes.append(f"失粘: {line.text[1]} {line.pattern[1]}, the line before's {before.text[1]} "
-                         f"{before.pattern[1]}")
+        for fault, broken in (("失粘", line.unglued), ("失对", line.unpaired)):
+            if broken:   # the line before: the previous couplet's last (粘), or this couplet's first (对)
+                before = scansion.lines[i - 1]
+                notes.append(f"{fault}: {line.text[1]} {line.pattern[1]}, the line before's {before.text[1]} "
+                             f"{before.pattern[1]}")
         if line.rhyme is not None:
             end = line.read[-2]
             notes.insert(0, "韵" if line.rhyme else f"韵 ✗ ({_off_rhyme(line.text[-2], end, seen, prosody, scansion)})")

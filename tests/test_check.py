@@ -228,3 +228,25 @@ def test_a_couplet_off_glue_is_named_where_it_breaks():
     assert text[0].endswith("平仄 18/19") and text[3].endswith("失粘: 君 平, the line before's 舍 仄")
     assert run(wei, "--strict").exit_code == EXIT_FAULTS
     assert json.loads(run(NIGHT, "--format", "json").stdout)["tone_pattern"] == "平起入韵"
+
+
+def test_a_couplet_whose_lines_do_not_oppose_is_named_where_it_breaks():
+    """失对: each line fits a line of its place alone, but a couplet's two lines take one tone at their second
+    character. An early Tang 七绝 (参差 平 潺湲 平, 何须 平 人今 平): 失对 at lines 2 and 4, not faults spread
+    over the whole pattern; a made-up 五绝 with 落日 after 白日 (both 仄), the rest 粘 to it; a poem off both ways names both;
+    one character off stays a fault at its column."""
+    early = json.loads(run("参差碧岫耸莲花，潺湲绿水莹金沙。何须远访三山路，人今已到九仙家。", "--format", "json").stdout)
+    assert early["tone_pattern"] == "失对" and early["faults"] == 2 and not early["ok"]
+    assert [line["unpaired"] for line in early["lines"]] == [False, True, False, True]
+    assert not any(line["unglued"] or line["faults"] for line in early["lines"])
+    made = "白日依山尽，落日照江流。独坐幽篁里，清风满客楼。"
+    text = run(made).stdout.splitlines()
+    assert text[0].startswith("五言绝句 · 失对 ·") and text[0].endswith("平仄 13/14")
+    assert text[2].endswith("失对: 日 仄, the line before's 日 仄")
+    assert run(made, "--strict").exit_code == EXIT_FAULTS
+    both = json.loads(run("萧条起关塞，摇飏下蓬瀛。拂林花乱彩，响谷鸟分声。披云罗影散，泛水织文生。劳歌大风曲，"
+                          "威加四海清。", "--format", "json").stdout)
+    assert both["tone_pattern"] == "失粘、失对"
+    assert both["faults"] == sum(line["unglued"] + line["unpaired"] for line in both["lines"]) > 1
+    one = json.loads(run("白日依山尽，黄水入海流。欲穷千里目，更上一层楼。", "--format", "json").stdout)
+    assert one["tone_pattern"] == "仄起" and [line["faults"] for line in one["lines"]][1] == [1]
