@@ -418,6 +418,21 @@ def mark_entering(tunes: list[dict], model_poems: list[list[str]], poems: list[d
             tunes[i]["variants"][k].setdefault("entering", []).append(group)
 
 
+def _written_to(variant, chars: list[str], text: str, prosody) -> list[tuple[int, str, set]] | None:
+    """Whether a corpus ci was written to `variant`: its clauses (满庭芳#2's ci, read as #1 by their 平仄, are
+    not #1's) and at least FREE_FIT of the 谱's 平/仄 marks outside rhymes and 叠 phrases read in their
+    tone (not another form of its length, one the 谱 lacks). Those marks as (position, tone, the
+    character's tones) when it was; None when not. mark_free and mark_optional count the same ci."""
+    from poetgen.prosody import PING, ZE
+
+    if not variant.layout.fits(text):
+        return None
+    kept = {s.pos for s in variant.rhymes} | {pos for pair in variant.repeats for pos in pair}
+    asked = [(pos, tone, prosody.tones(ch)) for pos, (ch, tone) in enumerate(zip(chars, variant.tones))
+             if tone in (PING, ZE) and pos not in kept]
+    return asked if sum(tone in tones for _, tone, tones in asked) >= FREE_FIT * len(asked) else None
+
+
 def mark_free(tunes: list[dict], poems: list[dict]) -> None:
     """Give a variant "free": [[position, votes for the other tone, votes], ...], the positions its 谱 marks
     平 or 仄 that the corpus's ci of that variant (variant_ci) leave free: of the characters there that have
@@ -430,18 +445,14 @@ def mark_free(tunes: list[dict], poems: list[dict]) -> None:
     of its other marks. Rhyme positions and a 叠 phrase's (a copy asks its source's tone) are never freed.
     Generation and the checker leave these positions free (tunes.Variant.free); ci_checks.check_against_tune
     still chooses a ci's variant by the 谱's own marks (Variant.marked), so no ci changes variant."""
-    from poetgen.prosody import PING, ZE, table
+    from poetgen.prosody import table
 
     prosody = table()
     votes: dict[tuple[int, int], dict[int, list[int]]] = {}   # (tune, variant) -> position -> [other, votes]
     for i, k, variant, chars, text in variant_ci(tunes, poems):
-        if not variant.layout.fits(text):
-            continue   # clauses of another variant of this length (满庭芳#2's ci read as #1)
-        kept = {s.pos for s in variant.rhymes} | {pos for pair in variant.repeats for pos in pair}
-        asked = [(pos, tone, prosody.tones(ch)) for pos, (ch, tone) in enumerate(zip(chars, variant.tones))
-                 if tone in (PING, ZE) and pos not in kept]
-        if sum(tone in tones for _, tone, tones in asked) < FREE_FIT * len(asked):
-            continue   # not written to this variant (another form of its length, one the 谱 lacks)
+        asked = _written_to(variant, chars, text, prosody)
+        if asked is None:
+            continue
         counts = votes.setdefault((i, k), {})
         for pos, tone, tones in asked:
             if len(tones) == 1:
@@ -457,9 +468,9 @@ def mark_free(tunes: list[dict], poems: list[dict]) -> None:
 
 def mark_optional(tunes: list[dict], poems: list[dict]) -> None:
     """Give a variant "optional": [[position, ci that rhyme there, ci], ...], the rhyme positions (句中韵)
-    that fewer than OPTIONAL_SHARE of its ci rhyme, of at least FREE_VOTES counted as mark_free counts
-    them (its clauses, FREE_FIT of its marks): 辛弃疾's and most 青玉案 of the first form do not rhyme 玉壶光转
-    (17 of 75) nor 那人却在 (24 of 75). The checker accepts either there; generation still rhymes them, as the
+    that fewer than OPTIONAL_SHARE of its ci rhyme, of at least FREE_VOTES written to it (_written_to, as
+    mark_free counts them): 辛弃疾's and most 青玉案 of the first form do not rhyme 玉壶光转
+    (16 of 73) nor 那人却在 (22 of 73). The checker accepts either there; generation still rhymes them, as the
     谱 does. The next lowest share is about 70 % (千秋岁, 柳梢青): a share that low is a choice, not a slip."""
     from poetgen.ci_checks import check_ci
     from poetgen.ci_rhyme import ci_rhyme
@@ -467,12 +478,10 @@ def mark_optional(tunes: list[dict], poems: list[dict]) -> None:
 
     prosody, rhyme = table(), ci_rhyme()
     votes: dict[tuple[int, int], dict[int, list[int]]] = {}   # (tune, variant) -> position -> [rhymed, ci]
-    for i, k, variant, _, text in variant_ci(tunes, poems):
-        if not variant.layout.fits(text):
+    for i, k, variant, chars, text in variant_ci(tunes, poems):
+        if _written_to(variant, chars, text, prosody) is None:
             continue
         check = check_ci(text, variant.as_marked, prosody, rhyme)
-        if not check.chars_ok or (check.tone_score or 0) < FREE_FIT:
-            continue
         counts = votes.setdefault((i, k), {})
         for slot, ok in zip(variant.rhymes, check.rhyme_positions):
             count = counts.setdefault(slot.pos, [0, 0])
