@@ -59,12 +59,13 @@ class Variant:
     free: tuple[int, ...] = ()         # positions the 谱 marks 平 or 仄 that its poets left free: 中 in `tones`
     marked: str = ""                   # the 谱's own marks (`tones` before `free`): what tells variants apart
     optional: tuple[int, ...] = ()     # rhyme positions most of its poets did not rhyme (句中韵): either is accepted
+    filled: tuple[int, ...] = ()       # 律句 positions the source left 中 and its poets fix: their tone in `tones`
 
     @property
     def as_marked(self) -> "Variant":
         """This variant with the 谱's own marks: ci_checks.check_against_tune chooses the variant a ci was
         written to by them, so a freed position never draws a ci from the variant that marks it."""
-        return dataclasses.replace(self, tones=self.marked, free=()) if self.free else self
+        return dataclasses.replace(self, tones=self.marked, free=(), filled=()) if self.free or self.filled else self
 
     @property
     def length(self) -> int:
@@ -164,11 +165,13 @@ def _variant(tune: str, number: int, raw: dict) -> Variant:
     slots = sorted((RhymeSlot(abs(p), g, p < 0) for g, positions in enumerate(raw["rhymes"]) for p in positions),
                    key=lambda s: s.pos)
     free = tuple(position for position, _, _ in raw.get("free", ()))   # scripts/build_cipu.py's mark_free
-    tones = "".join(EITHER if i in free else tone for i, tone in enumerate(raw["tones"]))
+    filled = {position: tone for position, tone, _, _ in raw.get("filled", ())}   # and its mark_filled
+    tones = "".join(EITHER if i in free else filled.get(i, tone) for i, tone in enumerate(raw["tones"]))
     return Variant(tune, number, tones, tuple(raw["lengths"]), raw["marks"], tuple(slots),
                    tuple((position, source) for position, source in raw.get("repeats", ())),
                    tuple(raw.get("entering", ())), free, raw["tones"],
-                   tuple(position for position, _, _ in raw.get("optional", ())))   # build_cipu's mark_optional
+                   tuple(position for position, _, _ in raw.get("optional", ())),   # build_cipu's mark_optional
+                   tuple(sorted(filled)))
 
 
 class TuneTable:

@@ -36,6 +36,8 @@ ENTERING_SHARE = 2 / 3  # …of which at least this share rhyme it in 入声 (ma
 FREE_VOTES = 20         # one-tone characters a variant's corpus ci put at a 平 or 仄 position before mark_free judges it…
 FREE_SHARE = 1 / 3      # …of which at least this share take the other tone: the poets left it free…
 FREE_FIT = 0.85         # …counting the ci whose characters fit this share of the variant's other 平仄 marks
+FILLED_COLUMNS = {5: (1, 3, 4), 7: (1, 3, 5, 6)}   # 律句 lengths mark_filled fills, and the columns it may fix…
+FILLED_SHARE = 0.95     # …in a clause the 谱 marks in part, where this share of its poets' one-tone characters agree
 OPTIONAL_SHARE = 1 / 2  # a rhyme that fewer than this share of FREE_VOTES or more such ci rhyme is optional (mark_optional)
 # Marks of the model poems; "、" (读, a pause inside a sentence) breaks a clause like "，".
 MARKS = "，。、？！；："
@@ -288,6 +290,7 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
     mark_usual(tunes, poems)
     mark_free(tunes, poems)
     mark_optional(tunes, poems)
+    mark_filled(tunes, poems)
     return {"source": ATTRIBUTION, "tunes": tunes}
 
 
@@ -427,6 +430,7 @@ def _written_to(variant, chars: list[str], text: str, prosody) -> list[tuple[int
 
     if not variant.layout.fits(text):
         return None
+    variant = variant.as_marked   # the 谱's marks, as mark_free sees them before it frees any
     kept = {s.pos for s in variant.rhymes} | {pos for pair in variant.repeats for pos in pair}
     asked = [(pos, tone, prosody.tones(ch)) for pos, (ch, tone) in enumerate(zip(chars, variant.tones))
              if tone in (PING, ZE) and pos not in kept]
@@ -493,6 +497,60 @@ def mark_optional(tunes: list[dict], poems: list[dict]) -> None:
         if optional:
             tunes[i]["variants"][k]["optional"] = optional
 
+
+def mark_filled(tunes: list[dict], poems: list[dict]) -> None:
+    """Give a variant "filled": [[position, tone, characters in that tone, characters], ...], the 律句
+    columns (the second, fourth, sixth and the last: FILLED_COLUMNS) of a five- or seven-character clause
+    that the couyun tables leave 中 though the variant's poets keep them. A clause all 中 but its end is a
+    gap in the source (no 谱 leaves a 律句 free, yet 鹧鸪天's first line 彩袖殷勤捧玉钟 reads 中中中中中中平,
+    卜算子's 中中中中平, 水调歌头's 中中中中仄): a column is filled where more than 1 - FREE_SHARE of its
+    one-tone characters take one tone (less would be free by mark_free's measure). A clause with at least
+    two of its key columns 中 and others marked (渔家傲's 中中中中平中仄: 233 of 233 仄 at the second) is
+    filled only where FILLED_SHARE of them agree. Either way at least FREE_VOTES one-tone characters of the
+    corpus's ci written to the variant (_written_to) count, and the 律句 (of the four of its length, as the
+    clause's marks allow) is the one they fit best: 鹧鸪天 中仄中平中仄平 (一三五不论). Generation and the
+    checker use it (tunes.Variant.filled); a ci's variant is still chosen by the 谱's own marks."""
+    from poetgen.prosody import table, tone_patterns
+
+    prosody = table()
+    shapes = {n: sorted({line for pattern in tone_patterns(n, 4).values() for line in pattern}) for n in FILLED_COLUMNS}
+    clauses: dict[tuple[int, int], list[range]] = {}
+    for i, tune in enumerate(tunes):
+        for k, variant in enumerate(tune["variants"]):
+            starts = [sum(variant["lengths"][:j]) for j in range(len(variant["lengths"]))]
+            found = [range(start, start + n) for start, n in zip(starts, variant["lengths"]) if n in FILLED_COLUMNS
+                     and sum(variant["tones"][start + c] == EITHER_TONE for c in FILLED_COLUMNS[n][:-1]) >= 2]
+            if found:
+                clauses[(i, k)] = found
+    votes: dict[tuple[int, int], dict[int, collections.Counter]] = {}
+    for i, k, variant, chars, text in variant_ci(tunes, poems, only={i for i, _ in clauses}):
+        if (i, k) not in clauses or _written_to(variant, chars, text, prosody) is None:
+            continue
+        counts = votes.setdefault((i, k), collections.defaultdict(collections.Counter))
+        for clause in clauses[(i, k)]:
+            for pos in clause:
+                tones = prosody.tones(chars[pos])
+                if len(tones) == 1:
+                    counts[pos][next(iter(tones))] += 1
+    for (i, k), counts in sorted(votes.items()):
+        variant, filled = tunes[i]["variants"][k], []
+        for clause in clauses[(i, k)]:
+            marked = variant["tones"][clause[0]:clause[-1] + 1]
+            share = 1 - FREE_SHARE if set(marked[:-1]) == {EITHER_TONE} else FILLED_SHARE
+            kept = {pos for group in variant["rhymes"] for pos in map(abs, group)} | \
+                {pos for pair in variant.get("repeats", ()) for pos in pair}   # a rhyme's, a 叠's: not filled
+            columns = [c for c in FILLED_COLUMNS[len(clause)] if marked[c] == EITHER_TONE and clause[c] not in kept]
+            fitting = [shape for shape in shapes[len(clause)]
+                       if all(mark in (EITHER_TONE, tone) for mark, tone in zip(marked, shape))]
+            if not fitting:
+                continue   # no 律句 (平中平中平中仄, 上一下四 clauses): left as the 谱 has it
+            shape = max(fitting, key=lambda shape: sum(counts[clause[c]][shape[c]] for c in columns))
+            for c in columns:
+                agree, total = counts[clause[c]][shape[c]], sum(counts[clause[c]].values())
+                if total >= FREE_VOTES and agree > share * total:
+                    filled.append([clause[c], shape[c], agree, total])
+        if filled:
+            variant["filled"] = filled
 
 def add_traditional_names(tunes: list[dict]) -> None:
     """Give every name its traditional spelling: the couyun tables spell only some (渔父词, 宴齐云 and the

@@ -618,7 +618,7 @@ def variant_tones(tune: str, number: int) -> str:
 
 
 def test_a_rhyme_most_poets_left_unrhymed_is_optional_to_the_checker(tmp_path):
-    """辛弃疾's 青玉案 (and 58 of 75 of the first form) does not rhyme 玉壶光转, nor 51 那人却在: the checker
+    """辛弃疾's 青玉案 (and 57 of 73 of the first form) does not rhyme 玉壶光转, nor 51 那人却在: the checker
     accepts either there (Variant.optional), and still holds the other rhymes."""
     build = _build_module()
     root = tmp_path / "src"
@@ -650,3 +650,48 @@ def test_a_rhyme_most_poets_left_unrhymed_is_optional_to_the_checker(tmp_path):
     # when 玉壶光转 and 那人却在 rhyme; it failed when the optional positions voted
     water = check_against_tune(xin.replace("星如雨", "星如水"), tune_table().get("青玉案"), table(), ci_rhyme())
     assert water.rhyme_ok and "通押" in water.rhyme_parts[0]
+
+
+def test_a_lyric_line_the_source_leaves_free_takes_the_tones_its_poets_keep(tmp_path):
+    """The couyun tables give 鹧鸪天's first line as 中中中中中中平 (a gap: no 谱 leaves a 律句 free). Where a
+    five- or seven-character clause is all 中 but its end, the 律句 the variant's ci fit best fills its key
+    columns that more than 1 - FREE_SHARE of FREE_VOTES or more one-tone characters keep; a clause marked
+    in part, only where FILLED_SHARE keep them. Generation and the checker use the filled tones; the
+    variant is still chosen by the 谱's own marks."""
+    build = _build_module()
+    root = tmp_path / "src"
+    (root / "ci_list").mkdir(parents=True)
+    index = [{"idx": 0, "names": ["丁调"], "names_trad": ["丁調"], "pinyins": ["dingdiao", "dd"], "type": ["单调", 14, ["平"]]}]
+    variants = [{"ge_lyu_str": "中中中中中中平中平中仄仄平平", "rhyme_pos": [6, 13], "yun_classify": {"0": [6, 13]},
+                 "origin": "彩袖殷勤捧玉钟，当年拚却醉颜红。"}]
+    (root / "ci_index.json").write_text(json.dumps(index, ensure_ascii=False), encoding="utf-8")
+    (root / "ci_list" / "cipai_0.json").write_text(json.dumps(variants, ensure_ascii=False), encoding="utf-8")
+    corpus = tmp_path / "ci.jsonl.gz"
+    kept = "月雪春花月雪春，春花月雪月花人。"     # 仄仄平平仄仄平: the 律句 中仄中平中仄平
+    other = "春花月雪月花春，春花月雪月花人。"    # 平平仄仄仄平平 at one ci in four: not more than 2/3 kept
+    with gzip.open(corpus, "wt", encoding="utf-8") as stream:
+        for text in [kept] * 18 + [other] * 6:
+            stream.write(json.dumps({"text": text, "tune": "丁调", "genre": "ci"}, ensure_ascii=False) + "\n")
+    entry = build.build(root, corpus)["tunes"][0]["variants"][0]
+    assert entry["filled"] == [[1, ZE, 18, 24], [3, PING, 18, 24], [5, ZE, 18, 24]]   # not the rhyme at 6
+    variant = importlib.import_module("poetgen.tunes")._variant("丁调", 1, entry)
+    assert variant.tones[:7] == "中仄中平中仄平" and variant.filled == (1, 3, 5)
+    assert variant.as_marked.tones[:7] == "中中中中中中平" and variant.as_marked.filled == ()
+    assert not build.build(root, None)["tunes"][0]["variants"][0].get("filled")   # no corpus: as the source
+    with gzip.open(corpus, "wt", encoding="utf-8") as stream:   # 12 of 24 keep it: free, nothing filled
+        for text in [kept] * 12 + [other] * 12:
+            stream.write(json.dumps({"text": text, "tune": "丁调", "genre": "ci"}, ensure_ascii=False) + "\n")
+    assert not build.build(root, corpus)["tunes"][0]["variants"][0].get("filled")
+
+    from poetgen.ci_rules import CiTone, char_positions
+
+    zhegu = tune_table().get("鹧鸪天").variants[0]
+    assert zhegu.marked[:7] == "中中中中中中平" and zhegu.tones[:7] == "中仄中平中仄平"
+    masks = CiTone(zhegu, {PING: np.ones(3, bool), ZE: np.ones(3, bool)}).masks
+    assert char_positions(zhegu)[1] in masks and char_positions(zhegu)[0] not in masks   # generation keeps them
+    yujia = tune_table().get("渔家傲").variants[0]   # marked in part (中中中中平中仄), 233 of 233 keep 仄 at 1
+    assert yujia.marked[:7] == "中中中中平中仄" and yujia.tones[:7] == "中仄中平平仄仄" and yujia.filled[:3] == (1, 3, 5)
+    # the checker now judges the first line: 彩云 and 金 break it (云 平 where 仄 is kept, 金 平)
+    wrong = check_against_tune("彩云殷勤捧金钟，当年拚却醉颜红。舞低杨柳楼心月，歌尽桃花扇影风。从别后，忆相逢。"
+                               "几回魂梦与君同。今宵剩把银釭照，犹恐相逢是梦中。", tune_table().get("鹧鸪天"), table(), ci_rhyme())
+    assert wrong.variant == 1 and wrong.tone_positions.count(False) == 2
