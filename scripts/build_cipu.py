@@ -125,7 +125,7 @@ def variant_of(raw: dict, where: str) -> dict:
     flat = sorted(abs(p) for g in groups for p in g)
     if flat != sorted(raw["rhyme_pos"]) or any(p not in ends for p in flat):
         raise ValueError(f"{where}: rhyme positions disagree with rhyme_pos or fall inside a clause")
-    groups = split_contradicted(groups, "".join(ch for ch in raw["origin"] if ch not in MARKS))
+    groups = consistent_xie(split_contradicted(groups, "".join(ch for ch in raw["origin"] if ch not in MARKS)), tones)
     repeats = repeats_of(raw, tones, groups)
     if repeats:   # a source the 谱 marks 中 (either) takes its copy's 平 or 仄: it is written there too
         pinned = list(tones)
@@ -137,6 +137,31 @@ def variant_of(raw: dict, where: str) -> dict:
     if repeats:
         entry["repeats"] = repeats
     return entry
+
+
+def consistent_xie(groups: list[list[int]], tones: str) -> list[list[int]]:
+    """The groups with their 叶 marks made to agree with the tones the pattern asks at them. A 叶 slot
+    takes the group's 部 in the other tone, so where most of a group's own (not 叶) slots ask one tone, an
+    own slot asking the other is 叶 (相见欢#2 marks 夜初长's 平 group's 江南望 叶 but not 江北望; 拨棹子#2,
+    六州歌头#2), and a 叶 slot asking the group's own tone is not (女冠子#7): else only a character read in
+    both tones could rhyme there. Two own slots at least must agree. A group of 叶 slots alone echoes the group before it (西江月#3's last
+    clause, 羞见东邻娇小, after 绡 桥) and joins it."""
+    merged: list[list[int]] = []
+    for group in groups:
+        if merged and all(p < 0 for p in group):
+            merged[-1] = sorted(merged[-1] + group, key=abs)
+        else:
+            merged.append(group)
+    result = []
+    for group in merged:
+        own = collections.Counter(tones[p] for p in group if p >= 0 and tones[p] != EITHER_TONE)
+        ranked = own.most_common()
+        if ranked and ranked[0][1] >= 2 and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]):
+            tone = ranked[0][0]
+            group = [-abs(p) if tones[abs(p)] not in (tone, EITHER_TONE) else abs(p) if tones[abs(p)] == tone else p
+                     for p in group]
+        result.append(group)
+    return result
 
 
 def split_contradicted(groups: list[list[int]], text: str) -> list[list[int]]:

@@ -695,3 +695,28 @@ def test_a_lyric_line_the_source_leaves_free_takes_the_tones_its_poets_keep(tmp_
     wrong = check_against_tune("彩云殷勤捧金钟，当年拚却醉颜红。舞低杨柳楼心月，歌尽桃花扇影风。从别后，忆相逢。"
                                "几回魂梦与君同。今宵剩把银釭照，犹恐相逢是梦中。", tune_table().get("鹧鸪天"), table(), ci_rhyme())
     assert wrong.variant == 1 and wrong.tone_positions.count(False) == 2
+
+
+def test_xie_marks_agree_with_the_tones_the_pattern_asks():
+    """A 叶 slot takes its group's 部 in the other tone. The couyun tables mark some slots against their tone
+    (相见欢#2's 江北望 仄 in the 平 group, not 叶, beside 叶 江南望; 女冠子#7's 仄 叶 in a 仄 group), so only a
+    character read both ways could rhyme there; and 西江月#3's last clause is a group of one 叶 slot."""
+    build = _build_module()
+    tones = "平仄平仄平仄"
+    assert build.consistent_xie([[0, 1, 2, 4]], tones) == [[0, -1, 2, 4]]          # 仄 among 平: 叶
+    assert build.consistent_xie([[0, -2, 4]], tones) == [[0, 2, 4]]                # 平 叶 in a 平 group: own
+    assert build.consistent_xie([[0, -2]], tones) == [[0, -2]]                     # …of two own slots at least
+    assert build.consistent_xie([[0, 1]], tones) == [[0, 1]]                       # one against one: as marked
+    assert build.consistent_xie([[0, 2], [-1]], tones) == [[0, -1, 2]]             # 叶 alone joins the group before
+    assert build.consistent_xie([[-1], [0, 2]], tones) == [[-1], [0, 2]]           # …where there is one
+    table_ = tune_table()
+    slots = {s.pos: s for s in table_.get("相见欢").variants[1].rhymes}
+    assert slots[20].xie and slots[23].xie and [23, 20] in [list(r) for r in table_.get("相见欢").variants[1].repeats]
+    assert not any(s.xie for s in table_.get("女冠子").variants[6].rhymes)
+    assert table_.get("西江月").variants[2].group_count == 2
+    for tune in table_.tunes:   # no slot asks a tone its group cannot give without a two-tone character
+        for v in tune.variants:
+            for s in v.rhymes:
+                own = v.group_tone(s.group)
+                if own != EITHER and v.tones[s.pos] != EITHER:
+                    assert (v.tones[s.pos] != own) == s.xie, (tune.name, v.number, s.pos)
