@@ -52,10 +52,17 @@ class CiRhyme:
     """The 词林正韵 codes of every character the 平水韵 table knows."""
 
     def __init__(self, prosody: Prosody):
+        from poetgen.corpus import chinese_forms
+
         self.groups_of = prosody.numbered_groups_of   # the 平水韵 groups: (平/上/去/入, number) per character
+        # a split group's other half is listed in simplified characters: a traditional one (開 臺 門 孫) is
+        # found by its simplified form, or 開 would read 第三部 with 灰, not 第五部 with 开
+        split = sorted(ch for ch, groups in self.groups_of.items()
+                       if any(not isinstance(_BU_OF[kind][number], int) for kind, number in groups))
+        plain = dict(zip(split, chinese_forms(split)))
         self.codes_of: dict[str, frozenset[int]] = {
-            ch: frozenset(_signed(kind, _bu(kind, number, ch)) for kind, number in groups)
-            for ch, groups in prosody.numbered_groups_of.items()}
+            ch: frozenset(_signed(kind, _bu(kind, number, plain.get(ch, ch))) for kind, number in groups)
+            for ch, groups in self.groups_of.items()}
 
     def codes(self, ch: str) -> frozenset[int]:
         return self.codes_of.get(ch, frozenset())

@@ -720,3 +720,15 @@ def test_xie_marks_agree_with_the_tones_the_pattern_asks():
                 own = v.group_tone(s.group)
                 if own != EITHER and v.tones[s.pos] != EITHER:
                     assert (v.tones[s.pos] != own) == s.xie, (tune.name, v.number, s.pos)
+
+
+def test_a_split_groups_other_half_is_found_in_traditional_characters_too():
+    """十灰's 咍 half (开 来 台) is 第五部 and 十三元's 魂 half (门 孙 温) 第六部: the lists are simplified, so
+    開 臺 來 門 孫 溫 read 第三部 and 第七部, and 晏殊's 浣溪沙 typed in traditional characters broke its rhyme."""
+    rhyme = ci_rhyme()
+    for traditional, simplified in zip("開臺來門孫溫", "开台来门孙温"):
+        assert rhyme.codes(traditional) <= rhyme.codes(simplified) and rhyme.codes(traditional)
+    assert rhyme.codes("灰") == rhyme.codes("恢") == frozenset({3})
+    both = [check_against_tune(text, tune_table().get("浣溪沙"), table(), rhyme)
+            for text in (YAN_SHU, "一曲新詞酒一杯，去年天氣舊亭臺。夕陽西下幾時回？無可奈何花落去，似曾相識燕歸來。小園香徑獨徘徊。")]
+    assert [c.rhyme_parts for c in both][0] == [c.rhyme_parts for c in both][1] and all(c.rhyme_ok for c in both)
