@@ -25,6 +25,8 @@ FULL_NAMES = {"wujue": "五言绝句", "qijue": "七言绝句", "wulv": "五言�
 MAX_SCANNED = 2000   # characters of a poem scanned at most (the longest tune has 240)
 STOPS = "。？！"       # marks that may end a poem
 # a trailing attribution: ——晏殊, —— 李白, （晏殊）, (王维)
+_INVISIBLE = re.compile("[\u200b-\u200f\u2060\ufeff]")   # zero-width spaces and joiners, marks of direction, a BOM
+_ELLIPSIS = re.compile(r"(?:[…⋯]|\.{3})+")                   # an ellipsis closes a line as 。 does
 _ATTRIBUTION = re.compile(r"([，。？！；：、,.?!;:\n]\s*)(?:[—－-]{1,2}\s*[^\s，。？！；：、,.?!;:]{1,12}|[（(][^）)\n]{1,12}[）)])\s*$")
 
 
@@ -104,7 +106,8 @@ def scan(text: str, form: str | None = None, tune: str | None = None, variant: i
         return _scan_ci(poem, tune, variant)
     found = form or form_of(poem)
     if found not in FORMS:
-        lengths = "/".join(str(len(line) - 1) for line in clauses(poem))
+        lengths = [str(len(line) - 1) for line in clauses(poem)]
+        lengths = "/".join(lengths) if len(lengths) <= 16 else "/".join(lengths[:12]) + f"/… ({len(lengths)} lines)"
         raise BadInput(f"lines of {lengths} characters are no regular shi form (五绝, 七绝, 五律, 七律: four or eight "
                        f"lines of five or seven); for a ci give its tune", field="form")
     return _scan_shi(poem, found)
@@ -114,7 +117,8 @@ def _prepared(text: str) -> str:
     """The poem with full-width marks: a byte-order mark, a trailing attribution (——晏殊) and repeated marks
     dropped; rows or space-separated runs without an end mark are closed, with ， and 。 in turn when the
     poem has no mark at all (one line per line, as people type a poem), and the poem ends with a stop."""
-    text = _ATTRIBUTION.sub(r"\1", text.replace("\ufeff", "").strip())
+    text = _ATTRIBUTION.sub(r"\1", _INVISIBLE.sub("", text).strip())
+    text = _ELLIPSIS.sub("。", text)   # 更上一层楼…… ends the poem; inside, a line
     rows = [part for raw in text.splitlines() for part in re.split(r"[\s\u3000]+", raw.strip()) if part]
     rows = [row for row in (normalize_text(row, simplify=False) for row in rows) if row]
     if not any(is_han(ch) for row in rows for ch in row):
@@ -164,9 +168,8 @@ def _scan_shi(poem: str, form: str) -> Scansion:
     # a 平 end of line 1 off the rhyme (朝辞白帝彩云东 in a 删 poem) counts against its last 平仄 position
     # (checks.first_line_fault): shown here as the rhyme it breaks, not as a tone it has
     off_rhyme = first_line_fault(read_lines, prosody, layout, check.rhyme_group)
-    if check.tone_pattern.endswith("入韵") and prosody.tones(read_lines[0][-2]):
-        rhymes[0] = not off_rhyme and rhymes.get(0, True) is not False and \
-            group in prosody.rhyme_groups(read_lines[0][-2])
+    if check.tone_pattern.endswith("入韵") and prosody.tones(read_lines[0][-2]):   # a neighbour group too
+        rhymes[0] = not off_rhyme and rhymes.get(0, True) is not False   # (借邻韵, as checks.first_line_fault)
     fits, scanned = list(check.tone_positions), []
     for i, (line, seen) in enumerate(zip(lines, read_lines)):
         columns = strict_columns(pattern[i])
@@ -174,7 +177,8 @@ def _scan_shi(poem: str, form: str) -> Scansion:
         if i == 0 and off_rhyme:
             line_fits[-1] = True
         shown = "".join(pattern[i][c] if c in columns else EITHER_TONE for c in range(len(pattern[i])))
-        faults = tuple(c for c, ok in zip(columns, line_fits) if not ok)
+        faults = tuple(c for c, ok in zip(columns, line_fits) if not ok and not _no_three_level(pattern[i], c, seen,
+                                                                                              prosody))
         scanned.append(ScannedLine(line, seen, shown, faults, rhymes.get(i)))
     name = check.tone_pattern
     couplets = None if off_rhyme or not any(line.faults for line in scanned) else _couplets(read_lines, prosody)
@@ -186,6 +190,23 @@ def _scan_shi(poem: str, form: str) -> Scansion:
         name = "、".join(fault for fault, seen in (("失粘", any(line.unglued for line in scanned)),
                                                   ("失对", any(line.unpaired for line in scanned))) if seen)
     return Scansion("shi", form, None, True, _all(rhymes), group, name, _score(scanned), tuple(scanned), unknown)
+
+
+def _guard(pattern: str, column: int) -> str | None:
+    """The rule a column of a line pattern guards beyond 一三五不论 (prosody.strict_columns): 三平尾 at
+    仄仄仄平平's third, 孤平 at 平平仄仄平's first (two further on in seven-character lines)."""
+    n = len(pattern)
+    if column == n - 3 and pattern[n - 3:] == ZE + PING + PING:
+        return "三平尾"
+    if column == n - 5 and pattern[n - 5:n - 3] == PING + PING and pattern[n - 2:] == ZE + PING:   # its third may show 中
+        return "孤平"
+    return None
+
+
+def _no_three_level(pattern: str, column: int, read: str, prosody) -> bool:
+    """A 平 at the 三平尾 guard that leaves no three 平 at the end, because the next character cannot be 平
+    (孟浩然's 八月湖水平: 湖 平, 水 仄): the line breaks at 水, not at 湖 too."""
+    return _guard(pattern, column) == "三平尾" and PING not in prosody.tones(read[column + 1])
 
 
 def _couplets(lines: list[str], prosody) -> list[tuple[str, bool, bool]] | None:
@@ -235,8 +256,8 @@ def _score(lines) -> float:
 
 def _shi_rhymes(lines: list[str], layout, prosody, check) -> tuple[str | None, dict[int, bool | None]]:
     """The poem's rhyme group and, per rhyme line, whether it fits: the checker's group when all fit;
-    else the group most rhyme lines share (a level one before a 仄 one; a 入韵 line 1 votes too), the
-    lines outside it off, a character that rhymes a second time (重韵) off too, and one the table lacks
+    else the group most rhyme lines share (a level one before a 仄 one; a 入韵 line 1 votes too; the one
+    level line's where no group has two and the others read 仄 only), the lines outside it off, a character that rhymes a second time (重韵) off too, and one the table lacks
     not judged (None)."""
     rhyming = ([0] if check.tone_pattern and check.tone_pattern.endswith("入韵") else []) + list(layout.rhyme_lines)
     ends = {i: lines[i][-2] for i in dict.fromkeys(rhyming)}
@@ -249,6 +270,9 @@ def _shi_rhymes(lines: list[str], layout, prosody, check) -> tuple[str | None, d
         if votes and max(votes.values()) >= min(2, len(known)):
             group = min(votes, key=lambda g: (-votes[g], g))
             break
+    level = {ch for ch in known.values() if prosody.rhyme_groups(ch)}
+    if group is None and len(level) == 1:   # one rhyme line can be 平, the rest only 仄: regular verse rhymes 平
+        group = min(prosody.rhyme_groups(level.pop()))
     seen, fits = set(), {}
     for i, ch in ends.items():
         if i not in known:
@@ -305,7 +329,7 @@ def report(scansion: Scansion) -> str:
         head = [FULL_NAMES[scansion.form]] + ([scansion.tone_pattern] if scansion.tone_pattern else [])
     else:
         head = [scansion.form, f"variant {scansion.variant}"]
-    head.append("layout ok" if scansion.layout_ok else "layout off (lines or marks differ from the form's)")
+    head.append("layout ok" if scansion.layout_ok else f"layout off ({_layout_fault(scansion)})")
     off = sum(line.rhyme is False for line in scansion.lines)
     if any(line.rhyme is not None for line in scansion.lines):
         head.append(f"rhyme {scansion.rhyme_group} ok" if not off and scansion.rhyme_group else
@@ -332,24 +356,38 @@ def report(scansion: Scansion) -> str:
                              f"{before.pattern[1]}")
         if line.rhyme is not None:
             end = line.read[-2]
-            notes.insert(0, "韵" if line.rhyme else f"韵 ✗ ({_off_rhyme(line.text[-2], end, seen, prosody, scansion)})")
+            borrowed = scansion.genre == "shi" and line.rhyme and scansion.rhyme_group is not None and \
+                scansion.rhyme_group not in prosody.rhyme_groups(end) | prosody.oblique_groups(end)
+            notes.insert(0, f"韵 (借邻韵: {line.text[-2]} in {'/'.join(sorted(prosody.rhyme_groups(end)))})" if borrowed
+                         else "韵" if line.rhyme else f"韵 ✗ ({_off_rhyme(line.text[-2], end, seen, prosody, scansion)})")
             seen.add(end)
         row = f"{line.text}{'　' * (width - len(line.text))}  {line.pattern}"
         rows.append(row + (f"  {'; '.join(notes)}" if notes else ""))
     return "\n".join(rows)
 
 
+def _layout_fault(scansion: Scansion) -> str:
+    """What a layout that is off has: its lines' lengths against the form's (a shi), or that its clauses
+    or marks are not the variant's (a ci)."""
+    lengths = "/".join(str(len(line.text) - 1) for line in scansion.lines)
+    if scansion.genre == "ci":
+        return f"clauses of {lengths} characters or their marks differ from variant {scansion.variant}'s"
+    layout = layout_of(scansion.form)
+    return f"lines of {lengths} characters; a {FULL_NAMES[scansion.form]} has {layout.line_count} of " \
+           f"{layout.uniform_length}, marked ，。 in turn"
+
+
 def _fault(line: ScannedLine, column: int, prosody) -> str:
-    """Why the character at `column` breaks the line: its tone, or the rule that column guards (三平尾: a
-    平 there ends 仄仄仄平平 in three 平; 孤平: a 仄 there leaves 平平仄仄平 one 平 beside the rhyme), where
-    only the rare reading of a two-tone character would fit."""
-    ch, asked, n = line.text[column], line.pattern[column], len(line.pattern)
+    """Why the character at `column` breaks the line: its tone, and the rule that column guards (三平尾: a
+    平 there ends 仄仄仄平平 in three 平; 孤平: a 仄 there leaves 平平仄仄平 one 平 beside the rhyme), or for
+    a two-tone character that only its rare reading would fit."""
+    ch, asked = line.text[column], line.pattern[column]
     tones = prosody.tones(line.read[column])   # as the checker read it: 峯 as 峰
+    rule = _guard(line.pattern, column)
     if tones == {PING, ZE}:
-        rule = "三平尾" if column == n - 3 else "孤平" if column == n - 5 else "a reading poets barely used"
-        return f"{ch}: {asked} asked, read {ZE if asked == PING else PING} ({rule})"
+        return f"{ch}: {asked} asked, read {ZE if asked == PING else PING} ({rule or 'a reading poets barely used'})"
     shown = next(iter(tones)) if tones else "? (not in the rhyme table)"
-    return f"{ch} reads {shown}, {asked} asked"
+    return f"{ch} reads {shown}, {asked} asked" + (f" ({rule})" if rule and tones else "")
 
 
 def _off_rhyme(ch: str, read: str, seen: set, prosody, scansion: Scansion) -> str:

@@ -250,3 +250,35 @@ def test_a_couplet_whose_lines_do_not_oppose_is_named_where_it_breaks():
     assert both["faults"] == sum(line["unglued"] + line["unpaired"] for line in both["lines"]) > 1
     one = json.loads(run("白日依山尽，黄水入海流。欲穷千里目，更上一层楼。", "--format", "json").stdout)
     assert one["tone_pattern"] == "仄起" and [line["faults"] for line in one["lines"]][1] == [1]
+
+
+def test_the_guarded_columns_name_their_rule_only_where_it_applies():
+    """A 平 at 仄仄仄平平's third is 三平尾 only when the fourth is 平 too: 孟浩然's 八月湖水平 (湖 平, 水 仄)
+    breaks at 水 alone. A one-tone character at a guarded column names the rule as a two-tone one does
+    (恨别花惊心: 三平尾; 故书抵万金: 孤平)."""
+    lake = run("八月湖水平，涵虚混太清。气蒸云梦泽，波撼岳阳城。欲济无舟楫，端居耻圣明。坐观垂钓者，徒有羡鱼情。").stdout
+    assert lake.splitlines()[1].endswith("韵; 水 reads 仄, 平 asked") and "湖" not in lake.splitlines()[1][7:]
+    spring = run("国破山河在，城春草木深。感时花溅泪，恨别花惊心。烽火连三月，故书抵万金。白头搔更短，浑欲不胜簪。").stdout
+    assert "花 reads 平, 仄 asked (三平尾)" in spring and "故 reads 仄, 平 asked (孤平)" in spring
+    assert "(三平尾)" not in run("国破山河在，城春草木深。感时花溅泪，恨别空水心。烽火连三月，家书抵万金。白头搔更短，"
+                             "浑欲不胜簪。").stdout
+
+
+def test_a_borrowed_first_rhyme_and_a_lone_level_rhyme_read_as_the_checker_reads_them():
+    """首句借邻韵 (王翰's 葡萄美酒夜光钗: 钗 九佳 beside 十灰) is what generation and evaluate accept
+    (checks.first_line_fault): the scansion says so and does not fail --strict. A quatrain whose two
+    rhyme lines are one 平 and one 仄 rhymes the 平 one's group; the 仄 line alone is off."""
+    wine = "葡萄美酒夜光钗，欲饮琵琶马上催。醉卧沙场君莫笑，古来征战几人回。"
+    assert run(wine, "--strict").exit_code == 0
+    assert "韵 (借邻韵: 钗 in 上平九佳)" in run(wine).stdout.splitlines()[1]
+    gone = json.loads(run("白日依山尽，黄河入海去。欲穷千里目，更上一层楼。", "--format", "json").stdout)
+    assert gone["rhyme_group"] == "下平十一尤" and [line["rhyme"] for line in gone["lines"]] == [None, False, None, True]
+
+
+def test_ellipses_invisible_characters_and_shapes_that_do_not_fit_are_read_as_people_mean_them():
+    assert json.loads(run(STORK[:-1] + "……", "--format", "json").stdout)["ok"]
+    assert json.loads(run("白日依\u200b山尽，黄河入海流。欲穷千里目，更上一层楼。", "--format", "json").stdout)["ok"]
+    wrong = run("--form", "七绝", STORK)
+    assert wrong.exit_code == 0 and "layout off (lines of 5/5/5/5 characters; a 七言绝句 has 4 of 7" in wrong.stdout
+    long = run("白日依山尽，黄河入海流。" * 150)
+    assert long.exit_code == EXIT_USAGE and "(300 lines)" in long.stderr and len(long.stderr) < 400
