@@ -148,7 +148,7 @@ def generate(prompt, model_dir, fmt, traditional, int8, interactive, **options) 
         return run_session(generate, prompt, model_dir, int8, dict(options, fmt=fmt, traditional=traditional))
     request = api.poem_request(prompt, **options)   # a bad option fails before the model loads
     poet = api.load(model_dir, int8)
-    if request.tune and request.variant is None and "#" not in request.tune:
+    if request.tune and request.variant is None and not {"#", "＃"} & set(request.tune):
         from poetgen.tunes import tune_table, written_as_note
 
         note = written_as_note(tune_table().get(request.tune))

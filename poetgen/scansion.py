@@ -14,6 +14,7 @@ import re
 
 from poetgen.checks import check_poem, first_line_fault, pattern_fits
 from poetgen.ci_checks import check_against_tune, check_ci, han_chars, normalize_marks
+from poetgen.ci_rhyme import ci_rhyme, describe
 from poetgen.corpus import is_han, normalize_text, to_simplified
 from poetgen.errors import BadInput
 from poetgen.layout import FORM_ALIASES, FORMS, MARKS, clauses, form_of, layout_of
@@ -81,7 +82,7 @@ def scan(text: str, form: str | None = None, tune: str | None = None, variant: i
     if not isinstance(text, str):
         raise BadInput(f"the poem must be text, not {type(text).__name__}", field="text")
     poem = _prepared(text)
-    tune = tune.strip() or None if isinstance(tune, str) else tune
+    tune = tune.strip().replace("＃", "#") or None if isinstance(tune, str) else tune   # 浣溪沙＃3 as typed in Chinese
     if tune and "#" in tune:   # 浣溪沙#3, as errors, `tunes` and the SavedModel spell a variant
         if variant is not None:
             raise BadInput("give the variant once: 浣溪沙#3 or variant 3", field="variant")
@@ -284,7 +285,6 @@ def _shi_rhymes(lines: list[str], layout, prosody, check) -> tuple[str | None, d
 
 
 def _scan_ci(poem: str, tune_name: str, number: int | None) -> Scansion:
-    from poetgen.ci_rhyme import ci_rhyme
     from poetgen.tunes import tune_table
 
     tune, prosody, rhyme = tune_table().get(tune_name), table(), ci_rhyme()
@@ -392,8 +392,12 @@ def _fault(line: ScannedLine, column: int, prosody) -> str:
 
 def _off_rhyme(ch: str, read: str, seen: set, prosody, scansion: Scansion) -> str:
     """Why a rhyme line's last character (`read` as the checker read `ch`) is off: rhymed twice (重韵: it
-    repeats another rhyme, or is in the poem's group and still off), or in another group (出韵)."""
-    if scansion.genre == "ci" or scansion.rhyme_group is None:
+    repeats another rhyme, or is in the poem's group and still off), or in another group (出韵; a ci's
+    names the 部 the character is in)."""
+    if scansion.genre == "ci":
+        parts = "/".join(describe(code) for code in sorted(ci_rhyme().codes(read), key=abs)) or "no 部"
+        return f"{ch} rhymes twice: 重韵" if read in seen else f"{ch} in {parts}: off the rhyme"
+    if scansion.rhyme_group is None:
         return f"{ch} rhymes twice: 重韵" if read in seen else "off the rhyme"
     groups = prosody.rhyme_groups(read) | prosody.oblique_groups(read)
     if read in seen or scansion.rhyme_group in groups:

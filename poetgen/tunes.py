@@ -285,7 +285,7 @@ def tune_table(path: Path = TABLE_PATH) -> TuneTable:
 def resolve(name: str, variant: int | None = None) -> Variant:
     """The variant of a tune named by any of its names, with an optional "#k" (as errors, the SavedModel
     and `poetgen tunes` spell a variant: 浣溪沙#3); the tune's usual one (Tune.usual) when neither gives one."""
-    base, mark, number = name.strip().partition("#")
+    base, mark, number = name.strip().replace("＃", "#").partition("#")   # a full-width ＃ as typed in Chinese
     if not base.strip():
         raise BadInput(f"{name!r}: no tune name" + (" before '#' (浣溪沙#3)" if mark else ""), field="tune")
     if mark:

@@ -282,3 +282,11 @@ def test_ellipses_invisible_characters_and_shapes_that_do_not_fit_are_read_as_pe
     assert wrong.exit_code == 0 and "layout off (lines of 5/5/5/5 characters; a 七言绝句 has 4 of 7" in wrong.stdout
     long = run("白日依山尽，黄河入海流。" * 150)
     assert long.exit_code == EXIT_USAGE and "(300 lines)" in long.stderr and len(long.stderr) < 400
+
+
+def test_a_ci_rhyme_off_names_the_bu_it_is_in_and_a_full_width_hash_names_a_variant():
+    su = "细雨斜风作晓寒，淡烟疏柳媚晴滩。入淮清洛渐漫漫。雪沫乳花浮午盏，蓼茸蒿笋试春盘。人间有味是清鸣。"
+    assert run("--tune", "浣溪沙", su).stdout.splitlines()[-1].endswith("韵 ✗ (鸣 in 第十一部平: off the rhyme)")
+    assert json.loads(run("--tune", "浣溪沙＃1", su, "--format", "json").stdout)["variant"] == 1
+    result = CliRunner().invoke(cli, ["generate", "--tune", "浣溪沙＃3", "-n", "1", "--seed", "1", "--format", "json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["poems"][0]["variant"] == 3
