@@ -60,12 +60,14 @@ class Variant:
     marked: str = ""                   # the 谱's own marks (`tones` before `free`): what tells variants apart
     optional: tuple[int, ...] = ()     # rhyme positions most of its poets did not rhyme (句中韵): either is accepted
     filled: tuple[int, ...] = ()       # 律句 positions the source left 中 and its poets fix: their tone in `tones`
+    borrowed: tuple[int, ...] = ()     # a 又一体 marked in full: the main form's 中 where they share clauses, 中 in `tones`
 
     @property
     def as_marked(self) -> "Variant":
         """This variant with the 谱's own marks: ci_checks.check_against_tune chooses the variant a ci was
         written to by them, so a freed position never draws a ci from the variant that marks it."""
-        return dataclasses.replace(self, tones=self.marked, free=(), filled=()) if self.free or self.filled else self
+        changed = self.free or self.filled or self.borrowed
+        return dataclasses.replace(self, tones=self.marked, free=(), filled=(), borrowed=()) if changed else self
 
     @property
     def length(self) -> int:
@@ -166,12 +168,13 @@ def _variant(tune: str, number: int, raw: dict) -> Variant:
                    key=lambda s: s.pos)
     free = tuple(position for position, _, _ in raw.get("free", ()))   # scripts/build_cipu.py's mark_free
     filled = {position: tone for position, tone, _, _ in raw.get("filled", ())}   # and its mark_filled
-    tones = "".join(EITHER if i in free else filled.get(i, tone) for i, tone in enumerate(raw["tones"]))
+    borrowed = tuple(raw.get("borrowed", ()))   # and its borrow_free
+    tones = "".join(EITHER if i in free or i in borrowed else filled.get(i, tone) for i, tone in enumerate(raw["tones"]))
     return Variant(tune, number, tones, tuple(raw["lengths"]), raw["marks"], tuple(slots),
                    tuple((position, source) for position, source in raw.get("repeats", ())),
                    tuple(raw.get("entering", ())), free, raw["tones"],
                    tuple(position for position, _, _ in raw.get("optional", ())),   # build_cipu's mark_optional
-                   tuple(sorted(filled)))
+                   tuple(sorted(filled)), borrowed)
 
 
 class TuneTable:

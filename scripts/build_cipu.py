@@ -316,7 +316,46 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
     mark_free(tunes, poems)
     mark_optional(tunes, poems)
     mark_filled(tunes, poems)
+    borrow_free(tunes)
     return {"source": ATTRIBUTION, "tunes": tunes}
+
+
+def borrow_free(tunes: list[dict]) -> None:
+    """A 又一体 the couyun tables mark in full (no 中: the 谱 prints it as its example poem's tones, with
+    "余参前词", the rest as the main form) takes the main form's 中 in the clauses the two share: the
+    clause lengths they have in common (difflib's matching runs), position by position, where neither
+    holds a rhyme nor the variant a 叠: "borrowed": [positions], 中 to generation and to the checker's
+    verdict (tunes.Variant.borrowed). 水调歌头's 2nd–8th, 浣溪沙's 2nd–5th were marked in every position, so
+    a ci written to one was held to its example's every tone, and `--variant 2` wrote to them. A ci's
+    variant is still chosen by the tables' own marks, as for mark_free: the main form's freedom read into
+    a 又一体 would draw ci to it by their punctuation (水调歌头's 6/5 split, an editor's as often as a
+    poet's), where its 句中韵 then fail."""
+    import difflib
+
+    for tune in tunes:
+        main = tune["variants"][0]
+        if EITHER_TONE not in main["tones"]:
+            continue
+        main_starts = [sum(main["lengths"][:j]) for j in range(len(main["lengths"]))]
+        filled = {position for position, *_ in main.get("filled", ())}   # a gap mark_filled closed is not free
+        main_rhymes = {abs(p) for group in main["rhymes"] for p in group}
+        for variant in tune["variants"][1:]:
+            if EITHER_TONE in variant["tones"]:
+                continue   # the 谱 marks this form's own freedom
+            starts = [sum(variant["lengths"][:j]) for j in range(len(variant["lengths"]))]
+            kept = {abs(p) for group in variant["rhymes"] for p in group} | \
+                {pos for pair in variant.get("repeats", ()) for pos in pair}
+            borrowed = []
+            matcher = difflib.SequenceMatcher(None, main["lengths"], variant["lengths"], autojunk=False)
+            for block in matcher.get_matching_blocks():
+                for offset in range(block.size):
+                    i, j = block.a + offset, block.b + offset
+                    for column in range(main["lengths"][i]):
+                        a, b = main_starts[i] + column, starts[j] + column
+                        if main["tones"][a] == EITHER_TONE and a not in main_rhymes | filled and b not in kept:
+                            borrowed.append(b)
+            if borrowed:
+                variant["borrowed"] = borrowed
 
 
 def mark_usual(tunes: list[dict], poems: list[dict]) -> None:

@@ -212,7 +212,7 @@ def test_check_against_tune_reads_dou_marks():
     # miss in variant 3; it breaks 驾长车，踏破贺兰山缺 three and six where the 谱 breaks five and four
     check = check_against_tune(text, tune, prosody, rhyme)
     assert (check.variant, check.layout_ok, check.rhyme_ok, check.rhyme_parts) == (1, False, True, ["第十八部入"])
-    assert check.tone_score > check_ci(text, tune.variants[2], prosody, rhyme).tone_score + 0.1
+    assert check.tone_score > check_ci(text, tune.variants[2].as_marked, prosody, rhyme).tone_score + 0.1   # the 谱's marks
     # a rhyme position given a 平 character of another 部 fails, and only that one
     variant = tune.variants[check.variant - 1]
     broken = check_ci(_replace_char(text, variant.rhymes[2].pos, "东"), variant, prosody, rhyme)
@@ -732,3 +732,28 @@ def test_a_split_groups_other_half_is_found_in_traditional_characters_too():
     both = [check_against_tune(text, tune_table().get("浣溪沙"), table(), rhyme)
             for text in (YAN_SHU, "一曲新詞酒一杯，去年天氣舊亭臺。夕陽西下幾時回？無可奈何花落去，似曾相識燕歸來。小園香徑獨徘徊。")]
     assert [c.rhyme_parts for c in both][0] == [c.rhyme_parts for c in both][1] and all(c.rhyme_ok for c in both)
+
+
+def test_a_variant_marked_in_full_borrows_the_main_forms_free_positions():
+    """The couyun tables mark most 又一体 in every position (their example's tones): in the clauses it
+    shares with the main form, a variant with no 中 of its own takes the main form's 中 (not at a rhyme of
+    either, nor at its 叠, nor where mark_filled closed the main form's gap), for generation and the
+    checker's verdict; a ci's variant is still chosen by the tables' own marks."""
+    build = _build_module()
+    main = {"tones": "中中中平仄中平仄仄平", "lengths": [5, 5], "rhymes": [[9]], "filled": [[1, ZE, 30, 30]]}
+    full = {"tones": "平仄仄平仄仄平平仄平仄仄平", "lengths": [3, 5, 5], "marks": "，，。", "rhymes": [[7], [12]]}
+    own = {"tones": "中仄仄平仄平平仄仄平", "lengths": [5, 5], "rhymes": [[9]]}
+    tunes = [{"variants": [main, full, own]}]
+    build.borrow_free(tunes)
+    assert full["borrowed"] == [3, 5, 8]   # main's 0 and 2 (1 was filled) in its first clause, 5 in the second; not 12
+    assert "borrowed" not in own and "borrowed" not in main
+    variant = importlib.import_module("poetgen.tunes")._variant("x", 2, full)
+    assert variant.tones == "平仄仄中仄中平平中平仄仄平" and variant.as_marked.tones == full["tones"]
+
+    su = ("皓月几时有？把酒问青天。不知天上宫阙，今夕是何年。我欲乘风归去，又恐琼楼玉宇，高处不胜寒。起舞弄清影，何似在人间。"
+          "转朱阁，低绮户，照无眠。不应有恨，何事长向别时圆？人有悲欢离合，月有阴晴圆缺，此事古难全。但愿人长久，千里共婵娟。")
+    shuidiao = tune_table().get("水调歌头")
+    third = shuidiao.variants[2]
+    assert third.marked[:5] == "平仄仄平仄" and third.tones[:5] == "中仄中平仄"   # 明月几时有, read as the main form's
+    check = check_against_tune(su, shuidiao, table(), ci_rhyme())
+    assert check.variant == 3 and all(check.tone_positions)   # 皓 (仄) where 明 (平) stands: free
