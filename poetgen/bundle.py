@@ -75,6 +75,24 @@ def save_bundle(directory: Path, model, tokenizer: Tokenizer, config: dict) -> N
         stage.save(directory / MODEL_FILE, model.save)
         stage.text(directory / CONFIG_FILE, config_text({**config, "format_version": FORMAT_VERSION,
                                                           "tokenizer_hash": tokenizer.hash}))
+    _set_aside_stale_reverse(directory, tokenizer)
+
+
+def _set_aside_stale_reverse(directory: Path, tokenizer: Tokenizer) -> None:
+    """A reverse model (reverse/) trained on another vocabulary than the bundle's new one (`train --force`
+    over a bundle that had one) would make every later load refuse the bundle: it is renamed, not
+    deleted (reverse.stale, reverse.stale-2 …), once the new model is in place, and a warning says so."""
+    reverse = directory / "reverse"
+    try:
+        stale = (reverse / TOKENIZER_FILE).is_file() and Tokenizer.load(reverse / TOKENIZER_FILE).hash != tokenizer.hash
+    except (OSError, ValueError, BadModel):
+        return   # unreadable: loading it names the fault
+    if stale:
+        aside = next(path for path in (directory / ("reverse.stale" + (f"-{k}" if k > 1 else "")) for k in range(1, 10**6))
+                     if not path.exists())
+        reverse.rename(aside)
+        logger.warning(f"{reverse} was trained on another vocabulary than this model's: set aside as {aside.name}; "
+                       f"train a new one with --reverse --out {reverse}")
 
 
 def is_bundle_config(path: Path) -> bool:

@@ -205,6 +205,12 @@ def check_bundle(out: Path, epochs_done: int) -> None:
     _check_archive(model, "the best model", restore)
 
 
+def _shown(name: str, value) -> str:
+    """An option as typed: --units 256; a switch as --conditioned, or no --conditioned."""
+    flag = "--" + name.replace("_", "-")
+    return (flag if value else f"no {flag}") if isinstance(value, bool) else f"{flag} {value}"
+
+
 def resumed_config(config, saved: dict, explicit, fixed) -> object:
     """The run's own options from its resume state, except those the user gave explicitly.
 
@@ -214,7 +220,7 @@ def resumed_config(config, saved: dict, explicit, fixed) -> object:
     train_options = saved["train"]
     changed = [name for name in fixed if name in explicit and name in train_options
                and train_options[name] != getattr(config, name)]
-    different = [f"--{name.replace('_', '-')} {train_options[name]} (not {getattr(config, name)})" for name in changed]
+    different = [f"{_shown(name, train_options[name])} (not {_shown(name, getattr(config, name))})" for name in changed]
     if different:
         raise BadInput("cannot resume with different model options (or held-out split); the run used "
                        + ", ".join(different) + " (start over with --force to change them)", field=changed[0])

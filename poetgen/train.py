@@ -37,7 +37,7 @@ from poetgen.options import check_settings, setting
 from poetgen.resume import (LOG_FILE, RESUME_DIR, RESUME_STATE, RESUME_TOKENIZER, check_bundle, explicit_options,
                             load_resume_model, model_files, read_state, repair_log, restore_seed_states,
                             resumed_config, save_state, seed_states)
-from poetgen.tokenizer import SPECIALS, Tokenizer
+from poetgen.tokenizer import SPECIALS, UNK, Tokenizer
 from poetgen.train_step import use_sampled_softmax
 from poetgen.windows import check_windows, token_stream, training_dataset, window_starts
 
@@ -92,6 +92,8 @@ class TrainConfig:
     def validate(self) -> None:
         refuse_multiworker()
         check_settings(self)
+        if not str(self.out).strip():   # "" would be the current directory
+            raise BadInput("--out must name a directory (it is empty)", field="out")
         if self.resume and self.force:
             raise BadInput("--resume goes on with a run's saved state and --force starts over, replacing it: "
                            "give one of them", field="force")
@@ -194,6 +196,9 @@ class Run:
             raise BadInput(f"--out {self.out} exists and is not a directory")
         if config.resume:
             self._load_resume_state()
+        elif (self.out / CONFIG_FILE).exists() and not self.holds_run():   # a user's own, never replaced
+            raise BadInput(f"{self.out / CONFIG_FILE} is not a poetgen run's (a run writes its own config.json "
+                           f"there); choose a new or empty --out")
         elif ((self.out / CONFIG_FILE).exists() or (self.resume_dir / RESUME_STATE).exists()) and not config.force:
             # a run stopped within its first epoch has a resume state and no model yet: as precious
             raise BadInput(f"{self.out} already holds a model or a run's saved progress; pass --resume to continue "
@@ -228,7 +233,13 @@ class Run:
                               "train_chars": int(len(self.train_stream)),
                               "held_out_chars": sum(len(t) + 1 for t in self.held_out)}
         if config.resume and self.state.get("corpus_hash") not in (None, self.corpus_record["hash"]):
-            logger.warning("the corpus changed since this run started; continuing on the new one")
+            # its held-out poems are others: the best so far is no yardstick for them, and the run's
+            # vocabulary (kept: the weights have its shape) may not know all of its characters
+            unknown = float(np.mean(self.train_stream == UNK)) if len(self.train_stream) else 0.0
+            self.state["best_val_loss"] = self.state["best_epoch"] = None
+            logger.warning(f"the corpus changed since this run started; continuing on the new one ({len(poems):,} "
+                           f"poems, {unknown:.1%} of its training characters unknown to the run's vocabulary): "
+                           f"held-out perplexity starts afresh, the next epoch's model is kept as the best")
         if config.force and not config.resume and self.holds_run():   # starting over: not the old run's curves
             shutil.rmtree(self.out / "tensorboard", ignore_errors=True)   # beside the new run's in TensorBoard
 
@@ -242,6 +253,9 @@ class Run:
         self.state = {"step_in_epoch": 0, **saved["state"]}   # states saved before mid-epoch saves lack it
         if self.corpus is None:   # --resume without --corpus continues on the run's own corpus
             self.corpus = saved["train"].get("corpus")
+        if self.corpus and self.corpus == saved["train"].get("corpus") and not Path(self.corpus).exists():
+            raise BadInput(f"the run's corpus {self.corpus} is gone: pass --corpus to continue on it (moved) or "
+                           f"on another", field="corpus")
 
     def model_config(self) -> ModelConfig:
         return model_config(self.config, self.tokenizer.vocab_size)
@@ -386,6 +400,9 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     run.stopped = run.state["epochs_done"] < config.epochs or bool(run.state["step_in_epoch"])
     if run.stopped:
         logger.warning(f"stopped at {run.position()}; saved. Continue with: {resume_command(config)}")
+    elif stopper.stopped:   # it came while the last epoch was scored and saved: nothing is left to do
+        logger.warning("the stop came after the last batch: every epoch is done and saved, so the run ends as "
+                       "finished (exit 0), with nothing to resume")
     return run
 
 

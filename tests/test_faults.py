@@ -719,3 +719,67 @@ def test_a_bundle_file_larger_than_any_config_is_refused_before_it_is_read(tiny_
     monkeypatch.setattr(poetgen.atomic, "MAX_SMALL_FILE", 100)
     result = CliRunner().invoke(cli, ["generate", "--model", str(tiny_bundle), "--seed", "1"])
     assert result.exit_code == 2 and "config.json: corrupt config (larger than" in result.output, result.output
+
+
+# ---- a reviewer's findings (2026-11-28) -------------------------------------------------------------
+
+def test_a_users_own_config_json_is_never_replaced_and_an_empty_out_is_refused(tiny_corpus, tmp_path):
+    """A folder with a config.json that no poetgen run wrote was told to --resume (nothing there) or
+    --force, and --force replaced the file; `--out ""` trained into the current directory."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"my": "config"}', encoding="utf-8")
+    for extra in ((), ("--force",)):
+        assert_one_line(invoke("train", "--corpus", tiny_corpus, "--out", folder, "--epochs", 1, *RUN_ARGS, *extra),
+                        "is not a poetgen run's", "choose a new or empty --out")
+    assert (folder / "config.json").read_text(encoding="utf-8") == '{"my": "config"}'
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json"]
+    assert_one_line(invoke("train", "--corpus", tiny_corpus, "--out", "", "--epochs", 1, *RUN_ARGS), "--out")
+
+
+def test_resuming_on_a_changed_corpus_starts_its_held_out_score_afresh(run_copy, tmp_path):
+    """The held-out poems of another corpus are others: the old best was no yardstick (the new epochs were
+    never kept, and config.json kept the old corpus); the warning says how much of it the vocabulary lacks."""
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in shipped_records(600)[200:]),
+                     encoding="utf-8")
+    before = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
+    result = invoke("train", "--out", run_copy, "--resume", "--epochs", 2, "--corpus", other)
+    assert result.exit_code == 0, result.output
+    assert "the corpus changed" in result.stderr and "unknown to the run's vocabulary" in result.stderr
+    after = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
+    assert after["corpus"]["hash"] != before["corpus"]["hash"] and after["corpus"]["path"] == str(other)
+    assert after["metrics"]["best_epoch"] == 2
+
+
+def test_a_forced_retrain_sets_aside_a_reverse_model_of_the_old_vocabulary(run_copy, tmp_path):
+    """`train --force` with another vocabulary kept reverse/, and every later load refused the bundle."""
+    shutil.copytree(run_copy, run_copy / "reverse", ignore=shutil.ignore_patterns("resume", "tensorboard", "log.csv"))
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in shipped_records(400)[::-1]),
+                     encoding="utf-8")
+    result = invoke("train", "--corpus", other, "--out", run_copy, "--force", "--epochs", 1, *RUN_ARGS)
+    assert result.exit_code == 0, result.output
+    assert "set aside as reverse.stale" in result.stderr
+    assert not (run_copy / "reverse").exists() and (run_copy / "reverse.stale" / "model.keras").is_file()
+    assert invoke("generate", "--model", run_copy, "--seed", 1).exit_code == 0
+
+
+def test_resume_messages_name_switches_and_a_lost_corpus(run_copy, tmp_path):
+    assert_one_line(invoke("train", "--out", run_copy, "--resume", "--epochs", 3, "--conditioned"),
+                    "the run used no --conditioned (not --conditioned)")
+    state_path = run_copy / "resume" / "state.json"
+    state = json.loads(state_path.read_text(encoding="utf-8"))
+    state["train"]["corpus"] = str(tmp_path / "gone.jsonl")
+    state_path.write_text(json.dumps(state), encoding="utf-8")
+    assert_one_line(invoke("train", "--out", run_copy, "--resume", "--epochs", 3), "the run's corpus",
+                    "gone.jsonl is gone: pass --corpus")
+
+
+def test_max_chars_is_refused_where_a_form_fixes_the_length():
+    from poetgen import api
+    from poetgen.errors import BadInput
+
+    with pytest.raises(BadInput, match="max_chars caps free verse"):
+        api.poem_request("", max_chars=30)
+    assert api.poem_request("", form="free", max_chars=30).max_chars == 30
