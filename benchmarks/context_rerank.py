@@ -56,7 +56,7 @@ class Picker:
 
     def context_gains(self, texts: list[str], prefix: list[int]) -> np.ndarray:
         """Per poem (all of one regular form): mean over the characters of lines 2 on of log p(char |
-        the poem before it) - log p(char | the line before it only, read right after the prefix)."""
+        the poem before it) - log p(char | its own line alone, read right after the prefix)."""
         from poetgen.rerank import _step_log_probs
 
         g = self.generator

@@ -85,12 +85,17 @@ def _set_aside_stale_reverse(directory: Path, tokenizer: Tokenizer) -> None:
     reverse = directory / "reverse"
     try:
         stale = (reverse / TOKENIZER_FILE).is_file() and Tokenizer.load(reverse / TOKENIZER_FILE).hash != tokenizer.hash
-    except (OSError, ValueError, BadModel):
+    except (OSError, ValueError, KeyError, TypeError, BadModel):
         return   # unreadable: loading it names the fault
     if stale:
         aside = next(path for path in (directory / ("reverse.stale" + (f"-{k}" if k > 1 else "")) for k in range(1, 10**6))
                      if not path.exists())
-        reverse.rename(aside)
+        try:
+            reverse.rename(aside)
+        except OSError as error:   # the new model is saved: a warning, not a failed run
+            logger.warning(f"{reverse} was trained on another vocabulary than this model's and could not be set "
+                           f"aside ({error.strerror or error}): move it away, or loading the bundle refuses it")
+            return
         logger.warning(f"{reverse} was trained on another vocabulary than this model's: set aside as {aside.name}; "
                        f"train a new one with --reverse --out {reverse}")
 

@@ -52,14 +52,16 @@ class CiRhyme:
     """The 词林正韵 codes of every character the 平水韵 table knows."""
 
     def __init__(self, prosody: Prosody):
-        from poetgen.corpus import chinese_forms
+        from poetgen.corpus import to_simplified
 
         self.groups_of = prosody.numbered_groups_of   # the 平水韵 groups: (平/上/去/入, number) per character
         # a split group's other half is listed in simplified characters: a traditional one (開 臺 門 孫) is
         # found by its simplified form, or 開 would read 第三部 with 灰, not 第五部 with 开
         split = sorted(ch for ch, groups in self.groups_of.items()
                        if any(not isinstance(_BU_OF[kind][number], int) for kind, number in groups))
-        plain = dict(zip(split, chinese_forms(split)))
+        converted = to_simplified("\n".join(split)).split("\n")   # one by one: no phrase spans two lines
+        plain = {ch: simple for ch, simple in zip(split, converted) if len(simple) == 1 and simple != ch} \
+            if len(converted) == len(split) else {}
         self.codes_of: dict[str, frozenset[int]] = {
             ch: frozenset(_signed(kind, _bu(kind, number, plain.get(ch, ch))) for kind, number in groups)
             for ch, groups in self.groups_of.items()}

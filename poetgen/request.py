@@ -32,7 +32,6 @@ SERVER_MAX_PROMPT = 64    # a whole qilv with its punctuation
 SERVER_MAX_ACROSTIC = 8   # one character per line of a lüshi
 SERVER_MAX_TEMPERATURE = 10.0
 RAW_TEXT = 4              # a prompt, theme or title is refused unread beyond this many times its limit
-MAX_CHARS_DEFAULT = 120  # a free verse poem's length cap when none is given
 SERVER_MAX_CHARS = 300   # a free verse poem's length cap: the longest tune's
 REPEAT_PENALTY = 1.0      # the default repeat penalty (the SavedModel's graph applies it too); see README, Blind reading
 SERVER_MAX_POLISH = 2     # polishing rounds: two cost ~0.1-0.5 s a poem
@@ -56,7 +55,7 @@ class PoemRequest:
     repeat_penalty: float = setting(REPEAT_PENALTY, low=0, high=20)   # logit taken off each character the poem already has (0: off)
     n: int = setting(1, low=1, high=MAX_POEMS)                 # poems to return
     best_of: int = setting(2, low=1, high=MAX_CANDIDATES)      # candidates per poem; the best score wins (1: fastest)
-    max_chars: int = setting(MAX_CHARS_DEFAULT, low=5, high=1000)   # free verse length cap, punctuation included
+    max_chars: int = setting(120, low=5, high=1000)            # free verse length cap, punctuation included
     reverse_weight: float = setting(0.5, low=0, high=1)        # weight of the bundle's reverse model in best-of scores
     polish: int = setting(0, low=0, high=MAX_POLISH)           # rounds of line-by-line rewriting judged by both models (0: off; slow)
     polish_lines: int = setting(0, low=0, high=MAX_POLISH_LINES)   # lines a polishing round visits, the weakest first-read (0: every line)
@@ -107,9 +106,6 @@ class PoemRequest:
                 raise BadInput("a title is for shi: a ci is written to its tune", field="title")
         if self.rhyme and self.resolved_form() == "free":   # was ignored without a word
             raise BadInput("rhyme needs a regular form or a tune: free verse has no rhyming lines", field="rhyme")
-        if self.max_chars != MAX_CHARS_DEFAULT and self.resolved_form() != "free":   # was ignored without a word
-            raise BadInput("max_chars caps free verse: a form or a tune fixes the length; leave it out",
-                           field="max_chars")
         if self.polish and self.resolved_form() == "free":
             raise BadInput("polish rewrites a poem line by line: it needs a form or a tune, not free verse",
                            field="polish")

@@ -118,8 +118,8 @@ def _prepared(text: str) -> str:
     """The poem with full-width marks: a byte-order mark, a trailing attribution (——晏殊) and repeated marks
     dropped; rows or space-separated runs without an end mark are closed, with ， and 。 in turn when the
     poem has no mark at all (one line per line, as people type a poem), and the poem ends with a stop."""
-    text = _ATTRIBUTION.sub(r"\1", _INVISIBLE.sub("", text).strip())
-    text = _ELLIPSIS.sub("。", text)   # 更上一层楼…… ends the poem; inside, a line
+    text = _ELLIPSIS.sub("。", _INVISIBLE.sub("", text).strip())   # 更上一层楼…… ends the poem; inside, a line
+    text = _ATTRIBUTION.sub(r"\1", text)
     rows = [part for raw in text.splitlines() for part in re.split(r"[\s\u3000]+", raw.strip()) if part]
     rows = [row for row in (normalize_text(row, simplify=False) for row in rows) if row]
     if not any(is_han(ch) for row in rows for ch in row):
@@ -207,7 +207,8 @@ def _guard(pattern: str, column: int) -> str | None:
 def _no_three_level(pattern: str, column: int, read: str, prosody) -> bool:
     """A 平 at the 三平尾 guard that leaves no three 平 at the end, because the next character cannot be 平
     (孟浩然's 八月湖水平: 湖 平, 水 仄): the line breaks at 水, not at 湖 too."""
-    return _guard(pattern, column) == "三平尾" and PING not in prosody.tones(read[column + 1])
+    tones = prosody.tones(read[column + 1])   # one the table lacks is not known to be 仄
+    return _guard(pattern, column) == "三平尾" and bool(tones) and PING not in tones
 
 
 def _couplets(lines: list[str], prosody) -> list[tuple[str, bool, bool]] | None:
@@ -369,9 +370,9 @@ def report(scansion: Scansion) -> str:
 def _layout_fault(scansion: Scansion) -> str:
     """What a layout that is off has: its lines' lengths against the form's (a shi), or that its clauses
     or marks are not the variant's (a ci)."""
+    if scansion.genre == "ci":   # its lines are shown in the variant's clauses, not its own
+        return f"its clauses or their marks differ from variant {scansion.variant}'s"
     lengths = "/".join(str(len(line.text) - 1) for line in scansion.lines)
-    if scansion.genre == "ci":
-        return f"clauses of {lengths} characters or their marks differ from variant {scansion.variant}'s"
     layout = layout_of(scansion.form)
     return f"lines of {lengths} characters; a {FULL_NAMES[scansion.form]} has {layout.line_count} of " \
            f"{layout.uniform_length}, marked ，。 in turn"

@@ -235,7 +235,9 @@ class Run:
         if config.resume and self.state.get("corpus_hash") not in (None, self.corpus_record["hash"]):
             # its held-out poems are others: the best so far is no yardstick for them, and the run's
             # vocabulary (kept: the weights have its shape) may not know all of its characters
-            unknown = float(np.mean(self.train_stream == UNK)) if len(self.train_stream) else 0.0
+            chars = (self.train_stream == UNK) | ((self.train_stream >= len(SPECIALS))
+                                                   & (self.train_stream < len(SPECIALS) + len(self.tokenizer.chars)))
+            unknown = float(np.sum(self.train_stream == UNK) / max(int(chars.sum()), 1))   # of its characters only
             self.state["best_val_loss"] = self.state["best_epoch"] = None
             logger.warning(f"the corpus changed since this run started; continuing on the new one ({len(poems):,} "
                            f"poems, {unknown:.1%} of its training characters unknown to the run's vocabulary): "

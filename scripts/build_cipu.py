@@ -37,6 +37,7 @@ FREE_VOTES = 20         # one-tone characters a variant's corpus ci put at a 平
 FREE_SHARE = 1 / 3      # …of which at least this share take the other tone: the poets left it free…
 FREE_FIT = 0.85         # …counting the ci whose characters fit this share of the variant's other 平仄 marks
 FILLED_COLUMNS = {5: (1, 3, 4), 7: (1, 3, 5, 6)}   # 律句 lengths mark_filled fills, and the columns it may fix…
+GAP_SHARE = 0.8         # …in a clause the source leaves all 中 but its end, where this share agree…
 FILLED_SHARE = 0.95     # …in a clause the 谱 marks in part, where this share of its poets' one-tone characters agree
 OPTIONAL_SHARE = 1 / 2  # a rhyme that fewer than this share of FREE_VOTES or more such ci rhyme is optional (mark_optional)
 # Marks of the model poems; "、" (读, a pause inside a sentence) breaks a clause like "，".
@@ -323,8 +324,9 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
 def borrow_free(tunes: list[dict]) -> None:
     """A 又一体 the couyun tables mark in full (no 中: the 谱 prints it as its example poem's tones, with
     "余参前词", the rest as the main form) takes the main form's 中 in the clauses the two share: the
-    clause lengths they have in common (difflib's matching runs), position by position, where neither
-    holds a rhyme nor the variant a 叠: "borrowed": [positions], 中 to generation and to the checker's
+    clause lengths they have in common (difflib's matching runs) whose tones agree with every mark of the
+    main form's clause (not another line of that length), position by position, where neither holds a
+    rhyme nor the variant a 叠: "borrowed": [positions], 中 to generation and to the checker's
     verdict (tunes.Variant.borrowed). 水调歌头's 2nd–8th, 浣溪沙's 2nd–5th were marked in every position, so
     a ci written to one was held to its example's every tone, and `--variant 2` wrote to them. A ci's
     variant is still chosen by the tables' own marks, as for mark_free: the main form's freedom read into
@@ -350,6 +352,10 @@ def borrow_free(tunes: list[dict]) -> None:
             for block in matcher.get_matching_blocks():
                 for offset in range(block.size):
                     i, j = block.a + offset, block.b + offset
+                    ours = variant["tones"][starts[j]:starts[j] + variant["lengths"][j]]
+                    theirs = main["tones"][main_starts[i]:main_starts[i] + main["lengths"][i]]
+                    if any(mark not in (EITHER_TONE, tone) for mark, tone in zip(theirs, ours)):
+                        continue   # another line of that length (its 平仄 differ where the main form marks it)
                     for column in range(main["lengths"][i]):
                         a, b = main_starts[i] + column, starts[j] + column
                         if main["tones"][a] == EITHER_TONE and a not in main_rhymes | filled and b not in kept:
@@ -567,8 +573,8 @@ def mark_filled(tunes: list[dict], poems: list[dict]) -> None:
     columns (the second, fourth, sixth and the last: FILLED_COLUMNS) of a five- or seven-character clause
     that the couyun tables leave 中 though the variant's poets keep them. A clause all 中 but its end is a
     gap in the source (no 谱 leaves a 律句 free, yet 鹧鸪天's first line 彩袖殷勤捧玉钟 reads 中中中中中中平,
-    卜算子's 中中中中平, 水调歌头's 中中中中仄): a column is filled where more than 1 - FREE_SHARE of its
-    one-tone characters take one tone (less would be free by mark_free's measure). A clause with at least
+    卜算子's 中中中中平, 水调歌头's 中中中中仄): a column is filled where more than GAP_SHARE of its
+    one-tone characters take one tone (满江红's 227 of 331 do not: a fifth of its ci would then fail). A clause with at least
     two of its key columns 中 and others marked (渔家傲's 中中中中平中仄: 233 of 233 仄 at the second) is
     filled only where FILLED_SHARE of them agree. Either way at least FREE_VOTES one-tone characters of the
     corpus's ci written to the variant (_written_to) count, and the 律句 (of the four of its length, as the
@@ -600,7 +606,7 @@ def mark_filled(tunes: list[dict], poems: list[dict]) -> None:
         variant, filled = tunes[i]["variants"][k], []
         for clause in clauses[(i, k)]:
             marked = variant["tones"][clause[0]:clause[-1] + 1]
-            share = 1 - FREE_SHARE if set(marked[:-1]) == {EITHER_TONE} else FILLED_SHARE
+            share = GAP_SHARE if set(marked[:-1]) == {EITHER_TONE} else FILLED_SHARE
             kept = {pos for group in variant["rhymes"] for pos in map(abs, group)} | \
                 {pos for pair in variant.get("repeats", ()) for pos in pair}   # a rhyme's, a 叠's: not filled
             columns = [c for c in FILLED_COLUMNS[len(clause)] if marked[c] == EITHER_TONE and clause[c] not in kept]

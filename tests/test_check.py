@@ -277,6 +277,8 @@ def test_a_borrowed_first_rhyme_and_a_lone_level_rhyme_read_as_the_checker_reads
 
 def test_ellipses_invisible_characters_and_shapes_that_do_not_fit_are_read_as_people_mean_them():
     assert json.loads(run(STORK[:-1] + "……", "--format", "json").stdout)["ok"]
+    assert json.loads(run(STORK[:-1] + "...", "--format", "json").stdout)["ok"]
+    assert json.loads(run(STORK[:-1] + "……——王之涣", "--format", "json").stdout)["ok"]   # an attribution after it
     assert json.loads(run("白日依\u200b山尽，黄河入海流。欲穷千里目，更上一层楼。", "--format", "json").stdout)["ok"]
     wrong = run("--form", "七绝", STORK)
     assert wrong.exit_code == 0 and "layout off (lines of 5/5/5/5 characters; a 七言绝句 has 4 of 7" in wrong.stdout

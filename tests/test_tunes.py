@@ -655,7 +655,7 @@ def test_a_rhyme_most_poets_left_unrhymed_is_optional_to_the_checker(tmp_path):
 def test_a_lyric_line_the_source_leaves_free_takes_the_tones_its_poets_keep(tmp_path):
     """The couyun tables give 鹧鸪天's first line as 中中中中中中平 (a gap: no 谱 leaves a 律句 free). Where a
     five- or seven-character clause is all 中 but its end, the 律句 the variant's ci fit best fills its key
-    columns that more than 1 - FREE_SHARE of FREE_VOTES or more one-tone characters keep; a clause marked
+    columns that more than GAP_SHARE of FREE_VOTES or more one-tone characters keep; a clause marked
     in part, only where FILLED_SHARE keep them. Generation and the checker use the filled tones; the
     variant is still chosen by the 谱's own marks."""
     build = _build_module()
@@ -668,18 +668,18 @@ def test_a_lyric_line_the_source_leaves_free_takes_the_tones_its_poets_keep(tmp_
     (root / "ci_list" / "cipai_0.json").write_text(json.dumps(variants, ensure_ascii=False), encoding="utf-8")
     corpus = tmp_path / "ci.jsonl.gz"
     kept = "月雪春花月雪春，春花月雪月花人。"     # 仄仄平平仄仄平: the 律句 中仄中平中仄平
-    other = "春花月雪月花春，春花月雪月花人。"    # 平平仄仄仄平平 at one ci in four: not more than 2/3 kept
+    other = "春花月雪月花春，春花月雪月花人。"    # 平平仄仄仄平平 at one ci in six: more than GAP_SHARE keep the 律句
     with gzip.open(corpus, "wt", encoding="utf-8") as stream:
-        for text in [kept] * 18 + [other] * 6:
+        for text in [kept] * 20 + [other] * 4:
             stream.write(json.dumps({"text": text, "tune": "丁调", "genre": "ci"}, ensure_ascii=False) + "\n")
     entry = build.build(root, corpus)["tunes"][0]["variants"][0]
-    assert entry["filled"] == [[1, ZE, 18, 24], [3, PING, 18, 24], [5, ZE, 18, 24]]   # not the rhyme at 6
+    assert entry["filled"] == [[1, ZE, 20, 24], [3, PING, 20, 24], [5, ZE, 20, 24]]   # not the rhyme at 6
     variant = importlib.import_module("poetgen.tunes")._variant("丁调", 1, entry)
     assert variant.tones[:7] == "中仄中平中仄平" and variant.filled == (1, 3, 5)
     assert variant.as_marked.tones[:7] == "中中中中中中平" and variant.as_marked.filled == ()
     assert not build.build(root, None)["tunes"][0]["variants"][0].get("filled")   # no corpus: as the source
-    with gzip.open(corpus, "wt", encoding="utf-8") as stream:   # 12 of 24 keep it: free, nothing filled
-        for text in [kept] * 12 + [other] * 12:
+    with gzip.open(corpus, "wt", encoding="utf-8") as stream:   # 18 of 24 keep it: not GAP_SHARE, nothing filled
+        for text in [kept] * 18 + [other] * 6:
             stream.write(json.dumps({"text": text, "tune": "丁调", "genre": "ci"}, ensure_ascii=False) + "\n")
     assert not build.build(root, corpus)["tunes"][0]["variants"][0].get("filled")
 
@@ -729,6 +729,8 @@ def test_a_split_groups_other_half_is_found_in_traditional_characters_too():
     for traditional, simplified in zip("開臺來門孫溫", "开台来门孙温"):
         assert rhyme.codes(traditional) <= rhyme.codes(simplified) and rhyme.codes(traditional)
     assert rhyme.codes("灰") == rhyme.codes("恢") == frozenset({3})
+    assert rhyme.codes("概") == frozenset({-3, -5})   # a simplified one stays as it is (jp2t made it 槪: 第三部 only)
+    assert rhyme.codes("蛻") == rhyme.codes("蜕")
     both = [check_against_tune(text, tune_table().get("浣溪沙"), table(), rhyme)
             for text in (YAN_SHU, "一曲新詞酒一杯，去年天氣舊亭臺。夕陽西下幾時回？無可奈何花落去，似曾相識燕歸來。小園香徑獨徘徊。")]
     assert [c.rhyme_parts for c in both][0] == [c.rhyme_parts for c in both][1] and all(c.rhyme_ok for c in both)
@@ -741,14 +743,16 @@ def test_a_variant_marked_in_full_borrows_the_main_forms_free_positions():
     checker's verdict; a ci's variant is still chosen by the tables' own marks."""
     build = _build_module()
     main = {"tones": "中中中平仄中平仄仄平", "lengths": [5, 5], "rhymes": [[9]], "filled": [[1, ZE, 30, 30]]}
-    full = {"tones": "平仄仄平仄仄平平仄平仄仄平", "lengths": [3, 5, 5], "marks": "，，。", "rhymes": [[7], [12]]}
+    full = {"tones": "平仄仄平仄仄平仄仄平仄仄平", "lengths": [3, 5, 5], "marks": "，，。", "rhymes": [[7], [12]]}
+    other = {"tones": "仄仄平平平仄平仄仄平", "lengths": [5, 5], "rhymes": [[9]]}   # its first line is another
     own = {"tones": "中仄仄平仄平平仄仄平", "lengths": [5, 5], "rhymes": [[9]]}
-    tunes = [{"variants": [main, full, own]}]
+    tunes = [{"variants": [main, full, other, own]}]
     build.borrow_free(tunes)
     assert full["borrowed"] == [3, 5, 8]   # main's 0 and 2 (1 was filled) in its first clause, 5 in the second; not 12
+    assert other["borrowed"] == [5]        # 仄仄平平平 is not 中中中平仄: nothing from that line
     assert "borrowed" not in own and "borrowed" not in main
     variant = importlib.import_module("poetgen.tunes")._variant("x", 2, full)
-    assert variant.tones == "平仄仄中仄中平平中平仄仄平" and variant.as_marked.tones == full["tones"]
+    assert variant.tones == "平仄仄中仄中平仄中平仄仄平" and variant.as_marked.tones == full["tones"]
 
     su = ("皓月几时有？把酒问青天。不知天上宫阙，今夕是何年。我欲乘风归去，又恐琼楼玉宇，高处不胜寒。起舞弄清影，何似在人间。"
           "转朱阁，低绮户，照无眠。不应有恨，何事长向别时圆？人有悲欢离合，月有阴晴圆缺，此事古难全。但愿人长久，千里共婵娟。")
