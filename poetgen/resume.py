@@ -220,7 +220,9 @@ def resumed_config(config, saved: dict, explicit, fixed) -> object:
     train_options = saved["train"]
     changed = [name for name in fixed if name in explicit and name in train_options
                and train_options[name] != getattr(config, name)]
-    different = [f"{_shown(name, train_options[name])} (not {_shown(name, getattr(config, name))})" for name in changed]
+    different = [f"{_shown(name, train_options[name])} (not "
+                 f"{_shown(name, new) if isinstance(new, bool) else new})"
+                 for name, new in ((name, getattr(config, name)) for name in changed)]
     if different:
         raise BadInput("cannot resume with different model options (or held-out split); the run used "
                        + ", ".join(different) + " (start over with --force to change them)", field=changed[0])
