@@ -259,7 +259,8 @@ def _score(lines) -> float:
 def _shi_rhymes(lines: list[str], layout, prosody, check) -> tuple[str | None, dict[int, bool | None]]:
     """The poem's rhyme group and, per rhyme line, whether it fits: the checker's group when all fit;
     else the group most rhyme lines share (a level one before a 仄 one; a 入韵 line 1 votes too; the one
-    level line's where no group has two and the others read 仄 only), the lines outside it off, a character that rhymes a second time (重韵) off too, and one the table lacks
+    level line's where no group has two and the others read 仄 only), the lines outside it off, a
+    character that rhymes a second time (重韵) off too, and one the table lacks
     not judged (None)."""
     rhyming = ([0] if check.tone_pattern and check.tone_pattern.endswith("入韵") else []) + list(layout.rhyme_lines)
     ends = {i: lines[i][-2] for i in dict.fromkeys(rhyming)}
