@@ -147,6 +147,9 @@ def generate(prompt, model_dir, fmt, traditional, int8, interactive, **options) 
 
         return run_session(generate, prompt, model_dir, int8, dict(options, fmt=fmt, traditional=traditional))
     request = api.poem_request(prompt, **options)   # a bad option fails before the model loads
+    if "max_chars" in given_options(options) and request.resolved_form() != "free":
+        click.echo("poetgen: note: --max-chars caps free verse (--form free); a form or a tune fixes the length",
+                   err=True)
     poet = api.load(model_dir, int8)
     if request.tune and request.variant is None and not {"#", "＃"} & set(request.tune):
         from poetgen.tunes import tune_table, written_as_note

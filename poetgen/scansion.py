@@ -18,7 +18,7 @@ from poetgen.ci_rhyme import ci_rhyme, describe
 from poetgen.corpus import is_han, normalize_text, to_simplified
 from poetgen.errors import BadInput
 from poetgen.layout import FORM_ALIASES, FORMS, MARKS, clauses, form_of, layout_of
-from poetgen.prosody import PING, ZE, strict_columns, table, tone_patterns
+from poetgen.prosody import PING, ZE, neighbours, strict_columns, table, tone_patterns
 from poetgen.tunes import EITHER as EITHER_TONE
 from poetgen.tunes import lookup_key
 
@@ -281,7 +281,10 @@ def _shi_rhymes(lines: list[str], layout, prosody, check) -> tuple[str | None, d
         if i not in known:
             fits[i] = None
             continue
-        fits[i] = group is not None and group in prosody.rhyme_groups(ch) | prosody.oblique_groups(ch) and ch not in seen
+        groups = prosody.rhyme_groups(ch) | prosody.oblique_groups(ch)
+        if i == 0 and i not in layout.rhyme_lines and group in prosody.level_groups:
+            groups = neighbours(groups & set(prosody.level_groups))   # a 入韵 line 1 may borrow (借邻韵)
+        fits[i] = group is not None and group in groups and ch not in seen
         seen.add(ch)
     return group, fits
 

@@ -271,6 +271,9 @@ def test_a_borrowed_first_rhyme_and_a_lone_level_rhyme_read_as_the_checker_reads
     wine = "葡萄美酒夜光钗，欲饮琵琶马上催。醉卧沙场君莫笑，古来征战几人回。"
     assert run(wine, "--strict").exit_code == 0
     assert "韵 (借邻韵: 钗 in 上平九佳)" in run(wine).stdout.splitlines()[1]
+    wind = run("风急天高猿啸钗，渚清沙白鸟飞回。无边落木萧萧下，不尽长江滚滚来。万里悲秋常作客，百年多病独登台。"
+               "艰难苦恨繁霜鬓，潦倒新停浊酒红。").stdout.splitlines()   # borrowed though another rhyme is off
+    assert "1 off" in wind[0] and "借邻韵" in wind[1] and wind[8].endswith("出韵)")
     gone = json.loads(run("白日依山尽，黄河入海去。欲穷千里目，更上一层楼。", "--format", "json").stdout)
     assert gone["rhyme_group"] == "下平十一尤" and [line["rhyme"] for line in gone["lines"]] == [None, False, None, True]
 
@@ -292,3 +295,10 @@ def test_a_ci_rhyme_off_names_the_bu_it_is_in_and_a_full_width_hash_names_a_vari
     assert json.loads(run("--tune", "浣溪沙＃1", su, "--format", "json").stdout)["variant"] == 1
     result = CliRunner().invoke(cli, ["generate", "--tune", "浣溪沙＃3", "-n", "1", "--seed", "1", "--format", "json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["poems"][0]["variant"] == 3
+
+
+def test_max_chars_given_with_a_form_is_noted_not_ignored_silently():
+    noted = CliRunner().invoke(cli, ["generate", "--max-chars", "30", "--seed", "1"])
+    assert noted.exit_code == 0 and "--max-chars caps free verse" in noted.stderr
+    plain = CliRunner().invoke(cli, ["generate", "--form", "free", "--max-chars", "30", "--seed", "1"])
+    assert plain.exit_code == 0 and "note" not in plain.stderr
