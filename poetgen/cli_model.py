@@ -151,7 +151,9 @@ def generate(prompt, model_dir, fmt, traditional, int8, interactive, **options) 
         click.echo("poetgen: note: --max-chars caps free verse (--form free); a form or a tune fixes the length",
                    err=True)
     poet = api.load(model_dir, int8)
-    if request.tune and request.variant is None and not {"#", "＃"} & set(request.tune):
+    from poetgen.tunes import variant_spelling
+
+    if request.tune and request.variant is None and "#" not in variant_spelling(request.tune):
         from poetgen.tunes import tune_table, written_as_note
 
         note = written_as_note(tune_table().get(request.tune))

@@ -20,7 +20,7 @@ from poetgen.errors import BadInput
 from poetgen.layout import FORM_ALIASES, FORMS, MARKS, clauses, form_of, layout_of
 from poetgen.prosody import PING, ZE, neighbours, strict_columns, table, tone_patterns
 from poetgen.tunes import EITHER as EITHER_TONE
-from poetgen.tunes import lookup_key
+from poetgen.tunes import lookup_key, variant_spelling
 
 FULL_NAMES = {"wujue": "五言绝句", "qijue": "七言绝句", "wulv": "五言律诗", "qilv": "七言律诗"}
 MAX_SCANNED = 2000   # characters of a poem scanned at most (the longest tune has 240)
@@ -82,7 +82,7 @@ def scan(text: str, form: str | None = None, tune: str | None = None, variant: i
     if not isinstance(text, str):
         raise BadInput(f"the poem must be text, not {type(text).__name__}", field="text")
     poem = _prepared(text)
-    tune = tune.strip().replace("＃", "#") or None if isinstance(tune, str) else tune   # 浣溪沙＃3 as typed in Chinese
+    tune = variant_spelling(tune) or None if isinstance(tune, str) else tune
     if tune and "#" in tune:   # 浣溪沙#3, as errors, `tunes` and the SavedModel spell a variant
         if variant is not None:
             raise BadInput("give the variant once: 浣溪沙#3 or variant 3", field="variant")

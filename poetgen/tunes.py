@@ -285,10 +285,15 @@ def tune_table(path: Path = TABLE_PATH) -> TuneTable:
         raise TableUnavailable(f"cannot read the 词谱 table {path}: {error}") from None
 
 
+def variant_spelling(name: str) -> str:
+    """A tune name as typed, with a full-width ＃ (浣溪沙＃3, as typed in Chinese) read as "#"."""
+    return name.strip().replace("＃", "#")
+
+
 def resolve(name: str, variant: int | None = None) -> Variant:
     """The variant of a tune named by any of its names, with an optional "#k" (as errors, the SavedModel
     and `poetgen tunes` spell a variant: 浣溪沙#3); the tune's usual one (Tune.usual) when neither gives one."""
-    base, mark, number = name.strip().replace("＃", "#").partition("#")   # a full-width ＃ as typed in Chinese
+    base, mark, number = variant_spelling(name).partition("#")
     if not base.strip():
         raise BadInput(f"{name!r}: no tune name" + (" before '#' (浣溪沙#3)" if mark else ""), field="tune")
     if mark:

@@ -321,6 +321,11 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
     return {"source": ATTRIBUTION, "tunes": tunes}
 
 
+def clause_starts(lengths: list[int]) -> list[int]:
+    """The position of each clause's first character."""
+    return [sum(lengths[:j]) for j in range(len(lengths))]
+
+
 def borrow_free(tunes: list[dict]) -> None:
     """A 又一体 the couyun tables mark in full (no 中: the 谱 prints it as its example poem's tones, with
     "余参前词", the rest as the main form) takes the main form's 中 in the clauses the two share: the
@@ -338,13 +343,13 @@ def borrow_free(tunes: list[dict]) -> None:
         main = tune["variants"][0]
         if EITHER_TONE not in main["tones"]:
             continue
-        main_starts = [sum(main["lengths"][:j]) for j in range(len(main["lengths"]))]
+        main_starts = clause_starts(main["lengths"])
         filled = {position for position, *_ in main.get("filled", ())}   # a gap mark_filled closed is not free
         main_rhymes = {abs(p) for group in main["rhymes"] for p in group}
         for variant in tune["variants"][1:]:
             if EITHER_TONE in variant["tones"]:
                 continue   # the 谱 marks this form's own freedom
-            starts = [sum(variant["lengths"][:j]) for j in range(len(variant["lengths"]))]
+            starts = clause_starts(variant["lengths"])
             kept = {abs(p) for group in variant["rhymes"] for p in group} | \
                 {pos for pair in variant.get("repeats", ()) for pos in pair}
             borrowed = []
@@ -587,7 +592,7 @@ def mark_filled(tunes: list[dict], poems: list[dict]) -> None:
     clauses: dict[tuple[int, int], list[range]] = {}
     for i, tune in enumerate(tunes):
         for k, variant in enumerate(tune["variants"]):
-            starts = [sum(variant["lengths"][:j]) for j in range(len(variant["lengths"]))]
+            starts = clause_starts(variant["lengths"])
             found = [range(start, start + n) for start, n in zip(starts, variant["lengths"]) if n in FILLED_COLUMNS
                      and sum(variant["tones"][start + c] == EITHER_TONE for c in FILLED_COLUMNS[n][:-1]) >= 2]
             if found:
