@@ -13,7 +13,8 @@ import zipfile
 from pathlib import Path
 
 from poetgen.atomic import atomic_save, read_small_text, staged, write_text
-from poetgen.errors import BadModel
+from poetgen.errors import BadModel, InUse
+from poetgen.lock import Lock
 from poetgen.model import ModelConfig
 from poetgen.tokenizer import Tokenizer
 from poetgen.weights import missing_model
@@ -81,23 +82,38 @@ def save_bundle(directory: Path, model, tokenizer: Tokenizer, config: dict) -> N
 def _set_aside_stale_reverse(directory: Path, tokenizer: Tokenizer) -> None:
     """A reverse model (reverse/) trained on another vocabulary than the bundle's new one (`train --force`
     over a bundle that had one) would make every later load refuse the bundle: it is renamed, not
-    deleted (reverse.stale, reverse.stale-2 …), once the new model is in place, and a warning says so."""
+    deleted (reverse.stale, reverse.stale-2 …), once the new model is in place, and a warning says so.
+    Renamed under reverse/'s own lock: a run writing it (`train --reverse --out B/reverse`) keeps it."""
     reverse = directory / "reverse"
+    if not _trained_on_another(reverse, tokenizer):
+        return
     try:
-        stale = (reverse / TOKENIZER_FILE).is_file() and Tokenizer.load(reverse / TOKENIZER_FILE).hash != tokenizer.hash
-    except (OSError, ValueError, KeyError, TypeError, BadModel):
-        return   # unreadable: loading it names the fault
-    if stale:
-        aside = next(path for path in (directory / ("reverse.stale" + (f"-{k}" if k > 1 else "")) for k in range(1, 10**6))
-                     if not path.exists())
-        try:
+        with Lock.directory(reverse) as lock:
+            if not _trained_on_another(reverse, tokenizer):   # the run that held it may have rewritten it
+                return
+            aside = next(path for path in (directory / ("reverse.stale" + (f"-{k}" if k > 1 else "")) for k in range(1, 10**6))
+                         if not path.exists())
             reverse.rename(aside)
-        except OSError as error:   # the new model is saved: a warning, not a failed run
-            logger.warning(f"{reverse} was trained on another vocabulary than this model's and could not be set "
-                           f"aside ({error.strerror or error}): move it away, or loading the bundle refuses it")
-            return
-        logger.warning(f"{reverse} was trained on another vocabulary than this model's: set aside as {aside.name}; "
-                       f"train a new one with --reverse --out {reverse}")
+            lock.moved(aside)
+    except InUse as error:
+        logger.warning(f"{reverse} was trained on another vocabulary than this model's, but another run holds it "
+                       f"({error}): once that run ends, move it away, or loading the bundle refuses it")
+        return
+    except OSError as error:   # the new model is saved: a warning, not a failed run
+        logger.warning(f"{reverse} was trained on another vocabulary than this model's and could not be set "
+                       f"aside ({error.strerror or error}): move it away, or loading the bundle refuses it")
+        return
+    logger.warning(f"{reverse} was trained on another vocabulary than this model's: set aside as {aside.name}; "
+                   f"train a new one with --reverse --out {reverse}")
+
+
+def _trained_on_another(reverse: Path, tokenizer: Tokenizer) -> bool:
+    """Whether `reverse` holds a vocabulary other than `tokenizer`'s (False when unreadable: loading the
+    bundle names that fault)."""
+    try:
+        return (reverse / TOKENIZER_FILE).is_file() and Tokenizer.load(reverse / TOKENIZER_FILE).hash != tokenizer.hash
+    except (OSError, ValueError, KeyError, TypeError, BadModel):
+        return False
 
 
 def is_bundle_config(path: Path) -> bool:

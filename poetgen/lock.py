@@ -135,6 +135,11 @@ class Lock:
                 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
             self._previous_sigterm = signal.signal(signal.SIGTERM, _terminate)
 
+    def moved(self, to: str | os.PathLike) -> None:
+        """The holder renamed the locked directory to `to` (its lock file went with it): released there."""
+        to = Path(to)
+        self.lock_path, self.target = to / self.lock_path.name, to
+
     def _remove_leftovers(self) -> None:
         """The temporary files and folders a killed holder left, named as poetgen.atomic names them (a
         random part of 8 characters): `.NAME.XXXXXXXX.tmp` beside the target, and inside a locked folder

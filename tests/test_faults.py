@@ -765,6 +765,7 @@ def test_a_forced_retrain_sets_aside_a_reverse_model_of_the_old_vocabulary(run_c
     assert result.exit_code == 0, result.output
     assert "set aside as reverse.stale" in result.stderr
     assert not (run_copy / "reverse").exists() and (run_copy / "reverse.stale" / "model.keras").is_file()
+    assert not (run_copy / "reverse.stale" / LOCK_NAME).exists()   # its lock went with it, and was released there
     assert invoke("generate", "--model", run_copy, "--seed", 1).exit_code == 0
     # one of the same vocabulary stays where it is
     shutil.copytree(run_copy, run_copy / "reverse", ignore=shutil.ignore_patterns("resume", "tensorboard", "log.csv",
@@ -772,6 +773,20 @@ def test_a_forced_retrain_sets_aside_a_reverse_model_of_the_old_vocabulary(run_c
     result = invoke("train", "--corpus", other, "--out", run_copy, "--force", "--epochs", 1, *RUN_ARGS)
     assert result.exit_code == 0 and "set aside" not in result.stderr, result.output
     assert (run_copy / "reverse" / "model.keras").is_file() and not (run_copy / "reverse.stale-2").exists()
+
+
+def test_a_reverse_model_another_run_holds_is_not_set_aside(run_copy, tmp_path):
+    """A run writing reverse/ (`train --reverse --out B/reverse`) holds its lock: a forced retrain of B
+    leaves the folder to it, and says so."""
+    shutil.copytree(run_copy, run_copy / "reverse", ignore=shutil.ignore_patterns("resume", "tensorboard", "log.csv"))
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in shipped_records(400)[::-1]),
+                     encoding="utf-8")
+    with Lock.directory(run_copy / "reverse"):
+        result = invoke("train", "--corpus", other, "--out", run_copy, "--force", "--epochs", 1, *RUN_ARGS)
+    assert result.exit_code == 0, result.output
+    assert "another run holds it" in result.stderr and "set aside as" not in result.stderr, result.stderr
+    assert (run_copy / "reverse" / "model.keras").is_file() and not (run_copy / "reverse.stale").exists()
 
 
 def test_resume_messages_name_switches_and_a_lost_corpus(run_copy, tmp_path):
