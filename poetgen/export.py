@@ -22,13 +22,16 @@ from poetgen.lock import LOCK_NAME, Lock
 from poetgen.model import build_step_model, states_per_layer
 from poetgen.options import check_settings, setting
 from poetgen.quiet import import_tensorflow, muted_stderr
-from poetgen.resume import RESUME_DIR
+from poetgen.resume import LOG_FILE, RESUME_DIR
 
 FORMATS = ("savedmodel", "keras", "tflite")
 TFLITE_FILE = "model.tflite"
 EXTRA_DIR = "assets.extra"   # TF Serving's place for files beside a SavedModel; loaders ignore it
-# A directory holding one of these is an earlier export (or a bundle) that --force may replace.
+# A directory holding one of these is an earlier export (or a bundle) that --force may replace...
 EXPORT_MARKERS = ("saved_model.pb", TFLITE_FILE, "model.keras")
+# ...unless it holds what only training writes (an export has no logs): a trained bundle, whose reverse
+# model, log and curves --force would lose with its model.keras
+TRAINING_MARKERS = (RESUME_DIR, LOG_FILE, "curves.png", "tensorboard")
 ALL_TUNES = -1
 CI_CORPUS = "corpus/ci.jsonl.gz"   # the shipped ci, whose tune counts rank tunes for --tunes N
 
@@ -62,9 +65,12 @@ def check_target(bundle: Bundle, options: ExportOptions) -> None:
     if out.is_dir() and not out.is_symlink() and not is_empty_directory(out) \
             and not any((out / marker).exists() for marker in EXPORT_MARKERS):
         raise OutputExists(f"{out} is a directory that holds no export; not replacing it, even with --force")
-    if out.is_dir() and not out.is_symlink() and (out / RESUME_DIR).is_dir():   # --force would lose its resume state
-        raise OutputExists(f"{out} is a training run (it holds {RESUME_DIR}/, what `train --resume` needs); not "
-                           f"replacing it, even with --force: export to another --out")
+    trained = [name for name in TRAINING_MARKERS if (out / name).exists()] if out.is_dir() else []
+    if trained:   # --force would lose its resume state, logs and reverse model
+        held = f"{RESUME_DIR}/, what `train --resume` needs" if trained[0] == RESUME_DIR else \
+            f"{trained[0]}, which only training writes"
+        raise OutputExists(f"{out} is a training run (it holds {held}); not replacing it, even with --force: "
+                           f"export to another --out")
     if not out.parent.is_dir():
         raise BadInput(f"cannot write {out}: directory {out.parent} does not exist")
     if out.resolve() == Path(bundle.path).resolve():

@@ -357,6 +357,26 @@ def test_force_does_not_replace_a_training_run(tiny_bundle, tmp_path):
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
 
 
+def test_force_does_not_replace_a_finished_bundle(tiny_bundle, tmp_path):
+    """A finished run has no resume/, but --force onto it deleted its reverse model, log and curves."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_bundle, run)
+    shutil.rmtree(run / "resume", ignore_errors=True)
+    (run / "log.csv").write_text("epoch,loss\n1,5.0\n", encoding="utf-8")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    result = run_cli("export", "--model", tiny_bundle, "--out", run, "--format", "keras", "--force")
+    assert result.exit_code == 2 and "is a training run (it holds log.csv, which only training writes)" \
+        in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    # a keras export of it (no logs) is an earlier export: --force replaces it
+    assert run_cli("export", "--model", tiny_bundle, "--out", tmp_path / "k", "--format", "keras").exit_code == 0
+    result = run_cli("export", "--model", tiny_bundle, "--out", tmp_path / "k", "--format", "keras", "--force")
+    assert result.exit_code == 0, result.output
+
+
 def test_force_leaves_a_users_own_dot_old_directory_alone(tiny_bundle, tmp_path):
     out, theirs = tmp_path / "pb", tmp_path / ".pb.old"
     theirs.mkdir()
