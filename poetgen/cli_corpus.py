@@ -81,9 +81,9 @@ def import_command(paths, out: Path, encoding: str, keep_script: bool, force: bo
         raise BadCorpus(f"no usable poem in the input ({reasons}); {out} not written") from None
     _print_import_summary(kept, dropped, out)
     if kept > 1 and notes[ONE_CLAUSE] == kept:
-        click.echo(f"poetgen: warning: every poem kept is one five- or seven-character clause (a file without blank "
-                   f"lines holds a poem per line): write each poem on one line, or its verses on lines of their own "
-                   f"with a blank line between poems", err=True)
+        click.echo("poetgen: warning: every poem kept is one five- or seven-character clause (a file without blank "
+                   "lines holds a poem per line): write each poem on one line, or its verses on lines of their own "
+                   "with a blank line between poems", err=True)
     if notes[UNKNOWN_DYNASTY]:
         click.echo(f"poetgen: warning: {notes[UNKNOWN_DYNASTY]} {UNKNOWN_DYNASTY} were read as Tang", err=True)
     if notes[WHOLE_LINES] and not per_line:

@@ -51,6 +51,20 @@ def _check(condition, *message):
     return tf.debugging.Assert(condition, list(message), summarize=64)
 
 
+def _one_value(value, name: str):
+    """`value` as a scalar, refused unless it holds exactly one value; a string's invalid UTF-8 is
+    refused too, and replaced (U+FFFD) so no later message carries bytes a caller cannot decode."""
+    one = _check(tf.equal(tf.size(value), 1), f"{name} must be one value (shape [] or [1]), not shape",
+                 tf.shape(value))
+    with tf.control_dependencies([one]):
+        value = tf.reshape(value, [])
+    if value.dtype != tf.string:
+        return value
+    readable = tf.strings.unicode_transcode(value, "UTF-8", "UTF-8", errors="replace")
+    with tf.control_dependencies([_check(tf.equal(readable, value), f"{name} is not UTF-8 text")]):
+        return tf.identity(readable)
+
+
 class PoemGraph(tf.Module):
     """The exported model. Its functions use only TensorFlow ops, so loading needs no poetgen."""
 
@@ -105,19 +119,31 @@ class PoemGraph(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")], autograph=False)
     def serve(self, ids):
-        """Logits of the character that follows each row of ids (start a poem with the boundary id 2)."""
-        return {"logits": self.keras.model(ids, training=False)[:, -1, :]}
+        """Logits of the character that follows each row of ids (start a poem with the boundary id 2); an
+        id outside the vocabulary is refused (a negative one read another row of the embedding)."""
+        size = self.vocab_size
+        known = _check(tf.reduce_all((ids >= 0) & (ids < size)), f"ids must be in [0, {size}), not",
+                       tf.boolean_mask(ids, (ids < 0) | (ids >= size)))
+        with tf.control_dependencies([known]):
+            return {"logits": self.keras.model(tf.identity(ids), training=False)[:, -1, :]}
 
-    @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="prompt"),
-                                  tf.TensorSpec([], tf.string, name="form"),
-                                  tf.TensorSpec([], tf.float32, name="temperature"),
-                                  tf.TensorSpec([], tf.int32, name="top_k"),
-                                  tf.TensorSpec([], tf.float32, name="top_p"),
-                                  tf.TensorSpec([], tf.int64, name="seed"),
-                                  tf.TensorSpec([], tf.string, name="acrostic"),
-                                  tf.TensorSpec([], tf.bool, name="tone")], autograph=False)
+    # generate's inputs are one value each, of any shape holding one (TF Serving's row format sends [1]):
+    # declared with no shape, since a declared [] is folded away and a [2] prompt was read as one text
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.string, name="prompt"),
+                                  tf.TensorSpec(None, tf.string, name="form"),
+                                  tf.TensorSpec(None, tf.float32, name="temperature"),
+                                  tf.TensorSpec(None, tf.int32, name="top_k"),
+                                  tf.TensorSpec(None, tf.float32, name="top_p"),
+                                  tf.TensorSpec(None, tf.int64, name="seed"),
+                                  tf.TensorSpec(None, tf.string, name="acrostic"),
+                                  tf.TensorSpec(None, tf.bool, name="tone")], autograph=False)
     def generate(self, prompt, form, temperature, top_k, top_p, seed, acrostic, tone):
         """One poem of `form` starting with `prompt`; same seed and inputs, same poem."""
+        prompt, form, temperature, top_k, top_p, seed, acrostic, tone = (
+            _one_value(value, name) for value, name in ((prompt, "prompt"), (form, "form"),
+                                                         (temperature, "temperature"), (top_k, "top_k"),
+                                                         (top_p, "top_p"), (seed, "seed"), (acrostic, "acrostic"),
+                                                         (tone, "tone")))
         options = [
             _check(tf.math.is_finite(temperature) & (temperature >= 0), "temperature must be a number >= 0, not",
                    temperature),

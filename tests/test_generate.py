@@ -391,7 +391,6 @@ def test_free_verse_that_reaches_max_chars_ends_at_its_last_whole_clause():
     """--form free --max-chars 80 ended `…冲晓河山静，围军` (the tail of a clause cut at the cap), and 4 of
     10 `--style ci` poems stopped mid-clause at the default 120."""
     from poetgen.generate import Generator, cut_to_clause
-    from poetgen.layout import MARKS
 
     assert cut_to_clause("春风，明月。围军", 0) == "春风，明月。" and cut_to_clause("春风明月", 0) == "春风明月"
     assert cut_to_clause("春风，明月。青山，围军", 0) == "春风，明月。"   # a whole sentence, not a clause

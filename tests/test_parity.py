@@ -142,6 +142,35 @@ def test_bad_input_is_refused_on_both_sides_naming_the_field(generator, poet, fi
         graph_poem(poet, **graph_args)
 
 
+def test_each_generate_input_is_one_value_and_serve_ids_are_in_the_vocabulary(poet):
+    """A [2] prompt was joined into one text (the declared [] shape was folded away), a [2] acrostic failed
+    in an opaque op, TF Serving's row format ([1] each) was refused, invalid UTF-8 raised a Python
+    UnicodeDecodeError, and `serve` read a negative id as another row of the embedding."""
+    import tensorflow as tf
+
+    scalars = dict(prompt="春风", form="wujue", temperature=0.0, top_k=0, top_p=1.0, seed=3, acrostic="", tone=True)
+    types = dict(temperature=tf.float32, top_k=tf.int32, top_p=tf.float32, seed=tf.int64, tone=tf.bool)
+
+    def call(inputs):
+        return poet.signatures["generate"](**{k: tf.constant(v, types.get(k, tf.string)) for k, v in inputs.items()})
+
+    one = call(scalars)["poem"].numpy()
+    rows = call({k: [v] for k, v in scalars.items()})["poem"].numpy()
+    assert rows == one and one.decode("utf-8").startswith("春风")   # TF Serving's row format: the same poem
+    for field, value in (("prompt", ["春风", "明月"]), ("acrostic", ["春", "秋"]), ("seed", [1, 2]), ("tone", [])):
+        bad = {**scalars, field: value}
+        with pytest.raises(tf.errors.InvalidArgumentError, match=rf"assertion failed: \[{field} must be one value"):
+            call(bad)
+    for field in ("form", "prompt", "acrostic"):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=rf"assertion failed: \[{field} is not UTF-8"):
+            poet.generate(**{**scalars, field: b"\xff"})
+    serve = poet.signatures["serving_default"]
+    assert serve(ids=tf.constant([[2, 5]], tf.int32))["logits"].shape[0] == 1
+    for ids in ([[2, -5]], [[2, 10 ** 6]]):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"assertion failed: \[ids must be in \[0, "):
+            serve(ids=tf.constant(ids, tf.int32))
+
+
 def test_traditional_characters_and_unicode_spaces_read_as_the_cli_reads_them(generator, poet):
     """The graph knew one traditional spelling per character (发 → 發: 白髮 was refused) and dropped
     ASCII spaces only (RE2's \\s): an ideographic or no-break space was an unknown character."""

@@ -124,6 +124,7 @@ def test_a_run_stopped_within_an_epoch_resumes_at_that_step_exactly(tiny_corpus,
                    learning_rate=0.01, warmup_steps=10, val_split=0.05, steps_per_epoch=20, epochs=2,
                    embedding_dropout=0.1)
     straight = poetgen.train(out=str(tmp_path / "straight"), **options)
+    assert not straight.stopped and straight.epochs_done == 2
     from poetgen.callbacks import sample_callback
 
     # with the per-epoch sample too, as `poetgen train` runs by default: the cut epoch has no bundle to sample
