@@ -58,8 +58,8 @@ def first_line_fault(lines: list[str], prosody: Prosody, layout: Layout, group: 
 
 def pattern_fits(lines: list[str], pattern: list[str], length: int, prosody: Prosody) -> list[bool]:
     """Per strict position of `pattern` (one string per line; prosody.strict_columns), line by line: does
-    the poem's character fit it (prosody.line_fits: 拗救 and 特拗 are accepted, and 对句相救:
-    prosody.couplet_rescue)."""
+    the poem's character fit it (prosody.line_fits: 拗救, 特拗 and a 平 at the 三平尾 guard that makes no
+    三平尾 are accepted, and 对句相救: prosody.couplet_rescue)."""
     fits = [line_fits(line[:length], line_pattern, prosody) for line, line_pattern in zip(lines, pattern)]
     for i in range(len(fits) - 1):   # 对句相救: the next line rescues a 仄 at this one's fourth
         rescued = couplet_rescue(pattern[i], pattern[i + 1])

@@ -336,10 +336,35 @@ def couplet_rescue(first: str, second: str) -> tuple[int, int] | None:
     return (n - 2, n - 3) if first[-5:] == _A and second[-5:] == _B else None
 
 
+THREE_LEVEL, LONE_LEVEL = "三平尾", "孤平"   # the faults a guard column keeps a line from
+
+
+def guarded_fault(pattern: str, column: int) -> str | None:
+    """The fault a column of a line pattern keeps the line from beyond 一三五不论 (strict_columns): 三平尾 at
+    仄仄仄平平's third, 孤平 at 平平仄仄平's first (two further on in seven-character lines); None at the
+    others. The pattern may show 中 at the columns it leaves free (a scansion's)."""
+    n = len(pattern)
+    if column == n - 3 and pattern[n - 3:] == ZE + PING + PING:
+        return THREE_LEVEL
+    if column == n - 5 and pattern[n - 5:n - 3] == PING + PING and pattern[n - 2:] == ZE + PING:   # third: maybe 中
+        return LONE_LEVEL
+    return None
+
+
+def no_three_level(line: str, column: int, prosody: Prosody) -> bool:
+    """Whether a 平 at the 三平尾 guard `column` of `line` still leaves no three 平 at the end, because the
+    next character cannot be 平 (孟浩然's 八月湖水平: 湖 平, 水 仄): the line breaks at 水, not at 湖 too.
+    A next character the table lacks is not known to be 仄: no relief. Checking's alone: generation,
+    which cannot know the next character yet, keeps a 平 out of the guard (guard_columns)."""
+    tones = prosody.tones(line[column + 1])
+    return bool(tones) and PING not in tones
+
+
 def line_fits(line: str, pattern: str, prosody: Prosody) -> list[bool]:
     """Per strict column of `pattern` (strict_columns), does the line's character fit it, as a reader
-    judges: 平平仄仄平 may take 仄 first when its third is 平 (拗救, 仄平平仄平), and 平平平仄仄 may be
-    平平仄平仄 (特拗: 仄 third, 平 fourth); the same two columns further on in seven-character lines."""
+    judges: 平平仄仄平 may take 仄 first when its third is 平 (拗救, 仄平平仄平), 平平平仄仄 may be
+    平平仄平仄 (特拗: 仄 third, 平 fourth), and 仄仄仄平平 平 third when its fourth cannot be 平 (no 三平尾:
+    no_three_level); the same columns further on in seven-character lines."""
     n, fits, guarded = len(line), [], guard_columns(pattern)
     for col, required, licence in _line_plan(pattern):
         # where a reading decides 三平尾, 孤平 or a 仄 line's end, one poets barely used does not save the
@@ -349,6 +374,8 @@ def line_fits(line: str, pattern: str, prosody: Prosody) -> list[bool]:
             ok = tone_fits(line[n - 3], PING, prosody)
         if not ok and licence == _TE_AO:
             ok = tone_fits(line[n - 3], ZE, prosody) and tone_fits(line[col], PING, prosody)
+        if not ok and licence == THREE_LEVEL:
+            ok = no_three_level(line, col, prosody)
         fits.append(ok)
     return fits
 
@@ -359,10 +386,13 @@ _AOJIU, _TE_AO = "拗救", "特拗"   # the licences line_fits accepts at a colu
 @functools.lru_cache(maxsize=None)
 def _line_plan(pattern: str) -> tuple[tuple[int, str, str | None], ...]:
     """(column, tone, licence) per strict column of `pattern`: the licence line_fits accepts there when
-    the tone does not fit (拗救 at a rescue's first column, 特拗 at 平平平仄仄's fourth), else None."""
+    the tone does not fit (拗救 at a rescue's first column, 特拗 at 平平平仄仄's fourth, a 平 that makes no
+    三平尾 at the guard of 仄仄仄平平), else None."""
     n = len(pattern)
     return tuple((col, pattern[col], _AOJIU if rescue(pattern) == (col, n - 3) else
-                  _TE_AO if pattern[-5:] == _C and col == n - 2 else None) for col in strict_columns(pattern))
+                  _TE_AO if pattern[-5:] == _C and col == n - 2 else
+                  THREE_LEVEL if guarded_fault(pattern, col) == THREE_LEVEL else None)
+                 for col in strict_columns(pattern))
 
 
 def tone_fits(ch: str, required: str, prosody: Prosody) -> bool:

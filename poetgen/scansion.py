@@ -18,7 +18,7 @@ from poetgen.ci_rhyme import ci_rhyme, describe
 from poetgen.corpus import is_han, normalize_text, to_simplified
 from poetgen.errors import BadInput
 from poetgen.layout import FORM_ALIASES, FORMS, MARKS, clauses, form_of, layout_of
-from poetgen.prosody import PING, ZE, neighbours, strict_columns, table, tone_patterns
+from poetgen.prosody import PING, ZE, guarded_fault, neighbours, strict_columns, table, tone_patterns
 from poetgen.tunes import EITHER as EITHER_TONE
 from poetgen.tunes import lookup_key, variant_spelling
 
@@ -178,8 +178,7 @@ def _scan_shi(poem: str, form: str) -> Scansion:
         if i == 0 and off_rhyme:
             line_fits[-1] = True
         shown = "".join(pattern[i][c] if c in columns else EITHER_TONE for c in range(len(pattern[i])))
-        faults = tuple(c for c, ok in zip(columns, line_fits) if not ok and not _no_three_level(pattern[i], c, seen,
-                                                                                              prosody))
+        faults = tuple(c for c, ok in zip(columns, line_fits) if not ok)
         scanned.append(ScannedLine(line, seen, shown, faults, rhymes.get(i)))
     name = check.tone_pattern
     couplets = None if off_rhyme or not any(line.faults for line in scanned) else _couplets(read_lines, prosody)
@@ -191,24 +190,6 @@ def _scan_shi(poem: str, form: str) -> Scansion:
         name = "、".join(fault for fault, seen in (("失粘", any(line.unglued for line in scanned)),
                                                   ("失对", any(line.unpaired for line in scanned))) if seen)
     return Scansion("shi", form, None, True, _all(rhymes), group, name, _score(scanned), tuple(scanned), unknown)
-
-
-def _guard(pattern: str, column: int) -> str | None:
-    """The rule a column of a line pattern guards beyond 一三五不论 (prosody.strict_columns): 三平尾 at
-    仄仄仄平平's third, 孤平 at 平平仄仄平's first (two further on in seven-character lines)."""
-    n = len(pattern)
-    if column == n - 3 and pattern[n - 3:] == ZE + PING + PING:
-        return "三平尾"
-    if column == n - 5 and pattern[n - 5:n - 3] == PING + PING and pattern[n - 2:] == ZE + PING:   # its third may show 中
-        return "孤平"
-    return None
-
-
-def _no_three_level(pattern: str, column: int, read: str, prosody) -> bool:
-    """A 平 at the 三平尾 guard that leaves no three 平 at the end, because the next character cannot be 平
-    (孟浩然's 八月湖水平: 湖 平, 水 仄): the line breaks at 水, not at 湖 too."""
-    tones = prosody.tones(read[column + 1])   # one the table lacks is not known to be 仄
-    return _guard(pattern, column) == "三平尾" and bool(tones) and PING not in tones
 
 
 def _couplets(lines: list[str], prosody) -> list[tuple[str, bool, bool]] | None:
@@ -388,7 +369,7 @@ def _fault(line: ScannedLine, column: int, prosody) -> str:
     a two-tone character that only its rare reading would fit."""
     ch, asked = line.text[column], line.pattern[column]
     tones = prosody.tones(line.read[column])   # as the checker read it: 峯 as 峰
-    rule = _guard(line.pattern, column)
+    rule = guarded_fault(line.pattern, column)
     if tones == {PING, ZE}:
         return f"{ch}: {asked} asked, read {ZE if asked == PING else PING} ({rule or 'a reading poets barely used'})"
     shown = next(iter(tones)) if tones else "? (not in the rhyme table)"

@@ -264,6 +264,24 @@ def test_the_guarded_columns_name_their_rule_only_where_it_applies():
                              "浑欲不胜簪。").stdout
 
 
+def test_check_poem_and_the_scansion_read_the_three_level_guard_alike():
+    """A 平 at 仄仄仄平平's third that the next character keeps from 三平尾 (八月湖水平: 水 仄) fits for
+    check_poem (evaluate, best-of, polish) as for the scansion: 28 of 29. A true 三平尾 (湖山平) stays a fault
+    at 湖, and so does one whose next character the table lacks (㐀 is not known to be 仄)."""
+    from poetgen.checks import check_poem
+    from poetgen.prosody import strict_columns, table, tone_patterns
+    from poetgen.scansion import scan
+
+    rest = "，涵虚混太清。气蒸云梦泽，波撼岳阳城。欲济无舟楫，端居耻圣明。坐观垂钓者，徒有羡鱼情。"
+    for head, faults in (("八月湖水平", (3,)), ("八月湖山平", (2,)), ("八月湖㐀平", (2,))):
+        check, scansion = check_poem(head + rest, "wulv", table()), scan(head + rest, "wulv")
+        assert check.tone_pattern == scansion.tone_pattern == "仄起入韵", head
+        columns = strict_columns(tone_patterns(5, 8)["仄起入韵"][0])   # 1, 2 (the guard), 3, 4
+        broken = tuple(c for c, ok in zip(columns, check.tone_positions) if not ok)
+        assert broken == scansion.lines[0].faults == faults, head
+        assert check.tone_score == pytest.approx(scansion.tone_score) == pytest.approx(28 / 29), head
+
+
 def test_a_borrowed_first_rhyme_and_a_lone_level_rhyme_read_as_the_checker_reads_them():
     """首句借邻韵 (王翰's 葡萄美酒夜光钗: 钗 九佳 beside 十灰) is what generation and evaluate accept
     (checks.first_line_fault): the scansion says so and does not fail --strict. A quatrain whose two

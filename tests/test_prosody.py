@@ -193,13 +193,15 @@ def test_the_checker_knows_three_ping_endings_lone_ping_and_the_accepted_licence
     """一三五不论 left 仄仄仄平平's third and 平平仄仄平's first free, so poems ending 一望江山青 (三平尾) or
     reading 入云乱五峰 (孤平) scored 1.0, while 移舟泊烟渚 (特拗) and 羌笛何须怨杨柳 scored below it."""
     from poetgen.checks import check_poem
-    from poetgen.prosody import line_fits, strict_columns
+    from poetgen.prosody import guard_columns, line_fits, strict_columns
 
     assert strict_columns("仄仄仄平平") == (1, 2, 3, 4) and strict_columns("平平仄仄平") == (0, 1, 3, 4)
     assert strict_columns("平平仄仄仄平平") == (1, 3, 4, 5, 6) and strict_columns("仄仄平平仄仄平") == (1, 2, 3, 5, 6)
     assert strict_columns("仄仄平平仄") == strict_columns("平平平仄仄") == (1, 3, 4)
     prosody = table()
     assert line_fits("一望江山青", "仄仄仄平平", prosody) == [True, False, True, True]     # 三平尾
+    assert line_fits("八月湖水平", "仄仄仄平平", prosody) == [True, True, False, True]     # 水 仄: no 三平尾
+    assert 2 in guard_columns("仄仄仄平平")   # generation still writes 仄 alone there: it cannot see 水 yet
     assert line_fits("入云乱五峰", "平平仄仄平", prosody) == [False, True, True, True]     # 孤平
     assert line_fits("春山一路行", "平平仄仄平", prosody) == [True] * 4
     assert line_fits("鸟鸣山涧中", "平平仄仄平", prosody) == [True] * 4                    # 拗救: 仄平平仄平
