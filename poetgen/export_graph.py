@@ -270,8 +270,10 @@ class PoemGraph(tf.Module):
 
     def _form(self, form, acrostic_size):
         """The layout row and entry of `form`: a shi form, or a tune by any name `--tune` accepts, with an
-        optional 1-based variant after "#" ("浣溪沙#2"; without, the tune's usual one: tunes.Tune.usual)."""
+        optional 1-based variant after "#" ("浣溪沙#2"; without, the tune's usual one: tunes.Tune.usual), or
+        after a full-width "＃" as typed in Chinese, read as "#" as the CLI reads it (tunes.variant_spelling)."""
         form = tf.strings.regex_replace(form, f"^[{SPACES}]+|[{SPACES}]+$", "")   # any space, as str.strip
+        form = tf.strings.regex_replace(form, "＃", "#")
         parts = tf.strings.split(form, "#", maxsplit=1)
         name = tf.strings.lower(parts[0], encoding="utf-8")   # as poetgen.tunes.lookup_key: no spaces,
         name = tf.strings.regex_replace(name, f"[{SPACES}'’\\-]", "")   # apostrophes or hyphens; ü is v
