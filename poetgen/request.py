@@ -5,6 +5,7 @@ Every refusal of a request is raised here, as BadInput; nothing here runs the mo
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import itertools
 import unicodedata
@@ -172,6 +173,8 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
     acrostic = normalize_text(request.acrostic)
     check_chars(acrostic, "acrostic", allow_punctuation=False)
     check_acrostic(acrostic, prompt, form, layout, shown)
+    if variant is not None and variant.repeats:
+        check_acrostic_repeats(acrostic, prompt, variant, shown)
     prompt_ids = encode_known(tables.tokenizer, prompt, "prompt")
     acrostic_ids = encode_known(tables.tokenizer, acrostic, "acrostic")
     if layout is not None and (request.rhyme if request.rhyme is not None else True):
@@ -372,6 +375,32 @@ def check_acrostic(acrostic: str, prompt: str, form: str, layout: Layout | None 
         if head != acrostic[i]:
             raise BadInput(f"prompt line {i + 1} starts with {head!r}, but the acrostic asks for {acrostic[i]!r}",
                            field="acrostic")
+
+
+def check_acrostic_repeats(acrostic: str, prompt: str, variant: Variant, shown: str = "") -> None:
+    """A ci's acrostic head where a 叠 repeats an earlier character (如梦令's 争渡。争渡, 忆秦娥's 秦楼月) must be
+    that character as the prompt or the acrostic fixes it: the rules kept the head and broke the 叠 without a
+    word (repeat_ok said so afterwards). Where nothing fixes that character the rules write it freely before
+    the head, so the two could meet only by chance: refused too (a prompt that writes it makes both hold).
+    A head the prompt writes is the prompt's text, kept as a prompt's characters at a 叠 are."""
+    from poetgen.ci_checks import han_chars
+
+    written = han_chars(prompt)
+    starts = list(itertools.accumulate(variant.line_lengths, initial=0))   # clause i's first character
+    given = {**dict(zip(starts, acrostic)), **dict(enumerate(written))}
+    sources = dict(variant.repeats)
+    for clause, (head, char) in enumerate(zip(starts, acrostic)):
+        if head < len(written) or head not in sources:
+            continue
+        source = sources[head]
+        while source not in given and source in sources:   # a 叠 that repeats a 叠 the request leaves free
+            source = sources[source]
+        if given.get(source) != char:
+            what = f"{given[source]!r}: give {given[source]!r} there" if source in given else \
+                f"which nothing fixes: write {char!r} there too with a prompt that reaches it"
+            raise BadInput(f"acrostic puts {char!r} at the head of clause {clause + 1} of {shown or variant.tune}, a 叠 "
+                           f"that repeats character {source + 1} (clause {bisect.bisect_right(starts, source)}), "
+                           f"{what}, or end the acrostic before clause {clause + 1}", field="acrostic")
 
 
 def encode_known(tokenizer: Tokenizer, text: str, what: str) -> list[int]:

@@ -442,6 +442,41 @@ def test_tiaoxiaoling_turns_round_the_clause_before_it(generator):
         generator.generate(PoemRequest(tune="调笑令", prompt="团扇，团扇，美人病来遮面。玉颜憔悴三年，谁复商量丝弦。"))
 
 
+@pytest.mark.parametrize("tune, variant, acrostic, said", [
+    # clause 6 repeats clause 5's head (争渡。争渡): 月 where 花 must stand
+    ("如梦令", None, "春夏秋冬花月", "clause 6 of 如梦令#1, a 叠 that repeats character 24 (clause 5), '花': give '花'"),
+    # 秦楼月 after 秦娥梦断秦楼月: clause 3's head repeats character 8, mid clause 2, which nothing fixes
+    ("忆秦娥", None, "春夏秋", "clause 3 of 忆秦娥#1, a 叠 that repeats character 8 (clause 2), which nothing fixes"),
+    # 错。错。错。: clause 9 repeats clause 8, which the acrostic fixes
+    ("钗头凤", 5, "春花秋月夜风江江山", "clause 9 of 钗头凤 (撷芳词#5 in the 词谱), a 叠 that repeats character 28"),
+    ("调笑令", None, "春花", "clause 2 of 调笑令 (古调笑#1 in the 词谱), a 叠 that repeats character 1 (clause 1), '春'")])
+def test_an_acrostic_head_a_repeat_copies_is_refused_unless_it_is_the_copied_character(generator, tune, variant,
+                                                                                       acrostic, said):
+    """An acrostic head at a 叠 was kept and the 叠 broken (如梦令: 花树。月树。, repeat_ok false, exit 0)."""
+    with pytest.raises(BadInput) as error:
+        generator.prepare(PoemRequest(tune=tune, variant=variant, acrostic=acrostic))
+    assert error.value.field == "acrostic" and said in str(error.value) and "\n" not in str(error.value)
+
+
+def test_an_acrostic_head_that_is_what_the_repeat_copies_stands(generator):
+    """The copied character as the head (春夏秋冬花花: 花X。花X。), one a prompt writes at a source nothing else
+    fixes, or a head the prompt itself writes (the prompt's text, kept) are accepted."""
+    for request in (PoemRequest(tune="如梦令", acrostic="春夏秋冬花花", n=4, sample=SampleOptions(seed=2)),
+                    PoemRequest(tune="忆秦娥", prompt="春声咽。夏娥梦断秋", acrostic="春夏秋", n=4,
+                                sample=SampleOptions(seed=2))):
+        for poem in generator.generate(request)["poems"]:
+            assert poem["acrostic_ok"] and poem["checks"]["repeat_ok"], poem["text"]
+    prompt = "春尽梅花无数。夏日一眠春暑。秋意向人多，冬不有芳菲聚。花树。月"
+    prepared = generator.prepare(PoemRequest(tune="如梦令", prompt=prompt, acrostic="春夏秋冬花月", rhyme=False))
+    assert prepared.prompt.startswith(prompt)
+
+
+def test_the_cli_refuses_an_acrostic_that_breaks_a_repeat_in_one_line():
+    result = CliRunner().invoke(cli, ["generate", "--tune", "如梦令", "--acrostic", "春夏秋冬花月", "--seed", "1"])
+    assert result.exit_code == 2 and result.stdout == "" and "Traceback" not in result.output
+    assert result.stderr.count("\n") == 1 and "clause 6" in result.stderr and "叠" in result.stderr, result.stderr
+
+
 def test_a_ci_reads_a_two_tone_character_by_its_pair_within_a_clause():
     """浣溪沙's first clause asks 仄 at its second character and 平 at its fourth: after 万, 重 (万重 reads
     chóng, 平) is refused at the second and not at the fourth (word_rules.WordTone, from ci_asked); after
