@@ -51,6 +51,9 @@ def _check(condition, *message):
     return tf.debugging.Assert(condition, list(message), summarize=64)
 
 
+MAX_REPEAT_CHAIN = 4   # 叠 that repeat a 叠 (a chain of copies) followed back to a fixed source
+
+
 def _one_value(value, name: str):
     """`value` as a scalar, refused unless it holds exactly one value; a string's invalid UTF-8 is
     refused too, and replaced (U+FFFD) so no later message carries bytes a caller cannot decode."""
@@ -352,7 +355,25 @@ class PoemGraph(tf.Module):
             agree = _check(tf.reduce_all((given < 0) | tf.equal(given, ids[:count])),
                            "acrostic and prompt disagree on a line's first character")
             forced = tf.tensor_scatter_nd_update(forced, starts[:, None], tf.where(given < 0, ids[:count], given))
-        return forced, checks + [agree]
+            repeats = self._acrostic_repeats(forced, starts, given, ids[:count], layout)
+        return forced, checks + [agree, repeats]
+
+    def _acrostic_repeats(self, forced, starts, given, ids, layout):
+        """An acrostic head a 叠 repeats must be the character its source holds as the prompt or the
+        acrostic fixes it (request.check_acrostic_repeats): a head the rules kept broke the 叠, and a
+        source nothing fixes is written freely before the head."""
+        copy_from = layout["copy_from"]
+        source = tf.gather(copy_from, starts)
+        for _ in range(MAX_REPEAT_CHAIN):   # a 叠 that repeats a 叠 the request leaves free: its source
+            further = tf.gather(copy_from, tf.maximum(source, 0))
+            follow = (source >= 0) & (tf.gather(forced, tf.maximum(source, 0)) < 0) & (further >= 0)
+            source = tf.where(follow, further, source)
+        held = tf.gather(forced, tf.maximum(source, 0))
+        broken = (given < 0) & (source >= 0) & tf.not_equal(held, ids)
+        return _check(~tf.reduce_any(broken), "acrostic puts a character at the head of a clause that a 叠 repeats "
+                      "other than the character it repeats (or one nothing fixes): give that character there, write "
+                      "it with the prompt, or end the acrostic before that clause; clause heads:",
+                      tf.boolean_mask(tf.range(1, tf.size(ids) + 1), broken))
 
     def _end_marks(self, forced, layout):
         """Every mark slot the prompt left open gets the mark the layout writes there."""

@@ -171,6 +171,30 @@ def test_each_generate_input_is_one_value_and_serve_ids_are_in_the_vocabulary(po
             serve(ids=tf.constant(ids, tf.int32))
 
 
+@pytest.mark.parametrize("form, prompt, acrostic", [("如梦令", "", "春夏秋冬花月"), ("忆秦娥", "", "春夏秋"),
+                                                  ("钗头凤#5", "", "春花秋月夜风江江山")])
+def test_an_acrostic_that_breaks_a_repeat_is_refused_on_both_sides(generator, poet, form, prompt, acrostic):
+    """The graph kept an acrostic head a 叠 repeats and broke the 叠, as the CLI did (request.check_acrostic_repeats)."""
+    import tensorflow as tf
+
+    tune, _, variant = form.partition("#")
+    with pytest.raises(BadInput, match="a 叠 that repeats"):
+        generator.prepare(PoemRequest(tune=tune, variant=int(variant) if variant else None, acrostic=acrostic))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"assertion failed: \[acrostic puts a character at the "
+                                                             r"head of a clause that a 叠 repeats"):
+        graph_poem(poet, form, prompt, acrostic)
+
+
+def test_an_acrostic_head_that_is_the_repeated_character_stands_in_the_graph(generator, poet):
+    variant = resolve("如梦令")
+    for seed in range(3):
+        poem = graph_poem(poet, "如梦令", "", "春夏秋冬花花", tone=True, seed=seed)
+        check = check_ci(poem, variant, table(), ci_rhyme(), "春夏秋冬花花")
+        assert check.acrostic_ok and check.repeat_ok, poem
+    poem = graph_poem(poet, "忆秦娥", "春声咽。夏娥梦断秋", "春夏秋", seed=1)   # the prompt writes the source
+    assert check_ci(poem, resolve("忆秦娥"), table(), ci_rhyme(), "春夏秋").repeat_ok, poem
+
+
 def test_traditional_characters_and_unicode_spaces_read_as_the_cli_reads_them(generator, poet):
     """The graph knew one traditional spelling per character (发 → 發: 白髮 was refused) and dropped
     ASCII spaces only (RE2's \\s): an ideographic or no-break space was an unknown character."""
