@@ -1,5 +1,6 @@
 """How real ci pass poetgen's own ci check: layout, rhyme (词林正韵) and 平仄 per tune, against the
-variant of the 词谱 each ci fits best. The figures in the README come from this script.
+variant of the 词谱 each ci fits best, of the tunes its title may mean (a 36-character 乌夜啼 is 相见欢's).
+The figures in the README come from this script.
 
 Usage: python benchmarks/ci_real_check.py CORPUS [--top 20]
 CORPUS: a poetgen corpus with a `tune` field (corpus/ci.jsonl.gz) or chinese-poetry's songci folder
@@ -17,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from poetgen.ci_checks import check_against_tune  # noqa: E402
+from poetgen.ci_checks import check_against_tunes  # noqa: E402
 from poetgen.ci_rhyme import ci_rhyme  # noqa: E402
 from poetgen.prosody import table  # noqa: E402
 from poetgen.tunes import tune_table  # noqa: E402
@@ -47,12 +48,12 @@ def main() -> int:
     per_tune = collections.defaultdict(collections.Counter)
     unknown = 0
     for name, text in read_ci(args.corpus):
-        tune = tunes.find(name)
-        if tune is None:
+        readings = tunes.readings(name)   # 乌夜啼: its own tune and 相见欢, which Song poets also called so
+        if not readings:
             unknown += 1
             continue
-        check = check_against_tune(text, tune, prosody, rhyme)
-        counts = per_tune[tune.name]
+        check = check_against_tunes(text, readings, prosody, rhyme)   # the one it fits, as `poetgen check` reads it
+        counts = per_tune[check.tune]
         counts["ci"] += 1
         counts["chars"] += check.chars_ok
         counts["layout"] += check.layout_ok

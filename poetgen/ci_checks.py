@@ -189,6 +189,18 @@ def fit(check: CiCheck) -> tuple:
     rhyme and 平/仄 positions that fit, each position alike (a variant with one more 句中韵 loses one
     position, not a ninth of its rhyme score: 苏轼's 水调歌头 is the 谱's third variant, his own), a layout
     that fits adding LAYOUT_WEIGHT."""
+    return check.chars_ok, position_share(check) + (LAYOUT_WEIGHT if check.layout_ok else 0)
+
+
+def position_share(check: CiCheck) -> float:
+    """The share of a ci's rhyme and 平/仄 positions that fit the variant it was read against."""
     positions = (check.rhyme_positions or []) + (check.tone_positions or [])
-    share = sum(positions) / len(positions) if positions else 0.0
-    return check.chars_ok, share + (LAYOUT_WEIGHT if check.layout_ok else 0)
+    return sum(positions) / len(positions) if positions else 0.0
+
+
+def check_against_tunes(text: str, tunes: list[Tune], prosody: Prosody, rhyme: CiRhyme) -> CiCheck:
+    """Against the tune of `tunes` (those a name may mean: tunes.TuneTable.readings) whose variants the ci
+    fits best (`fit`), the first on a tie: a ci titled 乌夜啼 of 36 characters is 相见欢's (李煜's 无言独上西楼),
+    one of 48 the 谱's 乌夜啼. CiCheck.tune says which."""
+    checks = [check_against_tune(text, tune, prosody, rhyme) for tune in tunes]
+    return max(enumerate(checks), key=lambda pair: (fit(pair[1]), -pair[0]))[1]

@@ -46,6 +46,8 @@ def check_command(text: str, form: str | None, tune: str | None, variant: int | 
             raise BadInput(f"standard input is not UTF-8 text (byte {error.start}); convert it first, e.g. "
                            f"iconv -f gbk -t utf-8 poem.txt | poetgen check -", field="text") from None
     scansion = scan(text, form=form, tune=tune, variant=variant)
+    if scansion.read_as:   # 乌夜啼 of 36 characters: 相见欢's, which Song poets also called so
+        click.echo(f"poetgen: note: {scansion.read_as}", err=True)
     if fmt == "json":
         click.echo(json.dumps(scansion.to_dict(), ensure_ascii=False, indent=2))
     else:

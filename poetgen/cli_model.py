@@ -154,10 +154,10 @@ def generate(prompt, model_dir, fmt, traditional, int8, interactive, **options) 
     from poetgen.tunes import variant_spelling
 
     if request.tune and request.variant is None and "#" not in variant_spelling(request.tune):
-        from poetgen.tunes import tune_table, written_as_note
+        from poetgen.tunes import tune_table
 
-        note = written_as_note(tune_table().get(request.tune))
-        if note:   # 浪淘沙 is the 谱's 28-character form; most Song ci so titled are 浪淘沙令
+        note = tune_table().also_note(request.tune)
+        if note:   # 乌夜啼 is the 谱's 48-character tune; Song poets also called 相见欢 so
             click.echo(f"poetgen: note: {note}", err=True)
     if request.tune and not poet.knows_ci:
         click.echo("poetgen: warning: this model was not trained on ci (no <ci> control token in its tokenizer): "

@@ -30,8 +30,8 @@ def ci_counts(path: Path, tunes: TuneTable) -> collections.Counter:
         for number, raw in enumerate(read_raw(path), 1):
             if isinstance(raw, str):   # a reason `corpus import` would drop the record for: the counts would be off
                 raise ValueError(f"record {number}: {raw}")
-            tune = tunes.find_label(raw.tune) if raw.tune else None
-            if tune is not None:   # 望江南・忆江南 counts for 忆江南
+            tune = tunes.find_written(raw.tune, raw.text) if raw.tune else None
+            if tune is not None:   # 望江南・忆江南 counts for 忆江南; a 36-character 乌夜啼 for 相见欢
                 counts[tune.name] += 1
     except (OSError, ValueError, EOFError, zlib.error, BadCorpus) as error:   # zlib.error: a corrupt .gz
         raise BadCorpus(f"cannot read the ci corpus {path}: {error}") from None
@@ -42,12 +42,20 @@ def tune_rows(query: str, corpus: Path | None) -> list[dict]:
     tunes = tune_table()
     path = corpus if corpus is not None else shipped_path(CI_CORPUS)
     counts = ci_counts(path, tunes) if path.exists() else None
+
+    def shared(pairs) -> list[dict]:   # tune: the other tune; ci of all ci titled with the name alone
+        return [{"name": s.name, "tune": tune, "ci": s.count, "of": s.total} for tune, s in pairs]
+
+    def rows_of(t) -> dict:
+        also_names = shared((other.name, s) for other, s in tunes.also_names(t))
+        return {"also_names": also_names, "also_called": shared((s.of, s) for s in t.also_called),
+                "written_as": next((a["tune"] for a in also_names if a["name"] == t.name and 2 * a["ci"] > a["of"]), None)}
+
     return [{"name": t.name, "other_names": list(t.names[1:]), "traditional": t.names_trad[0],
              "pinyin": t.full_pinyin, "sections": t.sections_of(t.variant(None)),   # the variant written by default
              "variant_sections": [t.sections_of(v) for v in t.variants],
              "characters": [v.length for v in t.variants], "variants": len(t.variants), "usual": t.usual,
-             "ci_in_corpus": None if counts is None else counts[t.name],
-             "written_as": t.written_as[0] if t.written_as else None}
+             "ci_in_corpus": None if counts is None else counts[t.name], **rows_of(t)}
             for t in tunes.search(query)]
 
 
@@ -75,8 +83,13 @@ def tunes_command(query: str, corpus: Path | None, fmt: str) -> None:
         chars = "/".join(f"[{n}]" if k == row["usual"] and row["variants"] > 1 else str(n)
                          for k, n in enumerate(row["characters"], 1))   # [60]: the variant written by default
         count = "" if row["ci_in_corpus"] is None else f"  {row['ci_in_corpus']} ci"
-        written = f"  (most ci so titled: {row['written_as']})" if row["written_as"] else ""
+        shared = "".join(f"  ({a['name']} also names {a['tune']}: {a['ci']} of {a['of']} ci so titled"
+                         f"{', most' if a['tune'] == row['written_as'] else ''})" for a in row["also_names"])
+        shared += "".join(f"  (also called {a['name']}: --tune {a['name']} writes {a['tune']})" for a in row["also_called"])
         click.echo(f"{row['name']}{others}  {row['pinyin']}  {row['sections']}  {chars} chars  "
-                   f"{row['variants']} variant{'s' if row['variants'] > 1 else ''}{count}{written}")
+                   f"{row['variants']} variant{'s' if row['variants'] > 1 else ''}{count}{shared}")
+    note = tune_table().also_note(query) if query.strip() and tune_table().find(query) else ""
+    if note:   # 乌夜啼: the tune --tune writes, and the one its name also means
+        click.echo(f"poetgen: note: {note}", err=True)
     if progress_shown():   # a count, not a result: --quiet drops it
         click.echo(f"{len(rows)} tune{'s' if len(rows) > 1 else ''}", err=True)

@@ -176,7 +176,8 @@ def exported_tunes(count: int = ALL_TUNES) -> list:
     try:
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             for line in handle:
-                tune = table.find_label(json.loads(line).get("tune") or "")   # as `poetgen tunes` counts
+                record = json.loads(line)
+                tune = table.find_written(record.get("tune") or "", record.get("text") or "")   # as `poetgen tunes` counts
                 counts[tune.name if tune else None] += 1
     except (OSError, ValueError) as error:
         raise BadInput(f"--tunes {count} ranks tunes by the shipped ci corpus, which cannot be read: {error}",

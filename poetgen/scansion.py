@@ -1,7 +1,7 @@
 """Scans a poem someone wrote against its form: a regular shi's rhyme and 平仄 pattern, or a ci against the
 variant of its tune it fits best, line by line, with every position that breaks them and why.
 
-It reads the checkers' verdicts (checks.check_poem, ci_checks.check_against_tune), by every attested
+It reads the checkers' verdicts (checks.check_poem, ci_checks.check_against_tunes), by every attested
 reading as they do, and names 失粘 and 失对 where each couplet, or each line, fits alone; it does not judge
 meaning or fluency, and it loads no model.
 """
@@ -13,7 +13,7 @@ import dataclasses
 import re
 
 from poetgen.checks import check_poem, first_line_fault, pattern_fits
-from poetgen.ci_checks import check_against_tune, check_ci, han_chars, normalize_marks
+from poetgen.ci_checks import check_against_tunes, check_ci, han_chars, normalize_marks
 from poetgen.ci_rhyme import ci_rhyme, describe
 from poetgen.corpus import is_han, normalize_text, to_simplified
 from poetgen.errors import BadInput
@@ -55,6 +55,7 @@ class Scansion:
     lines: tuple[ScannedLine, ...]
     unknown: str = ""          # characters the rhyme table lacks (nor their simplified form): not judged
     repeat_ok: bool | None = None   # a ci's 叠 phrases repeat the characters before them (None: it has none)
+    read_as: str = ""          # why a ci was read as another tune than its name finds (乌夜啼 as 相见欢), else ""
 
     @property
     def faults(self) -> int:
@@ -271,22 +272,27 @@ def _shi_rhymes(lines: list[str], layout, prosody, check) -> tuple[str | None, d
 
 
 def _scan_ci(poem: str, tune_name: str, number: int | None) -> Scansion:
+    """`poem` against the tune `tune_name` finds, at variant `number`; without one, against whichever of
+    the tunes the name may mean (TuneTable.readings: 乌夜啼 and 相见欢, which Song poets also called so) and
+    of their variants it fits best, saying so in `read_as` when that is another tune."""
     from poetgen.tunes import tune_table
 
-    tune, prosody, rhyme = tune_table().get(tune_name), table(), ci_rhyme()
+    tunes, prosody, rhyme = tune_table(), table(), ci_rhyme()
+    readings = tunes.readings(tune_name) if number is None else []
+    readings = readings or [tunes.get(tune_name)]   # a variant is the named tune's; get() names an unknown one
     read, unknown = _readable(poem, prosody)
     if number is not None:
-        check = check_ci(read, tune.variant(number, tune_name), prosody, rhyme)
+        check = check_ci(read, readings[0].variant(number, tune_name), prosody, rhyme)
     else:
-        check = check_against_tune(read, tune, prosody, rhyme)
+        check = check_against_tunes(read, readings, prosody, rhyme)
+    tune = next(t for t in readings if t.name == check.tune)
     variant = tune.variants[check.variant - 1]
     if not check.chars_ok:
         count = len(han_chars(normalize_marks(poem)))
-        lengths = sorted({v.length for v in tune.variants})
-        other = (f"; most ci so titled are {tune.written_as[0]}'s {tune.written_as[3]}: give --tune {tune.written_as[0]}"
-                 if tune.written_as and tune.written_as[3] == count else "")
-        raise BadInput(f"{count} characters: {tune.name}'s variants have {', '.join(map(str, lengths))}"
-                       + ("" if number is None else f" (variant {number}: {variant.length})") + other, field="text")
+        has = [f"{t.name}'s variants have {', '.join(map(str, sorted({v.length for v in t.variants})))}" for t in readings]
+        raise BadInput(f"{count} characters: {'; '.join(has)}" + ("" if number is None else f" (variant {number}: "
+                       f"{variant.length})"), field="text")
+    read_as = "" if tune is readings[0] and tunes.find(tune_name) is tune else _read_as(tune_name, tune, readings)
     chars = han_chars(normalize_marks(poem))
     own = variant.layout.lines(normalize_marks(poem))   # the poem's own marks where its clauses are the variant's
     tone_at = [pos for pos, tone in enumerate(variant.tones) if tone != EITHER_TONE]
@@ -305,7 +311,22 @@ def _scan_ci(poem: str, tune_name: str, number: int | None) -> Scansion:
         start += length
     parts = [part for part in check.rhyme_parts or [] if part != "—"]   # — : a group no character of it shares
     return Scansion("ci", tune.name, variant.number, check.layout_ok, check.rhyme_ok, "、".join(parts) or None,
-                    None, _score(scanned), tuple(scanned), unknown, check.repeat_ok)
+                    None, _score(scanned), tuple(scanned), unknown, check.repeat_ok, read_as)
+
+
+def _read_as(name: str, tune, readings: list) -> str:
+    """Why a ci titled `name` was read as `tune`, another than the one `name` finds, and how to ask for that."""
+    from poetgen.tunes import tune_table
+
+    asked = " ".join(name.split())
+    lengths = "/".join(str(n) for n in sorted({v.length for v in tune.variants}))
+    found = tune_table().find(name)
+    if found is None:   # a key several tunes share (yjm)
+        return (f"{asked} names {len(readings)} tunes ({', '.join(t.name for t in readings)}): read as {tune.name}, "
+                f"whose {lengths} characters it fits best")
+    own = "/".join(str(n) for n in sorted({v.length for v in found.variants}))
+    return (f"read as {tune.name}, whose {lengths} characters it has: Song poets also called {tune.name} {asked}, "
+            f"in the 词谱 the name of {found.name} ({own} characters; {asked}#{found.usual} holds it to that tune)")
 
 
 def report(scansion: Scansion) -> str:

@@ -109,6 +109,22 @@ class Variant:
         return Layout(f"{self.tune}#{self.number}", self.line_lengths, marks, accepted, rhyme_lines)
 
 
+@dataclasses.dataclass(frozen=True)
+class SharedName:
+    """A name of another tune that Song poets gave this one too (scripts/build_cipu.py, mark_also_called):
+    乌夜啼, the 谱's 47-to-50-character tune, for 相见欢 (李煜's 无言独上西楼)."""
+
+    name: str                         # the name, simplified (乌夜啼)
+    trad: str                         # its traditional spelling where its tune has one (烏夜啼), else ""
+    of: str                           # the tune the name finds, whose own it is (乌夜啼)
+    ci: tuple[tuple[int, int], ...]   # (characters, ci): the corpus's ci so titled that were written to this tune
+    total: int                        # the corpus's ci titled with the name alone
+
+    @property
+    def count(self) -> int:
+        return sum(n for _, n in self.ci)
+
+
 DOUBLED = 1.5   # a 单调 tune's variant this many times its first form's length is a 双调 (Tune.sections_of)
 
 
@@ -119,8 +135,7 @@ class Tune:
     pinyin: tuple[str, ...]         # full pinyin and initials
     sections: str                   # 单调 / 双调 / 三段 / 四段
     variants: tuple[Variant, ...]
-    written_as: tuple = ()          # (tune, ci, of all ci, characters): the form most corpus ci under this
-                                    # name have, another tune's (浪淘沙: 浪淘沙令, 164 of 174, 54)
+    also_called: tuple[SharedName, ...] = ()   # other tunes' names its poets gave it too (相见欢: 乌夜啼)
     usual: int = 1                  # the variant written when none is asked: the 谱's first, or the one far
                                     # more corpus ci take (临江仙: the 8th, 60 characters; build_cipu.mark_usual)
 
@@ -189,7 +204,8 @@ class TuneTable:
             name = entry["names"][0]
             tune = Tune(tuple(entry["names"]), tuple(entry["names_trad"]), tuple(entry["pinyin"]), entry["sections"],
                         tuple(_variant(name, i + 1, v) for i, v in enumerate(entry["variants"])),
-                        tuple(entry.get("written_as", ())), entry.get("usual", [1])[0])
+                        tuple(SharedName(e["name"], e["trad"], e["of"], tuple(map(tuple, e["ci"])), e["total"])
+                              for e in entry.get("also_called", ())), entry.get("usual", [1])[0])
             self.tunes.append(tune)
             for key in dict.fromkeys(lookup_keys(tune)):
                 first = self._by_key.setdefault(key, tune)
@@ -198,6 +214,11 @@ class TuneTable:
         for tune in self.tunes:   # ü typed u (nuguanzi), where no tune has that spelling itself
             for key in lookup_keys(tune, typed=True):
                 self._by_key.setdefault(key, tune)
+        self._also: dict[str, list[tuple[Tune, SharedName]]] = {}   # a name's key -> the other tunes also so called
+        for tune in self.tunes:
+            for shared in tune.also_called:
+                for key in dict.fromkeys(lookup_key(spelling) for spelling in (shared.name, shared.trad) if spelling):
+                    self._also.setdefault(key, []).append((tune, shared))
 
     def keys_of(self, tune: Tune) -> list[str]:
         """Every lookup key (lookup_key's spelling) that finds `tune`."""
@@ -223,6 +244,48 @@ class TuneTable:
             tune = next(iter(found.values())) if len(found) == 1 else None
         return tune
 
+    def also(self, name: str) -> list[tuple[Tune, SharedName]]:
+        """The other tunes Song poets also called by `name`, with what the corpus shows (乌夜啼: 相见欢)."""
+        return list(self._also.get(lookup_key(name), ()))
+
+    def also_names(self, tune: Tune) -> list[tuple[Tune, SharedName]]:
+        """The other tunes Song poets also called by one of `tune`'s names (乌夜啼's: 相见欢)."""
+        return [(other, shared) for other in self.tunes for shared in other.also_called if shared.of == tune.name]
+
+    def readings(self, name: str) -> list[Tune]:
+        """The tunes a ci titled `name` may be written to: the tune `name` finds, then those its poets also
+        called so (乌夜啼, then 相见欢: Tune.also_called); every tune of a key several share (yjm: 谒金门,
+        一剪梅); none for an unknown name. The checker reads a ci as the one it fits best; a variant, and
+        generation, belong to the tune `name` finds (get)."""
+        key = lookup_key(name)
+        if key in self._shared:
+            return list(self._shared[key])
+        found = self.find(name)
+        return [] if found is None else [found, *(tune for tune, _ in self._also.get(key, ()))]
+
+    def also_note(self, name: str) -> str:
+        """A line for a name that Song poets also gave other tunes (`--tune 乌夜啼` writes 乌夜啼, and says
+        which tune writes 李煜's 36 characters), else ""."""
+        others = self.also(name)
+        if not others:
+            return ""
+        tune, asked = self.get(name), _short(variant_spelling(name))
+        said = [f"{shared.count} of the corpus's {shared.total} ci so titled have {other.name}'s "
+                f"{'/'.join(str(n) for n, _ in shared.ci)} characters: --tune {other.name} writes that form"
+                for other, shared in others]
+        return f"--tune {asked} writes {tune.name} ({tune.variant(None).length} characters); " + "; ".join(said)
+
+    def find_written(self, label: str, text: str) -> Tune | None:
+        """The tune a corpus ci labelled `label` was written to, as far as its length tells: find_label's,
+        or a tune Song poets also called so that has the ci's character count where that one has not (a
+        ci titled 乌夜啼 of 36 characters is 相见欢's). `poetgen tunes` and `export --tunes N` count so."""
+        tune = self.find_label(label)
+        if tune is None or lookup_key(label) not in self._also:
+            return tune
+        length = len(re.sub(r"[，。、？！；：\s]", "", text))
+        fitting = [t for t in self.readings(label) if length in {v.length for v in t.variants}]
+        return tune if tune in fitting or not fitting else fitting[0]
+
     def get(self, name: str) -> Tune:
         """The tune of `name`; UnknownTune naming the closest names when there is none, or the tunes
         that share it (pinyin initials: yjm is 谒金门 and 一剪梅)."""
@@ -243,16 +306,9 @@ class TuneTable:
         query = lookup_key(query)
         if not query:
             return list(self.tunes)
-        return [t for t in self.tunes if any(query in key for key in (*lookup_keys(t), *lookup_keys(t, typed=True)))]
-
-
-def written_as_note(tune: Tune) -> str:
-    """A line for a tune whose name most corpus ci use for another tune's form, else ""."""
-    if not tune.written_as:
-        return ""
-    other, count, total, length = tune.written_as
-    return (f"{count} of the corpus's {total} ci titled {tune.name} have {other}'s {length} characters; "
-            f"--tune {other} writes that form")
+        also = {tune.name for key, pairs in self._also.items() if query in key for tune, _ in pairs}
+        return [t for t in self.tunes if t.name in also
+                or any(query in key for key in (*lookup_keys(t), *lookup_keys(t, typed=True)))]
 
 
 def _short(name: str) -> str:

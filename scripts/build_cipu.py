@@ -27,7 +27,8 @@ DEFAULT_SOURCE = next((p / "shared" / "data" / "cipu" for p in ROOT.parents if (
                       ROOT.parent / "shared" / "data" / "cipu")
 DEFAULT_OUTPUT = ROOT / "poetgen" / "data" / "cipu.json.gz"
 CORPUS = ROOT / "corpus" / "ci.jsonl.gz"   # its `tune` labels give other names (see above)
-WRITTEN_AS_CI = 10      # corpus ci under a tune's name before mark_written_as judges it
+ALSO_CI = 3             # corpus ci titled with a name, of one length its tune lacks, that fit another tune before
+ALSO_FIT = 0.9          # mark_also_called gives that tune the name: at this share of their rhyme and 平仄 positions
 USUAL_CI = 10           # corpus ci of one variant's clause lengths before mark_usual makes it the default…
 USUAL_SHARE = 1 / 4     # …and at least this share of the tune's ci…
 USUAL_OVER_FIRST = 2    # …and this many times the ci of the first variant's
@@ -312,12 +313,12 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
         taken.update(extra)
     add_traditional_names(tunes)
     mark_entering(tunes, model_poems, poems)
-    mark_written_as(tunes, poems)
     mark_usual(tunes, poems)
     mark_free(tunes, poems)
     mark_optional(tunes, poems)
     mark_filled(tunes, poems)
     borrow_free(tunes)
+    mark_also_called(tunes, poems)
     return {"source": ATTRIBUTION, "tunes": tunes}
 
 
@@ -390,36 +391,56 @@ def mark_usual(tunes: list[dict], poems: list[dict]) -> None:
             tune["usual"] = [best + 1, counts[best], counts[0], total]
 
 
-def mark_written_as(tunes: list[dict], poems: list[dict]) -> None:
-    """Give a tune "written_as": [other tune, ci, of all ci, characters] when most of the corpus's ci under
-    its name (at least WRITTEN_AS_CI) have one length that none of its variants has, a variant's of
-    exactly one other tune whose name starts with this one's or who has this name with or without 令
-    (`_same_tune_name`): 164 of the 174 ci titled 浪淘沙 are 浪淘沙令's 54 characters (李煜's 帘外雨潺潺),
-    126 of 148 诉衷情 are 诉衷情令's 44, while the 谱's 浪淘沙 is 刘禹锡's 28-character 单调; 18 of 19
-    木兰花令 are 玉楼春's 56 (玉楼春 is also called 木兰花). `generate` and `tunes` say so."""
-    lengths_of = collections.defaultdict(list)
+def mark_also_called(tunes: list[dict], poems: list[dict]) -> None:
+    """Give a tune "also_called": [{"name", "trad", "of", "ci": [[characters, ci], ...], "total"}, ...], the
+    names of other tunes that Song poets gave this one too: of the corpus's ci titled with the name alone
+    (`total`), those of one length that none of its own tune's (`of`) variants has, at least ALSO_CI, are
+    each read against every tune with a variant of that length, as the checker reads a ci
+    (ci_checks.check_against_tunes), and at least ALSO_CI of them fit this tune best, at ALSO_FIT or more
+    of their rhyme and 平仄 positions. 23 of the 52 ci titled 乌夜啼 are 相见欢's 36 characters (李煜's 无言独上
+    西楼), while the 谱's 乌夜啼 has 47 to 50; 163 of the 174 浪淘沙 are 浪淘沙令's 54 (李煜's 帘外雨潺潺), the
+    谱's 浪淘沙 being 刘禹锡's 28-character 单调. A name keeps the tune it finds (`--tune 乌夜啼` writes 乌夜啼);
+    the checker reads a ci so titled as whichever of them it fits (tunes.TuneTable.readings), and
+    `generate` and `tunes` name the other. Run last: it reads the variants as the checker does."""
+    from poetgen.ci_checks import check_against_tunes, position_share
+    from poetgen.ci_rhyme import ci_rhyme
+    from poetgen.prosody import table
+    from poetgen.tunes import Tune, _variant
+
+    prosody, rhyme = table(), ci_rhyme()
+    owner = {name: i for i, tune in enumerate(tunes) for name in tune["names"]}
+    lengths = [{len(v["tones"]) for v in tune["variants"]} for tune in tunes]
+    totals, off = collections.Counter(), collections.defaultdict(list)   # (name, length) -> texts
     for poem in poems:
-        if poem.get("tune"):
-            lengths_of[poem["tune"]].append(sum(ch not in MARKS for ch in poem["text"]))
-    for tune in tunes:
-        name, own = tune["names"][0], {len(v["tones"]) for v in tune["variants"]}
-        found = lengths_of.get(name, [])
-        other = collections.Counter(n for n in found if n not in own)
-        if len(found) < WRITTEN_AS_CI or not other:
+        name = poem.get("tune") or ""
+        if name in owner:
+            totals[name] += 1
+            length = sum(ch not in MARKS for ch in poem["text"])
+            if length not in lengths[owner[name]]:
+                off[(name, length)].append(poem["text"])
+    read = {}   # tune index -> the tune as tunes.Tune reads it
+    for (name, length), texts in sorted(off.items()):
+        holders = [i for i in range(len(tunes)) if i != owner[name] and length in lengths[i]]
+        if len(texts) < ALSO_CI or not holders:
             continue
-        length, count = other.most_common(1)[0]
-        if 2 * count <= len(found):   # that one length, not the others together, is most of them
-            continue
-        holders = [t["names"][0] for t in tunes if t is not tune and _same_tune_name(name, t["names"])
-                   and length in {len(v["tones"]) for v in t["variants"]}]
-        if len(holders) == 1:
-            tune["written_as"] = [holders[0], count, len(found), length]
-
-
-def _same_tune_name(name: str, names: list[str]) -> bool:
-    """True when the first of `names` is `name` with something after it (浪淘沙 → 浪淘沙令, not 减字木兰花 for
-    木兰花), or one of them is `name` with or without 令 (木兰花令 → 玉楼春, also called 木兰花)."""
-    return names[0].startswith(name) or name.removesuffix("令") in {n.removesuffix("令") for n in names}
+        for i in (i for i in holders if i not in read):
+            tune = tunes[i]["names"][0]
+            read[i] = Tune((tune,), (), (), tunes[i]["sections"],
+                           tuple(_variant(tune, k + 1, v) for k, v in enumerate(tunes[i]["variants"])))
+        found = collections.Counter()
+        for text in texts:
+            check = check_against_tunes(text, [read[i] for i in holders], prosody, rhyme)
+            if position_share(check) >= ALSO_FIT:
+                found[next(i for i in holders if read[i].name == check.tune)] += 1
+        for i, count in sorted(found.items()):
+            if count >= ALSO_CI:
+                of, trad = tunes[owner[name]], to_traditional(name)
+                entry = next((e for e in tunes[i].get("also_called", ()) if e["name"] == name), None)
+                if entry is None:
+                    entry = {"name": name, "trad": trad if trad in of["names_trad"] else "", "of": of["names"][0],
+                             "ci": [], "total": totals[name]}
+                    tunes[i].setdefault("also_called", []).append(entry)
+                entry["ci"].append([length, count])
 
 
 def _is_entering(chars: list[str], rhyme) -> bool:

@@ -109,8 +109,41 @@ def test_a_ci_typed_one_clause_a_line_ends_with_a_stop_and_a_ci_of_another_name_
     assert json.loads(dream.stdout)["ok"], dream.stdout
     li_yu = ("帘外雨潺潺，春意阑珊。罗衾不耐五更寒。梦里不知身是客，一晌贪欢。独自莫凭栏，无限江山。别时容易见时难。"
              "流水落花春去也，天上人间。")
-    assert "give --tune 浪淘沙令" in run("--tune", "浪淘沙", li_yu).stderr
+    read = run("--tune", "浪淘沙", li_yu)   # the 谱's 浪淘沙 has 28; Song poets also called 浪淘沙令 so
+    assert read.exit_code == 0 and read.stdout.startswith("浪淘沙令 · variant 1 · layout ok")
+    assert "read as 浪淘沙令" in read.stderr
+    held = run("--tune", "浪淘沙#1", li_yu)   # a variant is the named tune's
+    assert held.exit_code == 2 and held.stderr == "poetgen: error: 54 characters: 浪淘沙's variants have 28 (variant 1: 28)\n"
     assert json.loads(run("--tune", "浪淘沙令", li_yu, "--format", "json").stdout)["rhyme_ok"]
+
+
+def test_a_ci_titled_by_a_name_two_tunes_share_is_read_as_the_one_it_fits():
+    """李煜's 无言独上西楼 is often titled 乌夜啼, the 谱's name for a 47-to-50-character tune (his 昨夜风兼雨): it
+    was refused ("36 characters: 乌夜啼's variants have 47, 48, 50"); it is read as 相见欢, saying so."""
+    xiangjianhuan = "无言独上西楼，月如钩。寂寞梧桐深院锁清秋。剪不断，理还乱，是离愁。别是一般滋味在心头。"
+    wuyeti = "昨夜风兼雨，帘帏飒飒秋声。烛残漏断频攲枕，起坐不能平。世事漫随流水，算来一梦浮生。醉乡路稳宜频到，此外不堪行。"
+    read = run("--tune", "乌夜啼", xiangjianhuan, "--strict")
+    assert read.exit_code == 0, read.output
+    assert read.stdout.splitlines()[0] == "相见欢 · variant 1 · layout ok · rhyme 第十二部平、第七部仄 ok · 平仄 24/24"
+    assert read.stderr == ("poetgen: note: read as 相见欢, whose 36 characters it has: Song poets also called "
+                           "相见欢 乌夜啼, in the 词谱 the name of 乌夜啼 (47/48/50 characters; 乌夜啼#2 holds it to "
+                           "that tune)\n")
+    scanned = json.loads(run("--tune", "烏夜啼", xiangjianhuan, "--format", "json").stdout)
+    assert scanned["form"] == "相见欢" and scanned["ok"] and "Song poets also called 相见欢 烏夜啼" in scanned["read_as"]
+    own = run("--tune", "乌夜啼", wuyeti, "--format", "json")
+    assert json.loads(own.stdout)["form"] == "乌夜啼" and json.loads(own.stdout)["read_as"] == "" and not own.stderr
+    assert json.loads(run("--tune", "相见欢", xiangjianhuan, "--format", "json").stdout)["read_as"] == ""
+    for held in (["--tune", "乌夜啼#2"], ["--tune", "乌夜啼", "--variant", "2"]):
+        refused = run(*held, xiangjianhuan)
+        assert refused.exit_code == 2 and refused.stderr == \
+            "poetgen: error: 36 characters: 乌夜啼's variants have 47, 48, 50 (variant 2: 48)\n", held
+    neither = run("--tune", "乌夜啼", xiangjianhuan[:-3] + "。")
+    assert neither.exit_code == 2 and neither.stderr == \
+        "poetgen: error: 34 characters: 乌夜啼's variants have 47, 48, 50; 相见欢's variants have 36\n"
+    # a key two tunes share (yjm: 谒金门 and 一剪梅) is read by the same rule; generation still refuses it
+    plum = json.loads(run("--tune", "yjm", "红藕香残玉簟秋。轻解罗裳，独上兰舟。云中谁寄锦书来，雁字回时，月满西楼。"
+                          "花自飘零水自流。一种相思，两处闲愁。此情无计可消除，才下眉头，却上心头。", "--format", "json").stdout)
+    assert plum["form"] == "一剪梅" and plum["read_as"].startswith("yjm names 2 tunes (谒金门, 一剪梅): read as 一剪梅")
 
 
 def test_a_fault_at_a_guarded_column_names_its_rule():

@@ -533,24 +533,63 @@ def test_a_tune_without_a_variant_writes_the_form_most_ci_take():
     assert rows[0]["usual"] == 8
 
 
-def test_a_name_most_ci_use_for_another_form_says_so():
-    """`--tune 浪淘沙` writes the 谱's 28-character 单调 (刘禹锡), while 164 of the corpus's 174 ci so titled
-    are 浪淘沙令's 54 characters (李煜's 帘外雨潺潺): generate and tunes now say which tune writes that form."""
-    table = tune_table()
-    assert table.get("浪淘沙").written_as[:1] == ("浪淘沙令",) and table.get("诉衷情").written_as[:1] == ("诉衷情令",)
-    assert not table.get("浣溪沙").written_as and not table.get("杨柳枝").written_as   # 9 of 19: not most
-    # 18 of 19 木兰花令 have 玉楼春's 56 characters: 玉楼春 is also called 木兰花, the name without 令
-    assert table.get("木兰花令").written_as == ("玉楼春", 18, 19, 56)
-    same = _build_module()._same_tune_name
-    assert same("浪淘沙", ["浪淘沙令"]) and same("木兰花令", ["玉楼春", "木兰花"]) and same("木兰花", ["玉楼春", "木兰花令"])
-    assert not same("木兰花", ["减字木兰花"]) and not same("木兰花令", ["木兰花慢"])
+LI_YU_XIANGJIANHUAN = "无言独上西楼，月如钩。寂寞梧桐深院锁清秋。剪不断，理还乱，是离愁。别是一般滋味在心头。"
+LI_YU_WUYETI = "昨夜风兼雨，帘帏飒飒秋声。烛残漏断频攲枕，起坐不能平。世事漫随流水，算来一梦浮生。醉乡路稳宜频到，此外不堪行。"
+# the names Song poets gave two tunes (build_cipu.mark_also_called): name -> (the tune it finds, the other)
+SHARED_NAMES = {"乌夜啼": ("乌夜啼", "相见欢"), "浪淘沙": ("浪淘沙", "浪淘沙令"), "诉衷情": ("诉衷情", "诉衷情令"),
+                "木兰花令": ("木兰花令", "玉楼春"), "浣溪沙": ("浣溪沙", "山花子"), "杨柳枝": ("杨柳枝", "添声杨柳枝"),
+                "酒泉子": ("酒泉子", "忆馀杭"), "过秦楼": ("过秦楼", "选冠子"), "鹤冲天": ("鹤冲天", "喜迁莺"),
+                "庆春泽": ("庆春泽", "高阳台"), "长相思": ("长相思", "长相思慢"), "梅花引": ("梅花引", "江城梅花引")}
+
+
+def test_a_name_that_is_also_another_tunes_is_read_as_the_tune_its_ci_fit():
+    """乌夜啼 is the 谱's 47-to-50-character tune (李煜's 昨夜风兼雨), and Song poets also called 相见欢 so
+    (李煜's 无言独上西楼): 23 of the corpus's 52 ci titled 乌夜啼 are 相见欢's 36 characters. Every one was
+    checked against 乌夜啼 and failed its length; `check --tune 乌夜啼` refused 无言独上西楼."""
+    from poetgen.ci_checks import check_against_tunes
+
+    tunes = tune_table()
+    found = {(shared.name, shared.of, tune.name) for tune in tunes.tunes for shared in tune.also_called}
+    assert found == {(name, of, other) for name, (of, other) in SHARED_NAMES.items()}
+    assert tunes.get("相见欢").also_called[0].ci == ((36, 23),) and tunes.get("相见欢").also_called[0].total == 52
+    for name in ("乌夜啼", "烏夜啼", " 乌夜啼 "):
+        assert [t.name for t in tunes.readings(name)] == ["乌夜啼", "相见欢"], name
+        assert tunes.get(name).name == "乌夜啼" and resolve(name).tune == "乌夜啼"   # generation keeps the tune of the name
+    assert [t.name for t in tunes.readings("相见欢")] == ["相见欢"] and [t.name for t in tunes.readings("圣无忧")] == ["乌夜啼"]
+    assert [t.name for t in tunes.readings("yjm")] == ["谒金门", "一剪梅"] and tunes.readings("没有这个调") == []
+    prosody, rhyme = table(), ci_rhyme()
+    readings = tunes.readings("乌夜啼")
+    assert check_against_tunes(LI_YU_XIANGJIANHUAN, readings, prosody, rhyme).tune == "相见欢"
+    assert check_against_tunes(LI_YU_WUYETI, readings, prosody, rhyme).tune == "乌夜啼"
+    assert tunes.find_written("乌夜啼", LI_YU_XIANGJIANHUAN).name == "相见欢"
+    assert tunes.find_written("乌夜啼", LI_YU_WUYETI).name == "乌夜啼"
+
+
+def test_generate_and_tunes_say_which_tune_a_shared_name_writes():
+    """`--tune 乌夜啼` writes the 谱's 乌夜啼 and says which tune writes 李煜's 36 characters, as `--tune 浪淘沙`
+    (刘禹锡's 28-character 单调; 163 of the corpus's 174 ci so titled are 浪淘沙令's 54) already did."""
     runner = CliRunner()
-    noted = runner.invoke(cli, ["generate", "--tune", "浪淘沙", "--seed", "1"])
-    assert noted.exit_code == 0 and "--tune 浪淘沙令 writes that form" in noted.stderr
-    for chosen in (["--tune", "浪淘沙#1"], ["--tune", "浪淘沙", "--variant", "1"], ["--tune", "浪淘沙令"]):
+    for name, other in (("乌夜啼", "相见欢"), ("浪淘沙", "浪淘沙令")):
+        noted = runner.invoke(cli, ["generate", "--tune", name, "--seed", "1"])
+        assert noted.exit_code == 0 and f"--tune {name} writes {name} (" in noted.stderr, noted.output
+        assert f"--tune {other} writes that form" in noted.stderr
+    assert "--tune 乌夜啼 writes 乌夜啼 (48 characters); 23 of the corpus's 52 ci so titled have 相见欢's 36" in \
+        runner.invoke(cli, ["generate", "--tune", "乌夜啼", "--seed", "1"]).stderr
+    for chosen in (["--tune", "浪淘沙#1"], ["--tune", "浪淘沙", "--variant", "1"], ["--tune", "浪淘沙令"], ["--tune", "相见欢"],
+                   ["--tune", "圣无忧"]):
         assert "note:" not in runner.invoke(cli, ["generate", *chosen, "--seed", "1"]).stderr, chosen
-    listed = runner.invoke(cli, ["tunes", "浪淘沙"])
-    assert "(most ci so titled: 浪淘沙令)" in listed.output.splitlines()[0]
+    listed = runner.invoke(cli, ["tunes", "乌夜啼"])
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()}
+    assert set(rows) == {"乌夜啼", "相见欢"}   # 相见欢 is found by the name its poets also gave it
+    assert "(乌夜啼 also names 相见欢: 23 of 52 ci so titled)" in rows["乌夜啼"]
+    assert "(also called 乌夜啼: --tune 乌夜啼 writes 乌夜啼)" in rows["相见欢"]
+    assert "--tune 相见欢 writes that form" in listed.stderr
+    assert "(浪淘沙 also names 浪淘沙令: 163 of 174 ci so titled, most)" in runner.invoke(cli, ["tunes", "浪淘沙"]).stdout
+    rows = {row["name"]: row for row in json.loads(runner.invoke(cli, ["tunes", "乌夜啼", "--format", "json"]).stdout)}
+    assert rows["乌夜啼"]["also_names"] == [{"name": "乌夜啼", "tune": "相见欢", "ci": 23, "of": 52}]
+    assert rows["相见欢"]["also_called"] == [{"name": "乌夜啼", "tune": "乌夜啼", "ci": 23, "of": 52}]
+    assert rows["乌夜啼"]["written_as"] is None and rows["乌夜啼"]["ci_in_corpus"] == 33   # 23 of 相见欢's counted there
+    assert rows["相见欢"]["ci_in_corpus"] == 46
     rows = json.loads(runner.invoke(cli, ["tunes", "浪淘沙", "--format", "json"]).stdout)
     assert rows[0]["written_as"] == "浪淘沙令" and rows[1]["written_as"] is None
 
