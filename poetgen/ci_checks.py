@@ -48,7 +48,7 @@ def rhyme_of(chars: str, variant: Variant, rhyme: CiRhyme) -> tuple[list[bool], 
     """Per rhyme slot: fits its group's most shared 部; and each group's 部 (— when none is shared). A
     character the rhyme table does not know (盏, 葱, 遍…) is not judged, as tone_fits does not judge one
     the tone table lacks: the rules never write one at a rhyme slot, and a prompt that fixes one there
-    is not refused for it (request.check_ci_prompt_rhymes), so the ci keeps its rhyme."""
+    is not refused for it (ci_request.check_ci_prompt_rhymes), so the ci keeps its rhyme."""
     fits, parts = {}, []
     for group in range(variant.group_count):
         slots = [s for s in variant.rhymes if s.group == group and rhyme.codes(chars[s.pos])]

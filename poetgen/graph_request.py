@@ -79,7 +79,7 @@ class GraphRequest:
     def _ci_rhymes_possible(self, forced, layout):
         """Whether each rhyme group of a tune keeps a column (a 部 of its tone) that every character the
         prompt and acrostic fix at its slots has, read through 叶 at a 叶 slot; one the table does not
-        know is left out, as the rule leaves it (CLI: request.check_ci_prompt_rhymes)."""
+        know is left out, as the rule leaves it (CLI: ci_request.check_ci_prompt_rhymes)."""
         start, in_group, together = self._group_start(forced, layout)
         return tf.reduce_all(~tf.reduce_any(in_group, axis=0) | tf.reduce_any(start & together, axis=1))
 
@@ -200,7 +200,7 @@ class GraphRequest:
 
     def _acrostic_repeats(self, forced, starts, given, ids, layout):
         """An acrostic head a 叠 repeats must be the character its source holds as the prompt or the
-        acrostic fixes it (request.check_acrostic_repeats): a head the rules kept broke the 叠, and a
+        acrostic fixes it (ci_request.check_acrostic_repeats): a head the rules kept broke the 叠, and a
         source nothing fixes is written freely before the head."""
         copy_from = layout["copy_from"]
         source = tf.gather(copy_from, starts)

@@ -174,7 +174,7 @@ def test_each_generate_input_is_one_value_and_serve_ids_are_in_the_vocabulary(po
 @pytest.mark.parametrize("form, prompt, acrostic", [("如梦令", "", "春夏秋冬花月"), ("忆秦娥", "", "春夏秋"),
                                                   ("钗头凤#5", "", "春花秋月夜风江江山")])
 def test_an_acrostic_that_breaks_a_repeat_is_refused_on_both_sides(generator, poet, form, prompt, acrostic):
-    """The graph kept an acrostic head a 叠 repeats and broke the 叠, as the CLI did (request.check_acrostic_repeats)."""
+    """The graph kept an acrostic head a 叠 repeats and broke the 叠, as the CLI did (ci_request.check_acrostic_repeats)."""
     import tensorflow as tf
 
     tune, _, variant = form.partition("#")

@@ -482,7 +482,7 @@ def test_neighbouring_bu_that_song_poets_rhymed_together_pass_the_checker_and_ar
     off = _replace_char(SU_SHI, slots[1], "绿")   # 绿: 第十五部 (沃), no neighbour of 第十九部
     assert not check_ci(off, variant, prosody, rhyme).rhyme_ok
     from poetgen.errors import BadInput
-    from poetgen.request import check_ci_prompt_rhymes
+    from poetgen.ci_request import check_ci_prompt_rhymes
 
     with pytest.raises(BadInput, match=r"合、缺 rhyme in neighbouring 部 \(通押\), which the checker accepts"):
         check_ci_prompt_rhymes(SU_SHI[:SU_SHI.index("缺") + 1], "", variant)   # the rules keep one 部: says why
@@ -493,7 +493,7 @@ def test_neighbouring_bu_that_song_poets_rhymed_together_pass_the_checker_and_ar
 
 def test_a_prompt_refused_for_that_split_says_why():
     from poetgen.errors import BadInput
-    from poetgen.request import check_ci_prompt_rhymes
+    from poetgen.ci_request import check_ci_prompt_rhymes
 
     with pytest.raises(BadInput, match="share 十灰 in the 平水韵, but the rules rhyme a ci within one 部"):
         check_ci_prompt_rhymes("一曲新词酒一杯，去年天气旧亭台。", "", resolve("浣溪沙"))
