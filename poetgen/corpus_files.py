@@ -24,8 +24,11 @@ _SNIFF_BYTES = 8192
 HEAD_CHARS = 65536   # characters of a file's head read to tell JSON from text
 # What reading a damaged file raises: a truncated .gz (EOFError), a corrupt one (zlib.error, BadGzipFile), I/O.
 READ_ERRORS = (OSError, EOFError, zlib.error)
-# A line longer than this is not read whole: it is skipped and counted as "too long".
+# A text block longer than this is not read whole: it is skipped and counted as "too long".
 MAX_LINE_CHARS = 8 * MAX_CHARS
+# A line longer than this is not held whole, wherever it falls in the file (a JSON-lines record with long
+# notes is read up to it): cut, and counted as "too long".
+MAX_RECORD_CHARS = 1 << 22
 
 
 def expand_paths(paths: Iterable[str | os.PathLike], exclude: Iterable[str | os.PathLike] = ()) -> list[Path]:
@@ -145,9 +148,11 @@ def text_stream(path: Path, encoding: str, on_bytes: Callable[[int], None] | Non
                 pending, skipping = ("", True) if end < 0 else (pending[end + 1:], False)
             lines = pending.split("\n")
             pending = lines.pop()
-            yield from lines
-            if len(pending) > MAX_LINE_CHARS:
-                yield pending[:MAX_LINE_CHARS + 1]   # the cleaner reports it as too long
+            # cut alike whether a line ends in this chunk or runs past it: a record straddling a chunk's
+            # end was cut and one inside a chunk kept
+            yield from (line if len(line) <= MAX_RECORD_CHARS else line[:MAX_RECORD_CHARS + 1] for line in lines)
+            if len(pending) > MAX_RECORD_CHARS:
+                yield pending[:MAX_RECORD_CHARS + 1]   # the readers report it as too long
                 pending, skipping = "", True
             if not chunk:
                 break

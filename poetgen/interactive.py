@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from poetgen.errors import PoetgenError
+from poetgen.errors import BadInput, PoetgenError
 
 FIXED = ("model_dir", "int8", "interactive", "prompt", "help")   # chosen once, when the session starts
 RESET = ("default", "none")   # `/seed none`: back to the command's default
@@ -101,10 +101,14 @@ def run_session(command: click.Command, prompt: str, model_dir, int8: bool, opti
 
     session = Session(command, options)
     _request(prompt, session.options)   # bad starting options fail before the model loads
+    stdin = click.get_text_stream("stdin", errors="surrogateescape")   # bytes that are not text: refused per line
+    if stdin is None:
+        raise BadInput("standard input is closed: --interactive reads its prompts there")
     poet = api.load(model_dir, int8)
     session.check = poet.generator.prepare
-    session.check(_request("", session.options)[0])   # and those the model cannot write, before the session
-    stdin = click.get_text_stream("stdin", errors="surrogateescape")   # bytes that are not text: refused per line
+    # and those the model cannot write, with the command line's prompt, before the session: a bad one was
+    # answered as a typed line is, and the command exited 0
+    session.check(_request(prompt, session.options)[0])
     tty = stdin.isatty()
     if tty:
         click.echo(f"poetgen: model {poet.path}; type a prompt, /help for commands, Ctrl-D to quit", err=True)

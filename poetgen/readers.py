@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from poetgen.corpus import GENRES, known_dynasty, normalize_text
-from poetgen.corpus_files import (MAX_LINE_CHARS, READ_ERRORS, check_encoding, check_text, open_binary, sniff_format,
-                                  text_stream, unreadable, without_bom)
+from poetgen.corpus_files import (MAX_LINE_CHARS, MAX_RECORD_CHARS, READ_ERRORS, check_encoding, check_text,
+                                  open_binary, sniff_format, text_stream, unreadable, without_bom)
 from poetgen.errors import BadCorpus
 from poetgen.layout import form_of
 
@@ -81,6 +81,9 @@ def _text_field(value) -> str:
 def _read_jsonl(lines: Iterator[str], dynasty: str = "tang") -> Iterator[RawPoem | str]:
     for line in lines:
         if not line.strip():
+            continue
+        if len(line) > MAX_RECORD_CHARS:   # text_stream cut it: not read whole
+            yield "too long"
             continue
         try:
             record = json.loads(line)

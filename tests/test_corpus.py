@@ -1,5 +1,6 @@
 import contextlib
 import gzip
+import itertools
 import json
 import shutil
 import subprocess
@@ -109,6 +110,26 @@ def test_a_text_file_opening_with_a_bracket_is_text_and_json_is_still_json(tmp_p
     assert [p.text for p in import_poems([tmp_path / "f.txt"]).poems] == [POEM_B]
     assert [p.text for p in import_poems([tmp_path / "g"]).poems] == ["春眠不觉晓，处处闻啼鸟。"]
     assert [p.text for p in import_poems([tmp_path / "h.json"]).poems] == ["独在异乡为异客，每逢佳节倍思亲。"]
+
+
+def test_a_json_lines_record_is_read_alike_wherever_it_falls(tmp_path):
+    """A record with long notes (20,000 characters) was kept first in a file and dropped as "not valid JSON"
+    where it straddled a 1 MiB read: the reader cut a line running past a chunk, not one inside it."""
+    short = [{"text": POEM_B, "notes": f"{i}"} for i in range(20_000)]
+    long = {"text": POEM_A, "notes": "注" * 20_000}
+    first = [long, *short]
+    ends = list(itertools.accumulate(len((json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8")) for r in short))
+    at = next(i for i, end in enumerate(ends) if end > (1 << 20) - 1000)   # starts just before the first read's end
+    straddling = [*short[:at], long, *short[at:]]
+    for name, records in (("first.jsonl", first), ("straddling.jsonl", straddling)):
+        (tmp_path / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                                     encoding="utf-8")
+        result = import_poems([tmp_path / name])
+        assert not result.dropped.get("not valid JSON") and POEM_A in [p.text for p in result.poems], name
+    huge = json.dumps({"text": POEM_A, "notes": "n" * (1 << 22)}) + "\n" + json.dumps({"text": POEM_B}) + "\n"
+    (tmp_path / "huge.jsonl").write_text(huge, encoding="utf-8")   # longer than a line is held: too long
+    result = import_poems([tmp_path / "huge.jsonl"])
+    assert [p.text for p in result.poems] == [POEM_B] and result.dropped["too long"] == 1, result.dropped
 
 
 def test_json_is_still_json_when_long_damaged_or_misnamed(tmp_path):

@@ -83,6 +83,19 @@ def test_interactive_bad_start_and_missing_model_are_one_line(tiny_bundle, tmp_p
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_interactive_refuses_a_bad_command_line_prompt_and_a_closed_stdin(tiny_bundle):
+    """A bad prompt given with --interactive was answered as a typed line (exit 0), and a closed stdin was an
+    internal error (None has no isatty) after the model loaded."""
+    result = CliRunner().invoke(cli, ["generate", "--interactive", "--model", str(tiny_bundle), "hello"], input="")
+    assert result.exit_code == 2 and "prompt" in result.stderr and result.stdout == "", result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    process = subprocess.run([sys.executable, "-m", "poetgen", "generate", "--interactive", "--model", str(tiny_bundle)],
+                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                             preexec_fn=lambda: os.close(0))
+    assert process.returncode == 2 and process.stderr.strip() == \
+        "poetgen: error: standard input is closed: --interactive reads its prompts there", process.stderr
+
+
 def completion(env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "poetgen"], capture_output=True, text=True, timeout=60,
                           env={**os.environ, **env}, stdin=subprocess.DEVNULL)
