@@ -355,8 +355,8 @@ def quantize(model: PathLike | None = None) -> list[Path]:
         parts.append(load_bundle(bundle.path / REVERSE_DIR, keras=False))
     for part in parts:
         weights = part.weights if part.weights is not None else layer_weights(part.model)
-        write_products(NumpyStepper(weights, part.model_config), part.path / INT8_FILE,
-                       step=part is bundle)   # the reverse model is scored in blocks, never stepped alone
+        # a reverse model (reverse/, or one quantized alone) is scored in blocks, never stepped: no step
+        write_products(NumpyStepper(weights, part.model_config), part.path / INT8_FILE, step=not part.reverse)
     return [part.path / INT8_FILE for part in parts]
 
 

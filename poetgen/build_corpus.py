@@ -28,6 +28,12 @@ class Source:
     dynasty: str    # corpus.DYNASTIES
     genre: str      # corpus.GENRES
 
+    @property
+    def shown(self) -> str:
+        """The pattern as a reader writes file names: poet.tang.N.json, huajianji-N-juan.json."""
+        return re.sub(r"\((?:\\d\+(?:\|x)?|[a-z]+)\)", lambda m: m.group(0)[1:-1] if m.group(0)[1].isalpha() else "N",
+                      self.pattern).replace("\\.", ".")
+
     def order(self, name: str) -> tuple[int, int] | None:
         match = re.fullmatch(_DIST + self.pattern, name)
         if match is None:
@@ -92,7 +98,7 @@ def build(path: Path, outputs: tuple[Output, ...] = OUTPUTS) -> dict[str, Import
     results = {}
     for output in outputs:
         if not any(source.order(name) for source in output.sources for name in members):
-            raise BadCorpus(f"{path}: no {' or '.join(_DIST + s.pattern for s in output.sources)} inside")
+            raise BadCorpus(f"{path}: no {' or '.join(_DIST + s.shown for s in output.sources)} inside")
         result = ImportResult([], collections.Counter())
         raws = (raw for source in output.sources for raw in _records(source, members))
         result.poems = list(iter_clean(raws, result.dropped, seen=seen))

@@ -46,7 +46,7 @@ def _input_bytes(paths, exclude) -> int:
 
 
 def _print_import_summary(kept: int, dropped: collections.Counter, out: Path) -> None:
-    click.echo(f"kept {kept} poems, dropped {sum(dropped.values())}; wrote {out}")
+    click.echo(f"kept {kept} poem{'' if kept == 1 else 's'}, dropped {sum(dropped.values())}; wrote {out}")
     for reason, count in dropped.most_common():
         click.echo(f"  dropped {count}: {reason}")
 

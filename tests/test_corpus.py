@@ -247,7 +247,7 @@ def test_gbk_file_needs_encoding(tmp_path):
     assert "gbk" in result.output and "gbk.txt" in result.output
     ok = CliRunner().invoke(cli, ["corpus", "import", str(path), "--encoding", "gbk", "--out", str(tmp_path / "o.jsonl")])
     assert ok.exit_code == 0, ok.output
-    assert "kept 1 poems" in ok.output
+    assert "kept 1 poem," in ok.output
 
 
 def test_cli_import_reports_drops_and_stats_json(tmp_path):
@@ -511,7 +511,7 @@ def test_an_output_inside_an_input_directory_is_not_read_back(tmp_path):
     assert CliRunner().invoke(cli, ["corpus", "import", str(folder), "--out", str(out)]).exit_code == 0
     (folder / "b.txt").unlink()
     result = CliRunner().invoke(cli, ["corpus", "import", str(folder), "--out", str(out), "--force"])
-    assert result.exit_code == 0 and "kept 1 poems, dropped 0" in result.output, result.output
+    assert result.exit_code == 0 and "kept 1 poem, dropped 0" in result.output, result.output
     assert [p.text for p in load_corpus(out)] == [POEM_A]
     run = folder / "run"                            # a bundle or a run in the folder is not corpus either
     (run / "resume").mkdir(parents=True)
@@ -722,3 +722,11 @@ def test_a_traditional_tune_name_is_simplified_as_the_tune_table_writes_it(tmp_p
     assert [p.tune for p in import_poems([tmp_path / "ci.json"]).poems] == ["蝶恋花", "鹧鸪天", "徵招", "不知名調"]
     kept = import_poems([tmp_path / "ci.json"], simplify=False).poems
     assert [p.tune for p in kept] == ["蝶戀花", "鷓鴣天", "徵招", "不知名調"]
+
+
+def test_a_tarball_without_the_sources_names_them_as_file_names(tmp_path):
+    """The error showed the sources' regular expressions (poet\\.tang\\.(\\d+)\\.json)."""
+    tarball = _tarball(tmp_path / "empty.tgz", {"package/README.md": "nothing"})
+    result = CliRunner().invoke(cli, ["corpus", "build", str(tarball), "--out-dir", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "package/dist/quantangshi/poet.tang.N.json inside" in result.stderr, result.output
+    assert "\\" not in result.stderr and "(" not in result.stderr.split(":", 2)[-1]

@@ -416,3 +416,20 @@ def test_after_warm_up_no_batch_makes_an_interpreter_or_grows_one(with_reverse, 
     made_then, largest_then = len(made), dict(largest)
     traffic(warm)
     assert len(made) == made_then and largest == largest_then
+
+
+def test_a_reverse_model_quantized_alone_gets_the_products_it_gets_in_its_bundle(with_reverse, tmp_path):
+    """Quantized on its own, a reverse model took a forward step graph too (7.5 against 3.7 MB shipped): it
+    is scored in blocks, never stepped."""
+    import poetgen.api
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(with_reverse[0], bundle)
+    alone = tmp_path / "alone"
+    shutil.copytree(bundle / "reverse", alone)
+    poetgen.api.quantize(bundle)
+    poetgen.api.quantize(alone)
+    with np.load(bundle / "reverse" / "int8.npz") as within, np.load(alone / "int8.npz") as itself:
+        assert sorted(itself.files) == sorted(within.files) and not any("step" in name for name in itself.files)
+    with np.load(bundle / "int8.npz") as forward:
+        assert any("step" in name for name in forward.files)   # the forward model's one-graph step
