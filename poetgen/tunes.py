@@ -125,6 +125,7 @@ class SharedName:
         return sum(n for _, n in self.ci)
 
 
+NOTED_SHARE = 3   # a name's other tune is noted where at least 1/NOTED_SHARE of the ci so titled are its
 DOUBLED = 1.5   # a 单调 tune's variant this many times its first form's length is a 双调 (Tune.sections_of)
 
 
@@ -217,7 +218,10 @@ class TuneTable:
         self._also: dict[str, list[tuple[Tune, SharedName]]] = {}   # a name's key -> the other tunes also so called
         for tune in self.tunes:
             for shared in tune.also_called:
-                for key in dict.fromkeys(lookup_key(spelling) for spelling in (shared.name, shared.trad) if spelling):
+                own = self._by_key.get(lookup_key(shared.name))   # the name typed in pinyin too (wuyeti, wyt)
+                spellings = (shared.name, shared.trad, *(own.pinyin if own is not None and own.name == shared.name
+                                                         else ()))
+                for key in dict.fromkeys(lookup_key(spelling) for spelling in spellings if spelling):
                     self._also.setdefault(key, []).append((tune, shared))
 
     def keys_of(self, tune: Tune) -> list[str]:
@@ -266,7 +270,8 @@ class TuneTable:
     def also_note(self, name: str) -> str:
         """A line for a name that Song poets also gave other tunes (`--tune 乌夜啼` writes 乌夜啼, and says
         which tune writes 李煜's 36 characters), else ""."""
-        others = self.also(name)
+        # only where the other form is a real share of them (a third): 12 of 804 浣溪沙 are 山花子's
+        others = [(other, shared) for other, shared in self.also(name) if shared.count * NOTED_SHARE >= shared.total]
         if not others:
             return ""
         tune, asked = self.get(name), _short(variant_spelling(name))

@@ -575,8 +575,14 @@ def test_generate_and_tunes_say_which_tune_a_shared_name_writes():
         assert f"--tune {other} writes that form" in noted.stderr
     assert "--tune 乌夜啼 writes 乌夜啼 (48 characters); 23 of the corpus's 52 ci so titled have 相见欢's 36" in \
         runner.invoke(cli, ["generate", "--tune", "乌夜啼", "--seed", "1"]).stderr
+    for typed in ("wuyeti", "langtaosha", "Lang Tao Sha"):   # the name in pinyin: the same readings and note
+        assert "writes that form" in runner.invoke(cli, ["generate", "--tune", typed, "--seed", "1"]).stderr, typed
+    from poetgen.tunes import tune_table
+
+    assert [t.name for t in tune_table().readings("wuyeti")] == ["乌夜啼", "相见欢"]
+    # a few ci of another form under a name are no reason to say so on every poem (12 of 804 浣溪沙)
     for chosen in (["--tune", "浪淘沙#1"], ["--tune", "浪淘沙", "--variant", "1"], ["--tune", "浪淘沙令"], ["--tune", "相见欢"],
-                   ["--tune", "圣无忧"]):
+                   ["--tune", "圣无忧"], ["--tune", "浣溪沙"], ["--tune", "长相思"]):
         assert "note:" not in runner.invoke(cli, ["generate", *chosen, "--seed", "1"]).stderr, chosen
     listed = runner.invoke(cli, ["tunes", "乌夜啼"])
     rows = {line.split()[0]: line for line in listed.stdout.splitlines()}
