@@ -58,6 +58,12 @@ def check_target(bundle: Bundle, options: ExportOptions) -> None:
     if out.is_symlink():   # --force replaced the link with a directory and left its target as it was
         raise OutputExists(f"{out} is a symbolic link; not replacing it, even with --force: export to the "
                            f"directory it names ({os.path.realpath(out)}) or another --out")
+    trained = [name for name in TRAINING_MARKERS if (out / name).exists()] if out.is_dir() else []
+    if trained:   # --force would lose its resume state, logs and reverse model: said first, not "pass --force"
+        held = f"{RESUME_DIR}/, what `train --resume` needs" if trained[0] == RESUME_DIR else \
+            f"{trained[0]}, which only training writes"
+        raise OutputExists(f"{out} is a training run (it holds {held}); not replacing it, even with --force: "
+                           f"export to another --out")
     if out.exists() and not options.force and not is_empty_directory(out):
         raise OutputExists(f"{out} already exists; pass --force to replace it")
     if out.exists() and not out.is_dir():
@@ -65,12 +71,6 @@ def check_target(bundle: Bundle, options: ExportOptions) -> None:
     if out.is_dir() and not out.is_symlink() and not is_empty_directory(out) \
             and not any((out / marker).exists() for marker in EXPORT_MARKERS):
         raise OutputExists(f"{out} is a directory that holds no export; not replacing it, even with --force")
-    trained = [name for name in TRAINING_MARKERS if (out / name).exists()] if out.is_dir() else []
-    if trained:   # --force would lose its resume state, logs and reverse model
-        held = f"{RESUME_DIR}/, what `train --resume` needs" if trained[0] == RESUME_DIR else \
-            f"{trained[0]}, which only training writes"
-        raise OutputExists(f"{out} is a training run (it holds {held}); not replacing it, even with --force: "
-                           f"export to another --out")
     if not out.parent.is_dir():
         raise BadInput(f"cannot write {out}: directory {out.parent} does not exist")
     if out.resolve() == Path(bundle.path).resolve():

@@ -371,6 +371,9 @@ def test_force_does_not_replace_a_finished_bundle(tiny_bundle, tmp_path):
         in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    # without --force too: not "pass --force", which would then be refused
+    result = run_cli("export", "--model", tiny_bundle, "--out", run, "--format", "keras")
+    assert result.exit_code == 2 and "is a training run" in result.output and "pass --force" not in result.output
     # a keras export of it (no logs) is an earlier export: --force replaces it
     assert run_cli("export", "--model", tiny_bundle, "--out", tmp_path / "k", "--format", "keras").exit_code == 0
     result = run_cli("export", "--model", tiny_bundle, "--out", tmp_path / "k", "--format", "keras", "--force")
