@@ -179,7 +179,9 @@ class Tune:
         return "/".join(key for key in self.pinyin if len(key) > longest)
 
 
-def _variant(tune: str, number: int, raw: dict) -> Variant:
+def variant_from(tune: str, number: int, raw: dict) -> Variant:
+    """Variant `number` of `tune` from its table entry (`raw`: a variant as scripts/build_cipu.py writes it), its
+    marks applied: the positions the build found free or borrowed read 中, those it filled take their tone."""
     slots = sorted((RhymeSlot(abs(p), g, p < 0) for g, positions in enumerate(raw["rhymes"]) for p in positions),
                    key=lambda s: s.pos)
     free = tuple(position for position, _, _ in raw.get("free", ()))   # scripts/build_cipu.py's mark_free
@@ -204,7 +206,7 @@ class TuneTable:
         for entry in raw["tunes"]:
             name = entry["names"][0]
             tune = Tune(tuple(entry["names"]), tuple(entry["names_trad"]), tuple(entry["pinyin"]), entry["sections"],
-                        tuple(_variant(name, i + 1, v) for i, v in enumerate(entry["variants"])),
+                        tuple(variant_from(name, i + 1, v) for i, v in enumerate(entry["variants"])),
                         tuple(SharedName(e["name"], e["trad"], e["of"], tuple(map(tuple, e["ci"])), e["total"])
                               for e in entry.get("also_called", ())), entry.get("usual", [1])[0])
             self.tunes.append(tune)

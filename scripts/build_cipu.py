@@ -405,7 +405,7 @@ def mark_also_called(tunes: list[dict], poems: list[dict]) -> None:
     from poetgen.ci_checks import check_against_tunes, position_share
     from poetgen.ci_rhyme import ci_rhyme
     from poetgen.prosody import table
-    from poetgen.tunes import Tune, _variant
+    from poetgen.tunes import Tune, variant_from
 
     prosody, rhyme = table(), ci_rhyme()
     owner = {name: i for i, tune in enumerate(tunes) for name in tune["names"]}
@@ -426,7 +426,7 @@ def mark_also_called(tunes: list[dict], poems: list[dict]) -> None:
         for i in (i for i in holders if i not in read):
             tune = tunes[i]["names"][0]
             read[i] = Tune((tune,), (), (), tunes[i]["sections"],
-                           tuple(_variant(tune, k + 1, v) for k, v in enumerate(tunes[i]["variants"])))
+                           tuple(variant_from(tune, k + 1, v) for k, v in enumerate(tunes[i]["variants"])))
         found = collections.Counter()
         for text in texts:
             check = check_against_tunes(text, [read[i] for i in holders], prosody, rhyme)
@@ -460,7 +460,7 @@ def variant_ci(tunes: list[dict], poems: list[dict], only: set[int] | None = Non
     from poetgen.ci_checks import check_ci, fit
     from poetgen.ci_rhyme import ci_rhyme
     from poetgen.prosody import table
-    from poetgen.tunes import _variant
+    from poetgen.tunes import variant_from
 
     rhyme, prosody = ci_rhyme(), table()
     owner, by_tune = {}, {}
@@ -473,7 +473,7 @@ def variant_ci(tunes: list[dict], poems: list[dict], only: set[int] | None = Non
             continue
         i = next(iter(found))
         if i not in by_tune:
-            by_tune[i] = [_variant(tunes[i]["names"][0], k + 1, entry) for k, entry in enumerate(tunes[i]["variants"])]
+            by_tune[i] = [variant_from(tunes[i]["names"][0], k + 1, entry) for k, entry in enumerate(tunes[i]["variants"])]
         text = poem["text"].replace("、", "，")
         chars = [ch for ch in text if ch not in MARKS]
         fitting = [(k, v) for k, v in enumerate(by_tune[i]) if v.length == len(chars)]
@@ -493,13 +493,13 @@ def mark_entering(tunes: list[dict], model_poems: list[list[str]], poems: list[d
     the model poem alone. Generation rhymes those groups in 入声 (a prompt's 上去 rhyme there turns the
     group back to 仄); the checker accepts 上去 as well."""
     from poetgen.ci_rhyme import ci_rhyme
-    from poetgen.tunes import ZE, _variant
+    from poetgen.tunes import ZE, variant_from
 
     rhyme = ci_rhyme()
     models = {}
     for i, tune in enumerate(tunes):
         for k, (entry, text) in enumerate(zip(tune["variants"], model_poems[i])):
-            variant = _variant(tune["names"][0], k + 1, entry)
+            variant = variant_from(tune["names"][0], k + 1, entry)
             for group in range(variant.group_count):
                 slots = [s for s in variant.rhymes if s.group == group]
                 if variant.group_tone(group) == ZE and not any(s.xie for s in slots) and \
