@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import unicodedata
 
+from poetgen.ci_request import check_acrostic_repeats, check_ci_prompt_rhymes
 from poetgen.control import DEFAULT_STYLE, MAX_TITLE, STYLES
 from poetgen.corpus import PUNCTUATION, is_han, normalize_text
 from poetgen.errors import BadInput
@@ -16,7 +17,6 @@ from poetgen.options import check_settings, setting
 from poetgen.sampling import SampleOptions, Shape, new_seed
 from poetgen.tables import VocabularyTables
 from poetgen.tokenizer import Tokenizer
-from poetgen.ci_request import check_acrostic_repeats, check_ci_prompt_rhymes
 from poetgen.tunes import Variant, lookup_key, resolve, shown_name
 
 MAX_POEMS = 1000          # poems per request
