@@ -18,7 +18,7 @@ from poetgen.corpus import (DYNASTIES, GENRES, EmptyCorpus, Poem, form_counts, s
 from poetgen.errors import BadCorpus, OutputExists
 from poetgen.importers import ONE_CLAUSE, UNKNOWN_DYNASTY, WHOLE_LINES, load_corpus, stream_poems
 from poetgen.corpus_files import expand_paths
-from poetgen.quiet import progress_shown, require_output
+from poetgen.quiet import progress_shown, require_output, summary_output
 from poetgen.layout import FORMS
 from poetgen.lock import Lock
 
@@ -79,7 +79,8 @@ def import_command(paths, out: Path, encoding: str, keep_script: bool, force: bo
     except EmptyCorpus:
         reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.most_common()) or "nothing found"
         raise BadCorpus(f"no usable poem in the input ({reasons}); {out} not written") from None
-    _print_import_summary(kept, dropped, out)
+    with summary_output([out]):
+        _print_import_summary(kept, dropped, out)
     if kept > 1 and notes[ONE_CLAUSE] == kept:
         click.echo("poetgen: warning: every poem kept is one five- or seven-character clause (a file without blank "
                    "lines holds a poem per line): write each poem on one line, or its verses on lines of their own "
@@ -165,6 +166,8 @@ def build_command(tarball: Path, out_dir: Path | None, force: bool) -> None:
             locks.enter_context(Lock.file(out_dir / name))
         for name, result in results.items():
             write_corpus(result.poems, out_dir / name)
+    with summary_output([out_dir / name for name in results]):   # said once all are written
+        for name, result in results.items():
             _print_build(result, out_dir / name)
 
 
@@ -182,5 +185,6 @@ def build_tang_command(tarball: Path, out: Path | None, force: bool) -> None:
     result = build_tang(tarball)
     with Lock.file(out):
         write_corpus(result.poems, out)
-    _print_build(result, out)
+    with summary_output([out]):
+        _print_build(result, out)
 

@@ -16,7 +16,7 @@ from poetgen.errors import EXIT_INTERRUPTED
 from poetgen.evaluate import EvalOptions
 from poetgen.export import ExportOptions
 from poetgen.cli_options import option
-from poetgen.quiet import import_tensorflow, progress_shown, require_output
+from poetgen.quiet import import_tensorflow, progress_shown, require_output, summary_output
 from poetgen.request import PoemRequest
 from poetgen.sampling import SampleOptions
 from poetgen.train import TrainConfig
@@ -82,8 +82,9 @@ def train(sample: bool, **options) -> None:
     import_tensorflow()
     result = api.train(config, sample=sample, explicit=given_options(options))
     if result.best_val_perplexity is not None:
-        click.echo(f"best held-out perplexity {result.best_val_perplexity:.1f} at epoch "
-                   f"{result.best_epoch}; bundle in {result.path}")
+        with summary_output([result.path]):
+            click.echo(f"best held-out perplexity {result.best_val_perplexity:.1f} at epoch "
+                       f"{result.best_epoch}; bundle in {result.path}")
     if result.stopped:   # saved, but not done: a script's `train && quantize` must not carry on
         raise click.exceptions.Exit(EXIT_INTERRUPTED)
 
@@ -226,7 +227,8 @@ def export(model_dir, out, fmt, force, tunes) -> None:
     from poetgen import api
 
     path = api.export(ExportOptions(out, fmt, force, tunes), model=model_dir)
-    click.echo(f"exported {fmt} to {path}")
+    with summary_output([path]):
+        click.echo(f"exported {fmt} to {path}")
 
 
 @command
@@ -237,8 +239,10 @@ def quantize(model_dir) -> None:
     """Convert a bundle's matrix products to int8 once, so that generate and serve run it in int8."""
     from poetgen import api
 
-    for path in api.quantize(model_dir):
-        click.echo(f"wrote {path}")
+    paths = api.quantize(model_dir)
+    with summary_output(paths):
+        for path in paths:
+            click.echo(f"wrote {path}")
 
 
 @command

@@ -7,6 +7,7 @@ TensorFlow logs oneDNN and CUDA notices before its log level is read; only mutin
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -90,3 +91,25 @@ def require_output() -> None:
         from poetgen.errors import BadInput
 
         raise BadInput("standard output is closed: nowhere to write the result")
+
+
+@contextlib.contextmanager
+def summary_output(written):
+    """Say on standard output what a command whose result is files (corpus import, quantize, export,
+    train) wrote, once the files are in place. A closed stdout (`>&-`: click.echo drops the lines without
+    a word, exit 0) or a failing one (`> /dev/full`: "No space left on device", as if the files had
+    failed) is one OutputError naming standard output and the files, whole; a reader gone (`| head -1`)
+    is left to the CLI, which exits 0."""
+    from poetgen.errors import OutputError
+
+    whole = f"{', '.join(map(str, written))} {'is' if len(written) == 1 else 'are'} written whole"
+    if sys.stdout is None:
+        raise OutputError(f"cannot write standard output: it is closed; {whole}")
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        name = errno.errorcode.get(error.errno, "")
+        raise OutputError(f"cannot write standard output: {reason}{f' ({name})' if name else ''}; {whole}") from None

@@ -679,21 +679,40 @@ def test_a_write_failure_into_a_new_folder_claims_no_previous_output(tmp_path):
     assert str(write_failed(out, OSError(errno.ENOSPC, "full"))).endswith("the previous export is unchanged")
 
 
-def test_a_closed_standard_output_is_an_error_not_a_silent_success(tiny_bundle, tmp_path):
-    """With fd 1 closed (`>&-`) Python leaves sys.stdout None and print() drops the poems: exit 0, no word.
-    A command whose result is a file still writes it (its summary line has nowhere to go)."""
-    def closed(*args):
-        command = " ".join(f"'{a}'" for a in [sys.executable, "-m", "poetgen", *args])
-        return subprocess.run(["sh", "-c", f"{command} >&-"], capture_output=True, text=True)
+def with_stdout(redirect: str, *args):
+    """`poetgen ARGS` run by a shell with its standard output redirected (`>&-` closes it)."""
+    command = " ".join(f"'{a}'" for a in [sys.executable, "-m", "poetgen", *args])
+    return subprocess.run(["sh", "-c", f"{command} {redirect}"], capture_output=True, text=True)
 
+
+def test_a_closed_standard_output_is_an_error_not_a_silent_success(tiny_bundle):
+    """With fd 1 closed (`>&-`) Python leaves sys.stdout None and print() drops the poems: exit 0, no word."""
     for args in (["tunes", "浣溪沙"], ["generate", "--model", str(tiny_bundle), "--seed", "1"], ["corpus", "stats"]):
-        result = closed(*args)
+        result = with_stdout(">&-", *args)
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.strip() == "poetgen: error: standard output is closed: nowhere to write the result"
-    source = tmp_path / "poems.txt"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_standard_output_failing_after_the_files_are_written_says_so(tiny_bundle, tmp_path):
+    """A command whose result is files writes them, then says so on stdout: `> /dev/full` read "No space
+    left on device", as if the files had failed, and `>&-` was silent, exit 0. Each is now one line naming
+    standard output and the files, which are whole."""
+    source, out = tmp_path / "poems.txt", tmp_path / "out.jsonl"
     source.write_text(POEM + "\n", encoding="utf-8")
-    result = closed("corpus", "import", str(source), "--out", str(tmp_path / "out.jsonl"))
-    assert result.returncode == 0 and (tmp_path / "out.jsonl").read_text(encoding="utf-8"), result.stderr
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    for args, written in ((["corpus", "import", source, "--out", out, "--force"], [out]),
+                          (["quantize", "--model", bundle], [bundle / "int8.npz"])):
+        for redirect, reason in (("> /dev/full", "No space left on device (ENOSPC)"), (">&-", "it is closed")):
+            for path in written:
+                path.unlink(missing_ok=True)
+            result = with_stdout(redirect, *args)
+            assert result.returncode == 2, (args, redirect, result.stderr)
+            assert result.stderr.strip() == (f"poetgen: error: cannot write standard output: {reason}; "
+                                             f"{', '.join(map(str, written))} is written whole"), result.stderr
+            assert all(path.stat().st_size for path in written)
+    assert json.loads(out.read_text(encoding="utf-8"))["text"] == POEM
 
 
 @pytest.mark.parametrize("name", ["config.json", "tokenizer.json"])
