@@ -81,10 +81,12 @@ def import_command(paths, out: Path, encoding: str, keep_script: bool, force: bo
         raise BadCorpus(f"no usable poem in the input ({reasons}); {out} not written") from None
     with summary_output([out]):
         _print_import_summary(kept, dropped, out)
-    if kept > 1 and notes[ONE_CLAUSE] == kept:
-        click.echo("poetgen: warning: every poem kept is one five- or seven-character clause (a file without blank "
-                   "lines holds a poem per line): write each poem on one line, or its verses on lines of their own "
-                   "with a blank line between poems", err=True)
+    if kept > 1 and notes[ONE_CLAUSE] == kept:   # whatever blank lines there are: it is how they were read
+        how = ("a poem written a verse per line is read with --per-line" if per_line else
+               "a poem is written a verse per line, with no blank line between poems or one between every two verses")
+        click.echo(f"poetgen: warning: every poem kept is one five- or seven-character clause, as when {how}: write "
+                   f"each poem on one line, or its verses on lines of their own with a blank line between poems"
+                   f"{' and no --per-line' if per_line else ''}", err=True)
     if notes[UNKNOWN_DYNASTY]:
         click.echo(f"poetgen: warning: {notes[UNKNOWN_DYNASTY]} {UNKNOWN_DYNASTY} were read as Tang", err=True)
     if notes[WHOLE_LINES] and not per_line:

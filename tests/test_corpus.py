@@ -704,6 +704,26 @@ def test_one_clause_poems_with_their_own_marks_are_warned_of_too(tmp_path):
     assert result.exit_code == 0 and "warning: every poem kept is one five- or seven-character clause" in result.stderr
 
 
+def test_the_one_clause_warning_says_how_the_file_was_read_blank_lines_or_not(tmp_path):
+    """The warning said "(a file without blank lines holds a poem per line)" for files that have them: a
+    blank line between every two verses, or --per-line over poems a blank line apart, read a verse a poem
+    too. It warns there still, and says what read the file so."""
+    source, out = tmp_path / "spaced.txt", tmp_path / "spaced.jsonl"
+    source.write_text("床前明月光\n\n疑是地上霜\n\n举头望明月\n\n低头思故乡\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["corpus", "import", str(source), "--out", str(out)])
+    assert result.exit_code == 0 and "kept 4 poems" in result.stdout
+    warning = result.stderr.strip()
+    assert warning.startswith("poetgen: warning: every poem kept is one five- or seven-character clause")
+    assert "without blank lines" not in warning and "one between every two verses" in warning
+    assert "--per-line" not in warning
+    source.write_text("床前明月光\n疑是地上霜\n\n举头望明月\n低头思故乡\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["corpus", "import", str(source), "--out", str(out), "--force", "--per-line"])
+    assert result.exit_code == 0 and "kept 4 poems" in result.stdout
+    warning = result.stderr.strip()
+    assert "without blank lines" not in warning and "is read with --per-line" in warning
+    assert warning.endswith("with a blank line between poems and no --per-line")
+
+
 def test_a_title_or_author_given_as_a_list_is_joined(tmp_path):
     """A chinese-poetry-like record with "title": ["静夜思"] was imported as the title "['静夜思']"."""
     record = {"paragraphs": ["床前明月光，", "疑是地上霜。"], "title": ["静夜思"], "author": ["李", "白"]}
