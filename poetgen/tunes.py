@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from poetgen.control import label_parts
+from poetgen.corpus import to_simplified
 from poetgen.errors import BadInput, PoetgenError
 from poetgen.layout import MARKS, STOP_MARKS, Layout
 
@@ -236,9 +237,22 @@ class TuneTable:
         """The lookup keys several tunes have (lower-cased): find() and get() give none of them a tune."""
         return frozenset(self._shared)
 
+    def _key(self, name: str) -> str:
+        """The lookup key of `name`: as typed, or, where no tune has that, as simplified Chinese writes it
+        (OpenCC t2s, as prompts are read: 浣谿沙 is 浣溪沙). Typed first, since t2s changes names the 谱
+        has in their own right (徵招 would be 征招)."""
+        key = lookup_key(name)
+        if self._known(key):
+            return key
+        plain = lookup_key(to_simplified(name))
+        return plain if self._known(plain) else key
+
+    def _known(self, key: str) -> bool:
+        return key in self._by_key or key in self._shared or key in self._also
+
     def find(self, name: str) -> Tune | None:
         """The tune of `name`; None when no tune, or several, have it."""
-        key = lookup_key(name)
+        key = self._key(name)
         return None if key in self._shared else self._by_key.get(key)
 
     def find_label(self, label: str) -> Tune | None:
@@ -252,7 +266,7 @@ class TuneTable:
 
     def also(self, name: str) -> list[tuple[Tune, SharedName]]:
         """The other tunes Song poets also called by `name`, with what the corpus shows (乌夜啼: 相见欢)."""
-        return list(self._also.get(lookup_key(name), ()))
+        return list(self._also.get(self._key(name), ()))
 
     def also_names(self, tune: Tune) -> list[tuple[Tune, SharedName]]:
         """The other tunes Song poets also called by one of `tune`'s names (乌夜啼's: 相见欢)."""
@@ -263,7 +277,7 @@ class TuneTable:
         called so (乌夜啼, then 相见欢: Tune.also_called); every tune of a key several share (yjm: 谒金门,
         一剪梅); none for an unknown name. The checker reads a ci as the one it fits best; a variant, and
         generation, belong to the tune `name` finds (get)."""
-        key = lookup_key(name)
+        key = self._key(name)
         if key in self._shared:
             return list(self._shared[key])
         found = self.find(name)
@@ -287,7 +301,7 @@ class TuneTable:
         or a tune Song poets also called so that has the ci's character count where that one has not (a
         ci titled 乌夜啼 of 36 characters is 相见欢's). `poetgen tunes` and `export --tunes N` count so."""
         tune = self.find_label(label)
-        if tune is None or lookup_key(label) not in self._also:
+        if tune is None or self._key(label) not in self._also:
             return tune
         length = len(re.sub(r"[，。、？！；：\s]", "", text))
         fitting = [t for t in self.readings(label) if length in {v.length for v in t.variants}]
@@ -296,7 +310,7 @@ class TuneTable:
     def get(self, name: str) -> Tune:
         """The tune of `name`; UnknownTune naming the closest names when there is none, or the tunes
         that share it (pinyin initials: yjm is 谒金门 and 一剪梅)."""
-        shared = self._shared.get(lookup_key(name))
+        shared = self._shared.get(self._key(name))
         if shared:
             raise UnknownTune(f"{_short(name)!r} names {len(shared)} tunes: "
                               f"{', '.join(t.names[0] for t in shared)}; give the tune's name", field="tune")
@@ -309,8 +323,13 @@ class TuneTable:
         return tune
 
     def search(self, query: str = "") -> list[Tune]:
-        """Tunes any of whose names or pinyin contain `query` (all tunes for an empty query)."""
-        query = lookup_key(query)
+        """Tunes any of whose names or pinyin contain `query` (all tunes for an empty query); where none
+        does as typed, those that contain it as simplified Chinese writes it (浣谿: 浣溪)."""
+        found = self._search(lookup_key(query))
+        plain = lookup_key(to_simplified(query)) if query else ""
+        return found if found or plain == lookup_key(query) else self._search(plain)
+
+    def _search(self, query: str) -> list[Tune]:
         if not query:
             return list(self.tunes)
         also = {tune.name for key, pairs in self._also.items() if query in key for tune, _ in pairs}

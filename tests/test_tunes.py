@@ -419,6 +419,22 @@ def test_every_name_is_found_by_its_traditional_spelling_too():
     assert table.shared_keys == {key for key, owners in keys.items() if len(owners) > 1}
 
 
+def test_a_variant_spelling_the_table_lacks_reads_as_simplified_chinese_writes_it(tmp_path):
+    """浣谿沙 (谿, which OpenCC t2s writes 溪) was no tune to `tunes`, `--tune` and `check`, though a prompt in
+    such characters reads as simplified; a name the 谱 has as typed is still found so (徵招, not 征招)."""
+    from poetgen.importers import simplified_tune
+
+    table = tune_table()
+    assert table.find("浣谿沙").name == resolve("浣谿沙").tune == "浣溪沙"
+    assert table.find("徵招").name == "徵招" and table.find("征招") is None and simplified_tune("浣谿沙") == "浣溪沙"
+    assert [t.name for t in table.search("浣谿沙")] == [t.name for t in table.search("浣溪沙")]
+    result = CliRunner().invoke(cli, ["tunes", "浣谿沙"])
+    assert result.exit_code == 0 and result.stdout.startswith("浣溪沙 ("), result.output
+    result = CliRunner().invoke(cli, ["check", "--tune", "浣谿沙", "一曲新词酒一杯，去年天气旧亭台，夕阳西下几时回。"
+                                                                "无可奈何花落去，似曾相识燕归来，小园香径独徘徊。"])
+    assert result.exit_code == 0 and result.stdout.startswith("浣溪沙 · variant 1"), result.output
+
+
 def test_a_repeated_character_is_asked_the_tone_its_copy_is_asked():
     """章台柳: the copy's 平 sat on a source the 谱 marks 中, so the repeat wrote a 仄 at a 平 position (9 of
     20 poems); a source marked 中 now takes its copy's tone, chains (错。错。错) back to their start."""
