@@ -29,9 +29,11 @@ class StderrHandler(logging.Handler):
 
 
 class _Formatter(logging.Formatter):
+    """A warning logged reads as one the commands echo (`poetgen: warning: …`); progress as it is."""
+
     def format(self, record: logging.LogRecord) -> str:
         message = super().format(record)
-        return f"warning: {message}" if record.levelno == logging.WARNING else message
+        return f"poetgen: warning: {message}" if record.levelno == logging.WARNING else message
 
 
 def setup_logging(quiet: bool = False) -> None:

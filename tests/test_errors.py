@@ -406,6 +406,18 @@ def test_internal_error_is_one_line_unless_debug(monkeypatch):
         assert debug.exit_code == 1 and "Traceback" in debug.stderr
 
 
+def test_a_logged_warning_reads_as_every_other_warning(tiny_bundle, tmp_path):
+    """Warnings logged through `logging` (a reverse/ with no model yet, a stale lock taken over, a run's
+    stop) printed `warning: …`, where those the commands echo print `poetgen: warning: …`."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / "reverse").mkdir()   # a `train --reverse --out bundle/reverse` that has saved nothing yet
+    result = CliRunner().invoke(cli, ["generate", "--model", str(bundle), "--seed", "1"])
+    assert result.exit_code == 0 and result.stdout, result.output
+    assert result.stderr.splitlines() == [f"poetgen: warning: {bundle / 'reverse'} holds no finished model yet (is "
+                                          f"it being trained?); the forward model is used alone"], result.stderr
+
+
 def test_a_reader_that_stops_early_is_not_an_error():
     """`poetgen tunes | head -1`: the pipe closes under poetgen's feet; that is exit 0, silently (click
     itself would exit 1, the code for a bug)."""

@@ -210,5 +210,5 @@ def test_an_archive_in_another_layout_loads_through_keras_with_a_warning(tiny_bu
     done = generate_cli(bundle)
     assert done.exit_code == 0, done.output
     notices = done.stderr.splitlines()
-    assert len(notices) == 1 and notices[0].startswith("warning: ") and "with Keras" in notices[0], notices
+    assert len(notices) == 1 and notices[0].startswith("poetgen: warning: ") and "with Keras" in notices[0], notices
     assert done.stdout and done.stdout == generate_cli(tiny_bundle).stdout   # the same weights
