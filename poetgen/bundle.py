@@ -65,9 +65,24 @@ def write_config(directory: Path, config: dict) -> None:
     write_text(directory / CONFIG_FILE, config_text(config))
 
 
-def save_bundle(directory: Path, model, tokenizer: Tokenizer, config: dict) -> None:
+class OnceWarnings:
+    """Warnings given once each, by kind: a run saves its bundle at every better epoch, and a reverse/ that
+    another run holds, or that cannot be moved, is the same news at each save."""
+
+    def __init__(self) -> None:
+        self._given: set[str] = set()
+
+    def warn(self, kind: str, message: str) -> None:
+        if kind not in self._given:
+            self._given.add(kind)
+            logger.warning(message)
+
+
+def save_bundle(directory: Path, model, tokenizer: Tokenizer, config: dict,
+                warnings: OnceWarnings | None = None) -> None:
     """Write or update a bundle: all its files are written aside first and put in place together
-    (atomic.staged), so a write that fails (a full disk) leaves the bundle before it whole."""
+    (atomic.staged), so a write that fails (a full disk) leaves the bundle before it whole. `warnings`:
+    a run's, whose saves each warn once (None: this save's own)."""
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer_path = directory / TOKENIZER_FILE
     with staged() as stage:
@@ -76,10 +91,10 @@ def save_bundle(directory: Path, model, tokenizer: Tokenizer, config: dict) -> N
         stage.save(directory / MODEL_FILE, model.save)
         stage.text(directory / CONFIG_FILE, config_text({**config, "format_version": FORMAT_VERSION,
                                                           "tokenizer_hash": tokenizer.hash}))
-    _set_aside_stale_reverse(directory, tokenizer)
+    _set_aside_stale_reverse(directory, tokenizer, warnings or OnceWarnings())
 
 
-def _set_aside_stale_reverse(directory: Path, tokenizer: Tokenizer) -> None:
+def _set_aside_stale_reverse(directory: Path, tokenizer: Tokenizer, warnings: OnceWarnings) -> None:
     """A reverse model (reverse/) trained on another vocabulary than the bundle's new one (`train --force`
     over a bundle that had one) would make every later load refuse the bundle: it is renamed, not
     deleted (reverse.stale, reverse.stale-2 …), once the new model is in place, and a warning says so.
@@ -96,12 +111,12 @@ def _set_aside_stale_reverse(directory: Path, tokenizer: Tokenizer) -> None:
             reverse.rename(aside)
             lock.moved(aside)
     except InUse as error:
-        logger.warning(f"{reverse} was trained on another vocabulary than this model's, but another run holds it "
-                       f"({error}): once that run ends, move it away, or loading the bundle refuses it")
+        warnings.warn("held", f"{reverse} was trained on another vocabulary than this model's, but another run "
+                              f"holds it ({error}): once that run ends, move it away, or loading the bundle refuses it")
         return
     except OSError as error:   # the new model is saved: a warning, not a failed run
-        logger.warning(f"{reverse} was trained on another vocabulary than this model's and could not be set "
-                       f"aside ({error.strerror or error}): move it away, or loading the bundle refuses it")
+        warnings.warn("unmoved", f"{reverse} was trained on another vocabulary than this model's and could not be "
+                                 f"set aside ({error.strerror or error}): move it away, or loading the bundle refuses it")
         return
     logger.warning(f"{reverse} was trained on another vocabulary than this model's: set aside as {aside.name}; "
                    f"train a new one with --reverse --out {reverse}")

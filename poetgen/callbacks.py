@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from poetgen.atomic import atomic_save
-from poetgen.bundle import CONFIG_FILE, save_bundle, write_config
+from poetgen.bundle import CONFIG_FILE, OnceWarnings, save_bundle, write_config
 from poetgen.model import ModelConfig, build_model, sequence_log_likelihood
 from poetgen.resume import EpochLog
 
@@ -86,6 +86,7 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
         return not run.state["step_in_epoch"]
 
     log = EpochLog(run.out / "log.csv", append=run.config.resume)
+    warnings = OnceWarnings()   # a reverse/ another run holds is said at the first save, not at every one
 
     class HeldOutCheckpoint(keras.callbacks.Callback):
         """Held-out loss per epoch; its log.csv row, the best model to the bundle, the last one to the
@@ -135,7 +136,8 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
             improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"]
             if improved:
                 state["best_val_loss"], state["best_epoch"] = val_loss, epoch + 1
-                save_bundle(run.out, inference_copy(self.model, model_config), run.tokenizer, run.record(versions))
+                save_bundle(run.out, inference_copy(self.model, model_config), run.tokenizer, run.record(versions),
+                            warnings)
             else:
                 record = run.record(versions)   # the options as resumed (--epochs, --learning-rate) too
                 write_config(run.out, {**json.loads((run.out / CONFIG_FILE).read_text(encoding="utf-8")),

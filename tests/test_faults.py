@@ -808,6 +808,21 @@ def test_a_reverse_model_another_run_holds_is_not_set_aside(run_copy, tmp_path):
     assert (run_copy / "reverse" / "model.keras").is_file() and not (run_copy / "reverse.stale").exists()
 
 
+def test_a_reverse_model_another_run_holds_is_said_once_a_run_not_at_every_save(run_copy, tmp_path):
+    """The bundle is saved at every better epoch, and each save said again that another run holds reverse/."""
+    shutil.copytree(run_copy, run_copy / "reverse", ignore=shutil.ignore_patterns("resume", "tensorboard", "log.csv"))
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in shipped_records(400)[::-1]),
+                     encoding="utf-8")
+    with Lock.directory(run_copy / "reverse"):
+        result = invoke("train", "--corpus", other, "--out", run_copy, "--force", "--epochs", 3, *RUN_ARGS)
+    assert result.exit_code == 0, result.output
+    saves = [line for line in result.stderr.splitlines()
+             if (m := re.match(r"epoch (\d+): .*\(best [0-9.]+ at epoch (\d+)\)", line)) and m[1] == m[2]]
+    assert len(saves) >= 2, result.stderr   # the bundle was saved more than once
+    assert result.stderr.count("another run holds it") == 1, result.stderr
+
+
 def test_resume_messages_name_switches_and_a_lost_corpus(run_copy, tmp_path):
     assert_one_line(invoke("train", "--out", run_copy, "--resume", "--epochs", 3, "--conditioned"),
                     "the run used no --conditioned (not --conditioned)")
