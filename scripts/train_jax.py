@@ -440,7 +440,7 @@ def train(args) -> None:
           f"budget {args.minutes} min, window shares {dict(zip(names, np.round(shares, 3).tolist()))}", flush=True)
     budget = args.minutes * 60.0
     key = jax.random.PRNGKey(args.seed)
-    log, best, best_all, steps, tokens = [], None, None, 0, 0
+    log, best, best_all, steps, tokens, loss = [], None, None, 0, 0, None   # loss: the last step's
     average, averaged = None, 0   # --average-after: the mean of the iterates since then, and how many
     started = time.monotonic()
     next_eval = args.eval_every
@@ -461,7 +461,7 @@ def train(args) -> None:
             if improved:
                 best, best_all = chosen_by, val
             log.append({"step": steps, "seconds": round(elapsed, 1), "tokens": tokens,
-                        "train_loss": round(float(loss), 4) if steps else None,
+                        "train_loss": round(float(loss), 4) if loss is not None else None,
                         "held_out_perplexity": round(math.exp(val), 2)})
             if selected:
                 log[-1][f"{args.select_style}_perplexity"] = round(math.exp(chosen_by), 2)
