@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+import threading
 
 
 def import_tensorflow():
@@ -25,19 +26,13 @@ def import_tensorflow():
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     python_random, numpy_random = random.getstate(), np.random.get_state()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, 2)
-        import tensorflow as tf
-        importlib.import_module("keras")   # loaded here too, under the muted stderr
+        with muted_stderr():
+            import tensorflow as tf
+            importlib.import_module("keras")   # loaded here too, under the muted stderr
 
-        tf.config.list_physical_devices()   # the CUDA probe logs here
+            tf.config.list_physical_devices()   # the CUDA probe logs here
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
         random.setstate(python_random)
         np.random.set_state(numpy_random)
     return tf
@@ -61,20 +56,33 @@ def tensorflow_required():
                        f"pip install tensorflow") from None
 
 
+_MUTING = threading.Lock()
+_muted = {"blocks": 0, "saved": -1}   # muted_stderr() blocks running, in any thread; the real fd 2 they keep
+
+
 @contextlib.contextmanager
 def muted_stderr():
-    """Silence fd 2 for a block (TensorFlow's converters log from C++); Python errors still propagate."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    """Silence fd 2 for a block (TensorFlow's converters log from C++); Python errors still propagate.
+    fd 2 is the process's: blocks that overlap in several threads (two models loaded at once) share one
+    muting, the first in silencing it and the last out restoring it (each restoring the fd 2 it found
+    left a program's stderr on /dev/null for good when the first in was the first out)."""
+    with _MUTING:
+        if not _muted["blocks"]:
+            sys.stderr.flush()
+            _muted["saved"] = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        _muted["blocks"] += 1
     try:
-        os.dup2(devnull, 2)
         yield
     finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _MUTING:
+            _muted["blocks"] -= 1
+            if not _muted["blocks"]:
+                sys.stderr.flush()
+                os.dup2(_muted["saved"], 2)
+                os.close(_muted["saved"])
 
 
 def progress_shown() -> bool:
