@@ -169,13 +169,13 @@ class Generator:
     def _one_blas_thread(self):
         """In int8 the products run in LiteRT and NumPy's BLAS only sums rows: one thread, for its idle
         ones spin on the other core (a 浣溪沙 at batch 1: 24.4 -> 18.5 ms). Float32 keeps BLAS's own."""
-        return _blas().limit(limits=1) if self.int8 else contextlib.nullcontext()
+        return one_blas_thread() if self.int8 else contextlib.nullcontext()
 
     def _in_shares(self, rows: list, shares: int, work) -> list:
         """work(part) for `shares` consecutive parts of `rows`, one thread each, with a single-threaded BLAS."""
         edges = np.linspace(0, len(rows), shares + 1).round().astype(int)   # sizes differ by one at most
         parts = [rows[start:stop] for start, stop in zip(edges[:-1], edges[1:])]
-        with _blas().limit(limits=1):
+        with one_blas_thread():
             return list(self._share_pool()[0].map(work, parts))
 
     def _share_pool(self) -> tuple[ThreadPoolExecutor, int]:
@@ -284,6 +284,40 @@ def in_every_thread(pool: ThreadPoolExecutor, threads: int, work) -> None:
         except BaseException:
             barrier.abort()   # no task still waits for a partner
             raise
+
+
+_BLAS_HELD = threading.Lock()
+_blas_held = {"blocks": 0, "threads": []}   # one_blas_thread() blocks running, in any thread; the counts they lift
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """NumPy's BLAS on one thread for the block. Its thread count is the process's: blocks that overlap in
+    several threads (a Poet used from several) share one limit, set by the first in and lifted by the
+    last out. Each restoring the count it found left the program's BLAS on one thread for good once the
+    first in was the first out (threadpoolctl's own limit)."""
+    with _BLAS_HELD:
+        if not _blas_held["blocks"]:
+            _blas_held["threads"] = [library.num_threads for library in _blas().lib_controllers]
+            _set_blas_threads([1] * len(_blas_held["threads"]))
+        _blas_held["blocks"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_HELD:
+            _blas_held["blocks"] -= 1
+            if not _blas_held["blocks"]:
+                _set_blas_threads(_blas_held["threads"])
+
+
+def _set_blas_threads(counts: list[int]) -> None:
+    """Set each BLAS library's thread count, and let any thread set it next: threadpoolctl (3.6 on) hands
+    OpenBLAS to the first thread that sets it, and ignores the others until that one lets go."""
+    for library, count in zip(_blas().lib_controllers, counts):
+        library.set_num_threads(count)
+        let_go = getattr(library, "clear_controlling_thread", None)
+        if let_go is not None:
+            let_go()
 
 
 @functools.lru_cache(maxsize=None)

@@ -449,3 +449,52 @@ def test_threads_that_mute_stderr_at_once_leave_it_as_it_was():
     overlapping(muted_stderr)
     after = os.fstat(2)
     assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
+def test_a_poet_used_from_two_threads_leaves_the_program_s_blas_as_it_was(monkeypatch):
+    """An int8 Poet sums rows on one BLAS thread. Two generate calls overlapping in two threads, the first
+    in leaving first, lifted the limit under the second and then left NumPy's BLAS on one thread for good
+    (threadpoolctl's limit restores the count it found, and the second found the first's)."""
+    import threading
+
+    import threadpoolctl
+
+    import poetgen.sampling as sampling
+
+    poet = poetgen.load()   # the shipped model: int8 where LiteRT is installed
+    if not poet.generator.int8:
+        pytest.skip("LiteRT is not installed: float32 leaves BLAS alone")
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    default = [library.num_threads for library in blas.lib_controllers]
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen, original = [], sampling.row_sums
+
+    def row_sums(x):
+        if threading.current_thread().name == "first" and not first_in.is_set():
+            first_in.set()
+            second_in.wait(30)
+        elif threading.current_thread().name == "second":
+            if not second_in.is_set():
+                second_in.set()
+                first_out.wait(30)
+            seen.append([library.num_threads for library in blas.lib_controllers])
+        return original(x)
+
+    monkeypatch.setattr(sampling, "row_sums", row_sums)
+
+    def first():
+        poet.generate(seed=1, best_of=1)
+        first_out.set()
+
+    def second():
+        first_in.wait(30)
+        poet.generate(seed=2, best_of=1)
+
+    threads = [threading.Thread(target=first, name="first"), threading.Thread(target=second, name="second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert first_out.is_set() and seen
+    assert all(counts == [1] * len(default) for counts in seen)   # the second's rows too
+    assert [library.num_threads for library in blas.lib_controllers] == default
