@@ -87,6 +87,9 @@ class PoemRequest:
         return form
 
     def validate(self) -> None:
+        if not isinstance(self.sample, SampleOptions):   # Poet.run(PoemRequest(sample=None)): an AttributeError
+            raise BadInput(f"sample must be a SampleOptions (temperature, top_k, top_p, seed), not {self.sample!r}",
+                           field="sample")
         self.sample.validate()
         check_settings(self)
         for field in dataclasses.fields(self):

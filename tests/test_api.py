@@ -498,3 +498,12 @@ def test_a_poet_used_from_two_threads_leaves_the_program_s_blas_as_it_was(monkey
     assert first_out.is_set() and seen
     assert all(counts == [1] * len(default) for counts in seen)   # the second's rows too
     assert [library.num_threads for library in blas.lib_controllers] == default
+
+
+def test_a_request_whose_sampling_options_are_not_sampleoptions_is_one_line():
+    """Poet.run(PoemRequest(sample=None)) failed as an AttributeError from inside validate()."""
+    poet = poetgen.load()   # the shipped model: no training needed to refuse a request
+    for sample in (None, {"seed": 1}, "x"):
+        with pytest.raises(BadInput, match="sample must be a SampleOptions") as refused:
+            poet.run(poetgen.PoemRequest(sample=sample))
+        assert refused.value.field == "sample"
