@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -67,7 +68,7 @@ class Generator:
         self.int8 = choose_precision(self.stepper, bundle.path if bundle.model is None else None, int8)
         self.prefixer = Prefixer(bundle.tokenizer)   # no prefix for a model without control tokens
         self.reads_titles = bool(bundle.train_options.get("titles"))   # trained with --titles
-        self._workers = None   # (pool, threads) for batches split across cores, started on first use
+        self._workers = None   # (pool, threads, pid) for batches split across cores, started on first use
         release_freed()   # what loading freed (the weights file, raw arrays) back to the system
 
     def knows_ci(self) -> bool:
@@ -179,11 +180,13 @@ class Generator:
             return list(self._share_pool()[0].map(work, parts))
 
     def _share_pool(self) -> tuple[ThreadPoolExecutor, int]:
-        """The threads that step a large batch's shares, started on first use, and how many they are."""
-        if self._workers is None:
+        """The threads that step a large batch's shares, started on first use in this process, and how many
+        they are. A forked child (multiprocessing, a server's preloaded workers) starts its own: its
+        parent's threads are not in it, and a batch handed to their pool waited for ever."""
+        if self._workers is None or self._workers[2] != os.getpid():
             threads = cores()
-            self._workers = ThreadPoolExecutor(threads, thread_name_prefix="poetgen-share"), threads
-        return self._workers
+            self._workers = ThreadPoolExecutor(threads, thread_name_prefix="poetgen-share"), threads, os.getpid()
+        return self._workers[:2]
 
     def _sample_share(self, prepared: PreparedRequest, streams: list[tuple[int, int]]) -> list[dict]:
         active, patterns = build_rules(prepared, self.tables, streams)

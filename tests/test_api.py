@@ -507,3 +507,38 @@ def test_a_request_whose_sampling_options_are_not_sampleoptions_is_one_line():
         with pytest.raises(BadInput, match="sample must be a SampleOptions") as refused:
             poet.run(poetgen.PoemRequest(sample=sample))
         assert refused.value.field == "sample"
+
+
+FORKED = """
+import multiprocessing, poetgen
+from poetgen.quantize import cores
+poet = poetgen.load(int8=False)
+n = 8 * cores()   # n x best_of 2 rows: 16 a core, so the batch is split across the cores
+first = poet.generate(seed=1, n=n)[0].text
+def child(queue):
+    queue.put(poet.generate(seed=1, n=n)[0].text)
+context = multiprocessing.get_context("fork")
+queue = context.Queue()
+process = context.Process(target=child, args=(queue,))
+process.start()
+process.join(60)
+if process.is_alive():
+    process.kill()
+    print("HUNG")
+else:
+    print("SAME" if queue.get(timeout=10) == first else "OTHER")
+"""
+
+
+def test_a_forked_child_writes_the_batches_its_parent_split_across_the_cores(tmp_path):
+    """A Poet that had split a batch across the cores, forked (multiprocessing, a server's preloaded
+    workers): the child's first such batch waited for ever on its parent's share threads, not in it."""
+    import multiprocessing
+
+    from poetgen.quantize import cores
+
+    if cores() < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("needs two cores and fork")
+    process = python(FORKED, tmp_path)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.strip() == "SAME"
