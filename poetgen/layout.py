@@ -13,7 +13,8 @@ import re
 from poetgen.errors import BadInput
 
 FORMS = ("wujue", "qijue", "wulv", "qilv")
-FORM_ALIASES = {"五绝": "wujue", "七绝": "qijue", "五律": "wulv", "七律": "qilv"}
+FORM_ALIASES = {"五绝": "wujue", "七绝": "qijue", "五律": "wulv", "七律": "qilv",
+                "五絕": "wujue", "七絕": "qijue"}   # the names in traditional characters too (律 is the same)
 # form -> (characters per line, lines)
 FORM_SHAPES = {"wujue": (5, 4), "qijue": (7, 4), "wulv": (5, 8), "qilv": (7, 8)}
 

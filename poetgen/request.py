@@ -35,7 +35,7 @@ RAW_TEXT = 4              # a prompt, theme or title is refused unread beyond th
 SERVER_MAX_CHARS = 300   # a free verse poem's length cap: the longest tune's
 REPEAT_PENALTY = 1.0      # the default repeat penalty (the SavedModel's graph applies it too); see README, Blind reading
 SERVER_MAX_POLISH = 2     # polishing rounds: two cost ~0.1-0.5 s a poem
-FORM_NAMES = ("wujue", "qijue", "wulv", "qilv", "free", "五绝", "七绝", "五律", "七律")
+FORM_NAMES = (*FORMS, "free", *FORM_ALIASES)
 # Words of the request itself ("write a poem about …"), not of its theme.
 _REQUEST_WORDS = frozenset("写 作 写诗 作诗 赋诗 一首 一篇 首 篇 关于 有关 诗 诗歌 诗词 古诗 请 帮 帮我 我 给 创作 描写 表达 主题 一下 的".split())
 

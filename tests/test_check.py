@@ -242,8 +242,9 @@ def test_the_score_the_head_and_the_ok_agree_with_the_lines():
 def test_leading_marks_an_inner_dash_and_forms_as_requests_spell_them():
     assert json.loads(run("，" + STORK, "--format", "json").stdout)["ok"]
     assert run("白日依山尽，黄河入海流。欲穷千里目——更上一层楼").exit_code == EXIT_USAGE   # a dash inside is no attribution
-    assert json.loads(run("--form", "QIJUE", "朝辞白帝彩云间，千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。",
-                          "--format", "json").stdout)["ok"]
+    for form in ("QIJUE", "七絕"):   # as the CLI's generate reads it, in traditional characters too
+        assert json.loads(run("--form", form, "朝辞白帝彩云间，千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。",
+                              "--format", "json").stdout)["form"] == "qijue"
     assert json.loads(run("--tune", " ", STORK, "--format", "json").stdout)["genre"] == "shi"
 
 

@@ -286,8 +286,9 @@ def test_the_graph_repeats_a_phrase_as_the_cli_does(poet):
 
 def test_a_form_is_found_as_the_cli_finds_it(generator, poet):
     """The graph lowercased form names (QIJUE) and, once tunes were, dropped their spaces (qi jue); the
-    CLI took only the exact names: both now read a form as a tune's name is read."""
-    for typed in ("QIJUE", "Qi Jue", "qi-jue"):
+    CLI took only the exact names: both now read a form as a tune's name is read, and in traditional characters
+    (七絕) as prompts are read."""
+    for typed in ("QIJUE", "Qi Jue", "qi-jue", "七絕"):
         cli = generator.generate(PoemRequest(form=typed, tone=False, sample=SampleOptions(seed=1)))
         assert cli["form"] == "qijue"
         assert layout_of("qijue").fits(graph_poem(poet, typed, seed=1))

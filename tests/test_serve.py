@@ -94,8 +94,9 @@ def test_acrostic_and_traditional(client):
 
 
 def test_a_form_is_read_as_the_cli_reads_it(client):
-    """QIJUE and Qi Jue write a 七绝 in the CLI, the Python API and the SavedModel: the server refused them."""
-    for form in ("QIJUE", "Qi Jue", "七绝"):
+    """QIJUE and Qi Jue write a 七绝 in the CLI, the Python API and the SavedModel: the server refused them;
+    七絕 (traditional) was refused everywhere."""
+    for form in ("QIJUE", "Qi Jue", "七绝", "七絕"):
         response = client.post("/api/generate", json={"form": form, "seed": 1})
         assert response.status_code == 200 and response.json()["form"] == "qijue", (form, response.text)
     assert client.post("/api/generate", json={"form": "sonnet"}).status_code == 422
