@@ -13,7 +13,7 @@ import click
 
 from poetgen.errors import EXIT_FAULTS, BadInput
 from poetgen.layout import FORM_ALIASES, FORMS
-from poetgen.quiet import require_output
+from poetgen.quiet import require_output, writing_stdout
 
 
 @click.command("check")
@@ -48,9 +48,7 @@ def check_command(text: str, form: str | None, tune: str | None, variant: int | 
     scansion = scan(text, form=form, tune=tune, variant=variant)
     if scansion.read_as:   # 乌夜啼 of 36 characters: 相见欢's, which Song poets also called so
         click.echo(f"poetgen: note: {scansion.read_as}", err=True)
-    if fmt == "json":
-        click.echo(json.dumps(scansion.to_dict(), ensure_ascii=False, indent=2))
-    else:
-        click.echo(str(scansion))
+    with writing_stdout():
+        click.echo(json.dumps(scansion.to_dict(), ensure_ascii=False, indent=2) if fmt == "json" else str(scansion))
     if strict and not scansion.ok:
         raise click.exceptions.Exit(EXIT_FAULTS)

@@ -18,7 +18,7 @@ from poetgen.corpus import (DYNASTIES, GENRES, EmptyCorpus, Poem, form_counts, s
 from poetgen.errors import BadCorpus, OutputExists
 from poetgen.importers import ONE_CLAUSE, UNKNOWN_DYNASTY, WHOLE_LINES, load_corpus, stream_poems
 from poetgen.corpus_files import expand_paths
-from poetgen.quiet import progress_shown, require_output, summary_output
+from poetgen.quiet import progress_shown, require_output, writing_stdout
 from poetgen.layout import FORMS
 from poetgen.lock import Lock
 
@@ -79,7 +79,7 @@ def import_command(paths, out: Path, encoding: str, keep_script: bool, force: bo
     except EmptyCorpus:
         reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.most_common()) or "nothing found"
         raise BadCorpus(f"no usable poem in the input ({reasons}); {out} not written") from None
-    with summary_output([out]):
+    with writing_stdout([out]):
         _print_import_summary(kept, dropped, out)
     if kept > 1 and notes[ONE_CLAUSE] == kept:   # whatever blank lines there are: it is how they were read
         how = ("a poem written a verse per line is read with --per-line" if per_line else
@@ -119,22 +119,23 @@ def stats_command(paths: tuple[Path, ...], fmt: str, encoding: str) -> None:
     whole shipped corpus)."""
     require_output()
     stats = corpus_stats(load_corpus(list(paths) or None, encoding=encoding))
-    if fmt == "json":
-        click.echo(json.dumps(stats, ensure_ascii=False))
-        return
-    click.echo(f"corpus:     {', '.join(map(str, paths or shipped_corpus_paths()))}")
-    click.echo(f"poems:      {stats['poems']}")
-    click.echo(f"characters: {stats['chars']} ({stats['han_chars']} Han)")
-    click.echo(f"vocabulary: {stats['vocab']} distinct characters")
-    for kind, count in stats["by_dynasty_genre"].items():
-        click.echo(f"  {kind:<10} {count}")
-    click.echo("shi forms:")
-    for form in FORMS + ("other",):
-        click.echo(f"  {form:<7} {stats['forms'][form]}")
-    if stats["ci_tunes"]:
-        click.echo(f"ci tunes:   {stats['ci_tunes']}; most written: "
-                   + ", ".join(f"{tune} {n}" for tune, n in stats["top_tunes"]))
-    click.echo("most frequent: " + ", ".join(f"{ch} {n}" for ch, n in stats["top_chars"]))
+    with writing_stdout():
+        if fmt == "json":
+            click.echo(json.dumps(stats, ensure_ascii=False))
+            return
+        click.echo(f"corpus:     {', '.join(map(str, paths or shipped_corpus_paths()))}")
+        click.echo(f"poems:      {stats['poems']}")
+        click.echo(f"characters: {stats['chars']} ({stats['han_chars']} Han)")
+        click.echo(f"vocabulary: {stats['vocab']} distinct characters")
+        for kind, count in stats["by_dynasty_genre"].items():
+            click.echo(f"  {kind:<10} {count}")
+        click.echo("shi forms:")
+        for form in FORMS + ("other",):
+            click.echo(f"  {form:<7} {stats['forms'][form]}")
+        if stats["ci_tunes"]:
+            click.echo(f"ci tunes:   {stats['ci_tunes']}; most written: "
+                       + ", ".join(f"{tune} {n}" for tune, n in stats["top_tunes"]))
+        click.echo("most frequent: " + ", ".join(f"{ch} {n}" for ch, n in stats["top_chars"]))
 
 
 def _print_build(result, out: Path) -> None:
@@ -168,7 +169,7 @@ def build_command(tarball: Path, out_dir: Path | None, force: bool) -> None:
             locks.enter_context(Lock.file(out_dir / name))
         for name, result in results.items():
             write_corpus(result.poems, out_dir / name)
-    with summary_output([out_dir / name for name in results]):   # said once all are written
+    with writing_stdout([out_dir / name for name in results]):   # said once all are written
         for name, result in results.items():
             _print_build(result, out_dir / name)
 
@@ -187,6 +188,6 @@ def build_tang_command(tarball: Path, out: Path | None, force: bool) -> None:
     result = build_tang(tarball)
     with Lock.file(out):
         write_corpus(result.poems, out)
-    with summary_output([out]):
+    with writing_stdout([out]):
         _print_build(result, out)
 

@@ -16,7 +16,7 @@ from poetgen.errors import EXIT_INTERRUPTED
 from poetgen.evaluate import EvalOptions
 from poetgen.export import ExportOptions
 from poetgen.cli_options import option
-from poetgen.quiet import import_tensorflow, progress_shown, require_output, summary_output
+from poetgen.quiet import import_tensorflow, progress_shown, require_output, writing_stdout
 from poetgen.request import PoemRequest
 from poetgen.sampling import SampleOptions
 from poetgen.train import TrainConfig
@@ -82,7 +82,7 @@ def train(sample: bool, **options) -> None:
     import_tensorflow()
     result = api.train(config, sample=sample, explicit=given_options(options))
     if result.best_val_perplexity is not None:
-        with summary_output([result.path]):
+        with writing_stdout([result.path]):
             click.echo(f"best held-out perplexity {result.best_val_perplexity:.1f} at epoch "
                        f"{result.best_epoch}; bundle in {result.path}")
     if result.stopped:   # saved, but not done: a script's `train && quantize` must not carry on
@@ -164,7 +164,8 @@ def generate(prompt, model_dir, fmt, traditional, int8, interactive, **options) 
         click.echo("poetgen: warning: this model was not trained on ci (no <ci> control token in its tokenizer): "
                    "its ci keep the tune's layout, rhyme and 平仄 but read like shi", err=True)
     poems = poet.run(request, traditional)
-    click.echo(poems.to_json() if fmt == "json" else str(poems))
+    with writing_stdout():
+        click.echo(poems.to_json() if fmt == "json" else str(poems))
 
 
 @command
@@ -227,7 +228,7 @@ def export(model_dir, out, fmt, force, tunes) -> None:
     from poetgen import api
 
     path = api.export(ExportOptions(out, fmt, force, tunes), model=model_dir)
-    with summary_output([path]):
+    with writing_stdout([path]):
         click.echo(f"exported {fmt} to {path}")
 
 
@@ -240,7 +241,7 @@ def quantize(model_dir) -> None:
     from poetgen import api
 
     paths = api.quantize(model_dir)
-    with summary_output(paths):
+    with writing_stdout(paths):
         for path in paths:
             click.echo(f"wrote {path}")
 
@@ -289,4 +290,6 @@ def evaluate(model_dir, corpus, dynasty, genre, samples, seed, fmt, tunes) -> No
 
         report = api.evaluate(options, model=model_dir, progress=progress, tunes=tunes)
     as_text = format_tune_text if tunes else format_text
-    click.echo(json.dumps(report, ensure_ascii=False, indent=1) if fmt == "json" else as_text(report))
+    text = json.dumps(report, ensure_ascii=False, indent=1) if fmt == "json" else as_text(report)
+    with writing_stdout():
+        click.echo(text)

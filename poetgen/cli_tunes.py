@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from poetgen.errors import BadCorpus, BadInput
-from poetgen.quiet import progress_shown, require_output
+from poetgen.quiet import progress_shown, require_output, writing_stdout
 from poetgen.resources import shipped_path
 from poetgen.tunes import TuneTable, tune_table
 
@@ -73,11 +73,13 @@ def tunes_command(query: str, corpus: Path | None, fmt: str) -> None:
         raise BadCorpus(f"{corpus}: no such corpus file")
     rows = tune_rows(query, corpus)
     if fmt == "json":
-        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        with writing_stdout():
+            click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     if not rows:
         raise BadInput(f"no tune matches {query!r}; `poetgen tunes` without a query lists them all",
                        field="query")
+    lines = []
     for row in rows:
         others = f" ({'、'.join(row['other_names'])})" if row["other_names"] else ""
         chars = "/".join(f"[{n}]" if k == row["usual"] and row["variants"] > 1 else str(n)
@@ -86,8 +88,11 @@ def tunes_command(query: str, corpus: Path | None, fmt: str) -> None:
         shared = "".join(f"  ({a['name']} also names {a['tune']}: {a['ci']} of {a['of']} ci so titled"
                          f"{', most' if a['tune'] == row['written_as'] else ''})" for a in row["also_names"])
         shared += "".join(f"  (also called {a['name']}: --tune {a['name']} writes {a['tune']})" for a in row["also_called"])
-        click.echo(f"{row['name']}{others}  {row['pinyin']}  {row['sections']}  {chars} chars  "
-                   f"{row['variants']} variant{'s' if row['variants'] > 1 else ''}{count}{shared}")
+        lines.append(f"{row['name']}{others}  {row['pinyin']}  {row['sections']}  {chars} chars  "
+                     f"{row['variants']} variant{'s' if row['variants'] > 1 else ''}{count}{shared}")
+    with writing_stdout():
+        for line in lines:
+            click.echo(line)
     note = tune_table().also_note(query) if query.strip() and tune_table().find(query) else ""
     if note:   # 乌夜啼: the tune --tune writes, and the one its name also means
         click.echo(f"poetgen: note: {note}", err=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from poetgen.errors import BadInput, PoetgenError
+from poetgen.quiet import writing_stdout
 
 FIXED = ("model_dir", "int8", "interactive", "prompt", "help")   # chosen once, when the session starts
 RESET = ("default", "none")   # `/seed none`: back to the command's default
@@ -123,6 +124,7 @@ def run_session(command: click.Command, prompt: str, model_dir, int8: bool, opti
             if not line:   # EOF
                 return
             line = line.strip()
+        result = None
         try:
             if line in ("/quit", "/exit", "/q"):
                 return
@@ -135,11 +137,14 @@ def run_session(command: click.Command, prompt: str, model_dir, int8: bool, opti
             else:
                 request, fmt, traditional = _request(line, session.options)
                 poems = poet.run(request, traditional)
-                click.echo(poems.to_json() if fmt == "json" else f"{poems}\n")
+                result = poems.to_json() if fmt == "json" else f"{poems}\n"
         except click.ClickException as error:
             click.echo(f"poetgen: error: {' '.join(error.format_message().split())}", err=True)
         except PoetgenError as error:
             click.echo(f"poetgen: error: {' '.join(str(error).split())}", err=True)
+        if result is not None:   # outside the try: a stdout that fails ends the session, as a bad line does not
+            with writing_stdout():
+                click.echo(result)
 
 
 def _request(prompt: str, options: dict):

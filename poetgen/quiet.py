@@ -93,8 +93,9 @@ def progress_shown() -> bool:
 
 def require_output() -> None:
     """Refuse, before any work, a command whose result is its standard output (generate, evaluate,
-    tunes, corpus stats) when that is closed (`>&-`): Python leaves sys.stdout None, and print() then
-    drops the result without a word, exit 0. A command whose result is a file (train, export) goes on."""
+    tunes, corpus stats, check) when that is closed (`>&-`): Python leaves sys.stdout None, and print()
+    then drops the result without a word, exit 0. A command whose result is a file (train, export) goes
+    on. One that fails later (`> /dev/full`) is writing_stdout's to report."""
     if sys.stdout is None:
         from poetgen.errors import BadInput
 
@@ -102,17 +103,19 @@ def require_output() -> None:
 
 
 @contextlib.contextmanager
-def summary_output(written):
-    """Say on standard output what a command whose result is files (corpus import, quantize, export,
-    train) wrote, once the files are in place. A closed stdout (`>&-`: click.echo drops the lines without
-    a word, exit 0) or a failing one (`> /dev/full`: "No space left on device", as if the files had
-    failed) is one OutputError naming standard output and the files, whole; a reader gone (`| head -1`)
-    is left to the CLI, which exits 0."""
+def writing_stdout(written=()):
+    """Write a command's lines to standard output: its result (generate, check, tunes, corpus stats,
+    evaluate), or, given the files WRITTEN, what a command whose result is files (corpus import, quantize,
+    export, train) wrote once they are in place. A failing stdout (`> /dev/full` read "No space left on
+    device", naming nothing, and after files as if they had failed) or a closed one (`>&-`: click.echo
+    drops the lines without a word, exit 0) is one OutputError naming standard output, and the files,
+    whole; a reader gone (`| head -1`) is left to the CLI, which exits 0. Wrap the writes alone: an
+    OSError raised in the block is taken for standard output's."""
     from poetgen.errors import OutputError
 
-    whole = f"{', '.join(map(str, written))} {'is' if len(written) == 1 else 'are'} written whole"
+    whole = f"; {', '.join(map(str, written))} {'is' if len(written) == 1 else 'are'} written whole" if written else ""
     if sys.stdout is None:
-        raise OutputError(f"cannot write standard output: it is closed; {whole}")
+        raise OutputError(f"cannot write standard output: it is closed{whole}")
     try:
         yield
     except BrokenPipeError:
@@ -120,4 +123,4 @@ def summary_output(written):
     except OSError as error:
         reason = os.strerror(error.errno) if error.errno else str(error)
         name = errno.errorcode.get(error.errno, "")
-        raise OutputError(f"cannot write standard output: {reason}{f' ({name})' if name else ''}; {whole}") from None
+        raise OutputError(f"cannot write standard output: {reason}{f' ({name})' if name else ''}{whole}") from None

@@ -679,10 +679,10 @@ def test_a_write_failure_into_a_new_folder_claims_no_previous_output(tmp_path):
     assert str(write_failed(out, OSError(errno.ENOSPC, "full"))).endswith("the previous export is unchanged")
 
 
-def with_stdout(redirect: str, *args):
+def with_stdout(redirect: str, *args, stdin: str | None = None):
     """`poetgen ARGS` run by a shell with its standard output redirected (`>&-` closes it)."""
     command = " ".join(f"'{a}'" for a in [sys.executable, "-m", "poetgen", *args])
-    return subprocess.run(["sh", "-c", f"{command} {redirect}"], capture_output=True, text=True)
+    return subprocess.run(["sh", "-c", f"{command} {redirect}"], capture_output=True, text=True, input=stdin)
 
 
 def test_a_closed_standard_output_is_an_error_not_a_silent_success(tiny_bundle):
@@ -713,6 +713,25 @@ def test_standard_output_failing_after_the_files_are_written_says_so(tiny_bundle
                                              f"{', '.join(map(str, written))} is written whole"), result.stderr
             assert all(path.stat().st_size for path in written)
     assert json.loads(out.read_text(encoding="utf-8"))["text"] == POEM
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_standard_output_failing_under_a_result_says_so(tiny_bundle, tmp_path):
+    """A command whose result is its standard output said only "No space left on device" under `> /dev/full`,
+    naming nothing; it now names standard output, exit 2, an interactive session included."""
+    source = tmp_path / "poems.txt"
+    source.write_text(POEM + "\n", encoding="utf-8")
+    model = ["--model", tiny_bundle]
+    for args, stdin in ((["generate", *model, "--seed", "1"], None),
+                        (["generate", *model, "--seed", "1", "--format", "json"], None),
+                        (["generate", *model, "--seed", "1", "--interactive"], "春\n秋\n"),
+                        (["check", POEM], None), (["check", "--format", "json", POEM], None),
+                        (["tunes", "浣溪沙"], None), (["corpus", "stats", source], None),
+                        (["-q", "evaluate", *model, "--corpus", source, "--samples", "1"], None)):
+        result = with_stdout("> /dev/full", *args, stdin=stdin)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.strip() == "poetgen: error: cannot write standard output: No space left on device (ENOSPC)", \
+            (args, result.stderr)
 
 
 @pytest.mark.parametrize("name", ["config.json", "tokenizer.json"])
