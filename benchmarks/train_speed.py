@@ -86,7 +86,7 @@ def prepared_run(options: dict):
 def trainable_model(run, planned_steps: int):
     """The recipe's model, compiled with its schedule planned over `planned_steps`, its loss chosen."""
     from poetgen.model import build_model
-    from poetgen.train import compile_model
+    from poetgen.train_setup import compile_model
     from poetgen.train_step import use_sampled_softmax
 
     model = build_model(run.model_config())
@@ -187,7 +187,8 @@ def pipeline_rate(args, min_count: int, precision: str, plain: bool) -> tuple[fl
     import keras
 
     from poetgen.model import ModelConfig, build_model
-    from poetgen.train import TrainConfig, compile_model
+    from poetgen.train import TrainConfig
+    from poetgen.train_setup import compile_model
     from poetgen.windows import training_dataset
 
     run = prepared_run({"min_count": min_count})

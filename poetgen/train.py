@@ -3,15 +3,14 @@
 The best model (by held-out loss) is written atomically; a resume state after every epoch, every
 --checkpoint-minutes within one and at a stop lets --resume continue after Ctrl-C, SIGTERM or kill -9
 with the optimizer state intact, at the step reached, on the windows an unstopped run would have read.
-It does not cut the corpus into windows (windows.py), define the network (model.py) or write the resume
-state itself (resume.py).
+It does not cut the corpus into windows (windows.py), define the network (model.py), set up the devices and
+the optimizer (train_setup.py) or write the resume state itself (resume.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -38,10 +37,10 @@ from poetgen.resume import (LOG_FILE, RESUME_DIR, RESUME_STATE, RESUME_TOKENIZER
                             load_resume_model, model_files, read_state, repair_log, restore_seed_states,
                             resumed_config, save_state, seed_states)
 from poetgen.tokenizer import SPECIALS, UNK, Tokenizer
+from poetgen.train_setup import STRATEGIES, compile_model, refuse_multiworker, retune_optimizer, setup_devices
 from poetgen.train_step import use_sampled_softmax
 from poetgen.windows import check_windows, token_stream, training_dataset, window_starts
 
-STRATEGIES = ("default", "mirrored")   # one machine only: MultiWorkerMirroredStrategy fails under Keras 3
 PRECISIONS = ("float32", "mixed_bfloat16")
 MODEL_OPTIONS = ("cell", "layers", "units", "embedding_dim", "dropout", "min_count", "projection", "tie_embeddings",
                  "embedding_dropout", "recurrent_dropout", "conditioned", "top_tunes", "titles", "reverse")
@@ -108,64 +107,6 @@ class TrainConfig:
 def model_config(config: TrainConfig, vocab_size: int) -> ModelConfig:
     fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
     return ModelConfig(vocab_size=vocab_size, **{name: getattr(config, name) for name in fields})
-
-
-def refuse_multiworker(environ=os.environ) -> None:
-    """BadInput when TF_CONFIG describes a cluster of several machines: poetgen trains on one."""
-    raw = environ.get("TF_CONFIG")
-    if not raw:
-        return
-    try:
-        cluster = json.loads(raw).get("cluster", {})
-        machines = sum(len(cluster.get(role, ())) for role in ("chief", "worker"))
-    except (ValueError, AttributeError, TypeError):
-        raise BadInput("TF_CONFIG is not a JSON object with a cluster; unset it to train on this machine",
-                       field="strategy") from None
-    if machines > 1:
-        raise BadInput(f"multi-worker training is not supported (TF_CONFIG names {machines} machines): "
-                       f"MultiWorkerMirroredStrategy does not work with Keras 3; unset TF_CONFIG and train on "
-                       f"one machine (--strategy mirrored uses all of its GPUs or CPUs)", field="strategy")
-
-
-def _setup_devices(strategy: str):
-    """TensorFlow's distribution strategy; POETGEN_LOGICAL_CPUS=N splits the CPU for mirrored tests."""
-    import tensorflow as tf
-
-    logical = int(os.environ.get("POETGEN_LOGICAL_CPUS", "0") or 0)
-    if logical > 1:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        with contextlib.suppress(RuntimeError):   # already initialised: keep what is there
-            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * logical)
-    if strategy == "mirrored":
-        gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        return tf.distribute.MirroredStrategy(devices=devices)
-    return tf.distribute.get_strategy()
-
-
-def learning_rate_schedule(config: TrainConfig, total_steps: int):
-    """Warm-up to config.learning_rate, then cosine decay to 5 % of it at `total_steps`."""
-    import keras
-
-    return keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=max(1, total_steps - config.warmup_steps), alpha=0.05,
-        warmup_target=config.learning_rate, warmup_steps=config.warmup_steps)
-
-
-def compile_model(model, config: TrainConfig, total_steps: int) -> None:
-    import keras
-
-    optimizer = keras.optimizers.Adam(learning_rate_schedule(config, total_steps), clipnorm=config.clipnorm or None)
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-
-
-def retune_optimizer(model, config: TrainConfig, total_steps: int) -> None:
-    """A resumed model's optimizer, keeping its moments and step count, with the schedule and clipping of
-    `config` for `total_steps`: a run resumed as it was goes on exactly as before, one given more
-    --epochs stretches its schedule over them (instead of spending them at the floor), and an explicit
-    --learning-rate, --warmup-steps or --clipnorm applies from the next step on."""
-    model.optimizer.learning_rate = learning_rate_schedule(config, total_steps)
-    model.optimizer.clipnorm = config.clipnorm or None
 
 
 def library_versions() -> dict:
@@ -350,7 +291,7 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     start_epoch, step_in_epoch = run.state["epochs_done"], run.state["step_in_epoch"]
     if start_epoch >= config.epochs:
         raise BadInput(f"{config.out} has already trained {start_epoch} epochs; raise --epochs to continue")
-    strategy = _setup_devices(config.strategy)
+    strategy = setup_devices(config.strategy)
     import keras
 
     keras.utils.set_random_seed(config.seed)

@@ -20,7 +20,8 @@ from poetgen.cli_options import click_type, option
 from poetgen.options import check_settings, field_help, setting
 from poetgen.request import PoemRequest
 from poetgen.sampling import DRAWN_SEED_LIMIT, SampleOptions
-from poetgen.train import TrainConfig, refuse_multiworker
+from poetgen.train import TrainConfig
+from poetgen.train_setup import refuse_multiworker
 
 # command -> {click parameter name: (dataclass, field)} for every option a dataclass owns
 OWNED = {

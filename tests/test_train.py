@@ -311,7 +311,8 @@ def test_resume_rebuilds_the_schedule_for_more_epochs_and_applies_new_optimizer_
     import keras
 
     from poetgen import api
-    from poetgen.train import TrainConfig, learning_rate_schedule
+    from poetgen.train import TrainConfig
+    from poetgen.train_setup import learning_rate_schedule
 
     out = tmp_path / "run"
     shutil.copytree(tiny_bundle, out)
