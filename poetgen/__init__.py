@@ -17,8 +17,9 @@ import sys
 import types
 from typing import TYPE_CHECKING
 
-from poetgen.api import Poem, Poems, Poet, TrainResult, check, evaluate, export, load, train
+from poetgen.api import Poet, TrainResult, check, evaluate, export, load, train
 from poetgen.errors import BadCorpus, BadInput, BadModel, InUse, OutputError, OutputExists, PoetgenError
+from poetgen.poems import Poem, Poems
 
 if TYPE_CHECKING:   # what a type checker sees of the lazy names below
     from poetgen.evaluate import EvalOptions
