@@ -21,6 +21,7 @@ from poetgen.tunes import Variant, lookup_key, resolve, shown_name
 
 MAX_POEMS = 1000          # poems per request
 MAX_CANDIDATES = 64       # candidates per poem (best-of)
+MAX_BATCH_SIZE = 4096     # rows stepped together: each holds ~3 vocabulary-wide float32 rows (4096: ~0.5 GB)
 MAX_PROMPT = 300          # characters of prompt: the longest tune's whole text with its punctuation (莺啼序, 295)
 MAX_THEME = 200           # characters of theme
 MAX_POLISH = 4            # polishing rounds (each visits every line, or --polish-lines of them; poetgen.polish)
@@ -60,7 +61,7 @@ class PoemRequest:
     polish: int = setting(0, low=0, high=MAX_POLISH)           # rounds of line-by-line rewriting judged by both models (0: off; slow)
     polish_lines: int = setting(0, low=0, high=MAX_POLISH_LINES)   # lines a polishing round visits, the weakest first-read (0: every line)
     style: str | None = setting(None, choices=STYLES)          # a conditioned model's style: tang shi (default), song shi, or ci (free verse; a tune writes ci); other models ignore it
-    batch_size: int = setting(256, low=1)                      # sequences stepped together
+    batch_size: int = setting(256, low=1, high=MAX_BATCH_SIZE)   # sequences stepped together
     sample: SampleOptions = SampleOptions()                    # temperature, top-k, top-p and seed
 
     def resolved_form(self) -> str:

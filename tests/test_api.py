@@ -180,6 +180,7 @@ def test_train_export_evaluate(tiny_corpus, tmp_path):
     ({"seed": 1.5}, "seed"), ({"top_k": 2.5}, "top_k"), ({"max_chars": 10.5}, "max_chars"),
     ({"prompt": None}, "prompt"), ({"theme": None}, "theme"), ({"tone": "yes"}, "tone"),
     ({"tune": "浣溪沙", "variant": 1.5}, "variant"),
+    ({"batch_size": 10**9}, "batch_size"),   # n=1000, best_of=64 would step 64,000 rows at once (~2.4 GB of scores)
 ])
 def test_a_value_of_the_wrong_type_is_one_line_naming_its_field(options, field):
     """Checked where the request is made, not found as a TypeError deep inside sampling."""
