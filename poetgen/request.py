@@ -6,6 +6,9 @@ Every refusal of a request is raised here, as BadInput; nothing here runs the mo
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
+import threading
 import unicodedata
 
 from poetgen.ci_request import check_acrostic_repeats, check_ci_prompt_rhymes
@@ -319,17 +322,34 @@ def encode_known(tokenizer: Tokenizer, text: str, what: str) -> list[int]:
     return tokenizer.encode(text)
 
 
+_JIEBA_STARTING = threading.Lock()
+
+
+@functools.lru_cache(maxsize=None)
+def _keyword_extractor():
+    """jieba's TF-IDF keywords, its dictionary loaded once a process (~1 s), with the notices it logs
+    then muted; its logger keeps the level a program set (jieba.setLogLevel muted it for good)."""
+    with _JIEBA_STARTING:   # one thread loads it, the others wait for it
+        import jieba
+        import jieba.analyse
+
+        logger = logging.getLogger("jieba")
+        level = logger.level
+        logger.setLevel(logging.CRITICAL + 10)
+        try:
+            jieba.initialize()
+        finally:
+            logger.setLevel(level)
+        return jieba.analyse.extract_tags
+
+
 def theme_keywords(theme: str, tokenizer: Tokenizer) -> tuple[list[str], list[int]]:
     """Up to six keywords of a free-text theme (jieba's TF-IDF), and the ids of their known characters.
     jieba drops one-character words, so a theme it finds no Chinese keyword in (月) gives its own
     characters but the request words', one keyword each; a theme with no character the model knows is
     refused."""
-    import jieba
-    import jieba.analyse
-
-    jieba.setLogLevel(60)
     text = normalize_text(theme)
-    words = [w for w in jieba.analyse.extract_tags(text, topK=12)
+    words = [w for w in _keyword_extractor()(text, topK=12)
              if w not in _REQUEST_WORDS and any(is_han(ch) for ch in w)][:6]
     if not words:   # the request words out first, the longest first (一首, 关于 before 一, 关), then each character
         for word in sorted(_REQUEST_WORDS, key=len, reverse=True):

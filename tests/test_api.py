@@ -364,6 +364,19 @@ def test_importing_tensorflow_leaves_the_callers_random_generators_alone():
     assert result.stdout.split() == ["True", "True"]
 
 
+def test_a_theme_leaves_the_host_s_jieba_logging_as_it_was(tiny_bundle):
+    """The first theme muted jieba's logger for good (jieba.setLogLevel(60)): a program that logs through
+    jieba itself lost its messages. Its start is still quiet (no "Building prefix dict" on stderr)."""
+    script = ("import logging, poetgen\n"
+              f"poet = poetgen.load({str(tiny_bundle)!r})\n"
+              "poet.generate(theme='秋天思乡', seed=1)\n"
+              "print(logging.getLogger('jieba').level)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(__import__("logging").DEBUG)]   # jieba's own level, as it set it
+    assert "prefix dict" not in result.stderr and "Loading model" not in result.stderr, result.stderr
+
+
 def test_ms_per_poem_leaves_out_the_word_segmenters_one_time_start(monkeypatch):
     """The first theme in a process reported ~2,000 ms a poem: jieba's start, not the writing. A clock
     that only the (patched) keyword finder moves: the time it takes must not reach ms_per_poem."""
