@@ -15,7 +15,7 @@ from poetgen.ci_checks import check_against_tune, check_ci, han_chars
 from poetgen.ci_rhyme import CODES, ci_rhyme, codes_for_tone, flip
 from poetgen.cli import cli
 from poetgen.prosody import PING, ZE, table
-from poetgen.tunes import EITHER, TABLE_PATH, UnknownTune, resolve, tune_table
+from poetgen.tunes import EITHER, TABLE_PATH, UnknownTune, resolve, tune_table, variant_from
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = next((p / "shared" / "data" / "cipu" for p in REPO.parents if (p / "shared" / "data" / "cipu").is_dir()), None)
@@ -633,7 +633,7 @@ def test_positions_the_poets_left_free_are_free_to_generation_and_the_checker(tm
             stream.write(json.dumps({"text": text, "tune": "甲调", "genre": "ci"}, ensure_ascii=False) + "\n")
     variant = build.build(source, corpus)["tunes"][0]["variants"][0]
     assert variant["free"] == [[0, 12, 36]]   # not 1 (平 in every counted ci), nor the rhymes 4 and 9
-    loaded = importlib.import_module("poetgen.tunes")._variant("甲调", 1, variant)
+    loaded = variant_from("甲调", 1, variant)
     assert loaded.tones == "中平仄仄平中仄仄平平" and loaded.free == (0,)
     assert build.FREE_VOTES > 12 and not build.build(source, None)["tunes"][0]["variants"][0].get("free")
 
@@ -695,7 +695,7 @@ def test_a_rhyme_most_poets_left_unrhymed_is_optional_to_the_checker(tmp_path):
             stream.write(json.dumps({"text": text, "tune": "丙调", "genre": "ci"}, ensure_ascii=False) + "\n")
     entry = build.build(root, corpus)["tunes"][0]["variants"][0]
     assert entry["optional"] == [[4, 8, 24]]   # 9 and 14 rhyme in every ci
-    variant = importlib.import_module("poetgen.tunes")._variant("丙调", 1, entry)
+    variant = variant_from("丙调", 1, entry)
     assert variant.optional == (4,)
     unrhymed = check_ci("春风入画去，明月照空廊。远客在他乡。", variant, table(), ci_rhyme())
     assert unrhymed.rhyme_ok and unrhymed.rhyme_positions == [False, True, True] and unrhymed.rhyme_score == 1.0
@@ -735,7 +735,7 @@ def test_a_lyric_line_the_source_leaves_free_takes_the_tones_its_poets_keep(tmp_
             stream.write(json.dumps({"text": text, "tune": "丁调", "genre": "ci"}, ensure_ascii=False) + "\n")
     entry = build.build(root, corpus)["tunes"][0]["variants"][0]
     assert entry["filled"] == [[1, ZE, 20, 24], [3, PING, 20, 24], [5, ZE, 20, 24]]   # not the rhyme at 6
-    variant = importlib.import_module("poetgen.tunes")._variant("丁调", 1, entry)
+    variant = variant_from("丁调", 1, entry)
     assert variant.tones[:7] == "中仄中平中仄平" and variant.filled == (1, 3, 5)
     assert variant.as_marked.tones[:7] == "中中中中中中平" and variant.as_marked.filled == ()
     assert not build.build(root, None)["tunes"][0]["variants"][0].get("filled")   # no corpus: as the source
@@ -812,7 +812,7 @@ def test_a_variant_marked_in_full_borrows_the_main_forms_free_positions():
     assert full["borrowed"] == [3, 5, 8]   # main's 0 and 2 (1 was filled) in its first clause, 5 in the second; not 12
     assert other["borrowed"] == [5]        # 仄仄平平平 is not 中中中平仄: nothing from that line
     assert "borrowed" not in own and "borrowed" not in main
-    variant = importlib.import_module("poetgen.tunes")._variant("x", 2, full)
+    variant = variant_from("x", 2, full)
     assert variant.tones == "平仄仄中仄中平仄中平仄仄平" and variant.as_marked.tones == full["tones"]
 
     su = ("皓月几时有？把酒问青天。不知天上宫阙，今夕是何年。我欲乘风归去，又恐琼楼玉宇，高处不胜寒。起舞弄清影，何似在人间。"
