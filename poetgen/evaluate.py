@@ -26,7 +26,7 @@ from poetgen.model import sequence_log_likelihood
 from poetgen.options import check_settings, setting
 from poetgen.prosody import strict_columns, tone_patterns
 from poetgen.request import MAX_POEMS, PoemRequest
-from poetgen.sampling import SEED_LIMIT, SampleOptions
+from poetgen.sampling import SEED_LIMIT, SampleOptions, row_streams
 
 ALL = "all"                 # a subset value that keeps every dynasty or genre
 SCORE_CHUNK = 128           # poems scored between two progress updates
@@ -160,6 +160,7 @@ class Evaluation:
         self.val_split = float(bundle.train_options.get("val_split", HELD_OUT_FRACTION))
         # a reverse model (train --reverse) reads each poem backwards, as in training; it writes no poems
         self.reverse = bundle.reverse
+        self.conditioned = Prefixer(bundle.tokenizer).enabled   # alone, it is asked for each form in turn
         self._corpora: dict[tuple, list] = {}
         dynasty, genre = options.subset()
         if options.corpus is None:
@@ -181,7 +182,12 @@ class Evaluation:
     @property
     def work(self) -> int:
         """Units of progress: one per poem scored, one per poem generated."""
-        return len(self.texts) + (0 if self.reverse else (len(FORMS) + 1) * self.options.samples)
+        return len(self.texts) + (0 if self.reverse else len(FORMS) * self.options.samples + self.free_samples)
+
+    @property
+    def free_samples(self) -> int:
+        """Poems the model writes alone: `samples`, or as many of each form for a conditioned model."""
+        return self.options.samples * (len(FORMS) if self.conditioned else 1)
 
     def _corpus(self, paths: tuple) -> list:
         key = tuple(map(str, paths))
@@ -225,17 +231,26 @@ class Evaluation:
                     "distinct_1", "distinct_2", "ms_per_poem"):
             report[key] = {form: values[key] for form, values in per_form.items()}
         report["unconstrained"] = self.unconstrained_report(generator)
-        advance(self.options.samples)
+        advance(self.free_samples)
         return report
 
     def unconstrained_report(self, generator: Generator) -> dict:
         """The model alone: free verse with no layout, rhyme or repetition rule (only the special ids
         are banned), then sorted by form. The constrained figures above hold by construction; these
-        show how much of the form the model itself has learned."""
+        show how much of the form the model itself has learned. A conditioned model reads each regular
+        form's control token in turn (`samples` poems each; `in_asked_form`: the share that came out in
+        it): free verse's own token, <other>, asks it for a poem in none of the four forms."""
         request = PoemRequest(form="free", n=self.options.samples, no_repeat=False, rhyme=False, tone=False,
                               best_of=1, sample=SampleOptions(FREE_TEMPERATURE, seed=self.options.seed))
-        texts = [poem["text"] for poem in generator.generate(request)["poems"]]
-        return {**form_census(texts, generator.tables.checking), "temperature": request.sample.temperature}
+        checking = generator.tables.checking
+        if not generator.prefixer.enabled:
+            texts = [poem["text"] for poem in generator.generate(request)["poems"]]
+            return {**form_census(texts, checking), "temperature": request.sample.temperature}
+        prepared = generator.prepare(request)
+        asked = {form: _free_texts(generator, dataclasses.replace(prepared, form=form)) for form in FORMS}
+        texts = [text for form in FORMS for text in asked[form]]
+        return {**form_census(texts, checking), "temperature": request.sample.temperature,
+                "in_asked_form": {form: form_census(asked[form], checking)["by_form"][form] for form in FORMS}}
 
     def poem_report(self, generator: Generator, form: str) -> dict:
         request = PoemRequest(form=form, n=self.options.samples, sample=SampleOptions(seed=self.options.seed))
@@ -252,6 +267,13 @@ class Evaluation:
                 "copied_line_rate": copied,
                 "distinct_1": round(distinct(lines, 1), 4), "distinct_2": round(distinct(lines, 2), 4),
                 "ms_per_poem": result["ms_per_poem"]}
+
+
+def _free_texts(generator: Generator, prepared) -> list[str]:
+    """The poems of a free verse request whose `form` names the controls read (Generator.prefix)."""
+    n, batch = prepared.request.n, prepared.request.batch_size
+    return [poem["text"] for first in range(0, n, batch)
+            for poem in generator.sample_rows(prepared, row_streams(prepared.seed, first, min(batch, n - first)))]
 
 
 def format_text(report: dict) -> str:
@@ -281,6 +303,9 @@ def format_text(report: dict) -> str:
     rows.append("")
     rows.append(f"model alone (free sampling at temperature {free['temperature']:g}, no rules): "
                 f"{free['regular_share']:.0%} regular forms" + (f" ({forms})" if forms else ""))
+    if "in_asked_form" in free:
+        rows.append("             asked for each form in turn, in that form: "
+                    + ", ".join(f"{form} {share:.0%}" for form, share in free["in_asked_form"].items()))
     if free["rhyme_given_regular"] is not None:
         rows.append(f"             of these {free['rhyme_given_regular']:.0%} rhyme; 平仄 fit {_fmt(free['tone_given_regular']).strip()}")
     rows.append("")
