@@ -27,6 +27,7 @@ from poetgen.options import check_settings, setting
 from poetgen.prosody import strict_columns, tone_patterns
 from poetgen.request import MAX_POEMS, PoemRequest
 from poetgen.sampling import SEED_LIMIT, SampleOptions, row_streams
+from poetgen.weights import layer_weights
 
 ALL = "all"                 # a subset value that keeps every dynasty or genre
 SCORE_CHUNK = 128           # poems scored between two progress updates
@@ -223,7 +224,8 @@ class Evaluation:
         if self.reverse:   # the held-out figure training reports; the poem sections need a forward model
             return {**report, "samples": 0, "reverse": True}
         per_form = {}
-        generator = Generator(self.bundle)
+        generator = self.generator()
+        report["int8"] = generator.int8
         for form in FORMS:
             per_form[form] = self.poem_report(generator, form)
             advance(self.options.samples)
@@ -233,6 +235,14 @@ class Evaluation:
         report["unconstrained"] = self.unconstrained_report(generator)
         advance(self.free_samples)
         return report
+
+    def generator(self) -> Generator:
+        """The Generator `generate` loads: int8 where the bundle carries int8 products of these weights
+        (one built over a Keras model in memory, as training's samples are, stays float32)."""
+        bundle = self.bundle
+        if bundle.model is not None:
+            bundle = dataclasses.replace(bundle, model=None, weights=layer_weights(bundle.model))
+        return Generator(bundle)
 
     def unconstrained_report(self, generator: Generator) -> dict:
         """The model alone: free verse with no layout, rhyme or repetition rule (only the special ids
@@ -290,7 +300,7 @@ def format_text(report: dict) -> str:
             ""]
     if report.get("reverse"):
         return "\n".join(rows + ["a reverse model (trained with --reverse): poems scored backwards, none generated"])
-    rows += [f"{report['samples']} poems per form, seed {report['seed']}",
+    rows += [f"{report['samples']} poems per form, seed {report['seed']}, {'int8' if report['int8'] else 'float32'}",
              "form    layout  rhyme   tone    copied  dist-1  dist-2  ms/poem"]
     for form in FORMS:
         copied = report["copied_line_rate"][form]

@@ -268,3 +268,26 @@ def test_a_conditioned_model_alone_is_asked_for_each_form(tmp_path, monkeypatch)
     assert set(free["in_asked_form"]) == set(FORMS) and free["regular_share"] > 0.5
     assert free["regular_share"] == pytest.approx(sum(free["by_form"].values()), abs=1e-3)
     assert evaluation.work == 1 + 2 * len(FORMS) * 4   # the forms with their rules, then alone
+
+
+def test_evaluate_writes_its_poems_in_generates_precision(tmp_path, monkeypatch):
+    """A Generator over the Keras model in memory ran in float32: other poems than `generate` writes by
+    default (int8 where the bundle carries its products), at twice its ms_per_poem."""
+    from poetgen.bundle import default_model_dir, load_bundle
+    from poetgen.corpus import Poem, write_corpus
+    from poetgen.generate import Generator
+
+    made = []
+
+    class Seen(Generator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(sys.modules["poetgen.evaluate"], "Generator", Seen)
+    monkeypatch.setattr(Evaluation, "_training_lines", lambda self: None)   # the whole shipped corpus: slow
+    corpus = tmp_path / "one.jsonl"
+    write_corpus([Poem("床前明月光，疑是地上霜。举头望明月，低头思故乡。", form="wujue")], corpus)
+    report = Evaluation(load_bundle(default_model_dir()), EvalOptions(str(corpus), samples=1)).run()
+    generated = Generator.load(default_model_dir())
+    assert [g.int8 for g in made] == [generated.int8] and report["int8"] == generated.int8
