@@ -20,13 +20,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from poetgen.corpus import is_han, is_held_out, shipped_corpus_path, shipped_corpus_paths
+from poetgen.corpus import is_held_out, shipped_corpus_path, shipped_corpus_paths
 from poetgen.importers import load_corpus
-from poetgen.layout import FORMS, clauses
+from poetgen.layout import FORMS, Layout, clauses, layout_of
 from poetgen.tunes import tune_table
 
 # generate's options that the set itself chooses for every setting
-RESERVED = {"--form", "--tune", "-n", "--seed", "--format", "--traditional", "--interactive", "--help", "-h"}
+RESERVED = {"--form", "--tune", "--variant", "-n", "--seed", "--format", "--traditional", "--interactive", "--help",
+            "-h"}   # --variant: the real ci are in the tune's usual variant (written_as)
 SCORES = ("fluency", "coherence", "imagery", "overall")
 INSTRUCTIONS = """# Blind reading
 
@@ -75,23 +76,32 @@ def check_output(parser: argparse.ArgumentParser, out: Path, per_form: int, forc
         parser.error(f"cannot make --out {out}: {existing} is not writable")
 
 
+def written_as(text: str, layout: Layout | None) -> bool:
+    """Whether `text` is laid out as `generate` writes `layout`: its clauses, with the mark it writes after
+    each. A 水调歌头 in another variant's clauses, or a real wujue with a ？, is told from generated ones."""
+    lines = layout.lines(text) if layout else None
+    return lines is not None and tuple(line[-1] for line in lines) == layout.end_marks
+
+
 def real_poems(kinds: list[str], per_kind: int, seed: int, tune: str | None) -> dict[str, list[str]]:
     """Held-out real poems: regular Tang shi per form, or Song ci of the tune (the model never saw them),
-    whole ones: as many characters as one of the tune's variants (the corpus keeps fragments of lost ci,
-    such as a single clause under 鹧鸪天)."""
+    each laid out as `generate` writes the form or the tune's usual variant (written_as): whole ones
+    too (the corpus keeps fragments of lost ci, such as a single clause under 鹧鸪天)."""
     rng = random.Random(seed)
     if tune is None:
         poems = [p for p in load_corpus(shipped_corpus_path()) if is_held_out(p.text)]
     else:
         found = tune_table().find(tune)
-        lengths = {variant.length for variant in found.variants} if found else set()
+        layout = found.variant(None).layout if found else None
         poems = [p for p in load_corpus(shipped_corpus_paths()[2:]) if p.tune == tune and is_held_out(p.text)
-                 and sum(map(is_han, p.text)) in lengths]
+                 and written_as(p.text, layout)]
     chosen = {}
     for kind in kinds:
-        texts = sorted(p.text for p in poems if (p.tune == tune if tune else p.form == kind))
+        texts = sorted(p.text for p in poems
+                       if (p.tune == tune if tune else p.form == kind and written_as(p.text, layout_of(kind))))
         if len(texts) < per_kind:
-            print(f"warning: only {len(texts)} held-out real poems of {kind}", file=sys.stderr)
+            print(f"warning: only {len(texts)} held-out real poems of {kind} laid out as generate writes it",
+                  file=sys.stderr)
         chosen[kind] = rng.sample(texts, min(per_kind, len(texts)))
     return chosen
 

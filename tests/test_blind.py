@@ -63,7 +63,8 @@ def test_blind_set_mixes_real_and_generated_poems_unlabelled(blind_dir):
 def test_blind_set_is_reproducible_and_refuses_reserved_options(blind_dir, tiny_bundle, tmp_path):
     blind_set.main(["--out", str(tmp_path), "--per-form", "2", "--seed", "3", "--model", str(tiny_bundle), *SETTINGS])
     assert (tmp_path / "key.json").read_bytes() == (blind_dir / "key.json").read_bytes()
-    for setting in ("x=--seed 1", "x=-n 3", "x=-n3", "x=--seed=2", "x=--interactive", "x=--help", "real=", "noequals"):
+    for setting in ("x=--seed 1", "x=-n 3", "x=-n3", "x=--seed=2", "x=--interactive", "x=--help", "x=--variant 2",
+                    "real=", "noequals"):
         with pytest.raises(SystemExit) as error:
             blind_set.main(["--out", str(tmp_path / "other"), "--setting", setting])
         assert error.value.code == 2
@@ -92,6 +93,21 @@ def test_blind_set_reads_whole_real_ci_only():
     chosen = blind_set.real_poems(["ci:鹧鸪天"], 500, 1291, "鹧鸪天")["ci:鹧鸪天"]
     assert len(chosen) >= 10
     assert all(sum(map(is_han, text)) in lengths for text in chosen)
+
+
+def test_blind_set_real_poems_are_laid_out_as_generate_writes():
+    """Generated poems always have the form's marks (，。) and the clauses of the tune's usual variant: a
+    real wujue with a ？ (4 of the 738 held-out regular poems) or a 水调歌头 in another variant's clauses
+    (16 of the 17 held out) was a real one to any reader who noticed."""
+    from poetgen.layout import layout_of
+    from poetgen.tunes import resolve
+
+    for form, texts in blind_set.real_poems(list(FORMS), 1000, 1, None).items():
+        marks = list(layout_of(form).end_marks)
+        assert texts and all([line[-1] for line in clauses(text)] == marks for text in texts)
+    usual = list(resolve("水调歌头").layout.line_lengths)
+    chosen = blind_set.real_poems(["ci:水调歌头"], 100, 1, "水调歌头")["ci:水调歌头"]
+    assert chosen and all([len(line) - 1 for line in clauses(text)] == usual for text in chosen)
 
 
 def test_auc_counts_pairs_and_ties():
