@@ -54,11 +54,16 @@ def read_judgements(data) -> dict[str, dict]:
             if value.get(field) is None:
                 continue
             try:
+                if isinstance(value[field], bool):
+                    raise TypeError
                 scores[field] = float(value[field])
             except (TypeError, ValueError):
                 raise BadJudgements(f"poem {number}: {field} is not a number: {value[field]!r}") from None
         if "machine_prob" in scores and not 0 <= scores["machine_prob"] <= 1:
             raise BadJudgements(f"poem {number}: machine_prob must be between 0 and 1")
+        for field in SCORES[:-1]:   # a reader's 0-10 (or NaN) would be averaged into the 1-5 means
+            if field in scores and not 1 <= scores[field] <= 5:
+                raise BadJudgements(f"poem {number}: {field} must be from 1 to 5, not {value[field]!r}")
         judgements[number] = scores
     return judgements
 

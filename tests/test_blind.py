@@ -146,6 +146,10 @@ def test_blind_score_means_and_separation(blind_dir, tmp_path, capsys):
     ([{"overall": 3}], "without an id"),
     ([{"id": 1, "machine_prob": 2}], "between 0 and 1"),
     ([{"id": 1, "overall": "good"}], "not a number"),
+    ([{"id": 1, "overall": 8}], "from 1 to 5"),
+    ([{"id": 1, "fluency": 0}], "from 1 to 5"),
+    ([{"id": 1, "imagery": float("nan")}], "from 1 to 5"),
+    ([{"id": 1, "coherence": True}], "not a number"),
     ("nonsense", "expected a JSON list"),
 ])
 def test_blind_score_errors_are_one_line(blind_dir, tmp_path, capsys, judgements, message):
