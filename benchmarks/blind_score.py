@@ -129,7 +129,7 @@ def print_report(program: str, key_path: Path, judgements_path: Path, fmt: str, 
         key = json.loads(key_path.read_text(encoding="utf-8"))
         if not isinstance(key, dict) or not isinstance(key.get(entries), dict):
             raise BadJudgements(f"{key_path}: not a key written by {writer}")
-        judgements = read(json.loads(judgements_path.read_text(encoding="utf-8")))
+        judgements = read(json.loads(judgements_path.read_text(encoding="utf-8"), object_pairs_hook=_once))
         try:
             report = score(key, judgements)
         except (KeyError, TypeError, IndexError, AttributeError) as error:   # read() checked the judgements
@@ -140,6 +140,16 @@ def print_report(program: str, key_path: Path, judgements_path: Path, fmt: str, 
         return 2
     print(json.dumps(report, ensure_ascii=False, indent=1) if fmt == "json" else text(report))
     return 0
+
+
+def _once(pairs: list[tuple]) -> dict:
+    """A JSON object whose keys are all different: json keeps the last of two alike (a poem judged twice
+    in a dict by number lost its first judgement without a word)."""
+    keys = [key for key, _ in pairs]
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    if twice is not None:
+        raise BadJudgements(f"{twice!r} is given twice in one object (a poem judged twice?)")
+    return dict(pairs)
 
 
 if __name__ == "__main__":

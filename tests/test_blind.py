@@ -159,6 +159,15 @@ def test_blind_score_errors_are_one_line(blind_dir, tmp_path, capsys, judgements
     assert len(err) == 1 and message in err[0]
 
 
+def test_blind_score_refuses_a_poem_judged_twice_in_a_dict(blind_dir, tmp_path, capsys):
+    """json keeps the last of two keys alike: the first judgement of poem 1 was lost without a word."""
+    (tmp_path / "j.json").write_text('{"1": {"overall": 2}, "2": {"overall": 3}, "1": {"overall": 5}}',
+                                     encoding="utf-8")
+    assert blind_score.main([str(blind_dir / "key.json"), str(tmp_path / "j.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'1' is given twice" in err[0]
+
+
 def test_blind_set_refuses_an_out_that_is_a_file_before_generating(tmp_path, capsys, monkeypatch):
     """--out naming a file wrote every poem, then died in a traceback."""
     monkeypatch.setattr(blind_set, "build_set", lambda *a, **k: pytest.fail("generated before checking --out"))
