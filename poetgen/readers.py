@@ -166,8 +166,42 @@ def _block_poem(block: list[str]) -> RawPoem:
     title, rest = _title_head(block[0])   # [静夜思] alone on the block's first line, or before the poem's first line
     if title is not None and (rest.strip() or len(block) > 1):
         block = [rest, *block[1:]] if rest.strip() else block[1:]
+    block, head, author = _signed(block, titled=bool(title))
+    title = title or head
     whole = len(block) > 1 and all(form_of(normalize_text(line.strip())) != "other" for line in block)
-    return RawPoem(_joined(block), title or "", whole_lines=whole)
+    return RawPoem(_joined(block), title or "", author, whole_lines=whole)
+
+
+# the lines around a block's verses that name its author: ——李白 or （李白） under them, 作者：李白 above them
+_SIGNATURE = re.compile(r"\s*(?:[—－]{1,2}|-{1,2})\s*([^\s，。？！；：,.?!;:—－-]{1,12})\s*$|\s*[（(]([^）)\n]{1,12})[）)]\s*$")
+_AUTHOR_LABEL = re.compile(r"\s*作者\s*[:：]\s*(\S.{0,19}?)\s*$")
+
+
+def _signed(block: list[str], titled: bool) -> tuple[list[str], str, str]:
+    """(the verses, a title, the author) of a block whose verses come with an author line (——李白 at the
+    foot, as `poetgen check` reads it; 作者：李白 at the head, the lines above it the title), or with one or
+    two head lines without a mark above verses that each end in one and make a regular form only without
+    them (《静夜思》 then 李白: the title, then the author; one such line is the title, or the author
+    under a bracketed title). `titled`: the block's bracketed head was its title."""
+    title = author = ""
+    foot = _SIGNATURE.match(block[-1]) if len(block) > 1 else None
+    if foot:
+        author, block = (foot.group(1) or foot.group(2)).strip(), block[:-1]
+    label = next((i for i, line in enumerate(block[:3]) if _AUTHOR_LABEL.match(line)), None)
+    if label is not None and label + 1 < len(block):
+        title = "".join(line.strip() for line in block[:label])
+        author, block = _AUTHOR_LABEL.match(block[label]).group(1), block[label + 1:]
+    elif form_of(normalize_text(_joined(block))) == "other":
+        for k in (1, 2):
+            heads, verses = block[:k], block[k:]
+            if (len(verses) > 1 and not any(line.strip().endswith(tuple(LINE_END_MARKS)) for line in heads)
+                    and all(line.strip().endswith(tuple(LINE_END_MARKS)) for line in verses)
+                    and form_of(normalize_text(_joined(verses))) != "other"):
+                heads = [line.strip() for line in heads]
+                if k == 2:
+                    return verses, heads[0], heads[1]
+                return (verses, "", author or heads[0]) if titled else (verses, heads[0], author)
+    return block, title, author
 
 
 LINE_END_MARKS = "，。！？；：、,.!?;:"

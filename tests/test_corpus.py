@@ -750,3 +750,17 @@ def test_a_tarball_without_the_sources_names_them_as_file_names(tmp_path):
     result = CliRunner().invoke(cli, ["corpus", "build", str(tarball), "--out-dir", str(tmp_path / "out")])
     assert result.exit_code == 2 and "package/dist/quantangshi/poet.tang.N.json inside" in result.stderr, result.output
     assert "\\" not in result.stderr and "(" not in result.stderr.split(":", 2)[-1]
+
+
+def test_title_and_author_lines_around_a_block_are_not_its_verses(tmp_path):
+    """A block written as people copy a poem, its title and author on lines of their own, was imported
+    with them as verses (every poem then 'other'), and one signed ——李白 under it was dropped whole."""
+    source = tmp_path / "signed.txt"
+    source.write_text("《静夜思》\n李白\n床前明月光，\n疑是地上霜。\n举头望明月，\n低头思故乡。\n\n"
+                      "江雪\n作者：柳宗元\n千山鸟飞绝\n万径人踪灭\n孤舟蓑笠翁\n独钓寒江雪\n\n"
+                      "红豆生南国，\n春来发几枝。\n愿君多采撷，\n此物最相思。\n——王维\n\n"
+                      "登鹳雀楼\n白日依山尽，\n黄河入海流。\n欲穷千里目，\n更上一层楼。\n", encoding="utf-8-sig")
+    result = import_poems([source])
+    assert [(p.title, p.author, p.form) for p in result.poems] == [
+        ("静夜思", "李白", "wujue"), ("江雪", "柳宗元", "wujue"), ("", "王维", "wujue"), ("登鹳雀楼", "", "wujue")]
+    assert result.poems[0].text == "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
