@@ -255,6 +255,9 @@ def quantize(model_dir) -> None:
         help="Score only this dynasty's poems. Default: all, but tang on the shipped corpus when "
              "--genre is not given either (the figure earlier models were measured on).")
 @option(EvalOptions, "genre", help="Score only shi or only ci. Default: all.")
+@option(EvalOptions, "held_out",
+        help="With --corpus: score only the file's held-out poems, by the model's own split (the poems "
+             "training held out of your corpus and reported on). The shipped corpus is always read so.")
 @option(EvalOptions, "samples")
 @option(EvalOptions, "seed")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
@@ -262,7 +265,7 @@ def quantize(model_dir) -> None:
 @click.option("--tune", "tunes", multiple=True,
               help="Report ci of this tune instead (repeatable): layout, rhyme and 平仄 with the rules and "
                    "the model alone.")
-def evaluate(model_dir, corpus, dynasty, genre, samples, seed, fmt, tunes) -> None:
+def evaluate(model_dir, corpus, dynasty, genre, held_out, samples, seed, fmt, tunes) -> None:
     """Held-out perplexity, and form, rhyme, 平仄, novelty and diversity of generated poems."""
     import contextlib
     import json
@@ -274,7 +277,8 @@ def evaluate(model_dir, corpus, dynasty, genre, samples, seed, fmt, tunes) -> No
     from poetgen.evaluate import format_text
     from poetgen.evaluate_ci import format_tune_text
 
-    options = EvalOptions(str(corpus) if corpus is not None else None, samples, seed, dynasty=dynasty, genre=genre)
+    options = EvalOptions(str(corpus) if corpus is not None else None, samples, seed, dynasty=dynasty, genre=genre,
+                          held_out=held_out)
     options.validate()
     # Stray prints must not spoil --format json; the bar appears once the model and texts are read.
     with contextlib.redirect_stdout(sys.stderr), contextlib.ExitStack() as stack:

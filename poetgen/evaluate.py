@@ -45,6 +45,7 @@ class EvalOptions:
     # (dynasty None: all, except on the shipped corpus with no genre either, where it means tang: the
     # held-out set every earlier perplexity was measured on)
     genre: str | None = setting(None, choices=GENRES + (ALL,))        # score only this genre; default: all
+    held_out: bool = False      # a --corpus file's held-out poems only, by the model's own split (as training scored)
 
     def validate(self) -> None:
         check_settings(self)
@@ -171,8 +172,10 @@ class Evaluation:
             self.poems = [p for p in poems if in_subset(p, dynasty, genre) and is_held_out(p.text, self.val_split)]
             self.source = {"path": shipped_label(files), "split": f"held-out ({self.val_split:g})"}
         else:
-            self.poems = [p for p in self._corpus((options.corpus,)) if in_subset(p, dynasty, genre)]
-            self.source = {"path": str(options.corpus), "split": "whole file"}
+            self.poems = [p for p in self._corpus((options.corpus,)) if in_subset(p, dynasty, genre)
+                          and (not options.held_out or is_held_out(p.text, self.val_split))]
+            self.source = {"path": str(options.corpus),
+                           "split": f"held-out ({self.val_split:g})" if options.held_out else "whole file"}
         self.texts = [p.text for p in self.poems]
         self.source["subset"] = {"dynasty": dynasty, "genre": genre}
         if not self.texts:

@@ -291,3 +291,17 @@ def test_evaluate_writes_its_poems_in_generates_precision(tmp_path, monkeypatch)
     report = Evaluation(load_bundle(default_model_dir()), EvalOptions(str(corpus), samples=1)).run()
     generated = Generator.load(default_model_dir())
     assert [g.int8 for g in made] == [generated.int8] and report["int8"] == generated.int8
+
+
+def test_held_out_scores_a_corpus_file_s_held_out_poems_by_the_model_s_own_split(bundle, tiny_corpus):
+    """A user who trained on their own file could score it only whole (training poems included) or score
+    the shipped Tang split: never the poems training held out of their file and reported on."""
+    poems = load_corpus(tiny_corpus)
+    val_split = float(bundle.train_options.get("val_split", 0.02))
+    held = [p.text for p in poems if is_held_out(p.text, val_split)]
+    assert 0 < len(held) < len(poems)
+    evaluation = Evaluation(bundle, EvalOptions(str(tiny_corpus), held_out=True))
+    assert evaluation.texts == held and evaluation.source["split"] == f"held-out ({val_split:g})"
+    assert Evaluation(bundle, EvalOptions(str(tiny_corpus))).source["split"] == "whole file"
+    result = CliRunner().invoke(cli, ["evaluate", "--help"])
+    assert "--held-out" in result.output
