@@ -298,25 +298,39 @@ def one_blas_thread():
     """NumPy's BLAS on one thread for the block. Its thread count is the process's: blocks that overlap in
     several threads (a Poet used from several) share one limit, set by the first in and lifted by the
     last out. Each restoring the count it found left the program's BLAS on one thread for good once the
-    first in was the first out (threadpoolctl's own limit)."""
-    with _BLAS_HELD:
-        if not _blas_held["blocks"]:
-            _blas_held["threads"] = [library.num_threads for library in _blas().lib_controllers]
-            _set_blas_threads([1] * len(_blas_held["threads"]))
-        _blas_held["blocks"] += 1
+    first in was the first out (threadpoolctl's own limit). An OpenBLAS on OpenMP counts per thread: each
+    block sets and restores its own (one shared limit left the second thread unlimited, the first at one)."""
+    libraries = _blas().lib_controllers
+    own = [library for library in libraries if _per_thread(library)]
+    found = [library.num_threads for library in own]
+    for library in own:
+        library.set_num_threads(1)
     try:
-        yield
-    finally:
         with _BLAS_HELD:
-            _blas_held["blocks"] -= 1
             if not _blas_held["blocks"]:
-                _set_blas_threads(_blas_held["threads"])
+                _blas_held["threads"] = [library.num_threads for library in libraries if not _per_thread(library)]
+                _set_blas_threads([1] * len(_blas_held["threads"]))
+            _blas_held["blocks"] += 1
+        try:
+            yield
+        finally:
+            with _BLAS_HELD:
+                _blas_held["blocks"] -= 1
+                if not _blas_held["blocks"]:
+                    _set_blas_threads(_blas_held["threads"])
+    finally:
+        for library, count in zip(own, found):
+            library.set_num_threads(count)
+
+
+def _per_thread(library) -> bool:   # OpenBLAS on OpenMP: omp_set_num_threads sets the calling thread's
+    return getattr(library, "threading_layer", None) == "openmp"
 
 
 def _set_blas_threads(counts: list[int]) -> None:
-    """Set each BLAS library's thread count, and let any thread set it next: threadpoolctl (3.6 on) hands
-    OpenBLAS to the first thread that sets it, and ignores the others until that one lets go."""
-    for library, count in zip(_blas().lib_controllers, counts):
+    """Set each process-wide BLAS library's thread count, and let any thread set it next: threadpoolctl (3.6
+    on) hands OpenBLAS to the first thread that sets it, and ignores the others until that one lets go."""
+    for library, count in zip([library for library in _blas().lib_controllers if not _per_thread(library)], counts):
         library.set_num_threads(count)
         let_go = getattr(library, "clear_controlling_thread", None)
         if let_go is not None:

@@ -556,3 +556,48 @@ def test_a_forked_child_writes_the_batches_its_parent_split_across_the_cores(tmp
     process = python(FORKED, tmp_path)
     assert process.returncode == 0, process.stderr
     assert process.stdout.strip() == "SAME"
+
+
+class _PerThreadBlas:
+    """A BLAS whose thread count is each thread's own, as OpenBLAS built on OpenMP keeps it
+    (threadpoolctl's threading_layer "openmp": omp_set_num_threads sets the calling thread's)."""
+
+    internal_api, threading_layer = "openblas", "openmp"
+
+    def __init__(self, default: int):
+        self.default, self._local = default, __import__("threading").local()
+
+    @property
+    def num_threads(self) -> int:
+        return getattr(self._local, "count", self.default)
+
+    def set_num_threads(self, count: int) -> None:
+        self._local.count = count
+
+
+def test_a_blas_that_counts_threads_per_thread_is_limited_and_restored_in_each(monkeypatch):
+    """Under OpenBLAS built on OpenMP the count is each thread's: the shared limit set it in the first
+    thread in alone, left the second's BLAS unlimited, and the last out restored its own, leaving the
+    first thread's on one thread for good (threadpoolctl's own limit, per thread, had been right there)."""
+    import threading
+    import types
+
+    from poetgen import generate
+
+    library = _PerThreadBlas(4)
+    monkeypatch.setattr(generate, "_blas", lambda: types.SimpleNamespace(lib_controllers=[library]))
+    inside, after = {}, {}
+
+    def block():
+        @__import__("contextlib").contextmanager
+        def seen():
+            name = threading.current_thread().name
+            with generate.one_blas_thread():
+                inside[name] = library.num_threads
+                yield
+            after[name] = library.num_threads
+        return seen()
+
+    overlapping(block)
+    assert inside and set(inside.values()) == {1}, inside
+    assert after and set(after.values()) == {4}, after
