@@ -29,6 +29,7 @@ from poetgen.layout import MARKS, STOP_MARKS
 from poetgen.stepper import NumpyStepper
 from poetgen.polish import Polisher
 from poetgen.quantize import THREADED_ROWS, choose_precision, cores
+from poetgen.quiet import SharedSetting
 from poetgen.request import PoemRequest, PreparedRequest
 from poetgen.rerank import OUTPUT_ROWS
 from poetgen.rules import build_rules
@@ -289,38 +290,28 @@ def in_every_thread(pool: ThreadPoolExecutor, threads: int, work) -> None:
             raise
 
 
-_BLAS_HELD = threading.Lock()
-_blas_held = {"blocks": 0, "threads": []}   # one_blas_thread() blocks running, in any thread; the counts they lift
-
-
 @contextlib.contextmanager
 def one_blas_thread():
     """NumPy's BLAS on one thread for the block. Its thread count is the process's: blocks that overlap in
-    several threads (a Poet used from several) share one limit, set by the first in and lifted by the
-    last out. Each restoring the count it found left the program's BLAS on one thread for good once the
-    first in was the first out (threadpoolctl's own limit). An OpenBLAS on OpenMP counts per thread: each
-    block sets and restores its own (one shared limit left the second thread unlimited, the first at one)."""
-    libraries = _blas().lib_controllers
-    own = [library for library in libraries if _per_thread(library)]
+    several threads (a Poet used from several) share one limit (quiet.SharedSetting), set by the first in
+    and lifted by the last out. An OpenBLAS on OpenMP counts per thread: each block sets and restores its
+    own (one shared limit left the second thread unlimited, the first at one)."""
+    own = [library for library in _blas().lib_controllers if _per_thread(library)]
     found = [library.num_threads for library in own]
     for library in own:
         library.set_num_threads(1)
     try:
-        with _BLAS_HELD:
-            if not _blas_held["blocks"]:
-                _blas_held["threads"] = [library.num_threads for library in libraries if not _per_thread(library)]
-                _set_blas_threads([1] * len(_blas_held["threads"]))
-            _blas_held["blocks"] += 1
-        try:
+        with _ONE_BLAS_THREAD.held():
             yield
-        finally:
-            with _BLAS_HELD:
-                _blas_held["blocks"] -= 1
-                if not _blas_held["blocks"]:
-                    _set_blas_threads(_blas_held["threads"])
     finally:
         for library, count in zip(own, found):
             library.set_num_threads(count)
+
+
+def _limit_blas() -> list[int]:
+    counts = [library.num_threads for library in _blas().lib_controllers if not _per_thread(library)]
+    _set_blas_threads([1] * len(counts))
+    return counts
 
 
 def _per_thread(library) -> bool:   # OpenBLAS on OpenMP: omp_set_num_threads sets the calling thread's
@@ -335,6 +326,9 @@ def _set_blas_threads(counts: list[int]) -> None:
         let_go = getattr(library, "clear_controlling_thread", None)
         if let_go is not None:
             let_go()
+
+
+_ONE_BLAS_THREAD = SharedSetting(_limit_blas, _set_blas_threads)
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,11 +1,13 @@
 """Imports TensorFlow and Keras without the C++ start-up chatter they print to stderr, whether the
-commands show progress at all, and whether a command that writes its result can write it.
+commands show progress at all, and whether a command that writes its result can write it; a process-wide
+setting (muted stderr, the BLAS limit) that threads share and a fork keeps right.
 
 TensorFlow logs oneDNN and CUDA notices before its log level is read; only muting fd 2 hides them.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import importlib
@@ -56,33 +58,73 @@ def tensorflow_required():
                        f"pip install tensorflow") from None
 
 
-_MUTING = threading.Lock()
-_muted = {"blocks": 0, "saved": -1}   # muted_stderr() blocks running, in any thread; the real fd 2 they keep
+class SharedSetting:
+    """A process-wide setting (fd 2, BLAS's thread count) that blocks in several threads share: the first in
+    sets it (`set_up()` returns what it found), the last out restores that (`restore(found)`). Each block
+    restoring what it found left the setting for good when the first in was the first out. A forked child
+    keeps the blocks of the thread that forked alone, the others' threads not being in it, and restores at
+    once when that one holds none: it kept stderr on /dev/null and BLAS on one thread for good."""
+
+    def __init__(self, set_up, restore):
+        self._set_up, self._restore = set_up, restore
+        self._lock = threading.Lock()
+        self._blocks: collections.Counter = collections.Counter()   # thread id -> its blocks now running
+        self._found = None
+        if hasattr(os, "register_at_fork"):   # a fork waits for a change under way (the child could not finish it)
+            os.register_at_fork(before=lambda: self._lock.acquire(), after_in_parent=lambda: self._lock.release(),
+                                after_in_child=self._forked)
+
+    @contextlib.contextmanager
+    def held(self):
+        me = threading.get_ident()
+        with self._lock:
+            if not self._blocks:
+                self._found = self._set_up()
+            self._blocks[me] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._blocks[me] -= 1
+                if not self._blocks[me]:
+                    del self._blocks[me]
+                if not self._blocks:
+                    found, self._found = self._found, None
+                    self._restore(found)
+
+    def _forked(self) -> None:
+        me = threading.get_ident()
+        held, own = bool(self._blocks), self._blocks[me]
+        self._blocks = collections.Counter({me: own} if own else {})
+        self._lock.release()   # taken by the before-fork hook
+        if held and not own:
+            found, self._found = self._found, None
+            self._restore(found)
 
 
-@contextlib.contextmanager
+def _mute() -> int:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    return saved
+
+
+def _unmute(saved: int) -> None:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
+_MUTING = SharedSetting(_mute, _unmute)
+
+
 def muted_stderr():
     """Silence fd 2 for a block (TensorFlow's converters log from C++); Python errors still propagate.
     fd 2 is the process's: blocks that overlap in several threads (two models loaded at once) share one
-    muting, the first in silencing it and the last out restoring it (each restoring the fd 2 it found
-    left a program's stderr on /dev/null for good when the first in was the first out)."""
-    with _MUTING:
-        if not _muted["blocks"]:
-            sys.stderr.flush()
-            _muted["saved"] = os.dup(2)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            os.close(devnull)
-        _muted["blocks"] += 1
-    try:
-        yield
-    finally:
-        with _MUTING:
-            _muted["blocks"] -= 1
-            if not _muted["blocks"]:
-                sys.stderr.flush()
-                os.dup2(_muted["saved"], 2)
-                os.close(_muted["saved"])
+    muting (SharedSetting), the first in silencing it and the last out restoring it."""
+    return _MUTING.held()
 
 
 def progress_shown() -> bool:

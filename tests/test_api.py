@@ -601,3 +601,97 @@ def test_a_blas_that_counts_threads_per_thread_is_limited_and_restored_in_each(m
     overlapping(block)
     assert inside and set(inside.values()) == {1}, inside
     assert after and set(after.values()) == {4}, after
+
+
+FORKED_WHILE_HELD = """
+import os, threading
+from poetgen.generate import _blas, one_blas_thread
+from poetgen.quiet import muted_stderr
+
+def counts():
+    return [library.num_threads for library in _blas().lib_controllers]
+
+default = counts()
+entered, leave = threading.Event(), threading.Event()
+
+def hold():   # another thread, loading a model (stderr muted) and stepping in int8 (BLAS on one thread)
+    with muted_stderr(), one_blas_thread():
+        entered.set()
+        leave.wait(60)
+
+thread = threading.Thread(target=hold)
+thread.start()
+entered.wait(60)
+pid = os.fork()
+if pid == 0:
+    os.write(2, b"child stderr\\n")
+    with muted_stderr(), one_blas_thread():
+        os.write(2, b"muted\\n")
+    os.write(2, b"child stderr after\\n")
+    os.write(1, f"child {counts() == default} {counts()} {default}\\n".encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+leave.set()
+thread.join(60)
+os.write(2, b"parent stderr\\n")
+print("parent", counts() == default)
+"""
+
+
+def test_a_process_forked_while_another_thread_mutes_or_limits_gets_its_stderr_and_blas_back(tmp_path):
+    """Forked while another thread had stderr muted (a model loading) or BLAS on one thread (an int8 step):
+    that thread is not in the child, so no one was left to restore them, and the child's stderr stayed on
+    /dev/null (its errors and tracebacks lost) and its BLAS on one thread for good, its own blocks too."""
+    import os
+
+    if not hasattr(os, "fork"):
+        pytest.skip("needs fork")
+    process = python(FORKED_WHILE_HELD, tmp_path)
+    assert process.returncode == 0, process.stderr
+    assert process.stderr.split("\n")[:3] == ["child stderr", "child stderr after", "parent stderr"], process.stderr
+    assert process.stdout.split("\n")[0].startswith("child True"), process.stdout
+    assert "parent True" in process.stdout
+
+
+FORKED_WHILE_CHANGING = """
+import os, signal, threading
+from poetgen.generate import _blas, one_blas_thread
+from poetgen.quiet import muted_stderr
+
+_blas()   # found before the threads start: a fork in the middle of an import is another matter
+stop = threading.Event()
+
+def spin():   # a thread muting and limiting over and over: a fork lands while it holds their lock
+    while not stop.is_set():
+        with muted_stderr(), one_blas_thread():
+            pass
+
+thread = threading.Thread(target=spin)
+thread.start()
+hung = 0
+for _ in range(40):
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(10)
+        with muted_stderr(), one_blas_thread():
+            pass
+        os._exit(0)
+    hung += os.waitpid(pid, 0)[1] != 0
+    if hung:
+        break
+stop.set()
+thread.join(60)
+print("hung", hung)
+"""
+
+
+def test_a_process_forked_while_another_thread_changes_stderr_or_blas_does_not_hang(tmp_path):
+    """A fork while another thread held the lock of the shared muting or BLAS limit left it held in the
+    child, whose first model load or int8 step then waited for ever (most forks of a busy server)."""
+    import os
+
+    if not hasattr(os, "fork"):
+        pytest.skip("needs fork")
+    process = python(FORKED_WHILE_CHANGING, tmp_path)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.strip() == "hung 0"
