@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import threading
 import unicodedata
 
@@ -323,6 +324,10 @@ def encode_known(tokenizer: Tokenizer, text: str, what: str) -> list[int]:
 
 
 _JIEBA_STARTING = threading.Lock()
+# A fork waits for jieba's start: a child forked mid-start found this lock, and jieba's own, held for ever.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_JIEBA_STARTING.acquire, after_in_parent=_JIEBA_STARTING.release,
+                        after_in_child=_JIEBA_STARTING.release)
 
 
 @functools.lru_cache(maxsize=None)

@@ -695,3 +695,41 @@ def test_a_process_forked_while_another_thread_changes_stderr_or_blas_does_not_h
     process = python(FORKED_WHILE_CHANGING, tmp_path)
     assert process.returncode == 0, process.stderr
     assert process.stdout.strip() == "hung 0"
+
+
+FORKED_WHILE_JIEBA_STARTS = """
+import os, signal, threading, time
+import jieba
+from poetgen import request
+
+started, original = threading.Event(), jieba.initialize
+
+def slow_start(*args, **kwargs):   # the dictionary's ~1 s load, long enough for a fork to land in it
+    started.set()
+    time.sleep(1)
+    return original(*args, **kwargs)
+
+jieba.initialize = slow_start
+thread = threading.Thread(target=request._keyword_extractor)
+thread.start()
+started.wait(60)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(20)
+    request._keyword_extractor()("秋天的思念", topK=2)
+    os._exit(0)
+print("child", os.waitpid(pid, 0)[1])
+thread.join(60)
+"""
+
+
+def test_a_process_forked_while_a_theme_starts_jieba_does_not_hang(tmp_path):
+    """The first theme loads jieba's dictionary (~1 s) under a lock; a process forked meanwhile (by another
+    thread: multiprocessing, a server's workers) found that lock held, and its first theme waited for ever."""
+    import os
+
+    if not hasattr(os, "fork"):
+        pytest.skip("needs fork")
+    process = python(FORKED_WHILE_JIEBA_STARTS, tmp_path)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.strip() == "child 0", process.stdout
