@@ -94,7 +94,7 @@ class Poet:
                  top_k: int = 0, top_p: float = 1.0, traditional: bool = False, **more) -> Poems:
         """Write `n` poems starting with `prompt`, as `poetgen generate` does with the same options.
 
-        form: wujue | qijue | wulv | qilv | free, or 五绝 七绝 五律 七律 (None: wujue, or by acrostic length);
+        form: wujue | qijue | wulv | qilv | free, or 五绝 七绝 五律 七律, 五絕 七絕 (None: wujue, or by acrostic length);
         acrostic: line i starts with character i; theme: free text whose keywords steer the lines;
         rhyme: None is on for regular forms; tone: steer toward a standard 平仄 pattern; no_repeat: no
         character twice in a line; best_of: candidates per poem, the best-scoring kept; max_chars: free

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from poetgen.corpus import DECORATION   # as normalize_text reads a prompt: one spec
 from poetgen.graph_tables import SPACES, TONE_BITS, TONE_RESCUE, TONE_STRICT, TONE_UNCHECKED
+from poetgen.layout import FORM_ALIASES
 from poetgen.quiet import import_tensorflow
 from poetgen.tokenizer import UNK
 
@@ -131,7 +132,7 @@ class GraphRequest:
                           "form names a ci tune this export left out (export --tunes N writes the N most written "
                           "tunes; --tunes -1, the default, every tune):", form)
         with tf.control_dependencies([exported]):   # that first: the tune exists, the export lacks it
-            known = check(entry >= 0, f"form must be one of {self.form_names} (or 五绝 七绝 五律 七律) or a ci "
+            known = check(entry >= 0, f"form must be one of {self.form_names} (or {' '.join(FORM_ALIASES)}) or a ci "
                                        "tune's name, other name or pinyin (`poetgen tunes`), not", form)
         entry = tf.cast(tf.maximum(entry, 0), tf.int32)
         count = tf.gather(self.entry_count, entry)

@@ -87,8 +87,8 @@ class PoemRequest:
             acrostic = normalize_text(self.acrostic)
             form = "wulv" if len(acrostic) == 8 else "wujue"
         if form not in FORMS + ("free",):
-            raise BadInput(f"unknown form {self.form!r}; choose wujue, qijue, wulv, qilv or free (五绝 七绝 五律 七律)",
-                           field="form")
+            raise BadInput(f"unknown form {self.form!r}; choose wujue, qijue, wulv, qilv or free "
+                           f"({' '.join(FORM_ALIASES)})", field="form")
         return form
 
     def validate(self) -> None:

@@ -733,3 +733,10 @@ def test_a_process_forked_while_a_theme_starts_jieba_does_not_hang(tmp_path):
     process = python(FORKED_WHILE_JIEBA_STARTS, tmp_path)
     assert process.returncode == 0, process.stderr
     assert process.stdout.strip() == "child 0", process.stdout
+
+
+def test_an_unknown_form_s_refusal_names_the_traditional_names_it_takes_too(poet):
+    """七絕 and 五絕 are taken as form names, but the refusal of an unknown one listed 五绝 七绝 五律 七律 alone."""
+    with pytest.raises(BadInput) as refused:
+        poet.generate(form="七言")
+    assert refused.value.field == "form" and "五絕" in str(refused.value) and "七絕" in str(refused.value)
