@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from poetgen.batching import BatchOptions
-from poetgen.errors import EXIT_INTERRUPTED
+from poetgen.errors import EXIT_INTERRUPTED, OutputError
 from poetgen.evaluate import EvalOptions
 from poetgen.export import ExportOptions
 from poetgen.cli_options import option
@@ -81,10 +81,15 @@ def train(sample: bool, **options) -> None:
     config.validate()
     import_tensorflow()
     result = api.train(config, sample=sample, explicit=given_options(options))
-    if result.best_val_perplexity is not None:
-        with writing_stdout([result.path]):
-            click.echo(f"best held-out perplexity {result.best_val_perplexity:.1f} at epoch "
-                       f"{result.best_epoch}; bundle in {result.path}")
+    try:
+        if result.best_val_perplexity is not None:
+            with writing_stdout([result.path]):
+                click.echo(f"best held-out perplexity {result.best_val_perplexity:.1f} at epoch "
+                           f"{result.best_epoch}; bundle in {result.path}")
+    except OutputError as error:
+        if not result.stopped:
+            raise
+        click.echo(f"poetgen: warning: {error}", err=True)   # the exit code that says "resume" comes first
     if result.stopped:   # saved, but not done: a script's `train && quantize` must not carry on
         raise click.exceptions.Exit(EXIT_INTERRUPTED)
 

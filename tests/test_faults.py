@@ -715,6 +715,28 @@ def test_standard_output_failing_after_the_files_are_written_says_so(tiny_bundle
     assert json.loads(out.read_text(encoding="utf-8"))["text"] == POEM
 
 
+STOPPED_RUN = """
+import sys
+from pathlib import Path
+import poetgen.api as api, poetgen.cli_model as commands
+from poetgen.cli import main
+commands.import_tensorflow = lambda: None   # a run that Ctrl-C stopped after its first better epoch, saved
+api.train = lambda config, **_: api.TrainResult(Path(config.out), 1, 1, 42.0, True)
+main()
+"""
+
+
+def test_a_stopped_run_exits_130_whatever_standard_output_does(tmp_path):
+    """A stopped run exits 130, which tells a script to resume it; with its standard output closed or full
+    the line naming the bundle failed first, and the run exited 2, as a run that failed."""
+    for redirect in ("> /dev/full", ">&-") if os.path.exists("/dev/full") else (">&-",):
+        command = " ".join(f"'{a}'" for a in [sys.executable, "-c", STOPPED_RUN, "train", "--out", tmp_path / "run"])
+        result = subprocess.run(["sh", "-c", f"{command} {redirect}"], capture_output=True, text=True)
+        assert result.returncode == 130, (redirect, result.stderr)
+        assert result.stderr.startswith("poetgen: warning: cannot write standard output: "), result.stderr
+        assert f"{tmp_path / 'run'} is written whole" in result.stderr
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_standard_output_failing_under_a_result_says_so(tiny_bundle, tmp_path):
     """A command whose result is its standard output said only "No space left on device" under `> /dev/full`,
