@@ -605,11 +605,12 @@ def test_a_blas_that_counts_threads_per_thread_is_limited_and_restored_in_each(m
 
 FORKED_WHILE_HELD = """
 import os, threading
-from poetgen.generate import _blas, one_blas_thread
+import threadpoolctl
+from poetgen.generate import one_blas_thread
 from poetgen.quiet import muted_stderr
 
 def counts():
-    return [library.num_threads for library in _blas().lib_controllers]
+    return [library.num_threads for library in threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers]
 
 default = counts()
 entered, leave = threading.Event(), threading.Event()
@@ -655,10 +656,11 @@ def test_a_process_forked_while_another_thread_mutes_or_limits_gets_its_stderr_a
 
 FORKED_WHILE_CHANGING = """
 import os, signal, threading
-from poetgen.generate import _blas, one_blas_thread
+from poetgen.generate import one_blas_thread
 from poetgen.quiet import muted_stderr
 
-_blas()   # found before the threads start: a fork in the middle of an import is another matter
+with one_blas_thread():   # BLAS found before the threads start: a fork in the middle of an import is another matter
+    pass
 stop = threading.Event()
 
 def spin():   # a thread muting and limiting over and over: a fork lands while it holds their lock
@@ -700,7 +702,7 @@ def test_a_process_forked_while_another_thread_changes_stderr_or_blas_does_not_h
 FORKED_WHILE_JIEBA_STARTS = """
 import os, signal, threading, time
 import jieba
-from poetgen import request
+import poetgen
 
 started, original = threading.Event(), jieba.initialize
 
@@ -710,13 +712,15 @@ def slow_start(*args, **kwargs):   # the dictionary's ~1 s load, long enough for
     return original(*args, **kwargs)
 
 jieba.initialize = slow_start
-thread = threading.Thread(target=request._keyword_extractor)
+poet = poetgen.load()
+poet.generate(seed=1)   # all else it imports on first use, imported: a fork amid an import is another matter
+thread = threading.Thread(target=lambda: poet.generate(theme="秋天的思念", seed=1))
 thread.start()
 started.wait(60)
 pid = os.fork()
 if pid == 0:
-    signal.alarm(20)
-    request._keyword_extractor()("秋天的思念", topK=2)
+    signal.alarm(30)
+    poet.generate(theme="春天的离别", seed=1)
     os._exit(0)
 print("child", os.waitpid(pid, 0)[1])
 thread.join(60)
