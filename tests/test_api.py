@@ -604,6 +604,8 @@ def test_a_blas_that_counts_threads_per_thread_is_limited_and_restored_in_each(m
 
 
 FORKED_WHILE_HELD = """
+import warnings
+warnings.simplefilter("ignore", DeprecationWarning)   # Python 3.12 warns of a fork in a threaded process: the case here
 import os, threading
 import threadpoolctl
 from poetgen.generate import one_blas_thread
@@ -655,6 +657,8 @@ def test_a_process_forked_while_another_thread_mutes_or_limits_gets_its_stderr_a
 
 
 FORKED_WHILE_CHANGING = """
+import warnings
+warnings.simplefilter("ignore", DeprecationWarning)   # Python 3.12 warns of a fork in a threaded process: the case here
 import os, signal, threading
 from poetgen.generate import one_blas_thread
 from poetgen.quiet import muted_stderr
@@ -700,6 +704,8 @@ def test_a_process_forked_while_another_thread_changes_stderr_or_blas_does_not_h
 
 
 FORKED_WHILE_JIEBA_STARTS = """
+import warnings
+warnings.simplefilter("ignore", DeprecationWarning)   # Python 3.12 warns of a fork in a threaded process: the case here
 import os, signal, threading, time
 import jieba
 import poetgen
