@@ -102,7 +102,7 @@ def test_savedmodel_writes_poems_with_tensorflow_alone(savedmodel, tiny_bundle, 
     assert_regular(out["greedy"], "wujue")
     assert out["signature"].startswith("春")
     assert_regular(out["signature"], "qijue")
-    assert "form must be one of wujue" in out["errors"]["form"]
+    assert "form must be one of wujue" in out["errors"]["form"] and "七絕" in out["errors"]["form"]   # every name it takes
     assert "does not know these prompt characters" in out["errors"]["unknown"] and "龘" in out["errors"]["unknown"]
     assert "form holds only" in out["errors"]["long"]
     assert "temperature must be" in out["errors"]["temperature"]
