@@ -706,20 +706,22 @@ def test_a_process_forked_while_another_thread_changes_stderr_or_blas_does_not_h
 FORKED_WHILE_JIEBA_STARTS = """
 import warnings
 warnings.simplefilter("ignore", DeprecationWarning)   # Python 3.12 warns of a fork in a threaded process: the case here
-import os, signal, threading, time
+import os, signal, threading
 import jieba
 import poetgen
 
-started, original = threading.Event(), jieba.initialize
+started, forking, original = threading.Event(), threading.Event(), jieba.initialize
 
-def slow_start(*args, **kwargs):   # the dictionary's ~1 s load, long enough for a fork to land in it
+def held_start(*args, **kwargs):   # the dictionary's load, held until the fork has begun: the fork lands in it
     started.set()
-    time.sleep(1)
+    forking.wait(60)
     return original(*args, **kwargs)
 
-jieba.initialize = slow_start
+jieba.initialize = held_start
 poet = poetgen.load()
 poet.generate(seed=1)   # all else it imports on first use, imported: a fork amid an import is another matter
+# registered after poetgen's own hooks, so run before them: the fork has begun when the start goes on
+os.register_at_fork(before=forking.set)
 thread = threading.Thread(target=lambda: poet.generate(theme="秋天的思念", seed=1))
 thread.start()
 started.wait(60)
