@@ -157,12 +157,18 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
             stopper.callback]
 
 
-def progress_bar():
-    """Keras's progress bar, except that an epoch a stop cuts short ends its line at the step it reached:
-    Keras's own finalises it at the epoch's whole count ("10/10" after 4 steps)."""
+def progress_bar(epochs: int):
+    """Keras's progress bar, except that an epoch a stop cuts short ends its line at the step it reached
+    (Keras's own finalises it at the epoch's whole count: "10/10" after 4 steps), and its "Epoch N/M" counts
+    the run's `epochs`, not one fit's: a resumed run finishes a cut epoch in a fit of its own, which Keras
+    would head "Epoch 4/4" before the next fit's "Epoch 5/8"."""
     import keras
 
     class Progress(keras.callbacks.ProgbarLogger):
+        def set_params(self, params):
+            super().set_params(params)
+            self.epochs = epochs
+
         def on_epoch_end(self, epoch, logs=None):
             if self.progbar is not None and self.target is not None and self.seen < self.target:
                 self.progbar.update(self.seen, list((logs or {}).items()), finalize=True)

@@ -327,7 +327,7 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
         f"(vocabulary {run.tokenizer.vocab_size}), epochs {start_epoch + 1}..{config.epochs} of {steps} steps{from_step}")
     with StopOnSignal() as stopper, contextlib.redirect_stdout(sys.stderr):
         # the progress bar last, as Keras places its own: its line shows what the others added to the logs
-        callbacks = make_callbacks(run, model_config, versions, stopper) + list(extra_callbacks) + [progress_bar()]
+        callbacks = make_callbacks(run, model_config, versions, stopper) + list(extra_callbacks) + [progress_bar(config.epochs)]
         for first, last, epoch_steps in fit_segments(start_epoch, step_in_epoch, config.epochs, steps):
             if stopper.stopped:   # a signal between two fits (while the cut epoch's end was saved)
                 break

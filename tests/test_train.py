@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -145,6 +146,8 @@ def test_a_run_stopped_within_an_epoch_resumes_at_that_step_exactly(tiny_corpus,
     assert not resumed.stopped and resumed.epochs_done == 2
     progress = capsys.readouterr().err   # the rest of epoch 1, then the whole of epoch 2
     assert "12/12 - " in progress and "20/20 - " in progress, progress
+    # headed by the run's epochs: the cut epoch's own fit read "Epoch 1/1" before "Epoch 2/2"
+    assert re.findall(r"Epoch \d+/\d+", progress) == ["Epoch 1/2", "Epoch 2/2"], progress
 
     def held_out(run):
         header, *rows = (tmp_path / run / "log.csv").read_text().splitlines()
