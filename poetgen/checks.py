@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 
 from poetgen.layout import Layout, clauses, layout_of
-from poetgen.prosody import (PING, Prosody, couplet_rescue, line_fits, neighbours, strict_columns, tone_fits,
-                             tone_patterns)
+from poetgen.metre import PING, couplet_rescue, line_fits, strict_columns, tone_fits, tone_patterns
+from poetgen.prosody import Prosody, neighbours
 
 
 @dataclasses.dataclass
@@ -57,9 +57,9 @@ def first_line_fault(lines: list[str], prosody: Prosody, layout: Layout, group: 
 
 
 def pattern_fits(lines: list[str], pattern: list[str], length: int, prosody: Prosody) -> list[bool]:
-    """Per strict position of `pattern` (one string per line; prosody.strict_columns), line by line: does
-    the poem's character fit it (prosody.line_fits: 拗救, 特拗 and a 平 at the 三平尾 guard that makes no
-    三平尾 are accepted, and 对句相救: prosody.couplet_rescue)."""
+    """Per strict position of `pattern` (one string per line; metre.strict_columns), line by line: does
+    the poem's character fit it (metre.line_fits: 拗救, 特拗 and a 平 at the 三平尾 guard that makes no
+    三平尾 are accepted, and 对句相救: metre.couplet_rescue)."""
     fits = [line_fits(line[:length], line_pattern, prosody) for line, line_pattern in zip(lines, pattern)]
     for i in range(len(fits) - 1):   # 对句相救: the next line rescues a 仄 at this one's fourth
         rescued = couplet_rescue(pattern[i], pattern[i + 1])

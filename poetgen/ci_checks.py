@@ -9,7 +9,8 @@ import dataclasses
 import re
 
 from poetgen.ci_rhyme import LEVEL_CODES, OBLIQUE_CODES, CiRhyme, codes_for_tone, describe, flip
-from poetgen.prosody import PING, Prosody, tone_fits
+from poetgen.metre import PING, tone_fits
+from poetgen.prosody import Prosody
 from poetgen.tunes import EITHER, Tune, Variant
 
 _NOT_HAN = re.compile(r"[，。、？！；：\s]")

@@ -24,8 +24,8 @@ def char_positions(variant: Variant) -> np.ndarray:
 
 
 class RuleBase:
-    """The Rule interface of rules.py (here so that rules.py, ci_rules.py and word_rules.py share it without
-    an import cycle)."""
+    """The Rule interface of rules.py (here so that rules.py, ci_rules.py, shi_rules.py and word_rules.py
+    share it without an import cycle)."""
 
     essential = False
 

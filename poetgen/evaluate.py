@@ -22,9 +22,9 @@ from poetgen.errors import BadCorpus
 from poetgen.generate import Generator
 from poetgen.importers import load_corpus
 from poetgen.layout import FORM_SHAPES, FORMS, clauses, form_of
+from poetgen.metre import strict_columns, tone_patterns
 from poetgen.model import sequence_log_likelihood
 from poetgen.options import check_settings, setting
-from poetgen.prosody import strict_columns, tone_patterns
 from poetgen.request import MAX_POEMS, PoemRequest
 from poetgen.sampling import SEED_LIMIT, SampleOptions, row_streams
 from poetgen.weights import layer_weights

@@ -22,7 +22,7 @@ from poetgen.layout import MARKS
 from poetgen.model import ModelConfig, states_per_layer
 from poetgen.quiet import import_tensorflow
 from poetgen.request import REPEAT_PENALTY
-from poetgen.rules import TONE_NUDGE
+from poetgen.shi_rules import TONE_NUDGE
 from poetgen.tokenizer import BOUNDARY, UNK
 
 tf = import_tensorflow()
@@ -166,7 +166,7 @@ class PoemGraph(GraphRequest, tf.Module):
         guard = 2 * tf.cast(tf.bitwise.bitwise_and(codes, TONE_GUARD) > 0, codes.dtype)
         required = tf.where(asked, tf.bitwise.bitwise_and(codes, TONE_BITS) + guard, -tf.ones_like(codes))
         strict = asked & (tf.bitwise.bitwise_and(codes, TONE_STRICT) > 0)
-        # 拗救 (prosody.rescue): a rescue's third column is 平 alone where its first holds a fixed non-平 character
+        # 拗救 (metre.rescue): a rescue's third column is 平 alone where its first holds a fixed non-平 character
         rescued = asked & (tf.bitwise.bitwise_and(codes, TONE_RESCUE) > 0) & self._fixed_not_ping(forced, 2)
         required = tf.where(rescued, 2, required)
         strict = strict | rescued
@@ -240,7 +240,7 @@ class PoemGraph(GraphRequest, tf.Module):
 
     def _pair_tones(self, forced):
         """(positions,) the tone (0 平, 1 仄) that the fixed characters' pairs (prosody words) read each
-        fixed character in, -1 where none does or two disagree (poetgen.rules.pair_tones)."""
+        fixed character in, -1 where none does or two disagree (poetgen.shi_rules.pair_tones)."""
         n = tf.shape(forced)[0]
         before = tf.concat([[-1], forced[:-1]], 0)
         after = tf.concat([forced[1:], [-1]], 0)
@@ -287,7 +287,7 @@ class PoemGraph(GraphRequest, tf.Module):
         rhyme_slot = rhyme[0] >= 0
         columns = self._group_columns(allowed, rhyme)
         fits = tf.reduce_any(self.membership & columns[None, :], axis=1) & ~used
-        # a shi rhyme (its columns are 平水韵 groups): a pair read in a group it does not allow (rules.Rhyme)
+        # a shi rhyme (its columns are 平水韵 groups): a pair read in a group it does not allow (shi_rules.Rhyme)
         lasts, groups = self._rhyme_words(previous)
         off_group = tf.reduce_any(columns[:self.shi_groups]) & ~tf.gather(columns, groups)
         fits = fits & ~(tf.scatter_nd(lasts[:, None], tf.cast(off_group, tf.int32), [self.vocab_size]) > 0)
@@ -324,11 +324,11 @@ class PoemGraph(GraphRequest, tf.Module):
     def _observe_rhyme(self, previous, chosen, rhyme, allowed, used, first_line_end):
         """After a rhyming line: its group keeps the columns its last character has (read through 叶 at
         a 叶 slot; by its pair with `previous` where that fixes one), and that character is banned from
-        later rhymes; so is line 1's last character, rhyming or not (poetgen.rules.Rhyme)."""
+        later rhymes; so is line 1's last character, rhyming or not (poetgen.shi_rules.Rhyme)."""
         group, xie = rhyme
         rhyme_slot = group >= 0
         codes = self.membership[chosen]
-        # a shi rhyme's pair that fixes its group (泪成行: 七阳) keeps that group alone (rules.Rhyme)
+        # a shi rhyme's pair that fixes its group (泪成行: 七阳) keeps that group alone (shi_rules.Rhyme)
         lasts, groups = self._rhyme_words(previous)
         match = tf.equal(lasts, chosen)
         shi = tf.reduce_any(allowed[tf.maximum(group, 0)][:self.shi_groups])

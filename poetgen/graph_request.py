@@ -44,7 +44,7 @@ class GraphRequest:
     """The request-reading half of PoemGraph (its tables: char_ids, half_width, form_index, layout rows…)."""
 
     def _fitting_patterns(self, forced, layout):
-        """(patterns,) bool, as poetgen.rules.fitting_patterns: the standard 平仄 patterns that the fixed
+        """(patterns,) bool, as poetgen.shi_rules.fitting_patterns: the standard 平仄 patterns that the fixed
         characters allow (their tone at strict columns; a shared 平水韵 group at the pattern's rhyme
         positions, line 1's end too where it rhymes), else those keeping the rhyme, the tones, or all; and
         whether any pattern keeps the rhyme."""

@@ -11,16 +11,16 @@ import numpy as np
 
 from poetgen.corpus import HAN_RANGES
 from poetgen.layout import FORM_ALIASES, FORMS, MARKS, Layout, banned_inside, layout_of
-from poetgen.prosody import PING, ZE, guard_columns, rescue, strict_columns, tone_patterns
+from poetgen.metre import PING, ZE, guard_columns, rescue, strict_columns, tone_patterns
 from poetgen.tokenizer import SPECIALS
 
 TABLES_FILE = "tables.npz"
 TONES = (PING, ZE)                                          # index 0 平, 1 仄 in tone tables
 # Flags added to a tone in the tone table (one int8 table keeps the export small): the tone is enforced,
-# not nudged; a character a prompt fixes here need not fit it (a rescue's first column: prosody.rescue);
+# not nudged; a character a prompt fixes here need not fit it (a rescue's first column: metre.rescue);
 # a rescue's third column, which becomes 平 where the character two before is fixed and cannot be 平;
-# a column that keeps the line from 三平尾 or 孤平, or ends a line that ends 仄 (prosody.guard_columns),
-# where only a character of that tone alone is written (rules.Tone), as at a rescue's third when it rescues.
+# a column that keeps the line from 三平尾 or 孤平, or ends a line that ends 仄 (metre.guard_columns),
+# where only a character of that tone alone is written (shi_rules.Tone), as at a rescue's third when it rescues.
 TONE_STRICT, TONE_UNCHECKED, TONE_RESCUE, TONE_GUARD = 4, 8, 16, 32
 TONE_BITS = 3                                               # the tone itself: code & TONE_BITS
 PATTERN_NAMES = tuple(tone_patterns(5, 4))                  # 仄起 平起 仄起入韵 平起入韵: by index, as every shi's

@@ -22,7 +22,7 @@ from poetgen import ranking
 from poetgen.checks import check_poem, pattern_fits, rhyme_of
 from poetgen.ci_checks import check_ci
 from poetgen.layout import clauses
-from poetgen.prosody import tone_patterns
+from poetgen.metre import tone_patterns
 from poetgen.request import MAX_PROMPT, PreparedRequest
 from poetgen.rerank import Reading
 from poetgen.sampling import Resume, row_streams

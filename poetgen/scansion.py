@@ -18,7 +18,8 @@ from poetgen.ci_rhyme import ci_rhyme
 from poetgen.corpus import is_han, normalize_text, to_simplified
 from poetgen.errors import BadInput
 from poetgen.layout import FORM_ALIASES, FORMS, MARKS, clauses, form_of, layout_of
-from poetgen.prosody import neighbours, strict_columns, table, tone_patterns
+from poetgen.metre import strict_columns, tone_patterns
+from poetgen.prosody import neighbours, table
 from poetgen.scansion_report import position_counts, report
 from poetgen.tunes import EITHER as EITHER_TONE
 from poetgen.tunes import lookup_key, variant_spelling

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from poetgen.ci_rhyme import ci_rhyme, describe
 from poetgen.layout import layout_of
-from poetgen.prosody import PING, ZE, guarded_fault, table
+from poetgen.metre import PING, ZE, guarded_fault
+from poetgen.prosody import table
 from poetgen.tunes import EITHER as EITHER_TONE
 
 if TYPE_CHECKING:

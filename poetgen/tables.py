@@ -132,7 +132,7 @@ class VocabularyTables:
     def tone_masks(self) -> dict[str, np.ndarray]:
         """平 and 仄 → (vocab,) bool: the ids known to be readable in that tone. A character the tone
         table lacks (啼, 遍, 盏…: ~400 of the corpus's) fits neither, so no rule puts one where a tone
-        is required; a checker reading a real poem does not judge it (prosody.tone_fits)."""
+        is required; a checker reading a real poem does not judge it (metre.tone_fits)."""
         masks = {PING: np.zeros(self.tokenizer.vocab_size, bool), ZE: np.zeros(self.tokenizer.vocab_size, bool)}
         for ch, i in self.tokenizer.index.items():
             tones = self.prosody.tones(ch)
@@ -166,7 +166,7 @@ class VocabularyTables:
 
     @functools.cached_property
     def rhyme_word_groups(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """rhyme_words by first id: {id: (last ids, their group columns)} (rules.Rhyme)."""
+        """rhyme_words by first id: {id: (last ids, their group columns)} (shi_rules.Rhyme)."""
         starts, lasts, groups = self.rhyme_words
         return {first: (lasts[starts[first]:starts[first + 1]], groups[starts[first]:starts[first + 1]])
                 for first in np.flatnonzero(starts[1:] > starts[:-1]).tolist()}
@@ -195,7 +195,7 @@ class VocabularyTables:
     @functools.cached_property
     def tone_known(self) -> np.ndarray:
         """(vocab,) bool: the ids the tone table lists. One it lacks is never written where a tone is
-        required (tone_masks), but fixed by a prompt it fits any pattern (rules.fitting_patterns)."""
+        required (tone_masks), but fixed by a prompt it fits any pattern (shi_rules.fitting_patterns)."""
         known = np.zeros(self.tokenizer.vocab_size, bool)
         for ch, i in self.tokenizer.index.items():
             known[i] = bool(self.prosody.tones(ch))

@@ -1,6 +1,6 @@
 """The rules that read a two-tone character by its word (prosody.Prosody.words): where a column asks a
 tone, a character is not written when its pair with the one before reads it, or reads that one, in the
-other tone. The Tone and CiTone rules (rules.py, ci_rules.py) let a character in by any of its readings;
+other tone. The Tone and CiTone rules (shi_rules.py, ci_rules.py) let a character in by any of its readings;
 this one adds what the pair decides, for shi and ci alike, as the SavedModel's graph does (_word_off).
 
 It does not judge finished poems: the checkers accept any attested reading (a poet may write 以吾一日长,

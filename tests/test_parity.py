@@ -95,7 +95,7 @@ def test_greedy_graph_poem_is_the_greedy_cli_poem(generator, poet):
 
 
 def test_both_sides_write_a_character_of_one_tone_alone_at_the_columns_that_guard_a_line(generator, poet):
-    """仄仄仄平平's third and 平平仄仄平's first (prosody.guard_columns): a character the generation table
+    """仄仄仄平平's third and 平平仄仄平's first (metre.guard_columns): a character the generation table
     reads in both tones could make 三平尾 or 孤平 there; neither side writes one (rules.Tone, TONE_GUARD)."""
     usual, guarded = usual_table(), 0
     for form in FORMS:
@@ -613,7 +613,7 @@ def test_a_pair_that_fixes_a_rhyme_s_group_is_read_alike_by_the_rule_and_the_gra
 def test_a_prompt_s_pair_reads_its_character_when_the_pattern_is_chosen_on_both_sides(tiny_bundle, generator,
                                                                                         monkeypatch, of_first):
     """A prompt 万重 puts 重 at column 2, which 平起 patterns ask 平 and 仄起 ones 仄: by its readings 重
-    fits both, by its pair (万重: 重 chóng, 平) only 平起. The CLI (rules.fitting_patterns, pair_tones) and the
+    fits both, by its pair (万重: 重 chóng, 平) only 平起. The CLI (shi_rules.fitting_patterns, pair_tones) and the
     graph (_fitting_patterns, _pair_tones) choose among the same patterns. Characters of the tiny
     vocabulary stand in for 万重: the pair fixes its second (at column 2), or with `of_first` its first,
     at column 2 before a third character."""
