@@ -79,8 +79,15 @@ def import_command(paths, out: Path, encoding: str, keep_script: bool, force: bo
     except EmptyCorpus:
         reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.most_common()) or "nothing found"
         raise BadCorpus(f"no usable poem in the input ({reasons}); {out} not written") from None
-    with writing_stdout([out]):
-        _print_import_summary(kept, dropped, out)
+    try:
+        with writing_stdout([out]):
+            _print_import_summary(kept, dropped, out)
+    finally:   # stderr's lines: a standard output closed or full, which stops the command, does not lose them
+        _warn_about_data(kept, notes, per_line)
+
+
+def _warn_about_data(kept: int, notes: collections.Counter, per_line: bool) -> None:
+    """What corpus import read in a way its user may not mean, one warning line each on stderr."""
     if kept > 1 and notes[ONE_CLAUSE] == kept:   # whatever blank lines there are: it is how they were read
         how = ("a poem written a verse per line is read with --per-line" if per_line else
                "a poem is written a verse per line, with no blank line between poems or one between every two verses")

@@ -715,6 +715,20 @@ def test_standard_output_failing_after_the_files_are_written_says_so(tiny_bundle
     assert json.loads(out.read_text(encoding="utf-8"))["text"] == POEM
 
 
+def test_corpus_import_s_warnings_reach_stderr_when_standard_output_fails(tmp_path):
+    """corpus import's warnings about its data (poems read as Tang, blocks read as one poem) came after the
+    summary on stdout: with that closed or full, the error stopped the command first and they were lost."""
+    source, out = tmp_path / "poems.jsonl", tmp_path / "out.jsonl"
+    source.write_text(json.dumps({"text": POEM, "dynasty": "明"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    for redirect in ("> /dev/full", ">&-") if os.path.exists("/dev/full") else (">&-",):
+        out.unlink(missing_ok=True)
+        result = with_stdout(redirect, "corpus", "import", source, "--out", out)
+        assert result.returncode == 2, (redirect, result.stderr)
+        warning, error = result.stderr.splitlines()
+        assert warning.startswith("poetgen: warning: 1 poems whose dynasty is none of") and "read as Tang" in warning
+        assert error.startswith("poetgen: error: cannot write standard output: ") and error.endswith("written whole")
+
+
 STOPPED_RUN = """
 import sys
 from pathlib import Path
