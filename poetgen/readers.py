@@ -180,9 +180,9 @@ _AUTHOR_LABEL = re.compile(r"\s*作者\s*[:：]\s*(\S.{0,19}?)\s*$")
 def _signed(block: list[str], titled: bool) -> tuple[list[str], str, str]:
     """(the verses, a title, the author) of a block whose verses come with an author line (——李白 at the
     foot, as `poetgen check` reads it; 作者：李白 at the head, the lines above it the title), or with one or
-    two head lines without a mark above verses that each end in one and make a regular form only without
-    them (《静夜思》 then 李白: the title, then the author; one such line is the title, or the author
-    under a bracketed title). `titled`: the block's bracketed head was its title."""
+    two head lines without a mark above verses that make a regular form only without them (_verses_under;
+    《静夜思》 then 李白: the title, then the author; one such line is the title, or the author under a
+    bracketed title). `titled`: the block's bracketed head was its title."""
     title = author = ""
     foot = _SIGNATURE.match(block[-1]) if len(block) > 1 else None
     if foot:
@@ -195,8 +195,7 @@ def _signed(block: list[str], titled: bool) -> tuple[list[str], str, str]:
         for k in (1, 2):
             heads, verses = block[:k], block[k:]
             if (len(verses) > 1 and not any(line.strip().endswith(tuple(LINE_END_MARKS)) for line in heads)
-                    and all(line.strip().endswith(tuple(LINE_END_MARKS)) for line in verses)
-                    and form_of(normalize_text(_joined(verses))) != "other"):
+                    and _verses_under(heads, verses, titled) and form_of(normalize_text(_joined(verses))) != "other"):
                 heads = [line.strip() for line in heads]
                 if k == 2:
                     return verses, heads[0], heads[1]
@@ -205,6 +204,28 @@ def _signed(block: list[str], titled: bool) -> tuple[list[str], str, str]:
 
 
 LINE_END_MARKS = "，。！？；：、,.!?;:"
+
+
+NAME_CHARS = 4   # an author's name at most (99.4 % of the shipped corpus's: 李白, 欧阳修, 司马相如)
+
+
+def _verses_under(heads: list[str], verses: list[str], titled: bool) -> bool:
+    """Whether the lines under one or two head lines read as verses apart from them: each ends in a mark, or
+    none holds one and all have one length, 5 or 7, that no head has (静夜思 above 床前明月光…), and a head
+    read as the author (the second, or one under a bracketed title) is a name's length. A head as long as
+    such verses could be one of them (千山鸟飞绝 above four of five), as could two lines opening a 杂言 poem
+    whose second is longer than a name (杨白花 / 风吹度江水 above four of seven): neither is a title."""
+    if all(line.strip().endswith(tuple(LINE_END_MARKS)) for line in verses):
+        return True
+    lengths = {_length(line) for line in verses}
+    author = heads[-1] if len(heads) == 2 or titled else ""
+    return (len(lengths) == 1 and lengths <= {5, 7} and not any(_length(head) in lengths for head in heads)
+            and _length(author) <= NAME_CHARS and not any(mark in line for line in verses for mark in LINE_END_MARKS))
+
+
+def _length(line: str) -> int:
+    """A line's length as a poem's: no whitespace, no quote marks."""
+    return len(normalize_text(line, simplify=False))
 
 
 def _joined(lines: list[str]) -> str:

@@ -16,6 +16,7 @@ from poetgen.corpus import (Poem, clean_text, is_held_out, normalize_text, shipp
 from poetgen.errors import BadCorpus
 from poetgen.importers import import_poems, load_corpus
 from poetgen.layout import form_of
+from poetgen.readers import read_raw
 
 
 def test_clean_converts_and_normalises():
@@ -764,3 +765,26 @@ def test_title_and_author_lines_around_a_block_are_not_its_verses(tmp_path):
     assert [(p.title, p.author, p.form) for p in result.poems] == [
         ("静夜思", "李白", "wujue"), ("江雪", "柳宗元", "wujue"), ("", "王维", "wujue"), ("登鹳雀楼", "", "wujue")]
     assert result.poems[0].text == "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
+
+
+def test_a_plain_title_above_verses_without_marks_is_not_a_verse(tmp_path):
+    """A title (and author) line above verses written without marks was joined to them (静夜思，床前明月光。…:
+    'other'), as was an author line under a bracketed title. Heads of another length than the verses,
+    which all have one length, 5 or 7, and make a regular form without them, are the title and author now
+    (an author of a name's length); a head as long as the verses could be one of them, a second head longer
+    than a name could open a 杂言 poem, and a block that is no regular form without its first line keeps it."""
+    source = tmp_path / "plain.txt"
+    verses = "床前明月光\n疑是地上霜\n举头望明月\n低头思故乡\n"
+    seven = "朝辞白帝彩云间\n千里江陵一日还\n两岸猿声啼不住\n轻舟已过万重山\n"
+    source.write_text(f"静夜思\n{verses}\n静夜思\n李白\n{verses}\n《静夜思》\n李白\n{verses}\n"
+                      f"早发白帝城\n{seven}\n"                       # a five-character title above seven-character verses
+                      f"千山鸟飞绝\n{verses}\n"                      # as long as the verses: a verse, 'other'
+                      f"杨白花\n风吹度江水\n{seven}\n"                  # no author: a 杂言 poem's opening
+                      f"君不见\n{seven}三更灯火五更鸡\n", encoding="utf-8")   # no regular form without it
+    poems = [(raw.title, raw.author, raw.text, form_of(normalize_text(raw.text))) for raw in read_raw(source)]
+    text = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
+    assert poems[:3] == [("静夜思", "", text, "wujue"), ("静夜思", "李白", text, "wujue"), ("静夜思", "李白", text, "wujue")]
+    assert poems[3][:2] == ("早发白帝城", "") and poems[3][3] == "qijue"
+    assert [(title, author, form) for title, author, _, form in poems[4:]] == [("", "", "other")] * 3
+    assert poems[4][2].startswith("千山鸟飞绝，床前明月光。") and poems[5][2].startswith("杨白花，风吹度江水。")
+    assert poems[6][2].startswith("君不见，")
