@@ -7,7 +7,8 @@ another, and they squeeze generated poems into 1-3, so settings a tenth apart ne
     python benchmarks/blind_pairs.py score pairs/key.json judgements.json [--format json]
 
 `set` writes DIR/pairs.md (numbered pairs, the two poems in random order, nothing else) and DIR/key.json.
-Both poems of a pair use the same seed, so two decodings of one model share their random draws. The
+Both poems of a pair use the same seed, so two decodings of one model share their random draws. A pair
+whose two poems are the same is left out and further seeds drawn (the key counts those left out). The
 reader answers with a JSON list of {"pair": N, "better": 1 or 2}. `score` prints how often each setting
 won, the 95 % Wilson interval of that rate and the two-sided sign-test p-value against no preference.
 """
@@ -40,20 +41,51 @@ and score them with `python benchmarks/blind_pairs.py score key.json judgements.
 """
 
 
-def build_pairs(settings: dict[str, list[str]], per_form: int, seed: int, model: str | None = None) -> list[dict]:
-    """Pairs of poems, one from each setting, of the same form and seed, in shuffled order."""
-    (a, a_args), (b, b_args) = settings.items()
+SEEDS_PER_FORM = 10   # seeds of --per-form poems each drawn for a form before giving up on differing pairs
+
+
+class TooAlike(ValueError):
+    """The two settings write the same poem for too many seeds to fill a form's pairs."""
+
+
+def build_pairs(settings: dict[str, list[str]], per_form: int, seed: int,
+                model: str | None = None) -> tuple[list[dict], dict[str, int]]:
+    """Pairs of poems, one from each setting, of the same form and seed, in shuffled order, and per form
+    the pairs left out because both settings wrote the same poem."""
+    (a, _), (b, _) = settings.items()
     rng = random.Random(seed)
-    pairs = []
+    pairs, identical = [], {}
     for k, form in enumerate(FORMS):
-        first = generated_poems(model, form, per_form, seed * 1000 + k, a_args, None)
-        second = generated_poems(model, form, per_form, seed * 1000 + k, b_args, None)
-        for text_a, text_b in zip(first, second):
+        found, identical[form] = differing_pairs(settings, form, k, per_form, seed, model)
+        for text_a, text_b in found:
             poems = [(a, text_a), (b, text_b)]
             rng.shuffle(poems)
             pairs.append({"form": form, "sources": [s for s, _ in poems], "texts": [t for _, t in poems]})
     rng.shuffle(pairs)
-    return [{"number": i + 1, **pair} for i, pair in enumerate(pairs)]
+    return [{"number": i + 1, **pair} for i, pair in enumerate(pairs)], identical
+
+
+def differing_pairs(settings: dict[str, list[str]], form: str, k: int, per_form: int, seed: int,
+                    model: str | None) -> tuple[list[tuple[str, str]], int]:
+    """`per_form` pairs of the `k`th form whose two poems differ, and how many alike were left out. A
+    pair of the same poem twice only makes the reader toss a coin: further seeds are drawn (seed * 1000 +
+    10 * round + k; the first round's is every earlier set's), at most SEEDS_PER_FORM rounds."""
+    (a, a_args), (b, b_args) = settings.items()
+    found, identical = [], 0
+    for round_ in range(SEEDS_PER_FORM):
+        pair_seed = seed * 1000 + 10 * round_ + k
+        first = generated_poems(model, form, per_form, pair_seed, a_args, None)
+        second = generated_poems(model, form, per_form, pair_seed, b_args, None)
+        for text_a, text_b in zip(first, second):
+            if text_a == text_b:
+                identical += 1
+                continue
+            found.append((text_a, text_b))
+            if len(found) == per_form:
+                return found, identical
+    raise TooAlike(f"{a} and {b} wrote the same {form} poem in {identical} of the {identical + len(found)} pairs "
+                   f"drawn from {SEEDS_PER_FORM} seeds, leaving {len(found)} of the {per_form} asked for: the two "
+                   f"settings barely differ (ask for fewer with --per-form, or compare settings that change the poems)")
 
 
 def pairs_markdown(pairs: list[dict]) -> str:
@@ -114,7 +146,17 @@ def score(key: dict, choices: dict[str, int]) -> dict:
             "interval_95": [round(x, 4) for x in interval] if interval else None,
             "sign_test_p": round(sign_test(wins_a, n), 4),
             "wins_by_form": {form: {a: w, "of": sum(pairs[num]["form"] == form for num in choices)}
-                             for form, w in by_form.items()}}
+                             for form, w in by_form.items()},
+            "identical_skipped": identical_skipped(key)}
+
+
+def identical_skipped(key: dict) -> dict | None:
+    """Pairs of one poem twice that `set` left out, in all and by form; None for a key written before
+    2026-11-28, which kept them (count them by hand: pairs whose two texts are the same)."""
+    by_form = key.get("identical_skipped")
+    if by_form is None:
+        return None
+    return {"total": sum(by_form[form] for form in FORMS), "by_form": {form: by_form[form] for form in FORMS}}
 
 
 def format_text(report: dict) -> str:
@@ -126,6 +168,12 @@ def format_text(report: dict) -> str:
                     f"({report['win_rate'][a]:.1%}; 95 % interval {low:.1%}-{high:.1%}; "
                     f"sign test p = {report['sign_test_p']:.3f})")
         rows.append("by form: " + ", ".join(f"{form} {row[a]}/{row['of']}" for form, row in report["wins_by_form"].items()))
+    skipped = report["identical_skipped"]
+    if skipped is None:
+        rows.append("pairs of the same poem twice: not recorded (a key from before 2026-11-28 kept them)")
+    else:
+        rows.append(f"pairs of the same poem twice left out when the set was made: {skipped['total']} ("
+                    + ", ".join(f"{form} {n}" for form, n in skipped["by_form"].items()) + ")")
     return "\n".join(rows)
 
 
@@ -153,9 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             parser.error(str(error))
         check_output(parser, args.out, args.per_form, args.force)
-        pairs = build_pairs(settings, args.per_form, args.seed, args.model)
+        try:
+            pairs, identical = build_pairs(settings, args.per_form, args.seed, args.model)
+        except TooAlike as error:   # before anything is written
+            print(f"blind_pairs.py: error: {error}", file=sys.stderr)
+            return 2
         key = {"seed": args.seed, "per_form": args.per_form, "model": args.model or "shipped",
                "settings": {name: shlex.join(options) for name, options in settings.items()},
+               "identical_skipped": identical,
                "pairs": {str(p["number"]): {k: p[k] for k in ("form", "sources", "texts")} for p in pairs}}
         try:
             args.out.mkdir(parents=True, exist_ok=True)

@@ -319,6 +319,53 @@ def test_blind_pairs_set_wants_exactly_two_settings(tiny_bundle, tmp_path, capsy
     assert "exactly two" in capsys.readouterr().err
 
 
+def _alike_every_other_seed(model, form, n, seed, args, tune):
+    """Fake poems: setting b (--top-k 5) writes setting a's poems for seed 2000 (wujue's first) and 2002
+    (wulv's first), its own for 2001, 2003 (qijue's and qilv's) and 2010, 2012 (the second round's)."""
+    mark = "b" if args and (seed // 10 + seed) % 2 else "a"
+    return [f"{form}-{seed}-{i}-{mark}" for i in range(n)]
+
+
+def test_blind_pairs_set_leaves_out_pairs_of_one_poem_and_draws_further_seeds(monkeypatch, tmp_path, capsys):
+    """Two settings that wrote the same poem for a seed made a pair the reader had to toss a coin over
+    (counted by hand in the README); now such pairs are left out, counted in the key and reported."""
+    monkeypatch.setattr(blind_pairs, "generated_poems", _alike_every_other_seed)
+    out = tmp_path / "pairs"
+    assert blind_pairs.main(["set", "--out", str(out), "--per-form", "3", "--seed", "2",
+                             "--setting", "a=", "--setting", "b=--top-k 5"]) == 0
+    assert "wrote 12 pairs" in capsys.readouterr().out
+    key = json.loads((out / "key.json").read_text(encoding="utf-8"))
+    pairs = key["pairs"].values()
+    assert all(pair["texts"][0] != pair["texts"][1] for pair in pairs)
+    for k, form in enumerate(FORMS):   # seed 2000 + k: odd for qijue and qilv, whose first seed differs
+        assert sum(pair["form"] == form for pair in pairs) == 3
+        assert key["identical_skipped"][form] == (0 if k % 2 else 3)
+        seeds = {int(text.split("-")[1]) for pair in pairs if pair["form"] == form for text in pair["texts"]}
+        assert seeds == ({2000 + k} if k % 2 else {2010 + k})   # the next round's seed when the first's are alike
+    judged = [{"pair": int(n), "better": 1} for n in key["pairs"]]
+    (tmp_path / "j.json").write_text(json.dumps(judged), encoding="utf-8")
+    assert blind_pairs.main(["score", str(out / "key.json"), str(tmp_path / "j.json"), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["identical_skipped"] == {"total": 6, "by_form": {"wujue": 3, "qijue": 0, "wulv": 3, "qilv": 0}}
+    assert blind_pairs.main(["score", str(out / "key.json"), str(tmp_path / "j.json")]) == 0
+    assert "same poem twice left out when the set was made: 6 (wujue 3, qijue 0, wulv 3, qilv 0)" in \
+        capsys.readouterr().out
+    del key["identical_skipped"]   # a key written before: nothing recorded, and said so
+    (tmp_path / "old.json").write_text(json.dumps(key), encoding="utf-8")
+    assert blind_pairs.main(["score", str(tmp_path / "old.json"), str(tmp_path / "j.json")]) == 0
+    assert "not recorded" in capsys.readouterr().out
+
+
+def test_blind_pairs_set_gives_up_in_one_line_when_the_settings_never_differ(tiny_bundle, tmp_path, capsys):
+    """--top-k 0 is generate's default: every pair is one poem twice. Bounded, one line, nothing written."""
+    out = tmp_path / "pairs"
+    assert blind_pairs.main(["set", "--out", str(out), "--per-form", "2", "--model", str(tiny_bundle),
+                             "--setting", "a=", "--setting", "b=--top-k 0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a and b wrote the same wujue poem in 20 of the 20 pairs" in err[0]
+    assert not out.exists()
+
+
 def test_calibration_bias_steers_every_generator_only_inside_its_context():
     """calibration_reading.py's bias reaches the sampler through generate's rules, and only while asked."""
     import poetgen
@@ -344,8 +391,9 @@ def test_blind_kit_write_errors_are_one_line_before_or_after_generating(tmp_path
     poem = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
     monkeypatch.setattr(blind_set, "build_set", lambda *a, **k: [{"number": 1, "source": "real", "form": "wujue",
                                                                   "text": poem}])
-    monkeypatch.setattr(blind_pairs, "build_pairs", lambda *a, **k: [
-        {"number": 1, "form": "wujue", "sources": ["a", "b"], "texts": [poem, poem]}])
+    monkeypatch.setattr(blind_pairs, "build_pairs", lambda *a, **k: (
+        [{"number": 1, "form": "wujue", "sources": ["a", "b"], "texts": [poem, poem + "x"]}],
+        dict.fromkeys(FORMS, 0)))
     for main, args in ((blind_set.main, ["--out", str(out)]),
                        (blind_pairs.main, ["set", "--out", str(out), "--setting", "a=", "--setting", "b=--top-k 5"])):
         with pytest.raises(SystemExit) as error:
