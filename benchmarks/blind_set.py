@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from poetgen.corpus import is_held_out, shipped_corpus_path, shipped_corpus_paths
+from poetgen.errors import PoetgenError
 from poetgen.importers import load_corpus
 from poetgen.layout import FORMS, Layout, clauses, layout_of
 from poetgen.tunes import tune_table
@@ -83,26 +84,69 @@ def written_as(text: str, layout: Layout | None) -> bool:
     return lines is not None and tuple(line[-1] for line in lines) == layout.end_marks
 
 
-def real_poems(kinds: list[str], per_kind: int, seed: int, tune: str | None) -> dict[str, list[str]]:
-    """Held-out real poems: regular Tang shi per form, or Song ci of the tune (the model never saw them),
-    each laid out as `generate` writes the form or the tune's usual variant (written_as): whole ones
-    too (the corpus keeps fragments of lost ci, such as a single clause under 鹧鸪天)."""
+class SetModels:
+    """What the models of a set allow of a real poem: held out from the training of each (its own
+    val_split, as `poetgen evaluate` reads it) and written only in characters each can write."""
+
+    def __init__(self, models: list[str | None]):
+        from poetgen.bundle import load_bundle
+        from poetgen.tables import VocabularyTables
+
+        bundles = [load_bundle(model, keras=False) for model in dict.fromkeys(models)]
+        self.splits = sorted({bundle.val_split for bundle in bundles})
+        self.tables = [VocabularyTables(bundle.tokenizer) for bundle in bundles]
+
+    def held_out(self, text: str) -> bool:
+        return all(is_held_out(text, split) for split in self.splits)
+
+    def writable(self, text: str) -> bool:
+        return not any(tables.unwritable(text) for tables in self.tables)
+
+
+def setting_model(args: list[str]) -> str | None:
+    """The bundle a setting names with --model (the last one, as click takes it); None: the set's --model."""
+    model = None
+    for i, arg in enumerate(args):
+        if arg == "--model" and i + 1 < len(args):
+            model = args[i + 1]
+        elif arg.startswith("--model="):
+            model = arg.partition("=")[2]
+    return model
+
+
+def set_models(settings: dict[str, list[str]], model: str | None) -> list[str | None]:
+    """The bundles whose poems are in the set: each setting's own --model, else `model` (None: shipped)."""
+    return list(dict.fromkeys(setting_model(args) or model for args in settings.values()))
+
+
+def real_poems(kinds: list[str], per_kind: int, seed: int, tune: str | None,
+               models: SetModels | None = None) -> dict[str, list[str]]:
+    """Held-out real poems: regular Tang shi per form, or Song ci of the tune (no model of the set saw
+    them: `models`, default the shipped model), each laid out as `generate` writes the form or the tune's
+    usual variant (written_as): whole ones too (the corpus keeps fragments of lost ci, such as a single
+    clause under 鹧鸪天). None holds a character a model of the set cannot write: `seed` draws from the
+    held-out poems as it always did, and a draw such a character rules out gives its place to another."""
+    models = models or SetModels([None])
     rng = random.Random(seed)
     if tune is None:
-        poems = [p for p in load_corpus(shipped_corpus_path()) if is_held_out(p.text)]
+        poems = [p for p in load_corpus(shipped_corpus_path()) if models.held_out(p.text)]
     else:
         found = tune_table().find(tune)
         layout = found.variant(None).layout if found else None
-        poems = [p for p in load_corpus(shipped_corpus_paths()[2:]) if p.tune == tune and is_held_out(p.text)
+        poems = [p for p in load_corpus(shipped_corpus_paths()[2:]) if p.tune == tune and models.held_out(p.text)
                  and written_as(p.text, layout)]
     chosen = {}
     for kind in kinds:
         texts = sorted(p.text for p in poems
                        if (p.tune == tune if tune else p.form == kind and written_as(p.text, layout_of(kind))))
-        if len(texts) < per_kind:
-            print(f"warning: only {len(texts)} held-out real poems of {kind} laid out as generate writes it",
-                  file=sys.stderr)
-        chosen[kind] = rng.sample(texts, min(per_kind, len(texts)))
+        drawn = rng.sample(texts, min(per_kind, len(texts)))
+        spares = [text for text in sorted(set(texts) - set(drawn)) if models.writable(text)]
+        random.Random(f"{seed}:{kind}").shuffle(spares)   # its own draws: the later kinds' stay as they were
+        chosen[kind] = [text if models.writable(text) else spares.pop() for text in drawn
+                        if models.writable(text) or spares]
+        if len(chosen[kind]) < per_kind:
+            print(f"warning: only {len(chosen[kind])} held-out real poems of {kind} laid out as generate writes it"
+                  f" and written in characters every model of the set can write", file=sys.stderr)
     return chosen
 
 
@@ -114,7 +158,7 @@ def generated_poems(model: str | None, kind: str, n: int, seed: int, args: list[
 
     where = ["--tune", tune] if tune else ["--form", kind]
     command = ["generate", *where, "-n", str(n), "--seed", str(seed), "--format", "json", *args]
-    if model and "--model" not in args:   # a setting may name its own model (compare two in one set)
+    if model and setting_model(args) is None:   # a setting may name its own model (compare two in one set)
         command[1:1] = ["--model", model]
     result = CliRunner().invoke(cli, command)
     if result.exit_code != 0:
@@ -131,8 +175,8 @@ def build_set(settings: dict[str, list[str]], per_form: int, seed: int, model: s
               tune: str | None = None) -> list[dict]:
     """The entries of the set, shuffled: {number, source, form, text}."""
     kinds = [f"ci:{tune}"] if tune else list(FORMS)
-    entries = [{"source": "real", "form": kind, "text": text}
-               for kind, texts in real_poems(kinds, per_form, seed, tune).items() for text in texts]
+    real = real_poems(kinds, per_form, seed, tune, SetModels(set_models(settings, model)))
+    entries = [{"source": "real", "form": kind, "text": text} for kind, texts in real.items() for text in texts]
     for s, (name, args) in enumerate(settings.items()):
         for k, kind in enumerate(kinds):
             for text in generated_poems(model, kind, per_form, seed * 1000 + s * 10 + k, args, tune):
@@ -169,7 +213,10 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:
         parser.error(str(error))
     check_output(parser, args.out, args.per_form, args.force)
-    entries = build_set(settings, args.per_form, args.seed, args.model, args.tune)
+    try:
+        entries = build_set(settings, args.per_form, args.seed, args.model, args.tune)
+    except PoetgenError as error:   # a --model (a setting's own too) that cannot be read
+        raise SystemExit(f"blind_set.py: {' '.join(str(error).split())}") from None
     try:
         write_set(args.out, entries, key_of(args, settings, entries))
     except OSError as error:   # what check_output cannot foresee (a full disk, /proc)

@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 from poetgen.atomic import atomic_save, read_small_text, staged, write_text
+from poetgen.corpus import HELD_OUT_FRACTION
 from poetgen.errors import BadModel, InUse
 from poetgen.lock import Lock
 from poetgen.model import ModelConfig
@@ -40,6 +41,12 @@ class Bundle:
     def train_options(self) -> dict:
         """The options it was trained with (config.json's "train", checked by read_config; {} if none)."""
         return self.config.get("train") or {}
+
+    @property
+    def val_split(self) -> float:
+        """The held-out share it was trained with (corpus.is_held_out's fraction): its own validation poems,
+        never trained on; the fixed 2 % where config.json records none."""
+        return float(self.train_options.get("val_split", HELD_OUT_FRACTION))
 
     @property
     def reverse(self) -> bool:

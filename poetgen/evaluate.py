@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 from poetgen.bundle import Bundle
 from poetgen.checks import check_poem
 from poetgen.control import Prefixer
-from poetgen.corpus import (DYNASTIES, GENRES, HELD_OUT_FRACTION, SHIPPED_FILES, corpus_hash, is_held_out,
+from poetgen.corpus import (DYNASTIES, GENRES, SHIPPED_FILES, corpus_hash, is_held_out,
                             shipped_corpus_paths, shipped_files_of, shipped_label)
 from poetgen.errors import BadCorpus
 from poetgen.generate import Generator
@@ -159,7 +159,7 @@ class Evaluation:
     def __init__(self, bundle: Bundle, options: EvalOptions):
         options.validate()
         self.bundle, self.options = bundle, options
-        self.val_split = float(bundle.train_options.get("val_split", HELD_OUT_FRACTION))
+        self.val_split = bundle.val_split   # the model's own split, as training held it out
         # a reverse model (train --reverse) reads each poem backwards, as in training; it writes no poems
         self.reverse = bundle.reverse
         self.conditioned = Prefixer(bundle.tokenizer).enabled   # alone, it is asked for each form in turn

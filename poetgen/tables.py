@@ -98,6 +98,16 @@ class VocabularyTables:
                 ids.append(index[ch])
         return sorted(ids)
 
+    def unwritable(self, text: str) -> list[str]:
+        """Characters of `text` that no poem of this model holds, each once: outside the vocabulary, or a
+        foreign form generation never samples (foreign_ids). A real poem with one is told from generated ones."""
+        index, foreign = self.tokenizer.index, self._foreign_set
+        return list(dict.fromkeys(ch for ch in text if ch not in index or index[ch] in foreign))
+
+    @functools.cached_property
+    def _foreign_set(self) -> frozenset[int]:
+        return frozenset(self.foreign_ids)
+
     @functools.cached_property
     def prosody(self) -> Prosody:
         """The readings generation uses (prosody.usual_table): every mask below comes from it."""
