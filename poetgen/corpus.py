@@ -89,6 +89,18 @@ def to_simplified(text: str) -> str:
     return _converter("t2s").convert(text)
 
 
+@functools.lru_cache(maxsize=1)
+def traditional_forms() -> dict[str, tuple[str, ...]]:
+    """Each character -> the other Han characters to_simplified turns into it, one by one (溪: 谿; 发: 發 髮):
+    every Han character converted once (a few hundredths of a second), for an export's tune names."""
+    chars = [chr(code) for low, high in HAN_RANGES for code in range(low, high + 1)]
+    forms: dict[str, list[str]] = {}
+    for ch, plain in zip(chars, to_simplified("\n".join(chars)).split("\n")):   # a line per character: no phrases
+        if plain != ch and len(plain) == 1:
+            forms.setdefault(plain, []).append(ch)
+    return {plain: tuple(others) for plain, others in forms.items()}
+
+
 def chinese_forms(chars: list[str]) -> list[str]:
     """Each character as simplified Chinese writes it: a Japanese form as its Chinese one (髪 → 发, 隠 →
     隐, 歳 → 岁: OpenCC jp2t, then t2s), any other as t2s leaves it; converted one by one, no phrases."""

@@ -6,10 +6,11 @@ writes them beside model.tflite (tables.npz). It builds tables only: no TensorFl
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 
-from poetgen.corpus import HAN_RANGES
+from poetgen.corpus import HAN_RANGES, is_han, traditional_forms
 from poetgen.layout import FORM_ALIASES, FORMS, MARKS, Layout, banned_inside, layout_of
 from poetgen.metre import PING, ZE, guard_columns, rescue, strict_columns, tone_patterns
 from poetgen.tokenizer import SPECIALS
@@ -150,8 +151,8 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
     table = tune_table()
     shared = table.shared_keys   # refused by the CLI whatever is exported
     for tune in tunes:
-        for key in table.keys_of(tune):   # as poetgen.tunes.lookup_key spells them (the graph reads a name so);
-            entry_of.setdefault(key, len(first))   # none that several tunes share (yjm), as in the CLI
+        for key in spellings_of(table, tune):   # as poetgen.tunes.lookup_key spells them (the graph reads a
+            entry_of.setdefault(key, len(first))   # name so); none that several tunes share (yjm), as in the CLI
         first.append(first[-1] + count[-1] if first else 0)
         count.append(len(tune.variants))
         usual.append(tune.usual)
@@ -193,10 +194,26 @@ def layout_tables(layouts: dict[str, Layout], mark_ids: np.ndarray, aliases: dic
             _tune_rhyme_and_tone(t, f, variants[f - len(layouts)], slots)
     exported = {tune.name for tune in tunes}
     left_out = sorted({key for tune in table.tunes if tune.name not in exported
-                       for key in table.keys_of(tune)} - set(entry_of) - shared)
+                       for key in spellings_of(table, tune)} - set(entry_of) - shared)
     return LayoutTables(names, entry_of, np.array(first, np.int32), np.array(count, np.int32),
                         np.array(usual, np.int32), np.arange(len(first)) >= len(layouts), **t,
                         left_out=tuple(left_out))
+
+
+def spellings_of(table, tune) -> list[str]:
+    """Every lookup key that finds `tune` (poetgen.tunes.Tune) as `--tune` finds it: the table's keys, and the
+    spellings of its Han names in traditional or variant characters that the table reads through OpenCC t2s
+    (浣谿沙 for 浣溪沙): each character's forms that t2s turns into it (corpus.traditional_forms) tried, and
+    those kept that TuneTable.find, the CLI's lookup, gives this tune (a name the 谱 has as typed stays its
+    own: 徵招 is not 征招). The graph does no t2s, so its table holds them all."""
+    from poetgen.tunes import lookup_key
+
+    keys, forms = table.keys_of(tune), traditional_forms()
+    for name in [key for key in keys if any(is_han(ch) for ch in key)]:
+        for spelling in map("".join, itertools.product(*[(ch, *forms.get(ch, ())) for ch in name])):
+            if spelling != name and table.find(spelling) is tune:
+                keys.append(lookup_key(spelling))
+    return list(dict.fromkeys(keys))
 
 
 def _shi_rhyme_and_tone(t: dict, f: int, layout: Layout) -> None:

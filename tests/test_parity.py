@@ -296,17 +296,22 @@ def test_a_form_is_found_as_the_cli_finds_it(generator, poet):
 
 def test_a_tune_is_found_by_every_name_the_cli_takes(poet):
     """Other name, pinyin (any case, spaced or hyphenated) and "#1" find the same variant as the tune's name;
-    a full-width ＃ (浣溪沙＃2, as typed in Chinese) is "#", as the CLI reads it: the graph found no such tune."""
+    a full-width ＃ (浣溪沙＃2, as typed in Chinese) is "#", as the CLI reads it: the graph found no such tune;
+    nor a name in characters OpenCC t2s simplifies (浣谿沙), which the CLI reads as 浣溪沙; 徵招 stays 徵招."""
     import tensorflow as tf
 
     for name, other in (("念奴娇", "大江东去"), ("浣溪沙", "HuanXiSha"), ("浣溪沙", " 浣溪沙#1 "),
                         ("满江红", "Man Jiang-Hong"), ("满江红", "上江虹"),
                         ("满江红", "满\u3000江红"), ("满江红", "\u3000Man\xa0Jiang Hong\u3000"),   # any space
-                        ("浣溪沙#2", "浣溪沙＃2"), ("浣溪沙#2", "\u3000huanxisha＃2 ")):
+                        ("浣溪沙#2", "浣溪沙＃2"), ("浣溪沙#2", "\u3000huanxisha＃2 "),
+                        ("浣溪沙", "浣谿沙"), ("浣溪沙#2", "浣谿紗#2")):
         assert graph_poem(poet, name, seed=4) == graph_poem(poet, other, seed=4)
     assert resolve("浣溪沙", 2).layout.fits(graph_poem(poet, "浣溪沙#2", seed=4))
+    assert resolve("徵招").layout.fits(graph_poem(poet, "徵招", seed=4))
     with pytest.raises(tf.errors.InvalidArgumentError, match="form names variant"):   # not an unknown form
         graph_poem(poet, "浣溪沙＃9")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="form must be one of"):   # as --tune 征招 is refused
+        graph_poem(poet, "征招")
 
 
 @pytest.fixture(scope="module")

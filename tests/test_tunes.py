@@ -389,6 +389,23 @@ def test_a_savedmodel_of_some_tunes_refuses_keys_the_whole_table_shares():
     assert table.find("htc") is None and "htc" not in tables.aliases and "画堂春" in tables.aliases
 
 
+def test_the_savedmodel_tables_take_every_spelling_the_cli_reads_through_t2s():
+    """The graph found no 浣谿沙 (谿, which OpenCC t2s writes 溪), which `--tune` reads as 浣溪沙: every name
+    the graph's table holds finds, through TuneTable.find, the tune of its entry; 浣谿沙 is 浣溪沙's, 徵招,
+    which the 谱 has as typed, stays its own, and a spelling of a tune left out is refused as left out."""
+    from poetgen.graph_tables import layout_tables, shi_layouts
+    from poetgen.layout import MARKS
+
+    table, shi = tune_table(), shi_layouts()
+    tables = layout_tables(shi, np.arange(len(MARKS), dtype=np.int32) + 3, tunes=table.tunes)
+    tune_of = {key: table.tunes[entry - len(shi)] for key, entry in tables.aliases.items() if entry >= len(shi)}
+    assert [key for key, tune in tune_of.items() if table.find(key) is not tune] == []
+    assert tune_of["浣谿沙"].name == tune_of["浣溪沙"].name == "浣溪沙" and tune_of["浣谿紗"].name == "浣溪沙"
+    assert tune_of["徵招"].name == "徵招" and "征招" not in tables.aliases
+    some = layout_tables(shi, np.arange(len(MARKS), dtype=np.int32) + 3, tunes=[table.get("画堂春")])
+    assert "浣谿沙" in some.left_out and "浣谿沙" not in some.aliases
+
+
 def test_other_names_the_tables_lack_find_their_tune():
     """思佳客 (33 ci in the corpus) and 摸鱼子 were unknown tunes: the 词谱's 又名 the couyun tables lack."""
     from poetgen.tunes import resolve
