@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from poetgen import ranking, request as requests
+from poetgen.blas import one_blas_thread
 from poetgen.bundle import TOKENIZER_FILE, Bundle, load_bundle, model_config_of, read_config
 from poetgen.checks import check_poem
 from poetgen.ci_checks import check_ci
@@ -29,7 +30,6 @@ from poetgen.layout import MARKS, STOP_MARKS
 from poetgen.stepper import NumpyStepper
 from poetgen.polish import Polisher
 from poetgen.quantize import THREADED_ROWS, choose_precision, cores
-from poetgen.quiet import SharedSetting
 from poetgen.request import PoemRequest, PreparedRequest
 from poetgen.rerank import OUTPUT_ROWS
 from poetgen.rules import build_rules
@@ -288,56 +288,6 @@ def in_every_thread(pool: ThreadPoolExecutor, threads: int, work) -> None:
         except BaseException:
             barrier.abort()   # no task still waits for a partner
             raise
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """NumPy's BLAS on one thread for the block. Its thread count is the process's: blocks that overlap in
-    several threads (a Poet used from several) share one limit (quiet.SharedSetting), set by the first in
-    and lifted by the last out. An OpenBLAS on OpenMP counts per thread: each block sets and restores its
-    own (one shared limit left the second thread unlimited, the first at one)."""
-    own = [library for library in _blas().lib_controllers if _per_thread(library)]
-    found = [library.num_threads for library in own]
-    for library in own:
-        library.set_num_threads(1)
-    try:
-        with _ONE_BLAS_THREAD.held():
-            yield
-    finally:
-        for library, count in zip(own, found):
-            library.set_num_threads(count)
-
-
-def _limit_blas() -> list[int]:
-    counts = [library.num_threads for library in _blas().lib_controllers if not _per_thread(library)]
-    _set_blas_threads([1] * len(counts))
-    return counts
-
-
-def _per_thread(library) -> bool:   # OpenBLAS on OpenMP: omp_set_num_threads sets the calling thread's
-    return getattr(library, "threading_layer", None) == "openmp"
-
-
-def _set_blas_threads(counts: list[int]) -> None:
-    """Set each process-wide BLAS library's thread count, and let any thread set it next: threadpoolctl (3.6
-    on) hands OpenBLAS to the first thread that sets it, and ignores the others until that one lets go."""
-    for library, count in zip([library for library in _blas().lib_controllers if not _per_thread(library)], counts):
-        library.set_num_threads(count)
-        let_go = getattr(library, "clear_controlling_thread", None)
-        if let_go is not None:
-            let_go()
-
-
-_ONE_BLAS_THREAD = SharedSetting(_limit_blas, _set_blas_threads)
-
-
-@functools.lru_cache(maxsize=None)
-def _blas():
-    """NumPy's BLAS (a threadpoolctl controller), found once: a search of the loaded libraries costs
-    milliseconds, and a one-poem `poetgen generate` never needs it."""
-    import threadpoolctl
-
-    return threadpoolctl.ThreadpoolController().select(user_api="blas")
 
 
 def traditional(result: dict, request: PoemRequest | None = None) -> dict:

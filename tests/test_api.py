@@ -582,17 +582,17 @@ def test_a_blas_that_counts_threads_per_thread_is_limited_and_restored_in_each(m
     import threading
     import types
 
-    from poetgen import generate
+    from poetgen import blas
 
     library = _PerThreadBlas(4)
-    monkeypatch.setattr(generate, "_blas", lambda: types.SimpleNamespace(lib_controllers=[library]))
+    monkeypatch.setattr(blas, "_blas", lambda: types.SimpleNamespace(lib_controllers=[library]))
     inside, after = {}, {}
 
     def block():
         @__import__("contextlib").contextmanager
         def seen():
             name = threading.current_thread().name
-            with generate.one_blas_thread():
+            with blas.one_blas_thread():
                 inside[name] = library.num_threads
                 yield
             after[name] = library.num_threads
@@ -608,7 +608,7 @@ import warnings
 warnings.simplefilter("ignore", DeprecationWarning)   # Python 3.12 warns of a fork in a threaded process: the case here
 import os, threading
 import threadpoolctl
-from poetgen.generate import one_blas_thread
+from poetgen.blas import one_blas_thread
 from poetgen.quiet import muted_stderr
 
 def counts():
@@ -660,7 +660,7 @@ FORKED_WHILE_CHANGING = """
 import warnings
 warnings.simplefilter("ignore", DeprecationWarning)   # Python 3.12 warns of a fork in a threaded process: the case here
 import os, signal, threading
-from poetgen.generate import one_blas_thread
+from poetgen.blas import one_blas_thread
 from poetgen.quiet import muted_stderr
 
 with one_blas_thread():   # BLAS found before the threads start: a fork in the middle of an import is another matter

@@ -366,7 +366,7 @@ def test_damaged_product_bytes_are_one_line(tiny_bundle, tmp_path, name, what):
 
 def test_int8_generation_sums_rows_on_one_blas_thread(int8_generator, generator, monkeypatch):
     import poetgen.sampling as sampling
-    from poetgen.generate import _blas
+    from poetgen.blas import _blas
 
     seen = []
     original = sampling.row_sums
