@@ -28,6 +28,15 @@ def one_blas_thread():
             library.set_num_threads(count)
 
 
+def with_one_blas_thread(work):
+    """`work` run under one_blas_thread() in whichever thread calls it: for a pool's threads, whose own count
+    an OpenBLAS on OpenMP keeps (the caller's block left them unlimited); elsewhere the limit they share."""
+    def limited(*args):
+        with one_blas_thread():
+            return work(*args)
+    return limited
+
+
 def _limit_blas() -> list[int]:
     counts = [library.num_threads for library in _blas().lib_controllers if not _per_thread(library)]
     _set_blas_threads([1] * len(counts))

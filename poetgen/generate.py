@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from poetgen import ranking, request as requests
-from poetgen.blas import one_blas_thread
+from poetgen.blas import one_blas_thread, with_one_blas_thread
 from poetgen.bundle import TOKENIZER_FILE, Bundle, load_bundle, model_config_of, read_config
 from poetgen.checks import check_poem
 from poetgen.ci_checks import check_ci
@@ -174,11 +174,12 @@ class Generator:
         return one_blas_thread() if self.int8 else contextlib.nullcontext()
 
     def _in_shares(self, rows: list, shares: int, work) -> list:
-        """work(part) for `shares` consecutive parts of `rows`, one thread each, with a single-threaded BLAS."""
+        """work(part) for `shares` consecutive parts of `rows`, one thread each, with a single-threaded BLAS
+        (set in each share's thread too: an OpenBLAS on OpenMP counts threads per thread)."""
         edges = np.linspace(0, len(rows), shares + 1).round().astype(int)   # sizes differ by one at most
         parts = [rows[start:stop] for start, stop in zip(edges[:-1], edges[1:])]
         with one_blas_thread():
-            return list(self._share_pool()[0].map(work, parts))
+            return list(self._share_pool()[0].map(with_one_blas_thread(work), parts))
 
     def _share_pool(self) -> tuple[ThreadPoolExecutor, int]:
         """The threads that step a large batch's shares, started on first use in this process, and how many

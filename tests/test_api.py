@@ -603,6 +603,44 @@ def test_a_blas_that_counts_threads_per_thread_is_limited_and_restored_in_each(m
     assert after and set(after.values()) == {4}, after
 
 
+def test_a_batch_split_across_cores_steps_each_share_on_one_blas_thread(generator, monkeypatch):
+    """A batch split across the cores limited BLAS in the thread that split it alone: under an OpenBLAS built
+    on OpenMP, whose count is each thread's, the share threads stepped with an unlimited one. Each share
+    thread now limits (and restores) its own; threadpoolctl, asked inside them, reads one thread too."""
+    import threading
+    import types
+
+    import threadpoolctl
+
+    import poetgen.sampling as sampling
+    from poetgen import blas
+    from poetgen.generate import SHARE_ROWS
+    from poetgen.quantize import cores
+    from poetgen.request import PoemRequest
+    from poetgen.sampling import SampleOptions, row_streams
+
+    if cores() < 2:
+        pytest.skip("a batch is split across two cores or more")
+    library, original, seen = _PerThreadBlas(4), sampling.row_sums, []
+
+    def row_sums(x):   # inside the sampling loop, in the thread that steps the share
+        real = threadpoolctl.ThreadpoolController().select(user_api="blas").info()
+        seen.append((threading.current_thread().name, library.num_threads, [lib["num_threads"] for lib in real]))
+        return original(x)
+
+    real = blas._blas()
+    monkeypatch.setattr(sampling, "row_sums", row_sums)
+    monkeypatch.setattr(blas, "_blas", lambda: types.SimpleNamespace(lib_controllers=[*real.lib_controllers, library]))
+    prepared = generator.prepare(PoemRequest(sample=SampleOptions(seed=1)))
+    poems = generator.sample_rows(prepared, row_streams(1, 0, cores() * SHARE_ROWS))
+    assert len(poems) == cores() * SHARE_ROWS
+    shares = [(fake, counts) for name, fake, counts in seen if name.startswith("poetgen-share")]
+    assert shares and {fake for fake, _ in shares} == {1}, seen[:3]
+    assert all(set(counts) == {1} for _, counts in shares), shares[:3]
+    pool = generator._share_pool()[0]
+    assert set(pool.map(lambda _: library.num_threads, range(8))) == {4}   # each share thread's own, restored
+
+
 FORKED_WHILE_HELD = """
 import warnings
 warnings.simplefilter("ignore", DeprecationWarning)   # Python 3.12 warns of a fork in a threaded process: the case here
