@@ -60,10 +60,15 @@ def _set_blas_threads(counts: list[int]) -> None:
 _ONE_BLAS_THREAD = SharedSetting(_limit_blas, _set_blas_threads)
 
 
+def find_blas() -> None:
+    """Find NumPy's BLAS now (threadpoolctl imported, the loaded libraries searched), not in the first block."""
+    _blas()
+
+
 @functools.lru_cache(maxsize=None)
 def _blas():
     """NumPy's BLAS (a threadpoolctl controller), found once: a search of the loaded libraries costs
-    milliseconds, and a one-poem `poetgen generate` never needs it."""
+    milliseconds (a Generator finds it as it loads where it can need it: generate.import_first_use)."""
     import threadpoolctl
 
     return threadpoolctl.ThreadpoolController().select(user_api="blas")

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from poetgen import ranking, request as requests
-from poetgen.blas import one_blas_thread, with_one_blas_thread
+from poetgen.blas import find_blas, one_blas_thread, with_one_blas_thread
 from poetgen.bundle import TOKENIZER_FILE, Bundle, load_bundle, model_config_of, read_config
 from poetgen.checks import check_poem
 from poetgen.ci_checks import check_ci
 from poetgen.control import Prefixer, tune_label
-from poetgen.corpus import is_han, normalize_text, to_simplified, to_traditional
+from poetgen.corpus import everyday, is_han, normalize_text, to_simplified, to_traditional
 from poetgen.errors import BadInput, BadModel
 from poetgen.heap import release_freed
 from poetgen.layout import MARKS, STOP_MARKS
@@ -70,6 +70,7 @@ class Generator:
         self.prefixer = Prefixer(bundle.tokenizer)   # no prefix for a model without control tokens
         self.reads_titles = bool(bundle.train_options.get("titles"))   # trained with --titles
         self._workers = None   # (pool, threads, pid) for batches split across cores, started on first use
+        import_first_use(blas=self.int8 or cores() > 1)   # where one_blas_thread can run: int8, split batches
         release_freed()   # what loading freed (the weights file, raw arrays) back to the system
 
     def knows_ci(self) -> bool:
@@ -269,6 +270,20 @@ class Generator:
         result = Polisher(self).polish(prepared, result, stop)
         spent = 1000 * (time.perf_counter() - started) / prepared.request.n
         return {**result, "ms_per_poem": round(result["ms_per_poem"] + spent, 3)}
+
+
+def import_first_use(blas: bool) -> None:
+    """Make now, as a model loads, the imports a first request made in whichever thread ran it (a server's,
+    a share thread): a process forked while another thread was inside one kept that module half made and
+    its lock held by a thread the child lacks, so the child's own first request waited for ever. They cost
+    a few tens of milliseconds once a process, which that first request no longer pays. `blas`:
+    one_blas_thread's threadpoolctl too. jieba, a theme's, is left to the first theme (~1 s), whose
+    import and start a fork waits for (request._keyword_extractor)."""
+    if blas:
+        find_blas()
+    to_simplified("")   # OpenCC's t2s: every prompt and the vocabulary's foreign forms (tables.foreign_ids)
+    everyday("")   # Python's GB 2312 codec (tables.foreign_ids)
+    np.random, np.ma   # NumPy imports them on first use: a drawn seed (sampling.new_seed), np.unique
 
 
 _EVERY_THREAD = threading.Lock()   # one in_every_thread() at a time: two would interleave their tasks

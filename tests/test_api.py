@@ -785,6 +785,28 @@ def test_a_process_forked_while_a_theme_starts_jieba_does_not_hang(tmp_path):
     assert process.stdout.strip() == "child 0", process.stdout
 
 
+FIRST_REQUESTS = """
+import sys
+import poetgen
+
+poet = poetgen.load()   # the shipped model: int8
+loaded = set(sys.modules)
+poet.generate(prompt="春風", tone=True, seed=1)
+poet.generate(tune="浣溪沙", n=40, best_of=1, batch_size=40, seed=1)   # split across the cores where there are two
+print(sorted(set(sys.modules) - loaded))
+"""
+
+
+def test_a_loaded_model_imports_nothing_more_to_generate(tmp_path):
+    """A first request imported threadpoolctl (an int8 step's BLAS limit), OpenCC, numpy.random and more in
+    whichever thread ran it: a process forked meanwhile by another thread (multiprocessing, a server's
+    workers) kept that module half made and its lock held, and its own first request waited for ever.
+    Loading makes them; a name here is an import made mid-request (add it to generate.import_first_use)."""
+    process = python(FIRST_REQUESTS, tmp_path)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.strip() == "[]"
+
+
 def test_an_unknown_form_s_refusal_names_the_traditional_names_it_takes_too(poet):
     """七絕 and 五絕 are taken as form names, but the refusal of an unknown one listed 五绝 七绝 五律 七律 alone."""
     with pytest.raises(BadInput) as refused:
