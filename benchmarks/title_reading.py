@@ -103,19 +103,25 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"a bundle and a title mode ({', '.join(MODES)}); repeatable")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).parent))
-    from blind_set import poems_markdown, real_poems
+    from blind_set import SetModels, poems_markdown, real_poems
 
     from poetgen.generate import Generator
     from poetgen.layout import FORMS
 
-    entries = [{"source": "real", "form": kind, "text": text}
-               for kind, texts in real_poems(list(FORMS), args.per_form, args.seed, None).items() for text in texts]
-    loaded = {}
-    for s, setting in enumerate(args.setting):
+    settings = []
+    for setting in args.setting:
         name, _, spec = setting.partition("=")
         model, _, mode = spec.rpartition(":")
         if mode not in MODES or not name or name == "real":
             parser.error(f"--setting {setting!r}: expected NAME=MODEL:MODE with MODE one of {', '.join(MODES)}")
+        settings.append((name, model, mode))
+    # real poems held out from, and writable by, every model read (as blind_set.py picks them)
+    models = SetModels([model for _, model, _ in settings])
+    entries = [{"source": "real", "form": kind, "text": text}
+               for kind, texts in real_poems(list(FORMS), args.per_form, args.seed, None, models).items()
+               for text in texts]
+    loaded = {}
+    for s, (name, model, mode) in enumerate(settings):
         generator = loaded.setdefault(model, Generator.load(model))
         for k, form in enumerate(FORMS):
             for title, text in poems(generator, form, args.per_form, args.seed * 1000 + s * 10 + k, mode):

@@ -329,6 +329,11 @@ def test_title_reading_writes_untitled_and_self_titled_poems_unlabelled(titled_b
             assert not run.tokenizer.unknown(entry["title"])
         if entry["source"] == "none":
             assert entry["title"] == ""
+    # its real poems are held out from the model read, by that model's own split, and writable by it
+    models = blind_set.SetModels([str(model)])
+    assert models.splits == [json.loads((model / "config.json").read_text())["train"]["val_split"]]
+    reals = [entry["text"] for entry in key.values() if entry["source"] == "real"]
+    assert all(models.held_out(text) and models.writable(text) for text in reals), reals
     titles = title_reading.real_titles("wujue", run.tokenizer)
     assert titles and all(clean_title(t) == t and not run.tokenizer.unknown(t) for t in titles)
 
