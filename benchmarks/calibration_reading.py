@@ -28,27 +28,21 @@ from unittest import mock
 
 import numpy as np
 
+from poetgen.rule_base import Rule
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 FORMS = ("wujue", "qijue", "wulv", "qilv")
 
 
-class Calibrated:
-    """A logit rule (poetgen.rules.Rule's interface): the same bias added at every step."""
-
-    essential = False
+class Calibrated(Rule):
+    """A logit rule: the same bias added at every step."""
 
     def __init__(self, bias: np.ndarray):
         self.bias = bias
 
-    def forced(self, step):
-        return None
-
     def apply(self, logits, step):
         logits += self.bias
-
-    def observe(self, chosen, step):
-        pass
 
 
 def calibrated(bias: np.ndarray | None):

@@ -9,10 +9,10 @@ import numpy as np
 
 from poetgen.ci_rhyme import CODES, COLUMN, codes_for_group
 from poetgen.ci_rhyme import FLIP as FLIP_COLUMNS
+from poetgen.rule_base import NEG, Rule
 from poetgen.tables import FitMasks
 from poetgen.tunes import EITHER, Variant
 
-NEG = np.float32(-np.inf)
 FLIP = np.array(FLIP_COLUMNS, np.int64)
 
 
@@ -23,23 +23,7 @@ def char_positions(variant: Variant) -> np.ndarray:
                     np.int64)
 
 
-class RuleBase:
-    """The Rule interface of rules.py (here so that rules.py, ci_rules.py, shi_rules.py and word_rules.py
-    share it without an import cycle)."""
-
-    essential = False
-
-    def forced(self, step):
-        return None
-
-    def apply(self, logits, step):
-        pass
-
-    def observe(self, chosen, step):
-        pass
-
-
-class CiRhyme(RuleBase):
+class CiRhyme(Rule):
     """Each rhyme group of the variant keeps one 部 in its tone: the first rhyme of a group picks among
     the 部 the group's tone allows, later ones narrow to what it shares; 叶 slots take the other tone.
     No character rhymes twice in a poem."""
@@ -88,7 +72,7 @@ class CiRhyme(RuleBase):
         self.used.append(chosen.copy())
 
 
-class CiRepeat(RuleBase):
+class CiRepeat(Rule):
     """A 叠 phrase repeats the characters just before it (如梦令's 如梦。如梦, 忆秦娥's 秦楼月): each of its
     characters is the one its source position took. The prompt's and the acrostic's characters, forced
     by rules before this one, come first."""
@@ -104,7 +88,7 @@ class CiRepeat(RuleBase):
         return None if source is None else step.history[:, source].copy()
 
 
-class CiTone(RuleBase):
+class CiTone(Rule):
     """Every 平 or 仄 position of the variant takes a character readable in that tone; 中 is free."""
 
     def __init__(self, variant: Variant, can_be: dict[str, np.ndarray]):
@@ -120,11 +104,11 @@ class CiTone(RuleBase):
 
 
 def ci_rules(variant: Variant, tables, batch: int, rhyme: bool, tone: bool,
-             fixed: dict[int, int] | None = None) -> list[RuleBase]:
+             fixed: dict[int, int] | None = None) -> list[Rule]:
     """The repeat, rhyme and tone rules of a variant (the layout, prompt, acrostic and theme are shi's own);
     a 叠 phrase is the form itself, so it repeats whatever rhyme and tone say. `fixed`: position -> id of
     the characters the prompt and acrostic fix (rules.forced_ids)."""
-    rules: list[RuleBase] = [CiRepeat(variant)] if variant.repeats else []
+    rules: list[Rule] = [CiRepeat(variant)] if variant.repeats else []
     if tone:
         rules.append(CiTone(variant, tables.tone_masks))
     if rhyme and variant.rhymes:

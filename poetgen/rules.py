@@ -8,15 +8,14 @@ pattern's choice) are shi_rules.py's, a ci's ci_rules.py's.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from poetgen.ci_rules import ci_rules
-from poetgen.layout import Layout as LayoutSpec
 from poetgen.layout import banned_inside
 from poetgen.metre import PING, tone_patterns
+from poetgen.rule_base import NEG, Rule, Step  # noqa: F401  (Step and Rule importable from here too)
 from poetgen.shi_rules import Rhyme, Tone, fitting_patterns
 from poetgen.tokenizer import BOUNDARY, PAD, SPECIALS, UNK
 from poetgen.word_rules import WordTone, ci_asked
@@ -24,31 +23,6 @@ from poetgen.word_rules import WordTone, ci_asked
 if TYPE_CHECKING:
     from poetgen.request import PreparedRequest
     from poetgen.tables import VocabularyTables
-
-NEG = np.float32(-np.inf)
-
-
-@dataclasses.dataclass
-class Step:
-    pos: int                  # index of the character being chosen (0 = first character of the poem)
-    line: np.ndarray          # (batch,) line index of that character
-    column: np.ndarray        # (batch,) its column within the line; -1 at a punctuation slot
-    layout: LayoutSpec | None   # the fixed layout (poetgen.layout), None for free verse
-    history: np.ndarray       # (batch, pos) ids chosen so far
-
-
-class Rule:
-    essential = False   # essential rules are kept when the others together forbid every character
-
-    def forced(self, step: Step) -> np.ndarray | None:
-        """Ids every row must take at this step, or None."""
-        return None
-
-    def apply(self, logits: np.ndarray, step: Step) -> None:
-        """Edit (batch, vocab) logits in place for a step where the model chooses."""
-
-    def observe(self, chosen: np.ndarray, step: Step) -> None:
-        """See the ids chosen at this step (forced or sampled)."""
 
 
 class Prompt(Rule):

@@ -14,7 +14,7 @@ import numpy as np
 from poetgen.layout import Layout
 from poetgen.stepper import row_sums
 from poetgen.options import check_settings, setting
-from poetgen.rules import NEG, Rule, Step
+from poetgen.rule_base import NEG, Rule, Step
 from poetgen.tokenizer import BOUNDARY
 
 GREEDY_BELOW = 1e-6      # a temperature below this samples greedily, as 0 does

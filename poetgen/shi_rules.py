@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from poetgen.ci_rules import NEG, RuleBase
 from poetgen.metre import PING, guard_columns, prompt_columns, rescue, strict_columns
+from poetgen.rule_base import NEG, Rule
 from poetgen.tables import FitMasks
 
 if TYPE_CHECKING:
-    from poetgen.rules import Step
+    from poetgen.rule_base import Step
     from poetgen.tables import VocabularyTables
 
 
-class Rhyme(RuleBase):
+class Rhyme(Rule):
     """Rhyming lines end in characters of one 平水韵 level-tone group, none used twice.
 
     The layout's rhyme lines always rhyme (2, 4, 6 and 8 of a shi); line 1 only in the rows whose
@@ -88,7 +88,7 @@ class Rhyme(RuleBase):
 TONE_NUDGE = 1.5   # an off-pattern character at a free column loses this much logit (the SavedModel's too)
 
 
-class Tone(RuleBase):
+class Tone(Rule):
     """Steer each character toward a 平仄 pattern: strict columns are enforced, the others nudged, and at
     the columns that keep a line from 三平尾 or 孤平, and at the end of a line that ends 仄
     (metre.guard_columns), only a character with no reading in the other tone is written."""

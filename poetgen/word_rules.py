@@ -13,16 +13,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from poetgen.ci_rules import RuleBase, char_positions
+from poetgen.ci_rules import char_positions
 from poetgen.prosody import PING, ZE
+from poetgen.rule_base import NEG, Rule
 
 if TYPE_CHECKING:
     from poetgen.tables import VocabularyTables
 
-NEG = np.float32(-np.inf)
 
-
-class WordTone(RuleBase):
+class WordTone(Rule):
     """Where a column asks a tone, the words that fix a two-tone character's reading (prosody.Prosody.words)
     are read as a reader reads them: after 万 a 仄 column takes no 重 (万重 is chóng, 平), and after 相 at a
     仄 column no 逢 follows (相逢 reads 相 xiāng, 平). Tone and CiTone let a character in by any of its

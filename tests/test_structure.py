@@ -139,3 +139,40 @@ def test_the_readme_rows_hold_every_module_and_imports_only_go_up():
     downward = [f"{module} imports {target}" for module, targets in import_graph().items()
                 for target in targets if row_of[target] > row_of[module]]
     assert downward == []
+
+
+INTERFACE = {"forced", "apply", "observe"}   # the methods of a logit rule, each taking the sampling `step`
+
+
+def rule_roots(paths: list[Path]) -> list[str]:
+    """The classes of `paths` that define a logit rule's methods without deriving (by name) from another
+    that does: one base for every rule means exactly one root."""
+    classes: dict[str, list[tuple[str, list[str], bool]]] = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                defines = any(isinstance(item, ast.FunctionDef) and item.name in INTERFACE
+                              and "step" in [arg.arg for arg in item.args.args] for item in node.body)
+                bases = [base.id if isinstance(base, ast.Name) else base.attr for base in node.bases
+                         if isinstance(base, (ast.Name, ast.Attribute))]
+                classes.setdefault(node.name, []).append((path.stem, bases, defines))
+
+    def is_rule(name: str, seen: frozenset = frozenset()) -> bool:
+        return name not in seen and any(defines or any(is_rule(base, seen | {name}) for base in bases)
+                                        for _, bases, defines in classes.get(name, ()))
+
+    return sorted(f"{module}.{name}" for name, found in classes.items() for module, bases, defines in found
+                  if defines and not any(is_rule(base) for base in bases))
+
+
+def test_every_logit_rule_derives_from_the_one_rule_base():
+    root = PACKAGE.parent
+    assert rule_roots([*root.glob("poetgen/*.py"), *root.glob("benchmarks/*.py")]) == ["rule_base.Rule"]
+
+
+def test_the_rule_root_finder_finds_a_second_base(tmp_path):
+    (tmp_path / "a.py").write_text("class Rule:\n    def apply(self, logits, step): pass\n"
+                                   "class Tone(Rule):\n    def apply(self, logits, step): pass\n")
+    (tmp_path / "b.py").write_text("class RuleBase:\n    def forced(self, step): return None\n"
+                                   "class Rhyme(RuleBase):\n    pass\nclass Other:\n    def apply(self, x): pass\n")
+    assert rule_roots(sorted(tmp_path.glob("*.py"))) == ["a.Rule", "b.RuleBase"]
