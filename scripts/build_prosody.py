@@ -242,7 +242,7 @@ def regular_lines(poem: dict) -> list[str] | None:
 def _voting(line_pattern: str) -> list[int]:
     """The strict columns that vote: not 仄仄平平仄's or 平平平仄仄's fourth (two further on in seven
     characters), where 拗 lines (野火烧不尽) and 特拗 put the other tone on purpose."""
-    from poetgen.prosody import strict_positions
+    from poetgen.metre import strict_positions
 
     n = len(line_pattern)
     skip = n - 2 if line_pattern[-5:] in ("仄仄平平仄", "平平平仄仄") else None
@@ -252,7 +252,7 @@ def _voting(line_pattern: str) -> list[int]:
 def voted_lines(poems: list[dict], table):
     """(line, its pattern line, pattern name) of each regular poem whose characters of one tone fit
     exactly one standard 平仄 pattern at its voting columns (5 above)."""
-    from poetgen.prosody import tone_patterns
+    from poetgen.metre import tone_patterns
 
     for poem in poems:
         lines = regular_lines(poem)

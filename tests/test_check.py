@@ -303,7 +303,8 @@ def test_check_poem_and_the_scansion_read_the_three_level_guard_alike():
     check_poem (evaluate, best-of, polish) as for the scansion: 28 of 29. A true 三平尾 (湖山平) stays a fault
     at 湖, and so does one whose next character the table lacks (㐀 is not known to be 仄)."""
     from poetgen.checks import check_poem
-    from poetgen.prosody import strict_columns, table, tone_patterns
+    from poetgen.metre import strict_columns, tone_patterns
+    from poetgen.prosody import table
     from poetgen.scansion import scan
 
     rest = "，涵虚混太清。气蒸云梦泽，波撼岳阳城。欲济无舟楫，端居耻圣明。坐观垂钓者，徒有羡鱼情。"

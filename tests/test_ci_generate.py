@@ -221,7 +221,7 @@ def test_no_character_the_tone_table_lacks_is_written_where_a_tone_is_required(t
     """The shipped model wrote 啼, 遍, 懒, 葱 (absent from the tone table) at 平/仄 positions, some in the
     wrong tone, and the ci still scored 平仄 1.0. Shi's strict columns likewise."""
     from poetgen.generate import Generator
-    from poetgen.prosody import strict_positions, tone_patterns
+    from poetgen.metre import strict_positions, tone_patterns
 
     shipped, prosody = Generator.load(), table()
     variant = resolve(tune)
@@ -281,7 +281,7 @@ def test_a_prompt_character_the_tone_table_lacks_fits_any_pattern_when_one_is_ch
     pattern was drawn at random, against the prompt's known characters (落 at a strict 平 column). 啼 is
     in the table now (prosody_extra.json); 忻 is not."""
     from poetgen.generate import Generator
-    from poetgen.prosody import tone_patterns
+    from poetgen.metre import tone_patterns
     from poetgen.rules import fitting_patterns, forced_ids
 
     shipped = Generator.load()
@@ -485,7 +485,8 @@ def test_a_ci_reads_a_two_tone_character_by_its_pair_within_a_clause():
     import numpy as np
 
     from poetgen.generate import Generator
-    from poetgen.rules import Step, build_rules
+    from poetgen.rule_base import Step
+    from poetgen.rules import build_rules
     from poetgen.word_rules import WordTone, ci_asked
 
     generator = Generator.load()   # the shipped vocabulary: 万, 重

@@ -320,7 +320,7 @@ def test_the_tone_pattern_is_drawn_among_those_the_prompt_allows():
     broke the enforced tones, and a qilv prompt whose lines 1 and 2 end in characters of no common group
     (城, 帆) under a 入韵 pattern rhymed lines 4, 6, 8 with line 1 instead of line 2."""
     from poetgen.generate import Generator
-    from poetgen.prosody import tone_patterns
+    from poetgen.metre import tone_patterns
     from poetgen.rules import fitting_patterns, forced_ids
 
     shipped = Generator.load()

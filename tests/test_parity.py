@@ -16,7 +16,8 @@ from poetgen.errors import BadInput
 from poetgen.export import ExportOptions, export
 from poetgen.generate import PoemRequest
 from poetgen.layout import FORMS, clauses, layout_of
-from poetgen.prosody import guard_columns, strict_columns, table, tone_fits, tone_patterns, usual_table
+from poetgen.metre import guard_columns, strict_columns, tone_fits, tone_patterns
+from poetgen.prosody import table, usual_table
 from poetgen.sampling import SampleOptions
 from poetgen.tunes import EITHER, resolve
 
@@ -459,7 +460,7 @@ def test_the_graph_allows_the_patterns_the_cli_allows(tiny_bundle, generator, fo
     from poetgen.export import generation_tables
     from poetgen.export_graph import PoemGraph, _widened
     from poetgen.graph_tables import control_prefixes
-    from poetgen.prosody import tone_patterns
+    from poetgen.metre import tone_patterns
     from poetgen.rules import fitting_patterns, forced_ids
 
     bundle = load_bundle(tiny_bundle)
@@ -545,7 +546,8 @@ def test_a_pair_that_fixes_a_rhyme_s_group_is_read_alike_by_the_rule_and_the_gra
     from poetgen.export import generation_tables
     from poetgen.export_graph import PoemGraph
     from poetgen.layout import layout_of
-    from poetgen.rules import Rhyme, Step
+    from poetgen.rule_base import Step
+    from poetgen.rules import Rhyme
     from poetgen.tables import VocabularyTables
 
     bundle = load_bundle(tiny_bundle)

@@ -299,7 +299,7 @@ def holds_its_pattern(poem: dict, form: str, prosody) -> bool:
     """The poem fits the 平仄 pattern its record names at every strict position, and in a 入韵 pattern
     line 1 ends in the rhyme lines' group."""
     from poetgen.layout import layout_of
-    from poetgen.prosody import strict_positions, tone_fits, tone_patterns
+    from poetgen.metre import strict_positions, tone_fits, tone_patterns
 
     layout, lines = layout_of(form), clauses(poem["text"])
     pattern = tone_patterns(layout.uniform_length, layout.line_count)[poem["tone_pattern"]]

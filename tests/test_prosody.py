@@ -151,7 +151,7 @@ def test_patterns_are_named_by_line_one_s_second_character_and_a_rhyming_line_on
     """Every seven-character pattern was named as the five-character one it extends, the opposite of
     what it is (月落乌啼霜满天 was 平起); a line 1 ending in the rhyme took the 不入韵 name on a tie."""
     from poetgen.checks import check_poem
-    from poetgen.prosody import tone_patterns
+    from poetgen.metre import tone_patterns
 
     for length in (5, 7):
         for count in (4, 8):
@@ -172,7 +172,7 @@ def test_a_line_that_ends_ze_ends_in_a_character_of_that_tone_alone():
     guarded as 三平尾's and 孤平's are, and a rhyming line's last is not."""
     from poetgen.generate import Generator
     from poetgen.layout import clauses
-    from poetgen.prosody import guard_columns, tone_patterns
+    from poetgen.metre import guard_columns, tone_patterns
 
     assert guard_columns("仄仄平平仄") == (4,) and guard_columns("平平平仄仄") == (4,)
     assert guard_columns("仄仄仄平平") == (2,) and guard_columns("平平仄仄平") == (0,)
@@ -193,7 +193,7 @@ def test_the_checker_knows_three_ping_endings_lone_ping_and_the_accepted_licence
     """一三五不论 left 仄仄仄平平's third and 平平仄仄平's first free, so poems ending 一望江山青 (三平尾) or
     reading 入云乱五峰 (孤平) scored 1.0, while 移舟泊烟渚 (特拗) and 羌笛何须怨杨柳 scored below it."""
     from poetgen.checks import check_poem
-    from poetgen.prosody import guard_columns, line_fits, strict_columns
+    from poetgen.metre import guard_columns, line_fits, strict_columns
 
     assert strict_columns("仄仄仄平平") == (1, 2, 3, 4) and strict_columns("平平仄仄平") == (0, 1, 3, 4)
     assert strict_columns("平平仄仄仄平平") == (1, 3, 4, 5, 6) and strict_columns("仄仄平平仄仄平") == (1, 2, 3, 5, 6)
@@ -311,7 +311,7 @@ def test_finished_poems_are_judged_by_every_attested_reading(monkeypatch):
 def test_the_pattern_tables_are_built_once_and_cannot_be_changed_by_a_caller():
     """The checker judges every candidate against every pattern; the tables are cached (a wujue's check
     122 -> 52 µs), so a caller that edited one would change every later check."""
-    from poetgen.prosody import tone_patterns
+    from poetgen.metre import tone_patterns
 
     shared = tone_patterns(7, 8)
     assert tone_patterns(7, 8) is shared
@@ -326,7 +326,7 @@ def test_a_rare_reading_does_not_save_a_line_from_three_level_tones():
     (kòng, 19 of 6,827 reads). At a guard column only the readings poets use count; elsewhere any does."""
     from poetgen.checks import check_poem
     from poetgen.layout import clauses
-    from poetgen.prosody import line_fits, strict_columns, tone_patterns
+    from poetgen.metre import line_fits, strict_columns, tone_patterns
 
     assert table().tones("空") == {PING, ZE} and usual_table().tones("空") == {PING}
     pattern = tone_patterns(7, 8)["平起"][3]   # line 4 of 黄鹤楼's pattern: 平平仄仄仄平平
@@ -420,7 +420,7 @@ def test_default_poems_read_each_two_tone_character_as_its_pair_does_and_a_check
     accepts a poet's rarer reading of a pair: 孟浩然's 以吾一日长 (zhǎng, though 日长 reads 平 in 345 of 359
     poems) and 孤舟万重山 fit by the characters' own readings."""
     from poetgen.generate import Generator
-    from poetgen.prosody import line_fits, strict_columns, tone_patterns
+    from poetgen.metre import line_fits, strict_columns, tone_patterns
 
     usual, generator, checked = usual_table(), Generator.load(), 0
     for form in ("wujue", "qijue", "wulv", "qilv"):
@@ -446,7 +446,7 @@ def test_word_tone_forbids_a_character_whose_word_reads_it_or_the_one_before_off
     does; after 相 written at a 仄 column no 逢 follows (相逢 reads 相 平), after 相 at a 平 one it may."""
     import numpy as np
 
-    from poetgen.rules import Step
+    from poetgen.rule_base import Step
     from poetgen.word_rules import WordTone
     from poetgen.tables import VocabularyTables
     from poetgen.tokenizer import Tokenizer
@@ -478,7 +478,7 @@ def test_tone_asks_its_strict_and_guard_columns_and_leaves_the_others_to_the_nud
     guard column (no 三平尾) and asks 仄, its first and a mark ask nothing; a rescue's third, when a fixed
     character rescues, asks 平."""
     from poetgen.layout import layout_of
-    from poetgen.prosody import tone_patterns
+    from poetgen.metre import tone_patterns
     from poetgen.rules import Tone
 
     masks = {PING: np.ones(10, bool), ZE: np.ones(10, bool)}

@@ -180,12 +180,12 @@ def test_an_int8_generator_keeps_no_float32_copy_of_what_runs_in_int8(tiny_bundl
 
 
 def test_int8_logprob_survives_rows_that_rules_empty(int8_generator):
-    from poetgen import rules
+    from poetgen import rule_base, rules
     from poetgen.sampling import Shape, sample
 
-    class EmptyThreeRows(rules.Rule):   # forbids everything in rows 0-2: they fall back to the layout
+    class EmptyThreeRows(rule_base.Rule):   # forbids everything in rows 0-2: they fall back to the layout
         def apply(self, logits, step):
-            logits[:3] = rules.NEG
+            logits[:3] = rule_base.NEG
 
     generator, batch = int8_generator, 4   # three rows redone share the batch's interpreter size
     comma, period = generator.tokenizer.id_of("，"), generator.tokenizer.id_of("。")

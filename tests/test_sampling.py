@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from poetgen import rules
+from poetgen import rule_base, rules
 from poetgen.errors import BadInput
 from poetgen.layout import layout_of
-from poetgen.stepper import Stepper
-from poetgen.prosody import strict_columns
+from poetgen.metre import strict_columns
 from poetgen.sampling import SampleOptions, Shape, choose, sample
+from poetgen.stepper import Stepper
 from poetgen.tokenizer import BOUNDARY
 
 COMMA, PERIOD = 3, 4
@@ -71,13 +71,13 @@ def test_no_repeat_fixed_layout_path_matches_the_per_row_path():
     rng = np.random.default_rng(0)
     history = rng.integers(5, VOCAB, (6, 9))
     for pos, column in ((9, 3), (9, 0), (4, 4), (2, 5), (9, -1)):
-        step = rules.Step(pos, np.zeros(6, np.int64), np.full(6, column), layout_of("wujue"), history[:, :pos])
+        step = rule_base.Step(pos, np.zeros(6, np.int64), np.full(6, column), layout_of("wujue"), history[:, :pos])
         fixed, per_row = np.zeros((6, VOCAB), np.float32), np.zeros((6, VOCAB), np.float32)
         rules.NoRepeat().apply(fixed, step)
-        rules.NoRepeat().apply(per_row, rules.Step(pos, step.line, step.column, None, step.history))
+        rules.NoRepeat().apply(per_row, rule_base.Step(pos, step.line, step.column, None, step.history))
         np.testing.assert_array_equal(fixed, per_row)
         back = max(min(column, pos), 0)
-        assert (fixed == rules.NEG).sum() == sum(len(set(row)) for row in history[:, pos - back:pos])
+        assert (fixed == rule_base.NEG).sum() == sum(len(set(row)) for row in history[:, pos - back:pos])
 
 
 def test_acrostic_forces_line_heads():
@@ -117,13 +117,13 @@ def test_repeated_penalises_each_character_the_poem_holds_but_not_punctuation():
     repeatable = np.ones(VOCAB, np.float32)
     repeatable[[0, 1, 2, COMMA, PERIOD]] = 0
     history = np.array([[10, 11, 10, COMMA], [12, 12, PERIOD, 13]])
-    step = rules.Step(4, np.zeros(2, np.int64), np.zeros(2, np.int64), layout_of("wujue"), history)
+    step = rule_base.Step(4, np.zeros(2, np.int64), np.zeros(2, np.int64), layout_of("wujue"), history)
     logits = np.zeros((2, VOCAB), np.float32)
     rules.Repeated(repeatable, 1.5).apply(logits, step)
     expected = np.zeros((2, VOCAB), np.float32)
     expected[0, [10, 11]] = expected[1, [12, 13]] = -1.5   # once per character, however often it came
     np.testing.assert_array_equal(logits, expected)
-    rules.Repeated(repeatable, 1.5).apply(logits, rules.Step(0, step.line, step.column, None, history[:, :0]))
+    rules.Repeated(repeatable, 1.5).apply(logits, rule_base.Step(0, step.line, step.column, None, history[:, :0]))
     np.testing.assert_array_equal(logits, expected)       # nothing written yet: nothing penalised
 
 
@@ -214,7 +214,7 @@ def test_extreme_temperatures_keep_the_rules():
     at the highest temperature allowed (100; more is refused)."""
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], np.float32))
     masked = logits.copy()
-    masked[0, 0] = rules.NEG
+    masked[0, 0] = rule_base.NEG
     for temperature in (1e-39, 1e-7):
         assert choose(logits.copy(), SampleOptions(temperature), [np.random.default_rng(1)])[0] == 0
     picks = {int(choose(masked.copy(), SampleOptions(100.0), [np.random.default_rng(i)])[0]) for i in range(100)}
