@@ -174,6 +174,7 @@ def _block_poem(block: list[str]) -> RawPoem:
 
 # the lines around a block's verses that name its author: ——李白 or （李白） under them, 作者：李白 above them
 _SIGNATURE = re.compile(r"\s*(?:[—－]{1,2}|-{1,2})\s*([^\s，。？！；：,.?!;:—－-]{1,12})\s*$|\s*[（(]([^）)\n]{1,12})[）)]\s*$")
+_SHORTEST_POEM = 20   # characters of a 五绝, the shortest regular poem
 _AUTHOR_LABEL = re.compile(r"\s*作者\s*[:：]\s*(\S.{0,19}?)\s*$")
 
 
@@ -194,7 +195,10 @@ def _signed(block: list[str], titled: bool) -> tuple[list[str], str, str]:
     elif form_of(normalize_text(_joined(block))) == "other":
         for k in (1, 2):
             heads, verses = block[:k], block[k:]
-            if (len(verses) > 1 and not any(line.strip().endswith(tuple(LINE_END_MARKS)) for line in heads)
+            # verses on one line (the poem written whole) take only heads shorter than any poem, so an
+            # unpunctuated poem above a punctuated one is not read as its title
+            if (verses and (len(verses) > 1 or all(len(line.strip()) < _SHORTEST_POEM for line in heads))
+                    and not any(line.strip().endswith(tuple(LINE_END_MARKS)) for line in heads)
                     and _verses_under(heads, verses, titled) and form_of(normalize_text(_joined(verses))) != "other"):
                 heads = [line.strip() for line in heads]
                 if k == 2:

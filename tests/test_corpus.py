@@ -788,3 +788,21 @@ def test_a_plain_title_above_verses_without_marks_is_not_a_verse(tmp_path):
     assert [(title, author, form) for title, author, _, form in poems[4:]] == [("", "", "other")] * 3
     assert poems[4][2].startswith("千山鸟飞绝，床前明月光。") and poems[5][2].startswith("杨白花，风吹度江水。")
     assert poems[6][2].startswith("君不见，")
+
+
+def test_title_and_author_lines_above_a_poem_written_on_one_line(tmp_path):
+    """A title and author on lines of their own above a poem written whole on one line (江雪 / 柳宗元 /
+    千山鸟飞绝，…独钓寒江雪。) were read as its first verses ('江雪，柳宗元。千山…', form other), and the
+    author under a bracketed title likewise: only verses on two or more lines were read so. A head line as
+    long as a whole poem is still no title (an unpunctuated 五绝 above a punctuated one)."""
+    source = tmp_path / "one_line.txt"
+    source.write_text("江雪\n柳宗元\n千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江雪。\n\n"
+                      "【登鹳雀楼】\n王之涣\n白日依山尽，黄河入海流。欲穷千里目，更上一层楼。\n\n"
+                      "春晓\n春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。\n\n"
+                      "床前明月光疑是地上霜举头望明月低头思故乡\n红豆生南国，春来发几枝。愿君多采撷，此物最相思。\n",
+                      encoding="utf-8")
+    result = import_poems([source])
+    assert [(p.title, p.author, p.form) for p in result.poems][:3] == [
+        ("江雪", "柳宗元", "wujue"), ("登鹳雀楼", "王之涣", "wujue"), ("春晓", "", "wujue")]
+    assert result.poems[0].text == "千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江雪。"
+    assert all("床前明月光" not in p.title for p in result.poems)
