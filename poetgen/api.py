@@ -327,6 +327,7 @@ def evaluate(options: "EvalOptions | None" = None, /, *, model: PathLike | None 
         raise BadInput(f"progress must be a function progress(done, total), not {progress!r}", field="progress")
     if tunes:
         given = [f"--{name}" for name in ("corpus", "dynasty", "genre") if getattr(options, name) is not None]
+        given += ["--held-out"] if options.held_out else []
         if given:
             raise BadInput(f"tunes (--tune) report on generated ci alone: they take no {', '.join(given)}",
                            field="tunes")

@@ -121,8 +121,8 @@ def test_evaluate_tune_reports_rules_and_the_model_alone(tiny_bundle):
 
 def test_evaluate_tune_keeps_each_variant_and_refuses_what_it_would_ignore(tiny_bundle):
     """Two variants of one tune were keyed by the tune alone (the first scored, then overwritten), and
-    --corpus, --dynasty and --genre (even a missing corpus) were ignored silently; a bad seed was
-    refused after the whole evaluation."""
+    --corpus, --dynasty and --genre (even a missing corpus) were ignored silently (--held-out
+    too, after them); a bad seed was refused after the whole evaluation."""
     runner = CliRunner()
     result = runner.invoke(cli, ["evaluate", "--model", str(tiny_bundle), "--tune", "浣溪沙", "--tune", "浣溪沙#3",
                                  "--tune", "huanxisha", "--samples", "2", "--format", "json"])
@@ -134,7 +134,7 @@ def test_evaluate_tune_keeps_each_variant_and_refuses_what_it_would_ignore(tiny_
                                  "--samples", "1", "--format", "json"])
     rows = json.loads(result.stdout)["tunes"]
     assert (rows["临江仙"]["variant"], rows["临江仙#1"]["variant"]) == (8, 1), rows
-    for extra in (["--corpus", "/nonexistent"], ["--dynasty", "song"], ["--genre", "shi"]):
+    for extra in (["--corpus", "/nonexistent"], ["--dynasty", "song"], ["--genre", "shi"], ["--held-out"]):
         result = runner.invoke(cli, ["evaluate", "--model", str(tiny_bundle), "--tune", "浣溪沙", *extra])
         assert result.exit_code == 2 and extra[0] in result.stderr, result.output
     result = runner.invoke(cli, ["evaluate", "--model", str(tiny_bundle), "--seed", "-1"])
