@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -45,6 +46,10 @@ def check_command(text: str, form: str | None, tune: str | None, variant: int | 
         except UnicodeDecodeError as error:
             raise BadInput(f"standard input is not UTF-8 text (byte {error.start}); convert it first, e.g. "
                            f"iconv -f gbk -t utf-8 poem.txt | poetgen check -", field="text") from None
+    elif _names_a_path(text):   # `poetgen check poem.txt`: the name would be scanned as the poem
+        shown = "FILE" if Path(text).is_dir() else text
+        raise BadInput(f"{text} is a {'folder' if shown == 'FILE' else 'file'}: TEXT is the poem itself; "
+                       f"read a file with poetgen check < {shown}", field="text")
     scansion = scan(text, form=form, tune=tune, variant=variant)
     if scansion.read_as:   # 乌夜啼 of 36 characters: 相见欢's, which Song poets also called so
         click.echo(f"poetgen: note: {scansion.read_as}", err=True)
@@ -52,3 +57,12 @@ def check_command(text: str, form: str | None, tune: str | None, variant: int | 
         click.echo(json.dumps(scansion.to_dict(), ensure_ascii=False, indent=2) if fmt == "json" else str(scansion))
     if strict and not scansion.ok:
         raise click.exceptions.Exit(EXIT_FAULTS)
+
+
+def _names_a_path(text: str) -> bool:
+    """True when TEXT is the name of a file or folder that exists (a poem's text is none: too long, or
+    with marks no one names a file with)."""
+    try:
+        return bool(text.strip()) and Path(text).exists()   # "" would be the current folder
+    except (OSError, ValueError):   # a name too long for the system, or with a NUL
+        return False

@@ -355,3 +355,20 @@ def test_max_chars_given_with_a_form_is_noted_not_ignored_silently():
     assert noted.exit_code == 0 and "--max-chars caps free verse" in noted.stderr
     plain = CliRunner().invoke(cli, ["generate", "--form", "free", "--max-chars", "30", "--seed", "1"])
     assert plain.exit_code == 0 and "note" not in plain.stderr
+
+
+def test_a_file_named_as_the_poem_says_how_to_read_it(tmp_path, monkeypatch):
+    """`poetgen check 静夜思.txt` scanned the name as the poem ('lines of 3 characters are no regular shi
+    form'), and `poetgen check poem.txt` said there were no Chinese characters: a file or folder given
+    as TEXT is now named as such, with the redirect that reads it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "静夜思.txt").write_text(NIGHT, encoding="utf-8")
+    (tmp_path / "poem.txt").write_text(NIGHT, encoding="utf-8")
+    (tmp_path / "春晓").mkdir()
+    for name, said in (("静夜思.txt", "< 静夜思.txt"), ("poem.txt", "< poem.txt"), ("春晓", "春晓 is a folder")):
+        result = run(name)
+        assert result.exit_code == EXIT_USAGE and result.stdout == "", result.output
+        assert said in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert run(NIGHT).exit_code == 0 and "no poem to scan" in run("").stderr   # "" is no folder
+    long = run(NIGHT * 20)   # longer than a file name may be: still read as the poem (80 lines: no form)
+    assert long.exit_code == EXIT_USAGE and "no regular shi form" in long.stderr, long.output
