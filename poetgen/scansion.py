@@ -107,6 +107,7 @@ def scan(text: str, form: str | None = None, tune: str | None = None, variant: i
         raise BadInput("a variant belongs to a tune: give the tune too", field="variant")
     if tune:
         return _scan_ci(poem, tune, variant)
+    poem = _lines_by_length(poem, form)
     found = form or form_of(poem)
     if found not in FORMS:
         lengths = [str(len(line) - 1) for line in clauses(poem)]
@@ -114,6 +115,23 @@ def scan(text: str, form: str | None = None, tune: str | None = None, variant: i
         raise BadInput(f"lines of {lengths} characters are no regular shi form (五绝, 七绝, 五律, 七律: four or eight "
                        f"lines of five or seven); for a ci give its tune", field="form")
     return _scan_shi(poem, found)
+
+
+def _lines_by_length(poem: str, form: str | None) -> str:
+    """A poem typed without marks, on one line or a couplet a line (床前明月光疑是地上霜…), cut into the
+    lines of its form, which `form` gives or its length says (20, 28, 40 or 56 characters); any other
+    poem as it is."""
+    rows = [line[:-1] for line in clauses(poem)]
+    count = sum(len(row) for row in rows)
+    name = form or next((f for f in FORMS if sum(layout_of(f).line_lengths) == count), None)
+    if name is None or "".join(clauses(poem)) != poem or all(len(row) <= 7 for row in rows):
+        return poem
+    layout = layout_of(name)
+    size = layout.uniform_length
+    if count != sum(layout.line_lengths) or any(len(row) % size for row in rows):
+        return poem
+    text = "".join(rows)
+    return "".join(text[i * size:(i + 1) * size] + mark for i, mark in enumerate(layout.end_marks))
 
 
 def _prepared(text: str) -> str:

@@ -372,3 +372,19 @@ def test_a_file_named_as_the_poem_says_how_to_read_it(tmp_path, monkeypatch):
     assert run(NIGHT).exit_code == 0 and "no poem to scan" in run("").stderr   # "" is no folder
     long = run(NIGHT * 20)   # longer than a file name may be: still read as the poem (80 lines: no form)
     assert long.exit_code == EXIT_USAGE and "no regular shi form" in long.stderr, long.output
+
+
+def test_a_poem_typed_without_marks_on_one_line_is_read_by_its_length():
+    """床前明月光疑是地上霜举头望明月低头思故乡 (no marks, one line, as people paste a poem) was refused
+    ('lines of 20 characters are no regular shi form'), and with --form scanned as one line, layout off:
+    its length says the form (20, 28, 40 or 56 characters), and a couplet a line reads so too."""
+    whole = json.loads(run(NIGHT.replace("，", "").replace("。", ""), "--format", "json").stdout)
+    assert whole == json.loads(run(NIGHT, "--format", "json").stdout)
+    couplets = run("--form", "wujue", "床前明月光疑是地上霜\n举头望明月低头思故乡", "--format", "json")
+    assert json.loads(couplets.stdout)["layout_ok"], couplets.output
+    qilv = "昔人已乘黄鹤去此地空余黄鹤楼黄鹤一去不复返白云千载空悠悠晴川历历汉阳树芳草萋萋鹦鹉洲日暮乡关何处是烟波江上使人愁"
+    assert json.loads(run(qilv, "--format", "json").stdout)["form"] == "qilv"
+    # a length no form has, or a form the length does not fill, is read as typed
+    assert "lines of 19 characters" in run(NIGHT.replace("，", "").replace("。", "")[:-1]).stderr
+    off = json.loads(run("--form", "qijue", NIGHT.replace("，", "").replace("。", ""), "--format", "json").stdout)
+    assert not off["layout_ok"] and len(off["lines"]) == 1
