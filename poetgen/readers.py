@@ -172,6 +172,14 @@ def _block_poem(block: list[str]) -> RawPoem:
     return RawPoem(_joined(block), title or "", author, whole_lines=whole)
 
 
+def verses_of(lines: list[str]) -> str:
+    """The verses of a poem typed with its title and author on lines of their own (江雪 / 柳宗元 above it,
+    作者：柳宗元, ——柳宗元 under it), read as corpus import reads a block; the lines joined as they are when
+    none of them is a title or an author."""
+    poem = _block_poem(lines)
+    return poem.text if poem.title or poem.author else "\n".join(lines)
+
+
 # the lines around a block's verses that name its author: ——李白 or （李白） under them, 作者：李白 above them
 _SIGNATURE = re.compile(r"\s*(?:[—－]{1,2}|-{1,2})\s*([^\s，。？！；：,.?!;:—－-]{1,12})\s*$|\s*[（(]([^）)\n]{1,12})[）)]\s*$")
 _SHORTEST_POEM = 20   # characters of a 五绝, the shortest regular poem

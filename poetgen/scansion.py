@@ -20,6 +20,7 @@ from poetgen.errors import BadInput
 from poetgen.layout import FORM_ALIASES, FORMS, MARKS, clauses, form_of, layout_of
 from poetgen.metre import strict_columns, tone_patterns
 from poetgen.prosody import neighbours, table
+from poetgen.readers import verses_of
 from poetgen.scansion_report import position_counts, report
 from poetgen.tunes import EITHER as EITHER_TONE
 from poetgen.tunes import lookup_key, variant_spelling
@@ -139,6 +140,8 @@ def _prepared(text: str) -> str:
     dropped; rows or space-separated runs without an end mark are closed, with ， and 。 in turn when the
     poem has no mark at all (one line per line, as people type a poem), and the poem ends with a stop."""
     text = _ELLIPSIS.sub("。", _INVISIBLE.sub("", text).strip())   # 更上一层楼…… ends the poem; inside, a line
+    lines = [line for line in text.splitlines() if line.strip()]
+    text = verses_of(lines) if len(lines) > 1 else text   # 江雪 / 柳宗元 above it: no lines of the poem
     text = _ATTRIBUTION.sub(r"\1", text)
     rows = [part for raw in text.splitlines() for part in re.split(r"[\s\u3000]+", raw.strip()) if part]
     rows = [row for row in (normalize_text(row, simplify=False) for row in rows) if row]

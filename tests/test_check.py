@@ -388,3 +388,14 @@ def test_a_poem_typed_without_marks_on_one_line_is_read_by_its_length():
     assert "lines of 19 characters" in run(NIGHT.replace("，", "").replace("。", "")[:-1]).stderr
     off = json.loads(run("--form", "qijue", NIGHT.replace("，", "").replace("。", ""), "--format", "json").stdout)
     assert not off["layout_ok"] and len(off["lines"]) == 1
+
+
+def test_a_title_and_author_above_the_poem_are_not_its_lines():
+    """江雪 / 柳宗元 above the verses (as a poem is copied, and as corpus import reads a block) were scanned
+    as two lines of 2 and 3 characters: 'lines of 2/3/5/5/5/5 characters are no regular shi form'."""
+    snow = "千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江雪。"
+    alone = json.loads(run(snow, "--format", "json").stdout)
+    for typed in ("江雪\n柳宗元\n" + snow, "《江雪》\n柳宗元\n" + snow.replace("。", "。\n"),
+                  "江雪\n作者：柳宗元\n" + snow, "【江雪】\n" + snow + "\n——柳宗元"):
+        result = run(typed, "--format", "json")
+        assert result.exit_code == 0 and json.loads(result.stdout) == alone, (typed, result.output)
