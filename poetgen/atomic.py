@@ -200,14 +200,18 @@ def atomic_directory(path: str | os.PathLike, force: bool = False):
             if error.errno not in WRITE_ERRNOS:
                 raise
             raise write_failed(path, error) from None
-        _unless_stopping()   # before anything moves: a swapped-out old directory must never be left aside
+        try:   # the slow part, where a full disk or a Ctrl-C lands: before anything moves
+            _sync_directory(tmp)
+        except OSError as error:
+            raise write_failed(path, error) from None
+        _unless_stopping()   # a swapped-out old directory must never be left aside
         if path.exists() or path.is_symlink():
             if not force:
                 raise FileExistsError(path)
             _replace_directory(tmp, path)
         else:
             try:
-                _commit_directory(tmp, path)
+                _commit(tmp, path)
             except OSError as error:
                 raise write_failed(path, error) from None
     except BaseException:
@@ -215,15 +219,16 @@ def atomic_directory(path: str | os.PathLike, force: bool = False):
         raise
 
 
-def _commit_directory(tmp: Path, path: Path) -> None:
+def _sync_directory(tmp: Path) -> None:
+    """Make every file of the finished `tmp` durable (the directory itself is synced by its _commit)."""
     for file in tmp.rglob("*"):
         if file.is_file() and not file.is_symlink():
             _sync(file)
-    _commit(tmp, path)
 
 
 def _replace_directory(tmp: Path, path: Path) -> None:
-    """Swap `tmp` in for `path`; if the swap fails, the old directory goes back where it was."""
+    """Swap the synced `tmp` in for `path` (two renames, nothing slow between them); if the swap fails
+    or is interrupted (a stop asked meanwhile: _commit's check), the old directory goes back where it was."""
     # a fresh name of our own (reserved, then freed for the rename): a user's .NAME.old is never removed
     old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
     old.rmdir()
@@ -232,10 +237,15 @@ def _replace_directory(tmp: Path, path: Path) -> None:
     except OSError as error:
         raise write_failed(path, error) from None
     try:
-        _commit_directory(tmp, path)
-    except OSError as error:
-        os.replace(old, path)
-        raise write_failed(path, error) from None
+        _commit(tmp, path)
+    except BaseException as error:   # an OSError, or a KeyboardInterrupt between the two renames
+        if not path.exists():
+            os.replace(old, path)   # the swap did not happen: the old directory goes back
+        else:
+            _remove(old)            # it did, just before the interrupt: the new export stands whole
+        if isinstance(error, OSError):
+            raise write_failed(path, error) from None
+        raise
     _remove(old)
 
 

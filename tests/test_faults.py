@@ -490,6 +490,34 @@ def test_a_sigterm_whose_interrupt_was_dropped_still_stops_the_write(tmp_path):
     assert not stop_asked()
 
 
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm dropped"])
+def test_an_export_stopped_while_its_files_are_synced_keeps_the_previous_export(tiny_bundle, tmp_path, monkeypatch,
+                                                                              stop):
+    """The new export's files were synced after the old export had been renamed aside: a Ctrl-C there (or
+    a SIGTERM whose interrupt was dropped, raised by the commit's own check) left --out missing, the old
+    export hidden in .out.*.old. Now the files are synced before anything moves."""
+    out = tmp_path / "out"
+    assert invoke("export", "--model", tiny_bundle, "--out", out, "--format", "keras").exit_code == 0
+    before = digest(out / "model.keras")
+    sync = poetgen.atomic._sync
+
+    def interrupted(path):
+        if Path(path).name == "model.keras":   # the finished directory's files, synced before the commit
+            if stop == "ctrl-c":
+                raise KeyboardInterrupt
+            poetgen.atomic.ask_stop()
+        sync(path)
+
+    monkeypatch.setattr(poetgen.atomic, "_sync", interrupted)
+    try:
+        result = invoke("export", "--model", tiny_bundle, "--out", out, "--format", "keras", "--force")
+    finally:
+        poetgen.atomic.ask_stop(False)
+    assert result.exit_code == 130, result.output
+    assert digest(out / "model.keras") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]   # nothing swapped out or half-written left
+
+
 def test_import_force_replaces_only_a_regular_file(tmp_path):
     """`corpus import --out /dev/null --force` replaced the device node with a regular file (as root);
     a symbolic link or a pipe at --out was replaced too, its target left behind."""
