@@ -108,7 +108,10 @@ class PoemGraph(GraphRequest, tf.Module):
         size = self.vocab_size
         known = check(tf.reduce_all((ids >= 0) & (ids < size)), f"ids must be in [0, {size}), not",
                        tf.boolean_mask(ids, (ids < 0) | (ids >= size)))
-        with tf.control_dependencies([known]):
+        # no ids: no character to follow (the RNN failed on its empty list, naming none of this)
+        some = check(tf.shape(ids)[1] > 0, "ids must hold at least one id per row (start a poem with the "
+                                            f"boundary id {BOUNDARY}), not shape", tf.shape(ids))
+        with tf.control_dependencies([known, some]):
             return {"logits": self.keras.model(tf.identity(ids), training=False)[:, -1, :]}
 
     # generate's inputs are one value each, of any shape holding one (TF Serving's row format sends [1]):
@@ -122,7 +125,9 @@ class PoemGraph(GraphRequest, tf.Module):
                                   tf.TensorSpec(None, tf.string, name="acrostic"),
                                   tf.TensorSpec(None, tf.bool, name="tone")], autograph=False)
     def generate(self, prompt, form, temperature, top_k, top_p, seed, acrostic, tone):
-        """One poem of `form` starting with `prompt`; same seed and inputs, same poem."""
+        """One poem of `form` starting with `prompt`; same seed and inputs, same poem. The poem has the
+        prompt's shape: a scalar, or [1] for TF Serving's row format, whose answer needs a batch dimension."""
+        shape = tf.shape(prompt)
         prompt, form, temperature, top_k, top_p, seed, acrostic, tone = (
             one_value(value, name) for value, name in ((prompt, "prompt"), (form, "form"),
                                                          (temperature, "temperature"), (top_k, "top_k"),
@@ -181,7 +186,7 @@ class PoemGraph(GraphRequest, tf.Module):
         with tf.control_dependencies(options + prompt_ok + acrostic_ok + [rhyme_ok, distinct_ok] + ci_rhyme_ok):
             ids = self._loop(forced, layout, rhyme_group, required, strict, temperature, top_k, top_p, seed,
                              tf.gather(self.prefixes, entry))
-        return {"poem": tf.strings.reduce_join(tf.gather(self.chars, ids[:layout["length"]]))}
+        return {"poem": tf.reshape(tf.strings.reduce_join(tf.gather(self.chars, ids[:layout["length"]])), shape)}
 
     def _loop(self, forced, layout, rhyme_group, required, strict, temperature, top_k, top_p, seed, prefix):
         """The stepping loop: the control prefix, then one model step per position, forced, copied (a 叠

@@ -172,6 +172,22 @@ def test_each_generate_input_is_one_value_and_serve_ids_are_in_the_vocabulary(po
             serve(ids=tf.constant(ids, tf.int32))
 
 
+def test_the_poem_has_the_prompt_s_shape_and_serve_refuses_rows_of_no_ids(poet):
+    """TF Serving's row format ("instances": [{…}]) sends every input as [1] and answers only outputs with
+    that batch dimension (its json_tensor.cc: "Tensor name: poem has no shape information"): the poem was a
+    scalar whatever the inputs' shape. And `serve` on rows of no ids failed inside the RNN naming no field."""
+    import tensorflow as tf
+
+    scalars = dict(prompt="春风", form="wujue", temperature=0.0, top_k=0, top_p=1.0, seed=3, acrostic="", tone=True)
+    types = dict(temperature=tf.float32, top_k=tf.int32, top_p=tf.float32, seed=tf.int64, tone=tf.bool)
+    generate = poet.signatures["generate"]
+    one = generate(**{k: tf.constant(v, types.get(k, tf.string)) for k, v in scalars.items()})["poem"]
+    rows = generate(**{k: tf.constant([v], types.get(k, tf.string)) for k, v in scalars.items()})["poem"]
+    assert one.shape == () and rows.shape == (1,) and rows.numpy()[0] == one.numpy()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"assertion failed: \[ids must hold at least one id"):
+        poet.signatures["serving_default"](ids=tf.zeros([1, 0], tf.int32))
+
+
 @pytest.mark.parametrize("form, prompt, acrostic", [("如梦令", "", "春夏秋冬花月"), ("忆秦娥", "", "春夏秋"),
                                                   ("钗头凤#5", "", "春花秋月夜风江江山")])
 def test_an_acrostic_that_breaks_a_repeat_is_refused_on_both_sides(generator, poet, form, prompt, acrostic):
