@@ -184,14 +184,20 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, force: bool = False):
+def atomic_directory(path: str | os.PathLike, force: bool = False, fill: tuple[str, ...] | None = None):
     """Yield a fresh temporary directory that becomes `path` when the block finishes.
 
-    An existing `path` is replaced only with force=True, and only after the new one is complete.
+    An existing `path` is replaced only with force=True, and only after the new one is complete. With
+    `fill` (names, possibly none), an existing `path` that its caller found empty is filled instead:
+    the finished entries are moved into it, those named in `fill` last (a mounted volume cannot be
+    renamed, and the folder's own mode and owner stay).
     """
     path = Path(path)
     check_parent(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    fill = fill if fill is not None and path.is_dir() and not path.is_symlink() else None
+    # written inside a directory to fill: a mounted volume is another file system than its parent
+    tmp = Path(tempfile.mkdtemp(dir=path if fill is not None else path.parent, prefix=f".{path.name}.",
+                                suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         try:
@@ -205,7 +211,10 @@ def atomic_directory(path: str | os.PathLike, force: bool = False):
         except OSError as error:
             raise write_failed(path, error) from None
         _unless_stopping()   # a swapped-out old directory must never be left aside
-        if path.exists() or path.is_symlink():
+        if fill is not None:
+            _fill_directory(tmp, path, fill)
+            tmp.rmdir()
+        elif path.exists() or path.is_symlink():
             if not force:
                 raise FileExistsError(path)
             _replace_directory(tmp, path)
@@ -224,6 +233,27 @@ def _sync_directory(tmp: Path) -> None:
     for file in tmp.rglob("*"):
         if file.is_file() and not file.is_symlink():
             _sync(file)
+
+
+def _fill_directory(tmp: Path, path: Path, last: tuple[str, ...]) -> None:
+    """Move the synced `tmp`'s entries into the empty directory `path`, those named in `last` (what
+    makes it an export) after the others; a failure or an interrupt removes what was moved, leaving
+    `path` as it was. A name someone else created there meanwhile is a FileExistsError."""
+    moved = []
+    try:
+        for entry in sorted(tmp.iterdir(), key=lambda entry: entry.name in last):
+            target = path / entry.name
+            if target.exists() or target.is_symlink():
+                raise FileExistsError(target)
+            os.rename(entry, target)
+            moved.append(target)
+        _sync(path)
+    except BaseException as error:
+        for target in moved:
+            _remove(target)
+        if isinstance(error, OSError) and not isinstance(error, FileExistsError):
+            raise write_failed(path, error) from None
+        raise
 
 
 def _replace_directory(tmp: Path, path: Path) -> None:

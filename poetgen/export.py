@@ -116,10 +116,11 @@ def export(bundle: Bundle, options: ExportOptions) -> Path:
         else contextlib.nullcontext()   # a link (broken too) is refused by check_target, not followed
     with lock:
         check_target(bundle, options)
-        replace = options.force or is_empty_directory(out)   # an empty directory is as good as none
+        # an empty directory (a new --out's, made by its lock, or a mounted volume) is filled, not replaced
+        fill = EXPORT_MARKERS if is_empty_directory(out) else None
         bundle = inference_bundle(bundle)
         try:
-            with atomic_directory(options.out, replace) as directory:
+            with atomic_directory(options.out, options.force, fill=fill) as directory:
                 writer(bundle, directory)
         except FileExistsError:   # created by someone else while we converted
             raise OutputExists(f"{options.out} already exists; pass --force to replace it") from None

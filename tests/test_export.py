@@ -252,12 +252,38 @@ def test_force_never_replaces_a_directory_that_is_not_an_export(tiny_bundle, tmp
 
 @pytest.mark.parametrize("force", [[], ["--force"]])
 def test_an_empty_directory_is_exported_into_with_or_without_force(tiny_bundle, tmp_path, force):
+    """Written into, not replaced: the export was swapped in for the empty folder, so a mounted volume (a
+    container's `-v host:/out`, which cannot be renamed) failed with EBUSY, and a folder's own mode was lost."""
     out = tmp_path / "emptyout"
     out.mkdir()
+    out.chmod(0o2750)
+    before = os.stat(out)
     result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras", *force)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "int8.npz", "model.keras", "tokenizer.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emptyout"]   # no temporary left behind
+    after = os.stat(out)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)   # the same folder, as it was
+
+
+def test_an_empty_directory_interrupted_while_filled_is_left_empty(tiny_bundle, tmp_path, monkeypatch):
+    """The export's files are moved in one by one, its model last: a Ctrl-C among them takes back those
+    moved, so no half export (config and tokenizer without a model) is left looking like one."""
+    import poetgen.atomic
+
+    out = tmp_path / "emptyout"
+    out.mkdir()
+    rename = os.rename
+
+    def interrupted(source, target):
+        if Path(target) == out / "model.keras":
+            raise KeyboardInterrupt
+        rename(source, target)
+
+    monkeypatch.setattr(poetgen.atomic.os, "rename", interrupted)
+    result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras")
+    assert result.exit_code == 130, result.output
+    assert list(out.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["emptyout"]
 
 
 @pytest.mark.parametrize("args, message", [
