@@ -18,7 +18,7 @@ from poetgen.errors import BadModel, InUse
 from poetgen.lock import Lock
 from poetgen.model import ModelConfig
 from poetgen.tokenizer import Tokenizer
-from poetgen.weights import missing_model
+from poetgen.weights import foreign_export, missing_model
 
 FORMAT_VERSION = 1
 MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE = "model.keras", "tokenizer.json", "config.json"
@@ -183,8 +183,9 @@ def read_config(directory: Path) -> dict:
     path = directory / CONFIG_FILE
     try:
         config = json.loads(read_small_text(path, "config"))
-    except FileNotFoundError:
-        raise BadModel(f"{directory}: not a poetgen model bundle (no {CONFIG_FILE})") from None
+    except FileNotFoundError:   # a SavedModel keeps its config in assets.extra/: named, not "no config.json"
+        raise foreign_export(directory) or BadModel(f"{directory}: not a poetgen model bundle (no {CONFIG_FILE})") \
+            from None
     except (ValueError, UnicodeDecodeError):
         raise BadModel(f"{path}: corrupt config (not valid JSON)") from None
     if not isinstance(config, dict):

@@ -29,14 +29,19 @@ def layer_weights(model) -> dict[str, list[np.ndarray]]:
     return {layer.name: layer.get_weights() for layer in model.layers}
 
 
-def missing_model(path: Path) -> BadModel:
-    """The error for a bundle without its model file: a tflite or SavedModel export beside it is named
-    (it has the bundle's config and tokenizer, so it looked like a damaged bundle)."""
+def foreign_export(directory: Path) -> BadModel | None:
+    """The error for a tflite or SavedModel export given as a bundle, or None when `directory` is neither."""
     for marker, kind in (("model.tflite", "tflite"), ("saved_model.pb", "SavedModel")):
-        if (path.parent / marker).exists():
-            return BadModel(f"{path.parent}: a {kind} export, which poetgen does not load (it loads a bundle "
+        if (directory / marker).exists():
+            return BadModel(f"{directory}: a {kind} export, which poetgen does not load (it loads a bundle "
                             f"or a keras export: poetgen export --format keras)")
-    return BadModel(f"{path}: model file is missing")
+    return None
+
+
+def missing_model(path: Path) -> BadModel:
+    """The error for a bundle without its model file: a tflite export beside it is named (it has the
+    bundle's config and tokenizer, so it looked like a damaged bundle)."""
+    return foreign_export(path.parent) or BadModel(f"{path}: model file is missing")
 
 
 def read_weights(path: Path, config: ModelConfig) -> dict[str, list[np.ndarray]]:

@@ -462,3 +462,21 @@ def test_generate_on_an_export_it_cannot_load_names_the_export(tiny_bundle, tmp_
     assert result.exit_code == 2 and "Traceback" not in result.output
     line = result.output.strip().splitlines()[-1]
     assert f"a {kind} export, which poetgen does not load" in line and "backup" not in line, line
+
+
+def test_generate_on_a_savedmodel_as_export_writes_it_names_the_export(tiny_bundle, tmp_path):
+    """A SavedModel keeps its config and tokenizer in assets.extra/, so `generate --model poet_savedmodel`
+    said "not a poetgen model bundle (no config.json)" instead of naming the export (so did evaluate,
+    quantize and serve)."""
+    import shutil
+
+    out = tmp_path / "export"
+    (out / "variables").mkdir(parents=True)
+    (out / "saved_model.pb").write_bytes(b"\0")
+    shutil.copytree(tiny_bundle, out / "assets.extra", ignore=lambda folder, names: [
+        name for name in names if name not in ("config.json", "tokenizer.json")])
+    for command in (["generate", "--seed", 1], ["quantize"]):
+        result = run_cli(command[0], "--model", out, *command[1:])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        line = result.output.strip().splitlines()[-1]
+        assert f"{out}: a SavedModel export, which poetgen does not load" in line, line
