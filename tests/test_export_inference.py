@@ -76,6 +76,31 @@ def test_shipped_keras_export_has_no_dropout_and_same_logits(shipped, shipped_ke
     assert Generator.load(shipped_keras).int8   # its int8 products fit its weights
 
 
+def test_shipped_keras_export_writes_the_shipped_model_s_poems(shipped_keras):
+    """The README says so, int8 and float32 alike, with its reverse model ranking best-of (reverse/)."""
+    import subprocess
+    import sys
+
+    import keras
+
+    from poetgen.generate import Generator, PoemRequest
+    from poetgen.sampling import SampleOptions
+
+    assert (shipped_keras / "reverse" / "model.keras").exists()
+    keras.saving.load_model(shipped_keras / "model.keras", safe_mode=True)   # no lambda or pickled code
+    alone = ("import sys\nclass NoPoetgen:\n    def find_spec(self, name, path=None, target=None):\n"
+             "        if name.split('.')[0] == 'poetgen':\n            raise ImportError(name)\n"
+             "sys.meta_path.insert(0, NoPoetgen())\nimport keras\n"
+             "print(keras.saving.load_model(sys.argv[1], safe_mode=True).output.shape)")
+    ran = subprocess.run([sys.executable, "-c", alone, str(shipped_keras / "model.keras")], capture_output=True,
+                         text=True, timeout=300)
+    assert ran.returncode == 0 and "None, None, " in ran.stdout, ran.stderr[-2000:]   # Keras alone
+    request = PoemRequest(prompt="春风", n=2, sample=SampleOptions(seed=3))
+    for int8 in (True, False):
+        poems = [Generator.load(path, int8=int8).generate(request)["poems"] for path in (SHIPPED, shipped_keras)]
+        assert [p["text"] for p in poems[0]] == [p["text"] for p in poems[1]]
+
+
 def test_shipped_tflite_steps_like_numpy(shipped, shipped_tflite):
     from ai_edge_litert.interpreter import Interpreter
 
