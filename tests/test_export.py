@@ -274,15 +274,18 @@ def test_an_empty_directory_interrupted_while_filled_is_left_empty(tiny_bundle, 
     out = tmp_path / "emptyout"
     out.mkdir()
     rename = os.rename
+    present = []
 
     def interrupted(source, target):
         if Path(target) == out / "model.keras":
+            present.extend(sorted(p.name for p in out.iterdir() if not p.name.startswith(".")))
             raise KeyboardInterrupt
         rename(source, target)
 
     monkeypatch.setattr(poetgen.atomic.os, "rename", interrupted)
     result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras")
     assert result.exit_code == 130, result.output
+    assert present == ["config.json", "int8.npz", "tokenizer.json"]   # the model goes in last
     assert list(out.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["emptyout"]
 
 
