@@ -75,6 +75,11 @@ def check_target(bundle: Bundle, options: ExportOptions) -> None:
         raise BadInput(f"cannot write {out}: directory {out.parent} does not exist")
     if out.resolve() == Path(bundle.path).resolve():
         raise BadInput(f"{out} is the bundle being exported; choose another --out")
+    from poetgen.rerank import REVERSE_DIR
+
+    if out.resolve() == (Path(bundle.path) / REVERSE_DIR).resolve():   # the shipped one keeps no logs
+        raise BadInput(f"{out} is the reverse model of the bundle being exported (its best-of ranking and "
+                       f"polishing read it); choose another --out")
 
 
 def inference_bundle(bundle: Bundle) -> Bundle:

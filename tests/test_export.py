@@ -409,6 +409,20 @@ def test_force_does_not_replace_a_finished_bundle(tiny_bundle, tmp_path):
     assert result.exit_code == 0, result.output
 
 
+def test_force_does_not_replace_the_exported_bundle_s_reverse_model(with_reverse, tmp_path):
+    """`export --out BUNDLE/reverse --force` replaced the bundle's reverse model with the forward export
+    (the shipped reverse/ keeps no log, so nothing marked it a training run)."""
+    import shutil
+
+    bundle = tmp_path / "model"
+    shutil.copytree(with_reverse[0], bundle, ignore=shutil.ignore_patterns("log.csv", "curves.png", "tensorboard",
+                                                                          "resume"))
+    before = (bundle / "reverse" / "model.keras").read_bytes()
+    result = run_cli("export", "--model", bundle, "--out", bundle / "reverse", "--format", "keras", "--force")
+    assert result.exit_code == 2 and "is the reverse model of the bundle being exported" in result.output, result.output
+    assert (bundle / "reverse" / "model.keras").read_bytes() == before
+
+
 def test_force_leaves_a_users_own_dot_old_directory_alone(tiny_bundle, tmp_path):
     out, theirs = tmp_path / "pb", tmp_path / ".pb.old"
     theirs.mkdir()
