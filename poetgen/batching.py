@@ -258,12 +258,12 @@ class Batcher:
             for job in batch:
                 _fail(job, _batch_failed(error))
             return
-        share = (time.perf_counter() - started) / len(streams)
+        share = (time.perf_counter() - started) / len(streams)   # a row's share of the batch's time
         offset, outcomes = 0, []
         for job in batch:
-            try:
+            try:   # a request's time is its rows' (n × best_of), as generate() times its own candidates
                 outcomes.append(self.generator.finish(job.prepared, poems[offset:offset + job.rows],
-                                                      share * job.prepared.request.n, backward.get(id(job))))
+                                                      share * job.rows, backward.get(id(job))))
             except Exception as error:
                 log.exception("finishing a request failed")
                 outcomes.append(_batch_failed(error))

@@ -2,6 +2,8 @@
 dead or stuck worker turns into 503s and a /healthz that says so."""
 
 import threading
+import time
+import types
 import warnings
 
 import pytest
@@ -214,3 +216,26 @@ def test_a_failed_warm_up_leaves_the_worker_down_not_hanging(generator):
     with pytest.raises(Unavailable, match="worker is down"):
         batcher.submit(prepared(generator, 1))
     batcher.stop()
+
+
+def test_a_batched_request_s_time_per_poem_counts_its_candidates(generator, monkeypatch):
+    """ms_per_poem is what `generate` reports: the time of a poem's best_of candidates. Under batching it
+    was the batch's time per row, best_of times too small (16 times for best_of 16)."""
+    readings = []
+
+    def perf_counter():   # the batch's time: 1.6 s between its start and its end, whatever the machine
+        readings.append(1.6 * len(readings))
+        return readings[-1]
+
+    monkeypatch.setattr(batching, "time", types.SimpleNamespace(perf_counter=perf_counter, monotonic=time.monotonic))
+    batcher = Batcher(generator, BatchOptions(max_wait_ms=0))
+    requests = [PoemRequest(n=1, best_of=4, sample=SampleOptions(seed=1)),   # 4 rows of the batch's 8
+                PoemRequest(n=2, best_of=2, sample=SampleOptions(seed=2))]   # 4 rows too, for two poems
+    futures = [batcher.submit(generator.prepare(request)) for request in requests]   # one batch
+    batcher.start()
+    try:
+        results = [future.result(timeout=120) for future in futures]
+    finally:
+        batcher.stop()
+    assert batcher.stats.batches == 1 and batcher.stats.rows == 8 and len(readings) == 2
+    assert [result["ms_per_poem"] for result in results] == [800.0, 400.0]   # 0.2 s a row: 4 rows, 1 or 2 poems
