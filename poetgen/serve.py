@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -381,9 +382,22 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         problem = ("request", f"{request.method} {request.url.path}: {error.detail}")
         return refusal(error.status_code, [problem], headers=getattr(error, "headers", None))
 
-    routes = [Route("/", index), Route("/healthz", healthz), Route("/api/model", model_info),
-              Route("/api/generate", generate, methods=["POST"]), Route("/api/tunes", tunes),
-              Route("/api/check", check, methods=["POST"])]
+    def logged_once(endpoint):
+        """`endpoint`, with an unexpected error answered 500 in one line and logged here, once: left to the
+        app's handler, Starlette re-raised it once answered, and uvicorn logged its traceback again."""
+        @functools.wraps(endpoint)
+        async def guarded(request: Request):
+            try:
+                return await endpoint(request)
+            except HTTPException:
+                raise
+            except Exception as error:
+                return await internal_error(request, error)
+        return guarded
+
+    routes = [Route(path, logged_once(endpoint), methods=methods) for path, endpoint, methods in (
+        ("/", index, None), ("/healthz", healthz, None), ("/api/model", model_info, None),
+        ("/api/generate", generate, ["POST"]), ("/api/tunes", tunes, None), ("/api/check", check, ["POST"]))]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error, Exception: internal_error})
     app.state.batcher = batcher

@@ -183,6 +183,29 @@ def test_keeps_serving_after_an_internal_error(generator):
         assert client.post("/api/generate", json={"seed": 1}).status_code == 200
 
 
+class FailingPolish(Held):
+    """The real generator, except that polishing fails: an error after the batch, outside the worker."""
+
+    def polish(self, prepared, result, stop=None):
+        raise ZeroDivisionError("injected in polish")
+
+
+def test_an_internal_error_outside_the_batch_is_one_line_logged_once(generator, caplog):
+    """The app's handler answered it, then Starlette re-raised it to the server, which logged the traceback
+    a second time ("Exception in ASGI application"); a test client raised it instead of answering."""
+    failing = FailingPolish(generator)
+    failing.release.set()
+    with TestClient(create_app(failing)) as client, caplog.at_level("ERROR"):
+        caplog.clear()
+        failed = client.post("/api/generate", json={"seed": 1, "polish": 1})
+        assert failed.status_code == 500
+        assert failed.json()["detail"] == [{"field": "request",
+                                            "message": "internal error (ZeroDivisionError); the server logged it"}]
+        logged = [record for record in caplog.records if record.exc_info]
+        assert [record.getMessage() for record in logged] == ["internal error on /api/generate"]
+        assert client.post("/api/generate", json={"seed": 1}).status_code == 200
+
+
 def test_healthz_and_model(client, tiny_bundle):
     health = client.get("/healthz")
     assert health.status_code == 200 and health.json()["status"] == "ok"
