@@ -122,6 +122,7 @@ def _validation_problem(error: dict) -> tuple[str, str]:
         "json_invalid": "the request body is not valid JSON",
         "model_type": "the request body must be a JSON object",
         "extra_forbidden": f"unknown field {field!r}",
+        "missing": f"{field} is required",   # pydantic's own read "text: Field required"
         "string_too_long": f"{field} is longer than {ctx.get('max_length')} characters",
         "greater_than_equal": f"{field} must be at least {_number(ctx.get('ge'))}",
         "greater_than": f"{field} must be greater than {_number(ctx.get('gt'))}",

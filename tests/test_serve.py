@@ -846,3 +846,4 @@ def test_a_poem_is_checked_as_the_cli_checks_it(client):
                         ({"text": "abc"}, "text")):
         refused = client.post("/api/check", json=body)
         assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == field, (body, refused.text)
+    assert client.post("/api/check", json={}).json()["detail"][0]["message"] == "text is required"
