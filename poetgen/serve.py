@@ -40,6 +40,9 @@ from poetgen.tunes import lookup_key, tune_table
 MAX_BODY = 16 * 1024       # bytes of JSON
 MAX_TUNE = 32              # characters of a tune name or pinyin
 MAX_VARIANT = 99           # no tune has more variants
+# A body refused unread (413, 408) closes its connection: kept open, the server read and dropped the
+# rest of the body as the client sent it, however large (all of a `Content-Length: 1000000000`).
+CLOSE = {"Connection": "close"}
 logger = logging.getLogger(__name__)
 _DEFAULT_REQUEST, _DEFAULT_SAMPLE = PoemRequest(), SampleOptions()
 
@@ -316,9 +319,10 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         except ClientDisconnect:   # it left while sending: a 499 in the log, not an internal error
             return refusal(499, [("request", "the client disconnected")])
         except asyncio.TimeoutError:
-            return refusal(408, [("body", f"the request body did not arrive within {options.timeout_s:g} s")])
+            return refusal(408, [("body", f"the request body did not arrive within {options.timeout_s:g} s")],
+                           headers=CLOSE)
         if raw is None:
-            return refusal(413, [("body", f"the request body is larger than {MAX_BODY} bytes")])
+            return refusal(413, [("body", f"the request body is larger than {MAX_BODY} bytes")], headers=CLOSE)
         try:
             return model.model_validate_json(raw or b"{}")
         except ValidationError as error:

@@ -736,6 +736,24 @@ def test_a_client_stalled_in_its_body_is_answered_408_and_does_not_hold_a_stop(t
     assert process.returncode == 130 and stderr.rstrip().endswith("poetgen: interrupted"), stderr
 
 
+def test_an_oversized_body_is_refused_and_its_connection_closed(tiny_bundle):
+    """The server answered 413 after 16 KiB but kept the connection, reading and dropping the rest of the
+    body as the client sent it: a gigabyte for `Content-Length: 1000000000`, or without end, chunked."""
+    import socket
+
+    head = b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    with serving(tiny_bundle) as (_, port, healthy):
+        for framing in (b"Content-Length: 1000000000\r\n\r\n" + b"{" * (MAX_BODY + 1),
+                        b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (MAX_BODY + 1, b"{" * (MAX_BODY + 1))):
+            with socket.create_connection(("127.0.0.1", port)) as connection:
+                connection.sendall(head + framing)
+                connection.settimeout(60)
+                answer = _http_answer(connection)
+                assert answer.startswith("HTTP/1.1 413") and "connection: close" in answer.lower(), answer
+                assert connection.recv(4096) == b""   # closed: no more of the body is read
+        assert healthy()
+
+
 def test_a_second_sigterm_stops_a_server_that_waits_for_a_stalled_client(tiny_bundle):
     """uvicorn forces a stop on a second SIGINT only: a second SIGTERM (docker stop, systemd) waited on."""
     import signal
