@@ -193,7 +193,8 @@ def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, bl
         import threadpoolctl
         import uvicorn
 
-        from poetgen.serve import create_app, listening_sockets, run_server
+        from poetgen.http_server import listening_sockets, run_server
+        from poetgen.serve import create_app
     except ImportError as error:
         from poetgen.errors import BadInput
 

@@ -798,7 +798,7 @@ def test_serve_listens_on_every_address_its_host_resolves_to(monkeypatch):
     """localhost may resolve to ::1 and 127.0.0.1: one socket bound only the first."""
     import socket
 
-    from poetgen.serve import listening_sockets
+    from poetgen.http_server import listening_sockets
 
     real = socket.getaddrinfo
 

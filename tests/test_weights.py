@@ -83,8 +83,8 @@ def test_generate_imports_neither_tensorflow_nor_keras(which, tiny_bundle):
 
 def test_serve_imports_neither_tensorflow_nor_keras(tiny_bundle):
     pytest.importorskip("uvicorn")
-    code = ("import sys, poetgen.serve; "
-            "poetgen.serve.run_server = lambda app, sockets, *_: print(sorted(m for m in ('tensorflow', 'keras') "
+    code = ("import sys, poetgen.http_server; "
+            "poetgen.http_server.run_server = lambda app, sockets, *_: print(sorted(m for m in ('tensorflow', 'keras') "
             "if m in sys.modules)); from poetgen.cli import cli; cli.main(sys.argv[1:])")
     with socket.socket() as probe:   # a free port: serve binds it before loading the model
         probe.bind(("127.0.0.1", 0))
