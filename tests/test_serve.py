@@ -754,6 +754,29 @@ def test_an_oversized_body_is_refused_and_its_connection_closed(tiny_bundle):
         assert healthy()
 
 
+def test_a_client_stalled_in_its_headers_is_answered_408_and_let_go(tiny_bundle):
+    """uvicorn times out no request's headers: a client that connected and sent nothing, or part of its
+    headers (a slowloris), held its connection, a file descriptor, for as long as it liked."""
+    import socket
+
+    pytest.importorskip("httptools")
+    with serving(tiny_bundle, "--request-timeout", "2") as (_, port, healthy):
+        for sent in (b"", b"POST /api/generate HTTP/1.1\r\nHost: x\r\n", b"GET /healthz HTTP/1.1\r\n"):
+            with socket.create_connection(("127.0.0.1", port)) as stalled:
+                stalled.sendall(sent)
+                stalled.settimeout(30)
+                answer = _http_answer(stalled)
+                assert answer.startswith("HTTP/1.1 408") and "headers did not arrive within 2 s" in answer, answer
+                assert stalled.recv(4096) == b""   # and let go
+        with socket.create_connection(("127.0.0.1", port)) as kept:   # a kept-alive connection's next request
+            kept.settimeout(30)
+            kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _http_answer(kept).startswith("HTTP/1.1 200")
+            kept.sendall(b"GET /healthz HTTP/1.1\r\n")
+            assert _http_answer(kept).startswith("HTTP/1.1 408")
+        assert healthy()
+
+
 def test_a_second_sigterm_stops_a_server_that_waits_for_a_stalled_client(tiny_bundle):
     """uvicorn forces a stop on a second SIGINT only: a second SIGTERM (docker stop, systemd) waited on."""
     import signal
