@@ -380,7 +380,7 @@ def resolve(name: str, variant: int | None = None) -> Variant:
         raise BadInput(f"{name!r}: no tune name" + (" before '#' (浣溪沙#3)" if mark else ""), field="tune")
     if mark:
         if not re.fullmatch(r"[1-9][0-9]{0,3}", number.strip()):   # as the SavedModel reads it (not ２, 01 or ²)
-            raise BadInput(f"{name!r}: a variant after '#' is a number (浣溪沙#3)", field="variant")
+            raise BadInput(f"{name!r}: a variant after '#' is a number (浣溪沙#3)", field="tune")   # typed there
         if variant is not None and variant != int(number):
             raise BadInput(f"{name!r} names variant {int(number)} but the variant asked is {variant}", field="variant")
         name, variant = base, int(number)

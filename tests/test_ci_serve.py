@@ -39,7 +39,8 @@ def test_a_ci_by_tune_and_variant(client):
 @pytest.mark.parametrize("body, field", [
     ({"tune": "浣溪莎"}, "tune"), ({"tune": "浣溪沙", "variant": 6}, "variant"), ({"tune": "浣溪沙", "variant": 0}, "variant"),
     ({"tune": "浣" * 40}, "tune"), ({"tune": 3}, "tune"), ({"tune": "浣溪沙", "form": "五绝"}, "form"),
-    ({"variant": 2}, "variant"), ({"tune": "浣溪沙", "variant": "2"}, "variant")])
+    ({"variant": 2}, "variant"), ({"tune": "浣溪沙", "variant": "2"}, "variant"),
+    ({"tune": "浣溪沙#0"}, "tune"), ({"tune": "浣溪沙#x"}, "tune")])   # a malformed #k is the tune field's (it named variant)
 def test_bad_tune_fields_are_422_for_that_field(client, body, field):
     response = client.post("/api/generate", json=body)
     assert response.status_code == 422
