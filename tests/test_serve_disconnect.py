@@ -12,6 +12,7 @@ pytest.importorskip("httpx")
 from conftest import wait_until  # noqa: E402
 from test_serve import Held, TestClient  # noqa: E402
 
+from poetgen.batching import BatchOptions  # noqa: E402
 from poetgen.serve import create_app  # noqa: E402
 
 
@@ -52,6 +53,27 @@ def test_a_client_that_leaves_while_queued_costs_no_rows(generator):
         assert batcher.stats.abandoned == 1
         assert batcher.stats.rows == 1                    # only the first request's one poem was sampled
         assert client.post("/api/generate", json={"seed": 3}).status_code == 200
+
+
+def test_a_request_whose_time_runs_out_while_queued_costs_no_rows(generator):
+    """The README's `abandoned`: requests whose clients left, or whose --request-timeout ran out, before
+    their round; either way the worker skips them."""
+    held = Held(generator)
+    with TestClient(create_app(held, BatchOptions(timeout_s=0.5))) as client:
+        answers = {}
+        first = threading.Thread(target=lambda: answers.update(first=client.post("/api/generate", json={
+            "seed": 1, "best_of": 1})))
+        first.start()
+        try:
+            assert held.entered.wait(30)                   # the worker is held with the first request...
+            late = client.post("/api/generate", json={"seed": 2, "n": 5, "best_of": 1})   # ...this one queues
+            assert late.status_code == 503 and "no answer within 0.5 s" in late.json()["detail"][0]["message"]
+        finally:
+            held.release.set()
+            first.join(60)
+        batcher = client.app.state.batcher
+        wait_until(lambda: batcher.stats.abandoned >= 1, "the worker skipping the timed-out request")
+        assert batcher.stats.abandoned == 1 and batcher.stats.rows == 1   # only the first one's poem
 
 
 def test_a_client_that_leaves_while_sending_its_body_is_no_internal_error(generator, caplog):
