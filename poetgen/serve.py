@@ -187,6 +187,9 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
     # that steps the model keeps its own interpreters (~20 MB), so the web server's many threads must not
     polishing_threads = min(cores(), MAX_POLISH_THREADS)
     polishers = ThreadPoolExecutor(polishing_threads, thread_name_prefix="poetgen-polish")
+    # requests that ask for polish, from their body on (the event loop's count alone): beyond a thread each,
+    # at most max_queue wait for one, as at most max_queue wait for a batch (the page asks polish of each)
+    polishing = [0]
     page = resources.files("poetgen").joinpath("static/index.html").read_text(encoding="utf-8")
     bundle = generator.bundle
 
@@ -290,6 +293,17 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         body = await read(request, GenerateBody)
         if isinstance(body, JSONResponse):
             return body
+        if body.polish and polishing[0] >= polishing_threads + options.max_queue:   # refused before any work
+            return refusal(503, [("request", f"the server is busy ({options.max_queue} requests waiting to be "
+                                             f"polished); try again shortly")], headers={"Retry-After": "1"})
+        polishing[0] += bool(body.polish)
+        try:
+            return await write(request, body, left)
+        finally:
+            polishing[0] -= bool(body.polish)
+
+    async def write(request: Request, body: GenerateBody, left) -> JSONResponse:
+        """The answer to a valid request: its poems, polished if it asks, or the refusal."""
         try:
             with batcher.arriving():
                 prepared = await run_in_threadpool(generator.prepare, body.poem_request())

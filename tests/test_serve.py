@@ -610,6 +610,56 @@ class BlockingPolish:
         return result
 
 
+class HeldPolish:
+    """The real generator, except that polishing waits until the test releases it."""
+
+    def __init__(self, inner):
+        self.inner, self.entered, self.release = inner, threading.Event(), threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def polish(self, prepared, result, stop=None):
+        self.entered.set()
+        assert self.release.wait(60), "the test never released the polish"
+        return self.inner.polish(prepared, result, stop)
+
+
+def test_polish_requests_beyond_the_queue_are_refused_at_once(generator, monkeypatch):
+    """--max-queue bounded the requests waiting for a batch only: those waiting for a polishing thread (every
+    request of the page, which asks polish 2) queued without end, each answered 503 only when its
+    --request-timeout ran out."""
+    monkeypatch.setattr(serve, "cores", lambda: 1)   # one polishing thread, whatever the machine
+    held = HeldPolish(generator)
+    answers, third = {}, None
+
+    def ask(name, body):
+        answers[name] = client.post("/api/generate", json=body)
+
+    with TestClient(create_app(held, BatchOptions(max_queue=1, max_wait_ms=0))) as client:
+        first, second = (threading.Thread(target=ask, args=(name, {"seed": seed, "polish": 1}))
+                         for name, seed in (("polishing", 1), ("waiting", 2)))
+        first.start()
+        try:
+            assert held.entered.wait(60)   # one request polishes...
+            second.start()
+            wait_until(lambda: client.app.state.batcher.stats.requests == 2, "the second request's batch")   # ...one waits
+            third = threading.Thread(target=ask, args=("refused", {"seed": 3, "polish": 1}))
+            third.start()
+            wait_until(lambda: "refused" in answers, "the third polish request answered at once", timeout=30)
+            refused = answers["refused"]
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert "waiting to be polished" in refused.json()["detail"][0]["message"]
+            assert client.post("/api/generate", json={"seed": 4}).status_code == 200   # no polish asked: served
+        finally:
+            held.release.set()
+            for thread in (first, second, third):
+                if thread is not None and thread.ident is not None:
+                    thread.join(60)
+        assert answers["polishing"].status_code == answers["waiting"].status_code == 200
+        assert client.post("/api/generate", json={"seed": 5, "polish": 1}).status_code == 200   # room again
+
+
 def test_a_polish_past_the_time_limit_is_answered_503_and_stopped(generator):
     """--request-timeout bounded the batch only: a polish ran as long as it took (8 s against the 1 s limit here),
     and went on for a client that had gone."""
