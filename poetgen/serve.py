@@ -180,6 +180,23 @@ async def _unless_disconnected(request: Request, pending: asyncio.Future):
 MAX_POLISH_THREADS = 4   # polishing threads at most (one per core below that): polish batches are 4 rows
 
 
+
+PRIVATE_KEYS = ("path", "corpus", "out")   # config.json's places on the serving machine (corpus.path)
+
+
+def public_config(config: dict) -> dict:
+    """The bundle's config.json as GET /api/model shows it: without the file-system paths it records or
+    may record (the corpus file it was trained on), which anyone who can reach a server on --host 0.0.0.0
+    would otherwise read; every other field as recorded."""
+    def shown(value):
+        if isinstance(value, dict):
+            return {key: shown(item) for key, item in value.items()
+                    if not (key in PRIVATE_KEYS and (isinstance(item, str) or item is None))}
+        if isinstance(value, list):
+            return [shown(item) for item in value]
+        return value
+    return shown(config)
+
 def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> Starlette:
     """The ASGI app; the batching thread runs from startup to shutdown."""
     batcher = Batcher(generator, options)
@@ -222,9 +239,10 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
             body["error"] = f"the generation worker died ({batcher.died})"
         return JSONResponse(body, status_code=200 if batcher.alive else 503)
 
+    shown = public_config(bundle.config)
+
     async def model_info(request: Request) -> JSONResponse:
-        return JSONResponse({"name": bundle.path.name, "config": bundle.config,
-                             "metrics": bundle.config.get("metrics", {})})
+        return JSONResponse({"name": bundle.path.name, "config": shown, "metrics": bundle.config.get("metrics", {})})
 
     every_tune: list[bytes] = []   # the answer without q (the page asks it on every load), built once
 
