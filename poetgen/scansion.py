@@ -84,7 +84,7 @@ def scan(text: str, form: str | None = None, tune: str | None = None, variant: i
     what cannot be scanned: no text, a form and a tune both, a shape no regular form has."""
     if not isinstance(text, str):
         raise BadInput(f"the poem must be text, not {type(text).__name__}", field="text")
-    poem = _prepared(text)
+    poem, marked = _prepared(text)
     tune = variant_spelling(tune) or None if isinstance(tune, str) else tune
     if tune and "#" in tune:   # 浣溪沙#3, as errors, `tunes` and the SavedModel spell a variant
         if variant is not None:
@@ -107,7 +107,7 @@ def scan(text: str, form: str | None = None, tune: str | None = None, variant: i
     if variant is not None and not tune:
         raise BadInput("a variant belongs to a tune: give the tune too", field="variant")
     if tune:
-        return _scan_ci(poem, tune, variant)
+        return _scan_ci(poem, tune, variant, marked)
     poem = _lines_by_length(poem, form)
     found = form or form_of(poem)
     if found not in FORMS:
@@ -135,10 +135,11 @@ def _lines_by_length(poem: str, form: str | None) -> str:
     return "".join(text[i * size:(i + 1) * size] + mark for i, mark in enumerate(layout.end_marks))
 
 
-def _prepared(text: str) -> str:
+def _prepared(text: str) -> tuple[str, bool]:
     """The poem with full-width marks: a byte-order mark, a trailing attribution (——晏殊) and repeated marks
     dropped; rows or space-separated runs without an end mark are closed, with ， and 。 in turn when the
-    poem has no mark at all (one line per line, as people type a poem), and the poem ends with a stop."""
+    poem has no mark at all (one line per line, as people type a poem), and the poem ends with a stop.
+    And whether it was typed with marks of its own (a ci without them is laid on its variant's clauses)."""
     text = _ELLIPSIS.sub("。", _INVISIBLE.sub("", text).strip())   # 更上一层楼…… ends the poem; inside, a line
     lines = [line for line in text.splitlines() if line.strip()]
     text = verses_of(lines) if len(lines) > 1 else text   # 江雪 / 柳宗元 above it: no lines of the poem
@@ -152,7 +153,7 @@ def _prepared(text: str) -> str:
     poem = re.sub(f"([{MARKS}])[{MARKS}]+", r"\1", "".join(rows)).lstrip(MARKS)
     if len(poem) > MAX_SCANNED:
         raise BadInput(f"a poem of {len(poem)} characters: at most {MAX_SCANNED} are scanned", field="text")
-    return poem[:-1] + "。" if poem[-1] not in STOPS else poem
+    return (poem[:-1] + "。" if poem[-1] not in STOPS else poem), marked
 
 
 def _readable(text: str, prosody) -> tuple[str, str]:
@@ -287,10 +288,12 @@ def _shi_rhymes(lines: list[str], layout, prosody, check) -> tuple[str | None, d
     return group, fits
 
 
-def _scan_ci(poem: str, tune_name: str, number: int | None) -> Scansion:
+def _scan_ci(poem: str, tune_name: str, number: int | None, marked: bool = True) -> Scansion:
     """`poem` against the tune `tune_name` finds, at variant `number`; without one, against whichever of
     the tunes the name may mean (TuneTable.readings: 乌夜啼 and 相见欢, which Song poets also called so) and
-    of their variants it fits best, saying so in `read_as` when that is another tune."""
+    of their variants it fits best, saying so in `read_as` when that is another tune. A poem typed without
+    marks (`marked` False) is laid on that variant's clauses where its rows end at clause ends
+    (_clauses_of): the marks it lacks are no fault of its layout."""
     from poetgen.tunes import tune_table
 
     tunes, prosody, rhyme = tune_table(), table(), ci_rhyme()
@@ -309,6 +312,10 @@ def _scan_ci(poem: str, tune_name: str, number: int | None) -> Scansion:
         raise BadInput(f"{count} characters: {'; '.join(has)}" + ("" if number is None else f" (variant {number}: "
                        f"{variant.length})"), field="text")
     read_as = "" if tune is readings[0] and tunes.find(tune_name) is tune else _read_as(tune_name, tune, readings)
+    laid = poem if marked else _clauses_of(poem, variant)
+    if laid != poem:   # checked again as laid: its clauses are the variant's, its rhyme and 平仄 the same
+        poem, (read, unknown) = laid, _readable(laid, prosody)
+        check = check_ci(read, variant, prosody, rhyme)
     chars = han_chars(normalize_marks(poem))
     own = variant.layout.lines(normalize_marks(poem))   # the poem's own marks where its clauses are the variant's
     tone_at = [pos for pos, tone in enumerate(variant.tones) if tone != EITHER_TONE]
@@ -328,6 +335,28 @@ def _scan_ci(poem: str, tune_name: str, number: int | None) -> Scansion:
     parts = [part for part in check.rhyme_parts or [] if part != "—"]   # — : a group no character of it shares
     return Scansion("ci", tune.name, variant.number, check.layout_ok, check.rhyme_ok, "、".join(parts) or None,
                     None, _score(scanned), tuple(scanned), unknown, check.repeat_ok, read_as)
+
+
+def _clauses_of(poem: str, variant) -> str:
+    """A ci typed without marks, on one line or in rows that each end where a clause of `variant` does
+    (a clause a line, a sentence a line), with the variant's marks after its clauses; any other poem (a
+    row that ends inside a clause) as it is."""
+    ends, count = set(), 0
+    for length in variant.line_lengths:
+        count += length
+        ends.add(count)
+    rows, count = [line[:-1] for line in clauses(poem)], 0
+    for row in rows:
+        count += len(row)
+        if count not in ends:
+            return poem
+    if "".join(clauses(poem)) != poem or count != variant.length:
+        return poem
+    text, start, laid = "".join(rows), 0, []
+    for length, mark in zip(variant.line_lengths, variant.layout.end_marks):
+        laid.append(text[start:start + length] + mark)
+        start += length
+    return "".join(laid)
 
 
 def _read_as(name: str, tune, readings: list) -> str:

@@ -390,6 +390,25 @@ def test_a_poem_typed_without_marks_on_one_line_is_read_by_its_length():
     assert not off["layout_ok"] and len(off["lines"]) == 1
 
 
+def test_a_ci_typed_without_marks_is_laid_on_its_variants_clauses():
+    """晏殊's 浣溪沙 typed without marks on one line (or a sentence a line) was scanned against the tune's
+    clauses but reported 'layout off': a count of characters the variant has lays it on its clauses, the
+    marks it lacks being no fault; rows that end inside a clause are still off."""
+    plain = YAN_SHU.replace("，", "").replace("。", "").replace("？", "")
+    marked = json.loads(run("--tune", "浣溪沙", YAN_SHU, "--format", "json").stdout)
+    for typed in (plain, plain[:14] + "\n" + plain[14:28] + "\n" + plain[28:]):
+        result = json.loads(run("--tune", "浣溪沙", typed, "--format", "json").stdout)
+        assert result["layout_ok"] and result["ok"], result
+        assert [line["text"][:-1] for line in result["lines"]] == [line["text"][:-1] for line in marked["lines"]]
+        assert (result["variant"], result["faults"], result["rhyme_group"]) == \
+            (marked["variant"], marked["faults"], marked["rhyme_group"])
+    dream = run("--tune", "如梦令", "常记溪亭日暮沉醉不知归路兴尽晚回舟误入藕花深处争渡争渡惊起一滩鸥鹭")
+    assert dream.exit_code == 0 and "layout ok" in dream.stdout.splitlines()[0], dream.output
+    off = json.loads(run("--tune", "浣溪沙", plain[:8] + "\n" + plain[8:], "--format", "json").stdout)
+    assert not off["layout_ok"] and not off["ok"]
+    assert "41 characters" in run("--tune", "浣溪沙", plain[:-1]).stderr   # a count no variant has: refused
+
+
 def test_a_title_and_author_above_the_poem_are_not_its_lines():
     """江雪 / 柳宗元 above the verses (as a poem is copied, and as corpus import reads a block) were scanned
     as two lines of 2 and 3 characters: 'lines of 2/3/5/5/5/5 characters are no regular shi form'."""
