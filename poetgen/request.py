@@ -173,6 +173,10 @@ def prepare(request: PoemRequest, tables: VocabularyTables) -> PreparedRequest:
     if layout is None and len(prompt) > request.max_chars:   # free verse stops there: the prompt would be cut
         raise BadInput(f"the prompt has {len(prompt)} characters, more than max_chars ({request.max_chars}); "
                        f"shorten it or raise --max-chars (max_chars)", field="prompt")
+    if layout is None and len(prompt) == request.max_chars and prompt[-1] not in PUNCTUATION:
+        raise BadInput(f"the prompt has {len(prompt)} characters, as many as max_chars ({request.max_chars}), and "
+                       f"no mark to end its last clause: end it with one or raise --max-chars (max_chars)",
+                       field="prompt")
     if request.polish_lines and not request.polish:
         raise BadInput("--polish-lines (polish_lines) chooses the lines a polishing round visits: it needs "
                        "--polish 1 or more (polish)",

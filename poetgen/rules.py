@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from poetgen.ci_rules import ci_rules
-from poetgen.layout import banned_inside
+from poetgen.layout import STOP_MARKS, banned_inside
 from poetgen.metre import PING, tone_patterns
 from poetgen.rule_base import NEG, Rule
 from poetgen.shi_rules import Rhyme, Tone, fitting_patterns
@@ -72,13 +72,20 @@ class Layout(Rule):
 
 
 class FreeVerse(Rule):
-    """Free verse: never padding or unknown; the boundary ends the poem."""
+    """Free verse: never padding or unknown; the boundary ends the poem. At the cap's last position
+    (`max_chars`), a row that has written no mark after the prompt (its first `kept` characters) ends
+    its clause there with a stop mark, or, right after the prompt's own mark, ends the poem: the cut
+    to the last whole clause (generate.cut_to_clause) then always has one to keep."""
 
     essential = True
 
-    def __init__(self, punctuation_ids: list[int], min_chars: int = 5):
+    def __init__(self, punctuation_ids: list[int], min_chars: int = 5, max_chars: int | None = None,
+                 stop_ids: list[int] = (), kept: int = 0):
         self.punctuation = np.array(punctuation_ids, np.int64)
         self.min_chars = min_chars
+        self.max_chars = max_chars   # None: no cap to close a clause at
+        self.stops = np.array(stop_ids, np.int64)
+        self.kept = kept
 
     def apply(self, logits, step):
         logits[:, [PAD, UNK]] = NEG
@@ -87,6 +94,13 @@ class FreeVerse(Rule):
         starts_line = step.column == 0
         if starts_line.any():   # no empty lines: punctuation right after punctuation
             logits[np.ix_(starts_line, self.punctuation)] = NEG
+        if step.pos == (self.max_chars or 0) - 1 and self.stops.size:
+            open_rows = ~np.isin(step.history[:, self.kept:], self.punctuation).any(axis=1)
+            for rows, allowed in ((open_rows & ~starts_line, self.stops), (open_rows & starts_line, [BOUNDARY])):
+                if rows.any():
+                    model = logits[np.ix_(rows, allowed)]   # min_chars may have forbidden the boundary
+                    logits[rows] = NEG
+                    logits[np.ix_(rows, allowed)] = np.where(np.isfinite(model), model, 0.0)
 
 
 class Acrostic(Rule):
@@ -168,7 +182,9 @@ def build_rules(prepared: PreparedRequest, tables: VocabularyTables,
         end_ids = [tables.tokenizer.id_of(mark) for mark in layout.end_marks]
         active.append(Layout(end_ids, banned_inside(tables.tokenizer.index, range(len(SPECIALS))), batch))
     else:
-        active.append(FreeVerse(tables.punctuation_ids))
+        stops = [tables.tokenizer.id_of(mark) for mark in STOP_MARKS if mark in tables.tokenizer.index]
+        active.append(FreeVerse(tables.punctuation_ids, max_chars=prepared.shape.max_chars, stop_ids=stops,
+                                kept=len(prepared.prompt_ids)))
     tokenizer = tables.tokenizer
     # a conditioned model's control tokens never appear inside a poem, nor a form a reader takes for a
     # misspelling (tables.foreign_ids: 髪, 疎)

@@ -244,6 +244,7 @@ def test_a_batch_is_shared_evenly_across_threads(generator):
 
 @pytest.mark.parametrize("request_, field", [
     (PoemRequest(prompt="白日依山尽黄河入海流", form="free", max_chars=5), "prompt"),   # would be cut silently
+    (PoemRequest(prompt="白日依山尽", form="free", max_chars=5), "prompt"),   # fills the cap, no mark to end it
     (PoemRequest(polish_lines=2), "polish_lines"),                                    # would be ignored silently
     (PoemRequest(prompt="，，，，", form="free"), "prompt"),   # kept in the text, dropped from the lines
     (PoemRequest(prompt="春风，，明月", form="free"), "prompt"),
@@ -400,6 +401,22 @@ def test_free_verse_that_reaches_max_chars_ends_at_its_last_whole_clause():
     poems = shipped.generate(PoemRequest(form="free", max_chars=40, n=8, best_of=1,
                                          sample=SampleOptions(seed=1)))["poems"]
     assert all(p["text"][-1] in "。？！" and len(p["text"]) <= 40 for p in poems), [p["text"] for p in poems]
+
+
+def test_free_verse_capped_before_any_mark_still_ends_a_whole_clause():
+    """--form free --max-chars 5 ended 好恶不美人: five characters, no mark (cut_to_clause had no clause end
+    to cut back to). At the cap's last position a row with no mark after the prompt writes a stop mark,
+    or, right after the prompt's own mark, ends the poem there."""
+    from poetgen.generate import Generator
+
+    shipped = Generator.load()
+    for request in (PoemRequest(form="free", max_chars=5, n=6, best_of=1, sample=SampleOptions(seed=1)),
+                    PoemRequest(prompt="春风吹", form="free", max_chars=5, n=4, best_of=1, sample=SampleOptions(seed=2))):
+        texts = [p["text"] for p in shipped.generate(request)["poems"]]
+        assert all(text[-1] in "。？！" and len(text) == 5 for text in texts), texts
+    ended = shipped.generate(PoemRequest(prompt="春风吹柳，", form="free", max_chars=6, n=3, best_of=1,
+                                         sample=SampleOptions(seed=1)))["poems"]
+    assert [p["text"] for p in ended] == ["春风吹柳，"] * 3
 
 
 def test_forms_a_reader_takes_for_misspellings_are_never_written(monkeypatch):

@@ -198,6 +198,18 @@ def test_free_verse_stops_at_boundary():
     assert list(ids[0]) == [10, 11, 12, 13, 14, COMMA, 15, BOUNDARY]
 
 
+def test_free_verse_at_its_cap_closes_a_clause_no_mark_has_closed():
+    """A model that never writes a mark stopped at the cap mid-clause; it writes a stop mark there now,
+    only where no mark followed the prompt (a clause already closed is left to cut_to_clause)."""
+    shape, stops = Shape(None, 6, frozenset([COMMA, PERIOD])), [PERIOD]
+    capped = rules.FreeVerse([COMMA, PERIOD], max_chars=6, stop_ids=stops)
+    assert list(run([10, 11, 12, 13, 14, 15], [capped], shape=shape)[0]) == [10, 11, 12, 13, 14, PERIOD]
+    assert list(run([10, 11, COMMA, 13, 14, 15], [capped], shape=shape)[0]) == [10, 11, COMMA, 13, 14, 15]
+    prompt = [rules.Prompt([10, 11, 12, 13, COMMA], 1), rules.FreeVerse([COMMA, PERIOD], max_chars=6, stop_ids=stops,
+                                                                        kept=5)]
+    assert list(run([10] * 6, prompt, shape=shape)[0]) == [10, 11, 12, 13, COMMA, BOUNDARY]   # the prompt's clause
+
+
 def test_top_k_and_top_p_restrict_choices():
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], np.float32))
     rngs = [np.random.default_rng(i) for i in range(1)]
