@@ -6,6 +6,8 @@ the options are the generate command's own, read from its click parameters. Poem
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from poetgen.errors import BadInput, PoetgenError
@@ -16,6 +18,8 @@ RESET = ("default", "none")   # `/seed none`: back to the command's default
 BELONGS = {"tune": ("variant",)}   # options that go back to their default when this one changes
 COMMANDS = "/help, /options, /quit"
 BOOLEAN_WORDS = ("", "on", "off", "yes", "no", "true", "false", "1", "0")   # what a flag accepts (empty: on)
+UNBOUNDED = 2 ** 62   # a range's end beyond this (--seed's 2**63 - 1) is not worth naming
+_OPTION_SPELLING = re.compile(r"(?<![\w/'\"-])--?([a-z][a-z0-9-]*)")   # --max-chars, -n; not '--x' quoted
 
 
 def _settable(command: click.Command) -> dict[str, click.Option]:
@@ -30,6 +34,24 @@ def _settable(command: click.Command) -> dict[str, click.Option]:
 
 def _spelling(param: click.Option) -> str:
     return param.opts[-1].lstrip("-")
+
+
+def _takes(param: click.Option) -> str:
+    """What a value of `param` may be, as the session says it: a whole number from 1 to 1000, one of
+    text, json (click's own words name the command line's --n and "integer range")."""
+    kind = param.type
+    if isinstance(kind, click.Choice):
+        return f"one of {', '.join(map(str, kind.choices))}"
+    if not isinstance(kind, (click.IntRange, click.FloatRange)):
+        return "a " + kind.name
+    what = "a whole number" if isinstance(kind, click.IntRange) else "a number"
+    low = kind.min if kind.min is not None and abs(kind.min) < UNBOUNDED else None
+    high = kind.max if kind.max is not None and abs(kind.max) < UNBOUNDED else None
+    if low is not None and high is not None and not kind.min_open and not kind.max_open:
+        return f"{what} from {low} to {high}"
+    ends = ([] if low is None else [f"above {low}" if kind.min_open else f"{low} or more"]) + \
+        ([] if high is None else [f"below {high}" if kind.max_open else f"at most {high}"])
+    return f"{what}, {' and '.join(ends)}" if ends else what
 
 
 def _usage(param: click.Option) -> str:
@@ -70,7 +92,10 @@ class Session:
         elif not value:
             raise click.UsageError(f"/{name} needs a value: {_usage(param)}")
         else:
-            new = param.type.convert(value, param, self.context)
+            try:
+                new = param.type.convert(value, param, self.context)
+            except click.BadParameter:
+                raise click.UsageError(f"/{name} takes {_takes(param)}, not {value!r}") from None
         params = {p.name: p for p in self.names.values()}
         changed = {param.name: new}
         if new != self.options.get(param.name):   # a variant is its tune's: a new tune resets it
@@ -81,6 +106,14 @@ class Session:
             self.check(request)                                      # nor one the model cannot write
         self.options.update(changed)
         return "\n".join(f"{_spelling(params[n])} = {v!r}" for n, v in changed.items())
+
+    def own_spelling(self, message: str) -> str:
+        """`message` with the command line's spelling of a session option (--max-chars, -n) as the
+        session's own (/max-chars, /n): a request's errors name the options as the command line does."""
+        def spelled(match: re.Match) -> str:
+            return f"/{match.group(1)}" if match.group(1) in self.names else match.group(0)
+
+        return _OPTION_SPELLING.sub(spelled, message)
 
     def describe(self) -> str:
         params = {p.name: p for p in self.names.values()}
@@ -138,10 +171,9 @@ def run_session(command: click.Command, prompt: str, model_dir, int8: bool, opti
                 request, fmt, traditional = _request(line, session.options)
                 poems = poet.run(request, traditional)
                 result = poems.to_json() if fmt == "json" else f"{poems}\n"
-        except click.ClickException as error:
-            click.echo(f"poetgen: error: {' '.join(error.format_message().split())}", err=True)
-        except PoetgenError as error:
-            click.echo(f"poetgen: error: {' '.join(str(error).split())}", err=True)
+        except (click.ClickException, PoetgenError) as error:
+            message = error.format_message() if isinstance(error, click.ClickException) else str(error)
+            click.echo(f"poetgen: error: {session.own_spelling(' '.join(message.split()))}", err=True)
         if result is not None:   # outside the try: a stdout that fails ends the session, as a bad line does not
             with writing_stdout():
                 click.echo(result)

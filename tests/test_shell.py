@@ -55,7 +55,24 @@ def test_interactive_writes_a_poem_per_line_with_options_set_on_the_way(tiny_bun
     assert "Traceback" not in result.output
 
 
-def test_interactive_ends_at_eof_and_keeps_the_format_and_flags(tiny_bundle):
+def test_interactive_errors_name_the_sessions_own_commands(tiny_bundle):
+    """A bad value was answered in click's words for the command line: "Invalid value for '--seed': 'abc'
+    is not a valid integer range", "Invalid value for '-n'"; a request's own errors said --max-chars. The
+    session names its commands (/seed, /n, /max-chars) and what they take."""
+    session = "/seed abc\n/n 0\n/top-p 2\n/format xml\n/form free\n/max-chars 5\n白日依山尽黄河\n/form --seed\n"
+    result = CliRunner().invoke(cli, ["generate", "--interactive", "--model", str(tiny_bundle), "--seed", "1"],
+                                input=session)
+    assert result.exit_code == 0, result.output
+    errors = [line[len("poetgen: error: "):] for line in result.stderr.splitlines() if line.startswith("poetgen: error:")]
+    assert errors[:4] == ["/seed takes a whole number, 0 or more, not 'abc'",
+                          "/n takes a whole number from 1 to 1000, not '0'",
+                          "/top-p takes a number, above 0 and at most 1, not '2'",
+                          "/format takes one of text, json, not 'xml'"]
+    assert "raise /max-chars (max_chars)" in errors[4] and "'--seed'" in errors[5], errors
+    assert not any("--" in error or "-n" in error or "integer range" in error for error in errors[:5]), errors
+
+
+
     session = "/format json\n/traditional on\n/no-repeat off\n/allow-repeat\n/help\n/options\n秋\n"
     result = CliRunner().invoke(cli, ["generate", "--interactive", "--model", str(tiny_bundle), "--seed", "2",
                                       "--form", "wulv"], input=session)
