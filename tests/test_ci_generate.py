@@ -201,10 +201,12 @@ def test_a_tune_name_may_carry_its_variant_as_errors_and_the_savedmodel_spell_it
     spelled = generator.generate(PoemRequest(tune="浣溪沙#3", sample=SampleOptions(seed=1)))
     numbered = generator.generate(PoemRequest(tune="浣溪沙", variant=3, sample=SampleOptions(seed=1)))
     assert spelled["variant"] == 3 and spelled["poems"] == numbered["poems"]
-    for tune, variant, message in (("浣溪沙#3", 2, "names variant 3"), ("浣溪沙#x", None, "is a number")):
+    # a variant at odds with the one asked is the variant field's; a malformed #k the tune field's, where it was typed
+    for tune, variant, message, field in (("浣溪沙#3", 2, "names variant 3", "variant"),
+                                          ("浣溪沙#x", None, "is a number", "tune")):
         with pytest.raises(BadInput, match=message) as refused:
             generator.generate(PoemRequest(tune=tune, variant=variant))
-        assert refused.value.field == "variant"
+        assert refused.value.field == field
 
 
 def strictly_fits(text: str, variant, prosody) -> list[str]:
