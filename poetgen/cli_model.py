@@ -193,7 +193,7 @@ def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, bl
         import threadpoolctl
         import uvicorn
 
-        from poetgen.http_server import listening_sockets, run_server
+        from poetgen.http_server import listening_sockets, run_server, stop_on_sigterm
         from poetgen.serve import create_app
     except ImportError as error:
         from poetgen.errors import BadInput
@@ -205,16 +205,17 @@ def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, bl
     options.validate()
     if blas_threads:
         threadpoolctl.threadpool_limits(blas_threads, user_api="blas")
-    from poetgen.generate import Generator
+    with stop_on_sigterm():   # while the model loads, as uvicorn's handlers do once it serves
+        from poetgen.generate import Generator
 
-    sockets = listening_sockets(host, port)
-    try:
-        app = create_app(Generator.load(model_dir, int8), options)
-        logger.info(f"serving poems on http://{host}:{port}/ (Ctrl-C stops)")
-        run_server(app, sockets, options.timeout_s)
-    finally:
-        for sock in sockets:
-            sock.close()
+        sockets = listening_sockets(host, port)
+        try:
+            app = create_app(Generator.load(model_dir, int8), options)
+            logger.info(f"serving poems on http://{host}:{port}/ (Ctrl-C stops)")
+            run_server(app, sockets, options.timeout_s)
+        finally:
+            for sock in sockets:
+                sock.close()
 
 
 @command

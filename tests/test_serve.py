@@ -769,6 +769,50 @@ def test_ctrl_c_stops_the_server_with_the_interrupted_status(tiny_bundle, tmp_pa
     assert "Traceback" not in stderr
 
 
+# `poetgen serve` whose model load waits for a gate file the test never creates: the stop lands while loading
+_LOADING_WRAPPER = """
+import sys, threading
+from pathlib import Path
+from poetgen.generate import Generator
+
+def load(*args, **kwargs):
+    print("test: loading the model", file=sys.stderr, flush=True)
+    gate = Path(sys.argv[1])
+    while not gate.exists():
+        threading.Event().wait(0.01)
+    raise SystemExit("test: the gate opened")
+
+Generator.load = load
+sys.argv[1:2] = []
+from poetgen.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_a_stop_while_the_model_loads_is_interrupted_in_one_line(tmp_path, stop):
+    """SIGTERM while the model was still loading (before uvicorn's own handlers) killed the process by the
+    signal: exit 143 and no message, where a stop after start-up says `interrupted` and exits 130."""
+    import signal
+    import subprocess
+    import sys
+
+    wrapper = tmp_path / "serve_loading.py"
+    wrapper.write_text(_LOADING_WRAPPER, encoding="utf-8")
+    process = subprocess.Popen([sys.executable, str(wrapper), str(tmp_path / "gate"), "serve", "--port",
+                                str(free_port()), "--model", str(tmp_path / "never-read")],
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stderr.readline()
+        assert line == "test: loading the model\n", line + process.stderr.read()
+        process.send_signal(getattr(signal, stop))
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, (process.returncode, stderr)
+    assert stderr.strip() == "poetgen: interrupted", stderr
+
+
 def test_a_client_stalled_in_its_body_is_answered_408_and_does_not_hold_a_stop(tiny_bundle):
     """A client that sent part of its body and then nothing held its connection for as long as it liked,
     and SIGTERM (twice) waited for it: the server stopped listening but never exited."""
