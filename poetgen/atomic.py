@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -226,6 +227,19 @@ def atomic_directory(path: str | os.PathLike, force: bool = False, fill: tuple[s
     except BaseException:
         _remove(tmp)
         raise
+
+
+RANDOM_PART = "[a-z0-9_]{8}"   # the random part of a name tempfile.mkstemp or mkdtemp makes
+
+
+def fill_leftovers(path: Path) -> list[Path]:
+    """The temporary folders that atomic_directory(fill=…) made inside the directory `path`
+    (`.NAME.XXXXXXXX.tmp`) and a killed process never removed: its unmoved entries (the model among them,
+    moved last); what it had moved lies beside them."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{RANDOM_PART}\.tmp")
+    if not path.is_dir() or path.is_symlink():
+        return []
+    return sorted(p for p in path.iterdir() if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
 
 
 def _sync_directory(tmp: Path) -> None:

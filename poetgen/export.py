@@ -13,10 +13,11 @@ import gzip
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
-from poetgen.atomic import atomic_directory, check_parent, make_parents, write_text
-from poetgen.bundle import TOKENIZER_FILE, Bundle, save_bundle, write_config
+from poetgen.atomic import atomic_directory, check_parent, fill_leftovers, make_parents, write_text
+from poetgen.bundle import CONFIG_FILE, TOKENIZER_FILE, Bundle, save_bundle, write_config
 from poetgen.errors import BadInput, BadModel, OutputError, OutputExists
 from poetgen.lock import LOCK_NAME, Lock
 from poetgen.model import build_step_model, states_per_layer
@@ -52,6 +53,30 @@ def is_empty_directory(out: Path) -> bool:
     return out.is_dir() and not out.is_symlink() and all(p.name == LOCK_NAME for p in out.iterdir())
 
 
+def export_names() -> frozenset:
+    """The names an export writes at the top of its folder, in any format."""
+    from poetgen.graph_tables import TABLES_FILE
+    from poetgen.quantize import INT8_FILE
+    from poetgen.rerank import REVERSE_DIR
+
+    savedmodel = ("saved_model.pb", "fingerprint.pb", "variables", "assets", EXTRA_DIR)
+    return frozenset((*EXPORT_MARKERS, *savedmodel, TOKENIZER_FILE, CONFIG_FILE, INT8_FILE, REVERSE_DIR,
+                      TABLES_FILE))
+
+
+def interrupted_fill(out: Path) -> list[Path]:
+    """What an export killed while it moved its files into `out` (atomic_directory's fill: a kill -9 among
+    the renames) left there: its temporary folder (atomic.fill_leftovers) and the files it had moved, the
+    model not among them. Empty unless every entry but the lock is one of those: a folder with any other
+    file is not ours to clear, and one whose model was moved in holds a whole export (--force replaces it)."""
+    leftovers = fill_leftovers(out)
+    if not leftovers:
+        return []
+    moved = [p for p in out.iterdir() if p.name != LOCK_NAME and p not in leftovers]
+    names = export_names() - set(EXPORT_MARKERS)
+    return leftovers + moved if all(p.name in names for p in moved) else []
+
+
 def check_target(bundle: Bundle, options: ExportOptions) -> None:
     """Refuse early, before any slow conversion, what the final rename would refuse or regret."""
     out = Path(options.out)
@@ -64,11 +89,17 @@ def check_target(bundle: Bundle, options: ExportOptions) -> None:
             f"{trained[0]}, which only training writes"
         raise OutputExists(f"{out} is a training run (it holds {held}); not replacing it, even with --force: "
                            f"export to another --out")
-    if out.exists() and not options.force and not is_empty_directory(out):
+    half, leftovers = interrupted_fill(out), fill_leftovers(out)
+    moved = sorted(p.name for p in half if p not in leftovers)
+    if moved and not options.force:   # killed before it moved anything: as empty, filled without --force
+        raise OutputExists(f"{out} holds an interrupted export (killed while its files were moved in: "
+                           f"{', '.join(moved)}, no model, and its temporary folder {leftovers[0].name}); "
+                           f"pass --force to redo it")
+    if out.exists() and not options.force and not is_empty_directory(out) and not half:
         raise OutputExists(f"{out} already exists; pass --force to replace it")
     if out.exists() and not out.is_dir():
         raise OutputExists(f"{out} is a file, not an export; not replacing it, even with --force")
-    if out.is_dir() and not out.is_symlink() and not is_empty_directory(out) \
+    if out.is_dir() and not out.is_symlink() and not is_empty_directory(out) and not half \
             and not any((out / marker).exists() for marker in EXPORT_MARKERS):
         raise OutputExists(f"{out} is a directory that holds no export; not replacing it, even with --force")
     if not out.parent.is_dir():
@@ -121,9 +152,11 @@ def export(bundle: Bundle, options: ExportOptions) -> Path:
         else contextlib.nullcontext()   # a link (broken too) is refused by check_target, not followed
     with lock:
         check_target(bundle, options)
+        bundle = inference_bundle(bundle)
+        for entry in interrupted_fill(out):   # check_target let only --force past one with files moved in
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         # an empty directory (a new --out's, made by its lock, or a mounted volume) is filled, not replaced
         fill = EXPORT_MARKERS if is_empty_directory(out) else None
-        bundle = inference_bundle(bundle)
         try:
             with atomic_directory(options.out, options.force, fill=fill) as directory:
                 writer(bundle, directory)

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from poetgen.atomic import ask_stop, check_parent, stop_asked
+from poetgen.atomic import RANDOM_PART, ask_stop, check_parent, fill_leftovers, stop_asked
 from poetgen.errors import InUse
 
 logger = logging.getLogger(__name__)
@@ -58,8 +58,6 @@ def _terminate(signum, frame):
     ask_stop()           # remembered too: where this lands (a gc callback, a __del__) Python may drop it
     raise KeyboardInterrupt   # unwinds the with-blocks: the lock and half-written files are cleaned up
 
-
-_RANDOM = "[a-z0-9_]{8}"   # the random part of a name tempfile.mkstemp or mkdtemp makes
 
 class Lock:
     """Held from __enter__ to __exit__ (every exit path: return, exception, Ctrl-C, SIGTERM)."""
@@ -144,17 +142,20 @@ class Lock:
         """The temporary files and folders a killed holder left, named as poetgen.atomic names them (a
         random part of 8 characters): `.NAME.XXXXXXXX.tmp` beside the target, and inside a locked folder
         and its folders (resume/; not one with a lock of its own) the same and Staged's `.STEM.XXXXXXXX.SUFFIX`. Only the lock's holder writes them, and it is gone;
-        `.NAME.XXXXXXXX.old` (a replaced output not yet removed) is left alone."""
-        places = [(self.target.parent, re.compile(rf"\.{re.escape(self.target.name)}\.{_RANDOM}\.tmp"))]
+        `.NAME.XXXXXXXX.old` (a replaced output not yet removed) is left alone, and so is the folder a fill
+        left inside the target (atomic.fill_leftovers): `export` recognises the interrupted fill by it, and
+        `--force` redoes it (removed here, the half export beside it read as a folder that holds no export)."""
+        places = [(self.target.parent, re.compile(rf"\.{re.escape(self.target.name)}\.{RANDOM_PART}\.tmp"))]
         if self.lock_path.parent == self.target:   # a bundle: its files, and its folders' (resume/, saved each
-            inside = re.compile(rf"\..+\.{_RANDOM}\.(?!old$)[A-Za-z0-9]+")   # epoch) but one with a lock of
+            inside = re.compile(rf"\..+\.{RANDOM_PART}\.(?!old$)[A-Za-z0-9]+")   # epoch) but one with a lock of
             places += [(self.target, inside)] + [   # its own (reverse/, which another run may be writing)
                 (folder, inside) for folder in self.target.iterdir()
                 if folder.is_dir() and not folder.name.startswith(".") and not (folder / LOCK_NAME).exists()]
+        kept = set(fill_leftovers(self.target)) if self.lock_path.parent == self.target else set()
         for folder, pattern in places:
             if not folder.is_dir():
                 continue
-            for leftover in (p for p in folder.iterdir() if pattern.fullmatch(p.name)):
+            for leftover in (p for p in folder.iterdir() if pattern.fullmatch(p.name) and p not in kept):
                 with contextlib.suppress(OSError):
                     if leftover.is_dir() and not leftover.is_symlink():
                         shutil.rmtree(leftover)

@@ -289,6 +289,61 @@ def test_an_empty_directory_interrupted_while_filled_is_left_empty(tiny_bundle, 
     assert list(out.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["emptyout"]
 
 
+def _killed_while_filled(out, moved=("config.json", "int8.npz", "tokenizer.json"), *others):
+    """`out` as `kill -9` leaves an export into an empty folder among its renames: the lock of a dead process,
+    the files moved so far, and the temporary folder holding the rest (the model, moved last)."""
+    import socket
+
+    from poetgen.lock import LOCK_NAME
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out.mkdir()
+    (out / LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
+                                             "command": "poetgen export", "since": 0}))
+    leftover = out / f".{out.name}.k3x9_q2w.tmp"
+    leftover.mkdir()
+    (leftover / "model.keras").write_bytes(b"half")
+    for name in (*moved, *others):
+        (out / name).write_bytes(b"moved")
+    return leftover
+
+
+def test_an_export_killed_while_it_filled_its_folder_is_redone_with_force(tiny_bundle, tmp_path):
+    """kill -9 among the renames into an empty --out left some export files, no model, and `.out.….tmp/`:
+    every later export refused the folder ("holds no export; not replacing it, even with --force") and the
+    user had to clear it by hand. Without --force it is named for what it is; --force redoes it in place."""
+    out = tmp_path / "out"
+    leftover = _killed_while_filled(out)
+    before = os.stat(out).st_ino
+    refused = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras")
+    error = refused.output.strip().splitlines()[-1]   # after the notice that the dead export's lock is taken over
+    assert refused.exit_code == 2 and error.startswith("poetgen: error: "), refused.output
+    assert "holds an interrupted export" in error and error.endswith("pass --force to redo it")
+    assert leftover.is_dir() and (out / "config.json").read_bytes() == b"moved"   # kept for --force to see
+    forced = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "int8.npz", "model.keras", "tokenizer.json"]
+    assert os.stat(out).st_ino == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (out / "config.json").read_bytes() != b"moved"
+
+
+def test_an_export_killed_before_it_moved_anything_is_filled_without_force(tiny_bundle, tmp_path):
+    out = tmp_path / "out"
+    _killed_while_filled(out, ())
+    result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "tflite")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.tflite", "tables.npz", "tokenizer.json"]
+
+
+def test_a_killed_fill_beside_a_file_no_export_writes_is_never_cleared(tiny_bundle, tmp_path):
+    out = tmp_path / "out"
+    _killed_while_filled(out, ("config.json",), "thesis.txt")
+    result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras", "--force")
+    assert result.exit_code == 2 and "holds no export; not replacing it" in result.output, result.output
+    assert (out / "thesis.txt").read_bytes() == (out / "config.json").read_bytes() == b"moved"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--format", "onnx"], "'onnx' is not one of"),
     (["--model", "/nonexistent/model"], "model bundle not found"),
