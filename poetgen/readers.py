@@ -174,10 +174,15 @@ def _block_poem(block: list[str]) -> RawPoem:
 
 def verses_of(lines: list[str]) -> str:
     """The verses of a poem typed with its title and author on lines of their own (江雪 / 柳宗元 above it,
-    作者：柳宗元, ——柳宗元 under it), read as corpus import reads a block; the lines joined as they are when
-    none of them is a title or an author."""
-    poem = _block_poem(lines)
-    return poem.text if poem.title or poem.author else "\n".join(lines)
+    作者：柳宗元, ——柳宗元 under it), told apart as corpus import tells them in a block; the verse lines as
+    typed, a line each, marks added to none (a ci typed without marks is laid on its variant's clauses,
+    not on ， and 。 by turns); the lines as they are when none of them is a title or an author."""
+    title, rest = _title_head(lines[0])   # as _block_poem reads a block
+    block = lines
+    if title is not None and (rest.strip() or len(lines) > 1):
+        block = [rest, *lines[1:]] if rest.strip() else lines[1:]
+    verses, head, author = _signed(block, titled=bool(title))
+    return "\n".join(verses) if title or head or author else "\n".join(lines)
 
 
 # the lines around a block's verses that name its author: ——李白 or （李白） under them, 作者：李白 above them

@@ -409,6 +409,20 @@ def test_a_ci_typed_without_marks_is_laid_on_its_variants_clauses():
     assert "41 characters" in run("--tune", "浣溪沙", plain[:-1]).stderr   # a count no variant has: refused
 
 
+def test_a_ci_typed_without_marks_keeps_its_variants_clauses_under_an_attribution():
+    """The attribution check has always dropped (——晏殊 under the poem), or a title and author above it,
+    took the marks of a ci typed without them: the lines were read as corpus import reads a block, which
+    closes each line with ， or 。 by turns, so the one line of 晏殊's 浣溪沙 read 'layout off' with them and
+    'layout ok' without."""
+    plain = YAN_SHU.replace("，", "").replace("。", "").replace("？", "")
+    alone = json.loads(run("--tune", "浣溪沙", plain, "--format", "json").stdout)
+    assert alone["layout_ok"], alone
+    for typed in (plain + "\n——晏殊", plain + "\n（晏殊）", "【浣溪沙】\n" + plain,
+                  plain[:14] + "\n" + plain[14:28] + "\n" + plain[28:] + "\n——晏殊"):
+        result = run("--tune", "浣溪沙", typed, "--format", "json")
+        assert result.exit_code == 0 and json.loads(result.stdout) == alone, (typed, result.output)
+
+
 def test_a_title_and_author_above_the_poem_are_not_its_lines():
     """江雪 / 柳宗元 above the verses (as a poem is copied, and as corpus import reads a block) were scanned
     as two lines of 2 and 3 characters: 'lines of 2/3/5/5/5/5 characters are no regular shi form'."""
