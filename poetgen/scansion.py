@@ -138,8 +138,10 @@ def _lines_by_length(poem: str, form: str | None) -> str:
 def _prepared(text: str) -> tuple[str, bool]:
     """The poem with full-width marks: a byte-order mark, a trailing attribution (——晏殊) and repeated marks
     dropped; rows or space-separated runs without an end mark are closed, with ， and 。 in turn when the
-    poem has no mark at all (one line per line, as people type a poem), and the poem ends with a stop.
-    And whether it was typed with marks of its own (a ci without them is laid on its variant's clauses)."""
+    poem has no mark but a closing one (one line per line, as people type a poem), and the poem ends with
+    a stop.
+    And whether it was typed with marks of its own, a closing one aside (a ci without them is laid on its
+    variant's clauses)."""
     text = _ELLIPSIS.sub("。", _INVISIBLE.sub("", text).strip())   # 更上一层楼…… ends the poem; inside, a line
     lines = [line for line in text.splitlines() if line.strip()]
     text = verses_of(lines) if len(lines) > 1 else text   # 江雪 / 柳宗元 above it: no lines of the poem
@@ -148,7 +150,7 @@ def _prepared(text: str) -> tuple[str, bool]:
     rows = [row for row in (normalize_text(row, simplify=False) for row in rows) if row]
     if not any(is_han(ch) for row in rows for ch in row):
         raise BadInput("no poem to scan: give its text in Chinese characters", field="text")
-    marked = any(ch in MARKS for row in rows for ch in row)
+    marked = any(ch in MARKS for ch in "".join(rows).rstrip(MARKS))   # a closing stop alone marks no clause
     rows = [row if row[-1] in MARKS else row + ("。" if marked or i % 2 else "，") for i, row in enumerate(rows)]
     poem = re.sub(f"([{MARKS}])[{MARKS}]+", r"\1", "".join(rows)).lstrip(MARKS)
     if len(poem) > MAX_SCANNED:

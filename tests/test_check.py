@@ -423,6 +423,17 @@ def test_a_ci_typed_without_marks_keeps_its_variants_clauses_under_an_attributio
         assert result.exit_code == 0 and json.loads(result.stdout) == alone, (typed, result.output)
 
 
+def test_a_ci_typed_without_marks_but_its_closing_stop_is_laid_on_its_variants_clauses():
+    """A final 。 (as a sentence is closed) counted as the ci's own marks: typed on one line it read 'layout
+    off' with it and 'layout ok' without, where a shi typed so is cut into its lines either way."""
+    plain = YAN_SHU.replace("，", "").replace("。", "").replace("？", "")
+    alone = json.loads(run("--tune", "浣溪沙", plain, "--format", "json").stdout)
+    for typed in (plain + "。", plain[:14] + "\n" + plain[14:28] + "\n" + plain[28:] + "。"):
+        result = run("--tune", "浣溪沙", typed, "--format", "json")
+        assert result.exit_code == 0 and json.loads(result.stdout) == alone, (typed, result.output)
+    off = json.loads(run("--tune", "浣溪沙", plain[:8] + "。" + plain[8:] + "。", "--format", "json").stdout)
+    assert not off["layout_ok"]   # a mark inside is the poem's own: read as typed
+
 def test_a_title_and_author_above_the_poem_are_not_its_lines():
     """江雪 / 柳宗元 above the verses (as a poem is copied, and as corpus import reads a block) were scanned
     as two lines of 2 and 3 characters: 'lines of 2/3/5/5/5/5 characters are no regular shi form'."""
