@@ -60,6 +60,17 @@ def _set_blas_threads(counts: list[int]) -> None:
 _ONE_BLAS_THREAD = SharedSetting(_limit_blas, _set_blas_threads)
 
 
+def set_process_blas_threads(threads: int) -> None:
+    """NumPy's BLAS on `threads` threads from now on (`serve --blas-threads`), which one_blas_thread may still
+    lower in another thread: threadpoolctl.threadpool_limits() called so kept a process-wide OpenBLAS for
+    the calling thread (3.6 on), and the batching threads' one-thread limit did nothing."""
+    for library in _blas().lib_controllers:
+        library.set_num_threads(threads)
+        let_go = getattr(library, "clear_controlling_thread", None)
+        if let_go is not None:
+            let_go()
+
+
 def find_blas() -> None:
     """Find NumPy's BLAS now (threadpoolctl imported, the loaded libraries searched), not in the first block."""
     _blas()

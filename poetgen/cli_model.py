@@ -204,7 +204,9 @@ def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, bl
     options = BatchOptions(max_rows=max_rows, max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s)
     options.validate()
     if blas_threads:
-        threadpoolctl.threadpool_limits(blas_threads, user_api="blas")
+        from poetgen.blas import set_process_blas_threads
+
+        set_process_blas_threads(blas_threads)
     with stop_on_sigterm():   # while the model loads, as uvicorn's handlers do once it serves
         from poetgen.generate import Generator
 

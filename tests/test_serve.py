@@ -986,3 +986,41 @@ def test_a_poem_is_checked_as_the_cli_checks_it(client):
         refused = client.post("/api/check", json=body)
         assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == field, (body, refused.text)
     assert client.post("/api/check", json={}).json()["detail"][0]["message"] == "text is required"
+
+
+def test_serve_blas_threads_leave_the_one_thread_limit_to_the_generation_threads(monkeypatch):
+    """`serve --blas-threads 3` set the count from the main thread with threadpoolctl, which (3.6 on) then
+    ignored every other thread's setting of a process-wide OpenBLAS: the batching and share threads' int8
+    steps ran on 3 BLAS threads, not 1 (one_blas_thread did nothing)."""
+    import threading
+
+    import threadpoolctl
+
+    from poetgen import blas, generate, http_server
+    from poetgen import serve as serve_module
+
+    libraries = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+    shared = [library for library in libraries if getattr(library, "threading_layer", None) != "openmp"]
+    if not shared or not hasattr(shared[0], "clear_controlling_thread"):
+        pytest.skip("no process-wide BLAS that threadpoolctl hands to one thread")
+    found = [library.num_threads for library in shared]
+    seen = []
+
+    def run_server(app, sockets, timeout_s):   # the batching thread's int8 step, instead of serving
+        def step():
+            with blas.one_blas_thread():
+                seen.append([library.num_threads for library in shared])
+        worker = threading.Thread(target=step)
+        worker.start()
+        worker.join(60)
+
+    monkeypatch.setattr(generate.Generator, "load", staticmethod(lambda *args: None))
+    monkeypatch.setattr(serve_module, "create_app", lambda generator, options: None)
+    monkeypatch.setattr(http_server, "run_server", run_server)
+    try:
+        result = CliRunner().invoke(cli, ["serve", "--port", str(free_port()), "--blas-threads", "3"])
+        assert result.exit_code == 0, result.output
+        assert seen == [[1] * len(shared)]
+        assert [library.num_threads for library in shared] == [3] * len(shared)   # the server's own count
+    finally:
+        blas._set_blas_threads(found)   # as it was for the other tests
