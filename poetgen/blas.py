@@ -51,10 +51,14 @@ def _set_blas_threads(counts: list[int]) -> None:
     """Set each process-wide BLAS library's thread count, and let any thread set it next: threadpoolctl (3.6
     on) hands OpenBLAS to the first thread that sets it, and ignores the others until that one lets go."""
     for library, count in zip([library for library in _blas().lib_controllers if not _per_thread(library)], counts):
-        library.set_num_threads(count)
-        let_go = getattr(library, "clear_controlling_thread", None)
-        if let_go is not None:
-            let_go()
+        _set(library, count)
+
+
+def _set(library, count: int) -> None:
+    library.set_num_threads(count)
+    let_go = getattr(library, "clear_controlling_thread", None)
+    if let_go is not None:
+        let_go()
 
 
 _ONE_BLAS_THREAD = SharedSetting(_limit_blas, _set_blas_threads)
@@ -65,10 +69,7 @@ def set_process_blas_threads(threads: int) -> None:
     lower in another thread: threadpoolctl.threadpool_limits() called so kept a process-wide OpenBLAS for
     the calling thread (3.6 on), and the batching threads' one-thread limit did nothing."""
     for library in _blas().lib_controllers:
-        library.set_num_threads(threads)
-        let_go = getattr(library, "clear_controlling_thread", None)
-        if let_go is not None:
-            let_go()
+        _set(library, threads)
 
 
 def find_blas() -> None:

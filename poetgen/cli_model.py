@@ -190,10 +190,9 @@ def generate(prompt, model_dir, fmt, traditional, int8, interactive, **options) 
 def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, blas_threads, int8) -> None:
     """Serve the poem page at / and the JSON API at /api/generate."""
     try:
-        import threadpoolctl
         import uvicorn
 
-        from poetgen.http_server import listening_sockets, run_server, stop_on_sigterm
+        from poetgen.http_server import listening_sockets, run_server
         from poetgen.serve import create_app
     except ImportError as error:
         from poetgen.errors import BadInput
@@ -207,7 +206,9 @@ def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, bl
         from poetgen.blas import set_process_blas_threads
 
         set_process_blas_threads(blas_threads)
-    with stop_on_sigterm():   # while the model loads, as uvicorn's handlers do once it serves
+    from poetgen.lock import sigterm_interrupts
+
+    with sigterm_interrupts():   # while the model loads, as uvicorn's handlers do once it serves
         from poetgen.generate import Generator
 
         sockets = listening_sockets(host, port)

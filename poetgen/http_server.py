@@ -88,34 +88,6 @@ def header_deadline(seconds: float):
     return HeaderDeadline
 
 
-@contextlib.contextmanager
-def stop_on_sigterm():
-    """SIGTERM stops like Ctrl-C (KeyboardInterrupt: `interrupted`, exit 130) while `poetgen serve` loads its
-    model, before run_server's own handlers (which hand it back to this one once stopped): it killed the
-    process by the signal (exit 143, no message). A stop whose KeyboardInterrupt was dropped where it landed
-    (a gc callback) still stops at the end of the block. Only the main thread gets signals; a handler someone
-    else installed is left alone."""
-    import signal
-
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield
-        return
-    asked = threading.Event()
-
-    def terminate(signum, frame):
-        asked.set()
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if asked.is_set():
-        raise KeyboardInterrupt
-
-
 def run_server(app, sockets: list, timeout_s: float = BatchOptions.timeout_s) -> None:
     """Serve `app` on the listening `sockets` until Ctrl-C or SIGTERM: requests in flight finish, for at
     most `timeout_s` (the requests' own limit) and a few seconds more (a second Ctrl-C or SIGTERM cuts them

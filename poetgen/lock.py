@@ -59,6 +59,25 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt   # unwinds the with-blocks: the lock and half-written files are cleaned up
 
 
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """SIGTERM stops the block as Ctrl-C does (KeyboardInterrupt: `interrupted`, exit 130) where it would
+    kill the process by the signal (exit 143, no message): `poetgen serve` while its model loads. A stop
+    whose KeyboardInterrupt was dropped where it landed still stops at the end of the block. Only the main
+    thread gets signals; a handler someone else installed is left alone (as Lock leaves it)."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if stop_asked():
+        raise KeyboardInterrupt
+
+
 class Lock:
     """Held from __enter__ to __exit__ (every exit path: return, exception, Ctrl-C, SIGTERM)."""
 
