@@ -37,6 +37,10 @@ def check_command(text: str, form: str | None, tune: str | None, variant: int | 
     from poetgen.scansion import scan
 
     require_output()
+    if tune is not None and not tune.strip():   # `--tune ""` would scan it as shi: refused, as generate refuses it
+        from poetgen.request import blank
+
+        raise blank("tune")
     if text == "-":
         if sys.stdin is None or sys.stdin.isatty():
             raise BadInput("give the poem as TEXT, or pipe it in (poetgen check - < poem.txt)", field="text")

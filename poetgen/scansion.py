@@ -84,6 +84,10 @@ def scan(text: str, form: str | None = None, tune: str | None = None, variant: i
     what cannot be scanned: no text, a form and a tune both, a shape no regular form has."""
     if not isinstance(text, str):
         raise BadInput(f"the poem must be text, not {type(text).__name__}", field="text")
+    if isinstance(tune, str) and tune and not tune.strip():   # given, but blank: refused, not read as shi
+        from poetgen.request import blank   # (as generate refuses it; "" is left out, as a request reads it)
+
+        raise blank("tune")
     poem, marked = _prepared(text)
     tune = variant_spelling(tune) or None if isinstance(tune, str) else tune
     if tune and "#" in tune:   # 浣溪沙#3, as errors, `tunes` and the SavedModel spell a variant

@@ -245,8 +245,21 @@ def test_leading_marks_an_inner_dash_and_forms_as_requests_spell_them():
     for form in ("QIJUE", "七絕"):   # as the CLI's generate reads it, in traditional characters too
         assert json.loads(run("--form", form, "朝辞白帝彩云间，千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。",
                               "--format", "json").stdout)["form"] == "qijue"
-    assert json.loads(run("--tune", " ", STORK, "--format", "json").stdout)["genre"] == "shi"
 
+
+def test_a_blank_tune_is_refused_as_generate_refuses_it():
+    """`check --tune ""` (or " ") scanned the text as shi where `generate --tune ""` refuses a blank tune:
+    one line naming the tune, exit 2; poetgen.check and /api/check read a blank tune alike ("" left out)."""
+    from poetgen.errors import BadInput
+
+    for blank in ("", " ", "\u3000"):
+        refused = run("--tune", blank, STORK)
+        assert refused.exit_code == EXIT_USAGE and refused.stdout == "", (blank, refused.output)
+        assert refused.stderr == "poetgen: error: tune is blank: give a tune's name, or leave tune out for shi\n"
+    assert run("--tune", "", "--variant", "2", STORK).stderr.startswith("poetgen: error: tune is blank")
+    with pytest.raises(BadInput, match="tune is blank"):
+        poetgen.check(STORK, tune=" ")
+    assert poetgen.check(STORK, tune="").genre == poetgen.check(STORK).genre == "shi"
 
 
 def test_a_couplet_off_glue_is_named_where_it_breaks():
