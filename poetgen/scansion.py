@@ -297,9 +297,9 @@ def _shi_rhymes(lines: list[str], layout, prosody, check) -> tuple[str | None, d
 def _scan_ci(poem: str, tune_name: str, number: int | None, marked: bool = True) -> Scansion:
     """`poem` against the tune `tune_name` finds, at variant `number`; without one, against whichever of
     the tunes the name may mean (TuneTable.readings: 乌夜啼 and 相见欢, which Song poets also called so) and
-    of their variants it fits best, saying so in `read_as` when that is another tune. A poem typed without
-    marks (`marked` False) is laid on that variant's clauses where its rows end at clause ends
-    (_clauses_of): the marks it lacks are no fault of its layout."""
+    of their variants it fits best, saying so in `read_as` when that is another tune. A poem whose marks
+    and row ends (`marked` False: it has no marks of its own) all fall at clause ends of that variant is
+    laid on its clauses (_clauses_of): the marks it lacks between them are no fault of its layout."""
     from poetgen.tunes import tune_table
 
     tunes, prosody, rhyme = tune_table(), table(), ci_rhyme()
@@ -318,7 +318,7 @@ def _scan_ci(poem: str, tune_name: str, number: int | None, marked: bool = True)
         raise BadInput(f"{count} characters: {'; '.join(has)}" + ("" if number is None else f" (variant {number}: "
                        f"{variant.length})"), field="text")
     read_as = "" if tune is readings[0] and tunes.find(tune_name) is tune else _read_as(tune_name, tune, readings)
-    laid = poem if marked else _clauses_of(poem, variant)
+    laid = _clauses_of(poem, variant, marked)
     if laid != poem:   # checked again as laid: its clauses are the variant's, its rhyme and 平仄 the same
         poem, (read, unknown) = laid, _readable(laid, prosody)
         check = check_ci(read, variant, prosody, rhyme)
@@ -343,26 +343,20 @@ def _scan_ci(poem: str, tune_name: str, number: int | None, marked: bool = True)
                     None, _score(scanned), tuple(scanned), unknown, check.repeat_ok, read_as)
 
 
-def _clauses_of(poem: str, variant) -> str:
-    """A ci typed without marks, on one line or in rows that each end where a clause of `variant` does
-    (a clause a line, a sentence a line), with the variant's marks after its clauses; any other poem (a
-    row that ends inside a clause) as it is."""
-    ends, count = set(), 0
-    for length in variant.line_lengths:
-        count += length
-        ends.add(count)
-    rows, count = [line[:-1] for line in clauses(poem)], 0
-    for row in rows:
-        count += len(row)
-        if count not in ends:
-            return poem
-    if "".join(clauses(poem)) != poem or count != variant.length:
+def _clauses_of(poem: str, variant, marked: bool) -> str:
+    """`poem` laid on the clauses of `variant` when every mark it has (its own, or one closing a row) ends
+    one of them, as the prompt fitter lays a prompt (Layout.fit_prompt): the clauses it runs together (two
+    a line, 鹧鸪天's 彩袖殷勤捧玉钟当年拚却醉颜红。 a row; a sentence a line; one line without marks) take
+    the variant's marks, the marks it has are kept (`marked`; without marks of its own, those closing its
+    rows are the variant's too); any other poem (a mark or a row end inside a clause) as it is."""
+    layout = variant.layout
+    try:
+        lines = layout.lines(layout.fit_prompt(poem))
+    except BadInput:   # a mark inside a clause, or more characters than the variant has
         return poem
-    text, start, laid = "".join(rows), 0, []
-    for length, mark in zip(variant.line_lengths, variant.layout.end_marks):
-        laid.append(text[start:start + length] + mark)
-        start += length
-    return "".join(laid)
+    if lines is None:   # fewer characters than the variant has
+        return poem
+    return "".join(line if marked else line[:-1] + mark for line, mark in zip(lines, layout.end_marks))
 
 
 def _read_as(name: str, tune, readings: list) -> str:

@@ -456,3 +456,42 @@ def test_a_title_and_author_above_the_poem_are_not_its_lines():
                   "江雪\n作者：柳宗元\n" + snow, "【江雪】\n" + snow + "\n——柳宗元"):
         result = run(typed, "--format", "json")
         assert result.exit_code == 0 and json.loads(result.stdout) == alone, (typed, result.output)
+
+
+SU_SHI = "细雨斜风作晓寒，淡烟疏柳媚晴滩。入淮清洛渐漫漫。雪沫乳花浮午盏，蓼茸蒿笋试春盘。人间有味是清欢。"
+YAN_JIDAO = ("彩袖殷勤捧玉钟，当年拚却醉颜红。舞低杨柳楼心月，歌尽桃花扇影风。从别后，忆相逢，几回魂梦与君同。"
+             "今宵剩把银釭照，犹恐相逢是梦中。")
+
+
+def _rows(poem: str, per_row: int, inner: str) -> str:
+    """`poem`'s clauses `per_row` a row, joined inside a row by `inner`, each row ending in its last mark."""
+    import re
+
+    parts = re.findall(r"[^，。？！]+[，。？！]", poem)
+    groups = [parts[i:i + per_row] for i in range(0, len(parts), per_row)]
+    rows = ["".join(part[:-1] + inner for part in group[:-1]) + group[-1] for group in groups]
+    return "\n".join(rows)
+
+
+def test_a_ci_typed_with_marks_at_its_row_ends_only_is_laid_on_its_variants_clauses():
+    """苏轼's 浣溪沙 or 晏几道's 鹧鸪天 typed two clauses a row, a mark ending each row and none inside it (or
+    three a row, or one line with marks left out between clauses) read 'layout off': its own marks made it
+    'marked', so it was not laid on the variant's clauses. Every mark it has ends a clause of the variant:
+    the clauses it runs together take the variant's marks; a mark inside a clause is still off."""
+    for tune, poem in (("浣溪沙", SU_SHI), ("鹧鸪天", YAN_JIDAO)):
+        marked = json.loads(run("--tune", tune, poem, "--format", "json").stdout)
+        assert marked["layout_ok"] and marked["ok"], marked
+        for typed in (_rows(poem, 2, ""), _rows(poem, 3, ""), _rows(poem, 2, "，"), poem.replace("，", "")):
+            result = run("--tune", tune, typed, "--format", "json")
+            data = json.loads(result.stdout)
+            assert data["layout_ok"] and data["ok"], (typed, result.output)
+            assert [line["text"][:-1] for line in data["lines"]] == [line["text"][:-1] for line in marked["lines"]]
+            assert (data["variant"], data["faults"], data["rhyme_group"]) == \
+                (marked["variant"], marked["faults"], marked["rhyme_group"])
+    rows = _rows(SU_SHI, 2, "").splitlines()
+    assert "layout ok" in run("--tune", "浣溪沙", "-", stdin="\n".join(rows) + "\n").stdout.splitlines()[0]
+    inside = SU_SHI.replace("淡烟疏柳媚晴滩", "淡烟，疏柳媚晴滩")   # a mark inside a clause
+    assert not json.loads(run("--tune", "浣溪沙", inside, "--format", "json").stdout)["layout_ok"]
+    broken = rows[0][:9] + "\n" + rows[0][9:] + "\n" + "\n".join(rows[1:])   # a row end inside a clause
+    assert not json.loads(run("--tune", "浣溪沙", broken, "--format", "json").stdout)["layout_ok"]
+
