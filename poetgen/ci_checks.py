@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import re
+from typing import Callable
 
 from poetgen.ci_rhyme import LEVEL_CODES, OBLIQUE_CODES, CiRhyme, codes_for_tone, describe, flip
 from poetgen.metre import PING, tone_fits
@@ -170,19 +171,22 @@ def check_ci(text: str, variant: Variant, prosody: Prosody, rhyme: CiRhyme, acro
 LAYOUT_WEIGHT = 0.05   # what a layout that fits adds to a variant's rhyme and 平仄 scores (check_against_tune)
 
 
-def check_against_tune(text: str, tune: Tune, prosody: Prosody, rhyme: CiRhyme) -> CiCheck:
+def check_against_tune(text: str, tune: Tune, prosody: Prosody, rhyme: CiRhyme,
+                       lay: Callable[[str, Variant], str] | None = None) -> CiCheck:
     """Against the variant the ci fits best (`fit`, by the 谱's own marks): of those with its character
     count, the most rhyme and 平仄 positions that fit, a layout that fits adding LAYOUT_WEIGHT. Editions
     punctuate clauses differently (岳飞's 满江红 breaks 驾长车，踏破贺兰山缺 three and six where the 谱
     breaks five and four), while the 平仄 of ninety
     characters tells variants apart: ranked by layout first, that 满江红 was read as variant 3, 13 of its
-    平仄 wrong, rather than variant 1, where all fit."""
-    checks = [check_ci(text, v.as_marked, prosody, rhyme) for v in tune.variants]
+    平仄 wrong, rather than variant 1, where all fit. `lay`: the text as laid on a variant's clauses, judged
+    against that variant (`poetgen check`'s ci typed with fewer marks than its clauses; default: as it is)."""
+    texts = [lay(text, v) if lay else text for v in tune.variants]
+    checks = [check_ci(laid, v.as_marked, prosody, rhyme) for laid, v in zip(texts, tune.variants)]
     best = max(checks, key=lambda c: (fit(c), -c.variant))
     # chosen by the 谱's own marks (Variant.marked), reported by the marks poets kept (Variant.free):
     # counting freed positions as fits would draw 满庭芳#2's ci to #1, whose one mark apart they were
     chosen = tune.variants[best.variant - 1]
-    return best if chosen.as_marked is chosen else check_ci(text, chosen, prosody, rhyme)
+    return best if chosen.as_marked is chosen else check_ci(texts[best.variant - 1], chosen, prosody, rhyme)
 
 
 def fit(check: CiCheck) -> tuple:
@@ -199,9 +203,10 @@ def position_share(check: CiCheck) -> float:
     return sum(positions) / len(positions) if positions else 0.0
 
 
-def check_against_tunes(text: str, tunes: list[Tune], prosody: Prosody, rhyme: CiRhyme) -> CiCheck:
+def check_against_tunes(text: str, tunes: list[Tune], prosody: Prosody, rhyme: CiRhyme,
+                        lay: Callable[[str, Variant], str] | None = None) -> CiCheck:
     """Against the tune of `tunes` (those a name may mean: tunes.TuneTable.readings) whose variants the ci
     fits best (`fit`), the first on a tie: a ci titled 乌夜啼 of 36 characters is 相见欢's (李煜's 无言独上西楼),
-    one of 48 the 谱's 乌夜啼. CiCheck.tune says which."""
-    checks = [check_against_tune(text, tune, prosody, rhyme) for tune in tunes]
+    one of 48 the 谱's 乌夜啼. CiCheck.tune says which. `lay` as check_against_tune takes it."""
+    checks = [check_against_tune(text, tune, prosody, rhyme, lay) for tune in tunes]
     return max(enumerate(checks), key=lambda pair: (fit(pair[1]), -pair[0]))[1]

@@ -297,19 +297,25 @@ def _shi_rhymes(lines: list[str], layout, prosody, check) -> tuple[str | None, d
 def _scan_ci(poem: str, tune_name: str, number: int | None, marked: bool = True) -> Scansion:
     """`poem` against the tune `tune_name` finds, at variant `number`; without one, against whichever of
     the tunes the name may mean (TuneTable.readings: 乌夜啼 and 相见欢, which Song poets also called so) and
-    of their variants it fits best, saying so in `read_as` when that is another tune. A poem whose marks
-    and row ends (`marked` False: it has no marks of its own) all fall at clause ends of that variant is
-    laid on its clauses (_clauses_of): the marks it lacks between them are no fault of its layout."""
+    of their variants it fits best, saying so in `read_as` when that is another tune. Each variant judges
+    the poem laid on its clauses where its marks and row ends (`marked` False: it has no marks of its own)
+    all fall at clause ends of it (_clauses_of): the marks it lacks between them are no fault of its
+    layout, and a variant it lays on is told from one it does not, as a marked poem's are."""
     from poetgen.tunes import tune_table
 
     tunes, prosody, rhyme = tune_table(), table(), ci_rhyme()
     readings = tunes.readings(tune_name) if number is None else []
     readings = readings or [tunes.get(tune_name)]   # a variant is the named tune's; get() names an unknown one
     read, unknown = _readable(poem, prosody)
+
+    def lay(text: str, variant) -> str:   # each variant judged with the poem laid on its own clauses
+        return _clauses_of(text, variant, marked)
+
     if number is not None:
-        check = check_ci(read, readings[0].variant(number, tune_name), prosody, rhyme)
+        asked = readings[0].variant(number, tune_name)
+        check = check_ci(lay(read, asked), asked, prosody, rhyme)
     else:
-        check = check_against_tunes(read, readings, prosody, rhyme)
+        check = check_against_tunes(read, readings, prosody, rhyme, lay)
     tune = next(t for t in readings if t.name == check.tune)
     variant = tune.variants[check.variant - 1]
     if not check.chars_ok:
@@ -318,10 +324,8 @@ def _scan_ci(poem: str, tune_name: str, number: int | None, marked: bool = True)
         raise BadInput(f"{count} characters: {'; '.join(has)}" + ("" if number is None else f" (variant {number}: "
                        f"{variant.length})"), field="text")
     read_as = "" if tune is readings[0] and tunes.find(tune_name) is tune else _read_as(tune_name, tune, readings)
-    laid = _clauses_of(poem, variant, marked)
-    if laid != poem:   # checked again as laid: its clauses are the variant's, its rhyme and 平仄 the same
-        poem, (read, unknown) = laid, _readable(laid, prosody)
-        check = check_ci(read, variant, prosody, rhyme)
+    poem = lay(poem, variant)   # shown as it was judged: laid on the variant's clauses
+    read = lay(read, variant)
     chars = han_chars(normalize_marks(poem))
     own = variant.layout.lines(normalize_marks(poem))   # the poem's own marks where its clauses are the variant's
     tone_at = [pos for pos, tone in enumerate(variant.tones) if tone != EITHER_TONE]
