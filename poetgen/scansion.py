@@ -21,6 +21,7 @@ from poetgen.layout import FORM_ALIASES, FORMS, MARKS, clauses, form_of, layout_
 from poetgen.metre import strict_columns, tone_patterns
 from poetgen.prosody import neighbours, table
 from poetgen.readers import verses_of
+from poetgen.scansion_heads import ci_heads, shi_heads, tunes_named, under_heads
 from poetgen.scansion_report import position_counts, report
 from poetgen.tunes import EITHER as EITHER_TONE
 from poetgen.tunes import lookup_key, variant_spelling
@@ -88,7 +89,7 @@ def scan(text: str, form: str | None = None, tune: str | None = None, variant: i
         from poetgen.request import blank   # (as generate refuses it; "" is left out, as a request reads it)
 
         raise blank("tune")
-    poem, marked = _prepared(text)
+    _prepared(text)   # what is no poem at all is refused as typed, before its form is read
     tune = variant_spelling(tune) or None if isinstance(tune, str) else tune
     if tune and "#" in tune:   # 浣溪沙#3, as errors, `tunes` and the SavedModel spell a variant
         if variant is not None:
@@ -110,9 +111,18 @@ def scan(text: str, form: str | None = None, tune: str | None = None, variant: i
         raise BadInput("give a shi form or a ci tune, not both", field="tune")
     if variant is not None and not tune:
         raise BadInput("a variant belongs to a tune: give the tune too", field="variant")
+    lines = _typed_lines(text)   # 静夜思 or 浣溪沙 / 宋·苏轼 above the poem: left out where only the rest is one
     if tune:
-        return _scan_ci(poem, tune, variant, marked)
-    poem = _lines_by_length(poem, form)
+        readings = tunes_named(tune)
+        return under_heads(text, lines, lambda typed: _scan_ci(*_prepared(typed), tune, variant),
+                           lambda heads, _: ci_heads(heads, readings))
+    return under_heads(text, lines, lambda typed: _scan_typed_shi(typed, form),
+                       lambda heads, scansion: shi_heads(heads, layout_of(scansion.form).uniform_length))
+
+
+def _scan_typed_shi(text: str, form: str | None) -> Scansion:
+    """`text` scanned as `form`, or as the form its lines' lengths have; BadInput when they have none."""
+    poem = _lines_by_length(_prepared(text)[0], form)
     found = form or form_of(poem)
     if found not in FORMS:
         lengths = [str(len(line) - 1) for line in clauses(poem)]
@@ -146,10 +156,7 @@ def _prepared(text: str) -> tuple[str, bool]:
     a stop.
     And whether it was typed with marks of its own, a closing one aside (a ci without them is laid on its
     variant's clauses)."""
-    text = _ELLIPSIS.sub("。", _INVISIBLE.sub("", text).strip())   # 更上一层楼…… ends the poem; inside, a line
-    lines = [line for line in text.splitlines() if line.strip()]
-    text = verses_of(lines) if len(lines) > 1 else text   # 江雪 / 柳宗元 above it: no lines of the poem
-    text = _ATTRIBUTION.sub(r"\1", text)
+    text = _ATTRIBUTION.sub(r"\1", "\n".join(_typed_lines(text)))
     rows = [part for raw in text.splitlines() for part in re.split(r"[\s\u3000]+", raw.strip()) if part]
     rows = [row for row in (normalize_text(row, simplify=False) for row in rows) if row]
     if not any(is_han(ch) for row in rows for ch in row):
@@ -160,6 +167,14 @@ def _prepared(text: str) -> tuple[str, bool]:
     if len(poem) > MAX_SCANNED:
         raise BadInput(f"a poem of {len(poem)} characters: at most {MAX_SCANNED} are scanned", field="text")
     return (poem[:-1] + "。" if poem[-1] not in STOPS else poem), marked
+
+
+def _typed_lines(text: str) -> list[str]:
+    """The poem's lines as typed, its title and author dropped where corpus import drops them (江雪 / 柳宗元
+    above it: readers.verses_of), blank lines and invisible characters left out."""
+    text = _ELLIPSIS.sub("。", _INVISIBLE.sub("", text).strip())   # 更上一层楼…… ends the poem; inside, a line
+    lines = [line for line in text.splitlines() if line.strip()]
+    return verses_of(lines).splitlines() if len(lines) > 1 else lines
 
 
 def _readable(text: str, prosody) -> tuple[str, str]:
@@ -294,7 +309,7 @@ def _shi_rhymes(lines: list[str], layout, prosody, check) -> tuple[str | None, d
     return group, fits
 
 
-def _scan_ci(poem: str, tune_name: str, number: int | None, marked: bool = True) -> Scansion:
+def _scan_ci(poem: str, marked: bool, tune_name: str, number: int | None) -> Scansion:
     """`poem` against the tune `tune_name` finds, at variant `number`; without one, against whichever of
     the tunes the name may mean (TuneTable.readings: 乌夜啼 and 相见欢, which Song poets also called so) and
     of their variants it fits best, saying so in `read_as` when that is another tune. Each variant judges

@@ -499,3 +499,34 @@ def test_a_ci_typed_with_marks_at_its_row_ends_only_is_laid_on_its_variants_clau
     broken = rows[0][:9] + "\n" + rows[0][9:] + "\n" + "\n".join(rows[1:])   # a row end inside a clause
     assert not json.loads(run("--tune", "浣溪沙", broken, "--format", "json").stdout)["layout_ok"]
 
+
+
+def test_a_tune_title_or_author_line_above_the_poem_is_left_out_where_only_the_rest_is_its_form():
+    """浣溪沙, 苏轼 or 宋·苏轼 on a line above 苏轼's 浣溪沙 were scanned as a clause of it (45 characters: refused;
+    44: 'layout off' as variant 3), and 静夜思 above 静夜思 typed on one line without marks was 'lines of 3/20
+    characters'. Left out when the rest is then exactly the form; a line that makes the poem its form with
+    it is one of its lines (江南好 opens 白居易's 忆江南, and is the tune's name too)."""
+    for poem in (SU_SHI, SU_SHI.replace("。", "。\n").strip(), _rows(SU_SHI, 2, "")):
+        alone = json.loads(run("--tune", "浣溪沙", poem, "--format", "json").stdout)
+        assert alone["ok"], alone
+        for heads in ("浣溪沙\n", "苏轼\n", "宋·苏轼\n", "【宋】苏轼\n", "浣溪沙\n苏轼\n", "浣溪沙·游蕲水清泉寺\n宋 苏轼\n"):
+            result = run("--tune", "浣溪沙", heads + poem, "--format", "json")
+            assert result.exit_code == 0 and json.loads(result.stdout) == alone, (heads + poem, result.output)
+    south = "江南好，风景旧曾谙。日出江花红胜火，春来江水绿如蓝。能不忆江南？"
+    marked = json.loads(run("--tune", "忆江南", south, "--format", "json").stdout)
+    assert marked["ok"] and marked["lines"][0]["text"] == "江南好，"
+    plain = "\n".join(line["text"][:-1] for line in marked["lines"])   # 江南好 alone on the first line
+    for typed in (plain, "忆江南\n白居易\n" + plain, "忆江南\n唐·白居易\n" + south):
+        data = json.loads(run("--tune", "忆江南", typed, "--format", "json").stdout)
+        assert data["ok"] and [line["text"][:-1] for line in data["lines"]] == plain.splitlines(), (typed, data)
+    assert run("--tune", "浣溪沙", "苏轼\n" + SU_SHI[:-8] + "。").exit_code == EXIT_USAGE   # the rest is no variant
+    night = json.loads(run(NIGHT, "--format", "json").stdout)
+    one_line = NIGHT.replace("，", "").replace("。", "")
+    for typed in ("静夜思\n" + one_line, "静夜思\n李白\n" + one_line, "静夜思\n唐·李白\n" + one_line,
+                  "静夜思 李白\n" + one_line[:10] + "\n" + one_line[10:], "李白\n" + one_line):
+        result = run(typed, "--format", "json")
+        assert result.exit_code == 0 and json.loads(result.stdout) == night, (typed, result.output)
+    assert json.loads(run("--form", "五绝", "静夜思\n" + one_line, "--format", "json").stdout) == night
+    kept = run("白日依山尽\n" + one_line)   # as long as a line of the poem: read as one of its lines
+    assert kept.exit_code == EXIT_USAGE and "lines of 5/20 characters" in kept.stderr
+    assert run("静夜思\n" + one_line[:-1]).exit_code == EXIT_USAGE   # 19 under it: no form either way
