@@ -119,7 +119,7 @@ def test_train_config_never_lets_a_plain_value_error_escape(monkeypatch):
 
 def test_serve_limits_share_the_request_defaults_and_ranges():
     pytest.importorskip("pydantic")
-    from poetgen.serve import GenerateBody
+    from poetgen.serve_body import GenerateBody
 
     body, request, sample = GenerateBody(), PoemRequest(), SampleOptions()
     assert (body.form, body.rhyme, body.tone, body.n) == (request.form, request.rhyme, request.tone, request.n)
@@ -174,12 +174,12 @@ def test_multiworker_is_no_strategy_choice():
 
 def test_serve_maps_refusals_by_their_field_not_their_words():
     pytest.importorskip("starlette")
-    from poetgen.serve import _body_field
+    from poetgen.serve_body import body_field
 
-    assert _body_field(BadInput("the prompt line 1 starts with 春, but …", field="acrostic")) == "acrostic"
-    assert _body_field(BadInput("top-p must be in (0, 1]", field="top_p")) == "top_p"
-    assert _body_field(BadInput("batch-size must be at least 1", field="batch_size")) == "request"   # not in the body
-    assert _body_field(BadInput("the model's vocabulary lacks '，'")) == "request"
+    assert body_field(BadInput("the prompt line 1 starts with 春, but …", field="acrostic")) == "acrostic"
+    assert body_field(BadInput("top-p must be in (0, 1]", field="top_p")) == "top_p"
+    assert body_field(BadInput("batch-size must be at least 1", field="batch_size")) == "request"   # not in the body
+    assert body_field(BadInput("the model's vocabulary lacks '，'")) == "request"
 
 
 def test_the_python_api_signature_carries_the_dataclass_defaults():

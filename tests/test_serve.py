@@ -26,7 +26,8 @@ from poetgen.layout import FORM_SHAPES  # noqa: E402
 from poetgen.request import PoemRequest  # noqa: E402
 from poetgen.prosody import table  # noqa: E402
 from poetgen.sampling import SampleOptions  # noqa: E402
-from poetgen.serve import MAX_BODY, create_app  # noqa: E402
+from poetgen.serve import create_app  # noqa: E402
+from poetgen.serve_body import MAX_BODY  # noqa: E402
 from poetgen.tunes import tune_table  # noqa: E402
 
 
@@ -952,7 +953,7 @@ def test_the_body_declares_every_request_field_with_the_request_s_default_and_pa
     field through by name, so a value given to the server reaches the request."""
     import dataclasses
 
-    from poetgen.serve import GenerateBody
+    from poetgen.serve_body import GenerateBody
 
     body = GenerateBody.model_fields
     request = {f.name: f.default for f in dataclasses.fields(PoemRequest) if f.name not in ("sample", "batch_size")}
