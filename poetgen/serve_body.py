@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -156,4 +157,30 @@ async def read(request: Request, model: type[BaseModel], timeout_s: float) -> Ba
     try:
         return model.model_validate_json(raw or b"{}")
     except ValidationError as error:
-        return refusal(422, [_validation_problem(e) for e in error.errors(include_url=False)])
+        problems = [_validation_problem(e) for e in error.errors(include_url=False)]
+        if [e["type"] for e in error.errors(include_url=False)] == ["json_invalid"]:
+            problems = _lone_surrogates(raw) or problems
+        return refusal(422, problems)
+
+
+def _holds_surrogate(value) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, dict):
+        return any(_holds_surrogate(key) or _holds_surrogate(item) for key, item in value.items())
+    return isinstance(value, list) and any(_holds_surrogate(item) for item in value)
+
+
+def _lone_surrogates(raw: bytes) -> list[tuple[str, str]]:
+    """The fields of a body that pydantic's parser refused as JSON but that is JSON, with a lone surrogate
+    escape in a string ("\\ud800": half of a UTF-16 pair, which names no character); [] for any other
+    body. A field name that holds one is not repeated (it could not be written back as UTF-8)."""
+    why = "is not valid text: it holds a lone surrogate escape (\\ud800-\\udfff), half of a UTF-16 pair, not a character"
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            return [("body", f"the request body {why}")] if _holds_surrogate(data) else []
+        return [("body", f"a field name {why}") if _holds_surrogate(key) else (key, f"{key} {why}")
+                for key, value in data.items() if _holds_surrogate(key) or _holds_surrogate(value)]
+    except (ValueError, RecursionError):   # not JSON after all (bytes that are not UTF-8), or nested too deep
+        return []

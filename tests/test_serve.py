@@ -159,6 +159,23 @@ def test_malformed_and_oversized_bodies(client, content, status):
     assert response.json()["detail"][0]["field"] == "body"
 
 
+@pytest.mark.parametrize("path, content, field", [
+    ("/api/generate", rb'{"form": "\ud800"}', "form"),
+    ("/api/generate", rb'{"seed": 1, "prompt": "\u6625\udc00"}', "prompt"),
+    ("/api/generate", rb'{"\ud800": 1}', "body"),
+    ("/api/check", rb'{"text": "\u6625\u6c5f\ud83d"}', "text"),
+])
+def test_a_lone_surrogate_escape_is_named_as_text_not_json(client, path, content, field):
+    """{"form": "\ud800"} is valid JSON whose string is no text: it was answered "not valid JSON"."""
+    response = client.post(path, content=content, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["field"] == field and "not valid text" in problem["message"], problem
+    assert "surrogate" in problem["message"] and "JSON" not in problem["message"]
+    assert client.post(path, content=b'{"form": "\\ud83d\\ude00"', headers={"Content-Type": "application/json"}
+                       ).json()["detail"][0]["message"] == "the request body is not valid JSON"   # truly not JSON
+
+
 def test_every_problem_of_a_request_is_listed(client):
     response = client.post("/api/generate", json={"n": 0, "top_p": 2, "seed": "x"})
     assert response.status_code == 422
