@@ -56,6 +56,42 @@ async def _unless_disconnected(request: Request, pending: asyncio.Future):
 MAX_POLISH_THREADS = 4   # polishing threads at most (one per core below that): polish batches are 4 rows
 
 
+class PolishPlaces:
+    """Places for the requests that ask for polish: one per polishing thread and --max-queue more. A request
+    holds one from its body on and hands it to its polish work, which frees it when it leaves its thread:
+    a request cut short (its time up, its client gone) is answered while its polish runs on to its next
+    line, and freeing the place then let more requests wait for the threads than the limit."""
+
+    def __init__(self, places: int):
+        self.places, self.taken, self._lock = places, 0, threading.Lock()   # freed from polishing threads too
+
+    def take(self) -> "PolishPlace | None":
+        with self._lock:
+            if self.taken >= self.places:
+                return None
+            self.taken += 1
+        return PolishPlace(self)
+
+    def free(self, *_) -> None:
+        with self._lock:
+            self.taken -= 1
+
+
+class PolishPlace:
+    """One request's place: freed when the request ends, or, once handed to its polish work, when that ends."""
+
+    def __init__(self, places: PolishPlaces):
+        self.places, self.handed = places, False
+
+    def hand_to(self, work) -> None:
+        self.handed = True
+        work.add_done_callback(self.places.free)   # in the polishing thread, before its result reaches the loop
+
+    def release(self) -> None:
+        if not self.handed:
+            self.places.free()
+
+
 
 PRIVATE_KEYS = ("path", "corpus", "out")   # config.json's places on the serving machine (corpus.path)
 
@@ -80,9 +116,9 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
     # that steps the model keeps its own interpreters (~20 MB), so the web server's many threads must not
     polishing_threads = min(cores(), MAX_POLISH_THREADS)
     polishers = ThreadPoolExecutor(polishing_threads, thread_name_prefix="poetgen-polish")
-    # requests that ask for polish, from their body on (the event loop's count alone): beyond a thread each,
-    # at most max_queue wait for one, as at most max_queue wait for a batch (the page asks polish of each)
-    polishing = [0]
+    # beyond a thread each, at most max_queue requests wait for polish, as at most max_queue wait for a batch
+    # (the page asks polish of each)
+    polish_places = PolishPlaces(polishing_threads + options.max_queue)
     page = resources.files("poetgen").joinpath("static/index.html").read_text(encoding="utf-8")
     bundle = generator.bundle
 
@@ -171,16 +207,17 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         body = await read(request, GenerateBody, options.timeout_s)
         if isinstance(body, JSONResponse):
             return body
-        if body.polish and polishing[0] >= polishing_threads + options.max_queue:   # refused before any work
+        place = polish_places.take() if body.polish else None
+        if body.polish and place is None:   # refused before any work
             return refusal(503, [("request", f"the server is busy ({options.max_queue} requests waiting to be "
                                              f"polished); try again shortly")], headers={"Retry-After": "1"})
-        polishing[0] += bool(body.polish)
         try:
-            return await write(request, body, left)
+            return await write(request, body, left, place)
         finally:
-            polishing[0] -= bool(body.polish)
+            if place is not None:
+                place.release()   # unless its polish work holds it: then when that leaves its thread
 
-    async def write(request: Request, body: GenerateBody, left) -> JSONResponse:
+    async def write(request: Request, body: GenerateBody, left, place: PolishPlace | None) -> JSONResponse:
         """The answer to a valid request: its poems, polished if it asks, or the refusal."""
         try:
             with batcher.arriving():
@@ -201,7 +238,9 @@ def create_app(generator: Generator, options: BatchOptions = BatchOptions()) -> 
         if result is not None and body.polish:   # after the batch, on the polishing threads (the batcher never
             # waits for them), within the same time limit; a client that leaves stops it at its next line
             stop = threading.Event()
-            polished = asyncio.wrap_future(polishers.submit(generator.polish, prepared, result, stop))
+            work = polishers.submit(generator.polish, prepared, result, stop)
+            place.hand_to(work)
+            polished = asyncio.wrap_future(work)
             try:
                 result = await asyncio.wait_for(_unless_disconnected(request, polished), left())
             except asyncio.TimeoutError:
