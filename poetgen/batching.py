@@ -16,11 +16,14 @@ import time
 
 from poetgen.errors import BadInput, PoetgenError
 from poetgen.generate import Generator
+from poetgen.layout import layout_of
 from poetgen.options import check_settings, setting
-from poetgen.request import PreparedRequest
+from poetgen.request import SERVER_MAX_BEST_OF, SERVER_MAX_CHARS, SERVER_MAX_POEMS, PreparedRequest
 from poetgen.sampling import row_streams
 
 PEAK_WINDOW_S = 1.0   # how far back a round looks for the load it should wait to gather
+MAX_ROWS_ASKED = SERVER_MAX_POEMS * SERVER_MAX_BEST_OF   # the most rows a request to the server asks (160)
+MAX_REQUEST_CHARS = MAX_ROWS_ASKED * layout_of("qilv").length   # serve's default --max-request-chars: 160 qilv rows
 log = logging.getLogger("poetgen.batching")
 
 
@@ -42,6 +45,8 @@ class BatchOptions:
     max_wait_ms: float = setting(5.0, low=0, high=1000)  # how long a round waits for requests already arriving
     max_queue: int = setting(256, low=1)                 # requests waiting at most; more are answered 503
     timeout_s: float = setting(60.0, low=0, high=3600, low_open=True)   # seconds a request may wait; then 503
+    # 10,240 takes every shi a request may ask (10 qilv × 16 candidates × 64); 48,000 (160 rows × 300) refuses nothing
+    max_request_chars: int = setting(MAX_REQUEST_CHARS, low=1, high=MAX_ROWS_ASKED * SERVER_MAX_CHARS)   # rows × characters a request may step (n × best_of × its form's or tune's length, marks included; free verse: max_chars); more is refused (422)
 
     def validate(self) -> None:
         check_settings(self)
@@ -55,6 +60,11 @@ class Job:
     @property
     def rows(self) -> int:
         return self.prepared.request.n * self.prepared.request.best_of
+
+    @property
+    def chars(self) -> int:
+        """Rows × the characters each steps at most: what the job holds the worker for, roughly."""
+        return self.rows * self.prepared.row_length
 
 
 @dataclasses.dataclass
@@ -153,6 +163,8 @@ class Batcher:
         if self._thread is not None and not self.alive:
             raise Unavailable(f"the generation worker is down ({self.died or 'stopped'}); restart the server")
         job = Job(prepared, concurrent.futures.Future())
+        if job.chars > self.options.max_request_chars:
+            raise too_large(job, self.options.max_request_chars)
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -298,6 +310,17 @@ class Batcher:
         self.stats.batches += 1
         self.stats.rows += rows
         self.stats.largest = max(self.stats.largest, rows)
+
+
+def too_large(job: Job, limit: int) -> BadInput:
+    """The refusal of a request that would hold the worker longer than a server takes (max_request_chars)."""
+    request, free = job.prepared.request, job.prepared.layout is None
+    counts = f"{request.n} poem{'s' * (request.n > 1)} × {request.best_of} candidate{'s' * (request.best_of > 1)}"
+    return BadInput(f"this request steps {job.chars:,} characters ({counts} × {job.prepared.row_length} characters"
+                    f"{' (max_chars)' if free else ''}), more than this "
+                    f"server's limit of {limit:,}: ask fewer poems (n) or candidates (best_of)"
+                    f"{' or a lower max_chars' if free else ''}, or start the server with a higher "
+                    f"--max-request-chars", field="request")
 
 
 def _batch_failed(error: Exception) -> Exception:

@@ -183,11 +183,13 @@ def generate(prompt, model_dir, fmt, traditional, int8, interactive, **options) 
 @option(BatchOptions, "max_wait_ms", "--batch-wait-ms")
 @option(BatchOptions, "max_queue")
 @option(BatchOptions, "timeout_s", "--request-timeout")
+@option(BatchOptions, "max_request_chars")
 @click.option("--blas-threads", type=click.IntRange(0, 256), default=1, show_default=True,
               help="Threads for the model's matrix products; batching supplies the parallelism, and more "
                    "threads stall on busy cores. 0 keeps the BLAS library's default.")
 @int8_option
-def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, blas_threads, int8) -> None:
+def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, max_request_chars, blas_threads,
+          int8) -> None:
     """Serve the poem page at / and the JSON API at /api/generate."""
     try:
         import uvicorn
@@ -200,7 +202,8 @@ def serve(model_dir, host, port, max_rows, max_wait_ms, max_queue, timeout_s, bl
         raise BadInput(f"`poetgen serve` needs the serve extra ({error.name} is missing): "
                        f"pip install 'poetgen[serve]'") from None
 
-    options = BatchOptions(max_rows=max_rows, max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s)
+    options = BatchOptions(max_rows=max_rows, max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s,
+                           max_request_chars=max_request_chars)
     options.validate()
     if blas_threads:
         from poetgen.blas import set_process_blas_threads

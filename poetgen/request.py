@@ -151,6 +151,12 @@ class PreparedRequest:
     def seed(self) -> int:
         return self.options.seed
 
+    @property
+    def row_length(self) -> int:
+        """The most characters, marks included, one row of this request steps: its layout's length (a
+        莺啼序 295, a qilv 64), free verse's max_chars. A request costs its n × best_of rows times this."""
+        return self.layout.length if self.layout is not None else self.request.max_chars
+
     def batch_key(self) -> tuple:
         """Everything the rules and the loop read except the seed: equal keys may share one batch."""
         request, options = self.request, self.options

@@ -239,3 +239,29 @@ def test_a_batched_request_s_time_per_poem_counts_its_candidates(generator, monk
         batcher.stop()
     assert batcher.stats.batches == 1 and batcher.stats.rows == 8 and len(readings) == 2
     assert [result["ms_per_poem"] for result in results] == [800.0, 400.0]   # 0.2 s a row: 4 rows, 1 or 2 poems
+
+
+def test_a_request_is_bounded_by_rows_times_the_characters_they_step(generator):
+    """A request was bounded by its rows only: one 莺啼序 at n 10 × best_of 16 (160 rows of 295 characters)
+    held the shipped model's worker ~7.7 s, a wujue of as many rows ~0.4 s."""
+    from poetgen.errors import BadInput
+
+    def ask(limit, **fields):
+        batcher = Batcher(generator, BatchOptions(**({"max_request_chars": limit} if limit else {})))
+        return batcher.submit(generator.prepare(PoemRequest(sample=SampleOptions(seed=1), **fields)))   # queued only
+
+    ask(None, form="qilv", n=10, best_of=16)   # the default takes every shi a server request may ask: 10,240
+    ask(None, tune="满江红", n=2, best_of=8)     # and ordinary ci: 16 rows × 115
+    with pytest.raises(BadInput) as refused:
+        ask(None, tune="莺啼序", n=10, best_of=16)
+    assert refused.value.field == "request"
+    assert str(refused.value) == ("this request steps 47,200 characters (10 poems × 16 candidates × 295 characters), "
+                                  "more than this server's limit of 10,240: ask fewer poems (n) or candidates "
+                                  "(best_of), or start the server with a higher --max-request-chars")
+    ask(48, form="wujue", n=1, best_of=2)              # 2 rows × 24: at the limit, taken
+    ask(48, form="free", max_chars=24, n=2, best_of=1)   # free verse: rows × max_chars
+    for fields in ({"form": "wujue", "best_of": 3}, {"form": "free", "max_chars": 25, "best_of": 2}):
+        with pytest.raises(BadInput, match="more than this server's limit of 48") as refused:
+            ask(48, **fields)
+    assert "(1 poem × 2 candidates × 25 characters (max_chars))" in str(refused.value)
+    assert "or a lower max_chars" in str(refused.value)

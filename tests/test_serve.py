@@ -1042,3 +1042,34 @@ def test_serve_blas_threads_leave_the_one_thread_limit_to_the_generation_threads
         assert [library.num_threads for library in shared] == [3] * len(shared)   # the server's own count
     finally:
         blas._set_blas_threads(found)   # as it was for the other tests
+
+
+def test_a_request_stepping_more_characters_than_the_server_takes_is_refused(client, generator):
+    """n × best_of bounded a request's rows, not its work: a 莺啼序 of 160 rows held the worker 20 times as
+    long as a wujue of as many (~7.7 s on the shipped model), every other client waiting."""
+    response = client.post("/api/generate", json={"tune": "莺啼序", "n": 10, "best_of": 16})
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["field"] == "request" and "47,200 characters" in problem["message"]
+    assert "limit of 10,240" in problem["message"] and "--max-request-chars" in problem["message"]
+    with TestClient(create_app(generator, BatchOptions(max_wait_ms=2, max_request_chars=48))) as small:
+        assert small.post("/api/generate", json={"form": "wujue", "best_of": 2, "seed": 1}).status_code == 200
+        refused = small.post("/api/generate", json={"form": "wujue", "best_of": 3, "seed": 1})
+        assert refused.status_code == 422 and "72 characters" in refused.text and "limit of 48" in refused.text
+        assert small.app.state.batcher.stats.requests == 1   # never queued
+
+
+def test_serve_max_request_chars_reaches_the_server(monkeypatch):
+    from poetgen import generate, http_server
+    from poetgen import serve as serve_module
+
+    made = []
+    monkeypatch.setattr(generate.Generator, "load", staticmethod(lambda *args: None))
+    monkeypatch.setattr(serve_module, "create_app", lambda generator, options: made.append(options))
+    monkeypatch.setattr(http_server, "run_server", lambda app, sockets, timeout_s: None)
+    result = CliRunner().invoke(cli, ["serve", "--port", str(free_port()), "--blas-threads", "0",
+                                      "--max-request-chars", "4096"])
+    assert result.exit_code == 0, result.output
+    assert [options.max_request_chars for options in made] == [4096]
+    result = CliRunner().invoke(cli, ["serve", "--max-request-chars", "48001"])
+    assert result.exit_code == 2 and "--max-request-chars" in result.output
