@@ -160,9 +160,20 @@ def export(bundle: Bundle, options: ExportOptions) -> Path:
         try:
             with atomic_directory(options.out, options.force, fill=fill) as directory:
                 writer(bundle, directory)
-        except FileExistsError:   # created by someone else while we converted
-            raise OutputExists(f"{options.out} already exists; pass --force to replace it") from None
+        except FileExistsError as error:   # created by someone else while we converted
+            raise OutputExists(collision(out, error, fill is not None)) from None
     return Path(options.out)
+
+
+def collision(out: Path, error: FileExistsError, filled: bool) -> str:
+    """What to say when a name the export puts in place was created meanwhile by someone else: `out`
+    itself (--force replaces an export), or, filling an empty `out`, an entry inside it, which --force
+    cannot help with (the folder then holds no export of ours)."""
+    target = Path(error.args[0]) if error.args else out
+    if not filled or target == out:
+        return f"{out} already exists; pass --force to replace it"
+    return (f"{target} appeared while the export filled the empty {out} (something else writes there); its "
+            f"files were taken back out, that entry kept: export once nothing else writes there, or to another --out")
 
 
 def write_keras(bundle: Bundle, directory: Path) -> None:

@@ -289,6 +289,31 @@ def test_an_empty_directory_interrupted_while_filled_is_left_empty(tiny_bundle, 
     assert list(out.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["emptyout"]
 
 
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_an_entry_made_in_an_empty_out_while_it_is_filled_is_named_not_pass_force(tiny_bundle, tmp_path,
+                                                                                    monkeypatch, force):
+    """Another process wrote a name the export fills an empty --out with: the message said "already exists;
+    pass --force to replace it", with --force given too, and --force could not help (the folder then holds
+    no export). It names the entry, keeps it, and takes back what the export moved in."""
+    import importlib
+
+    exporting = importlib.import_module("poetgen.export")   # the module: poetgen.export is also its function
+    out = tmp_path / "emptyout"
+    out.mkdir()
+
+    def writer(bundle, directory):   # the export's files, and meanwhile someone else's config.json in `out`
+        (directory / "model.keras").write_bytes(b"model")
+        (directory / "config.json").write_text("{}")
+        (out / "config.json").write_text("theirs")
+
+    monkeypatch.setattr(exporting, "write_keras", writer)
+    result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras", *force)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert "pass --force" not in lines[0] and f"{out / 'config.json'} appeared" in lines[0], lines[0]
+    assert [p.name for p in out.iterdir()] == ["config.json"] and (out / "config.json").read_text() == "theirs"
+
+
 def _killed_while_filled(out, moved=("config.json", "int8.npz", "tokenizer.json"), *others):
     """`out` as `kill -9` leaves an export into an empty folder among its renames: the lock of a dead process,
     the files moved so far, and the temporary folder holding the rest (the model, moved last)."""
