@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from poetgen.corpus import HALF_WIDTH   # as normalize_text reads a prompt: one spec
-from poetgen.graph_request import GraphRequest, check, one_value
+from poetgen.graph_request import GraphRequest, check, one_value, within
 from poetgen.graph_tables import (FIRST_LINE_RHYMES, SPACES, GraphVocabulary, LayoutTables, TONE_BITS, TONE_GUARD,
                                   TONE_RESCUE, TONE_STRICT, rhyme_columns)
 from poetgen.layout import MARKS
@@ -133,12 +133,8 @@ class PoemGraph(GraphRequest, tf.Module):
                                                          (temperature, "temperature"), (top_k, "top_k"),
                                                          (top_p, "top_p"), (seed, "seed"), (acrostic, "acrostic"),
                                                          (tone, "tone")))
-        options = [
-            check(tf.math.is_finite(temperature) & (temperature >= 0), "temperature must be a number >= 0, not",
-                   temperature),
-            check(top_k >= 0, "top_k must be >= 0 (0 turns it off), not", top_k),
-            check((top_p > 0) & (top_p <= 1), "top_p must be in (0, 1] (1 turns it off), not", top_p),
-            check(seed >= 0, "seed must be >= 0, not", seed)]
+        options = [within(value, name) for value, name in ((temperature, "temperature"), (top_k, "top_k"),
+                                                             (top_p, "top_p"), (seed, "seed"))]
         heads = self._normalised(acrostic)
         options += [check(~tf.strings.regex_full_match(text, f"[{SPACES}]+"), f"{name} is blank: {advice}")
                     for text, name, advice in ((acrostic, "acrostic", "give the characters that start the lines, "

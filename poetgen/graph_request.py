@@ -13,7 +13,9 @@ from __future__ import annotations
 from poetgen.corpus import DECORATION   # as normalize_text reads a prompt: one spec
 from poetgen.graph_tables import SPACES, TONE_BITS, TONE_RESCUE, TONE_STRICT, TONE_UNCHECKED
 from poetgen.layout import FORM_ALIASES
+from poetgen.options import field_of
 from poetgen.quiet import import_tensorflow
+from poetgen.sampling import SampleOptions
 from poetgen.tokenizer import UNK
 
 tf = import_tensorflow()
@@ -23,6 +25,20 @@ def check(condition, *message):
     return tf.debugging.Assert(condition, list(message), summarize=64)
 
 
+def within(value, name: str, options=SampleOptions):
+    """An assertion that `value` holds in the range `options` declares for field `name` (SampleOptions:
+    the CLI's, the API's and serve's limits, one spec), a float finite too (as options.Range.holds), said
+    as check_settings says it: "temperature must be between 0 and 100, not 101"."""
+    allowed = field_of(options, name).metadata["range"]
+    holds = tf.math.is_finite(value) if value.dtype.is_floating else tf.constant(True)
+    if allowed.low is not None:
+        holds &= value > allowed.low if allowed.low_open else value >= allowed.low
+    if allowed.high is not None and allowed.high <= value.dtype.max:   # seed's 2**63 holds every int64
+        holds &= value < allowed.high if allowed.high_open else value <= allowed.high
+    return check(holds, f"{name} must be {allowed.describe()}{OFF.get(name, '')}, not", value)
+
+
+OFF = {"top_k": " (0 turns it off)", "top_p": " (1 turns it off)"}   # what the signature's value means there
 MAX_REPEAT_CHAIN = 4   # 叠 that repeat a 叠 (a chain of copies) followed back to a fixed source
 
 

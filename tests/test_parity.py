@@ -5,6 +5,7 @@ same verdict on both sides. A conditioned model's export reads the control prefi
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -141,6 +142,32 @@ def test_bad_input_is_refused_on_both_sides_naming_the_field(generator, poet, fi
         generator.generate(PoemRequest(**request_args))
     with pytest.raises(tf.errors.InvalidArgumentError, match=rf"assertion failed: \[{field}"):
         graph_poem(poet, **graph_args)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("temperature", 100.5), ("temperature", 1e9), ("temperature", -0.5), ("temperature", float("nan")),
+    ("temperature", float("inf")), ("top_k", -1), ("top_p", 0.0), ("top_p", 1.5), ("top_p", float("nan")),
+    ("seed", -1)])
+def test_sampling_inputs_out_of_the_cli_s_range_are_refused_as_the_cli_says(poet, field, value):
+    """The signature took temperature 100.5 (the CLI, the API and `serve` refuse above 100: SampleOptions
+    declares [0, 100]): each numeric input is checked against the range SampleOptions declares, one spec,
+    and refused in the words check_settings uses, naming the field."""
+    import tensorflow as tf
+
+    from poetgen.options import field_of
+
+    with pytest.raises(BadInput, match=field.replace("_", "-")):
+        SampleOptions(**{field: value}).validate()
+    said = field_of(SampleOptions, field).metadata["range"].describe()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"assertion failed: \[{field} must be "
+                                                             rf"{re.escape(said)}"):
+        graph_poem(poet, "wujue", **{field: value})
+
+
+def test_sampling_inputs_at_the_ends_of_the_cli_s_range_write_a_poem(poet):
+    for args in ({"temperature": 100.0}, {"temperature": 0.0}, {"top_p": 1.0}, {"top_k": 2**31 - 1},
+                 {"seed": 2**63 - 1}, {"top_p": 1e-6}):
+        assert layout_of("wujue").fits(graph_poem(poet, "wujue", **args)), args
 
 
 def test_each_generate_input_is_one_value_and_serve_ids_are_in_the_vocabulary(poet):
