@@ -316,10 +316,12 @@ def tflite_failure(error: Exception, bundle: Bundle) -> str:
 
 def write_tflite(bundle: Bundle, directory: Path) -> None:
     """model.tflite (signature serving_default: ids and states → logits and states) beside the tokenizer
-    and tables.npz (layouts, banned ids, rhyme groups and tones per id: see README, TFLite)."""
-    from poetgen.graph_tables import TABLES_FILE, write_tables
+    and tables.npz (layouts, banned ids, rhyme groups and tones per id, a conditioned model's control
+    prefixes: see README, TFLite)."""
+    from poetgen.graph_tables import TABLES_FILE, prefix_tables, write_tables
 
     data = convert_to_tflite(bundle)
     (directory / TFLITE_FILE).write_bytes(data)
-    write_tables(directory / TABLES_FILE, *generation_tables(bundle))
+    vocabulary, layouts = generation_tables(bundle)
+    write_tables(directory / TABLES_FILE, vocabulary, layouts, prefix_tables(bundle.tokenizer, layouts))
     _write_sidecars(bundle, directory)

@@ -262,18 +262,47 @@ def control_prefixes(tokenizer, layouts: LayoutTables, tunes=()) -> np.ndarray:
     """(entries, 2) ids a conditioned model reads before the poem, as `poetgen generate` feeds them: a shi
     form as a Tang shi of that form (the CLI's default style), a tune as a ci with the tune's token (or
     the generic one); (entries, 0) for a model without control tokens."""
-    from poetgen.control import DEFAULT_STYLE, Prefixer, tune_label
+    from poetgen.control import DEFAULT_STYLE, Prefixer
 
     prefixer = Prefixer(tokenizer)
     shi = len(layouts.entry_tune) - len(tunes)
     rows = [prefixer.for_request(DEFAULT_STYLE, layouts.names[layouts.entry_first[e]]) for e in range(shi)]
-    rows += [prefixer.for_request("ci", "ci", tune_label(tokenizer, tune.labels)) for tune in tunes]
-    return np.array(rows, np.int32).reshape(len(rows), -1)
+    rows = np.array(rows, np.int32).reshape(len(rows), -1)
+    return np.concatenate([rows, tune_prefixes(tokenizer, tunes).reshape(len(tunes), rows.shape[1])])
 
 
-def write_tables(path, vocabulary: GraphVocabulary, layouts: LayoutTables) -> None:
-    """Everything a generation loop around model.tflite needs, in one .npz (see README, TFLite)."""
+def tune_prefixes(tokenizer, tunes) -> np.ndarray:
+    """(tunes, 2) ids a conditioned model reads before a ci of each tune (poetgen.tunes.Tune), as `poetgen
+    generate --tune` feeds them: <ci>, then the token of the first of the tune's names the model has one for
+    (control.tune_label), else <anytune>; (tunes, 0) for a model without control tokens."""
+    from poetgen.control import Prefixer, tune_label
+
+    prefixer = Prefixer(tokenizer)
+    rows = [prefixer.for_request("ci", "ci", tune_label(tokenizer, tune.labels)) for tune in tunes]
+    return np.array(rows, np.int32).reshape(len(rows), 2 if prefixer.enabled else 0)
+
+
+def prefix_tables(tokenizer, layouts: LayoutTables) -> dict[str, np.ndarray]:
+    """What a loop around model.tflite needs to feed a conditioned model the prefix `poetgen generate` feeds
+    (see README, TFLite): every control token and its id, each layout row's prefix (a Tang shi of that form,
+    the CLI's default style) and each 词谱 tune's (by its name in the 词谱); empty for a model without
+    control tokens."""
+    from poetgen.tunes import tune_table
+
+    tunes = tune_table().tunes
+    controls = list(tokenizer.controls)
+    return {"control_tokens": np.array(controls, dtype=str),
+            "control_ids": np.array([tokenizer.control_id(token) for token in controls], np.int32),
+            "layout_prefix": control_prefixes(tokenizer, layouts),
+            "tune_names": np.array([tune.name for tune in tunes], dtype=str),
+            "tune_prefix": tune_prefixes(tokenizer, tunes)}
+
+
+def write_tables(path, vocabulary: GraphVocabulary, layouts: LayoutTables, prefixes: dict | None = None) -> None:
+    """Everything a generation loop around model.tflite needs, in one .npz (see README, TFLite), with
+    `prefixes` (prefix_tables) for a conditioned model's control prefix."""
     arrays = {f"layout_{k}": v for k, v in dataclasses.asdict(layouts).items() if isinstance(v, np.ndarray)}
+    arrays.update(prefixes or {})
     arrays.update(layout_names=np.array(layouts.names), chars=np.array(vocabulary.chars),
                   banned=vocabulary.banned, rhyme_membership=vocabulary.rhyme_membership,
                   can_be=vocabulary.can_be, mark_ids=vocabulary.mark_ids, marks=np.array(list(MARKS)))

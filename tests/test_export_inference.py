@@ -117,6 +117,50 @@ def test_shipped_tflite_steps_like_numpy(shipped, shipped_tflite):
         np.testing.assert_allclose(got["logits"], expected, rtol=1e-4, atol=1e-4)
 
 
+def cli_first_logits(generator, prefix: list[int]) -> np.ndarray:
+    """The logits `generator` samples a poem's first character from, after the boundary and `prefix`."""
+    state, previous = generator.stepper.after_prefix(tuple(prefix), 1)
+    return generator.stepper.step(previous, state)[0][0]
+
+
+def test_shipped_tflite_fed_the_tables_prefix_starts_as_the_cli(shipped_tflite):
+    """tables.npz had no control prefix, so a TFLite loop could not condition the shipped model as the CLI
+    does: fed the prefix its tables give (layout_prefix, the control ids, tune_prefix), the TFLite model's
+    first logits are those `poetgen generate` computes after its own prefix (int8 products: their
+    tolerance), the same greedy first character, for a Tang and a Song shi and ci of three tunes (one by
+    another name's token, 一翦梅, one by a joined token, 望江南・忆江南)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from poetgen.generate import Generator, PoemRequest
+
+    tables = np.load(shipped_tflite / "tables.npz")
+    control = dict(zip(tables["control_tokens"], tables["control_ids"].tolist()))
+    tunes, qilv = list(tables["tune_names"]), list(tables["layout_names"]).index("qilv")
+    cases = [(PoemRequest(form="qilv"), tables["layout_prefix"][qilv].tolist()),
+             (PoemRequest(form="qilv", style="song"), [control["<song>"], control["<qilv>"]]),
+             *[(PoemRequest(tune=tune), tables["tune_prefix"][tunes.index(tune)].tolist())
+               for tune in ("浣溪沙", "一剪梅", "忆江南")]]
+    float32, int8 = Generator.load(SHIPPED, int8=False), Generator.load(SHIPPED)   # --float32, the default
+    runner = Interpreter(model_path=str(shipped_tflite / "model.tflite")).get_signature_runner()
+    firsts = []
+    for request, prefix in cases:
+        assert prefix == int8.prefix(int8.prepare(request)) == float32.prefix(float32.prepare(request)), request
+        exact, quantized = (cli_first_logits(generator, prefix) for generator in (float32, int8))
+        lite = {n: np.zeros((1, float32.bundle.model_config.units), np.float32) for n in ("state_0_0", "state_0_1")}
+        for token in [2, *prefix]:
+            got = runner(ids=np.array([[token]], np.int32), **lite)
+            lite = {n: got[n] for n in lite}
+        logits = got["logits"][0]
+        np.testing.assert_allclose(logits, exact, rtol=1e-4, atol=1e-4)
+        scale = np.abs(exact).max()   # int8 products: as close as tests/test_quantize.py holds them
+        assert np.abs(logits - quantized).max() <= 0.03 * scale and np.abs(logits - quantized).mean() <= 0.005 * scale
+        assert int(np.argmax(logits)) == int(np.argmax(exact)), request   # the same greedy choice as --float32
+        # int8's choice is it, or a near-tie of it that the products' error may swap (tests/test_quantize.py)
+        assert exact.max() - exact[np.argmax(quantized)] <= 2 * np.abs(logits - quantized).max(), request
+        firsts.append(logits)
+    assert min(np.abs(a - b).max() for i, a in enumerate(firsts) for b in firsts[i + 1:]) > 1.0   # the prefix counts
+
+
 @pytest.mark.parametrize("cell, precision", [("lstm", "float32"), ("gru", "float32"), ("simplernn", "float32"),
                                              ("lstm", "mixed_bfloat16")])
 def test_tiny_models_with_dropout_export(tiny_bundle, tmp_path, cell, precision):
