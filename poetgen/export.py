@@ -95,13 +95,14 @@ def check_target(bundle: Bundle, options: ExportOptions) -> None:
         raise OutputExists(f"{out} holds an interrupted export (killed while its files were moved in: "
                            f"{', '.join(moved)}, no model, and its temporary folder {leftovers[0].name}); "
                            f"pass --force to redo it")
-    if out.exists() and not options.force and not is_empty_directory(out) and not half:
-        raise OutputExists(f"{out} already exists; pass --force to replace it")
+    # what --force would not replace is said first, with or without it: not "pass --force"
     if out.exists() and not out.is_dir():
         raise OutputExists(f"{out} is a file, not an export; not replacing it, even with --force")
     if out.is_dir() and not out.is_symlink() and not is_empty_directory(out) and not half \
             and not any((out / marker).exists() for marker in EXPORT_MARKERS):
         raise OutputExists(f"{out} is a directory that holds no export; not replacing it, even with --force")
+    if out.exists() and not options.force and not is_empty_directory(out) and not half:
+        raise OutputExists(f"{out} already exists; pass --force to replace it")
     if not out.parent.is_dir():
         raise BadInput(f"cannot write {out}: directory {out.parent} does not exist")
     if out.resolve() == Path(bundle.path).resolve():

@@ -250,6 +250,24 @@ def test_force_never_replaces_a_directory_that_is_not_an_export(tiny_bundle, tmp
     assert (out / "thesis.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("kind", ["file", "documents"])
+def test_an_out_that_force_cannot_replace_is_said_so_without_force_too(tiny_bundle, tmp_path, kind):
+    """Without --force, a file or a folder holding no export was refused with "already exists; pass
+    --force to replace it", and --force was then refused too ("not replacing it, even with --force")."""
+    out = tmp_path / kind
+    if kind == "file":
+        out.write_text("mine")
+    else:
+        out.mkdir()
+        (out / "thesis.txt").write_text("mine")
+    for force in ([], ["--force"]):
+        result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras", *force)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert "pass --force" not in lines[0] and "not replacing it, even with --force" in lines[0], lines[0]
+    assert (out if kind == "file" else out / "thesis.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize("force", [[], ["--force"]])
 def test_an_empty_directory_is_exported_into_with_or_without_force(tiny_bundle, tmp_path, force):
     """Written into, not replaced: the export was swapped in for the empty folder, so a mounted volume (a
