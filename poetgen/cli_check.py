@@ -57,6 +57,9 @@ def check_command(text: str, form: str | None, tune: str | None, variant: int | 
     scansion = scan(text, form=form, tune=tune, variant=variant)
     if scansion.read_as:   # 乌夜啼 of 36 characters: 相见欢's, which Song poets also called so
         click.echo(f"poetgen: note: {scansion.read_as}", err=True)
+    if scansion.left_out:   # 静夜思 / 李白 above the verses: a title and an author, not lines of the poem
+        click.echo(f"poetgen: note: {' / '.join(scansion.left_out)} left out: read as the poem's title, tune "
+                   f"or author, above it", err=True)
     with writing_stdout():
         click.echo(json.dumps(scansion.to_dict(), ensure_ascii=False, indent=2) if fmt == "json" else str(scansion))
     if strict and not scansion.ok:

@@ -59,6 +59,7 @@ class Scansion:
     unknown: str = ""          # characters the rhyme table lacks (nor their simplified form): not judged
     repeat_ok: bool | None = None   # a ci's 叠 phrases repeat the characters before them (None: it has none)
     read_as: str = ""          # why a ci was read as another tune than its name finds (乌夜啼 as 相见欢), else ""
+    left_out: tuple[str, ...] = ()   # head lines above the poem not scanned: a title, tune name or author
 
     @property
     def faults(self) -> int:
@@ -73,7 +74,8 @@ class Scansion:
     def to_dict(self) -> dict:
         """As `poetgen check --format json` writes it: plain lists, the count of faults and `ok`."""
         lines = [{**dataclasses.asdict(line), "faults": list(line.faults)} for line in self.lines]
-        return {**dataclasses.asdict(self), "lines": lines, "faults": self.faults, "ok": self.ok}
+        return {**dataclasses.asdict(self), "lines": lines, "left_out": list(self.left_out), "faults": self.faults,
+                "ok": self.ok}
 
     def __str__(self) -> str:
         return report(self)

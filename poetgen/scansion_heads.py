@@ -8,6 +8,7 @@ them are readers.verses_of's, which the scansion reads first.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from typing import TYPE_CHECKING, Callable
@@ -46,7 +47,7 @@ def under_heads(text: str, lines: list[str], scan: Callable[[str], Scansion],
         except BadInput:
             continue
         if under.layout_ok and heads_fit(heads, under):
-            return under
+            return dataclasses.replace(under, left_out=tuple(head.strip() for head in heads))
     if failure is not None:
         raise failure
     return whole

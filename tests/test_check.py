@@ -508,10 +508,14 @@ def test_a_tune_title_or_author_line_above_the_poem_is_left_out_where_only_the_r
     it is one of its lines (江南好 opens 白居易's 忆江南, and is the tune's name too)."""
     for poem in (SU_SHI, SU_SHI.replace("。", "。\n").strip(), _rows(SU_SHI, 2, "")):
         alone = json.loads(run("--tune", "浣溪沙", poem, "--format", "json").stdout)
-        assert alone["ok"], alone
+        assert alone["ok"] and alone.pop("left_out") == [], alone
         for heads in ("浣溪沙\n", "苏轼\n", "宋·苏轼\n", "【宋】苏轼\n", "浣溪沙\n苏轼\n", "浣溪沙·游蕲水清泉寺\n宋 苏轼\n"):
             result = run("--tune", "浣溪沙", heads + poem, "--format", "json")
-            assert result.exit_code == 0 and json.loads(result.stdout) == alone, (heads + poem, result.output)
+            assert result.exit_code == 0, (heads + poem, result.output)
+            data = json.loads(result.stdout)
+            left_out = data.pop("left_out")   # as read: 【宋】苏轼 is 苏轼
+            assert len(left_out) == len(heads.splitlines()) and data == alone, (heads + poem, result.output)
+            assert f"poetgen: note: {' / '.join(left_out)} left out: read as" in result.stderr
     south = "江南好，风景旧曾谙。日出江花红胜火，春来江水绿如蓝。能不忆江南？"
     marked = json.loads(run("--tune", "忆江南", south, "--format", "json").stdout)
     assert marked["ok"] and marked["lines"][0]["text"] == "江南好，"
@@ -521,12 +525,14 @@ def test_a_tune_title_or_author_line_above_the_poem_is_left_out_where_only_the_r
         assert data["ok"] and [line["text"][:-1] for line in data["lines"]] == plain.splitlines(), (typed, data)
     assert run("--tune", "浣溪沙", "苏轼\n" + SU_SHI[:-8] + "。").exit_code == EXIT_USAGE   # the rest is no variant
     night = json.loads(run(NIGHT, "--format", "json").stdout)
+    assert night.pop("left_out") == []
     one_line = NIGHT.replace("，", "").replace("。", "")
     for typed in ("静夜思\n" + one_line, "静夜思\n李白\n" + one_line, "静夜思\n唐·李白\n" + one_line,
                   "静夜思 李白\n" + one_line[:10] + "\n" + one_line[10:], "李白\n" + one_line):
         result = run(typed, "--format", "json")
-        assert result.exit_code == 0 and json.loads(result.stdout) == night, (typed, result.output)
-    assert json.loads(run("--form", "五绝", "静夜思\n" + one_line, "--format", "json").stdout) == night
+        data = json.loads(result.stdout)
+        assert result.exit_code == 0 and data.pop("left_out") and data == night, (typed, result.output)
+    assert json.loads(run("--form", "五绝", "静夜思\n" + one_line, "--format", "json").stdout) == {**night, "left_out": ["静夜思"]}
     kept = run("白日依山尽\n" + one_line)   # as long as a line of the poem: read as one of its lines
     assert kept.exit_code == EXIT_USAGE and "lines of 5/20 characters" in kept.stderr
     assert run("静夜思\n" + one_line[:-1]).exit_code == EXIT_USAGE   # 19 under it: no form either way
