@@ -1,14 +1,18 @@
 """Generation speed on the shipped model (or --model): warm latency vs the naive predict-per-character
 loop, batched throughput, and cold start (wall time and peak memory) vs `import tensorflow`. Prints
-ratios from one run; --cold-only measures the cold start alone."""
+ratios from one run; --cold-only measures the cold start alone. Each figure names the threads that stepped
+the model and the BLAS thread count each saw, observed in one untimed run of the same work."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -23,6 +27,69 @@ def timed(fn, repeats: int) -> list[float]:
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+def blas_threads() -> int:
+    """The calling thread's NumPy BLAS thread count (a pthreads OpenBLAS's is the process's)."""
+    counts = [library.get_num_threads() for library in _blas().lib_controllers]
+    return min(counts) if counts else 1
+
+
+@functools.lru_cache(maxsize=None)
+def _blas():
+    import threadpoolctl
+
+    return threadpoolctl.ThreadpoolController().select(user_api="blas")
+
+
+@contextlib.contextmanager
+def observed_threads(stepper):
+    """{(thread id, its BLAS thread count)} of every step of `stepper` in the block: the settings a figure ran
+    under, seen in the step itself rather than assumed from the block around it (Generator.generate sets its
+    own: one BLAS thread in int8, a large batch split over the cores' share threads)."""
+    seen, advance, own = set(), stepper.advance, vars(stepper).get("advance")
+
+    def watched(*args, **kwargs):
+        seen.add((threading.get_ident(), blas_threads()))
+        return advance(*args, **kwargs)
+
+    stepper.advance = watched
+    try:
+        yield seen
+    finally:
+        if own is None:
+            del stepper.advance   # the class's method again
+        else:
+            stepper.advance = own
+
+
+def threads_of(stepper, work) -> str:
+    """'on T thread(s), B BLAS thread(s) each': how one run of `work` stepped `stepper` (untimed; run before
+    the timed ones, which then run unwatched)."""
+    with observed_threads(stepper) as seen:
+        work()
+    threads, counts = len({ident for ident, _ in seen}), sorted({count for _, count in seen})
+    blas = "/".join(map(str, counts))
+    plural = "" if counts == [1] else "s"
+    return f"on {threads} thread{'s' if threads != 1 else ''}, {blas} BLAS thread{plural}" + (" each" if threads > 1 else "")
+
+
+@contextlib.contextmanager
+def blas_setting(generator, threads: int):
+    """The block's batch-1 generation on `threads` BLAS threads, int8 included: Generator.generate runs an int8
+    model's BLAS on one thread itself (Generator._one_blas_thread), which left a figure labelled with the
+    library's threads measured on one. Set with poetgen.blas (threadpoolctl's own limits keep OpenBLAS for the
+    thread that set them)."""
+    from poetgen.blas import set_process_blas_threads
+
+    before = blas_threads()
+    generator._one_blas_thread = contextlib.nullcontext   # the count set here, not generate's own
+    set_process_blas_threads(threads)
+    try:
+        yield
+    finally:
+        del generator._one_blas_thread
+        set_process_blas_threads(before)
 
 
 def naive_poem(model, tokenizer, rng) -> str:
@@ -68,15 +135,17 @@ def int8_report(args, generator, batch, chars: int, float_seconds: float) -> Non
         print(f"int8: skipped ({error})")
         return
     quantized.generate(batch)
+    settings = threads_of(quantized.stepper, lambda: quantized.generate(batch))
     seconds = min(timed(lambda: quantized.generate(batch), 3))
-    print(f"batched throughput in int8: {chars / seconds:,.0f} characters/s "
+    print(f"batched throughput in int8 ({settings}): {chars / seconds:,.0f} characters/s "
           f"({float_seconds / seconds:.2f}x float32; goal >= 50,000 characters/s)")
     by_products = None
     if quantized.stepper.fused is not None:   # the same products called one by one (an int8.npz without a step)
         by_products = without_steps(Generator.load(args.model, int8=True))
         by_products.generate(batch)
+        settings = threads_of(by_products.stepper, lambda: by_products.generate(batch))
         product_seconds = min(timed(lambda: by_products.generate(batch), 3))
-        print(f"  int8 product by product: {chars / product_seconds:,.0f} characters/s (the whole step in one "
+        print(f"  int8 product by product ({settings}): {chars / product_seconds:,.0f} characters/s (the whole step in one "
               f"graph: {product_seconds / seconds:.2f}x)")
     exact, int8 = (held_out_perplexity(g.stepper, g.tokenizer) for g in (generator, quantized))
     print(f"  held-out perplexity, stepping the model: float32 {exact:.3f}, int8 {int8:.3f} "
@@ -107,27 +176,27 @@ def held_out_perplexity(stepper, tokenizer) -> float:
     return float(np.exp(-total / count))
 
 
-def ci_latency(generator, repeats: int) -> None:
+def ci_latency(generator, repeats: int, library_threads: int | None = None) -> None:
     """One 浣溪沙 (48 positions) at batch 1 with its rhyme and --tone rules, against one wujue (24),
-    interleaved; with the BLAS library's threads and with one (as `poetgen serve` runs by default)."""
-    import threadpoolctl
-
+    interleaved; with the BLAS library's threads (`library_threads`, default: the count now) and with one
+    (as `poetgen serve` runs by default)."""
     from poetgen.generate import PoemRequest
     from poetgen.sampling import SampleOptions
 
     wujue = PoemRequest(best_of=1, sample=SampleOptions(seed=1))   # one candidate each: the rules' cost
     ci = PoemRequest(tune="浣溪沙", tone=True, best_of=1, sample=SampleOptions(seed=1))
     generator.generate(ci)   # warm: the ci rhyme table
-    for threads in (None, 1):
-        with threadpoolctl.threadpool_limits(threads, user_api="blas"):
+    library_threads = library_threads or blas_threads()
+    for threads, label in ((library_threads, "the BLAS library's threads"), (1, "one BLAS thread")):
+        with blas_setting(generator, threads):
+            settings = threads_of(generator.stepper, lambda: generator.generate(ci))
             times = {"wujue": [], "ci": []}
             for _ in range(repeats):
                 for name, request in (("wujue", wujue), ("ci", ci)):
                     times[name] += timed(lambda: generator.generate(request), 1)
         shi_ms, ci_ms = (1000 * statistics.median(times[k]) for k in ("wujue", "ci"))
-        label = "default BLAS threads" if threads is None else "one BLAS thread"
-        print(f"warm latency at batch 1, {label}: one 浣溪沙 with rhyme and --tone {ci_ms:.2f} ms median "
-              f"(goal <= 20 ms), one wujue {shi_ms:.2f} ms: {ci_ms / shi_ms:.2f}x for twice the positions")
+        print(f"warm latency at batch 1, {label} ({settings}): one 浣溪沙 with rhyme and --tone {ci_ms:.2f} ms "
+              f"median (goal <= 20 ms), one wujue {shi_ms:.2f} ms: {ci_ms / shi_ms:.2f}x for twice the positions")
 
 
 def run_child(command: list[str]) -> tuple[float, float, float]:
@@ -172,9 +241,10 @@ def batched_against(args) -> None:
 
     generators = {"model": Generator.load(args.model), "against": Generator.load(args.against)}
     batch = PoemRequest(n=args.batch, batch_size=args.batch, best_of=1, tone=False, sample=SampleOptions(seed=2))
-    best = {}
-    for g in generators.values():
+    best, settings = {}, {}
+    for name, g in generators.items():
         g.generate(batch)
+        settings[name] = threads_of(g.stepper, lambda: g.generate(batch))
     for _ in range(4):
         for name, g in generators.items():
             best[name] = min(best.get(name, float("inf")), min(timed(lambda: g.generate(batch), 1)))
@@ -182,7 +252,7 @@ def batched_against(args) -> None:
     for name, path in (("model", args.model or "shipped"), ("against", args.against)):
         units = generators[name].stepper.config.units
         print(f"batched throughput at batch {args.batch}, {path} (units {units}, "
-              f"{'int8' if generators[name].int8 else 'float32'}): {chars / best[name]:,.0f} characters/s")
+              f"{'int8' if generators[name].int8 else 'float32'}, {settings[name]}): {chars / best[name]:,.0f} characters/s")
     print(f"  {args.against} writes {best['model'] / best['against']:.2f}x as fast (goal >= 50,000 characters/s)")
 
 
@@ -224,18 +294,20 @@ def main() -> None:
         compared.insert(1, ("int8 product by product", by_products))
     one = PoemRequest(sample=SampleOptions(seed=1))               # generate's defaults (best-of, --tone)
     single = PoemRequest(best_of=1, tone=False, sample=SampleOptions(seed=1))   # one candidate, no ranking
-    latencies = {}
+    latencies, settings = {}, {}
+    library_threads = blas_threads()   # before any block of one
     for name, g in compared:
         g.generate(one)   # warm: rule tables, BLAS threads, the reverse model
+        settings[name] = threads_of(g.stepper, lambda: g.generate(one))
         latencies[name] = timed(lambda: g.generate(one), args.repeats), timed(lambda: g.generate(single), args.repeats)
     if args.ci_only:
         for name, (ours, fastest) in latencies.items():
-            print(f"warm latency, one wujue at batch 1, {name} precision: generate's defaults "
+            print(f"warm latency, one wujue at batch 1, {name} precision ({settings[name]}): generate's defaults "
                   f"{1000 * statistics.median(ours):.2f} ms median (goal <= 15 ms), --best-of 1 --no-tone "
                   f"{1000 * statistics.median(fastest):.2f} ms")
         for name, g in compared:
             print(f"{name} precision:")
-            ci_latency(g, args.repeats)
+            ci_latency(g, args.repeats, library_threads)
         return
     rng = np.random.default_rng(0)
     from poetgen.bundle import load_bundle
@@ -246,25 +318,28 @@ def main() -> None:
     naive_ms = 1000 * statistics.median(naive)
     for name, (ours, fastest) in latencies.items():
         label = f"{precision}, the default" if name == "default" else name if name != "float32" else "float32 (--float32)"
-        print(f"warm latency, one wujue at batch 1, generate's defaults (best of {one.best_of}, --tone), {label}: "
+        print(f"warm latency, one wujue at batch 1, generate's defaults (best of {one.best_of}, --tone), {label} "
+              f"({settings[name]}): "
               f"{1000 * statistics.median(ours):.2f} ms median (goal <= 15 ms)")
         print(f"  the same with --best-of 1 --no-tone: {1000 * statistics.median(fastest):.2f} ms median "
               f"({naive_ms / (1000 * statistics.median(fastest)):.1f}x faster than the naive loop)")
     print(f"naive model.predict per character:  {naive_ms:.1f} ms median")
     for name, g in compared:
         print(f"{name} precision:")
-        ci_latency(g, args.repeats)
+        ci_latency(g, args.repeats, library_threads)
 
     # raw generation speed: every row a poem (one candidate each, no 平仄 steering)
     batch = PoemRequest(n=args.batch, batch_size=args.batch, best_of=1, tone=False, sample=SampleOptions(seed=2))
     exact.generate(batch)
+    settings = threads_of(exact.stepper, lambda: exact.generate(batch))
     seconds = min(timed(lambda: exact.generate(batch), 3))
     chars = args.batch * 24
-    print(f"batched throughput at batch {args.batch}, float32: {chars / seconds:,.0f} characters/s "
+    print(f"batched throughput at batch {args.batch}, float32 ({settings}): {chars / seconds:,.0f} characters/s "
           f"({args.batch * 20 / seconds:,.0f} Han characters/s; goal >= 50,000 characters/s)")
 
+    settings = threads_of(exact.stepper, lambda: model_products(exact.stepper, args.batch))
     products = min(timed(lambda: model_products(exact.stepper, args.batch), 3))
-    print(f"  the model's float32 products alone (24 state steps, 20 output layers at batch {args.batch}): "
+    print(f"  the model's float32 products alone (24 state steps, 20 output layers at batch {args.batch}, {settings}): "
           f"{1000 * products:.0f} ms, a ceiling of {chars / products:,.0f} characters/s with free sampling")
 
     int8_report(args, exact, batch, chars, seconds)

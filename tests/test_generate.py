@@ -214,23 +214,59 @@ def test_cli_generate_errors_are_one_line(tiny_bundle, args, message):
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output
 
 
-def test_generate_speed_times_another_model_alternately(tiny_bundle, capsys):
-    """benchmarks/generate_speed.py --against: batched throughput of two bundles in one run."""
-    import argparse
+def _generate_speed():
     import importlib.util
-    import re
     from pathlib import Path
 
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "generate_speed.py"
     spec = importlib.util.spec_from_file_location("generate_speed", path)
     speed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(speed)
+    return speed
+
+
+def test_generate_speed_times_another_model_alternately(tiny_bundle, capsys):
+    """benchmarks/generate_speed.py --against: batched throughput of two bundles in one run."""
+    import argparse
+    import re
+
+    speed = _generate_speed()
     speed.batched_against(argparse.Namespace(model=str(tiny_bundle), against=str(tiny_bundle), batch=8))
     lines = capsys.readouterr().out.splitlines()
     rates = [float(m.group(1).replace(",", "")) for line in lines
              for m in [re.search(r": ([\d,]+) characters/s$", line)] if m]
     assert len(rates) == 2 and all(rate > 0 for rate in rates)
     assert re.search(r"writes \d+\.\d\dx as fast", lines[-1])
+
+
+def test_generate_speed_latency_runs_on_the_blas_threads_it_names(capsys):
+    """generate_speed's '浣溪沙 with the BLAS library's threads' ran an int8 model on one BLAS thread
+    (generate sets one in int8 whatever the block around it): the counts seen in the step itself, by a
+    watcher of the test's own, must hold both the library's count and one, and the lines print them."""
+    import threadpoolctl
+
+    from poetgen.generate import Generator
+
+    speed = _generate_speed()
+    shipped = Generator.load()   # int8: the bundle carries its products
+    assert shipped.int8
+    library = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers[0]
+    seen, advance, before = set(), shipped.stepper.advance, library.get_num_threads()
+    if before < 2:
+        pytest.skip("NumPy's BLAS runs on one thread here: nothing to tell apart")
+
+    def watched(*args, **kwargs):
+        seen.add((threading.current_thread().name, library.get_num_threads()))
+        return advance(*args, **kwargs)
+
+    shipped.stepper.advance = watched
+    speed.ci_latency(shipped, repeats=1)
+    assert {count for _, count in seen} == {1, before}
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warm latency")]
+    assert len(lines) == 2
+    assert f"the BLAS library's threads (on 1 thread, {before} BLAS threads)" in lines[0]
+    assert "one BLAS thread (on 1 thread, 1 BLAS thread)" in lines[1]
+    assert library.get_num_threads() == before   # left as found
 
 
 def test_a_batch_is_shared_evenly_across_threads(generator):
