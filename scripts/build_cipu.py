@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from poetgen.control import label_parts  # noqa: E402  (the corpus's joined tune labels, read as poetgen reads them)
 from poetgen.corpus import to_simplified, to_traditional  # noqa: E402  (OpenCC, as `--traditional` converts)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cipu_pinyin import read_names  # noqa: E402  (this folder's: the tables' pinyin read as the names mean them)
 # ../shared/data/cipu beside the repository (or beside the folder holding its worktree)
 DEFAULT_SOURCE = next((p / "shared" / "data" / "cipu" for p in ROOT.parents if (p / "shared" / "data" / "cipu").is_dir()),
                       ROOT.parent / "shared" / "data" / "cipu")
@@ -51,19 +53,6 @@ PHRASE_MARK = re.compile(r"[^韵句读叶叠重]*[韵句读叶叠重]?")
 ATTRIBUTION = ("钦定词谱 (1715) patterns from the couyun project by hulbji (MIT licence, see CIPU_LICENSE), "
                "files ci_pu/ci_index.json and ci_pu/ci_list/cipai_N.json at commit 1744e87 (v2.0.0)")
 
-
-# Pinyin the couyun tables give in a polyphone's other reading (and its initials): 长 is cháng in 长相思 and
-# 应天长, 重 chóng in 小重山, 还 huán in 还京乐, 卜 bǔ in 卜算子, 徵 zhǐ in 徵招 (the tables' own 徵招调中腔 has
-# zhizhao), 乾 gān (dry) in 乾荷叶; `poetgen tunes changxiangsi` found nothing. Initials that another tune
-# already has (应天长's ytc is 玉堂春's) keep the tables' own, so neither tune loses its key
-PINYIN_FIXES = {
-    "zhangxiangsi": "changxiangsi", "zxs": "cxs", "zhangxiangsiman": "changxiangsiman", "zxsm": "cxsm",
-    "yingtianzhang": "yingtianchang", "xizhangxin": "xichangxin",   # initials ytc, xcx: other tunes' already
-    "diandaizhangzhongdiao": "diandaichangzhongdiao", "ddzzd": "ddczd", "bajiezhanghuan": "bajiechanghuan",
-    "bjzh": "bjch", "xiaozhongshan": "xiaochongshan", "xzs": "xcs", "jiangyuehuangzhongshan":
-    "jiangyuehuangchongshan", "jyhzs": "jyhcs", "haijingyue": "huanjingyue", "menghaijing": "menghuanjing",
-    "bosuanzi": "busuanzi", "bosuanziman": "busuanziman", "zhengzhao": "zhizhao", "qianheye": "ganheye",
-    "qhy": "ghy"}
 
 # Other names of a tune that the couyun tables lack and the shipped ci corpus labels ci with (思佳客 33 ci,
 # 摸鱼子 7, 六么令 17, 锁窗寒 7, 红林擒近 9): the 钦定词谱's own 又名, or a variant spelling of the name.
@@ -290,7 +279,7 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
         tunes.append({
             "names": [n for n in entry["names"] if n not in excluded.get("names", ())],   # the tune name first,
             "names_trad": [n for n in entry["names_trad"] if to_simplified(n) not in excluded.get("names", ())],
-            "pinyin": [PINYIN_FIXES.get(p, p) for p in entry["pinyins"] if p not in excluded.get("pinyin", ())],
+            "pinyin": [p for p in entry["pinyins"] if p not in excluded.get("pinyin", ())],
             # the same in traditional characters; full pinyin and initials of the names
             "sections": entry["type"][0],         # 单调 / 双调 / 三段 / 四段
             "variants": variants,
@@ -303,6 +292,7 @@ def build(source: Path, corpus: Path | None = CORPUS) -> dict:
         tune["names"] = tune["names"] + [n for n in EXTRA_NAMES.get(tune["names"][0], ()) if n not in tune["names"]]
         tune["pinyin"] = tune["pinyin"] + [EXTRA_PINYIN[n] for n in EXTRA_NAMES.get(tune["names"][0], ())
                                            if n in EXTRA_PINYIN and EXTRA_PINYIN[n] not in tune["pinyin"]]
+    read_names(tunes)   # polyphones read as the names mean them (cipu_pinyin.READINGS: 长相思, 永遇乐, 踏莎行)
     poems = corpus_poems(corpus)
     for i, names in corpus_names(poems, tunes).items():
         tunes[i]["names"] = tunes[i]["names"] + [n for n in names if n not in tunes[i]["names"]]
