@@ -13,6 +13,8 @@ blind_score.py (per number: real or the setting's name, the form). It never show
 from __future__ import annotations
 
 import argparse
+import collections
+import functools
 import json
 import os
 import random
@@ -30,6 +32,11 @@ from poetgen.tunes import tune_table
 RESERVED = {"--form", "--tune", "--variant", "-n", "--seed", "--format", "--traditional", "--interactive", "--help",
             "-h"}   # --variant: the real ci are in the tune's usual variant (written_as)
 SCORES = ("fluency", "coherence", "imagery", "overall")
+RARE_PER_MILLION = 1.5   # a character a model's training split holds less often than this (per million of its
+                         # characters: 29 times in the shipped model's 19.4 million) it practically never writes: the
+                         # shipped model wrote those at 7 % of their training rate (8,192 regular poems, one candidate
+                         # each, generate's temperature: 37 in 344,064 characters, 553 expected), against 25 % at
+                         # 100-300 times and 40 % at 300-1,000; a tiny corpus's model has none
 INSTRUCTIONS = """# Blind reading
 
 Each poem below is either a real classical poem or one written by a machine. For every poem give
@@ -86,7 +93,8 @@ def written_as(text: str, layout: Layout | None) -> bool:
 
 class SetModels:
     """What the models of a set allow of a real poem: held out from the training of each (its own
-    val_split, as `poetgen evaluate` reads it) and written only in characters each can write."""
+    val_split, as `poetgen evaluate` reads it) and written only in characters each writes: none it cannot
+    (VocabularyTables.unwritable), nor one it practically never does (rare_chars: 顚, a form of 颠)."""
 
     def __init__(self, models: list[str | None]):
         from poetgen.bundle import load_bundle
@@ -95,12 +103,41 @@ class SetModels:
         bundles = [load_bundle(model, keras=False) for model in dict.fromkeys(models)]
         self.splits = sorted({bundle.val_split for bundle in bundles})
         self.tables = [VocabularyTables(bundle.tokenizer) for bundle in bundles]
+        self.rare = frozenset().union(*(rare_chars(bundle) for bundle in bundles))
 
     def held_out(self, text: str) -> bool:
         return all(is_held_out(text, split) for split in self.splits)
 
     def writable(self, text: str) -> bool:
-        return not any(tables.unwritable(text) for tables in self.tables)
+        return not any(tables.unwritable(text) for tables in self.tables) and self.rare.isdisjoint(text)
+
+
+def rare_chars(bundle) -> frozenset[str]:
+    """The characters of `bundle`'s vocabulary that its training split holds less often than RARE_PER_MILLION
+    per million of its characters; none (and a warning) when the corpus it was trained on is gone."""
+    recorded, paths = bundle.training_corpus
+    if paths is None:
+        print(f"warning: {bundle.path}'s training corpus {recorded} is gone: real poems are not screened for "
+              f"characters it practically never writes", file=sys.stderr)
+        return frozenset()
+    counts = training_counts(tuple(map(str, paths)), bundle.val_split)
+    below = rare_below(counts)
+    return frozenset(ch for ch in bundle.tokenizer.index if len(ch) == 1 and counts[ch] < below)
+
+
+def rare_below(counts: collections.Counter) -> float:
+    """The training count under which a character is rare (RARE_PER_MILLION of the split's characters)."""
+    return RARE_PER_MILLION * sum(counts.values()) / 1e6
+
+
+@functools.lru_cache(maxsize=4)
+def training_counts(paths: tuple[str, ...], split: float) -> collections.Counter:
+    """Characters of the training split (the poems not held out at `split`) of the corpus in `paths`."""
+    counts = collections.Counter()
+    for poem in load_corpus(list(paths)):
+        if not is_held_out(poem.text, split):
+            counts.update(poem.text)
+    return counts
 
 
 def setting_model(args: list[str]) -> str | None:
@@ -124,8 +161,9 @@ def real_poems(kinds: list[str], per_kind: int, seed: int, tune: str | None,
     """Held-out real poems: regular Tang shi per form, or Song ci of the tune (no model of the set saw
     them: `models`, default the shipped model), each laid out as `generate` writes the form or the tune's
     usual variant (written_as): whole ones too (the corpus keeps fragments of lost ci, such as a single
-    clause under 鹧鸪天). None holds a character a model of the set cannot write: `seed` draws from the
-    held-out poems as it always did, and a draw such a character rules out gives its place to another."""
+    clause under 鹧鸪天). None holds a character a model of the set cannot or practically never writes
+    (SetModels.writable): `seed` draws from the held-out poems as it always did, and a draw such a character
+    rules out gives its place to the next spare in an order of their own, whatever writable() rules out."""
     models = models or SetModels([None])
     rng = random.Random(seed)
     if tune is None:
@@ -140,13 +178,14 @@ def real_poems(kinds: list[str], per_kind: int, seed: int, tune: str | None,
         texts = sorted(p.text for p in poems
                        if (p.tune == tune if tune else p.form == kind and written_as(p.text, layout_of(kind))))
         drawn = rng.sample(texts, min(per_kind, len(texts)))
-        spares = [text for text in sorted(set(texts) - set(drawn)) if models.writable(text)]
+        spares = sorted(set(texts) - set(drawn))
         random.Random(f"{seed}:{kind}").shuffle(spares)   # its own draws: the later kinds' stay as they were
+        spares = [text for text in spares if models.writable(text)]   # after: a new screen keeps their order
         chosen[kind] = [text if models.writable(text) else spares.pop() for text in drawn
                         if models.writable(text) or spares]
         if len(chosen[kind]) < per_kind:
             print(f"warning: only {len(chosen[kind])} held-out real poems of {kind} laid out as generate writes it"
-                  f" and written in characters every model of the set can write", file=sys.stderr)
+                  f" and written in characters every model of the set writes", file=sys.stderr)
     return chosen
 
 

@@ -49,6 +49,19 @@ class Bundle:
         return float(self.train_options.get("val_split", HELD_OUT_FRACTION))
 
     @property
+    def training_corpus(self) -> tuple[str, list[Path] | None]:
+        """(the corpus it was trained on, as config.json records it; its files now): the shipped files the label
+        names, or the user's file; None for the files when that file is gone. Its training split is the poems
+        not is_held_out(text, val_split)."""
+        from poetgen.corpus import SHIPPED_FILES, shipped_corpus_paths, shipped_files_of, shipped_label
+
+        recorded = self.config.get("corpus", {}).get("path", shipped_label(SHIPPED_FILES[:1]))
+        files = shipped_files_of(recorded)
+        if files is not None:
+            return recorded, shipped_corpus_paths(files)
+        return recorded, [Path(recorded)] if Path(recorded).exists() else None
+
+    @property
     def reverse(self) -> bool:
         """Trained with --reverse: it reads poems backwards (a best-of reranker) and writes none."""
         return bool(self.train_options.get("reverse"))

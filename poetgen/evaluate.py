@@ -10,14 +10,13 @@ import hashlib
 import json
 import logging
 import math
-from pathlib import Path
 from typing import Callable, Iterable
 
 from poetgen.bundle import Bundle
 from poetgen.checks import check_poem
 from poetgen.control import Prefixer
 from poetgen.corpus import (DYNASTIES, GENRES, SHIPPED_FILES, corpus_hash, is_held_out,
-                            shipped_corpus_paths, shipped_files_of, shipped_label)
+                            shipped_corpus_paths, shipped_label)
 from poetgen.errors import BadCorpus
 from poetgen.generate import Generator
 from poetgen.importers import load_corpus
@@ -202,12 +201,11 @@ class Evaluation:
     def _training_lines(self) -> set[str] | None:
         """Lines of the training split of the corpus the model was trained on; None when it is gone."""
         record = self.bundle.config.get("corpus", {})
-        recorded = record.get("path", shipped_label(SHIPPED_FILES[:1]))
-        files = shipped_files_of(recorded)
-        if files is None and not Path(recorded).exists():
+        recorded, paths = self.bundle.training_corpus
+        if paths is None:
             logger.warning(f"training corpus {recorded} is gone; copied_line_rate is not measured")
             return None
-        poems = self._corpus((recorded,) if files is None else tuple(shipped_corpus_paths(files)))
+        poems = self._corpus(tuple(paths))
         if record.get("hash") not in (None, corpus_hash(poems)):
             logger.warning(f"the training corpus {recorded} changed since training; "
                 f"copied_line_rate compares with it as it is now")
