@@ -21,20 +21,22 @@ from poetgen.api import Poet, TrainResult, check, evaluate, export, load, train
 from poetgen.errors import BadCorpus, BadInput, BadModel, InUse, OutputError, OutputExists, PoetgenError
 from poetgen.poems import Poem, Poems
 
-if TYPE_CHECKING:   # what a type checker sees of the lazy names below
-    from poetgen.evaluate import EvalOptions
-    from poetgen.export import ExportOptions
-    from poetgen.request import PoemRequest
-    from poetgen.sampling import SampleOptions
-    from poetgen.scansion import Scansion
-    from poetgen.train import TrainConfig
+if TYPE_CHECKING:   # what a type checker sees of the lazy names below ("X as X": exported, mypy --strict)
+    from poetgen.evaluate import EvalOptions as EvalOptions
+    from poetgen.export import ExportOptions as ExportOptions
+    from poetgen.request import PoemRequest as PoemRequest
+    from poetgen.sampling import SampleOptions as SampleOptions
+    from poetgen.scansion import Scansion as Scansion
+    from poetgen.train import TrainConfig as TrainConfig
 
 # The option dataclasses live with their stages; they are imported on first use (PEP 562).
 _LAZY = {"PoemRequest": "poetgen.request", "SampleOptions": "poetgen.sampling", "TrainConfig": "poetgen.train",
          "ExportOptions": "poetgen.export", "EvalOptions": "poetgen.evaluate", "Scansion": "poetgen.scansion"}
 
+# Spelled out: type checkers read __all__ only as a literal list (`*_LAZY` hid the lazy names from them).
 __all__ = ["__version__", "load", "Poet", "Poem", "Poems", "train", "TrainResult", "export", "evaluate", "check",
-           "PoetgenError", "BadInput", "BadCorpus", "BadModel", "OutputExists", "InUse", "OutputError", *_LAZY]
+           "PoetgenError", "BadInput", "BadCorpus", "BadModel", "OutputExists", "InUse", "OutputError",
+           "PoemRequest", "SampleOptions", "TrainConfig", "ExportOptions", "EvalOptions", "Scansion"]
 
 
 class _Package(types.ModuleType):
