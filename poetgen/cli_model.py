@@ -6,7 +6,9 @@ classes are imported up front, since the options are derived from them. The comm
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from pathlib import Path
 
 import click
@@ -80,7 +82,8 @@ def train(sample: bool, **options) -> None:
     config = TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
     config.validate()
     import_tensorflow()
-    result = api.train(config, sample=sample, explicit=given_options(options))
+    with contextlib.redirect_stdout(sys.stderr):   # Keras's progress bar: stdout carries the result alone
+        result = api.train(config, sample=sample, explicit=given_options(options))
     try:
         if result.best_val_perplexity is not None:
             with writing_stdout([result.path]):

@@ -242,10 +242,11 @@ def resume_command(config: TrainConfig) -> str:
 
 
 def _fit_verbosity() -> int:
-    """Keras's progress follows this module's logger: off when INFO is off (--quiet, or a library caller)."""
+    """Keras's progress follows this module's logger: off when INFO is off (--quiet, or a library caller);
+    one line per epoch unless sys.stdout, where Keras writes it, is a terminal."""
     if not logger.isEnabledFor(logging.INFO):
         return 0
-    return 1 if sys.stderr.isatty() else 2
+    return 1 if sys.stdout is not None and sys.stdout.isatty() else 2
 
 
 def train(config: TrainConfig, extra_callbacks: Sequence = (), explicit=None) -> Run:
@@ -325,7 +326,7 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     from_step = f", epoch {start_epoch + 1} from step {step_in_epoch}" if step_in_epoch else ""
     logger.info(f"training {model.count_params():,} parameters{replicas} on {run.corpus_record['train_chars']:,} characters "
         f"(vocabulary {run.tokenizer.vocab_size}), epochs {start_epoch + 1}..{config.epochs} of {steps} steps{from_step}")
-    with StopOnSignal() as stopper, contextlib.redirect_stdout(sys.stderr):
+    with StopOnSignal() as stopper:   # Keras's progress goes to sys.stdout: the CLI points that at stderr
         # the progress bar last, as Keras places its own: its line shows what the others added to the logs
         callbacks = make_callbacks(run, model_config, versions, stopper) + list(extra_callbacks) + [progress_bar(config.epochs)]
         for first, last, epoch_steps in fit_segments(start_epoch, step_in_epoch, config.epochs, steps):

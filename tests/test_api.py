@@ -285,6 +285,23 @@ def test_training_leaves_the_callers_global_state_and_runs_off_the_main_thread(t
     assert (random.random(), np.random.rand()) == expected
 
 
+def test_training_leaves_the_callers_standard_output_alone(tiny_corpus, tmp_path):
+    """A run pointed sys.stdout, the process's, at stderr until it ended (for the command's Keras progress
+    bar): a host program's prints, from its own callbacks or any other thread, went to its stderr."""
+    import keras
+
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(sys.stdout)
+
+    caller = sys.stdout
+    poetgen.train(out=tmp_path / "run", corpus=tiny_corpus, units=16, embedding_dim=16, batch_size=8, seq_len=16,
+                  epochs=1, steps_per_epoch=2, warmup_steps=1, min_count=2, callbacks=[Watch()])
+    assert seen and all(stream is caller for stream in seen)
+
+
 def test_evaluate_reports_tunes_as_the_command_does(poet, tiny_bundle):
     """`poetgen evaluate --tune` had no API equivalent; it takes no TensorFlow either."""
     seen = []

@@ -138,13 +138,13 @@ def test_a_run_stopped_within_an_epoch_resumes_at_that_step_exactly(tiny_corpus,
     # the signal lands after batch 7's stop check, so the run stops after batch 8
     assert saved["state"]["step_in_epoch"] == 8 and saved["state"]["tokens_seen"] == 8 * 16 * 32
     assert saved["seed_states"] and not (tmp_path / "stopped" / "model.keras").exists()
-    progress = capsys.readouterr().err   # the cut epoch's line ends at its step, not at the epoch's 20/20
+    progress = capsys.readouterr().out   # (Keras's, on sys.stdout) the cut epoch's line ends at its step, not 20/20
     assert " 8/20 - " in progress and "20/20" not in progress, progress
     with pytest.raises(poetgen.BadInput, match="saved progress"):   # a plain rerun must not replace it
         poetgen.train(out=str(tmp_path / "stopped"), **options)
     resumed = poetgen.train(out=str(tmp_path / "stopped"), resume=True, epochs=2)
     assert not resumed.stopped and resumed.epochs_done == 2
-    progress = capsys.readouterr().err   # the rest of epoch 1, then the whole of epoch 2
+    progress = capsys.readouterr().out   # the rest of epoch 1, then the whole of epoch 2
     assert "12/12 - " in progress and "20/20 - " in progress, progress
     # headed by the run's epochs: the cut epoch's own fit read "Epoch 1/1" before "Epoch 2/2"
     assert re.findall(r"Epoch \d+/\d+", progress) == ["Epoch 1/2", "Epoch 2/2"], progress
