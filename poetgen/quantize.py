@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from poetgen.errors import BadInput, BadModel
-from poetgen.quiet import import_tensorflow, muted_stderr
+from poetgen.quiet import import_tensorflow, muted_stderr, tensorflow_required
 
 INT8_FILE = "int8.npz"   # in a bundle: {name: TFLite model bytes, name + FINGERPRINT: its kernel's fingerprint}
 FINGERPRINT = ".fingerprint"
@@ -275,7 +275,10 @@ def choose_precision(stepper, directory: Path | None, int8: bool | None, step: b
     products = read_products(stepper, Path(directory) / INT8_FILE) if directory is not None else {}
     if int8 is None and (not set(stepper.product_kernels()) <= set(products) or not litert_installed()):
         return False
-    stepper.quantize(products, step=step)
+    # poetgen.load(int8=True) raised a bare ModuleNotFoundError where generation runs without TensorFlow
+    with tensorflow_required(f"int8=True (--int8) converts what {directory or 'the model'} lacks of {INT8_FILE} "
+                             f"(`poetgen quantize` writes it), which needs TensorFlow"):
+        stepper.quantize(products, step=step)
     return True
 
 

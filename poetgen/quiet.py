@@ -44,9 +44,10 @@ TENSORFLOW_MODULES = ("tensorflow", "keras")
 
 
 @contextlib.contextmanager
-def tensorflow_required():
+def tensorflow_required(needs: str = "this needs TensorFlow and Keras, which generation does not"):
     """A missing TensorFlow or Keras (an install with --no-deps: generation needs neither) as one line
-    naming the fix, not an internal error: `train`, `export`, `evaluate` and `quantize` need them."""
+    naming the fix, not an internal error: `train`, `export`, `evaluate` and `quantize` need them, and
+    int8=True where a bundle lacks its int8 products. `needs`: what the line says needs them."""
     try:
         yield
     except ModuleNotFoundError as error:
@@ -54,8 +55,7 @@ def tensorflow_required():
             raise
         from poetgen.errors import BadInput
 
-        raise BadInput(f"this needs TensorFlow and Keras, which generation does not ({error.name} is missing): "
-                       f"pip install tensorflow") from None
+        raise BadInput(f"{needs} ({error.name} is missing): pip install tensorflow") from None
 
 
 class SharedSetting:

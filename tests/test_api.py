@@ -302,6 +302,21 @@ def test_training_leaves_the_callers_standard_output_alone(tiny_corpus, tmp_path
     assert seen and all(stream is caller for stream in seen)
 
 
+def test_int8_where_the_bundle_lacks_its_products_and_tensorflow_is_missing_is_one_line(tiny_bundle, monkeypatch):
+    """load(int8=True) converts the products a bundle does not carry, which needs TensorFlow: on an install
+    without it (generation needs none) it raised a bare ModuleNotFoundError, not poetgen's one line."""
+    import poetgen.quantize
+
+    def missing():
+        raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+
+    assert not (tiny_bundle / "int8.npz").exists()
+    monkeypatch.setattr(poetgen.quantize, "import_tensorflow", missing)
+    with pytest.raises(BadInput, match=r"^int8=True \(--int8\) converts .*int8\.npz.*needs TensorFlow \(tensorflow is "
+                                       r"missing\): pip install tensorflow$"):
+        poetgen.load(tiny_bundle, int8=True)
+
+
 def test_evaluate_reports_tunes_as_the_command_does(poet, tiny_bundle):
     """`poetgen evaluate --tune` had no API equivalent; it takes no TensorFlow either."""
     seen = []
