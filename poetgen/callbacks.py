@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from poetgen.atomic import atomic_save
 from poetgen.bundle import CONFIG_FILE, OnceWarnings, save_bundle, write_config
+from poetgen.lock import default_handler
 from poetgen.model import ModelConfig, build_model, sequence_log_likelihood
 from poetgen.resume import EpochLog
 
@@ -261,9 +262,11 @@ class StopOnSignal:
 
     def __enter__(self):
         # Python runs handlers in the main thread only, and installs them only from it: a run in another
-        # thread (a library caller's) trains without them
+        # thread (a library caller's) trains without them. A handler a host program installed stays its
+        # own (it was replaced for the run, and the program never heard of its SIGTERM); Lock's is ours.
         in_main = threading.current_thread() is threading.main_thread()
-        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+                         if in_main and default_handler(sig)}
         return self
 
     def __exit__(self, *exc):

@@ -59,6 +59,13 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt   # unwinds the with-blocks: the lock and half-written files are cleaned up
 
 
+def default_handler(sig: int) -> bool:
+    """Whether `sig`'s handler is Python's own (SIG_DFL, or KeyboardInterrupt for SIGINT) or a held lock's:
+    one a host program installed (or SIG_IGN) is its own, to be left alone."""
+    handler = signal.getsignal(sig)
+    return handler is _terminate or handler in (signal.SIG_DFL, signal.default_int_handler)
+
+
 @contextlib.contextmanager
 def sigterm_interrupts():
     """SIGTERM stops the block as Ctrl-C does (KeyboardInterrupt: `interrupted`, exit 130) where it would

@@ -302,6 +302,33 @@ def test_training_leaves_the_callers_standard_output_alone(tiny_corpus, tmp_path
     assert seen and all(stream is caller for stream in seen)
 
 
+def test_training_leaves_a_host_program_s_own_signal_handlers_in_place(tiny_corpus, tmp_path):
+    """In the main thread a run put its own SIGINT and SIGTERM handlers over whatever it found: a host
+    program's SIGTERM (its graceful shutdown) only stopped the run, and the program never heard of it."""
+    import signal
+
+    import keras
+
+    def host(signum, frame):
+        pass
+
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append((signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)))
+
+    previous = {sig: signal.signal(sig, host) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        poetgen.train(out=tmp_path / "run", corpus=tiny_corpus, units=16, embedding_dim=16, batch_size=8,
+                      seq_len=16, epochs=1, steps_per_epoch=2, warmup_steps=1, min_count=2, callbacks=[Watch()])
+        after = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert seen and set(seen) == {(host, host)} and after == (host, host)
+
+
 def test_int8_where_the_bundle_lacks_its_products_and_tensorflow_is_missing_is_one_line(tiny_bundle, monkeypatch):
     """load(int8=True) converts the products a bundle does not carry, which needs TensorFlow: on an install
     without it (generation needs none) it raised a bare ModuleNotFoundError, not poetgen's one line."""
