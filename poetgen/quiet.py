@@ -102,19 +102,36 @@ class SharedSetting:
             self._restore(found)
 
 
-def _mute() -> int:
-    sys.stderr.flush()
-    saved = os.dup(2)
+def _mute() -> int | None:
+    """fd 2 on /dev/null; returns a copy of what it was, None where it was closed (a daemon's, `2>&-`):
+    /dev/null holds its place meanwhile, or a file opened in the block would take fd 2 and the notices."""
+    _flush_stderr()
+    try:
+        saved = os.dup(2)
+    except OSError:   # no fd 2 (EBADF): load() failed with it
+        saved = None
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
+    if devnull != 2:
+        os.dup2(devnull, 2)
+        os.close(devnull)
     return saved
 
 
-def _unmute(saved: int) -> None:
-    sys.stderr.flush()
+def _unmute(saved: int | None) -> None:
+    _flush_stderr()
+    if saved is None:
+        os.close(2)   # closed, as it was
+        return
     os.dup2(saved, 2)
     os.close(saved)
+
+
+def _flush_stderr() -> None:
+    """What Python buffered for fd 2, written before it changes; sys.stderr is None where the program has no
+    standard error (pythonw, `2>&-` at start: load() raised AttributeError)."""
+    if sys.stderr is not None:
+        with contextlib.suppress(OSError, ValueError):   # a closed or failing stderr has nothing to keep
+            sys.stderr.flush()
 
 
 _MUTING = SharedSetting(_mute, _unmute)

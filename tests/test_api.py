@@ -72,6 +72,20 @@ def test_readme_example_generates_with_the_shipped_model_without_tensorflow(tmp_
     assert process.stdout.strip().endswith("CLICK False\nTF False"), process.stdout
 
 
+@pytest.mark.parametrize("no_stderr", ["sys.stderr = None", "os.close(2)", "os.close(2); sys.stderr = None"])
+def test_a_program_without_a_standard_error_loads_and_generates(tmp_path, no_stderr):
+    """pythonw, a daemon, `2>&-`: no sys.stderr (None) or no fd 2. Muting it while LiteRT starts (the shipped
+    model is int8) raised AttributeError or OSError (EBADF): load() failed, and `poetgen generate 2>&-`
+    exited 1 without a word. fd 2 is closed again afterwards, as the program had it."""
+    code = (f"import os, sys\n{no_stderr}\nimport poetgen\npoet = poetgen.load()\nassert poet.generator.int8\n"
+            f"print(poet.generate(seed=1)[0].text)\ntry:\n    os.fstat(2)\nexcept OSError:\n    print('closed')\n")
+    process = python(code, tmp_path)
+    assert process.returncode == 0, process.stderr
+    first, *rest = process.stdout.splitlines()
+    assert re.fullmatch(r"[\u4e00-\u9fff]{5}，[\u4e00-\u9fff]{5}。[\u4e00-\u9fff]{5}，[\u4e00-\u9fff]{5}。", first)
+    assert rest == (["closed"] if "os.close" in no_stderr else [])
+
+
 def test_generate_returns_frozen_checked_poems(poet):
     poems = poet.generate("", form="wulv", n=3, seed=5, tone=True)
     assert isinstance(poems, poetgen.Poems) and len(poems) == 3 and poems.seed == 5 and poems.form == "wulv"
