@@ -243,10 +243,11 @@ def resume_command(config: TrainConfig) -> str:
 
 def _fit_verbosity() -> int:
     """Keras's progress follows this module's logger: off when INFO is off (--quiet, or a library caller);
-    one line per epoch unless sys.stdout, where Keras writes it, is a terminal."""
-    if not logger.isEnabledFor(logging.INFO):
+    one line per epoch unless sys.stdout, where Keras writes it, is a terminal; none where there is no
+    sys.stdout (pythonw; the command's stderr closed): Keras's write to None failed the run."""
+    if not logger.isEnabledFor(logging.INFO) or sys.stdout is None:
         return 0
-    return 1 if sys.stdout is not None and sys.stdout.isatty() else 2
+    return 1 if sys.stdout.isatty() else 2
 
 
 def train(config: TrainConfig, extra_callbacks: Sequence = (), explicit=None) -> Run:

@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import inspect
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -314,6 +315,18 @@ def test_training_leaves_the_callers_standard_output_alone(tiny_corpus, tmp_path
     poetgen.train(out=tmp_path / "run", corpus=tiny_corpus, units=16, embedding_dim=16, batch_size=8, seq_len=16,
                   epochs=1, steps_per_epoch=2, warmup_steps=1, min_count=2, callbacks=[Watch()])
     assert seen and all(stream is caller for stream in seen)
+
+
+def test_training_with_progress_shown_in_a_program_without_a_standard_output(tiny_corpus, tmp_path, monkeypatch,
+                                                                               caplog):
+    """pythonw has no sys.stdout (None), where Keras writes its progress bar: with poetgen's logger at INFO
+    the run failed on Keras's first write (AttributeError). Its progress lines are the logger's still."""
+    monkeypatch.setattr(sys, "stdout", None)
+    caplog.set_level(logging.INFO, logger="poetgen")
+    result = poetgen.train(out=tmp_path / "run", corpus=tiny_corpus, units=16, embedding_dim=16, batch_size=8,
+                           seq_len=16, epochs=1, steps_per_epoch=2, warmup_steps=1, min_count=2)
+    assert result.epochs_done == 1
+    assert any(record.getMessage().startswith("epoch 1: ") for record in caplog.records)
 
 
 def test_training_leaves_a_host_program_s_own_signal_handlers_in_place(tiny_corpus, tmp_path):
