@@ -7,6 +7,7 @@ TensorFlow, for training, export and evaluation) are imported when a function ne
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -291,9 +292,10 @@ def check(text: str, form: str | None = None, *, tune: str | None = None, varian
         raise BadInput(f"form must be a form's name, not {form!r}", field="form")
     if tune is not None and not isinstance(tune, str):
         raise BadInput(f"tune must be a tune's name, not {tune!r}", field="tune")
-    if variant is not None and (isinstance(variant, bool) or not isinstance(variant, int) or variant < 1):
+    # NumPy's integers too, as generate takes them (np.int64(2) was refused here alone)
+    if variant is not None and (isinstance(variant, bool) or not isinstance(variant, numbers.Integral) or variant < 1):
         raise BadInput(f"variant must be a number from 1, not {variant!r}", field="variant")
-    return scan(text, form=form, tune=tune, variant=variant)
+    return scan(text, form=form, tune=tune, variant=None if variant is None else int(variant))
 
 
 @tensorflow_required()

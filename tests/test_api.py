@@ -239,6 +239,16 @@ def test_numpy_numbers_come_back_as_python_ones_and_serialise(poet):
     assert all(type(poem.score) is float for poem in poems)
 
 
+def test_check_takes_a_numpy_variant_as_generate_does():
+    """poetgen.check(variant=np.int64(2)) was refused ("variant must be a number from 1"), though generate
+    takes NumPy's integers for the same option."""
+    import numpy as np
+
+    text = "西塞山前白鹭飞，桃花流水鳜鱼肥。青箬笠，绿蓑衣，斜风细雨不须归。"
+    assert poetgen.check(text, tune="渔歌子", variant=np.int64(1)).to_dict() == \
+        poetgen.check(text, tune="渔歌子", variant=1).to_dict()
+
+
 def test_flags_and_paths_of_the_wrong_type_are_one_line(poet, tiny_bundle, tmp_path):
     """int8=0 meant int8 (and could import TensorFlow), traditional="no" printed traditional characters,
     and a path that is not one was a TypeError from pathlib."""
