@@ -10,14 +10,18 @@ import json
 import logging
 import math
 import os
+import shlex
 import signal
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from poetgen.atomic import atomic_save
 from poetgen.bundle import CONFIG_FILE, OnceWarnings, save_bundle, write_config
+from poetgen.errors import Diverged
 from poetgen.lock import default_handler
 from poetgen.model import ModelConfig, build_model, sequence_log_likelihood
 from poetgen.resume import EpochLog
@@ -26,6 +30,14 @@ if TYPE_CHECKING:
     from poetgen.train import Run
 
 logger = logging.getLogger(__name__)
+
+
+def perplexity(loss: float) -> float:
+    """e ** loss; inf where that is beyond a float (a loss above ~709 nats: a diverged epoch's)."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
 
 
 def inference_copy(model, model_config: ModelConfig):
@@ -50,8 +62,8 @@ def plot_curves(log_csv: Path, png: Path) -> None:
         return
     epochs = [int(row["epoch"]) + 1 for row in rows]
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
-    axis.plot(epochs, [math.exp(float(r["loss"])) for r in rows], "o-", label="training")
-    held = [(e, math.exp(float(r["val_loss"]))) for e, r in zip(epochs, rows) if r.get("val_loss")]
+    axis.plot(epochs, [perplexity(float(r["loss"])) for r in rows], "o-", label="training")
+    held = [(e, perplexity(float(r["val_loss"]))) for e, r in zip(epochs, rows) if r.get("val_loss")]
     if held:
         axis.plot(*zip(*held), "s-", label="held-out")
     axis.set_xlabel("epoch")
@@ -106,6 +118,9 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
 
         def on_train_batch_end(self, batch, logs=None):
             self.batches += 1
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(loss):   # before any save: NaN weights are kept nowhere
+                raise self._diverged(f"the training loss is {loss} at step {self.first_step + self.batches}")
             if self.interval.due() and self.first_step + self.batches < run.steps_per_epoch:
                 self._save_within()
 
@@ -114,9 +129,23 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
             run.advance(self.batches - self.counted, now - self.mark)
             self.counted, self.mark = self.batches, now
 
+        def _diverged(self, what: str) -> Diverged:
+            config = run.config
+            if run.state["epochs_done"] or run.state["step_in_epoch"]:
+                go_on = shlex.join(["poetgen", "train", "--out", str(config.out), "--resume", "--learning-rate",
+                                    f"{config.learning_rate / 10:g}"])
+                kept = f"the resume state ({run.position()}) is kept; go on from it with a lower rate: {go_on}"
+            else:
+                kept = f"nothing was saved; start again with a lower --learning-rate (now {config.learning_rate:g})"
+            return Diverged(f"training diverged: {what} of epoch {run.state['epochs_done'] + 1} "
+                            f"(--learning-rate {config.learning_rate:g}, --clipnorm {config.clipnorm:g}); {kept}",
+                            field="learning_rate")
+
         def _save_within(self):
             if self.counted == self.batches and self.batches:
                 return   # saved at this very step already
+            if not all(np.isfinite(w).all() for w in self.model.get_weights()):   # the last step's update
+                raise self._diverged(f"the weights are no longer finite after step {self.first_step + self.batches}")
             self._account()
             run.state["step_in_epoch"] = self.first_step + self.batches
             run.save_resume(self.model, versions)
@@ -129,7 +158,9 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
                 return
             total, count = sequence_log_likelihood(self.model, run.held_out, prefixes=run.held_out_prefixes)
             val_loss = -total / count
-            logs["val_loss"], logs["val_perplexity"] = val_loss, math.exp(val_loss)
+            if not math.isfinite(perplexity(val_loss)):   # nothing of this epoch is logged or saved
+                raise self._diverged(f"the held-out loss is {val_loss:g} at the end")
+            logs["val_loss"], logs["val_perplexity"] = val_loss, perplexity(val_loss)
             self._account()
             log.write(epoch, logs)
             state = run.state
@@ -145,7 +176,7 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
                                        "train": record["train"], "progress": record["progress"]})
             run.save_resume(self.model, versions)
             logger.info(f"epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, held-out perplexity "
-                f"{math.exp(val_loss):.1f} (best {math.exp(state['best_val_loss']):.1f} at epoch "
+                f"{perplexity(val_loss):.1f} (best {perplexity(state['best_val_loss']):.1f} at epoch "
                 f"{state['best_epoch']})")
 
     class Curves(keras.callbacks.Callback):

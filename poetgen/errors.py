@@ -21,6 +21,10 @@ class BadInput(PoetgenError, ValueError):
         self.field = field   # the option or request field at fault, as its dataclass names it; None: no one field
 
 
+class Diverged(BadInput):
+    """A training run whose loss became NaN or infinite: its weights are garbage and are not saved."""
+
+
 class BadCorpus(PoetgenError):
     """A corpus file that cannot be read or holds no usable poem."""
 

@@ -575,3 +575,56 @@ def test_an_epoch_s_log_row_is_written_before_its_resume_state(tiny_corpus, tmp_
     api.train(out=str(tmp_path / "run"), corpus=str(tiny_corpus), epochs=2, steps_per_epoch=3, units=16,
               embedding_dim=16, batch_size=8, seq_len=16, min_count=2, dropout=0.0)
     assert seen == [(1, 1), (2, 2)]
+
+
+class PoisonAt:
+    """Makes the weights NaN after the `n`-th batch of a run: a run that diverges at a known step."""
+
+    def __new__(cls, n: int):
+        import keras
+
+        class Callback(keras.callbacks.Callback):
+            seen = 0
+
+            def on_train_batch_end(self, batch, logs=None):
+                Callback.seen += 1
+                if Callback.seen == n:
+                    table = self.model.get_layer("embedding").embeddings
+                    table.assign(np.full(table.shape, np.nan, "float32"))
+
+        return Callback()
+
+
+def test_a_run_that_diverges_stops_in_one_line_and_keeps_its_last_good_state(tiny_corpus, tmp_path):
+    from poetgen import api
+    from poetgen.errors import BadInput
+
+    out = tmp_path / "run"
+    options = dict(out=str(out), corpus=str(tiny_corpus), **{**TINY_TRAIN, "epochs": 3, "steps_per_epoch": 20})
+    with pytest.raises(BadInput, match=r"training diverged: the training loss is nan at step \d+ of epoch 2 .*"
+                                       r"the resume state \(1 epochs\) is kept.*--resume --learning-rate 0\.001"):
+        api.train(**options, callbacks=[PoisonAt(25)])
+    # epoch 2's NaN weights were saved nowhere: no log row, no best model, no resume state of them
+    state = json.loads((out / "resume" / "state.json").read_text())["state"]
+    assert (state["epochs_done"], state["step_in_epoch"]) == (1, 0)
+    assert len((out / "log.csv").read_text().splitlines()) == 2
+    assert json.loads((out / "config.json").read_text())["metrics"]["best_epoch"] == 1
+    # and the run goes on from there at a lower rate, to finite losses
+    result = api.train(**{**options, "learning_rate": 1e-3}, resume=True)
+    assert result.epochs_done == 3 and np.isfinite(result.best_val_perplexity)
+    rows = (out / "log.csv").read_text().splitlines()[1:]
+    assert len(rows) == 3 and "nan" not in "".join(rows)
+
+
+def test_a_held_out_loss_beyond_a_float_s_perplexity_is_a_divergence_not_a_crash(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", "--corpus", str(tiny_corpus), "--out", str(out), "--epochs", "1",
+                                      "--steps-per-epoch", "20", *TRAIN_ARGS, "--learning-rate", "10000",
+                                      "--warmup-steps", "0", "--clipnorm", "0"])
+    assert result.exit_code == 2, result.output
+    assert re.search(r"poetgen: error: training diverged: the held-out loss is [\d.e+]+ at the end of epoch 1 .*"
+                     r"nothing was saved", result.output)
+    assert not (out / "model.keras").exists() and not (out / "resume").exists()
+    from poetgen.callbacks import perplexity   # what the log and curves show for such a loss
+
+    assert perplexity(1000.0) == float("inf") and perplexity(1.0) == pytest.approx(np.e)
