@@ -157,13 +157,17 @@ class Run:
         held_poems = [p for p in poems if is_held_out(p.text, fraction)]
         train, held = [p.text for p in train_poems], [p.text for p in held_poems]
         if not train or not held:
-            raise BadInput(f"corpus of {len(poems)} poems is too small to hold out {fraction:.0%} for validation")
+            raise BadInput(f"corpus of {len(poems)} poems is too small to hold out --val-split {fraction:g} for "
+                           f"validation ({len(held)} held out, {len(train)} left to train on)", field="val_split")
         if config.resume:
             self.tokenizer = Tokenizer.load(self.resume_dir / "tokenizer.json")
         else:
             controls = control_vocabulary(train_poems, config.top_tunes) if config.conditioned else ()
             self.tokenizer = Tokenizer.build(vocabulary_texts(train, config.conditioned, config.min_count),
                                              config.min_count, controls)
+            if not self.tokenizer.chars:   # only the special ids: no model can be built on that
+                raise BadInput(f"no character occurs --min-count {config.min_count} times in the {len(train)} "
+                               f"training poems; lower --min-count", field="min_count")
         prefixer = Prefixer(self.tokenizer)
         self.train_stream = token_stream(self.tokenizer, train,
                                          [prefixer.for_poem(p, config.titles) for p in train_poems], config.reverse)

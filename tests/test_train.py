@@ -628,3 +628,13 @@ def test_a_held_out_loss_beyond_a_float_s_perplexity_is_a_divergence_not_a_crash
     from poetgen.callbacks import perplexity   # what the log and curves show for such a loss
 
     assert perplexity(1000.0) == float("inf") and perplexity(1.0) == pytest.approx(np.e)
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--min-count", "100000"], "no character occurs --min-count 100000 times in the .* training poems; lower --min-count"),
+    (["--val-split", "0.0001"], r"corpus of 1500 poems is too small to hold out --val-split 0.0001 for validation \(0 held out, \d+ left"),
+])
+def test_a_corpus_too_small_for_an_option_names_that_option(tiny_corpus, tmp_path, option, message):
+    result = CliRunner().invoke(cli, ["train", "--corpus", str(tiny_corpus), "--out", str(tmp_path / "run"),
+                                      "--epochs", "1", *TRAIN_ARGS, *option])
+    assert result.exit_code == 2 and re.search("poetgen: error: " + message, result.output), result.output
