@@ -305,6 +305,11 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     windows = len(window_starts(len(run.train_stream), config.seq_len))
     check_windows(windows, run.global_batch, config.seq_len, len(run.train_stream))   # before anything is deleted
     steps = run.steps_per_epoch = config.steps_per_epoch or max(1, windows // run.global_batch)
+    total = steps * config.epochs
+    if config.warmup_steps >= total:   # the cosine never starts: the whole run is warm-up, at a fraction of the peak
+        logger.warning(f"--warmup-steps {config.warmup_steps} is as long as the whole run ({total} steps: --epochs "
+                       f"{config.epochs} of {steps}), so the rate never reaches --learning-rate {config.learning_rate:g} "
+                       f"(it stops at {total / config.warmup_steps:.0%} of it); give a smaller --warmup-steps")
     model_config = run.model_config()
     held_run = run.holds_run()
     keras.mixed_precision.set_global_policy(config.precision)
@@ -312,12 +317,12 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
         if config.resume:
             model = load_resume_model(saved["model_path"], run.tokenizer.vocab_size)
             restore_seed_states(model, saved.get("seed_states"), saved["state_path"])
-            retune_optimizer(model, config, steps * config.epochs)
+            retune_optimizer(model, config, total)
             # what still draws from the global seed (the sampled softmax's sampler) goes on, not over
             keras.utils.set_random_seed((config.seed + int(model.optimizer.iterations.numpy())) % 2**32)
         else:
             model = build_model(model_config)
-            compile_model(model, config, steps * config.epochs)
+            compile_model(model, config, total)
         use_sampled_softmax(model, model_config, config.sampled_softmax)
     run.out.mkdir(parents=True, exist_ok=True)
     if config.resume:

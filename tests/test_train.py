@@ -638,3 +638,19 @@ def test_a_corpus_too_small_for_an_option_names_that_option(tiny_corpus, tmp_pat
     result = CliRunner().invoke(cli, ["train", "--corpus", str(tiny_corpus), "--out", str(tmp_path / "run"),
                                       "--epochs", "1", *TRAIN_ARGS, *option])
     assert result.exit_code == 2 and re.search("poetgen: error: " + message, result.output), result.output
+
+
+def test_a_warm_up_as_long_as_the_run_is_said(tiny_corpus, tmp_path):
+    """A small corpus at the default --warmup-steps 200 trains a few dozen steps: all of them warm-up, at a
+    fraction of --learning-rate, which the user is told rather than left to find in a poor model."""
+    def train(out, warmup):
+        return CliRunner().invoke(cli, ["train", "--corpus", str(tiny_corpus), "--out", str(tmp_path / out),
+                                        "--epochs", "2", "--steps-per-epoch", "5", *TRAIN_ARGS,
+                                        "--warmup-steps", str(warmup)])
+
+    long = train("long", 40)
+    assert long.exit_code == 0, long.output
+    assert ("poetgen: warning: --warmup-steps 40 is as long as the whole run (10 steps: --epochs 2 of 5), so the "
+            "rate never reaches --learning-rate 0.01 (it stops at 25% of it)") in long.output
+    short = train("short", 4)
+    assert short.exit_code == 0 and "--warmup-steps" not in short.output, short.output
