@@ -100,7 +100,25 @@ def check_text(path: Path, encoding: str) -> None:
         raise BadCorpus(f"{path}: UTF-16 text (it starts with a byte-order mark); "
                         + _encoding_hint("utf-16"))
     if b"\x00" in head and not encoding.lower().startswith("utf-16"):
+        guess = utf16_without_bom(head)
+        if guess:   # Windows's "Unicode" saved without its byte-order mark: text, not binary
+            raise BadCorpus(f"{path}: UTF-16 text without a byte-order mark, it seems; " + _encoding_hint(guess))
         raise BadCorpus(f"{path}: binary data, not a text corpus")
+
+
+def utf16_without_bom(head: bytes) -> str | None:
+    """"utf-16-le" or "utf-16-be" when `head` reads as Chinese or ASCII text in that byte order, else None.
+    Random binary data decodes as UTF-16 too, but only about a third of it into Han characters."""
+    for encoding in ("utf-16-le", "utf-16-be"):
+        try:
+            text = head[:len(head) // 2 * 2].decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        texty = sum(1 for c in text if c in "\n\r\t" or " " <= c <= "~" or "\u3000" <= c <= "\u9fff"
+                    or "\uff00" <= c <= "\uffef")
+        if text and texty >= 0.95 * len(text):
+            return encoding
+    return None
 
 
 def _encoding_hint(encoding: str) -> str:

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
@@ -806,3 +807,19 @@ def test_title_and_author_lines_above_a_poem_written_on_one_line(tmp_path):
         ("江雪", "柳宗元", "wujue"), ("登鹳雀楼", "王之涣", "wujue"), ("春晓", "", "wujue")]
     assert result.poems[0].text == "千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江雪。"
     assert all("床前明月光" not in p.title for p in result.poems)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_byte_order_mark_is_named_not_called_binary(tmp_path, encoding):
+    path = tmp_path / "poems.txt"
+    path.write_bytes((POEM_A + "\n").encode(encoding))
+    result = CliRunner().invoke(cli, ["corpus", "import", str(path), "--out", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 2 and f"UTF-16 text without a byte-order mark, it seems; pass --encoding {encoding}" \
+        in result.output, result.output
+    ok = CliRunner().invoke(cli, ["corpus", "import", str(path), "--encoding", encoding,
+                                  "--out", str(tmp_path / "o.jsonl")])
+    assert ok.exit_code == 0 and "kept 1 poem," in ok.output, ok.output
+    binary = tmp_path / "noise.txt"   # random bytes with zeros in them are still binary
+    binary.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)) + b"\0")
+    refused = CliRunner().invoke(cli, ["corpus", "import", str(binary), "--out", str(tmp_path / "n.jsonl")])
+    assert refused.exit_code == 2 and "binary data, not a text corpus" in refused.output, refused.output
