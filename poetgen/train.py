@@ -305,11 +305,7 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     windows = len(window_starts(len(run.train_stream), config.seq_len))
     check_windows(windows, run.global_batch, config.seq_len, len(run.train_stream))   # before anything is deleted
     steps = run.steps_per_epoch = config.steps_per_epoch or max(1, windows // run.global_batch)
-    total = steps * config.epochs
-    if config.warmup_steps >= total:   # the cosine never starts: the whole run is warm-up, at a fraction of the peak
-        logger.warning(f"--warmup-steps {config.warmup_steps} is as long as the whole run ({total} steps: --epochs "
-                       f"{config.epochs} of {steps}), so the rate never reaches --learning-rate {config.learning_rate:g} "
-                       f"(it stops at {total / config.warmup_steps:.0%} of it); give a smaller --warmup-steps")
+    segments = fit_segments(start_epoch, step_in_epoch, config.epochs, steps)
     model_config = run.model_config()
     held_run = run.holds_run()
     keras.mixed_precision.set_global_policy(config.precision)
@@ -317,13 +313,21 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
         if config.resume:
             model = load_resume_model(saved["model_path"], run.tokenizer.vocab_size)
             restore_seed_states(model, saved.get("seed_states"), saved["state_path"])
+            # the schedule ends at the run's last step: the steps taken, then the ones left (the same as
+            # steps * epochs unless --steps-per-epoch, --batch-size or the corpus changed the epoch's length)
+            total = int(model.optimizer.iterations.numpy()) + planned_steps(segments)
             retune_optimizer(model, config, total)
             # what still draws from the global seed (the sampled softmax's sampler) goes on, not over
             keras.utils.set_random_seed((config.seed + int(model.optimizer.iterations.numpy())) % 2**32)
         else:
             model = build_model(model_config)
+            total = planned_steps(segments)
             compile_model(model, config, total)
         use_sampled_softmax(model, model_config, config.sampled_softmax)
+    if config.warmup_steps >= total:   # the cosine never starts: the whole run is warm-up, at a fraction of the peak
+        logger.warning(f"--warmup-steps {config.warmup_steps} is as long as the whole run ({total} steps), so the "
+                       f"rate never reaches --learning-rate {config.learning_rate:g} (it stops at "
+                       f"{total / config.warmup_steps:.0%} of it); give a smaller --warmup-steps")
     run.out.mkdir(parents=True, exist_ok=True)
     if config.resume:
         repair_log(run.out / LOG_FILE, start_epoch)
@@ -339,7 +343,7 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     with StopOnSignal() as stopper:   # Keras's progress goes to sys.stdout: the CLI points that at stderr
         # the progress bar last, as Keras places its own: its line shows what the others added to the logs
         callbacks = make_callbacks(run, model_config, versions, stopper) + list(extra_callbacks) + [progress_bar(config.epochs)]
-        for first, last, epoch_steps in fit_segments(start_epoch, step_in_epoch, config.epochs, steps):
+        for first, last, epoch_steps in segments:
             if stopper.stopped:   # a signal between two fits (while the cut epoch's end was saved)
                 break
             # the data goes on at the batch the run has reached (the optimizer counts them), the same
@@ -358,6 +362,11 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
         logger.warning("the stop came after the last batch: every epoch is done and saved, so the run ends as "
                        "finished (exit 0), with nothing to resume")
     return run
+
+
+def planned_steps(segments: list[tuple[int, int, int]]) -> int:
+    """The steps the fits of `segments` (fit_segments) take in all."""
+    return sum((last - first) * epoch_steps for first, last, epoch_steps in segments)
 
 
 def fit_segments(epochs_done: int, step_in_epoch: int, epochs: int, steps: int) -> list[tuple[int, int, int]]:
