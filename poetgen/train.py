@@ -187,8 +187,6 @@ class Run:
             logger.warning(f"the corpus changed since this run started; continuing on the new one ({len(poems):,} "
                            f"poems, {unknown:.1%} of its training characters unknown to the run's vocabulary): "
                            f"held-out perplexity starts afresh, the next epoch's model is kept as the best")
-        if config.force and not config.resume and self.holds_run():   # starting over: not the old run's curves
-            shutil.rmtree(self.out / "tensorboard", ignore_errors=True)   # beside the new run's in TensorBoard
 
     def holds_run(self) -> bool:
         """Whether `out` holds a run of poetgen (a bundle's config.json, or a saved resume model), whose
@@ -335,6 +333,9 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
         for stale in (LOG_FILE, RESUME_DIR + "/" + RESUME_STATE, RESUME_DIR + "/" + RESUME_TOKENIZER):
             with contextlib.suppress(FileNotFoundError):
                 (run.out / stale).unlink()
+        if config.force:   # starting over: not the old run's curves beside the new run's in TensorBoard
+            # (removed only now, every check passed: a forced start that is refused keeps them)
+            shutil.rmtree(run.out / "tensorboard", ignore_errors=True)
     versions = library_versions()
     replicas = f" on {strategy.num_replicas_in_sync} replicas" if config.strategy == "mirrored" else ""
     from_step = f", epoch {start_epoch + 1} from step {step_in_epoch}" if step_in_epoch else ""

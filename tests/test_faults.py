@@ -212,6 +212,9 @@ def test_a_forced_retrain_on_another_vocabulary_stopped_in_its_first_epoch_resum
 
 
 def test_a_forced_start_that_fails_its_checks_keeps_the_old_runs_progress(run_copy, tiny_corpus):
+    events = run_copy / "tensorboard" / "train" / "events.out.tfevents.1.host"   # the old run's curves too
+    events.parent.mkdir(parents=True, exist_ok=True)
+    events.write_bytes(b"curves")
     kept = {p: digest(p) for p in run_copy.rglob("*") if p.is_file() and p.name != LOCK_NAME}
     assert run_copy / "log.csv" in kept and run_copy / "resume" / "state.json" in kept
     result = invoke("train", "--corpus", tiny_corpus, "--out", run_copy, "--force", "--epochs", 1, *RUN_ARGS,
