@@ -82,8 +82,18 @@ def train(sample: bool, **options) -> None:
     config = TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
     config.validate()
     import_tensorflow()
-    with contextlib.redirect_stdout(sys.stderr):   # Keras's progress bar: stdout carries the result alone
-        result = api.train(config, sample=sample, explicit=given_options(options))
+    try:
+        with contextlib.redirect_stdout(sys.stderr):   # Keras's progress bar: stdout carries the result alone
+            result = api.train(config, sample=sample, explicit=given_options(options))
+    except KeyboardInterrupt:   # a second Ctrl-C: aborted mid-step; the run goes on from its last saved state
+        from poetgen.resume import RESUME_DIR, RESUME_STATE
+        from poetgen.train import resume_command
+
+        if not (Path(config.out) / RESUME_DIR / RESUME_STATE).is_file():
+            raise
+        click.echo(f"poetgen: interrupted; the run goes on from its last saved state with: "
+                   f"{resume_command(config)}", err=True)
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
     try:
         if result.best_val_perplexity is not None:
             with writing_stdout([result.path]):

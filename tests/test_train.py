@@ -688,3 +688,25 @@ def test_resume_with_another_epoch_length_schedules_over_the_steps_it_will_take(
     for step, rate in rates:
         assert rate == pytest.approx(float(schedule(step)), rel=1e-5)
     assert rates[0][1] > 2 * 0.05 * recorded["learning_rate"]   # two epochs to go: not at the floor yet
+
+
+def test_a_second_ctrl_c_names_the_resume_command_where_a_state_is_saved(tmp_path, monkeypatch):
+    """A second Ctrl-C aborts the step at once (StopOnSignal raises KeyboardInterrupt): where the run has a
+    saved resume state, the one line says how it goes on, as a first Ctrl-C's stop does; else `interrupted`."""
+    from poetgen import api
+    from poetgen.resume import RESUME_DIR, RESUME_STATE
+
+    def aborted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "train", aborted)
+    out = tmp_path / "my run"
+    args = ["train", "--out", str(out), "--resume", "--epochs", "3"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 130 and result.stderr.split() == ["poetgen:", "interrupted"]   # nothing saved
+    (out / RESUME_DIR).mkdir(parents=True)
+    (out / RESUME_DIR / RESUME_STATE).write_text("{}")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip().splitlines() == [f"poetgen: interrupted; the run goes on from its last saved state with: "
+                                          f"poetgen train --out '{out}' --resume --epochs 3"]
