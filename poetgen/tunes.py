@@ -140,6 +140,7 @@ class Tune:
     also_called: tuple[SharedName, ...] = ()   # other tunes' names its poets gave it too (相见欢: 乌夜啼)
     usual: int = 1                  # the variant written when none is asked: the 谱's first, or the one far
                                     # more corpus ci take (临江仙: the 8th, 60 characters; build_cipu.mark_usual)
+    pinyin_also: tuple[str, ...] = ()   # readings not the name's that readers type (yongyuyue for 永遇乐's yongyule)
 
     @property
     def name(self) -> str:
@@ -209,13 +210,14 @@ class TuneTable:
             tune = Tune(tuple(entry["names"]), tuple(entry["names_trad"]), tuple(entry["pinyin"]), entry["sections"],
                         tuple(variant_from(name, i + 1, v) for i, v in enumerate(entry["variants"])),
                         tuple(SharedName(e["name"], e["trad"], e["of"], tuple(map(tuple, e["ci"])), e["total"])
-                              for e in entry.get("also_called", ())), entry.get("usual", [1])[0])
+                              for e in entry.get("also_called", ())), entry.get("usual", [1])[0],
+                        tuple(entry.get("pinyin_also", ())))
             self.tunes.append(tune)
             for key in dict.fromkeys(lookup_keys(tune)):
                 first = self._by_key.setdefault(key, tune)
                 if first is not tune:
                     self._shared.setdefault(key, [first]).append(tune)
-        for tune in self.tunes:   # ü typed u (nuguanzi), where no tune has that spelling itself
+        for tune in self.tunes:   # ü typed u (nuguanzi), another reading (yongyuyue): where no tune has it itself
             for key in lookup_keys(tune, typed=True):
                 self._by_key.setdefault(key, tune)
         self._also: dict[str, list[tuple[Tune, SharedName]]] = {}   # a name's key -> the other tunes also so called
@@ -351,10 +353,11 @@ def lookup_key(text: str) -> str:
 
 def lookup_keys(tune: Tune, typed: bool = False) -> list[str]:
     """A tune's lookup keys: its names in both scripts and its pinyin; `typed`: instead, its pinyin with
-    ü typed u (nuguanzi for nvguanzi), which finds it only where no tune has that spelling itself."""
+    ü typed u (nuguanzi for nvguanzi) and its other readings (pinyin_also: yongyuyue), which find it only
+    where no tune has that spelling itself."""
     pinyin = [lookup_key(p) for p in tune.pinyin]
     if typed:
-        return [p.replace("v", "u") for p in pinyin if "v" in p]
+        return [p.replace("v", "u") for p in pinyin if "v" in p] + [lookup_key(p) for p in tune.pinyin_also]
     return [lookup_key(k) for k in (*tune.names, *tune.names_trad)] + pinyin
 
 

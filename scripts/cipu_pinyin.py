@@ -62,8 +62,9 @@ def syllables(key: str, count: int) -> list[tuple[str, ...]]:
 def read_names(tunes: list[dict]) -> dict[tuple[str, str], str]:
     """Each tune's full pinyin keys with its names' polyphones read by READINGS, and their initials with them
     (kept as the tables give them where another tune has the new initials: 应天长's ytz, as ytc is 玉堂春's).
-    Returns {(tune, the key as the tables gave it): the key now}; raises ValueError where a key could be read
-    two ways."""
+    A full key so changed is kept in `pinyin_also` (the tables' reading, which many readers type: yongyuyue)
+    where no other tune has it. Returns {(tune, the key as the tables gave it): the key now}; raises
+    ValueError where a key could be read two ways."""
     owners: dict[str, set[int]] = {}
     for number, tune in enumerate(tunes):
         for key in tune["pinyin"]:
@@ -84,6 +85,8 @@ def read_names(tunes: list[dict]) -> dict[tuple[str, str], str]:
                 read = tuple(rules[i].right if i in rules else syllable for i, syllable in enumerate(cut))
                 tune["pinyin"][at] = "".join(read)
                 changed[(tune["names"][0], key)] = "".join(read)
+                if not owners.get(key, set()) - {number}:   # the tables' reading still finds it (yongyuyue)
+                    tune.setdefault("pinyin_also", []).append(key)
                 initials, new = "".join(s[0] for s in cut), "".join(s[0] for s in read)
                 if initials != new and initials in tune["pinyin"] and not owners.get(new, set()) - {number}:
                     tune["pinyin"][tune["pinyin"].index(initials)] = new

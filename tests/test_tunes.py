@@ -539,7 +539,9 @@ def test_a_tune_is_found_by_its_name_read_as_the_name_means_it():
     for typed, name in (("changxiangsi", "长相思"), ("cxs", "长相思"), ("busuanzi", "卜算子"), ("yingtianchang", "应天长"),
                         ("xiaochongshan", "小重山"), ("huanjingle", "还京乐"), ("zhishao", "徵招"), ("ganheye", "乾荷叶")):
         assert table.find(typed) is not None and table.find(typed).name == name, typed
-    assert table.find("zhangxiangsi") is None and table.find("bosuanzi") is None
+    # the tables' readings still find them (pinyin_also), where no tune has that spelling, but are not shown
+    assert table.find("zhangxiangsi").name == "长相思" and table.find("bosuanzi").name == "卜算子"
+    assert "zhang" not in table.get("长相思").full_pinyin and "bosuanzi" not in table.get("卜算子").full_pinyin
     assert "changxiangsi" in table.get("长相思").full_pinyin and table.get("闲中好").name == "闲中好"   # not 閒中好
     assert resolve("busuanzi").tune == "卜算子"
     # initials another tune already has are left as the tables give them: ytc stays 玉堂春's
@@ -569,10 +571,13 @@ def test_polyphones_in_tune_names_are_read_as_the_names_mean_them():
                         ("tasuoxing", "踏莎行"), ("raofoge", "绕佛阁"), ("luohongqu", "啰唝曲"), ("jiqunyao", "系裙腰"),
                         ("jueshao", "角招"), ("changxiangsi", "长相思")):
         assert table.find(typed) is not None and table.find(typed).name == name, typed
-    for misread in ("yufuyue", "yongyuyue", "yanqingdou", "tashaxing", "luogongqu", "zhangxiangsi"):
-        assert table.find(misread) is None, misread
+    for misread, name in (("yufuyue", "渔歌子"), ("yongyuyue", "永遇乐"), ("yanqingdou", "宴清都"), ("tashaxing", "踏莎行"),
+                          ("luogongqu", "啰唝曲"), ("zhangxiangsi", "长相思")):   # as many type them: found, not shown
+        assert table.find(misread).name == name and misread not in table.find(misread).full_pinyin, misread
+        assert misread in table.keys_of(table.find(misread))
     result = CliRunner().invoke(cli, ["tunes", "渔父乐"])
     assert result.exit_code == 0 and "yufule" in result.output and "yufuyue" not in result.output
+    assert "永遇乐" in CliRunner().invoke(cli, ["tunes", "yongyuyue"]).output
 
 
 def test_tune_name_readings_change_a_key_and_its_initials_unless_another_tune_has_them():
@@ -583,6 +588,8 @@ def test_tune_name_readings_change_a_key_and_its_initials_unless_another_tune_ha
              {"names": ["西江月"], "pinyin": ["xijiangyue", "xjy"]}]      # 月, not 乐: untouched
     changed = readings.read_names(tunes)
     assert tunes[0]["pinyin"] == ["xiaoxi", "yongyule", "yyy", "xx"]   # yyl is 一叶落's
+    assert tunes[0]["pinyin_also"] == ["yongyuyue"] and tunes[2]["pinyin_also"] == ["changshouyue"]   # still typed
+    assert "pinyin_also" not in tunes[1] and "pinyin_also" not in tunes[3]
     assert tunes[2]["pinyin"] == ["changshoule", "csl"] and tunes[3]["pinyin"] == ["xijiangyue", "xjy"]
     assert changed == {("永遇乐", "yongyuyue"): "yongyule", ("长寿乐", "changshouyue"): "changshoule",
                        ("长寿乐", "csy"): "csl"}
