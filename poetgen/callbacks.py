@@ -47,6 +47,23 @@ def inference_copy(model, model_config: ModelConfig):
     return copy
 
 
+def save_best(run: Run, model, model_config: ModelConfig, versions: dict, warnings: OnceWarnings | None = None) -> None:
+    """`model` as the bundle's best."""
+    save_bundle(run.out, inference_copy(model, model_config), run.tokenizer, run.record(versions), warnings)
+
+
+def save_epoch(run: Run, model, model_config: ModelConfig, versions: dict, improved: bool,
+               warnings: OnceWarnings | None = None) -> None:
+    """The bundle at an epoch's end, after its resume state: `model` as the best where it `improved`,
+    else config.json's progress and options as resumed (--epochs, --learning-rate)."""
+    if improved:
+        save_best(run, model, model_config, versions, warnings)
+        return
+    record = run.record(versions)
+    write_config(run.out, {**json.loads((run.out / CONFIG_FILE).read_text(encoding="utf-8")),
+                           "train": record["train"], "progress": record["progress"]})
+
+
 def plot_curves(log_csv: Path, png: Path) -> None:
     """Training and held-out perplexity per epoch, from the CSV log."""
     import csv
@@ -105,7 +122,10 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
         """Held-out loss per epoch; its log.csv row, the best model to the bundle, the last one to the
         resume state, and the resume state also every --checkpoint-minutes within an epoch and when a stop
         cuts one short. The row is written before the state: a kill between them left a saved epoch with no
-        row (--resume drops a row whose epoch was not saved, so the other order is safe)."""
+        row (--resume drops a row whose epoch was not saved, so the other order is safe). The state is
+        saved before the bundle: a bundle saved first, whose state then failed (a full disk at a run's
+        first save), held an epoch no --resume could go on from; a bundle left behind its state is
+        written again by --resume (resume.bundle_lags)."""
 
         def on_train_begin(self, logs=None):
             log.on_train_begin(logs)
@@ -168,13 +188,8 @@ def make_callbacks(run: Run, model_config: ModelConfig, versions: dict, stopper)
             improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"]
             if improved:
                 state["best_val_loss"], state["best_epoch"] = val_loss, epoch + 1
-                save_bundle(run.out, inference_copy(self.model, model_config), run.tokenizer, run.record(versions),
-                            warnings)
-            else:
-                record = run.record(versions)   # the options as resumed (--epochs, --learning-rate) too
-                write_config(run.out, {**json.loads((run.out / CONFIG_FILE).read_text(encoding="utf-8")),
-                                       "train": record["train"], "progress": record["progress"]})
             run.save_resume(self.model, versions)
+            save_epoch(run, self.model, model_config, versions, improved, warnings)
             logger.info(f"epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, held-out perplexity "
                 f"{perplexity(val_loss):.1f} (best {perplexity(state['best_val_loss']):.1f} at epoch "
                 f"{state['best_epoch']})")

@@ -182,14 +182,35 @@ def load_resume_model(path: Path, vocab_size: int):
     return model
 
 
-def check_bundle(out: Path, epochs_done: int) -> None:
+def bundle_lags(out: Path, state: dict) -> bool:
+    """Whether the bundle is behind the epoch the resume state ended: an epoch's end saves the state
+    before the bundle (a bundle without its state could not be resumed), so a failed write or a kill
+    between the two leaves config.json's progress short of the state's. --resume then writes the bundle
+    again: the model from the resume model where that epoch was the best, else config.json's progress.
+    A corrupt config.json is left to check_bundle to name; a missing one lags only where its epoch was
+    the best (otherwise the best model it held is gone)."""
+    if state.get("step_in_epoch") or not state.get("epochs_done"):
+        return False
+    if not (out / CONFIG_FILE).exists():
+        return state.get("best_epoch") == state["epochs_done"]
+    try:
+        progress = read_config(out).get("progress")
+    except BadModel:
+        return False
+    progress = progress if isinstance(progress, dict) else {}
+    # tokens and seconds too: a run that --force started over may have reached the same epoch
+    return any(progress.get(key) != state.get(key) for key in ("epochs_done", "tokens_seen", "wall_time_s"))
+
+
+def check_bundle(out: Path, epochs_done: int, lags: bool = False) -> None:
     """Before resuming: the bundle files the run will update are whole (config, tokenizer, best model).
     Before its first epoch ends a run has written none of them: what is there (nothing, or what the
-    run that --force replaced left) is overwritten at that epoch's end, so it is not checked."""
+    run that --force replaced left) is overwritten at that epoch's end, so it is not checked; nor is a
+    bundle that `lags` (bundle_lags): it is written again before the run goes on."""
     restore = f"restore it from a backup, {START_OVER}"
     try:
         Tokenizer.load(out / RESUME_DIR / RESUME_TOKENIZER)
-        if not (out / CONFIG_FILE).exists() or epochs_done == 0:
+        if not (out / CONFIG_FILE).exists() or epochs_done == 0 or lags:
             return
         config = read_config(out)
         model_config_of(config, out)

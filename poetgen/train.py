@@ -25,7 +25,7 @@ import numpy as np
 
 from poetgen import __version__
 from poetgen.bundle import CONFIG_FILE, is_bundle_config
-from poetgen.callbacks import StopOnSignal, make_callbacks, progress_bar
+from poetgen.callbacks import StopOnSignal, make_callbacks, progress_bar, save_epoch
 from poetgen.control import Prefixer, control_vocabulary, vocabulary_texts
 from poetgen.corpus import corpus_hash, is_held_out, shipped_label
 from poetgen.errors import BadInput
@@ -33,9 +33,9 @@ from poetgen.importers import load_corpus
 from poetgen.lock import LOCK_NAME, Lock
 from poetgen.model import CELLS, ModelConfig, build_model
 from poetgen.options import check_settings, setting
-from poetgen.resume import (LOG_FILE, RESUME_DIR, RESUME_STATE, RESUME_TOKENIZER, check_bundle, explicit_options,
-                            load_resume_model, model_files, read_state, repair_log, restore_seed_states,
-                            resumed_config, save_state, seed_states)
+from poetgen.resume import (LOG_FILE, RESUME_DIR, RESUME_STATE, RESUME_TOKENIZER, bundle_lags, check_bundle,
+                            explicit_options, load_resume_model, model_files, read_state, repair_log,
+                            restore_seed_states, resumed_config, save_state, seed_states)
 from poetgen.tokenizer import SPECIALS, UNK, Tokenizer
 from poetgen.train_setup import STRATEGIES, compile_model, refuse_multiworker, retune_optimizer, setup_devices
 from poetgen.train_step import use_sampled_softmax
@@ -285,15 +285,16 @@ def caller_state_kept():
 
 
 def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
-    saved = None
+    saved, lags = None, False
     if config.resume:
         saved = read_state(Path(config.out))
         config = resumed_config(config, saved, explicit, FIXED_ON_RESUME)
-        check_bundle(Path(config.out), saved["state"]["epochs_done"])
+        lags = bundle_lags(Path(config.out), saved["state"])   # written again from the resume model below
+        check_bundle(Path(config.out), saved["state"]["epochs_done"], lags)
     run = Run(config, saved)
     run.prepare()
     start_epoch, step_in_epoch = run.state["epochs_done"], run.state["step_in_epoch"]
-    if start_epoch >= config.epochs:
+    if start_epoch >= config.epochs and not lags:
         raise BadInput(f"{config.out} has already trained {start_epoch} epochs; raise --epochs to continue")
     strategy = setup_devices(config.strategy)
     import keras
@@ -322,6 +323,13 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
             total = planned_steps(segments)
             compile_model(model, config, total)
         use_sampled_softmax(model, model_config, config.sampled_softmax)
+    if lags:   # the saved state's best: a changed corpus reset run.state's
+        save_epoch(run, model, model_config, library_versions(), saved["state"]["best_epoch"] == start_epoch)
+        logger.warning(f"{run.out}'s bundle was behind its resume state (epoch {start_epoch}, whose bundle "
+                       f"save failed or was killed): written again from it")
+        if start_epoch >= config.epochs:
+            run.stopped = False
+            return run
     if config.warmup_steps >= total:   # the cosine never starts: the whole run is warm-up, at a fraction of the peak
         logger.warning(f"--warmup-steps {config.warmup_steps} is as long as the whole run ({total} steps), so the "
                        f"rate never reaches --learning-rate {config.learning_rate:g} (it stops at "

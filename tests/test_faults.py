@@ -909,3 +909,57 @@ def test_resume_messages_name_switches_and_a_lost_corpus(run_copy, tmp_path):
     assert_one_line(invoke("train", "--out", run_copy, "--resume", "--epochs", 3), "the run's corpus",
                     "gone.jsonl is gone: pass --corpus")
 
+
+
+# ---- the order of an epoch's saves -----------------------------------------------------------------
+
+def test_a_full_disk_at_a_runs_first_resume_save_leaves_no_bundle_it_cannot_resume(tiny_corpus, tmp_path,
+                                                                                    monkeypatch):
+    """The state is saved before the bundle: a first state that cannot be written leaves no bundle of an
+    epoch --resume could not go on from (it held one, and the directory was refused without --force)."""
+    out = tmp_path / "run"
+    fail_writes_to(monkeypatch, "state.json", errno.ENOSPC)
+    result = invoke("train", "--corpus", tiny_corpus, "--out", out, "--epochs", 1, *RUN_ARGS)
+    assert_one_line(result, f"cannot write {out / 'resume' / 'state.json'}", "(ENOSPC)")
+    monkeypatch.undo()
+    assert not (out / "config.json").exists()
+    assert_one_line(invoke("train", "--out", out, "--resume"), "nothing was saved there yet")
+    result = invoke("train", "--corpus", tiny_corpus, "--out", out, "--epochs", 1, *RUN_ARGS)   # no --force
+    assert result.exit_code == 0, result.output
+    assert read_state(out)["state"]["epochs_done"] == 1
+
+
+def test_a_bundle_that_failed_after_its_state_was_saved_is_written_again_on_resume(tiny_corpus, tmp_path,
+                                                                                  monkeypatch):
+    """A full disk (or a kill) between the state and the bundle of an improved epoch: --resume writes
+    the bundle from the resume model, which is that epoch's, also when no epoch is left to train."""
+    from poetgen.bundle import load_bundle
+
+    out = tmp_path / "run"
+    fail_writes_to(monkeypatch, "model.keras", errno.ENOSPC)
+    result = invoke("train", "--corpus", tiny_corpus, "--out", out, "--epochs", 1, *RUN_ARGS)
+    assert_one_line(result, f"cannot write {out / 'model.keras'}", "(ENOSPC)")
+    monkeypatch.undo()
+    assert not (out / "config.json").exists() and read_state(out)["state"]["epochs_done"] == 1
+    result = invoke("train", "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "written again" in result.stderr and "best held-out perplexity" in result.stdout
+    bundle = load_bundle(out)
+    state = read_state(out)["state"]
+    assert bundle.config["metrics"]["best_epoch"] == 1 and bundle.config["metrics"]["best_val_loss"] == state["best_val_loss"]
+    result = invoke("train", "--out", out, "--resume", "--epochs", 2)   # and goes on as any run
+    assert result.exit_code == 0 and "written again" not in result.stderr, result.output
+    assert read_state(out)["state"]["epochs_done"] == 2
+
+
+def test_a_config_that_failed_after_an_unimproved_epochs_state_is_written_again_on_resume(run_copy, monkeypatch):
+    fail_writes_to(monkeypatch, "config.json", errno.ENOSPC)
+    result = invoke("train", "--out", run_copy, "--resume", "--epochs", 2, "--learning-rate", "1e-12")
+    assert_one_line(result, f"cannot write {run_copy / 'config.json'}", "(ENOSPC)")
+    monkeypatch.undo()
+    metrics = json.loads((run_copy / "config.json").read_text())["metrics"]
+    assert read_state(run_copy)["state"]["epochs_done"] == 2
+    result = invoke("train", "--out", run_copy, "--resume")
+    assert result.exit_code == 0 and "written again" in result.stderr, result.output
+    config = json.loads((run_copy / "config.json").read_text())
+    assert config["progress"]["epochs_done"] == 2 and config["metrics"] == metrics   # its best model is kept

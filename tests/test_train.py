@@ -57,7 +57,10 @@ def test_kill_9_then_resume_continues(tiny_corpus, tmp_path):
     args = ["train", "--corpus", str(tiny_corpus), "--out", str(out), "--steps-per-epoch", "40", *TRAIN_ARGS]
     process = poetgen(*args, "--epochs", "500")   # far too long to finish before the kill below
     try:
-        wait_until(lambda: _epochs_done(out) >= 1 or process.poll() is not None, "an epoch finishing", 240, poll=0.2)
+        # the bundle is saved after the epoch's state (a kill between the two: the resume writes it again,
+        # test_faults.py); here the kill comes once both are
+        wait_until(lambda: (_epochs_done(out) >= 1 and (out / "model.keras").exists()) or process.poll() is not None,
+                   "an epoch finishing", 240, poll=0.2)
     finally:
         process.kill()                           # during epoch 2 or later, whenever the first is saved
         process.wait()
