@@ -99,10 +99,11 @@ class OnceWarnings:
 
 
 def save_bundle(directory: Path, model, tokenizer: Tokenizer, config: dict,
-                warnings: OnceWarnings | None = None) -> None:
+                warnings: OnceWarnings | None = None, extra: dict | None = None) -> None:
     """Write or update a bundle: all its files are written aside first and put in place together
     (atomic.staged), so a write that fails (a full disk) leaves the bundle before it whole. `warnings`:
-    a run's, whose saves each warn once (None: this save's own)."""
+    a run's, whose saves each warn once (None: this save's own). `extra`: {file name: function writing
+    it at the path given}, more files of the bundle put in place with the others (int8 products)."""
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer_path = directory / TOKENIZER_FILE
     with staged() as stage:
@@ -111,6 +112,8 @@ def save_bundle(directory: Path, model, tokenizer: Tokenizer, config: dict,
         stage.save(directory / MODEL_FILE, model.save)
         stage.text(directory / CONFIG_FILE, config_text({**config, "format_version": FORMAT_VERSION,
                                                           "tokenizer_hash": tokenizer.hash}))
+        for name, write in (extra or {}).items():
+            stage.save(directory / name, write)
     _set_aside_stale_reverse(directory, tokenizer, warnings or OnceWarnings())
 
 

@@ -24,6 +24,7 @@ from poetgen.bundle import CONFIG_FILE, OnceWarnings, save_bundle, write_config
 from poetgen.errors import Diverged
 from poetgen.lock import default_handler
 from poetgen.model import ModelConfig, build_model, sequence_log_likelihood
+from poetgen.quantize import INT8_FILE, product_arrays
 from poetgen.resume import EpochLog
 
 if TYPE_CHECKING:
@@ -48,8 +49,20 @@ def inference_copy(model, model_config: ModelConfig):
 
 
 def save_best(run: Run, model, model_config: ModelConfig, versions: dict, warnings: OnceWarnings | None = None) -> None:
-    """`model` as the bundle's best."""
-    save_bundle(run.out, inference_copy(model, model_config), run.tokenizer, run.record(versions), warnings)
+    """`model` as the bundle's best. A bundle that carried int8 products (`poetgen quantize`) gets them
+    converted again from the new weights, in the same staged save: kept, they no longer fit the model
+    (generate warned at every call and ran in float32). Training has TensorFlow loaded, which that needs."""
+    copy = inference_copy(model, model_config)
+    extra = {}
+    if (run.out / INT8_FILE).exists():
+        def int8(path: Path) -> None:
+            from poetgen.stepper import NumpyStepper
+            from poetgen.weights import layer_weights
+
+            # a reverse model is scored in blocks, never stepped: no step graph (as `poetgen quantize`)
+            np.savez(path, **product_arrays(NumpyStepper(layer_weights(copy), model_config), step=not run.config.reverse))
+        extra[INT8_FILE] = int8
+    save_bundle(run.out, copy, run.tokenizer, run.record(versions), warnings, extra)
 
 
 def save_epoch(run: Run, model, model_config: ModelConfig, versions: dict, improved: bool,

@@ -219,6 +219,13 @@ def write_products(stepper, path: Path, step: bool = True) -> None:
     (Int8Step), and save them at `path` (an INT8_FILE), atomically. Needs TensorFlow."""
     from poetgen.atomic import atomic_write
 
+    arrays = product_arrays(stepper, step)
+    with atomic_write(path) as handle:
+        np.savez(handle, **arrays)
+
+
+def product_arrays(stepper, step: bool = True) -> dict[str, np.ndarray]:
+    """What write_products saves: each product's TFLite bytes and fingerprint (and the step's)."""
     arrays = {}
     for name, kernel in stepper.product_kernels().items():
         arrays[name] = np.frombuffer(_convert(kernel), np.uint8)
@@ -226,8 +233,7 @@ def write_products(stepper, path: Path, step: bool = True) -> None:
     if step:
         arrays[STEP] = np.frombuffer(convert_step(stepper), np.uint8)
         arrays[STEP + FINGERPRINT] = step_fingerprint(stepper)
-    with atomic_write(path) as handle:
-        np.savez(handle, **arrays)
+    return arrays
 
 
 def read_products(stepper, path: Path) -> dict[str, bytes]:

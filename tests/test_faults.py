@@ -963,3 +963,18 @@ def test_a_config_that_failed_after_an_unimproved_epochs_state_is_written_again_
     assert result.exit_code == 0 and "written again" in result.stderr, result.output
     config = json.loads((run_copy / "config.json").read_text())
     assert config["progress"]["epochs_done"] == 2 and config["metrics"] == metrics   # its best model is kept
+
+
+def test_a_quantized_bundle_trained_on_gets_its_int8_products_converted_again(run_copy):
+    state_path = run_copy / "resume" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["state"]["best_val_loss"] = 1e9          # the next epoch improves, so model.keras is written
+    state_path.write_text(json.dumps(state))
+    assert invoke("quantize", "--model", run_copy).exit_code == 0
+    before = digest(run_copy / "int8.npz")
+    result = invoke("train", "--out", run_copy, "--resume", "--epochs", 2)
+    assert result.exit_code == 0, result.output
+    assert digest(run_copy / "int8.npz") != before
+    result = invoke("generate", "--model", run_copy, "--seed", 1)
+    assert result.exit_code == 0 and len(result.stdout.strip().splitlines()) == 4, result.output
+    assert "int8" not in result.stderr and "quantize" not in result.stderr, result.stderr
