@@ -292,6 +292,9 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
         lags = bundle_lags(Path(config.out), saved["state"])   # written again from the resume model below
         check_bundle(Path(config.out), saved["state"]["epochs_done"], lags)
     run = Run(config, saved)
+    # a run killed before its first save left only its lock and TensorBoard's events: not its curves
+    # beside the new run's (a directory with anything else is a run's, or someone's)
+    killed_early = run.out.is_dir() and all(p.name in EARLY_FILES for p in run.out.iterdir())
     run.prepare()
     start_epoch, step_in_epoch = run.state["epochs_done"], run.state["step_in_epoch"]
     if start_epoch >= config.epochs and not lags:
@@ -337,6 +340,8 @@ def _train(config: TrainConfig, extra_callbacks: Sequence, explicit) -> Run:
     run.out.mkdir(parents=True, exist_ok=True)
     if config.resume:
         repair_log(run.out / LOG_FILE, start_epoch)
+    elif killed_early:
+        shutil.rmtree(run.out / "tensorboard", ignore_errors=True)
     elif held_run:   # an earlier run's progress; files in a directory that held no run are not ours to delete
         for stale in (LOG_FILE, RESUME_DIR + "/" + RESUME_STATE, RESUME_DIR + "/" + RESUME_TOKENIZER):
             with contextlib.suppress(FileNotFoundError):

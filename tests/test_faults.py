@@ -978,3 +978,15 @@ def test_a_quantized_bundle_trained_on_gets_its_int8_products_converted_again(ru
     result = invoke("generate", "--model", run_copy, "--seed", 1)
     assert result.exit_code == 0 and len(result.stdout.strip().splitlines()) == 4, result.output
     assert "int8" not in result.stderr and "quantize" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("force", [True, False])
+def test_a_run_killed_before_its_first_save_leaves_no_events_beside_the_next_runs(tiny_corpus, tmp_path, force):
+    out = tmp_path / "run"
+    killed = out / "tensorboard" / "train" / "events.out.tfevents.1.killed.v2"   # all such a run leaves
+    killed.parent.mkdir(parents=True)
+    killed.write_bytes(b"events")
+    result = invoke("train", "--corpus", tiny_corpus, "--out", out, "--epochs", 1, *RUN_ARGS,
+                    *(["--force"] if force else []))
+    assert result.exit_code == 0, result.output
+    assert not killed.exists() and list((out / "tensorboard" / "train").glob("events.out.tfevents.*"))
