@@ -170,7 +170,9 @@ def collision(out: Path, error: FileExistsError, filled: bool) -> str:
     """What to say when a name the export puts in place was created meanwhile by someone else: `out`
     itself (--force replaces an export), or, filling an empty `out`, an entry inside it, which --force
     cannot help with (the folder then holds no export of ours)."""
-    target = Path(error.args[0]) if error.args else out
+    # atomic_directory raises FileExistsError(path); one the OS raises (EEXIST) carries errno, text, filename
+    named = error.filename if error.filename is not None else error.args[0] if len(error.args) == 1 else None
+    target = Path(named) if isinstance(named, (str, os.PathLike)) else out
     if not filled or target == out:
         return f"{out} already exists; pass --force to replace it"
     return (f"{target} appeared while the export filled the empty {out} (something else writes there); its "

@@ -332,6 +332,28 @@ def test_an_entry_made_in_an_empty_out_while_it_is_filled_is_named_not_pass_forc
     assert [p.name for p in out.iterdir()] == ["config.json"] and (out / "config.json").read_text() == "theirs"
 
 
+@pytest.mark.parametrize("fill", [True, False])
+def test_a_file_exists_error_the_os_raises_while_exporting_is_one_line(tiny_bundle, tmp_path, monkeypatch, fill):
+    """An OSError EEXIST (errno, text, filename: not atomic_directory's FileExistsError(path)) reached the
+    collision message, which read its errno as the path: Path(17) raised TypeError, a traceback."""
+    import errno
+    import importlib
+
+    exporting = importlib.import_module("poetgen.export")
+    out = tmp_path / "out"
+    if fill:
+        out.mkdir()
+
+    def writer(bundle, directory):
+        raise FileExistsError(errno.EEXIST, "File exists", str(directory / "assets"))
+
+    monkeypatch.setattr(exporting, "write_keras", writer)
+    result = run_cli("export", "--model", tiny_bundle, "--out", out, "--format", "keras")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert "TypeError" not in lines[0] and str(out) in lines[0], lines[0]
+
+
 def _killed_while_filled(out, moved=("config.json", "int8.npz", "tokenizer.json"), *others):
     """`out` as `kill -9` leaves an export into an empty folder among its renames: the lock of a dead process,
     the files moved so far, and the temporary folder holding the rest (the model, moved last)."""
