@@ -101,10 +101,6 @@ def check_target(bundle: Bundle, options: ExportOptions) -> None:
     if out.is_dir() and not out.is_symlink() and not is_empty_directory(out) and not half \
             and not any((out / marker).exists() for marker in EXPORT_MARKERS):
         raise OutputExists(f"{out} is a directory that holds no export; not replacing it, even with --force")
-    if out.exists() and not options.force and not is_empty_directory(out) and not half:
-        raise OutputExists(f"{out} already exists; pass --force to replace it")
-    if not out.parent.is_dir():
-        raise BadInput(f"cannot write {out}: directory {out.parent} does not exist")
     if out.resolve() == Path(bundle.path).resolve():
         raise BadInput(f"{out} is the bundle being exported; choose another --out")
     from poetgen.rerank import REVERSE_DIR
@@ -112,6 +108,10 @@ def check_target(bundle: Bundle, options: ExportOptions) -> None:
     if out.resolve() == (Path(bundle.path) / REVERSE_DIR).resolve():   # the shipped one keeps no logs
         raise BadInput(f"{out} is the reverse model of the bundle being exported (its best-of ranking and "
                        f"polishing read it); choose another --out")
+    if out.exists() and not options.force and not is_empty_directory(out) and not half:
+        raise OutputExists(f"{out} already exists; pass --force to replace it")
+    if not out.parent.is_dir():
+        raise BadInput(f"cannot write {out}: directory {out.parent} does not exist")
 
 
 def inference_bundle(bundle: Bundle) -> Bundle:

@@ -332,6 +332,31 @@ def test_an_entry_made_in_an_empty_out_while_it_is_filled_is_named_not_pass_forc
     assert [p.name for p in out.iterdir()] == ["config.json"] and (out / "config.json").read_text() == "theirs"
 
 
+@pytest.mark.parametrize("target", ["bundle", "reverse"])
+def test_the_exported_bundle_or_its_reverse_model_as_out_is_refused_alike_with_or_without_force(
+        tiny_bundle, tmp_path, target):
+    """--out naming the bundle being exported (one without training logs: a keras export used as --model),
+    or its reverse/ (the shipped model's), was answered "already exists; pass --force to replace it"
+    without --force, then refused with it ("is the bundle being exported")."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for name in ("config.json", "tokenizer.json", "model.keras"):
+        shutil.copy(tiny_bundle / name, bundle / name)
+    shutil.copytree(bundle, tmp_path / "reverse")
+    shutil.move(tmp_path / "reverse", bundle / "reverse")
+    out = bundle if target == "bundle" else bundle / "reverse"
+    before = sorted(p.name for p in out.iterdir())
+    for force in ([], ["--force"]):
+        result = run_cli("export", "--model", bundle, "--out", out, "--format", "keras", *force)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        said = "is the reverse model of the bundle" if target == "reverse" else "is the bundle being exported"
+        assert "pass --force" not in lines[0] and said in lines[0], lines[0]
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
 @pytest.mark.parametrize("fill", [True, False])
 def test_a_file_exists_error_the_os_raises_while_exporting_is_one_line(tiny_bundle, tmp_path, monkeypatch, fill):
     """An OSError EEXIST (errno, text, filename: not atomic_directory's FileExistsError(path)) reached the
