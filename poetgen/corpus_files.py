@@ -111,7 +111,8 @@ def utf16_without_bom(head: bytes) -> str | None:
     Random binary data decodes as UTF-16 too, but only about a third of it into Han characters."""
     for encoding in ("utf-16-le", "utf-16-be"):
         try:
-            text = head[:len(head) // 2 * 2].decode(encoding)
+            # final=False: the head may end inside a character (half of a surrogate pair: 𠂉, CJK Ext. B)
+            text = codecs.getincrementaldecoder(encoding)().decode(head, final=False)
         except UnicodeDecodeError:
             continue
         texty = sum(1 for c in text if c in "\n\r\t" or " " <= c <= "~" or "\u3000" <= c <= "\u9fff"

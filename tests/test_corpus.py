@@ -823,3 +823,18 @@ def test_utf16_without_a_byte_order_mark_is_named_not_called_binary(tmp_path, en
     binary.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)) + b"\0")
     refused = CliRunner().invoke(cli, ["corpus", "import", str(binary), "--out", str(tmp_path / "n.jsonl")])
     assert refused.exit_code == 2 and "binary data, not a text corpus" in refused.output, refused.output
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_byte_order_mark_whose_head_ends_inside_a_surrogate_pair_is_named(tmp_path, encoding):
+    """The head read to tell UTF-16 from binary data (8,192 bytes) may end inside a character beyond the BMP
+    (𠂉, CJK Ext. B: a surrogate pair in UTF-16); decoding it whole failed, and the text was called binary."""
+    from poetgen.corpus_files import _SNIFF_BYTES
+
+    lines = ((POEM_A + "\n") * (_SNIFF_BYTES // len(POEM_A)))[:_SNIFF_BYTES // 2 - 1]
+    assert len(lines) == _SNIFF_BYTES // 2 - 1   # the pair's first half is the head's last two bytes
+    path = tmp_path / "poems.txt"
+    path.write_bytes((lines + "\U00020089" + "\n" + POEM_A + "\n").encode(encoding))
+    result = CliRunner().invoke(cli, ["corpus", "import", str(path), "--out", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 2 and f"UTF-16 text without a byte-order mark, it seems; pass --encoding {encoding}" \
+        in result.output, result.output
