@@ -331,8 +331,11 @@ def _scan_ci(poem: str, marked: bool, tune_name: str, number: int | None) -> Sca
     if number is not None:
         asked = readings[0].variant(number, tune_name)
         check = check_ci(lay(read, asked), asked, prosody, rhyme)
-    else:
-        check = check_against_tunes(read, readings, prosody, rhyme, lay)
+    else:   # read by its own marks where the variant it fits best has their clauses: marks that fit one
+        # variant exactly are not left out on another's finer clauses (a mark is evidence, as LAYOUT_WEIGHT)
+        check = check_against_tunes(read, readings, prosody, rhyme) if marked else None
+        if check is None or not check.layout_ok:
+            check = check_against_tunes(read, readings, prosody, rhyme, lay)
     tune = next(t for t in readings if t.name == check.tune)
     variant = tune.variants[check.variant - 1]
     if not check.chars_ok:

@@ -536,3 +536,16 @@ def test_a_tune_title_or_author_line_above_the_poem_is_left_out_where_only_the_r
     kept = run("白日依山尽\n" + one_line)   # as long as a line of the poem: read as one of its lines
     assert kept.exit_code == EXIT_USAGE and "lines of 5/20 characters" in kept.stderr
     assert run("静夜思\n" + one_line[:-1]).exit_code == EXIT_USAGE   # 19 under it: no form either way
+
+
+def test_a_ci_whose_marks_fit_one_variant_exactly_is_not_laid_on_another_s_finer_clauses():
+    """Laying every variant on its own clauses (for a ci typed with marks left out) also laid a fully
+    marked ci on the finer clauses of another variant of the same length: 韩淲's 霜天晓角, its marks exactly
+    variant 3's clauses (平仄 22/22), was read as variant 1 with a mark put inside its line 海棠红未落 (海棠。
+    红未落。: 棠 off the rhyme, 平仄 18/20), 'layout ok'. Marks that fit the variant it fits best are its own."""
+    poem = "雨收云薄。有底情怀恶。一段春风花事，吟得就，又忘却。海棠红未落。细细流霞酌。选甚蝇营狗苟，皆现定，有何错。"
+    data = json.loads(run("--tune", "霜天晓角", poem, "--format", "json").stdout)
+    assert (data["variant"], data["layout_ok"]) == (3, True), data
+    assert "".join(line["text"] for line in data["lines"]) == poem
+    rows = poem.replace("。", "。\n").strip()   # a sentence a row, its marks kept: the same reading
+    assert json.loads(run("--tune", "霜天晓角", rows, "--format", "json").stdout)["variant"] == 3
