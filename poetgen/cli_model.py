@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -82,6 +83,7 @@ def train(sample: bool, **options) -> None:
     config = TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
     config.validate()
     import_tensorflow()
+    started = time.time()
     try:
         with contextlib.redirect_stdout(sys.stderr):   # Keras's progress bar: stdout carries the result alone
             result = api.train(config, sample=sample, explicit=given_options(options))
@@ -89,7 +91,9 @@ def train(sample: bool, **options) -> None:
         from poetgen.resume import RESUME_DIR, RESUME_STATE
         from poetgen.train import resume_command
 
-        if not (Path(config.out) / RESUME_DIR / RESUME_STATE).is_file():
+        state = Path(config.out) / RESUME_DIR / RESUME_STATE
+        # with --force, a state saved before this command is the old run's, which this one was replacing
+        if not state.is_file() or (config.force and state.stat().st_mtime < started):
             raise
         click.echo(f"poetgen: interrupted; the run goes on from its last saved state with: "
                    f"{resume_command(config)}", err=True)

@@ -713,3 +713,6 @@ def test_a_second_ctrl_c_names_the_resume_command_where_a_state_is_saved(tmp_pat
     assert result.exit_code == 130, result.output
     assert result.stderr.strip().splitlines() == [f"poetgen: interrupted; the run goes on from its last saved state with: "
                                           f"poetgen train --out '{out}' --resume --epochs 3"]
+    os.utime(out / RESUME_DIR / RESUME_STATE, (0, 0))   # an old run's state, which --force was replacing: not named
+    result = CliRunner().invoke(cli, ["train", "--out", str(out), "--force"])
+    assert result.exit_code == 130 and result.stderr.split() == ["poetgen:", "interrupted"]
