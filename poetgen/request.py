@@ -45,6 +45,12 @@ FORM_NAMES = (*FORMS, "free", *FORM_ALIASES)
 _REQUEST_WORDS = frozenset("写 作 写诗 作诗 赋诗 一首 一篇 首 篇 关于 有关 诗 诗歌 诗词 古诗 请 帮 帮我 我 给 创作 描写 表达 主题 一下 的".split())
 
 
+def holds_surrogate(text: str) -> bool:
+    """Whether `text` holds a lone surrogate (U+D800-DFFF): bytes that were not UTF-8 (surrogateescape), or a
+    JSON escape of half a UTF-16 pair; no text a poem can hold."""
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
 @dataclasses.dataclass(frozen=True)
 class PoemRequest:
     prompt: str = ""                 # the poem starts with this text (may span lines)
@@ -99,7 +105,7 @@ class PoemRequest:
         check_settings(self)
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, str) and any("\ud800" <= c <= "\udfff" for c in value):   # undecodable bytes
+            if isinstance(value, str) and holds_surrogate(value):   # undecodable bytes (surrogateescape)
                 raise BadInput(f"{field.name} is not valid text: it holds bytes that are not UTF-8", field=field.name)
         for name, limit in (("prompt", MAX_PROMPT), ("theme", MAX_THEME), ("title", MAX_TITLE)):
             text = getattr(self, name)   # counted as prepared: spaces and quote marks do not count

@@ -18,7 +18,7 @@ from poetgen.errors import BadInput
 from poetgen.options import bounds
 from poetgen.request import (FORM_NAMES, MAX_THEME, MAX_TITLE, SERVER_MAX_ACROSTIC, SERVER_MAX_BEST_OF,
                              SERVER_MAX_CHARS, SERVER_MAX_POEMS, SERVER_MAX_POLISH, SERVER_MAX_PROMPT,
-                             SERVER_MAX_TEMPERATURE, PoemRequest)
+                             SERVER_MAX_TEMPERATURE, PoemRequest, holds_surrogate)
 from poetgen.sampling import SampleOptions
 from poetgen.scansion import MAX_SCANNED
 from poetgen.tunes import lookup_key
@@ -165,7 +165,7 @@ async def read(request: Request, model: type[BaseModel], timeout_s: float) -> Ba
 
 def _holds_surrogate(value) -> bool:
     if isinstance(value, str):
-        return any("\ud800" <= ch <= "\udfff" for ch in value)
+        return holds_surrogate(value)
     if isinstance(value, dict):
         return any(_holds_surrogate(key) or _holds_surrogate(item) for key, item in value.items())
     return isinstance(value, list) and any(_holds_surrogate(item) for item in value)
