@@ -57,10 +57,9 @@ def save_best(run: Run, model, model_config: ModelConfig, versions: dict, warnin
     if (run.out / INT8_FILE).exists():
         def int8(path: Path) -> None:
             from poetgen.stepper import NumpyStepper
-            from poetgen.weights import layer_weights
 
             # a reverse model is scored in blocks, never stepped: no step graph (as `poetgen quantize`)
-            np.savez(path, **product_arrays(NumpyStepper(layer_weights(copy), model_config), step=not run.config.reverse))
+            np.savez(path, **product_arrays(NumpyStepper.from_model(copy, model_config), step=not run.config.reverse))
         extra[INT8_FILE] = int8
     save_bundle(run.out, copy, run.tokenizer, run.record(versions), warnings, extra)
 

@@ -101,22 +101,25 @@ def test_sigterm_stops_cleanly_and_says_how_to_resume(tiny_corpus, tmp_path):
     assert len((out / "log.csv").read_text().splitlines()) == 1 + state["epochs_done"]
 
 
-class StopAtBatch:
-    """SIGTERM to this process after the `n`-th batch of a run (counted over its fits): a user's kill at
-    a known step. The signal is the run's own stop path; the batch is the observed event."""
+def at_batch(n: int, action):
+    """A callback that runs `action(model)` once, after the `n`-th batch of a run (counted over its fits)."""
+    import keras
 
-    def __new__(cls, n: int):
-        import keras
+    class Callback(keras.callbacks.Callback):
+        seen = 0
 
-        class Callback(keras.callbacks.Callback):
-            seen = 0
+        def on_train_batch_end(self, batch, logs=None):
+            Callback.seen += 1
+            if Callback.seen == n:
+                action(self.model)
 
-            def on_train_batch_end(self, batch, logs=None):
-                Callback.seen += 1
-                if Callback.seen == n:
-                    os.kill(os.getpid(), signal.SIGTERM)
+    return Callback()
 
-        return Callback()
+
+def StopAtBatch(n: int):
+    """SIGTERM to this process after the `n`-th batch of a run: a user's kill at a known step. The signal is
+    the run's own stop path; the batch is the observed event."""
+    return at_batch(n, lambda model: os.kill(os.getpid(), signal.SIGTERM))
 
 
 def test_a_run_stopped_within_an_epoch_resumes_at_that_step_exactly(tiny_corpus, tmp_path, caplog, capsys):
@@ -580,22 +583,13 @@ def test_an_epoch_s_log_row_is_written_before_its_resume_state(tiny_corpus, tmp_
     assert seen == [(1, 1), (2, 2)]
 
 
-class PoisonAt:
+def PoisonAt(n: int):
     """Makes the weights NaN after the `n`-th batch of a run: a run that diverges at a known step."""
+    def poison(model):
+        table = model.get_layer("embedding").embeddings
+        table.assign(np.full(table.shape, np.nan, "float32"))
 
-    def __new__(cls, n: int):
-        import keras
-
-        class Callback(keras.callbacks.Callback):
-            seen = 0
-
-            def on_train_batch_end(self, batch, logs=None):
-                Callback.seen += 1
-                if Callback.seen == n:
-                    table = self.model.get_layer("embedding").embeddings
-                    table.assign(np.full(table.shape, np.nan, "float32"))
-
-        return Callback()
+    return at_batch(n, poison)
 
 
 def test_a_run_that_diverges_stops_in_one_line_and_keeps_its_last_good_state(tiny_corpus, tmp_path):
